@@ -1,0 +1,274 @@
+//! The rolling-window arithmetic, in one place.
+//!
+//! A counter is a short list of sub-buckets `(index, count)`, where bucket `j` holds what
+//! was admitted during `[j*b, (j+1)*b)` milliseconds (`b` = bucket width, by default the
+//! period / 60). At time `now` the window `(now - P, now]` is covered conservatively by
+//! every bucket that *may* hold an event inside it: those with `(j+1)*b > now - P`. A cost
+//! is admitted only if that sum plus the cost stays within the limit, so no window of length
+//! `P` ever holds more than the limit. The price is a little under-admission: an event is
+//! counted for at most one bucket width longer than it really is inside the window.
+//!
+//! The Redis Lua script of the cluster mode implements exactly these rules; a test feeds both
+//! the same sequence and compares every answer.
+
+use std::collections::VecDeque;
+
+/// Parameters of one counter's window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSpec {
+    /// Window length in milliseconds (> 0).
+    pub period_ms: u64,
+    /// Sub-bucket width in milliseconds (> 0, at most `period_ms`).
+    pub bucket_ms: u64,
+}
+
+impl WindowSpec {
+    /// A window of `period_ms` split into `buckets` sub-buckets (the width is rounded up,
+    /// so there are never more than `buckets` + 1 live buckets).
+    pub fn new(period_ms: u64, buckets: u32) -> Self {
+        let period_ms = period_ms.max(1);
+        let n = u64::from(buckets.max(1));
+        WindowSpec {
+            period_ms,
+            bucket_ms: period_ms.div_ceil(n).max(1),
+        }
+    }
+
+    /// Index of the bucket `now` falls in.
+    pub fn bucket_of(&self, now_ms: u64) -> u64 {
+        now_ms / self.bucket_ms
+    }
+
+    /// The oldest bucket index still counted at `now`.
+    pub fn oldest_counted(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.period_ms) / self.bucket_ms
+    }
+
+    /// When bucket `index` stops being counted (ms since the epoch).
+    pub fn expiry_of(&self, index: u64) -> u64 {
+        (index + 1) * self.bucket_ms + self.period_ms
+    }
+}
+
+/// What a take decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeOutcome {
+    /// Admitted; `used` is the level after adding the cost.
+    Admitted {
+        /// Level in the window after the take.
+        used: u64,
+    },
+    /// Refused; nothing was added.
+    Refused {
+        /// Level in the window (unchanged).
+        used: u64,
+        /// Milliseconds until the cost would fit, if it ever can (`None` when cost > limit).
+        retry_after_ms: Option<u64>,
+    },
+}
+
+/// One counter: its live sub-buckets, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Window {
+    buckets: VecDeque<(u64, u64)>,
+}
+
+impl Window {
+    /// An empty counter.
+    pub fn new() -> Self {
+        Window::default()
+    }
+
+    /// The live buckets `(index, count)`, oldest first.
+    pub fn buckets(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.buckets.iter().copied()
+    }
+
+    /// Drops buckets no longer counted at `now`.
+    pub fn prune(&mut self, spec: WindowSpec, now_ms: u64) {
+        let oldest = spec.oldest_counted(now_ms);
+        while matches!(self.buckets.front(), Some(&(j, _)) if j < oldest) {
+            self.buckets.pop_front();
+        }
+    }
+
+    /// The level counted at `now`.
+    pub fn used(&self, spec: WindowSpec, now_ms: u64) -> u64 {
+        let oldest = spec.oldest_counted(now_ms);
+        self.buckets
+            .iter()
+            .filter(|(j, _)| *j >= oldest)
+            .map(|(_, c)| *c)
+            .sum()
+    }
+
+    /// Whether `cost` would fit under `limit` at `now`, without changing anything.
+    pub fn check(&self, spec: WindowSpec, now_ms: u64, cost: u64, limit: u64) -> TakeOutcome {
+        let used = self.used(spec, now_ms);
+        if used.saturating_add(cost) <= limit {
+            TakeOutcome::Admitted { used: used + cost }
+        } else {
+            TakeOutcome::Refused {
+                used,
+                retry_after_ms: self.retry_after(spec, now_ms, cost, limit),
+            }
+        }
+    }
+
+    /// Adds `cost` at `now` if it fits under `limit`; otherwise changes nothing.
+    pub fn take(&mut self, spec: WindowSpec, now_ms: u64, cost: u64, limit: u64) -> TakeOutcome {
+        self.prune(spec, now_ms);
+        let outcome = self.check(spec, now_ms, cost, limit);
+        if matches!(outcome, TakeOutcome::Admitted { .. }) {
+            self.add(spec, now_ms, cost);
+        }
+        outcome
+    }
+
+    /// Adds `cost` at `now` unconditionally.
+    pub fn add(&mut self, spec: WindowSpec, now_ms: u64, cost: u64) {
+        if cost == 0 {
+            return;
+        }
+        let cur = spec.bucket_of(now_ms);
+        match self.buckets.back_mut() {
+            Some((j, c)) if *j == cur => *c += cost,
+            Some((j, _)) if *j > cur => {
+                // The clock went backwards: charge the newest bucket (never lose a charge).
+                if let Some((_, c)) = self.buckets.back_mut() {
+                    *c += cost;
+                }
+            }
+            _ => self.buckets.push_back((cur, cost)),
+        }
+    }
+
+    /// Takes back `cost` charged at `now` (the refund of an all-or-nothing batch).
+    pub fn refund(&mut self, spec: WindowSpec, now_ms: u64, cost: u64) {
+        let cur = spec.bucket_of(now_ms);
+        let mut left = cost;
+        for (j, c) in self.buckets.iter_mut().rev() {
+            if *j > cur {
+                continue;
+            }
+            let d = left.min(*c);
+            *c -= d;
+            left -= d;
+            if left == 0 {
+                break;
+            }
+        }
+        self.buckets.retain(|(_, c)| *c > 0);
+    }
+
+    /// Milliseconds from `now` until `cost` fits under `limit`, assuming nothing else is
+    /// taken meanwhile. `Some(0)` if it fits now; `None` if it never can (`cost > limit`).
+    pub fn retry_after(&self, spec: WindowSpec, now_ms: u64, cost: u64, limit: u64) -> Option<u64> {
+        if cost > limit {
+            return None;
+        }
+        let oldest = spec.oldest_counted(now_ms);
+        let mut used = self.used(spec, now_ms);
+        if used + cost <= limit {
+            return Some(0);
+        }
+        for &(j, c) in self.buckets.iter().filter(|(j, _)| *j >= oldest) {
+            used -= c;
+            if used + cost <= limit {
+                return Some(spec.expiry_of(j).saturating_sub(now_ms));
+            }
+        }
+        Some(0)
+    }
+
+    /// Whether nothing is counted any more at `now` (the counter can be reclaimed).
+    pub fn is_idle(&self, spec: WindowSpec, now_ms: u64) -> bool {
+        let oldest = spec.oldest_counted(now_ms);
+        self.buckets.iter().all(|(j, _)| *j < oldest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: u64 = 3_600_000;
+
+    fn admitted(o: TakeOutcome) -> bool {
+        matches!(o, TakeOutcome::Admitted { .. })
+    }
+
+    #[test]
+    fn admits_exactly_the_limit_in_a_burst() {
+        let spec = WindowSpec::new(HOUR, 60);
+        let mut w = Window::new();
+        let now = 10 * HOUR;
+        for _ in 0..5 {
+            assert!(admitted(w.take(spec, now, 1, 5)));
+        }
+        assert!(!admitted(w.take(spec, now, 1, 5)));
+        assert_eq!(w.used(spec, now), 5);
+    }
+
+    #[test]
+    fn no_double_burst_at_a_fixed_window_boundary() {
+        let spec = WindowSpec::new(HOUR, 60);
+        let mut w = Window::new();
+        // 5 at the very end of an hour, then 5 more just after the boundary: refused.
+        let t = 10 * HOUR - 1;
+        for _ in 0..5 {
+            assert!(admitted(w.take(spec, t, 1, 5)));
+        }
+        assert!(!admitted(w.take(spec, t + 2, 1, 5)));
+        // Still refused just before a full period has passed since those events.
+        assert!(!admitted(w.take(spec, t + HOUR - 1, 1, 5)));
+        // Room again once the bucket holding them has left the window (at most one bucket later).
+        assert!(admitted(w.take(spec, t + HOUR + spec.bucket_ms, 1, 5)));
+    }
+
+    #[test]
+    fn never_more_than_limit_in_any_window_under_steady_load() {
+        let spec = WindowSpec::new(60_000, 60);
+        let mut w = Window::new();
+        let mut admitted_at = Vec::new();
+        let mut t = 1_000_000;
+        for _ in 0..20_000 {
+            t += 37;
+            if admitted(w.take(spec, t, 1, 100)) {
+                admitted_at.push(t);
+            }
+        }
+        for (i, &start) in admitted_at.iter().enumerate() {
+            let in_window = admitted_at[i..].iter().take_while(|&&x| x < start + 60_000).count();
+            assert!(in_window <= 100, "window at {start} holds {in_window}");
+        }
+        // ... and under-admission is bounded: at least limit * (1 - 1/60) per period on average.
+        let span = (admitted_at.last().unwrap() - admitted_at[0]) as f64 / 60_000.0;
+        assert!(admitted_at.len() as f64 / span > 95.0);
+    }
+
+    #[test]
+    fn retry_after_points_at_when_room_returns() {
+        let spec = WindowSpec::new(HOUR, 60);
+        let mut w = Window::new();
+        let t0 = 100 * HOUR;
+        assert!(admitted(w.take(spec, t0, 3, 3)));
+        let later = t0 + 10 * 60_000;
+        let wait = w.retry_after(spec, later, 1, 3).unwrap();
+        assert!(!admitted(w.clone().take(spec, later + wait - 1, 1, 3)));
+        assert!(admitted(w.take(spec, later + wait, 1, 3)));
+        assert_eq!(w.retry_after(spec, later, 4, 3), None);
+    }
+
+    #[test]
+    fn refund_restores_the_level_and_idle_counters_are_detected() {
+        let spec = WindowSpec::new(60_000, 60);
+        let mut w = Window::new();
+        w.take(spec, 5_000, 2, 10);
+        w.refund(spec, 5_000, 2);
+        assert_eq!(w.used(spec, 5_000), 0);
+        w.take(spec, 5_000, 1, 10);
+        assert!(!w.is_idle(spec, 60_000));
+        assert!(w.is_idle(spec, 5_000 + 60_000 + 1_000));
+    }
+}

@@ -1,0 +1,152 @@
+//! The reply: one `action=...` attribute followed by a blank line.
+
+use std::fmt;
+
+/// What Postfix is told to do with the request (see access(5)).
+///
+/// Texts are optional where Postfix allows them; [`Action::Code`] carries an explicit SMTP
+/// reply code (`4NN text` / `5NN text`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// `DUNNO`: no opinion, Postfix goes on with the next restriction.
+    Dunno,
+    /// `OK [text]`: accept (short-circuits the restriction list).
+    Ok(Option<String>),
+    /// `REJECT [text]`.
+    Reject(Option<String>),
+    /// `DEFER [text]`.
+    Defer(Option<String>),
+    /// `DEFER_IF_PERMIT [text]`.
+    DeferIfPermit(Option<String>),
+    /// `DEFER_IF_REJECT [text]`.
+    DeferIfReject(Option<String>),
+    /// `HOLD [text]`.
+    Hold(Option<String>),
+    /// `DISCARD [text]`.
+    Discard(Option<String>),
+    /// `FILTER transport:destination`.
+    Filter(String),
+    /// `REDIRECT user@domain`.
+    Redirect(String),
+    /// `PREPEND header: value`.
+    Prepend(String),
+    /// `WARN [text]` (logged by Postfix only).
+    Warn(Option<String>),
+    /// `4NN text` or `5NN text`: an explicit SMTP reply code.
+    Code {
+        /// The three-digit SMTP code (400-599).
+        code: u16,
+        /// The text after the code (may start with an enhanced status code).
+        text: String,
+    },
+}
+
+impl Action {
+    /// Writes the full reply (`action=...\n\n`) to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"action=");
+        out.extend_from_slice(self.to_string().as_bytes());
+        out.extend_from_slice(b"\n\n");
+    }
+
+    /// The full reply as bytes (`action=...\n\n`).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Whether this action ends the module chain (everything but DUNNO and PREPEND).
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Action::Dunno | Action::Prepend(_) | Action::Warn(_))
+    }
+
+    /// The keyword, lower-case, for logs and metric labels (`reject`, `defer`, `dunno`, `450`...).
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            Action::Dunno => "dunno",
+            Action::Ok(_) => "ok",
+            Action::Reject(_) => "reject",
+            Action::Defer(_) => "defer",
+            Action::DeferIfPermit(_) => "defer_if_permit",
+            Action::DeferIfReject(_) => "defer_if_reject",
+            Action::Hold(_) => "hold",
+            Action::Discard(_) => "discard",
+            Action::Filter(_) => "filter",
+            Action::Redirect(_) => "redirect",
+            Action::Prepend(_) => "prepend",
+            Action::Warn(_) => "warn",
+            Action::Code { code, .. } if *code >= 500 => "reject",
+            Action::Code { .. } => "defer",
+        }
+    }
+}
+
+fn write_opt(f: &mut fmt::Formatter<'_>, word: &str, text: &Option<String>) -> fmt::Result {
+    match text {
+        Some(t) if !t.is_empty() => write!(f, "{word} {}", sanitize(t)),
+        _ => f.write_str(word),
+    }
+}
+
+/// Replies must be a single line: newlines and NULs in operator texts become spaces.
+fn sanitize(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains(['\n', '\r', '\0']) {
+        text.replace(['\n', '\r', '\0'], " ").into()
+    } else {
+        text.into()
+    }
+}
+
+impl fmt::Display for Action {
+    /// The value of the `action` attribute (without `action=` and without the blank line).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Dunno => f.write_str("DUNNO"),
+            Action::Ok(t) => write_opt(f, "OK", t),
+            Action::Reject(t) => write_opt(f, "REJECT", t),
+            Action::Defer(t) => write_opt(f, "DEFER", t),
+            Action::DeferIfPermit(t) => write_opt(f, "DEFER_IF_PERMIT", t),
+            Action::DeferIfReject(t) => write_opt(f, "DEFER_IF_REJECT", t),
+            Action::Hold(t) => write_opt(f, "HOLD", t),
+            Action::Discard(t) => write_opt(f, "DISCARD", t),
+            Action::Filter(t) => write!(f, "FILTER {}", sanitize(t)),
+            Action::Redirect(t) => write!(f, "REDIRECT {}", sanitize(t)),
+            Action::Prepend(t) => write!(f, "PREPEND {}", sanitize(t)),
+            Action::Warn(t) => write_opt(f, "WARN", t),
+            Action::Code { code, text } if text.is_empty() => write!(f, "{code}"),
+            Action::Code { code, text } => write!(f, "{code} {}", sanitize(text)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_plain_and_texted_actions() {
+        assert_eq!(Action::Dunno.encode(), b"action=DUNNO\n\n");
+        assert_eq!(Action::Reject(None).encode(), b"action=REJECT\n\n");
+        assert_eq!(
+            Action::Reject(Some("too many".into())).encode(),
+            b"action=REJECT too many\n\n"
+        );
+        assert_eq!(
+            Action::Code { code: 451, text: "4.7.1 later".into() }.encode(),
+            b"action=451 4.7.1 later\n\n"
+        );
+        assert_eq!(
+            Action::Defer(Some("a\nb".into())).encode(),
+            b"action=DEFER a b\n\n"
+        );
+    }
+
+    #[test]
+    fn finality_follows_policyd() {
+        assert!(!Action::Dunno.is_final());
+        assert!(!Action::Prepend("X-A: b".into()).is_final());
+        assert!(Action::Ok(None).is_final());
+        assert!(Action::Hold(None).is_final());
+    }
+}
