@@ -1,1 +1,382 @@
-//! (being written)
+//! Member specs: what a policy member's source/destination items mean, and how they match.
+//!
+//! Grammar of one item (after an optional `!` negation): `any`; `%group`; IPv4 with
+//! Policyd's short forms (`10` = 10.0.0.0/8, `10.1` = /16, `10.1.2` = /24, full = /32) or a
+//! CIDR; IPv6 address or CIDR; `[ip/cidr]` for the Postfix host that asks (TCP peer);
+//! `$sasl` (`$-` = not authenticated, `$*` = any authenticated user, `*` wildcards);
+//! `@` (the null sender); `user@domain`, `@domain` (any user at exactly that domain),
+//! `user@` (that user at any domain), with `*` wildcards; a reverse-DNS hostname pattern
+//! (`mx.example.com` exact, `.example.com` any subdomain, `*` wildcards).
+//! Destinations accept only address specs, groups and `any`.
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use sluice_protocol::PolicyRequest;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// Which side of a member a spec is matched on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client: IP, hostname, SASL user, or the sender address.
+    Source,
+    /// The recipient address.
+    Destination,
+}
+
+/// A `*` wildcard pattern (`*` = any run of non-space characters), matched case-insensitively
+/// against lower-cased input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Glob {
+    pattern: String,
+}
+
+impl Glob {
+    /// A pattern; lower-cased.
+    pub fn new(pattern: &str) -> Self {
+        Glob {
+            pattern: pattern.to_lowercase(),
+        }
+    }
+
+    /// Whether `text` (already lower-case) matches the whole pattern.
+    pub fn matches(&self, text: &str) -> bool {
+        if !self.pattern.contains('*') {
+            return self.pattern == text;
+        }
+        if text.contains(char::is_whitespace) {
+            return false;
+        }
+        glob_match(self.pattern.as_bytes(), text.as_bytes())
+    }
+}
+
+/// Iterative wildcard matching with backtracking on the last `*` (linear in practice).
+fn glob_match(p: &[u8], t: &[u8]) -> bool {
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&b| b == b'*')
+}
+
+/// What one item tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpecKind {
+    /// `any`.
+    Any,
+    /// Client address within a network.
+    Ip(IpNet),
+    /// The asking Postfix host (TCP peer) within a network.
+    Peer(IpNet),
+    /// `$-`: no SASL username.
+    SaslNone,
+    /// `$*`: any SASL username.
+    SaslAny,
+    /// `$pattern`: SASL username matching.
+    Sasl(Glob),
+    /// `@`: the null sender.
+    NullSender,
+    /// An address pattern; `None` parts match anything.
+    Email {
+        /// Local part (`None` for `@domain`).
+        user: Option<Glob>,
+        /// Domain (`None` for `user@`).
+        domain: Option<Glob>,
+    },
+    /// A reverse-DNS hostname pattern.
+    Hostname {
+        /// Leading `.`: any name below the domain.
+        suffix: bool,
+        /// The pattern without the leading dot.
+        pattern: Glob,
+    },
+    /// `%group`, by index into the compiled groups.
+    Group(usize),
+}
+
+/// One item of a spec list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecItem {
+    /// Leading `!`.
+    pub negate: bool,
+    /// What it tests.
+    pub kind: SpecKind,
+    /// As written, for explanations.
+    pub text: String,
+}
+
+/// Parses one item. Groups are resolved through `group_index`; an unknown group is an error.
+pub fn parse_item(
+    text: &str,
+    side: Side,
+    group_index: &dyn Fn(&str) -> Option<usize>,
+) -> Result<SpecItem, String> {
+    let raw = text.trim();
+    let (negate, body) = match raw.strip_prefix('!') {
+        Some(rest) => (true, rest.trim()),
+        None => (false, raw),
+    };
+    if body.is_empty() {
+        return Err(format!("empty item in {text:?}"));
+    }
+    let kind = parse_kind(body, side, group_index)?;
+    Ok(SpecItem {
+        negate,
+        kind,
+        text: raw.to_string(),
+    })
+}
+
+fn parse_kind(
+    body: &str,
+    side: Side,
+    group_index: &dyn Fn(&str) -> Option<usize>,
+) -> Result<SpecKind, String> {
+    if body.eq_ignore_ascii_case("any") {
+        return Ok(SpecKind::Any);
+    }
+    if let Some(name) = body.strip_prefix('%') {
+        return group_index(name)
+            .map(SpecKind::Group)
+            .ok_or_else(|| format!("unknown group %{name}"));
+    }
+    if body.contains('@') {
+        if body == "@" {
+            return match side {
+                Side::Source => Ok(SpecKind::NullSender),
+                Side::Destination => Err("`@` (null sender) is a source spec".into()),
+            };
+        }
+        let (user, domain) = body.split_once('@').unwrap_or((body, ""));
+        if domain.contains('@') || body.contains(char::is_whitespace) {
+            return Err(format!("invalid address spec {body:?}"));
+        }
+        return Ok(SpecKind::Email {
+            user: (!user.is_empty()).then(|| Glob::new(user)),
+            domain: (!domain.is_empty()).then(|| Glob::new(domain)),
+        });
+    }
+    if side == Side::Destination {
+        return Err(format!(
+            "{body:?} is not valid in a destination (only addresses, @domain, user@, %group, any)"
+        ));
+    }
+    if let Some(inner) = body.strip_prefix('[').and_then(|b| b.strip_suffix(']')) {
+        return parse_network(inner).map(SpecKind::Peer);
+    }
+    if let Some(sasl) = body.strip_prefix('$') {
+        return Ok(match sasl {
+            "-" => SpecKind::SaslNone,
+            "*" => SpecKind::SaslAny,
+            "" => return Err("empty SASL spec `$`".into()),
+            p => SpecKind::Sasl(Glob::new(p)),
+        });
+    }
+    if looks_like_ip(body) {
+        return parse_network(body).map(SpecKind::Ip);
+    }
+    if is_hostname_pattern(body) {
+        let lower = body.to_lowercase();
+        return Ok(match lower.strip_prefix('.') {
+            Some(rest) => SpecKind::Hostname {
+                suffix: true,
+                pattern: Glob::new(rest),
+            },
+            None => SpecKind::Hostname {
+                suffix: false,
+                pattern: Glob::new(&lower),
+            },
+        });
+    }
+    Err(format!("{body:?} is not a valid specification"))
+}
+
+fn looks_like_ip(s: &str) -> bool {
+    s.contains(':') || s.split('/').next().is_some_and(|a| a.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
+}
+
+/// `^\.?([a-z0-9\-_*]+\.)+[a-z0-9*]+$`, case-insensitive.
+fn is_hostname_pattern(s: &str) -> bool {
+    let s = s.strip_prefix('.').unwrap_or(s);
+    let labels: Vec<&str> = s.split('.').collect();
+    labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'*'))
+        })
+}
+
+/// Parses an IPv4 (with Policyd's short forms) or IPv6 address or network.
+pub fn parse_network(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    let (addr, mask) = match s.split_once('/') {
+        Some((a, m)) => (
+            a,
+            Some(
+                m.parse::<u8>()
+                    .map_err(|_| format!("bad network mask in {s:?}"))?,
+            ),
+        ),
+        None => (s, None),
+    };
+    if addr.contains(':') {
+        let ip: std::net::Ipv6Addr = addr
+            .parse()
+            .map_err(|_| format!("bad IPv6 address {addr:?}"))?;
+        let net = Ipv6Net::new(ip, mask.unwrap_or(128))
+            .map_err(|_| format!("bad IPv6 mask in {s:?} (0-128)"))?;
+        return Ok(IpNet::V6(net.trunc()));
+    }
+    let parts: Vec<&str> = addr.split('.').collect();
+    if parts.is_empty() || parts.len() > 4 {
+        return Err(format!("bad IPv4 address {addr:?}"));
+    }
+    let mut octets = [0u8; 4];
+    for (i, p) in parts.iter().enumerate() {
+        octets[i] = p
+            .parse::<u8>()
+            .map_err(|_| format!("bad IPv4 address {addr:?} (octet {p:?})"))?;
+    }
+    let implied = (parts.len() * 8) as u8;
+    let net = Ipv4Net::new(Ipv4Addr::from(octets), mask.unwrap_or(implied))
+        .map_err(|_| format!("bad IPv4 mask in {s:?} (0-32)"))?;
+    Ok(IpNet::V4(net.trunc()))
+}
+
+/// Splits an address into (local part, domain); no `@` means all local part.
+pub fn split_address(addr: &str) -> (&str, &str) {
+    addr.rsplit_once('@').unwrap_or((addr, ""))
+}
+
+impl SpecKind {
+    /// Whether this (non-group) kind matches `req` on `side`. Groups are resolved by the
+    /// caller; here they never match.
+    pub fn matches_leaf(&self, req: &PolicyRequest, side: Side) -> bool {
+        match self {
+            SpecKind::Any => true,
+            SpecKind::Group(_) => false,
+            SpecKind::Email { user, domain } => {
+                let addr = match side {
+                    Side::Source => req.sender.as_str(),
+                    Side::Destination => req.recipient.as_str(),
+                };
+                if addr.is_empty() {
+                    return false;
+                }
+                let (u, d) = split_address(addr);
+                user.as_ref().is_none_or(|g| g.matches(u))
+                    && domain.as_ref().is_none_or(|g| g.matches(d))
+            }
+            _ if side == Side::Destination => false,
+            SpecKind::Ip(net) => ip_in(net, req.client_address),
+            SpecKind::Peer(net) => req.peer_address.is_some_and(|p| ip_in(net, p)),
+            SpecKind::SaslNone => req.sasl_username.is_empty(),
+            SpecKind::SaslAny => !req.sasl_username.is_empty(),
+            SpecKind::Sasl(g) => !req.sasl_username.is_empty() && g.matches(&req.sasl_username),
+            SpecKind::NullSender => req.sender.is_empty(),
+            SpecKind::Hostname { suffix, pattern } => {
+                let name = req.reverse_client_name.as_str();
+                if name.is_empty() || name == "unknown" {
+                    return false;
+                }
+                if *suffix {
+                    // Any name strictly below the domain: "x.<pattern>".
+                    name.char_indices()
+                        .filter(|(_, c)| *c == '.')
+                        .any(|(i, _)| pattern.matches(&name[i + 1..]))
+                } else {
+                    pattern.matches(name)
+                }
+            }
+        }
+    }
+}
+
+fn ip_in(net: &IpNet, ip: IpAddr) -> bool {
+    match (net, ip) {
+        (IpNet::V4(n), IpAddr::V4(a)) => n.contains(&a),
+        (IpNet::V6(n), IpAddr::V6(a)) => n.contains(&a),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_groups(_: &str) -> Option<usize> {
+        None
+    }
+
+    fn item(s: &str) -> SpecItem {
+        parse_item(s, Side::Source, &no_groups).unwrap()
+    }
+
+    fn req() -> PolicyRequest {
+        let mut r = PolicyRequest::new(
+            sluice_protocol::ProtocolState::Rcpt,
+            "192.168.1.20".parse().unwrap(),
+        );
+        r.sender = "alice@example.com".into();
+        r.recipient = "bob@example.net".into();
+        r.reverse_client_name = "mx1.mail.example.org".into();
+        r
+    }
+
+    #[test]
+    fn ipv4_short_forms_and_cidrs() {
+        assert_eq!(parse_network("10").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(parse_network("10.1").unwrap().to_string(), "10.1.0.0/16");
+        assert_eq!(parse_network("10.1.2").unwrap().to_string(), "10.1.2.0/24");
+        assert_eq!(parse_network("10.1.2.3").unwrap().to_string(), "10.1.2.3/32");
+        assert_eq!(parse_network("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
+        assert!(parse_network("10.0.0.0/33").is_err());
+        assert!(parse_network("300.1.1.1").is_err());
+        assert_eq!(parse_network("2001:db8::1/32").unwrap().to_string(), "2001:db8::/32");
+    }
+
+    #[test]
+    fn leaf_matching() {
+        let r = req();
+        let m = |s: &str| item(s).kind.matches_leaf(&r, Side::Source);
+        assert!(m("192.168.1.0/24"));
+        assert!(m("192.168"));
+        assert!(!m("192.169"));
+        assert!(!m("::/0"));
+        assert!(m("@example.com"));
+        assert!(!m("@sub.example.com"));
+        assert!(m("alice@"));
+        assert!(m("a*@*.com"));
+        assert!(!m("bob@example.com"));
+        assert!(m(".example.org"));
+        assert!(m(".mail.example.org"));
+        assert!(!m(".mx1.mail.example.org.x"));
+        assert!(m("mx1.mail.example.org"));
+        assert!(m("mx*.mail.example.org"));
+        assert!(m("$-"));
+        assert!(!m("$*"));
+        assert!(!m("@"));
+        assert!(!m("[127.0.0.1]"));
+    }
+
+    #[test]
+    fn destination_accepts_only_addresses() {
+        assert!(parse_item("10.0.0.0/8", Side::Destination, &no_groups).is_err());
+        assert!(parse_item("@example.com", Side::Destination, &no_groups).is_ok());
+        assert!(parse_item("%missing", Side::Source, &no_groups).is_err());
+        assert!(parse_item("foo_bar!", Side::Source, &no_groups).is_err());
+    }
+}

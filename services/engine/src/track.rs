@@ -1,1 +1,192 @@
-//! (being written)
+//! Quota tracks: what one counter counts (`SenderIP:/24`, `Sender:user@domain`, ...), and the
+//! key a request gives it. Keys are rendered as Policyd renders them.
+
+use ipnet::{Ipv4Net, Ipv6Net};
+use sluice_protocol::PolicyRequest;
+use std::fmt::Write;
+use std::net::IpAddr;
+
+/// Which part of an address a track keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressPart {
+    /// `user@domain`: the whole address.
+    Full,
+    /// `user@`: the local part (any domain).
+    User,
+    /// `@domain`: the domain (any user).
+    Domain,
+}
+
+/// What a quota counts per key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Track {
+    /// The client address masked: `SenderIP:/N` (IPv4 /N, IPv6 /64), `SenderIP:/N/M`
+    /// (IPv4 /N, IPv6 /M), or `SenderIP:/M` with M > 32 (IPv6 /M, IPv4 /32).
+    SenderIp {
+        /// IPv4 mask.
+        v4: u8,
+        /// IPv6 mask.
+        v6: u8,
+    },
+    /// The sender address.
+    Sender(AddressPart),
+    /// The recipient address.
+    Recipient(AddressPart),
+    /// The SASL username (`-` when not authenticated).
+    SaslUsername,
+    /// One counter for everything the policy matches.
+    Policy,
+}
+
+impl Track {
+    /// Parses a track as written in Policyd (`SenderIP:/24`, `Sender:user@domain`, ...).
+    pub fn parse(s: &str) -> Result<Track, String> {
+        let t = s.trim();
+        let (method, spec) = match t.split_once(':') {
+            Some((m, s)) => (m.trim(), Some(s.trim())),
+            None => (t, None),
+        };
+        let method_l = method.to_ascii_lowercase();
+        match (method_l.as_str(), spec) {
+            ("policy", None) => Ok(Track::Policy),
+            ("saslusername", _) => Ok(Track::SaslUsername),
+            ("senderip", Some(spec)) => parse_masks(spec).ok_or_else(|| {
+                format!("bad SenderIP track {t:?}: expected SenderIP:/N (0-32, or 33-128 for IPv6) or SenderIP:/N/M")
+            }),
+            ("senderip", None) => Err(format!("track {t:?} needs a mask, e.g. SenderIP:/32")),
+            ("sender", Some(spec)) => address_part(spec).map(Track::Sender).ok_or_else(|| {
+                format!("bad track {t:?}: expected Sender:user@domain, Sender:@domain or Sender:user@")
+            }),
+            ("recipient", Some(spec)) => address_part(spec).map(Track::Recipient).ok_or_else(|| {
+                format!("bad track {t:?}: expected Recipient:user@domain, Recipient:@domain or Recipient:user@")
+            }),
+            _ => Err(format!(
+                "unknown track {t:?}: expected SenderIP:/N, Sender:user@domain|@domain|user@, Recipient:..., SASLUsername or Policy"
+            )),
+        }
+    }
+
+    /// Whether keys depend on the recipient (charged per recipient at END-OF-MESSAGE).
+    pub fn per_recipient(&self) -> bool {
+        matches!(self, Track::Recipient(_))
+    }
+
+    /// The key of `req` for this track (Policyd's rendering).
+    pub fn key(&self, req: &PolicyRequest) -> String {
+        let mut k = String::with_capacity(48);
+        match self {
+            Track::Policy => k.push_str("Policy"),
+            Track::SaslUsername => {
+                k.push_str("SASLUsername:");
+                k.push_str(if req.sasl_username.is_empty() { "-" } else { &req.sasl_username });
+            }
+            Track::Sender(part) => {
+                k.push_str("Sender:");
+                if req.sender.is_empty() {
+                    k.push_str("<>");
+                } else {
+                    push_part(&mut k, &req.sender, *part);
+                }
+            }
+            Track::Recipient(part) => {
+                k.push_str("Recipient:");
+                push_part(&mut k, &req.recipient, *part);
+            }
+            Track::SenderIp { v4, v6 } => {
+                k.push_str("SenderIP:");
+                match req.client_address {
+                    IpAddr::V4(a) => {
+                        let net = Ipv4Net::new(a, *v4).map(|n| n.network()).unwrap_or(a);
+                        let _ = write!(k, "{net}/{v4}");
+                    }
+                    IpAddr::V6(a) => {
+                        let net = Ipv6Net::new(a, *v6).map(|n| n.network()).unwrap_or(a);
+                        for (i, seg) in net.segments().iter().enumerate() {
+                            if i > 0 {
+                                k.push(':');
+                            }
+                            let _ = write!(k, "{seg:04x}");
+                        }
+                        let _ = write!(k, "/{v6}");
+                    }
+                }
+            }
+        }
+        k
+    }
+}
+
+fn push_part(k: &mut String, addr: &str, part: AddressPart) {
+    let (user, domain) = crate::spec::split_address(addr);
+    match part {
+        AddressPart::Full => {
+            k.push_str(user);
+            k.push('@');
+            k.push_str(domain);
+        }
+        AddressPart::User => {
+            k.push_str(user);
+            k.push('@');
+        }
+        AddressPart::Domain => {
+            k.push('@');
+            k.push_str(domain);
+        }
+    }
+}
+
+fn address_part(spec: &str) -> Option<AddressPart> {
+    match spec.to_ascii_lowercase().as_str() {
+        "user@domain" => Some(AddressPart::Full),
+        "user@" => Some(AddressPart::User),
+        "@domain" => Some(AddressPart::Domain),
+        _ => None,
+    }
+}
+
+fn parse_masks(spec: &str) -> Option<Track> {
+    let rest = spec.strip_prefix('/')?;
+    let (a, b) = match rest.split_once('/') {
+        Some((a, b)) => (a.parse::<u8>().ok()?, Some(b.parse::<u8>().ok()?)),
+        None => (rest.parse::<u8>().ok()?, None),
+    };
+    match b {
+        Some(v6) if a <= 32 && v6 <= 128 => Some(Track::SenderIp { v4: a, v6 }),
+        Some(_) => None,
+        None if a <= 32 => Some(Track::SenderIp { v4: a, v6: 64 }),
+        None if a <= 128 => Some(Track::SenderIp { v4: 32, v6: a }),
+        None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_protocol::ProtocolState;
+
+    #[test]
+    fn keys_render_like_policyd() {
+        let mut r = PolicyRequest::new(ProtocolState::Rcpt, "192.168.1.77".parse().unwrap());
+        r.sender = "alice@example.com".into();
+        r.recipient = "bob@example.net".into();
+        let key = |r: &PolicyRequest, t: &str| Track::parse(t).unwrap().key(r);
+        assert_eq!(key(&r, "SenderIP:/24"), "SenderIP:192.168.1.0/24");
+        assert_eq!(key(&r, "Sender:user@domain"), "Sender:alice@example.com");
+        assert_eq!(key(&r, "sender:@domain"), "Sender:@example.com");
+        assert_eq!(key(&r, "Sender:user@"), "Sender:alice@");
+        assert_eq!(key(&r, "Recipient:@domain"), "Recipient:@example.net");
+        assert_eq!(key(&r, "SASLUsername"), "SASLUsername:-");
+        assert_eq!(key(&r, "Policy"), "Policy");
+        r.client_address = "2001:db8:1:2:3::9".parse().unwrap();
+        assert_eq!(
+            key(&r, "SenderIP:/24/48"),
+            "SenderIP:2001:0db8:0001:0000:0000:0000:0000:0000/48"
+        );
+        assert_eq!(key(&r, "SenderIP:/64"), "SenderIP:2001:0db8:0001:0002:0000:0000:0000:0000/64");
+        r.sender.clear();
+        assert_eq!(key(&r, "Sender:user@domain"), "Sender:<>");
+        assert!(Track::parse("SenderIP").is_err());
+        assert!(Track::parse("Sender").is_err());
+        assert!(Track::parse("Sendr:user@domain").is_err());
+    }
+}
