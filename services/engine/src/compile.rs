@@ -1,14 +1,121 @@
-//! Validation and compilation of a [`PolicySetDef`]. (Stub; being written.)
+//! Validation and compilation of a [`PolicySetDef`] into a [`PolicySet`]: specs parsed,
+//! groups resolved (loops and depth checked once, here, not per request), verdicts and tracks
+//! typed, policies sorted by priority. Inert definitions load with a warning.
 
-use crate::diagnostic::Diagnostic;
-use crate::model::PolicySetDef;
+use crate::diagnostic::{Diagnostic, Location, Severity};
+use crate::model::{PolicyDef, PolicySetDef, QuotaDef};
+use crate::spec::{parse_item, Side, SpecItem, SpecKind};
+use crate::track::Track;
+use crate::verdict::Verdict;
+use sluice_protocol::PolicyRequest;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// How deep `%group` references may nest (Policyd's limit).
+pub const MAX_GROUP_DEPTH: usize = 5;
 
 /// A validated, compiled policy set, ready for matching.
 #[derive(Debug, Clone, Default)]
 pub struct PolicySet {
     def: PolicySetDef,
-    /// A number that changes whenever the set does (set by the store; 0 if unknown).
+    /// A number that changes whenever the set does (set by the loader; 0 if unknown).
     pub version: u64,
+    pub(crate) groups: Vec<Group>,
+    /// Every policy, enabled or not, by priority then name.
+    pub(crate) policies: Vec<Policy>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Group {
+    pub name: String,
+    pub disabled: bool,
+    pub members: Vec<SpecItem>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Policy {
+    pub name: Arc<str>,
+    pub priority: i32,
+    pub disabled: bool,
+    pub monitor: bool,
+    pub members: Vec<Member>,
+    pub access_control: Vec<AccessRule>,
+    pub quotas: Vec<Quota>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Member {
+    pub source: Vec<SpecItem>,
+    pub destination: Vec<SpecItem>,
+    pub source_text: String,
+    pub destination_text: String,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct AccessRule {
+    pub name: Arc<str>,
+    pub verdict: Verdict,
+    pub data: Option<String>,
+}
+
+/// The kind of a quota limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitKind {
+    /// Messages, counted once per message (per Postfix `instance`).
+    MessageCount,
+    /// Recipients, counted once per RCPT.
+    RecipientCount,
+    /// Bytes, charged at END-OF-MESSAGE.
+    MessageCumulativeSize,
+}
+
+impl LimitKind {
+    /// Parses a limit type, case-insensitively.
+    pub fn parse(s: &str) -> Option<LimitKind> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "messagecount" => Some(LimitKind::MessageCount),
+            "recipientcount" => Some(LimitKind::RecipientCount),
+            "messagecumulativesize" => Some(LimitKind::MessageCumulativeSize),
+            _ => None,
+        }
+    }
+
+    /// The canonical name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitKind::MessageCount => "MessageCount",
+            LimitKind::RecipientCount => "RecipientCount",
+            LimitKind::MessageCumulativeSize => "MessageCumulativeSize",
+        }
+    }
+
+    /// Policyd's default text when a limit of this kind is exceeded.
+    pub fn default_text(self) -> &'static str {
+        match self {
+            LimitKind::MessageCount => "Policy rejection; Message count quota exceeded",
+            LimitKind::RecipientCount => "Policy rejection; Recipient count quota exceeded",
+            LimitKind::MessageCumulativeSize => {
+                "Policy rejection; Cumulative message size quota exceeded"
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Quota {
+    pub name: Arc<str>,
+    pub track: Track,
+    pub period_ms: u64,
+    pub verdict: Verdict,
+    pub data: Option<String>,
+    pub last_quota: bool,
+    pub limits: Vec<Limit>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limit {
+    pub kind: LimitKind,
+    pub limit: u64,
 }
 
 impl PolicySet {
@@ -20,6 +127,57 @@ impl PolicySet {
     /// The definition this set was compiled from.
     pub fn definition(&self) -> &PolicySetDef {
         &self.def
+    }
+
+    /// Number of enabled policies.
+    pub fn enabled_policies(&self) -> usize {
+        self.policies.iter().filter(|p| !p.disabled).count()
+    }
+
+    /// Names of the enabled policies `req` matches, in evaluation order.
+    pub fn matching_policy_names<'a>(&'a self, req: &'a PolicyRequest) -> Vec<&'a str> {
+        self.matching(req).map(|p| &*p.name).collect()
+    }
+
+    /// Enabled policies matching `req`, in evaluation order.
+    pub(crate) fn matching<'a>(
+        &'a self,
+        req: &'a PolicyRequest,
+    ) -> impl Iterator<Item = &'a Policy> + 'a {
+        self.policies
+            .iter()
+            .filter(move |p| !p.disabled && p.members.iter().any(|m| self.member_matches(m, req)))
+    }
+
+    pub(crate) fn member_matches(&self, m: &Member, req: &PolicyRequest) -> bool {
+        self.list_matches(&m.source, req, Side::Source)
+            && self.list_matches(&m.destination, req, Side::Destination)
+    }
+
+    /// All items must match (AND). An empty list is `any`.
+    pub(crate) fn list_matches(&self, items: &[SpecItem], req: &PolicyRequest, side: Side) -> bool {
+        items.iter().all(|i| self.item_matches(i, req, side))
+    }
+
+    pub(crate) fn item_matches(&self, item: &SpecItem, req: &PolicyRequest, side: Side) -> bool {
+        let hit = match &item.kind {
+            SpecKind::Group(g) => {
+                let group = &self.groups[*g];
+                !group.disabled
+                    && group
+                        .members
+                        .iter()
+                        .any(|m| self.item_matches(m, req, side))
+            }
+            kind => kind.matches_leaf(req, side),
+        };
+        hit != item.negate
+    }
+
+    pub(crate) fn find_quota(&self, policy: &str, quota: &str) -> Option<(&Policy, &Quota)> {
+        let p = self.policies.iter().find(|p| &*p.name == policy)?;
+        let q = p.quotas.iter().find(|q| &*q.name == quota)?;
+        Some((p, q))
     }
 }
 
@@ -34,11 +192,363 @@ pub struct Compiled {
 
 /// Validates `def`. On error, returns every finding (errors and warnings), errors first.
 pub fn compile(def: &PolicySetDef) -> Result<Compiled, Vec<Diagnostic>> {
+    let mut c = Compiler {
+        diags: Vec::new(),
+        group_index: HashMap::new(),
+    };
+    let groups = c.groups(def);
+    let mut policies = Vec::with_capacity(def.policies.len());
+    let mut seen = HashSet::new();
+    for (pi, p) in def.policies.iter().enumerate() {
+        if p.name.trim().is_empty() {
+            c.error(Location::Policy { policy: pi, field: "name" }, "policy name is empty");
+        } else if !seen.insert(p.name.as_str()) {
+            c.error(
+                Location::Policy { policy: pi, field: "name" },
+                format!("duplicate policy name {:?}", p.name),
+            );
+        }
+        policies.push(c.policy(pi, p, def));
+    }
+    policies.sort_by(|a: &Policy, b: &Policy| a.priority.cmp(&b.priority).then_with(|| a.name.cmp(&b.name)));
+    let mut diags = c.diags;
+    if diags.iter().any(|d| d.severity == Severity::Error) {
+        diags.sort_by_key(|d| std::cmp::Reverse(d.severity));
+        return Err(diags);
+    }
+    diags.retain(|d| d.severity == Severity::Warning);
     Ok(Compiled {
         set: PolicySet {
             def: def.clone(),
             version: 0,
+            groups,
+            policies,
         },
-        warnings: Vec::new(),
+        warnings: diags,
     })
+}
+
+struct Compiler {
+    diags: Vec<Diagnostic>,
+    group_index: HashMap<String, usize>,
+}
+
+impl Compiler {
+    fn error(&mut self, location: Location, message: impl Into<String>) {
+        self.diags.push(Diagnostic::error(location, message));
+    }
+
+    fn warn(&mut self, location: Location, message: impl Into<String>) {
+        self.diags.push(Diagnostic::warning(location, message));
+    }
+
+    fn groups(&mut self, def: &PolicySetDef) -> Vec<Group> {
+        for (gi, g) in def.groups.iter().enumerate() {
+            if g.name.trim().is_empty() {
+                self.error(Location::Group { group: gi, field: "name" }, "group name is empty");
+            } else if self.group_index.insert(g.name.clone(), gi).is_some() {
+                self.error(
+                    Location::Group { group: gi, field: "name" },
+                    format!("duplicate group name {:?}", g.name),
+                );
+            }
+        }
+        let index = self.group_index.clone();
+        let lookup = |name: &str| index.get(name).copied();
+        let mut groups = Vec::with_capacity(def.groups.len());
+        for (gi, g) in def.groups.iter().enumerate() {
+            let mut members = Vec::new();
+            for (mi, m) in g.members.iter().enumerate() {
+                let loc = Location::GroupMember { group: gi, member: mi, field: "member" };
+                match parse_item(&m.member, Side::Source, &lookup) {
+                    Ok(item) if !m.disabled => members.push(item),
+                    Ok(_) => {}
+                    Err(e) => self.error(loc, format!("group {:?}: {e}", g.name)),
+                }
+            }
+            if !g.disabled && members.is_empty() {
+                self.warn(
+                    Location::Group { group: gi, field: "members" },
+                    format!("group {:?} has no enabled members: it matches nothing", g.name),
+                );
+            }
+            groups.push(Group {
+                name: g.name.clone(),
+                disabled: g.disabled,
+                members,
+            });
+        }
+        // Loops and depth, once, here.
+        for gi in 0..groups.len() {
+            let mut path = vec![gi];
+            if let Err(msg) = check_nesting(&groups, gi, &mut path) {
+                self.error(Location::Group { group: gi, field: "members" }, msg);
+            }
+        }
+        groups
+    }
+
+    fn list(
+        &mut self,
+        text: &Option<String>,
+        side: Side,
+        loc: Location,
+        def: &PolicySetDef,
+        policy: &str,
+    ) -> Vec<SpecItem> {
+        let Some(text) = text.as_deref().filter(|t| !t.trim().is_empty()) else {
+            return Vec::new();
+        };
+        let index = self.group_index.clone();
+        let lookup = |name: &str| index.get(name).copied();
+        let mut items = Vec::new();
+        for part in text.split(',') {
+            match parse_item(part, side, &lookup) {
+                Ok(item) => {
+                    if let SpecKind::Group(g) = item.kind {
+                        let gd = &def.groups[g];
+                        if gd.disabled {
+                            self.warn(
+                                loc.clone(),
+                                format!("policy {policy:?} uses disabled group %{}: it matches nothing", gd.name),
+                            );
+                        }
+                        if side == Side::Destination
+                            && gd.members.iter().any(|m| !m.disabled && !is_address_spec(&m.member))
+                        {
+                            self.warn(
+                                loc.clone(),
+                                format!(
+                                    "group %{} is used as a destination but has members that are not addresses; those never match a recipient",
+                                    gd.name
+                                ),
+                            );
+                        }
+                    }
+                    if !matches!(item.kind, SpecKind::Any) || item.negate {
+                        items.push(item);
+                    }
+                }
+                Err(e) => self.error(loc.clone(), format!("policy {policy:?}: {e}")),
+            }
+        }
+        items
+    }
+
+    fn policy(&mut self, pi: usize, p: &PolicyDef, def: &PolicySetDef) -> Policy {
+        let mut members = Vec::new();
+        for (mi, m) in p.members.iter().enumerate() {
+            let source = self.list(
+                &m.source,
+                Side::Source,
+                Location::Member { policy: pi, member: mi, field: "source" },
+                def,
+                &p.name,
+            );
+            let destination = self.list(
+                &m.destination,
+                Side::Destination,
+                Location::Member { policy: pi, member: mi, field: "destination" },
+                def,
+                &p.name,
+            );
+            if !m.disabled {
+                members.push(Member {
+                    source,
+                    destination,
+                    source_text: m.source.clone().unwrap_or_else(|| "any".into()),
+                    destination_text: m.destination.clone().unwrap_or_else(|| "any".into()),
+                });
+            }
+        }
+        let has_modules = p.access_control.iter().any(|a| !a.disabled)
+            || p.quotas.iter().any(|q| !q.disabled);
+        if p.disabled && !members.is_empty() && has_modules {
+            self.warn(
+                Location::Policy { policy: pi, field: "disabled" },
+                format!("policy {:?} is disabled: its members never match and its modules never run", p.name),
+            );
+        } else if !p.disabled && members.is_empty() && has_modules {
+            self.warn(
+                Location::Policy { policy: pi, field: "member" },
+                format!("policy {:?} has no enabled member: it never matches, its modules never run", p.name),
+            );
+        }
+
+        let mut access_control = Vec::new();
+        let mut names = HashSet::new();
+        for (ri, a) in p.access_control.iter().enumerate() {
+            let loc = |field| Location::AccessControl { policy: pi, rule: ri, field };
+            if !names.insert(a.name.as_str()) {
+                self.error(loc("name"), format!("policy {:?}: duplicate access control name {:?}", p.name, a.name));
+            }
+            let Some(verdict) = Verdict::parse(&a.verdict) else {
+                self.error(
+                    loc("verdict"),
+                    format!(
+                        "policy {:?} access control {:?}: unknown verdict {:?} (OK, REJECT, DEFER, HOLD, DISCARD, FILTER, REDIRECT, PASS)",
+                        p.name, a.name, a.verdict
+                    ),
+                );
+                continue;
+            };
+            if verdict.needs_data() && a.data.as_deref().is_none_or(|d| d.trim().is_empty()) {
+                self.error(
+                    loc("data"),
+                    format!("policy {:?} access control {:?}: {verdict} needs data (the target)", p.name, a.name),
+                );
+            }
+            if !a.disabled {
+                access_control.push(AccessRule {
+                    name: a.name.as_str().into(),
+                    verdict,
+                    data: a.data.clone(),
+                });
+            }
+        }
+        if access_control.len() > 1 {
+            self.warn(
+                Location::Policy { policy: pi, field: "access_control" },
+                format!(
+                    "policy {:?} has {} enabled access control rules; only the first ({:?}) is used",
+                    p.name,
+                    access_control.len(),
+                    access_control[0].name
+                ),
+            );
+        }
+
+        let mut quotas = Vec::new();
+        let mut names = HashSet::new();
+        for (qi, q) in p.quotas.iter().enumerate() {
+            if !names.insert(q.name.as_str()) {
+                self.error(
+                    Location::Quota { policy: pi, quota: qi, field: "name" },
+                    format!("policy {:?}: duplicate quota name {:?}", p.name, q.name),
+                );
+            }
+            if let Some(quota) = self.quota(pi, qi, &p.name, q) {
+                if !q.disabled {
+                    quotas.push(quota);
+                }
+            }
+        }
+        Policy {
+            name: p.name.as_str().into(),
+            priority: p.priority,
+            disabled: p.disabled,
+            monitor: p.monitor,
+            members,
+            access_control,
+            quotas,
+        }
+    }
+
+    fn quota(&mut self, pi: usize, qi: usize, policy: &str, q: &QuotaDef) -> Option<Quota> {
+        let loc = |field| Location::Quota { policy: pi, quota: qi, field };
+        let what = format!("policy {policy:?} quota {:?}", q.name);
+        let track = Track::parse(&q.track)
+            .map_err(|e| self.error(loc("track"), format!("{what}: {e}")))
+            .ok();
+        if q.period == 0 {
+            self.error(loc("period"), format!("{what}: period must be at least 1 second"));
+        }
+        let verdict = match Verdict::parse(&q.verdict) {
+            Some(Verdict::Ok | Verdict::Pass) | None => {
+                self.error(
+                    loc("verdict"),
+                    format!(
+                        "{what}: unknown quota verdict {:?} (REJECT, DEFER, HOLD, DISCARD, FILTER, REDIRECT)",
+                        q.verdict
+                    ),
+                );
+                None
+            }
+            Some(v) => Some(v),
+        };
+        if let Some(v) = verdict {
+            if v.needs_data() && q.data.as_deref().is_none_or(|d| d.trim().is_empty()) {
+                self.error(loc("data"), format!("{what}: {v} needs data (the target)"));
+            }
+        }
+        if let Some(d) = q.data.as_deref() {
+            if !d.is_empty() && d.trim().bytes().all(|b| b.is_ascii_digit()) {
+                self.warn(
+                    loc("data"),
+                    format!("{what}: data {d:?} is a bare number; it is sent to the client as the refusal text, not used as a limit"),
+                );
+            }
+        }
+        let mut limits = Vec::new();
+        let mut kinds = HashSet::new();
+        for (li, l) in q.limits.iter().enumerate() {
+            let lloc = |field| Location::Limit { policy: pi, quota: qi, limit: li, field };
+            let Some(kind) = LimitKind::parse(&l.kind) else {
+                self.error(
+                    lloc("type"),
+                    format!(
+                        "{what}: unknown limit type {:?} (MessageCount, RecipientCount, MessageCumulativeSize)",
+                        l.kind
+                    ),
+                );
+                continue;
+            };
+            if l.disabled {
+                continue;
+            }
+            if !kinds.insert(kind) {
+                self.error(lloc("type"), format!("{what}: more than one enabled {} limit", kind.as_str()));
+            }
+            if l.limit == 0 {
+                self.warn(lloc("limit"), format!("{what}: {} limit 0 refuses everything it counts", kind.as_str()));
+            }
+            limits.push(Limit { kind, limit: l.limit });
+        }
+        if !q.disabled && limits.is_empty() {
+            self.warn(
+                loc("limit"),
+                format!("{what} has no enabled limit: it counts nothing and never refuses"),
+            );
+        }
+        Some(Quota {
+            name: q.name.as_str().into(),
+            track: track?,
+            period_ms: q.period.max(1) * 1000,
+            verdict: verdict?,
+            data: q.data.clone(),
+            last_quota: q.last_quota,
+            limits,
+        })
+    }
+}
+
+fn is_address_spec(s: &str) -> bool {
+    let s = s.trim().trim_start_matches('!');
+    s.contains('@') || s.starts_with('%') || s.eq_ignore_ascii_case("any")
+}
+
+/// Depth-first walk of group references from `path`'s last group.
+fn check_nesting(groups: &[Group], gi: usize, path: &mut Vec<usize>) -> Result<(), String> {
+    for m in &groups[gi].members {
+        if let SpecKind::Group(next) = m.kind {
+            if path.contains(&next) {
+                let names: Vec<String> = path
+                    .iter()
+                    .chain(std::iter::once(&next))
+                    .map(|&g| format!("%{}", groups[g].name))
+                    .collect();
+                return Err(format!("group loop: {}", names.join(" -> ")));
+            }
+            if path.len() >= MAX_GROUP_DEPTH {
+                return Err(format!(
+                    "groups nest deeper than {MAX_GROUP_DEPTH} levels from %{}",
+                    groups[path[0]].name
+                ));
+            }
+            path.push(next);
+            check_nesting(groups, next, path)?;
+            path.pop();
+        }
+    }
+    Ok(())
 }
