@@ -1,1 +1,32 @@
-//! (being written)
+//! The edge: the Postfix policy-protocol server.
+//!
+//! It owns sockets, connection limits, idle and busy timeouts, the per-request deadline, the
+//! fallback action and graceful shutdown. Bytes are framed by [`sluice_protocol`], typed into a
+//! [`sluice_protocol::PolicyRequest`] and handed to [`sluice_engine::Engine::decide`]; the
+//! engine never sees bytes or sockets. The edge never touches SQL on the request path.
+//!
+//! Layout:
+//! - [`config`]: [`EdgeConfig`], the knobs and their defaults.
+//! - [`listen`]: [`ListenAddr`] (`127.0.0.1:10031`, `[::1]:10031`, `unix:/path`) and
+//!   [`Listener`] (TCP or Unix socket, stale socket files removed when binding).
+//! - [`server`]: [`run`], the bounded accept loop and graceful shutdown.
+//! - `connection`: one connection, one request at a time, with timeouts.
+//! - [`verdict_log`]: the Policyd-style `module=Quotas, action=reject, ...` log lines.
+//!
+//! Postfix's rules shape the error handling: a request that cannot be evaluated (say, without
+//! `client_address`) is answered with the fallback action and the connection is kept; bytes
+//! that are not a request (framing errors) are logged and the connection is closed without a
+//! reply, since the protocol has no way to answer them and Postfix retries.
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod connection;
+pub mod error;
+pub mod listen;
+pub mod server;
+pub mod verdict_log;
+
+pub use config::EdgeConfig;
+pub use error::EdgeError;
+pub use listen::{ListenAddr, Listener};
+pub use server::run;

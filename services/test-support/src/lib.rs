@@ -1,1 +1,27 @@
-//! (being written)
+//! Test harnesses for Sluice (a dev-dependency only).
+//!
+//! - [`TestServer`]: compiles a policy set, builds an in-memory engine with a
+//!   [`ManualClock`], and runs the real edge server ([`sluice_edge::run`]) on `127.0.0.1:0`.
+//! - [`PolicyClient`]: a raw policy-protocol client speaking bytes over TCP or a Unix socket,
+//!   as Postfix's smtpd does.
+//! - [`Request`]: a request with the attributes Postfix really sends, so tests stay short.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use sluice_test_support::{rcpt, TestServer};
+//! let server = TestServer::start(Default::default()).await;
+//! let mut client = server.client().await;
+//! assert_eq!(client.send(&rcpt("a@example.com", "b@example.org", "192.0.2.1", "i1")).await, "DUNNO");
+//! server.shutdown().await;
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+mod client;
+mod request;
+mod server;
+
+pub use client::PolicyClient;
+pub use request::{end_of_message, rcpt, Request};
+pub use server::{TestServer, TestServerBuilder};
+pub use sluice_engine::ManualClock;

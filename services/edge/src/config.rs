@@ -1,0 +1,69 @@
+//! The edge's knobs.
+
+use sluice_protocol::{Action, Limits};
+use std::time::Duration;
+
+/// How the edge serves connections. [`Default`] gives production-sensible values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeConfig {
+    /// Most connections served at once (default 4096). Further clients wait in the listen
+    /// backlog until a connection closes. `0` is treated as `1`.
+    pub max_connections: usize,
+    /// How long a connection may stay without starting a new request before it is closed
+    /// quietly (default 300 s, Postfix's `smtpd_policy_service_max_idle`).
+    pub idle_timeout: Duration,
+    /// How long a started request may take to arrive completely, and a reply to be written,
+    /// before the connection is logged and closed (default 30 s).
+    pub busy_timeout: Duration,
+    /// How long the engine may take to decide one request (default 5 s). On overrun the
+    /// request is answered with [`EdgeConfig::fallback_action`].
+    pub request_deadline: Duration,
+    /// Hard caps on request framing.
+    pub limits: Limits,
+    /// The answer for requests that cannot be evaluated (e.g. missing `client_address`) and
+    /// for deadline overruns. Default `DEFER_IF_PERMIT 4.3.0 Policy service unavailable, try
+    /// again later`.
+    pub fallback_action: Action,
+    /// On shutdown, how long requests in flight get to finish before their connections are
+    /// dropped (default 10 s).
+    pub shutdown_grace: Duration,
+}
+
+impl EdgeConfig {
+    /// The default fallback action.
+    pub fn default_fallback_action() -> Action {
+        Action::DeferIfPermit(Some(
+            "4.3.0 Policy service unavailable, try again later".into(),
+        ))
+    }
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            max_connections: 4096,
+            idle_timeout: Duration::from_secs(300),
+            busy_timeout: Duration::from_secs(30),
+            request_deadline: Duration::from_secs(5),
+            limits: Limits::default(),
+            fallback_action: EdgeConfig::default_fallback_action(),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_fallback_defers_if_permit() {
+        let c = EdgeConfig::default();
+        assert_eq!(
+            c.fallback_action.to_string(),
+            "DEFER_IF_PERMIT 4.3.0 Policy service unavailable, try again later"
+        );
+        assert_eq!(c.idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.max_connections, 4096);
+    }
+}

@@ -1,0 +1,205 @@
+//! One connection: strict request/response, many requests, with idle and busy timeouts.
+
+use crate::config::EdgeConfig;
+use crate::listen::Peer;
+use crate::verdict_log;
+use sluice_engine::Engine;
+use sluice_protocol::{FrameError, PolicyRequest, RawRequest, RequestDecoder};
+use std::io;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{timeout, timeout_at, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Bytes reserved in the read buffer before each read.
+const READ_CHUNK: usize = 4096;
+/// A buffer grown past this by a large request is shrunk back once drained.
+const MAX_KEPT_CAPACITY: usize = 64 * 1024;
+
+/// What every connection task shares.
+pub(crate) struct Shared {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) config: EdgeConfig,
+    /// The fallback action, encoded once.
+    fallback_reply: Vec<u8>,
+}
+
+impl Shared {
+    pub(crate) fn new(engine: Arc<Engine>, config: EdgeConfig) -> Self {
+        let fallback_reply = config.fallback_action.encode();
+        Shared {
+            engine,
+            config,
+            fallback_reply,
+        }
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum Closed {
+    /// The client closed between requests.
+    Eof,
+    /// No new request within the idle timeout.
+    Idle,
+    /// Shutdown while no request was in flight.
+    Shutdown,
+    /// A started request was not completed, or a reply not written, in time.
+    BusyTimeout { buffered: usize },
+    /// The client closed in the middle of a request.
+    EofMidRequest { buffered: usize },
+    /// The bytes are not a policy request.
+    Frame(FrameError),
+    /// Reading or writing failed (reset by peer...).
+    Io(io::Error),
+}
+
+/// Serves `stream` until the client leaves, a timeout or error closes it, or `shutdown` is
+/// cancelled while no request is in flight.
+pub(crate) async fn serve<S>(stream: S, peer: Peer, shared: &Shared, shutdown: &CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let closed = Connection {
+        stream,
+        peer,
+        shared,
+        buf: Vec::with_capacity(READ_CHUNK),
+        out: Vec::with_capacity(256),
+        decoder: RequestDecoder::new(shared.config.limits),
+    }
+    .run(shutdown)
+    .await;
+    match closed {
+        Closed::Eof | Closed::Shutdown => tracing::debug!(%peer, reason = ?closed, "Connection closed"),
+        Closed::Idle => tracing::debug!(%peer, "Closing idle connection"),
+        Closed::BusyTimeout { buffered } => tracing::warn!(
+            %peer, buffered, timeout_ms = shared.config.busy_timeout.as_millis() as u64,
+            "Request not completed in time; closing connection"
+        ),
+        Closed::EofMidRequest { buffered } => {
+            tracing::warn!(%peer, buffered, "Client closed the connection mid-request")
+        }
+        Closed::Frame(e) => tracing::warn!(
+            %peer, kind = e.kind_label(), error = %e,
+            "Malformed request; closing connection without reply"
+        ),
+        Closed::Io(e) => tracing::info!(%peer, error = %e, "Connection failed"),
+    }
+}
+
+struct Connection<'a, S> {
+    stream: S,
+    peer: Peer,
+    shared: &'a Shared,
+    /// Bytes read and not yet decoded.
+    buf: Vec<u8>,
+    /// The reply being written.
+    out: Vec<u8>,
+    decoder: RequestDecoder,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
+    async fn run(&mut self, shutdown: &CancellationToken) -> Closed {
+        let config = &self.shared.config;
+        // When the request now buffered started arriving.
+        let mut started: Option<Instant> = None;
+        loop {
+            match self.decoder.decode(&mut self.buf) {
+                Err(e) => return Closed::Frame(e),
+                Ok(Some(raw)) => {
+                    self.answer(&raw).await;
+                    match timeout(config.busy_timeout, self.stream.write_all(&self.out)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Closed::Io(e),
+                        Err(_) => return Closed::BusyTimeout { buffered: 0 },
+                    }
+                    started = None;
+                    if shutdown.is_cancelled() {
+                        return Closed::Shutdown;
+                    }
+                    if self.buf.capacity() > MAX_KEPT_CAPACITY && self.buf.len() < READ_CHUNK {
+                        self.buf.shrink_to(READ_CHUNK);
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+            }
+            if self.buf.is_empty() {
+                // Between requests: idle, and closed on shutdown.
+                started = None;
+                if shutdown.is_cancelled() {
+                    return Closed::Shutdown;
+                }
+                let read = timeout(config.idle_timeout, read_more(&mut self.stream, &mut self.buf));
+                tokio::select! {
+                    biased;
+                    r = read => match r {
+                        Err(_) => return Closed::Idle,
+                        Ok(Ok(0)) => return Closed::Eof,
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return Closed::Io(e),
+                    },
+                    () = shutdown.cancelled() => return Closed::Shutdown,
+                }
+            } else {
+                // A request has started: it gets the busy timeout, even during shutdown.
+                let deadline = *started.get_or_insert_with(Instant::now) + config.busy_timeout;
+                let buffered = self.buf.len();
+                match timeout_at(deadline, read_more(&mut self.stream, &mut self.buf)).await {
+                    Err(_) => return Closed::BusyTimeout { buffered },
+                    Ok(Ok(0)) => return Closed::EofMidRequest { buffered },
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Closed::Io(e),
+                }
+            }
+        }
+    }
+
+    /// Decides `raw` and puts the encoded reply in `self.out`.
+    async fn answer(&mut self, raw: &RawRequest) {
+        let shared = self.shared;
+        self.out.clear();
+        let mut req = match PolicyRequest::from_raw(raw) {
+            Ok(req) => req,
+            Err(e) => {
+                tracing::warn!(
+                    peer = %self.peer, kind = e.kind_label(), error = %e,
+                    "Request cannot be evaluated; answering the fallback action"
+                );
+                self.out.extend_from_slice(&shared.fallback_reply);
+                return;
+            }
+        };
+        req.peer_address = self.peer.ip();
+        match timeout(shared.config.request_deadline, shared.engine.decide(&req)).await {
+            Ok(decision) => {
+                if let Some(e) = &decision.state_error {
+                    tracing::warn!(
+                        peer = %self.peer, kind = e.kind_label(), error = %e,
+                        "Counter backend failed; answering the state failure action"
+                    );
+                }
+                verdict_log::log_decision(&req, &decision);
+                decision.action.encode_into(&mut self.out);
+            }
+            Err(_) => {
+                tracing::warn!(
+                    peer = %self.peer,
+                    deadline_ms = shared.config.request_deadline.as_millis() as u64,
+                    "Request deadline exceeded; answering the fallback action"
+                );
+                self.out.extend_from_slice(&shared.fallback_reply);
+            }
+        }
+    }
+}
+
+/// Reads what is available into the spare capacity of `buf` (growing it by a chunk when
+/// needed). `Ok(0)` is end of stream.
+async fn read_more<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+        buf.reserve(READ_CHUNK);
+    }
+    stream.read_buf(buf).await
+}

@@ -1,0 +1,122 @@
+//! The accept loop and graceful shutdown.
+
+use crate::config::EdgeConfig;
+use crate::connection::{self, Shared};
+use crate::listen::{Listener, Stream};
+use sluice_engine::Engine;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+/// Pause after a failed `accept` (out of file descriptors...) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Serves the policy protocol on `listener` until `shutdown` resolves.
+///
+/// At most [`EdgeConfig::max_connections`] connections are served at once: a permit is taken
+/// before each `accept`, so further clients wait in the listen backlog. Each connection gets
+/// its own task and carries many requests, one at a time.
+///
+/// When `shutdown` resolves the listener is closed, idle connections are closed, and
+/// requests in flight are finished and answered within [`EdgeConfig::shutdown_grace`]; then
+/// the remaining connections are dropped and `run` returns. A Unix socket file is left in
+/// place (the next [`Listener::bind`] removes it as stale).
+pub async fn run(
+    listener: Listener,
+    engine: Arc<Engine>,
+    config: EdgeConfig,
+    shutdown: impl Future<Output = ()>,
+) {
+    let grace = config.shutdown_grace;
+    let listen = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
+    tracing::info!(%listen, max_connections = config.max_connections, "Policy server listening");
+
+    let shared = Arc::new(Shared::new(engine, config));
+    let tasks = Tasks {
+        // Cancelled when shutdown starts: connections close once no request is in flight.
+        soft: CancellationToken::new(),
+        // Cancelled when the grace period is over: connections are dropped.
+        hard: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+    };
+
+    tokio::select! {
+        () = accept_loop(&listener, &shared, &tasks) => {}
+        () = shutdown => {}
+    }
+    drop(listener);
+    tracing::info!(
+        connections = tasks.tracker.len(),
+        "Shutting down: not accepting, finishing requests in flight"
+    );
+    tasks.soft.cancel();
+    tasks.tracker.close();
+    if tokio::time::timeout(grace, tasks.tracker.wait()).await.is_err() {
+        tracing::warn!(
+            connections = tasks.tracker.len(),
+            grace_ms = grace.as_millis() as u64,
+            "Shutdown grace period over; dropping remaining connections"
+        );
+        tasks.hard.cancel();
+        tasks.tracker.wait().await;
+    }
+    tracing::info!(%listen, "Policy server stopped");
+}
+
+struct Tasks {
+    soft: CancellationToken,
+    hard: CancellationToken,
+    tracker: TaskTracker,
+}
+
+async fn accept_loop(listener: &Listener, shared: &Arc<Shared>, tasks: &Tasks) {
+    let limit = Arc::new(Semaphore::new(shared.config.max_connections.max(1)));
+    loop {
+        let permit = match limit.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return, // never closed
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "Accept failed; backing off");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let shared = Arc::clone(shared);
+        let soft = tasks.soft.clone();
+        let hard = tasks.hard.clone();
+        let span = tracing::debug_span!("connection", %peer);
+        tasks.tracker.spawn(
+            async move {
+                let _permit = permit;
+                tokio::select! {
+                    biased;
+                    () = hard.cancelled() => {}
+                    () = serve_stream(stream, peer, &shared, &soft) => {}
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn serve_stream(
+    stream: Stream,
+    peer: crate::listen::Peer,
+    shared: &Shared,
+    soft: &CancellationToken,
+) {
+    match stream {
+        Stream::Tcp(s) => connection::serve(s, peer, shared, soft).await,
+        Stream::Unix(s) => connection::serve(s, peer, shared, soft).await,
+    }
+}
