@@ -71,7 +71,9 @@ where
     .run(shutdown)
     .await;
     match closed {
-        Closed::Eof | Closed::Shutdown => tracing::debug!(%peer, reason = ?closed, "Connection closed"),
+        Closed::Eof | Closed::Shutdown => {
+            tracing::debug!(%peer, reason = ?closed, "Connection closed")
+        }
         Closed::Idle => tracing::debug!(%peer, "Closing idle connection"),
         Closed::BusyTimeout { buffered } => tracing::warn!(
             %peer, buffered, timeout_ms = shared.config.busy_timeout.as_millis() as u64,
@@ -131,7 +133,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 if shutdown.is_cancelled() {
                     return Closed::Shutdown;
                 }
-                let read = timeout(config.idle_timeout, read_more(&mut self.stream, &mut self.buf));
+                let read = timeout(
+                    config.idle_timeout,
+                    read_more(&mut self.stream, &mut self.buf),
+                );
                 tokio::select! {
                     biased;
                     r = read => match r {

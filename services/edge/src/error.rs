@@ -7,7 +7,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
     /// The listen address is neither `host:port` with an IP host nor a Unix socket path.
-    #[error("invalid listen address {0:?} (expected 127.0.0.1:10031, [::1]:10031, unix:/path or /path)")]
+    #[error(
+        "invalid listen address {0:?} (expected 127.0.0.1:10031, [::1]:10031, unix:/path or /path)"
+    )]
     InvalidAddress(String),
     /// Binding the TCP listener failed (port in use, permission...).
     #[error("cannot listen on {addr}: {source}")]

@@ -208,8 +208,18 @@ mod tests {
 
     #[test]
     fn rejects_bad_addresses() {
-        for bad in ["", "localhost:10031", "127.0.0.1", "unix:", "10031", "::1:10031"] {
-            assert!(bad.parse::<ListenAddr>().is_err(), "{bad:?} should not parse");
+        for bad in [
+            "",
+            "localhost:10031",
+            "127.0.0.1",
+            "unix:",
+            "10031",
+            "::1:10031",
+        ] {
+            assert!(
+                bad.parse::<ListenAddr>().is_err(),
+                "{bad:?} should not parse"
+            );
         }
     }
 
@@ -227,7 +237,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("not-a-socket");
         std::fs::write(&path, b"x").unwrap();
-        let err = Listener::bind(&ListenAddr::Unix(path.clone())).await.unwrap_err();
+        let err = Listener::bind(&ListenAddr::Unix(path.clone()))
+            .await
+            .unwrap_err();
         assert_eq!(err.kind_label(), "not_a_socket");
         assert!(path.exists());
     }

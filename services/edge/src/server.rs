@@ -58,7 +58,10 @@ pub async fn run(
     );
     tasks.soft.cancel();
     tasks.tracker.close();
-    if tokio::time::timeout(grace, tasks.tracker.wait()).await.is_err() {
+    if tokio::time::timeout(grace, tasks.tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!(
             connections = tasks.tracker.len(),
             grace_ms = grace.as_millis() as u64,

@@ -104,7 +104,8 @@ impl Request {
 
     /// Sets `sasl_username` (and `sasl_method=PLAIN`).
     pub fn sasl(self, username: &str) -> Request {
-        self.set("sasl_method", "PLAIN").set("sasl_username", username)
+        self.set("sasl_method", "PLAIN")
+            .set("sasl_username", username)
     }
 
     /// Sets `size`.
@@ -158,7 +159,9 @@ mod tests {
 
     #[test]
     fn set_replaces_or_appends() {
-        let r = Request::new("RCPT", "192.0.2.1").set("size", "10").set("tls_sni", "x");
+        let r = Request::new("RCPT", "192.0.2.1")
+            .set("size", "10")
+            .set("tls_sni", "x");
         assert_eq!(r.get("size"), Some("10"));
         assert_eq!(r.attrs().last().unwrap().0, "tls_sni");
     }

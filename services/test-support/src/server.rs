@@ -67,7 +67,9 @@ impl TestServerBuilder {
         let listener = Listener::bind(&self.listen)
             .await
             .unwrap_or_else(|e| panic!("cannot bind {}: {e}", self.listen));
-        let listen = listener.local_addr().expect("bound listener has an address");
+        let listen = listener
+            .local_addr()
+            .expect("bound listener has an address");
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(sluice_edge::run(
             listener,
