@@ -201,16 +201,29 @@ pub fn compile(def: &PolicySetDef) -> Result<Compiled, Vec<Diagnostic>> {
     let mut seen = HashSet::new();
     for (pi, p) in def.policies.iter().enumerate() {
         if p.name.trim().is_empty() {
-            c.error(Location::Policy { policy: pi, field: "name" }, "policy name is empty");
+            c.error(
+                Location::Policy {
+                    policy: pi,
+                    field: "name",
+                },
+                "policy name is empty",
+            );
         } else if !seen.insert(p.name.as_str()) {
             c.error(
-                Location::Policy { policy: pi, field: "name" },
+                Location::Policy {
+                    policy: pi,
+                    field: "name",
+                },
                 format!("duplicate policy name {:?}", p.name),
             );
         }
         policies.push(c.policy(pi, p, def));
     }
-    policies.sort_by(|a: &Policy, b: &Policy| a.priority.cmp(&b.priority).then_with(|| a.name.cmp(&b.name)));
+    policies.sort_by(|a: &Policy, b: &Policy| {
+        a.priority
+            .cmp(&b.priority)
+            .then_with(|| a.name.cmp(&b.name))
+    });
     let mut diags = c.diags;
     if diags.iter().any(|d| d.severity == Severity::Error) {
         diags.sort_by_key(|d| std::cmp::Reverse(d.severity));
@@ -245,10 +258,19 @@ impl Compiler {
     fn groups(&mut self, def: &PolicySetDef) -> Vec<Group> {
         for (gi, g) in def.groups.iter().enumerate() {
             if g.name.trim().is_empty() {
-                self.error(Location::Group { group: gi, field: "name" }, "group name is empty");
+                self.error(
+                    Location::Group {
+                        group: gi,
+                        field: "name",
+                    },
+                    "group name is empty",
+                );
             } else if self.group_index.insert(g.name.clone(), gi).is_some() {
                 self.error(
-                    Location::Group { group: gi, field: "name" },
+                    Location::Group {
+                        group: gi,
+                        field: "name",
+                    },
                     format!("duplicate group name {:?}", g.name),
                 );
             }
@@ -259,7 +281,11 @@ impl Compiler {
         for (gi, g) in def.groups.iter().enumerate() {
             let mut members = Vec::new();
             for (mi, m) in g.members.iter().enumerate() {
-                let loc = Location::GroupMember { group: gi, member: mi, field: "member" };
+                let loc = Location::GroupMember {
+                    group: gi,
+                    member: mi,
+                    field: "member",
+                };
                 match parse_item(&m.member, Side::Source, &lookup) {
                     Ok(item) if !m.disabled => members.push(item),
                     Ok(_) => {}
@@ -268,8 +294,14 @@ impl Compiler {
             }
             if !g.disabled && members.is_empty() {
                 self.warn(
-                    Location::Group { group: gi, field: "members" },
-                    format!("group {:?} has no enabled members: it matches nothing", g.name),
+                    Location::Group {
+                        group: gi,
+                        field: "members",
+                    },
+                    format!(
+                        "group {:?} has no enabled members: it matches nothing",
+                        g.name
+                    ),
                 );
             }
             groups.push(Group {
@@ -282,7 +314,13 @@ impl Compiler {
         for gi in 0..groups.len() {
             let mut path = vec![gi];
             if let Err(msg) = check_nesting(&groups, gi, &mut path) {
-                self.error(Location::Group { group: gi, field: "members" }, msg);
+                self.error(
+                    Location::Group {
+                        group: gi,
+                        field: "members",
+                    },
+                    msg,
+                );
             }
         }
         groups
@@ -310,11 +348,17 @@ impl Compiler {
                         if gd.disabled {
                             self.warn(
                                 loc.clone(),
-                                format!("policy {policy:?} uses disabled group %{}: it matches nothing", gd.name),
+                                format!(
+                                    "policy {policy:?} uses disabled group %{}: it matches nothing",
+                                    gd.name
+                                ),
                             );
                         }
                         if side == Side::Destination
-                            && gd.members.iter().any(|m| !m.disabled && !is_address_spec(&m.member))
+                            && gd
+                                .members
+                                .iter()
+                                .any(|m| !m.disabled && !is_address_spec(&m.member))
                         {
                             self.warn(
                                 loc.clone(),
@@ -341,14 +385,22 @@ impl Compiler {
             let source = self.list(
                 &m.source,
                 Side::Source,
-                Location::Member { policy: pi, member: mi, field: "source" },
+                Location::Member {
+                    policy: pi,
+                    member: mi,
+                    field: "source",
+                },
                 def,
                 &p.name,
             );
             let destination = self.list(
                 &m.destination,
                 Side::Destination,
-                Location::Member { policy: pi, member: mi, field: "destination" },
+                Location::Member {
+                    policy: pi,
+                    member: mi,
+                    field: "destination",
+                },
                 def,
                 &p.name,
             );
@@ -361,26 +413,48 @@ impl Compiler {
                 });
             }
         }
-        let has_modules = p.access_control.iter().any(|a| !a.disabled)
-            || p.quotas.iter().any(|q| !q.disabled);
+        let has_modules =
+            p.access_control.iter().any(|a| !a.disabled) || p.quotas.iter().any(|q| !q.disabled);
         if p.disabled && !members.is_empty() && has_modules {
             self.warn(
-                Location::Policy { policy: pi, field: "disabled" },
-                format!("policy {:?} is disabled: its members never match and its modules never run", p.name),
+                Location::Policy {
+                    policy: pi,
+                    field: "disabled",
+                },
+                format!(
+                    "policy {:?} is disabled: its members never match and its modules never run",
+                    p.name
+                ),
             );
         } else if !p.disabled && members.is_empty() && has_modules {
             self.warn(
-                Location::Policy { policy: pi, field: "member" },
-                format!("policy {:?} has no enabled member: it never matches, its modules never run", p.name),
+                Location::Policy {
+                    policy: pi,
+                    field: "member",
+                },
+                format!(
+                    "policy {:?} has no enabled member: it never matches, its modules never run",
+                    p.name
+                ),
             );
         }
 
         let mut access_control = Vec::new();
         let mut names = HashSet::new();
         for (ri, a) in p.access_control.iter().enumerate() {
-            let loc = |field| Location::AccessControl { policy: pi, rule: ri, field };
+            let loc = |field| Location::AccessControl {
+                policy: pi,
+                rule: ri,
+                field,
+            };
             if !names.insert(a.name.as_str()) {
-                self.error(loc("name"), format!("policy {:?}: duplicate access control name {:?}", p.name, a.name));
+                self.error(
+                    loc("name"),
+                    format!(
+                        "policy {:?}: duplicate access control name {:?}",
+                        p.name, a.name
+                    ),
+                );
             }
             let Some(verdict) = Verdict::parse(&a.verdict) else {
                 self.error(
@@ -395,7 +469,10 @@ impl Compiler {
             if verdict.needs_data() && a.data.as_deref().is_none_or(|d| d.trim().is_empty()) {
                 self.error(
                     loc("data"),
-                    format!("policy {:?} access control {:?}: {verdict} needs data (the target)", p.name, a.name),
+                    format!(
+                        "policy {:?} access control {:?}: {verdict} needs data (the target)",
+                        p.name, a.name
+                    ),
                 );
             }
             if !a.disabled {
@@ -423,7 +500,11 @@ impl Compiler {
         for (qi, q) in p.quotas.iter().enumerate() {
             if !names.insert(q.name.as_str()) {
                 self.error(
-                    Location::Quota { policy: pi, quota: qi, field: "name" },
+                    Location::Quota {
+                        policy: pi,
+                        quota: qi,
+                        field: "name",
+                    },
                     format!("policy {:?}: duplicate quota name {:?}", p.name, q.name),
                 );
             }
@@ -445,13 +526,20 @@ impl Compiler {
     }
 
     fn quota(&mut self, pi: usize, qi: usize, policy: &str, q: &QuotaDef) -> Option<Quota> {
-        let loc = |field| Location::Quota { policy: pi, quota: qi, field };
+        let loc = |field| Location::Quota {
+            policy: pi,
+            quota: qi,
+            field,
+        };
         let what = format!("policy {policy:?} quota {:?}", q.name);
         let track = Track::parse(&q.track)
             .map_err(|e| self.error(loc("track"), format!("{what}: {e}")))
             .ok();
         if q.period == 0 {
-            self.error(loc("period"), format!("{what}: period must be at least 1 second"));
+            self.error(
+                loc("period"),
+                format!("{what}: period must be at least 1 second"),
+            );
         }
         let verdict = match Verdict::parse(&q.verdict) {
             Some(Verdict::Ok | Verdict::Pass) | None => {
@@ -482,7 +570,12 @@ impl Compiler {
         let mut limits = Vec::new();
         let mut kinds = HashSet::new();
         for (li, l) in q.limits.iter().enumerate() {
-            let lloc = |field| Location::Limit { policy: pi, quota: qi, limit: li, field };
+            let lloc = |field| Location::Limit {
+                policy: pi,
+                quota: qi,
+                limit: li,
+                field,
+            };
             let Some(kind) = LimitKind::parse(&l.kind) else {
                 self.error(
                     lloc("type"),
@@ -497,12 +590,24 @@ impl Compiler {
                 continue;
             }
             if !kinds.insert(kind) {
-                self.error(lloc("type"), format!("{what}: more than one enabled {} limit", kind.as_str()));
+                self.error(
+                    lloc("type"),
+                    format!("{what}: more than one enabled {} limit", kind.as_str()),
+                );
             }
             if l.limit == 0 {
-                self.warn(lloc("limit"), format!("{what}: {} limit 0 refuses everything it counts", kind.as_str()));
+                self.warn(
+                    lloc("limit"),
+                    format!(
+                        "{what}: {} limit 0 refuses everything it counts",
+                        kind.as_str()
+                    ),
+                );
             }
-            limits.push(Limit { kind, limit: l.limit });
+            limits.push(Limit {
+                kind,
+                limit: l.limit,
+            });
         }
         if !q.disabled && limits.is_empty() {
             self.warn(

@@ -1,9 +1,17 @@
-//! The module chain over one request. (Stub; being written.)
+//! The module chain over one request: policy resolution, AccessControl, then Quotas (one
+//! [`State`] call per request), verdict mapping, monitor mode, and explanations.
+//!
+//! As in Policyd, policies are resolved only at RCPT; END-OF-MESSAGE charges the real size to
+//! the counters recorded for the message at RCPT; other protocol states get DUNNO.
 
-use crate::compile::PolicySet;
+use crate::compile::{LimitKind, Policy, PolicySet, Quota};
+use crate::spec::{Side, SpecItem};
+use crate::state::{CounterBatch, CounterOp, OpKind, OpResult, Outcome};
 use crate::state::{State, StateError};
+use crate::verdict::{with_retry_hint, Verdict};
+use crate::window::WindowSpec;
 use arc_swap::ArcSwap;
-use sluice_protocol::{Action, PolicyRequest};
+use sluice_protocol::{Action, PolicyRequest, ProtocolState};
 use std::fmt;
 use std::sync::Arc;
 
@@ -95,6 +103,56 @@ impl fmt::Display for Explanation {
     }
 }
 
+/// Which op of a batch belongs to which quota limit.
+struct OpRef<'a> {
+    policy: &'a Policy,
+    quota: &'a Quota,
+    kind: LimitKind,
+    monitor: bool,
+}
+
+/// Where explanation lines go (`None` on the hot path).
+type Trace<'t> = Option<&'t mut Vec<String>>;
+
+fn note(trace: &mut Trace<'_>, line: impl FnOnce() -> String) {
+    if let Some(t) = trace.as_deref_mut() {
+        t.push(line());
+    }
+}
+
+impl Decision {
+    fn dunno() -> Self {
+        Decision {
+            action: Action::Dunno,
+            verdicts: Vec::new(),
+            state_error: None,
+        }
+    }
+}
+
+/// The identity of one counter: policy, quota, limit type and track key.
+pub fn counter_key(policy: &str, quota: &str, kind: LimitKind, track_key: &str) -> String {
+    fn esc(s: &str) -> std::borrow::Cow<'_, str> {
+        if s.contains(['/', '%']) {
+            s.replace('%', "%25").replace('/', "%2F").into()
+        } else {
+            s.into()
+        }
+    }
+    format!(
+        "{}/{}/{}/{}",
+        esc(policy),
+        esc(quota),
+        kind.as_str(),
+        track_key
+    )
+}
+
+/// The END-OF-MESSAGE label of a quota (policy and quota names).
+fn quota_label(policy: &str, quota: &str) -> String {
+    format!("{policy}\u{1f}{quota}")
+}
+
 impl Engine {
     /// An engine over `set`, counting in `state`.
     pub fn new(set: PolicySet, state: Arc<dyn State>, settings: EngineSettings) -> Self {
@@ -121,17 +179,462 @@ impl Engine {
     }
 
     /// Decides one request.
-    pub async fn decide(&self, _req: &PolicyRequest) -> Decision {
-        let _ = &self.state;
-        Decision {
-            action: Action::Dunno,
-            verdicts: Vec::new(),
-            state_error: None,
-        }
+    pub async fn decide(&self, req: &PolicyRequest) -> Decision {
+        let set = self.set.load_full();
+        self.evaluate(&set, req, false, None).await
     }
 
     /// Explains one request without charging anything.
-    pub async fn explain(&self, _req: &PolicyRequest) -> Explanation {
-        Explanation::default()
+    pub async fn explain(&self, req: &PolicyRequest) -> Explanation {
+        let set = self.set.load_full();
+        let mut lines = Vec::new();
+        lines.push(format!(
+            "Request: {} from=<{}> to=<{}> client={} ({}) sasl={} size={} instance={}",
+            req.protocol_state,
+            req.sender,
+            req.recipient,
+            req.client_address,
+            if req.reverse_client_name.is_empty() {
+                "no reverse name"
+            } else {
+                &req.reverse_client_name
+            },
+            if req.sasl_username.is_empty() {
+                "-"
+            } else {
+                &req.sasl_username
+            },
+            req.size,
+            if req.instance.is_empty() {
+                "-"
+            } else {
+                &req.instance
+            },
+        ));
+        if self.settings.monitor_all {
+            lines.push(
+                "Service runs in monitor mode: verdicts are logged, Postfix gets DUNNO.".into(),
+            );
+        }
+        let decision = self.evaluate(&set, req, true, Some(&mut lines)).await;
+        lines.push(format!("Action: action={}", decision.action));
+        Explanation {
+            lines,
+            action: Some(decision.action),
+        }
     }
+
+    async fn evaluate(
+        &self,
+        set: &PolicySet,
+        req: &PolicyRequest,
+        dry_run: bool,
+        mut trace: Trace<'_>,
+    ) -> Decision {
+        match req.protocol_state {
+            ProtocolState::Rcpt => self.rcpt(set, req, dry_run, trace).await,
+            ProtocolState::EndOfMessage => self.end_of_message(set, req, dry_run, trace).await,
+            other => {
+                note(&mut trace, || {
+                    format!("Policies are resolved at RCPT (and END-OF-MESSAGE for sizes); nothing to do at {other}.")
+                });
+                Decision::dunno()
+            }
+        }
+    }
+
+    fn is_monitor(&self, p: &Policy) -> bool {
+        self.settings.monitor_all || p.monitor
+    }
+
+    async fn rcpt(
+        &self,
+        set: &PolicySet,
+        req: &PolicyRequest,
+        dry_run: bool,
+        mut trace: Trace<'_>,
+    ) -> Decision {
+        if trace.is_some() {
+            explain_matching(set, req, &mut trace);
+        }
+        let matched: Vec<&Policy> = set.matching(req).collect();
+        if matched.is_empty() {
+            note(&mut trace, || "No policy matched.".into());
+            return Decision::dunno();
+        }
+        let mut decision = Decision::dunno();
+
+        // AccessControl: the first matched policy with a rule decides.
+        note(&mut trace, || "AccessControl:".into());
+        for p in &matched {
+            let Some(rule) = p.access_control.first() else {
+                continue;
+            };
+            let action = rule.verdict.to_action(rule.data.as_deref(), None);
+            let monitor = self.is_monitor(p);
+            note(&mut trace, || {
+                format!(
+                    "  policy {:?} rule {:?}: {} -> action={}{}",
+                    p.name,
+                    rule.name,
+                    rule.verdict,
+                    action,
+                    if monitor {
+                        " (monitor mode: logged only, next policy)"
+                    } else {
+                        ""
+                    }
+                )
+            });
+            if rule.verdict == Verdict::Pass && !monitor {
+                break;
+            }
+            decision.verdicts.push(ModuleVerdict {
+                module: "AccessControl",
+                policy: p.name.clone(),
+                name: rule.name.clone(),
+                action: action.clone(),
+                monitor,
+                counter: None,
+            });
+            if monitor {
+                continue;
+            }
+            if action.is_final() {
+                decision.action = action;
+                note(&mut trace, || {
+                    "  final verdict: the chain stops here.".into()
+                });
+                return decision;
+            }
+            break;
+        }
+
+        // Quotas: every quota of every matched policy, one State call.
+        let mut groups: Vec<Vec<CounterOp>> = vec![Vec::new()];
+        let mut refs: Vec<Vec<OpRef<'_>>> = vec![Vec::new()];
+        'policies: for p in &matched {
+            let monitor = self.is_monitor(p);
+            let g = if monitor {
+                groups.push(Vec::new());
+                refs.push(Vec::new());
+                groups.len() - 1
+            } else {
+                0
+            };
+            for q in &p.quotas {
+                let track_key = q.track.key(req);
+                let window = WindowSpec::new(q.period_ms, self.settings.buckets_per_period);
+                for l in &q.limits {
+                    let key = counter_key(&p.name, &q.name, l.kind, &track_key);
+                    let r = || OpRef {
+                        policy: p,
+                        quota: q,
+                        kind: l.kind,
+                        monitor,
+                    };
+                    match l.kind {
+                        LimitKind::MessageCount => {
+                            let kind = if req.instance.is_empty() {
+                                OpKind::Take { cost: 1 }
+                            } else {
+                                OpKind::TakeOncePerMessage
+                            };
+                            groups[g].push(CounterOp {
+                                key,
+                                limit: l.limit,
+                                window,
+                                kind,
+                            });
+                            refs[g].push(r());
+                        }
+                        LimitKind::RecipientCount => {
+                            groups[g].push(CounterOp {
+                                key,
+                                limit: l.limit,
+                                window,
+                                kind: OpKind::Take { cost: 1 },
+                            });
+                            refs[g].push(r());
+                        }
+                        LimitKind::MessageCumulativeSize => {
+                            groups[g].push(CounterOp {
+                                key: key.clone(),
+                                limit: l.limit,
+                                window,
+                                kind: OpKind::Check {
+                                    cost: req.size.max(1),
+                                },
+                            });
+                            refs[g].push(r());
+                            groups[g].push(CounterOp {
+                                key,
+                                limit: l.limit,
+                                window,
+                                kind: OpKind::RecordForEom {
+                                    label: quota_label(&p.name, &q.name),
+                                    group: g as u32,
+                                },
+                            });
+                            refs[g].push(r());
+                        }
+                    }
+                }
+                if q.last_quota {
+                    note(&mut trace, || {
+                        format!(
+                            "  quota {:?} of policy {:?} is LastQuota: later quotas are skipped.",
+                            q.name, p.name
+                        )
+                    });
+                    break 'policies;
+                }
+            }
+        }
+        if groups.iter().all(Vec::is_empty) {
+            note(&mut trace, || "Quotas: none apply.".into());
+            return decision;
+        }
+        let batch = CounterBatch {
+            instance: req.instance.clone(),
+            dry_run,
+            groups,
+            end_of_message: None,
+        };
+        let reply = match self.state.apply(&batch).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                note(&mut trace, || {
+                    format!("Quotas: counter backend failed ({e}): fallback action.")
+                });
+                decision.action = self.settings.state_failure_action.clone();
+                decision.state_error = Some(e);
+                return decision;
+            }
+        };
+        note(&mut trace, || "Quotas:".into());
+        for ((ops, results), refs) in batch.groups.iter().zip(&reply.groups).zip(&refs) {
+            for ((op, res), r) in ops.iter().zip(results).zip(refs) {
+                if matches!(op.kind, OpKind::RecordForEom { .. }) {
+                    continue;
+                }
+                note(&mut trace, || describe_op(op, res, r));
+                if let Outcome::Refused { retry_after_ms } = res.outcome {
+                    let action = quota_action(r.quota, r.kind, retry_after_ms);
+                    decision.verdicts.push(ModuleVerdict {
+                        module: "Quotas",
+                        policy: r.policy.name.clone(),
+                        name: r.quota.name.clone(),
+                        action: action.clone(),
+                        monitor: r.monitor,
+                        counter: Some(CounterLevel {
+                            key: op.key.clone(),
+                            used: res.used,
+                            limit: op.limit,
+                        }),
+                    });
+                    if !r.monitor && decision.action == Action::Dunno {
+                        decision.action = action;
+                    }
+                }
+            }
+        }
+        decision
+    }
+
+    async fn end_of_message(
+        &self,
+        set: &PolicySet,
+        req: &PolicyRequest,
+        dry_run: bool,
+        mut trace: Trace<'_>,
+    ) -> Decision {
+        if req.instance.is_empty() || set.policies.iter().all(|p| p.quotas.is_empty()) {
+            note(&mut trace, || {
+                "END-OF-MESSAGE: no instance or no quotas: nothing to charge.".into()
+            });
+            return Decision::dunno();
+        }
+        let batch = CounterBatch {
+            instance: req.instance.clone(),
+            dry_run,
+            groups: Vec::new(),
+            end_of_message: Some(req.size),
+        };
+        let mut decision = Decision::dunno();
+        let reply = match self.state.apply(&batch).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                note(&mut trace, || {
+                    format!("END-OF-MESSAGE: counter backend failed ({e}): fallback action.")
+                });
+                decision.action = self.settings.state_failure_action.clone();
+                decision.state_error = Some(e);
+                return decision;
+            }
+        };
+        note(&mut trace, || {
+            format!(
+                "END-OF-MESSAGE: charging {} bytes to the size quotas recorded at RCPT:",
+                req.size
+            )
+        });
+        if reply.end_of_message.is_empty() {
+            note(&mut trace, || "  none recorded for this instance.".into());
+        }
+        for eom in &reply.end_of_message {
+            note(&mut trace, || {
+                format!(
+                    "  {} {}/{}: {:?}",
+                    eom.key, eom.result.used, eom.limit, eom.result.outcome
+                )
+            });
+            let Outcome::Refused { retry_after_ms } = eom.result.outcome else {
+                continue;
+            };
+            let Some((policy_name, quota_name)) = eom.label.split_once('\u{1f}') else {
+                continue;
+            };
+            // The quota may have been removed since RCPT: then there is no verdict to give.
+            let Some((p, q)) = set.find_quota(policy_name, quota_name) else {
+                continue;
+            };
+            let action = quota_action(q, LimitKind::MessageCumulativeSize, retry_after_ms);
+            let monitor = self.is_monitor(p);
+            decision.verdicts.push(ModuleVerdict {
+                module: "Quotas",
+                policy: p.name.clone(),
+                name: q.name.clone(),
+                action: action.clone(),
+                monitor,
+                counter: Some(CounterLevel {
+                    key: eom.key.clone(),
+                    used: eom.result.used,
+                    limit: eom.limit,
+                }),
+            });
+            if !monitor && decision.action == Action::Dunno {
+                decision.action = action;
+            }
+        }
+        decision
+    }
+}
+
+/// The action a refused quota gives: its verdict and data (or the default text), with a
+/// retry hint on DEFER.
+fn quota_action(q: &Quota, kind: LimitKind, retry_after_ms: Option<u64>) -> Action {
+    let action = q
+        .verdict
+        .to_action(q.data.as_deref(), Some(kind.default_text()));
+    with_retry_hint(action, retry_after_ms)
+}
+
+fn describe_op(op: &CounterOp, res: &OpResult, r: &OpRef<'_>) -> String {
+    let what = match (&op.kind, r.kind) {
+        (OpKind::Check { cost }, _) => format!("declared size {cost} bytes"),
+        (OpKind::TakeOncePerMessage, _) => "1 message".into(),
+        (_, LimitKind::RecipientCount) => "1 recipient".into(),
+        (OpKind::Take { cost }, _) => format!("cost {cost}"),
+        (OpKind::RecordForEom { .. }, _) => "recorded for END-OF-MESSAGE".into(),
+    };
+    let outcome = match res.outcome {
+        Outcome::Admitted => "fits".to_string(),
+        Outcome::AlreadyCounted => "already counted for this message".to_string(),
+        Outcome::Refused {
+            retry_after_ms: Some(ms),
+        } => {
+            format!(
+                "REFUSED ({}) -> action={}",
+                crate::verdict::retry_hint(ms),
+                quota_action(r.quota, r.kind, Some(ms))
+            )
+        }
+        Outcome::Refused {
+            retry_after_ms: None,
+        } => {
+            format!(
+                "REFUSED (can never fit) -> action={}",
+                quota_action(r.quota, r.kind, None)
+            )
+        }
+        Outcome::NotEvaluated => "not evaluated (an earlier limit refused)".to_string(),
+    };
+    format!(
+        "  policy {:?} quota {:?} {} [{}]: {}, level {}/{} per {}s{}: {}",
+        r.policy.name,
+        r.quota.name,
+        r.kind.as_str(),
+        op.key.rsplit('/').next().unwrap_or(&op.key),
+        what,
+        res.used,
+        op.limit,
+        r.quota.period_ms / 1000,
+        if r.monitor { " (monitor mode)" } else { "" },
+        outcome
+    )
+}
+
+/// Explanation lines: every policy, whether it matched, and why.
+fn explain_matching(set: &PolicySet, req: &PolicyRequest, trace: &mut Trace<'_>) {
+    note(trace, || {
+        "Policies (lowest priority number first; every matching policy applies):".into()
+    });
+    for p in &set.policies {
+        if p.disabled {
+            note(trace, || {
+                format!("  [disabled] {:>4} {:?}", p.priority, p.name)
+            });
+            continue;
+        }
+        let mut why = Vec::new();
+        let mut matched = false;
+        for (i, m) in p.members.iter().enumerate() {
+            let src = first_failure(set, &m.source, req, Side::Source);
+            let dst = first_failure(set, &m.destination, req, Side::Destination);
+            let ok = src.is_none() && dst.is_none();
+            matched |= ok;
+            why.push(match (src, dst) {
+                (None, None) => format!(
+                    "member {}: source {:?} and destination {:?} match",
+                    i + 1,
+                    m.source_text,
+                    m.destination_text
+                ),
+                (Some(item), _) => {
+                    format!("member {}: source item {:?} does not match", i + 1, item)
+                }
+                (None, Some(item)) => format!(
+                    "member {}: destination item {:?} does not match",
+                    i + 1,
+                    item
+                ),
+            });
+        }
+        if p.members.is_empty() {
+            why.push("no enabled member".into());
+        }
+        let tag = if matched { "[match]   " } else { "[no match]" };
+        let mode = if p.monitor { " (monitor)" } else { "" };
+        note(trace, || {
+            format!(
+                "  {tag} {:>4} {:?}{mode}: {}",
+                p.priority,
+                p.name,
+                why.join("; ")
+            )
+        });
+    }
+}
+
+fn first_failure<'a>(
+    set: &PolicySet,
+    items: &'a [SpecItem],
+    req: &PolicyRequest,
+    side: Side,
+) -> Option<&'a str> {
+    items
+        .iter()
+        .find(|i| !set.item_matches(i, req, side))
+        .map(|i| i.text.as_str())
 }

@@ -37,4 +37,6 @@ pub use model::{
     QuotaDef,
 };
 pub use sluice_protocol::{Action, PolicyRequest, ProtocolState};
-pub use state::{CounterBatch, CounterOp, CounterReply, OpKind, OpResult, Outcome, State, StateError};
+pub use state::{
+    CounterBatch, CounterOp, CounterReply, OpKind, OpResult, Outcome, State, StateError,
+};

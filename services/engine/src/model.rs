@@ -68,7 +68,11 @@ pub struct PolicyDef {
     #[serde(default, rename = "member", skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberDef>,
     /// Access control rules (the first enabled one with a verdict decides).
-    #[serde(default, rename = "access_control", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        rename = "access_control",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub access_control: Vec<AccessControlDef>,
     /// Quotas (rate limits).
     #[serde(default, rename = "quota", skip_serializing_if = "Vec::is_empty")]

@@ -204,7 +204,11 @@ fn parse_kind(
 }
 
 fn looks_like_ip(s: &str) -> bool {
-    s.contains(':') || s.split('/').next().is_some_and(|a| a.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
+    s.contains(':')
+        || s.split('/').next().is_some_and(|a| {
+            a.split('.')
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        })
 }
 
 /// `^\.?([a-z0-9\-_*]+\.)+[a-z0-9*]+$`, case-insensitive.
@@ -341,11 +345,20 @@ mod tests {
         assert_eq!(parse_network("10").unwrap().to_string(), "10.0.0.0/8");
         assert_eq!(parse_network("10.1").unwrap().to_string(), "10.1.0.0/16");
         assert_eq!(parse_network("10.1.2").unwrap().to_string(), "10.1.2.0/24");
-        assert_eq!(parse_network("10.1.2.3").unwrap().to_string(), "10.1.2.3/32");
-        assert_eq!(parse_network("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(
+            parse_network("10.1.2.3").unwrap().to_string(),
+            "10.1.2.3/32"
+        );
+        assert_eq!(
+            parse_network("10.1.2.3/8").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
         assert!(parse_network("10.0.0.0/33").is_err());
         assert!(parse_network("300.1.1.1").is_err());
-        assert_eq!(parse_network("2001:db8::1/32").unwrap().to_string(), "2001:db8::/32");
+        assert_eq!(
+            parse_network("2001:db8::1/32").unwrap().to_string(),
+            "2001:db8::/32"
+        );
     }
 
     #[test]

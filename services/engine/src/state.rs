@@ -16,7 +16,10 @@ pub trait State: Send + Sync + 'static {
     /// Runs one request's batch. Each group in [`CounterBatch::groups`] is all-or-nothing:
     /// its ops are taken in order and, at the first refusal, what the group already took is
     /// given back and the rest of the group is [`Outcome::NotEvaluated`].
-    fn apply<'a>(&'a self, batch: &'a CounterBatch) -> BoxFuture<'a, Result<CounterReply, StateError>>;
+    fn apply<'a>(
+        &'a self,
+        batch: &'a CounterBatch,
+    ) -> BoxFuture<'a, Result<CounterReply, StateError>>;
 }
 
 /// Why a batch could not be run (the engine answers with the configured fallback action).
@@ -92,6 +95,9 @@ pub enum OpKind {
     RecordForEom {
         /// Identifies the quota for the END-OF-MESSAGE verdict (policy and quota names).
         label: String,
+        /// END-OF-MESSAGE charges counters of one group all-or-nothing, groups
+        /// independently (as [`CounterBatch::groups`] do at RCPT).
+        group: u32,
     },
 }
 

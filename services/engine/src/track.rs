@@ -78,7 +78,11 @@ impl Track {
             Track::Policy => k.push_str("Policy"),
             Track::SaslUsername => {
                 k.push_str("SASLUsername:");
-                k.push_str(if req.sasl_username.is_empty() { "-" } else { &req.sasl_username });
+                k.push_str(if req.sasl_username.is_empty() {
+                    "-"
+                } else {
+                    &req.sasl_username
+                });
             }
             Track::Sender(part) => {
                 k.push_str("Sender:");
@@ -182,7 +186,10 @@ mod tests {
             key(&r, "SenderIP:/24/48"),
             "SenderIP:2001:0db8:0001:0000:0000:0000:0000:0000/48"
         );
-        assert_eq!(key(&r, "SenderIP:/64"), "SenderIP:2001:0db8:0001:0002:0000:0000:0000:0000/64");
+        assert_eq!(
+            key(&r, "SenderIP:/64"),
+            "SenderIP:2001:0db8:0001:0002:0000:0000:0000:0000/64"
+        );
         r.sender.clear();
         assert_eq!(key(&r, "Sender:user@domain"), "Sender:<>");
         assert!(Track::parse("SenderIP").is_err());

@@ -55,8 +55,8 @@ impl Verdict {
         match self {
             Verdict::Ok => Action::Ok(text),
             Verdict::Pass => Action::Dunno,
-            Verdict::Reject => coded(text, b'5').unwrap_or_else(|t| Action::Reject(t)),
-            Verdict::Defer => coded(text, b'4').unwrap_or_else(|t| Action::Defer(t)),
+            Verdict::Reject => coded(text, b'5').unwrap_or_else(Action::Reject),
+            Verdict::Defer => coded(text, b'4').unwrap_or_else(Action::Defer),
             Verdict::Hold => Action::Hold(text),
             Verdict::Discard => Action::Discard(text),
             Verdict::Filter => Action::Filter(text.unwrap_or_default()),
@@ -76,7 +76,9 @@ fn coded(text: Option<String>, class: u8) -> Result<Action, Option<String>> {
                 && b[2].is_ascii_digit()
                 && b[3] == b' '
             {
-                let code = t[..3].parse().unwrap_or(if class == b'5' { 554 } else { 450 });
+                let code = t[..3]
+                    .parse()
+                    .unwrap_or(if class == b'5' { 554 } else { 450 });
                 Ok(Action::Code {
                     code,
                     text: t[4..].trim_start().to_string(),
@@ -156,15 +158,25 @@ mod tests {
     #[test]
     fn codes_follow_policyd() {
         assert_eq!(
-            Verdict::Reject.to_action(Some("550 5.7.1 no"), None).to_string(),
+            Verdict::Reject
+                .to_action(Some("550 5.7.1 no"), None)
+                .to_string(),
             "550 5.7.1 no"
         );
         assert_eq!(
-            Verdict::Reject.to_action(Some("450 later"), None).to_string(),
+            Verdict::Reject
+                .to_action(Some("450 later"), None)
+                .to_string(),
             "REJECT 450 later"
         );
-        assert_eq!(Verdict::Defer.to_action(None, Some("full")).to_string(), "DEFER full");
-        assert_eq!(Verdict::Reject.to_action(Some(""), None).to_string(), "REJECT");
+        assert_eq!(
+            Verdict::Defer.to_action(None, Some("full")).to_string(),
+            "DEFER full"
+        );
+        assert_eq!(
+            Verdict::Reject.to_action(Some(""), None).to_string(),
+            "REJECT"
+        );
         assert_eq!(Verdict::Pass.to_action(Some("x"), None), Action::Dunno);
     }
 
@@ -173,8 +185,14 @@ mod tests {
         assert_eq!(retry_hint(6 * 60_000 + 1), "try again in 7 minutes");
         assert_eq!(retry_hint(1), "try again in 1 second");
         assert_eq!(
-            with_retry_hint(Action::Code { code: 451, text: "4.7.1 slow down".into() }, Some(60_000))
-                .to_string(),
+            with_retry_hint(
+                Action::Code {
+                    code: 451,
+                    text: "4.7.1 slow down".into()
+                },
+                Some(60_000)
+            )
+            .to_string(),
             "451 4.7.1 slow down; try again in 1 minute"
         );
     }

@@ -239,7 +239,10 @@ mod tests {
             }
         }
         for (i, &start) in admitted_at.iter().enumerate() {
-            let in_window = admitted_at[i..].iter().take_while(|&&x| x < start + 60_000).count();
+            let in_window = admitted_at[i..]
+                .iter()
+                .take_while(|&&x| x < start + 60_000)
+                .count();
             assert!(in_window <= 100, "window at {start} holds {in_window}");
         }
         // ... and under-admission is bounded: at least limit * (1 - 1/60) per period on average.

@@ -133,7 +133,11 @@ mod tests {
             b"action=REJECT too many\n\n"
         );
         assert_eq!(
-            Action::Code { code: 451, text: "4.7.1 later".into() }.encode(),
+            Action::Code {
+                code: 451,
+                text: "4.7.1 later".into()
+            }
+            .encode(),
             b"action=451 4.7.1 later\n\n"
         );
         assert_eq!(

@@ -94,7 +94,10 @@ impl RawRequest {
         V: Into<String>,
     {
         RawRequest {
-            attrs: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            attrs: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
         }
     }
 

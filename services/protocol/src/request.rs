@@ -381,8 +381,14 @@ fn optional_number(name: &'static str, v: &str) -> Result<Option<u16>, RequestEr
 /// `ipv6:` prefix or brackets are tolerated.
 pub fn parse_ip(s: &str) -> Option<IpAddr> {
     let s = s.trim();
-    let s = s.strip_prefix("ipv6:").or_else(|| s.strip_prefix("IPv6:")).unwrap_or(s);
-    let s = s.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(s);
+    let s = s
+        .strip_prefix("ipv6:")
+        .or_else(|| s.strip_prefix("IPv6:"))
+        .unwrap_or(s);
+    let s = s
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(s);
     let ip: IpAddr = s.parse().ok()?;
     Some(match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -1,0 +1,369 @@
+//! Engine behaviour over the in-process state with a manual clock (no sockets here; the
+//! edge's tests drive the same engine over TCP).
+
+use sluice_engine::*;
+use std::sync::Arc;
+
+const T0: u64 = 1_700_000_000_000;
+
+fn engine(toml_like: PolicySetDef) -> (Engine, ManualClock, Arc<MemoryState>) {
+    let clock = ManualClock::new(T0);
+    let state = Arc::new(MemoryState::new(
+        Arc::new(clock.clone()),
+        MemoryStateSettings::default(),
+    ));
+    let compiled = compile(&toml_like).unwrap_or_else(|d| panic!("{d:?}"));
+    (
+        Engine::new(compiled.set, state.clone(), EngineSettings::default()),
+        clock,
+        state,
+    )
+}
+
+fn quota_policy(track: &str, kind: &str, limit: u64, verdict: &str) -> PolicySetDef {
+    PolicySetDef {
+        groups: vec![],
+        policies: vec![PolicyDef {
+            name: "p".into(),
+            priority: 10,
+            members: vec![MemberDef::default()],
+            quotas: vec![QuotaDef {
+                name: "q".into(),
+                track: track.into(),
+                period: 3600,
+                verdict: verdict.into(),
+                data: Some("Too much mail".into()),
+                limits: vec![LimitDef {
+                    kind: kind.into(),
+                    limit,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn rcpt(sender: &str, rcpt: &str, ip: &str, instance: &str) -> PolicyRequest {
+    let mut r = PolicyRequest::new(ProtocolState::Rcpt, ip.parse().unwrap());
+    r.sender = sender.into();
+    r.recipient = rcpt.into();
+    r.instance = instance.into();
+    r
+}
+
+/// The in-process state answers immediately: poll the future once.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("in-process engine future was not ready"),
+    }
+}
+
+fn ask(e: &Engine, r: &PolicyRequest) -> String {
+    block_on(e.decide(r)).action.to_string()
+}
+
+#[test]
+fn sender_quota_admits_exactly_n_then_refuses() {
+    let (e, _, _) = engine(quota_policy(
+        "Sender:user@domain",
+        "MessageCount",
+        3,
+        "REJECT",
+    ));
+    for i in 0..3 {
+        assert_eq!(
+            ask(
+                &e,
+                &rcpt("a@x.org", "b@y.org", "192.0.2.1", &format!("m{i}"))
+            ),
+            "DUNNO"
+        );
+    }
+    assert_eq!(
+        ask(&e, &rcpt("a@x.org", "b@y.org", "192.0.2.1", "m3")),
+        "REJECT Too much mail"
+    );
+    // Another sender has its own counter.
+    assert_eq!(
+        ask(&e, &rcpt("c@x.org", "b@y.org", "192.0.2.1", "m4")),
+        "DUNNO"
+    );
+}
+
+#[test]
+fn window_rolls_with_the_clock() {
+    let (e, clock, _) = engine(quota_policy("SenderIP:/24", "RecipientCount", 2, "DEFER"));
+    assert_eq!(
+        ask(&e, &rcpt("a@x.org", "b@y.org", "192.0.2.1", "m1")),
+        "DUNNO"
+    );
+    clock.advance_secs(1800);
+    assert_eq!(
+        ask(&e, &rcpt("a@x.org", "b@y.org", "192.0.2.9", "m2")),
+        "DUNNO"
+    );
+    let refused = ask(&e, &rcpt("a@x.org", "b@y.org", "192.0.2.7", "m3"));
+    assert!(
+        refused.starts_with("DEFER Too much mail; try again in 31 minutes"),
+        "{refused}"
+    );
+    clock.advance_secs(1800 + 60);
+    assert_eq!(
+        ask(&e, &rcpt("a@x.org", "b@y.org", "192.0.2.7", "m4")),
+        "DUNNO"
+    );
+    assert!(ask(&e, &rcpt("a@x.org", "b@y.org", "192.0.2.7", "m5")).starts_with("DEFER"));
+}
+
+#[test]
+fn message_count_counts_messages_and_recipient_count_recipients() {
+    let (msg, _, _) = engine(quota_policy(
+        "Sender:user@domain",
+        "MessageCount",
+        1,
+        "REJECT",
+    ));
+    let (rc, _, _) = engine(quota_policy(
+        "Sender:user@domain",
+        "RecipientCount",
+        3,
+        "REJECT",
+    ));
+    let answers = |e: &Engine| -> Vec<String> {
+        (0..5)
+            .map(|i| {
+                ask(
+                    e,
+                    &rcpt("a@x.org", &format!("r{i}@y.org"), "192.0.2.1", "inst-1"),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(answers(&msg), vec!["DUNNO"; 5]);
+    let rcs = answers(&rc);
+    assert_eq!(rcs[..3], ["DUNNO", "DUNNO", "DUNNO"]);
+    assert_eq!(rcs[3..], ["REJECT Too much mail", "REJECT Too much mail"]);
+    // The next message is over the 1-message limit.
+    assert_eq!(
+        ask(&msg, &rcpt("a@x.org", "r@y.org", "192.0.2.1", "inst-2")),
+        "REJECT Too much mail"
+    );
+}
+
+#[test]
+fn size_is_refused_early_and_charged_at_end_of_message() {
+    let (e, _, _) = engine(quota_policy(
+        "Sender:user@domain",
+        "MessageCumulativeSize",
+        1000,
+        "REJECT",
+    ));
+    let mut r = rcpt("a@x.org", "b@y.org", "192.0.2.1", "i1");
+    r.size = 2000;
+    assert_eq!(
+        ask(&e, &r),
+        "REJECT Too much mail",
+        "declared SIZE over the limit"
+    );
+    r.size = 0;
+    r.recipient = "c@y.org".into();
+    assert_eq!(ask(&e, &r), "DUNNO");
+    r.recipient = "d@y.org".into();
+    assert_eq!(ask(&e, &r), "DUNNO");
+    let mut eom = rcpt("a@x.org", "", "192.0.2.1", "i1");
+    eom.protocol_state = ProtocolState::EndOfMessage;
+    eom.size = 600;
+    assert_eq!(
+        ask(&e, &eom),
+        "DUNNO",
+        "charged once per message, not per recipient"
+    );
+    let mut r2 = rcpt("a@x.org", "b@y.org", "192.0.2.1", "i2");
+    r2.size = 500;
+    assert_eq!(ask(&e, &r2), "REJECT Too much mail", "600 + 500 > 1000");
+    r2.size = 300;
+    assert_eq!(ask(&e, &r2), "DUNNO");
+    eom.instance = "i2".into();
+    eom.size = 500;
+    assert_eq!(
+        ask(&e, &eom),
+        "REJECT Too much mail",
+        "refused at end-of-data rather than exceeded"
+    );
+}
+
+#[test]
+fn all_or_nothing_across_two_limits() {
+    let mut def = quota_policy("Sender:user@domain", "RecipientCount", 5, "REJECT");
+    def.policies[0].quotas.push(QuotaDef {
+        name: "ip".into(),
+        track: "SenderIP:/32".into(),
+        period: 3600,
+        verdict: "DEFER".into(),
+        data: Some("IP limit".into()),
+        limits: vec![LimitDef {
+            kind: "RecipientCount".into(),
+            limit: 2,
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let (e, _, state) = engine(def);
+    assert_eq!(
+        ask(&e, &rcpt("a@x.org", "b@y.org", "192.0.2.1", "1")),
+        "DUNNO"
+    );
+    assert_eq!(
+        ask(&e, &rcpt("a@x.org", "b@y.org", "192.0.2.1", "2")),
+        "DUNNO"
+    );
+    for _ in 0..5 {
+        assert!(
+            ask(&e, &rcpt("a@x.org", "b@y.org", "192.0.2.1", "3")).starts_with("DEFER IP limit")
+        );
+    }
+    // The refused requests charged nothing to the sender counter: 3 more fit from another IP.
+    for i in 0..3 {
+        assert_eq!(
+            ask(
+                &e,
+                &rcpt("a@x.org", "b@y.org", &format!("192.0.2.{}", 10 + i), "x")
+            ),
+            "DUNNO"
+        );
+    }
+    assert_eq!(
+        ask(&e, &rcpt("a@x.org", "b@y.org", "192.0.2.50", "x")),
+        "REJECT Too much mail"
+    );
+    assert!(state.counters() >= 2);
+}
+
+#[test]
+fn access_control_verdicts_and_chain() {
+    for (verdict, data, expect) in [
+        ("REJECT", Some("550 5.7.1 Go away"), "550 5.7.1 Go away"),
+        ("REJECT", None, "REJECT"),
+        ("DEFER", Some("Later"), "DEFER Later"),
+        ("HOLD", Some("Check"), "HOLD Check"),
+        ("DISCARD", None, "DISCARD"),
+        (
+            "FILTER",
+            Some("smtp:[127.0.0.1]:10025"),
+            "FILTER smtp:[127.0.0.1]:10025",
+        ),
+        (
+            "REDIRECT",
+            Some("abuse@example.com"),
+            "REDIRECT abuse@example.com",
+        ),
+        ("OK", None, "OK"),
+        ("PASS", None, "DUNNO"),
+    ] {
+        let def = PolicySetDef {
+            groups: vec![],
+            policies: vec![PolicyDef {
+                name: "p".into(),
+                members: vec![MemberDef {
+                    source: Some("192.0.2.0/24".into()),
+                    ..Default::default()
+                }],
+                access_control: vec![AccessControlDef {
+                    name: "ac".into(),
+                    verdict: verdict.into(),
+                    data: data.map(Into::into),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let (e, _, _) = engine(def);
+        assert_eq!(
+            ask(&e, &rcpt("a@x.org", "b@y.org", "192.0.2.1", "1")),
+            expect,
+            "{verdict}"
+        );
+        assert_eq!(
+            ask(&e, &rcpt("a@x.org", "b@y.org", "198.51.100.1", "1")),
+            "DUNNO"
+        );
+    }
+}
+
+#[test]
+fn monitor_mode_counts_but_answers_dunno() {
+    let mut def = quota_policy("Sender:user@domain", "RecipientCount", 1, "REJECT");
+    def.policies[0].monitor = true;
+    let (e, _, _) = engine(def);
+    assert_eq!(
+        ask(&e, &rcpt("a@x.org", "b@y.org", "192.0.2.1", "1")),
+        "DUNNO"
+    );
+    let d = block_on(e.decide(&rcpt("a@x.org", "b@y.org", "192.0.2.1", "2")));
+    assert_eq!(d.action, Action::Dunno);
+    assert_eq!(d.verdicts.len(), 1);
+    assert!(d.verdicts[0].monitor);
+    assert_eq!(d.verdicts[0].action.to_string(), "REJECT Too much mail");
+}
+
+#[test]
+fn explain_charges_nothing_and_says_why() {
+    let (e, _, _) = engine(quota_policy(
+        "Sender:user@domain",
+        "RecipientCount",
+        1,
+        "REJECT",
+    ));
+    let r = rcpt("a@x.org", "b@y.org", "192.0.2.1", "1");
+    let x = block_on(e.explain(&r));
+    let text = x.to_string();
+    assert!(text.contains("[match]"), "{text}");
+    assert!(text.contains("Sender:a@x.org"), "{text}");
+    assert!(text.contains("level 1/1"), "{text}");
+    assert_eq!(ask(&e, &r), "DUNNO", "explain did not charge");
+    assert!(block_on(e.explain(&r)).to_string().contains("REFUSED"));
+}
+
+#[test]
+fn compile_reports_errors_and_warnings() {
+    let mut def = quota_policy("SenderIP", "MessageCount", 3, "BOUNCE");
+    def.policies[0].members[0].source = Some("10.0.0.0/33".into());
+    def.groups.push(GroupDef {
+        name: "a".into(),
+        members: vec![GroupMemberDef {
+            member: "%b".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    def.groups.push(GroupDef {
+        name: "b".into(),
+        members: vec![GroupMemberDef {
+            member: "%a".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let errs = compile(&def).unwrap_err();
+    let text: Vec<String> = errs.iter().map(|d| d.message.clone()).collect();
+    let all = text.join("\n");
+    assert!(all.contains("bad IPv4 mask"), "{all}");
+    assert!(all.contains("needs a mask"), "{all}");
+    assert!(all.contains("unknown quota verdict"), "{all}");
+    assert!(all.contains("group loop"), "{all}");
+
+    let mut inert = quota_policy("SenderIP:/24", "MessageCount", 3, "REJECT");
+    inert.policies[0].quotas[0].limits.clear();
+    let warnings = compile(&inert).unwrap().warnings;
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.message.contains("no enabled limit")),
+        "{warnings:?}"
+    );
+}
