@@ -1,1 +1,23 @@
-//! (being written)
+//! Policy storage for Sluice, and the ways policies get into it.
+//!
+//! Layout:
+//! - [`Store`]: the policy definitions ([`sluice_engine::PolicySetDef`]) in SQLite or
+//!   PostgreSQL (sqlx), with embedded migrations (`migrations/sqlite`, `migrations/postgres`)
+//!   and change notification ([`Store::watch`]) driven by a trigger-maintained version counter,
+//!   so even changes made directly in SQL are picked up.
+//! - [`policy_file`]: the declarative TOML policy file (import/export), with errors that name
+//!   file, line and field.
+//! - [`policyd`]: the importer of Policyd v2 ("cluebringer") databases (SQLite, PostgreSQL,
+//!   MySQL/MariaDB).
+//!
+//! Validation is `sluice_engine::compile`; this crate never decides what a policy means. It is
+//! not on the request path: nothing here runs per Postfix request.
+#![forbid(unsafe_code)]
+
+mod error;
+pub mod policy_file;
+pub mod policyd;
+mod store;
+
+pub use error::StoreError;
+pub use store::{default_database_url, Store, DATABASE_ENV, DEFAULT_POLL};

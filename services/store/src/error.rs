@@ -1,0 +1,85 @@
+//! The crate's one error type.
+
+use thiserror::Error;
+
+/// Everything that can go wrong in the store, the importer or the policy file export.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The database URL has a scheme this operation does not support. Only the scheme is
+    /// kept: the URL may hold a password.
+    #[error("unsupported database URL scheme {scheme:?}: expected {expected}")]
+    UnsupportedUrl {
+        /// The scheme as given (text before the first `:`).
+        scheme: String,
+        /// What this operation accepts.
+        expected: &'static str,
+    },
+    /// The database answered with an error or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The schema migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A value does not fit the column (e.g. a limit above 2^63-1) or a stored value does not
+    /// fit the model (e.g. a negative period written directly in SQL).
+    #[error("value out of range: {0}")]
+    OutOfRange(String),
+}
+
+impl StoreError {
+    /// A short, bounded label for metrics (`errors_total{kind}`).
+    pub fn kind_label(&self) -> &'static str {
+        match self {
+            StoreError::UnsupportedUrl { .. } => "unsupported_url",
+            StoreError::Database(_) => "database",
+            StoreError::Migrate(_) => "migrate",
+            StoreError::OutOfRange(_) => "out_of_range",
+        }
+    }
+
+    /// Whether trying again later may succeed (the database was unreachable or busy), as
+    /// opposed to an error in the request or the data.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+                    | sqlx::Error::Tls(_)
+            )
+        )
+    }
+}
+
+/// The scheme of a database URL (text before the first `:`), lower-cased.
+pub(crate) fn url_scheme(url: &str) -> String {
+    url.split(':')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_distinct_and_retryability_is_classified() {
+        let unsupported = StoreError::UnsupportedUrl {
+            scheme: "redis".into(),
+            expected: "sqlite: or postgres:",
+        };
+        assert_eq!(unsupported.kind_label(), "unsupported_url");
+        assert!(!unsupported.is_retryable());
+        let down = StoreError::Database(sqlx::Error::PoolTimedOut);
+        assert_eq!(down.kind_label(), "database");
+        assert!(down.is_retryable());
+        let range = StoreError::OutOfRange("x".into());
+        assert_eq!(range.kind_label(), "out_of_range");
+        assert!(!range.is_retryable());
+        assert_eq!(url_scheme("PostgreSQL://u:secret@h/db"), "postgresql");
+        assert!(!unsupported.to_string().contains("secret"));
+    }
+}

@@ -1,0 +1,244 @@
+//! The policy store: a SQLite or PostgreSQL database holding one [`PolicySetDef`].
+
+mod rows;
+mod watch;
+
+pub use watch::DEFAULT_POLL;
+
+use std::str::FromStr;
+
+use sluice_engine::model::PolicySetDef;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+use crate::error::url_scheme;
+use crate::StoreError;
+use rows::{to_i64, AllRows};
+
+/// The environment variable naming the policy database (read only by
+/// [`default_database_url`]).
+pub const DATABASE_ENV: &str = "SLUICE_DATABASE";
+
+/// The policy database used when none is given: the value of `SLUICE_DATABASE` if set and not
+/// empty, else `sqlite://sluice.db` (a file in the working directory, created on first use).
+pub fn default_database_url() -> String {
+    match std::env::var(DATABASE_ENV) {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => "sqlite://sluice.db".to_owned(),
+    }
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// A connection pool to the policy database. Cheap to clone (clones share the pool).
+#[derive(Debug, Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the backend's pool (the SQL is the same for both).
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.backend {
+            Backend::Sqlite($pool) => $body,
+            Backend::Postgres($pool) => $body,
+        }
+    };
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite:`, `postgres:` or `postgresql:`) and applies pending
+    /// migrations. A SQLite file is created if missing and put in WAL mode.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let store = match url_scheme(url).as_str() {
+            "sqlite" => {
+                let options = SqliteConnectOptions::from_str(url)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .foreign_keys(true);
+                // Each connection to an in-memory database would see its own database.
+                let max = if url.contains(":memory:") { 1 } else { 4 };
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(max)
+                    .connect_with(options)
+                    .await?;
+                Store {
+                    backend: Backend::Sqlite(pool),
+                }
+            }
+            "postgres" | "postgresql" => {
+                let pool = PgPoolOptions::new().max_connections(4).connect(url).await?;
+                Store {
+                    backend: Backend::Postgres(pool),
+                }
+            }
+            scheme => {
+                return Err(StoreError::UnsupportedUrl {
+                    scheme: scheme.to_owned(),
+                    expected: "sqlite:, postgres: or postgresql:",
+                })
+            }
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies pending schema migrations (idempotent; [`Store::connect`] already does it).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
+            Backend::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The change counter: it grows with every change of any policy table, whoever made it.
+    pub async fn version(&self) -> Result<i64, StoreError> {
+        const SQL: &str = "SELECT version FROM policy_version WHERE id = 1";
+        let version: i64 = on_pool!(self, |pool| sqlx::query_scalar(SQL).fetch_one(pool).await?);
+        Ok(version)
+    }
+
+    /// Reads the whole policy set: groups by name, policies by priority then name, each
+    /// object's children in insertion (id) order.
+    pub async fn load(&self) -> Result<PolicySetDef, StoreError> {
+        let rows = on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let rows = AllRows {
+                groups: sqlx::query_as(rows::SELECT_GROUPS)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                group_members: sqlx::query_as(rows::SELECT_GROUP_MEMBERS)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                policies: sqlx::query_as(rows::SELECT_POLICIES)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                members: sqlx::query_as(rows::SELECT_MEMBERS)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                access_control: sqlx::query_as(rows::SELECT_ACCESS_CONTROL)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                quotas: sqlx::query_as(rows::SELECT_QUOTAS)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                limits: sqlx::query_as(rows::SELECT_LIMITS)
+                    .fetch_all(&mut *tx)
+                    .await?,
+            };
+            tx.commit().await?;
+            rows
+        });
+        rows.assemble()
+    }
+
+    /// Replaces every policy definition with `def`, in one transaction: readers see the old
+    /// set or the new one, never a mix. Unique names are enforced by the schema (a violation
+    /// is a [`StoreError::Database`] and changes nothing); validate with
+    /// `sluice_engine::compile` first for friendly messages.
+    pub async fn replace_all(&self, def: &PolicySetDef) -> Result<(), StoreError> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            for sql in rows::DELETE_ALL {
+                sqlx::query(sql).execute(&mut *tx).await?;
+            }
+            for group in &def.groups {
+                let id: i64 = sqlx::query_scalar(rows::INSERT_GROUP)
+                    .bind(&group.name)
+                    .bind(group.disabled)
+                    .bind(&group.comment)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                for m in &group.members {
+                    sqlx::query(rows::INSERT_GROUP_MEMBER)
+                        .bind(id)
+                        .bind(&m.member)
+                        .bind(m.disabled)
+                        .bind(&m.comment)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            for policy in &def.policies {
+                let id: i64 = sqlx::query_scalar(rows::INSERT_POLICY)
+                    .bind(&policy.name)
+                    .bind(policy.priority)
+                    .bind(&policy.description)
+                    .bind(policy.disabled)
+                    .bind(policy.monitor)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                for m in &policy.members {
+                    sqlx::query(rows::INSERT_MEMBER)
+                        .bind(id)
+                        .bind(&m.source)
+                        .bind(&m.destination)
+                        .bind(m.disabled)
+                        .bind(&m.comment)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for a in &policy.access_control {
+                    sqlx::query(rows::INSERT_ACCESS_CONTROL)
+                        .bind(id)
+                        .bind(&a.name)
+                        .bind(&a.verdict)
+                        .bind(&a.data)
+                        .bind(a.disabled)
+                        .bind(&a.comment)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for q in &policy.quotas {
+                    let period = to_i64(q.period, || format!("the period of quota {:?}", q.name))?;
+                    let quota_id: i64 = sqlx::query_scalar(rows::INSERT_QUOTA)
+                        .bind(id)
+                        .bind(&q.name)
+                        .bind(&q.track)
+                        .bind(period)
+                        .bind(&q.verdict)
+                        .bind(&q.data)
+                        .bind(q.last_quota)
+                        .bind(q.disabled)
+                        .bind(&q.comment)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    for l in &q.limits {
+                        let limit = to_i64(l.limit, || format!("a limit of quota {:?}", q.name))?;
+                        sqlx::query(rows::INSERT_LIMIT)
+                            .bind(quota_id)
+                            .bind(&l.kind)
+                            .bind(limit)
+                            .bind(l.disabled)
+                            .bind(&l.comment)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        on_pool!(self, |pool| pool.close().await)
+    }
+}

@@ -1,0 +1,349 @@
+//! The TOML policy file: parsing, friendly units, errors with file/line/field, export.
+
+use sluice_engine::model::{
+    AccessControlDef, GroupDef, GroupMemberDef, LimitDef, MemberDef, PolicyDef, PolicySetDef,
+    QuotaDef,
+};
+use sluice_engine::Severity;
+use sluice_store::policy_file::{parse, to_toml, FileDiagnostic};
+
+const GOOD: &str = r#"
+[[group]]
+name = "internal_ips"
+members = ["10.0.0.0/8", "192.168.0.0/16"]
+
+[[group]]
+name = "internal_domains"
+comment = "ours"
+
+[[group.members]]
+member = "@example.com"
+
+[[group.members]]
+member = "@example.org"
+disabled = true
+comment = "retired"
+
+[[policy]]
+name = "Inbound"
+priority = 10
+description = "mail from outside"
+
+[[policy.member]]
+source = "!%internal_ips"
+destination = "%internal_domains"
+
+[[policy.access_control]]
+name = "block spammer"
+verdict = "REJECT"
+data = "550 go away"
+disabled = true
+
+[[policy.quota]]
+name = "per sender"
+track = "Sender:user@domain"
+period = "1h"
+verdict = "DEFER"
+last_quota = true
+
+[[policy.quota.limit]]
+type = "RecipientCount"
+limit = 500
+
+[[policy.quota.limit]]
+type = "MessageCumulativeSize"
+limit = "10MB"
+comment = "size"
+
+[[policy]]
+name = "Monitor only"
+priority = 60
+monitor = true
+
+[[policy.quota]]
+name = "per ip"
+track = "SenderIP:/24"
+period = 90
+verdict = "REJECT"
+
+[[policy.quota.limit]]
+type = "MessageCount"
+limit = 100
+"#;
+
+fn expected_good() -> PolicySetDef {
+    PolicySetDef {
+        groups: vec![
+            GroupDef {
+                name: "internal_ips".into(),
+                members: vec![
+                    GroupMemberDef {
+                        member: "10.0.0.0/8".into(),
+                        ..Default::default()
+                    },
+                    GroupMemberDef {
+                        member: "192.168.0.0/16".into(),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            },
+            GroupDef {
+                name: "internal_domains".into(),
+                comment: Some("ours".into()),
+                disabled: false,
+                members: vec![
+                    GroupMemberDef {
+                        member: "@example.com".into(),
+                        ..Default::default()
+                    },
+                    GroupMemberDef {
+                        member: "@example.org".into(),
+                        disabled: true,
+                        comment: Some("retired".into()),
+                    },
+                ],
+            },
+        ],
+        policies: vec![
+            PolicyDef {
+                name: "Inbound".into(),
+                priority: 10,
+                description: Some("mail from outside".into()),
+                members: vec![MemberDef {
+                    source: Some("!%internal_ips".into()),
+                    destination: Some("%internal_domains".into()),
+                    ..Default::default()
+                }],
+                access_control: vec![AccessControlDef {
+                    name: "block spammer".into(),
+                    verdict: "REJECT".into(),
+                    data: Some("550 go away".into()),
+                    disabled: true,
+                    comment: None,
+                }],
+                quotas: vec![QuotaDef {
+                    name: "per sender".into(),
+                    track: "Sender:user@domain".into(),
+                    period: 3600,
+                    verdict: "DEFER".into(),
+                    last_quota: true,
+                    limits: vec![
+                        LimitDef {
+                            kind: "RecipientCount".into(),
+                            limit: 500,
+                            ..Default::default()
+                        },
+                        LimitDef {
+                            kind: "MessageCumulativeSize".into(),
+                            limit: 10_000_000,
+                            disabled: false,
+                            comment: Some("size".into()),
+                        },
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            PolicyDef {
+                name: "Monitor only".into(),
+                priority: 60,
+                monitor: true,
+                quotas: vec![QuotaDef {
+                    name: "per ip".into(),
+                    track: "SenderIP:/24".into(),
+                    period: 90,
+                    verdict: "REJECT".into(),
+                    limits: vec![LimitDef {
+                        kind: "MessageCount".into(),
+                        limit: 100,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        ],
+    }
+}
+
+/// 1-based line of the first line of `text` containing `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in text"))
+        + 1
+}
+
+fn only_error(
+    result: Result<sluice_store::policy_file::ParsedFile, Vec<FileDiagnostic>>,
+) -> FileDiagnostic {
+    let errors = result.expect_err("the file should be refused");
+    let first = errors[0].clone();
+    assert_eq!(
+        first.severity,
+        Severity::Error,
+        "errors come first: {errors:?}"
+    );
+    first
+}
+
+#[test]
+fn parses_friendly_forms_into_the_model() {
+    let parsed = parse("policies.toml", GOOD).unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(parsed.def, expected_good());
+}
+
+#[test]
+fn export_reimports_to_the_same_definition() {
+    let def = expected_good();
+    let text = to_toml(&def);
+    let back = parse("exported.toml", &text).unwrap_or_else(|e| panic!("{e:#?}\n{text}"));
+    assert_eq!(back.def, def, "exported text:\n{text}");
+    assert!(text.contains("period = 3600"), "{text}");
+    // Stable: exporting again gives the same text.
+    assert_eq!(to_toml(&back.def), text);
+    // The empty set too.
+    let empty = parse("e.toml", &to_toml(&PolicySetDef::default())).unwrap();
+    assert_eq!(empty.def, PolicySetDef::default());
+}
+
+#[test]
+fn unknown_field_names_line_and_field() {
+    let text = GOOD.replace("last_quota = true", "last_qouta = true");
+    let err = only_error(parse("policies.toml", &text));
+    assert_eq!(err.line, line_of(&text, "last_qouta"), "{err}");
+    assert_eq!(err.file, "policies.toml");
+    assert_eq!(
+        err.field, r#"policy "Inbound" > quota "per sender" > last_qouta"#,
+        "{err}"
+    );
+    assert!(err.message.contains("unknown field"), "{err}");
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with(&format!(
+            "policies.toml:{}: policy \"Inbound\" > quota \"per sender\" > last_qouta: unknown field",
+            err.line
+        )),
+        "{shown}"
+    );
+}
+
+#[test]
+fn bad_period_string_names_line_and_field() {
+    let text = GOOD.replace("period = \"1h\"", "period = \"1 hour\"");
+    let err = only_error(parse("policies.toml", &text));
+    assert_eq!(err.line, line_of(&text, "1 hour"), "{err}");
+    assert_eq!(
+        err.field,
+        r#"policy "Inbound" > quota "per sender" > period"#
+    );
+    assert!(err.message.contains("invalid period"), "{err}");
+}
+
+#[test]
+fn bad_size_and_count_units_are_refused() {
+    let text = GOOD
+        .replace("limit = \"10MB\"", "limit = \"10 parsecs\"")
+        .replace("limit = 500", "limit = \"500k\"");
+    let errors = parse("p.toml", &text).expect_err("refused");
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert_eq!(errors[0].line, line_of(&text, "\"500k\""));
+    assert_eq!(
+        errors[0].field,
+        r#"policy "Inbound" > quota "per sender" > limit #1 > limit"#
+    );
+    assert_eq!(errors[1].line, line_of(&text, "parsecs"));
+    assert!(errors[1].message.contains("invalid size"), "{}", errors[1]);
+}
+
+#[test]
+fn toml_syntax_and_type_errors_carry_a_line() {
+    let text = GOOD.replace("priority = 60", "priority = \"sixty\"");
+    let err = only_error(parse("p.toml", &text));
+    assert_eq!(err.line, line_of(&text, "\"sixty\""), "{err}");
+    assert_eq!(err.field, r#"policy "Monitor only" > priority"#, "{err}");
+
+    let text = GOOD.replace("name = \"per ip\"", "name = \"per ip");
+    let err = only_error(parse("p.toml", &text));
+    assert_eq!(err.line, line_of(&text, "\"per ip"), "{err}");
+
+    let text = GOOD.replace("track = \"SenderIP:/24\"\n", "");
+    let err = only_error(parse("p.toml", &text));
+    assert!(err.message.contains("missing field `track`"), "{err}");
+    assert!(
+        err.field
+            .starts_with(r#"policy "Monitor only" > quota "per ip""#),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_cidr_is_reported_at_its_line() {
+    let text = GOOD.replace("\"192.168.0.0/16\"", "\"192.168.0.0/33\"");
+    let err = only_error(parse("policies.toml", &text));
+    assert_eq!(err.line, line_of(&text, "192.168.0.0/33"), "{err}");
+    assert!(
+        err.field.starts_with(r#"group "internal_ips" > member"#),
+        "{err}"
+    );
+
+    let text = GOOD.replace("source = \"!%internal_ips\"", "source = \"10.1.2.0/40\"");
+    let err = only_error(parse("policies.toml", &text));
+    assert_eq!(err.line, line_of(&text, "10.1.2.0/40"), "{err}");
+    assert_eq!(
+        err.field, r#"policy "Inbound" > member #1 > source"#,
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_track_and_duplicate_names_come_from_validation() {
+    let text = GOOD.replace("Sender:user@domain", "Sendr:user@domain");
+    let err = only_error(parse("policies.toml", &text));
+    assert_eq!(err.line, line_of(&text, "Sendr:user@domain"), "{err}");
+    assert_eq!(
+        err.field,
+        r#"policy "Inbound" > quota "per sender" > track"#
+    );
+
+    let text = GOOD.replace("name = \"Monitor only\"", "name = \"Inbound\"");
+    let dup_line = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains("name = \"Inbound\""))
+        .nth(1)
+        .expect("two")
+        .0
+        + 1;
+    let errors = parse("policies.toml", &text).expect_err("duplicate policy name");
+    assert!(
+        errors.iter().any(|e| e.severity == Severity::Error
+            && e.line == dup_line
+            && e.field.starts_with("policy \"Inbound\"")),
+        "{errors:#?}"
+    );
+}
+
+#[test]
+fn warnings_are_surfaced_with_their_line() {
+    // A quota without limits loads but does nothing: a warning, not an error.
+    let text = format!(
+        "{GOOD}\n[[policy.quota]]\nname = \"inert\"\ntrack = \"Policy\"\nperiod = \"1d\"\nverdict = \"REJECT\"\n"
+    );
+    let parsed = parse("policies.toml", &text).unwrap_or_else(|e| panic!("{e:#?}"));
+    let warning = parsed
+        .warnings
+        .iter()
+        .find(|w| w.field.contains("quota \"inert\""))
+        .unwrap_or_else(|| panic!("no warning about the inert quota: {:#?}", parsed.warnings));
+    assert_eq!(warning.severity, Severity::Warning);
+    assert!(
+        warning.line
+            >= line_of(
+                &text,
+                "[[policy.quota]]\nname = \"inert\"".lines().next().unwrap()
+            )
+    );
+    assert!(warning.to_string().contains(": warning: "), "{warning}");
+}
