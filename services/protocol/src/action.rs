@@ -1,6 +1,7 @@
 //! The reply: one `action=...` attribute followed by a blank line.
 
 use std::fmt;
+use std::str::FromStr;
 
 /// What Postfix is told to do with the request (see access(5)).
 ///
@@ -120,6 +121,51 @@ impl fmt::Display for Action {
     }
 }
 
+/// Why a string is not an action (in configuration).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid action {0:?}: expected DUNNO, OK, REJECT, DEFER, DEFER_IF_PERMIT, DEFER_IF_REJECT, HOLD, DISCARD, FILTER, REDIRECT, PREPEND, WARN [text] or a 4NN/5NN code with text")]
+pub struct ParseActionError(pub String);
+
+impl FromStr for Action {
+    type Err = ParseActionError;
+
+    /// Parses an action as written in configuration (`DEFER_IF_PERMIT Service unavailable`,
+    /// `451 4.3.0 Try later`, `DUNNO`). Keywords are case-insensitive.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let (word, rest) = match s.split_once(char::is_whitespace) {
+            Some((w, r)) => (w, r.trim()),
+            None => (s, ""),
+        };
+        let text = (!rest.is_empty()).then(|| rest.to_string());
+        let needs = |t: Option<String>| t.ok_or_else(|| ParseActionError(s.to_string()));
+        Ok(match word.to_ascii_uppercase().as_str() {
+            "DUNNO" if rest.is_empty() => Action::Dunno,
+            "OK" => Action::Ok(text),
+            "REJECT" => Action::Reject(text),
+            "DEFER" => Action::Defer(text),
+            "DEFER_IF_PERMIT" => Action::DeferIfPermit(text),
+            "DEFER_IF_REJECT" => Action::DeferIfReject(text),
+            "HOLD" => Action::Hold(text),
+            "DISCARD" => Action::Discard(text),
+            "FILTER" => Action::Filter(needs(text)?),
+            "REDIRECT" => Action::Redirect(needs(text)?),
+            "PREPEND" => Action::Prepend(needs(text)?),
+            "WARN" => Action::Warn(text),
+            w if w.len() == 3
+                && (w.starts_with('4') || w.starts_with('5'))
+                && w.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                Action::Code {
+                    code: w.parse().map_err(|_| ParseActionError(s.to_string()))?,
+                    text: rest.to_string(),
+                }
+            }
+            _ => return Err(ParseActionError(s.to_string())),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +190,25 @@ mod tests {
             Action::Defer(Some("a\nb".into())).encode(),
             b"action=DEFER a b\n\n"
         );
+    }
+
+    #[test]
+    fn parses_configured_actions() {
+        for text in [
+            "DUNNO",
+            "DEFER_IF_PERMIT Service unavailable",
+            "451 4.3.0 Try later",
+            "REJECT",
+            "FILTER smtp:[::1]:25",
+        ] {
+            assert_eq!(text.parse::<Action>().unwrap().to_string(), text);
+        }
+        assert_eq!(
+            "defer later".parse::<Action>().unwrap(),
+            Action::Defer(Some("later".into()))
+        );
+        assert!("BOUNCE".parse::<Action>().is_err());
+        assert!("FILTER".parse::<Action>().is_err());
     }
 
     #[test]

@@ -14,6 +14,6 @@ pub mod action;
 pub mod codec;
 pub mod request;
 
-pub use action::Action;
+pub use action::{Action, ParseActionError};
 pub use codec::{FrameError, Limits, RawRequest, RequestDecoder};
 pub use request::{PolicyRequest, ProtocolState, RequestError};
