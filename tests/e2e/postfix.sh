@@ -92,7 +92,8 @@ stop_pid() {
 # Succeeds when something accepts TCP connections on 127.0.0.1:$1.
 port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 
-# Prints a loopback port nobody listens on (and not handed out before in this run).
+# free_port VAR: sets VAR to a loopback port nobody listens on (and not handed out before
+# in this run).
 USED_PORTS=" "
 free_port() {
 	local p
@@ -101,7 +102,7 @@ free_port() {
 		[[ "$USED_PORTS" == *" $p "* ]] && continue
 		if ! port_open "$p"; then
 			USED_PORTS+="$p "
-			echo "$p"
+			printf -v "$1" '%s' "$p"
 			return 0
 		fi
 	done
@@ -168,7 +169,7 @@ EOF
 }
 
 start_policy_server() {
-	POLICY_PORT="$(free_port)"
+	free_port POLICY_PORT
 	case "${E2E_POLICY_SERVER:-sluice}" in
 	sluice)
 		ensure_sluice
@@ -180,7 +181,9 @@ start_policy_server() {
 			{ cat "$WORK/migrate.log" >&2; die "sluice migrate failed"; }
 		timeout 60 "$SLUICE_BIN" policy import "$WORK/policy.toml" --database "$db" >"$WORK/import.log" 2>&1 ||
 			{ cat "$WORK/import.log" >&2; die "sluice policy import failed"; }
-		"$SLUICE_BIN" serve --listen "127.0.0.1:$POLICY_PORT" --database "$db" >"$WORK/policy.log" 2>&1 &
+		free_port ADMIN_PORT
+		"$SLUICE_BIN" serve --listen "127.0.0.1:$POLICY_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
+			--database "$db" >"$WORK/policy.log" 2>&1 &
 		SLUICE_PID=$!
 		;;
 	stub)
@@ -199,7 +202,7 @@ policy_server_up() {
 }
 
 start_sink() {
-	SINK_PORT="$(free_port)"
+	free_port SINK_PORT
 	mkdir -p "$WORK/sink"
 	chown postfix "$WORK/sink"
 	# -d: one file per received message; -u: drop root privileges.
@@ -267,7 +270,7 @@ EOF
 }
 
 start_postfix() {
-	SMTP_PORT="$(free_port)"
+	free_port SMTP_PORT
 	write_postfix_config
 	timeout 60 postfix -c "$POSTFIX_CONF" check >"$WORK/postfix-check.log" 2>&1 ||
 		{ cat "$WORK/postfix-check.log" >&2; die "postfix check failed"; }
