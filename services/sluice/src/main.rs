@@ -1,1 +1,58 @@
-fn main() {}
+//! `sluice`: a policy service for Postfix. This file only parses the command line, sets up
+//! logging and hands over to the subcommand; each subcommand lives in its own module.
+#![forbid(unsafe_code)]
+
+mod admin;
+mod cli;
+mod explain;
+mod import;
+mod logging;
+mod policy_cmd;
+mod reload;
+mod serve;
+mod signal;
+
+use clap::Parser;
+use cli::{Cli, Command, PolicyCommand};
+use std::process::ExitCode;
+
+/// Exit code for invalid configuration or usage (`EX_USAGE`).
+pub const EX_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = logging::init(&cli.log) {
+        eprintln!("sluice: {e}");
+        return ExitCode::from(EX_USAGE);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sluice: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Policy { command } => match command {
+                PolicyCommand::Import(args) => policy_cmd::import(args).await,
+                PolicyCommand::Export(args) => policy_cmd::export(args).await,
+                PolicyCommand::Check(args) => policy_cmd::check(args),
+            },
+            Command::ImportPolicyd(args) => import::run(args).await,
+            Command::Explain(args) => explain::run(args).await,
+            Command::Migrate(args) => policy_cmd::migrate(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sluice: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The command line (clap). Every option that configures the service can also come from a
+//! `SLUICE_...` environment variable.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Sluice: a policy service for Postfix (quotas, access control), the successor of Policyd v2.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Logging options.
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log format and level.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log line format on stderr.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "plain",
+        env = "SLUICE_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax: `info`, `sluice_edge=debug`, ...).
+    #[arg(long, global = true, default_value = "info", env = "SLUICE_LOG")]
+    pub log_level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the policy service (embedded mode: SQLite policies, in-process counters).
+    Serve(ServeArgs),
+    /// Import, export or check the declarative policy file.
+    Policy {
+        /// What to do with policies.
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Import policies, groups, quotas and access control from a Policyd v2 database.
+    ImportPolicyd(ImportPolicydArgs),
+    /// Show what would happen to a request, and why (charges nothing).
+    Explain(ExplainArgs),
+    /// Create or upgrade the policy database schema.
+    Migrate(DatabaseArgs),
+}
+
+/// Where policies are stored.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Policy database URL: `sqlite://FILE` (created if missing) or `postgres://...`.
+    /// Default: `sqlite://sluice.db` in the working directory.
+    #[arg(long, env = "SLUICE_DATABASE")]
+    pub database: Option<String>,
+}
+
+impl DatabaseArgs {
+    /// The URL to use.
+    pub fn url(&self) -> String {
+        self.database
+            .clone()
+            .unwrap_or_else(sluice_store::default_database_url)
+    }
+}
+
+/// `sluice serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Where to listen for Postfix: `127.0.0.1:10031`, `[::1]:10031` or `unix:/path`.
+    /// Repeat to listen on several.
+    #[arg(
+        long,
+        env = "SLUICE_LISTEN",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:10031"
+    )]
+    pub listen: Vec<String>,
+    /// Policy database.
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    /// Admin HTTP listener (`/healthz`, `/readyz`, `POST /explain`). `off` disables it.
+    #[arg(long, env = "SLUICE_ADMIN_LISTEN", default_value = "127.0.0.1:10032")]
+    pub admin_listen: String,
+    /// Run every policy in monitor mode: evaluate and count, log the verdict, answer DUNNO.
+    #[arg(long, env = "SLUICE_MONITOR")]
+    pub monitor: bool,
+    /// Answer for requests that cannot be evaluated (e.g. without client_address) or that
+    /// miss their deadline.
+    #[arg(
+        long,
+        env = "SLUICE_FALLBACK_ACTION",
+        default_value = "DEFER_IF_PERMIT 4.3.0 Policy service unavailable, try again later"
+    )]
+    pub fallback_action: String,
+    /// Most concurrent Postfix connections; more wait in the listen backlog.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Close a connection idle this many seconds (Postfix's own max_idle is 300 s).
+    #[arg(long, env = "SLUICE_IDLE_TIMEOUT", default_value_t = 330)]
+    pub idle_timeout: u64,
+    /// Deadline for answering one request, in milliseconds; then the fallback action.
+    #[arg(long, env = "SLUICE_REQUEST_DEADLINE_MS", default_value_t = 5000)]
+    pub request_deadline_ms: u64,
+    /// Longest accepted protocol line, bytes.
+    #[arg(long, env = "SLUICE_MAX_LINE", default_value_t = 4096)]
+    pub max_line: usize,
+    /// Largest accepted request, bytes.
+    #[arg(long, env = "SLUICE_MAX_REQUEST", default_value_t = 65536)]
+    pub max_request: usize,
+    /// Sub-buckets per quota period: the rolling window's granularity (period / N).
+    #[arg(long, env = "SLUICE_BUCKETS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub buckets: u32,
+    /// How often the database is polled for policy changes, in milliseconds.
+    #[arg(long, env = "SLUICE_RELOAD_POLL_MS", default_value_t = 250)]
+    pub reload_poll_ms: u64,
+    /// Seconds to finish requests in flight after SIGTERM/SIGINT.
+    #[arg(long, env = "SLUICE_SHUTDOWN_GRACE", default_value_t = 10)]
+    pub shutdown_grace: u64,
+}
+
+/// `sluice policy ...`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Replace all policies with those of a TOML policy file (validated first).
+    Import(PolicyImportArgs),
+    /// Print all policies as a TOML policy file.
+    Export(DatabaseArgs),
+    /// Validate a TOML policy file: errors name file, line and field; warnings name inert
+    /// definitions.
+    Check(PolicyCheckArgs),
+}
+
+/// `sluice policy import`.
+#[derive(Debug, Clone, Args)]
+pub struct PolicyImportArgs {
+    /// The policy file.
+    pub file: PathBuf,
+    /// Policy database.
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+}
+
+/// `sluice policy check`.
+#[derive(Debug, Clone, Args)]
+pub struct PolicyCheckArgs {
+    /// The policy file.
+    pub file: PathBuf,
+    /// Exit non-zero on warnings too.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// `sluice import-policyd`.
+#[derive(Debug, Clone, Args)]
+pub struct ImportPolicydArgs {
+    /// The Policyd v2 database: `sqlite:///path/policyd.db`, `postgres://...`, `mysql://...`.
+    #[arg(long)]
+    pub from: String,
+    /// Where to import to.
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    /// Report what would be imported; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also write the imported policies as a TOML policy file.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+}
+
+/// `sluice explain`.
+#[derive(Debug, Clone, Args)]
+pub struct ExplainArgs {
+    /// Policy database (used when no server answers).
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    /// A running `sluice serve`'s admin address, for live counter levels.
+    #[arg(long, env = "SLUICE_ADMIN_LISTEN", default_value = "127.0.0.1:10032")]
+    pub server: String,
+    /// Evaluate locally from the database, even if a server is running (counters at zero).
+    #[arg(long)]
+    pub offline: bool,
+    /// protocol_state.
+    #[arg(long, default_value = "RCPT")]
+    pub protocol_state: String,
+    /// sender (empty for the null sender).
+    #[arg(long)]
+    pub sender: Option<String>,
+    /// recipient.
+    #[arg(long)]
+    pub recipient: Option<String>,
+    /// client_address.
+    #[arg(long)]
+    pub client_address: Option<String>,
+    /// client_name.
+    #[arg(long)]
+    pub client_name: Option<String>,
+    /// reverse_client_name.
+    #[arg(long)]
+    pub reverse_client_name: Option<String>,
+    /// helo_name.
+    #[arg(long)]
+    pub helo: Option<String>,
+    /// sasl_username.
+    #[arg(long)]
+    pub sasl_username: Option<String>,
+    /// size in bytes.
+    #[arg(long)]
+    pub size: Option<u64>,
+    /// instance.
+    #[arg(long)]
+    pub instance: Option<String>,
+    /// Read the request as protocol text (`name=value` lines) from standard input.
+    #[arg(long)]
+    pub stdin: bool,
+}

@@ -1,0 +1,46 @@
+//! `sluice import-policyd`: migrate a Policyd v2 database.
+
+use crate::cli::ImportPolicydArgs;
+use anyhow::Context;
+use sluice_engine::compile;
+use sluice_store::{policy_file, policyd, Store};
+use std::process::ExitCode;
+
+/// Reads the Policyd database, reports, validates and (unless `--dry-run`) stores.
+pub async fn run(args: ImportPolicydArgs) -> anyhow::Result<ExitCode> {
+    let report = policyd::import_policyd(&args.from)
+        .await
+        .with_context(|| format!("cannot read the Policyd database {}", args.from))?;
+    println!("{report}");
+    match compile(&report.def) {
+        Ok(compiled) => {
+            for w in &compiled.warnings {
+                println!("{w}");
+            }
+        }
+        Err(findings) => {
+            for f in &findings {
+                eprintln!("{f}");
+            }
+            eprintln!("The imported policies do not validate; nothing written.");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    if let Some(path) = &args.export {
+        std::fs::write(path, policy_file::to_toml(&report.def))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("Wrote {}", path.display());
+    }
+    if args.dry_run {
+        println!("Dry run: nothing written to the policy database.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let url = args.db.url();
+    let store = Store::connect(&url)
+        .await
+        .with_context(|| format!("cannot open {url}"))?;
+    store.replace_all(&report.def).await?;
+    store.close().await;
+    println!("Imported into {url}.");
+    Ok(ExitCode::SUCCESS)
+}
