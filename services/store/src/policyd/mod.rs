@@ -1,1 +1,34 @@
-//! wip
+//! The Policyd v2 ("cluebringer") importer: `sluice import-policyd`.
+//!
+//! Reads a Policyd v2 database (SQLite, PostgreSQL or MySQL/MariaDB; read only) and converts
+//! its policies, members, groups, access control rules, quotas and limits into a
+//! [`sluice_engine::PolicySetDef`], with an [`ImportReport`] saying what changed on the way:
+//!
+//! - Policyd's `MessageCount` counted recipients (one per RCPT): it becomes `RecipientCount`.
+//! - `MessageCumulativeSize` limits are in kB in Policyd 2.1: they become bytes (× 1024).
+//! - Disabled flags, priorities, names and comments are kept; duplicate names are made unique.
+//! - Rows Sluice cannot use are skipped with a reason: dangling references, unknown tracks,
+//!   verdicts or limit types, a quota `Data` that is a bare number (the seed guide's mistake),
+//!   and the modules Sluice does not have yet (greylisting, HELO and SPF checks, accounting).
+//!
+//! Writing the result is the caller's choice (`Store::replace_all(&report.def)`).
+
+mod convert;
+mod read;
+mod report;
+
+use sqlx::Connection;
+
+use crate::StoreError;
+pub use report::{ImportReport, Skipped};
+
+/// Reads the Policyd v2 database at `url` (`sqlite:`, `postgres:`, `postgresql:` or `mysql:`)
+/// and converts it. Nothing is written anywhere.
+pub async fn import_policyd(url: &str) -> Result<ImportReport, StoreError> {
+    let dialect = read::Dialect::from_url(url)?;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await?;
+    let raw = read::read_all(&mut conn, dialect).await;
+    conn.close().await.ok();
+    Ok(convert::convert(raw?))
+}

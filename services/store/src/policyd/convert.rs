@@ -1,0 +1,472 @@
+//! Policyd rows to a [`PolicySetDef`]: unit and meaning conversions, skips with reasons.
+
+use std::collections::{HashMap, HashSet};
+
+use sluice_engine::model::{
+    AccessControlDef, GroupDef, GroupMemberDef, LimitDef, MemberDef, PolicyDef, PolicySetDef,
+    QuotaDef,
+};
+
+use super::read::Raw;
+use super::report::{ImportReport, Skipped};
+
+const ACCESS_VERDICTS: [&str; 8] = [
+    "OK", "REJECT", "DEFER", "HOLD", "DISCARD", "FILTER", "REDIRECT", "PASS",
+];
+const QUOTA_VERDICTS: [&str; 6] = ["DEFER", "HOLD", "REJECT", "DISCARD", "FILTER", "REDIRECT"];
+
+/// Trimmed, `None` when empty.
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+/// `base`, or `base (#id)` if taken; records the name as taken.
+fn unique(taken: &mut HashSet<String>, base: String, id: i64) -> (String, bool) {
+    if taken.insert(base.clone()) {
+        return (base, false);
+    }
+    let mut candidate = format!("{base} (#{id})");
+    let mut n = 2;
+    while !taken.insert(candidate.clone()) {
+        candidate = format!("{base} (#{id}, {n})");
+        n += 1;
+    }
+    (candidate, true)
+}
+
+/// Policyd's `Track` in Sluice's canonical spelling, or `None` if Policyd could not use it.
+pub(super) fn canonical_track(track: &str) -> Option<String> {
+    let t = track.trim();
+    let (method, spec) = match t.split_once(':') {
+        Some((m, s)) => (
+            m.trim().to_ascii_lowercase(),
+            Some(s.trim().to_ascii_lowercase()),
+        ),
+        None => (t.to_ascii_lowercase(), None),
+    };
+    match (method.as_str(), spec.as_deref()) {
+        ("policy", None) => Some("Policy".into()),
+        ("saslusername", _) => Some("SASLUsername".into()),
+        ("senderip", Some(spec)) => {
+            let bits: u8 = spec.strip_prefix('/')?.parse().ok()?;
+            (bits <= 128).then(|| format!("SenderIP:/{bits}"))
+        }
+        ("sender", Some(spec @ ("user@domain" | "user@" | "@domain"))) => {
+            Some(format!("Sender:{spec}"))
+        }
+        ("recipient", Some(spec @ ("user@domain" | "user@" | "@domain"))) => {
+            Some(format!("Recipient:{spec}"))
+        }
+        _ => None,
+    }
+}
+
+/// Builds the definition and the report from Policyd rows.
+pub(super) fn convert(raw: Raw) -> ImportReport {
+    let mut report = ImportReport::default();
+    let mut def = PolicySetDef::default();
+
+    // Policies: Policyd ID -> index in def.policies.
+    let mut policy_index: HashMap<i64, usize> = HashMap::new();
+    let mut names = HashSet::new();
+    for p in raw.policies {
+        let base = non_empty(p.name).unwrap_or_else(|| format!("policy #{}", p.id));
+        let (name, renamed) = unique(&mut names, base.clone(), p.id);
+        if renamed {
+            report.notes.push(format!(
+                "policy #{}: the name {base:?} is used twice; imported as {name:?}",
+                p.id
+            ));
+        }
+        let priority = i32::try_from(p.priority).unwrap_or(i32::MAX);
+        report.imported.push(format!(
+            "policy {name:?} (Policyd #{}, priority {priority}{})",
+            p.id,
+            if p.disabled { ", disabled" } else { "" }
+        ));
+        policy_index.insert(p.id, def.policies.len());
+        def.policies.push(PolicyDef {
+            name,
+            priority,
+            description: non_empty(p.description),
+            disabled: p.disabled,
+            ..PolicyDef::default()
+        });
+    }
+    let missing_policy = |what: String, policy_id: Option<i64>| Skipped {
+        what,
+        why: match policy_id {
+            Some(id) => format!("its policy #{id} does not exist"),
+            None => "it belongs to no policy (PolicyID is NULL)".into(),
+        },
+    };
+
+    for m in raw.members {
+        let Some(&i) = m.policy_id.and_then(|id| policy_index.get(&id)) else {
+            report.skipped.push(missing_policy(
+                format!("policy member #{}", m.id),
+                m.policy_id,
+            ));
+            continue;
+        };
+        let policy = &mut def.policies[i];
+        report
+            .imported
+            .push(format!("member #{} of policy {:?}", m.id, policy.name));
+        policy.members.push(MemberDef {
+            source: non_empty(m.source),
+            destination: non_empty(m.destination),
+            disabled: m.disabled,
+            comment: non_empty(m.comment),
+        });
+    }
+
+    let mut group_index: HashMap<i64, usize> = HashMap::new();
+    let mut group_names = HashSet::new();
+    for g in raw.groups {
+        let base = non_empty(g.name).unwrap_or_else(|| format!("group{}", g.id));
+        let (name, renamed) = unique(&mut group_names, base.clone(), g.id);
+        if renamed {
+            report.notes.push(format!(
+                "group #{}: the name {base:?} is used twice; imported as {name:?} \
+                 (members referring to %{base} now mean the first one)",
+                g.id
+            ));
+        }
+        report
+            .imported
+            .push(format!("group {name:?} (Policyd #{})", g.id));
+        group_index.insert(g.id, def.groups.len());
+        def.groups.push(GroupDef {
+            name,
+            disabled: g.disabled,
+            comment: non_empty(g.comment),
+            members: Vec::new(),
+        });
+    }
+    for m in raw.group_members {
+        let what = format!("group member #{}", m.id);
+        let Some(&i) = m.group_id.and_then(|id| group_index.get(&id)) else {
+            let why = match m.group_id {
+                Some(id) => format!("its group #{id} does not exist"),
+                None => "it belongs to no group (PolicyGroupID is NULL)".into(),
+            };
+            report.skipped.push(Skipped { what, why });
+            continue;
+        };
+        let Some(member) = non_empty(m.member) else {
+            report.skipped.push(Skipped {
+                what,
+                why: "the member is empty".into(),
+            });
+            continue;
+        };
+        report.imported.push(format!(
+            "member {member:?} of group {:?}",
+            def.groups[i].name
+        ));
+        def.groups[i].members.push(GroupMemberDef {
+            member,
+            disabled: m.disabled,
+            comment: non_empty(m.comment),
+        });
+    }
+
+    let mut rule_names: HashMap<usize, HashSet<String>> = HashMap::new();
+    for a in raw.access_control {
+        let base = non_empty(a.name).unwrap_or_else(|| format!("access control #{}", a.id));
+        let what = format!("access control #{} {base:?}", a.id);
+        let Some(&i) = a.policy_id.and_then(|id| policy_index.get(&id)) else {
+            report.skipped.push(missing_policy(what, a.policy_id));
+            continue;
+        };
+        let Some(verdict) = non_empty(a.verdict).map(|v| v.to_ascii_uppercase()) else {
+            report.skipped.push(Skipped {
+                what,
+                why: "it has no verdict; Policyd ignored it (no_verdict)".into(),
+            });
+            continue;
+        };
+        if !ACCESS_VERDICTS.contains(&verdict.as_str()) {
+            report.skipped.push(Skipped {
+                what,
+                why: format!(
+                    "unknown verdict {verdict:?}; Policyd answered DEFER for it (invalid_verdict)"
+                ),
+            });
+            continue;
+        }
+        let policy = &mut def.policies[i];
+        let (name, renamed) = unique(rule_names.entry(i).or_default(), base.clone(), a.id);
+        if renamed {
+            report.notes.push(format!(
+                "{what}: the name is used twice in policy {:?}; imported as {name:?}",
+                policy.name
+            ));
+        }
+        report.imported.push(format!(
+            "access control {name:?} of policy {:?}",
+            policy.name
+        ));
+        policy.access_control.push(AccessControlDef {
+            name,
+            verdict,
+            data: non_empty(a.data),
+            disabled: a.disabled,
+            comment: non_empty(a.comment),
+        });
+    }
+    for p in &def.policies {
+        let enabled = p.access_control.iter().filter(|a| !a.disabled).count();
+        if enabled > 1 {
+            report.notes.push(format!(
+                "policy {:?} has {enabled} enabled access control rules: Policyd used one of \
+                 them (unspecified which), Sluice uses the first by Policyd ID",
+                p.name
+            ));
+        }
+    }
+
+    // Quotas: Policyd ID -> (policy index, quota index).
+    let mut quota_index: HashMap<i64, (usize, usize)> = HashMap::new();
+    let mut quota_names: HashMap<usize, HashSet<String>> = HashMap::new();
+    for q in raw.quotas {
+        let base = non_empty(q.name).unwrap_or_else(|| format!("quota #{}", q.id));
+        let what = format!("quota #{} {base:?}", q.id);
+        let Some(&i) = q.policy_id.and_then(|id| policy_index.get(&id)) else {
+            report.skipped.push(missing_policy(what, q.policy_id));
+            continue;
+        };
+        let track_text = q.track.unwrap_or_default();
+        let Some(track) = canonical_track(&track_text) else {
+            report.skipped.push(Skipped {
+                what,
+                why: format!(
+                    "unknown track {track_text:?} (Policyd answered DEFER for it); expected \
+                     SenderIP:/N, Sender:user@domain|user@|@domain, Recipient:..., \
+                     SASLUsername or Policy"
+                ),
+            });
+            continue;
+        };
+        let period = match q.period.map(u64::try_from) {
+            Some(Ok(p)) if p > 0 => p,
+            _ => {
+                report.skipped.push(Skipped {
+                    what,
+                    why: format!(
+                        "its period {:?} is not a positive number of seconds",
+                        q.period
+                    ),
+                });
+                continue;
+            }
+        };
+        let Some(verdict) = non_empty(q.verdict).map(|v| v.to_ascii_uppercase()) else {
+            report.skipped.push(Skipped {
+                what,
+                why: "it has no verdict; Policyd counted but never refused (no_verdict)".into(),
+            });
+            continue;
+        };
+        if !QUOTA_VERDICTS.contains(&verdict.as_str()) {
+            report.skipped.push(Skipped {
+                what,
+                why: format!(
+                    "unknown verdict {verdict:?}; Policyd answered DEFER for it (invalid_verdict)"
+                ),
+            });
+            continue;
+        }
+        let mut data = non_empty(q.data);
+        if let Some(d) = data
+            .as_deref()
+            .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))
+        {
+            report.skipped.push(Skipped {
+                what: format!("{what} data {d:?}"),
+                why: "a bare number: Policyd would have sent it to the client as the reject \
+                      text; dropped, so the default text is used (the limit is in the limits)"
+                    .into(),
+            });
+            data = None;
+        }
+        let policy = &mut def.policies[i];
+        let (name, renamed) = unique(quota_names.entry(i).or_default(), base.clone(), q.id);
+        if renamed {
+            report.notes.push(format!(
+                "{what}: the name is used twice in policy {:?}; imported as {name:?}",
+                policy.name
+            ));
+        }
+        report
+            .imported
+            .push(format!("quota {name:?} of policy {:?}", policy.name));
+        quota_index.insert(q.id, (i, policy.quotas.len()));
+        policy.quotas.push(QuotaDef {
+            name,
+            track,
+            period,
+            verdict,
+            data,
+            last_quota: q.last_quota,
+            disabled: q.disabled,
+            comment: non_empty(q.comment),
+            limits: Vec::new(),
+        });
+    }
+
+    for l in raw.limits {
+        let what = format!("quota limit #{}", l.id);
+        let Some(&(p, qi)) = l.quota_id.and_then(|id| quota_index.get(&id)) else {
+            report.skipped.push(Skipped {
+                what,
+                why: format!(
+                    "its quota #{} does not exist or was skipped",
+                    l.quota_id
+                        .map_or_else(|| "NULL".into(), |id| id.to_string())
+                ),
+            });
+            continue;
+        };
+        let Some(counter) = l.counter_limit.and_then(|c| u64::try_from(c).ok()) else {
+            report.skipped.push(Skipped {
+                what,
+                why: format!(
+                    "its CounterLimit {:?} is not a number >= 0",
+                    l.counter_limit
+                ),
+            });
+            continue;
+        };
+        let policy_name = def.policies[p].name.clone();
+        let quota = &mut def.policies[p].quotas[qi];
+        let place = format!("quota {:?} of policy {policy_name:?}", quota.name);
+        let kind_text = l.kind.unwrap_or_default();
+        let (kind, limit) = match kind_text.trim().to_ascii_lowercase().as_str() {
+            "messagecount" => {
+                report.notes.push(format!(
+                    "{place}: Policyd's MessageCount {counter} counted recipients (one per \
+                     RCPT); imported as RecipientCount {counter} to keep that behaviour"
+                ));
+                ("RecipientCount", counter)
+            }
+            "messagecumulativesize" => match counter.checked_mul(1024) {
+                Some(bytes) => {
+                    report.notes.push(format!(
+                        "{place}: MessageCumulativeSize {counter} kB became {bytes} bytes"
+                    ));
+                    ("MessageCumulativeSize", bytes)
+                }
+                None => {
+                    report.skipped.push(Skipped {
+                        what,
+                        why: format!("size {counter} kB is too large"),
+                    });
+                    continue;
+                }
+            },
+            _ => {
+                report.skipped.push(Skipped {
+                    what: format!("{what} of {place}"),
+                    why: format!(
+                        "unknown limit type {kind_text:?}; expected MessageCount or \
+                         MessageCumulativeSize"
+                    ),
+                });
+                continue;
+            }
+        };
+        report
+            .imported
+            .push(format!("{kind} limit {limit} of {place}"));
+        quota.limits.push(LimitDef {
+            kind: kind.into(),
+            limit,
+            disabled: l.disabled,
+            comment: non_empty(l.comment),
+        });
+    }
+
+    for (table, rows) in raw.unsupported {
+        let module = match table {
+            t if t.starts_with("greylisting") => "greylisting",
+            t if t.starts_with("checkhelo") => "HELO checks",
+            "checkspf" => "SPF checks",
+            _ => "accounting",
+        };
+        report.skipped.push(Skipped {
+            what: format!(
+                "{} in table {table}",
+                if rows == 1 {
+                    "1 row".to_owned()
+                } else {
+                    format!("{rows} rows")
+                }
+            ),
+            why: format!("Sluice has no {module} module yet: not imported yet"),
+        });
+    }
+
+    match sluice_engine::compile(&def) {
+        Ok(compiled) => {
+            for w in compiled.warnings {
+                report.notes.push(format!("check: {w}"));
+            }
+        }
+        Err(findings) => {
+            for f in findings {
+                report.notes.push(format!("check: {f}"));
+            }
+        }
+    }
+    report.def = def;
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracks_are_canonicalised_or_refused() {
+        assert_eq!(
+            canonical_track("senderip:/24").as_deref(),
+            Some("SenderIP:/24")
+        );
+        assert_eq!(
+            canonical_track("Sender:User@Domain").as_deref(),
+            Some("Sender:user@domain")
+        );
+        assert_eq!(
+            canonical_track("Recipient:@domain").as_deref(),
+            Some("Recipient:@domain")
+        );
+        assert_eq!(
+            canonical_track("SASLUsername").as_deref(),
+            Some("SASLUsername")
+        );
+        assert_eq!(canonical_track("policy").as_deref(), Some("Policy"));
+        for bad in [
+            "SenderIP",
+            "SenderIP:/200",
+            "Sender",
+            "Sendr:user@domain",
+            "Helo",
+            "",
+        ] {
+            assert_eq!(canonical_track(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn names_are_made_unique() {
+        let mut taken = HashSet::new();
+        assert_eq!(unique(&mut taken, "a".into(), 1), ("a".into(), false));
+        assert_eq!(unique(&mut taken, "a".into(), 2), ("a (#2)".into(), true));
+        assert_eq!(
+            unique(&mut taken, "a".into(), 2),
+            ("a (#2, 2)".into(), true)
+        );
+    }
+}

@@ -1,0 +1,285 @@
+//! The Policyd v2 importer on real databases built from Policyd's schema and sample data
+//! (shared/data/policyd-v2): SQLite file, PostgreSQL and MariaDB.
+
+mod common;
+
+use std::path::PathBuf;
+
+use sluice_engine::model::{LimitDef, MemberDef, PolicySetDef};
+use sluice_store::policyd::{import_policyd, ImportReport};
+use sluice_store::Store;
+use sqlx::Connection;
+
+fn data_dir() -> PathBuf {
+    // services/store -> repo root; shared/ sits beside the repository.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for candidate in [
+        root.join("../shared/data/policyd-v2"),
+        root.join("shared/data/policyd-v2"),
+    ] {
+        if candidate.join("sample-data.sql").exists() {
+            return candidate;
+        }
+    }
+    PathBuf::from("/work/shared/data/policyd-v2")
+}
+
+fn read(name: &str) -> String {
+    let path = data_dir().join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Rows beyond the sample data, to exercise every skip and rename (plain SQL for all three).
+const EXTRA: &str = "
+INSERT INTO policies (ID, Name, Priority, Description, Disabled) VALUES (6, 'Test', 60, NULL, 1);
+INSERT INTO quotas (ID, PolicyID, Name, Track, Period, Verdict, LastQuota, Disabled)
+  VALUES (10, 99, 'orphan', 'Policy', 60, 'REJECT', 0, 0);
+INSERT INTO quotas (ID, PolicyID, Name, Track, Period, Verdict, LastQuota, Disabled)
+  VALUES (11, 5, 'typo', 'Sendr:user@domain', 60, 'DEFER', 0, 0);
+INSERT INTO quotas_limits (QuotasID, Type, CounterLimit, Disabled) VALUES (2, 'Bogus', 5, 0);
+INSERT INTO quotas_limits (QuotasID, Type, CounterLimit, Disabled) VALUES (11, 'MessageCount', 1, 0);
+INSERT INTO access_control (PolicyID, Name, Verdict, Data, Disabled) VALUES (5, 'block', 'reject', '550 no', 1);
+INSERT INTO access_control (PolicyID, Name, Verdict, Data, Disabled) VALUES (5, 'odd', 'MAYBE', NULL, 0);
+INSERT INTO greylisting (PolicyID, Name, Track, Disabled) VALUES (1, 'gl', 'SenderIP:/24', 0);
+INSERT INTO greylisting (PolicyID, Name, Track, Disabled) VALUES (2, 'gl2', 'SenderIP:/24', 0);
+INSERT INTO checkhelo (PolicyID, Name, Disabled) VALUES (1, 'helo', 0);
+";
+
+fn check(report: &ImportReport) {
+    let def = &report.def;
+    let text = report.to_string();
+    let names: Vec<&str> = def.policies.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "Default",
+            "Default Outbound",
+            "Default Inbound",
+            "Default Internal",
+            "Test",
+            "Test (#6)"
+        ],
+        "{text}"
+    );
+    assert!(def.policies[5].disabled);
+    assert_eq!(def.policies[1].priority, 10);
+    assert_eq!(
+        def.policies[0].description.as_deref(),
+        Some("Default policy")
+    );
+    assert_eq!(
+        def.policies[0].members,
+        vec![MemberDef::default()],
+        "NULL source/destination"
+    );
+    assert_eq!(
+        def.policies[1].members[0].source.as_deref(),
+        Some("%internal_ips,%internal_domains")
+    );
+    assert_eq!(def.policies[4].members[0].destination, None);
+
+    let groups: Vec<(&str, usize)> = def
+        .groups
+        .iter()
+        .map(|g| (g.name.as_str(), g.members.len()))
+        .collect();
+    assert_eq!(groups, [("internal_ips", 1), ("internal_domains", 2)]);
+    assert_eq!(def.groups[1].members[1].member, "@example.com");
+
+    // Access control: the known verdict (upper-cased, disabled kept); the unknown one skipped.
+    let acl = &def.policies[4].access_control;
+    assert_eq!(acl.len(), 1, "{text}");
+    assert_eq!((acl[0].verdict.as_str(), acl[0].disabled), ("REJECT", true));
+    assert_eq!(acl[0].data.as_deref(), Some("550 no"));
+
+    // Quotas of the seed guide: MessageCount -> RecipientCount, bare-number Data dropped.
+    let inbound = &def.policies[2];
+    let user = &inbound.quotas[0];
+    assert_eq!(user.name, "Limit incoming user");
+    assert_eq!(user.track, "Sender:user@domain");
+    assert_eq!(user.period, 3600);
+    assert_eq!(user.verdict, "REJECT");
+    assert_eq!(user.data, None);
+    assert_eq!(
+        user.comment.as_deref(),
+        Some("Limit incoming mail from a user to 700 messages per hour")
+    );
+    assert_eq!(
+        user.limits,
+        vec![LimitDef {
+            kind: "RecipientCount".into(),
+            limit: 501,
+            ..Default::default()
+        }]
+    );
+    let quota_names: Vec<&str> = inbound.quotas.iter().map(|q| q.name.as_str()).collect();
+    assert_eq!(
+        quota_names,
+        [
+            "Limit incoming user",
+            "Limit incoming IP",
+            "Incoming to user"
+        ]
+    );
+    assert_eq!(inbound.quotas[1].track, "SenderIP:/32");
+    assert_eq!(def.policies[1].quotas[0].limits[0].limit, 300);
+
+    // Test policy: size in kB -> bytes; the Bogus limit and the typo quota skipped.
+    let test = &def.policies[4];
+    let quota_names: Vec<&str> = test.quotas.iter().map(|q| q.name.as_str()).collect();
+    assert_eq!(quota_names, ["Recipient quotas", "Quota on all /24s"]);
+    assert_eq!(test.quotas[0].limits[1].kind, "MessageCumulativeSize");
+    assert_eq!(test.quotas[0].limits[1].limit, 8000 * 1024);
+    assert_eq!(test.quotas[1].limits.len(), 1);
+
+    let skipped = |what: &str, why: &str| {
+        assert!(
+            report
+                .skipped
+                .iter()
+                .any(|s| s.what.contains(what) && s.why.contains(why)),
+            "expected a skip of {what:?} because {why:?}:\n{text}"
+        )
+    };
+    skipped("quota #10 \"orphan\"", "policy #99 does not exist");
+    skipped("quota #11 \"typo\"", "unknown track \"Sendr:user@domain\"");
+    skipped("quota limit", "unknown limit type \"Bogus\"");
+    skipped("quota limit", "quota #11 does not exist or was skipped");
+    skipped("access control", "unknown verdict \"MAYBE\"");
+    skipped(
+        "quota #6 \"Limit incoming user\" data \"501\"",
+        "default text is used",
+    );
+    skipped("2 rows in table greylisting", "not imported yet");
+    skipped("1 row in table checkhelo", "not imported yet");
+    let data_skips = report
+        .skipped
+        .iter()
+        .filter(|s| s.what.contains(" data "))
+        .count();
+    assert_eq!(data_skips, 4, "quotas 6-9 hold a bare number: {text}");
+
+    let note = |needle: &str| {
+        assert!(
+            report.notes.iter().any(|n| n.contains(needle)),
+            "expected a note containing {needle:?}:\n{text}"
+        )
+    };
+    note("\"Test\" is used twice; imported as \"Test (#6)\"");
+    note("MessageCount 501 counted recipients");
+    note("MessageCumulativeSize 8000 kB became 8192000 bytes");
+    let recipient_notes = report
+        .notes
+        .iter()
+        .filter(|n| n.contains("counted recipients"))
+        .count();
+    assert_eq!(
+        recipient_notes, 6,
+        "one note per converted MessageCount limit: {text}"
+    );
+
+    assert!(
+        text.starts_with("Imported from Policyd v2:\n  6 policies\n"),
+        "{text}"
+    );
+    assert!(text.contains("  6 quotas\n  7 quota limits\n"), "{text}");
+    assert!(text.contains("\nSkipped ("), "{text}");
+    assert!(!report.imported.is_empty());
+}
+
+/// The imported set can be stored and loaded back.
+async fn store_it(def: &PolicySetDef) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("s.db").display()))
+        .await
+        .unwrap();
+    store.replace_all(def).await.unwrap();
+    let mut expected = def.clone();
+    expected.groups.sort_by(|a, b| a.name.cmp(&b.name));
+    expected
+        .policies
+        .sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
+    assert_eq!(store.load().await.unwrap(), expected);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn imports_a_sqlite_policyd_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("policyd.db").display()
+    );
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(&read("schema-sqlite.sql"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::raw_sql(&read("sample-data.sql"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::raw_sql(EXTRA).execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+
+    let report = import_policyd(&url).await.unwrap();
+    check(&report);
+    store_it(&report.def).await;
+}
+
+#[tokio::test]
+async fn imports_a_postgres_policyd_database() {
+    let db = common::PgDb::create().await;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql(&read("schema-postgres.sql"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::raw_sql(&read("sample-data.sql"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::raw_sql(EXTRA).execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+
+    let report = import_policyd(&db.url).await;
+    db.drop_db().await;
+    check(&report.unwrap());
+}
+
+#[tokio::test]
+async fn imports_a_mysql_policyd_database() {
+    // Policyd's MySQL schema differs from the SQLite one only in AUTO_INCREMENT.
+    let schema = read("schema-sqlite.sql").replace("AUTOINCREMENT", "AUTO_INCREMENT");
+    let db = common::MyDb::create().await;
+    let mut conn = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql(&schema).execute(&mut conn).await.unwrap();
+    sqlx::raw_sql(&read("sample-data.sql"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::raw_sql(EXTRA).execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+
+    let report = import_policyd(&db.url).await;
+    db.drop_db().await;
+    check(&report.unwrap());
+}
+
+#[tokio::test]
+async fn refuses_other_urls_and_missing_tables() {
+    let err = import_policyd("redis://localhost").await.unwrap_err();
+    assert_eq!(err.kind_label(), "unsupported_url");
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("empty.db").display()
+    );
+    let err = import_policyd(&url).await.unwrap_err();
+    assert_eq!(
+        err.kind_label(),
+        "database",
+        "not a Policyd database: {err}"
+    );
+}
