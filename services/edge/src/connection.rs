@@ -5,8 +5,12 @@ use crate::listen::Peer;
 use crate::verdict_log;
 use sluice_engine::Engine;
 use sluice_protocol::{FrameError, PolicyRequest, RawRequest, RequestDecoder};
+use std::future::{poll_fn, Future};
 use std::io;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{timeout, timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
@@ -106,15 +110,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         let config = &self.shared.config;
         // When the request now buffered started arriving.
         let mut started: Option<Instant> = None;
+        // The idle timer is armed once and only moved when it fires early: re-arming a
+        // timer for every request would cost more than the rest of the request path.
+        let mut last_activity = Instant::now();
+        let idle = tokio::time::sleep_until(last_activity + config.idle_timeout);
+        let mut idle = pin!(idle);
+        // Registered once: a fresh cancellation future per request would cost a lock.
+        let mut cancelled = pin!(shutdown.cancelled());
         loop {
             match self.decoder.decode(&mut self.buf) {
                 Err(e) => return Closed::Frame(e),
                 Ok(Some(raw)) => {
                     self.answer(&raw).await;
-                    match timeout(config.busy_timeout, self.stream.write_all(&self.out)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => return Closed::Io(e),
-                        Err(_) => return Closed::BusyTimeout { buffered: 0 },
+                    match write_reply(&mut self.stream, &self.out, config.busy_timeout).await {
+                        Ok(()) => last_activity = Instant::now(),
+                        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                            return Closed::BusyTimeout { buffered: 0 }
+                        }
+                        Err(e) => return Closed::Io(e),
                     }
                     started = None;
                     if shutdown.is_cancelled() {
@@ -133,19 +146,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 if shutdown.is_cancelled() {
                     return Closed::Shutdown;
                 }
-                let read = timeout(
-                    config.idle_timeout,
-                    read_more(&mut self.stream, &mut self.buf),
-                );
                 tokio::select! {
                     biased;
-                    r = read => match r {
-                        Err(_) => return Closed::Idle,
-                        Ok(Ok(0)) => return Closed::Eof,
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => return Closed::Io(e),
+                    r = read_more(&mut self.stream, &mut self.buf) => match r {
+                        Ok(0) => return Closed::Eof,
+                        Ok(_) => last_activity = Instant::now(),
+                        Err(e) => return Closed::Io(e),
                     },
-                    () = shutdown.cancelled() => return Closed::Shutdown,
+                    () = &mut cancelled => return Closed::Shutdown,
+                    () = &mut idle => {
+                        let deadline = last_activity + config.idle_timeout;
+                        if deadline <= Instant::now() {
+                            return Closed::Idle;
+                        }
+                        idle.as_mut().reset(deadline);
+                    }
                 }
             } else {
                 // A request has started: it gets the busy timeout, even during shutdown.
@@ -154,7 +169,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 match timeout_at(deadline, read_more(&mut self.stream, &mut self.buf)).await {
                     Err(_) => return Closed::BusyTimeout { buffered },
                     Ok(Ok(0)) => return Closed::EofMidRequest { buffered },
-                    Ok(Ok(_)) => {}
+                    Ok(Ok(_)) => last_activity = Instant::now(),
                     Ok(Err(e)) => return Closed::Io(e),
                 }
             }
@@ -177,8 +192,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             }
         };
         req.peer_address = self.peer.ip();
-        match timeout(shared.config.request_deadline, shared.engine.decide(&req)).await {
-            Ok(decision) => {
+        match with_deadline(shared.config.request_deadline, shared.engine.decide(&req)).await {
+            Some(decision) => {
                 if let Some(e) = &decision.state_error {
                     tracing::warn!(
                         peer = %self.peer, kind = e.kind_label(), error = %e,
@@ -188,7 +203,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 verdict_log::log_decision(&req, &decision);
                 decision.action.encode_into(&mut self.out);
             }
-            Err(_) => {
+            None => {
                 tracing::warn!(
                     peer = %self.peer,
                     deadline_ms = shared.config.request_deadline.as_millis() as u64,
@@ -197,6 +212,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 self.out.extend_from_slice(&shared.fallback_reply);
             }
         }
+    }
+}
+
+/// Runs `fut` to completion within `limit`; `None` on overrun. A future that is ready at
+/// once (the usual case: the in-process engine) does not touch the timer wheel.
+async fn with_deadline<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
+    let mut fut = pin!(fut);
+    match poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => timeout(limit, fut).await.ok(),
+    }
+}
+
+/// Writes the whole reply within `limit` (a `TimedOut` error on overrun). A reply the
+/// socket takes at once does not touch the timer wheel.
+async fn write_reply<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    reply: &[u8],
+    limit: Duration,
+) -> io::Result<()> {
+    let mut write = pin!(stream.write_all(reply));
+    match poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+        Poll::Ready(r) => r,
+        Poll::Pending => match timeout(limit, write).await {
+            Ok(r) => r,
+            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+        },
     }
 }
 

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Compares the real server (sluice serve, embedded mode, 10 policies) with the always-DUNNO
+# ceiling, both on 127.0.0.1, and writes the results to loadtest/results/.
+#
+# Knobs (environment): CONNECTIONS (32), DURATION (10 s), WARMUP (2 s),
+# DUNNO_PORT (10930), SLUICE_PORT (10931), POLICIES (scenarios/embedded-10-policies.toml),
+# SKIP_BUILD=1 to reuse the release binaries.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+CONNECTIONS="${CONNECTIONS:-32}"
+DURATION="${DURATION:-10}"
+WARMUP="${WARMUP:-2}"
+DUNNO_PORT="${DUNNO_PORT:-10930}"
+SLUICE_PORT="${SLUICE_PORT:-10931}"
+POLICIES="${POLICIES:-$here/scenarios/embedded-10-policies.toml}"
+bin="$root/target/release"
+results="$here/results"
+stamp="$(date -u +%Y%m%dT%H%M%SZ)"
+tmp="$(mktemp -d)"
+pids=()
+
+cleanup() {
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# Waits (at most 15 s) until something listens on 127.0.0.1:$1.
+wait_port() {
+    for _ in $(seq 150); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "nothing listens on 127.0.0.1:$1" >&2
+    return 1
+}
+
+load() { # label port [extra loadgen args]
+    local label="$1" port="$2"
+    shift 2
+    timeout $((DURATION + WARMUP + 120)) "$bin/loadgen" \
+        --target "127.0.0.1:$port" --connections "$CONNECTIONS" \
+        --duration "$DURATION" --warmup "$WARMUP" --label "$label" \
+        --json-out "$results/$stamp-$label.json" "$@"
+}
+
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+    (cd "$root" && cargo build --release -p sluice -p sluice-loadtest)
+fi
+mkdir -p "$results"
+
+echo "== always-DUNNO ceiling on 127.0.0.1:$DUNNO_PORT"
+"$bin/dunno-server" --listen "127.0.0.1:$DUNNO_PORT" 2>"$tmp/dunno.log" &
+pids+=($!)
+wait_port "$DUNNO_PORT"
+load dunno "$DUNNO_PORT"
+
+echo "== sluice serve (embedded, $(basename "$POLICIES")) on 127.0.0.1:$SLUICE_PORT"
+db="sqlite://$tmp/sluice.db"
+"$bin/sluice" policy import "$POLICIES" --database "$db"
+"$bin/sluice" serve --listen "127.0.0.1:$SLUICE_PORT" --database "$db" --admin-listen off 2>"$tmp/sluice.log" &
+pids+=($!)
+wait_port "$SLUICE_PORT"
+load sluice "$SLUICE_PORT" --baseline "$results/$stamp-dunno.json" | tee "$tmp/sluice.txt"
+
+summary="$results/$stamp-summary.txt"
+{
+    echo "connections=$CONNECTIONS duration=${DURATION}s warmup=${WARMUP}s policies=$(basename "$POLICIES")"
+    tail -n 1 "$tmp/sluice.txt"
+} >"$summary"
+echo "== results in $results/$stamp-*.json, summary:"
+cat "$summary"
