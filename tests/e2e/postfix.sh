@@ -8,13 +8,15 @@
 # $QUOTA_TEXT. Then:
 #   1. quota: $LIMIT+1 messages from $SENDER; exactly the last is refused at RCPT with the
 #      quota's text, and the first $LIMIT are relayed to smtp-sink.
-#   2. fallback: sluice is stopped; a message still goes through because the policy service
+#   2. recipients: a MessageCount limit of $MULTI_LIMIT counts a message to 3 recipients once
+#      (Postfix's `instance` correlates the RCPTs), so message $MULTI_LIMIT+1 is refused.
+#   3. size: a MessageCumulativeSize limit is charged at END-OF-MESSAGE with the real size;
+#      the message that would exceed it is refused at end of data.
+#   4. fallback: sluice is stopped; a message still goes through because the policy service
 #      is declared with `default_action=DUNNO` (Postfix >= 3.0 per-service settings).
 #
 # Environment:
 #   SLUICE_BIN          the binary (default: target/debug/sluice; built with cargo if missing)
-#   E2E_POLICY_SERVER   "sluice" (default) or "stub" (tests/e2e/stub_policy.py, a stand-in
-#                       for debugging the Postfix plumbing only)
 #   E2E_KEEP=1          keep the temp dir (logs, maillog, configs) after the run
 #
 # Prints "e2e postfix: N passed, M failed"; exits non-zero on any failure.
@@ -25,6 +27,12 @@ readonly SENDER="sender@example.com"
 readonly OTHER_SENDER="other@example.com"
 readonly RCPT="rcpt@example.net"
 readonly QUOTA_TEXT="sluice-e2e: sender over its hourly message quota"
+readonly MULTI_SENDER="multi@example.com"
+readonly MULTI_LIMIT=2
+readonly MULTI_TEXT="sluice-e2e: multi-recipient sender over its message quota"
+readonly SIZE_SENDER="big@example.com"
+readonly SIZE_LIMIT=2500
+readonly SIZE_TEXT="sluice-e2e: sender over its size quota"
 readonly WAIT_SECS=30
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -165,34 +173,62 @@ data = "$QUOTA_TEXT"
 [[policy.quota.limit]]
 type = "MessageCount"
 limit = $LIMIT
+
+# e2e: messages (not recipients) are counted.
+[[policy]]
+name = "e2e-multi-recipient"
+priority = 20
+
+[[policy.member]]
+source = "$MULTI_SENDER"
+
+[[policy.quota]]
+name = "messages"
+track = "Sender:user@domain"
+period = "1h"
+verdict = "REJECT"
+data = "$MULTI_TEXT"
+
+[[policy.quota.limit]]
+type = "MessageCount"
+limit = $MULTI_LIMIT
+
+# e2e: sizes are charged at END-OF-MESSAGE.
+[[policy]]
+name = "e2e-size"
+priority = 30
+
+[[policy.member]]
+source = "$SIZE_SENDER"
+
+[[policy.quota]]
+name = "bytes"
+track = "Sender:user@domain"
+period = "1h"
+verdict = "REJECT"
+data = "$SIZE_TEXT"
+
+[[policy.quota.limit]]
+type = "MessageCumulativeSize"
+limit = $SIZE_LIMIT
 EOF
 }
 
 start_policy_server() {
 	free_port POLICY_PORT
-	case "${E2E_POLICY_SERVER:-sluice}" in
-	sluice)
-		ensure_sluice
-		local db="sqlite://$WORK/sluice.db"
-		write_policy
-		timeout 60 "$SLUICE_BIN" policy check "$WORK/policy.toml" >"$WORK/check.log" 2>&1 ||
-			{ cat "$WORK/check.log" >&2; die "sluice policy check rejected the test policy"; }
-		timeout 60 "$SLUICE_BIN" migrate --database "$db" >"$WORK/migrate.log" 2>&1 ||
-			{ cat "$WORK/migrate.log" >&2; die "sluice migrate failed"; }
-		timeout 60 "$SLUICE_BIN" policy import "$WORK/policy.toml" --database "$db" >"$WORK/import.log" 2>&1 ||
-			{ cat "$WORK/import.log" >&2; die "sluice policy import failed"; }
-		free_port ADMIN_PORT
-		"$SLUICE_BIN" serve --listen "127.0.0.1:$POLICY_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
-			--database "$db" >"$WORK/policy.log" 2>&1 &
-		SLUICE_PID=$!
-		;;
-	stub)
-		python3 "$ROOT/tests/e2e/stub_policy.py" "$POLICY_PORT" "$SENDER" "$LIMIT" "$QUOTA_TEXT" \
-			>"$WORK/policy.log" 2>&1 &
-		SLUICE_PID=$!
-		;;
-	*) die "E2E_POLICY_SERVER must be sluice or stub" ;;
-	esac
+	ensure_sluice
+	local db="sqlite://$WORK/sluice.db"
+	write_policy
+	timeout 60 "$SLUICE_BIN" policy check "$WORK/policy.toml" >"$WORK/check.log" 2>&1 ||
+		{ cat "$WORK/check.log" >&2; die "sluice policy check rejected the test policy"; }
+	timeout 60 "$SLUICE_BIN" migrate --database "$db" >"$WORK/migrate.log" 2>&1 ||
+		{ cat "$WORK/migrate.log" >&2; die "sluice migrate failed"; }
+	timeout 60 "$SLUICE_BIN" policy import "$WORK/policy.toml" --database "$db" >"$WORK/import.log" 2>&1 ||
+		{ cat "$WORK/import.log" >&2; die "sluice policy import failed"; }
+	free_port ADMIN_PORT
+	"$SLUICE_BIN" serve --listen "127.0.0.1:$POLICY_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
+		--database "$db" >"$WORK/policy.log" 2>&1 &
+	SLUICE_PID=$!
 	wait_for "$WAIT_SECS" "the policy server on 127.0.0.1:$POLICY_PORT" policy_server_up
 }
 
@@ -279,9 +315,12 @@ start_postfix() {
 	wait_for "$WAIT_SECS" "Postfix smtpd on 127.0.0.1:$SMTP_PORT" port_open "$SMTP_PORT"
 }
 
-# send_one SENDER: one message in one SMTP session; its output goes to stdout.
+# send_one SENDER [SMTP-SOURCE OPTIONS...]: one message in one SMTP session; smtp-source's
+# output (empty when the message was accepted) goes to stdout.
 send_one() {
-	timeout "$WAIT_SECS" smtp-source -s 1 -m 1 -M e2e-client.invalid -f "$1" -t "$RCPT" \
+	local from="$1"
+	shift
+	timeout "$WAIT_SECS" smtp-source -s 1 -m 1 -M e2e-client.invalid -f "$from" -t "$RCPT" "$@" \
 		"127.0.0.1:$SMTP_PORT" 2>&1 || true
 }
 
@@ -316,14 +355,48 @@ test_quota() {
 	PASSED=$((PASSED + 1))
 }
 
+test_recipients() {
+	log "test recipients: messages to 3 recipients from $MULTI_SENDER, MessageCount limit $MULTI_LIMIT"
+	local before i out
+	before=$(sink_count)
+	for i in $(seq "$MULTI_LIMIT"); do
+		out="$(send_one "$MULTI_SENDER" -r 3)"
+		[[ -z "$out" ]] || die "message $i (3 recipients) was refused; a message counts once: $out"
+	done
+	out="$(send_one "$MULTI_SENDER" -r 3)"
+	[[ "$out" == *"$MULTI_TEXT"* ]] ||
+		die "message $((MULTI_LIMIT + 1)) was not refused with the quota text (smtp-source said: ${out:-nothing})"
+	wait_for "$WAIT_SECS" "$MULTI_LIMIT more messages at smtp-sink" at_least sink_count $((before + MULTI_LIMIT))
+	log "ok: $MULTI_LIMIT messages with 3 recipients each accepted, the next refused"
+	PASSED=$((PASSED + 1))
+}
+
+test_size() {
+	log "test size: ~1.5 kB messages from $SIZE_SENDER, MessageCumulativeSize limit $SIZE_LIMIT bytes"
+	local before out
+	before=$(sink_count)
+	out="$(send_one "$SIZE_SENDER" -l 1200)"
+	[[ -z "$out" ]] || die "the first message was refused; it fits the size limit: $out"
+	out="$(send_one "$SIZE_SENDER" -l 1200)"
+	[[ "$out" == *"$SIZE_TEXT"* ]] ||
+		die "the second message was not refused with the size quota text (smtp-source said: ${out:-nothing})"
+	grep -q "reject: END-OF-MESSAGE from .*$SIZE_TEXT" "$WORK/maillog" ||
+		die "the maillog does not show the size refusal at END-OF-MESSAGE"
+	wait_for "$WAIT_SECS" "the first message at smtp-sink" at_least sink_count $((before + 1))
+	(($(sink_count) == before + 1)) || die "the refused message reached smtp-sink"
+	log "ok: the message that would exceed the size limit was refused at end of data: $out"
+	PASSED=$((PASSED + 1))
+}
+
 test_fallback() {
 	log "test fallback: policy server stopped, default_action=DUNNO lets mail through"
 	stop_pid "$SLUICE_PID"
 	SLUICE_PID=""
-	local out
+	local out before
+	before=$(sink_count)
 	out="$(send_one "$OTHER_SENDER")"
 	[[ -z "$out" ]] || die "with the policy server down the message was refused: $out"
-	wait_for "$WAIT_SECS" "the message to reach smtp-sink" at_least sink_count $((LIMIT + 1))
+	wait_for "$WAIT_SECS" "the message to reach smtp-sink" at_least sink_count $((before + 1))
 	grep -q "problem talking to server 127.0.0.1:$POLICY_PORT" "$WORK/maillog" ||
 		die "the maillog does not show Postfix failing to reach the policy server"
 	grep -q "policy_default_action\|default_action\|127.0.0.1:$POLICY_PORT.*Connection refused" "$WORK/maillog" ||
@@ -342,6 +415,8 @@ main() {
 	start_sink
 	start_postfix
 	test_quota
+	test_recipients
+	test_size
 	test_fallback
 	printf 'e2e postfix: %d passed, %d failed\n' "$PASSED" "$FAILED"
 }
