@@ -106,6 +106,8 @@ impl fmt::Display for Explanation {
 /// Which op of a batch belongs to which quota limit.
 struct OpRef<'a> {
     policy: &'a Policy,
+    /// The request's key for the quota's track (for explanations).
+    track_key: Option<Arc<str>>,
     quota: &'a Quota,
     kind: LimitKind,
     monitor: bool,
@@ -313,6 +315,7 @@ impl Engine {
         // Quotas: every quota of every matched policy, one State call.
         let mut groups: Vec<Vec<CounterOp>> = vec![Vec::new()];
         let mut refs: Vec<Vec<OpRef<'_>>> = vec![Vec::new()];
+        let mut last_quota: Option<(Arc<str>, Arc<str>)> = None;
         'policies: for p in &matched {
             let monitor = self.is_monitor(p);
             let g = if monitor {
@@ -324,11 +327,13 @@ impl Engine {
             };
             for q in &p.quotas {
                 let track_key = q.track.key(req);
+                let shown: Option<Arc<str>> = trace.is_some().then(|| track_key.as_str().into());
                 let window = WindowSpec::new(q.period_ms, self.settings.buckets_per_period);
                 for l in &q.limits {
                     let key = counter_key(&p.name, &q.name, l.kind, &track_key);
                     let r = || OpRef {
                         policy: p,
+                        track_key: shown.clone(),
                         quota: q,
                         kind: l.kind,
                         monitor,
@@ -413,6 +418,11 @@ impl Engine {
             }
         };
         note(&mut trace, || "Quotas:".into());
+        if let Some((q, p)) = &last_quota {
+            note(&mut trace, || {
+                format!("  quota {q:?} of policy {p:?} is LastQuota: later quotas are skipped.")
+            });
+        }
         for ((ops, results), refs) in batch.groups.iter().zip(&reply.groups).zip(&refs) {
             for ((op, res), r) in ops.iter().zip(results).zip(refs) {
                 if matches!(op.kind, OpKind::RecordForEom { .. }) {
@@ -532,6 +542,7 @@ fn quota_action(q: &Quota, kind: LimitKind, retry_after_ms: Option<u64>) -> Acti
 
 fn describe_op(op: &CounterOp, res: &OpResult, r: &OpRef<'_>) -> String {
     let what = match (&op.kind, r.kind) {
+        (OpKind::Check { cost: 1 }, _) => "no declared size (checked as 1 byte)".into(),
         (OpKind::Check { cost }, _) => format!("declared size {cost} bytes"),
         (OpKind::TakeOncePerMessage, _) => "1 message".into(),
         (_, LimitKind::RecipientCount) => "1 recipient".into(),
@@ -565,7 +576,7 @@ fn describe_op(op: &CounterOp, res: &OpResult, r: &OpRef<'_>) -> String {
         r.policy.name,
         r.quota.name,
         r.kind.as_str(),
-        op.key.rsplit('/').next().unwrap_or(&op.key),
+        r.track_key.as_deref().unwrap_or(""),
         what,
         res.used,
         op.limit,

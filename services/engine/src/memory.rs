@@ -148,12 +148,14 @@ impl MemoryState {
                 None => Window::new().check(spec, now, cost, limit),
             };
         }
-        let counter = map.entry(key.to_string()).or_insert_with(|| Counter {
-            spec,
-            window: Window::new(),
-        });
-        counter.spec = spec;
-        counter.window.take(spec, now, cost, limit)
+        if let Some(counter) = map.get_mut(key) {
+            counter.spec = spec;
+            return counter.window.take(spec, now, cost, limit);
+        }
+        let mut window = Window::new();
+        let outcome = window.take(spec, now, cost, limit);
+        map.insert(key.to_string(), Counter { spec, window });
+        outcome
     }
 
     fn refund(&self, key: &str, spec: WindowSpec, now: u64, cost: u64) {

@@ -152,6 +152,17 @@ fn parse_kind(
             .map(SpecKind::Group)
             .ok_or_else(|| format!("unknown group %{name}"));
     }
+    if let Some(sasl) = body.strip_prefix('$') {
+        if side == Side::Destination {
+            return Err(format!("{body:?}: SASL specs are source specs"));
+        }
+        return Ok(match sasl {
+            "-" => SpecKind::SaslNone,
+            "*" => SpecKind::SaslAny,
+            "" => return Err("empty SASL spec `$`".into()),
+            p => SpecKind::Sasl(Glob::new(p)),
+        });
+    }
     if body.contains('@') {
         if body == "@" {
             return match side {
@@ -175,14 +186,6 @@ fn parse_kind(
     }
     if let Some(inner) = body.strip_prefix('[').and_then(|b| b.strip_suffix(']')) {
         return parse_network(inner).map(SpecKind::Peer);
-    }
-    if let Some(sasl) = body.strip_prefix('$') {
-        return Ok(match sasl {
-            "-" => SpecKind::SaslNone,
-            "*" => SpecKind::SaslAny,
-            "" => return Err("empty SASL spec `$`".into()),
-            p => SpecKind::Sasl(Glob::new(p)),
-        });
     }
     if looks_like_ip(body) {
         return parse_network(body).map(SpecKind::Ip);
@@ -380,6 +383,14 @@ mod tests {
         assert!(m("mx1.mail.example.org"));
         assert!(m("mx*.mail.example.org"));
         assert!(m("$-"));
+        let mut sasl = r.clone();
+        sasl.sasl_username = "bob@example.com".into();
+        assert!(item("$*@example.com")
+            .kind
+            .matches_leaf(&sasl, Side::Source));
+        assert!(!item("$*@example.org")
+            .kind
+            .matches_leaf(&sasl, Side::Source));
         assert!(!m("$*"));
         assert!(!m("@"));
         assert!(!m("[127.0.0.1]"));

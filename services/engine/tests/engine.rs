@@ -367,3 +367,39 @@ fn compile_reports_errors_and_warnings() {
         "{warnings:?}"
     );
 }
+
+#[test]
+fn idle_counters_and_abandoned_sessions_are_reclaimed() {
+    let mut def = quota_policy("Sender:user@domain", "MessageCount", 1_000_000, "REJECT");
+    def.policies[0].quotas[0].period = 600;
+    let (e, clock, state) = engine(def);
+    // 50,000 requests over a bounded key space of 100 senders: counters stay at 100.
+    for i in 0..50_000u64 {
+        ask(
+            &e,
+            &rcpt(
+                &format!("s{}@x.org", i % 100),
+                "r@y.org",
+                "192.0.2.1",
+                &format!("m{i}"),
+            ),
+        );
+        clock.advance_ms(10);
+    }
+    assert_eq!(state.counters(), 100);
+    // Messages that never reached END-OF-MESSAGE hold sessions until their TTL.
+    assert!(state.sessions() > 0);
+    clock.advance_secs(601);
+    state.sweep();
+    assert_eq!(state.counters(), 0, "idle past their period");
+    assert!(state.sessions() > 0, "sessions live 30 minutes");
+    clock.advance_secs(30 * 60);
+    state.sweep();
+    assert_eq!(state.sessions(), 0);
+    // END-OF-MESSAGE forgets the session at once.
+    ask(&e, &rcpt("a@x.org", "r@y.org", "192.0.2.1", "done"));
+    let mut eom = rcpt("a@x.org", "", "192.0.2.1", "done");
+    eom.protocol_state = ProtocolState::EndOfMessage;
+    ask(&e, &eom);
+    assert_eq!(state.sessions(), 0);
+}

@@ -45,8 +45,9 @@ pub enum Action {
 impl Action {
     /// Writes the full reply (`action=...\n\n`) to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
         out.extend_from_slice(b"action=");
-        out.extend_from_slice(self.to_string().as_bytes());
+        let _ = write!(out, "{self}");
         out.extend_from_slice(b"\n\n");
     }
 

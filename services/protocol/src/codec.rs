@@ -77,12 +77,16 @@ impl FrameError {
     }
 }
 
-/// One framed request: its attributes in the order received. Values that are not valid
-/// UTF-8 are decoded lossily (invalid bytes become U+FFFD) rather than refused, so a stray
-/// Latin-1 byte in a HELO name does not cost the client its answer.
+/// One framed request: its attributes in the order received. The request's text is kept in
+/// one buffer with offsets per attribute, so framing costs two allocations whatever the
+/// number of attributes. Values that are not valid UTF-8 are decoded lossily (invalid bytes
+/// become U+FFFD) rather than refused, so a stray Latin-1 byte in a HELO name does not cost
+/// the client its answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RawRequest {
-    attrs: Vec<(String, String)>,
+    text: String,
+    /// `(start, equals sign, end)` of each attribute line in `text`.
+    spans: Vec<(u32, u32, u32)>,
 }
 
 impl RawRequest {
@@ -90,39 +94,52 @@ impl RawRequest {
     pub fn from_pairs<I, K, V>(pairs: I) -> Self
     where
         I: IntoIterator<Item = (K, V)>,
-        K: Into<String>,
-        V: Into<String>,
+        K: AsRef<str>,
+        V: AsRef<str>,
     {
-        RawRequest {
-            attrs: pairs
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
+        let mut raw = RawRequest::default();
+        for (k, v) in pairs {
+            let start = raw.text.len() as u32;
+            raw.text.push_str(k.as_ref());
+            let eq = raw.text.len() as u32;
+            raw.text.push('=');
+            raw.text.push_str(v.as_ref());
+            raw.spans.push((start, eq, raw.text.len() as u32));
+            raw.text.push('\n');
         }
+        raw
+    }
+
+    fn pair(&self, &(start, eq, end): &(u32, u32, u32)) -> (&str, &str) {
+        (
+            &self.text[start as usize..eq as usize],
+            &self.text[eq as usize + 1..end as usize],
+        )
     }
 
     /// The value of `name`; the last one when the name repeats.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.attrs
+        self.spans
             .iter()
             .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+            .map(|s| self.pair(s))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
     }
 
-    /// All attributes in the order received.
-    pub fn attributes(&self) -> &[(String, String)] {
-        &self.attrs
+    /// All attributes `(name, value)` in the order received.
+    pub fn attributes(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.spans.iter().map(|s| self.pair(s))
     }
 
     /// Number of attributes.
     pub fn len(&self) -> usize {
-        self.attrs.len()
+        self.spans.len()
     }
 
     /// Whether there are no attributes.
     pub fn is_empty(&self) -> bool {
-        self.attrs.is_empty()
+        self.spans.is_empty()
     }
 }
 
@@ -130,15 +147,16 @@ impl RawRequest {
 #[derive(Debug, Clone)]
 pub struct RequestDecoder {
     limits: Limits,
-    /// How far the buffer has already been scanned for the end of the request, so a slow
-    /// client sending byte by byte does not make decoding quadratic.
-    scanned: usize,
+    /// Where the first incomplete line of the buffered request starts: complete lines are
+    /// not scanned again when more bytes arrive, so a client sending byte by byte does not
+    /// make decoding quadratic.
+    resume: usize,
 }
 
 impl RequestDecoder {
     /// A decoder enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
-        RequestDecoder { limits, scanned: 0 }
+        RequestDecoder { limits, resume: 0 }
     }
 
     /// The caps this decoder enforces.
@@ -152,87 +170,93 @@ impl RequestDecoder {
     /// bytes are needed (nothing is removed); `Err` when the bytes can never form a valid
     /// request. Empty lines before a request (stray blank lines) are skipped.
     pub fn decode(&mut self, buf: &mut Vec<u8>) -> Result<Option<RawRequest>, FrameError> {
-        // Skip leading blank lines: they cannot start a request.
-        let lead = buf
-            .iter()
-            .take_while(|&&b| b == b'\n' || b == b'\r')
-            .count();
-        if lead > 0 {
-            buf.drain(..lead);
-            self.scanned = self.scanned.saturating_sub(lead);
-        }
-        let mut line_start = 0;
-        let mut pos = self.scanned.min(buf.len());
-        // Re-scan from the start of the line containing `pos` so line caps stay exact.
-        if pos > 0 {
-            line_start = buf[..pos]
+        if self.resume == 0 {
+            let lead = buf
                 .iter()
-                .rposition(|&b| b == b'\n')
-                .map_or(0, |i| i + 1);
-        }
-        while pos < buf.len() {
-            if buf[pos] == b'\n' {
-                let line = trim_cr(&buf[line_start..pos]);
-                if line.is_empty() {
-                    let end = pos + 1;
-                    if end > self.limits.max_request_len {
-                        return Err(FrameError::RequestTooLarge {
-                            limit: self.limits.max_request_len,
-                        });
-                    }
-                    let req = self.parse(&buf[..line_start])?;
-                    buf.drain(..end);
-                    self.scanned = 0;
-                    return Ok(Some(req));
-                }
-                if line.len() > self.limits.max_line_len {
-                    return Err(FrameError::LineTooLong {
-                        limit: self.limits.max_line_len,
-                    });
-                }
-                line_start = pos + 1;
+                .take_while(|&&b| b == b'\n' || b == b'\r')
+                .count();
+            if lead > 0 {
+                buf.drain(..lead);
             }
-            pos += 1;
         }
-        self.scanned = pos;
+        let mut line_start = self.resume.min(buf.len());
+        while let Some(nl) = memchr::memchr(b'\n', &buf[line_start..]) {
+            let end = line_start + nl;
+            let line = trim_cr(&buf[line_start..end]);
+            if line.is_empty() {
+                let total = end + 1;
+                if total > self.limits.max_request_len {
+                    return Err(self.too_large());
+                }
+                let req = self.parse(&buf[..line_start])?;
+                buf.drain(..total);
+                self.resume = 0;
+                return Ok(Some(req));
+            }
+            if line.len() > self.limits.max_line_len {
+                return Err(FrameError::LineTooLong {
+                    limit: self.limits.max_line_len,
+                });
+            }
+            line_start = end + 1;
+        }
+        self.resume = line_start;
+        // The line still incomplete may already be over the caps: fail now, not at 1 MiB.
         if buf.len() - line_start > self.limits.max_line_len + 1 {
             return Err(FrameError::LineTooLong {
                 limit: self.limits.max_line_len,
             });
         }
         if buf.len() > self.limits.max_request_len {
-            return Err(FrameError::RequestTooLarge {
-                limit: self.limits.max_request_len,
-            });
+            return Err(self.too_large());
         }
         Ok(None)
     }
 
-    fn parse(&self, block: &[u8]) -> Result<RawRequest, FrameError> {
-        let mut attrs = Vec::with_capacity(32);
-        for (i, raw_line) in block.split(|&b| b == b'\n').enumerate() {
-            let line = trim_cr(raw_line);
+    fn too_large(&mut self) -> FrameError {
+        self.resume = 0;
+        FrameError::RequestTooLarge {
+            limit: self.limits.max_request_len,
+        }
+    }
+
+    fn parse(&mut self, block: &[u8]) -> Result<RawRequest, FrameError> {
+        self.resume = 0;
+        let text = match std::str::from_utf8(block) {
+            Ok(t) => t.to_owned(),
+            Err(_) => String::from_utf8_lossy(block).into_owned(),
+        };
+        let mut spans = Vec::with_capacity(32);
+        let mut start = 0usize;
+        let mut number = 0usize;
+        for raw_line in text.split('\n') {
+            let line_len = raw_line.len();
+            let line = raw_line.strip_suffix('\r').unwrap_or(raw_line);
+            number += 1;
+            let line_begin = start;
+            start += line_len + 1;
             if line.is_empty() {
                 continue;
             }
-            let number = i + 1;
-            if line.contains(&0) {
+            if line.as_bytes().contains(&0) {
                 return Err(FrameError::NulByte { line: number });
             }
-            let eq = match line.iter().position(|&b| b == b'=') {
+            let eq = match line.find('=') {
                 Some(0) | None => return Err(FrameError::MalformedLine { line: number }),
                 Some(eq) => eq,
             };
-            if attrs.len() == self.limits.max_attributes {
+            if spans.len() == self.limits.max_attributes {
                 return Err(FrameError::TooManyAttributes {
                     limit: self.limits.max_attributes,
                 });
             }
-            let name = String::from_utf8_lossy(&line[..eq]).into_owned();
-            let value = String::from_utf8_lossy(&line[eq + 1..]).into_owned();
-            attrs.push((name, value));
+            spans.push((
+                line_begin as u32,
+                (line_begin + eq) as u32,
+                (line_begin + line.len()) as u32,
+            ));
         }
-        Ok(RawRequest { attrs })
+        Ok(RawRequest { text, spans })
     }
 }
 

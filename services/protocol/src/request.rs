@@ -243,9 +243,8 @@ impl PolicyRequest {
             Some(s) => parse_ip(s).ok_or_else(|| RequestError::InvalidClientAddress(s.into()))?,
         };
         let mut req = PolicyRequest::new(state, client_address);
-        for (name, value) in raw.attributes() {
-            let v = value.as_str();
-            match name.as_str() {
+        for (name, v) in raw.attributes() {
+            match name {
                 "protocol_name" => req.protocol_name = v.to_string(),
                 "helo_name" => req.helo_name = v.to_string(),
                 "queue_id" => req.queue_id = v.to_string(),
