@@ -1,0 +1,213 @@
+//! Conversions between the wire messages and the engine's batch types.
+//!
+//! Engine → wire never fails. Wire → engine validates what the engine relies on (every op
+//! has a kind, windows are non-empty, every outcome is known) and fails with
+//! [`ConvertError`] otherwise: a malformed peer must not reach the counter arithmetic.
+
+use crate::v1;
+use sluice_engine::state::EomResult;
+use sluice_engine::window::WindowSpec;
+use sluice_engine::{CounterBatch, CounterOp, CounterReply, OpKind, OpResult, Outcome};
+
+/// A wire message the engine types cannot represent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConvertError {
+    /// An op without a kind.
+    #[error("op {key:?} has no kind")]
+    MissingKind {
+        /// The op's key.
+        key: String,
+    },
+    /// A window with a zero period or bucket, or a bucket wider than the period.
+    #[error("op {key:?} has an invalid window (period {period_ms} ms, bucket {bucket_ms} ms)")]
+    InvalidWindow {
+        /// The op's key.
+        key: String,
+        /// The period sent.
+        period_ms: u64,
+        /// The bucket width sent.
+        bucket_ms: u64,
+    },
+    /// An unknown or unspecified outcome.
+    #[error("unknown outcome {0}")]
+    UnknownOutcome(i32),
+    /// An END-OF-MESSAGE result without its result.
+    #[error("END-OF-MESSAGE result for {key:?} has no result")]
+    MissingEomResult {
+        /// The counter's key.
+        key: String,
+    },
+}
+
+impl From<&CounterBatch> for v1::ApplyRequest {
+    fn from(b: &CounterBatch) -> Self {
+        v1::ApplyRequest {
+            instance: b.instance.clone(),
+            dry_run: b.dry_run,
+            groups: b
+                .groups
+                .iter()
+                .map(|ops| v1::OpGroup {
+                    ops: ops.iter().map(op_to_wire).collect(),
+                })
+                .collect(),
+            end_of_message_size: b.end_of_message,
+        }
+    }
+}
+
+fn op_to_wire(op: &CounterOp) -> v1::Op {
+    use v1::op::Kind;
+    let kind = match &op.kind {
+        OpKind::Take { cost } => Kind::Take(v1::Take { cost: *cost }),
+        OpKind::TakeOncePerMessage => Kind::TakeOncePerMessage(v1::TakeOncePerMessage {}),
+        OpKind::Check { cost } => Kind::Check(v1::Check { cost: *cost }),
+        OpKind::RecordForEom { label, group } => Kind::RecordForEom(v1::RecordForEom {
+            label: label.clone(),
+            group: *group,
+        }),
+    };
+    v1::Op {
+        key: op.key.clone(),
+        limit: op.limit,
+        period_ms: op.window.period_ms,
+        bucket_ms: op.window.bucket_ms,
+        kind: Some(kind),
+    }
+}
+
+impl TryFrom<v1::ApplyRequest> for CounterBatch {
+    type Error = ConvertError;
+
+    fn try_from(r: v1::ApplyRequest) -> Result<Self, ConvertError> {
+        Ok(CounterBatch {
+            instance: r.instance,
+            dry_run: r.dry_run,
+            groups: r
+                .groups
+                .into_iter()
+                .map(|g| g.ops.into_iter().map(op_from_wire).collect())
+                .collect::<Result<_, _>>()?,
+            end_of_message: r.end_of_message_size,
+        })
+    }
+}
+
+fn op_from_wire(op: v1::Op) -> Result<CounterOp, ConvertError> {
+    use v1::op::Kind;
+    if op.period_ms == 0 || op.bucket_ms == 0 || op.bucket_ms > op.period_ms {
+        return Err(ConvertError::InvalidWindow {
+            key: op.key,
+            period_ms: op.period_ms,
+            bucket_ms: op.bucket_ms,
+        });
+    }
+    let kind = match op.kind {
+        Some(Kind::Take(t)) => OpKind::Take { cost: t.cost },
+        Some(Kind::TakeOncePerMessage(_)) => OpKind::TakeOncePerMessage,
+        Some(Kind::Check(c)) => OpKind::Check { cost: c.cost },
+        Some(Kind::RecordForEom(r)) => OpKind::RecordForEom {
+            label: r.label,
+            group: r.group,
+        },
+        None => return Err(ConvertError::MissingKind { key: op.key }),
+    };
+    Ok(CounterOp {
+        key: op.key,
+        limit: op.limit,
+        window: WindowSpec {
+            period_ms: op.period_ms,
+            bucket_ms: op.bucket_ms,
+        },
+        kind,
+    })
+}
+
+impl From<&CounterReply> for v1::ApplyReply {
+    fn from(r: &CounterReply) -> Self {
+        v1::ApplyReply {
+            groups: r
+                .groups
+                .iter()
+                .map(|g| v1::ResultGroup {
+                    results: g.iter().map(result_to_wire).collect(),
+                })
+                .collect(),
+            end_of_message: r
+                .end_of_message
+                .iter()
+                .map(|e| v1::EomResult {
+                    label: e.label.clone(),
+                    key: e.key.clone(),
+                    limit: e.limit,
+                    result: Some(result_to_wire(&e.result)),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn result_to_wire(r: &OpResult) -> v1::OpResult {
+    let (outcome, retry_after_ms) = match r.outcome {
+        Outcome::Admitted => (v1::Outcome::Admitted, None),
+        Outcome::AlreadyCounted => (v1::Outcome::AlreadyCounted, None),
+        Outcome::Refused { retry_after_ms } => (v1::Outcome::Refused, retry_after_ms),
+        Outcome::NotEvaluated => (v1::Outcome::NotEvaluated, None),
+    };
+    v1::OpResult {
+        outcome: outcome as i32,
+        used: r.used,
+        retry_after_ms,
+    }
+}
+
+impl TryFrom<v1::ApplyReply> for CounterReply {
+    type Error = ConvertError;
+
+    fn try_from(r: v1::ApplyReply) -> Result<Self, ConvertError> {
+        Ok(CounterReply {
+            groups: r
+                .groups
+                .into_iter()
+                .map(|g| g.results.iter().map(result_from_wire).collect())
+                .collect::<Result<_, _>>()?,
+            end_of_message: r
+                .end_of_message
+                .into_iter()
+                .map(|e| {
+                    let result = match &e.result {
+                        Some(r) => result_from_wire(r)?,
+                        None => return Err(ConvertError::MissingEomResult { key: e.key }),
+                    };
+                    Ok(EomResult {
+                        label: e.label,
+                        key: e.key,
+                        limit: e.limit,
+                        result,
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+fn result_from_wire(r: &v1::OpResult) -> Result<OpResult, ConvertError> {
+    let outcome = match v1::Outcome::try_from(r.outcome) {
+        Ok(v1::Outcome::Admitted) => Outcome::Admitted,
+        Ok(v1::Outcome::AlreadyCounted) => Outcome::AlreadyCounted,
+        Ok(v1::Outcome::Refused) => Outcome::Refused {
+            retry_after_ms: r.retry_after_ms,
+        },
+        Ok(v1::Outcome::NotEvaluated) => Outcome::NotEvaluated,
+        Ok(v1::Outcome::Unspecified) | Err(_) => {
+            return Err(ConvertError::UnknownOutcome(r.outcome))
+        }
+    };
+    Ok(OpResult {
+        outcome,
+        used: r.used,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,173 @@
+use super::*;
+use prost::Message;
+
+fn window() -> WindowSpec {
+    WindowSpec::new(3_600_000, 60)
+}
+
+fn sample_batch() -> CounterBatch {
+    CounterBatch {
+        instance: "1A2B3C.ABCDE".into(),
+        dry_run: true,
+        groups: vec![
+            vec![
+                CounterOp {
+                    key: "p/q/MessageCount/sender@example.com".into(),
+                    limit: 1000,
+                    window: window(),
+                    kind: OpKind::TakeOncePerMessage,
+                },
+                CounterOp {
+                    key: "p/q/RecipientCount/sender@example.com".into(),
+                    limit: 5000,
+                    window: window(),
+                    kind: OpKind::Take { cost: 1 },
+                },
+                CounterOp {
+                    key: "p/q/MessageCumulativeSize/sender@example.com".into(),
+                    limit: 10_000_000,
+                    window: WindowSpec::new(60_000, 7),
+                    kind: OpKind::Check { cost: 12_345 },
+                },
+                CounterOp {
+                    key: "p/q/MessageCumulativeSize/sender@example.com".into(),
+                    limit: 10_000_000,
+                    window: WindowSpec::new(60_000, 7),
+                    kind: OpKind::RecordForEom {
+                        label: "p\u{1f}q".into(),
+                        group: 0,
+                    },
+                },
+            ],
+            vec![],
+            vec![CounterOp {
+                key: "monitor/q/RecipientCount/10.0.0.1".into(),
+                limit: 0,
+                window: window(),
+                kind: OpKind::Take { cost: 0 },
+            }],
+        ],
+        end_of_message: Some(98_765),
+    }
+}
+
+fn sample_reply() -> CounterReply {
+    let r = |outcome, used| OpResult { outcome, used };
+    CounterReply {
+        groups: vec![
+            vec![
+                r(Outcome::AlreadyCounted, 7),
+                r(Outcome::Admitted, 8),
+                r(
+                    Outcome::Refused {
+                        retry_after_ms: Some(61_000),
+                    },
+                    9_999_999,
+                ),
+                r(Outcome::NotEvaluated, 0),
+            ],
+            vec![],
+            vec![r(
+                Outcome::Refused {
+                    retry_after_ms: None,
+                },
+                0,
+            )],
+            vec![r(
+                Outcome::Refused {
+                    retry_after_ms: Some(0),
+                },
+                3,
+            )],
+        ],
+        end_of_message: vec![EomResult {
+            label: "p\u{1f}q".into(),
+            key: "p/q/MessageCumulativeSize/s".into(),
+            limit: 10,
+            result: r(Outcome::Admitted, 10),
+        }],
+    }
+}
+
+/// Through the message types and through encoded bytes.
+fn via_wire_batch(b: &CounterBatch) -> CounterBatch {
+    let bytes = v1::ApplyRequest::from(b).encode_to_vec();
+    let decoded = v1::ApplyRequest::decode(bytes.as_slice()).unwrap();
+    CounterBatch::try_from(decoded).unwrap()
+}
+
+fn via_wire_reply(r: &CounterReply) -> CounterReply {
+    let bytes = v1::ApplyReply::from(r).encode_to_vec();
+    let decoded = v1::ApplyReply::decode(bytes.as_slice()).unwrap();
+    CounterReply::try_from(decoded).unwrap()
+}
+
+#[test]
+fn batches_round_trip() {
+    let b = sample_batch();
+    assert_eq!(via_wire_batch(&b), b);
+    let empty = CounterBatch::default();
+    assert_eq!(via_wire_batch(&empty), empty);
+    // `None` and `Some(0)` stay distinct.
+    let zero = CounterBatch {
+        end_of_message: Some(0),
+        ..CounterBatch::default()
+    };
+    assert_eq!(via_wire_batch(&zero), zero);
+}
+
+#[test]
+fn replies_round_trip() {
+    let r = sample_reply();
+    assert_eq!(via_wire_reply(&r), r);
+    assert_eq!(
+        via_wire_reply(&CounterReply::default()),
+        CounterReply::default()
+    );
+}
+
+#[test]
+fn an_op_without_kind_is_rejected() {
+    let mut req = v1::ApplyRequest::from(&sample_batch());
+    req.groups[0].ops[1].kind = None;
+    assert_eq!(
+        CounterBatch::try_from(req),
+        Err(ConvertError::MissingKind {
+            key: "p/q/RecipientCount/sender@example.com".into()
+        })
+    );
+}
+
+#[test]
+fn invalid_windows_are_rejected() {
+    for (period_ms, bucket_ms) in [(0, 0), (60_000, 0), (0, 1), (1_000, 1_001)] {
+        let mut req = v1::ApplyRequest::from(&sample_batch());
+        req.groups[2].ops[0].period_ms = period_ms;
+        req.groups[2].ops[0].bucket_ms = bucket_ms;
+        assert!(
+            matches!(
+                CounterBatch::try_from(req),
+                Err(ConvertError::InvalidWindow { .. })
+            ),
+            "{period_ms}/{bucket_ms}"
+        );
+    }
+}
+
+#[test]
+fn unknown_outcomes_and_missing_eom_results_are_rejected() {
+    for bad in [0, 5, -1] {
+        let mut reply = v1::ApplyReply::from(&sample_reply());
+        reply.groups[0].results[0].outcome = bad;
+        assert_eq!(
+            CounterReply::try_from(reply),
+            Err(ConvertError::UnknownOutcome(bad))
+        );
+    }
+    let mut reply = v1::ApplyReply::from(&sample_reply());
+    reply.end_of_message[0].result = None;
+    assert!(matches!(
+        CounterReply::try_from(reply),
+        Err(ConvertError::MissingEomResult { .. })
+    ));
+}

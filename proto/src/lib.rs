@@ -1,0 +1,24 @@
+//! The gRPC API between Sluice edges and the quota service: package `sluice.quota.v1`
+//! (`proto/sluice/quota/v1/quota.proto`), generated with tonic/prost at build time, plus the
+//! conversions between its messages and the engine's [`sluice_engine::CounterBatch`] /
+//! [`sluice_engine::CounterReply`].
+//!
+//! One `Apply` RPC carries all counter work of one policy request. Per-message sessions
+//! (END-OF-MESSAGE may arrive on another edge) live behind the quota service's state, so
+//! edges stay stateless.
+//!
+//! This crate holds types and pure conversions only: no server, no client logic, no I/O.
+#![forbid(unsafe_code)]
+
+mod convert;
+
+pub use convert::ConvertError;
+
+/// Generated code of `sluice.quota.v1`: messages, the `Quota` client and server.
+pub mod v1 {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("sluice.quota.v1");
+}
+
+/// The gRPC service name of the quota service, as used by `grpc.health.v1`.
+pub const QUOTA_SERVICE_NAME: &str = "sluice.quota.v1.Quota";

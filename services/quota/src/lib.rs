@@ -1,0 +1,27 @@
+//! The quota service of cluster mode: a gRPC server (`sluice.quota.v1.Quota`) that runs each
+//! edge's counter batch on a [`sluice_engine::State`] — in production the Redis (Cluster)
+//! state, in tests the in-process [`sluice_engine::MemoryState`] — and answers with its
+//! reply. Edges stay stateless: per-message sessions live behind the state.
+//!
+//! Layout:
+//! - [`server`] — [`serve`] — the tonic server on a bound listener, health reporting and
+//!   graceful shutdown.
+//! - [`service`] — the `Apply` handler (one span per RPC).
+//! - [`health`] — the state probe that drives `grpc.health.v1`.
+//! - [`error`] — [`ServiceError`] and the one mapping to `tonic::Status`.
+//! - [`config`] — [`QuotaConfig`].
+//!
+//! This crate knows nothing about Redis, SQL or the policy protocol: it depends on the
+//! engine's `State` trait and the generated API only.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod server;
+pub mod service;
+
+pub use config::QuotaConfig;
+pub use error::{status_from_error, ServeError, ServiceError};
+pub use server::serve;
+pub use service::QuotaService;

@@ -1,0 +1,2 @@
+//! RemoteState (in progress).
+#![forbid(unsafe_code)]
