@@ -18,10 +18,12 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod redis_cluster;
 mod request;
 mod server;
 
 pub use client::PolicyClient;
+pub use redis_cluster::{NodeInfo, RedisCluster, RedisServer, CLUSTER_NODE_TIMEOUT_MS};
 pub use request::{end_of_message, rcpt, Request};
 pub use server::{TestServer, TestServerBuilder};
 pub use sluice_engine::ManualClock;

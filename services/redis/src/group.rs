@@ -1,0 +1,271 @@
+//! One all-or-nothing group of counter ops on counters that may live on different slots.
+//!
+//! A group whose charging ops all hit distinct counters (the usual case) is run in parallel:
+//! every op's script is sent at once (one round trip), and if any op refused, everything
+//! that was charged is refunded (a second round trip). A group that charges one counter
+//! twice, or reads a counter it also charges, is run op by op in order, as
+//! `sluice_engine::MemoryState` does, because there the order of the ops matters. Without
+//! contention both give exactly `MemoryState`'s answers.
+
+use crate::backend::Backend;
+use crate::scripts::{CounterAnswer, CounterCall, Mode};
+use futures_util::future::join_all;
+use sluice_engine::{CounterOp, OpResult, Outcome, StateError};
+use std::collections::HashMap;
+
+/// What an op does, once the message session is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Add `cost` if it fits (a take, or a first take once per message).
+    Charge(u64),
+    /// Would `cost` fit?
+    Check(u64),
+    /// Already charged for this message: report the level.
+    Already,
+    /// Recorded for END-OF-MESSAGE: admitted, report the level.
+    Record,
+}
+
+impl Role {
+    fn cost(self) -> u64 {
+        match self {
+            Role::Charge(c) | Role::Check(c) => c,
+            Role::Already | Role::Record => 0,
+        }
+    }
+}
+
+/// One group's results and whether it was refused.
+pub(crate) struct GroupOutcome {
+    pub results: Vec<OpResult>,
+    pub refused: bool,
+}
+
+/// A group being run: ops with their roles, the batch's mode and time.
+pub(crate) struct Group<'a> {
+    pub ops: &'a [CounterOp],
+    pub roles: &'a [Role],
+    pub dry_run: bool,
+    pub now_ms: Option<u64>,
+}
+
+impl Group<'_> {
+    fn mode(&self, role: Role) -> Mode {
+        match role {
+            Role::Charge(_) if !self.dry_run => Mode::Take,
+            Role::Charge(_) | Role::Check(_) => Mode::Check,
+            Role::Already | Role::Record => Mode::Level,
+        }
+    }
+
+    fn charges(&self, role: Role) -> bool {
+        self.mode(role) == Mode::Take
+    }
+
+    /// Whether running all ops at once gives the same answers as running them in order:
+    /// no counter that is charged appears twice in the group.
+    fn parallel_safe(&self) -> bool {
+        let mut seen: HashMap<&str, (usize, bool)> = HashMap::new();
+        for (op, role) in self.ops.iter().zip(self.roles) {
+            let e = seen.entry(op.key.as_str()).or_insert((0, false));
+            e.0 += 1;
+            e.1 |= self.charges(*role);
+        }
+        seen.values().all(|&(n, charged)| n == 1 || !charged)
+    }
+}
+
+impl Backend {
+    /// Runs one group all-or-nothing.
+    pub(crate) async fn run_group(&self, g: &Group<'_>) -> Result<GroupOutcome, StateError> {
+        if g.parallel_safe() {
+            self.run_parallel(g).await
+        } else {
+            self.run_in_order(g).await
+        }
+    }
+
+    async fn counter(
+        &self,
+        op: &CounterOp,
+        mode: Mode,
+        cost: u64,
+        now_ms: Option<u64>,
+    ) -> Result<CounterAnswer, StateError> {
+        let key = self.keys.window(&op.key);
+        let call = CounterCall {
+            key: &key,
+            mode,
+            cost,
+            limit: op.limit,
+            window: op.window,
+            now_ms,
+        };
+        self.scripts.counter(&self.conn, self.timeout, call).await
+    }
+
+    /// Gives back `(op index, time)` charges; errors are logged (the charge then ages out
+    /// with its window, never over-admitting).
+    async fn refund(&self, g: &Group<'_>, taken: &[(usize, u64)]) -> HashMap<usize, u64> {
+        let calls = taken.iter().map(|&(i, now)| {
+            let op = &g.ops[i];
+            let cost = g.roles[i].cost();
+            async move { (i, self.counter(op, Mode::Refund, cost, Some(now)).await) }
+        });
+        let mut levels = HashMap::new();
+        for (i, r) in join_all(calls).await {
+            match r {
+                Ok(a) => {
+                    levels.insert(i, a.level);
+                }
+                Err(e) => tracing::warn!(key = %g.ops[i].key, error = %e, "refund failed"),
+            }
+        }
+        levels
+    }
+
+    async fn run_parallel(&self, g: &Group<'_>) -> Result<GroupOutcome, StateError> {
+        let calls = g
+            .ops
+            .iter()
+            .zip(g.roles)
+            .map(|(op, &role)| self.counter(op, g.mode(role), role.cost(), g.now_ms));
+        let answers = join_all(calls).await;
+        let taken: Vec<(usize, u64)> = answers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| match a {
+                Ok(a) if a.fits && g.charges(g.roles[i]) => Some((i, a.now_ms)),
+                _ => None,
+            })
+            .collect();
+        let mut ok = Vec::with_capacity(answers.len());
+        for a in answers {
+            match a {
+                Ok(a) => ok.push(a),
+                Err(e) => {
+                    self.refund(g, &taken).await;
+                    return Err(e);
+                }
+            }
+        }
+        let Some(first_refused) = ok.iter().position(|a| !a.fits) else {
+            let results = g
+                .roles
+                .iter()
+                .zip(&ok)
+                .map(|(&role, a)| admitted(role, a.level))
+                .collect();
+            return Ok(GroupOutcome {
+                results,
+                refused: false,
+            });
+        };
+        let refunded = self.refund(g, &taken).await;
+        let results = g
+            .roles
+            .iter()
+            .zip(&ok)
+            .enumerate()
+            .map(|(i, (&role, a))| {
+                if i < first_refused {
+                    let mut r = admitted(role, a.level);
+                    if r.outcome == Outcome::Admitted {
+                        r.used = refunded.get(&i).copied().unwrap_or(a.level);
+                    }
+                    r
+                } else if i == first_refused {
+                    refused(a)
+                } else {
+                    OpResult {
+                        outcome: Outcome::NotEvaluated,
+                        used: a.level,
+                    }
+                }
+            })
+            .collect();
+        Ok(GroupOutcome {
+            results,
+            refused: true,
+        })
+    }
+
+    async fn run_in_order(&self, g: &Group<'_>) -> Result<GroupOutcome, StateError> {
+        let mut results = Vec::with_capacity(g.ops.len());
+        let mut taken: Vec<(usize, u64)> = Vec::new();
+        let mut is_refused = false;
+        for (i, (op, &role)) in g.ops.iter().zip(g.roles).enumerate() {
+            let mode = if is_refused {
+                Mode::Level
+            } else {
+                g.mode(role)
+            };
+            let a = match self.counter(op, mode, role.cost(), g.now_ms).await {
+                Ok(a) => a,
+                Err(e) => {
+                    self.refund(g, &taken).await;
+                    return Err(e);
+                }
+            };
+            if is_refused {
+                results.push(OpResult {
+                    outcome: Outcome::NotEvaluated,
+                    used: a.level,
+                });
+            } else if a.fits {
+                if g.charges(role) {
+                    taken.push((i, a.now_ms));
+                }
+                results.push(admitted(role, a.level));
+            } else {
+                is_refused = true;
+                results.push(refused(&a));
+            }
+        }
+        if is_refused {
+            // Refund in order, then report the levels of admitted ops as they are now.
+            for &t in &taken {
+                self.refund(g, &[t]).await;
+            }
+            for (i, r) in results.iter_mut().enumerate() {
+                if r.outcome == Outcome::Admitted {
+                    r.used = self
+                        .counter(&g.ops[i], Mode::Level, 0, g.now_ms)
+                        .await?
+                        .level;
+                }
+            }
+        }
+        Ok(GroupOutcome {
+            results,
+            refused: is_refused,
+        })
+    }
+}
+
+/// The result of an op that did not block its group; `level` is the level before it.
+fn admitted(role: Role, level: u64) -> OpResult {
+    match role {
+        Role::Charge(cost) | Role::Check(cost) => OpResult {
+            outcome: Outcome::Admitted,
+            used: level.saturating_add(cost),
+        },
+        Role::Already => OpResult {
+            outcome: Outcome::AlreadyCounted,
+            used: level,
+        },
+        Role::Record => OpResult {
+            outcome: Outcome::Admitted,
+            used: level,
+        },
+    }
+}
+
+fn refused(a: &CounterAnswer) -> OpResult {
+    OpResult {
+        outcome: Outcome::Refused {
+            retry_after_ms: a.retry_after_ms,
+        },
+        used: a.level,
+    }
+}

@@ -1,0 +1,73 @@
+//! The engine's [`sluice_engine::State`] on Redis Cluster (or one plain Redis node), for
+//! cluster mode: any number of quota services share one Redis and the limits hold across
+//! all of them.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use sluice_redis::RedisState;
+//! let state = RedisState::connect(&["redis://127.0.0.1:7000".to_string()]).await?;
+//! // `state` implements sluice_engine::State: hand it to the engine or the quota service.
+//! # Ok(()) }
+//! ```
+//!
+//! # Counters
+//! Each counter is one Redis hash (sub-bucket index → count) and all counter work runs
+//! atomically inside Redis as one Lua script ([`EVALSHA`], loaded again on `NOSCRIPT`)
+//! implementing exactly [`sluice_engine::window`]'s arithmetic: prune, conservative
+//! inclusion of every bucket that may hold an event of the window, retry-after from bucket
+//! expiry, refund. Time comes from Redis's own clock (`TIME` inside the script), so the
+//! clocks of edges and quota services do not matter. A key gets a TTL of period + one bucket
+//! whenever it is charged, so idle counters expire by themselves.
+//!
+//! # Keys and Redis Cluster
+//! Keys carry hash tags: `sluice:{<counter key>}:w` for a counter and
+//! `sluice:{m:<instance>}:charged` / `sluice:{m:<instance>}:eom` for a message session
+//! (long names, or names with braces, are tagged by a stable hash). A message session
+//! expires [`RedisStateSettings::session_ttl`] after creation (default 30 minutes) and is
+//! deleted at END-OF-MESSAGE.
+//!
+//! # All-or-nothing across slots
+//! The counters of one group usually live on different slots (different nodes), so no single
+//! script can take them together. A group is run as *take, then refund*: every op of the
+//! group is sent at once (one round trip); each take is atomic on its own counter and is
+//! only charged if it fits; if any op refused, every take that was charged is refunded (at
+//! the bucket it was charged to). A group that charges one counter twice is run op by op in
+//! order instead (taking in order, refunding what was taken at the first refusal), as the
+//! in-process state does. Either way **no limit is ever exceeded**: each counter only ever
+//! admits what fits under its own limit, atomically.
+//!
+//! The price is *under-admission under contention*: between a take and its refund, the
+//! taken amount occupies the counter, so a concurrent request may be refused by a counter
+//! that would have had room a moment later (two requests can both be refused where one
+//! would have fitted). It only happens while a group is being refused, is bounded by the
+//! amounts in flight, and clears within one round trip. The same holds for the in-process
+//! state. Without contention every answer is exactly `MemoryState`'s: a test feeds both the
+//! same sequence of batches and compares every reply.
+//!
+//! A once-per-message take reads the message session before charging and records the charge
+//! after its group was admitted; two RCPTs of one message processed at the very same time
+//! on two quota services could both charge (Postfix sends a message's recipients one after
+//! the other, so this does not happen in practice).
+//!
+//! # Failures
+//! Every Redis call is bounded by [`RedisStateSettings::timeout`] (default 250 ms) and
+//! failures map to [`sluice_engine::StateError::Unavailable`] or
+//! [`sluice_engine::StateError::Timeout`], so the caller can answer with its fallback
+//! action. If a call fails after other takes of its group were charged, those are refunded
+//! (best effort; a refund that fails too only under-admits until the window moves on).
+//!
+//! [`EVALSHA`]: https://redis.io/commands/evalsha/
+#![forbid(unsafe_code)]
+
+mod backend;
+mod conn;
+mod error;
+mod group;
+mod keys;
+mod scripts;
+mod session;
+mod state;
+
+pub use conn::Topology;
+pub use error::ConnectError;
+pub use state::{RedisState, RedisStateSettings};

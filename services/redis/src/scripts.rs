@@ -1,0 +1,168 @@
+//! The Lua scripts and their typed calls.
+
+use crate::conn::Conn;
+use redis::Script;
+use sluice_engine::window::WindowSpec;
+use sluice_engine::StateError;
+use std::time::Duration;
+
+/// Largest integer a Lua number (a double) holds exactly: costs and limits are capped here.
+const MAX_EXACT: u64 = 1 << 53;
+
+/// What the counter script does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Read the level.
+    Level,
+    /// Would the cost fit? Changes nothing.
+    Check,
+    /// Prune, then add the cost if it fits.
+    Take,
+    /// Give back a cost taken at the given time.
+    Refund,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Level => "level",
+            Mode::Check => "check",
+            Mode::Take => "take",
+            Mode::Refund => "refund",
+        }
+    }
+}
+
+/// The counter script's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CounterAnswer {
+    /// The cost fitted (and, for [`Mode::Take`], was charged).
+    pub fits: bool,
+    /// Level before a check or take, after a refund.
+    pub level: u64,
+    /// When refused: ms until the cost fits, `None` if it never can.
+    pub retry_after_ms: Option<u64>,
+    /// The time the script used (Redis's clock unless one was passed).
+    pub now_ms: u64,
+}
+
+/// One counter call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CounterCall<'a> {
+    /// The Redis key of the counter's window.
+    pub key: &'a str,
+    /// What to do.
+    pub mode: Mode,
+    /// Amount to check, take or refund.
+    pub cost: u64,
+    /// The limit.
+    pub limit: u64,
+    /// The window.
+    pub window: WindowSpec,
+    /// The time to use; `None`: Redis's own clock.
+    pub now_ms: Option<u64>,
+}
+
+/// The loaded-on-demand scripts (EVALSHA; loaded again on NOSCRIPT).
+pub(crate) struct Scripts {
+    counter: Script,
+    session_read: Script,
+    session_write: Script,
+    session_end: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        Scripts {
+            counter: Script::new(include_str!("counter.lua")),
+            session_read: Script::new(include_str!("session_read.lua")),
+            session_write: Script::new(include_str!("session_write.lua")),
+            session_end: Script::new(include_str!("session_end.lua")),
+        }
+    }
+
+    /// Runs the counter script.
+    pub(crate) async fn counter(
+        &self,
+        conn: &Conn,
+        timeout: Duration,
+        call: CounterCall<'_>,
+    ) -> Result<CounterAnswer, StateError> {
+        let mut inv = self.counter.prepare_invoke();
+        inv.key(call.key)
+            .arg(call.mode.as_str())
+            .arg(call.now_ms.map_or(-1, |n| n.min(MAX_EXACT) as i64))
+            .arg(call.cost.min(MAX_EXACT))
+            .arg(call.limit.min(MAX_EXACT))
+            .arg(call.window.period_ms.min(MAX_EXACT))
+            .arg(call.window.bucket_ms.min(MAX_EXACT));
+        let raw: Vec<i64> = conn.invoke(&inv, timeout).await?;
+        match raw[..] {
+            [fits, level, retry, now] => Ok(CounterAnswer {
+                fits: fits == 1,
+                level: level.max(0) as u64,
+                retry_after_ms: u64::try_from(retry).ok(),
+                now_ms: now.max(0) as u64,
+            }),
+            _ => Err(StateError::Unavailable(format!(
+                "unexpected counter script reply {raw:?}"
+            ))),
+        }
+    }
+
+    /// Reads a session: (charged counter keys, END-OF-MESSAGE fields and values).
+    pub(crate) async fn session_read(
+        &self,
+        conn: &Conn,
+        timeout: Duration,
+        charged_key: &str,
+        eom_key: &str,
+    ) -> Result<(Vec<String>, Vec<(String, String)>), StateError> {
+        let mut inv = self.session_read.prepare_invoke();
+        inv.key(charged_key).key(eom_key);
+        let (charged, eom): (Vec<String>, Vec<(String, String)>) =
+            conn.invoke(&inv, timeout).await?;
+        Ok((charged, eom))
+    }
+
+    /// Adds charged keys and END-OF-MESSAGE records to a session.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn session_write(
+        &self,
+        conn: &Conn,
+        timeout: Duration,
+        charged_key: &str,
+        eom_key: &str,
+        ttl_ms: u64,
+        charged: &[String],
+        records: &[(String, String)],
+    ) -> Result<(), StateError> {
+        let mut inv = self.session_write.prepare_invoke();
+        inv.key(charged_key)
+            .key(eom_key)
+            .arg(ttl_ms.max(1))
+            .arg(charged.len());
+        for c in charged {
+            inv.arg(c);
+        }
+        for (k, v) in records {
+            inv.arg(k).arg(v);
+        }
+        let _: i64 = conn.invoke(&inv, timeout).await?;
+        Ok(())
+    }
+
+    /// Deletes a session.
+    pub(crate) async fn session_end(
+        &self,
+        conn: &Conn,
+        timeout: Duration,
+        charged_key: &str,
+        eom_key: &str,
+    ) -> Result<(), StateError> {
+        let mut inv = self.session_end.prepare_invoke();
+        inv.key(charged_key).key(eom_key);
+        let _: i64 = conn.invoke(&inv, timeout).await?;
+        Ok(())
+    }
+}

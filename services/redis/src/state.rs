@@ -1,0 +1,257 @@
+//! [`RedisState`]: the engine's [`State`] on Redis.
+
+use crate::backend::Backend;
+use crate::conn::{Conn, Topology};
+use crate::error::ConnectError;
+use crate::group::{Group, Role};
+use crate::keys::Keys;
+use crate::scripts::Scripts;
+use crate::session::{Pending, Session};
+use sluice_engine::state::{BoxFuture, EomResult};
+use sluice_engine::{
+    Clock, CounterBatch, CounterOp, CounterReply, OpKind, OpResult, State, StateError,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Settings of a [`RedisState`].
+#[derive(Debug, Clone)]
+pub struct RedisStateSettings {
+    /// Bound on every Redis call (connecting included). Default 250 ms.
+    pub timeout: Duration,
+    /// How long a message session (per Postfix `instance`) is kept without END-OF-MESSAGE,
+    /// counted from its creation. Default 30 minutes, as `MemoryStateSettings`.
+    pub session_ttl: Duration,
+    /// First part of every key (lets several deployments share one Redis). Must not
+    /// contain `{` or `}`. Default `sluice`.
+    pub key_prefix: String,
+}
+
+impl Default for RedisStateSettings {
+    fn default() -> Self {
+        RedisStateSettings {
+            timeout: Duration::from_millis(250),
+            session_ttl: Duration::from_secs(30 * 60),
+            key_prefix: "sluice".to_string(),
+        }
+    }
+}
+
+/// Counters and message sessions in Redis (Cluster or one node), shared by any number of
+/// processes. Cheap to share behind an `Arc`; one per process is enough (the connection is
+/// multiplexed).
+pub struct RedisState {
+    backend: Backend,
+    topology: Topology,
+    session_ttl_ms: u64,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl RedisState {
+    /// Connects with default settings. One URL: a cluster if that node has
+    /// `cluster_enabled:1`, else a plain node; several URLs: cluster seed nodes.
+    pub async fn connect(urls: &[String]) -> Result<Self, ConnectError> {
+        Self::connect_with(urls, RedisStateSettings::default()).await
+    }
+
+    /// Connects with `settings` (see [`RedisState::connect`]).
+    pub async fn connect_with(
+        urls: &[String],
+        settings: RedisStateSettings,
+    ) -> Result<Self, ConnectError> {
+        if settings.key_prefix.contains(['{', '}']) {
+            return Err(ConnectError::InvalidPrefix(settings.key_prefix));
+        }
+        let (conn, topology) = Conn::connect(urls, settings.timeout).await?;
+        Ok(RedisState {
+            backend: Backend {
+                conn,
+                scripts: Scripts::new(),
+                keys: Keys::new(&settings.key_prefix),
+                timeout: settings.timeout,
+            },
+            topology,
+            session_ttl_ms: u64::try_from(settings.session_ttl.as_millis()).unwrap_or(u64::MAX),
+            clock: None,
+        })
+    }
+
+    /// **Test only.** Reads "now" from `clock` once per batch and passes it to the scripts
+    /// instead of letting them read Redis's own clock (`TIME`), so tests can move time by
+    /// hand and compare with `MemoryState`. Production code never calls this: in cluster
+    /// mode the quota services' and edges' clocks must not matter.
+    pub fn with_test_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Whether this talks to a Redis Cluster or to a single node.
+    pub fn topology(&self) -> Topology {
+        self.topology
+    }
+
+    async fn run(&self, batch: &CounterBatch) -> Result<CounterReply, StateError> {
+        let b = &self.backend;
+        let now_ms = self.clock.as_ref().map(|c| c.now_ms());
+        let instance = batch.instance.as_str();
+        let has_session = !instance.is_empty();
+        let (charged_key, eom_key) = (b.keys.charged(instance), b.keys.eom(instance));
+        let needs_read = has_session
+            && (batch.end_of_message.is_some()
+                || batch
+                    .groups
+                    .iter()
+                    .flatten()
+                    .any(|op| op.kind == OpKind::TakeOncePerMessage));
+        let mut session = if needs_read {
+            let (charged, eom) = b
+                .scripts
+                .session_read(&b.conn, b.timeout, &charged_key, &eom_key)
+                .await?;
+            Session::from_stored(charged, eom)
+        } else {
+            Session::default()
+        };
+
+        let mut groups = Vec::with_capacity(batch.groups.len());
+        for ops in &batch.groups {
+            let roles: Vec<Role> = ops
+                .iter()
+                .map(|op| match &op.kind {
+                    OpKind::Take { cost } => Role::Charge(*cost),
+                    OpKind::Check { cost } => Role::Check(*cost),
+                    OpKind::TakeOncePerMessage if session.charged.contains(&op.key) => {
+                        Role::Already
+                    }
+                    OpKind::TakeOncePerMessage => Role::Charge(1),
+                    OpKind::RecordForEom { .. } => Role::Record,
+                })
+                .collect();
+            let out = b
+                .run_group(&Group {
+                    ops,
+                    roles: &roles,
+                    dry_run: batch.dry_run,
+                    now_ms,
+                })
+                .await?;
+            if !out.refused && !batch.dry_run && has_session {
+                remember(&mut session, ops, &out.results);
+            }
+            groups.push(out.results);
+        }
+
+        let mut end_of_message = Vec::new();
+        if let (Some(size), true) = (batch.end_of_message, has_session) {
+            end_of_message = self
+                .end_of_message(&session.pending, size, batch.dry_run, now_ms)
+                .await?;
+        }
+
+        if has_session && !batch.dry_run {
+            if batch.end_of_message.is_some() {
+                b.scripts
+                    .session_end(&b.conn, b.timeout, &charged_key, &eom_key)
+                    .await?;
+            } else if session.changed() {
+                let records: Vec<(String, String)> = session
+                    .new_pending
+                    .iter()
+                    .map(|p| (p.key.clone(), p.encode()))
+                    .collect();
+                b.scripts
+                    .session_write(
+                        &b.conn,
+                        b.timeout,
+                        &charged_key,
+                        &eom_key,
+                        self.session_ttl_ms,
+                        &session.new_charged,
+                        &records,
+                    )
+                    .await?;
+            }
+        }
+        Ok(CounterReply {
+            groups,
+            end_of_message,
+        })
+    }
+
+    /// Charges `size` to every recorded counter: per group (ascending), all-or-nothing.
+    async fn end_of_message(
+        &self,
+        pending: &[Pending],
+        size: u64,
+        dry_run: bool,
+        now_ms: Option<u64>,
+    ) -> Result<Vec<EomResult>, StateError> {
+        let mut group_ids: Vec<u32> = pending.iter().map(|p| p.group).collect();
+        group_ids.sort_unstable();
+        group_ids.dedup();
+        let mut out = Vec::with_capacity(pending.len());
+        for id in group_ids {
+            let members: Vec<&Pending> = pending.iter().filter(|p| p.group == id).collect();
+            let ops: Vec<CounterOp> = members
+                .iter()
+                .map(|p| CounterOp {
+                    key: p.key.clone(),
+                    limit: p.limit,
+                    window: p.window,
+                    kind: OpKind::Take { cost: size },
+                })
+                .collect();
+            let roles = vec![Role::Charge(size); ops.len()];
+            let results = self
+                .backend
+                .run_group(&Group {
+                    ops: &ops,
+                    roles: &roles,
+                    dry_run,
+                    now_ms,
+                })
+                .await?
+                .results;
+            out.extend(
+                members
+                    .into_iter()
+                    .zip(results)
+                    .map(|(p, result)| EomResult {
+                        label: p.label.clone(),
+                        key: p.key.clone(),
+                        limit: p.limit,
+                        result,
+                    }),
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// Records once-per-message charges and END-OF-MESSAGE counters of an admitted group.
+fn remember(session: &mut Session, ops: &[CounterOp], results: &[OpResult]) {
+    for (op, r) in ops.iter().zip(results) {
+        match &op.kind {
+            OpKind::TakeOncePerMessage if r.outcome == sluice_engine::Outcome::Admitted => {
+                session.charge(&op.key);
+            }
+            OpKind::RecordForEom { label, group } => session.record(Pending {
+                key: op.key.clone(),
+                limit: op.limit,
+                window: op.window,
+                label: label.clone(),
+                group: *group,
+            }),
+            _ => {}
+        }
+    }
+}
+
+impl State for RedisState {
+    fn apply<'a>(
+        &'a self,
+        batch: &'a CounterBatch,
+    ) -> BoxFuture<'a, Result<CounterReply, StateError>> {
+        Box::pin(self.run(batch))
+    }
+}

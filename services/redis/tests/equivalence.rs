@@ -1,0 +1,33 @@
+//! One arithmetic, two implementations: `MemoryState` and the Lua scripts on a real
+//! 3-primary/3-replica Redis Cluster give the same answer to every batch.
+
+mod common;
+
+use common::{compare, settings, START_MS};
+use sluice_engine::ManualClock;
+use sluice_redis::{RedisState, Topology};
+use sluice_test_support::RedisCluster;
+use std::sync::Arc;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lua_and_memory_agree_on_every_reply() {
+    let cluster = RedisCluster::start(3, 1);
+    let clock = ManualClock::new(START_MS);
+    let redis = RedisState::connect_with(&cluster.urls(), settings("eq"))
+        .await
+        .expect("connect to the cluster")
+        .with_test_clock(Arc::new(clock.clone()));
+    assert_eq!(redis.topology(), Topology::Cluster);
+    let refused = compare(&redis, &clock, 0x5eed, 3_000).await;
+    assert!(
+        refused > 100,
+        "the sequence must exercise refusals ({refused})"
+    );
+    // A second, independent sequence (fresh keys: another prefix).
+    let clock = ManualClock::new(START_MS + 12_345);
+    let redis = RedisState::connect_with(&cluster.urls(), settings("eq2"))
+        .await
+        .expect("connect to the cluster")
+        .with_test_clock(Arc::new(clock.clone()));
+    compare(&redis, &clock, 42, 1_500).await;
+}
