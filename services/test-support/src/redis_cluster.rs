@@ -95,6 +95,17 @@ impl Proc {
         }
     }
 
+    /// Sends SIGSTOP (`pause`) or SIGCONT: a stopped server accepts connections but never
+    /// answers, like a stalled one.
+    fn signal(&self, sig: &str) {
+        let child = self.child.as_ref().expect("node is not running");
+        let ok = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} redis-server on port {} failed", self.port);
+    }
+
     fn running(&self) -> bool {
         self.child.is_some()
     }
@@ -142,6 +153,16 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.proc.kill();
         self.proc.spawn();
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open but nothing is answered.
+    pub fn pause(&self) {
+        self.proc.signal("-STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.proc.signal("-CONT");
     }
 
     /// Runs `redis-cli -p <port> <args>` and returns its output.
@@ -299,6 +320,17 @@ impl RedisCluster {
         port
     }
 
+    /// Freezes the node on `port` (SIGSTOP): it keeps its connections but answers nothing
+    /// (the cluster fails it over after about [`CLUSTER_NODE_TIMEOUT_MS`]).
+    pub fn pause_node(&self, port: u16) {
+        self.proc(port).signal("-STOP");
+    }
+
+    /// Lets a paused node go on (SIGCONT).
+    pub fn resume_node(&self, port: u16) {
+        self.proc(port).signal("-CONT");
+    }
+
     /// Starts the node on `port` again with its old cluster configuration (it rejoins,
     /// as a replica if it was failed over).
     pub fn restart_node(&mut self, port: u16) {
@@ -376,6 +408,13 @@ impl RedisCluster {
 
     fn cluster_nodes(&self) -> String {
         self.cli_any(&["cluster", "nodes"])
+    }
+
+    fn proc(&self, port: u16) -> &Proc {
+        self.procs
+            .iter()
+            .find(|p| p.port == port)
+            .unwrap_or_else(|| panic!("no node on port {port}"))
     }
 
     fn proc_mut(&mut self, port: u16) -> &mut Proc {

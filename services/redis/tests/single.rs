@@ -1,0 +1,139 @@
+//! `RedisState` on one plain Redis node, and what happens when Redis is dead or slow.
+
+mod common;
+
+use common::{compare, settings, START_MS};
+use sluice_engine::window::WindowSpec;
+use sluice_engine::{CounterBatch, CounterOp, ManualClock, OpKind, State, StateError};
+use sluice_redis::{ConnectError, RedisState, RedisStateSettings, Topology};
+use sluice_test_support::RedisServer;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn one_take() -> CounterBatch {
+    CounterBatch {
+        groups: vec![vec![CounterOp {
+            key: "Sender:a@example.com".into(),
+            limit: 10,
+            window: WindowSpec::new(60_000, 60),
+            kind: OpKind::Take { cost: 1 },
+        }]],
+        ..CounterBatch::default()
+    }
+}
+
+fn fast(timeout_ms: u64) -> RedisStateSettings {
+    RedisStateSettings {
+        timeout: Duration::from_millis(timeout_ms),
+        ..RedisStateSettings::default()
+    }
+}
+
+#[tokio::test]
+async fn a_single_plain_node_gives_the_same_answers() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(START_MS);
+    let redis = RedisState::connect_with(&[server.url()], settings("single"))
+        .await
+        .unwrap()
+        .with_test_clock(Arc::new(clock.clone()));
+    assert_eq!(redis.topology(), Topology::Single);
+    compare(&redis, &clock, 7, 1_500).await;
+    // Redis's own clock works too.
+    let real = RedisState::connect(&[server.url()]).await.unwrap();
+    let reply = real.apply(&one_take()).await.unwrap();
+    assert_eq!(reply.groups[0][0].used, 1);
+}
+
+#[tokio::test]
+async fn a_dead_redis_is_an_error_within_the_timeout() {
+    let mut server = RedisServer::start();
+    let state = RedisState::connect_with(&[server.url()], fast(250))
+        .await
+        .unwrap();
+    state.apply(&one_take()).await.unwrap();
+    server.stop();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let err = state.apply(&one_take()).await.unwrap_err();
+        assert!(
+            t.elapsed() < Duration::from_millis(750),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(
+            matches!(err, StateError::Unavailable(_) | StateError::Timeout),
+            "{err:?}"
+        );
+    }
+    // It comes back by itself once Redis does (an empty Redis: nothing was persisted).
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match state.apply(&one_take()).await {
+            Ok(reply) => {
+                assert_eq!(reply.groups[0][0].used, 1);
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "no recovery: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Connecting to a dead port fails fast with a clear error.
+    server.stop();
+    let t = Instant::now();
+    let err = RedisState::connect_with(&[server.url()], fast(250))
+        .await
+        .err()
+        .expect("connecting to a dead Redis fails");
+    assert!(
+        t.elapsed() < Duration::from_millis(750),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(
+        matches!(err, ConnectError::Redis(_) | ConnectError::Timeout),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_times_out() {
+    let server = RedisServer::start();
+    let state = RedisState::connect_with(&[server.url()], fast(200))
+        .await
+        .unwrap();
+    state.apply(&one_take()).await.unwrap();
+    server.pause();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let err = state.apply(&one_take()).await.unwrap_err();
+        assert!(
+            t.elapsed() < Duration::from_millis(600),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(err, StateError::Timeout);
+    }
+    server.resume();
+    // Answers again once Redis does.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state.apply(&one_take()).await.is_err() {
+        assert!(Instant::now() < deadline, "no recovery after a stall");
+    }
+}
+
+#[tokio::test]
+async fn bad_settings_are_refused() {
+    let err = RedisState::connect(&[]).await.err().unwrap();
+    assert_eq!(err, ConnectError::NoUrls);
+    let s = RedisStateSettings {
+        key_prefix: "a{b".into(),
+        ..RedisStateSettings::default()
+    };
+    let err = RedisState::connect_with(&["redis://127.0.0.1:1".into()], s)
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, ConnectError::InvalidPrefix(_)));
+}
