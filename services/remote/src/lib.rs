@@ -1,2 +1,27 @@
-//! RemoteState (in progress).
+//! [`RemoteState`]: the engine's [`sluice_engine::State`] in cluster mode — each batch is one
+//! `sluice.quota.v1.Quota/Apply` call to a quota service.
+//!
+//! Layout:
+//! - [`state`] — [`RemoteState`]: the deadline, one retry on another endpoint when the
+//!   call provably never reached a service, error mapping.
+//! - [`pool`] — the endpoints: URL parsing, DNS resolution, load balancing (power of two
+//!   choices by in-flight calls), down marking.
+//! - [`maintain`] — the background task: re-resolving names, probing `grpc.health.v1`.
+//! - [`cache`] — the local over-limit cache answering known refusals without a call.
+//! - [`config`] — [`RemoteConfig`]; [`error`] — [`RemoteError`] and the status mapping.
+//!
+//! This crate knows nothing about Redis, SQL or the policy protocol.
 #![forbid(unsafe_code)]
+
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod maintain;
+pub mod pool;
+pub mod state;
+
+pub use cache::OverLimitCache;
+pub use config::RemoteConfig;
+pub use error::{state_error_from_status, RemoteError};
+pub use pool::EndpointStats;
+pub use state::RemoteState;

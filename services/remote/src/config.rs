@@ -1,0 +1,63 @@
+//! Settings of [`crate::RemoteState`].
+
+use crate::error::RemoteError;
+use std::time::Duration;
+
+/// Settings of the quota-service client.
+#[derive(Debug, Clone)]
+pub struct RemoteConfig {
+    /// The whole budget of one batch, retry included (default 200 ms). Past it the batch
+    /// fails with `StateError::Timeout` and the engine answers its fallback action. Keep it
+    /// below the edge's request deadline.
+    pub deadline: Duration,
+    /// How long a TCP connect to one endpoint may take (default 50 ms).
+    pub connect_timeout: Duration,
+    /// How often every endpoint's `grpc.health.v1` is probed (default 1 s): an endpoint
+    /// marked down comes back once it answers SERVING.
+    pub probe_interval: Duration,
+    /// How often DNS names among the endpoints are re-resolved (default 5 s).
+    pub resolve_interval: Duration,
+    /// Whether the local over-limit cache is used (default on; see [`crate::cache`]).
+    pub over_limit_cache: bool,
+    /// Most entries the over-limit cache holds (default 100,000; the oldest is evicted).
+    pub over_limit_cache_capacity: usize,
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        RemoteConfig {
+            deadline: Duration::from_millis(200),
+            connect_timeout: Duration::from_millis(50),
+            probe_interval: Duration::from_secs(1),
+            resolve_interval: Duration::from_secs(5),
+            over_limit_cache: true,
+            over_limit_cache_capacity: 100_000,
+        }
+    }
+}
+
+impl RemoteConfig {
+    /// Checks every setting, reporting all problems at once.
+    pub fn validate(&self) -> Result<(), RemoteError> {
+        let mut problems = Vec::new();
+        for (name, d) in [
+            ("deadline", self.deadline),
+            ("connect_timeout", self.connect_timeout),
+            ("probe_interval", self.probe_interval),
+            ("resolve_interval", self.resolve_interval),
+        ] {
+            if d.is_zero() {
+                problems.push(format!("{name} must be greater than zero"));
+            }
+        }
+        if self.over_limit_cache && self.over_limit_cache_capacity == 0 {
+            problems
+                .push("over_limit_cache_capacity must be at least 1 when the cache is on".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(RemoteError::InvalidConfig(problems.join("; ")))
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Errors of the client, and the one mapping from gRPC statuses to [`StateError`].
+
+use sluice_engine::StateError;
+use std::error::Error as _;
+use tonic::{Code, Status};
+
+/// Why [`crate::RemoteState::connect`] failed (the operator's fault; not retryable).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemoteError {
+    /// No endpoint was given.
+    #[error("no quota-service endpoint given")]
+    NoEndpoints,
+    /// An endpoint is not an `http://host:port` URL.
+    #[error("invalid quota-service endpoint {url:?}: {reason}")]
+    InvalidEndpoint {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A setting is out of range.
+    #[error("invalid quota client settings: {0}")]
+    InvalidConfig(String),
+}
+
+/// The one mapping from a failed call to the engine's error: `DEADLINE_EXCEEDED` (and the
+/// client-side "Timeout expired" cancellation) → [`StateError::Timeout`]; anything else —
+/// transport failures, `UNAVAILABLE` from a service whose backend is down, protocol
+/// mismatches — → [`StateError::Unavailable`].
+pub fn state_error_from_status(s: &Status) -> StateError {
+    match s.code() {
+        Code::DeadlineExceeded => StateError::Timeout,
+        Code::Cancelled if s.message().contains("Timeout expired") => StateError::Timeout,
+        code => StateError::Unavailable(format!("quota service: {code:?}: {}", s.message())),
+    }
+}
+
+/// Whether the call provably never reached a quota service: the connection to the endpoint
+/// could not be made, so nothing was sent and a retry elsewhere cannot double-charge.
+pub(crate) fn never_sent(s: &Status) -> bool {
+    let mut source = s.source();
+    while let Some(e) = source {
+        if e.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Whether the failure is the transport's (the endpoint is unhealthy), not an answer the
+/// service sent (which has no source error).
+pub(crate) fn is_transport_failure(s: &Status) -> bool {
+    s.source().is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_state_errors() {
+        assert_eq!(
+            state_error_from_status(&Status::deadline_exceeded("slow")),
+            StateError::Timeout
+        );
+        assert_eq!(
+            state_error_from_status(&Status::cancelled("Timeout expired")),
+            StateError::Timeout
+        );
+        for s in [
+            Status::unavailable("redis down"),
+            Status::internal("bug"),
+            Status::invalid_argument("bad"),
+            Status::cancelled("reset"),
+        ] {
+            assert!(
+                matches!(state_error_from_status(&s), StateError::Unavailable(_)),
+                "{s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_statuses_are_neither_unsent_nor_transport_failures() {
+        let s = Status::unavailable("redis down");
+        assert!(!never_sent(&s));
+        assert!(!is_transport_failure(&s));
+    }
+}

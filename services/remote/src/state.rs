@@ -1,0 +1,247 @@
+//! [`RemoteState`]: one batch, one `Apply` call, under a deadline.
+//!
+//! **Deadline.** The whole batch — picking an endpoint, connecting, the call and a possible
+//! retry — runs under [`RemoteConfig::deadline`]; past it the batch fails with
+//! [`StateError::Timeout`]. The remaining budget travels as the gRPC deadline too.
+//!
+//! **Retry, never double-charging.** A failed call is retried once, on another endpoint,
+//! within the same deadline, only when it provably never reached a quota service: the
+//! connection to the endpoint could not be made (refused, unreachable, connect timeout), so
+//! nothing was sent. Anything else is not retried, because the batch may have been applied:
+//! a timeout after sending (the service runs a batch to completion even when the caller gave
+//! up), a connection reset mid-call, or an `UNAVAILABLE` answered by a service whose backend
+//! failed part-way. Those fail with [`StateError`] and the engine answers its fallback action.
+//!
+//! **Health.** A transport failure marks the endpoint down (it is skipped while others are
+//! up); a successful call or a SERVING health probe (see [`crate::maintain`]) marks it up.
+
+use crate::cache::OverLimitCache;
+use crate::config::RemoteConfig;
+use crate::error::{is_transport_failure, never_sent, state_error_from_status, RemoteError};
+use crate::pool::{Backend, EndpointSpec, EndpointStats, Pool};
+use sluice_engine::state::BoxFuture;
+use sluice_engine::{Clock, CounterBatch, CounterReply, OpResult, State, StateError, SystemClock};
+use sluice_proto::v1::ApplyRequest;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tonic::Status;
+
+/// Shared by the state and its background task.
+pub(crate) struct Inner {
+    pub pool: Pool,
+    pub config: RemoteConfig,
+    cache: Option<OverLimitCache>,
+    clock: Arc<dyn Clock>,
+}
+
+/// The engine's [`State`] backed by quota services over gRPC.
+pub struct RemoteState {
+    inner: Arc<Inner>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for RemoteState {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RemoteState {
+    /// Connects (lazily) to the quota services at `endpoints` (`http://host:port` URLs; a
+    /// name resolving to several addresses stands for all of them). Fails only on invalid
+    /// URLs or settings; unreachable or unresolvable endpoints are retried in the background.
+    /// Must be called within a tokio runtime (it spawns the background task).
+    pub async fn connect(
+        endpoints: Vec<String>,
+        config: RemoteConfig,
+    ) -> Result<Self, RemoteError> {
+        Self::connect_with_clock(endpoints, config, Arc::new(SystemClock)).await
+    }
+
+    /// [`RemoteState::connect`] with the clock the over-limit cache reads (tests move it by
+    /// hand).
+    pub async fn connect_with_clock(
+        endpoints: Vec<String>,
+        config: RemoteConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, RemoteError> {
+        config.validate()?;
+        if endpoints.is_empty() {
+            return Err(RemoteError::NoEndpoints);
+        }
+        let specs = endpoints
+            .iter()
+            .map(|u| EndpointSpec::parse(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let pool = Pool::new(specs, config.clone()).await;
+        let cache = config
+            .over_limit_cache
+            .then(|| OverLimitCache::new(config.over_limit_cache_capacity));
+        let inner = Arc::new(Inner {
+            pool,
+            config,
+            cache,
+            clock,
+        });
+        let task = tokio::spawn(crate::maintain::run(Arc::downgrade(&inner)));
+        Ok(RemoteState { inner, task })
+    }
+
+    /// Per-address snapshots (up/down, calls, in flight), for metrics and logs.
+    pub fn endpoints(&self) -> Vec<EndpointStats> {
+        self.inner.pool.stats()
+    }
+
+    /// Number of entries in the over-limit cache (0 when it is off).
+    pub fn cached_over_limit(&self) -> usize {
+        self.inner.cache.as_ref().map_or(0, OverLimitCache::len)
+    }
+
+    /// Probes every endpoint's health now (the background task does it every
+    /// [`RemoteConfig::probe_interval`]).
+    pub async fn probe_now(&self) {
+        let c = &self.inner.config;
+        crate::maintain::probe_all(&self.inner.pool, c.connect_timeout + c.deadline).await;
+    }
+
+    /// Re-resolves the endpoints now (the background task does it every
+    /// [`RemoteConfig::resolve_interval`]).
+    pub async fn resolve_now(&self) {
+        self.inner.pool.refresh().await;
+    }
+
+    async fn apply_batch(&self, batch: &CounterBatch) -> Result<CounterReply, StateError> {
+        let Some(cache) = self.inner.cache.as_ref().filter(|_| !batch.dry_run) else {
+            return self.remote(batch).await;
+        };
+        let now = self.inner.clock.now_ms();
+        let local: Vec<Option<Vec<OpResult>>> = batch
+            .groups
+            .iter()
+            .map(|g| cache.answer_group(g, now))
+            .collect();
+        let answered = local.iter().filter(|l| l.is_some()).count();
+        if answered == 0 {
+            let reply = self.remote(batch).await?;
+            let now = self.inner.clock.now_ms();
+            for (ops, results) in batch.groups.iter().zip(&reply.groups) {
+                cache.observe(ops, results, now);
+            }
+            return Ok(reply);
+        }
+        tracing::debug!(groups = answered, "Answered from the over-limit cache.");
+        if answered == batch.groups.len() && batch.end_of_message.is_none() {
+            return Ok(CounterReply {
+                groups: local.into_iter().flatten().collect(),
+                end_of_message: Vec::new(),
+            });
+        }
+        let rest = CounterBatch {
+            instance: batch.instance.clone(),
+            dry_run: batch.dry_run,
+            groups: batch
+                .groups
+                .iter()
+                .zip(&local)
+                .filter(|(_, l)| l.is_none())
+                .map(|(g, _)| g.clone())
+                .collect(),
+            end_of_message: batch.end_of_message,
+        };
+        let reply = self.remote(&rest).await?;
+        let now = self.inner.clock.now_ms();
+        for (ops, results) in rest.groups.iter().zip(&reply.groups) {
+            cache.observe(ops, results, now);
+        }
+        let mut remote_groups = reply.groups.into_iter();
+        let groups = local
+            .into_iter()
+            .map(|l| l.or_else(|| remote_groups.next()).unwrap_or_default())
+            .collect();
+        Ok(CounterReply {
+            groups,
+            end_of_message: reply.end_of_message,
+        })
+    }
+
+    /// One batch to the quota services, under the deadline.
+    async fn remote(&self, batch: &CounterBatch) -> Result<CounterReply, StateError> {
+        let deadline = Instant::now() + self.inner.config.deadline;
+        match tokio::time::timeout_at(deadline, self.attempts(batch, deadline)).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::debug!(deadline = ?self.inner.config.deadline, "Quota call timed out.");
+                Err(StateError::Timeout)
+            }
+        }
+    }
+
+    async fn attempts(
+        &self,
+        batch: &CounterBatch,
+        deadline: Instant,
+    ) -> Result<CounterReply, StateError> {
+        let pool = &self.inner.pool;
+        let Some(first) = pool.pick(None) else {
+            return Err(StateError::Unavailable(
+                "no quota-service endpoint resolved".into(),
+            ));
+        };
+        let status = match attempt(&first, batch, deadline).await {
+            Ok(reply) => return Ok(reply),
+            Err(status) => status,
+        };
+        if is_transport_failure(&status) {
+            first.mark_down(status.message());
+        }
+        if !never_sent(&status) {
+            return Err(state_error_from_status(&status));
+        }
+        let Some(second) = pool.pick(Some(first.addr)) else {
+            return Err(state_error_from_status(&status));
+        };
+        tracing::debug!(failed = %first.addr, retry = %second.addr, "Retrying on another quota service.");
+        attempt(&second, batch, deadline).await.map_err(|status| {
+            if is_transport_failure(&status) {
+                second.mark_down(status.message());
+            }
+            state_error_from_status(&status)
+        })
+    }
+}
+
+/// One call to one backend.
+async fn attempt(
+    backend: &Backend,
+    batch: &CounterBatch,
+    deadline: Instant,
+) -> Result<CounterReply, Status> {
+    let _in_flight = backend.start_call();
+    let mut request = tonic::Request::new(ApplyRequest::from(batch));
+    request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+    let mut client = backend.client.clone();
+    let reply = client.apply(request).await?.into_inner();
+    backend.mark_up();
+    let reply = CounterReply::try_from(reply)
+        .map_err(|e| Status::internal(format!("malformed reply: {e}")))?;
+    let shape_ok = reply.groups.len() == batch.groups.len()
+        && reply
+            .groups
+            .iter()
+            .zip(&batch.groups)
+            .all(|(r, ops)| r.len() == ops.len());
+    if !shape_ok {
+        return Err(Status::internal("reply does not match the batch's shape"));
+    }
+    Ok(reply)
+}
+
+impl State for RemoteState {
+    fn apply<'a>(
+        &'a self,
+        batch: &'a CounterBatch,
+    ) -> BoxFuture<'a, Result<CounterReply, StateError>> {
+        Box::pin(self.apply_batch(batch))
+    }
+}
