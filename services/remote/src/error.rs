@@ -35,12 +35,19 @@ pub fn state_error_from_status(s: &Status) -> StateError {
     }
 }
 
-/// Whether the call provably never reached a quota service: the connection to the endpoint
-/// could not be made, so nothing was sent and a retry elsewhere cannot double-charge.
+/// Whether the call provably never reached a quota service, so a retry elsewhere cannot
+/// double-charge: the connection to the endpoint could not be made (tonic's
+/// `ConnectError`), or the request was still queued for a connection that closed before
+/// taking it (hyper's "canceled": the request was handed back unsent).
 pub(crate) fn never_sent(s: &Status) -> bool {
     let mut source = s.source();
     while let Some(e) = source {
         if e.is::<tonic::ConnectError>() {
+            return true;
+        }
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
             return true;
         }
         source = e.source();
@@ -48,10 +55,21 @@ pub(crate) fn never_sent(s: &Status) -> bool {
     false
 }
 
-/// Whether the failure is the transport's (the endpoint is unhealthy), not an answer the
-/// service sent (which has no source error).
+/// Whether the failure is the transport's (the endpoint is unhealthy): not an answer the
+/// service sent (those carry no source error), nor the call's own deadline expiring
+/// (slowness is the backend's, not the endpoint's).
 pub(crate) fn is_transport_failure(s: &Status) -> bool {
-    s.source().is_some()
+    let mut source = s.source();
+    if source.is_none() {
+        return false;
+    }
+    while let Some(e) = source {
+        if e.is::<tonic::TimeoutExpired>() {
+            return false;
+        }
+        source = e.source();
+    }
+    true
 }
 
 #[cfg(test)]
