@@ -26,6 +26,9 @@ pub(crate) struct Shared {
     pub(crate) config: EdgeConfig,
     /// The fallback action, encoded once.
     fallback_reply: Vec<u8>,
+    /// Set when shutdown starts: checked between requests (cheaper than asking the
+    /// cancellation token, which takes a lock).
+    pub(crate) stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -35,6 +38,7 @@ impl Shared {
             engine,
             config,
             fallback_reply,
+            stopping: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -130,7 +134,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                         Err(e) => return Closed::Io(e),
                     }
                     started = None;
-                    if shutdown.is_cancelled() {
+                    if self
+                        .shared
+                        .stopping
+                        .load(std::sync::atomic::Ordering::Acquire)
+                    {
                         return Closed::Shutdown;
                     }
                     if self.buf.capacity() > MAX_KEPT_CAPACITY && self.buf.len() < READ_CHUNK {
@@ -143,7 +151,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             if self.buf.is_empty() {
                 // Between requests: idle, and closed on shutdown.
                 started = None;
-                if shutdown.is_cancelled() {
+                if self
+                    .shared
+                    .stopping
+                    .load(std::sync::atomic::Ordering::Acquire)
+                {
                     return Closed::Shutdown;
                 }
                 tokio::select! {

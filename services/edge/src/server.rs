@@ -56,6 +56,9 @@ pub async fn run(
         connections = tasks.tracker.len(),
         "Shutting down: not accepting, finishing requests in flight"
     );
+    shared
+        .stopping
+        .store(true, std::sync::atomic::Ordering::Release);
     tasks.soft.cancel();
     tasks.tracker.close();
     if tokio::time::timeout(grace, tasks.tracker.wait())

@@ -134,20 +134,24 @@ impl Decision {
 
 /// The identity of one counter: policy, quota, limit type and track key.
 pub fn counter_key(policy: &str, quota: &str, kind: LimitKind, track_key: &str) -> String {
-    fn esc(s: &str) -> std::borrow::Cow<'_, str> {
+    fn push_escaped(out: &mut String, s: &str) {
         if s.contains(['/', '%']) {
-            s.replace('%', "%25").replace('/', "%2F").into()
+            out.push_str(&s.replace('%', "%25").replace('/', "%2F"));
         } else {
-            s.into()
+            out.push_str(s);
         }
     }
-    format!(
-        "{}/{}/{}/{}",
-        esc(policy),
-        esc(quota),
-        kind.as_str(),
-        track_key
-    )
+    let kind = kind.as_str();
+    let mut key =
+        String::with_capacity(policy.len() + quota.len() + kind.len() + track_key.len() + 3);
+    push_escaped(&mut key, policy);
+    key.push('/');
+    push_escaped(&mut key, quota);
+    key.push('/');
+    key.push_str(kind);
+    key.push('/');
+    key.push_str(track_key);
+    key
 }
 
 /// The END-OF-MESSAGE label of a quota (policy and quota names).
@@ -386,12 +390,7 @@ impl Engine {
                     }
                 }
                 if q.last_quota {
-                    note(&mut trace, || {
-                        format!(
-                            "  quota {:?} of policy {:?} is LastQuota: later quotas are skipped.",
-                            q.name, p.name
-                        )
-                    });
+                    last_quota = Some((q.name.clone(), p.name.clone()));
                     break 'policies;
                 }
             }

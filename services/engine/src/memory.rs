@@ -13,9 +13,9 @@ use crate::state::{
     StateError,
 };
 use crate::window::{TakeOutcome, Window, WindowSpec};
-use std::collections::hash_map::DefaultHasher;
+use foldhash::quality::RandomState;
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Settings of the in-process state.
@@ -63,18 +63,14 @@ struct Pending {
 pub struct MemoryState {
     clock: Arc<dyn Clock>,
     settings: MemoryStateSettings,
-    counters: Vec<Mutex<HashMap<String, Counter>>>,
-    sessions: Vec<Mutex<HashMap<String, Session>>>,
+    counters: Vec<Mutex<HashMap<String, Counter, RandomState>>>,
+    /// Picks a key's shard (seeded per process, like the maps).
+    hasher: RandomState,
+    sessions: Vec<Mutex<HashMap<String, Session, RandomState>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn shard_of(key: &str, n: usize) -> usize {
-    let mut h = DefaultHasher::new();
-    key.hash(&mut h);
-    (h.finish() % n as u64) as usize
 }
 
 impl MemoryState {
@@ -83,8 +79,9 @@ impl MemoryState {
         let n = settings.shards.max(1);
         MemoryState {
             clock,
-            counters: (0..n).map(|_| Mutex::new(HashMap::new())).collect(),
-            sessions: (0..n).map(|_| Mutex::new(HashMap::new())).collect(),
+            counters: (0..n).map(|_| Mutex::new(HashMap::default())).collect(),
+            sessions: (0..n).map(|_| Mutex::new(HashMap::default())).collect(),
+            hasher: RandomState::default(),
             settings,
         }
     }
@@ -123,12 +120,19 @@ impl MemoryState {
         self.sessions.iter().map(|s| lock(s).len()).sum()
     }
 
-    fn counter_shard(&self, key: &str) -> MutexGuard<'_, HashMap<String, Counter>> {
-        lock(&self.counters[shard_of(key, self.counters.len())])
+    fn shard_of(&self, key: &str, n: usize) -> usize {
+        (self.hasher.hash_one(key) % n as u64) as usize
     }
 
-    fn session_shard(&self, instance: &str) -> MutexGuard<'_, HashMap<String, Session>> {
-        lock(&self.sessions[shard_of(instance, self.sessions.len())])
+    fn counter_shard(&self, key: &str) -> MutexGuard<'_, HashMap<String, Counter, RandomState>> {
+        lock(&self.counters[self.shard_of(key, self.counters.len())])
+    }
+
+    fn session_shard(
+        &self,
+        instance: &str,
+    ) -> MutexGuard<'_, HashMap<String, Session, RandomState>> {
+        lock(&self.sessions[self.shard_of(instance, self.sessions.len())])
     }
 
     /// Takes (or, when `dry_run`, checks) `cost` on one counter.

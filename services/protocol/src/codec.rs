@@ -147,9 +147,8 @@ impl RawRequest {
 #[derive(Debug, Clone)]
 pub struct RequestDecoder {
     limits: Limits,
-    /// Where the first incomplete line of the buffered request starts: complete lines are
-    /// not scanned again when more bytes arrive, so a client sending byte by byte does not
-    /// make decoding quadratic.
+    /// How much of the buffer was already searched for the blank line that ends a request:
+    /// a client sending byte by byte does not make decoding quadratic.
     resume: usize,
 }
 
@@ -179,30 +178,22 @@ impl RequestDecoder {
                 buf.drain(..lead);
             }
         }
-        let mut line_start = self.resume.min(buf.len());
-        while let Some(nl) = memchr::memchr(b'\n', &buf[line_start..]) {
-            let end = line_start + nl;
-            let line = trim_cr(&buf[line_start..end]);
-            if line.is_empty() {
-                let total = end + 1;
-                if total > self.limits.max_request_len {
-                    return Err(self.too_large());
-                }
-                let req = self.parse(&buf[..line_start])?;
-                buf.drain(..total);
-                self.resume = 0;
-                return Ok(Some(req));
+        // Bytes before `resume` were searched already; step back so a blank line split
+        // across two reads is still found.
+        let from = self.resume.saturating_sub(2).min(buf.len());
+        if let Some((block_end, total)) = find_blank_line(buf, from) {
+            if total > self.limits.max_request_len {
+                return Err(self.too_large());
             }
-            if line.len() > self.limits.max_line_len {
-                return Err(FrameError::LineTooLong {
-                    limit: self.limits.max_line_len,
-                });
-            }
-            line_start = end + 1;
+            let req = self.parse(&buf[..block_end])?;
+            buf.drain(..total);
+            return Ok(Some(req));
         }
-        self.resume = line_start;
+        self.resume = buf.len();
         // The line still incomplete may already be over the caps: fail now, not at 1 MiB.
-        if buf.len() - line_start > self.limits.max_line_len + 1 {
+        let tail_start = memchr::memrchr(b'\n', buf).map_or(0, |i| i + 1);
+        if buf.len() - tail_start > self.limits.max_line_len + 1 {
+            self.resume = 0;
             return Err(FrameError::LineTooLong {
                 limit: self.limits.max_line_len,
             });
@@ -227,21 +218,31 @@ impl RequestDecoder {
             Err(_) => String::from_utf8_lossy(block).into_owned(),
         };
         let mut spans = Vec::with_capacity(32);
-        let mut start = 0usize;
-        let mut number = 0usize;
-        for raw_line in text.split('\n') {
-            let line_len = raw_line.len();
-            let line = raw_line.strip_suffix('\r').unwrap_or(raw_line);
-            number += 1;
-            let line_begin = start;
-            start += line_len + 1;
+        let bytes = text.as_bytes();
+        if let Some(at) = memchr::memchr(0, bytes) {
+            let line = memchr::memchr_iter(b'\n', &bytes[..at]).count() + 1;
+            return Err(FrameError::NulByte { line });
+        }
+        let mut line_begin = 0usize;
+        let ends = memchr::memchr_iter(b'\n', bytes).chain(std::iter::once(bytes.len()));
+        for (index, line_end) in ends.enumerate() {
+            let number = index + 1;
+            if line_begin >= bytes.len() {
+                break;
+            }
+            let line = trim_cr(&bytes[line_begin..line_end]);
+            if line.len() > self.limits.max_line_len {
+                return Err(FrameError::LineTooLong {
+                    limit: self.limits.max_line_len,
+                });
+            }
+            let begin = line_begin;
+            line_begin = line_end + 1;
             if line.is_empty() {
                 continue;
             }
-            if line.as_bytes().contains(&0) {
-                return Err(FrameError::NulByte { line: number });
-            }
-            let eq = match line.find('=') {
+            // Names are short: a plain scan beats a SIMD search's set-up here.
+            let eq = match line.iter().position(|&b| b == b'=') {
                 Some(0) | None => return Err(FrameError::MalformedLine { line: number }),
                 Some(eq) => eq,
             };
@@ -251,9 +252,9 @@ impl RequestDecoder {
                 });
             }
             spans.push((
-                line_begin as u32,
-                (line_begin + eq) as u32,
-                (line_begin + line.len()) as u32,
+                begin as u32,
+                (begin + eq) as u32,
+                (begin + line.len()) as u32,
             ));
         }
         Ok(RawRequest { text, spans })
@@ -263,6 +264,21 @@ impl RequestDecoder {
 impl Default for RequestDecoder {
     fn default() -> Self {
         RequestDecoder::new(Limits::default())
+    }
+}
+
+/// The first blank line at or after `from`: `(end of the attribute block, end of the blank
+/// line)`. Postfix ends lines with `\n`; `\r\n` is accepted too.
+fn find_blank_line(buf: &[u8], from: usize) -> Option<(usize, usize)> {
+    let hay = &buf[from..];
+    let lf = memchr::memmem::find(hay, b"\n\n").map(|p| (from + p + 1, from + p + 2));
+    if memchr::memchr(b'\r', hay).is_none() {
+        return lf;
+    }
+    let crlf = memchr::memmem::find(hay, b"\n\r\n").map(|p| (from + p + 1, from + p + 3));
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
     }
 }
 

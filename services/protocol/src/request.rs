@@ -54,6 +54,20 @@ impl fmt::Display for ProtocolState {
 impl FromStr for ProtocolState {
     type Err = RequestError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let known = [
+            ProtocolState::Rcpt,
+            ProtocolState::EndOfMessage,
+            ProtocolState::Connect,
+            ProtocolState::Ehlo,
+            ProtocolState::Helo,
+            ProtocolState::Mail,
+            ProtocolState::Data,
+            ProtocolState::Vrfy,
+            ProtocolState::Etrn,
+        ];
+        if let Some(state) = known.into_iter().find(|k| k.as_str() == s) {
+            return Ok(state);
+        }
         Ok(match s.to_ascii_uppercase().as_str() {
             "CONNECT" => ProtocolState::Connect,
             "EHLO" => ProtocolState::Ehlo,
@@ -229,54 +243,63 @@ impl PolicyRequest {
     /// Validates and types a framed request. Unknown attributes are ignored; when a name
     /// repeats, the last value wins.
     pub fn from_raw(raw: &RawRequest) -> Result<Self, RequestError> {
-        if let Some(kind) = raw.get("request") {
+        // One pass: the three attributes validation needs are picked up on the way.
+        let (mut kind, mut state, mut client) = (None, None, None);
+        let mut req = PolicyRequest::new(ProtocolState::Rcpt, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        for (name, v) in raw.attributes() {
+            let Some(field) = Field::of(name) else {
+                continue;
+            };
+            match field {
+                Field::Request => kind = Some(v),
+                Field::ProtocolState => state = Some(v),
+                Field::ClientAddress => client = Some(v),
+                Field::ProtocolName => req.protocol_name = v.to_string(),
+                Field::HeloName => req.helo_name = v.to_string(),
+                Field::QueueId => req.queue_id = v.to_string(),
+                Field::Sender => req.sender = lower(v),
+                Field::Recipient => req.recipient = lower(v),
+                Field::RecipientCount => req.recipient_count = number("recipient_count", v)?,
+                Field::ClientName => req.client_name = v.to_string(),
+                Field::ReverseClientName => req.reverse_client_name = lower(v),
+                Field::Instance => req.instance = v.to_string(),
+                Field::SaslMethod => req.sasl_method = v.to_string(),
+                Field::SaslUsername => req.sasl_username = lower(v),
+                Field::SaslSender => req.sasl_sender = v.to_string(),
+                Field::Size => req.size = number("size", v)?,
+                Field::CcertSubject => req.ccert_subject = v.to_string(),
+                Field::CcertIssuer => req.ccert_issuer = v.to_string(),
+                Field::CcertFingerprint => req.ccert_fingerprint = v.to_string(),
+                Field::CcertPubkeyFingerprint => req.ccert_pubkey_fingerprint = v.to_string(),
+                Field::EncryptionProtocol => req.encryption_protocol = v.to_string(),
+                Field::EncryptionCipher => req.encryption_cipher = v.to_string(),
+                Field::EncryptionKeysize => {
+                    req.encryption_keysize = number("encryption_keysize", v)?
+                }
+                Field::EtrnDomain => req.etrn_domain = v.to_string(),
+                Field::Stress => req.stress = v.eq_ignore_ascii_case("yes"),
+                Field::ClientPort => req.client_port = optional_number("client_port", v)?,
+                Field::PolicyContext => req.policy_context = v.to_string(),
+                Field::ServerAddress => req.server_address = parse_ip(v),
+                Field::ServerPort => req.server_port = optional_number("server_port", v)?,
+                Field::CompatibilityLevel => req.compatibility_level = v.to_string(),
+                Field::MailVersion => req.mail_version = v.to_string(),
+                Field::TlsSni => req.tls_sni = v.to_string(),
+            }
+        }
+        if let Some(kind) = kind {
             if !kind.is_empty() && kind != "smtpd_access_policy" {
                 return Err(RequestError::UnsupportedRequest(kind.to_string()));
             }
         }
-        let state = match raw.get("protocol_state") {
+        req.protocol_state = match state {
             None | Some("") => return Err(RequestError::MissingProtocolState),
             Some(s) => s.parse::<ProtocolState>()?,
         };
-        let client_address = match raw.get("client_address") {
+        req.client_address = match client {
             None | Some("") => return Err(RequestError::MissingClientAddress),
             Some(s) => parse_ip(s).ok_or_else(|| RequestError::InvalidClientAddress(s.into()))?,
         };
-        let mut req = PolicyRequest::new(state, client_address);
-        for (name, v) in raw.attributes() {
-            match name {
-                "protocol_name" => req.protocol_name = v.to_string(),
-                "helo_name" => req.helo_name = v.to_string(),
-                "queue_id" => req.queue_id = v.to_string(),
-                "sender" => req.sender = lower(v),
-                "recipient" => req.recipient = lower(v),
-                "recipient_count" => req.recipient_count = number(name_of(name), v)?,
-                "client_name" => req.client_name = v.to_string(),
-                "reverse_client_name" => req.reverse_client_name = lower(v),
-                "instance" => req.instance = v.to_string(),
-                "sasl_method" => req.sasl_method = v.to_string(),
-                "sasl_username" => req.sasl_username = lower(v),
-                "sasl_sender" => req.sasl_sender = v.to_string(),
-                "size" => req.size = number(name_of(name), v)?,
-                "ccert_subject" => req.ccert_subject = v.to_string(),
-                "ccert_issuer" => req.ccert_issuer = v.to_string(),
-                "ccert_fingerprint" => req.ccert_fingerprint = v.to_string(),
-                "ccert_pubkey_fingerprint" => req.ccert_pubkey_fingerprint = v.to_string(),
-                "encryption_protocol" => req.encryption_protocol = v.to_string(),
-                "encryption_cipher" => req.encryption_cipher = v.to_string(),
-                "encryption_keysize" => req.encryption_keysize = number(name_of(name), v)?,
-                "etrn_domain" => req.etrn_domain = v.to_string(),
-                "stress" => req.stress = v.eq_ignore_ascii_case("yes"),
-                "client_port" => req.client_port = optional_number(name_of(name), v)?,
-                "policy_context" => req.policy_context = v.to_string(),
-                "server_address" => req.server_address = parse_ip(v),
-                "server_port" => req.server_port = optional_number(name_of(name), v)?,
-                "compatibility_level" => req.compatibility_level = v.to_string(),
-                "mail_version" => req.mail_version = v.to_string(),
-                "tls_sni" => req.tls_sni = v.to_string(),
-                _ => {}
-            }
-        }
         Ok(req)
     }
 
@@ -345,18 +368,6 @@ fn lower(v: &str) -> String {
     }
 }
 
-/// Maps a dynamic attribute name to the static name used in errors.
-fn name_of(name: &str) -> &'static str {
-    match name {
-        "recipient_count" => "recipient_count",
-        "size" => "size",
-        "encryption_keysize" => "encryption_keysize",
-        "client_port" => "client_port",
-        "server_port" => "server_port",
-        _ => "attribute",
-    }
-}
-
 /// Numeric attributes: empty means 0 (Postfix's "unavailable").
 fn number<T: FromStr + Default>(name: &'static str, v: &str) -> Result<T, RequestError> {
     if v.is_empty() {
@@ -401,5 +412,127 @@ pub fn parse_ip(s: &str) -> Option<IpAddr> {
 impl Default for PolicyRequest {
     fn default() -> Self {
         PolicyRequest::new(ProtocolState::Rcpt, IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+    }
+}
+
+/// The attributes Postfix sends, recognised by length first (one comparison per attribute
+/// instead of one per known name).
+#[derive(Debug, Clone, Copy)]
+enum Field {
+    Request,
+    ProtocolState,
+    ClientAddress,
+    ProtocolName,
+    HeloName,
+    QueueId,
+    Sender,
+    Recipient,
+    RecipientCount,
+    ClientName,
+    ReverseClientName,
+    Instance,
+    SaslMethod,
+    SaslUsername,
+    SaslSender,
+    Size,
+    CcertSubject,
+    CcertIssuer,
+    CcertFingerprint,
+    CcertPubkeyFingerprint,
+    EncryptionProtocol,
+    EncryptionCipher,
+    EncryptionKeysize,
+    EtrnDomain,
+    Stress,
+    ClientPort,
+    PolicyContext,
+    ServerAddress,
+    ServerPort,
+    CompatibilityLevel,
+    MailVersion,
+    TlsSni,
+}
+
+impl Field {
+    fn of(name: &str) -> Option<Field> {
+        use Field::*;
+        let f = match name.len() {
+            4 => match name {
+                "size" => Size,
+                _ => return None,
+            },
+            6 => match name {
+                "sender" => Sender,
+                "stress" => Stress,
+                _ => return None,
+            },
+            7 => match name {
+                "request" => Request,
+                "tls_sni" => TlsSni,
+                _ => return None,
+            },
+            8 => match name {
+                "queue_id" => QueueId,
+                "instance" => Instance,
+                _ => return None,
+            },
+            9 => match name {
+                "recipient" => Recipient,
+                "helo_name" => HeloName,
+                _ => return None,
+            },
+            11 => match name {
+                "client_name" => ClientName,
+                "sasl_method" => SaslMethod,
+                "sasl_sender" => SaslSender,
+                "etrn_domain" => EtrnDomain,
+                "client_port" => ClientPort,
+                "server_port" => ServerPort,
+                _ => return None,
+            },
+            12 => match name {
+                "ccert_issuer" => CcertIssuer,
+                "mail_version" => MailVersion,
+                _ => return None,
+            },
+            13 => match name {
+                "protocol_name" => ProtocolName,
+                "sasl_username" => SaslUsername,
+                "ccert_subject" => CcertSubject,
+                _ => return None,
+            },
+            14 => match name {
+                "protocol_state" => ProtocolState,
+                "client_address" => ClientAddress,
+                "policy_context" => PolicyContext,
+                "server_address" => ServerAddress,
+                _ => return None,
+            },
+            15 => match name {
+                "recipient_count" => RecipientCount,
+                _ => return None,
+            },
+            17 => match name {
+                "ccert_fingerprint" => CcertFingerprint,
+                "encryption_cipher" => EncryptionCipher,
+                _ => return None,
+            },
+            18 => match name {
+                "encryption_keysize" => EncryptionKeysize,
+                _ => return None,
+            },
+            19 => match name {
+                "reverse_client_name" => ReverseClientName,
+                "encryption_protocol" => EncryptionProtocol,
+                "compatibility_level" => CompatibilityLevel,
+                _ => return None,
+            },
+            24 => match name {
+                "ccert_pubkey_fingerprint" => CcertPubkeyFingerprint,
+                _ => return None,
+            },
+            _ => return None,
+        };
+        Some(f)
     }
 }

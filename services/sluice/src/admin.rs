@@ -29,6 +29,14 @@ pub async fn serve(
     }
 }
 
+/// Serves only `/healthz` (roles without an engine) until the process ends.
+pub async fn serve_basic(listener: tokio::net::TcpListener) {
+    let app = Router::new().route("/healthz", get(|| async { "ok\n" }));
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "Admin listener failed");
+    }
+}
+
 async fn ready(State(engine): State<Arc<Engine>>) -> (StatusCode, String) {
     let set = engine.policies();
     (

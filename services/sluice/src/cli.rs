@@ -45,8 +45,15 @@ pub enum LogFormat {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the policy service (embedded mode: SQLite policies, in-process counters).
-    Serve(ServeArgs),
+    /// Run the whole policy service in one process (embedded: SQLite policies and in-process
+    /// counters by default; `--database postgres://...` and `--redis ...` for a single-node
+    /// production setup).
+    Serve(crate::config::RoleArgs),
+    /// Run a stateless edge node: the Postfix policy protocol, policies from the database,
+    /// counters in the quota service (`--quota http://...`).
+    Edge(crate::config::RoleArgs),
+    /// Run the quota service: the gRPC counter service on Redis (Cluster) (`--redis ...`).
+    Quota(crate::config::RoleArgs),
     /// Import, export or check the declarative policy file.
     Policy {
         /// What to do with policies.
@@ -77,61 +84,6 @@ impl DatabaseArgs {
             .clone()
             .unwrap_or_else(sluice_store::default_database_url)
     }
-}
-
-/// `sluice serve`.
-#[derive(Debug, Clone, Args)]
-pub struct ServeArgs {
-    /// Where to listen for Postfix: `127.0.0.1:10031`, `[::1]:10031` or `unix:/path`.
-    /// Repeat to listen on several.
-    #[arg(
-        long,
-        env = "SLUICE_LISTEN",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:10031"
-    )]
-    pub listen: Vec<String>,
-    /// Policy database.
-    #[command(flatten)]
-    pub db: DatabaseArgs,
-    /// Admin HTTP listener (`/healthz`, `/readyz`, `POST /explain`). `off` disables it.
-    #[arg(long, env = "SLUICE_ADMIN_LISTEN", default_value = "127.0.0.1:10032")]
-    pub admin_listen: String,
-    /// Run every policy in monitor mode: evaluate and count, log the verdict, answer DUNNO.
-    #[arg(long, env = "SLUICE_MONITOR")]
-    pub monitor: bool,
-    /// Answer for requests that cannot be evaluated (e.g. without client_address) or that
-    /// miss their deadline.
-    #[arg(
-        long,
-        env = "SLUICE_FALLBACK_ACTION",
-        default_value = "DEFER_IF_PERMIT 4.3.0 Policy service unavailable, try again later"
-    )]
-    pub fallback_action: String,
-    /// Most concurrent Postfix connections; more wait in the listen backlog.
-    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 4096)]
-    pub max_connections: usize,
-    /// Close a connection idle this many seconds (Postfix's own max_idle is 300 s).
-    #[arg(long, env = "SLUICE_IDLE_TIMEOUT", default_value_t = 330)]
-    pub idle_timeout: u64,
-    /// Deadline for answering one request, in milliseconds; then the fallback action.
-    #[arg(long, env = "SLUICE_REQUEST_DEADLINE_MS", default_value_t = 5000)]
-    pub request_deadline_ms: u64,
-    /// Longest accepted protocol line, bytes.
-    #[arg(long, env = "SLUICE_MAX_LINE", default_value_t = 4096)]
-    pub max_line: usize,
-    /// Largest accepted request, bytes.
-    #[arg(long, env = "SLUICE_MAX_REQUEST", default_value_t = 65536)]
-    pub max_request: usize,
-    /// Sub-buckets per quota period: the rolling window's granularity (period / N).
-    #[arg(long, env = "SLUICE_BUCKETS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=3600))]
-    pub buckets: u32,
-    /// How often the database is polled for policy changes, in milliseconds.
-    #[arg(long, env = "SLUICE_RELOAD_POLL_MS", default_value_t = 250)]
-    pub reload_poll_ms: u64,
-    /// Seconds to finish requests in flight after SIGTERM/SIGINT.
-    #[arg(long, env = "SLUICE_SHUTDOWN_GRACE", default_value_t = 10)]
-    pub shutdown_grace: u64,
 }
 
 /// `sluice policy ...`.

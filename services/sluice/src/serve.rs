@@ -1,188 +1,90 @@
-//! `sluice serve`: the embedded one-binary mode. Policies come from the database (compiled in
-//! memory, reloaded on change), counters live in process, Postfix talks to the edge listener.
+//! `sluice serve` (everything in one process) and `sluice edge` (a stateless node of a
+//! cluster): the same front end, with counters in process, in Redis, or behind the quota
+//! service.
 
-use crate::cli::ServeArgs;
-use crate::{admin, reload, signal, EX_USAGE};
+use crate::config::{self, Role, RoleArgs, Settings};
+use crate::front;
 use anyhow::Context;
-use sluice_edge::{EdgeConfig, ListenAddr, Listener};
-use sluice_engine::{Engine, EngineSettings, MemoryState, MemoryStateSettings, SystemClock};
-use sluice_protocol::{Action, Limits};
-use sluice_store::Store;
+use sluice_engine::{MemoryState, MemoryStateSettings, State, SystemClock};
+use sluice_redis::{RedisState, RedisStateSettings};
+use sluice_remote::{RemoteConfig, RemoteState};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
-/// How often idle counters and expired message sessions are reclaimed.
+/// How often idle counters and expired message sessions are reclaimed (in-process state).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Validated `serve` settings (everything checked before any port is bound).
-struct Settings {
-    listen: Vec<ListenAddr>,
-    admin: Option<std::net::SocketAddr>,
-    edge: EdgeConfig,
-    engine: EngineSettings,
-}
-
-fn validate(args: &ServeArgs) -> Result<Settings, Vec<String>> {
-    let mut errors = Vec::new();
-    let mut listen = Vec::new();
-    for l in &args.listen {
-        match l.parse::<ListenAddr>() {
-            Ok(a) => listen.push(a),
-            Err(e) => errors.push(format!("--listen {l:?}: {e}")),
-        }
-    }
-    let admin = match args.admin_listen.as_str() {
-        "off" | "" => None,
-        a => match a.parse() {
-            Ok(a) => Some(a),
-            Err(e) => {
-                errors.push(format!("--admin-listen {a:?}: {e}"));
-                None
-            }
-        },
-    };
-    let fallback: Option<Action> = match args.fallback_action.parse() {
-        Ok(a) => Some(a),
-        Err(e) => {
-            errors.push(format!("--fallback-action: {e}"));
-            None
-        }
-    };
-    if args.max_connections == 0 {
-        errors.push("--max-connections must be at least 1".into());
-    }
-    if args.request_deadline_ms == 0 {
-        errors.push("--request-deadline-ms must be at least 1".into());
-    }
-    if args.max_line < 256 || args.max_request < args.max_line {
-        errors.push("--max-line must be at least 256 and --max-request at least --max-line".into());
-    }
-    let Some(fallback) = fallback else {
-        return Err(errors);
-    };
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    let edge = EdgeConfig {
-        max_connections: args.max_connections,
-        idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
-        request_deadline: Duration::from_millis(args.request_deadline_ms),
-        limits: Limits {
-            max_line_len: args.max_line,
-            max_request_len: args.max_request,
-            ..Limits::default()
-        },
-        fallback_action: fallback.clone(),
-        shutdown_grace: Duration::from_secs(args.shutdown_grace),
-        ..EdgeConfig::default()
-    };
-    let engine = EngineSettings {
-        monitor_all: args.monitor,
-        buckets_per_period: args.buckets,
-        state_failure_action: fallback,
-    };
-    Ok(Settings {
-        listen,
-        admin,
-        edge,
-        engine,
-    })
-}
-
-/// Runs the service until SIGTERM/SIGINT.
-pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let settings = match validate(&args) {
+/// `sluice serve`: counters in process, or in Redis when `--redis` is given.
+pub async fn run(args: RoleArgs) -> anyhow::Result<ExitCode> {
+    let check = args.check_config;
+    let settings = match config::resolve_or_exit(args, Role::Serve) {
         Ok(s) => s,
-        Err(errors) => {
-            for e in errors {
-                eprintln!("sluice serve: {e}");
-            }
-            return Ok(ExitCode::from(EX_USAGE));
-        }
+        Err(code) => return Ok(code),
     };
-    let url = args.db.url();
-    let store = Store::connect(&url)
-        .await
-        .with_context(|| format!("cannot open the policy database {url}"))?;
-    let version = store.version().await?;
-    let (set, warnings) = reload::load_set(&store, version).await?;
-    tracing::info!(
-        database = store.backend_name(),
-        version,
-        policies = set.enabled_policies(),
-        warnings,
-        monitor = settings.engine.monitor_all,
-        "Policies loaded"
-    );
-
-    let state = Arc::new(MemoryState::new(
-        Arc::new(SystemClock),
-        MemoryStateSettings::default(),
-    ));
-    let engine = Arc::new(Engine::new(set, state.clone(), settings.engine));
-
-    // Bind everything before serving anything: a bad address fails the start.
-    let mut listeners = Vec::new();
-    for addr in &settings.listen {
-        let l = Listener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        listeners.push(l);
+    if check {
+        print!("{settings}");
+        return Ok(ExitCode::SUCCESS);
     }
-    let admin = match settings.admin {
-        Some(a) => Some(tokio::net::TcpListener::bind(a).await.with_context(|| {
-            format!("cannot listen on {a} (admin; --admin-listen off disables it)")
-        })?),
-        None => None,
+    let state: Arc<dyn State> = if settings.redis.is_empty() {
+        let memory = Arc::new(MemoryState::new(
+            Arc::new(SystemClock),
+            MemoryStateSettings::default(),
+        ));
+        spawn_sweeper(memory.clone());
+        memory
+    } else {
+        Arc::new(connect_redis(&settings).await?)
     };
+    front::run(settings, state, Role::Serve).await
+}
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
+/// `sluice edge`: counters behind the quota service.
+pub async fn run_edge(args: RoleArgs) -> anyhow::Result<ExitCode> {
+    let check = args.check_config;
+    let settings = match config::resolve_or_exit(args, Role::Edge) {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
     };
+    if check {
+        print!("{settings}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let remote = RemoteConfig {
+        deadline: settings.quota_deadline,
+        over_limit_cache: settings.over_limit_cache,
+        ..RemoteConfig::default()
+    };
+    let state = RemoteState::connect(settings.quota.clone(), remote)
+        .await
+        .context("invalid quota service settings")?;
+    front::run(settings, Arc::new(state), Role::Edge).await
+}
 
-    tokio::spawn(reload::watch(
-        store.clone(),
-        engine.clone(),
-        Duration::from_millis(args.reload_poll_ms.max(10)),
-        version,
-    ));
-    let sweeper = state.clone();
+/// Connects to Redis (Cluster or one node).
+pub async fn connect_redis(settings: &Settings) -> anyhow::Result<RedisState> {
+    let redis = RedisStateSettings {
+        timeout: settings.redis_timeout,
+        ..RedisStateSettings::default()
+    };
+    let urls: Vec<String> = settings.redis.iter().map(|u| config::redact(u)).collect();
+    RedisState::connect_with(&settings.redis, redis)
+        .await
+        .with_context(|| format!("cannot connect to Redis {urls:?}"))
+}
+
+fn spawn_sweeper(state: Arc<MemoryState>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(SWEEP_INTERVAL);
         loop {
             tick.tick().await;
-            let removed = sweeper.sweep();
+            let removed = state.sweep();
             tracing::debug!(
                 removed,
-                counters = sweeper.counters(),
-                sessions = sweeper.sessions(),
+                counters = state.counters(),
+                sessions = state.sessions(),
                 "Swept idle counters"
             );
         }
     });
-    if let Some(admin) = admin {
-        tokio::spawn(admin::serve(admin, engine.clone(), stopped()));
-    }
-
-    let mut servers = tokio::task::JoinSet::new();
-    for l in listeners {
-        servers.spawn(sluice_edge::run(
-            l,
-            engine.clone(),
-            settings.edge.clone(),
-            stopped(),
-        ));
-    }
-    signal::shutdown().await;
-    let _ = stop_tx.send(true);
-    while servers.join_next().await.is_some() {}
-    store.close().await;
-    tracing::info!("Stopped");
-    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,114 @@
+//! The front end shared by `serve` and `edge`: policies from the database (compiled in
+//! memory, reloaded on change), the Postfix listeners, the admin listener, and graceful
+//! shutdown on SIGTERM/SIGINT.
+
+use crate::config::{Role, Settings};
+use crate::{admin, reload, signal};
+use anyhow::Context;
+use sluice_edge::Listener;
+use sluice_engine::{Engine, State};
+use sluice_store::Store;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Longest wait between attempts to reach the database at start.
+const MAX_START_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Runs the front end on `state` until a shutdown signal.
+pub async fn run(
+    settings: Settings,
+    state: Arc<dyn State>,
+    role: Role,
+) -> anyhow::Result<ExitCode> {
+    // Bind everything first: a bad or busy address fails the start at once.
+    let mut listeners = Vec::new();
+    for addr in &settings.listen {
+        let l = Listener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        listeners.push(l);
+    }
+    let admin = match settings.admin {
+        Some(a) => Some(tokio::net::TcpListener::bind(a).await.with_context(|| {
+            format!("cannot listen on {a} (admin; admin_listen = \"off\" disables it)")
+        })?),
+        None => None,
+    };
+
+    let (store, version, set) = load_at_start(&settings, role).await?;
+    tracing::info!(
+        role = %role,
+        database = store.backend_name(),
+        version,
+        policies = set.enabled_policies(),
+        monitor = settings.engine.monitor_all,
+        "Policies loaded"
+    );
+    let engine = Arc::new(Engine::new(set, state, settings.engine.clone()));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    tokio::spawn(reload::watch(
+        store.clone(),
+        engine.clone(),
+        settings.reload_poll,
+        version,
+    ));
+    if let Some(admin) = admin {
+        tokio::spawn(admin::serve(admin, engine.clone(), stopped()));
+    }
+    let mut servers = tokio::task::JoinSet::new();
+    for l in listeners {
+        servers.spawn(sluice_edge::run(
+            l,
+            engine.clone(),
+            settings.edge.clone(),
+            stopped(),
+        ));
+    }
+    signal::shutdown().await;
+    let _ = stop_tx.send(true);
+    while servers.join_next().await.is_some() {}
+    store.close().await;
+    tracing::info!("Stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Connects and loads the policy set, retrying while the database is unreachable (an edge
+/// has no policies to serve before its first load). An invalid stored set is fatal.
+async fn load_at_start(
+    settings: &Settings,
+    role: Role,
+) -> anyhow::Result<(Store, i64, sluice_engine::PolicySet)> {
+    let url = &settings.database;
+    let shown = crate::config::redact(url);
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let attempt = async {
+            let store = Store::connect(url).await?;
+            let version = store.version().await?;
+            anyhow::Ok((store, version))
+        };
+        match attempt.await {
+            Ok((store, version)) => {
+                let (set, _) = reload::load_set(&store, version).await?;
+                return Ok((store, version, set));
+            }
+            Err(e) if role == Role::Edge || url.starts_with("postgres") => {
+                tracing::warn!(database = %shown, "Cannot load policies yet, retrying: {e:#}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_START_BACKOFF);
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot open the policy database {shown}"))
+            }
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! `sluice quota`: the gRPC quota service on Redis (Cluster).
+
+use crate::config::{self, Role, RoleArgs};
+use crate::serve::connect_redis;
+use crate::signal;
+use anyhow::Context;
+use sluice_quota::QuotaConfig;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Runs the quota service until a shutdown signal.
+pub async fn run(args: RoleArgs) -> anyhow::Result<ExitCode> {
+    let check = args.check_config;
+    let settings = match config::resolve_or_exit(args, Role::Quota) {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    if check {
+        print!("{settings}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let grpc = settings.grpc_listen.expect("resolved for the quota role");
+    let listener = tokio::net::TcpListener::bind(grpc)
+        .await
+        .with_context(|| format!("cannot listen on {grpc}"))?;
+    let admin = match settings.admin {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a}"))?,
+        ),
+        None => None,
+    };
+    let state = Arc::new(connect_redis(&settings).await?);
+    if let Some(admin) = admin {
+        tokio::spawn(crate::admin::serve_basic(admin));
+    }
+    tracing::info!(grpc = %grpc, "Quota service listening");
+    let config = QuotaConfig {
+        drain_timeout: settings.shutdown_grace,
+        ..QuotaConfig::default()
+    };
+    sluice_quota::serve(listener, state, config, signal::shutdown())
+        .await
+        .context("quota service failed")?;
+    tracing::info!("Stopped");
+    Ok(ExitCode::SUCCESS)
+}
