@@ -18,7 +18,7 @@ pub(crate) enum Conn {
     Single(ConnectionManager),
 }
 
-/// Which kind of deployment [`Conn::connect`] found.
+/// Which kind of deployment [`crate::RedisState::connect`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Topology {
     /// A Redis Cluster.

@@ -278,6 +278,11 @@ async fn a_killed_primary_fails_fast_then_recovers_with_counters_intact() {
     }
     assert!(failures > 0, "the dead primary was never noticed");
     cluster.wait_healthy();
-    // The counter survived (5 before, 1 after recovery).
-    assert_eq!(level(&state, key, 100).await, 6);
+    // The counter survived: 5 before, 1 after recovery, plus at most the failed attempts
+    // (a call that timed out may still have run on the new primary: under-admission only).
+    let after = level(&state, key, 100).await;
+    assert!(
+        (6..=6 + failures).contains(&after),
+        "level {after} after {failures} failed calls"
+    );
 }
