@@ -181,7 +181,7 @@ fn invalid_configuration_exits_64_before_listening() {
     assert_eq!(out.status.code(), Some(64), "{}", text(&out));
     let t = text(&out);
     assert!(
-        t.contains("--fallback-action") && t.contains("--listen"),
+        t.contains("fallback_action") && t.contains("listen \"nonsense\""),
         "all errors reported: {t}"
     );
 }
