@@ -5,6 +5,8 @@
 //! - [`PolicyClient`]: a raw policy-protocol client speaking bytes over TCP or a Unix socket,
 //!   as Postfix's smtpd does.
 //! - [`Request`]: a request with the attributes Postfix really sends, so tests stay short.
+//! - [`Process`], [`PrivatePostgres`]: real long-running processes (the `sluice` roles, a
+//!   private PostgreSQL server) that tests kill, stop and restart.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -18,11 +20,13 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod processes;
 mod redis_cluster;
 mod request;
 mod server;
 
 pub use client::PolicyClient;
+pub use processes::{free_port, listening, wait_listening, PrivatePostgres, Process};
 pub use redis_cluster::{NodeInfo, RedisCluster, RedisServer, CLUSTER_NODE_TIMEOUT_MS};
 pub use request::{end_of_message, rcpt, Request};
 pub use server::{TestServer, TestServerBuilder};
