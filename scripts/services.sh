@@ -53,3 +53,11 @@ ensure_mariadb() {
     wait_for 10 mariadb -h 127.0.0.1 -u root -e 'select 1' || { echo "MariaDB does not accept root@127.0.0.1" >&2; return 1; }
   fi
 }
+
+# redis-server and redis-cli: tests start their own Redis Cluster nodes on free loopback ports.
+ensure_redis_tools() {
+  if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+    echo "== installing Redis"
+    apt_install redis-server
+  fi
+}

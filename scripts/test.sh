@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sluice's whole test suite: formatting and lints, every crate's unit and integration tests
-# (against a real PostgreSQL and MariaDB on 127.0.0.1, started or installed here if missing),
+# (against a real PostgreSQL and MariaDB on 127.0.0.1, and Redis Cluster nodes the tests start
+# themselves; whatever is missing is installed or started here),
 # and the end-to-end test with a real Postfix. Run as root on Debian (apt-get is used for
 # anything missing). Exits non-zero on the first failure.
 set -euo pipefail
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 
 ensure_postgres
 ensure_mariadb
+ensure_redis_tools
 
 echo "== cargo fmt"
 cargo fmt --all -- --check

@@ -1,11 +1,14 @@
-//! Change notification: a background task polls the version counter.
+//! Change notification: a background task reads the version counter on every tick and, on
+//! PostgreSQL, as soon as a `sluice_policy_changed` notification arrives (LISTEN/NOTIFY, sent
+//! by the version trigger at commit). Polling stays on as the safety net for lost
+//! notifications and dropped listener connections.
 
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
-use super::Store;
+use super::{Backend, Store};
 use crate::StoreError;
 
 /// A sensible polling interval: changes are seen within a quarter of a second.
@@ -25,6 +28,10 @@ impl Store {
         let initial = self.version().await?;
         let (tx, rx) = watch::channel(initial);
         let store = self.clone();
+        let nudge = std::sync::Arc::new(tokio::sync::Notify::new());
+        if let Backend::Postgres(pool) = &self.backend {
+            tokio::spawn(listen_for_changes(pool.clone(), nudge.clone(), poll));
+        }
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(poll);
             ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -34,6 +41,7 @@ impl Store {
                 tokio::select! {
                     _ = tx.closed() => break,
                     _ = ticker.tick() => {}
+                    _ = nudge.notified() => {}
                 }
                 match store.version().await {
                     Ok(version) => {
@@ -59,5 +67,48 @@ impl Store {
             }
         });
         Ok(rx)
+    }
+}
+
+/// Name of the PostgreSQL notification channel the version trigger notifies.
+pub const NOTIFY_CHANNEL: &str = "sluice_policy_changed";
+
+/// Keeps a LISTEN connection open and nudges the watcher on every notification. Reconnects
+/// (after `retry`) when the connection drops; ends when the watcher is gone.
+async fn listen_for_changes(
+    pool: sqlx::PgPool,
+    nudge: std::sync::Arc<tokio::sync::Notify>,
+    retry: Duration,
+) {
+    loop {
+        let listener = async {
+            let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
+            l.listen(NOTIFY_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        match listener.await {
+            Ok(mut l) => loop {
+                match l.try_recv().await {
+                    Ok(Some(_)) => nudge.notify_one(),
+                    // The connection was lost: sqlx reconnects on the next call; nudge so
+                    // a change made meanwhile is read now.
+                    Ok(None) => nudge.notify_one(),
+                    Err(error) => {
+                        tracing::debug!(%error, "Policy change listener failed; polling meanwhile.");
+                        break;
+                    }
+                }
+                if std::sync::Arc::strong_count(&nudge) == 1 {
+                    return;
+                }
+            },
+            Err(error) => {
+                tracing::debug!(%error, "Cannot LISTEN for policy changes; polling meanwhile.")
+            }
+        }
+        if std::sync::Arc::strong_count(&nudge) == 1 {
+            return;
+        }
+        tokio::time::sleep(retry.max(Duration::from_millis(100))).await;
     }
 }
