@@ -7,7 +7,7 @@
 use sluice_test_support::{free_port, PolicyClient, Process, RedisCluster, RedisServer, Request};
 use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -362,6 +362,19 @@ pub fn load(
     progress: Arc<AtomicUsize>,
     reply_limit: Duration,
 ) -> Vec<Answer> {
+    let never = Arc::new(AtomicBool::new(false));
+    load_until(ports, connections, requests, progress, reply_limit, never)
+}
+
+/// [`load`], stopping early (after the requests in flight) once `stop` is set.
+pub fn load_until(
+    ports: &[u16],
+    connections: usize,
+    requests: Vec<Request>,
+    progress: Arc<AtomicUsize>,
+    reply_limit: Duration,
+    stop: Arc<AtomicBool>,
+) -> Vec<Answer> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -376,11 +389,12 @@ pub fn load(
             let edge = c % ports.len();
             let addr: SocketAddr = ([127, 0, 0, 1], ports[edge]).into();
             let (requests, next, progress) = (requests.clone(), next.clone(), progress.clone());
+            let stop = stop.clone();
             tasks.spawn(async move {
                 let mut out = Vec::new();
                 let mut client = PolicyClient::connect(addr).await;
                 client.set_timeout(reply_limit);
-                loop {
+                while !stop.load(Ordering::Relaxed) {
                     let index = next.fetch_add(1, Ordering::Relaxed);
                     let Some(req) = requests.get(index) else {
                         break;
