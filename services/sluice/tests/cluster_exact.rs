@@ -153,7 +153,7 @@ priority = 10
     // is refunded a moment later) may keep a counter a little below its limit.
     assert_eq!(answers.len(), 1400);
     assert!(
-        refusals.get("ip").is_some() && refusals.get("sender").is_some(),
+        refusals.contains_key("ip") && refusals.contains_key("sender"),
         "both limits refused something: {refusals:?}"
     );
     let busy = admitted["198.51.100.1"];
