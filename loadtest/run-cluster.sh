@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Cluster mode vs embedded mode, measured in the same run on this machine (a benchmark,
+# not a test):
+#   cluster:  loadgen -> sluice edge -> gRPC -> sluice quota -> Redis Cluster (3 primaries)
+#   embedded: loadgen -> sluice serve (in-process counters)
+# both with the same policies (scenarios/embedded-10-policies.toml) and the same load
+# (loadgen's builtin RCPT + END-OF-MESSAGE mix, CONNECTIONS persistent connections).
+# Policies of the cluster come from a fresh PostgreSQL database on 127.0.0.1:5432 (dropped
+# at the end); those of `sluice serve` from a SQLite file, as in run.sh.
+#
+# Knobs (environment): CONNECTIONS (32), DURATION (10 s), WARMUP (2 s), SERVE_PORT (10941),
+# EDGE_PORT (10942), QUOTA_PORT (10943), REDIS_PORT (17101; uses 3 ports from there, and
+# the cluster bus ports +10000), PG_ADMIN_URL (postgres://postgres@127.0.0.1:5432/postgres),
+# POLICIES, SKIP_BUILD=1 to reuse the release binaries.
+# Results: loadtest/results/<stamp>-{embedded,cluster}.json and <stamp>-cluster-summary.txt.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+CONNECTIONS="${CONNECTIONS:-32}"
+DURATION="${DURATION:-10}"
+WARMUP="${WARMUP:-2}"
+SERVE_PORT="${SERVE_PORT:-10941}"
+EDGE_PORT="${EDGE_PORT:-10942}"
+QUOTA_PORT="${QUOTA_PORT:-10943}"
+REDIS_PORT="${REDIS_PORT:-17101}"
+PG_ADMIN_URL="${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+POLICIES="${POLICIES:-$here/scenarios/embedded-10-policies.toml}"
+bin="$root/target/release"
+results="$here/results"
+stamp="$(date -u +%Y%m%dT%H%M%SZ)"
+tmp="$(mktemp -d)"
+pg_db="sluice_bench_${stamp,,}"
+pg_url="${PG_ADMIN_URL%/*}/$pg_db"
+pids=()
+pg_created=0
+
+cleanup() {
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ $pg_created == 1 ]]; then
+        psql -X -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" >/dev/null 2>&1 || true
+    fi
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# Waits (at most 15 s) until something listens on 127.0.0.1:$1.
+wait_port() {
+    for _ in $(seq 150); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "nothing listens on 127.0.0.1:$1" >&2
+    return 1
+}
+
+load() { # label port [extra loadgen args]
+    local label="$1" port="$2"
+    shift 2
+    timeout $((DURATION + WARMUP + 120)) "$bin/loadgen" \
+        --target "127.0.0.1:$port" --connections "$CONNECTIONS" \
+        --duration "$DURATION" --warmup "$WARMUP" --label "$label" \
+        --json-out "$results/$stamp-$label.json" "$@"
+}
+
+for tool in redis-server redis-cli psql; do
+    command -v "$tool" >/dev/null || { echo "$tool not found (install redis-server, postgresql-client)" >&2; exit 1; }
+done
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+    (cd "$root" && cargo build --release -p sluice -p sluice-loadtest)
+fi
+mkdir -p "$results"
+
+echo "== Redis Cluster: 3 primaries on 127.0.0.1:$REDIS_PORT-$((REDIS_PORT + 2))"
+nodes=()
+for i in 0 1 2; do
+    port=$((REDIS_PORT + i))
+    mkdir -p "$tmp/redis-$port"
+    redis-server --port "$port" --bind 127.0.0.1 --dir "$tmp/redis-$port" \
+        --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+        --appendonly no --save '' --protected-mode no --logfile redis.log --daemonize no &
+    pids+=($!)
+    nodes+=("127.0.0.1:$port")
+done
+for i in 0 1 2; do wait_port $((REDIS_PORT + i)); done
+redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >"$tmp/cluster-create.log"
+for _ in $(seq 300); do
+    ok=0
+    for i in 0 1 2; do
+        redis-cli -p $((REDIS_PORT + i)) cluster info | grep -q cluster_state:ok && ok=$((ok + 1))
+    done
+    [[ $ok == 3 ]] && break
+    sleep 0.1
+done
+[[ $ok == 3 ]] || { echo "Redis Cluster did not become healthy" >&2; exit 1; }
+redis_urls="redis://127.0.0.1:$REDIS_PORT,redis://127.0.0.1:$((REDIS_PORT + 1)),redis://127.0.0.1:$((REDIS_PORT + 2))"
+
+echo "== PostgreSQL database $pg_db"
+psql -X -q "$PG_ADMIN_URL" -c "CREATE DATABASE $pg_db" >/dev/null
+pg_created=1
+"$bin/sluice" policy import "$POLICIES" --database "$pg_url"
+
+echo "== sluice quota on 127.0.0.1:$QUOTA_PORT, sluice edge on 127.0.0.1:$EDGE_PORT"
+"$bin/sluice" quota --grpc-listen "127.0.0.1:$QUOTA_PORT" --admin-listen off \
+    --redis "$redis_urls" 2>"$tmp/quota.log" &
+pids+=($!)
+wait_port "$QUOTA_PORT"
+"$bin/sluice" edge --listen "127.0.0.1:$EDGE_PORT" --admin-listen off \
+    --database "$pg_url" --quota "http://127.0.0.1:$QUOTA_PORT" 2>"$tmp/edge.log" &
+pids+=($!)
+wait_port "$EDGE_PORT"
+
+echo "== sluice serve (embedded) on 127.0.0.1:$SERVE_PORT"
+db="sqlite://$tmp/sluice.db"
+"$bin/sluice" policy import "$POLICIES" --database "$db"
+"$bin/sluice" serve --listen "127.0.0.1:$SERVE_PORT" --database "$db" --admin-listen off 2>"$tmp/serve.log" &
+pids+=($!)
+wait_port "$SERVE_PORT"
+
+echo "== load: embedded"
+load embedded "$SERVE_PORT" | tee "$tmp/embedded.txt"
+echo "== load: cluster"
+load cluster "$EDGE_PORT" --baseline "$results/$stamp-embedded.json" | tee "$tmp/cluster.txt"
+
+fallbacks="$(grep -c 'fallback\|unavailable\|timed out' "$tmp/edge.log" || true)"
+summary="$results/$stamp-cluster-summary.txt"
+{
+    echo "connections=$CONNECTIONS duration=${DURATION}s warmup=${WARMUP}s policies=$(basename "$POLICIES") cpus=$(nproc)"
+    tail -n 1 "$tmp/cluster.txt"
+    echo "edge log lines mentioning fallback/unavailable/timeouts: $fallbacks"
+} >"$summary"
+echo "== results in $results/$stamp-{embedded,cluster}.json, summary:"
+cat "$summary"
