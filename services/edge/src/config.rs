@@ -27,6 +27,11 @@ pub struct EdgeConfig {
     /// On shutdown, how long requests in flight get to finish before their connections are
     /// dropped (default 10 s).
     pub shutdown_grace: Duration,
+    /// Connection worker threads. 0 (the default) serves connections on the caller's
+    /// runtime. N > 0 starts N single-threaded runtimes, each owning the connections handed
+    /// to it (round-robin), so a request is read, decided and answered on one thread without
+    /// work-stealing or cross-thread wake-ups; one per core is the fast setting.
+    pub worker_threads: usize,
 }
 
 impl EdgeConfig {
@@ -48,6 +53,7 @@ impl Default for EdgeConfig {
             limits: Limits::default(),
             fallback_action: EdgeConfig::default_fallback_action(),
             shutdown_grace: Duration::from_secs(10),
+            worker_threads: 0,
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod error;
 pub mod listen;
 pub mod server;
 pub mod verdict_log;
+mod workers;
 
 pub use config::EdgeConfig;
 pub use error::EdgeError;

@@ -128,6 +128,32 @@ pub(crate) enum Stream {
     Unix(UnixStream),
 }
 
+/// A [`Stream`] detached from its runtime, to be handed to a worker thread.
+pub(crate) enum StdStream {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Stream {
+    /// Detaches the stream from the current runtime's reactor.
+    pub(crate) fn into_std(self) -> io::Result<StdStream> {
+        Ok(match self {
+            Stream::Tcp(s) => StdStream::Tcp(s.into_std()?),
+            Stream::Unix(s) => StdStream::Unix(s.into_std()?),
+        })
+    }
+}
+
+impl StdStream {
+    /// Registers the stream with the current runtime's reactor (it stays non-blocking).
+    pub(crate) fn into_tokio(self) -> io::Result<Stream> {
+        Ok(match self {
+            StdStream::Tcp(s) => Stream::Tcp(TcpStream::from_std(s)?),
+            StdStream::Unix(s) => Stream::Unix(UnixStream::from_std(s)?),
+        })
+    }
+}
+
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Peer {

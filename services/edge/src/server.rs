@@ -3,6 +3,7 @@
 use crate::config::EdgeConfig;
 use crate::connection::{self, Shared};
 use crate::listen::{Listener, Stream};
+use crate::workers::Workers;
 use sluice_engine::Engine;
 use std::future::Future;
 use std::sync::Arc;
@@ -47,8 +48,18 @@ pub async fn run(
         tracker: TaskTracker::new(),
     };
 
+    let workers = match shared.config.worker_threads {
+        0 => None,
+        n => match Workers::start(n) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot start connection worker threads; serving on the main runtime");
+                None
+            }
+        },
+    };
     tokio::select! {
-        () = accept_loop(&listener, &shared, &tasks) => {}
+        () = accept_loop(&listener, &shared, &tasks, workers.as_ref()) => {}
         () = shutdown => {}
     }
     drop(listener);
@@ -73,6 +84,9 @@ pub async fn run(
         tasks.hard.cancel();
         tasks.tracker.wait().await;
     }
+    if let Some(w) = workers {
+        w.stop();
+    }
     tracing::info!(%listen, "Policy server stopped");
 }
 
@@ -82,7 +96,12 @@ struct Tasks {
     tracker: TaskTracker,
 }
 
-async fn accept_loop(listener: &Listener, shared: &Arc<Shared>, tasks: &Tasks) {
+async fn accept_loop(
+    listener: &Listener,
+    shared: &Arc<Shared>,
+    tasks: &Tasks,
+    workers: Option<&Workers>,
+) {
     let limit = Arc::new(Semaphore::new(shared.config.max_connections.max(1)));
     loop {
         let permit = match limit.clone().acquire_owned().await {
@@ -101,9 +120,37 @@ async fn accept_loop(listener: &Listener, shared: &Arc<Shared>, tasks: &Tasks) {
         let soft = tasks.soft.clone();
         let hard = tasks.hard.clone();
         let span = tracing::debug_span!("connection", %peer);
-        tasks.tracker.spawn(
+        let Some(workers) = workers else {
+            tasks.tracker.spawn(
+                async move {
+                    let _permit = permit;
+                    tokio::select! {
+                        biased;
+                        () = hard.cancelled() => {}
+                        () = serve_stream(stream, peer, &shared, &soft) => {}
+                    }
+                }
+                .instrument(span),
+            );
+            continue;
+        };
+        let detached = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, %peer, "Cannot hand the connection to a worker");
+                continue;
+            }
+        };
+        workers.spawn(tasks.tracker.track_future(
             async move {
                 let _permit = permit;
+                let stream = match detached.into_tokio() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Cannot register the connection on its worker");
+                        return;
+                    }
+                };
                 tokio::select! {
                     biased;
                     () = hard.cancelled() => {}
@@ -111,7 +158,7 @@ async fn accept_loop(listener: &Listener, shared: &Arc<Shared>, tasks: &Tasks) {
                 }
             }
             .instrument(span),
-        );
+        ));
     }
 }
 

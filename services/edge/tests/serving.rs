@@ -185,3 +185,46 @@ async fn shutdown_drops_a_stuck_request_after_the_grace_period() {
     assert!(started.elapsed() >= Duration::from_millis(150));
     assert_eq!(stuck.read_reply().await, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_threads_serve_connections_and_shut_down_gracefully() {
+    let config = EdgeConfig {
+        worker_threads: 2,
+        ..EdgeConfig::default()
+    };
+    let mut server = TestServer::builder(PolicySetDef::default())
+        .edge_config(config)
+        .start()
+        .await;
+    let addr = server.addr();
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..64 {
+        tasks.spawn(async move {
+            let mut client = PolicyClient::connect(addr).await;
+            for i in 0..20 {
+                let req = rcpt(
+                    "s@example.com",
+                    &format!("r{c}.{i}@example.org"),
+                    "192.0.2.7",
+                    "i",
+                );
+                assert_eq!(client.send(&req).await, "DUNNO");
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("client task");
+    }
+    // A request in flight on a worker still gets its answer during shutdown.
+    let mut busy = server.client().await;
+    let req = rcpt("x@example.com", "y@example.org", "192.0.2.2", "j").to_bytes();
+    let (head, tail) = req.split_at(req.len() / 2);
+    busy.send_raw(head).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    server.begin_shutdown();
+    busy.send_raw(tail).await.unwrap();
+    assert_eq!(busy.read_reply().await.as_deref(), Some("DUNNO"));
+    assert_eq!(busy.read_reply().await, None);
+    server.wait_stopped().await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}

@@ -92,6 +92,10 @@ pub struct RoleArgs {
     /// Seconds to finish requests in flight after SIGTERM/SIGINT (default 10).
     #[arg(long, env = "SLUICE_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
+    /// Connection worker threads, each a single-threaded runtime owning its connections
+    /// (default: one per CPU core; 0 serves connections on the shared runtime).
+    #[arg(long, env = "SLUICE_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     /// Redis URLs (cluster seed nodes or one node), comma-separated (quota; serve optionally).
     #[arg(long, env = "SLUICE_REDIS", value_delimiter = ',')]
     pub redis: Option<Vec<String>>,
@@ -143,6 +147,7 @@ impl RoleArgs {
             quota_deadline_ms,
             over_limit_cache,
             grpc_listen,
+            worker_threads,
         );
         self
     }
@@ -170,7 +175,8 @@ impl RoleArgs {
             quota,
             quota_deadline_ms,
             over_limit_cache,
-            grpc_listen
+            grpc_listen,
+            worker_threads
         );
         keys
     }
@@ -226,6 +232,7 @@ fn keys_of(role: Role) -> &'static [&'static str] {
             "shutdown_grace_secs",
             "redis",
             "redis_timeout_ms",
+            "worker_threads",
         ],
         Role::Edge => &[
             "listen",
@@ -244,6 +251,7 @@ fn keys_of(role: Role) -> &'static [&'static str] {
             "quota",
             "quota_deadline_ms",
             "over_limit_cache",
+            "worker_threads",
         ],
         Role::Quota => &[
             "admin_listen",
@@ -412,6 +420,9 @@ pub fn resolve(args: RoleArgs, role: Role) -> Result<Settings, Vec<String>> {
         },
         fallback_action: fallback.clone(),
         shutdown_grace,
+        worker_threads: a
+            .worker_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         ..EdgeConfig::default()
     };
     Ok(Settings {
@@ -479,6 +490,7 @@ impl fmt::Display for Settings {
         writeln!(f, "max_line = {}", self.edge.limits.max_line_len)?;
         writeln!(f, "max_request = {}", self.edge.limits.max_request_len)?;
         writeln!(f, "buckets = {}", self.engine.buckets_per_period)?;
+        writeln!(f, "worker_threads = {}", self.edge.worker_threads)?;
         writeln!(f, "reload_poll_ms = {}", self.reload_poll.as_millis())?;
         let redis: Vec<String> = self.redis.iter().map(|u| redact(u)).collect();
         writeln!(f, "redis = {redis:?}")?;
