@@ -54,6 +54,21 @@ pub struct Decision {
     pub verdicts: Vec<ModuleVerdict>,
     /// Set when the counter backend failed and the fallback action was used.
     pub state_error: Option<StateError>,
+    /// Quotas this request left at or above [`NEAR_LIMIT_PERCENT`] of their limit
+    /// (admitted, but close to refusing), for metrics. Usually empty.
+    pub near_limit: Vec<QuotaRef>,
+}
+
+/// A level at or above this share of a limit counts as "near the limit".
+pub const NEAR_LIMIT_PERCENT: u64 = 90;
+
+/// Names a configured quota (bounded: for metric labels).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaRef {
+    /// The policy.
+    pub policy: Arc<str>,
+    /// The quota.
+    pub quota: Arc<str>,
 }
 
 /// A module's verdict on a request.
@@ -128,6 +143,7 @@ impl Decision {
             action: Action::Dunno,
             verdicts: Vec::new(),
             state_error: None,
+            near_limit: Vec::new(),
         }
     }
 }
@@ -428,6 +444,16 @@ impl Engine {
                     continue;
                 }
                 note(&mut trace, || describe_op(op, res, r));
+                if res.outcome == Outcome::Admitted
+                    && op.limit > 0
+                    && res.used * 100 >= op.limit * NEAR_LIMIT_PERCENT
+                    && !matches!(op.kind, OpKind::Check { .. })
+                {
+                    decision.near_limit.push(QuotaRef {
+                        policy: r.policy.name.clone(),
+                        quota: r.quota.name.clone(),
+                    });
+                }
                 if let Outcome::Refused { retry_after_ms } = res.outcome {
                     let action = quota_action(r.quota, r.kind, retry_after_ms);
                     decision.verdicts.push(ModuleVerdict {

@@ -30,7 +30,10 @@ pub mod window;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use compile::{compile, Compiled, PolicySet};
 pub use diagnostic::{Diagnostic, Location, Severity};
-pub use engine::{Decision, Engine, EngineSettings, Explanation};
+pub use engine::{
+    CounterLevel, Decision, Engine, EngineSettings, Explanation, ModuleVerdict, QuotaRef,
+    NEAR_LIMIT_PERCENT,
+};
 pub use memory::{MemoryState, MemoryStateSettings};
 pub use model::{
     AccessControlDef, GroupDef, GroupMemberDef, LimitDef, MemberDef, PolicyDef, PolicySetDef,
