@@ -112,10 +112,12 @@ pub(crate) struct Quota {
     pub limits: Vec<Limit>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Limit {
     pub kind: LimitKind,
     pub limit: u64,
+    /// `policy/quota/Kind/`, escaped, computed once: a counter key is this plus the track key.
+    pub key_prefix: Arc<str>,
 }
 
 impl PolicySet {
@@ -607,6 +609,7 @@ impl Compiler {
             limits.push(Limit {
                 kind,
                 limit: l.limit,
+                key_prefix: crate::engine::counter_key(policy, &q.name, kind, "").into(),
             });
         }
         if !q.disabled && limits.is_empty() {

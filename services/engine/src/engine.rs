@@ -202,7 +202,8 @@ impl Engine {
 
     /// Decides one request.
     pub async fn decide(&self, req: &PolicyRequest) -> Decision {
-        let set = self.set.load_full();
+        // A guard, not a clone: no reference-count traffic shared between threads.
+        let set = self.set.load();
         self.evaluate(&set, req, false, None).await
     }
 
@@ -350,7 +351,9 @@ impl Engine {
                 let shown: Option<Arc<str>> = trace.is_some().then(|| track_key.as_str().into());
                 let window = WindowSpec::new(q.period_ms, self.settings.buckets_per_period);
                 for l in &q.limits {
-                    let key = counter_key(&p.name, &q.name, l.kind, &track_key);
+                    let mut key = String::with_capacity(l.key_prefix.len() + track_key.len());
+                    key.push_str(&l.key_prefix);
+                    key.push_str(&track_key);
                     let r = || OpRef {
                         policy: p,
                         track_key: shown.clone(),
