@@ -23,11 +23,7 @@ pub fn free_port() -> u16 {
 
 /// Whether something accepts TCP connections on `127.0.0.1:port`.
 pub fn listening(port: u16) -> bool {
-    TcpStream::connect_timeout(
-        &([127, 0, 0, 1], port).into(),
-        Duration::from_millis(200),
-    )
-    .is_ok()
+    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
 }
 
 /// Waits until `127.0.0.1:port` accepts connections; panics after `limit`.
@@ -136,7 +132,9 @@ impl Process {
     }
 
     fn try_status(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// The process id, while running.
@@ -169,7 +167,9 @@ impl Process {
 
     /// Sends `signal` (`"TERM"`, `"INT"`, `"STOP"`, `"CONT"`...) with `kill(1)`.
     pub fn signal(&self, signal: &str) {
-        let pid = self.pid().unwrap_or_else(|| panic!("{} is not running", self.name));
+        let pid = self
+            .pid()
+            .unwrap_or_else(|| panic!("{} is not running", self.name));
         let ok = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(pid.to_string())
@@ -196,7 +196,10 @@ impl Process {
             }
             if Instant::now() > deadline {
                 self.kill();
-                panic!("{} still running {limit:?} after being asked to stop", self.name);
+                panic!(
+                    "{} still running {limit:?} after being asked to stop",
+                    self.name
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
