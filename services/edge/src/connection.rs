@@ -2,6 +2,7 @@
 
 use crate::config::EdgeConfig;
 use crate::listen::Peer;
+use crate::metrics::{self, EdgeMetrics, Fallback};
 use crate::verdict_log;
 use sluice_engine::Engine;
 use sluice_protocol::{FrameError, PolicyRequest, RawRequest, RequestDecoder};
@@ -14,6 +15,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{timeout, timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Bytes reserved in the read buffer before each read.
 const READ_CHUNK: usize = 4096;
@@ -29,6 +31,8 @@ pub(crate) struct Shared {
     /// Set when shutdown starts: checked between requests (cheaper than asking the
     /// cancellation token, which takes a lock).
     pub(crate) stopping: std::sync::atomic::AtomicBool,
+    /// Metric handles.
+    pub(crate) metrics: Arc<EdgeMetrics>,
 }
 
 impl Shared {
@@ -39,6 +43,7 @@ impl Shared {
             config,
             fallback_reply,
             stopping: std::sync::atomic::AtomicBool::new(false),
+            metrics: Arc::new(EdgeMetrics::new()),
         }
     }
 }
@@ -90,10 +95,13 @@ where
         Closed::EofMidRequest { buffered } => {
             tracing::warn!(%peer, buffered, "Client closed the connection mid-request")
         }
-        Closed::Frame(e) => tracing::warn!(
+        Closed::Frame(e) => {
+            EdgeMetrics::frame_error(e.kind_label());
+            tracing::warn!(
             %peer, kind = e.kind_label(), error = %e,
             "Malformed request; closing connection without reply"
-        ),
+            )
+        }
         Closed::Io(e) => tracing::info!(%peer, error = %e, "Connection failed"),
     }
 }
@@ -188,9 +196,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         }
     }
 
-    /// Decides `raw` and puts the encoded reply in `self.out`.
+    /// Decides `raw` and puts the encoded reply in `self.out`; counts it.
     async fn answer(&mut self, raw: &RawRequest) {
         let shared = self.shared;
+        let started = std::time::Instant::now();
         self.out.clear();
         let mut req = match PolicyRequest::from_raw(raw) {
             Ok(req) => req,
@@ -200,11 +209,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     "Request cannot be evaluated; answering the fallback action"
                 );
                 self.out.extend_from_slice(&shared.fallback_reply);
+                shared.metrics.fallback(Fallback::Invalid(e.kind_label()));
+                shared.metrics.request(
+                    metrics::INVALID,
+                    &shared.config.fallback_action,
+                    started.elapsed(),
+                );
                 return;
             }
         };
         req.peer_address = self.peer.ip();
-        match with_deadline(shared.config.request_deadline, shared.engine.decide(&req)).await {
+        let state = metrics::state_index(req.protocol_state);
+        let decided = if sluice_runtime::traces_enabled() {
+            let span = request_span(&req);
+            let decided = with_deadline(
+                shared.config.request_deadline,
+                shared.engine.decide(&req).instrument(span.clone()),
+            )
+            .await;
+            record_outcome(&span, decided.as_ref(), &shared.config.fallback_action);
+            decided
+        } else {
+            with_deadline(shared.config.request_deadline, shared.engine.decide(&req)).await
+        };
+        match decided {
             Some(decision) => {
                 if let Some(e) = &decision.state_error {
                     tracing::warn!(
@@ -214,6 +242,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 }
                 verdict_log::log_decision(&req, &decision);
                 decision.action.encode_into(&mut self.out);
+                shared.metrics.decision(&decision);
+                shared
+                    .metrics
+                    .request(state, &decision.action, started.elapsed());
             }
             None => {
                 tracing::warn!(
@@ -222,8 +254,55 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     "Request deadline exceeded; answering the fallback action"
                 );
                 self.out.extend_from_slice(&shared.fallback_reply);
+                shared.metrics.fallback(Fallback::Deadline);
+                shared
+                    .metrics
+                    .request(state, &shared.config.fallback_action, started.elapsed());
             }
         }
+    }
+}
+
+/// The span of one policy request (only created while traces are on). It carries no
+/// addresses or names of the client, sender or recipient.
+fn request_span(req: &PolicyRequest) -> tracing::Span {
+    tracing::info_span!(
+        "policy_request",
+        otel.kind = "server",
+        protocol_state = req.protocol_state.as_str(),
+        policies = tracing::field::Empty,
+        verdicts = tracing::field::Empty,
+        action = tracing::field::Empty,
+        fallback = tracing::field::Empty,
+    )
+}
+
+/// Records the matched policies (those that gave a verdict), the verdicts and the final
+/// action on the request span.
+fn record_outcome(
+    span: &tracing::Span,
+    decided: Option<&sluice_engine::engine::Decision>,
+    fallback: &sluice_protocol::Action,
+) {
+    let Some(d) = decided else {
+        span.record("action", fallback.keyword());
+        span.record("fallback", "deadline");
+        return;
+    };
+    span.record("action", d.action.keyword());
+    if let Some(e) = &d.state_error {
+        span.record("fallback", e.kind_label());
+    }
+    if !d.verdicts.is_empty() {
+        let mut policies: Vec<&str> = d.verdicts.iter().map(|v| &*v.policy).collect();
+        policies.dedup();
+        span.record("policies", policies.join(",").as_str());
+        let verdicts: Vec<String> = d
+            .verdicts
+            .iter()
+            .map(|v| format!("{}:{}:{}:{}", v.module, v.policy, v.name, v.action.keyword()))
+            .collect();
+        span.record("verdicts", verdicts.join(",").as_str());
     }
 }
 

@@ -23,6 +23,7 @@ pub mod config;
 mod connection;
 pub mod error;
 pub mod listen;
+mod metrics;
 pub mod server;
 pub mod verdict_log;
 mod workers;

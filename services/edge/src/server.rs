@@ -117,6 +117,7 @@ async fn accept_loop(
             }
         };
         let shared = Arc::clone(shared);
+        let open = shared.metrics.connection();
         let soft = tasks.soft.clone();
         let hard = tasks.hard.clone();
         let span = tracing::debug_span!("connection", %peer);
@@ -124,6 +125,7 @@ async fn accept_loop(
             tasks.tracker.spawn(
                 async move {
                     let _permit = permit;
+                    let _open = open;
                     tokio::select! {
                         biased;
                         () = hard.cancelled() => {}
@@ -144,6 +146,7 @@ async fn accept_loop(
         workers.spawn(tasks.tracker.track_future(
             async move {
                 let _permit = permit;
+                let _open = open;
                 let stream = match detached.into_tokio() {
                     Ok(s) => s,
                     Err(e) => {

@@ -41,6 +41,11 @@ pub async fn probe(state: &dyn State, timeout: Duration) -> bool {
 
 /// Sets the health of the quota service (and of the server as a whole).
 pub async fn set_status(reporter: &HealthReporter, serving: bool) {
+    metrics::gauge!(sluice_runtime::metrics::names::QUOTA_BACKEND_UP).set(if serving {
+        1.0
+    } else {
+        0.0
+    });
     let status = if serving {
         ServingStatus::Serving
     } else {

@@ -18,6 +18,12 @@ use tracing::Instrument;
 pub struct QuotaService {
     state: Arc<dyn State>,
     apply_timeout: Duration,
+    metrics: ServiceMetrics,
+}
+
+/// Handles registered once (the error results are rare and looked up when they happen).
+struct ServiceMetrics {
+    ok: metrics::Counter,
 }
 
 impl QuotaService {
@@ -26,6 +32,12 @@ impl QuotaService {
         QuotaService {
             state,
             apply_timeout,
+            metrics: ServiceMetrics {
+                ok: metrics::counter!(
+                    sluice_runtime::metrics::names::QUOTA_BATCHES,
+                    "result" => "ok"
+                ),
+            },
         }
     }
 
@@ -49,20 +61,41 @@ impl QuotaService {
 impl Quota for QuotaService {
     async fn apply(&self, request: Request<ApplyRequest>) -> Result<Response<ApplyReply>, Status> {
         let peer = request.remote_addr();
+        let span = if sluice_runtime::traces_enabled() {
+            // Joins the caller's trace (W3C trace context in the metadata).
+            let span = tracing::info_span!(
+                "quota.apply",
+                otel.kind = "server",
+                rpc.system = "grpc",
+                rpc.service = "sluice.quota.v1.Quota",
+                rpc.method = "Apply",
+                groups = request.get_ref().groups.len(),
+            );
+            sluice_runtime::propagation::extract_into(request.metadata(), &span);
+            span
+        } else {
+            tracing::debug_span!(
+                "apply",
+                peer = ?peer,
+                groups = request.get_ref().groups.len(),
+                dry_run = request.get_ref().dry_run,
+                eom = request.get_ref().end_of_message_size.is_some(),
+            )
+        };
         let request = request.into_inner();
-        let span = tracing::debug_span!(
-            "apply",
-            peer = ?peer,
-            instance = %request.instance,
-            groups = request.groups.len(),
-            dry_run = request.dry_run,
-            eom = request.end_of_message_size.is_some(),
-        );
         async {
             match self.run(request).await {
-                Ok(reply) => Ok(Response::new(reply)),
+                Ok(reply) => {
+                    self.metrics.ok.increment(1);
+                    Ok(Response::new(reply))
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, kind = e.kind_label(), "Apply failed.");
+                    metrics::counter!(
+                        sluice_runtime::metrics::names::QUOTA_BATCHES,
+                        "result" => e.kind_label()
+                    )
+                    .increment(1);
                     Err(e.into())
                 }
             }

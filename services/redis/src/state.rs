@@ -45,6 +45,7 @@ pub struct RedisState {
     topology: Topology,
     session_ttl_ms: u64,
     clock: Option<Arc<dyn Clock>>,
+    metrics: RedisMetrics,
 }
 
 impl RedisState {
@@ -73,6 +74,7 @@ impl RedisState {
             topology,
             session_ttl_ms: u64::try_from(settings.session_ttl.as_millis()).unwrap_or(u64::MAX),
             clock: None,
+            metrics: RedisMetrics::new(),
         })
     }
 
@@ -252,6 +254,43 @@ impl State for RedisState {
         &'a self,
         batch: &'a CounterBatch,
     ) -> BoxFuture<'a, Result<CounterReply, StateError>> {
-        Box::pin(self.run(batch))
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let result = if sluice_runtime::traces_enabled() {
+                use tracing::Instrument;
+                let span = tracing::info_span!(
+                    "redis.batch",
+                    db.system = "redis",
+                    groups = batch.groups.len(),
+                    end_of_message = batch.end_of_message.is_some(),
+                );
+                self.run(batch).instrument(span).await
+            } else {
+                self.run(batch).await
+            };
+            let h = if result.is_ok() {
+                &self.metrics.ok
+            } else {
+                &self.metrics.error
+            };
+            h.record(started.elapsed().as_secs_f64());
+            result
+        })
+    }
+}
+
+/// `sluice_redis_duration_seconds{result}` handles.
+struct RedisMetrics {
+    ok: metrics::Histogram,
+    error: metrics::Histogram,
+}
+
+impl RedisMetrics {
+    fn new() -> Self {
+        use sluice_runtime::metrics::names::REDIS_DURATION;
+        RedisMetrics {
+            ok: metrics::histogram!(REDIS_DURATION, "result" => "ok"),
+            error: metrics::histogram!(REDIS_DURATION, "result" => "error"),
+        }
     }
 }

@@ -93,6 +93,8 @@ pub(crate) struct Backend {
     down: AtomicBool,
     calls: AtomicU64,
     failures: AtomicU64,
+    /// `sluice_quota_endpoint_up{endpoint}`.
+    up_gauge: metrics::Gauge,
 }
 
 impl Backend {
@@ -110,6 +112,14 @@ impl Backend {
             down: AtomicBool::new(false),
             calls: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            up_gauge: {
+                let g = metrics::gauge!(
+                    sluice_runtime::metrics::names::QUOTA_ENDPOINT_UP,
+                    "endpoint" => addr.to_string()
+                );
+                g.set(1.0);
+                g
+            },
         }
     }
 
@@ -129,6 +139,7 @@ impl Backend {
     pub fn mark_down(&self, why: &str) {
         self.failures.fetch_add(1, Ordering::Relaxed);
         if !self.down.swap(true, Ordering::Relaxed) {
+            self.up_gauge.set(0.0);
             tracing::warn!(addr = %self.addr, reason = why, "Quota-service endpoint marked down.");
         }
     }
@@ -136,6 +147,7 @@ impl Backend {
     /// Marks the backend up (logged once per transition).
     pub fn mark_up(&self) {
         if self.down.swap(false, Ordering::Relaxed) {
+            self.up_gauge.set(1.0);
             tracing::info!(addr = %self.addr, "Quota-service endpoint is up again.");
         }
     }

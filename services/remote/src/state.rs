@@ -26,10 +26,42 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tonic::Status;
+use tracing::Instrument;
+
+/// Metric handles of the remote state (see `docs/metrics.md`).
+struct RemoteMetrics {
+    rpc_ok: metrics::Histogram,
+    rpc_error: metrics::Histogram,
+    cache_hits: metrics::Counter,
+}
+
+impl RemoteMetrics {
+    fn new() -> Self {
+        use sluice_runtime::metrics::names;
+        RemoteMetrics {
+            rpc_ok: metrics::histogram!(names::QUOTA_RPC_DURATION, "result" => "ok"),
+            rpc_error: metrics::histogram!(names::QUOTA_RPC_DURATION, "result" => "error"),
+            cache_hits: metrics::counter!(names::OVER_LIMIT_CACHE_HITS),
+        }
+    }
+
+    /// Runs one call and records its duration by result.
+    async fn timed<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        let started = std::time::Instant::now();
+        let r = call.await;
+        let h = if r.is_ok() { &self.rpc_ok } else { &self.rpc_error };
+        h.record(started.elapsed().as_secs_f64());
+        r
+    }
+}
 
 /// Shared by the state and its background task.
 pub(crate) struct Inner {
     pub pool: Pool,
+    metrics: RemoteMetrics,
     pub config: RemoteConfig,
     cache: Option<OverLimitCache>,
     clock: Arc<dyn Clock>,
@@ -80,6 +112,7 @@ impl RemoteState {
             .then(|| OverLimitCache::new(config.over_limit_cache_capacity));
         let inner = Arc::new(Inner {
             pool,
+            metrics: RemoteMetrics::new(),
             config,
             cache,
             clock,
@@ -131,6 +164,7 @@ impl RemoteState {
             return Ok(reply);
         }
         tracing::debug!(groups = answered, "Answered from the over-limit cache.");
+        self.inner.metrics.cache_hits.increment(answered as u64);
         if answered == batch.groups.len() && batch.end_of_message.is_none() {
             return Ok(CounterReply {
                 groups: local.into_iter().flatten().collect(),
@@ -188,7 +222,8 @@ impl RemoteState {
                 "no quota-service endpoint resolved".into(),
             ));
         };
-        let status = match attempt(&first, batch, deadline).await {
+        let m = &self.inner.metrics;
+        let status = match m.timed(attempt(&first, batch, deadline)).await {
             Ok(reply) => return Ok(reply),
             Err(status) => status,
         };
@@ -202,7 +237,7 @@ impl RemoteState {
             return Err(state_error_from_status(&status));
         };
         tracing::debug!(failed = %first.addr, retry = %second.addr, "Retrying on another quota service.");
-        attempt(&second, batch, deadline).await.map_err(|status| {
+        m.timed(attempt(&second, batch, deadline)).await.map_err(|status| {
             if is_transport_failure(&status) {
                 second.mark_down(status.message());
             }
@@ -221,7 +256,21 @@ async fn attempt(
     let mut request = tonic::Request::new(ApplyRequest::from(batch));
     request.set_timeout(deadline.saturating_duration_since(Instant::now()));
     let mut client = backend.client.clone();
-    let reply = client.apply(request).await?.into_inner();
+    let reply = if sluice_runtime::traces_enabled() {
+        let span = tracing::info_span!(
+            "quota.apply",
+            otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.service = "sluice.quota.v1.Quota",
+            rpc.method = "Apply",
+            server.address = %backend.addr,
+            groups = batch.groups.len(),
+        );
+        sluice_runtime::propagation::inject(&span, request.metadata_mut());
+        client.apply(request).instrument(span).await?.into_inner()
+    } else {
+        client.apply(request).await?.into_inner()
+    };
     backend.mark_up();
     let reply = CounterReply::try_from(reply)
         .map_err(|e| Status::internal(format!("malformed reply: {e}")))?;

@@ -1,55 +1,50 @@
-//! The admin HTTP listener: `/healthz`, `/readyz` and `POST /explain` (the request as
-//! protocol text in the body; the explanation as text back, with live counter levels).
+//! The metrics listener: `/metrics`, `/healthz`, `/readyz` (from [`sluice_runtime::router`])
+//! and, on serve and edge, `POST /explain` (the request as protocol text in the body; the
+//! explanation as text back, with live counter levels).
 
+use crate::ready::FrontReady;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::Router;
-use sluice_engine::Engine;
 use sluice_protocol::{PolicyRequest, RequestDecoder};
+use sluice_runtime::ReadyCheck;
 use std::future::Future;
 use std::sync::Arc;
 
-/// Serves the admin endpoints on `listener` until `shutdown` resolves.
+/// Serves the endpoints of serve/edge on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    engine: Arc<Engine>,
+    ready: Arc<FrontReady>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
+    let explain = Router::new()
         .route("/explain", post(explain))
-        .with_state(engine);
+        .with_state(Arc::clone(&ready));
+    let app = sluice_runtime::router(ready).merge(explain);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
     {
-        tracing::error!(error = %e, "Admin listener failed");
+        tracing::error!(error = %e, "Metrics listener failed");
     }
 }
 
-/// Serves only `/healthz` (roles without an engine) until the process ends.
-pub async fn serve_basic(listener: tokio::net::TcpListener) {
-    let app = Router::new().route("/healthz", get(|| async { "ok\n" }));
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!(error = %e, "Admin listener failed");
+/// Serves `/metrics`, `/healthz` and `/readyz` (roles without an engine) until the process
+/// ends.
+pub async fn serve_basic(listener: tokio::net::TcpListener, ready: Arc<dyn ReadyCheck>) {
+    if let Err(e) = axum::serve(listener, sluice_runtime::router(ready)).await {
+        tracing::error!(error = %e, "Metrics listener failed");
     }
 }
 
-async fn ready(State(engine): State<Arc<Engine>>) -> (StatusCode, String) {
-    let set = engine.policies();
-    (
-        StatusCode::OK,
-        format!(
-            "ready: policy set version {}, {} enabled policies\n",
-            set.version,
-            set.enabled_policies()
-        ),
-    )
-}
-
-async fn explain(State(engine): State<Arc<Engine>>, body: String) -> (StatusCode, String) {
+async fn explain(State(ready): State<Arc<FrontReady>>, body: String) -> (StatusCode, String) {
+    let Some(engine) = ready.engine() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "policies not loaded yet\n".into(),
+        );
+    };
     match parse_request(&body) {
         Ok(req) => (StatusCode::OK, engine.explain(&req).await.to_string()),
         Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")),

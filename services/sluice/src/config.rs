@@ -53,10 +53,23 @@ pub struct RoleArgs {
     /// (comma-separated or repeated). Default 127.0.0.1:10031.
     #[arg(long, env = "SLUICE_LISTEN", value_delimiter = ',')]
     pub listen: Option<Vec<String>>,
-    /// Admin HTTP listener (`/healthz`, `/readyz`, `POST /explain`), or `off`.
-    /// Default 127.0.0.1:10032 (serve, edge), 127.0.0.1:10034 (quota).
-    #[arg(long, env = "SLUICE_ADMIN_LISTEN")]
+    /// Metrics HTTP listener (`/metrics`, `/healthz`, `/readyz`; `POST /explain` on serve
+    /// and edge), or `off`. Default 127.0.0.1:10032 (serve, edge), 127.0.0.1:10034 (quota).
+    #[arg(long, env = "SLUICE_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Old name of `--metrics-listen` (still accepted; `--metrics-listen` wins).
+    #[arg(long, env = "SLUICE_ADMIN_LISTEN", hide = true)]
     pub admin_listen: Option<String>,
+    /// OpenTelemetry collector (OTLP over gRPC), e.g. `http://127.0.0.1:4317`: turns traces
+    /// on. Default off.
+    #[arg(long, env = "SLUICE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Share of requests traced when traces are on, 0.0 to 1.0 (default 1.0).
+    #[arg(long, env = "SLUICE_TRACE_SAMPLE_RATIO")]
+    pub trace_sample_ratio: Option<f64>,
+    /// Where log lines go: `stderr` (default) or `syslog` (/dev/log, facility mail).
+    #[arg(long, env = "SLUICE_LOG_TARGET", value_enum)]
+    pub log_target: Option<LogTarget>,
     /// Policy database URL (`sqlite://FILE`, `postgres://...`). Default `sqlite://sluice.db`.
     #[arg(long, env = "SLUICE_DATABASE")]
     pub database: Option<String>,
@@ -117,6 +130,17 @@ pub struct RoleArgs {
     pub grpc_listen: Option<String>,
 }
 
+/// Where log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogTarget {
+    /// Standard error.
+    #[default]
+    Stderr,
+    /// The local syslog socket `/dev/log`, facility mail.
+    Syslog,
+}
+
 /// Fills every `None` of `$a` from `$b`.
 macro_rules! overlay {
     ($a:ident, $b:ident, $($f:ident),* $(,)?) => { $( if $a.$f.is_none() { $a.$f = $b.$f.take(); } )* };
@@ -129,7 +153,11 @@ impl RoleArgs {
             self,
             file,
             listen,
+            metrics_listen,
             admin_listen,
+            otlp_endpoint,
+            trace_sample_ratio,
+            log_target,
             database,
             monitor,
             fallback_action,
@@ -158,7 +186,11 @@ impl RoleArgs {
         macro_rules! collect { ($($f:ident),*) => { $( if self.$f.is_some() { keys.push(stringify!($f)); } )* } }
         collect!(
             listen,
+            metrics_listen,
             admin_listen,
+            otlp_endpoint,
+            trace_sample_ratio,
+            log_target,
             database,
             monitor,
             fallback_action,
@@ -187,8 +219,14 @@ impl RoleArgs {
 pub struct Settings {
     /// Policy-protocol listeners (serve, edge).
     pub listen: Vec<ListenAddr>,
-    /// Admin HTTP listener, if any.
+    /// Metrics HTTP listener (`metrics_listen`, alias `admin_listen`), if any.
     pub admin: Option<SocketAddr>,
+    /// OTLP/gRPC collector; traces are off without one.
+    pub otlp_endpoint: Option<String>,
+    /// Share of requests traced.
+    pub trace_sample_ratio: f64,
+    /// Where log lines go.
+    pub log_target: LogTarget,
     /// Policy database URL (serve, edge).
     pub database: String,
     /// Edge knobs (serve, edge).
@@ -218,7 +256,11 @@ fn keys_of(role: Role) -> &'static [&'static str] {
     match role {
         Role::Serve => &[
             "listen",
+            "metrics_listen",
             "admin_listen",
+            "otlp_endpoint",
+            "trace_sample_ratio",
+            "log_target",
             "database",
             "monitor",
             "fallback_action",
@@ -236,7 +278,11 @@ fn keys_of(role: Role) -> &'static [&'static str] {
         ],
         Role::Edge => &[
             "listen",
+            "metrics_listen",
             "admin_listen",
+            "otlp_endpoint",
+            "trace_sample_ratio",
+            "log_target",
             "database",
             "monitor",
             "fallback_action",
@@ -254,7 +300,11 @@ fn keys_of(role: Role) -> &'static [&'static str] {
             "worker_threads",
         ],
         Role::Quota => &[
+            "metrics_listen",
             "admin_listen",
+            "otlp_endpoint",
+            "trace_sample_ratio",
+            "log_target",
             "redis",
             "redis_timeout_ms",
             "grpc_listen",
@@ -310,13 +360,35 @@ pub fn resolve(args: RoleArgs, role: Role) -> Result<Settings, Vec<String>> {
     } else {
         "127.0.0.1:10032"
     };
-    let admin = match a.admin_listen.as_deref().unwrap_or(default_admin) {
+    let metrics_key = if a.metrics_listen.is_some() || a.admin_listen.is_none() {
+        "metrics_listen"
+    } else {
+        "admin_listen"
+    };
+    let admin = match a
+        .metrics_listen
+        .as_deref()
+        .or(a.admin_listen.as_deref())
+        .unwrap_or(default_admin)
+    {
         "off" | "" => None,
         s => s
             .parse::<SocketAddr>()
-            .map_err(|e| errors.push(format!("admin_listen {s:?}: {e}")))
+            .map_err(|e| errors.push(format!("{metrics_key} {s:?}: {e}")))
             .ok(),
     };
+    let otlp_endpoint = a.otlp_endpoint.clone().filter(|e| !e.is_empty());
+    if let Some(e) = &otlp_endpoint {
+        if !(e.starts_with("http://") || e.starts_with("https://")) {
+            errors.push(format!("otlp_endpoint {e:?}: expected http://host:port"));
+        }
+    }
+    let trace_sample_ratio = a.trace_sample_ratio.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&trace_sample_ratio) {
+        errors.push(format!(
+            "trace_sample_ratio must be between 0.0 and 1.0, not {trace_sample_ratio}"
+        ));
+    }
     let fallback_text = a.fallback_action.clone().unwrap_or_else(|| {
         "DEFER_IF_PERMIT 4.3.0 Policy service unavailable, try again later".into()
     });
@@ -428,6 +500,9 @@ pub fn resolve(args: RoleArgs, role: Role) -> Result<Settings, Vec<String>> {
     Ok(Settings {
         listen,
         admin,
+        otlp_endpoint,
+        trace_sample_ratio,
+        log_target: a.log_target.unwrap_or_default(),
         database: a
             .database
             .clone()
@@ -466,8 +541,22 @@ impl fmt::Display for Settings {
         writeln!(f, "listen = {listen:?}")?;
         writeln!(
             f,
-            "admin_listen = {:?}",
+            "metrics_listen = {:?}",
             self.admin.map_or("off".to_string(), |a| a.to_string())
+        )?;
+        writeln!(
+            f,
+            "otlp_endpoint = {:?}",
+            self.otlp_endpoint.as_deref().unwrap_or("")
+        )?;
+        writeln!(f, "trace_sample_ratio = {}", self.trace_sample_ratio)?;
+        writeln!(
+            f,
+            "log_target = {:?}",
+            match self.log_target {
+                LogTarget::Stderr => "stderr",
+                LogTarget::Syslog => "syslog",
+            }
         )?;
         writeln!(f, "database = {:?}", redact(&self.database))?;
         writeln!(f, "monitor = {}", self.engine.monitor_all)?;

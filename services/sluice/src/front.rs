@@ -3,6 +3,7 @@
 //! shutdown on SIGTERM/SIGINT.
 
 use crate::config::{Role, Settings};
+use crate::ready::{Counters, FrontReady};
 use crate::{admin, reload, signal};
 use anyhow::Context;
 use sluice_edge::Listener;
@@ -16,10 +17,12 @@ use tokio::sync::watch;
 /// Longest wait between attempts to reach the database at start.
 const MAX_START_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Runs the front end on `state` until a shutdown signal.
+/// Runs the front end on `state` until a shutdown signal. `counters` says how `/readyz`
+/// checks the counter backend.
 pub async fn run(
     settings: Settings,
     state: Arc<dyn State>,
+    counters: Counters,
     role: Role,
 ) -> anyhow::Result<ExitCode> {
     // Bind everything first: a bad or busy address fails the start at once.
@@ -32,12 +35,27 @@ pub async fn run(
     }
     let admin = match settings.admin {
         Some(a) => Some(tokio::net::TcpListener::bind(a).await.with_context(|| {
-            format!("cannot listen on {a} (admin; admin_listen = \"off\" disables it)")
+            format!("cannot listen on {a} (metrics; metrics_listen = \"off\" disables it)")
         })?),
         None => None,
     };
 
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    // Serving /healthz, /metrics and a 503 /readyz while the policies load.
+    let ready = FrontReady::new(counters);
+    if let Some(admin) = admin {
+        tokio::spawn(admin::serve(admin, ready.clone(), stopped()));
+    }
+    metrics::counter!(sluice_runtime::metrics::names::POLICY_RELOAD_FAILURES).increment(0);
+
     let (store, version, set) = load_at_start(&settings, role).await?;
+    reload::record_loaded(&set);
     tracing::info!(
         role = %role,
         database = store.backend_name(),
@@ -47,23 +65,13 @@ pub async fn run(
         "Policies loaded"
     );
     let engine = Arc::new(Engine::new(set, state, settings.engine.clone()));
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
+    ready.loaded(engine.clone(), store.clone());
     tokio::spawn(reload::watch(
         store.clone(),
         engine.clone(),
         settings.reload_poll,
         version,
     ));
-    if let Some(admin) = admin {
-        tokio::spawn(admin::serve(admin, engine.clone(), stopped()));
-    }
     let mut servers = tokio::task::JoinSet::new();
     for l in listeners {
         servers.spawn(sluice_edge::run(

@@ -1,28 +1,53 @@
-//! Log output: plain or JSON lines on stderr, filtered by level. Lines are written by a
-//! background thread so a slow stderr (a pipe to journald, a full disk) never stalls the
-//! request path; nothing is dropped (the writer applies back-pressure when its queue is full).
+//! Logs and traces for every subcommand, through [`sluice_runtime::init`]: plain or JSON
+//! lines to stderr (written by a background thread, so a slow stderr never stalls the
+//! request path) or to syslog; for the long-running roles also OTLP traces when
+//! `otlp_endpoint` is set.
 
 use crate::cli::{LogArgs, LogFormat};
-use std::io::IsTerminal;
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
-use tracing_subscriber::EnvFilter;
+use crate::config::{LogTarget, Role, Settings};
+use sluice_runtime::{Telemetry, TelemetryConfig};
 
-/// Installs the global subscriber. Keep the guard until exit: dropping it flushes the logs.
-pub fn init(args: &LogArgs) -> Result<WorkerGuard, String> {
-    let filter = EnvFilter::try_new(&args.log_level)
-        .map_err(|e| format!("invalid --log-level {:?}: {e}", args.log_level))?;
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal());
-    let result = match args.log_format {
-        LogFormat::Plain => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+fn base(args: &LogArgs, role: &str) -> TelemetryConfig {
+    TelemetryConfig {
+        role: role.to_string(),
+        log_level: args.log_level.clone(),
+        log_format: match args.log_format {
+            LogFormat::Plain => sluice_runtime::LogFormat::Plain,
+            LogFormat::Json => sluice_runtime::LogFormat::Json,
+        },
+        ..TelemetryConfig::default()
+    }
+}
+
+/// Logs to stderr for the short-lived commands. Keep the guard until exit.
+pub fn init(args: &LogArgs) -> Result<Telemetry, String> {
+    sluice_runtime::init(&base(args, "command")).map_err(|e| e.to_string())
+}
+
+/// Logs and traces of a long-running role, as configured. Must run inside the runtime.
+pub fn init_role(args: &LogArgs, settings: &Settings, role: Role) -> anyhow::Result<Telemetry> {
+    let config = TelemetryConfig {
+        log_target: match settings.log_target {
+            LogTarget::Stderr => sluice_runtime::LogTarget::Stderr,
+            LogTarget::Syslog => sluice_runtime::LogTarget::Syslog,
+        },
+        otlp_endpoint: settings.otlp_endpoint.clone(),
+        trace_sample_ratio: settings.trace_sample_ratio,
+        ..base(args, &role.to_string())
     };
-    result.map_err(|e| format!("cannot set up logging: {e}"))?;
-    Ok(guard)
+    let telemetry = sluice_runtime::init(&config)?;
+    sluice_runtime::metrics::install(&role.to_string());
+    if let Some(endpoint) = &settings.otlp_endpoint {
+        tracing::info!(
+            endpoint,
+            sample_ratio = settings.trace_sample_ratio,
+            "Exporting traces over OTLP"
+        );
+    }
+    Ok(telemetry)
+}
+
+/// Flushes logs and pending spans off the async threads (the exporter may block).
+pub async fn finish(telemetry: Telemetry) {
+    let _ = tokio::task::spawn_blocking(move || drop(telemetry)).await;
 }

@@ -11,6 +11,7 @@ mod import;
 mod logging;
 mod policy_cmd;
 mod quota;
+mod ready;
 mod reload;
 mod serve;
 mod signal;
@@ -29,11 +30,22 @@ pub const EX_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _log_guard = match logging::init(&cli.log) {
-        Ok(guard) => guard,
-        Err(e) => {
-            eprintln!("sluice: {e}");
-            return ExitCode::from(EX_USAGE);
+    let log = cli.log.clone();
+    // The long-running roles set up logs and traces themselves once their configuration
+    // is resolved (it says where logs go and whether traces are on).
+    let role = matches!(
+        cli.command,
+        Command::Serve(_) | Command::Edge(_) | Command::Quota(_)
+    );
+    let _log_guard = if role {
+        None
+    } else {
+        match logging::init(&cli.log) {
+            Ok(guard) => Some(guard),
+            Err(e) => {
+                eprintln!("sluice: {e}");
+                return ExitCode::from(EX_USAGE);
+            }
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -48,9 +60,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
-            Command::Edge(args) => serve::run_edge(args).await,
-            Command::Quota(args) => quota::run(args).await,
+            Command::Serve(args) => serve::run(args, &log).await,
+            Command::Edge(args) => serve::run_edge(args, &log).await,
+            Command::Quota(args) => quota::run(args, &log).await,
             Command::Policy { command } => match command {
                 PolicyCommand::Import(args) => policy_cmd::import(args).await,
                 PolicyCommand::Export(args) => policy_cmd::export(args).await,

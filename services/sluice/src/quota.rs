@@ -1,15 +1,17 @@
 //! `sluice quota`: the gRPC quota service on Redis (Cluster).
 
+use crate::cli::LogArgs;
 use crate::config::{self, Role, RoleArgs};
+use crate::ready::QuotaReady;
 use crate::serve::connect_redis;
-use crate::signal;
+use crate::{logging, signal};
 use anyhow::Context;
 use sluice_quota::QuotaConfig;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 /// Runs the quota service until a shutdown signal.
-pub async fn run(args: RoleArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: RoleArgs, log: &LogArgs) -> anyhow::Result<ExitCode> {
     let check = args.check_config;
     let settings = match config::resolve_or_exit(args, Role::Quota) {
         Ok(s) => s,
@@ -19,6 +21,13 @@ pub async fn run(args: RoleArgs) -> anyhow::Result<ExitCode> {
         print!("{settings}");
         return Ok(ExitCode::SUCCESS);
     }
+    let telemetry = logging::init_role(log, &settings, Role::Quota)?;
+    let result = serve(settings).await;
+    logging::finish(telemetry).await;
+    result
+}
+
+async fn serve(settings: config::Settings) -> anyhow::Result<ExitCode> {
     let grpc = settings.grpc_listen.expect("resolved for the quota role");
     let listener = tokio::net::TcpListener::bind(grpc)
         .await
@@ -31,9 +40,12 @@ pub async fn run(args: RoleArgs) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
-    let state = Arc::new(connect_redis(&settings).await?);
+    let state: Arc<dyn sluice_engine::State> = Arc::new(connect_redis(&settings).await?);
     if let Some(admin) = admin {
-        tokio::spawn(crate::admin::serve_basic(admin));
+        tokio::spawn(crate::admin::serve_basic(
+            admin,
+            Arc::new(QuotaReady(state.clone())),
+        ));
     }
     tracing::info!(grpc = %grpc, "Quota service listening");
     let config = QuotaConfig {

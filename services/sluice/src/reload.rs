@@ -3,6 +3,7 @@
 //! one serving.
 
 use sluice_engine::{compile, Engine, PolicySet};
+use sluice_runtime::metrics::{names, unix_now};
 use sluice_store::Store;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,15 @@ pub async fn load_set(store: &Store, version: i64) -> anyhow::Result<(PolicySet,
     }
 }
 
+/// Sets the policy-set gauges after a successful load (at start or on reload).
+pub fn record_loaded(set: &PolicySet) {
+    let now = unix_now();
+    metrics::gauge!(names::POLICY_SET_VERSION).set(set.version as f64);
+    metrics::gauge!(names::POLICIES_ENABLED).set(set.enabled_policies() as f64);
+    metrics::gauge!(names::POLICY_RELOAD_TIMESTAMP).set(now);
+    metrics::gauge!(names::POLICY_CHECK_TIMESTAMP).set(now);
+}
+
 /// Keeps `engine` on the newest valid policy set. Runs until the process ends.
 pub async fn watch(store: Store, engine: Arc<Engine>, poll: Duration, mut loaded: i64) {
     let mut rx = match store.watch(poll).await {
@@ -41,11 +51,13 @@ pub async fn watch(store: Store, engine: Arc<Engine>, poll: Duration, mut loaded
             match load_set(&store, version).await {
                 Ok((set, warnings)) => {
                     let policies = set.enabled_policies();
+                    record_loaded(&set);
                     engine.replace_policies(set);
                     loaded = version;
                     tracing::info!(version, policies, warnings, "Policies reloaded");
                 }
                 Err(e) => {
+                    metrics::counter!(names::POLICY_RELOAD_FAILURES).increment(1);
                     tracing::error!(
                         version,
                         "Policy reload failed; still serving the last good set: {e:#}"

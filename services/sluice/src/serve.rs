@@ -2,8 +2,10 @@
 //! cluster): the same front end, with counters in process, in Redis, or behind the quota
 //! service.
 
+use crate::cli::LogArgs;
 use crate::config::{self, Role, RoleArgs, Settings};
-use crate::front;
+use crate::ready::Counters;
+use crate::{front, logging};
 use anyhow::Context;
 use sluice_engine::{MemoryState, MemoryStateSettings, State, SystemClock};
 use sluice_redis::{RedisState, RedisStateSettings};
@@ -16,7 +18,7 @@ use std::time::Duration;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 /// `sluice serve`: counters in process, or in Redis when `--redis` is given.
-pub async fn run(args: RoleArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: RoleArgs, log: &LogArgs) -> anyhow::Result<ExitCode> {
     let check = args.check_config;
     let settings = match config::resolve_or_exit(args, Role::Serve) {
         Ok(s) => s,
@@ -26,21 +28,28 @@ pub async fn run(args: RoleArgs) -> anyhow::Result<ExitCode> {
         print!("{settings}");
         return Ok(ExitCode::SUCCESS);
     }
-    let state: Arc<dyn State> = if settings.redis.is_empty() {
-        let memory = Arc::new(MemoryState::new(
-            Arc::new(SystemClock),
-            MemoryStateSettings::default(),
-        ));
-        spawn_sweeper(memory.clone());
-        memory
-    } else {
-        Arc::new(connect_redis(&settings).await?)
-    };
-    front::run(settings, state, Role::Serve).await
+    let telemetry = logging::init_role(log, &settings, Role::Serve)?;
+    let result = async {
+        let (state, counters): (Arc<dyn State>, Counters) = if settings.redis.is_empty() {
+            let memory = Arc::new(MemoryState::new(
+                Arc::new(SystemClock),
+                MemoryStateSettings::default(),
+            ));
+            spawn_sweeper(memory.clone());
+            (memory, Counters::Embedded)
+        } else {
+            let redis: Arc<dyn State> = Arc::new(connect_redis(&settings).await?);
+            (redis.clone(), Counters::Redis(redis))
+        };
+        front::run(settings, state, counters, Role::Serve).await
+    }
+    .await;
+    logging::finish(telemetry).await;
+    result
 }
 
 /// `sluice edge`: counters behind the quota service.
-pub async fn run_edge(args: RoleArgs) -> anyhow::Result<ExitCode> {
+pub async fn run_edge(args: RoleArgs, log: &LogArgs) -> anyhow::Result<ExitCode> {
     let check = args.check_config;
     let settings = match config::resolve_or_exit(args, Role::Edge) {
         Ok(s) => s,
@@ -55,10 +64,18 @@ pub async fn run_edge(args: RoleArgs) -> anyhow::Result<ExitCode> {
         over_limit_cache: settings.over_limit_cache,
         ..RemoteConfig::default()
     };
-    let state = RemoteState::connect(settings.quota.clone(), remote)
-        .await
-        .context("invalid quota service settings")?;
-    front::run(settings, Arc::new(state), Role::Edge).await
+    let telemetry = logging::init_role(log, &settings, Role::Edge)?;
+    let result = async {
+        let state = Arc::new(
+            RemoteState::connect(settings.quota.clone(), remote)
+                .await
+                .context("invalid quota service settings")?,
+        );
+        front::run(settings, state.clone(), Counters::Remote(state), Role::Edge).await
+    }
+    .await;
+    logging::finish(telemetry).await;
+    result
 }
 
 /// Connects to Redis (Cluster or one node).
