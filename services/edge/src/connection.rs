@@ -142,11 +142,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                         Err(e) => return Closed::Io(e),
                     }
                     started = None;
-                    if self
-                        .shared
-                        .stopping
-                        .load(std::sync::atomic::Ordering::Acquire)
-                    {
+                    if self.buf.is_empty() && self.stopping() && !self.arrived().await {
                         return Closed::Shutdown;
                     }
                     if self.buf.capacity() > MAX_KEPT_CAPACITY && self.buf.len() < READ_CHUNK {
@@ -159,11 +155,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             if self.buf.is_empty() {
                 // Between requests: idle, and closed on shutdown.
                 started = None;
-                if self
-                    .shared
-                    .stopping
-                    .load(std::sync::atomic::Ordering::Acquire)
-                {
+                if self.stopping() {
+                    if self.arrived().await {
+                        continue;
+                    }
                     return Closed::Shutdown;
                 }
                 tokio::select! {
@@ -194,6 +189,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 }
             }
         }
+    }
+
+    /// Whether shutdown has started.
+    fn stopping(&self) -> bool {
+        self.shared
+            .stopping
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// During shutdown: takes in what the client already sent, without waiting. True when
+    /// bytes arrived (a request sent before the connection was closed still gets its answer).
+    async fn arrived(&mut self) -> bool {
+        let mut read = pin!(read_more(&mut self.stream, &mut self.buf));
+        matches!(
+            poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await,
+            Poll::Ready(Ok(n)) if n > 0
+        )
     }
 
     /// Decides `raw` and puts the encoded reply in `self.out`; counts it.
@@ -300,7 +312,15 @@ fn record_outcome(
         let verdicts: Vec<String> = d
             .verdicts
             .iter()
-            .map(|v| format!("{}:{}:{}:{}", v.module, v.policy, v.name, v.action.keyword()))
+            .map(|v| {
+                format!(
+                    "{}:{}:{}:{}",
+                    v.module,
+                    v.policy,
+                    v.name,
+                    v.action.keyword()
+                )
+            })
             .collect();
         span.record("verdicts", verdicts.join(",").as_str());
     }

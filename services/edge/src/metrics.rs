@@ -211,11 +211,18 @@ mod tests {
     #[test]
     fn every_action_has_its_label() {
         for (i, kw) in ACTIONS.iter().enumerate() {
-            let text = if *kw == "dunno" { "DUNNO".to_string() } else { format!("{} x", kw.to_uppercase()) };
+            let text = if *kw == "dunno" {
+                "DUNNO".to_string()
+            } else {
+                format!("{} x", kw.to_uppercase())
+            };
             let a: Action = text.parse().unwrap();
             assert_eq!(action_index(&a), i, "{kw}");
         }
         assert_eq!(state_index(ProtocolState::Etrn), INVALID - 1);
-        assert_eq!(STATES[state_index(ProtocolState::EndOfMessage)], "END-OF-MESSAGE");
+        assert_eq!(
+            STATES[state_index(ProtocolState::EndOfMessage)],
+            "END-OF-MESSAGE"
+        );
     }
 }

@@ -52,7 +52,11 @@ impl RemoteMetrics {
     ) -> Result<T, Status> {
         let started = std::time::Instant::now();
         let r = call.await;
-        let h = if r.is_ok() { &self.rpc_ok } else { &self.rpc_error };
+        let h = if r.is_ok() {
+            &self.rpc_ok
+        } else {
+            &self.rpc_error
+        };
         h.record(started.elapsed().as_secs_f64());
         r
     }
@@ -237,12 +241,14 @@ impl RemoteState {
             return Err(state_error_from_status(&status));
         };
         tracing::debug!(failed = %first.addr, retry = %second.addr, "Retrying on another quota service.");
-        m.timed(attempt(&second, batch, deadline)).await.map_err(|status| {
-            if is_transport_failure(&status) {
-                second.mark_down(status.message());
-            }
-            state_error_from_status(&status)
-        })
+        m.timed(attempt(&second, batch, deadline))
+            .await
+            .map_err(|status| {
+                if is_transport_failure(&status) {
+                    second.mark_down(status.message());
+                }
+                state_error_from_status(&status)
+            })
     }
 }
 
