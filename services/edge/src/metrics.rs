@@ -74,6 +74,9 @@ struct VerdictKey {
     monitor: bool,
 }
 
+/// Identifies one `sluice_quota_near_limit_total` series: (policy, quota).
+type QuotaKey = (Arc<str>, Arc<str>);
+
 /// Why a request got the fallback action (`sluice_fallback_total{reason}`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Fallback {
@@ -93,7 +96,7 @@ pub(crate) struct EdgeMetrics {
     backend_timeout: Counter,
     deadline: Counter,
     verdicts: RwLock<HashMap<VerdictKey, Counter>>,
-    near_limit: RwLock<HashMap<(Arc<str>, Arc<str>), Counter>>,
+    near_limit: RwLock<HashMap<QuotaKey, Counter>>,
 }
 
 impl EdgeMetrics {

@@ -279,11 +279,13 @@ fn readyz_follows_postgres() {
     wait_ready(metrics, 200, Duration::from_secs(30));
 }
 
+/// A received span: (the `sluice.role` resource attribute, span name, trace id).
+type Received = (String, String, Vec<u8>);
+
 /// Collects every span exported to it.
 #[derive(Default, Clone)]
 struct Receiver {
-    /// (role resource attribute, span name, trace id)
-    spans: Arc<Mutex<Vec<(String, String, Vec<u8>)>>>,
+    spans: Arc<Mutex<Vec<Received>>>,
 }
 
 #[tonic::async_trait]
