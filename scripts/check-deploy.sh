@@ -1,0 +1,273 @@
+#!/usr/bin/env bash
+# Checks the deployment assets (see docs/deploy.md):
+#   - Prometheus alert rules: `promtool check rules` and `promtool test rules`
+#     (Debian's `prometheus` package), the Helm chart's copy identical;
+#   - Grafana dashboard: the JSON parses and is importable (datasource input, targets);
+#   - systemd units: `systemd-analyze verify` reports nothing;
+#   - Helm chart: lint and render with Helm's own Go library (PyPI `helm-python-sdk`, no helm
+#     binary) for the default values and ci/all-options-values.yaml, then every rendered
+#     object validated against the Kubernetes $KUBE_VERSION schemas (PyPI
+#     `kubernetes-validate`, strict: unknown fields are errors). ServiceMonitor and
+#     PrometheusRule (Prometheus Operator CRDs) have no schema there and are skipped
+#     explicitly; the PrometheusRule's rules go through promtool instead. With a built
+#     `sluice` binary ($SLUICE_BIN, default target/debug/sluice) the rendered role configs
+#     also pass `sluice edge|quota --check-config`.
+# Which metrics the dashboard and the rules query is checked against real scrapes by
+# `cargo test -p sluice --test deploy_assets`.
+#
+# Run as root on Debian (apt-get and pip install what is missing; Python packages go to a
+# venv under target/). Ends with "deploy checks: N passed, M failed"; exits non-zero on any
+# failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+KUBE_VERSION="${KUBE_VERSION:-1.30.0}"
+VENV="${DEPLOY_VENV:-target/deploy-venv/venv}"
+SLUICE_BIN="${SLUICE_BIN:-target/debug/sluice}"
+HELM_PYTHON_SDK_VERSION="0.2.2"
+KUBERNETES_VALIDATE_VERSION="1.37.0"
+
+passed=0
+failed=0
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+
+# check NAME COMMAND...: runs the command, counts it, shows its output on failure.
+check() {
+    local name="$1"
+    shift
+    if "$@" >"$WORK/out" 2>&1; then
+        passed=$((passed + 1))
+        echo "ok   $name"
+    else
+        failed=$((failed + 1))
+        echo "FAIL $name"
+        sed 's/^/     /' "$WORK/out"
+    fi
+}
+
+# ---------------------------------------------------------------- tools
+apt_install() {
+    echo "== installing $* (apt-get)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >/dev/null ||
+        { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >/dev/null; }
+}
+command -v promtool >/dev/null || apt_install prometheus
+command -v systemd-analyze >/dev/null || apt_install systemd
+python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+if ! "$VENV/bin/python" -c 'import helm_python, kubernetes_validate' 2>/dev/null; then
+    echo "== installing helm-python-sdk and kubernetes-validate (pip, venv $VENV)"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check \
+        "helm-python-sdk==$HELM_PYTHON_SDK_VERSION" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
+
+# The rendered Helm configs are checked by the binary itself.
+if [ ! -x "$SLUICE_BIN" ] && [ "$SLUICE_BIN" = target/debug/sluice ]; then
+    echo "== cargo build -p sluice (for --check-config of the rendered configs)"
+    cargo build -p sluice --locked
+fi
+
+# ---------------------------------------------------------------- Prometheus
+RULES=deploy/prometheus/sluice-alerts.yml
+check "promtool check rules $RULES" promtool check rules "$RULES"
+check "promtool test rules deploy/prometheus/sluice-alerts.test.yml" \
+    promtool test rules deploy/prometheus/sluice-alerts.test.yml
+check "helm/sluice/files/sluice-alerts.yml is a copy of $RULES" \
+    cmp "$RULES" helm/sluice/files/sluice-alerts.yml
+
+# ---------------------------------------------------------------- Grafana
+check "Grafana dashboard parses and is importable" python3 - deploy/grafana/sluice-dashboard.json <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert [i["name"] for i in d["__inputs"]] == ["DS_PROMETHEUS"], d["__inputs"]
+assert d["uid"] and d["title"], "uid and title"
+ids = set()
+panels = [p for p in d["panels"] if p["type"] != "row"]
+assert panels, "no panels"
+for p in panels:
+    assert p["id"] not in ids, f"duplicate panel id {p['id']}"
+    ids.add(p["id"])
+    assert p["datasource"]["uid"] == "${DS_PROMETHEUS}", p["title"]
+    assert p["targets"], f"{p['title']}: no targets"
+    for t in p["targets"]:
+        assert t["expr"].strip(), f"{p['title']}: empty expr"
+        assert t["expr"].count("(") == t["expr"].count(")"), f"{p['title']}: unbalanced {t['expr']}"
+        assert t["datasource"]["uid"] == "${DS_PROMETHEUS}", p["title"]
+    g = p["gridPos"]
+    assert 0 <= g["x"] and g["x"] + g["w"] <= 24, f"{p['title']}: outside the grid"
+for v in d["templating"]["list"]:
+    if v["type"] == "query":
+        assert v["datasource"]["uid"] == "${DS_PROMETHEUS}", v["name"]
+print(f"{len(panels)} panels")
+EOF
+
+# ---------------------------------------------------------------- systemd
+# verify needs the ExecStart binaries to exist: check copies pointing at an existing one.
+mkdir -p "$WORK/units"
+for unit in deploy/systemd/*.service; do
+    sed "s|/usr/local/bin/sluice|/bin/true|g" "$unit" >"$WORK/units/$(basename "$unit")"
+done
+systemd_verify() {
+    # Exit status ignores unknown keys and bad values (only warnings): any output fails.
+    local out
+    out="$(systemd-analyze verify "$WORK"/units/*.service 2>&1)" || { echo "$out"; return 1; }
+    [ -z "$out" ] || { echo "$out"; return 1; }
+}
+check "systemd-analyze verify deploy/systemd/*.service" systemd_verify
+
+# ---------------------------------------------------------------- Helm
+cat >"$WORK/helm_check.py" <<'EOF'
+"""Lint, render and validate helm/sluice; prints `ok NAME` / `FAIL NAME` lines."""
+import os, subprocess, sys, tempfile
+import yaml
+import helm_python as helm
+import kubernetes_validate
+
+CHART = "helm/sluice"
+KUBE_VERSION = sys.argv[1]
+SLUICE_BIN = sys.argv[2]
+# Prometheus Operator CRDs: not in the Kubernetes schemas; skipped on purpose.
+CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
+results = []
+
+
+def record(name, error=None):
+    results.append((name, error))
+    print(("ok   " if error is None else "FAIL ") + name)
+    if error:
+        print("     " + str(error).replace("\n", "\n     "))
+
+
+def attempt(name, fn):
+    try:
+        fn()
+        record(name)
+    except Exception as e:  # noqa: BLE001 - every failure is reported
+        record(name, f"{type(e).__name__}: {e}")
+
+
+def lint(label, values):
+    report = helm.lint(CHART, values, strict=True, kube_version="v" + KUBE_VERSION)
+    problems = [m for m in report["messages"] if m["severity"] >= 2] + report.get("errors", [])
+    assert not problems, problems
+
+
+def render(values):
+    chart = helm.Chart.load(CHART)
+    return chart.render(values=values, name="mail", namespace="mail", is_install=True)
+
+
+def objects(rendered):
+    out = []
+    for path, text in sorted(rendered.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                out.append((path, doc))
+    return out
+
+
+def validate(label, objs):
+    skipped = []
+    for path, obj in objs:
+        key = (obj["apiVersion"], obj["kind"])
+        if key in CRD_KINDS:
+            skipped.append(obj["kind"])
+            continue
+        try:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            path_in = ".".join(str(p) for p in e.path)
+            raise AssertionError(f"{path}: {obj['kind']}/{obj['metadata']['name']}: {path_in}: {e.message}")
+        except kubernetes_validate.SchemaNotFoundError:
+            raise AssertionError(f"{path}: no Kubernetes {KUBE_VERSION} schema for {key}")
+    if skipped:
+        print(f"     ({label}: schema validation skipped for CRD kinds {sorted(set(skipped))})")
+
+
+def kinds(objs):
+    found = {}
+    for _, o in objs:
+        found[o["kind"]] = found.get(o["kind"], 0) + 1
+    return found
+
+
+def expect_kinds(objs, want):
+    got = kinds(objs)
+    assert got == want, f"rendered {got}, expected {want}"
+
+
+def check_configs(objs, env):
+    if not os.access(SLUICE_BIN, os.X_OK):
+        raise AssertionError(f"{SLUICE_BIN} not built (cargo build -p sluice, or set SLUICE_BIN)")
+    cm = next(o for _, o in objs if o["kind"] == "ConfigMap")
+    with tempfile.TemporaryDirectory() as d:
+        for role in ("edge", "quota"):
+            f = os.path.join(d, f"{role}.toml")
+            open(f, "w").write(cm["data"][f"{role}.toml"])
+            r = subprocess.run([SLUICE_BIN, role, "--check-config", "--config", f],
+                               env=dict(env, PATH=os.environ.get("PATH", "")),
+                               capture_output=True, text=True)
+            assert r.returncode == 0, f"{role}.toml: {r.stdout}{r.stderr}\n{cm['data'][role + '.toml']}"
+
+
+def rules_pass_promtool(objs):
+    rule = next(o for _, o in objs if o["kind"] == "PrometheusRule")
+    with tempfile.NamedTemporaryFile("w", suffix=".yml") as f:
+        yaml.safe_dump({"groups": rule["spec"]["groups"]}, f)
+        f.flush()
+        r = subprocess.run(["promtool", "check", "rules", f.name], capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+
+def must_fail(values, words):
+    try:
+        render(values)
+    except helm.HelmError as e:
+        assert words in str(e), f"failed, but not for {words!r}: {e}"
+        return
+    raise AssertionError("rendered, but should have failed")
+
+
+def main():
+    default = None
+    all_options = yaml.safe_load(open(f"{CHART}/ci/all-options-values.yaml"))
+    base = {"Deployment": 2, "Service": 4, "ConfigMap": 1, "ServiceAccount": 1, "Job": 1,
+            "HorizontalPodAutoscaler": 1, "PodDisruptionBudget": 2}
+    env = {"SLUICE_DATABASE": "postgres://sluice@db/sluice", "SLUICE_REDIS": "redis://r:6379"}
+    for label, values, want in [
+        ("default values", default, dict(base, Secret=2)),
+        ("ci/all-options-values.yaml", all_options, dict(base, ServiceMonitor=1, PrometheusRule=1)),
+    ]:
+        attempt(f"helm lint ({label}, strict, Kubernetes {KUBE_VERSION})", lambda: lint(label, values))
+        try:
+            objs = objects(render(values))
+            record(f"helm render ({label}): {len(objs)} objects")
+        except Exception as e:  # noqa: BLE001
+            record(f"helm render ({label})", e)
+            continue
+        attempt(f"kubernetes-validate {KUBE_VERSION} strict ({label})", lambda: validate(label, objs))
+        attempt(f"rendered kinds ({label})", lambda: expect_kinds(objs, want))
+        attempt(f"rendered edge.toml and quota.toml pass sluice --check-config ({label})",
+                lambda: check_configs(objs, env))
+        if label != "default values":
+            attempt(f"PrometheusRule passes promtool check rules ({label})", lambda: rules_pass_promtool(objs))
+    attempt("render refuses terminationGracePeriodSeconds <= preStop + shutdown grace",
+            lambda: must_fail({"edge": {"terminationGracePeriodSeconds": 20}}, "terminationGracePeriodSeconds"))
+    attempt("render refuses an unknown antiAffinity",
+            lambda: must_fail({"quota": {"antiAffinity": "sometimes"}}, "antiAffinity"))
+    return 0 if all(e is None for _, e in results) else 1
+
+
+sys.exit(main())
+EOF
+echo "== helm/sluice (helm-python-sdk $("$VENV/bin/python" -c 'import helm_python as h; print(h.helm_sdk_version())'), kubernetes-validate $KUBERNETES_VALIDATE_VERSION)"
+"$VENV/bin/python" "$WORK/helm_check.py" "$KUBE_VERSION" "$SLUICE_BIN" | tee "$WORK/helm.out" || true
+passed=$((passed + $(grep -c '^ok ' "$WORK/helm.out" || true)))
+failed=$((failed + $(grep -c '^FAIL ' "$WORK/helm.out" || true)))
+grep -qE '^(ok|FAIL) ' "$WORK/helm.out" || { failed=$((failed + 1)); echo "FAIL helm checks did not run"; }
+
+echo "deploy checks: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
