@@ -6,7 +6,7 @@
 //! Without [`install`] (libraries' unit tests) recording is a no-op.
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 /// Metric names. Keep in step with `docs/metrics.md`.
@@ -65,6 +65,21 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// Extra sections of the scrape, rendered by their owners (see [`add_renderer`]).
+static RENDERERS: Mutex<Vec<fn(&mut String)>> = Mutex::new(Vec::new());
+
+/// Adds a section to every scrape: `render` appends complete metric families (`# HELP`,
+/// `# TYPE` and samples) in Prometheus text format. For the hottest metrics, which their
+/// owner keeps in per-thread shards rather than in the shared recorder (a contended atomic
+/// per request costs more than the rest of the bookkeeping). Adding the same function twice
+/// has no effect.
+pub fn add_renderer(render: fn(&mut String)) {
+    let mut r = RENDERERS.lock().unwrap_or_else(|p| p.into_inner());
+    if !r.iter().any(|f| std::ptr::fn_addr_eq(*f, render)) {
+        r.push(render);
+    }
+}
+
 /// Installs the global Prometheus recorder (once; later calls return the same handle),
 /// describes every metric and sets `sluice_build_info{version, role}`.
 pub fn install(role: &str) -> &'static PrometheusHandle {
@@ -92,12 +107,21 @@ pub fn install(role: &str) -> &'static PrometheusHandle {
     handle
 }
 
-/// The current scrape in Prometheus text format (empty before [`install`]).
+/// The current scrape in Prometheus text format (only the added sections before
+/// [`install`]).
 pub fn render() -> String {
-    HANDLE
+    let mut text = HANDLE
         .get()
         .map(PrometheusHandle::render)
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let renderers = RENDERERS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    for r in renderers {
+        if !text.is_empty() && !text.ends_with("\n\n") {
+            text.push('\n');
+        }
+        r(&mut text);
+    }
+    text
 }
 
 /// Seconds since the Unix epoch, for timestamp gauges.
