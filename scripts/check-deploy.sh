@@ -237,9 +237,15 @@ def main():
     base = {"Deployment": 2, "Service": 4, "ConfigMap": 1, "ServiceAccount": 1, "Job": 1,
             "HorizontalPodAutoscaler": 1, "PodDisruptionBudget": 2}
     env = {"SLUICE_DATABASE": "postgres://sluice@db/sluice", "SLUICE_REDIS": "redis://r:6379"}
+    options_off = {"edge": {"autoscaling": {"enabled": False}, "podDisruptionBudget": {"enabled": False},
+                            "antiAffinity": "", "preStopSleepSeconds": 0},
+                   "quota": {"podDisruptionBudget": {"enabled": False}, "antiAffinity": ""},
+                   "serviceAccount": {"create": False}, "migration": {"enabled": False}}
     for label, values, want in [
         ("default values", default, dict(base, Secret=2)),
         ("ci/all-options-values.yaml", all_options, dict(base, ServiceMonitor=1, PrometheusRule=1)),
+        ("optional objects off", options_off,
+         {"Deployment": 2, "Service": 4, "ConfigMap": 1, "Secret": 1}),
     ]:
         attempt(f"helm lint ({label}, strict, Kubernetes {KUBE_VERSION})", lambda: lint(label, values))
         try:
@@ -252,7 +258,7 @@ def main():
         attempt(f"rendered kinds ({label})", lambda: expect_kinds(objs, want))
         attempt(f"rendered edge.toml and quota.toml pass sluice --check-config ({label})",
                 lambda: check_configs(objs, env))
-        if label != "default values":
+        if want.get("PrometheusRule"):
             attempt(f"PrometheusRule passes promtool check rules ({label})", lambda: rules_pass_promtool(objs))
     attempt("render refuses terminationGracePeriodSeconds <= preStop + shutdown grace",
             lambda: must_fail({"edge": {"terminationGracePeriodSeconds": 20}}, "terminationGracePeriodSeconds"))
