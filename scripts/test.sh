@@ -21,3 +21,5 @@ cargo test --workspace --locked
 echo "== end-to-end with Postfix"
 cargo build -p sluice --locked
 SLUICE_BIN="$PWD/target/debug/sluice" bash tests/e2e/postfix.sh
+echo "== deploy assets (systemd, Grafana, alert rules, Helm chart)"
+SLUICE_BIN="$PWD/target/debug/sluice" bash scripts/check-deploy.sh
