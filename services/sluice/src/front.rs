@@ -25,14 +25,11 @@ pub async fn run(
     counters: Counters,
     role: Role,
 ) -> anyhow::Result<ExitCode> {
-    // Bind everything first: a bad or busy address fails the start at once.
-    let mut listeners = Vec::new();
-    for addr in &settings.listen {
-        let l = Listener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        listeners.push(l);
-    }
+    // A bad or busy address fails the start at once; but Postfix's listeners are only
+    // opened for good once policies are loaded, so that while the database is unreachable
+    // at start Postfix gets "connection refused" and its default action at once, instead of
+    // a connection that is accepted and never answered.
+    bind_listeners(&settings).await?;
     let admin = match settings.admin {
         Some(a) => Some(tokio::net::TcpListener::bind(a).await.with_context(|| {
             format!("cannot listen on {a} (metrics; metrics_listen = \"off\" disables it)")
@@ -72,6 +69,7 @@ pub async fn run(
         settings.reload_poll,
         version,
     ));
+    let listeners = bind_listeners(&settings).await?;
     let mut servers = tokio::task::JoinSet::new();
     for l in listeners {
         servers.spawn(sluice_edge::run(
@@ -87,6 +85,18 @@ pub async fn run(
     store.close().await;
     tracing::info!("Stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Binds the Postfix listeners.
+async fn bind_listeners(settings: &Settings) -> anyhow::Result<Vec<Listener>> {
+    let mut listeners = Vec::new();
+    for addr in &settings.listen {
+        let l = Listener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        listeners.push(l);
+    }
+    Ok(listeners)
 }
 
 /// Connects and loads the policy set, retrying while the database is unreachable (an edge
