@@ -7,10 +7,12 @@ use crate::group::{Group, Role};
 use crate::keys::Keys;
 use crate::scripts::Scripts;
 use crate::session::{Pending, Session};
+use futures_util::future::join_all;
 use sluice_engine::state::{BoxFuture, EomResult};
 use sluice_engine::{
     Clock, CounterBatch, CounterOp, CounterReply, OpKind, OpResult, State, StateError,
 };
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -115,29 +117,55 @@ impl RedisState {
             Session::default()
         };
 
-        let mut groups = Vec::with_capacity(batch.groups.len());
-        for ops in &batch.groups {
-            let roles: Vec<Role> = ops
+        let independent = groups_independent(&batch.groups);
+        let outcomes = if independent {
+            let roles: Vec<Vec<Role>> = batch
+                .groups
                 .iter()
-                .map(|op| match &op.kind {
-                    OpKind::Take { cost } => Role::Charge(*cost),
-                    OpKind::Check { cost } => Role::Check(*cost),
-                    OpKind::TakeOncePerMessage if session.charged.contains(&op.key) => {
-                        Role::Already
-                    }
-                    OpKind::TakeOncePerMessage => Role::Charge(1),
-                    OpKind::RecordForEom { .. } => Role::Record,
-                })
+                .map(|ops| ops.iter().map(|op| role(&session, op)).collect())
                 .collect();
-            let out = b
-                .run_group(&Group {
-                    ops,
-                    roles: &roles,
-                    dry_run: batch.dry_run,
-                    now_ms,
-                })
-                .await?;
-            if !out.refused && !batch.dry_run && has_session {
+            // No counter is shared between groups: each group's answers are the same
+            // whatever the order, so all groups go out at once (one round trip).
+            let runs = batch
+                .groups
+                .iter()
+                .zip(&roles)
+                .map(|(ops, roles)| async move {
+                    b.run_group(&Group {
+                        ops,
+                        roles,
+                        dry_run: batch.dry_run,
+                        now_ms,
+                    })
+                    .await
+                });
+            join_all(runs)
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            let mut outcomes = Vec::with_capacity(batch.groups.len());
+            for ops in &batch.groups {
+                // A later group may depend on what an earlier one charged: in order.
+                let roles: Vec<Role> = ops.iter().map(|op| role(&session, op)).collect();
+                let out = b
+                    .run_group(&Group {
+                        ops,
+                        roles: &roles,
+                        dry_run: batch.dry_run,
+                        now_ms,
+                    })
+                    .await?;
+                if !out.refused && !batch.dry_run && has_session {
+                    remember(&mut session, ops, &out.results);
+                }
+                outcomes.push(out);
+            }
+            outcomes
+        };
+        let mut groups = Vec::with_capacity(outcomes.len());
+        for (ops, out) in batch.groups.iter().zip(outcomes) {
+            if independent && !out.refused && !batch.dry_run && has_session {
                 remember(&mut session, ops, &out.results);
             }
             groups.push(out.results);
@@ -191,8 +219,9 @@ impl RedisState {
         let mut group_ids: Vec<u32> = pending.iter().map(|p| p.group).collect();
         group_ids.sort_unstable();
         group_ids.dedup();
-        let mut out = Vec::with_capacity(pending.len());
-        for id in group_ids {
+        // Recorded counters are distinct (the first record of a key wins), so the groups
+        // share no counter and all go out at once.
+        let runs = group_ids.into_iter().map(|id| async move {
             let members: Vec<&Pending> = pending.iter().filter(|p| p.group == id).collect();
             let ops: Vec<CounterOp> = members
                 .iter()
@@ -214,7 +243,7 @@ impl RedisState {
                 })
                 .await?
                 .results;
-            out.extend(
+            Ok::<_, StateError>(
                 members
                     .into_iter()
                     .zip(results)
@@ -223,11 +252,43 @@ impl RedisState {
                         key: p.key.clone(),
                         limit: p.limit,
                         result,
-                    }),
-            );
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        });
+        let mut out = Vec::with_capacity(pending.len());
+        for group in join_all(runs).await {
+            out.extend(group?);
         }
         Ok(out)
     }
+}
+
+/// What `op` does given the message session as known now.
+fn role(session: &Session, op: &CounterOp) -> Role {
+    match &op.kind {
+        OpKind::Take { cost } => Role::Charge(*cost),
+        OpKind::Check { cost } => Role::Check(*cost),
+        OpKind::TakeOncePerMessage if session.charged.contains(&op.key) => Role::Already,
+        OpKind::TakeOncePerMessage => Role::Charge(1),
+        OpKind::RecordForEom { .. } => Role::Record,
+    }
+}
+
+/// Whether no counter key appears in more than one group (so the groups can run at once).
+fn groups_independent(groups: &[Vec<CounterOp>]) -> bool {
+    if groups.len() < 2 {
+        return true;
+    }
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (g, ops) in groups.iter().enumerate() {
+        for op in ops {
+            if *seen.entry(op.key.as_str()).or_insert(g) != g {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// Records once-per-message charges and END-OF-MESSAGE counters of an admitted group.
