@@ -82,6 +82,26 @@ impl Conn {
             Err(_) => Err(StateError::Timeout),
         }
     }
+
+    /// Runs a pipeline (routed, on a cluster, to the node of its first key) within
+    /// `timeout`.
+    pub(crate) async fn pipeline<T: FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+        timeout: Duration,
+    ) -> Result<T, StateError> {
+        let call = async {
+            match self.clone() {
+                Conn::Cluster(mut c) => pipe.query_async(&mut c).await,
+                Conn::Single(mut c) => pipe.query_async(&mut c).await,
+            }
+        };
+        match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(state_error(&e)),
+            Err(_) => Err(StateError::Timeout),
+        }
+    }
 }
 
 /// Maps a redis error to the engine's error.

@@ -64,6 +64,7 @@ mod conn;
 mod error;
 mod group;
 mod keys;
+mod level;
 mod scripts;
 mod session;
 mod state;
