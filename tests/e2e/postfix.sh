@@ -100,15 +100,16 @@ stop_pid() {
 # Succeeds when something accepts TCP connections on 127.0.0.1:$1.
 port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 
-# free_port VAR: sets VAR to a loopback port nobody listens on (and not handed out before
-# in this run).
+# free_port VAR: sets VAR to a loopback port nobody uses (and not handed out before in this
+# run). Ports are taken below Linux's ephemeral range (32768-60999), so an outgoing
+# connection's local port cannot grab one between our check and the server's bind.
 USED_PORTS=" "
 free_port() {
 	local p
 	for _ in $(seq 200); do
-		p=$((20000 + RANDOM % 40000))
+		p=$((20000 + RANDOM % 12000))
 		[[ "$USED_PORTS" == *" $p "* ]] && continue
-		if ! port_open "$p"; then
+		if ! port_open "$p" && ! { command -v ss >/dev/null && [ -n "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ]; }; then
 			USED_PORTS+="$p "
 			printf -v "$1" '%s' "$p"
 			return 0
