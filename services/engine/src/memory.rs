@@ -14,7 +14,7 @@ use crate::state::{
 };
 use crate::window::{TakeOutcome, Window, WindowSpec};
 use foldhash::quality::RandomState;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -44,8 +44,8 @@ struct Counter {
 #[derive(Default)]
 struct Session {
     created_ms: u64,
-    /// Counters charged once for this message.
-    charged: HashSet<String>,
+    /// Counters charged once for this message (a handful: a list beats a hash set).
+    charged: Vec<String>,
     /// Counters to charge the real size to at END-OF-MESSAGE.
     pending: Vec<Pending>,
 }
@@ -179,7 +179,7 @@ impl MemoryState {
             && self
                 .session_shard(instance)
                 .get(instance)
-                .is_some_and(|s| s.charged.contains(key))
+                .is_some_and(|s| s.charged.iter().any(|k| k == key))
     }
 
     /// Runs one all-or-nothing group. Returns results and the (key, spec, cost) taken.
@@ -279,7 +279,9 @@ impl MemoryState {
                 });
             match &op.kind {
                 OpKind::TakeOncePerMessage => {
-                    session.charged.insert(op.key.clone());
+                    if !session.charged.iter().any(|k| *k == op.key) {
+                        session.charged.push(op.key.clone());
+                    }
                 }
                 OpKind::RecordForEom { label, group }
                     if !session.pending.iter().any(|p| p.key == op.key) =>

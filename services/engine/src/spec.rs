@@ -27,19 +27,23 @@ pub enum Side {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Glob {
     pattern: String,
+    /// Whether the pattern has a `*` (else matching is plain equality).
+    wild: bool,
 }
 
 impl Glob {
     /// A pattern; lower-cased.
     pub fn new(pattern: &str) -> Self {
+        let pattern = pattern.to_lowercase();
         Glob {
-            pattern: pattern.to_lowercase(),
+            wild: pattern.contains('*'),
+            pattern,
         }
     }
 
     /// Whether `text` (already lower-case) matches the whole pattern.
     pub fn matches(&self, text: &str) -> bool {
-        if !self.pattern.contains('*') {
+        if !self.wild {
             return self.pattern == text;
         }
         if text.contains(char::is_whitespace) {
