@@ -278,10 +278,8 @@ impl MemoryState {
                     ..Session::default()
                 });
             match &op.kind {
-                OpKind::TakeOncePerMessage => {
-                    if !session.charged.iter().any(|k| *k == op.key) {
-                        session.charged.push(op.key.clone());
-                    }
+                OpKind::TakeOncePerMessage if !session.charged.contains(&op.key) => {
+                    session.charged.push(op.key.clone());
                 }
                 OpKind::RecordForEom { label, group }
                     if !session.pending.iter().any(|p| p.key == op.key) =>
