@@ -69,6 +69,7 @@ pub async fn run(
         settings.reload_poll,
         version,
     ));
+    tokio::spawn(record_database_checks(store.clone()));
     let listeners = bind_listeners(&settings).await?;
     let mut servers = tokio::task::JoinSet::new();
     for l in listeners {
@@ -85,6 +86,22 @@ pub async fn run(
     store.close().await;
     tracing::info!("Stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// How often the policy database is checked for the `sluice_policy_check_timestamp_seconds`
+/// gauge (so the "database unreachable" alert works without readiness probes too).
+const DATABASE_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Records every successful read of the policy database in the check-timestamp gauge.
+async fn record_database_checks(store: Store) {
+    let mut tick = tokio::time::interval(DATABASE_CHECK_INTERVAL);
+    loop {
+        tick.tick().await;
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), store.version()).await {
+            metrics::gauge!(sluice_runtime::metrics::names::POLICY_CHECK_TIMESTAMP)
+                .set(sluice_runtime::metrics::unix_now());
+        }
+    }
 }
 
 /// Binds the Postfix listeners.
