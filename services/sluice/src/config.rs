@@ -141,50 +141,10 @@ pub enum LogTarget {
     Syslog,
 }
 
-/// Fills every `None` of `$a` from `$b`.
-macro_rules! overlay {
-    ($a:ident, $b:ident, $($f:ident),* $(,)?) => { $( if $a.$f.is_none() { $a.$f = $b.$f.take(); } )* };
-}
-
-impl RoleArgs {
-    /// Flags and environment (already in `self`) over the file's values.
-    fn over(mut self, mut file: RoleArgs) -> RoleArgs {
-        overlay!(
-            self,
-            file,
-            listen,
-            metrics_listen,
-            admin_listen,
-            otlp_endpoint,
-            trace_sample_ratio,
-            log_target,
-            database,
-            monitor,
-            fallback_action,
-            max_connections,
-            idle_timeout_secs,
-            request_deadline_ms,
-            max_line,
-            max_request,
-            buckets,
-            reload_poll_ms,
-            shutdown_grace_secs,
-            redis,
-            redis_timeout_ms,
-            quota,
-            quota_deadline_ms,
-            over_limit_cache,
-            grpc_listen,
-            worker_threads,
-        );
-        self
-    }
-
-    /// Names of the keys that are set, for "not a setting of this role" errors.
-    fn set_keys(&self) -> Vec<&'static str> {
-        let mut keys = Vec::new();
-        macro_rules! collect { ($($f:ident),*) => { $( if self.$f.is_some() { keys.push(stringify!($f)); } )* } }
-        collect!(
+/// Calls macro `$m` with the name of every setting of [`RoleArgs`] (the one list of them).
+macro_rules! for_each_setting {
+    ($m:ident) => {
+        $m!(
             listen,
             metrics_listen,
             admin_listen,
@@ -209,7 +169,27 @@ impl RoleArgs {
             over_limit_cache,
             grpc_listen,
             worker_threads
-        );
+        )
+    };
+}
+
+impl RoleArgs {
+    /// Flags and environment (already in `self`) over the file's values.
+    fn over(mut self, mut file: RoleArgs) -> RoleArgs {
+        macro_rules! overlay {
+            ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = file.$f.take(); } )* };
+        }
+        for_each_setting!(overlay);
+        self
+    }
+
+    /// Names of the keys that are set, for "not a setting of this role" errors.
+    fn set_keys(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        macro_rules! collect {
+            ($($f:ident),*) => { $( if self.$f.is_some() { keys.push(stringify!($f)); } )* };
+        }
+        for_each_setting!(collect);
         keys
     }
 }
