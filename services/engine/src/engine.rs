@@ -266,6 +266,27 @@ impl Engine {
         }
     }
 
+    /// Runs `batch`; on a backend failure sets the fallback action in `decision`.
+    async fn apply(
+        &self,
+        batch: &CounterBatch,
+        decision: &mut Decision,
+        trace: &mut Trace<'_>,
+        what: &str,
+    ) -> Option<crate::state::CounterReply> {
+        match self.state.apply(batch).await {
+            Ok(reply) => Some(reply),
+            Err(e) => {
+                note(trace, || {
+                    format!("{what}: counter backend failed ({e}): fallback action.")
+                });
+                decision.action = self.settings.state_failure_action.clone();
+                decision.state_error = Some(e);
+                None
+            }
+        }
+    }
+
     fn is_monitor(&self, p: &Policy) -> bool {
         self.settings.monitor_all || p.monitor
     }
@@ -424,16 +445,11 @@ impl Engine {
             groups,
             end_of_message: None,
         };
-        let reply = match self.state.apply(&batch).await {
-            Ok(reply) => reply,
-            Err(e) => {
-                note(&mut trace, || {
-                    format!("Quotas: counter backend failed ({e}): fallback action.")
-                });
-                decision.action = self.settings.state_failure_action.clone();
-                decision.state_error = Some(e);
-                return decision;
-            }
+        let Some(reply) = self
+            .apply(&batch, &mut decision, &mut trace, "Quotas")
+            .await
+        else {
+            return decision;
         };
         note(&mut trace, || "Quotas:".into());
         if let Some((q, p)) = &last_quota {
@@ -500,16 +516,11 @@ impl Engine {
             end_of_message: Some(req.size),
         };
         let mut decision = Decision::dunno();
-        let reply = match self.state.apply(&batch).await {
-            Ok(reply) => reply,
-            Err(e) => {
-                note(&mut trace, || {
-                    format!("END-OF-MESSAGE: counter backend failed ({e}): fallback action.")
-                });
-                decision.action = self.settings.state_failure_action.clone();
-                decision.state_error = Some(e);
-                return decision;
-            }
+        let Some(reply) = self
+            .apply(&batch, &mut decision, &mut trace, "END-OF-MESSAGE")
+            .await
+        else {
+            return decision;
         };
         note(&mut trace, || {
             format!(
