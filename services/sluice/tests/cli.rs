@@ -325,3 +325,50 @@ async fn import_policyd_sample_database() {
         "kB converted to bytes: {exported}"
     );
 }
+
+#[test]
+fn database_down_at_start_refuses_postfix_instead_of_hanging() {
+    let (port, admin) = (free_port(), free_port());
+    let dead_db = format!("postgres://postgres@127.0.0.1:{}/sluice", free_port());
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--database",
+            &dead_db,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--metrics-listen",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sluice serve");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", admin)).is_err() {
+        assert!(Instant::now() < deadline, "metrics listener did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Not ready, and Postfix is refused at once (its default_action applies) while the
+    // service keeps retrying the database.
+    for _ in 0..5 {
+        let mut s = TcpStream::connect(("127.0.0.1", admin)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(s, "GET /readyz HTTP/1.0\r\n\r\n").unwrap();
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply);
+        assert!(
+            reply.starts_with("HTTP/1.0 503") || reply.starts_with("HTTP/1.1 503"),
+            "{reply}"
+        );
+        let refused = TcpStream::connect(("127.0.0.1", port));
+        assert!(
+            refused.is_err(),
+            "Postfix port must refuse while no policies are loaded"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "keeps retrying");
+    let _ = child.kill();
+    let _ = child.wait();
+}
