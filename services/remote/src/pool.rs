@@ -16,7 +16,8 @@ use arc_swap::ArcSwap;
 use sluice_proto::v1::quota_client::QuotaClient;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use tokio::runtime::{Handle, Id as RuntimeId};
 use tonic::transport::{Channel, Endpoint};
 
 /// One configured endpoint URL.
@@ -84,11 +85,17 @@ impl EndpointSpec {
     }
 }
 
+/// Most per-runtime channels a backend keeps (runtimes that ended leave theirs behind).
+const MAX_RUNTIME_CHANNELS: usize = 16;
+
 /// One quota-service address.
 pub(crate) struct Backend {
     pub addr: SocketAddr,
+    /// The channel of the runtime that created the backend (health probes).
     pub channel: Channel,
-    pub client: QuotaClient<Channel>,
+    endpoint: Endpoint,
+    /// One client (own HTTP/2 connection) per tokio runtime calling through this backend.
+    clients: Mutex<Vec<(Option<RuntimeId>, QuotaClient<Channel>)>>,
     in_flight: AtomicUsize,
     down: AtomicBool,
     calls: AtomicU64,
@@ -99,14 +106,15 @@ pub(crate) struct Backend {
 
 impl Backend {
     fn new(addr: SocketAddr, config: &RemoteConfig) -> Self {
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .expect("a socket address forms a valid URI")
             .connect_timeout(config.connect_timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        let channel = endpoint.connect_lazy();
         Backend {
             addr,
-            client: QuotaClient::new(channel.clone()),
+            clients: Mutex::new(vec![(runtime_id(), QuotaClient::new(channel.clone()))]),
+            endpoint,
             channel,
             in_flight: AtomicUsize::new(0),
             down: AtomicBool::new(false),
@@ -121,6 +129,25 @@ impl Backend {
                 g
             },
         }
+    }
+
+    /// The client for the calling tokio runtime. Each runtime (the edge runs one
+    /// single-threaded runtime per connection worker thread) gets its own lazily connected
+    /// HTTP/2 connection whose tasks run on that runtime: a call then never wakes another
+    /// thread, and concurrent calls spread over several connections.
+    pub fn client(&self) -> QuotaClient<Channel> {
+        let id = runtime_id();
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = clients.iter().find(|(i, _)| *i == id) {
+            return c.clone();
+        }
+        if clients.len() >= MAX_RUNTIME_CHANNELS {
+            // Keep the creating runtime's client; forget the oldest other one.
+            clients.remove(1);
+        }
+        let client = QuotaClient::new(self.endpoint.connect_lazy());
+        clients.push((id, client.clone()));
+        client
     }
 
     /// Counts a call in flight until the guard drops.
@@ -161,6 +188,11 @@ impl Backend {
             failures: self.failures.load(Ordering::Relaxed),
         }
     }
+}
+
+/// The calling tokio runtime, if any.
+fn runtime_id() -> Option<RuntimeId> {
+    Handle::try_current().ok().map(|h| h.id())
 }
 
 /// Decrements a backend's in-flight count when dropped.

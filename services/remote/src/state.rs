@@ -261,7 +261,7 @@ async fn attempt(
     let _in_flight = backend.start_call();
     let mut request = tonic::Request::new(ApplyRequest::from(batch));
     request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-    let mut client = backend.client.clone();
+    let mut client = backend.client();
     let reply = if sluice_runtime::traces_enabled() {
         let span = tracing::info_span!(
             "quota.apply",
