@@ -17,7 +17,18 @@
 //! inclusion of every bucket that may hold an event of the window, retry-after from bucket
 //! expiry, refund. Time comes from Redis's own clock (`TIME` inside the script), so the
 //! clocks of edges and quota services do not matter. A key gets a TTL of period + one bucket
-//! whenever it is charged, so idle counters expire by themselves.
+//! whenever it is charged, so idle counters expire by themselves. Ops that only report a
+//! level (already counted for the message, recorded for END-OF-MESSAGE) read it without a
+//! script: `TIME` and `HGETALL` pipelined to the counter's node, summed with the same
+//! arithmetic. Message sessions are read with one `MULTI`/`EXEC` (`SMEMBERS` + `HGETALL`)
+//! and deleted with one `DEL`; only adding to a session runs a script.
+//!
+//! # Round trips
+//! The groups of a batch that share no counter are independent: all of them go out at
+//! once (so do the END-OF-MESSAGE groups, whose counters are distinct by construction). A
+//! batch whose groups share a counter runs them one after the other, as the in-process
+//! state does. The message session is only read when the batch has a once-per-message take
+//! or is an END-OF-MESSAGE, and only written when the batch changed it.
 //!
 //! # Keys and Redis Cluster
 //! Keys carry hash tags: `sluice:{<counter key>}:w` for a counter and
