@@ -36,9 +36,18 @@ struct Entry {
     limit: u64,
     cost: u64,
     used: u64,
+    /// When the refused cost fits again (for the retry hint).
     until_ms: u64,
+    /// When the entry is dropped: at most [`MAX_ENTRY_MS`] after it was learned.
+    expires_ms: u64,
     seq: u64,
 }
+
+/// The longest a refusal is answered locally before the quota service is asked again. A
+/// refusal can come from a race (another edge's take that was refunded a moment later); with
+/// this bound such a refusal is corrected within seconds, not at its retry-after (up to a
+/// whole period), while floods of a key over its limit are still answered locally.
+pub const MAX_ENTRY_MS: u64 = 5_000;
 
 #[derive(Default)]
 struct Inner {
@@ -113,7 +122,7 @@ impl OverLimitCache {
     fn lookup(&self, key: &str, limit: u64, cost: u64, now_ms: u64) -> Option<(u64, u64)> {
         let mut inner = self.lock();
         let e = *inner.map.get(key)?;
-        if e.until_ms <= now_ms {
+        if e.until_ms.min(e.expires_ms) <= now_ms {
             inner.map.remove(key);
             return None;
         }
@@ -133,7 +142,7 @@ impl OverLimitCache {
                 Outcome::Refused {
                     retry_after_ms: Some(wait),
                 } if wait > 0 && cost >= 1 => {
-                    self.insert(&op.key, op.limit, cost, r.used, now_ms + wait);
+                    self.insert(&op.key, op.limit, cost, r.used, now_ms + wait, now_ms);
                 }
                 Outcome::Admitted => self.forget(&op.key, op.limit, cost),
                 _ => {}
@@ -141,7 +150,7 @@ impl OverLimitCache {
         }
     }
 
-    fn insert(&self, key: &str, limit: u64, cost: u64, used: u64, until_ms: u64) {
+    fn insert(&self, key: &str, limit: u64, cost: u64, used: u64, until_ms: u64, now_ms: u64) {
         let mut inner = self.lock();
         inner.seq += 1;
         let seq = inner.seq;
@@ -150,6 +159,7 @@ impl OverLimitCache {
             cost,
             used,
             until_ms,
+            expires_ms: now_ms + MAX_ENTRY_MS,
             seq,
         };
         if let Some(old) = inner.map.get_mut(key) {

@@ -141,3 +141,17 @@ fn is_bounded_and_evicts_the_oldest() {
     assert_eq!(c.len(), 3);
     assert!(c.lock().order.len() <= 6);
 }
+
+#[test]
+fn a_long_refusal_is_asked_again_after_the_entry_bound() {
+    let c = OverLimitCache::new(10);
+    let ops = vec![op("k", 5, OpKind::Take { cost: 1 })];
+    c.observe(&ops, &[refused(3_600_000, 5)], 0);
+    // Answered locally with the real retry-after...
+    assert_eq!(
+        c.answer_group(&ops, 1_000),
+        Some(vec![refused(3_599_000, 5)])
+    );
+    // ...but only for a few seconds: then the quota service decides again.
+    assert_eq!(c.answer_group(&ops, MAX_ENTRY_MS), None);
+}
