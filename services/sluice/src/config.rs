@@ -74,7 +74,7 @@ pub struct RoleArgs {
     #[arg(long, env = "SLUICE_DATABASE")]
     pub database: Option<String>,
     /// Run every policy in monitor mode (evaluate, count, log; answer DUNNO).
-    #[arg(long, env = "SLUICE_MONITOR")]
+    #[arg(long, env = "SLUICE_MONITOR", num_args = 0..=1, default_missing_value = "true")]
     pub monitor: Option<bool>,
     /// Answer for requests that cannot be evaluated, miss their deadline, or find the
     /// counter backend down. Default `DEFER_IF_PERMIT 4.3.0 Policy service unavailable, try
@@ -123,7 +123,7 @@ pub struct RoleArgs {
     pub quota_deadline_ms: Option<u64>,
     /// Remember keys over their limit until their retry-after and answer locally (edge;
     /// default true).
-    #[arg(long, env = "SLUICE_OVER_LIMIT_CACHE")]
+    #[arg(long, env = "SLUICE_OVER_LIMIT_CACHE", num_args = 0..=1, default_missing_value = "true")]
     pub over_limit_cache: Option<bool>,
     /// gRPC listener of the quota service (default 127.0.0.1:10033) (quota).
     #[arg(long, env = "SLUICE_GRPC_LISTEN")]
@@ -639,6 +639,28 @@ mod tests {
         .unwrap_err()
         .join("\n");
         assert!(errors.contains("no_such_key"), "{errors}");
+    }
+
+    #[test]
+    fn boolean_flags_work_bare_and_with_a_value() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            a: RoleArgs,
+        }
+        assert_eq!(
+            T::try_parse_from(["t", "--monitor"]).unwrap().a.monitor,
+            Some(true)
+        );
+        assert_eq!(
+            T::try_parse_from(["t", "--monitor", "false"])
+                .unwrap()
+                .a
+                .monitor,
+            Some(false)
+        );
+        assert_eq!(T::try_parse_from(["t"]).unwrap().a.monitor, None);
     }
 
     #[test]
