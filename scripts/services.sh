@@ -61,3 +61,12 @@ ensure_redis_tools() {
     apt_install redis-server
   fi
 }
+
+# promtool (Debian package prometheus): the observability tests run `promtool check metrics`
+# on real scrapes, and the deploy checks `promtool check rules`.
+ensure_promtool() {
+  if ! command -v promtool >/dev/null 2>&1; then
+    echo "== installing promtool (prometheus)"
+    apt_install prometheus
+  fi
+}

@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 ensure_postgres
 ensure_mariadb
 ensure_redis_tools
+ensure_promtool
 
 echo "== cargo fmt"
 cargo fmt --all -- --check
