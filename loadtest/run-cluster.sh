@@ -32,39 +32,14 @@ stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 tmp="$(mktemp -d)"
 pg_db="sluice_bench_${stamp,,}"
 pg_url="${PG_ADMIN_URL%/*}/$pg_db"
-pids=()
 pg_created=0
-
-cleanup() {
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+. "$here/lib.sh"
+drop_bench_db() {
     if [[ $pg_created == 1 ]]; then
         psql -X -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" >/dev/null 2>&1 || true
     fi
-    rm -rf "$tmp"
 }
-trap cleanup EXIT
-
-# Waits (at most 15 s) until something listens on 127.0.0.1:$1.
-wait_port() {
-    for _ in $(seq 150); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "nothing listens on 127.0.0.1:$1" >&2
-    return 1
-}
-
-load() { # label port [extra loadgen args]
-    local label="$1" port="$2"
-    shift 2
-    timeout $((DURATION + WARMUP + 120)) "$bin/loadgen" \
-        --target "127.0.0.1:$port" --connections "$CONNECTIONS" \
-        --duration "$DURATION" --warmup "$WARMUP" --label "$label" \
-        --json-out "$results/$stamp-$label.json" "$@"
-}
+cleanup_hooks+=(drop_bench_db)
 
 for tool in redis-server redis-cli psql; do
     command -v "$tool" >/dev/null || { echo "$tool not found (install redis-server, postgresql-client)" >&2; exit 1; }

@@ -19,35 +19,7 @@ bin="$root/target/release"
 results="$here/results"
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 tmp="$(mktemp -d)"
-pids=()
-
-cleanup() {
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-# Waits (at most 15 s) until something listens on 127.0.0.1:$1.
-wait_port() {
-    for _ in $(seq 150); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "nothing listens on 127.0.0.1:$1" >&2
-    return 1
-}
-
-load() { # label port [extra loadgen args]
-    local label="$1" port="$2"
-    shift 2
-    timeout $((DURATION + WARMUP + 120)) "$bin/loadgen" \
-        --target "127.0.0.1:$port" --connections "$CONNECTIONS" \
-        --duration "$DURATION" --warmup "$WARMUP" --label "$label" \
-        --json-out "$results/$stamp-$label.json" "$@"
-}
+. "$here/lib.sh"
 
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     (cd "$root" && cargo build --release -p sluice -p sluice-loadtest)
