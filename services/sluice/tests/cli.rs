@@ -1,7 +1,8 @@
 //! The `sluice` binary as an operator uses it: real processes, a real SQLite file, real TCP.
 
+use sluice_test_support::{free_port, wait_listening};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -22,14 +23,6 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Serve {
@@ -55,14 +48,7 @@ impl Serve {
             .stderr(Stdio::null())
             .spawn()
             .expect("start sluice serve");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "sluice serve did not start listening"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_listening(port, Duration::from_secs(20), "sluice serve");
         Serve { child, port, admin }
     }
 
@@ -344,11 +330,7 @@ fn database_down_at_start_refuses_postfix_instead_of_hanging() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start sluice serve");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", admin)).is_err() {
-        assert!(Instant::now() < deadline, "metrics listener did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(admin, Duration::from_secs(20), "metrics listener");
     // Not ready, and Postfix is refused at once (its default_action applies) while the
     // service keeps retrying the database.
     for _ in 0..5 {
