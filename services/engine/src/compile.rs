@@ -110,6 +110,8 @@ pub(crate) struct Quota {
     pub data: Option<String>,
     pub last_quota: bool,
     pub limits: Vec<Limit>,
+    /// Names the quota in END-OF-MESSAGE records (policy and quota names), computed once.
+    pub eom_label: String,
 }
 
 #[derive(Debug, Clone)]
@@ -626,6 +628,7 @@ impl Compiler {
             data: q.data.clone(),
             last_quota: q.last_quota,
             limits,
+            eom_label: crate::engine::quota_label(policy, &q.name),
         })
     }
 }

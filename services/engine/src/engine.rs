@@ -59,6 +59,9 @@ pub struct Decision {
     pub near_limit: Vec<QuotaRef>,
 }
 
+/// Room reserved for the ops of one request (no regrowth for typical policy sets).
+const OPS_CAPACITY: usize = 16;
+
 /// A level at or above this share of a limit counts as "near the limit".
 pub const NEAR_LIMIT_PERCENT: u64 = 90;
 
@@ -171,7 +174,7 @@ pub fn counter_key(policy: &str, quota: &str, kind: LimitKind, track_key: &str) 
 }
 
 /// The END-OF-MESSAGE label of a quota (policy and quota names).
-fn quota_label(policy: &str, quota: &str) -> String {
+pub(crate) fn quota_label(policy: &str, quota: &str) -> String {
     format!("{policy}\u{1f}{quota}")
 }
 
@@ -301,7 +304,8 @@ impl Engine {
         if trace.is_some() {
             explain_matching(set, req, &mut trace);
         }
-        let matched: Vec<&Policy> = set.matching(req).collect();
+        let mut matched: Vec<&Policy> = Vec::with_capacity(set.policies.len());
+        matched.extend(set.matching(req));
         if matched.is_empty() {
             note(&mut trace, || "No policy matched.".into());
             return Decision::dunno();
@@ -355,8 +359,8 @@ impl Engine {
         }
 
         // Quotas: every quota of every matched policy, one State call.
-        let mut groups: Vec<Vec<CounterOp>> = vec![Vec::new()];
-        let mut refs: Vec<Vec<OpRef<'_>>> = vec![Vec::new()];
+        let mut groups: Vec<Vec<CounterOp>> = vec![Vec::with_capacity(OPS_CAPACITY)];
+        let mut refs: Vec<Vec<OpRef<'_>>> = vec![Vec::with_capacity(OPS_CAPACITY)];
         let mut last_quota: Option<(Arc<str>, Arc<str>)> = None;
         'policies: for p in &matched {
             let monitor = self.is_monitor(p);
@@ -368,13 +372,31 @@ impl Engine {
                 0
             };
             for q in &p.quotas {
-                let track_key = q.track.key(req);
-                let shown: Option<Arc<str>> = trace.is_some().then(|| track_key.as_str().into());
                 let window = WindowSpec::new(q.period_ms, self.settings.buckets_per_period);
+                // The first limit's key is rendered from the request; the others reuse its
+                // track part.
+                let mut first_key: Option<(usize, usize)> = None;
+                let mut shown: Option<Arc<str>> = None;
                 for l in &q.limits {
-                    let mut key = String::with_capacity(l.key_prefix.len() + track_key.len());
-                    key.push_str(&l.key_prefix);
-                    key.push_str(&track_key);
+                    let key = match first_key {
+                        None => {
+                            let mut key = String::with_capacity(l.key_prefix.len() + 48);
+                            key.push_str(&l.key_prefix);
+                            q.track.write_key(req, &mut key);
+                            key
+                        }
+                        Some((first, prefix_len)) => {
+                            let track_key = &groups[g][first].key[prefix_len..];
+                            let mut key =
+                                String::with_capacity(l.key_prefix.len() + track_key.len());
+                            key.push_str(&l.key_prefix);
+                            key.push_str(track_key);
+                            key
+                        }
+                    };
+                    if trace.is_some() && shown.is_none() {
+                        shown = Some(key[l.key_prefix.len()..].into());
+                    }
                     let r = || OpRef {
                         policy: p,
                         track_key: shown.clone(),
@@ -382,6 +404,8 @@ impl Engine {
                         kind: l.kind,
                         monitor,
                     };
+                    let first_op = groups[g].len();
+                    let ops = &mut groups[g];
                     match l.kind {
                         LimitKind::MessageCount => {
                             let kind = if req.instance.is_empty() {
@@ -389,7 +413,7 @@ impl Engine {
                             } else {
                                 OpKind::TakeOncePerMessage
                             };
-                            groups[g].push(CounterOp {
+                            ops.push(CounterOp {
                                 key,
                                 limit: l.limit,
                                 window,
@@ -398,7 +422,7 @@ impl Engine {
                             refs[g].push(r());
                         }
                         LimitKind::RecipientCount => {
-                            groups[g].push(CounterOp {
+                            ops.push(CounterOp {
                                 key,
                                 limit: l.limit,
                                 window,
@@ -407,7 +431,7 @@ impl Engine {
                             refs[g].push(r());
                         }
                         LimitKind::MessageCumulativeSize => {
-                            groups[g].push(CounterOp {
+                            ops.push(CounterOp {
                                 key: key.clone(),
                                 limit: l.limit,
                                 window,
@@ -416,17 +440,21 @@ impl Engine {
                                 },
                             });
                             refs[g].push(r());
-                            groups[g].push(CounterOp {
+                            let ops = &mut groups[g];
+                            ops.push(CounterOp {
                                 key,
                                 limit: l.limit,
                                 window,
                                 kind: OpKind::RecordForEom {
-                                    label: quota_label(&p.name, &q.name),
+                                    label: q.eom_label.clone(),
                                     group: g as u32,
                                 },
                             });
                             refs[g].push(r());
                         }
+                    }
+                    if first_key.is_none() {
+                        first_key = Some((first_op, l.key_prefix.len()));
                     }
                 }
                 if q.last_quota {

@@ -14,7 +14,7 @@ use crate::state::{
 };
 use crate::window::{TakeOutcome, Window, WindowSpec};
 use foldhash::quality::RandomState;
-use std::collections::HashMap;
+use hashbrown::HashTable;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -63,10 +63,60 @@ struct Pending {
 pub struct MemoryState {
     clock: Arc<dyn Clock>,
     settings: MemoryStateSettings,
-    counters: Vec<Mutex<HashMap<String, Counter, RandomState>>>,
+    counters: Vec<Mutex<Table<Counter>>>,
     /// Picks a key's shard (seeded per process, like the maps).
     hasher: RandomState,
-    sessions: Vec<Mutex<HashMap<String, Session, RandomState>>>,
+    sessions: Vec<Mutex<Table<Session>>>,
+}
+
+/// A key and its hash.
+#[derive(Clone, Copy)]
+struct Hashed<'k> {
+    key: &'k str,
+    hash: u64,
+}
+
+/// One shard's map from key to value, looked up by a hash computed once per key.
+struct Table<V>(HashTable<(String, V)>);
+
+impl<V> Default for Table<V> {
+    fn default() -> Self {
+        Table(HashTable::new())
+    }
+}
+
+impl<V> Table<V> {
+    fn get(&self, key: Hashed<'_>) -> Option<&V> {
+        self.0.find(key.hash, |(k, _)| k == key.key).map(|(_, v)| v)
+    }
+
+    fn get_mut(&mut self, key: Hashed<'_>) -> Option<&mut V> {
+        self.0
+            .find_mut(key.hash, |(k, _)| k == key.key)
+            .map(|(_, v)| v)
+    }
+
+    /// Adds an entry for a key not in the table; `rehash` recomputes stored keys' hashes
+    /// when the table grows.
+    fn insert(&mut self, key: Hashed<'_>, value: V, rehash: impl Fn(&str) -> u64) {
+        self.0
+            .insert_unique(key.hash, (key.key.to_string(), value), |(k, _)| rehash(k));
+    }
+
+    fn remove(&mut self, key: Hashed<'_>) -> Option<V> {
+        self.0
+            .find_entry(key.hash, |(k, _)| k == key.key)
+            .ok()
+            .map(|e| e.remove().0 .1)
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&mut V) -> bool) {
+        self.0.retain(|(_, v)| keep(v));
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -79,8 +129,8 @@ impl MemoryState {
         let n = settings.shards.max(1);
         MemoryState {
             clock,
-            counters: (0..n).map(|_| Mutex::new(HashMap::default())).collect(),
-            sessions: (0..n).map(|_| Mutex::new(HashMap::default())).collect(),
+            counters: (0..n).map(|_| Mutex::new(Table::default())).collect(),
+            sessions: (0..n).map(|_| Mutex::new(Table::default())).collect(),
             hasher: RandomState::default(),
             settings,
         }
@@ -94,7 +144,7 @@ impl MemoryState {
         for shard in &self.counters {
             let mut map = lock(shard);
             let before = map.len();
-            map.retain(|_, c| {
+            map.retain(|c| {
                 c.window.prune(c.spec, now);
                 !c.window.is_idle(c.spec, now)
             });
@@ -104,7 +154,7 @@ impl MemoryState {
         for shard in &self.sessions {
             let mut map = lock(shard);
             let before = map.len();
-            map.retain(|_, s| s.created_ms + ttl > now);
+            map.retain(|s| s.created_ms + ttl > now);
             removed += before - map.len();
         }
         removed
@@ -120,32 +170,29 @@ impl MemoryState {
         self.sessions.iter().map(|s| lock(s).len()).sum()
     }
 
-    fn shard_of(&self, key: &str, n: usize) -> usize {
-        (self.hasher.hash_one(key) % n as u64) as usize
+    /// `key` with its hash, computed once for the shard choice and the table lookup.
+    fn hashed<'k>(&self, key: &'k str) -> Hashed<'k> {
+        Hashed {
+            key,
+            hash: self.hasher.hash_one(key),
+        }
     }
 
-    fn counter_shard(&self, key: &str) -> MutexGuard<'_, HashMap<String, Counter, RandomState>> {
-        lock(&self.counters[self.shard_of(key, self.counters.len())])
+    fn shard_of<'s, T>(shards: &'s [Mutex<Table<T>>], key: Hashed<'_>) -> MutexGuard<'s, Table<T>> {
+        // Middle bits: the table itself uses the low bits (bucket) and the top seven (tag).
+        lock(&shards[((key.hash >> 32) % shards.len() as u64) as usize])
     }
 
-    fn session_shard(
-        &self,
-        instance: &str,
-    ) -> MutexGuard<'_, HashMap<String, Session, RandomState>> {
-        lock(&self.sessions[self.shard_of(instance, self.sessions.len())])
-    }
-
-    /// Takes (or, when `dry_run`, checks) `cost` on one counter.
     fn take(
         &self,
-        key: &str,
+        key: Hashed<'_>,
         spec: WindowSpec,
         now: u64,
         cost: u64,
         limit: u64,
         dry_run: bool,
     ) -> TakeOutcome {
-        let mut map = self.counter_shard(key);
+        let mut map = Self::shard_of(&self.counters, key);
         if dry_run {
             return match map.get(key) {
                 Some(c) => c.window.check(spec, now, cost, limit),
@@ -158,40 +205,48 @@ impl MemoryState {
         }
         let mut window = Window::new();
         let outcome = window.take(spec, now, cost, limit);
-        map.insert(key.to_string(), Counter { spec, window });
+        map.insert(key, Counter { spec, window }, |k| self.hasher.hash_one(k));
         outcome
     }
 
-    fn refund(&self, key: &str, spec: WindowSpec, now: u64, cost: u64) {
-        if let Some(c) = self.counter_shard(key).get_mut(key) {
+    fn refund(&self, key: Hashed<'_>, spec: WindowSpec, now: u64, cost: u64) {
+        if let Some(c) = Self::shard_of(&self.counters, key).get_mut(key) {
             c.window.refund(spec, now, cost);
         }
     }
 
-    fn level(&self, key: &str, spec: WindowSpec, now: u64) -> u64 {
-        self.counter_shard(key)
+    fn level(&self, key: Hashed<'_>, spec: WindowSpec, now: u64) -> u64 {
+        Self::shard_of(&self.counters, key)
             .get(key)
             .map_or(0, |c| c.window.used(spec, now))
     }
 
-    fn already_charged(&self, instance: &str, key: &str) -> bool {
-        !instance.is_empty()
-            && self
-                .session_shard(instance)
+    fn already_charged(&self, instance: Option<Hashed<'_>>, key: &str) -> bool {
+        instance.is_some_and(|instance| {
+            Self::shard_of(&self.sessions, instance)
                 .get(instance)
                 .is_some_and(|s| s.charged.iter().any(|k| k == key))
+        })
     }
 
-    /// Runs one all-or-nothing group. Returns results and the (key, spec, cost) taken.
-    fn run_group(&self, batch: &CounterBatch, ops: &[CounterOp], now: u64) -> Vec<OpResult> {
+    /// Runs one all-or-nothing group; `instance` is the batch's instance, hashed (`None`
+    /// when it has none).
+    fn run_group(
+        &self,
+        batch: &CounterBatch,
+        instance: Option<Hashed<'_>>,
+        ops: &[CounterOp],
+        now: u64,
+    ) -> Vec<OpResult> {
         let mut results = Vec::with_capacity(ops.len());
-        let mut taken: Vec<(&str, WindowSpec, u64)> = Vec::new();
+        let mut taken: Vec<(Hashed<'_>, WindowSpec, u64)> = Vec::new();
         let mut refused = false;
         for op in ops {
+            let key = self.hashed(&op.key);
             if refused {
                 results.push(OpResult {
                     outcome: Outcome::NotEvaluated,
-                    used: self.level(&op.key, op.window, now),
+                    used: self.level(key, op.window, now),
                 });
                 continue;
             }
@@ -199,10 +254,10 @@ impl MemoryState {
                 OpKind::Take { cost } => (*cost, false),
                 OpKind::Check { cost } => (*cost, true),
                 OpKind::TakeOncePerMessage => {
-                    if self.already_charged(&batch.instance, &op.key) {
+                    if self.already_charged(instance, &op.key) {
                         results.push(OpResult {
                             outcome: Outcome::AlreadyCounted,
-                            used: self.level(&op.key, op.window, now),
+                            used: self.level(key, op.window, now),
                         });
                         continue;
                     }
@@ -211,13 +266,13 @@ impl MemoryState {
                 OpKind::RecordForEom { .. } => {
                     results.push(OpResult {
                         outcome: Outcome::Admitted,
-                        used: self.level(&op.key, op.window, now),
+                        used: self.level(key, op.window, now),
                     });
                     continue;
                 }
             };
             match self.take(
-                &op.key,
+                key,
                 op.window,
                 now,
                 cost,
@@ -226,7 +281,7 @@ impl MemoryState {
             ) {
                 TakeOutcome::Admitted { used } => {
                     if !batch.dry_run && !check_only {
-                        taken.push((&op.key, op.window, cost));
+                        taken.push((key, op.window, cost));
                     }
                     results.push(OpResult {
                         outcome: Outcome::Admitted,
@@ -252,31 +307,37 @@ impl MemoryState {
             // Levels reported for admitted ops must not include the refunded cost.
             for (r, op) in results.iter_mut().zip(ops) {
                 if r.outcome == Outcome::Admitted {
-                    r.used = self.level(&op.key, op.window, now);
+                    r.used = self.level(self.hashed(&op.key), op.window, now);
                 }
             }
-        } else if !batch.dry_run && !batch.instance.is_empty() {
-            self.remember(batch, ops, &results, now);
+        } else if let (false, Some(instance)) = (batch.dry_run, instance) {
+            self.remember(instance, ops, &results, now);
         }
         results
     }
 
     /// Records once-per-message charges and END-OF-MESSAGE counters of an admitted group.
-    fn remember(&self, batch: &CounterBatch, ops: &[CounterOp], results: &[OpResult], now: u64) {
-        let mut sessions = self.session_shard(&batch.instance);
-        for (op, r) in ops.iter().zip(results) {
-            let needs = matches!(op.kind, OpKind::RecordForEom { .. })
-                || (matches!(op.kind, OpKind::TakeOncePerMessage)
-                    && r.outcome == Outcome::Admitted);
-            if !needs {
-                continue;
-            }
-            let session = sessions
-                .entry(batch.instance.clone())
-                .or_insert_with(|| Session {
+    fn remember(&self, instance: Hashed<'_>, ops: &[CounterOp], results: &[OpResult], now: u64) {
+        let needs = |(op, r): &(&CounterOp, &OpResult)| {
+            matches!(op.kind, OpKind::RecordForEom { .. })
+                || (matches!(op.kind, OpKind::TakeOncePerMessage) && r.outcome == Outcome::Admitted)
+        };
+        if !ops.iter().zip(results).any(|pair| needs(&pair)) {
+            return;
+        }
+        let mut sessions = Self::shard_of(&self.sessions, instance);
+        if sessions.get(instance).is_none() {
+            sessions.insert(
+                instance,
+                Session {
                     created_ms: now,
                     ..Session::default()
-                });
+                },
+                |k| self.hasher.hash_one(k),
+            );
+        }
+        let session = sessions.get_mut(instance).expect("inserted above");
+        for (op, _) in ops.iter().zip(results).filter(needs) {
             match &op.kind {
                 OpKind::TakeOncePerMessage if !session.charged.contains(&op.key) => {
                     session.charged.push(op.key.clone());
@@ -302,16 +363,17 @@ impl MemoryState {
         if batch.instance.is_empty() {
             return Vec::new();
         }
+        let instance = self.hashed(&batch.instance);
         let pending = {
-            let mut sessions = self.session_shard(&batch.instance);
+            let mut sessions = Self::shard_of(&self.sessions, instance);
             if batch.dry_run {
                 sessions
-                    .get(&batch.instance)
+                    .get(instance)
                     .map(|s| s.pending.clone())
                     .unwrap_or_default()
             } else {
                 sessions
-                    .remove(&batch.instance)
+                    .remove(instance)
                     .map(|s| s.pending)
                     .unwrap_or_default()
             }
@@ -331,16 +393,13 @@ impl MemoryState {
                     kind: OpKind::Take { cost: size },
                 })
                 .collect();
-            let results = self.run_group(
-                &CounterBatch {
-                    instance: String::new(),
-                    dry_run: batch.dry_run,
-                    groups: Vec::new(),
-                    end_of_message: None,
-                },
-                &ops,
-                now,
-            );
+            let batch = CounterBatch {
+                instance: String::new(),
+                dry_run: batch.dry_run,
+                groups: Vec::new(),
+                end_of_message: None,
+            };
+            let results = self.run_group(&batch, None, &ops, now);
             for (p, result) in members.into_iter().zip(results) {
                 out.push(EomResult {
                     label: p.label.clone(),
@@ -355,10 +414,11 @@ impl MemoryState {
 
     fn apply_now(&self, batch: &CounterBatch) -> CounterReply {
         let now = self.clock.now_ms();
+        let instance = (!batch.instance.is_empty()).then(|| self.hashed(&batch.instance));
         let groups = batch
             .groups
             .iter()
-            .map(|ops| self.run_group(batch, ops, now))
+            .map(|ops| self.run_group(batch, instance, ops, now))
             .collect();
         let end_of_message = match batch.end_of_message {
             Some(size) => self.end_of_message(batch, size, now),

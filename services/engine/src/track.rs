@@ -74,6 +74,12 @@ impl Track {
     /// The key of `req` for this track (Policyd's rendering).
     pub fn key(&self, req: &PolicyRequest) -> String {
         let mut k = String::with_capacity(48);
+        self.write_key(req, &mut k);
+        k
+    }
+
+    /// Appends the key of `req` for this track to `k` (no allocation when `k` has room).
+    pub fn write_key(&self, req: &PolicyRequest, k: &mut String) {
         match self {
             Track::Policy => k.push_str("Policy"),
             Track::SaslUsername => {
@@ -89,19 +95,26 @@ impl Track {
                 if req.sender.is_empty() {
                     k.push_str("<>");
                 } else {
-                    push_part(&mut k, &req.sender, *part);
+                    push_part(k, &req.sender, *part);
                 }
             }
             Track::Recipient(part) => {
                 k.push_str("Recipient:");
-                push_part(&mut k, &req.recipient, *part);
+                push_part(k, &req.recipient, *part);
             }
             Track::SenderIp { v4, v6 } => {
                 k.push_str("SenderIP:");
                 match req.client_address {
                     IpAddr::V4(a) => {
                         let net = Ipv4Net::new(a, *v4).map(|n| n.network()).unwrap_or(a);
-                        let _ = write!(k, "{net}/{v4}");
+                        for (i, octet) in net.octets().into_iter().enumerate() {
+                            if i > 0 {
+                                k.push('.');
+                            }
+                            push_decimal(k, octet);
+                        }
+                        k.push('/');
+                        push_decimal(k, *v4);
                     }
                     IpAddr::V6(a) => {
                         let net = Ipv6Net::new(a, *v6).map(|n| n.network()).unwrap_or(a);
@@ -111,13 +124,24 @@ impl Track {
                             }
                             let _ = write!(k, "{seg:04x}");
                         }
-                        let _ = write!(k, "/{v6}");
+                        k.push('/');
+                        push_decimal(k, *v6);
                     }
                 }
             }
         }
-        k
     }
+}
+
+/// Appends `n` in decimal (what `Display` gives, without the formatting machinery).
+fn push_decimal(k: &mut String, n: u8) {
+    if n >= 100 {
+        k.push(char::from(b'0' + n / 100));
+    }
+    if n >= 10 {
+        k.push(char::from(b'0' + n / 10 % 10));
+    }
+    k.push(char::from(b'0' + n % 10));
 }
 
 fn push_part(k: &mut String, addr: &str, part: AddressPart) {
@@ -175,6 +199,11 @@ mod tests {
         r.recipient = "bob@example.net".into();
         let key = |r: &PolicyRequest, t: &str| Track::parse(t).unwrap().key(r);
         assert_eq!(key(&r, "SenderIP:/24"), "SenderIP:192.168.1.0/24");
+        assert_eq!(key(&r, "SenderIP:/32"), "SenderIP:192.168.1.77/32");
+        assert_eq!(key(&r, "SenderIP:/0"), "SenderIP:0.0.0.0/0");
+        r.client_address = "10.0.9.250".parse().unwrap();
+        assert_eq!(key(&r, "SenderIP:/31"), "SenderIP:10.0.9.250/31");
+        r.client_address = "192.168.1.77".parse().unwrap();
         assert_eq!(key(&r, "Sender:user@domain"), "Sender:alice@example.com");
         assert_eq!(key(&r, "sender:@domain"), "Sender:@example.com");
         assert_eq!(key(&r, "Sender:user@"), "Sender:alice@");

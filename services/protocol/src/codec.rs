@@ -110,6 +110,7 @@ impl RawRequest {
         raw
     }
 
+    #[inline]
     fn pair(&self, &(start, eq, end): &(u32, u32, u32)) -> (&str, &str) {
         (
             &self.text[start as usize..eq as usize],
@@ -144,18 +145,57 @@ impl RawRequest {
 }
 
 /// Incremental request decoder with hard caps.
+///
+/// Each byte is looked at once, in one search for line ends and equals signs: complete
+/// lines are split into `name=value` spans as they arrive (a client sending byte by byte
+/// does not make decoding quadratic), and the blank line that ends a request hands the
+/// spans over without a second pass.
 #[derive(Debug, Clone)]
 pub struct RequestDecoder {
     limits: Limits,
-    /// How much of the buffer was already searched for the blank line that ends a request:
-    /// a client sending byte by byte does not make decoding quadratic.
-    resume: usize,
+    /// Where the request being decoded starts in the buffer (after stray blank lines).
+    start: usize,
+    /// Where the line not yet complete starts.
+    line_start: usize,
+    /// The first `=` of that line, once seen.
+    equals: Option<usize>,
+    /// How many bytes of the buffer were searched.
+    scanned: usize,
+    /// Attribute lines so far (for error line numbers).
+    lines: usize,
+    /// Attribute spans found so far, relative to `start`.
+    spans: Vec<(u32, u32, u32)>,
+}
+
+/// What one complete line is.
+enum Line {
+    /// Empty: ends the request (or is a stray blank line before one).
+    Blank,
+    /// `name=value` at `(start, equals sign, end)` relative to the request.
+    Attribute((u32, u32, u32)),
+}
+
+/// Where a search of the buffer stopped.
+enum Found {
+    /// The blank line ending a request: `(end of the attribute block, end of the blank
+    /// line)`.
+    Request(usize, usize),
+    /// A line that can never be part of a request.
+    Error(FrameError),
 }
 
 impl RequestDecoder {
     /// A decoder enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
-        RequestDecoder { limits, resume: 0 }
+        RequestDecoder {
+            limits,
+            start: 0,
+            line_start: 0,
+            equals: None,
+            scanned: 0,
+            lines: 0,
+            spans: Vec::new(),
+        }
     }
 
     /// The caps this decoder enforces.
@@ -167,90 +207,157 @@ impl RequestDecoder {
     ///
     /// Returns `Ok(Some(request))` and removes its bytes from `buf`; `Ok(None)` when more
     /// bytes are needed (nothing is removed); `Err` when the bytes can never form a valid
-    /// request. Empty lines before a request (stray blank lines) are skipped.
+    /// request. Empty lines before a request (stray blank lines) are skipped. Between calls
+    /// that return `Ok(None)` the caller may only append to `buf`.
     pub fn decode(&mut self, buf: &mut Vec<u8>) -> Result<Option<RawRequest>, FrameError> {
-        if self.resume == 0 {
-            let lead = buf
-                .iter()
-                .take_while(|&&b| b == b'\n' || b == b'\r')
-                .count();
-            if lead > 0 {
-                buf.drain(..lead);
+        if self.scanned > buf.len() {
+            // The caller replaced the buffer: start over.
+            self.reset();
+        }
+        match self.search(buf) {
+            Some(Found::Error(e)) => {
+                self.reset();
+                Err(e)
+            }
+            Some(Found::Request(block_end, total)) => {
+                if total - self.start > self.limits.max_request_len {
+                    return Err(self.too_large());
+                }
+                let req = self.take(&buf[self.start..block_end]);
+                buf.drain(..total);
+                req.map(Some)
+            }
+            None => {
+                if self.spans.is_empty() && self.start > 0 && self.start == self.line_start {
+                    // Only stray blank lines so far: drop them now.
+                    buf.drain(..self.start);
+                    self.reset();
+                }
+                // The line still incomplete may already be over the caps: fail now, not at
+                // 1 MiB.
+                if buf.len() - self.line_start > self.limits.max_line_len + 1 {
+                    self.reset();
+                    return Err(FrameError::LineTooLong {
+                        limit: self.limits.max_line_len,
+                    });
+                }
+                if buf.len() - self.start > self.limits.max_request_len {
+                    return Err(self.too_large());
+                }
+                Ok(None)
             }
         }
-        // Bytes before `resume` were searched already; step back so a blank line split
-        // across two reads is still found.
-        let from = self.resume.saturating_sub(2).min(buf.len());
-        if let Some((block_end, total)) = find_blank_line(buf, from) {
-            if total > self.limits.max_request_len {
-                return Err(self.too_large());
+    }
+
+    /// Searches the bytes not searched yet, splitting complete lines, up to the blank line
+    /// that ends a request or to an invalid line.
+    fn search(&mut self, buf: &[u8]) -> Option<Found> {
+        let from = self.scanned;
+        for at in crate::scan::Delimiters::new(&buf[from..]).map(|i| from + i) {
+            if buf[at] == b'=' {
+                self.equals.get_or_insert(at);
+                continue;
             }
-            let req = self.parse(&buf[..block_end])?;
-            buf.drain(..total);
-            return Ok(Some(req));
+            let line_start = std::mem::replace(&mut self.line_start, at + 1);
+            let equals = self.equals.take();
+            match self.split_line(buf, line_start, at, equals) {
+                Err(e) => return Some(Found::Error(e)),
+                Ok(Line::Blank) if self.spans.is_empty() => {
+                    // A stray blank line before a request: skipped.
+                    self.start = at + 1;
+                }
+                Ok(Line::Blank) => return Some(Found::Request(line_start, at + 1)),
+                Ok(Line::Attribute(span)) => {
+                    if self.spans.len() == self.limits.max_attributes {
+                        return Some(Found::Error(FrameError::TooManyAttributes {
+                            limit: self.limits.max_attributes,
+                        }));
+                    }
+                    self.spans.push(span);
+                }
+            }
         }
-        self.resume = buf.len();
-        // The line still incomplete may already be over the caps: fail now, not at 1 MiB.
-        let tail_start = memchr::memrchr(b'\n', buf).map_or(0, |i| i + 1);
-        if buf.len() - tail_start > self.limits.max_line_len + 1 {
-            self.resume = 0;
+        self.scanned = buf.len();
+        None
+    }
+
+    /// Classifies the complete line `buf[line_start..line_end]` (its `\n` excluded) whose
+    /// first `=` is at `equals`.
+    fn split_line(
+        &mut self,
+        buf: &[u8],
+        line_start: usize,
+        line_end: usize,
+        equals: Option<usize>,
+    ) -> Result<Line, FrameError> {
+        let line = trim_cr(&buf[line_start..line_end]);
+        if line.is_empty() {
+            return Ok(Line::Blank);
+        }
+        self.lines += 1;
+        if line.len() > self.limits.max_line_len {
             return Err(FrameError::LineTooLong {
                 limit: self.limits.max_line_len,
             });
         }
-        if buf.len() > self.limits.max_request_len {
-            return Err(self.too_large());
-        }
-        Ok(None)
-    }
-
-    fn too_large(&mut self) -> FrameError {
-        self.resume = 0;
-        FrameError::RequestTooLarge {
-            limit: self.limits.max_request_len,
-        }
-    }
-
-    fn parse(&mut self, block: &[u8]) -> Result<RawRequest, FrameError> {
-        self.resume = 0;
-        let text = match std::str::from_utf8(block) {
-            Ok(t) => t.to_owned(),
-            Err(_) => String::from_utf8_lossy(block).into_owned(),
+        let eq = match equals {
+            Some(eq) if eq > line_start => eq,
+            _ => {
+                if memchr::memchr(0, line).is_some() {
+                    return Err(FrameError::NulByte { line: self.lines });
+                }
+                return Err(FrameError::MalformedLine { line: self.lines });
+            }
         };
-        let mut spans = Vec::with_capacity(32);
-        let bytes = text.as_bytes();
-        if let Some(at) = memchr::memchr(0, bytes) {
-            let line = memchr::memchr_iter(b'\n', &bytes[..at]).count() + 1;
+        let begin = line_start - self.start;
+        let eq = eq - self.start;
+        Ok(Line::Attribute((
+            begin as u32,
+            eq as u32,
+            (begin + line.len()) as u32,
+        )))
+    }
+
+    /// Builds the request from its attribute block (the blank line excluded) and the spans
+    /// found; resets for the next request.
+    fn take(&mut self, block: &[u8]) -> Result<RawRequest, FrameError> {
+        // The next request likely has as many attributes: one allocation, no regrowth.
+        let capacity = self.spans.len().max(8);
+        let spans = std::mem::replace(&mut self.spans, Vec::with_capacity(capacity));
+        self.reset();
+        if let Some(at) = memchr::memchr(0, block) {
+            let line = memchr::memchr_iter(b'\n', &block[..at]).count() + 1;
             return Err(FrameError::NulByte { line });
         }
+        match std::str::from_utf8(block) {
+            Ok(text) => Ok(RawRequest {
+                text: text.to_owned(),
+                spans,
+            }),
+            // Lossy decoding moves offsets: split the decoded text again (rare).
+            Err(_) => self.parse_lossy(String::from_utf8_lossy(block).into_owned()),
+        }
+    }
+
+    /// Splits an already complete, decoded attribute block into spans.
+    fn parse_lossy(&mut self, text: String) -> Result<RawRequest, FrameError> {
         let mut line_begin = 0usize;
+        let bytes = text.as_bytes();
+        let mut spans = Vec::with_capacity(32);
         let ends = memchr::memchr_iter(b'\n', bytes).chain(std::iter::once(bytes.len()));
         for (index, line_end) in ends.enumerate() {
-            let number = index + 1;
             if line_begin >= bytes.len() {
                 break;
             }
             let line = trim_cr(&bytes[line_begin..line_end]);
-            if line.len() > self.limits.max_line_len {
-                return Err(FrameError::LineTooLong {
-                    limit: self.limits.max_line_len,
-                });
-            }
             let begin = line_begin;
             line_begin = line_end + 1;
             if line.is_empty() {
                 continue;
             }
-            // Names are short: a plain scan beats a SIMD search's set-up here.
-            let eq = match line.iter().position(|&b| b == b'=') {
-                Some(0) | None => return Err(FrameError::MalformedLine { line: number }),
-                Some(eq) => eq,
+            let Some(eq) = line.iter().position(|&b| b == b'=').filter(|&eq| eq > 0) else {
+                return Err(FrameError::MalformedLine { line: index + 1 });
             };
-            if spans.len() == self.limits.max_attributes {
-                return Err(FrameError::TooManyAttributes {
-                    limit: self.limits.max_attributes,
-                });
-            }
             spans.push((
                 begin as u32,
                 (begin + eq) as u32,
@@ -259,26 +366,27 @@ impl RequestDecoder {
         }
         Ok(RawRequest { text, spans })
     }
+
+    fn reset(&mut self) {
+        self.start = 0;
+        self.line_start = 0;
+        self.equals = None;
+        self.scanned = 0;
+        self.lines = 0;
+        self.spans.clear();
+    }
+
+    fn too_large(&mut self) -> FrameError {
+        self.reset();
+        FrameError::RequestTooLarge {
+            limit: self.limits.max_request_len,
+        }
+    }
 }
 
 impl Default for RequestDecoder {
     fn default() -> Self {
         RequestDecoder::new(Limits::default())
-    }
-}
-
-/// The first blank line at or after `from`: `(end of the attribute block, end of the blank
-/// line)`. Postfix ends lines with `\n`; `\r\n` is accepted too.
-fn find_blank_line(buf: &[u8], from: usize) -> Option<(usize, usize)> {
-    let hay = &buf[from..];
-    let lf = memchr::memmem::find(hay, b"\n\n").map(|p| (from + p + 1, from + p + 2));
-    if memchr::memchr(b'\r', hay).is_none() {
-        return lf;
-    }
-    let crlf = memchr::memmem::find(hay, b"\n\r\n").map(|p| (from + p + 1, from + p + 3));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
     }
 }
 

@@ -13,6 +13,7 @@
 pub mod action;
 pub mod codec;
 pub mod request;
+mod scan;
 
 pub use action::{Action, ParseActionError};
 pub use codec::{FrameError, Limits, RawRequest, RequestDecoder};

@@ -369,9 +369,19 @@ fn lower(v: &str) -> String {
 }
 
 /// Numeric attributes: empty means 0 (Postfix's "unavailable").
-fn number<T: FromStr + Default>(name: &'static str, v: &str) -> Result<T, RequestError> {
+fn number<T: FromStr + Default + TryFrom<u64>>(
+    name: &'static str,
+    v: &str,
+) -> Result<T, RequestError> {
     if v.is_empty() {
         return Ok(T::default());
+    }
+    // The usual case, a few plain digits, without the general parser.
+    if v.len() <= 19 && v.bytes().all(|b| b.is_ascii_digit()) {
+        let n = v.bytes().fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
+        if let Ok(n) = T::try_from(n) {
+            return Ok(n);
+        }
     }
     v.trim().parse().map_err(|_| RequestError::InvalidNumber {
         name,
@@ -399,6 +409,9 @@ pub fn parse_ip(s: &str) -> Option<IpAddr> {
         .strip_prefix('[')
         .and_then(|x| x.strip_suffix(']'))
         .unwrap_or(s);
+    if let Some(v4) = parse_dotted_quad(s) {
+        return Some(IpAddr::V4(v4));
+    }
     let ip: IpAddr = s.parse().ok()?;
     Some(match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -407,6 +420,36 @@ pub fn parse_ip(s: &str) -> Option<IpAddr> {
         },
         v4 => v4,
     })
+}
+
+/// A plain `a.b.c.d` IPv4 address (what Postfix sends for IPv4 clients), parsed without the
+/// general address parser; `None` for anything else (the caller falls back to it).
+fn parse_dotted_quad(s: &str) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let (mut index, mut value, mut digits) = (0usize, 0u16, 0u8);
+    for &b in s.as_bytes() {
+        match b {
+            b'0'..=b'9' => {
+                // No leading zeros (the standard parser refuses them too) and at most three
+                // digits.
+                if digits == 3 || (digits == 1 && value == 0) {
+                    return None;
+                }
+                value = value * 10 + u16::from(b - b'0');
+                digits += 1;
+            }
+            b'.' if digits > 0 && index < 3 => {
+                octets[index] = u8::try_from(value).ok()?;
+                (index, value, digits) = (index + 1, 0, 0);
+            }
+            _ => return None,
+        }
+    }
+    if index != 3 || digits == 0 {
+        return None;
+    }
+    octets[3] = u8::try_from(value).ok()?;
+    Some(Ipv4Addr::from(octets))
 }
 
 impl Default for PolicyRequest {

@@ -107,7 +107,10 @@ fn hostile_input_is_refused_with_a_reason() {
             FrameError::TooManyAttributes { limit: 4 },
         ),
         (
-            b"a=0123456789012345678901234567890123456789\n".repeat(7),
+            // Four full-length lines, no blank line yet: 260 bytes.
+            [b"a=".to_vec(), vec![b'x'; 62], b"\n".to_vec()]
+                .concat()
+                .repeat(4),
             FrameError::RequestTooLarge { limit: 256 },
         ),
     ];
@@ -174,4 +177,60 @@ fn rendering_round_trips() {
         .unwrap()
         .unwrap();
     assert_eq!(PolicyRequest::from_raw(&raw2).unwrap(), req);
+}
+
+#[test]
+fn client_addresses_parse_as_the_standard_parser_does() {
+    use sluice_protocol::request::parse_ip;
+    use std::net::IpAddr;
+    let cases = [
+        "192.0.2.1",
+        "0.0.0.0",
+        "255.255.255.255",
+        "256.1.1.1",
+        "1.2.3",
+        "1.2.3.4.5",
+        "01.2.3.4",
+        "1.2.3.04",
+        "1..3.4",
+        "1.2.3.4 ",
+        "1.2.3.a",
+        "1000.2.3.4",
+        "",
+        ".",
+        "2001:db8::1",
+        "::ffff:10.0.0.1",
+    ];
+    for s in cases {
+        let std: Option<IpAddr> = s.trim().parse().ok().map(|ip| match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        });
+        assert_eq!(parse_ip(s), std, "{s:?}");
+    }
+}
+
+#[test]
+fn numbers_parse_as_the_standard_parser_does() {
+    let req = |size: &str, port: &str| {
+        let raw = RawRequest::from_pairs([
+            ("protocol_state", "RCPT"),
+            ("client_address", "192.0.2.1"),
+            ("size", size),
+            ("client_port", port),
+        ]);
+        PolicyRequest::from_raw(&raw).map(|r| (r.size, r.client_port))
+    };
+    assert_eq!(req("", ""), Ok((0, None)));
+    assert_eq!(req("0", "0"), Ok((0, None)));
+    assert_eq!(req("1234567", "25"), Ok((1_234_567, Some(25))));
+    assert_eq!(req(" 42 ", "65535"), Ok((42, Some(65535))));
+    assert_eq!(
+        req("18446744073709551615", "1"),
+        Ok((u64::MAX, Some(1))),
+        "the largest size still parses"
+    );
+    assert!(req("18446744073709551616", "1").is_err());
+    assert!(req("12x", "1").is_err());
+    assert!(req("1", "65536").is_err(), "a port over 16 bits is refused");
 }
