@@ -269,7 +269,11 @@ pub fn parse_network(s: &str) -> Result<IpNet, String> {
 
 /// Splits an address into (local part, domain); no `@` means all local part.
 pub fn split_address(addr: &str) -> (&str, &str) {
-    addr.rsplit_once('@').unwrap_or((addr, ""))
+    // Addresses are short: a plain scan beats the general substring search.
+    match addr.bytes().rposition(|b| b == b'@') {
+        Some(at) => (&addr[..at], &addr[at + 1..]),
+        None => (addr, ""),
+    }
 }
 
 impl SpecKind {
