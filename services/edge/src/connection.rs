@@ -277,7 +277,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
 
 /// The span of one policy request (only created while traces are on). It carries no
 /// addresses or names of the client, sender or recipient.
-fn request_span(req: &PolicyRequest) -> tracing::Span {
+fn request_span(req: &PolicyRequest<'_>) -> tracing::Span {
     tracing::info_span!(
         "policy_request",
         otel.kind = "server",

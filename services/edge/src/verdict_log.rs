@@ -10,7 +10,7 @@ use sluice_protocol::PolicyRequest;
 use std::fmt::Write;
 
 /// Logs every verdict of `decision` at info level (target `sluice::verdict`).
-pub fn log_decision(req: &PolicyRequest, decision: &Decision) {
+pub fn log_decision(req: &PolicyRequest<'_>, decision: &Decision) {
     if decision.verdicts.is_empty() {
         tracing::debug!(
             host = %req.client_address,
@@ -29,7 +29,7 @@ pub fn log_decision(req: &PolicyRequest, decision: &Decision) {
 }
 
 /// The log line for one verdict.
-pub fn format_verdict(req: &PolicyRequest, v: &ModuleVerdict) -> String {
+pub fn format_verdict(req: &PolicyRequest<'_>, v: &ModuleVerdict) -> String {
     let mut s = String::with_capacity(200);
     let _ = write!(s, "module={}, ", v.module);
     if v.monitor {
@@ -63,7 +63,7 @@ mod tests {
     use sluice_protocol::{Action, ProtocolState};
     use std::sync::Arc;
 
-    fn request() -> PolicyRequest {
+    fn request() -> PolicyRequest<'static> {
         let mut r = PolicyRequest::new(ProtocolState::Rcpt, "192.0.2.1".parse().unwrap());
         r.helo_name = "mx.example.net".into();
         r.sender = "a@example.com".into();

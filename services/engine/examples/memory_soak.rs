@@ -50,17 +50,17 @@ fn main() {
         if i % 4 == 3 {
             req.protocol_state = ProtocolState::EndOfMessage;
             req.size = 2_000 + (msg % 50_000);
-            req.recipient.clear();
+            req.recipient = "".into();
         } else {
             req.protocol_state = ProtocolState::Rcpt;
             req.size = 0;
-            req.recipient = format!("rcpt{}@example.com", (msg * 3 + i % 4) % 1_000);
+            req.recipient = format!("rcpt{}@example.com", (msg * 3 + i % 4) % 1_000).into();
         }
-        req.sender = format!("sender{}@example.net", msg % 2_000);
+        req.sender = format!("sender{}@example.net", msg % 2_000).into();
         req.client_address = std::net::IpAddr::V4(std::net::Ipv4Addr::from(
             0xC633_6400u32 + (msg % 500) as u32,
         ));
-        req.instance = format!("inst{msg}");
+        req.instance = format!("inst{msg}").into();
         block_on(engine.decide(&req));
         clock.advance_ms(1);
         if i % 30_000 == 0 {

@@ -139,31 +139,41 @@ impl PolicySet {
     }
 
     /// Names of the enabled policies `req` matches, in evaluation order.
-    pub fn matching_policy_names<'a>(&'a self, req: &'a PolicyRequest) -> Vec<&'a str> {
+    pub fn matching_policy_names<'a>(&'a self, req: &'a PolicyRequest<'_>) -> Vec<&'a str> {
         self.matching(req).map(|p| &*p.name).collect()
     }
 
     /// Enabled policies matching `req`, in evaluation order.
     pub(crate) fn matching<'a>(
         &'a self,
-        req: &'a PolicyRequest,
+        req: &'a PolicyRequest<'_>,
     ) -> impl Iterator<Item = &'a Policy> + 'a {
         self.policies
             .iter()
             .filter(move |p| !p.disabled && p.members.iter().any(|m| self.member_matches(m, req)))
     }
 
-    pub(crate) fn member_matches(&self, m: &Member, req: &PolicyRequest) -> bool {
+    pub(crate) fn member_matches(&self, m: &Member, req: &PolicyRequest<'_>) -> bool {
         self.list_matches(&m.source, req, Side::Source)
             && self.list_matches(&m.destination, req, Side::Destination)
     }
 
     /// All items must match (AND). An empty list is `any`.
-    pub(crate) fn list_matches(&self, items: &[SpecItem], req: &PolicyRequest, side: Side) -> bool {
+    pub(crate) fn list_matches(
+        &self,
+        items: &[SpecItem],
+        req: &PolicyRequest<'_>,
+        side: Side,
+    ) -> bool {
         items.iter().all(|i| self.item_matches(i, req, side))
     }
 
-    pub(crate) fn item_matches(&self, item: &SpecItem, req: &PolicyRequest, side: Side) -> bool {
+    pub(crate) fn item_matches(
+        &self,
+        item: &SpecItem,
+        req: &PolicyRequest<'_>,
+        side: Side,
+    ) -> bool {
         let hit = match &item.kind {
             SpecKind::Group(g) => {
                 let group = &self.groups[*g];

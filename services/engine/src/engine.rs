@@ -204,14 +204,14 @@ impl Engine {
     }
 
     /// Decides one request.
-    pub async fn decide(&self, req: &PolicyRequest) -> Decision {
+    pub async fn decide(&self, req: &PolicyRequest<'_>) -> Decision {
         // A guard, not a clone: no reference-count traffic shared between threads.
         let set = self.set.load();
         self.evaluate(&set, req, false, None).await
     }
 
     /// Explains one request without charging anything.
-    pub async fn explain(&self, req: &PolicyRequest) -> Explanation {
+    pub async fn explain(&self, req: &PolicyRequest<'_>) -> Explanation {
         let set = self.set.load_full();
         let mut lines = Vec::new();
         lines.push(format!(
@@ -253,7 +253,7 @@ impl Engine {
     async fn evaluate(
         &self,
         set: &PolicySet,
-        req: &PolicyRequest,
+        req: &PolicyRequest<'_>,
         dry_run: bool,
         mut trace: Trace<'_>,
     ) -> Decision {
@@ -297,7 +297,7 @@ impl Engine {
     async fn rcpt(
         &self,
         set: &PolicySet,
-        req: &PolicyRequest,
+        req: &PolicyRequest<'_>,
         dry_run: bool,
         mut trace: Trace<'_>,
     ) -> Decision {
@@ -468,7 +468,7 @@ impl Engine {
             return decision;
         }
         let batch = CounterBatch {
-            instance: req.instance.clone(),
+            instance: req.instance.to_string(),
             dry_run,
             groups,
             end_of_message: None,
@@ -527,7 +527,7 @@ impl Engine {
     async fn end_of_message(
         &self,
         set: &PolicySet,
-        req: &PolicyRequest,
+        req: &PolicyRequest<'_>,
         dry_run: bool,
         mut trace: Trace<'_>,
     ) -> Decision {
@@ -538,7 +538,7 @@ impl Engine {
             return Decision::dunno();
         }
         let batch = CounterBatch {
-            instance: req.instance.clone(),
+            instance: req.instance.to_string(),
             dry_run,
             groups: Vec::new(),
             end_of_message: Some(req.size),
@@ -654,7 +654,7 @@ fn describe_op(op: &CounterOp, res: &OpResult, r: &OpRef<'_>) -> String {
 }
 
 /// Explanation lines: every policy, whether it matched, and why.
-fn explain_matching(set: &PolicySet, req: &PolicyRequest, trace: &mut Trace<'_>) {
+fn explain_matching(set: &PolicySet, req: &PolicyRequest<'_>, trace: &mut Trace<'_>) {
     note(trace, || {
         "Policies (lowest priority number first; every matching policy applies):".into()
     });
@@ -708,7 +708,7 @@ fn explain_matching(set: &PolicySet, req: &PolicyRequest, trace: &mut Trace<'_>)
 fn first_failure<'a>(
     set: &PolicySet,
     items: &'a [SpecItem],
-    req: &PolicyRequest,
+    req: &PolicyRequest<'_>,
     side: Side,
 ) -> Option<&'a str> {
     items

@@ -279,14 +279,14 @@ pub fn split_address(addr: &str) -> (&str, &str) {
 impl SpecKind {
     /// Whether this (non-group) kind matches `req` on `side`. Groups are resolved by the
     /// caller; here they never match.
-    pub fn matches_leaf(&self, req: &PolicyRequest, side: Side) -> bool {
+    pub fn matches_leaf(&self, req: &PolicyRequest<'_>, side: Side) -> bool {
         match self {
             SpecKind::Any => true,
             SpecKind::Group(_) => false,
             SpecKind::Email { user, domain } => {
                 let addr = match side {
-                    Side::Source => req.sender.as_str(),
-                    Side::Destination => req.recipient.as_str(),
+                    Side::Source => &*req.sender,
+                    Side::Destination => &*req.recipient,
                 };
                 if addr.is_empty() {
                     return false;
@@ -303,7 +303,7 @@ impl SpecKind {
             SpecKind::Sasl(g) => !req.sasl_username.is_empty() && g.matches(&req.sasl_username),
             SpecKind::NullSender => req.sender.is_empty(),
             SpecKind::Hostname { suffix, pattern } => {
-                let name = req.reverse_client_name.as_str();
+                let name = &*req.reverse_client_name;
                 if name.is_empty() || name == "unknown" {
                     return false;
                 }
@@ -340,7 +340,7 @@ mod tests {
         parse_item(s, Side::Source, &no_groups).unwrap()
     }
 
-    fn req() -> PolicyRequest {
+    fn req() -> PolicyRequest<'static> {
         let mut r = PolicyRequest::new(
             sluice_protocol::ProtocolState::Rcpt,
             "192.168.1.20".parse().unwrap(),

@@ -72,14 +72,14 @@ impl Track {
     }
 
     /// The key of `req` for this track (Policyd's rendering).
-    pub fn key(&self, req: &PolicyRequest) -> String {
+    pub fn key(&self, req: &PolicyRequest<'_>) -> String {
         let mut k = String::with_capacity(48);
         self.write_key(req, &mut k);
         k
     }
 
     /// Appends the key of `req` for this track to `k` (no allocation when `k` has room).
-    pub fn write_key(&self, req: &PolicyRequest, k: &mut String) {
+    pub fn write_key(&self, req: &PolicyRequest<'_>, k: &mut String) {
         match self {
             Track::Policy => k.push_str("Policy"),
             Track::SaslUsername => {
@@ -197,7 +197,7 @@ mod tests {
         let mut r = PolicyRequest::new(ProtocolState::Rcpt, "192.168.1.77".parse().unwrap());
         r.sender = "alice@example.com".into();
         r.recipient = "bob@example.net".into();
-        let key = |r: &PolicyRequest, t: &str| Track::parse(t).unwrap().key(r);
+        let key = |r: &PolicyRequest<'_>, t: &str| Track::parse(t).unwrap().key(r);
         assert_eq!(key(&r, "SenderIP:/24"), "SenderIP:192.168.1.0/24");
         assert_eq!(key(&r, "SenderIP:/32"), "SenderIP:192.168.1.77/32");
         assert_eq!(key(&r, "SenderIP:/0"), "SenderIP:0.0.0.0/0");
@@ -219,7 +219,7 @@ mod tests {
             key(&r, "SenderIP:/64"),
             "SenderIP:2001:0db8:0001:0002:0000:0000:0000:0000/64"
         );
-        r.sender.clear();
+        r.sender = "".into();
         assert_eq!(key(&r, "Sender:user@domain"), "Sender:<>");
         assert!(Track::parse("SenderIP").is_err());
         assert!(Track::parse("Sender").is_err());

@@ -45,11 +45,11 @@ fn quota_policy(track: &str, kind: &str, limit: u64, verdict: &str) -> PolicySet
     }
 }
 
-fn rcpt(sender: &str, rcpt: &str, ip: &str, instance: &str) -> PolicyRequest {
+fn rcpt(sender: &str, rcpt: &str, ip: &str, instance: &str) -> PolicyRequest<'static> {
     let mut r = PolicyRequest::new(ProtocolState::Rcpt, ip.parse().unwrap());
-    r.sender = sender.into();
-    r.recipient = rcpt.into();
-    r.instance = instance.into();
+    r.sender = sender.to_string().into();
+    r.recipient = rcpt.to_string().into();
+    r.instance = instance.to_string().into();
     r
 }
 
@@ -63,7 +63,7 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
     }
 }
 
-fn ask(e: &Engine, r: &PolicyRequest) -> String {
+fn ask(e: &Engine, r: &PolicyRequest<'_>) -> String {
     block_on(e.decide(r)).action.to_string()
 }
 

@@ -1,6 +1,7 @@
 //! The typed policy request, validated from a [`RawRequest`].
 
 use crate::codec::RawRequest;
+use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
@@ -131,118 +132,121 @@ impl RequestError {
 ///
 /// `sender`, `recipient` and `sasl_username` are lower-cased (as Policyd does) so matching and
 /// counter keys are case-insensitive. The null sender `<>` is the empty string.
+///
+/// Text fields borrow from the [`RawRequest`] they were typed from (no copy, no allocation,
+/// unless a value had to be lower-cased); [`PolicyRequest::into_owned`] detaches them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyRequest {
+pub struct PolicyRequest<'a> {
     /// `protocol_state`.
     pub protocol_state: ProtocolState,
     /// `protocol_name` (SMTP, ESMTP, ...).
-    pub protocol_name: String,
+    pub protocol_name: Cow<'a, str>,
     /// `helo_name` (case preserved).
-    pub helo_name: String,
+    pub helo_name: Cow<'a, str>,
     /// `queue_id` (may be empty before MAIL FROM or without a queue file yet).
-    pub queue_id: String,
+    pub queue_id: Cow<'a, str>,
     /// `sender`, lower-cased; empty for the null sender.
-    pub sender: String,
+    pub sender: Cow<'a, str>,
     /// `recipient`, lower-cased.
-    pub recipient: String,
+    pub recipient: Cow<'a, str>,
     /// `recipient_count` (non-zero only at DATA and END-OF-MESSAGE).
     pub recipient_count: u64,
     /// `client_address`. IPv4-mapped IPv6 addresses are turned into IPv4.
     pub client_address: IpAddr,
     /// `client_name` (verified reverse name or `unknown`).
-    pub client_name: String,
+    pub client_name: Cow<'a, str>,
     /// `reverse_client_name` (unverified reverse name), lower-cased.
-    pub reverse_client_name: String,
+    pub reverse_client_name: Cow<'a, str>,
     /// `instance`: correlates the requests of one message on one smtpd.
-    pub instance: String,
+    pub instance: Cow<'a, str>,
     /// `sasl_method`.
-    pub sasl_method: String,
+    pub sasl_method: Cow<'a, str>,
     /// `sasl_username`, lower-cased; empty when not authenticated.
-    pub sasl_username: String,
+    pub sasl_username: Cow<'a, str>,
     /// `sasl_sender`.
-    pub sasl_sender: String,
+    pub sasl_sender: Cow<'a, str>,
     /// `size`: declared SIZE= at RCPT, the real size at END-OF-MESSAGE (bytes).
     pub size: u64,
     /// `ccert_subject`.
-    pub ccert_subject: String,
+    pub ccert_subject: Cow<'a, str>,
     /// `ccert_issuer`.
-    pub ccert_issuer: String,
+    pub ccert_issuer: Cow<'a, str>,
     /// `ccert_fingerprint`.
-    pub ccert_fingerprint: String,
+    pub ccert_fingerprint: Cow<'a, str>,
     /// `ccert_pubkey_fingerprint`.
-    pub ccert_pubkey_fingerprint: String,
+    pub ccert_pubkey_fingerprint: Cow<'a, str>,
     /// `encryption_protocol`.
-    pub encryption_protocol: String,
+    pub encryption_protocol: Cow<'a, str>,
     /// `encryption_cipher`.
-    pub encryption_cipher: String,
+    pub encryption_cipher: Cow<'a, str>,
     /// `encryption_keysize` (0 in plaintext).
     pub encryption_keysize: u32,
     /// `etrn_domain`.
-    pub etrn_domain: String,
+    pub etrn_domain: Cow<'a, str>,
     /// `stress=yes` when smtpd is under stress.
     pub stress: bool,
     /// `client_port`.
     pub client_port: Option<u16>,
     /// `policy_context`.
-    pub policy_context: String,
+    pub policy_context: Cow<'a, str>,
     /// `server_address`.
     pub server_address: Option<IpAddr>,
     /// `server_port`.
     pub server_port: Option<u16>,
     /// `compatibility_level`.
-    pub compatibility_level: String,
+    pub compatibility_level: Cow<'a, str>,
     /// `mail_version`.
-    pub mail_version: String,
+    pub mail_version: Cow<'a, str>,
     /// `tls_sni`.
-    pub tls_sni: String,
+    pub tls_sni: Cow<'a, str>,
     /// Not a protocol attribute: the address of the Postfix host that sent the request
     /// (the TCP peer), for `[ip/cidr]` member specs. `None` over a Unix socket.
     pub peer_address: Option<IpAddr>,
 }
 
-impl PolicyRequest {
+impl PolicyRequest<'_> {
     /// A request with the given state and client address and every other field empty.
     /// Handy for `explain` and tests.
     pub fn new(protocol_state: ProtocolState, client_address: IpAddr) -> Self {
         PolicyRequest {
             protocol_state,
-            protocol_name: String::new(),
-            helo_name: String::new(),
-            queue_id: String::new(),
-            sender: String::new(),
-            recipient: String::new(),
+            protocol_name: Cow::Borrowed(""),
+            helo_name: Cow::Borrowed(""),
+            queue_id: Cow::Borrowed(""),
+            sender: Cow::Borrowed(""),
+            recipient: Cow::Borrowed(""),
             recipient_count: 0,
             client_address,
-            client_name: String::new(),
-            reverse_client_name: String::new(),
-            instance: String::new(),
-            sasl_method: String::new(),
-            sasl_username: String::new(),
-            sasl_sender: String::new(),
+            client_name: Cow::Borrowed(""),
+            reverse_client_name: Cow::Borrowed(""),
+            instance: Cow::Borrowed(""),
+            sasl_method: Cow::Borrowed(""),
+            sasl_username: Cow::Borrowed(""),
+            sasl_sender: Cow::Borrowed(""),
             size: 0,
-            ccert_subject: String::new(),
-            ccert_issuer: String::new(),
-            ccert_fingerprint: String::new(),
-            ccert_pubkey_fingerprint: String::new(),
-            encryption_protocol: String::new(),
-            encryption_cipher: String::new(),
+            ccert_subject: Cow::Borrowed(""),
+            ccert_issuer: Cow::Borrowed(""),
+            ccert_fingerprint: Cow::Borrowed(""),
+            ccert_pubkey_fingerprint: Cow::Borrowed(""),
+            encryption_protocol: Cow::Borrowed(""),
+            encryption_cipher: Cow::Borrowed(""),
             encryption_keysize: 0,
-            etrn_domain: String::new(),
+            etrn_domain: Cow::Borrowed(""),
             stress: false,
             client_port: None,
-            policy_context: String::new(),
+            policy_context: Cow::Borrowed(""),
             server_address: None,
             server_port: None,
-            compatibility_level: String::new(),
-            mail_version: String::new(),
-            tls_sni: String::new(),
+            compatibility_level: Cow::Borrowed(""),
+            mail_version: Cow::Borrowed(""),
+            tls_sni: Cow::Borrowed(""),
             peer_address: None,
         }
     }
 
     /// Validates and types a framed request. Unknown attributes are ignored; when a name
     /// repeats, the last value wins.
-    pub fn from_raw(raw: &RawRequest) -> Result<Self, RequestError> {
+    pub fn from_raw(raw: &RawRequest) -> Result<PolicyRequest<'_>, RequestError> {
         // One pass: the three attributes validation needs are picked up on the way.
         let (mut kind, mut state, mut client) = (None, None, None);
         let mut req = PolicyRequest::new(ProtocolState::Rcpt, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
@@ -254,37 +258,37 @@ impl PolicyRequest {
                 Field::Request => kind = Some(v),
                 Field::ProtocolState => state = Some(v),
                 Field::ClientAddress => client = Some(v),
-                Field::ProtocolName => req.protocol_name = v.to_string(),
-                Field::HeloName => req.helo_name = v.to_string(),
-                Field::QueueId => req.queue_id = v.to_string(),
+                Field::ProtocolName => req.protocol_name = Cow::Borrowed(v),
+                Field::HeloName => req.helo_name = Cow::Borrowed(v),
+                Field::QueueId => req.queue_id = Cow::Borrowed(v),
                 Field::Sender => req.sender = lower(v),
                 Field::Recipient => req.recipient = lower(v),
                 Field::RecipientCount => req.recipient_count = number("recipient_count", v)?,
-                Field::ClientName => req.client_name = v.to_string(),
+                Field::ClientName => req.client_name = Cow::Borrowed(v),
                 Field::ReverseClientName => req.reverse_client_name = lower(v),
-                Field::Instance => req.instance = v.to_string(),
-                Field::SaslMethod => req.sasl_method = v.to_string(),
+                Field::Instance => req.instance = Cow::Borrowed(v),
+                Field::SaslMethod => req.sasl_method = Cow::Borrowed(v),
                 Field::SaslUsername => req.sasl_username = lower(v),
-                Field::SaslSender => req.sasl_sender = v.to_string(),
+                Field::SaslSender => req.sasl_sender = Cow::Borrowed(v),
                 Field::Size => req.size = number("size", v)?,
-                Field::CcertSubject => req.ccert_subject = v.to_string(),
-                Field::CcertIssuer => req.ccert_issuer = v.to_string(),
-                Field::CcertFingerprint => req.ccert_fingerprint = v.to_string(),
-                Field::CcertPubkeyFingerprint => req.ccert_pubkey_fingerprint = v.to_string(),
-                Field::EncryptionProtocol => req.encryption_protocol = v.to_string(),
-                Field::EncryptionCipher => req.encryption_cipher = v.to_string(),
+                Field::CcertSubject => req.ccert_subject = Cow::Borrowed(v),
+                Field::CcertIssuer => req.ccert_issuer = Cow::Borrowed(v),
+                Field::CcertFingerprint => req.ccert_fingerprint = Cow::Borrowed(v),
+                Field::CcertPubkeyFingerprint => req.ccert_pubkey_fingerprint = Cow::Borrowed(v),
+                Field::EncryptionProtocol => req.encryption_protocol = Cow::Borrowed(v),
+                Field::EncryptionCipher => req.encryption_cipher = Cow::Borrowed(v),
                 Field::EncryptionKeysize => {
                     req.encryption_keysize = number("encryption_keysize", v)?
                 }
-                Field::EtrnDomain => req.etrn_domain = v.to_string(),
+                Field::EtrnDomain => req.etrn_domain = Cow::Borrowed(v),
                 Field::Stress => req.stress = v.eq_ignore_ascii_case("yes"),
                 Field::ClientPort => req.client_port = optional_number("client_port", v)?,
-                Field::PolicyContext => req.policy_context = v.to_string(),
+                Field::PolicyContext => req.policy_context = Cow::Borrowed(v),
                 Field::ServerAddress => req.server_address = parse_ip(v),
                 Field::ServerPort => req.server_port = optional_number("server_port", v)?,
-                Field::CompatibilityLevel => req.compatibility_level = v.to_string(),
-                Field::MailVersion => req.mail_version = v.to_string(),
-                Field::TlsSni => req.tls_sni = v.to_string(),
+                Field::CompatibilityLevel => req.compatibility_level = Cow::Borrowed(v),
+                Field::MailVersion => req.mail_version = Cow::Borrowed(v),
+                Field::TlsSni => req.tls_sni = Cow::Borrowed(v),
             }
         }
         if let Some(kind) = kind {
@@ -301,6 +305,47 @@ impl PolicyRequest {
             Some(s) => parse_ip(s).ok_or_else(|| RequestError::InvalidClientAddress(s.into()))?,
         };
         Ok(req)
+    }
+
+    /// The same request with every text field owned (no longer borrowing its raw request).
+    pub fn into_owned(self) -> PolicyRequest<'static> {
+        fn own(c: Cow<'_, str>) -> Cow<'static, str> {
+            Cow::Owned(c.into_owned())
+        }
+        PolicyRequest {
+            protocol_state: self.protocol_state,
+            protocol_name: own(self.protocol_name),
+            helo_name: own(self.helo_name),
+            queue_id: own(self.queue_id),
+            sender: own(self.sender),
+            recipient: own(self.recipient),
+            recipient_count: self.recipient_count,
+            client_address: self.client_address,
+            client_name: own(self.client_name),
+            reverse_client_name: own(self.reverse_client_name),
+            instance: own(self.instance),
+            sasl_method: own(self.sasl_method),
+            sasl_username: own(self.sasl_username),
+            sasl_sender: own(self.sasl_sender),
+            size: self.size,
+            ccert_subject: own(self.ccert_subject),
+            ccert_issuer: own(self.ccert_issuer),
+            ccert_fingerprint: own(self.ccert_fingerprint),
+            ccert_pubkey_fingerprint: own(self.ccert_pubkey_fingerprint),
+            encryption_protocol: own(self.encryption_protocol),
+            encryption_cipher: own(self.encryption_cipher),
+            encryption_keysize: self.encryption_keysize,
+            etrn_domain: own(self.etrn_domain),
+            stress: self.stress,
+            client_port: self.client_port,
+            policy_context: own(self.policy_context),
+            server_address: self.server_address,
+            server_port: self.server_port,
+            compatibility_level: own(self.compatibility_level),
+            mail_version: own(self.mail_version),
+            tls_sni: own(self.tls_sni),
+            peer_address: self.peer_address,
+        }
     }
 
     /// Renders the request back as protocol text (attribute lines plus the blank line), as
@@ -360,11 +405,11 @@ impl PolicyRequest {
     }
 }
 
-fn lower(v: &str) -> String {
-    if v.bytes().any(|b| b.is_ascii_uppercase()) {
-        v.to_lowercase()
+fn lower(v: &str) -> Cow<'_, str> {
+    if v.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
+        Cow::Owned(v.to_lowercase())
     } else {
-        v.to_string()
+        Cow::Borrowed(v)
     }
 }
 
@@ -452,7 +497,7 @@ fn parse_dotted_quad(s: &str) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(octets))
 }
 
-impl Default for PolicyRequest {
+impl Default for PolicyRequest<'_> {
     fn default() -> Self {
         PolicyRequest::new(ProtocolState::Rcpt, IpAddr::V4(Ipv4Addr::UNSPECIFIED))
     }
@@ -497,85 +542,106 @@ enum Field {
 }
 
 impl Field {
+    /// The field `name` names. Length, first and last byte tell the 32 names apart (a unit
+    /// test checks it), so one comparison confirms the candidate.
     fn of(name: &str) -> Option<Field> {
         use Field::*;
-        let f = match name.len() {
-            4 => match name {
-                "size" => Size,
-                _ => return None,
-            },
-            6 => match name {
-                "sender" => Sender,
-                "stress" => Stress,
-                _ => return None,
-            },
-            7 => match name {
-                "request" => Request,
-                "tls_sni" => TlsSni,
-                _ => return None,
-            },
-            8 => match name {
-                "queue_id" => QueueId,
-                "instance" => Instance,
-                _ => return None,
-            },
-            9 => match name {
-                "recipient" => Recipient,
-                "helo_name" => HeloName,
-                _ => return None,
-            },
-            11 => match name {
-                "client_name" => ClientName,
-                "sasl_method" => SaslMethod,
-                "sasl_sender" => SaslSender,
-                "etrn_domain" => EtrnDomain,
-                "client_port" => ClientPort,
-                "server_port" => ServerPort,
-                _ => return None,
-            },
-            12 => match name {
-                "ccert_issuer" => CcertIssuer,
-                "mail_version" => MailVersion,
-                _ => return None,
-            },
-            13 => match name {
-                "protocol_name" => ProtocolName,
-                "sasl_username" => SaslUsername,
-                "ccert_subject" => CcertSubject,
-                _ => return None,
-            },
-            14 => match name {
-                "protocol_state" => ProtocolState,
-                "client_address" => ClientAddress,
-                "policy_context" => PolicyContext,
-                "server_address" => ServerAddress,
-                _ => return None,
-            },
-            15 => match name {
-                "recipient_count" => RecipientCount,
-                _ => return None,
-            },
-            17 => match name {
-                "ccert_fingerprint" => CcertFingerprint,
-                "encryption_cipher" => EncryptionCipher,
-                _ => return None,
-            },
-            18 => match name {
-                "encryption_keysize" => EncryptionKeysize,
-                _ => return None,
-            },
-            19 => match name {
-                "reverse_client_name" => ReverseClientName,
-                "encryption_protocol" => EncryptionProtocol,
-                "compatibility_level" => CompatibilityLevel,
-                _ => return None,
-            },
-            24 => match name {
-                "ccert_pubkey_fingerprint" => CcertPubkeyFingerprint,
-                _ => return None,
-            },
+        let bytes = name.as_bytes();
+        let (&first, &last) = (bytes.first()?, bytes.last()?);
+        let (known, field) = match (bytes.len(), first, last) {
+            (4, b's', b'e') => ("size", Size),
+            (6, b's', b'r') => ("sender", Sender),
+            (6, b's', b's') => ("stress", Stress),
+            (7, b'r', b't') => ("request", Request),
+            (7, b't', b'i') => ("tls_sni", TlsSni),
+            (8, b'i', b'e') => ("instance", Instance),
+            (8, b'q', b'd') => ("queue_id", QueueId),
+            (9, b'h', b'e') => ("helo_name", HeloName),
+            (9, b'r', b't') => ("recipient", Recipient),
+            (11, b'c', b'e') => ("client_name", ClientName),
+            (11, b'c', b't') => ("client_port", ClientPort),
+            (11, b'e', b'n') => ("etrn_domain", EtrnDomain),
+            (11, b's', b'd') => ("sasl_method", SaslMethod),
+            (11, b's', b'r') => ("sasl_sender", SaslSender),
+            (11, b's', b't') => ("server_port", ServerPort),
+            (12, b'c', b'r') => ("ccert_issuer", CcertIssuer),
+            (12, b'm', b'n') => ("mail_version", MailVersion),
+            (13, b'c', b't') => ("ccert_subject", CcertSubject),
+            (13, b'p', b'e') => ("protocol_name", ProtocolName),
+            (13, b's', b'e') => ("sasl_username", SaslUsername),
+            (14, b'c', b's') => ("client_address", ClientAddress),
+            (14, b'p', b't') => ("policy_context", PolicyContext),
+            (14, b'p', b'e') => ("protocol_state", ProtocolState),
+            (14, b's', b's') => ("server_address", ServerAddress),
+            (15, b'r', b't') => ("recipient_count", RecipientCount),
+            (17, b'c', b't') => ("ccert_fingerprint", CcertFingerprint),
+            (17, b'e', b'r') => ("encryption_cipher", EncryptionCipher),
+            (18, b'e', b'e') => ("encryption_keysize", EncryptionKeysize),
+            (19, b'c', b'l') => ("compatibility_level", CompatibilityLevel),
+            (19, b'e', b'l') => ("encryption_protocol", EncryptionProtocol),
+            (19, b'r', b'e') => ("reverse_client_name", ReverseClientName),
+            (24, b'c', b't') => ("ccert_pubkey_fingerprint", CcertPubkeyFingerprint),
             _ => return None,
         };
-        Some(f)
+        (name == known).then_some(field)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every attribute name Postfix sends, with its field.
+    const NAMES: [&str; 32] = [
+        "request",
+        "protocol_state",
+        "client_address",
+        "protocol_name",
+        "helo_name",
+        "queue_id",
+        "sender",
+        "recipient",
+        "recipient_count",
+        "client_name",
+        "reverse_client_name",
+        "instance",
+        "sasl_method",
+        "sasl_username",
+        "sasl_sender",
+        "size",
+        "ccert_subject",
+        "ccert_issuer",
+        "ccert_fingerprint",
+        "ccert_pubkey_fingerprint",
+        "encryption_protocol",
+        "encryption_cipher",
+        "encryption_keysize",
+        "etrn_domain",
+        "stress",
+        "client_port",
+        "policy_context",
+        "server_address",
+        "server_port",
+        "compatibility_level",
+        "mail_version",
+        "tls_sni",
+    ];
+
+    #[test]
+    fn every_known_name_is_recognised_and_only_it() {
+        for name in NAMES {
+            let field = Field::of(name).unwrap_or_else(|| panic!("{name} not recognised"));
+            assert!(
+                format!("{field:?}").eq_ignore_ascii_case(&name.replace('_', "")),
+                "{name} -> {field:?}"
+            );
+            // Same length, first and last byte, different middle: not a known name.
+            let mut other = name.as_bytes().to_vec();
+            other[1] = b'#';
+            assert!(Field::of(std::str::from_utf8(&other).unwrap()).is_none());
+        }
+        for unknown in ["", "s", "sizE", "x_future_attr", "senders", "recipient "] {
+            assert!(Field::of(unknown).is_none(), "{unknown:?}");
+        }
     }
 }

@@ -40,7 +40,7 @@ fn parses_captured_postfix_requests() {
     assert_eq!(reqs.len(), 3);
     assert!(buf.is_empty());
     assert!(reqs.iter().all(|r| r.len() == 29));
-    let typed: Vec<PolicyRequest> = reqs
+    let typed: Vec<PolicyRequest<'_>> = reqs
         .iter()
         .map(|r| PolicyRequest::from_raw(r).unwrap())
         .collect();

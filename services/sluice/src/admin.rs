@@ -52,12 +52,14 @@ async fn explain(State(ready): State<Arc<FrontReady>>, body: String) -> (StatusC
 }
 
 /// Parses one request in protocol text (the final blank line may be omitted).
-pub fn parse_request(text: &str) -> Result<PolicyRequest, String> {
+pub fn parse_request(text: &str) -> Result<PolicyRequest<'static>, String> {
     let mut buf = text.trim_end().as_bytes().to_vec();
     buf.extend_from_slice(b"\n\n");
     let raw = RequestDecoder::default()
         .decode(&mut buf)
         .map_err(|e| format!("not a policy request: {e}"))?
         .ok_or("not a policy request: empty")?;
-    PolicyRequest::from_raw(&raw).map_err(|e| format!("cannot evaluate this request: {e}"))
+    PolicyRequest::from_raw(&raw)
+        .map(PolicyRequest::into_owned)
+        .map_err(|e| format!("cannot evaluate this request: {e}"))
 }
