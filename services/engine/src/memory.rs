@@ -239,7 +239,6 @@ impl MemoryState {
         now: u64,
     ) -> Vec<OpResult> {
         let mut results = Vec::with_capacity(ops.len());
-        let mut taken: Vec<(Hashed<'_>, WindowSpec, u64)> = Vec::new();
         let mut refused = false;
         for op in ops {
             let key = self.hashed(&op.key);
@@ -280,9 +279,6 @@ impl MemoryState {
                 batch.dry_run || check_only,
             ) {
                 TakeOutcome::Admitted { used } => {
-                    if !batch.dry_run && !check_only {
-                        taken.push((key, op.window, cost));
-                    }
                     results.push(OpResult {
                         outcome: Outcome::Admitted,
                         used,
@@ -301,8 +297,19 @@ impl MemoryState {
             }
         }
         if refused {
-            for (key, spec, cost) in taken {
-                self.refund(key, spec, now, cost);
+            // Give back what this group charged: the ops admitted before the refusal that
+            // charge (takes, and first takes once per message).
+            if !batch.dry_run {
+                for (op, r) in ops.iter().zip(&results) {
+                    let cost = match op.kind {
+                        OpKind::Take { cost } => cost,
+                        OpKind::TakeOncePerMessage => 1,
+                        OpKind::Check { .. } | OpKind::RecordForEom { .. } => continue,
+                    };
+                    if r.outcome == Outcome::Admitted {
+                        self.refund(self.hashed(&op.key), op.window, now, cost);
+                    }
+                }
             }
             // Levels reported for admitted ops must not include the refunded cost.
             for (r, op) in results.iter_mut().zip(ops) {
