@@ -234,3 +234,25 @@ fn numbers_parse_as_the_standard_parser_does() {
     assert!(req("12x", "1").is_err());
     assert!(req("1", "65536").is_err(), "a port over 16 bits is refused");
 }
+
+#[test]
+fn typed_requests_borrow_lower_case_values_and_can_be_detached() {
+    let raw = RawRequest::from_pairs([
+        ("protocol_state", "RCPT"),
+        ("client_address", "192.0.2.1"),
+        ("sender", "user@example.com"),
+        ("recipient", "Ärger@Example.COM"),
+        ("helo_name", "MX.Example.net"),
+    ]);
+    let req = PolicyRequest::from_raw(&raw).unwrap();
+    assert!(
+        matches!(req.sender, std::borrow::Cow::Borrowed(_)),
+        "an already lower-case value is not copied"
+    );
+    assert_eq!(req.recipient, "ärger@example.com", "non-ASCII letters too");
+    assert_eq!(req.helo_name, "MX.Example.net", "HELO keeps its case");
+    let owned: PolicyRequest<'static> = req.clone().into_owned();
+    drop(raw);
+    assert_eq!(owned.recipient, "ärger@example.com");
+    assert_eq!(owned.sender, "user@example.com");
+}
