@@ -583,8 +583,33 @@ impl Field {
             (24, b'c', b't') => ("ccert_pubkey_fingerprint", CcertPubkeyFingerprint),
             _ => return None,
         };
-        (name == known).then_some(field)
+        same_bytes(bytes, known.as_bytes()).then_some(field)
     }
+}
+
+/// Whether two byte strings of equal length are equal, compared a word at a time inline
+/// (a `memcmp` call costs more than comparing these short names).
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| -> u64 {
+        u64::from_le_bytes(s[at..at + 8].try_into().expect("eight bytes"))
+    };
+    let n = a.len();
+    if n < 8 {
+        return a.iter().zip(b).all(|(x, y)| x == y);
+    }
+    let mut at = 0;
+    while at + 8 <= n {
+        if word(a, at) != word(b, at) {
+            return false;
+        }
+        at += 8;
+    }
+    // The last (possibly overlapping) word covers the rest.
+    word(a, n - 8) == word(b, n - 8)
 }
 
 #[cfg(test)]
