@@ -134,6 +134,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 Err(e) => return Closed::Frame(e),
                 Ok(Some(raw)) => {
                     self.answer(&raw).await;
+                    self.decoder.recycle(raw);
                     match write_reply(&mut self.stream, &self.out, config.busy_timeout).await {
                         Ok(()) => last_activity = Instant::now(),
                         Err(e) if e.kind() == io::ErrorKind::TimedOut => {

@@ -165,7 +165,13 @@ pub struct RequestDecoder {
     lines: usize,
     /// Attribute spans found so far, relative to `start`.
     spans: Vec<(u32, u32, u32)>,
+    /// A request given back by the caller, whose buffers the next request reuses.
+    spare: Option<RawRequest>,
 }
+
+/// Requests larger than this are not kept for reuse (a rare huge request does not pin its
+/// memory for the life of the connection).
+const MAX_RECYCLED_TEXT: usize = 8 * 1024;
 
 /// What one complete line is.
 enum Line {
@@ -195,6 +201,7 @@ impl RequestDecoder {
             scanned: 0,
             lines: 0,
             spans: Vec::new(),
+            spare: None,
         }
     }
 
@@ -319,23 +326,37 @@ impl RequestDecoder {
     }
 
     /// Builds the request from its attribute block (the blank line excluded) and the spans
-    /// found; resets for the next request.
+    /// found; resets for the next request. The buffers of a request given back with
+    /// [`RequestDecoder::recycle`] are reused.
     fn take(&mut self, block: &[u8]) -> Result<RawRequest, FrameError> {
-        // The next request likely has as many attributes: one allocation, no regrowth.
-        let capacity = self.spans.len().max(8);
-        let spans = std::mem::replace(&mut self.spans, Vec::with_capacity(capacity));
+        let mut raw = self.spare.take().unwrap_or_default();
+        raw.text.clear();
+        raw.spans.clear();
+        std::mem::swap(&mut raw.spans, &mut self.spans);
+        if self.spans.capacity() == 0 {
+            // The next request likely has as many attributes: one allocation, no regrowth.
+            self.spans.reserve(raw.spans.len().max(8));
+        }
         self.reset();
         if let Some(at) = memchr::memchr(0, block) {
             let line = memchr::memchr_iter(b'\n', &block[..at]).count() + 1;
             return Err(FrameError::NulByte { line });
         }
         match std::str::from_utf8(block) {
-            Ok(text) => Ok(RawRequest {
-                text: text.to_owned(),
-                spans,
-            }),
+            Ok(text) => {
+                raw.text.push_str(text);
+                Ok(raw)
+            }
             // Lossy decoding moves offsets: split the decoded text again (rare).
             Err(_) => self.parse_lossy(String::from_utf8_lossy(block).into_owned()),
+        }
+    }
+
+    /// Gives back a request this decoder returned, once it is no longer needed: its buffers
+    /// are reused for the next request (no allocation per request on a busy connection).
+    pub fn recycle(&mut self, raw: RawRequest) {
+        if raw.text.capacity() <= MAX_RECYCLED_TEXT {
+            self.spare = Some(raw);
         }
     }
 

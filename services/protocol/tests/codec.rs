@@ -256,3 +256,20 @@ fn typed_requests_borrow_lower_case_values_and_can_be_detached() {
     assert_eq!(owned.recipient, "ärger@example.com");
     assert_eq!(owned.sender, "user@example.com");
 }
+
+#[test]
+fn recycled_requests_do_not_leak_into_the_next_one() {
+    // A long request, then a short one: the short one reuses the long one's buffers.
+    let mut all = captured();
+    all.extend_from_slice(b"protocol_state=RCPT\nclient_address=192.0.2.9\n\n");
+    let mut fresh = all.clone();
+    let want = decode_all(&mut RequestDecoder::default(), &mut fresh);
+    let mut dec = RequestDecoder::default();
+    let mut got = Vec::new();
+    while let Some(raw) = dec.decode(&mut all).unwrap() {
+        got.push(raw.clone());
+        dec.recycle(raw);
+    }
+    assert_eq!(got, want);
+    assert_eq!(got.last().unwrap().len(), 2);
+}
