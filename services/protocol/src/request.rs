@@ -445,6 +445,10 @@ fn optional_number(name: &'static str, v: &str) -> Result<Option<u16>, RequestEr
 /// Parses an IPv4/IPv6 address as Postfix sends it; IPv4-mapped IPv6 becomes IPv4, and an
 /// `ipv6:` prefix or brackets are tolerated.
 pub fn parse_ip(s: &str) -> Option<IpAddr> {
+    // The usual case first: a plain IPv4 address, nothing to trim or strip.
+    if let Some(v4) = parse_dotted_quad(s) {
+        return Some(IpAddr::V4(v4));
+    }
     let s = s.trim();
     let s = s
         .strip_prefix("ipv6:")
