@@ -46,7 +46,12 @@ impl Glob {
         if !self.wild {
             return self.pattern == text;
         }
-        if text.contains(char::is_whitespace) {
+        let has_space = if text.is_ascii() {
+            text.bytes().any(|b| b.is_ascii_whitespace())
+        } else {
+            text.contains(char::is_whitespace)
+        };
+        if has_space {
             return false;
         }
         glob_match(self.pattern.as_bytes(), text.as_bytes())
