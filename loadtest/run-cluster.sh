@@ -13,6 +13,9 @@
 # the cluster bus ports +10000), PG_ADMIN_URL (postgres://postgres@127.0.0.1:5432/postgres),
 # POLICIES, SKIP_BUILD=1 to reuse the release binaries.
 # Results: loadtest/results/<stamp>-{embedded,cluster}.json and <stamp>-cluster-summary.txt.
+# CPU per request: every process's utime+stime (from /proc) over the measured window
+# (WARMUP .. WARMUP+DURATION after loadgen starts) divided by the measured requests; less
+# sensitive to other load on the machine than req/s.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -51,6 +54,7 @@ mkdir -p "$results"
 
 echo "== Redis Cluster: 3 primaries on 127.0.0.1:$REDIS_PORT-$((REDIS_PORT + 2))"
 nodes=()
+redis_pids=()
 for i in 0 1 2; do
     port=$((REDIS_PORT + i))
     mkdir -p "$tmp/redis-$port"
@@ -58,6 +62,7 @@ for i in 0 1 2; do
         --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
         --appendonly no --save '' --protected-mode no --logfile redis.log --daemonize no &
     pids+=($!)
+    redis_pids+=($!)
     nodes+=("127.0.0.1:$port")
 done
 for i in 0 1 2; do wait_port $((REDIS_PORT + i)); done
@@ -82,10 +87,12 @@ echo "== sluice quota on 127.0.0.1:$QUOTA_PORT, sluice edge on 127.0.0.1:$EDGE_P
 "$bin/sluice" quota --grpc-listen "127.0.0.1:$QUOTA_PORT" --admin-listen off \
     --redis "$redis_urls" 2>"$tmp/quota.log" &
 pids+=($!)
+quota_pid=$!
 wait_port "$QUOTA_PORT"
 "$bin/sluice" edge --listen "127.0.0.1:$EDGE_PORT" --admin-listen off \
     --database "$pg_url" --quota "http://127.0.0.1:$QUOTA_PORT" 2>"$tmp/edge.log" &
 pids+=($!)
+edge_pid=$!
 wait_port "$EDGE_PORT"
 
 echo "== sluice serve (embedded) on 127.0.0.1:$SERVE_PORT"
@@ -93,18 +100,78 @@ db="sqlite://$tmp/sluice.db"
 "$bin/sluice" policy import "$POLICIES" --database "$db"
 "$bin/sluice" serve --listen "127.0.0.1:$SERVE_PORT" --database "$db" --admin-listen off 2>"$tmp/serve.log" &
 pids+=($!)
+serve_pid=$!
 wait_port "$SERVE_PORT"
 
+# The pid of the process named $2 below process $1.
+descendant() {
+    local child
+    for child in $(ps -o pid= --ppid "$1"); do
+        if [[ "$(cat "/proc/$child/comm" 2>/dev/null)" == "$2" ]]; then
+            echo "$child"
+            return 0
+        fi
+        descendant "$child" "$2" && return 0
+    done
+    return 1
+}
+
+# CPU time (ticks) of each named process; "name=pid" arguments.
+cpu_snapshot() {
+    local arg
+    for arg in "$@"; do
+        local name="${arg%%=*}" pid="${arg#*=}"
+        local stat
+        stat="$(cat "/proc/$pid/stat" 2>/dev/null || echo '')"
+        stat="${stat##*) }"
+        # After "pid (comm) ": field 3 is state; utime and stime are fields 14 and 15.
+        echo "$name $(echo "$stat" | awk '{print $12 + $13}')"
+    done
+}
+
+# Runs `load` (same arguments) while recording the CPU of the given processes over the
+# measured window; prints "CPU us/request" per process after loadgen's report.
+load_with_cpu() { # label port procs-array-name [extra loadgen args]
+    local label="$1" port="$2" procs_name="$3[@]"
+    local procs=("${!procs_name}")
+    shift 3
+    load "$label" "$port" "$@" >"$tmp/$label.txt" &
+    local loader=$!
+    sleep "$WARMUP"
+    local loadgen t0 t1
+    loadgen="$(descendant "$loader" loadgen)"
+    t0="$(date +%s.%N)"
+    cpu_snapshot "${procs[@]}" "loadgen=$loadgen" >"$tmp/$label-cpu-before.txt"
+    # Stop a little before loadgen does (it must still be running to be measured).
+    sleep "$(awk -v d="$DURATION" 'BEGIN { print d - 0.5 }')"
+    t1="$(date +%s.%N)"
+    cpu_snapshot "${procs[@]}" "loadgen=$loadgen" >"$tmp/$label-cpu-after.txt"
+    wait "$loader"
+    cat "$tmp/$label.txt"
+    local rate tck
+    rate="$(awk '/throughput/ { for (i = 1; i < NF; i++) if ($i == "throughput") { print $(i + 1); exit } }' "$tmp/$label.txt")"
+    tck="$(getconf CLK_TCK)"
+    # us per request = CPU seconds / (req/s * window seconds) * 1e6
+    paste "$tmp/$label-cpu-before.txt" "$tmp/$label-cpu-after.txt" | awk -v r="$rate" -v w="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" -v tck="$tck" '
+        { us = ($4 - $2) / tck / (r * w) * 1e6; total += us; line = line sprintf("%s %.1f  ", $1, us) }
+        END { printf "  CPU us/request: %stotal %.1f\n", line, total }'
+}
+
 echo "== load: embedded"
-load embedded "$SERVE_PORT" | tee "$tmp/embedded.txt"
+embedded_procs=("serve=$serve_pid")
+load_with_cpu embedded "$SERVE_PORT" embedded_procs | tee "$tmp/embedded-report.txt"
 echo "== load: cluster"
-load cluster "$EDGE_PORT" --baseline "$results/$stamp-embedded.json" | tee "$tmp/cluster.txt"
+cluster_procs=("edge=$edge_pid" "quota=$quota_pid")
+for i in 0 1 2; do cluster_procs+=("redis$i=${redis_pids[$i]}"); done
+load_with_cpu cluster "$EDGE_PORT" cluster_procs --baseline "$results/$stamp-embedded.json" | tee "$tmp/cluster-report.txt"
 
 fallbacks="$(grep -c 'fallback\|unavailable\|timed out' "$tmp/edge.log" || true)"
 summary="$results/$stamp-cluster-summary.txt"
 {
     echo "connections=$CONNECTIONS duration=${DURATION}s warmup=${WARMUP}s policies=$(basename "$POLICIES") cpus=$(nproc)"
     tail -n 1 "$tmp/cluster.txt"
+    echo "embedded $(grep 'CPU us/request' "$tmp/embedded-report.txt" | sed 's/^ *//')"
+    echo "cluster  $(grep 'CPU us/request' "$tmp/cluster-report.txt" | sed 's/^ *//')"
     echo "edge log lines mentioning fallback/unavailable/timeouts: $fallbacks"
 } >"$summary"
 echo "== results in $results/$stamp-{embedded,cluster}.json, summary:"

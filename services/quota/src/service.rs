@@ -1,14 +1,23 @@
-//! The `Apply` handler.
+//! The `Apply` and `ApplyMany` handlers.
 //!
-//! Each batch runs in its own task: if the caller gives up (its deadline passes and it resets
-//! the stream), the batch still runs to completion, so an all-or-nothing group is never left
-//! half taken without its refund. The caller may therefore see a timeout for a batch that
-//! was applied — which is why the remote client never retries after a timeout.
+//! Each call runs in its own task: if the caller gives up (its deadline passes and it resets
+//! the stream), its batches still run to completion, so an all-or-nothing group is never
+//! left half taken without its refund. The caller may therefore see a timeout for a batch
+//! that was applied — which is why the remote client never retries after a timeout.
+//!
+//! `ApplyMany` carries the batches of several policy requests that an edge had waiting at
+//! the same time: they run concurrently (so their Redis commands go out together) and each
+//! is answered on its own, as `Apply` would have answered it.
 
-use crate::error::ServiceError;
+use crate::error::{status_from_error, ServiceError};
+use futures_util::future::join_all;
 use sluice_engine::{CounterBatch, State};
+use sluice_proto::ConvertError;
 use sluice_proto::v1::quota_server::Quota;
-use sluice_proto::v1::{ApplyReply, ApplyRequest};
+use sluice_proto::v1::{
+    apply_result, ApplyManyReply, ApplyManyRequest, ApplyReply, ApplyRequest, ApplyResult,
+    BatchError,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
@@ -55,6 +64,77 @@ impl QuotaService {
             Err(_) => Err(ServiceError::State(sluice_engine::StateError::Timeout)),
         }
     }
+
+    /// Runs the batches of one `ApplyMany` concurrently, all in one task (so each still runs
+    /// to completion when the caller gives up), and answers each on its own.
+    pub async fn run_many(&self, request: ApplyManyRequest) -> Result<ApplyManyReply, ServiceError> {
+        let batches: Vec<Result<CounterBatch, ConvertError>> = request
+            .batches
+            .into_iter()
+            .map(CounterBatch::try_from)
+            .collect();
+        let state = Arc::clone(&self.state);
+        let task = tokio::spawn(
+            async move {
+                let runs = batches.iter().map(|b| {
+                    let state = &state;
+                    async move {
+                        match b {
+                            Ok(batch) => state
+                                .apply(batch)
+                                .await
+                                .map(|r| ApplyReply::from(&r))
+                                .map_err(ServiceError::from),
+                            Err(e) => Err(ServiceError::from(e.clone())),
+                        }
+                    }
+                });
+                join_all(runs).await
+            }
+            .in_current_span(),
+        );
+        let results = match tokio::time::timeout(self.apply_timeout, task).await {
+            Ok(Ok(results)) => results,
+            Ok(Err(join)) => return Err(ServiceError::Internal(join.to_string())),
+            Err(_) => return Err(ServiceError::State(sluice_engine::StateError::Timeout)),
+        };
+        let results = results
+            .into_iter()
+            .map(|r| self.record(r))
+            .collect();
+        Ok(ApplyManyReply { results })
+    }
+
+    /// Counts one batch's result and turns it into its wire form.
+    fn record(&self, result: Result<ApplyReply, ServiceError>) -> ApplyResult {
+        let result = match result {
+            Ok(reply) => {
+                self.metrics.ok.increment(1);
+                apply_result::Result::Reply(reply)
+            }
+            Err(e) => {
+                self.failed(&e);
+                let status = status_from_error(&e);
+                apply_result::Result::Error(BatchError {
+                    code: status.code() as i32,
+                    message: status.message().to_string(),
+                })
+            }
+        };
+        ApplyResult {
+            result: Some(result),
+        }
+    }
+
+    /// Logs and counts a failed batch.
+    fn failed(&self, e: &ServiceError) {
+        tracing::warn!(error = %e, kind = e.kind_label(), "Apply failed.");
+        metrics::counter!(
+            sluice_runtime::metrics::names::QUOTA_BATCHES,
+            "result" => e.kind_label()
+        )
+        .increment(1);
+    }
 }
 
 #[tonic::async_trait]
@@ -90,17 +170,36 @@ impl Quota for QuotaService {
                     Ok(Response::new(reply))
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, kind = e.kind_label(), "Apply failed.");
-                    metrics::counter!(
-                        sluice_runtime::metrics::names::QUOTA_BATCHES,
-                        "result" => e.kind_label()
-                    )
-                    .increment(1);
+                    self.failed(&e);
                     Err(e.into())
                 }
             }
         }
         .instrument(span)
         .await
+    }
+
+    async fn apply_many(
+        &self,
+        request: Request<ApplyManyRequest>,
+    ) -> Result<Response<ApplyManyReply>, Status> {
+        // Batched calls carry no per-request trace context (edges send traced requests
+        // with `Apply`), so one debug span covers the call.
+        let span = tracing::debug_span!(
+            "apply_many",
+            peer = ?request.remote_addr(),
+            batches = request.get_ref().batches.len(),
+        );
+        let request = request.into_inner();
+        let n = request.batches.len();
+        match self.run_many(request).instrument(span).await {
+            Ok(reply) => Ok(Response::new(reply)),
+            Err(e) => {
+                for _ in 0..n {
+                    self.failed(&e);
+                }
+                Err(e.into())
+            }
+        }
     }
 }

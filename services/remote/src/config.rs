@@ -1,5 +1,6 @@
 //! Settings of [`crate::RemoteState`].
 
+use crate::batch::BatchLimits;
 use crate::error::RemoteError;
 use std::time::Duration;
 
@@ -21,6 +22,8 @@ pub struct RemoteConfig {
     pub over_limit_cache: bool,
     /// Most entries the over-limit cache holds (default 100,000; the oldest is evicted).
     pub over_limit_cache_capacity: usize,
+    /// How calls waiting at the same time are sent together (see [`crate::batch`]).
+    pub batch: BatchLimits,
 }
 
 impl Default for RemoteConfig {
@@ -32,6 +35,7 @@ impl Default for RemoteConfig {
             resolve_interval: Duration::from_secs(5),
             over_limit_cache: true,
             over_limit_cache_capacity: 100_000,
+            batch: BatchLimits::default(),
         }
     }
 }
@@ -53,6 +57,9 @@ impl RemoteConfig {
         if self.over_limit_cache && self.over_limit_cache_capacity == 0 {
             problems
                 .push("over_limit_cache_capacity must be at least 1 when the cache is on".into());
+        }
+        if self.batch.max_batch == 0 || self.batch.max_in_flight == 0 {
+            problems.push("batch.max_batch and batch.max_in_flight must be at least 1".into());
         }
         if problems.is_empty() {
             Ok(())

@@ -4,6 +4,8 @@
 //! Layout:
 //! - [`state`] — [`RemoteState`]: the deadline, one retry on another endpoint when the
 //!   call provably never reached a service, error mapping.
+//! - [`batch`] — the calls waiting on one connection at the same time go out together in
+//!   one `ApplyMany`.
 //! - [`pool`] — the endpoints: URL parsing, DNS resolution, load balancing (power of two
 //!   choices by in-flight calls), down marking.
 //! - [`maintain`] — the background task: re-resolving names, probing `grpc.health.v1`.
@@ -13,6 +15,7 @@
 //! This crate knows nothing about Redis, SQL or the policy protocol.
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod cache;
 pub mod config;
 pub mod error;
@@ -20,6 +23,7 @@ pub mod maintain;
 pub mod pool;
 pub mod state;
 
+pub use batch::BatchLimits;
 pub use cache::OverLimitCache;
 pub use config::RemoteConfig;
 pub use error::{state_error_from_status, RemoteError};

@@ -3,13 +3,15 @@
 //! Each configured URL names either an address (`http://10.0.0.5:50051`) or a DNS name
 //! (`http://quota.internal:50051`) whose every address becomes a backend; names are
 //! re-resolved periodically by [`crate::maintain`]. A backend owns one lazily connected
-//! HTTP/2 channel (reconnecting by itself) multiplexing all calls.
+//! HTTP/2 channel (reconnecting by itself) per calling runtime, each with a
+//! [`crate::batch`] task sending the calls waiting at the same time together.
 //!
 //! Balancing: power of two choices by in-flight calls among the backends not marked down;
 //! the two candidates are taken round-robin, so with equal load calls simply alternate. When
 //! every backend is marked down, all of them are candidates again (a call then fails fast
 //! if they really are down, and succeeds as soon as one is back).
 
+use crate::batch::{BatchLimits, Batcher};
 use crate::config::RemoteConfig;
 use crate::error::RemoteError;
 use arc_swap::ArcSwap;
@@ -94,8 +96,9 @@ pub(crate) struct Backend {
     /// The channel of the runtime that created the backend (health probes).
     pub channel: Channel,
     endpoint: Endpoint,
-    /// One client (own HTTP/2 connection) per tokio runtime calling through this backend.
-    clients: Mutex<Vec<(Option<RuntimeId>, QuotaClient<Channel>)>>,
+    /// One batcher (own HTTP/2 connection) per tokio runtime calling through this backend.
+    clients: Mutex<Vec<(Option<RuntimeId>, Arc<Batcher>)>>,
+    limits: BatchLimits,
     in_flight: AtomicUsize,
     down: AtomicBool,
     calls: AtomicU64,
@@ -113,7 +116,11 @@ impl Backend {
         let channel = endpoint.connect_lazy();
         Backend {
             addr,
-            clients: Mutex::new(vec![(runtime_id(), QuotaClient::new(channel.clone()))]),
+            clients: Mutex::new(vec![(
+                runtime_id(),
+                Arc::new(Batcher::spawn(QuotaClient::new(channel.clone()), config.batch)),
+            )]),
+            limits: config.batch,
             endpoint,
             channel,
             in_flight: AtomicUsize::new(0),
@@ -131,11 +138,11 @@ impl Backend {
         }
     }
 
-    /// The client for the calling tokio runtime. Each runtime (the edge runs one
+    /// The batcher for the calling tokio runtime. Each runtime (the edge runs one
     /// single-threaded runtime per connection worker thread) gets its own lazily connected
-    /// HTTP/2 connection whose tasks run on that runtime: a call then never wakes another
-    /// thread, and concurrent calls spread over several connections.
-    pub fn client(&self) -> QuotaClient<Channel> {
+    /// HTTP/2 connection and batching task running on that runtime: a call then never wakes
+    /// another thread, and concurrent calls spread over several connections.
+    pub fn batcher(&self) -> Arc<Batcher> {
         let id = runtime_id();
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, c)) = clients.iter().find(|(i, _)| *i == id) {
@@ -145,9 +152,12 @@ impl Backend {
             // Keep the creating runtime's client; forget the oldest other one.
             clients.remove(1);
         }
-        let client = QuotaClient::new(self.endpoint.connect_lazy());
-        clients.push((id, client.clone()));
-        client
+        let batcher = Arc::new(Batcher::spawn(
+            QuotaClient::new(self.endpoint.connect_lazy()),
+            self.limits,
+        ));
+        clients.push((id, Arc::clone(&batcher)));
+        batcher
     }
 
     /// Counts a call in flight until the guard drops.

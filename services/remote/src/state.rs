@@ -259,10 +259,12 @@ async fn attempt(
     deadline: Instant,
 ) -> Result<CounterReply, Status> {
     let _in_flight = backend.start_call();
-    let mut request = tonic::Request::new(ApplyRequest::from(batch));
-    request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-    let mut client = backend.client();
+    let batcher = backend.batcher();
     let reply = if sluice_runtime::traces_enabled() {
+        // A traced call goes out on its own: its trace context travels in its metadata.
+        let mut request = tonic::Request::new(ApplyRequest::from(batch));
+        request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        let mut client = batcher.client();
         let span = tracing::info_span!(
             "quota.apply",
             otel.kind = "client",
@@ -275,7 +277,7 @@ async fn attempt(
         sluice_runtime::propagation::inject(&span, request.metadata_mut());
         client.apply(request).instrument(span).await?.into_inner()
     } else {
-        client.apply(request).await?.into_inner()
+        batcher.call(ApplyRequest::from(batch), deadline).await?
     };
     backend.mark_up();
     let reply = CounterReply::try_from(reply)
