@@ -13,6 +13,8 @@
 # the cluster bus ports +10000), PG_ADMIN_URL (postgres://postgres@127.0.0.1:5432/postgres),
 # POLICIES, SKIP_BUILD=1 to reuse the release binaries.
 # Results: loadtest/results/<stamp>-{embedded,cluster}.json and <stamp>-cluster-summary.txt.
+# PERF=quota (or edge, redis0..2) records `perf record -g` of that process during the
+# cluster's measured window into results/<stamp>-<name>.perf.data.
 # CPU per request: every process's utime+stime (from /proc) over the measured window
 # (WARMUP .. WARMUP+DURATION after loadgen starts) divided by the measured requests; less
 # sensitive to other load on the machine than req/s.
@@ -142,10 +144,18 @@ load_with_cpu() { # label port procs-array-name [extra loadgen args]
     loadgen="$(descendant "$loader" loadgen)"
     t0="$(date +%s.%N)"
     cpu_snapshot "${procs[@]}" "loadgen=$loadgen" >"$tmp/$label-cpu-before.txt"
+    local perf_pid="" arg
+    for arg in "${procs[@]}"; do
+        if [[ -n "${PERF:-}" && "${arg%%=*}" == "$PERF" ]]; then
+            perf record -g -o "$results/$stamp-$PERF.perf.data" -p "${arg#*=}" -- sleep "$(awk -v d="$DURATION" 'BEGIN { print d - 1 }')" >/dev/null 2>&1 &
+            perf_pid=$!
+        fi
+    done
     # Stop a little before loadgen does (it must still be running to be measured).
     sleep "$(awk -v d="$DURATION" 'BEGIN { print d - 0.5 }')"
     t1="$(date +%s.%N)"
     cpu_snapshot "${procs[@]}" "loadgen=$loadgen" >"$tmp/$label-cpu-after.txt"
+    [[ -n "$perf_pid" ]] && wait "$perf_pid"
     wait "$loader"
     cat "$tmp/$label.txt"
     local rate tck
@@ -165,6 +175,10 @@ cluster_procs=("edge=$edge_pid" "quota=$quota_pid")
 for i in 0 1 2; do cluster_procs+=("redis$i=${redis_pids[$i]}"); done
 load_with_cpu cluster "$EDGE_PORT" cluster_procs --baseline "$results/$stamp-embedded.json" | tee "$tmp/cluster-report.txt"
 
+for i in 0 1 2; do
+    echo "-- redis $((REDIS_PORT + i)) commandstats ($(redis-cli -p $((REDIS_PORT + i)) info stats | tr -d '\r' | grep -E '^total_(commands_processed|reads_processed|writes_processed):' | tr '\n' ' '))"
+    redis-cli -p $((REDIS_PORT + i)) info commandstats | grep -v '^#' | tr -d '\r' | grep .
+done >"$tmp/commandstats.txt"
 fallbacks="$(grep -c 'fallback\|unavailable\|timed out' "$tmp/edge.log" || true)"
 summary="$results/$stamp-cluster-summary.txt"
 {
@@ -173,6 +187,7 @@ summary="$results/$stamp-cluster-summary.txt"
     echo "embedded $(grep 'CPU us/request' "$tmp/embedded-report.txt" | sed 's/^ *//')"
     echo "cluster  $(grep 'CPU us/request' "$tmp/cluster-report.txt" | sed 's/^ *//')"
     echo "edge log lines mentioning fallback/unavailable/timeouts: $fallbacks"
+    cat "$tmp/commandstats.txt"
 } >"$summary"
 echo "== results in $results/$stamp-{embedded,cluster}.json, summary:"
 cat "$summary"

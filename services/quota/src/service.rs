@@ -12,12 +12,12 @@
 use crate::error::{status_from_error, ServiceError};
 use futures_util::future::join_all;
 use sluice_engine::{CounterBatch, State};
-use sluice_proto::ConvertError;
 use sluice_proto::v1::quota_server::Quota;
 use sluice_proto::v1::{
     apply_result, ApplyManyReply, ApplyManyRequest, ApplyReply, ApplyRequest, ApplyResult,
     BatchError,
 };
+use sluice_proto::ConvertError;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
@@ -67,7 +67,10 @@ impl QuotaService {
 
     /// Runs the batches of one `ApplyMany` concurrently, all in one task (so each still runs
     /// to completion when the caller gives up), and answers each on its own.
-    pub async fn run_many(&self, request: ApplyManyRequest) -> Result<ApplyManyReply, ServiceError> {
+    pub async fn run_many(
+        &self,
+        request: ApplyManyRequest,
+    ) -> Result<ApplyManyReply, ServiceError> {
         let batches: Vec<Result<CounterBatch, ConvertError>> = request
             .batches
             .into_iter()
@@ -98,10 +101,7 @@ impl QuotaService {
             Ok(Err(join)) => return Err(ServiceError::Internal(join.to_string())),
             Err(_) => return Err(ServiceError::State(sluice_engine::StateError::Timeout)),
         };
-        let results = results
-            .into_iter()
-            .map(|r| self.record(r))
-            .collect();
+        let results = results.into_iter().map(|r| self.record(r)).collect();
         Ok(ApplyManyReply { results })
     }
 

@@ -1,5 +1,9 @@
 -- One counter's rolling window: exactly sluice_engine::window's arithmetic.
 --
+-- RedisState runs "take" and "refund" here; "check" and "level" change nothing and are
+-- answered from plain reads (TIME + HGETALL) with the same arithmetic in level.rs. They stay
+-- here as the reference the Rust side mirrors.
+--
 -- KEYS[1]  the counter's hash: field = sub-bucket index, value = count
 -- ARGV[1]  mode: "level" | "check" | "take" | "refund"
 -- ARGV[2]  now in ms since the epoch, or "-1" to read Redis's own clock (TIME)
@@ -99,9 +103,14 @@ if used + cost <= limit then
     -- Charge the current bucket, or the newest one if the clock went backwards.
     local target = cur
     if #idx > 0 and idx[#idx] > cur then target = idx[#idx] end
-    redis.call('HINCRBY', KEYS[1], name[target] or fmt(target), fmt(cost))
-    local ttl = math.max(period + width, (target + 1) * width + period - now)
-    redis.call('PEXPIRE', KEYS[1], fmt(ttl))
+    local field = name[target]
+    redis.call('HINCRBY', KEYS[1], field or fmt(target), fmt(cost))
+    if not field then
+      -- A new bucket: the key lives until it is no longer counted. An existing bucket got
+      -- its expiry when it was created, and older buckets stop being counted earlier.
+      local ttl = math.max(period + width, (target + 1) * width + period - now)
+      redis.call('PEXPIRE', KEYS[1], fmt(ttl))
+    end
   end
   return {1, used, 0, now}
 end

@@ -62,6 +62,32 @@ impl Group<'_> {
         self.mode(role) == Mode::Take
     }
 
+    /// For each op that only reports a level (already counted, recorded for
+    /// END-OF-MESSAGE): the index of another op of the group on the same counter whose call
+    /// reads the same level (a check, or the first level report), so one Redis call serves
+    /// both. Only for groups run at once, where no counter that is charged appears twice
+    /// (so the level an op reports does not depend on the other ops of its group).
+    fn shared_reads(&self) -> Vec<Option<usize>> {
+        let mut readers: HashMap<&str, usize> = HashMap::new();
+        for (i, (op, &role)) in self.ops.iter().zip(self.roles).enumerate() {
+            if self.mode(role) == Mode::Check {
+                readers.entry(op.key.as_str()).or_insert(i);
+            }
+        }
+        let mut shared = vec![None; self.ops.len()];
+        for (i, (op, &role)) in self.ops.iter().zip(self.roles).enumerate() {
+            if self.mode(role) == Mode::Level {
+                match readers.get(op.key.as_str()) {
+                    Some(&from) => shared[i] = Some(from),
+                    None => {
+                        readers.insert(op.key.as_str(), i);
+                    }
+                }
+            }
+        }
+        shared
+    }
+
     /// Whether running all ops at once gives the same answers as running them in order:
     /// no counter that is charged appears twice in the group.
     fn parallel_safe(&self) -> bool {
@@ -125,12 +151,35 @@ impl Backend {
     }
 
     async fn run_parallel(&self, g: &Group<'_>) -> Result<GroupOutcome, StateError> {
+        let shared = g.shared_reads();
         let calls = g
             .ops
             .iter()
             .zip(g.roles)
-            .map(|(op, &role)| self.counter(op, g.mode(role), role.cost(), g.now_ms));
-        let answers = join_all(calls).await;
+            .zip(&shared)
+            .map(|((op, &role), from)| async move {
+                match from {
+                    Some(_) => None,
+                    None => Some(self.counter(op, g.mode(role), role.cost(), g.now_ms).await),
+                }
+            });
+        let mut answers: Vec<Result<CounterAnswer, StateError>> = Vec::with_capacity(g.ops.len());
+        let called = join_all(calls).await;
+        for (i, a) in called.iter().enumerate() {
+            answers.push(match (a, shared[i]) {
+                (Some(a), _) => a.clone(),
+                (None, Some(from)) => match called[from].as_ref().expect("a source is called") {
+                    Ok(src) => Ok(CounterAnswer {
+                        fits: true,
+                        level: src.level,
+                        retry_after_ms: Some(0),
+                        now_ms: src.now_ms,
+                    }),
+                    Err(e) => Err(e.clone()),
+                },
+                (None, None) => unreachable!("every op is called or shares a read"),
+            });
+        }
         let taken: Vec<(usize, u64)> = answers
             .iter()
             .enumerate()

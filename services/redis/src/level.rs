@@ -1,9 +1,11 @@
-//! A counter's level without a script: `TIME` and `HGETALL` pipelined to the counter's node,
-//! summed here with exactly the counter script's arithmetic for `level`.
+//! A counter's level and checks without a script: `TIME` and `HGETALL` pipelined to the
+//! counter's node, summed here with exactly the counter script's arithmetic for `level` and
+//! `check` (used level, fits, retry-after).
 //!
 //! Reporting a level (an op already counted for the message, or recorded for
-//! END-OF-MESSAGE) changes nothing, so it needs no atomicity beyond what the two commands
-//! give; a plain read costs Redis a fraction of a script call.
+//! END-OF-MESSAGE) and checking whether a cost would fit change nothing, so they need no
+//! atomicity beyond what the two commands give; a plain read costs Redis a fraction of a
+//! script call.
 
 use crate::conn::Conn;
 use crate::scripts::CounterAnswer;
@@ -20,6 +22,43 @@ pub(crate) async fn read(
     window: WindowSpec,
     now_ms: Option<u64>,
 ) -> Result<CounterAnswer, StateError> {
+    let (now, pairs) = buckets(conn, timeout, key, now_ms).await?;
+    Ok(CounterAnswer {
+        fits: true,
+        level: level_at(&pairs, window, now),
+        retry_after_ms: Some(0),
+        now_ms: now,
+    })
+}
+
+/// Whether `cost` would fit under `limit` in the counter at `key` at `now_ms` (`None`: the
+/// node's own clock): the counter script's `check`, charging nothing.
+pub(crate) async fn check(
+    conn: &Conn,
+    timeout: Duration,
+    key: &str,
+    spec: Limited,
+    now_ms: Option<u64>,
+) -> Result<CounterAnswer, StateError> {
+    let (now, pairs) = buckets(conn, timeout, key, now_ms).await?;
+    Ok(check_at(&pairs, spec, now))
+}
+
+/// What a check is about: the counter's window, the cost and the limit.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limited {
+    pub window: WindowSpec,
+    pub cost: u64,
+    pub limit: u64,
+}
+
+/// The time (`now_ms`, or the node's clock) and the counter's (bucket, count) fields.
+async fn buckets(
+    conn: &Conn,
+    timeout: Duration,
+    key: &str,
+    now_ms: Option<u64>,
+) -> Result<(u64, Vec<(String, String)>), StateError> {
     let mut pipe = redis::pipe();
     if now_ms.is_none() {
         pipe.cmd("TIME");
@@ -33,12 +72,7 @@ pub(crate) async fn read(
     };
     let pairs: Vec<(String, String)> =
         redis::from_redis_value_ref(fields).map_err(|_| unexpected(&values))?;
-    Ok(CounterAnswer {
-        fits: true,
-        level: level_at(&pairs, window, now),
-        retry_after_ms: Some(0),
-        now_ms: now,
-    })
+    Ok((now, pairs))
 }
 
 /// `TIME`'s answer (seconds, microseconds) in ms, as the script computes it.
@@ -58,6 +92,52 @@ fn level_at(pairs: &[(String, String)], window: WindowSpec, now: u64) -> u64 {
         .map(|(_, c)| c)
         .sum::<i64>()
         .max(0) as u64
+}
+
+/// The live buckets at `now`, oldest first (the script's sorted `idx` from `oldest` on).
+fn live_buckets(pairs: &[(String, String)], window: WindowSpec, now: u64) -> Vec<(u64, u64)> {
+    let oldest = now.saturating_sub(window.period_ms) / window.bucket_ms.max(1);
+    let mut live: Vec<(u64, u64)> = pairs
+        .iter()
+        .filter_map(|(j, c)| Some((j.parse::<u64>().ok()?, c.parse::<i64>().ok()?)))
+        .filter(|&(j, _)| j >= oldest)
+        .map(|(j, c)| (j, c.max(0) as u64))
+        .collect();
+    live.sort_unstable();
+    live
+}
+
+/// The script's `check` at `now`: the level before, whether the cost fits, and when it
+/// would fit if it does not (`None`: never, the cost exceeds the limit).
+fn check_at(pairs: &[(String, String)], spec: Limited, now: u64) -> CounterAnswer {
+    let live = live_buckets(pairs, spec.window, now);
+    let used: u64 = live.iter().map(|&(_, c)| c).sum();
+    let fits = used.saturating_add(spec.cost) <= spec.limit;
+    let retry_after_ms = if fits {
+        Some(0)
+    } else if spec.cost > spec.limit {
+        None
+    } else {
+        let mut left = used;
+        let mut retry = 0;
+        for &(j, c) in &live {
+            left -= c;
+            if left.saturating_add(spec.cost) <= spec.limit {
+                let expiry = (j + 1)
+                    .saturating_mul(spec.window.bucket_ms)
+                    .saturating_add(spec.window.period_ms);
+                retry = expiry.saturating_sub(now);
+                break;
+            }
+        }
+        Some(retry)
+    };
+    CounterAnswer {
+        fits,
+        level: used,
+        retry_after_ms,
+        now_ms: now,
+    }
 }
 
 fn unexpected(values: &[Value]) -> StateError {
@@ -80,5 +160,34 @@ mod tests {
         assert_eq!(level_at(&pairs, w, 160_500), 5);
         assert_eq!(level_at(&pairs, w, 159_000), 10);
         assert_eq!(level_at(&[], w, 159_000), 0);
+    }
+
+    #[test]
+    fn checks_like_the_script() {
+        let window = WindowSpec::new(60_000, 60); // 1 s buckets
+        let pairs = vec![
+            ("159".to_string(), "3".to_string()),
+            ("99".to_string(), "5".to_string()),
+            ("100".to_string(), "2".to_string()),
+        ];
+        let spec = |cost, limit| Limited {
+            window,
+            cost,
+            limit,
+        };
+        // now = 160.5 s: live buckets 100 (2) and 159 (3), used 5.
+        let fits = check_at(&pairs, spec(5, 10), 160_500);
+        assert_eq!(
+            (fits.fits, fits.level, fits.retry_after_ms),
+            (true, 5, Some(0))
+        );
+        // 2 more than fit: bucket 100 must expire first, at (100 + 1) * 1000 + 60_000.
+        let refused = check_at(&pairs, spec(7, 10), 160_500);
+        assert_eq!(
+            (refused.fits, refused.level, refused.retry_after_ms),
+            (false, 5, Some(161_000 - 160_500))
+        );
+        let never = check_at(&pairs, spec(11, 10), 160_500);
+        assert_eq!((never.fits, never.retry_after_ms), (false, None));
     }
 }

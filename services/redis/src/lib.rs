@@ -17,10 +17,12 @@
 //! inclusion of every bucket that may hold an event of the window, retry-after from bucket
 //! expiry, refund. Time comes from Redis's own clock (`TIME` inside the script), so the
 //! clocks of edges and quota services do not matter. A key gets a TTL of period + one bucket
-//! whenever it is charged, so idle counters expire by themselves. Ops that only report a
-//! level (already counted for the message, recorded for END-OF-MESSAGE) read it without a
-//! script: `TIME` and `HGETALL` pipelined to the counter's node, summed with the same
-//! arithmetic. Message sessions are read with one `MULTI`/`EXEC` (`SMEMBERS` + `HGETALL`)
+//! whenever a new sub-bucket is charged (the newest bucket decides when the key is idle), so
+//! idle counters expire by themselves. Ops that change nothing — checks, and ops that only
+//! report a level (already counted for the message, recorded for END-OF-MESSAGE) — run
+//! without a script: `TIME` and `HGETALL` pipelined to the counter's node, answered with the
+//! same arithmetic in Rust; within a group, one such read serves every non-charging op on
+//! the same counter (a size check and its END-OF-MESSAGE record). Message sessions are read with one `MULTI`/`EXEC` (`SMEMBERS` + `HGETALL`)
 //! and deleted with one `DEL`; only adding to a session runs a script.
 //!
 //! # Round trips

@@ -84,9 +84,20 @@ impl Scripts {
         timeout: Duration,
         call: CounterCall<'_>,
     ) -> Result<CounterAnswer, StateError> {
-        if call.mode == Mode::Level {
-            // Changes nothing: plain reads cost Redis far less than a script call.
-            return crate::level::read(conn, timeout, call.key, call.window, call.now_ms).await;
+        // Level and check change nothing: plain reads cost Redis far less than a script.
+        match call.mode {
+            Mode::Level => {
+                return crate::level::read(conn, timeout, call.key, call.window, call.now_ms).await;
+            }
+            Mode::Check => {
+                let spec = crate::level::Limited {
+                    window: call.window,
+                    cost: call.cost,
+                    limit: call.limit,
+                };
+                return crate::level::check(conn, timeout, call.key, spec, call.now_ms).await;
+            }
+            Mode::Take | Mode::Refund => {}
         }
         let mut inv = self.counter.prepare_invoke();
         inv.key(call.key)

@@ -77,7 +77,11 @@ impl Batcher {
 
     /// Sends `request` (with the next batch) and waits for its answer. The caller bounds
     /// the wait with its own deadline; `deadline` travels with the RPC.
-    pub async fn call(&self, request: ApplyRequest, deadline: Instant) -> Result<ApplyReply, Status> {
+    pub async fn call(
+        &self,
+        request: ApplyRequest,
+        deadline: Instant,
+    ) -> Result<ApplyReply, Status> {
         let (reply, answer) = oneshot::channel();
         self.calls
             .send(Call {
@@ -93,7 +97,11 @@ impl Batcher {
 }
 
 /// The batching loop: waits for a call, then for an RPC slot, then sends everything queued.
-async fn drive(mut queue: mpsc::UnboundedReceiver<Call>, client: QuotaClient<Channel>, limits: BatchLimits) {
+async fn drive(
+    mut queue: mpsc::UnboundedReceiver<Call>,
+    client: QuotaClient<Channel>,
+    limits: BatchLimits,
+) {
     let slots = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
     let plain_only = Arc::new(AtomicBool::new(false));
     let max_batch = limits.max_batch.max(1);

@@ -118,7 +118,10 @@ impl Backend {
             addr,
             clients: Mutex::new(vec![(
                 runtime_id(),
-                Arc::new(Batcher::spawn(QuotaClient::new(channel.clone()), config.batch)),
+                Arc::new(Batcher::spawn(
+                    QuotaClient::new(channel.clone()),
+                    config.batch,
+                )),
             )]),
             limits: config.batch,
             endpoint,

@@ -126,6 +126,34 @@ async fn gives_exactly_the_replies_of_the_state_behind_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_go_out_together_and_each_gets_its_own_answer() {
+    let clock = ManualClock::new(T0);
+    let counting = Counting::new(memory(&clock));
+    let node = QuotaNode::start(counting.clone(), QuotaConfig::default()).await;
+    let remote = remote(vec![node.url()], no_cache(), &clock).await;
+    // 300 calls at once (one task: they are all queued before the first is sent, so they
+    // share ApplyMany calls): 30 takes on each of 10 counters with a limit of 20.
+    let calls = (0..300).map(|i| {
+        let key = format!("k{}", i % 10);
+        let remote = &remote;
+        async move {
+            let r = remote.apply(&take(&key, 20)).await.unwrap();
+            (key, r.groups[0][0].outcome)
+        }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    for k in 0..10 {
+        let key = format!("k{k}");
+        let admitted = results
+            .iter()
+            .filter(|(rk, o)| *rk == key && *o == Outcome::Admitted)
+            .count();
+        assert_eq!(admitted, 20, "{key}: exactly the limit is admitted");
+    }
+    assert_eq!(counting.calls(), 300, "every call ran exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spreads_load_fails_over_without_errors_and_recovers() {
     let clock = ManualClock::new(T0);
     let shared = memory(&clock);
