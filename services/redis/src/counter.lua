@@ -17,6 +17,9 @@
 --   fits: 1 if cost fits (always 1 for "level"/"refund"); a fitting "take" has been charged;
 --   retry_after_ms: -1 when the cost can never fit (cost > limit), else ms until it fits;
 --   now: the time used (a refund passes the take's time back so it hits the same bucket).
+--
+-- The common paths (a take or check that fits, a level) make one pass over the buckets;
+-- only a refund or a refusal sorts them.
 local mode = ARGV[1]
 local now = tonumber(ARGV[2])
 if now < 0 then
@@ -27,42 +30,22 @@ local cost = tonumber(ARGV[3])
 local limit = tonumber(ARGV[4])
 local period = tonumber(ARGV[5])
 local width = tonumber(ARGV[6])
+local key = KEYS[1]
 
 local oldest = math.floor(math.max(now - period, 0) / width)
 local cur = math.floor(now / width)
-
--- Live buckets, oldest first.
-local raw = redis.call('HGETALL', KEYS[1])
-local idx = {}
-local cnt = {}
-local name = {}
-for i = 1, #raw, 2 do
-  local j = tonumber(raw[i])
-  idx[#idx + 1] = j
-  cnt[j] = tonumber(raw[i + 1])
-  name[j] = raw[i]
-end
-
--- Integers as plain decimal text (never exponent notation).
-local function fmt(x)
-  return string.format('%.0f', x)
-end
-table.sort(idx)
-
-local function level()
-  local used = 0
-  for _, j in ipairs(idx) do
-    if j >= oldest then used = used + cnt[j] end
-  end
-  return used
-end
-
-if mode == 'level' then
-  return {1, level(), 0, now}
-end
+local raw = redis.call('HGETALL', key)
 
 if mode == 'refund' then
   -- Take back from the newest buckets not after the take's bucket.
+  local idx, cnt, name = {}, {}, {}
+  for i = 1, #raw, 2 do
+    local j = tonumber(raw[i])
+    idx[#idx + 1] = j
+    cnt[j] = tonumber(raw[i + 1])
+    name[j] = raw[i]
+  end
+  table.sort(idx)
   local left = cost
   for k = #idx, 1, -1 do
     local j = idx[k]
@@ -73,61 +56,78 @@ if mode == 'refund' then
         cnt[j] = cnt[j] - d
         left = left - d
         if cnt[j] == 0 then
-          redis.call('HDEL', KEYS[1], name[j])
+          redis.call('HDEL', key, name[j])
         else
-          redis.call('HSET', KEYS[1], name[j], fmt(cnt[j]))
+          redis.call('HSET', key, name[j], string.format('%.0f', cnt[j]))
         end
       end
     end
   end
-  return {1, level(), 0, now}
-end
-
-if mode == 'take' then
-  -- Prune buckets no longer counted.
-  local kept = {}
+  local used = 0
   for _, j in ipairs(idx) do
-    if j < oldest then
-      redis.call('HDEL', KEYS[1], name[j])
-      cnt[j] = nil
-    else
-      kept[#kept + 1] = j
-    end
+    if j >= oldest then used = used + cnt[j] end
   end
-  idx = kept
+  return {1, used, 0, now}
 end
 
-local used = level()
+-- One pass: the level, the newest live bucket, the current bucket's field; a take also
+-- prunes the buckets no longer counted.
+local used = 0
+local newest = -1
+local newest_name = nil
+for i = 1, #raw, 2 do
+  local j = tonumber(raw[i])
+  if j >= oldest then
+    used = used + tonumber(raw[i + 1])
+    if j > newest then
+      newest = j
+      newest_name = raw[i]
+    end
+  elseif mode == 'take' then
+    redis.call('HDEL', key, raw[i])
+  end
+end
+
+if mode == 'level' then
+  return {1, used, 0, now}
+end
+
 if used + cost <= limit then
   if mode == 'take' and cost > 0 then
     -- Charge the current bucket, or the newest one if the clock went backwards.
-    local target = cur
-    if #idx > 0 and idx[#idx] > cur then target = idx[#idx] end
-    local field = name[target]
-    redis.call('HINCRBY', KEYS[1], field or fmt(target), fmt(cost))
-    if not field then
+    if newest >= cur then
+      redis.call('HINCRBY', key, newest_name, string.format('%.0f', cost))
+    else
       -- A new bucket: the key lives until it is no longer counted. An existing bucket got
       -- its expiry when it was created, and older buckets stop being counted earlier.
-      local ttl = math.max(period + width, (target + 1) * width + period - now)
-      redis.call('PEXPIRE', KEYS[1], fmt(ttl))
+      redis.call('HINCRBY', key, string.format('%.0f', cur), string.format('%.0f', cost))
+      local ttl = math.max(period + width, (cur + 1) * width + period - now)
+      redis.call('PEXPIRE', key, string.format('%.0f', ttl))
     end
   end
   return {1, used, 0, now}
 end
 
--- Refused: when would it fit?
+-- Refused: when would it fit? Live buckets oldest first.
 local retry = 0
 if cost > limit then
   retry = -1
 else
+  local idx, cnt = {}, {}
+  for i = 1, #raw, 2 do
+    local j = tonumber(raw[i])
+    if j >= oldest then
+      idx[#idx + 1] = j
+      cnt[j] = tonumber(raw[i + 1])
+    end
+  end
+  table.sort(idx)
   local left = used
   for _, j in ipairs(idx) do
-    if j >= oldest then
-      left = left - cnt[j]
-      if left + cost <= limit then
-        retry = math.max((j + 1) * width + period - now, 0)
-        break
-      end
+    left = left - cnt[j]
+    if left + cost <= limit then
+      retry = math.max((j + 1) * width + period - now, 0)
+      break
     end
   end
 end
