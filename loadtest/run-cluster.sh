@@ -11,7 +11,8 @@
 # Knobs (environment): CONNECTIONS (32), DURATION (10 s), WARMUP (2 s), SERVE_PORT (10941),
 # EDGE_PORT (10942), QUOTA_PORT (10943), REDIS_PORT (17101; uses 3 ports from there, and
 # the cluster bus ports +10000), PG_ADMIN_URL (postgres://postgres@127.0.0.1:5432/postgres),
-# POLICIES, SKIP_BUILD=1 to reuse the release binaries.
+# POLICIES, SKIP_BUILD=1 to reuse the release binaries, BIN_DIR (target/release) to run other
+# builds' binaries (A/B comparisons).
 # Results: loadtest/results/<stamp>-{embedded,cluster}.json and <stamp>-cluster-summary.txt.
 # PERF=quota (or edge, redis0..2) records `perf record -g` of that process during the
 # cluster's measured window into results/<stamp>-<name>.perf.data.
@@ -31,7 +32,7 @@ QUOTA_PORT="${QUOTA_PORT:-10943}"
 REDIS_PORT="${REDIS_PORT:-17101}"
 PG_ADMIN_URL="${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 POLICIES="${POLICIES:-$here/scenarios/embedded-10-policies.toml}"
-bin="$root/target/release"
+bin="${BIN_DIR:-$root/target/release}"
 results="$here/results"
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 tmp="$(mktemp -d)"
