@@ -364,3 +364,72 @@ async fn shutdown_finishes_in_flight_calls() {
     assert_eq!(reply.groups[0][0].outcome, Outcome::Admitted);
     node.stop().await;
 }
+
+/// A quota service of before `ApplyMany`: answers `UNIMPLEMENTED` to it, like a server
+/// without the method.
+struct WithoutApplyMany(sluice_quota::QuotaService);
+
+#[tonic::async_trait]
+impl sluice_proto::v1::quota_server::Quota for WithoutApplyMany {
+    async fn apply(
+        &self,
+        request: tonic::Request<sluice_proto::v1::ApplyRequest>,
+    ) -> Result<tonic::Response<sluice_proto::v1::ApplyReply>, tonic::Status> {
+        self.0.apply(request).await
+    }
+
+    async fn apply_many(
+        &self,
+        _request: tonic::Request<sluice_proto::v1::ApplyManyRequest>,
+    ) -> Result<tonic::Response<sluice_proto::v1::ApplyManyReply>, tonic::Status> {
+        Err(tonic::Status::unimplemented("no ApplyMany here"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_without_apply_many_gets_single_calls() {
+    use sluice_proto::v1::quota_server::QuotaServer;
+    let clock = ManualClock::new(T0);
+    let counting = Counting::new(memory(&clock));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let service = WithoutApplyMany(sluice_quota::QuotaService::new(
+        counting.clone(),
+        Duration::from_secs(1),
+    ));
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(QuotaServer::new(service))
+            .serve_with_incoming(tokio_stream_incoming(listener)),
+    );
+    let remote = remote(vec![url], no_cache(), &clock).await;
+    let wave =
+        |n: usize| {
+            let remote = &remote;
+            futures_util::future::join_all((0..n).map(move |i| async move {
+                remote.apply(&take(&format!("k{}", i % 10), 1_000)).await
+            }))
+        };
+    // The first calls waiting together go out as one ApplyMany: it is refused without
+    // running anything, so they fail (fallback action) and nothing is charged for them.
+    let first = wave(100).await;
+    let ok = first.iter().filter(|r| r.is_ok()).count();
+    assert!(
+        first
+            .iter()
+            .all(|r| r.is_ok() || matches!(r, Err(StateError::Unavailable(_)))),
+        "{first:?}"
+    );
+    assert!(ok < 100, "100 calls at once share at least one ApplyMany");
+    assert_eq!(counting.calls(), ok, "only the calls that succeeded ran");
+    // From then on every call is a single Apply.
+    let second = wave(100).await;
+    assert!(second.iter().all(Result::is_ok), "{second:?}");
+    assert_eq!(counting.calls(), ok + 100);
+    server.abort();
+}
+
+/// The connections of `listener` as tonic's incoming stream.
+fn tokio_stream_incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener)
+}
