@@ -13,9 +13,11 @@
 # the cluster bus ports +10000), PG_ADMIN_URL (postgres://postgres@127.0.0.1:5432/postgres),
 # POLICIES, SKIP_BUILD=1 to reuse the release binaries, BIN_DIR (target/release) to run other
 # builds' binaries (A/B comparisons).
+# EDGE_ARGS: extra `sluice edge` flags (e.g. "--worker-threads 1").
 # Results: loadtest/results/<stamp>-{embedded,cluster}.json and <stamp>-cluster-summary.txt.
 # PERF=quota (or edge, redis0..2) records `perf record -g` of that process during the
 # cluster's measured window into results/<stamp>-<name>.perf.data.
+# PERF_CALLGRAPH=dwarf for call stacks of builds without frame pointers.
 # CPU per request: every process's utime+stime (from /proc) over the measured window
 # (WARMUP .. WARMUP+DURATION after loadgen starts) divided by the measured requests; less
 # sensitive to other load on the machine than req/s.
@@ -93,7 +95,7 @@ pids+=($!)
 quota_pid=$!
 wait_port "$QUOTA_PORT"
 "$bin/sluice" edge --listen "127.0.0.1:$EDGE_PORT" --admin-listen off \
-    --database "$pg_url" --quota "http://127.0.0.1:$QUOTA_PORT" 2>"$tmp/edge.log" &
+    --database "$pg_url" --quota "http://127.0.0.1:$QUOTA_PORT" ${EDGE_ARGS:-} 2>"$tmp/edge.log" &
 pids+=($!)
 edge_pid=$!
 wait_port "$EDGE_PORT"
@@ -148,7 +150,7 @@ load_with_cpu() { # label port procs-array-name [extra loadgen args]
     local perf_pid="" arg
     for arg in "${procs[@]}"; do
         if [[ -n "${PERF:-}" && "${arg%%=*}" == "$PERF" ]]; then
-            perf record -g -o "$results/$stamp-$PERF.perf.data" -p "${arg#*=}" -- sleep "$(awk -v d="$DURATION" 'BEGIN { print d - 1 }')" >/dev/null 2>&1 &
+            perf record ${PERF_CALLGRAPH:+--call-graph "$PERF_CALLGRAPH"} -g -o "$results/$stamp-$PERF.perf.data" -p "${arg#*=}" -- sleep "$(awk -v d="$DURATION" 'BEGIN { print d - 1 }')" >/dev/null 2>&1 &
             perf_pid=$!
         fi
     done
