@@ -3,7 +3,9 @@
 //! conversions between its messages and the engine's [`sluice_engine::CounterBatch`] /
 //! [`sluice_engine::CounterReply`].
 //!
-//! One `Apply` RPC carries all counter work of one policy request. Per-message sessions
+//! One `Apply` RPC carries all counter work of one policy request; `ApplyMany` carries the
+//! batches of several requests that waited at the same time on one edge connection, each
+//! answered on its own. Per-message sessions
 //! (END-OF-MESSAGE may arrive on another edge) live behind the quota service's state, so
 //! edges stay stateless.
 //!

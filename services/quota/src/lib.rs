@@ -6,7 +6,7 @@
 //! Layout:
 //! - [`server`] — [`serve`] — the tonic server on a bound listener, health reporting and
 //!   graceful shutdown.
-//! - [`service`] — the `Apply` handler (one span per RPC).
+//! - [`service`] — the `Apply` and `ApplyMany` handlers (one span per RPC).
 //! - [`health`] — the state probe that drives `grpc.health.v1`.
 //! - [`error`] — [`ServiceError`] and the one mapping to `tonic::Status`.
 //! - [`config`] — [`QuotaConfig`].
