@@ -22,8 +22,10 @@
 //! report a level (already counted for the message, recorded for END-OF-MESSAGE) — run
 //! without a script: `TIME` and `HGETALL` pipelined to the counter's node, answered with the
 //! same arithmetic in Rust; within a group, one such read serves every non-charging op on
-//! the same counter (a size check and its END-OF-MESSAGE record). Message sessions are read with one `MULTI`/`EXEC` (`SMEMBERS` + `HGETALL`)
-//! and deleted with one `DEL`; only adding to a session runs a script.
+//! the same counter (a size check and its END-OF-MESSAGE record). Message sessions are
+//! read with one `MULTI`/`EXEC` (`SMEMBERS` + `HGETALL`; at END-OF-MESSAGE also `DEL`, so
+//! the session is read and ended in one step and a repeated END-OF-MESSAGE of the same
+//! message finds nothing to charge); only adding to a session runs a script.
 //!
 //! # Round trips
 //! The groups of a batch that share no counter are independent: all of them go out at

@@ -139,6 +139,29 @@ impl Scripts {
         conn.pipeline(&pipe, timeout).await
     }
 
+    /// Reads a session and deletes it, atomically (one MULTI/EXEC): END-OF-MESSAGE ends
+    /// the message's session, and a second END-OF-MESSAGE of the same message finds it
+    /// empty instead of charging the size again.
+    pub(crate) async fn session_take(
+        &self,
+        conn: &Conn,
+        timeout: Duration,
+        charged_key: &str,
+        eom_key: &str,
+    ) -> Result<(Vec<String>, Vec<(String, String)>), StateError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SMEMBERS")
+            .arg(charged_key)
+            .cmd("HGETALL")
+            .arg(eom_key)
+            .cmd("DEL")
+            .arg(charged_key)
+            .arg(eom_key)
+            .ignore();
+        conn.pipeline(&pipe, timeout).await
+    }
+
     /// Adds charged keys and END-OF-MESSAGE records to a session.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn session_write(
@@ -163,20 +186,6 @@ impl Scripts {
             inv.arg(k).arg(v);
         }
         let _: i64 = conn.invoke(&inv, timeout).await?;
-        Ok(())
-    }
-
-    /// Deletes a session (one DEL: both keys share a slot).
-    pub(crate) async fn session_end(
-        &self,
-        conn: &Conn,
-        timeout: Duration,
-        charged_key: &str,
-        eom_key: &str,
-    ) -> Result<(), StateError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("DEL").arg(charged_key).arg(eom_key);
-        let _: (i64,) = conn.pipeline(&pipe, timeout).await?;
         Ok(())
     }
 }

@@ -107,11 +107,18 @@ impl RedisState {
                     .iter()
                     .flatten()
                     .any(|op| op.kind == OpKind::TakeOncePerMessage));
+        // END-OF-MESSAGE ends the session: read and delete it in one step.
+        let ends_session = has_session && batch.end_of_message.is_some() && !batch.dry_run;
         let mut session = if needs_read {
-            let (charged, eom) = b
-                .scripts
-                .session_read(&b.conn, b.timeout, &charged_key, &eom_key)
-                .await?;
+            let (charged, eom) = if ends_session {
+                b.scripts
+                    .session_take(&b.conn, b.timeout, &charged_key, &eom_key)
+                    .await?
+            } else {
+                b.scripts
+                    .session_read(&b.conn, b.timeout, &charged_key, &eom_key)
+                    .await?
+            };
             Session::from_stored(charged, eom)
         } else {
             Session::default()
@@ -178,29 +185,23 @@ impl RedisState {
                 .await?;
         }
 
-        if has_session && !batch.dry_run {
-            if batch.end_of_message.is_some() {
-                b.scripts
-                    .session_end(&b.conn, b.timeout, &charged_key, &eom_key)
-                    .await?;
-            } else if session.changed() {
-                let records: Vec<(String, String)> = session
-                    .new_pending
-                    .iter()
-                    .map(|p| (p.key.clone(), p.encode()))
-                    .collect();
-                b.scripts
-                    .session_write(
-                        &b.conn,
-                        b.timeout,
-                        &charged_key,
-                        &eom_key,
-                        self.session_ttl_ms,
-                        &session.new_charged,
-                        &records,
-                    )
-                    .await?;
-            }
+        if has_session && !batch.dry_run && !ends_session && session.changed() {
+            let records: Vec<(String, String)> = session
+                .new_pending
+                .iter()
+                .map(|p| (p.key.clone(), p.encode()))
+                .collect();
+            b.scripts
+                .session_write(
+                    &b.conn,
+                    b.timeout,
+                    &charged_key,
+                    &eom_key,
+                    self.session_ttl_ms,
+                    &session.new_charged,
+                    &records,
+                )
+                .await?;
         }
         Ok(CounterReply {
             groups,
