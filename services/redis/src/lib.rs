@@ -25,7 +25,8 @@
 //! the same counter (a size check and its END-OF-MESSAGE record). Message sessions are
 //! read with one `MULTI`/`EXEC` (`SMEMBERS` + `HGETALL`; at END-OF-MESSAGE also `DEL`, so
 //! the session is read and ended in one step and a repeated END-OF-MESSAGE of the same
-//! message finds nothing to charge); only adding to a session runs a script.
+//! message finds nothing to charge) and created with one `MULTI`/`EXEC` (`SADD`, `HSETNX`,
+//! `PEXPIRE`); only adding to a session that already exists runs a script.
 //!
 //! # Round trips
 //! The groups of a batch that share no counter are independent: all of them go out at

@@ -162,6 +162,40 @@ impl Scripts {
         conn.pipeline(&pipe, timeout).await
     }
 
+    /// Creates a session that did not exist when it was read: plain commands in one
+    /// MULTI/EXEC (both keys share a slot) instead of the session script — `SADD` the
+    /// charged keys, `HSETNX` the records with their sequence numbers (a record written
+    /// meanwhile by another request of the message wins, as with the script), and the
+    /// session TTL on both keys.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn session_create(
+        &self,
+        conn: &Conn,
+        timeout: Duration,
+        charged_key: &str,
+        eom_key: &str,
+        ttl_ms: u64,
+        charged: &[String],
+        records: &[(String, String)],
+    ) -> Result<(), StateError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if !charged.is_empty() {
+            pipe.cmd("SADD").arg(charged_key).arg(charged).ignore();
+        }
+        for (seq, (k, v)) in records.iter().enumerate() {
+            pipe.cmd("HSETNX")
+                .arg(eom_key)
+                .arg(k)
+                .arg(format!("{seq}|{v}"))
+                .ignore();
+        }
+        for key in [charged_key, eom_key] {
+            pipe.cmd("PEXPIRE").arg(key).arg(ttl_ms.max(1)).ignore();
+        }
+        conn.pipeline(&pipe, timeout).await
+    }
+
     /// Adds charged keys and END-OF-MESSAGE records to a session.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn session_write(

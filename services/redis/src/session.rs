@@ -58,6 +58,8 @@ pub(crate) struct Session {
     pub new_charged: Vec<String>,
     /// Records this batch adds.
     pub new_pending: Vec<Pending>,
+    /// The session was read and did not exist: what this batch adds creates it.
+    pub known_new: bool,
 }
 
 impl Session {
@@ -69,6 +71,7 @@ impl Session {
             .collect();
         records.sort_by_key(|(seq, _)| *seq);
         Session {
+            known_new: charged.is_empty() && eom.is_empty(),
             charged: charged.into_iter().collect(),
             pending: records.into_iter().map(|(_, p)| p).collect(),
             ..Session::default()

@@ -191,17 +191,32 @@ impl RedisState {
                 .iter()
                 .map(|p| (p.key.clone(), p.encode()))
                 .collect();
-            b.scripts
-                .session_write(
-                    &b.conn,
-                    b.timeout,
-                    &charged_key,
-                    &eom_key,
-                    self.session_ttl_ms,
-                    &session.new_charged,
-                    &records,
-                )
-                .await?;
+            let (charged, ttl) = (&session.new_charged, self.session_ttl_ms);
+            if session.known_new {
+                b.scripts
+                    .session_create(
+                        &b.conn,
+                        b.timeout,
+                        &charged_key,
+                        &eom_key,
+                        ttl,
+                        charged,
+                        &records,
+                    )
+                    .await?;
+            } else {
+                b.scripts
+                    .session_write(
+                        &b.conn,
+                        b.timeout,
+                        &charged_key,
+                        &eom_key,
+                        ttl,
+                        charged,
+                        &records,
+                    )
+                    .await?;
+            }
         }
         Ok(CounterReply {
             groups,
