@@ -30,7 +30,10 @@ pub struct EdgeConfig {
     /// Connection worker threads. 0 (the default) serves connections on the caller's
     /// runtime. N > 0 starts N single-threaded runtimes, each owning the connections handed
     /// to it (round-robin), so a request is read, decided and answered on one thread without
-    /// work-stealing or cross-thread wake-ups; one per core is the fast setting.
+    /// work-stealing or cross-thread wake-ups. That saves a little CPU on an otherwise idle
+    /// machine, but a connection then waits whenever its thread is not scheduled: with the
+    /// CPUs shared (the load generator, Postfix itself), p99 grew from ~1 ms to ~4.5 ms in
+    /// `docs/benchmarks.md`, so 0 is the default.
     pub worker_threads: usize,
 }
 

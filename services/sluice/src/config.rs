@@ -106,7 +106,8 @@ pub struct RoleArgs {
     #[arg(long, env = "SLUICE_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
     /// Connection worker threads, each a single-threaded runtime owning its connections
-    /// (default: one per CPU core; 0 serves connections on the shared runtime).
+    /// (default 0: connections are served on the shared, work-stealing runtime, which keeps
+    /// tail latency low when the CPUs are busy with other work too).
     #[arg(long, env = "SLUICE_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
     /// Redis URLs (cluster seed nodes or one node), comma-separated (quota; serve optionally).
@@ -472,9 +473,7 @@ pub fn resolve(args: RoleArgs, role: Role) -> Result<Settings, Vec<String>> {
         },
         fallback_action: fallback.clone(),
         shutdown_grace,
-        worker_threads: a
-            .worker_threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        worker_threads: a.worker_threads.unwrap_or(0),
         ..EdgeConfig::default()
     };
     Ok(Settings {
