@@ -130,12 +130,7 @@ impl Scripts {
         charged_key: &str,
         eom_key: &str,
     ) -> Result<(Vec<String>, Vec<(String, String)>), StateError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("SMEMBERS")
-            .arg(charged_key)
-            .cmd("HGETALL")
-            .arg(eom_key);
+        let pipe = session_read_pipe(charged_key, eom_key);
         conn.pipeline(&pipe, timeout).await
     }
 
@@ -149,16 +144,8 @@ impl Scripts {
         charged_key: &str,
         eom_key: &str,
     ) -> Result<(Vec<String>, Vec<(String, String)>), StateError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("SMEMBERS")
-            .arg(charged_key)
-            .cmd("HGETALL")
-            .arg(eom_key)
-            .cmd("DEL")
-            .arg(charged_key)
-            .arg(eom_key)
-            .ignore();
+        let mut pipe = session_read_pipe(charged_key, eom_key);
+        pipe.cmd("DEL").arg(charged_key).arg(eom_key).ignore();
         conn.pipeline(&pipe, timeout).await
     }
 
@@ -222,4 +209,16 @@ impl Scripts {
         let _: i64 = conn.invoke(&inv, timeout).await?;
         Ok(())
     }
+}
+
+/// `SMEMBERS` of the charged keys and `HGETALL` of the records, in one MULTI/EXEC (both keys
+/// share a slot).
+fn session_read_pipe(charged_key: &str, eom_key: &str) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("SMEMBERS")
+        .arg(charged_key)
+        .cmd("HGETALL")
+        .arg(eom_key);
+    pipe
 }
