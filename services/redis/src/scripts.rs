@@ -154,17 +154,19 @@ impl Scripts {
     /// charged keys, `HSETNX` the records with their sequence numbers (a record written
     /// meanwhile by another request of the message wins, as with the script), and the
     /// session TTL on both keys.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn session_create(
         &self,
         conn: &Conn,
         timeout: Duration,
-        charged_key: &str,
-        eom_key: &str,
-        ttl_ms: u64,
-        charged: &[String],
-        records: &[(String, String)],
+        update: &SessionUpdate<'_>,
     ) -> Result<(), StateError> {
+        let SessionUpdate {
+            charged_key,
+            eom_key,
+            ttl_ms,
+            charged,
+            records,
+        } = *update;
         let mut pipe = redis::pipe();
         pipe.atomic();
         if !charged.is_empty() {
@@ -184,17 +186,19 @@ impl Scripts {
     }
 
     /// Adds charged keys and END-OF-MESSAGE records to a session.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn session_write(
         &self,
         conn: &Conn,
         timeout: Duration,
-        charged_key: &str,
-        eom_key: &str,
-        ttl_ms: u64,
-        charged: &[String],
-        records: &[(String, String)],
+        update: &SessionUpdate<'_>,
     ) -> Result<(), StateError> {
+        let SessionUpdate {
+            charged_key,
+            eom_key,
+            ttl_ms,
+            charged,
+            records,
+        } = *update;
         let mut inv = self.session_write.prepare_invoke();
         inv.key(charged_key)
             .key(eom_key)
@@ -209,6 +213,21 @@ impl Scripts {
         let _: i64 = conn.invoke(&inv, timeout).await?;
         Ok(())
     }
+}
+
+/// What one request adds to its message's session.
+#[derive(Clone, Copy)]
+pub(crate) struct SessionUpdate<'a> {
+    /// The session's set of counters charged once for the message.
+    pub charged_key: &'a str,
+    /// The session's hash of END-OF-MESSAGE records.
+    pub eom_key: &'a str,
+    /// The session's time to live.
+    pub ttl_ms: u64,
+    /// Counter keys newly charged once for the message.
+    pub charged: &'a [String],
+    /// New END-OF-MESSAGE records (counter key, encoded record).
+    pub records: &'a [(String, String)],
 }
 
 /// `SMEMBERS` of the charged keys and `HGETALL` of the records, in one MULTI/EXEC (both keys

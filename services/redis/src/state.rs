@@ -5,7 +5,7 @@ use crate::conn::{Conn, Topology};
 use crate::error::ConnectError;
 use crate::group::{Group, Role};
 use crate::keys::Keys;
-use crate::scripts::Scripts;
+use crate::scripts::{Scripts, SessionUpdate};
 use crate::session::{Pending, Session};
 use futures_util::future::join_all;
 use sluice_engine::state::{BoxFuture, EomResult};
@@ -191,31 +191,21 @@ impl RedisState {
                 .iter()
                 .map(|p| (p.key.clone(), p.encode()))
                 .collect();
-            let (charged, ttl) = (&session.new_charged, self.session_ttl_ms);
+            let update = SessionUpdate {
+                charged_key: &charged_key,
+                eom_key: &eom_key,
+                ttl_ms: self.session_ttl_ms,
+                charged: &session.new_charged,
+                records: &records,
+            };
+            // A session known not to exist yet is created with plain commands; adding to an
+            // existing one needs the script.
             if session.known_new {
                 b.scripts
-                    .session_create(
-                        &b.conn,
-                        b.timeout,
-                        &charged_key,
-                        &eom_key,
-                        ttl,
-                        charged,
-                        &records,
-                    )
+                    .session_create(&b.conn, b.timeout, &update)
                     .await?;
             } else {
-                b.scripts
-                    .session_write(
-                        &b.conn,
-                        b.timeout,
-                        &charged_key,
-                        &eom_key,
-                        ttl,
-                        charged,
-                        &records,
-                    )
-                    .await?;
+                b.scripts.session_write(&b.conn, b.timeout, &update).await?;
             }
         }
         Ok(CounterReply {
