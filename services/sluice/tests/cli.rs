@@ -91,23 +91,6 @@ fn write(dir: &Path, name: &str, body: &str) -> String {
     p.to_str().unwrap().to_string()
 }
 
-const LIMIT_TWO: &str = r#"
-[[policy]]
-name = "senders"
-priority = 10
-  [[policy.member]]
-  source = "any"
-  [[policy.quota]]
-  name = "per sender"
-  track = "Sender:user@domain"
-  period = "1h"
-  verdict = "REJECT"
-  data = "Sender quota exceeded"
-    [[policy.quota.limit]]
-    type = "MessageCount"
-    limit = 2
-"#;
-
 const BLOCK_ALL: &str = r#"
 [[policy]]
 name = "block"
@@ -176,7 +159,11 @@ fn invalid_configuration_exits_64_before_listening() {
 fn serve_enforces_imports_live_and_explains_with_live_counters() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("sluice.db").display());
-    let limit = write(dir.path(), "limit.toml", LIMIT_TWO);
+    let limit = write(
+        dir.path(),
+        "limit.toml",
+        &sluice_test_support::policies::sender_quota("senders", "per sender", 2),
+    );
     assert!(sluice(&["policy", "import", &limit, "--database", &db])
         .status
         .success());

@@ -10,7 +10,7 @@
 //! Lint, render and schema checks of the same assets (promtool, Helm, kubernetes-validate,
 //! systemd-analyze) are in `scripts/check-deploy.sh`.
 
-use sluice_test_support::{free_port, Process, RedisServer};
+use sluice_test_support::{free_port, policies, Process, RedisServer};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -28,25 +28,6 @@ fn root() -> PathBuf {
 fn read(path: &str) -> String {
     std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
-
-/// One policy, one quota: 3 messages per sender, then REJECT (the third leaves the quota at
-/// its limit: "near limit").
-const THREE: &str = r#"
-[[policy]]
-name = "senders"
-priority = 10
-  [[policy.member]]
-  source = "any"
-  [[policy.quota]]
-  name = "per sender"
-  track = "Sender:user@domain"
-  period = "1h"
-  verdict = "REJECT"
-  data = "Sender quota exceeded"
-    [[policy.quota.limit]]
-    type = "MessageCount"
-    limit = 3
-"#;
 
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
@@ -314,7 +295,7 @@ fn every_metric_queried_by_dashboard_and_alerts_is_exposed() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("policies.db").display());
     let file = dir.path().join("policies.toml");
-    std::fs::write(&file, THREE).unwrap();
+    std::fs::write(&file, policies::sender_quota("senders", "per sender", 3)).unwrap();
     let out = Command::new(BIN)
         .args([
             "policy",

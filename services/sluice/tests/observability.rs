@@ -7,7 +7,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use sluice_test_support::{free_port, PrivatePostgres, Process, RedisServer};
+use sluice_test_support::{free_port, policies, PrivatePostgres, Process, RedisServer};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -17,27 +17,9 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
-/// One policy, one quota: 7 messages per sender, then REJECT.
-const SEVEN: &str = r#"
-[[policy]]
-name = "p"
-priority = 10
-  [[policy.member]]
-  source = "any"
-  [[policy.quota]]
-  name = "q"
-  track = "Sender:user@domain"
-  period = "1h"
-  verdict = "REJECT"
-  data = "Sender quota exceeded"
-    [[policy.quota.limit]]
-    type = "MessageCount"
-    limit = 7
-"#;
-
 fn import(dir: &Path, db: &str) {
     let file = dir.join("policies.toml");
-    std::fs::write(&file, SEVEN).unwrap();
+    std::fs::write(&file, policies::sender_quota("p", "q", 7)).unwrap();
     let out = Command::new(BIN)
         .args(["policy", "import", file.to_str().unwrap(), "--database", db])
         .output()

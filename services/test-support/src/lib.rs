@@ -25,6 +25,8 @@ mod redis_cluster;
 mod request;
 mod server;
 
+pub mod policies;
+
 pub use client::PolicyClient;
 pub use processes::{free_port, listening, wait_listening, PrivatePostgres, Process};
 pub use redis_cluster::{NodeInfo, RedisCluster, RedisServer, CLUSTER_NODE_TIMEOUT_MS};
