@@ -3,6 +3,7 @@
 use crate::config::EdgeConfig;
 use crate::listen::Peer;
 use crate::metrics::{self, EdgeMetrics, Fallback};
+use crate::shutdown::Signal;
 use crate::verdict_log;
 use sluice_engine::Engine;
 use sluice_protocol::{FrameError, PolicyRequest, RawRequest, RequestDecoder};
@@ -14,7 +15,6 @@ use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{timeout, timeout_at, Instant};
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// Bytes reserved in the read buffer before each read.
@@ -28,9 +28,10 @@ pub(crate) struct Shared {
     pub(crate) config: EdgeConfig,
     /// The fallback action, encoded once.
     fallback_reply: Vec<u8>,
-    /// Set when shutdown starts: checked between requests (cheaper than asking the
-    /// cancellation token, which takes a lock).
-    pub(crate) stopping: std::sync::atomic::AtomicBool,
+    /// Triggered when shutdown starts: connections close once no request is in flight.
+    pub(crate) soft_stop: Signal,
+    /// Triggered when the shutdown grace period is over: connections are dropped.
+    pub(crate) hard_stop: Signal,
     /// Metric handles.
     pub(crate) metrics: Arc<EdgeMetrics>,
 }
@@ -42,7 +43,8 @@ impl Shared {
             engine,
             config,
             fallback_reply,
-            stopping: std::sync::atomic::AtomicBool::new(false),
+            soft_stop: Signal::default(),
+            hard_stop: Signal::default(),
             metrics: Arc::new(EdgeMetrics::new()),
         }
     }
@@ -67,9 +69,9 @@ enum Closed {
     Io(io::Error),
 }
 
-/// Serves `stream` until the client leaves, a timeout or error closes it, or `shutdown` is
-/// cancelled while no request is in flight.
-pub(crate) async fn serve<S>(stream: S, peer: Peer, shared: &Shared, shutdown: &CancellationToken)
+/// Serves `stream` until the client leaves, a timeout or error closes it, or
+/// [`Shared::soft_stop`] is triggered while no request is in flight.
+pub(crate) async fn serve<S>(stream: S, peer: Peer, shared: &Shared)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -81,7 +83,7 @@ where
         out: Vec::with_capacity(256),
         decoder: RequestDecoder::new(shared.config.limits),
     }
-    .run(shutdown)
+    .run()
     .await;
     match closed {
         Closed::Eof | Closed::Shutdown => {
@@ -118,7 +120,7 @@ struct Connection<'a, S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
-    async fn run(&mut self, shutdown: &CancellationToken) -> Closed {
+    async fn run(&mut self) -> Closed {
         let config = &self.shared.config;
         // When the request now buffered started arriving.
         let mut started: Option<Instant> = None;
@@ -127,8 +129,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         let mut last_activity = Instant::now();
         let idle = tokio::time::sleep_until(last_activity + config.idle_timeout);
         let mut idle = pin!(idle);
-        // Registered once: a fresh cancellation future per request would cost a lock.
-        let mut cancelled = pin!(shutdown.cancelled());
+        // Made once: a fresh wait per request would cost an allocation and a lock.
+        let mut cancelled = self.shared.soft_stop.wait();
         loop {
             match self.decoder.decode(&mut self.buf) {
                 Err(e) => return Closed::Frame(e),
@@ -194,9 +196,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
 
     /// Whether shutdown has started.
     fn stopping(&self) -> bool {
-        self.shared
-            .stopping
-            .load(std::sync::atomic::Ordering::Acquire)
+        self.shared.soft_stop.is_triggered()
     }
 
     /// During shutdown: takes in what the client already sent, without waiting. True when

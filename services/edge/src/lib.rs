@@ -25,6 +25,7 @@ pub mod error;
 pub mod listen;
 mod metrics;
 pub mod server;
+mod shutdown;
 pub mod verdict_log;
 mod workers;
 

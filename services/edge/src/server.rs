@@ -9,7 +9,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
@@ -40,13 +39,7 @@ pub async fn run(
     tracing::info!(%listen, max_connections = config.max_connections, "Policy server listening");
 
     let shared = Arc::new(Shared::new(engine, config));
-    let tasks = Tasks {
-        // Cancelled when shutdown starts: connections close once no request is in flight.
-        soft: CancellationToken::new(),
-        // Cancelled when the grace period is over: connections are dropped.
-        hard: CancellationToken::new(),
-        tracker: TaskTracker::new(),
-    };
+    let tracker = TaskTracker::new();
 
     let workers = match shared.config.worker_threads {
         0 => None,
@@ -59,30 +52,24 @@ pub async fn run(
         },
     };
     tokio::select! {
-        () = accept_loop(&listener, &shared, &tasks, workers.as_ref()) => {}
+        () = accept_loop(&listener, &shared, &tracker, workers.as_ref()) => {}
         () = shutdown => {}
     }
     drop(listener);
     tracing::info!(
-        connections = tasks.tracker.len(),
+        connections = tracker.len(),
         "Shutting down: not accepting, finishing requests in flight"
     );
-    shared
-        .stopping
-        .store(true, std::sync::atomic::Ordering::Release);
-    tasks.soft.cancel();
-    tasks.tracker.close();
-    if tokio::time::timeout(grace, tasks.tracker.wait())
-        .await
-        .is_err()
-    {
+    shared.soft_stop.trigger();
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!(
-            connections = tasks.tracker.len(),
+            connections = tracker.len(),
             grace_ms = grace.as_millis() as u64,
             "Shutdown grace period over; dropping remaining connections"
         );
-        tasks.hard.cancel();
-        tasks.tracker.wait().await;
+        shared.hard_stop.trigger();
+        tracker.wait().await;
     }
     if let Some(w) = workers {
         w.stop();
@@ -90,16 +77,10 @@ pub async fn run(
     tracing::info!(%listen, "Policy server stopped");
 }
 
-struct Tasks {
-    soft: CancellationToken,
-    hard: CancellationToken,
-    tracker: TaskTracker,
-}
-
 async fn accept_loop(
     listener: &Listener,
     shared: &Arc<Shared>,
-    tasks: &Tasks,
+    tracker: &TaskTracker,
     workers: Option<&Workers>,
 ) {
     let limit = Arc::new(Semaphore::new(shared.config.max_connections.max(1)));
@@ -118,18 +99,16 @@ async fn accept_loop(
         };
         let shared = Arc::clone(shared);
         let open = shared.metrics.connection();
-        let soft = tasks.soft.clone();
-        let hard = tasks.hard.clone();
         let span = tracing::debug_span!("connection", %peer);
         let Some(workers) = workers else {
-            tasks.tracker.spawn(
+            tracker.spawn(
                 async move {
                     let _permit = permit;
                     let _open = open;
                     tokio::select! {
                         biased;
-                        () = hard.cancelled() => {}
-                        () = serve_stream(stream, peer, &shared, &soft) => {}
+                        () = shared.hard_stop.wait() => {}
+                        () = serve_stream(stream, peer, &shared) => {}
                     }
                 }
                 .instrument(span),
@@ -143,7 +122,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        workers.spawn(tasks.tracker.track_future(
+        workers.spawn(tracker.track_future(
             async move {
                 let _permit = permit;
                 let _open = open;
@@ -156,8 +135,8 @@ async fn accept_loop(
                 };
                 tokio::select! {
                     biased;
-                    () = hard.cancelled() => {}
-                    () = serve_stream(stream, peer, &shared, &soft) => {}
+                    () = shared.hard_stop.wait() => {}
+                    () = serve_stream(stream, peer, &shared) => {}
                 }
             }
             .instrument(span),
@@ -165,14 +144,9 @@ async fn accept_loop(
     }
 }
 
-async fn serve_stream(
-    stream: Stream,
-    peer: crate::listen::Peer,
-    shared: &Shared,
-    soft: &CancellationToken,
-) {
+async fn serve_stream(stream: Stream, peer: crate::listen::Peer, shared: &Shared) {
     match stream {
-        Stream::Tcp(s) => connection::serve(s, peer, shared, soft).await,
-        Stream::Unix(s) => connection::serve(s, peer, shared, soft).await,
+        Stream::Tcp(s) => connection::serve(s, peer, shared).await,
+        Stream::Unix(s) => connection::serve(s, peer, shared).await,
     }
 }

@@ -277,7 +277,11 @@ impl Engine {
         trace: &mut Trace<'_>,
         what: &str,
     ) -> Option<crate::state::CounterReply> {
-        match self.state.apply(batch).await {
+        let result = match self.state.apply_in_place(batch) {
+            Some(result) => result,
+            None => self.state.apply(batch).await,
+        };
+        match result {
             Ok(reply) => Some(reply),
             Err(e) => {
                 note(trace, || {

@@ -446,4 +446,8 @@ impl State for MemoryState {
         let reply = self.apply_now(batch);
         Box::pin(std::future::ready(Ok(reply)))
     }
+
+    fn apply_in_place(&self, batch: &CounterBatch) -> Option<Result<CounterReply, StateError>> {
+        Some(Ok(self.apply_now(batch)))
+    }
 }

@@ -20,6 +20,14 @@ pub trait State: Send + Sync + 'static {
         &'a self,
         batch: &'a CounterBatch,
     ) -> BoxFuture<'a, Result<CounterReply, StateError>>;
+
+    /// Runs the batch at once, as [`State::apply`] would, when the backend needs no I/O
+    /// (in-process counters); `None` means "call [`State::apply`]". Spares the boxed future
+    /// on the hot path.
+    fn apply_in_place(&self, batch: &CounterBatch) -> Option<Result<CounterReply, StateError>> {
+        let _ = batch;
+        None
+    }
 }
 
 /// Why a batch could not be run (the engine answers with the configured fallback action).
