@@ -5,7 +5,7 @@ use crate::listen::Peer;
 use crate::metrics::{self, EdgeMetrics, Fallback};
 use crate::shutdown::Signal;
 use crate::verdict_log;
-use sluice_engine::Engine;
+use sluice_engine::{Engine, Scratch};
 use sluice_protocol::{FrameError, PolicyRequest, RawRequest, RequestDecoder};
 use std::future::{poll_fn, Future};
 use std::io;
@@ -82,6 +82,7 @@ where
         buf: Vec::with_capacity(READ_CHUNK),
         out: Vec::with_capacity(256),
         decoder: RequestDecoder::new(shared.config.limits),
+        scratch: Scratch::default(),
     }
     .run()
     .await;
@@ -117,6 +118,8 @@ struct Connection<'a, S> {
     /// The reply being written.
     out: Vec<u8>,
     decoder: RequestDecoder,
+    /// The engine's buffers, reused from request to request.
+    scratch: Scratch,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
@@ -237,13 +240,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             let span = request_span(&req);
             let decided = with_deadline(
                 shared.config.request_deadline,
-                shared.engine.decide(&req).instrument(span.clone()),
+                shared
+                    .engine
+                    .decide_reusing(&req, &mut self.scratch)
+                    .instrument(span.clone()),
             )
             .await;
             record_outcome(&span, decided.as_ref(), &shared.config.fallback_action);
             decided
         } else {
-            with_deadline(shared.config.request_deadline, shared.engine.decide(&req)).await
+            with_deadline(
+                shared.config.request_deadline,
+                shared.engine.decide_reusing(&req, &mut self.scratch),
+            )
+            .await
         };
         match decided {
             Some(decision) => {

@@ -5,6 +5,7 @@
 //! the counters recorded for the message at RCPT; other protocol states get DUNNO.
 
 use crate::compile::{LimitKind, Policy, PolicySet, Quota};
+use crate::scratch::{Scratch, OPS_CAPACITY};
 use crate::spec::{Side, SpecItem};
 use crate::state::{CounterBatch, CounterOp, OpKind, OpResult, Outcome};
 use crate::state::{State, StateError};
@@ -58,9 +59,6 @@ pub struct Decision {
     /// (admitted, but close to refusing), for metrics. Usually empty.
     pub near_limit: Vec<QuotaRef>,
 }
-
-/// Room reserved for the ops of one request (no regrowth for typical policy sets).
-const OPS_CAPACITY: usize = 16;
 
 /// A level at or above this share of a limit counts as "near the limit".
 pub const NEAR_LIMIT_PERCENT: u64 = 90;
@@ -205,9 +203,15 @@ impl Engine {
 
     /// Decides one request.
     pub async fn decide(&self, req: &PolicyRequest<'_>) -> Decision {
+        self.decide_reusing(req, &mut Scratch::default()).await
+    }
+
+    /// Decides one request, reusing `scratch`'s buffers (keep one per connection: a warm
+    /// scratch spares the allocations of the request's counter batch).
+    pub async fn decide_reusing(&self, req: &PolicyRequest<'_>, scratch: &mut Scratch) -> Decision {
         // A guard, not a clone: no reference-count traffic shared between threads.
         let set = self.set.load();
-        self.evaluate(&set, req, false, None).await
+        self.evaluate(&set, req, false, None, scratch).await
     }
 
     /// Explains one request without charging anything.
@@ -242,7 +246,9 @@ impl Engine {
                 "Service runs in monitor mode: verdicts are logged, Postfix gets DUNNO.".into(),
             );
         }
-        let decision = self.evaluate(&set, req, true, Some(&mut lines)).await;
+        let decision = self
+            .evaluate(&set, req, true, Some(&mut lines), &mut Scratch::default())
+            .await;
         lines.push(format!("Action: action={}", decision.action));
         Explanation {
             lines,
@@ -256,10 +262,13 @@ impl Engine {
         req: &PolicyRequest<'_>,
         dry_run: bool,
         mut trace: Trace<'_>,
+        scratch: &mut Scratch,
     ) -> Decision {
         match req.protocol_state {
-            ProtocolState::Rcpt => self.rcpt(set, req, dry_run, trace).await,
-            ProtocolState::EndOfMessage => self.end_of_message(set, req, dry_run, trace).await,
+            ProtocolState::Rcpt => self.rcpt(set, req, dry_run, trace, scratch).await,
+            ProtocolState::EndOfMessage => {
+                self.end_of_message(set, req, dry_run, trace, scratch).await
+            }
             other => {
                 note(&mut trace, || {
                     format!("Policies are resolved at RCPT (and END-OF-MESSAGE for sizes); nothing to do at {other}.")
@@ -304,6 +313,7 @@ impl Engine {
         req: &PolicyRequest<'_>,
         dry_run: bool,
         mut trace: Trace<'_>,
+        scratch: &mut Scratch,
     ) -> Decision {
         if trace.is_some() {
             explain_matching(set, req, &mut trace);
@@ -363,13 +373,14 @@ impl Engine {
         }
 
         // Quotas: every quota of every matched policy, one State call.
-        let mut groups: Vec<Vec<CounterOp>> = vec![Vec::with_capacity(OPS_CAPACITY)];
+        let mut groups = scratch.groups();
+        groups.push(scratch.ops());
         let mut refs: Vec<Vec<OpRef<'_>>> = vec![Vec::with_capacity(OPS_CAPACITY)];
         let mut last_quota: Option<(Arc<str>, Arc<str>)> = None;
         'policies: for p in &matched {
             let monitor = self.is_monitor(p);
             let g = if monitor {
-                groups.push(Vec::new());
+                groups.push(scratch.ops());
                 refs.push(Vec::new());
                 groups.len() - 1
             } else {
@@ -384,16 +395,13 @@ impl Engine {
                 for l in &q.limits {
                     let key = match first_key {
                         None => {
-                            let mut key = String::with_capacity(l.key_prefix.len() + 48);
-                            key.push_str(&l.key_prefix);
+                            let mut key = scratch.copy(&l.key_prefix);
                             q.track.write_key(req, &mut key);
                             key
                         }
                         Some((first, prefix_len)) => {
                             let track_key = &groups[g][first].key[prefix_len..];
-                            let mut key =
-                                String::with_capacity(l.key_prefix.len() + track_key.len());
-                            key.push_str(&l.key_prefix);
+                            let mut key = scratch.copy(&l.key_prefix);
                             key.push_str(track_key);
                             key
                         }
@@ -435,8 +443,9 @@ impl Engine {
                             refs[g].push(r());
                         }
                         LimitKind::MessageCumulativeSize => {
+                            let check_key = scratch.copy(&key);
                             ops.push(CounterOp {
-                                key: key.clone(),
+                                key: check_key,
                                 limit: l.limit,
                                 window,
                                 kind: OpKind::Check {
@@ -444,13 +453,13 @@ impl Engine {
                                 },
                             });
                             refs[g].push(r());
-                            let ops = &mut groups[g];
-                            ops.push(CounterOp {
+                            let label = scratch.copy(&q.eom_label);
+                            groups[g].push(CounterOp {
                                 key,
                                 limit: l.limit,
                                 window,
                                 kind: OpKind::RecordForEom {
-                                    label: q.eom_label.clone(),
+                                    label,
                                     group: g as u32,
                                 },
                             });
@@ -467,20 +476,22 @@ impl Engine {
                 }
             }
         }
-        if groups.iter().all(Vec::is_empty) {
-            note(&mut trace, || "Quotas: none apply.".into());
-            return decision;
-        }
         let batch = CounterBatch {
-            instance: req.instance.to_string(),
+            instance: scratch.copy(&req.instance),
             dry_run,
             groups,
             end_of_message: None,
         };
+        if batch.groups.iter().all(Vec::is_empty) {
+            note(&mut trace, || "Quotas: none apply.".into());
+            scratch.recycle(batch);
+            return decision;
+        }
         let Some(reply) = self
             .apply(&batch, &mut decision, &mut trace, "Quotas")
             .await
         else {
+            scratch.recycle(batch);
             return decision;
         };
         note(&mut trace, || "Quotas:".into());
@@ -525,6 +536,7 @@ impl Engine {
                 }
             }
         }
+        scratch.recycle(batch);
         decision
     }
 
@@ -534,6 +546,7 @@ impl Engine {
         req: &PolicyRequest<'_>,
         dry_run: bool,
         mut trace: Trace<'_>,
+        scratch: &mut Scratch,
     ) -> Decision {
         if req.instance.is_empty() || set.policies.iter().all(|p| p.quotas.is_empty()) {
             note(&mut trace, || {
@@ -542,16 +555,17 @@ impl Engine {
             return Decision::dunno();
         }
         let batch = CounterBatch {
-            instance: req.instance.to_string(),
+            instance: scratch.copy(&req.instance),
             dry_run,
             groups: Vec::new(),
             end_of_message: Some(req.size),
         };
         let mut decision = Decision::dunno();
-        let Some(reply) = self
+        let reply = self
             .apply(&batch, &mut decision, &mut trace, "END-OF-MESSAGE")
-            .await
-        else {
+            .await;
+        scratch.recycle(batch);
+        let Some(reply) = reply else {
             return decision;
         };
         note(&mut trace, || {

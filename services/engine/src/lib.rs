@@ -21,6 +21,7 @@ pub mod diagnostic;
 pub mod engine;
 pub mod memory;
 pub mod model;
+mod scratch;
 pub mod spec;
 pub mod state;
 pub mod track;
@@ -39,6 +40,7 @@ pub use model::{
     AccessControlDef, GroupDef, GroupMemberDef, LimitDef, MemberDef, PolicyDef, PolicySetDef,
     QuotaDef,
 };
+pub use scratch::Scratch;
 pub use sluice_protocol::{Action, PolicyRequest, ProtocolState};
 pub use state::{
     CounterBatch, CounterOp, CounterReply, OpKind, OpResult, Outcome, State, StateError,

@@ -1,0 +1,147 @@
+//! Buffers that one connection reuses from request to request, so that building a request's
+//! counter batch does not allocate once it has warmed up.
+//!
+//! A batch owns its ops and their key strings (the same batch goes to the in-process
+//! counters or over gRPC). After the decision, [`Scratch::recycle`] keeps the emptied
+//! vectors and strings for the next request.
+
+use crate::state::{CounterBatch, CounterOp, OpKind};
+
+/// Spare ops vectors kept (one per all-or-nothing group; more than one only with monitor
+/// mode policies).
+const MAX_SPARE_GROUPS: usize = 8;
+/// Spare strings kept (counter keys, labels, the instance).
+const MAX_SPARE_STRINGS: usize = 32;
+/// Strings grown past this (a huge address) are not kept.
+const MAX_KEPT_STRING: usize = 512;
+/// Room reserved for the ops of one group (no regrowth for typical policy sets).
+pub(crate) const OPS_CAPACITY: usize = 16;
+
+/// Reusable buffers for [`crate::Engine::decide_reusing`]; one per connection.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    groups: Vec<Vec<CounterOp>>,
+    outer: Option<Vec<Vec<CounterOp>>>,
+    strings: Vec<String>,
+}
+
+impl Scratch {
+    /// An empty string, with the capacity of an earlier one when there is one.
+    pub(crate) fn string(&mut self) -> String {
+        self.strings.pop().unwrap_or_default()
+    }
+
+    /// A copy of `s` in a reused string.
+    pub(crate) fn copy(&mut self, s: &str) -> String {
+        let mut out = self.string();
+        out.push_str(s);
+        out
+    }
+
+    /// An empty ops vector for one group.
+    pub(crate) fn ops(&mut self) -> Vec<CounterOp> {
+        self.groups
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(OPS_CAPACITY))
+    }
+
+    /// An empty list of groups.
+    pub(crate) fn groups(&mut self) -> Vec<Vec<CounterOp>> {
+        self.outer.take().unwrap_or_default()
+    }
+
+    /// Takes back the buffers of a batch that is no longer needed.
+    pub(crate) fn recycle(&mut self, batch: CounterBatch) {
+        let CounterBatch {
+            instance,
+            groups: mut outer,
+            ..
+        } = batch;
+        self.keep(instance);
+        for mut ops in outer.drain(..) {
+            for op in ops.drain(..) {
+                self.keep(op.key);
+                if let OpKind::RecordForEom { label, .. } = op.kind {
+                    self.keep(label);
+                }
+            }
+            if self.groups.len() < MAX_SPARE_GROUPS && ops.capacity() <= 4 * OPS_CAPACITY {
+                self.groups.push(ops);
+            }
+        }
+        if self.outer.is_none() && outer.capacity() <= MAX_SPARE_GROUPS {
+            self.outer = Some(outer);
+        }
+    }
+
+    fn keep(&mut self, mut s: String) {
+        if self.strings.len() < MAX_SPARE_STRINGS
+            && s.capacity() > 0
+            && s.capacity() <= MAX_KEPT_STRING
+        {
+            s.clear();
+            self.strings.push(s);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::WindowSpec;
+
+    fn op(key: &str, kind: OpKind) -> CounterOp {
+        CounterOp {
+            key: key.into(),
+            limit: 10,
+            window: WindowSpec::new(3_600_000, 60),
+            kind,
+        }
+    }
+
+    #[test]
+    fn recycled_buffers_come_back_empty_and_keep_their_capacity() {
+        let mut scratch = Scratch::default();
+        let batch = CounterBatch {
+            instance: "ABC123".into(),
+            dry_run: false,
+            groups: vec![vec![
+                op("p/q/MessageCount/a@b", OpKind::Take { cost: 1 }),
+                op(
+                    "p/q/MessageCumulativeSize/b",
+                    OpKind::RecordForEom {
+                        label: "p\u{1f}q".into(),
+                        group: 0,
+                    },
+                ),
+            ]],
+            end_of_message: None,
+        };
+        scratch.recycle(batch);
+        // The instance, two keys and one label.
+        assert_eq!(scratch.strings.len(), 4);
+        let s = scratch.string();
+        assert!(s.is_empty() && s.capacity() > 0);
+        assert_eq!(scratch.copy("xyz"), "xyz");
+        let ops = scratch.ops();
+        assert!(ops.is_empty() && ops.capacity() >= 2);
+        let groups = scratch.groups();
+        assert!(groups.is_empty() && groups.capacity() >= 1);
+        // Nothing left: fresh buffers from now on.
+        assert!(scratch.groups().capacity() == 0);
+    }
+
+    #[test]
+    fn keeps_a_bounded_number_of_small_strings() {
+        let mut scratch = Scratch::default();
+        for _ in 0..2 * MAX_SPARE_STRINGS {
+            scratch.keep("key".to_string());
+        }
+        scratch.keep("x".repeat(MAX_KEPT_STRING + 1));
+        assert_eq!(scratch.strings.len(), MAX_SPARE_STRINGS);
+        assert!(scratch
+            .strings
+            .iter()
+            .all(|s| s.capacity() <= MAX_KEPT_STRING));
+    }
+}
