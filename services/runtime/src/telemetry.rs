@@ -168,15 +168,25 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     })
 }
 
+/// Bytes of log lines the writer thread collects before a write (it also writes whenever no
+/// more lines are waiting).
+const STDERR_BUFFER: usize = 64 * 1024;
+
 fn log_layer(
     config: &TelemetryConfig,
 ) -> Result<(BoxedLayer, Option<WorkerGuard>), TelemetryError> {
     let base = tracing_subscriber::fmt::layer().with_target(false);
     Ok(match config.log_target {
         LogTarget::Stderr => {
+            // The writer thread drains every line waiting and then flushes: buffered, a
+            // burst of lines (a monitor-mode rule matching much traffic) costs one write(2)
+            // instead of one per line.
             let (writer, guard) = NonBlockingBuilder::default()
                 .lossy(false)
-                .finish(std::io::stderr());
+                .finish(std::io::BufWriter::with_capacity(
+                    STDERR_BUFFER,
+                    std::io::stderr(),
+                ));
             let layer = base
                 .with_writer(writer)
                 .with_ansi(std::io::stderr().is_terminal());
