@@ -91,7 +91,11 @@ impl Conn {
     ) -> Result<Vec<Value>, StateError> {
         match tokio::time::timeout(timeout, self.router.call(req)).await {
             Ok(r) => r.map_err(StateError::from),
-            Err(_) => Err(StateError::Timeout),
+            Err(_) => {
+                // A node that stopped answering may have been failed over.
+                self.router.refresh_soon();
+                Err(StateError::Timeout)
+            }
         }
     }
 

@@ -231,7 +231,7 @@ impl Router {
 
     /// Asks for a topology refresh in the background: at most one runs at a time, and
     /// they start at most every [`REFRESH_INTERVAL`]. No-op for a plain node.
-    fn refresh_soon(&self) {
+    pub(crate) fn refresh_soon(&self) {
         let Some(cluster) = &self.inner.cluster else {
             return;
         };
