@@ -70,10 +70,10 @@
 //! multiplexed connection per primary (concurrent calls are pipelined on it), each call
 //! sent straight to the node of its key's slot (CRC16 of the hash tag, slot table from
 //! `CLUSTER SLOTS`). A `MOVED` answer updates the table and the call goes to the new
-//! owner; `ASK` sends it once to the importing node after `ASKING`; `TRYAGAIN`,
-//! `CLUSTERDOWN` and the like are retried shortly within the call's timeout; `NOSCRIPT`
-//! loads the script on that node and sends the call again. All of these prove the command
-//! did not run. The topology is read again in the background (at most every 100 ms) after
+//! owner; `ASK` sends it once to the importing node after `ASKING`; `TRYAGAIN` and
+//! `READONLY` are retried shortly within the call's timeout; `NOSCRIPT` loads the script
+//! on that node and sends the call again. All of these prove the command did not run.
+//! `CLUSTERDOWN`, `MASTERDOWN` and `LOADING` last seconds: the call fails at once. The topology is read again in the background (at most every 100 ms) after
 //! a `MOVED` or a connection error; a broken connection is opened again by the next call.
 //!
 //! # Failures

@@ -5,14 +5,14 @@
 //! - [`slots`]: CRC16 key → slot, the slot → primary table from `CLUSTER SLOTS`;
 //! - [`node`]: one node's connection, opened lazily, dropped after a connection error;
 //! - [`request`]: the shapes of a request (one command, read-only commands, a
-//!   transaction) and what a node's replies mean (done, `MOVED`, `ASK`, retry later,
-//!   `NOSCRIPT`, failed);
+//!   transaction) and what a node's replies mean (done, `MOVED`, `ASK`, retry shortly,
+//!   cluster down, `NOSCRIPT`, failed);
 //! - [`router`]: the loop that sends a request, follows redirects and refreshes the
 //!   topology.
 //!
 //! A request whose connection fails or times out is never sent again, because Redis may
 //! have run it (a refund run twice would refund twice); only answers proving it did not
-//! run (`MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`, `NOSCRIPT`, …) lead to sending it again.
+//! run (`MOVED`, `ASK`, `TRYAGAIN`, `READONLY`, `NOSCRIPT`) lead to sending it again.
 
 pub(crate) mod node;
 pub(crate) mod request;

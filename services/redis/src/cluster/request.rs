@@ -39,9 +39,13 @@ pub(crate) enum Verdict {
     Moved { slot: u16, addr: String },
     /// `ASK`: send this one request to `addr`, after `ASKING`. Nothing ran.
     Ask { addr: String },
-    /// `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`, `LOADING` or `READONLY`: nothing ran; the
-    /// same request may succeed a little later (after a topology refresh).
+    /// `TRYAGAIN` (a multi-key command during a slot migration) or `READONLY` (a write
+    /// to a primary just demoted): nothing ran; the same request may succeed a few
+    /// milliseconds later (after a topology refresh).
     Wait(String),
+    /// `CLUSTERDOWN`, `MASTERDOWN` or `LOADING`: nothing ran, but this lasts seconds (a
+    /// failover, a restart): the call fails at once rather than at its deadline.
+    Down(String),
     /// `NOSCRIPT`: the script must be loaded on the node; nothing ran.
     NoScript,
     /// Anything else: a real error, not to be resent.
@@ -166,13 +170,14 @@ impl Request {
                 Some((_, addr)) => Verdict::Ask { addr },
                 None => Verdict::Failed(describe(e)),
             },
+            Some(ServerErrorKind::TryAgain | ServerErrorKind::ReadOnly) => {
+                Verdict::Wait(describe(e))
+            }
             Some(
-                ServerErrorKind::TryAgain
-                | ServerErrorKind::ClusterDown
+                ServerErrorKind::ClusterDown
                 | ServerErrorKind::MasterDown
-                | ServerErrorKind::BusyLoading
-                | ServerErrorKind::ReadOnly,
-            ) => Verdict::Wait(describe(e)),
+                | ServerErrorKind::BusyLoading,
+            ) => Verdict::Down(describe(e)),
             Some(ServerErrorKind::NoScript) if self.script.is_some() => Verdict::NoScript,
             _ => Verdict::Failed(describe(e)),
         }
@@ -260,8 +265,15 @@ mod tests {
             Verdict::Wait(_)
         ));
         assert!(matches!(
-            r.verdict(vec![err("CLUSTERDOWN The cluster is down")], false),
+            r.verdict(
+                vec![err("READONLY You can't write against a read only replica.")],
+                false
+            ),
             Verdict::Wait(_)
+        ));
+        assert!(matches!(
+            r.verdict(vec![err("CLUSTERDOWN The cluster is down")], false),
+            Verdict::Down(_)
         ));
         assert!(matches!(
             r.verdict(vec![err("WRONGTYPE Operation against a key")], false),

@@ -141,6 +141,10 @@ impl Router {
                     let cluster = self.cluster_or(&addr)?;
                     ask = Some(self.known_node(cluster, &resolve(&addr, &node))?);
                 }
+                Verdict::Down(msg) => {
+                    self.refresh_soon();
+                    return Err(CallError::Server(msg));
+                }
                 Verdict::Wait(msg) => {
                     if attempt + 1 == MAX_ATTEMPTS {
                         return Err(CallError::Server(msg));
