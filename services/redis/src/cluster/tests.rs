@@ -315,3 +315,45 @@ fn call_errors_map_to_state_errors() {
         StateError::Unavailable(_)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_refreshes_are_rate_limited() {
+    let cluster = RedisCluster::start(3, 0);
+    let conn = connect(&cluster).await;
+    // `CLUSTER SLOTS` calls served by all nodes so far.
+    let slots_calls = || -> u64 {
+        cluster
+            .nodes()
+            .iter()
+            .map(|n| {
+                let stats = cluster.cli(n.port, &["info", "commandstats"]);
+                stats
+                    .lines()
+                    .find_map(|l| l.strip_prefix("cmdstat_cluster|slots:calls="))
+                    .and_then(|rest| rest.split(',').next()?.parse().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    let before = slots_calls();
+    // Every call fails with a connection error (nothing listens on port 1), and each one
+    // asks for a refresh (which puts the real owner back, so the entry is forced again).
+    let key = "rate:{f}:w";
+    let slot = key_slot(key.as_bytes());
+    let started = std::time::Instant::now();
+    let mut failures = 0;
+    while started.elapsed() < Duration::from_millis(300) {
+        conn.router().force_slot(slot, "127.0.0.1:1");
+        if incr(&conn, key, 1).await.is_err() {
+            failures += 1;
+        }
+    }
+    settle().await;
+    let refreshes = slots_calls() - before;
+    assert!(failures >= 20, "{failures}");
+    // At most one every 100 ms (plus one in flight at the end).
+    assert!(
+        (1..=5).contains(&refreshes),
+        "{refreshes} refreshes for {failures} failures"
+    );
+}
