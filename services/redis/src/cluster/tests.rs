@@ -62,15 +62,26 @@ async fn moved_slots_are_followed_and_the_command_runs_once() {
     let primaries: Vec<_> = cluster.nodes().into_iter().filter(|n| n.primary).collect();
 
     // A slot migrated after the client read the table (an empty slot moves with
-    // CLUSTER SETSLOT ... NODE on every primary, the new owner first).
+    // CLUSTER SETSLOT ... NODE on every primary, the new owner first, which first gets
+    // the highest config epoch so that a heartbeat of the old owner cannot take the slot
+    // back).
     let key = "moved:{a}:w";
     let slot = cluster.key_slot(key);
     let from = cluster.primary_of_slot(slot);
     let to = primaries.iter().find(|n| n.port != from.port).unwrap();
     let slot_arg = slot.to_string();
-    for n in std::iter::once(to).chain(primaries.iter().filter(|n| n.port != to.port)) {
-        let out = cluster.cli(n.port, &["cluster", "setslot", &slot_arg, "node", &to.id]);
-        assert_eq!(out.trim(), "OK", "setslot on {}", n.port);
+    let setslot = |port| {
+        let out = cluster.cli(port, &["cluster", "setslot", &slot_arg, "node", &to.id]);
+        assert_eq!(out.trim(), "OK", "setslot on {port}");
+    };
+    let bumped = cluster.cli(to.port, &["cluster", "bumpepoch"]);
+    assert!(
+        bumped.starts_with("BUMPED") || bumped.starts_with("STILL"),
+        "{bumped}"
+    );
+    setslot(to.port);
+    for n in primaries.iter().filter(|n| n.port != to.port) {
+        setslot(n.port);
     }
     assert_eq!(
         conn.router().addr_of(slot).map(|a| port_of(&a)),
