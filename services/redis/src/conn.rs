@@ -1,21 +1,23 @@
-//! One connection to Redis, cluster or single node, and the timeout around every call.
+//! The connection to Redis, cluster or single node, and the timeout around every call.
 
+use crate::cluster::node::Connector;
+use crate::cluster::request::Request;
+use crate::cluster::router::Router;
+use crate::cluster::CallError;
 use crate::error::ConnectError;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
-use redis::{AsyncConnectionConfig, FromRedisValue, RedisError, ScriptInvocation};
+use redis::{
+    AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, FromRedisValue, IntoConnectionInfo,
+    Value,
+};
 use sluice_engine::StateError;
 use std::future::Future;
 use std::time::Duration;
 
-/// A multiplexed connection, cheap to clone: one per process is enough.
+/// Our own client (see [`crate::cluster`]): one multiplexed connection per node, cheap to
+/// clone; one per process is enough.
 #[derive(Clone)]
-pub(crate) enum Conn {
-    /// Redis Cluster (slot-aware routing, MOVED/ASK handling, topology refresh).
-    Cluster(ClusterConnection),
-    /// A single non-cluster node (reconnects by itself).
-    Single(ConnectionManager),
+pub(crate) struct Conn {
+    router: Router,
 }
 
 /// Which kind of deployment [`crate::RedisState::connect`] found.
@@ -39,95 +41,87 @@ impl Conn {
             [one] => cluster_enabled(one, timeout).await?,
             _ => true,
         };
+        let infos = urls
+            .iter()
+            .map(|u| u.as_str().into_connection_info())
+            .collect::<Result<Vec<ConnectionInfo>, _>>()
+            .map_err(|e| ConnectError::Redis(e.to_string()))?;
+        let connector = Connector::new(infos[0].clone(), timeout);
+        let connect_error = |e: CallError| match e {
+            CallError::Timeout => ConnectError::Timeout,
+            other => ConnectError::Redis(other.to_string()),
+        };
         if cluster {
-            let client = ClusterClient::builder(urls.iter().map(String::as_str))
-                .connection_timeout(timeout)
-                .response_timeout(timeout)
-                .retries(2)
-                .min_retry_wait(10)
-                .max_retry_wait(100)
-                .build()
-                .map_err(|e| ConnectError::Redis(e.to_string()))?;
-            let conn = bounded(timeout, client.get_async_connection()).await?;
-            Ok((Conn::Cluster(conn), Topology::Cluster))
+            let seeds = infos
+                .iter()
+                .map(|i| match i.addr() {
+                    ConnectionAddr::Tcp(host, port) => Ok(format!("{host}:{port}")),
+                    other => Err(ConnectError::Redis(format!(
+                        "a cluster node must be a TCP address, not {other:?}"
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let router = bounded(timeout, Router::cluster(connector, &seeds, timeout))
+                .await?
+                .map_err(connect_error)?;
+            Ok((Conn { router }, Topology::Cluster))
         } else {
-            let client = redis::Client::open(urls[0].as_str())
+            let client = redis::Client::open(infos[0].clone())
                 .map_err(|e| ConnectError::Redis(e.to_string()))?;
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(timeout))
-                .set_response_timeout(Some(timeout))
-                .set_number_of_retries(1)
-                .set_max_delay(Duration::from_millis(100));
-            let conn = bounded(timeout, ConnectionManager::new_with_config(client, config)).await?;
-            Ok((Conn::Single(conn), Topology::Single))
+            let node = connector.node_at(infos[0].addr().to_string(), client);
+            let conn = Conn {
+                router: Router::single(node, timeout),
+            };
+            // Open the connection now: a dead node is an error at start-up.
+            let ping = Request::single("", redis::cmd("PING"));
+            bounded(timeout, conn.router.call(&ping))
+                .await?
+                .map_err(connect_error)?;
+            Ok((conn, Topology::Single))
         }
     }
 
-    /// Runs a script (EVALSHA; on NOSCRIPT the redis crate loads it and retries) within
-    /// `timeout`.
-    pub(crate) async fn invoke<T: FromRedisValue>(
+    /// Runs `req` within `timeout` and returns its replies (of a transaction: `EXEC`'s).
+    /// Nothing that may have run is sent again: a connection error or a timeout is an
+    /// error.
+    pub(crate) async fn call(
         &self,
-        inv: &ScriptInvocation<'_>,
+        req: &Request,
         timeout: Duration,
-    ) -> Result<T, StateError> {
-        let call = async {
-            match self.clone() {
-                Conn::Cluster(mut c) => inv.invoke_async(&mut c).await,
-                Conn::Single(mut c) => inv.invoke_async(&mut c).await,
+    ) -> Result<Vec<Value>, StateError> {
+        match tokio::time::timeout(timeout, self.router.call(req)).await {
+            Ok(r) => r.map_err(StateError::from),
+            Err(_) => {
+                // A node that stopped answering may have been failed over.
+                self.router.refresh_soon();
+                Err(StateError::Timeout)
             }
-        };
-        match tokio::time::timeout(timeout, call).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(state_error(&e)),
-            Err(_) => Err(StateError::Timeout),
         }
     }
 
-    /// Runs a pipeline (routed, on a cluster, to the node of its first key) within
-    /// `timeout`.
-    pub(crate) async fn pipeline<T: FromRedisValue>(
-        &self,
-        pipe: &redis::Pipeline,
-        timeout: Duration,
-    ) -> Result<T, StateError> {
-        let call = async {
-            match self.clone() {
-                Conn::Cluster(mut c) => pipe.query_async(&mut c).await,
-                Conn::Single(mut c) => pipe.query_async(&mut c).await,
-            }
-        };
-        match tokio::time::timeout(timeout, call).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(state_error(&e)),
-            Err(_) => Err(StateError::Timeout),
-        }
+    /// The router (tests reach into routing).
+    #[cfg(test)]
+    pub(crate) fn router(&self) -> &Router {
+        &self.router
     }
 }
 
-/// Maps a redis error to the engine's error.
-fn state_error(e: &RedisError) -> StateError {
-    if e.is_timeout() {
-        StateError::Timeout
-    } else {
-        StateError::Unavailable(e.to_string())
-    }
+/// Converts one reply.
+pub(crate) fn parse<T: FromRedisValue>(v: Value) -> Result<T, StateError> {
+    redis::from_redis_value(v).map_err(|e| StateError::Unavailable(e.to_string()))
 }
 
 /// Runs a connection attempt within `timeout`.
-async fn bounded<T>(
-    timeout: Duration,
-    fut: impl Future<Output = redis::RedisResult<T>>,
-) -> Result<T, ConnectError> {
-    match tokio::time::timeout(timeout, fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(ConnectError::Redis(e.to_string())),
-        Err(_) => Err(ConnectError::Timeout),
-    }
+async fn bounded<T>(timeout: Duration, fut: impl Future<Output = T>) -> Result<T, ConnectError> {
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| ConnectError::Timeout)
 }
 
 /// Asks one node whether it runs in cluster mode.
 async fn cluster_enabled(url: &str, timeout: Duration) -> Result<bool, ConnectError> {
-    let client = redis::Client::open(url).map_err(|e| ConnectError::Redis(e.to_string()))?;
+    let redis_error = |e: redis::RedisError| ConnectError::Redis(e.to_string());
+    let client = redis::Client::open(url).map_err(redis_error)?;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout));
@@ -135,11 +129,13 @@ async fn cluster_enabled(url: &str, timeout: Duration) -> Result<bool, ConnectEr
         timeout,
         client.get_multiplexed_async_connection_with_config(&config),
     )
-    .await?;
+    .await?
+    .map_err(redis_error)?;
     let info: String = bounded(
         timeout,
         redis::cmd("INFO").arg("cluster").query_async(&mut conn),
     )
-    .await?;
+    .await?
+    .map_err(redis_error)?;
     Ok(info.lines().any(|l| l.trim() == "cluster_enabled:1"))
 }

@@ -7,6 +7,7 @@
 //! atomicity beyond what the two commands give; a plain read costs Redis a fraction of a
 //! script call.
 
+use crate::cluster::request::Request;
 use crate::conn::Conn;
 use crate::scripts::CounterAnswer;
 use redis::Value;
@@ -59,12 +60,11 @@ async fn buckets(
     key: &str,
     now_ms: Option<u64>,
 ) -> Result<(u64, Vec<(String, String)>), StateError> {
-    let mut pipe = redis::pipe();
-    if now_ms.is_none() {
-        pipe.cmd("TIME");
-    }
-    pipe.cmd("HGETALL").arg(key);
-    let values: Vec<Value> = conn.pipeline(&pipe, timeout).await?;
+    let mut hgetall = redis::cmd("HGETALL");
+    hgetall.arg(key);
+    let cmds = now_ms.is_none().then(|| redis::cmd("TIME")).into_iter();
+    let req = Request::reads(key, cmds.chain([hgetall]));
+    let values = conn.call(&req, timeout).await?;
     let (now, fields) = match (now_ms, &values[..]) {
         (Some(now), [fields]) => (now, fields),
         (None, [time, fields]) => (redis_time_ms(time)?, fields),

@@ -65,17 +65,33 @@
 //! on two quota services could both charge (Postfix sends a message's recipients one after
 //! the other, so this does not happen in practice).
 //!
+//! # The connection
+//! Our own small client (the `cluster` module), for a cluster or one plain node: one
+//! multiplexed connection per primary (concurrent calls are pipelined on it), each call
+//! sent straight to the node of its key's slot (CRC16 of the hash tag, slot table from
+//! `CLUSTER SLOTS`). A `MOVED` answer updates the table and the call goes to the new
+//! owner; `ASK` sends it once to the importing node after `ASKING`; `TRYAGAIN` and
+//! `READONLY` are retried shortly within the call's timeout; `NOSCRIPT` loads the script
+//! on that node and sends the call again. All of these prove the command did not run.
+//! `CLUSTERDOWN`, `MASTERDOWN` and `LOADING` last seconds: the call fails at once. The topology is read again in the background (at most every 100 ms) after
+//! a `MOVED` or a connection error; a broken connection is opened again by the next call.
+//!
 //! # Failures
 //! Every Redis call is bounded by [`RedisStateSettings::timeout`] (default 250 ms) and
 //! failures map to [`sluice_engine::StateError::Unavailable`] or
 //! [`sluice_engine::StateError::Timeout`], so the caller can answer with its fallback
-//! action. If a call fails after other takes of its group were charged, those are refunded
-//! (best effort; a refund that fails too only under-admits until the window moves on).
+//! action. **Nothing that may have run is sent again**: after a connection error or a
+//! timeout Redis may have run the command (a refund sent twice would refund twice, an
+//! END-OF-MESSAGE session read-and-delete sent twice would find the session gone), so the
+//! call fails instead. If a call fails after other takes of its group were charged, those
+//! are refunded (best effort; a refund that fails too only under-admits until the window
+//! moves on).
 //!
 //! [`EVALSHA`]: https://redis.io/commands/evalsha/
 #![forbid(unsafe_code)]
 
 mod backend;
+mod cluster;
 mod conn;
 mod error;
 mod group;

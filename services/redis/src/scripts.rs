@@ -1,7 +1,7 @@
 //! The Lua scripts and their typed calls.
 
-use crate::conn::Conn;
-use redis::Script;
+use crate::cluster::request::Request;
+use crate::conn::{parse, Conn};
 use sluice_engine::window::WindowSpec;
 use sluice_engine::StateError;
 use std::time::Duration;
@@ -63,17 +63,44 @@ pub(crate) struct CounterCall<'a> {
     pub now_ms: Option<u64>,
 }
 
+/// A Lua script run by its SHA1 (`EVALSHA`), loaded on the node on `NOSCRIPT`.
+struct Lua {
+    source: &'static str,
+    sha: String,
+}
+
+impl Lua {
+    fn new(source: &'static str) -> Self {
+        Lua {
+            source,
+            sha: redis::Script::new(source).get_hash().to_string(),
+        }
+    }
+
+    /// `EVALSHA <sha> <number of keys> <keys>`; the caller adds the arguments.
+    fn evalsha(&self, keys: &[&str]) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.sha).arg(keys.len()).arg(keys);
+        cmd
+    }
+
+    /// The request running `cmd` (from [`Lua::evalsha`]), routed by `keys[0]`.
+    fn request(&self, key: &str, cmd: redis::Cmd) -> Request {
+        Request::eval(key, cmd, self.source)
+    }
+}
+
 /// The loaded-on-demand scripts (EVALSHA; loaded again on NOSCRIPT).
 pub(crate) struct Scripts {
-    counter: Script,
-    session_write: Script,
+    counter: Lua,
+    session_write: Lua,
 }
 
 impl Scripts {
     pub(crate) fn new() -> Self {
         Scripts {
-            counter: Script::new(include_str!("counter.lua")),
-            session_write: Script::new(include_str!("session_write.lua")),
+            counter: Lua::new(include_str!("counter.lua")),
+            session_write: Lua::new(include_str!("session_write.lua")),
         }
     }
 
@@ -99,15 +126,17 @@ impl Scripts {
             }
             Mode::Take | Mode::Refund => {}
         }
-        let mut inv = self.counter.prepare_invoke();
-        inv.key(call.key)
-            .arg(call.mode.as_str())
+        let mut cmd = self.counter.evalsha(&[call.key]);
+        cmd.arg(call.mode.as_str())
             .arg(call.now_ms.map_or(-1, |n| n.min(MAX_EXACT) as i64))
             .arg(call.cost.min(MAX_EXACT))
             .arg(call.limit.min(MAX_EXACT))
             .arg(call.window.period_ms.min(MAX_EXACT))
             .arg(call.window.bucket_ms.min(MAX_EXACT));
-        let raw: Vec<i64> = conn.invoke(&inv, timeout).await?;
+        let reply = conn
+            .call(&self.counter.request(call.key, cmd), timeout)
+            .await?;
+        let raw: Vec<i64> = parse(reply.into_iter().next().unwrap_or(redis::Value::Nil))?;
         match raw[..] {
             [fits, level, retry, now] => Ok(CounterAnswer {
                 fits: fits == 1,
@@ -129,9 +158,9 @@ impl Scripts {
         timeout: Duration,
         charged_key: &str,
         eom_key: &str,
-    ) -> Result<(Vec<String>, Vec<(String, String)>), StateError> {
-        let pipe = session_read_pipe(charged_key, eom_key);
-        conn.pipeline(&pipe, timeout).await
+    ) -> Result<StoredSession, StateError> {
+        let req = Request::transaction(charged_key, session_read_cmds(charged_key, eom_key));
+        session_reply(conn.call(&req, timeout).await?)
     }
 
     /// Reads a session and deletes it, atomically (one MULTI/EXEC): END-OF-MESSAGE ends
@@ -143,10 +172,14 @@ impl Scripts {
         timeout: Duration,
         charged_key: &str,
         eom_key: &str,
-    ) -> Result<(Vec<String>, Vec<(String, String)>), StateError> {
-        let mut pipe = session_read_pipe(charged_key, eom_key);
-        pipe.cmd("DEL").arg(charged_key).arg(eom_key).ignore();
-        conn.pipeline(&pipe, timeout).await
+    ) -> Result<StoredSession, StateError> {
+        let mut del = redis::cmd("DEL");
+        del.arg(charged_key).arg(eom_key);
+        let cmds = session_read_cmds(charged_key, eom_key)
+            .into_iter()
+            .chain([del]);
+        let req = Request::transaction(charged_key, cmds);
+        session_reply(conn.call(&req, timeout).await?)
     }
 
     /// Creates a session that did not exist when it was read: plain commands in one
@@ -167,22 +200,25 @@ impl Scripts {
             charged,
             records,
         } = *update;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+        let mut cmds = Vec::with_capacity(records.len() + 3);
         if !charged.is_empty() {
-            pipe.cmd("SADD").arg(charged_key).arg(charged).ignore();
+            let mut sadd = redis::cmd("SADD");
+            sadd.arg(charged_key).arg(charged);
+            cmds.push(sadd);
         }
         for (seq, (k, v)) in records.iter().enumerate() {
-            pipe.cmd("HSETNX")
-                .arg(eom_key)
-                .arg(k)
-                .arg(format!("{seq}|{v}"))
-                .ignore();
+            let mut hsetnx = redis::cmd("HSETNX");
+            hsetnx.arg(eom_key).arg(k).arg(format!("{seq}|{v}"));
+            cmds.push(hsetnx);
         }
         for key in [charged_key, eom_key] {
-            pipe.cmd("PEXPIRE").arg(key).arg(ttl_ms.max(1)).ignore();
+            let mut pexpire = redis::cmd("PEXPIRE");
+            pexpire.arg(key).arg(ttl_ms.max(1));
+            cmds.push(pexpire);
         }
-        conn.pipeline(&pipe, timeout).await
+        conn.call(&Request::transaction(charged_key, cmds), timeout)
+            .await?;
+        Ok(())
     }
 
     /// Adds charged keys and END-OF-MESSAGE records to a session.
@@ -199,21 +235,22 @@ impl Scripts {
             charged,
             records,
         } = *update;
-        let mut inv = self.session_write.prepare_invoke();
-        inv.key(charged_key)
-            .key(eom_key)
-            .arg(ttl_ms.max(1))
-            .arg(charged.len());
+        let mut cmd = self.session_write.evalsha(&[charged_key, eom_key]);
+        cmd.arg(ttl_ms.max(1)).arg(charged.len());
         for c in charged {
-            inv.arg(c);
+            cmd.arg(c);
         }
         for (k, v) in records {
-            inv.arg(k).arg(v);
+            cmd.arg(k).arg(v);
         }
-        let _: i64 = conn.invoke(&inv, timeout).await?;
+        conn.call(&self.session_write.request(charged_key, cmd), timeout)
+            .await?;
         Ok(())
     }
 }
+
+/// A stored session: the charged counter keys, the END-OF-MESSAGE fields and values.
+pub(crate) type StoredSession = (Vec<String>, Vec<(String, String)>);
 
 /// What one request adds to its message's session.
 #[derive(Clone, Copy)]
@@ -230,14 +267,21 @@ pub(crate) struct SessionUpdate<'a> {
     pub records: &'a [(String, String)],
 }
 
-/// `SMEMBERS` of the charged keys and `HGETALL` of the records, in one MULTI/EXEC (both keys
-/// share a slot).
-fn session_read_pipe(charged_key: &str, eom_key: &str) -> redis::Pipeline {
-    let mut pipe = redis::pipe();
-    pipe.atomic()
-        .cmd("SMEMBERS")
-        .arg(charged_key)
-        .cmd("HGETALL")
-        .arg(eom_key);
-    pipe
+/// `SMEMBERS` of the charged keys and `HGETALL` of the records, for one MULTI/EXEC (both
+/// keys share a slot).
+fn session_read_cmds(charged_key: &str, eom_key: &str) -> [redis::Cmd; 2] {
+    let mut smembers = redis::cmd("SMEMBERS");
+    smembers.arg(charged_key);
+    let mut hgetall = redis::cmd("HGETALL");
+    hgetall.arg(eom_key);
+    [smembers, hgetall]
+}
+
+/// The charged keys and records from the replies of [`session_read_cmds`] (and a `DEL`).
+fn session_reply(replies: Vec<redis::Value>) -> Result<StoredSession, StateError> {
+    let mut replies = replies.into_iter();
+    let (Some(charged), Some(eom)) = (replies.next(), replies.next()) else {
+        return Err(StateError::Unavailable("short session reply".into()));
+    };
+    Ok((parse(charged)?, parse(eom)?))
 }

@@ -1,13 +1,14 @@
 //! `RedisState` on a real 3-primary/3-replica Redis Cluster, with Redis's own clock:
-//! exactness under concurrency, key expiry, NOSCRIPT recovery and failover.
+//! exactness under concurrency, key expiry, NOSCRIPT recovery, failover, and no resend of
+//! a command whose reply was lost.
 
 mod common;
 
 use common::settings;
 use sluice_engine::window::WindowSpec;
-use sluice_engine::{CounterBatch, CounterOp, OpKind, Outcome, State};
+use sluice_engine::{CounterBatch, CounterOp, OpKind, Outcome, State, StateError};
 use sluice_redis::RedisState;
-use sluice_test_support::RedisCluster;
+use sluice_test_support::{CuttingProxy, RedisCluster};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -292,6 +293,35 @@ async fn a_killed_primary_fails_fast_then_recovers_with_counters_intact() {
         (6..=6 + failures).contains(&after),
         "level {after} after {failures} failed calls"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_take_whose_reply_is_lost_fails_and_is_charged_once() {
+    let cluster = RedisCluster::start(3, 0);
+    let key = "Sender:cut@example.com";
+    let slot = cluster.key_slot(&format!("cut:{{{key}}}:w"));
+    let primary = cluster.primary_of_slot(slot).port;
+    // Clients reach that primary through a proxy: it announces the proxy's port.
+    let proxy = CuttingProxy::start(primary).await;
+    let proxy_port = proxy.addr().rsplit_once(':').unwrap().1;
+    let set = cluster.cli(
+        primary,
+        &["config", "set", "cluster-announce-port", proxy_port],
+    );
+    assert_eq!(set.trim(), "OK");
+    let seed = [format!("redis://127.0.0.1:{primary}")];
+    let state = RedisState::connect_with(&seed, settings("cut"))
+        .await
+        .unwrap();
+    let b = batch(vec![vec![take(key, 100)]]);
+    assert_eq!(state.apply(&b).await.unwrap().groups[0][0].used, 1);
+    // The take runs in Redis; the connection breaks before its reply arrives.
+    proxy.arm();
+    let err = state.apply(&b).await.unwrap_err();
+    assert!(matches!(err, StateError::Unavailable(_)), "{err:?}");
+    assert_eq!(proxy.cuts(), 1, "the take went through the proxy");
+    // Charged once: a client sending it again would have charged twice.
+    assert_eq!(level(&state, key, 100).await, 2);
 }
 
 /// Whether a replica of the primary on `primary` reaches the primary's replication offset

@@ -6,7 +6,7 @@ use common::{compare, settings, START_MS};
 use sluice_engine::window::WindowSpec;
 use sluice_engine::{CounterBatch, CounterOp, ManualClock, OpKind, State, StateError};
 use sluice_redis::{ConnectError, RedisState, RedisStateSettings, Topology};
-use sluice_test_support::RedisServer;
+use sluice_test_support::{CuttingProxy, RedisServer};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -121,6 +121,36 @@ async fn a_stalled_redis_times_out() {
     while state.apply(&one_take()).await.is_err() {
         assert!(Instant::now() < deadline, "no recovery after a stall");
     }
+}
+
+/// The level of the counter of [`one_take`] (a check of 0).
+async fn level(state: &RedisState) -> u64 {
+    let mut b = one_take();
+    b.groups[0][0].kind = OpKind::Check { cost: 0 };
+    state.apply(&b).await.unwrap().groups[0][0].used
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_take_whose_reply_is_lost_fails_and_is_not_sent_again() {
+    let server = RedisServer::start();
+    let proxy = CuttingProxy::start(server.port()).await;
+    let state = RedisState::connect_with(&[proxy.url()], fast(1000))
+        .await
+        .unwrap();
+    assert_eq!(state.topology(), Topology::Single);
+    state.apply(&one_take()).await.unwrap();
+    // The take runs in Redis; the connection breaks before its reply arrives.
+    proxy.arm();
+    let err = state.apply(&one_take()).await.unwrap_err();
+    assert!(matches!(err, StateError::Unavailable(_)), "{err:?}");
+    assert_eq!(proxy.cuts(), 1);
+    // Charged exactly once (a resend would have charged twice), and the state reconnects
+    // by itself.
+    let direct = RedisState::connect_with(&[server.url()], fast(1000))
+        .await
+        .unwrap();
+    assert_eq!(level(&direct).await, 2);
+    assert_eq!(level(&state).await, 2);
 }
 
 #[tokio::test]

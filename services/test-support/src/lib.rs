@@ -7,6 +7,8 @@
 //! - [`Request`]: a request with the attributes Postfix really sends, so tests stay short.
 //! - [`Process`], [`PrivatePostgres`]: real long-running processes (the `sluice` roles, a
 //!   private PostgreSQL server) that tests kill, stop and restart.
+//! - [`RedisCluster`], [`RedisServer`]: real Redis processes; [`CuttingProxy`] loses a
+//!   Redis reply on demand.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -21,6 +23,7 @@
 
 mod client;
 mod processes;
+mod proxy;
 mod redis_cluster;
 mod request;
 mod server;
@@ -29,6 +32,7 @@ pub mod policies;
 
 pub use client::PolicyClient;
 pub use processes::{free_port, listening, wait_listening, PrivatePostgres, Process};
+pub use proxy::CuttingProxy;
 pub use redis_cluster::{NodeInfo, RedisCluster, RedisServer, CLUSTER_NODE_TIMEOUT_MS};
 pub use request::{end_of_message, rcpt, Request};
 pub use server::{TestServer, TestServerBuilder};

@@ -1,0 +1,370 @@
+//! The client against a real 3-primary Redis Cluster: routing by slot, `MOVED` and `ASK`
+//! followed with the command run exactly once, and nothing resent after a connection cut
+//! or a timeout even though Redis ran the command.
+
+use super::request::Request;
+use super::slots::key_slot;
+use super::CallError;
+use crate::conn::{parse, Conn};
+use crate::scripts::{CounterCall, Mode, Scripts};
+use sluice_engine::window::WindowSpec;
+use sluice_engine::StateError;
+use sluice_test_support::{CuttingProxy, RedisCluster};
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_millis(1000);
+
+async fn connect(cluster: &RedisCluster) -> Conn {
+    Conn::connect(&cluster.urls(), TIMEOUT).await.unwrap().0
+}
+
+fn hincrby(key: &str, by: i64) -> Request {
+    let mut cmd = redis::cmd("HINCRBY");
+    cmd.arg(key).arg("f").arg(by);
+    Request::single(key, cmd)
+}
+
+async fn incr(conn: &Conn, key: &str, by: i64) -> Result<i64, StateError> {
+    let reply = conn.call(&hincrby(key, by), TIMEOUT).await?;
+    parse(reply.into_iter().next().unwrap())
+}
+
+/// The field `f` of `key` as stored on the node at `port` ("" if absent).
+fn stored(cluster: &RedisCluster, port: u16, key: &str) -> String {
+    cluster.cli(port, &["hget", key, "f"]).trim().to_string()
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit_once(':').unwrap().1.parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_key_goes_to_the_primary_of_its_slot() {
+    let cluster = RedisCluster::start(3, 0);
+    let conn = connect(&cluster).await;
+    let mut ports = std::collections::HashSet::new();
+    for i in 0..30 {
+        let key = format!("route:{{k{i}}}:w");
+        assert_eq!(key_slot(key.as_bytes()), cluster.key_slot(&key), "{key}");
+        assert_eq!(incr(&conn, &key, 1).await.unwrap(), 1);
+        let primary = cluster.primary_of_slot(cluster.key_slot(&key)).port;
+        assert_eq!(stored(&cluster, primary, &key), "1", "{key} on its primary");
+        ports.insert(primary);
+    }
+    assert_eq!(ports.len(), 3, "the keys cover every primary");
+    assert_eq!(conn.router().moved(), 0, "no request needed a redirect");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moved_slots_are_followed_and_the_command_runs_once() {
+    let cluster = RedisCluster::start(3, 0);
+    let conn = connect(&cluster).await;
+    let primaries: Vec<_> = cluster.nodes().into_iter().filter(|n| n.primary).collect();
+
+    // A slot migrated after the client read the table (an empty slot moves with
+    // CLUSTER SETSLOT ... NODE on every primary, the new owner first, which first gets
+    // the highest config epoch so that a heartbeat of the old owner cannot take the slot
+    // back).
+    let key = "moved:{a}:w";
+    let slot = cluster.key_slot(key);
+    let from = cluster.primary_of_slot(slot);
+    let to = primaries.iter().find(|n| n.port != from.port).unwrap();
+    let slot_arg = slot.to_string();
+    let setslot = |port| {
+        let out = cluster.cli(port, &["cluster", "setslot", &slot_arg, "node", &to.id]);
+        assert_eq!(out.trim(), "OK", "setslot on {port}");
+    };
+    let bumped = cluster.cli(to.port, &["cluster", "bumpepoch"]);
+    assert!(
+        bumped.starts_with("BUMPED") || bumped.starts_with("STILL"),
+        "{bumped}"
+    );
+    setslot(to.port);
+    for n in primaries.iter().filter(|n| n.port != to.port) {
+        setslot(n.port);
+    }
+    assert_eq!(
+        conn.router().addr_of(slot).map(|a| port_of(&a)),
+        Some(from.port)
+    );
+    assert_eq!(incr(&conn, key, 1).await.unwrap(), 1);
+    assert_eq!(
+        stored(&cluster, to.port, key),
+        "1",
+        "ran once, on the new owner"
+    );
+    assert!(conn.router().moved() >= 1);
+    assert_eq!(
+        conn.router().addr_of(slot).map(|a| port_of(&a)),
+        Some(to.port)
+    );
+
+    // A transaction on that slot: the aborted MULTI/EXEC is resent whole, once. (First let
+    // the refresh the MOVED started finish, so it does not undo the stale entry.)
+    settle().await;
+    let moved = conn.router().moved();
+    conn.router()
+        .force_slot(slot, &format!("127.0.0.1:{}", from.port));
+    let mut expire = redis::cmd("PEXPIRE");
+    expire.arg(key).arg(60_000);
+    let mut add = redis::cmd("HINCRBY");
+    add.arg(key).arg("f").arg(10);
+    let tx = Request::transaction(key, [add, expire]);
+    let replies = conn.call(&tx, TIMEOUT).await.unwrap();
+    assert_eq!(replies, vec![redis::Value::Int(11), redis::Value::Int(1)]);
+    assert_eq!(stored(&cluster, to.port, key), "11");
+    assert_eq!(conn.router().moved(), moved + 1);
+
+    // A script (not loaded on the stale node either) through a stale table entry.
+    let scripts = Scripts::new();
+    let window = "moved:{b}:w";
+    let wslot = cluster.key_slot(window);
+    let owner = cluster.primary_of_slot(wslot).port;
+    let stale = primaries.iter().find(|n| n.port != owner).unwrap().port;
+    conn.router()
+        .force_slot(wslot, &format!("127.0.0.1:{stale}"));
+    let call = |mode, cost| CounterCall {
+        key: window,
+        mode,
+        cost,
+        limit: 10,
+        window: WindowSpec::new(60_000, 60),
+        now_ms: Some(1_700_000_000_000),
+    };
+    let a = scripts
+        .counter(&conn, TIMEOUT, call(Mode::Take, 3))
+        .await
+        .unwrap();
+    assert!(a.fits);
+    let level = scripts
+        .counter(&conn, TIMEOUT, call(Mode::Level, 0))
+        .await
+        .unwrap();
+    assert_eq!(level.level, 3, "charged exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_redirects_run_on_the_importing_node_once() {
+    let cluster = RedisCluster::start(3, 0);
+    let conn = connect(&cluster).await;
+    let key = "ask:{c}:w";
+    let slot = cluster.key_slot(key);
+    let from = cluster.primary_of_slot(slot);
+    let to = cluster
+        .nodes()
+        .into_iter()
+        .find(|n| n.primary && n.port != from.port)
+        .unwrap();
+    let s = slot.to_string();
+    let ok = |port, args: &[&str]| assert_eq!(cluster.cli(port, args).trim(), "OK", "{args:?}");
+    ok(to.port, &["cluster", "setslot", &s, "importing", &from.id]);
+    ok(from.port, &["cluster", "setslot", &s, "migrating", &to.id]);
+
+    // The key is not on the old owner: ASK, then ASKING + the command on the new one.
+    assert_eq!(incr(&conn, key, 1).await.unwrap(), 1);
+    let mut add = redis::cmd("HINCRBY");
+    add.arg(key).arg("f").arg(10);
+    let mut expire = redis::cmd("PEXPIRE");
+    expire.arg(key).arg(60_000);
+    let replies = conn
+        .call(&Request::transaction(key, [add, expire]), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(replies[0], redis::Value::Int(11));
+    let scripts = Scripts::new();
+    let call = CounterCall {
+        key: "ask:{c}:w2",
+        mode: Mode::Take,
+        cost: 2,
+        limit: 10,
+        window: WindowSpec::new(60_000, 60),
+        now_ms: Some(1_700_000_000_000),
+    };
+    assert!(scripts.counter(&conn, TIMEOUT, call).await.unwrap().fits);
+    assert_eq!(conn.router().moved(), 0);
+    assert_eq!(
+        conn.router().addr_of(slot).map(|a| port_of(&a)),
+        Some(from.port),
+        "ASK does not change the table"
+    );
+
+    // Finish the migration: everything ran once, on the new owner.
+    let mut primaries: Vec<_> = cluster.nodes().into_iter().filter(|n| n.primary).collect();
+    primaries.sort_by_key(|n| n.port != to.port);
+    for n in primaries {
+        ok(n.port, &["cluster", "setslot", &s, "node", &to.id]);
+    }
+    assert_eq!(stored(&cluster, to.port, key), "11");
+    assert!(cluster.cli(from.port, &["exists", key]).contains("MOVED"));
+    assert_eq!(incr(&conn, key, 1).await.unwrap(), 12);
+}
+
+/// Lets a background topology refresh (started by a redirect or an error) finish, so that
+/// it does not replace a slot entry a test forces next.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(400)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_may_have_run_is_never_sent_again() {
+    let cluster = RedisCluster::start(3, 0);
+    let conn = connect(&cluster).await;
+    let key = "cut:{d}:w";
+    let slot = cluster.key_slot(key);
+    let primary = cluster.primary_of_slot(slot).port;
+    let proxy = CuttingProxy::start(primary).await;
+    conn.router().force_slot(slot, proxy.addr());
+    assert_eq!(incr(&conn, key, 5).await.unwrap(), 5);
+
+    // A refund (HINCRBY -1) runs in Redis, then the connection breaks before the reply.
+    proxy.arm();
+    let err = incr(&conn, key, -1).await.unwrap_err();
+    assert!(matches!(err, StateError::Unavailable(_)), "{err:?}");
+    assert_eq!(proxy.cuts(), 1);
+    assert_eq!(stored(&cluster, primary, key), "4", "refunded exactly once");
+
+    // The counter script's refund, through the same cut.
+    let scripts = Scripts::new();
+    let window = "cut:{d}:win";
+    let call = |mode, cost| CounterCall {
+        key: window,
+        mode,
+        cost,
+        limit: 10,
+        window: WindowSpec::new(60_000, 60),
+        now_ms: Some(1_700_000_000_000),
+    };
+    settle().await;
+    conn.router().force_slot(slot, proxy.addr());
+    scripts
+        .counter(&conn, TIMEOUT, call(Mode::Take, 3))
+        .await
+        .unwrap();
+    proxy.arm();
+    let err = scripts
+        .counter(&conn, TIMEOUT, call(Mode::Refund, 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StateError::Unavailable(_)), "{err:?}");
+    assert_eq!(proxy.cuts(), 2);
+    let level = scripts
+        .counter(&conn, TIMEOUT, call(Mode::Level, 0))
+        .await
+        .unwrap();
+    assert_eq!(level.level, 2, "refunded exactly once");
+
+    // The END-OF-MESSAGE read-and-delete: it ran (the session is gone), and the call
+    // fails rather than answering from a second, empty read.
+    let (charged, eom) = ("cut:{m:X}:charged", "cut:{m:X}:eom");
+    let mslot = cluster.key_slot(charged);
+    let mprimary = cluster.primary_of_slot(mslot).port;
+    cluster.cli(mprimary, &["sadd", charged, "k1"]);
+    let mproxy = CuttingProxy::start(mprimary).await;
+    settle().await;
+    conn.router().force_slot(mslot, mproxy.addr());
+    let (got, _) = scripts
+        .session_read(&conn, TIMEOUT, charged, eom)
+        .await
+        .unwrap();
+    assert_eq!(got, vec!["k1".to_string()]);
+    mproxy.arm();
+    let err = scripts
+        .session_take(&conn, TIMEOUT, charged, eom)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StateError::Unavailable(_)), "{err:?}");
+    assert_eq!(cluster.cli(mprimary, &["exists", charged]).trim(), "0");
+
+    // The client recovers by itself (new connections, the real table).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match incr(&conn, key, 1).await {
+            Ok(v) => {
+                assert_eq!(v, 5);
+                break;
+            }
+            Err(e) => assert!(tokio::time::Instant::now() < deadline, "{e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_command_is_not_sent_again() {
+    let cluster = RedisCluster::start(3, 0);
+    // The nodes' reply timeout (200 ms) ends the call, well within the call's own bound:
+    // a client resending after a timeout would do it here.
+    let conn = Conn::connect(&cluster.urls(), Duration::from_millis(200))
+        .await
+        .unwrap()
+        .0;
+    let key = "stall:{e}:w";
+    let primary = cluster.primary_of_slot(cluster.key_slot(key)).port;
+    assert_eq!(incr(&conn, key, 5).await.unwrap(), 5);
+    cluster.pause_node(primary);
+    let started = std::time::Instant::now();
+    let r = conn.call(&hincrby(key, -1), TIMEOUT).await;
+    assert_eq!(r.unwrap_err(), StateError::Timeout);
+    assert!(started.elapsed() < Duration::from_millis(600));
+    cluster.resume_node(primary);
+    // The refund was waiting in the socket: it runs once when the node goes on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while stored(&cluster, primary, key) != "4" {
+        assert!(std::time::Instant::now() < deadline, "the refund never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(stored(&cluster, primary, key), "4", "and only once");
+    assert_eq!(incr(&conn, key, 1).await.unwrap(), 5);
+}
+
+#[test]
+fn call_errors_map_to_state_errors() {
+    assert_eq!(StateError::from(CallError::Timeout), StateError::Timeout);
+    assert!(matches!(
+        StateError::from(CallError::Connection("reset".into())),
+        StateError::Unavailable(_)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_refreshes_are_rate_limited() {
+    let cluster = RedisCluster::start(3, 0);
+    let conn = connect(&cluster).await;
+    // `CLUSTER SLOTS` calls served by all nodes so far.
+    let slots_calls = || -> u64 {
+        cluster
+            .nodes()
+            .iter()
+            .map(|n| {
+                let stats = cluster.cli(n.port, &["info", "commandstats"]);
+                stats
+                    .lines()
+                    .find_map(|l| l.strip_prefix("cmdstat_cluster|slots:calls="))
+                    .and_then(|rest| rest.split(',').next()?.parse().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    let before = slots_calls();
+    // Every call fails with a connection error (nothing listens on port 1), and each one
+    // asks for a refresh (which puts the real owner back, so the entry is forced again).
+    let key = "rate:{f}:w";
+    let slot = key_slot(key.as_bytes());
+    let started = std::time::Instant::now();
+    let mut failures = 0;
+    while started.elapsed() < Duration::from_millis(300) {
+        conn.router().force_slot(slot, "127.0.0.1:1");
+        if incr(&conn, key, 1).await.is_err() {
+            failures += 1;
+        }
+    }
+    settle().await;
+    let refreshes = slots_calls() - before;
+    assert!(failures >= 20, "{failures}");
+    // At most one every 100 ms (plus one in flight at the end).
+    assert!(
+        (1..=5).contains(&refreshes),
+        "{refreshes} refreshes for {failures} failures"
+    );
+}
