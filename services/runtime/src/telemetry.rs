@@ -181,12 +181,9 @@ fn log_layer(
             // The writer thread drains every line waiting and then flushes: buffered, a
             // burst of lines (a monitor-mode rule matching much traffic) costs one write(2)
             // instead of one per line.
-            let (writer, guard) = NonBlockingBuilder::default()
-                .lossy(false)
-                .finish(std::io::BufWriter::with_capacity(
-                    STDERR_BUFFER,
-                    std::io::stderr(),
-                ));
+            let (writer, guard) = NonBlockingBuilder::default().lossy(false).finish(
+                std::io::BufWriter::with_capacity(STDERR_BUFFER, std::io::stderr()),
+            );
             let layer = base
                 .with_writer(writer)
                 .with_ansi(std::io::stderr().is_terminal());
