@@ -47,6 +47,11 @@ pub mod names {
     pub const OVER_LIMIT_CACHE_HITS: &str = "sluice_over_limit_cache_hits_total";
     /// Histogram `{result}`: the Redis work of one batch.
     pub const REDIS_DURATION: &str = "sluice_redis_duration_seconds";
+    /// Counter `{reason}`: Redis requests sent again because the answer proved they did
+    /// not run (`moved`, `ask`, `try_again`: TRYAGAIN or READONLY, `noscript`).
+    pub const REDIS_RESENDS: &str = "sluice_redis_resends_total";
+    /// Counter `{result}`: Redis Cluster topology reads (`ok`, `error`).
+    pub const REDIS_TOPOLOGY_REFRESHES: &str = "sluice_redis_topology_refreshes_total";
     /// Counter `{result}`: Apply calls handled by the quota service.
     pub const QUOTA_BATCHES: &str = "sluice_quota_batches_total";
     /// Gauge: the quota service's backend answers probes.
@@ -198,6 +203,14 @@ fn describe() {
         REDIS_DURATION,
         Unit::Seconds,
         "The Redis work of one counter batch."
+    );
+    describe_counter!(
+        REDIS_RESENDS,
+        "Redis requests sent again because the answer proved they had not run, by reason."
+    );
+    describe_counter!(
+        REDIS_TOPOLOGY_REFRESHES,
+        "Redis Cluster topology reads, by result."
     );
     describe_counter!(
         QUOTA_BATCHES,

@@ -242,6 +242,12 @@ fn readyz_follows_redis() {
             >= 1.0,
         "{scrape}"
     );
+    // The restarted Redis kept no scripts: the counter script was loaded again and the
+    // request resent (it provably had not run).
+    assert!(
+        value(&scrape, r#"sluice_redis_resends_total{reason="noscript"}"#).unwrap_or(0.0) >= 1.0,
+        "{scrape}"
+    );
 }
 
 #[test]

@@ -11,11 +11,17 @@ use super::request::{Request, Verdict};
 use super::slots::{parse_cluster_slots, SlotRange, SlotTable};
 use super::CallError;
 use redis::Value;
+use sluice_runtime::metrics::names::{REDIS_RESENDS, REDIS_TOPOLOGY_REFRESHES};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// Counts a request sent again after an answer proving it did not run.
+fn resent(reason: &'static str) {
+    metrics::counter!(REDIS_RESENDS, "reason" => reason).increment(1);
+}
 
 /// Sends of one request at most (the first one plus redirects, retries and a script load).
 pub(crate) const MAX_ATTEMPTS: usize = 6;
@@ -124,12 +130,14 @@ impl Router {
                 Verdict::Done(values) => return Ok(values),
                 Verdict::Failed(msg) => return Err(CallError::Server(msg)),
                 Verdict::NoScript => {
+                    resent("noscript");
                     let source = req.script().expect("only scripts answer NoScript");
                     self.load_script(&node, source).await?;
                 }
                 Verdict::Moved { slot, addr } => {
                     let cluster = self.cluster_or(&addr)?;
                     self.inner.moved.fetch_add(1, Ordering::Relaxed);
+                    resent("moved");
                     let addr = resolve(&addr, &node);
                     let target = self.known_node(cluster, &addr)?;
                     let mut table = cluster.table.write().expect("slot table lock");
@@ -138,6 +146,7 @@ impl Router {
                     self.refresh_soon();
                 }
                 Verdict::Ask { addr } => {
+                    resent("ask");
                     let cluster = self.cluster_or(&addr)?;
                     ask = Some(self.known_node(cluster, &resolve(&addr, &node))?);
                 }
@@ -149,6 +158,7 @@ impl Router {
                     if attempt + 1 == MAX_ATTEMPTS {
                         return Err(CallError::Server(msg));
                     }
+                    resent("try_again");
                     self.refresh_soon();
                     tokio::time::sleep(Duration::from_millis(10 << attempt.min(3))).await;
                 }
@@ -266,7 +276,13 @@ impl Router {
                 tokio::time::sleep_until(last + REFRESH_INTERVAL).await;
             }
             cluster.refresh.lock().expect("refresh lock").last = Some(Instant::now());
-            if let Err(e) = self.refresh_now().await {
+            let result = self.refresh_now().await;
+            metrics::counter!(
+                REDIS_TOPOLOGY_REFRESHES,
+                "result" => if result.is_ok() { "ok" } else { "error" }
+            )
+            .increment(1);
+            if let Err(e) = result {
                 tracing::warn!(error = %e, "Cannot read the Redis Cluster topology");
             }
         }
