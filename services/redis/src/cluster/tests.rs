@@ -12,6 +12,18 @@ use sluice_engine::StateError;
 use sluice_test_support::{CuttingProxy, RedisCluster};
 use std::time::Duration;
 
+/// A counter-script call on `key` at a fixed time: limit 10 per minute.
+fn counter_call(key: &str, mode: Mode, cost: u64) -> CounterCall<'_> {
+    CounterCall {
+        key,
+        mode,
+        cost,
+        limit: 10,
+        window: WindowSpec::new(60_000, 60),
+        now_ms: Some(1_700_000_000_000),
+    }
+}
+
 const TIMEOUT: Duration = Duration::from_millis(1000);
 
 async fn connect(cluster: &RedisCluster) -> Conn {
@@ -123,14 +135,7 @@ async fn moved_slots_are_followed_and_the_command_runs_once() {
     let stale = primaries.iter().find(|n| n.port != owner).unwrap().port;
     conn.router()
         .force_slot(wslot, &format!("127.0.0.1:{stale}"));
-    let call = |mode, cost| CounterCall {
-        key: window,
-        mode,
-        cost,
-        limit: 10,
-        window: WindowSpec::new(60_000, 60),
-        now_ms: Some(1_700_000_000_000),
-    };
+    let call = |mode, cost| counter_call(window, mode, cost);
     let a = scripts
         .counter(&conn, TIMEOUT, call(Mode::Take, 3))
         .await
@@ -172,14 +177,7 @@ async fn ask_redirects_run_on_the_importing_node_once() {
         .unwrap();
     assert_eq!(replies[0], redis::Value::Int(11));
     let scripts = Scripts::new();
-    let call = CounterCall {
-        key: "ask:{c}:w2",
-        mode: Mode::Take,
-        cost: 2,
-        limit: 10,
-        window: WindowSpec::new(60_000, 60),
-        now_ms: Some(1_700_000_000_000),
-    };
+    let call = counter_call("ask:{c}:w2", Mode::Take, 2);
     assert!(scripts.counter(&conn, TIMEOUT, call).await.unwrap().fits);
     assert_eq!(conn.router().moved(), 0);
     assert_eq!(
@@ -226,14 +224,7 @@ async fn a_command_that_may_have_run_is_never_sent_again() {
     // The counter script's refund, through the same cut.
     let scripts = Scripts::new();
     let window = "cut:{d}:win";
-    let call = |mode, cost| CounterCall {
-        key: window,
-        mode,
-        cost,
-        limit: 10,
-        window: WindowSpec::new(60_000, 60),
-        now_ms: Some(1_700_000_000_000),
-    };
+    let call = |mode, cost| counter_call(window, mode, cost);
     settle().await;
     conn.router().force_slot(slot, proxy.addr());
     scripts
