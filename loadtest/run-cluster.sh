@@ -108,68 +108,6 @@ pids+=($!)
 serve_pid=$!
 wait_port "$SERVE_PORT"
 
-# The pid of the process named $2 below process $1.
-descendant() {
-    local child
-    for child in $(ps -o pid= --ppid "$1"); do
-        if [[ "$(cat "/proc/$child/comm" 2>/dev/null)" == "$2" ]]; then
-            echo "$child"
-            return 0
-        fi
-        descendant "$child" "$2" && return 0
-    done
-    return 1
-}
-
-# CPU time (ticks) of each named process; "name=pid" arguments.
-cpu_snapshot() {
-    local arg
-    for arg in "$@"; do
-        local name="${arg%%=*}" pid="${arg#*=}"
-        local stat
-        stat="$(cat "/proc/$pid/stat" 2>/dev/null || echo '')"
-        stat="${stat##*) }"
-        # After "pid (comm) ": field 3 is state; utime and stime are fields 14 and 15.
-        echo "$name $(echo "$stat" | awk '{print $12 + $13}')"
-    done
-}
-
-# Runs `load` (same arguments) while recording the CPU of the given processes over the
-# measured window; prints "CPU us/request" per process after loadgen's report.
-load_with_cpu() { # label port procs-array-name [extra loadgen args]
-    local label="$1" port="$2" procs_name="$3[@]"
-    local procs=("${!procs_name}")
-    shift 3
-    load "$label" "$port" "$@" >"$tmp/$label.txt" &
-    local loader=$!
-    sleep "$WARMUP"
-    local loadgen t0 t1
-    loadgen="$(descendant "$loader" loadgen)"
-    t0="$(date +%s.%N)"
-    cpu_snapshot "${procs[@]}" "loadgen=$loadgen" >"$tmp/$label-cpu-before.txt"
-    local perf_pid="" arg
-    for arg in "${procs[@]}"; do
-        if [[ -n "${PERF:-}" && "${arg%%=*}" == "$PERF" ]]; then
-            perf record ${PERF_CALLGRAPH:+--call-graph "$PERF_CALLGRAPH"} -g -o "$results/$stamp-$PERF.perf.data" -p "${arg#*=}" -- sleep "$(awk -v d="$DURATION" 'BEGIN { print d - 1 }')" >/dev/null 2>&1 &
-            perf_pid=$!
-        fi
-    done
-    # Stop a little before loadgen does (it must still be running to be measured).
-    sleep "$(awk -v d="$DURATION" 'BEGIN { print d - 0.5 }')"
-    t1="$(date +%s.%N)"
-    cpu_snapshot "${procs[@]}" "loadgen=$loadgen" >"$tmp/$label-cpu-after.txt"
-    [[ -n "$perf_pid" ]] && wait "$perf_pid"
-    wait "$loader"
-    cat "$tmp/$label.txt"
-    local rate tck
-    rate="$(awk '/throughput/ { for (i = 1; i < NF; i++) if ($i == "throughput") { print $(i + 1); exit } }' "$tmp/$label.txt")"
-    tck="$(getconf CLK_TCK)"
-    # us per request = CPU seconds / (req/s * window seconds) * 1e6
-    paste "$tmp/$label-cpu-before.txt" "$tmp/$label-cpu-after.txt" | awk -v r="$rate" -v w="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" -v tck="$tck" '
-        { us = ($4 - $2) / tck / (r * w) * 1e6; total += us; line = line sprintf("%s %.1f  ", $1, us) }
-        END { printf "  CPU us/request: %stotal %.1f\n", line, total }'
-}
-
 echo "== load: embedded"
 embedded_procs=("serve=$serve_pid")
 load_with_cpu embedded "$SERVE_PORT" embedded_procs | tee "$tmp/embedded-report.txt"

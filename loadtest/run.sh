@@ -4,7 +4,10 @@
 #
 # Knobs (environment): CONNECTIONS (32), DURATION (10 s), WARMUP (2 s),
 # DUNNO_PORT (10930), SLUICE_PORT (10931), POLICIES (scenarios/embedded-10-policies.toml),
-# SKIP_BUILD=1 to reuse the release binaries.
+# SKIP_BUILD=1 to reuse the release binaries, PERF=sluice (or dunno) to profile.
+# Besides req/s and latency, each phase reports the CPU time per request of the server and
+# of loadgen over the measured window (utime + stime from /proc): less sensitive to other
+# load on the machine than req/s.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -29,21 +32,27 @@ mkdir -p "$results"
 echo "== always-DUNNO ceiling on 127.0.0.1:$DUNNO_PORT"
 "$bin/dunno-server" --listen "127.0.0.1:$DUNNO_PORT" 2>"$tmp/dunno.log" &
 pids+=($!)
+dunno_pid=$!
 wait_port "$DUNNO_PORT"
-load dunno "$DUNNO_PORT"
+dunno_procs=("dunno=$dunno_pid")
+load_with_cpu dunno "$DUNNO_PORT" dunno_procs | tee "$tmp/dunno-report.txt"
 
 echo "== sluice serve (embedded, $(basename "$POLICIES")) on 127.0.0.1:$SLUICE_PORT"
 db="sqlite://$tmp/sluice.db"
 "$bin/sluice" policy import "$POLICIES" --database "$db"
 "$bin/sluice" serve --listen "127.0.0.1:$SLUICE_PORT" --database "$db" --admin-listen off 2>"$tmp/sluice.log" &
 pids+=($!)
+sluice_pid=$!
 wait_port "$SLUICE_PORT"
-load sluice "$SLUICE_PORT" --baseline "$results/$stamp-dunno.json" | tee "$tmp/sluice.txt"
+sluice_procs=("sluice=$sluice_pid")
+load_with_cpu sluice "$SLUICE_PORT" sluice_procs --baseline "$results/$stamp-dunno.json" | tee "$tmp/sluice-report.txt"
 
 summary="$results/$stamp-summary.txt"
 {
     echo "connections=$CONNECTIONS duration=${DURATION}s warmup=${WARMUP}s policies=$(basename "$POLICIES")"
     tail -n 1 "$tmp/sluice.txt"
+    echo "ceiling $(grep 'CPU us/request' "$tmp/dunno-report.txt" | sed 's/^ *//')"
+    echo "sluice  $(grep 'CPU us/request' "$tmp/sluice-report.txt" | sed 's/^ *//')"
 } >"$summary"
 echo "== results in $results/$stamp-*.json, summary:"
 cat "$summary"
