@@ -7,11 +7,13 @@
 //! - [`http`]: `/metrics`, `/healthz` and `/readyz` as an axum router.
 //! - [`propagation`]: W3C trace context in gRPC metadata (edge → quota service).
 //! - [`syslog`]: RFC 3164 lines to the local syslog socket (`/dev/log`), facility mail.
+//! - [`gathered`]: log lines to stderr, gathered and written by a background thread.
 //!
 //! The request path pays for tracing only when it is on: [`telemetry::traces_enabled`] is
 //! one relaxed atomic load, and request spans are only created when it returns true.
 #![forbid(unsafe_code)]
 
+pub mod gathered;
 pub mod http;
 pub mod metrics;
 pub mod propagation;

@@ -56,7 +56,7 @@ pub mod names {
     pub const QUOTA_BATCHES: &str = "sluice_quota_batches_total";
     /// Gauge: the quota service's backend answers probes.
     pub const QUOTA_BACKEND_UP: &str = "sluice_quota_backend_up";
-    /// Counter: syslog lines dropped.
+    /// Counter: log lines dropped (syslog socket full or gone, stderr stuck).
     pub const LOG_LINES_DROPPED: &str = "sluice_log_lines_dropped_total";
 }
 
@@ -222,6 +222,6 @@ fn describe() {
     );
     describe_counter!(
         LOG_LINES_DROPPED,
-        "Log lines dropped because the syslog socket was full or gone."
+        "Log lines dropped because the syslog socket was full or gone, or stderr was stuck."
     );
 }

@@ -5,6 +5,7 @@
 //! Traces see spans only (never log events, which carry addresses), at INFO and above,
 //! whatever the log level.
 
+use crate::gathered::{gathered, GatheredGuard};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::WithExportConfig;
@@ -12,7 +13,6 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::filter::{filter_fn, EnvFilter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -97,6 +97,9 @@ pub enum TelemetryError {
     /// The OTLP exporter cannot be built.
     #[error("cannot set up the OTLP exporter for {0}: {1}")]
     Otlp(String, String),
+    /// The log writer thread cannot be started.
+    #[error("cannot start the log writer thread: {0}")]
+    LogThread(std::io::Error),
     /// A global subscriber is installed already.
     #[error("cannot set up logging: {0}")]
     Install(String),
@@ -104,7 +107,7 @@ pub enum TelemetryError {
 
 /// Keep until exit: dropping it flushes buffered log lines and exports pending spans.
 pub struct Telemetry {
-    _log: Option<WorkerGuard>,
+    _log: Option<GatheredGuard>,
     tracer: Option<SdkTracerProvider>,
 }
 
@@ -168,22 +171,15 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     })
 }
 
-/// Bytes of log lines the writer thread collects before a write (it also writes whenever no
-/// more lines are waiting).
-const STDERR_BUFFER: usize = 64 * 1024;
-
 fn log_layer(
     config: &TelemetryConfig,
-) -> Result<(BoxedLayer, Option<WorkerGuard>), TelemetryError> {
+) -> Result<(BoxedLayer, Option<GatheredGuard>), TelemetryError> {
     let base = tracing_subscriber::fmt::layer().with_target(false);
     Ok(match config.log_target {
         LogTarget::Stderr => {
-            // The writer thread drains every line waiting and then flushes: buffered, a
-            // burst of lines (a monitor-mode rule matching much traffic) costs one write(2)
-            // instead of one per line.
-            let (writer, guard) = NonBlockingBuilder::default().lossy(false).finish(
-                std::io::BufWriter::with_capacity(STDERR_BUFFER, std::io::stderr()),
-            );
+            // Written by a background thread, gathered: a burst of lines (a monitor-mode
+            // rule matching much traffic) costs a write(2) per few milliseconds, not per line.
+            let (writer, guard) = gathered(std::io::stderr()).map_err(TelemetryError::LogThread)?;
             let layer = base
                 .with_writer(writer)
                 .with_ansi(std::io::stderr().is_terminal());
