@@ -3,6 +3,28 @@
 /// A policy file with one policy matching every request and one quota on it: `limit`
 /// messages per sender per hour, then REJECT with "Sender quota exceeded".
 pub fn sender_quota(policy: &str, quota: &str, limit: u64) -> String {
+    quota_policy(
+        policy,
+        quota,
+        "Sender:user@domain",
+        "MessageCount",
+        limit,
+        "REJECT",
+        "Sender quota exceeded",
+    )
+}
+
+/// A policy file with one policy matching every request and one quota on it: `limit` of
+/// `kind` (`MessageCount`, ...) per `track` per hour, then `verdict` with `data`.
+pub fn quota_policy(
+    policy: &str,
+    quota: &str,
+    track: &str,
+    kind: &str,
+    limit: u64,
+    verdict: &str,
+    data: &str,
+) -> String {
     format!(
         r#"
 [[policy]]
@@ -12,12 +34,12 @@ priority = 10
   source = "any"
   [[policy.quota]]
   name = "{quota}"
-  track = "Sender:user@domain"
+  track = "{track}"
   period = "1h"
-  verdict = "REJECT"
-  data = "Sender quota exceeded"
+  verdict = "{verdict}"
+  data = "{data}"
     [[policy.quota.limit]]
-    type = "MessageCount"
+    type = "{kind}"
     limit = {limit}
 "#
     )

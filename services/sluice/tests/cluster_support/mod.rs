@@ -127,23 +127,14 @@ pub fn quota_policy(
     verdict: &str,
     data: &str,
 ) -> String {
-    format!(
-        r#"
-[[policy]]
-name = "{name}"
-priority = 10
-  [[policy.member]]
-  source = "any"
-  [[policy.quota]]
-  name = "{name}-quota"
-  track = "{track}"
-  period = "1h"
-  verdict = "{verdict}"
-  data = "{data}"
-    [[policy.quota.limit]]
-    type = "{kind}"
-    limit = {limit}
-"#
+    sluice_test_support::policies::quota_policy(
+        name,
+        &format!("{name}-quota"),
+        track,
+        kind,
+        limit,
+        verdict,
+        data,
     )
 }
 
