@@ -7,7 +7,10 @@
 use crate::v1;
 use sluice_engine::state::EomResult;
 use sluice_engine::window::WindowSpec;
-use sluice_engine::{CounterBatch, CounterOp, CounterReply, OpKind, OpResult, Outcome};
+use sluice_engine::{
+    CounterBatch, CounterOp, CounterReply, EomRecord, LeaseReturn, OpKind, OpResult, Outcome,
+    SessionData,
+};
 
 /// A wire message the engine types cannot represent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,6 +76,7 @@ fn op_to_wire(op: &CounterOp) -> v1::Op {
         period_ms: op.window.period_ms,
         bucket_ms: op.window.bucket_ms,
         kind: Some(kind),
+        lease: 0,
     }
 }
 
@@ -143,6 +147,7 @@ impl From<&CounterReply> for v1::ApplyReply {
                     result: Some(result_to_wire(&e.result)),
                 })
                 .collect(),
+            session_found: false,
         }
     }
 }
@@ -158,6 +163,7 @@ fn result_to_wire(r: &OpResult) -> v1::OpResult {
         outcome: outcome as i32,
         used: r.used,
         retry_after_ms,
+        ..Default::default()
     }
 }
 
@@ -207,6 +213,98 @@ fn result_from_wire(r: &v1::OpResult) -> Result<OpResult, ConvertError> {
         outcome,
         used: r.used,
     })
+}
+
+fn window_from_wire(key: &str, period_ms: u64, bucket_ms: u64) -> Result<WindowSpec, ConvertError> {
+    if period_ms == 0 || bucket_ms == 0 || bucket_ms > period_ms {
+        return Err(ConvertError::InvalidWindow {
+            key: key.to_string(),
+            period_ms,
+            bucket_ms,
+        });
+    }
+    Ok(WindowSpec {
+        period_ms,
+        bucket_ms,
+    })
+}
+
+impl From<&LeaseReturn> for v1::LeaseReturn {
+    fn from(r: &LeaseReturn) -> Self {
+        v1::LeaseReturn {
+            key: r.key.clone(),
+            period_ms: r.window.period_ms,
+            bucket_ms: r.window.bucket_ms,
+            units: r.units,
+            charged_at_ms: r.charged_at_ms,
+        }
+    }
+}
+
+impl TryFrom<v1::LeaseReturn> for LeaseReturn {
+    type Error = ConvertError;
+
+    fn try_from(r: v1::LeaseReturn) -> Result<Self, ConvertError> {
+        Ok(LeaseReturn {
+            window: window_from_wire(&r.key, r.period_ms, r.bucket_ms)?,
+            key: r.key,
+            units: r.units,
+            charged_at_ms: r.charged_at_ms,
+        })
+    }
+}
+
+impl From<&EomRecord> for v1::EomRecord {
+    fn from(r: &EomRecord) -> Self {
+        v1::EomRecord {
+            key: r.key.clone(),
+            limit: r.limit,
+            period_ms: r.window.period_ms,
+            bucket_ms: r.window.bucket_ms,
+            label: r.label.clone(),
+            group: r.group,
+        }
+    }
+}
+
+impl TryFrom<v1::EomRecord> for EomRecord {
+    type Error = ConvertError;
+
+    fn try_from(r: v1::EomRecord) -> Result<Self, ConvertError> {
+        Ok(EomRecord {
+            window: window_from_wire(&r.key, r.period_ms, r.bucket_ms)?,
+            key: r.key,
+            limit: r.limit,
+            label: r.label,
+            group: r.group,
+        })
+    }
+}
+
+impl From<&SessionData> for v1::SessionData {
+    fn from(s: &SessionData) -> Self {
+        v1::SessionData {
+            instance: s.instance.clone(),
+            charged: s.charged.clone(),
+            records: s.records.iter().map(v1::EomRecord::from).collect(),
+        }
+    }
+}
+
+impl TryFrom<v1::SessionData> for SessionData {
+    type Error = ConvertError;
+
+    fn try_from(s: v1::SessionData) -> Result<Self, ConvertError> {
+        Ok(SessionData {
+            instance: s.instance,
+            charged: s.charged,
+            records: s
+                .records
+                .into_iter()
+                .map(EomRecord::try_from)
+                .collect::<Result<_, _>>()?,
+        })
+    }
 }
 
 #[cfg(test)]

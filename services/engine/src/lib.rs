@@ -43,5 +43,6 @@ pub use model::{
 pub use scratch::Scratch;
 pub use sluice_protocol::{Action, PolicyRequest, ProtocolState};
 pub use state::{
-    CounterBatch, CounterOp, CounterReply, OpKind, OpResult, Outcome, State, StateError,
+    CounterBatch, CounterOp, CounterReply, EomRecord, LeaseGrant, LeaseReturn, LeasedReply, OpKind,
+    OpResult, Outcome, SessionData, State, StateError,
 };

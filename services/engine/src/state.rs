@@ -28,6 +28,136 @@ pub trait State: Send + Sync + 'static {
         let _ = batch;
         None
     }
+
+    /// Cluster mode, quota-service side: [`State::apply`], and for each op with a non-zero
+    /// `leases[group][op]` (only [`OpKind::Take`] ops ask) also charge up to that many
+    /// extra units as a *lease* the calling edge admits from locally (see
+    /// [`crate::window::lease_units`] for how much is granted). `leases` has the batch's
+    /// shape or is empty (no leases). A refused group charges nothing, leases included.
+    /// Also says whether the batch's message session existed (END-OF-MESSAGE).
+    ///
+    /// The default grants nothing and reports no session.
+    fn apply_leasing<'a>(
+        &'a self,
+        batch: &'a CounterBatch,
+        leases: &'a [Vec<u64>],
+    ) -> BoxFuture<'a, Result<LeasedReply, StateError>> {
+        let _ = leases;
+        Box::pin(async move {
+            let reply = self.apply(batch).await?;
+            let leases = reply
+                .groups
+                .iter()
+                .map(|g| vec![LeaseGrant::default(); g.len()])
+                .collect();
+            Ok(LeasedReply {
+                reply,
+                leases,
+                session_found: false,
+            })
+        })
+    }
+
+    /// Gives back the unused units of leases, each to the sub-bucket it was charged to
+    /// (best effort: a bucket that has left the window is not touched).
+    fn return_leases<'a>(
+        &'a self,
+        returns: &'a [LeaseReturn],
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        let _ = returns;
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Stores message sessions held by an edge (merged into what is stored: charged keys
+    /// added, the first record of a key wins) so another edge can continue the message, and
+    /// deletes the sessions of the `ended` instances.
+    fn save_sessions<'a>(
+        &'a self,
+        sessions: &'a [SessionData],
+        ended: &'a [String],
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        let _ = (sessions, ended);
+        Box::pin(async {
+            Err(StateError::Unavailable(
+                "this backend keeps no shared message sessions".into(),
+            ))
+        })
+    }
+
+    /// Reads a stored message session (`None`: there is none).
+    fn load_session<'a>(
+        &'a self,
+        instance: &'a str,
+    ) -> BoxFuture<'a, Result<Option<SessionData>, StateError>> {
+        let _ = instance;
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// Units charged beyond an op's cost and handed to the caller (an edge) to admit from
+/// locally until `valid_ms` has passed. All zero: no lease.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeaseGrant {
+    /// Extra units charged (on top of the op's cost).
+    pub units: u64,
+    /// How long the lease may be used, in ms from when the backend charged it: until the end
+    /// of the sub-bucket it was charged to, so every local admission falls into that bucket.
+    pub valid_ms: u64,
+    /// The backend's time of the charge (ms since the epoch): a return passes it back so the
+    /// refund hits the same sub-bucket.
+    pub charged_at_ms: u64,
+}
+
+/// The answer to [`State::apply_leasing`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeasedReply {
+    /// What [`State::apply`] would have answered.
+    pub reply: CounterReply,
+    /// One grant per op, in the batch's shape.
+    pub leases: Vec<Vec<LeaseGrant>>,
+    /// The batch's message session existed when it was read (only meaningful for a batch
+    /// with an instance and a once-per-message take or END-OF-MESSAGE).
+    pub session_found: bool,
+}
+
+/// Unused units of a lease, given back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseReturn {
+    /// The counter.
+    pub key: String,
+    /// Its window.
+    pub window: crate::window::WindowSpec,
+    /// Units to give back.
+    pub units: u64,
+    /// [`LeaseGrant::charged_at_ms`] of the lease.
+    pub charged_at_ms: u64,
+}
+
+/// A counter to charge the real size to at END-OF-MESSAGE (what [`OpKind::RecordForEom`]
+/// recorded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EomRecord {
+    /// The counter.
+    pub key: String,
+    /// Its limit.
+    pub limit: u64,
+    /// Its window.
+    pub window: crate::window::WindowSpec,
+    /// The quota's label (policy and quota names).
+    pub label: String,
+    /// END-OF-MESSAGE charges the records of one group all-or-nothing.
+    pub group: u32,
+}
+
+/// One message session (per Postfix `instance`), as an edge holds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionData {
+    /// The Postfix `instance`.
+    pub instance: String,
+    /// Counters charged once for the message.
+    pub charged: Vec<String>,
+    /// Counters for END-OF-MESSAGE, in recording order.
+    pub records: Vec<EomRecord>,
 }
 
 /// Why a batch could not be run (the engine answers with the configured fallback action).

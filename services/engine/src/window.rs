@@ -50,6 +50,41 @@ impl WindowSpec {
     }
 }
 
+/// A lease shorter than this is not worth handing out (ms): none is granted so close to the
+/// end of a sub-bucket.
+pub const MIN_LEASE_MS: u64 = 50;
+
+/// Leases only come out of the half of the limit furthest from it: the last half is taken
+/// one request at a time, so limits stay exact where they bind.
+const LEASE_RESERVE_DIVISOR: u64 = 2;
+
+/// One lease gets at most this share of the room left above the reserve, so that several
+/// edges asking at once still find room.
+const LEASE_SHARE_DIVISOR: u64 = 4;
+
+/// How many units beyond a fitting take to charge as a lease for the caller.
+///
+/// `used_after` is the level including the take's own cost, `want` the units asked for, and
+/// `valid_ms` how long the lease would last (until the end of the current sub-bucket). The
+/// grant is at most a quarter of the room left above half the limit, and nothing when the
+/// sub-bucket ends within [`MIN_LEASE_MS`]. The Redis script mirrors this exactly.
+pub fn lease_units(limit: u64, used_after: u64, want: u64, valid_ms: u64) -> u64 {
+    if want == 0 || valid_ms < MIN_LEASE_MS {
+        return 0;
+    }
+    let reserve = limit.div_ceil(LEASE_RESERVE_DIVISOR);
+    let room = limit.saturating_sub(reserve).saturating_sub(used_after);
+    want.min(room / LEASE_SHARE_DIVISOR)
+}
+
+impl WindowSpec {
+    /// Milliseconds from `now` until the sub-bucket `now` falls in ends (how long a lease
+    /// charged now may be used).
+    pub fn lease_valid_ms(&self, now_ms: u64) -> u64 {
+        (self.bucket_of(now_ms) + 1) * self.bucket_ms - now_ms
+    }
+}
+
 /// What a take decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TakeOutcome {
@@ -261,6 +296,21 @@ mod tests {
         assert!(!admitted(w.clone().take(spec, later + wait - 1, 1, 3)));
         assert!(admitted(w.take(spec, later + wait, 1, 3)));
         assert_eq!(w.retry_after(spec, later, 4, 3), None);
+    }
+
+    #[test]
+    fn leases_come_from_the_lower_half_and_not_at_a_bucket_end() {
+        // Limit 1,000: reserve 500; at level 100 the room above it is 400, a quarter is 100.
+        assert_eq!(lease_units(1_000, 100, 32, 10_000), 32);
+        assert_eq!(lease_units(1_000, 100, 500, 10_000), 100);
+        assert_eq!(lease_units(1_000, 499, 32, 10_000), 0);
+        assert_eq!(lease_units(1_000, 900, 32, 10_000), 0);
+        assert_eq!(lease_units(1_000, 100, 32, MIN_LEASE_MS - 1), 0);
+        assert_eq!(lease_units(1_000, 100, 0, 10_000), 0);
+        assert_eq!(lease_units(1, 0, 32, 10_000), 0);
+        let spec = WindowSpec::new(HOUR, 60);
+        assert_eq!(spec.lease_valid_ms(10 * HOUR), 60_000);
+        assert_eq!(spec.lease_valid_ms(10 * HOUR + 59_999), 1);
     }
 
     #[test]

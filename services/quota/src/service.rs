@@ -11,11 +11,12 @@
 
 use crate::error::{status_from_error, ServiceError};
 use futures_util::future::join_all;
-use sluice_engine::{CounterBatch, State};
+use sluice_engine::{CounterBatch, LeaseReturn, LeasedReply, SessionData, State};
 use sluice_proto::v1::quota_server::Quota;
 use sluice_proto::v1::{
     apply_result, ApplyManyReply, ApplyManyRequest, ApplyReply, ApplyRequest, ApplyResult,
-    BatchError,
+    BatchError, LoadSessionReply, LoadSessionRequest, ReturnLeasesReply, ReturnLeasesRequest,
+    SaveSessionsReply, SaveSessionsRequest,
 };
 use sluice_proto::ConvertError;
 use std::sync::Arc;
@@ -52,11 +53,16 @@ impl QuotaService {
 
     /// Runs one request's batch.
     pub async fn run(&self, request: ApplyRequest) -> Result<ApplyReply, ServiceError> {
-        let batch = CounterBatch::try_from(request)?;
+        let (batch, leases) = leased_batch(request)?;
         let state = Arc::clone(&self.state);
         let task = tokio::spawn(
-            async move { state.apply(&batch).await.map(|r| ApplyReply::from(&r)) }
-                .in_current_span(),
+            async move {
+                state
+                    .apply_leasing(&batch, &leases)
+                    .await
+                    .map(|r| leased_reply(&r))
+            }
+            .in_current_span(),
         );
         match tokio::time::timeout(self.apply_timeout, task).await {
             Ok(Ok(result)) => Ok(result?),
@@ -71,11 +77,8 @@ impl QuotaService {
         &self,
         request: ApplyManyRequest,
     ) -> Result<ApplyManyReply, ServiceError> {
-        let batches: Vec<Result<CounterBatch, ConvertError>> = request
-            .batches
-            .into_iter()
-            .map(CounterBatch::try_from)
-            .collect();
+        let batches: Vec<Result<(CounterBatch, Vec<Vec<u64>>), ConvertError>> =
+            request.batches.into_iter().map(leased_batch).collect();
         let state = Arc::clone(&self.state);
         let task = tokio::spawn(
             async move {
@@ -83,10 +86,10 @@ impl QuotaService {
                     let state = &state;
                     async move {
                         match b {
-                            Ok(batch) => state
-                                .apply(batch)
+                            Ok((batch, leases)) => state
+                                .apply_leasing(batch, leases)
                                 .await
-                                .map(|r| ApplyReply::from(&r))
+                                .map(|r| leased_reply(&r))
                                 .map_err(ServiceError::from),
                             Err(e) => Err(ServiceError::from(e.clone())),
                         }
@@ -103,6 +106,67 @@ impl QuotaService {
         };
         let results = results.into_iter().map(|r| self.record(r)).collect();
         Ok(ApplyManyReply { results })
+    }
+
+    /// Runs `call` on the state in its own task (it completes even when the caller gives
+    /// up), bounded by the apply timeout.
+    async fn run_task<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(
+                Arc<dyn State>,
+            ) -> std::pin::Pin<
+                Box<dyn std::future::Future<Output = Result<T, sluice_engine::StateError>> + Send>,
+            > + Send
+            + 'static,
+    ) -> Result<T, ServiceError> {
+        let state = Arc::clone(&self.state);
+        let task = tokio::spawn(call(state).in_current_span());
+        match tokio::time::timeout(self.apply_timeout, task).await {
+            Ok(Ok(result)) => Ok(result?),
+            Ok(Err(join)) => Err(ServiceError::Internal(join.to_string())),
+            Err(_) => Err(ServiceError::State(sluice_engine::StateError::Timeout)),
+        }
+    }
+
+    /// Gives back unused lease units.
+    pub async fn run_return_leases(
+        &self,
+        request: ReturnLeasesRequest,
+    ) -> Result<(), ServiceError> {
+        let returns = request
+            .leases
+            .into_iter()
+            .map(LeaseReturn::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.run_task(move |state| Box::pin(async move { state.return_leases(&returns).await }))
+            .await
+    }
+
+    /// Stores edge-held message sessions and deletes ended ones.
+    pub async fn run_save_sessions(
+        &self,
+        request: SaveSessionsRequest,
+    ) -> Result<(), ServiceError> {
+        let sessions = request
+            .sessions
+            .into_iter()
+            .map(SessionData::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        let ended = request.ended;
+        self.run_task(move |state| {
+            Box::pin(async move { state.save_sessions(&sessions, &ended).await })
+        })
+        .await
+    }
+
+    /// Reads a stored message session.
+    pub async fn run_load_session(
+        &self,
+        request: LoadSessionRequest,
+    ) -> Result<Option<SessionData>, ServiceError> {
+        let instance = request.instance;
+        self.run_task(move |state| Box::pin(async move { state.load_session(&instance).await }))
+            .await
     }
 
     /// Counts one batch's result and turns it into its wire form.
@@ -137,8 +201,89 @@ impl QuotaService {
     }
 }
 
+/// A wire batch and the lease each op asks for (in the batch's shape).
+fn leased_batch(request: ApplyRequest) -> Result<(CounterBatch, Vec<Vec<u64>>), ConvertError> {
+    let leases: Vec<Vec<u64>> = request
+        .groups
+        .iter()
+        .map(|g| g.ops.iter().map(|op| op.lease).collect())
+        .collect();
+    let any = leases.iter().flatten().any(|&l| l > 0);
+    let batch = CounterBatch::try_from(request)?;
+    Ok((batch, if any { leases } else { Vec::new() }))
+}
+
+/// The wire reply of a leasing batch: the reply plus each op's lease and the session flag.
+fn leased_reply(r: &LeasedReply) -> ApplyReply {
+    let mut reply = ApplyReply::from(&r.reply);
+    reply.session_found = r.session_found;
+    for (group, grants) in reply.groups.iter_mut().zip(&r.leases) {
+        for (result, grant) in group.results.iter_mut().zip(grants) {
+            result.leased = grant.units;
+            result.lease_valid_ms = grant.valid_ms;
+            result.lease_charged_at_ms = grant.charged_at_ms;
+        }
+    }
+    reply
+}
+
 #[tonic::async_trait]
 impl Quota for QuotaService {
+    async fn return_leases(
+        &self,
+        request: Request<ReturnLeasesRequest>,
+    ) -> Result<Response<ReturnLeasesReply>, Status> {
+        let span = tracing::debug_span!("return_leases", leases = request.get_ref().leases.len());
+        match self
+            .run_return_leases(request.into_inner())
+            .instrument(span)
+            .await
+        {
+            Ok(()) => Ok(Response::new(ReturnLeasesReply {})),
+            Err(e) => {
+                self.failed(&e);
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn save_sessions(
+        &self,
+        request: Request<SaveSessionsRequest>,
+    ) -> Result<Response<SaveSessionsReply>, Status> {
+        let span = tracing::debug_span!(
+            "save_sessions",
+            sessions = request.get_ref().sessions.len(),
+            ended = request.get_ref().ended.len(),
+        );
+        match self
+            .run_save_sessions(request.into_inner())
+            .instrument(span)
+            .await
+        {
+            Ok(()) => Ok(Response::new(SaveSessionsReply {})),
+            Err(e) => {
+                self.failed(&e);
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn load_session(
+        &self,
+        request: Request<LoadSessionRequest>,
+    ) -> Result<Response<LoadSessionReply>, Status> {
+        match self.run_load_session(request.into_inner()).await {
+            Ok(session) => Ok(Response::new(LoadSessionReply {
+                session: session.as_ref().map(Into::into),
+            })),
+            Err(e) => {
+                self.failed(&e);
+                Err(e.into())
+            }
+        }
+    }
+
     async fn apply(&self, request: Request<ApplyRequest>) -> Result<Response<ApplyReply>, Status> {
         let peer = request.remote_addr();
         let span = if sluice_runtime::traces_enabled() {

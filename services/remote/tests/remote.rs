@@ -384,6 +384,27 @@ impl sluice_proto::v1::quota_server::Quota for WithoutApplyMany {
     ) -> Result<tonic::Response<sluice_proto::v1::ApplyManyReply>, tonic::Status> {
         Err(tonic::Status::unimplemented("no ApplyMany here"))
     }
+
+    async fn return_leases(
+        &self,
+        request: tonic::Request<sluice_proto::v1::ReturnLeasesRequest>,
+    ) -> Result<tonic::Response<sluice_proto::v1::ReturnLeasesReply>, tonic::Status> {
+        self.0.return_leases(request).await
+    }
+
+    async fn save_sessions(
+        &self,
+        request: tonic::Request<sluice_proto::v1::SaveSessionsRequest>,
+    ) -> Result<tonic::Response<sluice_proto::v1::SaveSessionsReply>, tonic::Status> {
+        self.0.save_sessions(request).await
+    }
+
+    async fn load_session(
+        &self,
+        request: tonic::Request<sluice_proto::v1::LoadSessionRequest>,
+    ) -> Result<tonic::Response<sluice_proto::v1::LoadSessionReply>, tonic::Status> {
+        self.0.load_session(request).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
