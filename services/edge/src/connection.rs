@@ -75,17 +75,17 @@ pub(crate) async fn serve<S>(stream: S, peer: Peer, shared: &Shared)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let closed = Connection {
+    let mut connection = Connection {
         stream,
         peer,
         shared,
         buf: Vec::with_capacity(READ_CHUNK),
         out: Vec::with_capacity(256),
         decoder: RequestDecoder::new(shared.config.limits),
-        scratch: Scratch::default(),
-    }
-    .run()
-    .await;
+        scratch: Scratch::for_connection(),
+    };
+    let closed = connection.run().await;
+    shared.engine.connection_closed(&connection.scratch);
     match closed {
         Closed::Eof | Closed::Shutdown => {
             tracing::debug!(%peer, reason = ?closed, "Connection closed")

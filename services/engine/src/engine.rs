@@ -196,6 +196,13 @@ impl Engine {
         self.set.load_full()
     }
 
+    /// The client connection that used `scratch` closed (see [`State::connection_closed`]).
+    pub fn connection_closed(&self, scratch: &Scratch) {
+        if scratch.connection() != 0 {
+            self.state.connection_closed(scratch.connection());
+        }
+    }
+
     /// The settings.
     pub fn settings(&self) -> &EngineSettings {
         &self.settings
@@ -281,6 +288,7 @@ impl Engine {
     /// Runs `batch`; on a backend failure sets the fallback action in `decision`.
     async fn apply(
         &self,
+        connection: u64,
         batch: &CounterBatch,
         decision: &mut Decision,
         trace: &mut Trace<'_>,
@@ -288,7 +296,7 @@ impl Engine {
     ) -> Option<crate::state::CounterReply> {
         let result = match self.state.apply_in_place(batch) {
             Some(result) => result,
-            None => self.state.apply(batch).await,
+            None => self.state.apply_on(connection, batch).await,
         };
         match result {
             Ok(reply) => Some(reply),
@@ -488,7 +496,13 @@ impl Engine {
             return decision;
         }
         let Some(reply) = self
-            .apply(&batch, &mut decision, &mut trace, "Quotas")
+            .apply(
+                scratch.connection(),
+                &batch,
+                &mut decision,
+                &mut trace,
+                "Quotas",
+            )
             .await
         else {
             scratch.recycle(batch);
@@ -562,7 +576,13 @@ impl Engine {
         };
         let mut decision = Decision::dunno();
         let reply = self
-            .apply(&batch, &mut decision, &mut trace, "END-OF-MESSAGE")
+            .apply(
+                scratch.connection(),
+                &batch,
+                &mut decision,
+                &mut trace,
+                "END-OF-MESSAGE",
+            )
             .await;
         scratch.recycle(batch);
         let Some(reply) = reply else {

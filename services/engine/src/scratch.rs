@@ -23,9 +23,28 @@ pub struct Scratch {
     groups: Vec<Vec<CounterOp>>,
     outer: Option<Vec<Vec<CounterOp>>>,
     strings: Vec<String>,
+    connection: u64,
 }
 
+/// The last connection id handed out by [`Scratch::for_connection`].
+static LAST_CONNECTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Scratch {
+    /// The scratch of a new client connection, with an id unique in this process that
+    /// travels with its batches ([`crate::State::apply_on`]): a counter backend may keep
+    /// per-connection state (cluster mode's edge-held message sessions).
+    pub fn for_connection() -> Self {
+        Scratch {
+            connection: LAST_CONNECTION.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+            ..Scratch::default()
+        }
+    }
+
+    /// The connection id (0: not a connection's scratch).
+    pub fn connection(&self) -> u64 {
+        self.connection
+    }
+
     /// An empty string, with the capacity of an earlier one when there is one.
     pub(crate) fn string(&mut self) -> String {
         self.strings.pop().unwrap_or_default()

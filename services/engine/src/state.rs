@@ -21,6 +21,30 @@ pub trait State: Send + Sync + 'static {
         batch: &'a CounterBatch,
     ) -> BoxFuture<'a, Result<CounterReply, StateError>>;
 
+    /// [`State::apply`] for a batch of the client connection `connection` (an id from
+    /// [`crate::Scratch::for_connection`]; 0: unknown). The default ignores the connection.
+    fn apply_on<'a>(
+        &'a self,
+        connection: u64,
+        batch: &'a CounterBatch,
+    ) -> BoxFuture<'a, Result<CounterReply, StateError>> {
+        let _ = connection;
+        self.apply(batch)
+    }
+
+    /// The client connection `connection` closed: whatever the backend kept for it may be
+    /// handed on (cluster mode stores the message sessions it carried). The default does
+    /// nothing.
+    fn connection_closed(&self, connection: u64) {
+        let _ = connection;
+    }
+
+    /// The process is stopping and no more batches will come: hand on what is held (cluster
+    /// mode gives back lease units and stores message sessions). The default does nothing.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
     /// Runs the batch at once, as [`State::apply`] would, when the backend needs no I/O
     /// (in-process counters); `None` means "call [`State::apply`]". Spares the boxed future
     /// on the hot path.

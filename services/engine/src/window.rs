@@ -62,12 +62,17 @@ const LEASE_RESERVE_DIVISOR: u64 = 2;
 /// edges asking at once still find room.
 const LEASE_SHARE_DIVISOR: u64 = 4;
 
+/// One lease is at most this share of the limit: what an edge holds unused (when its
+/// traffic stops) is a small part of the limit.
+const LEASE_LIMIT_DIVISOR: u64 = 64;
+
 /// How many units beyond a fitting take to charge as a lease for the caller.
 ///
 /// `used_after` is the level including the take's own cost, `want` the units asked for, and
 /// `valid_ms` how long the lease would last (until the end of the current sub-bucket). The
-/// grant is at most a quarter of the room left above half the limit, and nothing when the
-/// sub-bucket ends within [`MIN_LEASE_MS`]. The Redis script mirrors this exactly.
+/// grant is at most a quarter of the room left above half the limit and at most 1/64 of the
+/// limit, and nothing when the sub-bucket ends within [`MIN_LEASE_MS`]. The Redis script
+/// mirrors this exactly.
 pub fn lease_units(limit: u64, used_after: u64, want: u64, valid_ms: u64) -> u64 {
     if want == 0 || valid_ms < MIN_LEASE_MS {
         return 0;
@@ -75,6 +80,7 @@ pub fn lease_units(limit: u64, used_after: u64, want: u64, valid_ms: u64) -> u64
     let reserve = limit.div_ceil(LEASE_RESERVE_DIVISOR);
     let room = limit.saturating_sub(reserve).saturating_sub(used_after);
     want.min(room / LEASE_SHARE_DIVISOR)
+        .min(limit / LEASE_LIMIT_DIVISOR)
 }
 
 impl WindowSpec {
@@ -300,9 +306,12 @@ mod tests {
 
     #[test]
     fn leases_come_from_the_lower_half_and_not_at_a_bucket_end() {
-        // Limit 1,000: reserve 500; at level 100 the room above it is 400, a quarter is 100.
-        assert_eq!(lease_units(1_000, 100, 32, 10_000), 32);
-        assert_eq!(lease_units(1_000, 100, 500, 10_000), 100);
+        // Limit 1,000: reserve 500; at level 100 the room above it is 400, a quarter is 100,
+        // but a lease is at most 1,000 / 64 = 15.
+        assert_eq!(lease_units(1_000, 100, 8, 10_000), 8);
+        assert_eq!(lease_units(1_000, 100, 500, 10_000), 15);
+        assert_eq!(lease_units(100_000, 100, 500_000, 10_000), 1_562);
+        assert_eq!(lease_units(1_000, 480, 32, 10_000), 5);
         assert_eq!(lease_units(1_000, 499, 32, 10_000), 0);
         assert_eq!(lease_units(1_000, 900, 32, 10_000), 0);
         assert_eq!(lease_units(1_000, 100, 32, MIN_LEASE_MS - 1), 0);

@@ -10,6 +10,9 @@
 //!   choices by in-flight calls), down marking.
 //! - [`maintain`] — the background task: re-resolving names, probing `grpc.health.v1`.
 //! - [`cache`] — the local over-limit cache answering known refusals without a call.
+//! - [`lease`] — units charged ahead for this edge and admitted locally; [`sessions`] —
+//!   message sessions held by this edge; the batch path using both (`leasing`) and the
+//!   background sender of lease returns and sessions to store (`flush`).
 //! - [`config`] — [`RemoteConfig`]; [`error`] — [`RemoteError`] and the status mapping.
 //!
 //! This crate knows nothing about Redis, SQL or the policy protocol.
@@ -19,8 +22,12 @@ pub mod batch;
 pub mod cache;
 pub mod config;
 pub mod error;
+mod flush;
+pub mod lease;
+mod leasing;
 pub mod maintain;
 pub mod pool;
+pub mod sessions;
 pub mod state;
 
 pub use batch::BatchLimits;

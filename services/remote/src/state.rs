@@ -18,11 +18,17 @@
 use crate::cache::OverLimitCache;
 use crate::config::RemoteConfig;
 use crate::error::{is_transport_failure, never_sent, state_error_from_status, RemoteError};
+use crate::lease::LeaseTable;
 use crate::pool::{Backend, EndpointSpec, EndpointStats, Pool};
+use crate::sessions::Sessions;
 use sluice_engine::state::BoxFuture;
-use sluice_engine::{Clock, CounterBatch, CounterReply, OpResult, State, StateError, SystemClock};
-use sluice_proto::v1::ApplyRequest;
-use std::sync::Arc;
+use sluice_engine::{
+    Clock, CounterBatch, CounterReply, LeaseReturn, OpResult, SessionData, State, StateError,
+    SystemClock,
+};
+use sluice_proto::v1::{ApplyReply, ApplyRequest};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tonic::Status;
@@ -62,24 +68,42 @@ impl RemoteMetrics {
     }
 }
 
+/// Work the background task sends: unused lease units, sessions to store, ended sessions.
+#[derive(Default)]
+pub(crate) struct Outbox {
+    pub returns: Vec<LeaseReturn>,
+    pub saves: Vec<SessionData>,
+    pub ended: Vec<String>,
+}
+
 /// Shared by the state and its background task.
 pub(crate) struct Inner {
     pub pool: Pool,
     metrics: RemoteMetrics,
     pub config: RemoteConfig,
-    cache: Option<OverLimitCache>,
-    clock: Arc<dyn Clock>,
+    pub(crate) cache: Option<OverLimitCache>,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// The leases held (`None`: leases are off).
+    pub(crate) leases: Option<LeaseTable>,
+    /// The message sessions held (used with leases).
+    pub(crate) sessions: Sessions,
+    /// What the background task is to send.
+    pub(crate) outbox: Mutex<Outbox>,
+    /// Wakes the background task (sessions to store now).
+    pub(crate) wake: Notify,
 }
 
 /// The engine's [`State`] backed by quota services over gRPC.
 pub struct RemoteState {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     task: JoinHandle<()>,
+    flusher: JoinHandle<()>,
 }
 
 impl Drop for RemoteState {
     fn drop(&mut self) {
         self.task.abort();
+        self.flusher.abort();
     }
 }
 
@@ -114,15 +138,92 @@ impl RemoteState {
         let cache = config
             .over_limit_cache
             .then(|| OverLimitCache::new(config.over_limit_cache_capacity));
+        let leases = (config.lease_multiple > 0).then(LeaseTable::default);
+        let sessions = Sessions::new(config.max_edge_sessions, config.session_ttl);
         let inner = Arc::new(Inner {
             pool,
             metrics: RemoteMetrics::new(),
             config,
             cache,
             clock,
+            leases,
+            sessions,
+            outbox: Mutex::new(Outbox::default()),
+            wake: Notify::new(),
         });
         let task = tokio::spawn(crate::maintain::run(Arc::downgrade(&inner)));
-        Ok(RemoteState { inner, task })
+        let flusher = tokio::spawn(crate::flush::run(Arc::downgrade(&inner)));
+        Ok(RemoteState {
+            inner,
+            task,
+            flusher,
+        })
+    }
+
+    /// Number of leases held (0 when leases are off).
+    pub fn leases_held(&self) -> usize {
+        self.inner.leases.as_ref().map_or(0, LeaseTable::len)
+    }
+
+    /// Number of message sessions held.
+    pub fn sessions_held(&self) -> usize {
+        self.inner.sessions.len()
+    }
+
+    /// Sends now what waits to be sent: unused units of expired leases, sessions to store.
+    pub async fn flush_now(&self) {
+        crate::flush::flush(&self.inner, false).await;
+    }
+
+    /// Shutdown: gives back every lease's unused units and stores every session not
+    /// stored yet, so other edges can continue the messages.
+    pub async fn hand_over(&self) {
+        crate::flush::flush(&self.inner, true).await;
+    }
+
+    pub(crate) fn queue_returns(&self, returns: Vec<LeaseReturn>) {
+        if !returns.is_empty() {
+            crate::flush::lock(&self.inner.outbox)
+                .returns
+                .extend(returns);
+        }
+    }
+
+    pub(crate) fn queue_ended(&self, instance: String) {
+        crate::flush::lock(&self.inner.outbox).ended.push(instance);
+    }
+
+    /// Reads the shared store's session of `instance`, under the deadline.
+    pub(crate) async fn load_session(
+        &self,
+        instance: &str,
+    ) -> Result<Option<SessionData>, StateError> {
+        let deadline = Instant::now() + self.inner.config.deadline;
+        let Some(backend) = self.inner.pool.pick(None) else {
+            return Err(StateError::Unavailable(
+                "no quota-service endpoint resolved".into(),
+            ));
+        };
+        let mut client = backend.batcher().client();
+        let mut request = tonic::Request::new(sluice_proto::v1::LoadSessionRequest {
+            instance: instance.to_string(),
+        });
+        request.set_timeout(self.inner.config.deadline);
+        let reply = match tokio::time::timeout_at(deadline, client.load_session(request)).await {
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(status)) => {
+                if is_transport_failure(&status) {
+                    backend.mark_down(status.message());
+                }
+                return Err(state_error_from_status(&status));
+            }
+            Err(_) => return Err(StateError::Timeout),
+        };
+        reply
+            .session
+            .map(SessionData::try_from)
+            .transpose()
+            .map_err(|e| StateError::Unavailable(format!("malformed session: {e}")))
     }
 
     /// Per-address snapshots (up/down, calls, in flight), for metrics and logs.
@@ -204,9 +305,28 @@ impl RemoteState {
     }
 
     /// One batch to the quota services, under the deadline.
-    async fn remote(&self, batch: &CounterBatch) -> Result<CounterReply, StateError> {
+    pub(crate) async fn remote(&self, batch: &CounterBatch) -> Result<CounterReply, StateError> {
+        let reply = self.call(ApplyRequest::from(batch)).await?;
+        let reply = CounterReply::try_from(reply)
+            .map_err(|e| StateError::Unavailable(format!("malformed reply: {e}")))?;
+        let shape_ok = reply.groups.len() == batch.groups.len()
+            && reply
+                .groups
+                .iter()
+                .zip(&batch.groups)
+                .all(|(r, ops)| r.len() == ops.len());
+        if !shape_ok {
+            return Err(StateError::Unavailable(
+                "reply does not match the batch's shape".into(),
+            ));
+        }
+        Ok(reply)
+    }
+
+    /// One `Apply` to the quota services, under the deadline.
+    pub(crate) async fn call(&self, request: ApplyRequest) -> Result<ApplyReply, StateError> {
         let deadline = Instant::now() + self.inner.config.deadline;
-        match tokio::time::timeout_at(deadline, self.attempts(batch, deadline)).await {
+        match tokio::time::timeout_at(deadline, self.attempts(request, deadline)).await {
             Ok(result) => result,
             Err(_) => {
                 tracing::debug!(deadline = ?self.inner.config.deadline, "Quota call timed out.");
@@ -217,9 +337,9 @@ impl RemoteState {
 
     async fn attempts(
         &self,
-        batch: &CounterBatch,
+        request: ApplyRequest,
         deadline: Instant,
-    ) -> Result<CounterReply, StateError> {
+    ) -> Result<ApplyReply, StateError> {
         let pool = &self.inner.pool;
         let Some(first) = pool.pick(None) else {
             return Err(StateError::Unavailable(
@@ -227,7 +347,7 @@ impl RemoteState {
             ));
         };
         let m = &self.inner.metrics;
-        let status = match m.timed(attempt(&first, batch, deadline)).await {
+        let status = match m.timed(attempt(&first, request.clone(), deadline)).await {
             Ok(reply) => return Ok(reply),
             Err(status) => status,
         };
@@ -241,7 +361,7 @@ impl RemoteState {
             return Err(state_error_from_status(&status));
         };
         tracing::debug!(failed = %first.addr, retry = %second.addr, "Retrying on another quota service.");
-        m.timed(attempt(&second, batch, deadline))
+        m.timed(attempt(&second, request, deadline))
             .await
             .map_err(|status| {
                 if is_transport_failure(&status) {
@@ -255,14 +375,15 @@ impl RemoteState {
 /// One call to one backend.
 async fn attempt(
     backend: &Backend,
-    batch: &CounterBatch,
+    request: ApplyRequest,
     deadline: Instant,
-) -> Result<CounterReply, Status> {
+) -> Result<ApplyReply, Status> {
     let _in_flight = backend.start_call();
     let batcher = backend.batcher();
     let reply = if sluice_runtime::traces_enabled() {
         // A traced call goes out on its own: its trace context travels in its metadata.
-        let mut request = tonic::Request::new(ApplyRequest::from(batch));
+        let groups = request.groups.len();
+        let mut request = tonic::Request::new(request);
         request.set_timeout(deadline.saturating_duration_since(Instant::now()));
         let mut client = batcher.client();
         let span = tracing::info_span!(
@@ -272,25 +393,14 @@ async fn attempt(
             rpc.service = "sluice.quota.v1.Quota",
             rpc.method = "Apply",
             server.address = %backend.addr,
-            groups = batch.groups.len(),
+            groups,
         );
         sluice_runtime::propagation::inject(&span, request.metadata_mut());
         client.apply(request).instrument(span).await?.into_inner()
     } else {
-        batcher.call(ApplyRequest::from(batch), deadline).await?
+        batcher.call(request, deadline).await?
     };
     backend.mark_up();
-    let reply = CounterReply::try_from(reply)
-        .map_err(|e| Status::internal(format!("malformed reply: {e}")))?;
-    let shape_ok = reply.groups.len() == batch.groups.len()
-        && reply
-            .groups
-            .iter()
-            .zip(&batch.groups)
-            .all(|(r, ops)| r.len() == ops.len());
-    if !shape_ok {
-        return Err(Status::internal("reply does not match the batch's shape"));
-    }
     Ok(reply)
 }
 
@@ -299,6 +409,33 @@ impl State for RemoteState {
         &'a self,
         batch: &'a CounterBatch,
     ) -> BoxFuture<'a, Result<CounterReply, StateError>> {
-        Box::pin(self.apply_batch(batch))
+        self.apply_on(0, batch)
+    }
+
+    fn apply_on<'a>(
+        &'a self,
+        connection: u64,
+        batch: &'a CounterBatch,
+    ) -> BoxFuture<'a, Result<CounterReply, StateError>> {
+        match self.inner.leases.as_ref() {
+            // Leases and edge-held sessions need to know the client connection (see
+            // `crate::sessions`); batches of no connection go to the service as they are.
+            Some(leases) if !batch.dry_run && connection != 0 => {
+                Box::pin(self.apply_leased(connection, batch, leases))
+            }
+            _ => Box::pin(self.apply_batch(batch)),
+        }
+    }
+
+    fn connection_closed(&self, connection: u64) {
+        let saves = self.inner.sessions.connection_closed(connection);
+        if !saves.is_empty() {
+            crate::flush::lock(&self.inner.outbox).saves.extend(saves);
+            self.inner.wake.notify_one();
+        }
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.hand_over())
     }
 }

@@ -126,6 +126,11 @@ pub struct RoleArgs {
     /// default true).
     #[arg(long, env = "SLUICE_OVER_LIMIT_CACHE", num_args = 0..=1, default_missing_value = "true")]
     pub over_limit_cache: Option<bool>,
+    /// Leases: a take the edge sends asks for this many times its cost more, which the edge
+    /// then admits locally until the sub-bucket ends; message sessions are held by the edge.
+    /// 0 turns both off (every request is a quota-service call) (edge; default 16).
+    #[arg(long, env = "SLUICE_LEASE_MULTIPLE")]
+    pub lease_multiple: Option<u64>,
     /// gRPC listener of the quota service (default 127.0.0.1:10033) (quota).
     #[arg(long, env = "SLUICE_GRPC_LISTEN")]
     pub grpc_listen: Option<String>,
@@ -168,6 +173,7 @@ macro_rules! for_each_setting {
             quota,
             quota_deadline_ms,
             over_limit_cache,
+            lease_multiple,
             grpc_listen,
             worker_threads
         )
@@ -226,6 +232,8 @@ pub struct Settings {
     pub quota_deadline: Duration,
     /// Local over-limit cache (edge).
     pub over_limit_cache: bool,
+    /// Lease size as a multiple of a request's cost, 0 = no leases (edge).
+    pub lease_multiple: u64,
     /// gRPC listener (quota).
     pub grpc_listen: Option<SocketAddr>,
     /// Grace period after SIGTERM.
@@ -278,6 +286,7 @@ fn keys_of(role: Role) -> &'static [&'static str] {
             "quota",
             "quota_deadline_ms",
             "over_limit_cache",
+            "lease_multiple",
             "worker_threads",
         ],
         Role::Quota => &[
@@ -498,6 +507,7 @@ pub fn resolve(args: RoleArgs, role: Role) -> Result<Settings, Vec<String>> {
         quota,
         quota_deadline: Duration::from_millis(quota_deadline),
         over_limit_cache: a.over_limit_cache.unwrap_or(true),
+        lease_multiple: a.lease_multiple.unwrap_or(16),
         grpc_listen,
         shutdown_grace,
     })
@@ -566,6 +576,7 @@ impl fmt::Display for Settings {
         writeln!(f, "quota = {:?}", self.quota)?;
         writeln!(f, "quota_deadline_ms = {}", self.quota_deadline.as_millis())?;
         writeln!(f, "over_limit_cache = {}", self.over_limit_cache)?;
+        writeln!(f, "lease_multiple = {}", self.lease_multiple)?;
         if let Some(g) = self.grpc_listen {
             writeln!(f, "grpc_listen = {:?}", g.to_string())?;
         }

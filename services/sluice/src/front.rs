@@ -61,7 +61,7 @@ pub async fn run(
         monitor = settings.engine.monitor_all,
         "Policies loaded"
     );
-    let engine = Arc::new(Engine::new(set, state, settings.engine.clone()));
+    let engine = Arc::new(Engine::new(set, state.clone(), settings.engine.clone()));
     ready.loaded(engine.clone(), store.clone());
     tokio::spawn(reload::watch(
         store.clone(),
@@ -83,6 +83,8 @@ pub async fn run(
     signal::shutdown().await;
     let _ = stop_tx.send(true);
     while servers.join_next().await.is_some() {}
+    // Leases given back and message sessions stored, so other edges carry on exactly.
+    state.shutdown().await;
     store.close().await;
     tracing::info!("Stopped");
     Ok(ExitCode::SUCCESS)

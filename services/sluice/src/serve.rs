@@ -62,6 +62,7 @@ pub async fn run_edge(args: RoleArgs, log: &LogArgs) -> anyhow::Result<ExitCode>
     let remote = RemoteConfig {
         deadline: settings.quota_deadline,
         over_limit_cache: settings.over_limit_cache,
+        lease_multiple: settings.lease_multiple,
         ..RemoteConfig::default()
     };
     let telemetry = logging::init_role(log, &settings, Role::Edge)?;

@@ -1,0 +1,128 @@
+//! The background sender of a [`crate::RemoteState`] with leases: every
+//! [`crate::RemoteConfig::flush_interval`] it gives back the unused units of expired leases
+//! (`ReturnLeases`) and sends the message sessions to store and the ended ones to delete
+//! (`SaveSessions`); a closing connection wakes it at once, so another edge finds the
+//! sessions that connection carried as soon as possible. It also forgets sessions older than
+//! [`crate::RemoteConfig::session_ttl`]. It ends when the `RemoteState` is dropped.
+//!
+//! Sending is best effort under the call deadline. Units that cannot be given back only
+//! under-admit until they leave the window; sessions that cannot be stored are tried again
+//! at the next tick (a bounded number of them).
+
+use crate::state::{Inner, Outbox};
+use sluice_proto::v1;
+use std::sync::{Mutex, MutexGuard, Weak};
+use std::time::Instant;
+
+/// Most sessions kept waiting for another try after a failed store.
+const MAX_RETRIED_SAVES: usize = 10_000;
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs until `inner` is gone.
+pub(crate) async fn run(inner: Weak<Inner>) {
+    let every = match inner.upgrade() {
+        Some(i) => i.config.flush_interval,
+        None => return,
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_expiry = Instant::now();
+    loop {
+        // Holding the state while waiting is fine: the task is aborted when it is dropped.
+        let Some(i) = inner.upgrade() else { return };
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = i.wake.notified() => {}
+        }
+        flush(&i, false).await;
+        if last_expiry.elapsed() >= std::time::Duration::from_secs(1) {
+            last_expiry = Instant::now();
+            let gone = i.sessions.expire(last_expiry);
+            if gone > 0 {
+                tracing::debug!(sessions = gone, "Forgot message sessions past their TTL.");
+            }
+        }
+    }
+}
+
+/// Sends what waits: expired leases' units (all leases' with `everything`), sessions to
+/// store (all unstored ones with `everything`), ended sessions.
+pub(crate) async fn flush(inner: &Inner, everything: bool) {
+    let now = Instant::now();
+    if let Some(leases) = inner.leases.as_ref() {
+        let back = if everything {
+            leases.drain()
+        } else {
+            leases.expired(now)
+        };
+        lock(&inner.outbox).returns.extend(back);
+    }
+    if everything {
+        let all = inner.sessions.all_dirty();
+        lock(&inner.outbox).saves.extend(all);
+    }
+    let Outbox {
+        returns,
+        saves,
+        ended,
+    } = std::mem::take(&mut *lock(&inner.outbox));
+    let timeout = inner.config.deadline;
+    if !returns.is_empty() {
+        let request = v1::ReturnLeasesRequest {
+            leases: returns.iter().map(v1::LeaseReturn::from).collect(),
+        };
+        let n = returns.len();
+        let result = send(inner, timeout, |mut c| async move {
+            c.return_leases(request).await.map(|_| ())
+        })
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(leases = n, error = %e, "Could not give back unused lease units (they count until they leave the window).");
+        }
+    }
+    if !saves.is_empty() || !ended.is_empty() {
+        let request = v1::SaveSessionsRequest {
+            sessions: saves.iter().map(v1::SessionData::from).collect(),
+            ended: ended.clone(),
+        };
+        let result = send(inner, timeout, |mut c| async move {
+            c.save_sessions(request).await.map(|_| ())
+        })
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(sessions = saves.len(), ended = ended.len(), error = %e, "Could not store message sessions; trying again.");
+            if !everything {
+                let mut outbox = lock(&inner.outbox);
+                if outbox.saves.len() + saves.len() <= MAX_RETRIED_SAVES {
+                    outbox.saves.extend(saves);
+                    outbox.ended.extend(ended);
+                }
+            }
+        }
+    }
+}
+
+/// One call to a quota service under `timeout`.
+async fn send<F, Fut>(inner: &Inner, timeout: std::time::Duration, call: F) -> Result<(), String>
+where
+    F: FnOnce(v1::quota_client::QuotaClient<tonic::transport::Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
+{
+    let Some(backend) = inner.pool.pick(None) else {
+        return Err("no quota-service endpoint resolved".into());
+    };
+    let client = backend.batcher().client();
+    match tokio::time::timeout(timeout, call(client)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(status)) => {
+            if crate::error::is_transport_failure(&status) {
+                backend.mark_down(status.message());
+            }
+            Err(status.message().to_string())
+        }
+        Err(_) => Err("timed out".into()),
+    }
+}

@@ -1,0 +1,270 @@
+//! Leases: units a quota service charged ahead for this edge, admitted locally.
+//!
+//! When a take fits with plenty of room, the quota service charges a few more units than the
+//! request's cost (see `sluice_engine::window::lease_units`) and hands them to the edge,
+//! valid until the end of the sub-bucket they were charged to. The edge then admits later
+//! requests on the same counter from those units without a call. Every local admission
+//! happens before the lease expires, i.e. inside the sub-bucket the units were charged to —
+//! exactly what charging it on its own would have recorded — so no window ever holds more
+//! than the limit. Units not used by then are given back to that bucket
+//! ([`LeaseTable::expired`], sent by [`crate::flush`]).
+//!
+//! Expiry is measured on this edge's monotonic clock from *before* the call that brought
+//! the lease was sent, so it never outlives the sub-bucket on the service's clock.
+
+use sluice_engine::window::WindowSpec;
+use sluice_engine::{LeaseGrant, LeaseReturn};
+use std::collections::hash_map::{DefaultHasher, Entry};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Shards of the table (independent locks).
+const SHARDS: usize = 16;
+
+/// One lease.
+#[derive(Debug, Clone)]
+struct Lease {
+    /// Units still to be admitted from.
+    left: u64,
+    /// When the lease stops being usable.
+    expires: Instant,
+    /// The counter's window.
+    window: WindowSpec,
+    /// The service's time of the charge (for the return).
+    charged_at_ms: u64,
+    /// The counter's level reported with the grant plus what was admitted from it since: a
+    /// lower bound of the real level (for logs and the near-limit metric).
+    level: u64,
+    /// The multiple of a request's cost this lease was asked for.
+    multiple: u64,
+    /// A request found it too small before it expired: ask for more next time.
+    exhausted: bool,
+}
+
+/// The leases this edge holds, by counter key.
+#[derive(Debug)]
+pub struct LeaseTable {
+    shards: Vec<Mutex<HashMap<String, Lease>>>,
+}
+
+impl Default for LeaseTable {
+    fn default() -> Self {
+        LeaseTable {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl LeaseTable {
+    fn shard(&self, key: &str) -> MutexGuard<'_, HashMap<String, Lease>> {
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        lock(&self.shards[h.finish() as usize % SHARDS])
+    }
+
+    /// Admits `cost` from the key's lease if it holds that much and has not expired; returns
+    /// the estimated level after it.
+    pub fn take(&self, key: &str, cost: u64, now: Instant) -> Option<u64> {
+        let mut shard = self.shard(key);
+        let lease = shard.get_mut(key)?;
+        if lease.expires <= now {
+            return None;
+        }
+        if lease.left < cost {
+            lease.exhausted = true;
+            return None;
+        }
+        lease.left -= cost;
+        lease.level += cost;
+        Some(lease.level)
+    }
+
+    /// Whether `cost` would fit in the key's lease (changes nothing); the estimated level
+    /// with it.
+    pub fn check(&self, key: &str, cost: u64, now: Instant) -> Option<u64> {
+        let shard = self.shard(key);
+        let lease = shard.get(key)?;
+        (lease.expires > now && lease.left >= cost).then_some(lease.level + cost)
+    }
+
+    /// The estimated level of a counter with a live lease.
+    pub fn level(&self, key: &str, now: Instant) -> Option<u64> {
+        let shard = self.shard(key);
+        let lease = shard.get(key)?;
+        (lease.expires > now).then_some(lease.level)
+    }
+
+    /// How many times a request's cost to ask for as the key's next lease: `base` at first,
+    /// doubled (up to `max`) each time a lease ran out before its sub-bucket ended.
+    pub fn multiple(&self, key: &str, base: u64, max: u64) -> u64 {
+        match self.shard(key).get(key) {
+            Some(l) if l.exhausted => (l.multiple * 2).clamp(base, max.max(base)),
+            Some(l) => l.multiple.max(base),
+            None => base,
+        }
+    }
+
+    /// Undoes a [`LeaseTable::take`] whose group was refused elsewhere. If the lease was
+    /// replaced or expired meanwhile, the units go back to the service instead.
+    pub fn untake(&self, key: &str, cost: u64, now: Instant, returns: &mut Vec<LeaseReturn>) {
+        let mut shard = self.shard(key);
+        if let Some(lease) = shard.get_mut(key) {
+            if lease.expires > now {
+                lease.left += cost;
+                lease.level = lease.level.saturating_sub(cost);
+                return;
+            }
+            returns.push(LeaseReturn {
+                key: key.to_string(),
+                window: lease.window,
+                units: cost,
+                charged_at_ms: lease.charged_at_ms,
+            });
+        }
+    }
+
+    /// Holds a new lease (`used`: the level the service reported after the op's own cost;
+    /// `sent`: when the call carrying it was sent; `multiple`: what it was asked for, see
+    /// [`LeaseTable::multiple`]). A lease it replaces that still had units left goes to
+    /// `returns`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn grant(
+        &self,
+        key: &str,
+        window: WindowSpec,
+        grant: LeaseGrant,
+        used: u64,
+        sent: Instant,
+        multiple: u64,
+        returns: &mut Vec<LeaseReturn>,
+    ) {
+        if grant.units == 0 || grant.valid_ms == 0 {
+            return;
+        }
+        let lease = Lease {
+            left: grant.units,
+            expires: sent + Duration::from_millis(grant.valid_ms),
+            window,
+            charged_at_ms: grant.charged_at_ms,
+            level: used,
+            multiple,
+            exhausted: false,
+        };
+        match self.shard(key).entry(key.to_string()) {
+            Entry::Occupied(mut o) => {
+                let old = std::mem::replace(o.get_mut(), lease);
+                if old.left > 0 {
+                    returns.push(LeaseReturn {
+                        key: key.to_string(),
+                        window: old.window,
+                        units: old.left,
+                        charged_at_ms: old.charged_at_ms,
+                    });
+                }
+            }
+            Entry::Vacant(v) => {
+                v.insert(lease);
+            }
+        }
+    }
+
+    /// Removes the leases expired at `now`, returning their unused units.
+    pub fn expired(&self, now: Instant) -> Vec<LeaseReturn> {
+        self.remove_where(|l| l.expires <= now)
+    }
+
+    /// Removes every lease, returning the unused units (shutdown).
+    pub fn drain(&self) -> Vec<LeaseReturn> {
+        self.remove_where(|_| true)
+    }
+
+    fn remove_where(&self, pred: impl Fn(&Lease) -> bool) -> Vec<LeaseReturn> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            lock(shard).retain(|key, l| {
+                if !pred(l) {
+                    return true;
+                }
+                if l.left > 0 {
+                    out.push(LeaseReturn {
+                        key: key.clone(),
+                        window: l.window,
+                        units: l.left,
+                        charged_at_ms: l.charged_at_ms,
+                    });
+                }
+                false
+            });
+        }
+        out
+    }
+
+    /// Number of leases held.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    /// Whether no lease is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(units: u64, valid_ms: u64) -> LeaseGrant {
+        LeaseGrant {
+            units,
+            valid_ms,
+            charged_at_ms: 1_000,
+        }
+    }
+
+    #[test]
+    fn takes_until_empty_or_expired_and_returns_the_rest() {
+        let t = LeaseTable::default();
+        let w = WindowSpec::new(3_600_000, 60);
+        let now = Instant::now();
+        let mut returns = Vec::new();
+        assert_eq!(t.take("k", 1, now), None);
+        t.grant("k", w, grant(3, 1_000), 10, now, 16, &mut returns);
+        assert_eq!(t.multiple("k", 16, 1024), 16);
+        assert_eq!(t.check("k", 3, now), Some(13));
+        assert_eq!(t.check("k", 4, now), None);
+        assert_eq!(t.take("k", 2, now), Some(12));
+        assert_eq!(t.take("k", 2, now), None, "only one unit left");
+        assert_eq!(
+            t.multiple("k", 16, 1024),
+            32,
+            "ran out: ask for twice as much"
+        );
+        assert_eq!(t.multiple("none", 16, 1024), 16);
+        t.untake("k", 2, now, &mut returns);
+        assert_eq!(t.take("k", 3, now), Some(13));
+        assert!(returns.is_empty());
+        // Expired: nothing more is admitted, the rest goes back.
+        t.grant("j", w, grant(5, 100), 0, now, 16, &mut returns);
+        assert_eq!(t.take("j", 1, now + Duration::from_millis(100)), None);
+        let back = t.expired(now + Duration::from_millis(100));
+        assert_eq!(back.len(), 1, "{back:?}");
+        assert_eq!((back[0].key.as_str(), back[0].units), ("j", 5));
+        assert_eq!(back[0].charged_at_ms, 1_000);
+        assert_eq!(t.len(), 1, "the used-up lease of k stays until it expires");
+        // A replaced lease returns what it had left.
+        t.grant("k", w, grant(4, 1_000), 20, now, 32, &mut returns);
+        assert!(returns.is_empty(), "k had nothing left");
+        t.grant("k", w, grant(4, 1_000), 30, now, 32, &mut returns);
+        assert_eq!(returns.len(), 1);
+        assert_eq!(returns[0].units, 4);
+        assert_eq!(t.drain().iter().map(|r| r.units).sum::<u64>(), 4);
+        assert!(t.is_empty());
+    }
+}
