@@ -11,6 +11,7 @@
 
 use crate::state::{Inner, Outbox};
 use sluice_proto::v1;
+use sluice_runtime::metrics::names;
 use std::sync::{Mutex, MutexGuard, Weak};
 use std::time::Instant;
 
@@ -79,6 +80,7 @@ pub(crate) async fn flush(inner: &Inner, everything: bool) {
             c.return_leases(request).await.map(|_| ())
         })
         .await;
+        record(names::LEASE_RETURNS, result.is_ok());
         if let Err(e) = result {
             tracing::warn!(leases = n, error = %e, "Could not give back unused lease units (they count until they leave the window).");
         }
@@ -92,6 +94,7 @@ pub(crate) async fn flush(inner: &Inner, everything: bool) {
             c.save_sessions(request).await.map(|_| ())
         })
         .await;
+        record(names::SESSION_SAVES, result.is_ok());
         if let Err(e) = result {
             tracing::warn!(sessions = saves.len(), ended = ended.len(), error = %e, "Could not store message sessions; trying again.");
             if !everything {
@@ -103,6 +106,10 @@ pub(crate) async fn flush(inner: &Inner, everything: bool) {
             }
         }
     }
+}
+
+fn record(name: &'static str, ok: bool) {
+    metrics::counter!(name, "result" => if ok { "ok" } else { "error" }).increment(1);
 }
 
 /// One call to a quota service under `timeout`.

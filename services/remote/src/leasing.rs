@@ -304,6 +304,9 @@ impl RemoteState {
                         let (s, a) = answer.expect("a remote op belongs to a sent group");
                         let (result, grant) = a[index];
                         if !refused {
+                            if grant.units > 0 {
+                                inner.metrics_lease_grant();
+                            }
                             if charge_once && result.outcome == Outcome::Admitted {
                                 sessions.with(instance, |x| x.charge(&op.key));
                             }

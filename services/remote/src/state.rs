@@ -39,6 +39,7 @@ struct RemoteMetrics {
     rpc_ok: metrics::Histogram,
     rpc_error: metrics::Histogram,
     cache_hits: metrics::Counter,
+    lease_grants: metrics::Counter,
 }
 
 impl RemoteMetrics {
@@ -48,6 +49,7 @@ impl RemoteMetrics {
             rpc_ok: metrics::histogram!(names::QUOTA_RPC_DURATION, "result" => "ok"),
             rpc_error: metrics::histogram!(names::QUOTA_RPC_DURATION, "result" => "error"),
             cache_hits: metrics::counter!(names::OVER_LIMIT_CACHE_HITS),
+            lease_grants: metrics::counter!(names::LEASE_GRANTS),
         }
     }
 
@@ -91,6 +93,13 @@ pub(crate) struct Inner {
     pub(crate) outbox: Mutex<Outbox>,
     /// Wakes the background task (sessions to store now).
     pub(crate) wake: Notify,
+}
+
+impl Inner {
+    /// Counts a lease granted.
+    pub(crate) fn metrics_lease_grant(&self) {
+        self.metrics.lease_grants.increment(1);
+    }
 }
 
 /// The engine's [`State`] backed by quota services over gRPC.

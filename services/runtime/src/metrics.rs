@@ -45,6 +45,16 @@ pub mod names {
     pub const QUOTA_ENDPOINT_UP: &str = "sluice_quota_endpoint_up";
     /// Counter: groups answered by the edge's over-limit cache.
     pub const OVER_LIMIT_CACHE_HITS: &str = "sluice_over_limit_cache_hits_total";
+    /// Gauge: leases an edge holds.
+    pub const LEASES_HELD: &str = "sluice_leases_held";
+    /// Counter: leases an edge was granted.
+    pub const LEASE_GRANTS: &str = "sluice_lease_grants_total";
+    /// Counter `{result}`: calls giving back unused lease units (`ok`, `error`).
+    pub const LEASE_RETURNS: &str = "sluice_lease_returns_total";
+    /// Gauge: message sessions an edge holds.
+    pub const EDGE_SESSIONS: &str = "sluice_edge_sessions";
+    /// Counter `{result}`: calls storing message sessions for other edges (`ok`, `error`).
+    pub const SESSION_SAVES: &str = "sluice_session_saves_total";
     /// Histogram `{result}`: the Redis work of one batch.
     pub const REDIS_DURATION: &str = "sluice_redis_duration_seconds";
     /// Counter `{reason}`: Redis requests sent again because the answer proved they did
@@ -198,6 +208,17 @@ fn describe() {
     describe_counter!(
         OVER_LIMIT_CACHE_HITS,
         "Counter groups answered from the over-limit cache."
+    );
+    describe_gauge!(LEASES_HELD, "Leases (units charged ahead) this edge holds.");
+    describe_counter!(LEASE_GRANTS, "Leases granted to this edge.");
+    describe_counter!(
+        LEASE_RETURNS,
+        "Calls giving back unused lease units, by result."
+    );
+    describe_gauge!(EDGE_SESSIONS, "Message sessions this edge holds.");
+    describe_counter!(
+        SESSION_SAVES,
+        "Calls storing message sessions (and deleting ended ones) for other edges, by result."
     );
     describe_histogram!(
         REDIS_DURATION,

@@ -2,7 +2,9 @@
 #![allow(dead_code)]
 
 use sluice_engine::state::BoxFuture;
-use sluice_engine::{CounterBatch, CounterReply, State, StateError};
+use sluice_engine::{
+    CounterBatch, CounterReply, LeaseReturn, LeasedReply, SessionData, State, StateError,
+};
 use sluice_quota::{QuotaConfig, ServeError};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -74,7 +76,14 @@ impl Drop for QuotaNode {
 /// Counts the batches that reach the wrapped state.
 pub struct Counting {
     pub inner: Arc<dyn State>,
+    /// Batches run (`apply` and `apply_leasing`).
     pub calls: AtomicUsize,
+    /// `return_leases` calls.
+    pub returns: AtomicUsize,
+    /// `save_sessions` calls.
+    pub saves: AtomicUsize,
+    /// `load_session` calls.
+    pub loads: AtomicUsize,
 }
 
 impl Counting {
@@ -82,6 +91,9 @@ impl Counting {
         Arc::new(Counting {
             inner,
             calls: AtomicUsize::new(0),
+            returns: AtomicUsize::new(0),
+            saves: AtomicUsize::new(0),
+            loads: AtomicUsize::new(0),
         })
     }
 
@@ -105,6 +117,40 @@ impl State for Counting {
             self.calls.fetch_add(1, Ordering::SeqCst);
         }
         self.inner.apply(batch)
+    }
+
+    fn apply_leasing<'a>(
+        &'a self,
+        batch: &'a CounterBatch,
+        leases: &'a [Vec<u64>],
+    ) -> BoxFuture<'a, Result<LeasedReply, StateError>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.apply_leasing(batch, leases)
+    }
+
+    fn return_leases<'a>(
+        &'a self,
+        returns: &'a [LeaseReturn],
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        self.returns.fetch_add(1, Ordering::SeqCst);
+        self.inner.return_leases(returns)
+    }
+
+    fn save_sessions<'a>(
+        &'a self,
+        sessions: &'a [SessionData],
+        ended: &'a [String],
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        self.saves.fetch_add(1, Ordering::SeqCst);
+        self.inner.save_sessions(sessions, ended)
+    }
+
+    fn load_session<'a>(
+        &'a self,
+        instance: &'a str,
+    ) -> BoxFuture<'a, Result<Option<SessionData>, StateError>> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        self.inner.load_session(instance)
     }
 }
 
