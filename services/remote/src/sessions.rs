@@ -105,7 +105,7 @@ struct ConnectionTrack {
 #[derive(Debug)]
 pub struct Sessions {
     shards: Vec<Mutex<HashMap<String, LocalSession>>>,
-    connections: Mutex<HashMap<u64, ConnectionTrack>>,
+    connections: Vec<Mutex<HashMap<u64, ConnectionTrack>>>,
     capacity: usize,
     ttl: Duration,
 }
@@ -119,10 +119,14 @@ impl Sessions {
     pub fn new(capacity: usize, ttl: Duration) -> Self {
         Sessions {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            connections: Mutex::new(HashMap::new()),
+            connections: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             capacity,
             ttl,
         }
+    }
+
+    fn connection(&self, connection: u64) -> MutexGuard<'_, HashMap<u64, ConnectionTrack>> {
+        lock(&self.connections[connection as usize % SHARDS])
     }
 
     fn shard(&self, instance: &str) -> MutexGuard<'_, HashMap<String, LocalSession>> {
@@ -136,7 +140,7 @@ impl Sessions {
         if connection == 0 {
             return;
         }
-        let mut conns = lock(&self.connections);
+        let mut conns = self.connection(connection);
         let track = conns.entry(connection).or_default();
         if track.instances.last().is_some_and(|i| i == instance) {
             return;
@@ -157,7 +161,8 @@ impl Sessions {
     /// anywhere.
     pub fn began_here(&self, connection: u64, instance: &str) -> bool {
         connection != 0
-            && lock(&self.connections)
+            && self
+                .connection(connection)
                 .get(&connection)
                 .is_some_and(|t| !t.first.is_empty() && t.first != instance)
     }
@@ -237,7 +242,7 @@ impl Sessions {
     /// A connection closed: the changed sessions it carried last, to be stored (they are
     /// marked stored and clean).
     pub fn connection_closed(&self, connection: u64) -> Vec<SessionData> {
-        let Some(track) = lock(&self.connections).remove(&connection) else {
+        let Some(track) = self.connection(connection).remove(&connection) else {
             return Vec::new();
         };
         let mut out = Vec::new();
