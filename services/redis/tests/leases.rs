@@ -311,7 +311,10 @@ async fn sessions_are_saved_merged_loaded_found_and_ended_on_a_cluster() {
         charged: vec!["c1".into(), "c0".into()],
         records: vec![changed, record("r3", 0)],
     };
-    state.save_sessions(&[more], &[i2.clone()]).await.unwrap();
+    state
+        .save_sessions(&[more], std::slice::from_ref(i2))
+        .await
+        .unwrap();
     want.charged.insert(0, "c0".into());
     want.records.push(record("r3", 0));
     assert_eq!(state.load_session(i1).await.unwrap(), Some(want));
