@@ -64,6 +64,9 @@ pub fn counters() -> Vec<Counter> {
             6,
         ),
         c("p3/q/Policy", 20, 600_000, 7),
+        // Room to lease, and 200 ms buckets: takes often fall within MIN_LEASE_MS of a
+        // bucket's end.
+        c("p4/q/Sender:bulk@example.com", 200, 10_000, 50),
     ]
 }
 
