@@ -171,3 +171,73 @@ fn unknown_outcomes_and_missing_eom_results_are_rejected() {
         Err(ConvertError::MissingEomResult { .. })
     ));
 }
+
+#[test]
+fn lease_returns_and_sessions_round_trip() {
+    let r = LeaseReturn {
+        key: "p/q/RecipientCount/a@b.c".into(),
+        window: WindowSpec::new(60_000, 7),
+        units: 17,
+        charged_at_ms: 1_700_000_012_345,
+    };
+    let bytes = v1::LeaseReturn::from(&r).encode_to_vec();
+    let wire = v1::LeaseReturn::decode(&bytes[..]).unwrap();
+    assert_eq!(LeaseReturn::try_from(wire).unwrap(), r);
+
+    let s = SessionData {
+        instance: "1A2B3C.ABCDE".into(),
+        charged: vec!["p/q/MessageCount/a@b.c".into(), "x".into()],
+        records: vec![
+            EomRecord {
+                key: "p/q/MessageCumulativeSize/a@b.c".into(),
+                limit: 10_000_000,
+                window: window(),
+                label: "p\u{1f}q".into(),
+                group: 2,
+            },
+            EomRecord {
+                key: "k2".into(),
+                limit: 1,
+                window: WindowSpec::new(60_000, 7),
+                label: String::new(),
+                group: 0,
+            },
+        ],
+    };
+    let bytes = v1::SessionData::from(&s).encode_to_vec();
+    let wire = v1::SessionData::decode(&bytes[..]).unwrap();
+    assert_eq!(SessionData::try_from(wire).unwrap(), s);
+}
+
+#[test]
+fn lease_returns_and_records_with_invalid_windows_are_rejected() {
+    let mut r = v1::LeaseReturn {
+        key: "k".into(),
+        period_ms: 60_000,
+        bucket_ms: 0,
+        units: 1,
+        charged_at_ms: 1,
+    };
+    assert!(matches!(
+        LeaseReturn::try_from(r.clone()),
+        Err(ConvertError::InvalidWindow { .. })
+    ));
+    r.bucket_ms = 120_000;
+    assert!(LeaseReturn::try_from(r).is_err());
+    let s = v1::SessionData {
+        instance: "i".into(),
+        charged: vec![],
+        records: vec![v1::EomRecord {
+            key: "k".into(),
+            limit: 1,
+            period_ms: 0,
+            bucket_ms: 1,
+            label: String::new(),
+            group: 0,
+        }],
+    };
+    assert!(matches!(
+        SessionData::try_from(s),
+        Err(ConvertError::InvalidWindow { .. })
+    ));
+}

@@ -6,13 +6,19 @@
 //! no limit is ever exceeded; under contention two requests may both be refused where one
 //! would have fit (bounded under-admission). Counters idle past their period and sessions
 //! past their TTL are reclaimed by [`MemoryState::sweep`].
+//!
+//! As the quota service's state (tests, or a quota service without Redis) it also grants
+//! leases ([`State::apply_leasing`]: extra units charged in the same step as the take, under
+//! the same lock, sized by [`crate::window::lease_units`]), takes their unused units back
+//! ([`State::return_leases`]) and stores edge-held message sessions
+//! ([`State::save_sessions`], [`State::load_session`]).
 
 use crate::clock::Clock;
 use crate::state::{
-    BoxFuture, CounterBatch, CounterOp, CounterReply, EomResult, OpKind, OpResult, Outcome, State,
-    StateError,
+    BoxFuture, CounterBatch, CounterOp, CounterReply, EomRecord, EomResult, LeaseGrant,
+    LeaseReturn, LeasedReply, OpKind, OpResult, Outcome, SessionData, State, StateError,
 };
-use crate::window::{TakeOutcome, Window, WindowSpec};
+use crate::window::{lease_units, TakeOutcome, Window, WindowSpec};
 use foldhash::quality::RandomState;
 use hashbrown::HashTable;
 use std::hash::BuildHasher;
@@ -183,6 +189,10 @@ impl MemoryState {
         lock(&shards[((key.hash >> 32) % shards.len() as u64) as usize])
     }
 
+    /// Takes `cost` if it fits (only checks when `dry_run`); a fitting take with `want` > 0
+    /// also charges a lease of [`lease_units`] extra units in the same step. Returns the
+    /// outcome and the lease units charged.
+    #[allow(clippy::too_many_arguments)]
     fn take(
         &self,
         key: Hashed<'_>,
@@ -191,22 +201,35 @@ impl MemoryState {
         cost: u64,
         limit: u64,
         dry_run: bool,
-    ) -> TakeOutcome {
+        want: u64,
+    ) -> (TakeOutcome, u64) {
         let mut map = Self::shard_of(&self.counters, key);
         if dry_run {
-            return match map.get(key) {
+            let outcome = match map.get(key) {
                 Some(c) => c.window.check(spec, now, cost, limit),
                 None => Window::new().check(spec, now, cost, limit),
             };
+            return (outcome, 0);
         }
+        let lease = |window: &mut Window, outcome: TakeOutcome| match outcome {
+            TakeOutcome::Admitted { used } if want > 0 => {
+                let units = lease_units(limit, used, want, spec.lease_valid_ms(now));
+                window.add(spec, now, units);
+                units
+            }
+            _ => 0,
+        };
         if let Some(counter) = map.get_mut(key) {
             counter.spec = spec;
-            return counter.window.take(spec, now, cost, limit);
+            let outcome = counter.window.take(spec, now, cost, limit);
+            let units = lease(&mut counter.window, outcome);
+            return (outcome, units);
         }
         let mut window = Window::new();
         let outcome = window.take(spec, now, cost, limit);
+        let units = lease(&mut window, outcome);
         map.insert(key, Counter { spec, window }, |k| self.hasher.hash_one(k));
-        outcome
+        (outcome, units)
     }
 
     fn refund(&self, key: Hashed<'_>, spec: WindowSpec, now: u64, cost: u64) {
@@ -230,17 +253,24 @@ impl MemoryState {
     }
 
     /// Runs one all-or-nothing group; `instance` is the batch's instance, hashed (`None`
-    /// when it has none).
+    /// when it has none). `wants` are the ops' lease wants (empty: none); the returned
+    /// grants are empty when `wants` is, else one per op.
     fn run_group(
         &self,
         batch: &CounterBatch,
         instance: Option<Hashed<'_>>,
         ops: &[CounterOp],
+        wants: &[u64],
         now: u64,
-    ) -> Vec<OpResult> {
+    ) -> (Vec<OpResult>, Vec<LeaseGrant>) {
         let mut results = Vec::with_capacity(ops.len());
+        let mut grants = if wants.is_empty() {
+            Vec::new()
+        } else {
+            vec![LeaseGrant::default(); ops.len()]
+        };
         let mut refused = false;
-        for op in ops {
+        for (i, op) in ops.iter().enumerate() {
             let key = self.hashed(&op.key);
             if refused {
                 results.push(OpResult {
@@ -249,8 +279,12 @@ impl MemoryState {
                 });
                 continue;
             }
+            let mut want = 0;
             let (cost, check_only) = match &op.kind {
-                OpKind::Take { cost } => (*cost, false),
+                OpKind::Take { cost } => {
+                    want = wants.get(i).copied().unwrap_or(0);
+                    (*cost, false)
+                }
                 OpKind::Check { cost } => (*cost, true),
                 OpKind::TakeOncePerMessage => {
                     if self.already_charged(instance, &op.key) {
@@ -270,14 +304,23 @@ impl MemoryState {
                     continue;
                 }
             };
-            match self.take(
+            let (outcome, leased) = self.take(
                 key,
                 op.window,
                 now,
                 cost,
                 op.limit,
                 batch.dry_run || check_only,
-            ) {
+                want,
+            );
+            if leased > 0 {
+                grants[i] = LeaseGrant {
+                    units: leased,
+                    valid_ms: op.window.lease_valid_ms(now),
+                    charged_at_ms: now,
+                };
+            }
+            match outcome {
                 TakeOutcome::Admitted { used } => {
                     results.push(OpResult {
                         outcome: Outcome::Admitted,
@@ -298,11 +341,11 @@ impl MemoryState {
         }
         if refused {
             // Give back what this group charged: the ops admitted before the refusal that
-            // charge (takes, and first takes once per message).
+            // charge (takes with their leases, and first takes once per message).
             if !batch.dry_run {
-                for (op, r) in ops.iter().zip(&results) {
+                for (i, (op, r)) in ops.iter().zip(&results).enumerate() {
                     let cost = match op.kind {
-                        OpKind::Take { cost } => cost,
+                        OpKind::Take { cost } => cost + grants.get(i).map_or(0, |g| g.units),
                         OpKind::TakeOncePerMessage => 1,
                         OpKind::Check { .. } | OpKind::RecordForEom { .. } => continue,
                     };
@@ -311,6 +354,8 @@ impl MemoryState {
                     }
                 }
             }
+            // Nothing was leased.
+            grants.fill(LeaseGrant::default());
             // Levels reported for admitted ops must not include the refunded cost.
             for (r, op) in results.iter_mut().zip(ops) {
                 if r.outcome == Outcome::Admitted {
@@ -320,7 +365,7 @@ impl MemoryState {
         } else if let (false, Some(instance)) = (batch.dry_run, instance) {
             self.remember(instance, ops, &results, now);
         }
-        results
+        (results, grants)
     }
 
     /// Records once-per-message charges and END-OF-MESSAGE counters of an admitted group.
@@ -406,7 +451,7 @@ impl MemoryState {
                 groups: Vec::new(),
                 end_of_message: None,
             };
-            let results = self.run_group(&batch, None, &ops, now);
+            let (results, _) = self.run_group(&batch, None, &ops, &[], now);
             for (p, result) in members.into_iter().zip(results) {
                 out.push(EomResult {
                     label: p.label.clone(),
@@ -420,21 +465,134 @@ impl MemoryState {
     }
 
     fn apply_now(&self, batch: &CounterBatch) -> CounterReply {
+        self.run_batch(batch, &[], false).0
+    }
+
+    /// Runs a batch with its lease wants; the grants have the batch's shape.
+    fn apply_leasing_now(&self, batch: &CounterBatch, leases: &[Vec<u64>]) -> LeasedReply {
+        let (reply, mut grants, session_found) = self.run_batch(batch, leases, true);
+        if grants.is_empty() {
+            grants = reply
+                .groups
+                .iter()
+                .map(|g| vec![LeaseGrant::default(); g.len()])
+                .collect();
+        }
+        LeasedReply {
+            reply,
+            leases: grants,
+            session_found,
+        }
+    }
+
+    /// Runs a batch; `leases` has the batch's shape or is empty (then so are the returned
+    /// grants, else they have the batch's shape). With `report_session`, also says whether
+    /// the batch's session existed when the batch started.
+    fn run_batch(
+        &self,
+        batch: &CounterBatch,
+        leases: &[Vec<u64>],
+        report_session: bool,
+    ) -> (CounterReply, Vec<Vec<LeaseGrant>>, bool) {
         let now = self.clock.now_ms();
         let instance = (!batch.instance.is_empty()).then(|| self.hashed(&batch.instance));
-        let groups = batch
-            .groups
-            .iter()
-            .map(|ops| self.run_group(batch, instance, ops, now))
-            .collect();
+        // As the Redis state reads it: only for a once-per-message take or END-OF-MESSAGE.
+        let session_found = report_session
+            && instance.is_some_and(|instance| {
+                (batch.end_of_message.is_some()
+                    || batch
+                        .groups
+                        .iter()
+                        .flatten()
+                        .any(|op| op.kind == OpKind::TakeOncePerMessage))
+                    && Self::shard_of(&self.sessions, instance)
+                        .get(instance)
+                        .is_some()
+            });
+        let mut groups = Vec::with_capacity(batch.groups.len());
+        let mut grants = Vec::new();
+        for (g, ops) in batch.groups.iter().enumerate() {
+            let wants = leases.get(g).map_or(&[][..], Vec::as_slice);
+            let (results, group_grants) = self.run_group(batch, instance, ops, wants, now);
+            if !leases.is_empty() {
+                grants.push(if group_grants.is_empty() {
+                    vec![LeaseGrant::default(); ops.len()]
+                } else {
+                    group_grants
+                });
+            }
+            groups.push(results);
+        }
         let end_of_message = match batch.end_of_message {
             Some(size) => self.end_of_message(batch, size, now),
             None => Vec::new(),
         };
-        CounterReply {
+        let reply = CounterReply {
             groups,
             end_of_message,
+        };
+        (reply, grants, session_found)
+    }
+
+    /// Merges an edge-held session into the stored one (a new one lives the usual TTL from
+    /// now); a session with nothing to add is not created.
+    fn save_session(&self, data: &SessionData, now: u64) {
+        if data.charged.is_empty() && data.records.is_empty() {
+            return;
         }
+        let instance = self.hashed(&data.instance);
+        let mut sessions = Self::shard_of(&self.sessions, instance);
+        if sessions.get(instance).is_none() {
+            sessions.insert(
+                instance,
+                Session {
+                    created_ms: now,
+                    ..Session::default()
+                },
+                |k| self.hasher.hash_one(k),
+            );
+        }
+        let session = sessions.get_mut(instance).expect("inserted above");
+        for key in &data.charged {
+            if !session.charged.contains(key) {
+                session.charged.push(key.clone());
+            }
+        }
+        for r in &data.records {
+            if !session.pending.iter().any(|p| p.key == r.key) {
+                session.pending.push(Pending {
+                    key: r.key.clone(),
+                    limit: r.limit,
+                    spec: r.window,
+                    label: r.label.clone(),
+                    group: r.group,
+                });
+            }
+        }
+    }
+
+    fn session_data(&self, instance: &str) -> Option<SessionData> {
+        let hashed = self.hashed(instance);
+        let sessions = Self::shard_of(&self.sessions, hashed);
+        let s = sessions.get(hashed)?;
+        let mut charged = s.charged.clone();
+        // As the Redis state reports them (a set there): sorted.
+        charged.sort_unstable();
+        Some(SessionData {
+            instance: instance.to_string(),
+            charged,
+            records: s
+                .pending
+                .iter()
+                .map(|p| EomRecord {
+                    key: p.key.clone(),
+                    limit: p.limit,
+                    window: p.spec,
+                    label: p.label.clone(),
+                    group: p.group,
+                })
+                .collect(),
+        })
     }
 }
 
@@ -449,5 +607,311 @@ impl State for MemoryState {
 
     fn apply_in_place(&self, batch: &CounterBatch) -> Option<Result<CounterReply, StateError>> {
         Some(Ok(self.apply_now(batch)))
+    }
+
+    fn apply_leasing<'a>(
+        &'a self,
+        batch: &'a CounterBatch,
+        leases: &'a [Vec<u64>],
+    ) -> BoxFuture<'a, Result<LeasedReply, StateError>> {
+        let reply = self.apply_leasing_now(batch, leases);
+        Box::pin(std::future::ready(Ok(reply)))
+    }
+
+    fn return_leases<'a>(
+        &'a self,
+        returns: &'a [LeaseReturn],
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        for r in returns.iter().filter(|r| r.units > 0) {
+            self.refund(self.hashed(&r.key), r.window, r.charged_at_ms, r.units);
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn save_sessions<'a>(
+        &'a self,
+        sessions: &'a [SessionData],
+        ended: &'a [String],
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        let now = self.clock.now_ms();
+        for s in sessions {
+            self.save_session(s, now);
+        }
+        for instance in ended {
+            let hashed = self.hashed(instance);
+            Self::shard_of(&self.sessions, hashed).remove(hashed);
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn load_session<'a>(
+        &'a self,
+        instance: &'a str,
+    ) -> BoxFuture<'a, Result<Option<SessionData>, StateError>> {
+        Box::pin(std::future::ready(Ok(self.session_data(instance))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    const HOUR: u64 = 3_600_000;
+    /// The start of a minute: a bucket of an hour / 60 window begins here.
+    const T0: u64 = 1_700_000_040_000 / 60_000 * 60_000;
+
+    fn ready<F: std::future::Future>(f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("in-process future was not ready"),
+        }
+    }
+
+    fn state() -> (MemoryState, ManualClock) {
+        let clock = ManualClock::new(T0);
+        let state = MemoryState::new(Arc::new(clock.clone()), MemoryStateSettings::default());
+        (state, clock)
+    }
+
+    fn op(key: &str, limit: u64, kind: OpKind) -> CounterOp {
+        CounterOp {
+            key: key.into(),
+            limit,
+            window: WindowSpec::new(HOUR, 60),
+            kind,
+        }
+    }
+
+    fn take(key: &str, limit: u64, cost: u64) -> CounterOp {
+        op(key, limit, OpKind::Take { cost })
+    }
+
+    fn batch(groups: Vec<Vec<CounterOp>>) -> CounterBatch {
+        CounterBatch {
+            groups,
+            ..CounterBatch::default()
+        }
+    }
+
+    fn level(s: &MemoryState, key: &str) -> u64 {
+        let b = batch(vec![vec![op(key, 1_000, OpKind::Check { cost: 0 })]]);
+        s.apply_now(&b).groups[0][0].used
+    }
+
+    #[test]
+    fn a_lease_is_charged_with_the_take_and_reported() {
+        let (s, clock) = state();
+        clock.advance_ms(10_000);
+        let r =
+            ready(s.apply_leasing(&batch(vec![vec![take("k", 1_000, 1)]]), &[vec![32]])).unwrap();
+        assert_eq!(r.reply.groups[0][0].outcome, Outcome::Admitted);
+        // The op's level does not include the lease; the counter's does.
+        assert_eq!(r.reply.groups[0][0].used, 1);
+        assert_eq!(
+            r.leases,
+            vec![vec![LeaseGrant {
+                units: 32,
+                valid_ms: 50_000,
+                charged_at_ms: T0 + 10_000,
+            }]]
+        );
+        assert_eq!(level(&s, "k"), 33);
+        // A grant is capped at a quarter of the room above half the limit: (500 - 34) / 4.
+        let r =
+            ready(s.apply_leasing(&batch(vec![vec![take("k", 1_000, 1)]]), &[vec![500]])).unwrap();
+        assert_eq!(r.leases[0][0].units, 116);
+        assert_eq!(level(&s, "k"), 150);
+        // No want, no lease; no wants at all: grants in the batch's shape, all zero.
+        let r = ready(s.apply_leasing(
+            &batch(vec![vec![take("k", 1_000, 1), take("j", 1_000, 1)]]),
+            &[vec![0, 0]],
+        ))
+        .unwrap();
+        assert_eq!(r.leases, vec![vec![LeaseGrant::default(); 2]]);
+        let r =
+            ready(s.apply_leasing(&batch(vec![vec![take("k", 1_000, 1)], vec![]]), &[])).unwrap();
+        assert_eq!(r.leases, vec![vec![LeaseGrant::default()], vec![]]);
+        assert_eq!(level(&s, "k"), 152);
+    }
+
+    #[test]
+    fn only_takes_that_charge_get_leases() {
+        let (s, _clock) = state();
+        let mut dry = batch(vec![vec![take("k", 1_000, 1)]]);
+        dry.dry_run = true;
+        let r = ready(s.apply_leasing(&dry, &[vec![32]])).unwrap();
+        assert_eq!(r.leases[0][0], LeaseGrant::default());
+        let mut once = batch(vec![vec![
+            op("c", 1_000, OpKind::Check { cost: 1 }),
+            op("o", 1_000, OpKind::TakeOncePerMessage),
+        ]]);
+        once.instance = "I1".into();
+        let r = ready(s.apply_leasing(&once, &[vec![32, 32]])).unwrap();
+        assert_eq!(r.leases[0], vec![LeaseGrant::default(); 2]);
+        assert_eq!((level(&s, "k"), level(&s, "c"), level(&s, "o")), (0, 0, 1));
+    }
+
+    #[test]
+    fn a_refused_group_charges_neither_cost_nor_lease() {
+        let (s, _clock) = state();
+        let b = batch(vec![vec![take("k", 1_000, 1), take("full", 1, 2)]]);
+        let r = ready(s.apply_leasing(&b, &[vec![32, 0]])).unwrap();
+        assert_eq!(r.reply.groups[0][0].outcome, Outcome::Admitted);
+        assert_eq!(r.reply.groups[0][0].used, 0);
+        assert!(matches!(
+            r.reply.groups[0][1].outcome,
+            Outcome::Refused { .. }
+        ));
+        assert_eq!(r.leases[0], vec![LeaseGrant::default(); 2]);
+        assert_eq!(level(&s, "k"), 0);
+    }
+
+    #[test]
+    fn no_lease_in_the_upper_half_or_at_a_bucket_end() {
+        let (s, clock) = state();
+        let b = batch(vec![vec![take("k", 100, 50)]]);
+        let r = ready(s.apply_leasing(&b, &[vec![32]])).unwrap();
+        assert_eq!(r.leases[0][0].units, 0);
+        assert_eq!(level(&s, "k"), 50);
+        // 49 ms before the bucket ends: nothing; 50 ms before: a lease valid 50 ms.
+        let b = batch(vec![vec![take("j", 1_000, 1)]]);
+        clock.advance_ms(60_000 - 49);
+        let r = ready(s.apply_leasing(&b, &[vec![32]])).unwrap();
+        assert_eq!(r.leases[0][0], LeaseGrant::default());
+        clock.set_ms(T0 + 120_000 - 50);
+        let r = ready(s.apply_leasing(&b, &[vec![32]])).unwrap();
+        assert_eq!(r.leases[0][0].units, 32);
+        assert_eq!(r.leases[0][0].valid_ms, 50);
+        assert_eq!(level(&s, "j"), 34);
+    }
+
+    #[test]
+    fn returned_leases_go_back_to_their_bucket() {
+        let (s, clock) = state();
+        let b = batch(vec![vec![take("k", 1_000, 1)]]);
+        let r = ready(s.apply_leasing(&b, &[vec![32]])).unwrap();
+        let grant = r.leases[0][0];
+        assert_eq!(grant.units, 32);
+        // Later, in another bucket, more is taken; the return hits the lease's bucket.
+        clock.advance_ms(90_000);
+        s.apply_now(&b);
+        assert_eq!(level(&s, "k"), 34);
+        let back = |units| LeaseReturn {
+            key: "k".into(),
+            window: WindowSpec::new(HOUR, 60),
+            units,
+            charged_at_ms: grant.charged_at_ms,
+        };
+        let missing = LeaseReturn {
+            key: "gone".into(),
+            ..back(5)
+        };
+        ready(s.return_leases(&[back(30), missing])).unwrap();
+        assert_eq!(level(&s, "k"), 4);
+        assert_eq!(s.counters(), 1, "a return creates no counter");
+        // The take of the later bucket is not touched by an oversized return.
+        ready(s.return_leases(&[back(10)])).unwrap();
+        assert_eq!(level(&s, "k"), 1);
+    }
+
+    fn record(key: &str, group: u32) -> EomRecord {
+        EomRecord {
+            key: key.into(),
+            limit: 10_000,
+            window: WindowSpec::new(HOUR, 60),
+            label: format!("label|{key}"),
+            group,
+        }
+    }
+
+    #[test]
+    fn sessions_are_saved_merged_loaded_and_ended() {
+        let (s, _clock) = state();
+        assert_eq!(ready(s.load_session("I1")).unwrap(), None);
+        let first = SessionData {
+            instance: "I1".into(),
+            charged: vec!["b".into(), "a".into()],
+            records: vec![record("r1", 0), record("r2", 1)],
+        };
+        let other = SessionData {
+            instance: "I2".into(),
+            charged: vec!["x".into()],
+            records: vec![],
+        };
+        let empty = SessionData {
+            instance: "I3".into(),
+            ..SessionData::default()
+        };
+        ready(s.save_sessions(&[first.clone(), other.clone(), empty], &[])).unwrap();
+        let mut want = first.clone();
+        want.charged.sort();
+        assert_eq!(ready(s.load_session("I1")).unwrap(), Some(want.clone()));
+        assert_eq!(ready(s.load_session("I2")).unwrap(), Some(other));
+        assert_eq!(ready(s.load_session("I3")).unwrap(), None);
+        // Merging: new charged keys are added, a key's first record wins, new records follow.
+        let mut changed = record("r1", 2);
+        changed.limit = 1;
+        let more = SessionData {
+            instance: "I1".into(),
+            charged: vec!["a".into(), "c".into()],
+            records: vec![changed, record("r3", 0)],
+        };
+        ready(s.save_sessions(&[more], &["I2".into()])).unwrap();
+        want.charged.push("c".into());
+        want.records.push(record("r3", 0));
+        assert_eq!(ready(s.load_session("I1")).unwrap(), Some(want));
+        assert_eq!(ready(s.load_session("I2")).unwrap(), None);
+        // A saved session is the one END-OF-MESSAGE charges, and that ends it.
+        let mut eom = CounterBatch {
+            instance: "I1".into(),
+            end_of_message: Some(7),
+            ..CounterBatch::default()
+        };
+        let r = ready(s.apply_leasing(&eom, &[])).unwrap();
+        assert!(r.session_found);
+        let keys: Vec<&str> = r
+            .reply
+            .end_of_message
+            .iter()
+            .map(|e| e.key.as_str())
+            .collect();
+        assert_eq!(keys, ["r1", "r3", "r2"]);
+        assert_eq!(ready(s.load_session("I1")).unwrap(), None);
+        eom.instance = "unknown".into();
+        let r = ready(s.apply_leasing(&eom, &[])).unwrap();
+        assert!(!r.session_found);
+        assert!(r.reply.end_of_message.is_empty());
+    }
+
+    #[test]
+    fn session_found_says_whether_the_session_existed() {
+        let (s, _clock) = state();
+        let mut b = batch(vec![vec![op("o", 10, OpKind::TakeOncePerMessage)]]);
+        b.instance = "I1".into();
+        assert!(!ready(s.apply_leasing(&b, &[])).unwrap().session_found);
+        let r = ready(s.apply_leasing(&b, &[])).unwrap();
+        assert!(r.session_found);
+        assert_eq!(r.reply.groups[0][0].outcome, Outcome::AlreadyCounted);
+        // Batches that do not read the session never report one.
+        let mut plain = batch(vec![vec![take("k", 10, 1)]]);
+        plain.instance = "I1".into();
+        assert!(!ready(s.apply_leasing(&plain, &[])).unwrap().session_found);
+        // A saved session is found too.
+        ready(s.save_sessions(
+            &[SessionData {
+                instance: "I2".into(),
+                charged: vec!["o".into()],
+                records: vec![],
+            }],
+            &[],
+        ))
+        .unwrap();
+        b.instance = "I2".into();
+        let r = ready(s.apply_leasing(&b, &[])).unwrap();
+        assert!(r.session_found);
+        assert_eq!(r.reply.groups[0][0].outcome, Outcome::AlreadyCounted);
     }
 }

@@ -77,7 +77,7 @@ impl QuotaService {
         &self,
         request: ApplyManyRequest,
     ) -> Result<ApplyManyReply, ServiceError> {
-        let batches: Vec<Result<(CounterBatch, Vec<Vec<u64>>), ConvertError>> =
+        let batches: Vec<Result<LeasedBatch, ConvertError>> =
             request.batches.into_iter().map(leased_batch).collect();
         let state = Arc::clone(&self.state);
         let task = tokio::spawn(
@@ -201,8 +201,11 @@ impl QuotaService {
     }
 }
 
+/// A batch and the lease each op asks for (in the batch's shape, or empty: none).
+type LeasedBatch = (CounterBatch, Vec<Vec<u64>>);
+
 /// A wire batch and the lease each op asks for (in the batch's shape).
-fn leased_batch(request: ApplyRequest) -> Result<(CounterBatch, Vec<Vec<u64>>), ConvertError> {
+fn leased_batch(request: ApplyRequest) -> Result<LeasedBatch, ConvertError> {
     let leases: Vec<Vec<u64>> = request
         .groups
         .iter()

@@ -11,12 +11,19 @@
 -- ARGV[4]  limit
 -- ARGV[5]  period_ms
 -- ARGV[6]  bucket_ms
+-- ARGV[7]  "take" only, optional: lease want, the extra units the caller would like to admit
+--          from locally (absent or 0: none)
 --
--- Returns {fits, level, retry_after_ms, now}:
+-- Returns {fits, level, retry_after_ms, now, leased, valid_ms}:
 --   level: the level before the op ("check"/"take"), the level after ("refund"/"level");
 --   fits: 1 if cost fits (always 1 for "level"/"refund"); a fitting "take" has been charged;
 --   retry_after_ms: -1 when the cost can never fit (cost > limit), else ms until it fits;
---   now: the time used (a refund passes the take's time back so it hits the same bucket).
+--   now: the time used (a refund passes the take's time back so it hits the same bucket);
+--   leased ("take" only, else 0): extra units charged with a fitting take, exactly
+--     sluice_engine::window::lease_units: at most a quarter of the room left above half the
+--     limit, none when the bucket ends within MIN_LEASE_MS (50); charged to the same bucket
+--     in the same HINCRBY as the cost (the level returned does not include them);
+--   valid_ms ("take" only, else 0): ms until the current sub-bucket ends (lease_valid_ms).
 --
 -- The common paths (a take or check that fits, a level) make one pass over the buckets;
 -- only a refund or a refusal sorts them.
@@ -30,6 +37,7 @@ local cost = tonumber(ARGV[3])
 local limit = tonumber(ARGV[4])
 local period = tonumber(ARGV[5])
 local width = tonumber(ARGV[6])
+local want = tonumber(ARGV[7] or '0') or 0
 local key = KEYS[1]
 
 local oldest = math.floor(math.max(now - period, 0) / width)
@@ -67,7 +75,7 @@ if mode == 'refund' then
   for _, j in ipairs(idx) do
     if j >= oldest then used = used + cnt[j] end
   end
-  return {1, used, 0, now}
+  return {1, used, 0, now, 0, 0}
 end
 
 -- One pass: the level, the newest live bucket, the current bucket's field; a take also
@@ -89,23 +97,33 @@ for i = 1, #raw, 2 do
 end
 
 if mode == 'level' then
-  return {1, used, 0, now}
+  return {1, used, 0, now, 0, 0}
 end
 
 if used + cost <= limit then
-  if mode == 'take' and cost > 0 then
+  local leased, valid = 0, 0
+  if mode == 'take' then
+    valid = (cur + 1) * width - now
+    if want > 0 and valid >= 50 then
+      -- lease_units: reserve = ceil(limit / 2); a quarter of the room above it.
+      local room = math.max(limit - math.floor((limit + 1) / 2) - (used + cost), 0)
+      leased = math.min(want, math.floor(room / 4))
+    end
+  end
+  local charge = cost + leased
+  if mode == 'take' and charge > 0 then
     -- Charge the current bucket, or the newest one if the clock went backwards.
     if newest >= cur then
-      redis.call('HINCRBY', key, newest_name, string.format('%.0f', cost))
+      redis.call('HINCRBY', key, newest_name, string.format('%.0f', charge))
     else
       -- A new bucket: the key lives until it is no longer counted. An existing bucket got
       -- its expiry when it was created, and older buckets stop being counted earlier.
-      redis.call('HINCRBY', key, string.format('%.0f', cur), string.format('%.0f', cost))
+      redis.call('HINCRBY', key, string.format('%.0f', cur), string.format('%.0f', charge))
       local ttl = math.max(period + width, (cur + 1) * width + period - now)
       redis.call('PEXPIRE', key, string.format('%.0f', ttl))
     end
   end
-  return {1, used, 0, now}
+  return {1, used, 0, now, leased, valid}
 end
 
 -- Refused: when would it fit? Live buckets oldest first.
@@ -131,4 +149,4 @@ else
     end
   end
 end
-return {0, used, retry, now}
+return {0, used, retry, now, 0, 0}

@@ -6,11 +6,14 @@
 //! twice, or reads a counter it also charges, is run op by op in order, as
 //! `sluice_engine::MemoryState` does, because there the order of the ops matters. Without
 //! contention both give exactly `MemoryState`'s answers.
+//!
+//! A take may carry a lease want: the script then charges the lease units with the cost (see
+//! `counter.lua`), and a refused group refunds them with it.
 
 use crate::backend::Backend;
 use crate::scripts::{CounterAnswer, CounterCall, Mode};
 use futures_util::future::join_all;
-use sluice_engine::{CounterOp, OpResult, Outcome, StateError};
+use sluice_engine::{CounterOp, LeaseGrant, OpKind, OpResult, Outcome, StateError};
 use std::collections::HashMap;
 
 /// What an op does, once the message session is known.
@@ -38,6 +41,8 @@ impl Role {
 /// One group's results and whether it was refused.
 pub(crate) struct GroupOutcome {
     pub results: Vec<OpResult>,
+    /// One per op; all zero when the group was refused (nothing stays charged).
+    pub leases: Vec<LeaseGrant>,
     pub refused: bool,
 }
 
@@ -45,11 +50,24 @@ pub(crate) struct GroupOutcome {
 pub(crate) struct Group<'a> {
     pub ops: &'a [CounterOp],
     pub roles: &'a [Role],
+    /// Lease wants, one per op, or empty (none). Only [`OpKind::Take`] ops that charge use
+    /// theirs.
+    pub wants: &'a [u64],
     pub dry_run: bool,
     pub now_ms: Option<u64>,
 }
 
 impl Group<'_> {
+    /// The lease units op `i` asks for when it is charged.
+    fn want(&self, i: usize) -> u64 {
+        match self.ops[i].kind {
+            OpKind::Take { .. } if self.charges(self.roles[i]) => {
+                self.wants.get(i).copied().unwrap_or(0)
+            }
+            _ => 0,
+        }
+    }
+
     fn mode(&self, role: Role) -> Mode {
         match role {
             Role::Charge(_) if !self.dry_run => Mode::Take,
@@ -117,6 +135,7 @@ impl Backend {
         mode: Mode,
         cost: u64,
         now_ms: Option<u64>,
+        want: u64,
     ) -> Result<CounterAnswer, StateError> {
         let key = self.keys.window(&op.key);
         let call = CounterCall {
@@ -126,17 +145,17 @@ impl Backend {
             limit: op.limit,
             window: op.window,
             now_ms,
+            want,
         };
         self.scripts.counter(&self.conn, self.timeout, call).await
     }
 
-    /// Gives back `(op index, time)` charges; errors are logged (the charge then ages out
-    /// with its window, never over-admitting).
-    async fn refund(&self, g: &Group<'_>, taken: &[(usize, u64)]) -> HashMap<usize, u64> {
-        let calls = taken.iter().map(|&(i, now)| {
+    /// Gives back `(op index, time, units)` charges (an op's cost and its lease); errors are
+    /// logged (the charge then ages out with its window, never over-admitting).
+    async fn refund(&self, g: &Group<'_>, taken: &[(usize, u64, u64)]) -> HashMap<usize, u64> {
+        let calls = taken.iter().map(|&(i, now, units)| {
             let op = &g.ops[i];
-            let cost = g.roles[i].cost();
-            async move { (i, self.counter(op, Mode::Refund, cost, Some(now)).await) }
+            async move { (i, self.counter(op, Mode::Refund, units, Some(now), 0).await) }
         });
         let mut levels = HashMap::new();
         for (i, r) in join_all(calls).await {
@@ -152,39 +171,36 @@ impl Backend {
 
     async fn run_parallel(&self, g: &Group<'_>) -> Result<GroupOutcome, StateError> {
         let shared = g.shared_reads();
-        let calls = g
-            .ops
-            .iter()
-            .zip(g.roles)
-            .zip(&shared)
-            .map(|((op, &role), from)| async move {
+        let calls = g.ops.iter().zip(g.roles).zip(&shared).enumerate().map(
+            |(i, ((op, &role), from))| async move {
                 match from {
                     Some(_) => None,
-                    None => Some(self.counter(op, g.mode(role), role.cost(), g.now_ms).await),
+                    None => Some(
+                        self.counter(op, g.mode(role), role.cost(), g.now_ms, g.want(i))
+                            .await,
+                    ),
                 }
-            });
+            },
+        );
         let mut answers: Vec<Result<CounterAnswer, StateError>> = Vec::with_capacity(g.ops.len());
         let called = join_all(calls).await;
         for (i, a) in called.iter().enumerate() {
             answers.push(match (a, shared[i]) {
                 (Some(a), _) => a.clone(),
                 (None, Some(from)) => match called[from].as_ref().expect("a source is called") {
-                    Ok(src) => Ok(CounterAnswer {
-                        fits: true,
-                        level: src.level,
-                        retry_after_ms: Some(0),
-                        now_ms: src.now_ms,
-                    }),
+                    Ok(src) => Ok(CounterAnswer::read(src.level, src.now_ms)),
                     Err(e) => Err(e.clone()),
                 },
                 (None, None) => unreachable!("every op is called or shares a read"),
             });
         }
-        let taken: Vec<(usize, u64)> = answers
+        let taken: Vec<(usize, u64, u64)> = answers
             .iter()
             .enumerate()
             .filter_map(|(i, a)| match a {
-                Ok(a) if a.fits && g.charges(g.roles[i]) => Some((i, a.now_ms)),
+                Ok(a) if a.fits && g.charges(g.roles[i]) => {
+                    Some((i, a.now_ms, g.roles[i].cost() + a.leased))
+                }
                 _ => None,
             })
             .collect();
@@ -207,6 +223,7 @@ impl Backend {
                 .collect();
             return Ok(GroupOutcome {
                 results,
+                leases: ok.iter().map(grant).collect(),
                 refused: false,
             });
         };
@@ -235,13 +252,15 @@ impl Backend {
             .collect();
         Ok(GroupOutcome {
             results,
+            leases: vec![LeaseGrant::default(); g.ops.len()],
             refused: true,
         })
     }
 
     async fn run_in_order(&self, g: &Group<'_>) -> Result<GroupOutcome, StateError> {
         let mut results = Vec::with_capacity(g.ops.len());
-        let mut taken: Vec<(usize, u64)> = Vec::new();
+        let mut taken: Vec<(usize, u64, u64)> = Vec::new();
+        let mut leases = vec![LeaseGrant::default(); g.ops.len()];
         let mut is_refused = false;
         for (i, (op, &role)) in g.ops.iter().zip(g.roles).enumerate() {
             let mode = if is_refused {
@@ -249,7 +268,8 @@ impl Backend {
             } else {
                 g.mode(role)
             };
-            let a = match self.counter(op, mode, role.cost(), g.now_ms).await {
+            let want = if is_refused { 0 } else { g.want(i) };
+            let a = match self.counter(op, mode, role.cost(), g.now_ms, want).await {
                 Ok(a) => a,
                 Err(e) => {
                     self.refund(g, &taken).await;
@@ -263,8 +283,9 @@ impl Backend {
                 });
             } else if a.fits {
                 if g.charges(role) {
-                    taken.push((i, a.now_ms));
+                    taken.push((i, a.now_ms, role.cost() + a.leased));
                 }
+                leases[i] = grant(&a);
                 results.push(admitted(role, a.level));
             } else {
                 is_refused = true;
@@ -272,14 +293,16 @@ impl Backend {
             }
         }
         if is_refused {
-            // Refund in order, then report the levels of admitted ops as they are now.
+            // Refund in order (leases too), then report the levels of admitted ops as they
+            // are now.
             for &t in &taken {
                 self.refund(g, &[t]).await;
             }
+            leases.fill(LeaseGrant::default());
             for (i, r) in results.iter_mut().enumerate() {
                 if r.outcome == Outcome::Admitted {
                     r.used = self
-                        .counter(&g.ops[i], Mode::Level, 0, g.now_ms)
+                        .counter(&g.ops[i], Mode::Level, 0, g.now_ms, 0)
                         .await?
                         .level;
                 }
@@ -287,6 +310,7 @@ impl Backend {
         }
         Ok(GroupOutcome {
             results,
+            leases,
             refused: is_refused,
         })
     }
@@ -307,6 +331,18 @@ fn admitted(role: Role, level: u64) -> OpResult {
             outcome: Outcome::Admitted,
             used: level,
         },
+    }
+}
+
+/// The lease an answer reports (all zero: none).
+fn grant(a: &CounterAnswer) -> LeaseGrant {
+    if a.leased == 0 {
+        return LeaseGrant::default();
+    }
+    LeaseGrant {
+        units: a.leased,
+        valid_ms: a.valid_ms,
+        charged_at_ms: a.now_ms,
     }
 }
 

@@ -24,12 +24,7 @@ pub(crate) async fn read(
     now_ms: Option<u64>,
 ) -> Result<CounterAnswer, StateError> {
     let (now, pairs) = buckets(conn, timeout, key, now_ms).await?;
-    Ok(CounterAnswer {
-        fits: true,
-        level: level_at(&pairs, window, now),
-        retry_after_ms: Some(0),
-        now_ms: now,
-    })
+    Ok(CounterAnswer::read(level_at(&pairs, window, now), now))
 }
 
 /// Whether `cost` would fit under `limit` in the counter at `key` at `now_ms` (`None`: the
@@ -137,6 +132,8 @@ fn check_at(pairs: &[(String, String)], spec: Limited, now: u64) -> CounterAnswe
         level: used,
         retry_after_ms,
         now_ms: now,
+        leased: 0,
+        valid_ms: 0,
     }
 }
 

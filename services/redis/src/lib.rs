@@ -35,6 +35,28 @@
 //! state does. The message session is only read when the batch has a once-per-message take
 //! or is an END-OF-MESSAGE, and only written when the batch changed it.
 //!
+//! # Leases
+//! [`sluice_engine::State::apply_leasing`] lets a take carry a *want*: the counter script's
+//! `take` then also charges [`sluice_engine::window::lease_units`] extra units (at most a
+//! quarter of the room left above half the limit; none within
+//! [`sluice_engine::window::MIN_LEASE_MS`] of the end of the current sub-bucket) in the same
+//! `HINCRBY` as the cost, and returns them with `valid_ms`, the time left until that
+//! sub-bucket ends. The calling edge admits from those units locally until then, so every
+//! such admission falls into the bucket the units were charged to and no window ever holds
+//! more than the limit; taking only from the lower half keeps limits exact where they bind.
+//! A refused group refunds its leases with its takes (and reports no grant). Unused units
+//! come back with [`sluice_engine::State::return_leases`]: a `refund` at the grant's charge
+//! time (so it hits the bucket it was charged to), one call per counter, all at once; a
+//! counter that is gone is left alone.
+//!
+//! # Edge-held message sessions
+//! [`sluice_engine::State::save_sessions`] merges sessions an edge held into the stored ones
+//! with the session script (charged keys added, the first record of a key kept, a new
+//! session's TTL counted from now), sessions at once, then deletes the ended ones (`DEL` of
+//! both keys, one slot). [`sluice_engine::State::load_session`] reads one with the same
+//! `MULTI`/`EXEC` as a batch. A batch that reads its session reports whether it existed
+//! (`session_found`).
+//!
 //! # Keys and Redis Cluster
 //! Keys carry hash tags: `sluice:{<counter key>}:w` for a counter and
 //! `sluice:{m:<instance>}:charged` / `sluice:{m:<instance>}:eom` for a message session
@@ -82,8 +104,8 @@
 //! [`sluice_engine::StateError::Timeout`], so the caller can answer with its fallback
 //! action. **Nothing that may have run is sent again**: after a connection error or a
 //! timeout Redis may have run the command (a refund sent twice would refund twice, an
-//! END-OF-MESSAGE session read-and-delete sent twice would find the session gone), so the
-//! call fails instead. If a call fails after other takes of its group were charged, those
+//! END-OF-MESSAGE session read-and-delete sent twice would find the session gone, a lease
+//! return sent twice would give back its units twice), so the call fails instead. If a call fails after other takes of its group were charged, those
 //! are refunded (best effort; a refund that fails too only under-admits until the window
 //! moves on).
 //!

@@ -44,6 +44,25 @@ pub(crate) struct CounterAnswer {
     pub retry_after_ms: Option<u64>,
     /// The time the script used (Redis's clock unless one was passed).
     pub now_ms: u64,
+    /// [`Mode::Take`] with a want: the lease units charged with the cost (not in `level`).
+    pub leased: u64,
+    /// [`Mode::Take`]: ms from `now_ms` until the current sub-bucket ends (how long a lease
+    /// may be used).
+    pub valid_ms: u64,
+}
+
+impl CounterAnswer {
+    /// A read's answer: fits, the level at `now_ms`, no lease.
+    pub(crate) fn read(level: u64, now_ms: u64) -> Self {
+        CounterAnswer {
+            fits: true,
+            level,
+            retry_after_ms: Some(0),
+            now_ms,
+            leased: 0,
+            valid_ms: 0,
+        }
+    }
 }
 
 /// One counter call.
@@ -61,6 +80,8 @@ pub(crate) struct CounterCall<'a> {
     pub window: WindowSpec,
     /// The time to use; `None`: Redis's own clock.
     pub now_ms: Option<u64>,
+    /// [`Mode::Take`]: lease units wanted on top of the cost (0: none).
+    pub want: u64,
 }
 
 /// A Lua script run by its SHA1 (`EVALSHA`), loaded on the node on `NOSCRIPT`.
@@ -133,16 +154,21 @@ impl Scripts {
             .arg(call.limit.min(MAX_EXACT))
             .arg(call.window.period_ms.min(MAX_EXACT))
             .arg(call.window.bucket_ms.min(MAX_EXACT));
+        if call.mode == Mode::Take && call.want > 0 {
+            cmd.arg(call.want.min(MAX_EXACT));
+        }
         let reply = conn
             .call(&self.counter.request(call.key, cmd), timeout)
             .await?;
         let raw: Vec<i64> = parse(reply.into_iter().next().unwrap_or(redis::Value::Nil))?;
         match raw[..] {
-            [fits, level, retry, now] => Ok(CounterAnswer {
+            [fits, level, retry, now, leased, valid] => Ok(CounterAnswer {
                 fits: fits == 1,
                 level: level.max(0) as u64,
                 retry_after_ms: u64::try_from(retry).ok(),
                 now_ms: now.max(0) as u64,
+                leased: leased.max(0) as u64,
+                valid_ms: valid.max(0) as u64,
             }),
             _ => Err(StateError::Unavailable(format!(
                 "unexpected counter script reply {raw:?}"

@@ -1,6 +1,7 @@
 //! A message session as read from Redis, and the records kept for END-OF-MESSAGE.
 
 use sluice_engine::window::WindowSpec;
+use sluice_engine::EomRecord;
 use std::collections::HashSet;
 
 /// A counter to charge the real size to at END-OF-MESSAGE.
@@ -44,6 +45,30 @@ impl Pending {
                 group,
             },
         ))
+    }
+}
+
+impl From<&EomRecord> for Pending {
+    fn from(r: &EomRecord) -> Self {
+        Pending {
+            key: r.key.clone(),
+            limit: r.limit,
+            window: r.window,
+            label: r.label.clone(),
+            group: r.group,
+        }
+    }
+}
+
+impl From<Pending> for EomRecord {
+    fn from(p: Pending) -> Self {
+        EomRecord {
+            key: p.key,
+            limit: p.limit,
+            window: p.window,
+            label: p.label,
+            group: p.group,
+        }
     }
 }
 

@@ -1,16 +1,18 @@
 //! [`RedisState`]: the engine's [`State`] on Redis.
 
 use crate::backend::Backend;
+use crate::cluster::request::Request;
 use crate::conn::{Conn, Topology};
 use crate::error::ConnectError;
 use crate::group::{Group, Role};
 use crate::keys::Keys;
-use crate::scripts::{Scripts, SessionUpdate};
+use crate::scripts::{CounterCall, Mode, Scripts, SessionUpdate};
 use crate::session::{Pending, Session};
 use futures_util::future::join_all;
 use sluice_engine::state::{BoxFuture, EomResult};
 use sluice_engine::{
-    Clock, CounterBatch, CounterOp, CounterReply, OpKind, OpResult, State, StateError,
+    Clock, CounterBatch, CounterOp, CounterReply, EomRecord, LeaseReturn, LeasedReply, OpKind,
+    OpResult, SessionData, State, StateError,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -94,7 +96,12 @@ impl RedisState {
         self.topology
     }
 
-    async fn run(&self, batch: &CounterBatch) -> Result<CounterReply, StateError> {
+    /// Runs a batch with its lease wants (`leases`: the batch's shape, or empty).
+    async fn run(
+        &self,
+        batch: &CounterBatch,
+        leases: &[Vec<u64>],
+    ) -> Result<LeasedReply, StateError> {
         let b = &self.backend;
         let now_ms = self.clock.as_ref().map(|c| c.now_ms());
         let instance = batch.instance.as_str();
@@ -123,59 +130,64 @@ impl RedisState {
         } else {
             Session::default()
         };
+        let session_found = needs_read && !session.known_new;
+        let wants = |g: usize| leases.get(g).map_or(&[][..], Vec::as_slice);
 
         let independent = groups_independent(&batch.groups);
-        let outcomes = if independent {
-            let roles: Vec<Vec<Role>> = batch
-                .groups
-                .iter()
-                .map(|ops| ops.iter().map(|op| role(&session, op)).collect())
-                .collect();
-            // No counter is shared between groups: each group's answers are the same
-            // whatever the order, so all groups go out at once (one round trip).
-            let runs = batch
-                .groups
-                .iter()
-                .zip(&roles)
-                .map(|(ops, roles)| async move {
-                    b.run_group(&Group {
-                        ops,
-                        roles,
-                        dry_run: batch.dry_run,
-                        now_ms,
-                    })
+        let outcomes =
+            if independent {
+                let roles: Vec<Vec<Role>> = batch
+                    .groups
+                    .iter()
+                    .map(|ops| ops.iter().map(|op| role(&session, op)).collect())
+                    .collect();
+                // No counter is shared between groups: each group's answers are the same
+                // whatever the order, so all groups go out at once (one round trip).
+                let runs = batch.groups.iter().zip(&roles).enumerate().map(
+                    |(g, (ops, roles))| async move {
+                        b.run_group(&Group {
+                            ops,
+                            roles,
+                            wants: wants(g),
+                            dry_run: batch.dry_run,
+                            now_ms,
+                        })
+                        .await
+                    },
+                );
+                join_all(runs)
                     .await
-                });
-            join_all(runs)
-                .await
-                .into_iter()
-                .collect::<Result<Vec<_>, _>>()?
-        } else {
-            let mut outcomes = Vec::with_capacity(batch.groups.len());
-            for ops in &batch.groups {
-                // A later group may depend on what an earlier one charged: in order.
-                let roles: Vec<Role> = ops.iter().map(|op| role(&session, op)).collect();
-                let out = b
-                    .run_group(&Group {
-                        ops,
-                        roles: &roles,
-                        dry_run: batch.dry_run,
-                        now_ms,
-                    })
-                    .await?;
-                if !out.refused && !batch.dry_run && has_session {
-                    remember(&mut session, ops, &out.results);
+                    .into_iter()
+                    .collect::<Result<Vec<_>, _>>()?
+            } else {
+                let mut outcomes = Vec::with_capacity(batch.groups.len());
+                for (g, ops) in batch.groups.iter().enumerate() {
+                    // A later group may depend on what an earlier one charged: in order.
+                    let roles: Vec<Role> = ops.iter().map(|op| role(&session, op)).collect();
+                    let out = b
+                        .run_group(&Group {
+                            ops,
+                            roles: &roles,
+                            wants: wants(g),
+                            dry_run: batch.dry_run,
+                            now_ms,
+                        })
+                        .await?;
+                    if !out.refused && !batch.dry_run && has_session {
+                        remember(&mut session, ops, &out.results);
+                    }
+                    outcomes.push(out);
                 }
-                outcomes.push(out);
-            }
-            outcomes
-        };
+                outcomes
+            };
         let mut groups = Vec::with_capacity(outcomes.len());
+        let mut grants = Vec::with_capacity(outcomes.len());
         for (ops, out) in batch.groups.iter().zip(outcomes) {
             if independent && !out.refused && !batch.dry_run && has_session {
                 remember(&mut session, ops, &out.results);
             }
             groups.push(out.results);
+            grants.push(out.leases);
         }
 
         let mut end_of_message = Vec::new();
@@ -208,9 +220,13 @@ impl RedisState {
                 b.scripts.session_write(&b.conn, b.timeout, &update).await?;
             }
         }
-        Ok(CounterReply {
-            groups,
-            end_of_message,
+        Ok(LeasedReply {
+            reply: CounterReply {
+                groups,
+                end_of_message,
+            },
+            leases: grants,
+            session_found,
         })
     }
 
@@ -244,6 +260,7 @@ impl RedisState {
                 .run_group(&Group {
                     ops: &ops,
                     roles: &roles,
+                    wants: &[],
                     dry_run,
                     now_ms,
                 })
@@ -321,7 +338,48 @@ impl State for RedisState {
         &'a self,
         batch: &'a CounterBatch,
     ) -> BoxFuture<'a, Result<CounterReply, StateError>> {
-        Box::pin(async move {
+        Box::pin(async move { Ok(self.run_timed(batch, &[]).await?.reply) })
+    }
+
+    fn apply_leasing<'a>(
+        &'a self,
+        batch: &'a CounterBatch,
+        leases: &'a [Vec<u64>],
+    ) -> BoxFuture<'a, Result<LeasedReply, StateError>> {
+        Box::pin(self.run_timed(batch, leases))
+    }
+
+    fn return_leases<'a>(
+        &'a self,
+        returns: &'a [LeaseReturn],
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(self.give_back(returns))
+    }
+
+    fn save_sessions<'a>(
+        &'a self,
+        sessions: &'a [SessionData],
+        ended: &'a [String],
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(self.store_sessions(sessions, ended))
+    }
+
+    fn load_session<'a>(
+        &'a self,
+        instance: &'a str,
+    ) -> BoxFuture<'a, Result<Option<SessionData>, StateError>> {
+        Box::pin(self.read_session(instance))
+    }
+}
+
+impl RedisState {
+    /// [`RedisState::run`], traced and timed.
+    async fn run_timed(
+        &self,
+        batch: &CounterBatch,
+        leases: &[Vec<u64>],
+    ) -> Result<LeasedReply, StateError> {
+        {
             let started = std::time::Instant::now();
             let result = if sluice_runtime::traces_enabled() {
                 use tracing::Instrument;
@@ -331,9 +389,9 @@ impl State for RedisState {
                     groups = batch.groups.len(),
                     end_of_message = batch.end_of_message.is_some(),
                 );
-                self.run(batch).instrument(span).await
+                self.run(batch, leases).instrument(span).await
             } else {
-                self.run(batch).await
+                self.run(batch, leases).await
             };
             let h = if result.is_ok() {
                 &self.metrics.ok
@@ -342,8 +400,103 @@ impl State for RedisState {
             };
             h.record(started.elapsed().as_secs_f64());
             result
-        })
+        }
     }
+
+    /// Refunds every return at its charge time (each its own key: all at once). A counter
+    /// that is gone is left alone (the refund finds no bucket). Sent once each; the first
+    /// failure is returned after all were tried.
+    async fn give_back(&self, returns: &[LeaseReturn]) -> Result<(), StateError> {
+        let b = &self.backend;
+        let calls = returns.iter().filter(|r| r.units > 0).map(|r| async move {
+            let key = b.keys.window(&r.key);
+            let call = CounterCall {
+                key: &key,
+                mode: Mode::Refund,
+                cost: r.units,
+                limit: 0,
+                window: r.window,
+                now_ms: Some(r.charged_at_ms),
+                want: 0,
+            };
+            b.scripts.counter(&b.conn, b.timeout, call).await
+        });
+        first_error(join_all(calls).await)
+    }
+
+    /// Merges edge-held sessions into the stored ones (the session script: charged keys
+    /// added, records kept if new, a new session's TTL from now), all at once, then deletes
+    /// the ended sessions (`DEL` of both keys: one slot), all at once.
+    async fn store_sessions(
+        &self,
+        sessions: &[SessionData],
+        ended: &[String],
+    ) -> Result<(), StateError> {
+        let b = &self.backend;
+        let writes = sessions
+            .iter()
+            .filter(|s| !s.charged.is_empty() || !s.records.is_empty())
+            .map(|s| async move {
+                let (charged_key, eom_key) = (b.keys.charged(&s.instance), b.keys.eom(&s.instance));
+                let records: Vec<(String, String)> = s
+                    .records
+                    .iter()
+                    .map(|r| (r.key.clone(), Pending::from(r).encode()))
+                    .collect();
+                let update = SessionUpdate {
+                    charged_key: &charged_key,
+                    eom_key: &eom_key,
+                    ttl_ms: self.session_ttl_ms,
+                    charged: &s.charged,
+                    records: &records,
+                };
+                b.scripts.session_write(&b.conn, b.timeout, &update).await
+            });
+        first_error(join_all(writes).await)?;
+        let deletes = ended.iter().map(|instance| async move {
+            let charged_key = b.keys.charged(instance);
+            let mut del = redis::cmd("DEL");
+            del.arg(&charged_key).arg(b.keys.eom(instance));
+            b.conn
+                .call(&Request::single(&charged_key, del), b.timeout)
+                .await
+                .map(drop)
+        });
+        first_error(join_all(deletes).await)
+    }
+
+    /// Reads a stored session (one MULTI/EXEC); `None` when it has neither charged keys nor
+    /// records. Charged keys come sorted (a set has no order).
+    async fn read_session(&self, instance: &str) -> Result<Option<SessionData>, StateError> {
+        let b = &self.backend;
+        let (charged_key, eom_key) = (b.keys.charged(instance), b.keys.eom(instance));
+        let (mut charged, eom) = b
+            .scripts
+            .session_read(&b.conn, b.timeout, &charged_key, &eom_key)
+            .await?;
+        if charged.is_empty() && eom.is_empty() {
+            return Ok(None);
+        }
+        charged.sort_unstable();
+        let records = Session::from_stored(Vec::new(), eom)
+            .pending
+            .into_iter()
+            .map(EomRecord::from)
+            .collect();
+        Ok(Some(SessionData {
+            instance: instance.to_string(),
+            charged,
+            records,
+        }))
+    }
+}
+
+/// `Ok` if every call succeeded, else the first error.
+fn first_error<T>(results: Vec<Result<T, StateError>>) -> Result<(), StateError> {
+    results
+        .into_iter()
+        .find_map(Result::err)
+        .map_or(Ok(()), Err)
 }
 
 /// `sluice_redis_duration_seconds{result}` handles.

@@ -1,5 +1,6 @@
 //! One arithmetic, two implementations: `MemoryState` and the Lua scripts on a real
-//! 3-primary/3-replica Redis Cluster give the same answer to every batch.
+//! 3-primary/3-replica Redis Cluster give the same answer to every batch, lease grant,
+//! lease return and stored message session.
 
 mod common;
 
@@ -18,11 +19,16 @@ async fn lua_and_memory_agree_on_every_reply() {
         .expect("connect to the cluster")
         .with_test_clock(Arc::new(clock.clone()));
     assert_eq!(redis.topology(), Topology::Cluster);
-    let refused = compare(&redis, &clock, 0x5eed, 3_000).await;
+    let seen = compare(&redis, &clock, 0x5eed, 3_000).await;
     assert!(
-        refused > 100,
-        "the sequence must exercise refusals ({refused})"
+        seen.refused > 100,
+        "the sequence must exercise refusals ({seen:?})"
     );
+    // Leases, their returns and edge-held sessions are exercised too.
+    assert!(seen.leased > 100, "{seen:?}");
+    assert!(seen.returned > 50, "{seen:?}");
+    assert!(seen.sessions_found > 20, "{seen:?}");
+    assert!(seen.saved > 20 && seen.loaded > 10, "{seen:?}");
     // A second, independent sequence (fresh keys: another prefix).
     let clock = ManualClock::new(START_MS + 12_345);
     let redis = RedisState::connect_with(&cluster.urls(), settings("eq2"))

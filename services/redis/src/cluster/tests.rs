@@ -21,6 +21,7 @@ fn counter_call(key: &str, mode: Mode, cost: u64) -> CounterCall<'_> {
         limit: 10,
         window: WindowSpec::new(60_000, 60),
         now_ms: Some(1_700_000_000_000),
+        want: 0,
     }
 }
 

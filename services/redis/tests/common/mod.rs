@@ -4,7 +4,8 @@
 
 use sluice_engine::window::WindowSpec;
 use sluice_engine::{
-    CounterBatch, CounterOp, ManualClock, MemoryState, MemoryStateSettings, OpKind, State,
+    CounterBatch, CounterOp, EomRecord, LeaseReturn, ManualClock, MemoryState, MemoryStateSettings,
+    OpKind, SessionData, State,
 };
 use sluice_redis::{RedisState, RedisStateSettings};
 use std::sync::Arc;
@@ -63,6 +64,9 @@ pub fn counters() -> Vec<Counter> {
             6,
         ),
         c("p3/q/Policy", 20, 600_000, 7),
+        // Room to lease, and 200 ms buckets: takes often fall within MIN_LEASE_MS of a
+        // bucket's end.
+        c("p4/q/Sender:bulk@example.com", 200, 10_000, 50),
     ]
 }
 
@@ -71,8 +75,7 @@ pub const LONGEST_PERIOD_MS: u64 = 3_600_000;
 
 /// A pseudo-random batch: all op kinds, several groups, dry runs, END-OF-MESSAGE.
 pub fn batch(rng: &mut Rng, counters: &[Counter]) -> CounterBatch {
-    let instances = ["", "4F2A1B", "77C0DE", "A1B2C3"];
-    let instance = instances[rng.below(instances.len() as u64) as usize].to_string();
+    let instance = INSTANCES[rng.below(INSTANCES.len() as u64) as usize].to_string();
     let groups = (0..1 + rng.below(3))
         .map(|_| {
             (0..1 + rng.below(4))
@@ -105,6 +108,48 @@ pub fn batch(rng: &mut Rng, counters: &[Counter]) -> CounterBatch {
     }
 }
 
+/// Lease wants in `b`'s shape (any op may ask; only charging takes get one), or none.
+pub fn wants(rng: &mut Rng, b: &CounterBatch) -> Vec<Vec<u64>> {
+    if rng.chance(25) {
+        return Vec::new();
+    }
+    b.groups
+        .iter()
+        .map(|ops| {
+            ops.iter()
+                .map(|_| if rng.chance(60) { rng.below(12) } else { 0 })
+                .collect()
+        })
+        .collect()
+}
+
+/// The instances the generated batches and sessions use.
+pub const INSTANCES: [&str; 5] = ["", "4F2A1B", "77C0DE", "A1B2C3", "SAVED9"];
+
+/// A pseudo-random edge-held session (charged keys and records, possibly repeating keys).
+pub fn session(rng: &mut Rng, counters: &[Counter]) -> SessionData {
+    let instance = INSTANCES[1 + rng.below(INSTANCES.len() as u64 - 1) as usize].to_string();
+    let pick = |rng: &mut Rng| &counters[rng.below(counters.len() as u64) as usize];
+    let charged = (0..rng.below(3)).map(|_| pick(rng).key.clone()).collect();
+    let records = (0..rng.below(4))
+        .map(|_| {
+            let c = pick(rng);
+            EomRecord {
+                key: c.key.clone(),
+                limit: c.limit,
+                window: c.window,
+                label: format!("saved|{}", rng.below(3)),
+                group: rng.below(3) as u32,
+            }
+        })
+        .collect();
+    SessionData {
+        instance,
+        charged,
+        records,
+    }
+}
+
 /// Settings with a short timeout for tests and a test-specific key prefix.
 pub fn settings(prefix: &str) -> RedisStateSettings {
     RedisStateSettings {
@@ -114,26 +159,135 @@ pub fn settings(prefix: &str) -> RedisStateSettings {
     }
 }
 
-/// Feeds `n` generated batches to `MemoryState` and to `redis` (both on `clock`), moving
-/// time forward by random steps through several periods, and compares every reply.
-/// Returns how many ops were refused (so callers can check refusals were exercised).
-pub async fn compare(redis: &RedisState, clock: &ManualClock, seed: u64, n: usize) -> usize {
+/// What [`compare`] exercised.
+#[derive(Debug, Default)]
+pub struct Compared {
+    /// Ops refused.
+    pub refused: usize,
+    /// Leases granted (non-zero grants).
+    pub leased: usize,
+    /// Lease returns sent.
+    pub returned: usize,
+    /// Batches that found their session.
+    pub sessions_found: usize,
+    /// Sessions saved, and loads that found one.
+    pub saved: usize,
+    pub loaded: usize,
+}
+
+/// The levels of every counter (a dry run checking 0).
+async fn levels(state: &dyn State, counters: &[Counter]) -> Vec<u64> {
+    let b = CounterBatch {
+        dry_run: true,
+        groups: vec![counters
+            .iter()
+            .map(|c| CounterOp {
+                key: c.key.clone(),
+                limit: c.limit,
+                window: c.window,
+                kind: OpKind::Check { cost: 0 },
+            })
+            .collect()],
+        ..CounterBatch::default()
+    };
+    let reply = state.apply(&b).await.expect("levels");
+    reply.groups[0].iter().map(|r| r.used).collect()
+}
+
+/// Feeds `n` generated batches (with lease wants) to `MemoryState` and to `redis` (both on
+/// `clock`), moving time forward by random steps through several periods, and compares
+/// every reply and grant; in between it gives back random parts of the granted leases
+/// and saves, ends and loads message sessions on both, comparing levels and sessions.
+pub async fn compare(redis: &RedisState, clock: &ManualClock, seed: u64, n: usize) -> Compared {
     let memory = MemoryState::new(Arc::new(clock.clone()), MemoryStateSettings::default());
     let counters = counters();
     let mut rng = Rng::new(seed);
-    let mut refused = 0;
+    let mut seen = Compared::default();
+    let mut held: Vec<LeaseReturn> = Vec::new();
     for i in 0..n {
         let b = batch(&mut rng, &counters);
-        let want = memory.apply(&b).await.expect("memory state never fails");
-        let got = redis.apply(&b).await.expect("redis state");
-        assert_eq!(got, want, "batch #{i} (seed {seed}) differs: {b:#?}");
-        refused += want
+        let leases = wants(&mut rng, &b);
+        let want = if leases.is_empty() && rng.chance(50) {
+            let want = memory.apply(&b).await.expect("memory state never fails");
+            let got = redis.apply(&b).await.expect("redis state");
+            assert_eq!(got, want, "batch #{i} (seed {seed}) differs: {b:#?}");
+            want
+        } else {
+            let want = memory
+                .apply_leasing(&b, &leases)
+                .await
+                .expect("memory state never fails");
+            let got = redis.apply_leasing(&b, &leases).await.expect("redis state");
+            assert_eq!(
+                got, want,
+                "batch #{i} (seed {seed}) differs: {b:#?} wants {leases:?}"
+            );
+            seen.sessions_found += usize::from(want.session_found);
+            for (ops, grants) in b.groups.iter().zip(&want.leases) {
+                for (op, g) in ops.iter().zip(grants).filter(|(_, g)| g.units > 0) {
+                    seen.leased += 1;
+                    held.push(LeaseReturn {
+                        key: op.key.clone(),
+                        window: op.window,
+                        units: g.units,
+                        charged_at_ms: g.charged_at_ms,
+                    });
+                }
+            }
+            want.reply
+        };
+        seen.refused += want
             .groups
             .iter()
             .flatten()
             .chain(want.end_of_message.iter().map(|e| &e.result))
             .filter(|r| matches!(r.outcome, sluice_engine::Outcome::Refused { .. }))
             .count();
+        if rng.chance(30) && !held.is_empty() {
+            // Give back unused parts of some leases (some after their bucket has passed).
+            let returns: Vec<LeaseReturn> = (0..1 + rng.below(held.len() as u64))
+                .map(|_| {
+                    let mut r = held.swap_remove(rng.below(held.len() as u64) as usize);
+                    r.units = rng.below(r.units + 1);
+                    r
+                })
+                .collect();
+            seen.returned += returns.len();
+            memory
+                .return_leases(&returns)
+                .await
+                .expect("memory returns");
+            redis.return_leases(&returns).await.expect("redis returns");
+            assert_eq!(
+                levels(redis, &counters).await,
+                levels(&memory, &counters).await,
+                "levels after returns #{i} (seed {seed}): {returns:#?}"
+            );
+        }
+        if rng.chance(8) {
+            let sessions: Vec<SessionData> = (0..rng.below(3))
+                .map(|_| session(&mut rng, &counters))
+                .collect();
+            let ended: Vec<String> = (0..rng.below(2))
+                .map(|_| INSTANCES[1 + rng.below(4) as usize].to_string())
+                .collect();
+            seen.saved += sessions.len();
+            memory
+                .save_sessions(&sessions, &ended)
+                .await
+                .expect("memory saves");
+            redis
+                .save_sessions(&sessions, &ended)
+                .await
+                .expect("redis saves");
+        }
+        if rng.chance(10) {
+            let instance = INSTANCES[rng.below(INSTANCES.len() as u64) as usize];
+            let want = memory.load_session(instance).await.expect("memory loads");
+            let got = redis.load_session(instance).await.expect("redis loads");
+            assert_eq!(got, want, "session {instance:?} after #{i} (seed {seed})");
+            seen.loaded += usize::from(want.is_some());
+        }
         // Mostly small steps (bursts within a bucket), sometimes minutes, rarely an hour.
         let step = match rng.below(20) {
             0..=11 => rng.below(2_000),
@@ -142,5 +296,5 @@ pub async fn compare(redis: &RedisState, clock: &ManualClock, seed: u64, n: usiz
         };
         clock.advance_ms(step);
     }
-    refused
+    seen
 }
