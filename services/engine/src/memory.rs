@@ -706,7 +706,7 @@ mod tests {
         let (s, clock) = state();
         clock.advance_ms(10_000);
         let r =
-            ready(s.apply_leasing(&batch(vec![vec![take("k", 1_000, 1)]]), &[vec![32]])).unwrap();
+            ready(s.apply_leasing(&batch(vec![vec![take("k", 100_000, 1)]]), &[vec![32]])).unwrap();
         assert_eq!(r.reply.groups[0][0].outcome, Outcome::Admitted);
         // The op's level does not include the lease; the counter's does.
         assert_eq!(r.reply.groups[0][0].used, 1);
@@ -719,22 +719,22 @@ mod tests {
             }]]
         );
         assert_eq!(level(&s, "k"), 33);
-        // A grant is capped at a quarter of the room above half the limit: (500 - 34) / 4.
-        let r =
-            ready(s.apply_leasing(&batch(vec![vec![take("k", 1_000, 1)]]), &[vec![500]])).unwrap();
-        assert_eq!(r.leases[0][0].units, 116);
-        assert_eq!(level(&s, "k"), 150);
+        // A grant is capped at 1/64 of the limit (and a quarter of the room above half of it).
+        let r = ready(s.apply_leasing(&batch(vec![vec![take("k", 100_000, 1)]]), &[vec![5_000]]))
+            .unwrap();
+        assert_eq!(r.leases[0][0].units, 1_562);
+        assert_eq!(level(&s, "k"), 1_596);
         // No want, no lease; no wants at all: grants in the batch's shape, all zero.
         let r = ready(s.apply_leasing(
-            &batch(vec![vec![take("k", 1_000, 1), take("j", 1_000, 1)]]),
+            &batch(vec![vec![take("k", 100_000, 1), take("j", 100_000, 1)]]),
             &[vec![0, 0]],
         ))
         .unwrap();
         assert_eq!(r.leases, vec![vec![LeaseGrant::default(); 2]]);
         let r =
-            ready(s.apply_leasing(&batch(vec![vec![take("k", 1_000, 1)], vec![]]), &[])).unwrap();
+            ready(s.apply_leasing(&batch(vec![vec![take("k", 100_000, 1)], vec![]]), &[])).unwrap();
         assert_eq!(r.leases, vec![vec![LeaseGrant::default()], vec![]]);
-        assert_eq!(level(&s, "k"), 152);
+        assert_eq!(level(&s, "k"), 1_598);
     }
 
     #[test]
@@ -777,7 +777,7 @@ mod tests {
         assert_eq!(r.leases[0][0].units, 0);
         assert_eq!(level(&s, "k"), 50);
         // 49 ms before the bucket ends: nothing; 50 ms before: a lease valid 50 ms.
-        let b = batch(vec![vec![take("j", 1_000, 1)]]);
+        let b = batch(vec![vec![take("j", 100_000, 1)]]);
         clock.advance_ms(60_000 - 49);
         let r = ready(s.apply_leasing(&b, &[vec![32]])).unwrap();
         assert_eq!(r.leases[0][0], LeaseGrant::default());
@@ -791,7 +791,7 @@ mod tests {
     #[test]
     fn returned_leases_go_back_to_their_bucket() {
         let (s, clock) = state();
-        let b = batch(vec![vec![take("k", 1_000, 1)]]);
+        let b = batch(vec![vec![take("k", 100_000, 1)]]);
         let r = ready(s.apply_leasing(&b, &[vec![32]])).unwrap();
         let grant = r.leases[0][0];
         assert_eq!(grant.units, 32);

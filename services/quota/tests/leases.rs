@@ -24,7 +24,7 @@ const T0: u64 = 1_700_000_040_000 / 60_000 * 60_000;
 fn op(key: &str, kind: OpKind) -> CounterOp {
     CounterOp {
         key: key.into(),
-        limit: 1_000,
+        limit: 100_000,
         window: WindowSpec::new(HOUR, 60),
         kind,
     }

@@ -21,7 +21,7 @@
 --   now: the time used (a refund passes the take's time back so it hits the same bucket);
 --   leased ("take" only, else 0): extra units charged with a fitting take, exactly
 --     sluice_engine::window::lease_units: at most a quarter of the room left above half the
---     limit, none when the bucket ends within MIN_LEASE_MS (50); charged to the same bucket
+--     limit and at most 1/64 of the limit, none when the bucket ends within MIN_LEASE_MS (50); charged to the same bucket
 --     in the same HINCRBY as the cost (the level returned does not include them);
 --   valid_ms ("take" only, else 0): ms until the current sub-bucket ends (lease_valid_ms).
 --
@@ -105,9 +105,10 @@ if used + cost <= limit then
   if mode == 'take' then
     valid = (cur + 1) * width - now
     if want > 0 and valid >= 50 then
-      -- lease_units: reserve = ceil(limit / 2); a quarter of the room above it.
+      -- lease_units: reserve = ceil(limit / 2); a quarter of the room above it, at most
+      -- 1/64 of the limit.
       local room = math.max(limit - math.floor((limit + 1) / 2) - (used + cost), 0)
-      leased = math.min(want, math.floor(room / 4))
+      leased = math.min(want, math.floor(room / 4), math.floor(limit / 64))
     end
   end
   local charge = cost + leased

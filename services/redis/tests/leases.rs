@@ -88,7 +88,7 @@ async fn grants_are_charged_refused_groups_keep_nothing_and_returns_give_back() 
 
     // A grant is charged with the take: the op's level excludes it, the counter's includes it.
     let r = state
-        .apply_leasing(&batch(vec![vec![take("k", 1_000, 1)]]), &[vec![32]])
+        .apply_leasing(&batch(vec![vec![take("k", 100_000, 1)]]), &[vec![32]])
         .await
         .unwrap();
     assert_eq!(r.reply.groups[0][0].outcome, Outcome::Admitted);
@@ -103,13 +103,13 @@ async fn grants_are_charged_refused_groups_keep_nothing_and_returns_give_back() 
         }
     );
     assert_eq!(level(&state, "k").await, 33);
-    // At most a quarter of the room above half the limit: (500 - 34) / 4.
+    // At most 1/64 of the limit (and a quarter of the room above half of it).
     let r = state
-        .apply_leasing(&batch(vec![vec![take("k", 1_000, 1)]]), &[vec![500]])
+        .apply_leasing(&batch(vec![vec![take("k", 100_000, 1)]]), &[vec![5_000]])
         .await
         .unwrap();
-    assert_eq!(r.leases[0][0].units, 116);
-    assert_eq!(level(&state, "k").await, 150);
+    assert_eq!(r.leases[0][0].units, 1_562);
+    assert_eq!(level(&state, "k").await, 1_596);
 
     // A refused group charges neither cost nor lease, run at once (counters on different
     // primaries) or in order (one counter twice).
@@ -138,7 +138,7 @@ async fn grants_are_charged_refused_groups_keep_nothing_and_returns_give_back() 
     // In order, a lease granted to an earlier op counts for the later ones.
     let r = state
         .apply_leasing(
-            &batch(vec![vec![take(a, 1_000, 1), take(a, 1_000, 1)]]),
+            &batch(vec![vec![take(a, 100_000, 1), take(a, 100_000, 1)]]),
             &[vec![32, 0]],
         )
         .await
@@ -149,10 +149,10 @@ async fn grants_are_charged_refused_groups_keep_nothing_and_returns_give_back() 
     // Returns restore the level: to the lease's bucket, not to a later one.
     clock.advance_ms(90_000);
     state
-        .apply(&batch(vec![vec![take("k", 1_000, 1)]]))
+        .apply(&batch(vec![vec![take("k", 100_000, 1)]]))
         .await
         .unwrap();
-    assert_eq!(level(&state, "k").await, 151);
+    assert_eq!(level(&state, "k").await, 1_597);
     let back = |units| LeaseReturn {
         key: "k".into(),
         window: WindowSpec::new(HOUR, 60),
@@ -164,10 +164,10 @@ async fn grants_are_charged_refused_groups_keep_nothing_and_returns_give_back() 
         ..back(5)
     };
     state.return_leases(&[back(30), gone]).await.unwrap();
-    assert_eq!(level(&state, "k").await, 121);
+    assert_eq!(level(&state, "k").await, 1_567);
     assert_eq!(level(&state, "never-taken").await, 0);
     // An oversized return empties the lease's bucket but never touches the later one.
-    state.return_leases(&[back(1_000)]).await.unwrap();
+    state.return_leases(&[back(10_000)]).await.unwrap();
     assert_eq!(level(&state, "k").await, 1);
 }
 
@@ -185,7 +185,7 @@ async fn no_lease_from_the_upper_half_nor_at_a_bucket_end_nor_for_non_takes() {
     assert_eq!(level(&state, "half").await, 50);
     // 49 ms before the bucket ends: nothing; 50 ms before: a lease valid 50 ms.
     clock.set_ms(T0 + 60_000 - 49);
-    let b = batch(vec![vec![take("end", 1_000, 1)]]);
+    let b = batch(vec![vec![take("end", 100_000, 1)]]);
     let r = state.apply_leasing(&b, &[vec![32]]).await.unwrap();
     assert_eq!(r.leases[0][0], LeaseGrant::default());
     assert_eq!(level(&state, "end").await, 1);
@@ -224,7 +224,7 @@ async fn leases_on_redis_own_clock_last_until_the_bucket_ends() {
         .unwrap();
     // One bucket per hour: the bucket ends within 50 ms only once an hour.
     let window = WindowSpec::new(HOUR, 1);
-    let mut t = take("own", 1_000, 1);
+    let mut t = take("own", 100_000, 1);
     t.window = window;
     let r = state
         .apply_leasing(&batch(vec![vec![t]]), &[vec![32]])
