@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 /// Shards of the table (independent locks).
 const SHARDS: usize = 16;
 
+/// How long an ended lease is remembered (for the size of the counter's next one).
+const REMEMBERED: Duration = Duration::from_secs(120);
+
 /// One lease.
 #[derive(Debug, Clone)]
 struct Lease {
@@ -174,9 +177,30 @@ impl LeaseTable {
         }
     }
 
-    /// Removes the leases expired at `now`, returning their unused units.
+    /// Takes the unused units of the leases expired at `now` (to be given back). An expired
+    /// lease is remembered for [`REMEMBERED`] more, so that the counter's next lease is
+    /// asked for with the size this one reached (leases of a whole period end together, at
+    /// the end of every sub-bucket).
     pub fn expired(&self, now: Instant) -> Vec<LeaseReturn> {
-        self.remove_where(|l| l.expires <= now)
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            lock(shard).retain(|key, l| {
+                if l.expires > now {
+                    return true;
+                }
+                if l.left > 0 {
+                    out.push(LeaseReturn {
+                        key: key.clone(),
+                        window: l.window,
+                        units: l.left,
+                        charged_at_ms: l.charged_at_ms,
+                    });
+                    l.left = 0;
+                }
+                now.duration_since(l.expires) < REMEMBERED
+            });
+        }
+        out
     }
 
     /// Removes every lease, returning the unused units (shutdown).
@@ -205,9 +229,13 @@ impl LeaseTable {
         out
     }
 
-    /// Number of leases held.
+    /// Number of leases held (not ended yet).
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).len()).sum()
+        let now = Instant::now();
+        self.shards
+            .iter()
+            .map(|s| lock(s).values().filter(|l| l.expires > now).count())
+            .sum()
     }
 
     /// Whether no lease is held.
@@ -257,7 +285,20 @@ mod tests {
         assert_eq!(back.len(), 1, "{back:?}");
         assert_eq!((back[0].key.as_str(), back[0].units), ("j", 5));
         assert_eq!(back[0].charged_at_ms, 1_000);
-        assert_eq!(t.len(), 1, "the used-up lease of k stays until it expires");
+        assert!(
+            t.expired(now + Duration::from_millis(200)).is_empty(),
+            "given back once"
+        );
+        assert_eq!(
+            t.multiple("j", 16, 1024),
+            16,
+            "j's ended lease is remembered a while"
+        );
+        assert!(t
+            .expired(now + REMEMBERED + Duration::from_millis(100))
+            .is_empty());
+        let entries: usize = t.shards.iter().map(|s| lock(s).len()).sum();
+        assert_eq!(entries, 1, "then forgotten; k's lasts until it expires");
         // A replaced lease returns what it had left.
         t.grant("k", w, grant(4, 1_000), 20, now, 32, &mut returns);
         assert!(returns.is_empty(), "k had nothing left");
