@@ -27,7 +27,7 @@ pub struct RemoteConfig {
     /// Leases: a take sent to the quota service asks for this many times its cost more,
     /// admitted here afterwards without a call (doubled for a counter whose lease ran out,
     /// up to 1,024 times; the service grants none near the limit). 0 turns leases and
-    /// edge-held message sessions off: every batch is one call. Default 16.
+    /// edge-held message sessions off: every batch is one call. Default 64.
     pub lease_multiple: u64,
     /// Most message sessions this edge holds (default 200,000); past it, new messages keep
     /// their sessions in the shared store as without leases.
@@ -52,7 +52,7 @@ impl Default for RemoteConfig {
             over_limit_cache: true,
             over_limit_cache_capacity: 100_000,
             batch: BatchLimits::default(),
-            lease_multiple: 16,
+            lease_multiple: 64,
             max_edge_sessions: 200_000,
             session_ttl: Duration::from_secs(30 * 60),
             session_settle: Duration::from_millis(50),

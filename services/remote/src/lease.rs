@@ -91,9 +91,17 @@ impl LeaseTable {
     /// Whether `cost` would fit in the key's lease (changes nothing); the estimated level
     /// with it.
     pub fn check(&self, key: &str, cost: u64, now: Instant) -> Option<u64> {
-        let shard = self.shard(key);
-        let lease = shard.get(key)?;
-        (lease.expires > now && lease.left >= cost).then_some(lease.level + cost)
+        let mut shard = self.shard(key);
+        let lease = shard.get_mut(key)?;
+        if lease.expires <= now {
+            return None;
+        }
+        if lease.left < cost {
+            // Too small for the requests it sees: the next one is asked for larger.
+            lease.exhausted = true;
+            return None;
+        }
+        Some(lease.level + cost)
     }
 
     /// The estimated level of a counter with a live lease.

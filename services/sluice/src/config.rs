@@ -128,7 +128,7 @@ pub struct RoleArgs {
     pub over_limit_cache: Option<bool>,
     /// Leases: a take the edge sends asks for this many times its cost more, which the edge
     /// then admits locally until the sub-bucket ends; message sessions are held by the edge.
-    /// 0 turns both off (every request is a quota-service call) (edge; default 16).
+    /// 0 turns both off (every request is a quota-service call) (edge; default 64).
     #[arg(long, env = "SLUICE_LEASE_MULTIPLE")]
     pub lease_multiple: Option<u64>,
     /// gRPC listener of the quota service (default 127.0.0.1:10033) (quota).
@@ -507,7 +507,7 @@ pub fn resolve(args: RoleArgs, role: Role) -> Result<Settings, Vec<String>> {
         quota,
         quota_deadline: Duration::from_millis(quota_deadline),
         over_limit_cache: a.over_limit_cache.unwrap_or(true),
-        lease_multiple: a.lease_multiple.unwrap_or(16),
+        lease_multiple: a.lease_multiple.unwrap_or(64),
         grpc_listen,
         shutdown_grace,
     })
