@@ -59,7 +59,8 @@ impl From<&CounterBatch> for v1::ApplyRequest {
     }
 }
 
-fn op_to_wire(op: &CounterOp) -> v1::Op {
+/// The wire form of one op (asking for no lease).
+pub fn op_to_wire(op: &CounterOp) -> v1::Op {
     use v1::op::Kind;
     let kind = match &op.kind {
         OpKind::Take { cost } => Kind::Take(v1::Take { cost: *cost }),

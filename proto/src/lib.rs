@@ -14,7 +14,7 @@
 
 mod convert;
 
-pub use convert::ConvertError;
+pub use convert::{op_to_wire, ConvertError};
 
 /// Generated code of `sluice.quota.v1`: messages, the `Quota` client and server.
 pub mod v1 {

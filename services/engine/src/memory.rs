@@ -184,6 +184,26 @@ impl MemoryState {
         }
     }
 
+    /// The instance's session, created (at `now`) if it does not exist.
+    fn session_entry<'t>(
+        &self,
+        sessions: &'t mut Table<Session>,
+        instance: Hashed<'_>,
+        now: u64,
+    ) -> &'t mut Session {
+        if sessions.get(instance).is_none() {
+            sessions.insert(
+                instance,
+                Session {
+                    created_ms: now,
+                    ..Session::default()
+                },
+                |k| self.hasher.hash_one(k),
+            );
+        }
+        sessions.get_mut(instance).expect("inserted above")
+    }
+
     fn shard_of<'s, T>(shards: &'s [Mutex<Table<T>>], key: Hashed<'_>) -> MutexGuard<'s, Table<T>> {
         // Middle bits: the table itself uses the low bits (bucket) and the top seven (tag).
         lock(&shards[((key.hash >> 32) % shards.len() as u64) as usize])
@@ -378,17 +398,7 @@ impl MemoryState {
             return;
         }
         let mut sessions = Self::shard_of(&self.sessions, instance);
-        if sessions.get(instance).is_none() {
-            sessions.insert(
-                instance,
-                Session {
-                    created_ms: now,
-                    ..Session::default()
-                },
-                |k| self.hasher.hash_one(k),
-            );
-        }
-        let session = sessions.get_mut(instance).expect("inserted above");
+        let session = self.session_entry(&mut sessions, instance, now);
         for (op, _) in ops.iter().zip(results).filter(needs) {
             match &op.kind {
                 OpKind::TakeOncePerMessage if !session.charged.contains(&op.key) => {
@@ -542,17 +552,7 @@ impl MemoryState {
         }
         let instance = self.hashed(&data.instance);
         let mut sessions = Self::shard_of(&self.sessions, instance);
-        if sessions.get(instance).is_none() {
-            sessions.insert(
-                instance,
-                Session {
-                    created_ms: now,
-                    ..Session::default()
-                },
-                |k| self.hasher.hash_one(k),
-            );
-        }
-        let session = sessions.get_mut(instance).expect("inserted above");
+        let session = self.session_entry(&mut sessions, instance, now);
         for key in &data.charged {
             if !session.charged.contains(key) {
                 session.charged.push(key.clone());

@@ -56,14 +56,32 @@ fn admitted(used: u64) -> OpResult {
     }
 }
 
-fn wire_op(op: &CounterOp, kind: v1::op::Kind, lease: u64) -> v1::Op {
-    v1::Op {
-        key: op.key.clone(),
-        limit: op.limit,
-        period_ms: op.window.period_ms,
-        bucket_ms: op.window.bucket_ms,
-        kind: Some(kind),
-        lease,
+impl Sent {
+    /// Adds `op` (a take, asking for a lease of `multiple` × its cost, or a check).
+    fn push(&mut self, op: CounterOp, multiple: u64) -> usize {
+        let mut wire = sluice_proto::op_to_wire(&op);
+        if let OpKind::Take { cost } = op.kind {
+            wire.lease = cost.max(1).saturating_mul(multiple);
+        }
+        self.wire.push(wire);
+        self.ops.push(op);
+        self.multiples.push(multiple);
+        self.ops.len() - 1
+    }
+}
+
+/// One request carrying the groups of `sent` (their wire ops are moved out).
+fn request_of(sent: &mut [Sent]) -> v1::ApplyRequest {
+    v1::ApplyRequest {
+        instance: String::new(),
+        dry_run: false,
+        groups: sent
+            .iter_mut()
+            .map(|s| v1::OpGroup {
+                ops: std::mem::take(&mut s.wire),
+            })
+            .collect(),
+        end_of_message_size: None,
     }
 }
 
@@ -150,15 +168,14 @@ impl RemoteState {
             for op in ops {
                 let was_charged = already.get(flat).copied().unwrap_or(false);
                 flat += 1;
-                let mut send = |kind: v1::op::Kind, cost: Option<u64>, charge_once: bool| {
-                    let multiple =
-                        cost.map_or(0, |_| leases.multiple(&op.key, base, MAX_LEASE_MULTIPLE));
-                    let want = cost.map_or(0, |c| c.max(1).saturating_mul(multiple));
-                    out.wire.push(wire_op(op, kind, want));
-                    out.ops.push(op.clone());
-                    out.multiples.push(multiple);
+                let mut send = |kind: OpKind, charge_once: bool| {
+                    let multiple = match kind {
+                        OpKind::Take { .. } => leases.multiple(&op.key, base, MAX_LEASE_MULTIPLE),
+                        _ => 0,
+                    };
+                    let sent_op = CounterOp { kind, ..op.clone() };
                     Plan::Remote {
-                        index: out.ops.len() - 1,
+                        index: out.push(sent_op, multiple),
                         charge_once,
                     }
                 };
@@ -170,11 +187,7 @@ impl RemoteState {
                             charge_once: false,
                             record: false,
                         },
-                        None => send(
-                            v1::op::Kind::Take(v1::Take { cost: *cost }),
-                            Some(*cost),
-                            false,
-                        ),
+                        None => send(OpKind::Take { cost: *cost }, false),
                     },
                     OpKind::TakeOncePerMessage if was_charged => Plan::Local {
                         result: OpResult {
@@ -192,7 +205,7 @@ impl RemoteState {
                             charge_once: true,
                             record: false,
                         },
-                        None => send(v1::op::Kind::Take(v1::Take { cost: 1 }), Some(1), true),
+                        None => send(OpKind::Take { cost: 1 }, true),
                     },
                     OpKind::Check { cost } => match leases.check(&op.key, *cost, now) {
                         Some(level) => Plan::Local {
@@ -201,7 +214,7 @@ impl RemoteState {
                             charge_once: false,
                             record: false,
                         },
-                        None => send(v1::op::Kind::Check(v1::Check { cost: *cost }), None, false),
+                        None => send(OpKind::Check { cost: *cost }, false),
                     },
                     OpKind::RecordForEom { .. } => Plan::Local {
                         result: admitted(leases.level(&op.key, now).unwrap_or(0)),
@@ -225,17 +238,7 @@ impl RemoteState {
         let mut answers: Vec<Vec<(OpResult, LeaseGrant)>> = Vec::new();
         let mut sent_at = now;
         if !sent.is_empty() {
-            let request = v1::ApplyRequest {
-                instance: String::new(),
-                dry_run: false,
-                groups: sent
-                    .iter_mut()
-                    .map(|s| v1::OpGroup {
-                        ops: std::mem::take(&mut s.wire),
-                    })
-                    .collect(),
-                end_of_message_size: None,
-            };
+            let request = request_of(&mut sent);
             sent_at = Instant::now();
             match self.call_checked(request, &sent).await {
                 Ok(a) => answers = a,
@@ -459,14 +462,7 @@ impl RemoteState {
                     window: r.window,
                     kind: OpKind::Take { cost: size },
                 };
-                let multiple = leases.multiple(&r.key, base, MAX_LEASE_MULTIPLE);
-                out.wire.push(wire_op(
-                    &op,
-                    v1::op::Kind::Take(v1::Take { cost: size }),
-                    size.max(1).saturating_mul(multiple),
-                ));
-                out.ops.push(op);
-                out.multiples.push(multiple);
+                out.push(op, leases.multiple(&r.key, base, MAX_LEASE_MULTIPLE));
             }
             local.push(None);
             sent_group.push(Some(sent.len()));
@@ -475,17 +471,7 @@ impl RemoteState {
         let mut answers = Vec::new();
         let sent_at = Instant::now();
         if !sent.is_empty() {
-            let request = v1::ApplyRequest {
-                instance: String::new(),
-                dry_run: false,
-                groups: sent
-                    .iter_mut()
-                    .map(|s| v1::OpGroup {
-                        ops: std::mem::take(&mut s.wire),
-                    })
-                    .collect(),
-                end_of_message_size: None,
-            };
+            let request = request_of(&mut sent);
             match self.call_checked(request, &sent).await {
                 Ok(a) => answers = a,
                 Err(e) => {
