@@ -74,23 +74,16 @@ impl LeaseTable {
     /// Admits `cost` from the key's lease if it holds that much and has not expired; returns
     /// the estimated level after it.
     pub fn take(&self, key: &str, cost: u64, now: Instant) -> Option<u64> {
-        let mut shard = self.shard(key);
-        let lease = shard.get_mut(key)?;
-        if lease.expires <= now {
-            return None;
-        }
-        if lease.left < cost {
-            lease.exhausted = true;
-            return None;
-        }
-        lease.left -= cost;
-        lease.level += cost;
-        Some(lease.level)
+        self.fit(key, cost, now, true)
     }
 
     /// Whether `cost` would fit in the key's lease (changes nothing); the estimated level
     /// with it.
     pub fn check(&self, key: &str, cost: u64, now: Instant) -> Option<u64> {
+        self.fit(key, cost, now, false)
+    }
+
+    fn fit(&self, key: &str, cost: u64, now: Instant, take: bool) -> Option<u64> {
         let mut shard = self.shard(key);
         let lease = shard.get_mut(key)?;
         if lease.expires <= now {
@@ -100,6 +93,11 @@ impl LeaseTable {
             // Too small for the requests it sees: the next one is asked for larger.
             lease.exhausted = true;
             return None;
+        }
+        if take {
+            lease.left -= cost;
+            lease.level += cost;
+            return Some(lease.level);
         }
         Some(lease.level + cost)
     }
