@@ -19,6 +19,7 @@ use sluice_engine::{EomRecord, SessionData};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -108,6 +109,9 @@ pub struct Sessions {
     connections: Vec<Mutex<HashMap<u64, ConnectionTrack>>>,
     capacity: usize,
     ttl: Duration,
+    /// The table was full at some point since it was last under half its capacity: some
+    /// messages keep their sessions in the shared store.
+    overflowed: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -122,6 +126,7 @@ impl Sessions {
             connections: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             capacity,
             ttl,
+            overflowed: AtomicBool::new(false),
         }
     }
 
@@ -158,9 +163,11 @@ impl Sessions {
 
     /// Whether `instance` began on `connection`: the connection carried another instance
     /// first (see the module docs). Then, without a local session, nothing is stored for it
-    /// anywhere.
+    /// anywhere — unless the table overflowed lately (then messages that found it full keep
+    /// their sessions in the shared store, and this says `false`).
     pub fn began_here(&self, connection: u64, instance: &str) -> bool {
         connection != 0
+            && !self.overflowed.load(Ordering::Relaxed)
             && self
                 .connection(connection)
                 .get(&connection)
@@ -182,6 +189,7 @@ impl Sessions {
             return Whereabouts::Unknown;
         }
         if self.len_hint(&shard) {
+            self.overflowed.store(true, Ordering::Relaxed);
             return Whereabouts::Full;
         }
         shard.insert(instance.to_string(), LocalSession::new(connection, now));
@@ -217,6 +225,7 @@ impl Sessions {
             return true;
         }
         if self.len_hint(&shard) {
+            self.overflowed.store(true, Ordering::Relaxed);
             return false;
         }
         let mut s = LocalSession::new(connection, now);
@@ -282,6 +291,9 @@ impl Sessions {
             let before = shard.len();
             shard.retain(|_, s| now.duration_since(s.created) < self.ttl);
             n += before - shard.len();
+        }
+        if self.len() < self.capacity / 2 {
+            self.overflowed.store(false, Ordering::Relaxed);
         }
         n
     }
@@ -388,9 +400,14 @@ mod tests {
         }
         assert!(full);
         assert!(s.len() <= 2 * SHARDS);
+        assert!(
+            !s.began_here(1, "m150"),
+            "after an overflow, END-OF-MESSAGE without a local session asks the store"
+        );
         let held = s.len();
         assert_eq!(s.expire(now), 0);
         assert_eq!(s.expire(now + Duration::from_secs(61)), held);
         assert!(s.is_empty());
+        assert!(s.began_here(1, "m150"), "under half full again");
     }
 }
