@@ -52,6 +52,7 @@ pub(crate) async fn run(inner: Weak<Inner>) {
 /// Sends what waits: expired leases' units (all leases' with `everything`), sessions to
 /// store (all unstored ones with `everything`), ended sessions.
 pub(crate) async fn flush(inner: &Inner, everything: bool) {
+    let _sending = inner.sending.lock().await;
     let now = Instant::now();
     if let Some(leases) = inner.leases.as_ref() {
         let back = if everything {

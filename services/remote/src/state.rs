@@ -93,6 +93,8 @@ pub(crate) struct Inner {
     pub(crate) outbox: Mutex<Outbox>,
     /// Wakes the background task (sessions to store now).
     pub(crate) wake: Notify,
+    /// Held while sending (a shutdown's hand-over waits for a send in progress).
+    pub(crate) sending: tokio::sync::Mutex<()>,
 }
 
 impl Inner {
@@ -159,6 +161,7 @@ impl RemoteState {
             sessions,
             outbox: Mutex::new(Outbox::default()),
             wake: Notify::new(),
+            sending: tokio::sync::Mutex::new(()),
         });
         let task = tokio::spawn(crate::maintain::run(Arc::downgrade(&inner)));
         let flusher = tokio::spawn(crate::flush::run(Arc::downgrade(&inner)));
