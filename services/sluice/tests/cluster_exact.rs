@@ -221,3 +221,65 @@ fn end_of_message_on_another_edge_charges_the_size_quota() {
         );
     }
 }
+
+#[test]
+fn a_message_in_progress_moves_on_when_its_edge_shuts_down() {
+    use std::io::{Read, Write};
+    let _serial = serial();
+    let db = PgDb::create();
+    import(
+        &db.url,
+        &quota_policy(
+            "bytes",
+            "Sender:user@domain",
+            "MessageCumulativeSize",
+            10_000,
+            "DEFER",
+            "452 4.5.3 Size quota",
+        ),
+    );
+    let mut cluster = Cluster::start(&db.url, Spec::default());
+    let (e1, e2, e3) = (
+        cluster.edge_ports[0],
+        cluster.edge_ports[1],
+        cluster.edge_ports[2],
+    );
+    let s = "moving@example.org";
+    let ip = "192.0.2.30";
+    // A Postfix connection to edge 1 carries the message's RCPT and stays open: edge 1
+    // holds the message's session.
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", e1)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(&rcpt(s, "a@example.net", ip, "mv1").to_bytes())
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 512];
+    while !buf.ends_with(b"\n\n") {
+        let n = conn.read(&mut chunk).unwrap();
+        assert!(n > 0, "edge 1 answers");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(String::from_utf8_lossy(&buf), "action=DUNNO\n\n");
+    // Edge 1 is stopped (SIGTERM): it closes the idle connection and stores the session.
+    let status = cluster.edges[0].terminate(Duration::from_secs(20));
+    assert!(status.success(), "edge 1 stops cleanly: {status:?}");
+    // Postfix goes on elsewhere: END-OF-MESSAGE on edge 2 charges the size recorded on
+    // edge 1, which the next message's declared size on edge 3 no longer fits beside.
+    assert_eq!(
+        ask(e2, &end_of_message(s, 1, 6_000, ip, "mv1")),
+        "DUNNO",
+        "{}",
+        cluster.logs()
+    );
+    let refused = ask(e3, &rcpt(s, "a@example.net", ip, "mv2").size(5_000));
+    assert!(
+        refused.starts_with("452 4.5.3 Size quota"),
+        "6,000 bytes were charged: {refused}\n{}",
+        cluster.logs()
+    );
+    assert_eq!(
+        ask(e3, &rcpt(s, "a@example.net", ip, "mv3").size(4_000)),
+        "DUNNO"
+    );
+}
