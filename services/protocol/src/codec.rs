@@ -128,6 +128,18 @@ impl RawRequest {
             .map(|(_, v)| v)
     }
 
+    /// All attributes `(name as bytes, value)` in the order received: the name is not
+    /// sliced as text (no character-boundary checks for what is only compared).
+    #[inline]
+    pub(crate) fn attribute_bytes(&self) -> impl Iterator<Item = (&[u8], &str)> + '_ {
+        self.spans.iter().map(|&(start, eq, end)| {
+            (
+                &self.text.as_bytes()[start as usize..eq as usize],
+                &self.text[eq as usize + 1..end as usize],
+            )
+        })
+    }
+
     /// All attributes `(name, value)` in the order received.
     pub fn attributes(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
         self.spans.iter().map(|s| self.pair(s))
