@@ -13,6 +13,7 @@ use crate::verdict::{with_retry_hint, Verdict};
 use crate::window::WindowSpec;
 use arc_swap::ArcSwap;
 use sluice_protocol::{Action, PolicyRequest, ProtocolState};
+use smallvec::{smallvec, SmallVec};
 use std::fmt;
 use std::sync::Arc;
 
@@ -326,7 +327,8 @@ impl Engine {
         if trace.is_some() {
             explain_matching(set, req, &mut trace);
         }
-        let mut matched: Vec<&Policy> = Vec::with_capacity(set.policies.len());
+        // On the stack (no allocation per request) for up to 16 matched policies.
+        let mut matched: SmallVec<[&Policy; 16]> = SmallVec::new();
         matched.extend(set.matching(req));
         if matched.is_empty() {
             note(&mut trace, || "No policy matched.".into());
@@ -383,13 +385,14 @@ impl Engine {
         // Quotas: every quota of every matched policy, one State call.
         let mut groups = scratch.groups();
         groups.push(scratch.ops());
-        let mut refs: Vec<Vec<OpRef<'_>>> = vec![Vec::with_capacity(OPS_CAPACITY)];
+        let mut refs: SmallVec<[SmallVec<[OpRef<'_>; OPS_CAPACITY]>; 2]> =
+            smallvec![SmallVec::new()];
         let mut last_quota: Option<(Arc<str>, Arc<str>)> = None;
         'policies: for p in &matched {
             let monitor = self.is_monitor(p);
             let g = if monitor {
                 groups.push(scratch.ops());
-                refs.push(Vec::new());
+                refs.push(SmallVec::new());
                 groups.len() - 1
             } else {
                 0

@@ -426,7 +426,7 @@ impl MemoryState {
             return Vec::new();
         }
         let instance = self.hashed(&batch.instance);
-        let pending = {
+        let mut pending = {
             let mut sessions = Self::shard_of(&self.sessions, instance);
             if batch.dry_run {
                 sessions
@@ -440,32 +440,37 @@ impl MemoryState {
                     .unwrap_or_default()
             }
         };
+        // Group by group, keeping the recorded order within a group (a stable sort: no
+        // allocation for the few records a message has).
+        pending.sort_by_key(|p| p.group);
         let mut out = Vec::with_capacity(pending.len());
-        let mut groups: Vec<u32> = pending.iter().map(|p| p.group).collect();
-        groups.sort_unstable();
-        groups.dedup();
-        for g in groups {
-            let members: Vec<&Pending> = pending.iter().filter(|p| p.group == g).collect();
+        let batch = CounterBatch {
+            instance: String::new(),
+            dry_run: batch.dry_run,
+            groups: Vec::new(),
+            end_of_message: None,
+        };
+        let mut rest = &mut pending[..];
+        while let Some(first) = rest.first() {
+            let g = first.group;
+            let n = rest.iter().take_while(|p| p.group == g).count();
+            let (members, tail) = rest.split_at_mut(n);
+            rest = tail;
+            // The keys move into the ops and back into the results: no copies.
             let ops: Vec<CounterOp> = members
-                .iter()
+                .iter_mut()
                 .map(|p| CounterOp {
-                    key: p.key.clone(),
+                    key: std::mem::take(&mut p.key),
                     limit: p.limit,
                     window: p.spec,
                     kind: OpKind::Take { cost: size },
                 })
                 .collect();
-            let batch = CounterBatch {
-                instance: String::new(),
-                dry_run: batch.dry_run,
-                groups: Vec::new(),
-                end_of_message: None,
-            };
             let (results, _) = self.run_group(&batch, None, &ops, &[], now);
-            for (p, result) in members.into_iter().zip(results) {
+            for ((p, op), result) in members.iter_mut().zip(ops).zip(results) {
                 out.push(EomResult {
-                    label: p.label.clone(),
-                    key: p.key.clone(),
+                    label: std::mem::take(&mut p.label),
+                    key: op.key,
                     limit: p.limit,
                     result,
                 });
@@ -699,6 +704,65 @@ mod tests {
     fn level(s: &MemoryState, key: &str) -> u64 {
         let b = batch(vec![vec![op(key, 1_000, OpKind::Check { cost: 0 })]]);
         s.apply_now(&b).groups[0][0].used
+    }
+
+    #[test]
+    fn end_of_message_charges_each_group_in_order_and_reports_labels_and_keys() {
+        let (s, _clock) = state();
+        let record = |key: &str, limit: u64, label: &str, group: u32| {
+            op(
+                key,
+                limit,
+                OpKind::RecordForEom {
+                    label: label.into(),
+                    group,
+                },
+            )
+        };
+        // Group 1 recorded first, then group 0 with two records.
+        let rcpt = CounterBatch {
+            instance: "msg-1".into(),
+            groups: vec![
+                vec![record("a", 1_000, "pa", 0), record("b", 50, "pb", 0)],
+                vec![record("c", 1_000, "pc", 1)],
+            ],
+            ..CounterBatch::default()
+        };
+        s.apply_now(&rcpt);
+        let eom = CounterBatch {
+            instance: "msg-1".into(),
+            end_of_message: Some(100),
+            ..CounterBatch::default()
+        };
+        let dry = s.apply_now(&CounterBatch {
+            dry_run: true,
+            ..eom.clone()
+        });
+        let got = s.apply_now(&eom).end_of_message;
+        let summary = |r: &[EomResult]| {
+            r.iter()
+                .map(|e| {
+                    let outcome = match e.result.outcome {
+                        Outcome::Admitted => "admitted",
+                        Outcome::Refused { .. } => "refused",
+                        _ => "other",
+                    };
+                    (e.label.clone(), e.key.clone(), e.limit, outcome)
+                })
+                .collect::<Vec<_>>()
+        };
+        let expected = vec![
+            ("pa".to_string(), "a".to_string(), 1_000, "admitted"),
+            ("pb".to_string(), "b".to_string(), 50, "refused"),
+            ("pc".to_string(), "c".to_string(), 1_000, "admitted"),
+        ];
+        assert_eq!(summary(&got), expected);
+        assert_eq!(summary(&dry.end_of_message), expected);
+        // Group 0 was all-or-nothing (refused by "b"); group 1 was charged.
+        assert_eq!(level(&s, "a"), 0);
+        assert_eq!(level(&s, "c"), 100);
+        // The session is gone: a second END-OF-MESSAGE charges nothing.
+        assert!(s.apply_now(&eom).end_of_message.is_empty());
     }
 
     #[test]

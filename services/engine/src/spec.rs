@@ -29,14 +29,22 @@ pub struct Glob {
     pattern: String,
     /// Whether the pattern has a `*` (else matching is plain equality).
     wild: bool,
+    /// For a pattern that is `*` followed by text without `*` (`*.example`, the usual
+    /// domain wildcard): the length of that text, matched as a suffix without backtracking.
+    star_suffix: Option<usize>,
 }
 
 impl Glob {
     /// A pattern; lower-cased.
     pub fn new(pattern: &str) -> Self {
         let pattern = pattern.to_lowercase();
+        let star_suffix = pattern
+            .strip_prefix('*')
+            .filter(|rest| !rest.contains('*'))
+            .map(str::len);
         Glob {
             wild: pattern.contains('*'),
+            star_suffix,
             pattern,
         }
     }
@@ -53,6 +61,11 @@ impl Glob {
         };
         if has_space {
             return false;
+        }
+        if let Some(len) = self.star_suffix {
+            // `*` takes whatever precedes the suffix (possibly nothing).
+            let suffix = &self.pattern.as_bytes()[self.pattern.len() - len..];
+            return text.as_bytes().ends_with(suffix);
         }
         glob_match(self.pattern.as_bytes(), text.as_bytes())
     }
@@ -354,6 +367,36 @@ mod tests {
         r.recipient = "bob@example.net".into();
         r.reverse_client_name = "mx1.mail.example.org".into();
         r
+    }
+
+    #[test]
+    fn leading_star_patterns_match_as_the_general_matcher_does() {
+        let patterns = ["*", "*.example", "*a", "*aa", "*ab", "*.b.c", "**x", "*x*"];
+        let texts = [
+            "",
+            "a",
+            "aa",
+            "aaa",
+            "ba",
+            "ab",
+            "xab",
+            "d1.example",
+            ".example",
+            "example",
+            "x.b.c",
+            "b.c",
+            "x",
+            "xx",
+            "a b",
+            "axa",
+        ];
+        for p in patterns {
+            let g = Glob::new(p);
+            for t in texts {
+                let general = !t.contains(' ') && glob_match(p.as_bytes(), t.as_bytes());
+                assert_eq!(g.matches(t), general, "{p:?} on {t:?}");
+            }
+        }
     }
 
     #[test]

@@ -45,9 +45,36 @@ pub enum Action {
 impl Action {
     /// Writes the full reply (`action=...\n\n`) to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        use std::io::Write;
         out.extend_from_slice(b"action=");
-        let _ = write!(out, "{self}");
+        // The same text as `Display`, without the formatting machinery (once per request).
+        let (word, text): (&str, Option<&str>) = match self {
+            Action::Dunno => ("DUNNO", None),
+            Action::Ok(t) => ("OK", t.as_deref().filter(|t| !t.is_empty())),
+            Action::Reject(t) => ("REJECT", t.as_deref().filter(|t| !t.is_empty())),
+            Action::Defer(t) => ("DEFER", t.as_deref().filter(|t| !t.is_empty())),
+            Action::DeferIfPermit(t) => ("DEFER_IF_PERMIT", t.as_deref().filter(|t| !t.is_empty())),
+            Action::DeferIfReject(t) => ("DEFER_IF_REJECT", t.as_deref().filter(|t| !t.is_empty())),
+            Action::Hold(t) => ("HOLD", t.as_deref().filter(|t| !t.is_empty())),
+            Action::Discard(t) => ("DISCARD", t.as_deref().filter(|t| !t.is_empty())),
+            Action::Filter(t) => ("FILTER", Some(t.as_str())),
+            Action::Redirect(t) => ("REDIRECT", Some(t.as_str())),
+            Action::Prepend(t) => ("PREPEND", Some(t.as_str())),
+            Action::Warn(t) => ("WARN", t.as_deref().filter(|t| !t.is_empty())),
+            Action::Code { .. } => {
+                use std::io::Write;
+                let _ = write!(out, "{self}");
+                out.extend_from_slice(b"\n\n");
+                return;
+            }
+        };
+        out.extend_from_slice(word.as_bytes());
+        if let Some(text) = text {
+            out.push(b' ');
+            out.extend(text.bytes().map(|b| match b {
+                b'\n' | b'\r' | 0 => b' ',
+                b => b,
+            }));
+        }
         out.extend_from_slice(b"\n\n");
     }
 
@@ -170,6 +197,42 @@ impl FromStr for Action {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoding_writes_what_display_shows() {
+        let texts = [None, Some(""), Some("4.7.1 slow down"), Some("a\nb\r\0c")];
+        let mut actions = vec![Action::Dunno];
+        for t in texts {
+            let t = t.map(String::from);
+            actions.extend([
+                Action::Ok(t.clone()),
+                Action::Reject(t.clone()),
+                Action::Defer(t.clone()),
+                Action::DeferIfPermit(t.clone()),
+                Action::DeferIfReject(t.clone()),
+                Action::Hold(t.clone()),
+                Action::Discard(t.clone()),
+                Action::Warn(t.clone()),
+            ]);
+            let t = t.unwrap_or_default();
+            actions.extend([
+                Action::Filter(t.clone()),
+                Action::Redirect(t.clone()),
+                Action::Prepend(t.clone()),
+                Action::Code {
+                    code: 450,
+                    text: t.clone(),
+                },
+            ]);
+        }
+        for a in actions {
+            assert_eq!(
+                String::from_utf8(a.encode()).unwrap(),
+                format!("action={a}\n\n"),
+                "{a:?}"
+            );
+        }
+    }
 
     #[test]
     fn encodes_plain_and_texted_actions() {

@@ -128,6 +128,18 @@ impl RawRequest {
             .map(|(_, v)| v)
     }
 
+    /// All attributes `(name as bytes, value)` in the order received: the name is not
+    /// sliced as text (no character-boundary checks for what is only compared).
+    #[inline]
+    pub(crate) fn attribute_bytes(&self) -> impl Iterator<Item = (&[u8], &str)> + '_ {
+        self.spans.iter().map(|&(start, eq, end)| {
+            (
+                &self.text.as_bytes()[start as usize..eq as usize],
+                &self.text[eq as usize + 1..end as usize],
+            )
+        })
+    }
+
     /// All attributes `(name, value)` in the order received.
     pub fn attributes(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
         self.spans.iter().map(|s| self.pair(s))
@@ -161,12 +173,13 @@ pub struct RequestDecoder {
     equals: Option<usize>,
     /// How many bytes of the buffer were searched.
     scanned: usize,
-    /// Attribute lines so far (for error line numbers).
-    lines: usize,
     /// Attribute spans found so far, relative to `start`.
     spans: Vec<(u32, u32, u32)>,
     /// A request given back by the caller, whose buffers the next request reuses.
     spare: Option<RawRequest>,
+    /// Whether a NUL byte was seen in the bytes searched (then the request is checked for
+    /// one exactly; otherwise that second pass is skipped).
+    nul_seen: bool,
 }
 
 /// Requests larger than this are not kept for reuse (a rare huge request does not pin its
@@ -199,9 +212,9 @@ impl RequestDecoder {
             line_start: 0,
             equals: None,
             scanned: 0,
-            lines: 0,
             spans: Vec::new(),
             spare: None,
+            nul_seen: false,
         }
     }
 
@@ -259,30 +272,51 @@ impl RequestDecoder {
     /// Searches the bytes not searched yet, splitting complete lines, up to the blank line
     /// that ends a request or to an invalid line.
     fn search(&mut self, buf: &[u8]) -> Option<Found> {
-        let from = self.scanned;
-        for at in crate::scan::Delimiters::new(&buf[from..]).map(|i| from + i) {
-            if buf[at] == b'=' {
-                self.equals.get_or_insert(at);
-                continue;
-            }
-            let line_start = std::mem::replace(&mut self.line_start, at + 1);
-            let equals = self.equals.take();
-            match self.split_line(buf, line_start, at, equals) {
-                Err(e) => return Some(Found::Error(e)),
-                Ok(Line::Blank) if self.spans.is_empty() => {
-                    // A stray blank line before a request: skipped.
-                    self.start = at + 1;
-                }
-                Ok(Line::Blank) => return Some(Found::Request(line_start, at + 1)),
-                Ok(Line::Attribute(span)) => {
-                    if self.spans.len() == self.limits.max_attributes {
-                        return Some(Found::Error(FrameError::TooManyAttributes {
-                            limit: self.limits.max_attributes,
-                        }));
+        let mut pos = self.scanned;
+        while pos < buf.len() {
+            let (masks, len) = crate::scan::masks_at(buf, pos);
+            self.nul_seen |= masks.nuls != 0;
+            let mut newlines = masks.newlines;
+            while newlines != 0 {
+                let bit = newlines.trailing_zeros() as usize;
+                newlines &= newlines - 1;
+                let at = pos + bit;
+                let line_start = std::mem::replace(&mut self.line_start, at + 1);
+                // The line's first `=`: seen in an earlier chunk, or the lowest `=` bit
+                // between the line's start and its end in this one.
+                let equals = self.equals.take().or_else(|| {
+                    let from = line_start.saturating_sub(pos);
+                    let between = masks.equals & ((1u32 << bit) - 1) & (u32::MAX << from);
+                    (between != 0).then(|| pos + between.trailing_zeros() as usize)
+                });
+                match self.split_line(buf, line_start, at, equals) {
+                    Err(e) => return Some(Found::Error(e)),
+                    Ok(Line::Blank) if self.spans.is_empty() => {
+                        // A stray blank line before a request: skipped.
+                        self.start = at + 1;
                     }
-                    self.spans.push(span);
+                    Ok(Line::Blank) => return Some(Found::Request(line_start, at + 1)),
+                    Ok(Line::Attribute(span)) => {
+                        if self.spans.len() == self.limits.max_attributes {
+                            return Some(Found::Error(FrameError::TooManyAttributes {
+                                limit: self.limits.max_attributes,
+                            }));
+                        }
+                        self.spans.push(span);
+                    }
                 }
             }
+            // The line still incomplete at the end of the chunk: its first `=` so far.
+            if self.equals.is_none() {
+                let from = self.line_start.saturating_sub(pos);
+                if from < crate::scan::CHUNK {
+                    let after = masks.equals & (u32::MAX << from);
+                    if after != 0 {
+                        self.equals = Some(pos + after.trailing_zeros() as usize);
+                    }
+                }
+            }
+            pos += len;
         }
         self.scanned = buf.len();
         None
@@ -301,7 +335,8 @@ impl RequestDecoder {
         if line.is_empty() {
             return Ok(Line::Blank);
         }
-        self.lines += 1;
+        // The 1-based number of this attribute line, for errors.
+        let line_no = self.spans.len() + 1;
         if line.len() > self.limits.max_line_len {
             return Err(FrameError::LineTooLong {
                 limit: self.limits.max_line_len,
@@ -311,9 +346,9 @@ impl RequestDecoder {
             Some(eq) if eq > line_start => eq,
             _ => {
                 if memchr::memchr(0, line).is_some() {
-                    return Err(FrameError::NulByte { line: self.lines });
+                    return Err(FrameError::NulByte { line: line_no });
                 }
-                return Err(FrameError::MalformedLine { line: self.lines });
+                return Err(FrameError::MalformedLine { line: line_no });
             }
         };
         let begin = line_start - self.start;
@@ -337,8 +372,9 @@ impl RequestDecoder {
             // The next request likely has as many attributes: one allocation, no regrowth.
             self.spans.reserve(raw.spans.len().max(8));
         }
+        let nul_seen = self.nul_seen;
         self.reset();
-        if let Some(at) = memchr::memchr(0, block) {
+        if let Some(at) = nul_seen.then(|| memchr::memchr(0, block)).flatten() {
             let line = memchr::memchr_iter(b'\n', &block[..at]).count() + 1;
             return Err(FrameError::NulByte { line });
         }
@@ -393,8 +429,8 @@ impl RequestDecoder {
         self.line_start = 0;
         self.equals = None;
         self.scanned = 0;
-        self.lines = 0;
         self.spans.clear();
+        self.nul_seen = false;
     }
 
     fn too_large(&mut self) -> FrameError {

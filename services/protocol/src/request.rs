@@ -250,7 +250,7 @@ impl PolicyRequest<'_> {
         // One pass: the three attributes validation needs are picked up on the way.
         let (mut kind, mut state, mut client) = (None, None, None);
         let mut req = PolicyRequest::new(ProtocolState::Rcpt, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        for (name, v) in raw.attributes() {
+        for (name, v) in raw.attribute_bytes() {
             let Some(field) = Field::of(name) else {
                 continue;
             };
@@ -406,11 +406,35 @@ impl PolicyRequest<'_> {
 }
 
 fn lower(v: &str) -> Cow<'_, str> {
-    if v.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
+    if needs_lowering(v.as_bytes()) {
         Cow::Owned(v.to_lowercase())
     } else {
         Cow::Borrowed(v)
     }
+}
+
+/// Whether `bytes` has an ASCII upper-case letter or a non-ASCII byte, eight bytes at a time
+/// (addresses are checked on every request).
+#[inline]
+fn needs_lowering(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let (words, rest) = bytes.as_chunks::<8>();
+    for word in words {
+        let w = u64::from_le_bytes(*word);
+        if w & HIGH != 0 {
+            return true;
+        }
+        // Every byte is ASCII (< 0x80), so these sums never carry into the next byte: the
+        // high bit of `w + (0x80 - 'A')` says `byte >= 'A'`, of `w + (0x80 - 'Z' - 1)` says
+        // `byte > 'Z'`.
+        let at_least_a = w + (0x80 - u64::from(b'A')) * ONES;
+        let above_z = w + (0x80 - u64::from(b'Z') - 1) * ONES;
+        if at_least_a & !above_z & HIGH != 0 {
+            return true;
+        }
+    }
+    rest.iter().any(|b| b.is_ascii_uppercase() || !b.is_ascii())
 }
 
 /// Numeric attributes: empty means 0 (Postfix's "unavailable").
@@ -548,9 +572,8 @@ enum Field {
 impl Field {
     /// The field `name` names. Length, first and last byte tell the 32 names apart (a unit
     /// test checks it), so one comparison confirms the candidate.
-    fn of(name: &str) -> Option<Field> {
+    fn of(bytes: &[u8]) -> Option<Field> {
         use Field::*;
-        let bytes = name.as_bytes();
         let (&first, &last) = (bytes.first()?, bytes.last()?);
         let (known, field) = match (bytes.len(), first, last) {
             (4, b's', b'e') => ("size", Size),
@@ -657,9 +680,27 @@ mod tests {
     ];
 
     #[test]
+    fn lowering_is_needed_exactly_for_upper_case_and_non_ascii_bytes() {
+        let naive = |b: &[u8]| b.iter().any(|b| b.is_ascii_uppercase() || !b.is_ascii());
+        for byte in 0..=255u8 {
+            for len in 1..20 {
+                for at in 0..len {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = byte;
+                    assert_eq!(needs_lowering(&bytes), naive(&bytes), "{bytes:?}");
+                }
+            }
+        }
+        assert!(!needs_lowering(b""));
+        assert!(!needs_lowering(b"user41@domain1.example"));
+        assert!(needs_lowering(b"user41@domain1.exampLe"));
+    }
+
+    #[test]
     fn every_known_name_is_recognised_and_only_it() {
         for name in NAMES {
-            let field = Field::of(name).unwrap_or_else(|| panic!("{name} not recognised"));
+            let field =
+                Field::of(name.as_bytes()).unwrap_or_else(|| panic!("{name} not recognised"));
             assert!(
                 format!("{field:?}").eq_ignore_ascii_case(&name.replace('_', "")),
                 "{name} -> {field:?}"
@@ -667,10 +708,10 @@ mod tests {
             // Same length, first and last byte, different middle: not a known name.
             let mut other = name.as_bytes().to_vec();
             other[1] = b'#';
-            assert!(Field::of(std::str::from_utf8(&other).unwrap()).is_none());
+            assert!(Field::of(&other).is_none());
         }
         for unknown in ["", "s", "sizE", "x_future_attr", "senders", "recipient "] {
-            assert!(Field::of(unknown).is_none(), "{unknown:?}");
+            assert!(Field::of(unknown.as_bytes()).is_none(), "{unknown:?}");
         }
     }
 }

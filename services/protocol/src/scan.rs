@@ -1,65 +1,83 @@
-//! Finding the bytes that structure a request (`\n` and `=`) eight bytes at a time.
+//! Finding the bytes that structure a request (`\n` and `=`), sixteen bytes at a time.
 //!
-//! A request is ~30 short lines: a SIMD search called once per delimiter pays its set-up
-//! ~60 times per request, more than the search itself. Scanning whole 64-bit words (SWAR)
-//! in one inlined loop finds every delimiter in a single pass, in safe code.
+//! A request is ~30 short lines. [`masks`] classifies a 16-byte chunk at once and returns
+//! bit masks (bit `i` for byte `i`): the framing loop then visits each line end once and
+//! finds the line's first `=` with a mask operation, instead of stopping at every
+//! delimiter. On x86_64 this is SSE2 (part of the architecture's baseline; the one `unsafe` block of
+//! the crate states why the call is sound); elsewhere a portable loop gives the same masks
+//! (the compiler does not turn that loop into the same few instructions).
 
-/// Each byte of the word set to `0x01`.
-const ONES: u64 = 0x0101_0101_0101_0101;
-/// The low seven bits of each byte.
-const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+/// Bytes classified per call.
+pub(crate) const CHUNK: usize = 16;
 
-/// The high bit of each byte of `word` that equals `byte` (exact: no false positives).
+/// The delimiters and suspicious bytes of one chunk, one bit per byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Masks {
+    /// `\n` bytes.
+    pub(crate) newlines: u32,
+    /// `=` bytes.
+    pub(crate) equals: u32,
+    /// NUL bytes.
+    pub(crate) nuls: u32,
+}
+
+/// Classifies the 16 bytes of `chunk`.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline]
-fn bytes_equal(word: u64, byte: u8) -> u64 {
-    let x = word ^ (u64::from(byte) * ONES);
-    !(((x & LOW7).wrapping_add(LOW7)) | x | LOW7)
+#[allow(unsafe_code)]
+pub(crate) fn masks(chunk: &[u8; CHUNK]) -> Masks {
+    // SAFETY: the only requirement of calling a `#[target_feature(enable = "sse2")]`
+    // function is that the CPU has SSE2, and this code is only compiled when SSE2 is enabled
+    // for the whole build (`cfg(target_feature = "sse2")`, part of every x86_64 target's
+    // baseline). `masks_sse2` itself touches no memory but `chunk` (a reference).
+    unsafe { masks_sse2(chunk) }
 }
 
-/// Positions of every `\n` and `=` in a byte slice, in increasing order.
-pub(crate) struct Delimiters<'a> {
-    hay: &'a [u8],
-    /// Offset of the next word to load.
-    next_word: usize,
-    /// Delimiters of the last loaded word not yet returned (high bit of each byte).
-    pending: u64,
-}
-
-impl<'a> Delimiters<'a> {
-    /// Iterates over the delimiters of `hay`.
-    pub(crate) fn new(hay: &'a [u8]) -> Self {
-        Delimiters {
-            hay,
-            next_word: 0,
-            pending: 0,
-        }
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[target_feature(enable = "sse2")]
+#[inline]
+fn masks_sse2(chunk: &[u8; CHUNK]) -> Masks {
+    use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_movemask_epi8, _mm_set1_epi8, _mm_set_epi64x};
+    let (lo, hi) = chunk.split_at(8);
+    let word = |half: &[u8]| i64::from_le_bytes(half.try_into().expect("eight bytes"));
+    // Two 64-bit halves: the compiler turns this into one unaligned 16-byte load.
+    let v = _mm_set_epi64x(word(hi), word(lo));
+    let find = |byte: u8| _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(byte as i8))) as u32;
+    Masks {
+        newlines: find(b'\n'),
+        equals: find(b'='),
+        nuls: find(0),
     }
 }
 
-impl Iterator for Delimiters<'_> {
-    type Item = usize;
+/// Classifies the 16 bytes of `chunk` (portable version).
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline]
+pub(crate) fn masks(chunk: &[u8; CHUNK]) -> Masks {
+    let mut m = Masks {
+        newlines: 0,
+        equals: 0,
+        nuls: 0,
+    };
+    for (i, &b) in chunk.iter().enumerate() {
+        m.newlines |= u32::from(b == b'\n') << i;
+        m.equals |= u32::from(b == b'=') << i;
+        m.nuls |= u32::from(b == 0) << i;
+    }
+    m
+}
 
-    #[inline]
-    fn next(&mut self) -> Option<usize> {
-        loop {
-            if self.pending != 0 {
-                let byte = (self.pending.trailing_zeros() / 8) as usize;
-                self.pending &= self.pending - 1;
-                return Some(self.next_word - 8 + byte);
-            }
-            let rest = self.hay.get(self.next_word..)?;
-            let word = match rest.first_chunk::<8>() {
-                Some(chunk) => u64::from_le_bytes(*chunk),
-                None if rest.is_empty() => return None,
-                None => {
-                    // The last few bytes, padded with zeros (which are not delimiters).
-                    let mut padded = [0u8; 8];
-                    padded[..rest.len()].copy_from_slice(rest);
-                    u64::from_le_bytes(padded)
-                }
-            };
-            self.next_word += 8;
-            self.pending = bytes_equal(word, b'\n') | bytes_equal(word, b'=');
+/// The masks of the chunk of `buf` starting at `at`, and how many of its bytes are real. A
+/// last, short chunk is padded with spaces (neither delimiters nor NULs).
+#[inline]
+pub(crate) fn masks_at(buf: &[u8], at: usize) -> (Masks, usize) {
+    let rest = &buf[at..];
+    match rest.first_chunk::<CHUNK>() {
+        Some(chunk) => (masks(chunk), CHUNK),
+        None => {
+            let mut padded = [b' '; CHUNK];
+            padded[..rest.len()].copy_from_slice(rest);
+            (masks(&padded), rest.len())
         }
     }
 }
@@ -68,18 +86,25 @@ impl Iterator for Delimiters<'_> {
 mod tests {
     use super::*;
 
-    fn naive(hay: &[u8]) -> Vec<usize> {
-        hay.iter()
-            .enumerate()
-            .filter(|(_, &b)| b == b'\n' || b == b'=')
-            .map(|(i, _)| i)
-            .collect()
+    fn naive(chunk: &[u8; CHUNK]) -> Masks {
+        let bits = |want: u8| {
+            chunk
+                .iter()
+                .enumerate()
+                .filter(|(_, &b)| b == want)
+                .fold(0u32, |m, (i, _)| m | 1 << i)
+        };
+        Masks {
+            newlines: bits(b'\n'),
+            equals: bits(b'='),
+            nuls: bits(0),
+        }
     }
 
     #[test]
-    fn finds_every_delimiter_in_order() {
-        // Every length up to a few words, and bytes next to the delimiters' values (which a
-        // borrow-propagating bit trick would confuse with them).
+    fn classifies_every_byte() {
+        // Bytes next to the delimiters' values, and high-bit bytes (signed compares would
+        // confuse nothing here, but check anyway).
         let alphabet = [
             b'\n',
             b'=',
@@ -89,25 +114,35 @@ mod tests {
             b'\n' + 1,
             b'=' - 1,
             0x80 | b'=',
+            0x80 | b'\n',
+            0x80,
             b'\r',
         ];
         let mut seed = 0x2545_f491_4f6c_dd1du64;
-        for len in 0..40 {
-            for _ in 0..200 {
-                let hay: Vec<u8> = (0..len)
-                    .map(|_| {
-                        seed ^= seed << 13;
-                        seed ^= seed >> 7;
-                        seed ^= seed << 17;
-                        alphabet[(seed % alphabet.len() as u64) as usize]
-                    })
-                    .collect();
-                assert_eq!(
-                    Delimiters::new(&hay).collect::<Vec<_>>(),
-                    naive(&hay),
-                    "{hay:?}"
-                );
+        for _ in 0..5000 {
+            let mut chunk = [0u8; CHUNK];
+            for b in chunk.iter_mut() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                *b = alphabet[(seed % alphabet.len() as u64) as usize];
             }
+            assert_eq!(masks(&chunk), naive(&chunk), "{chunk:?}");
         }
+    }
+
+    #[test]
+    fn pads_the_last_chunk_with_nothing_it_looks_for() {
+        let buf = b"abc\n=";
+        let (m, len) = masks_at(buf, 2);
+        assert_eq!(len, 3);
+        assert_eq!(
+            m,
+            Masks {
+                newlines: 0b10,
+                equals: 0b100,
+                nuls: 0
+            }
+        );
     }
 }

@@ -273,3 +273,96 @@ fn recycled_requests_do_not_leak_into_the_next_one() {
     assert_eq!(got, want);
     assert_eq!(got.last().unwrap().len(), 2);
 }
+
+/// Random requests (names and values of every length across the decoder's 16-byte chunks,
+/// `=` inside values, `\r\n` line ends, stray blank lines, NULs and non-UTF-8 values) framed
+/// in one go and in random pieces give what a plain line-by-line reading gives.
+#[test]
+fn random_requests_frame_as_plain_line_splitting_does() {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let alphabet = b"ab=_.\xe9\r0";
+    for _ in 0..3000 {
+        let mut stream = Vec::new();
+        let mut expected: Vec<Result<Vec<(String, String)>, FrameError>> = Vec::new();
+        for _ in 0..1 + next(3) {
+            if next(4) == 0 {
+                stream.push(b'\n');
+            }
+            let mut pairs = Vec::new();
+            let lines = 1 + next(6);
+            let mut error = None;
+            for line_no in 1..=lines {
+                let name: Vec<u8> = (0..1 + next(20))
+                    .map(|_| b"abc_"[next(4) as usize])
+                    .collect();
+                let value: Vec<u8> = (0..next(40))
+                    .map(|_| alphabet[next(alphabet.len() as u64) as usize])
+                    .collect();
+                let nul = next(40) == 0;
+                stream.extend_from_slice(&name);
+                stream.push(b'=');
+                stream.extend_from_slice(&value);
+                if nul {
+                    stream.push(0);
+                    error.get_or_insert(FrameError::NulByte {
+                        line: line_no as usize,
+                    });
+                }
+                let crlf = next(3) == 0;
+                stream.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+                let mut value = value;
+                if !crlf && value.last() == Some(&b'\r') {
+                    value.pop();
+                }
+                pairs.push((
+                    String::from_utf8(name).unwrap(),
+                    String::from_utf8_lossy(&value).into_owned(),
+                ));
+            }
+            stream.push(b'\n');
+            let failed = error.is_some();
+            expected.push(error.map_or(Ok(pairs), Err));
+            if failed {
+                break;
+            }
+        }
+        let frame = |pieces: &mut dyn FnMut() -> usize| {
+            let mut dec = RequestDecoder::default();
+            let (mut buf, mut at, mut got) = (Vec::new(), 0, Vec::new());
+            while at < stream.len() {
+                let end = (at + pieces()).min(stream.len());
+                buf.extend_from_slice(&stream[at..end]);
+                at = end;
+                loop {
+                    match dec.decode(&mut buf) {
+                        Ok(Some(r)) => got.push(Ok(r
+                            .attributes()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect::<Vec<_>>())),
+                        Ok(None) => break,
+                        Err(e) => {
+                            got.push(Err(e));
+                            return got;
+                        }
+                    }
+                }
+            }
+            got
+        };
+        assert_eq!(frame(&mut || usize::MAX), expected, "{stream:?}");
+        let mut piece_seed = 0x2545_f491_4f6c_dd1d ^ (stream.len() as u64);
+        let mut pieces = || {
+            piece_seed ^= piece_seed << 13;
+            piece_seed ^= piece_seed >> 7;
+            piece_seed ^= piece_seed << 17;
+            1 + (piece_seed % 37) as usize
+        };
+        assert_eq!(frame(&mut pieces), expected, "{stream:?}");
+    }
+}
