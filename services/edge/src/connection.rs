@@ -9,7 +9,7 @@ use sluice_engine::{Engine, Scratch};
 use sluice_protocol::{FrameError, PolicyRequest, RawRequest, RequestDecoder};
 use std::future::{poll_fn, Future};
 use std::io;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -240,10 +240,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             let span = request_span(&req);
             let decided = with_deadline(
                 shared.config.request_deadline,
-                shared
+                pin!(shared
                     .engine
                     .decide_reusing(&req, &mut self.scratch)
-                    .instrument(span.clone()),
+                    .instrument(span.clone())),
             )
             .await;
             record_outcome(&span, decided.as_ref(), &shared.config.fallback_action);
@@ -251,7 +251,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         } else {
             with_deadline(
                 shared.config.request_deadline,
-                shared.engine.decide_reusing(&req, &mut self.scratch),
+                pin!(shared.engine.decide_reusing(&req, &mut self.scratch)),
             )
             .await
         };
@@ -338,9 +338,10 @@ fn record_outcome(
 }
 
 /// Runs `fut` to completion within `limit`; `None` on overrun. A future that is ready at
-/// once (the usual case: the in-process engine) does not touch the timer wheel.
-async fn with_deadline<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
-    let mut fut = pin!(fut);
+/// once (the usual case: the in-process engine) does not touch the timer wheel. The future
+/// is pinned by the caller: the engine's future is large (its matched policies and op
+/// references live on its stack), and moving it in here cost a copy per request.
+async fn with_deadline<F: Future>(limit: Duration, mut fut: Pin<&mut F>) -> Option<F::Output> {
     match poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
         Poll::Ready(v) => Some(v),
         Poll::Pending => timeout(limit, fut).await.ok(),

@@ -290,8 +290,15 @@ impl MemoryState {
             vec![LeaseGrant::default(); ops.len()]
         };
         let mut refused = false;
+        // A size check and its END-OF-MESSAGE record are adjacent ops on the same key: the
+        // second reuses the first's hash.
+        let mut previous: Option<Hashed<'_>> = None;
         for (i, op) in ops.iter().enumerate() {
-            let key = self.hashed(&op.key);
+            let key = match previous {
+                Some(p) if p.key == op.key => p,
+                _ => self.hashed(&op.key),
+            };
+            previous = Some(key);
             if refused {
                 results.push(OpResult {
                     outcome: Outcome::NotEvaluated,

@@ -445,11 +445,20 @@ fn number<T: FromStr + Default + TryFrom<u64>>(
     if v.is_empty() {
         return Ok(T::default());
     }
-    // The usual case, a few plain digits, without the general parser.
-    if v.len() <= 19 && v.bytes().all(|b| b.is_ascii_digit()) {
-        let n = v.bytes().fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
-        if let Ok(n) = T::try_from(n) {
-            return Ok(n);
+    // The usual case, a few plain digits, without the general parser: one pass without
+    // branches per digit (19 digits never overflow a u64; a non-digit makes `digits` false
+    // and the wrapped value is not used).
+    if v.len() <= 19 {
+        let (mut n, mut digits) = (0u64, true);
+        for b in v.bytes() {
+            let d = b.wrapping_sub(b'0');
+            digits &= d <= 9;
+            n = n.wrapping_mul(10).wrapping_add(u64::from(d));
+        }
+        if digits {
+            if let Ok(n) = T::try_from(n) {
+                return Ok(n);
+            }
         }
     }
     v.trim().parse().map_err(|_| RequestError::InvalidNumber {
@@ -496,33 +505,40 @@ pub fn parse_ip(s: &str) -> Option<IpAddr> {
 }
 
 /// A plain `a.b.c.d` IPv4 address (what Postfix sends for IPv4 clients), parsed without the
-/// general address parser; `None` for anything else (the caller falls back to it).
+/// general address parser; `None` for anything else (the caller falls back to it). Octets
+/// are read one after the other: a first digit, then up to two more unless the first is a
+/// `0` (no leading zeros: the standard parser refuses them too), then a `.` or the end.
 fn parse_dotted_quad(s: &str) -> Option<Ipv4Addr> {
+    let b = s.as_bytes();
     let mut octets = [0u8; 4];
-    let (mut index, mut value, mut digits) = (0usize, 0u16, 0u8);
-    for &b in s.as_bytes() {
-        match b {
-            b'0'..=b'9' => {
-                // No leading zeros (the standard parser refuses them too) and at most three
-                // digits.
-                if digits == 3 || (digits == 1 && value == 0) {
-                    return None;
-                }
-                value = value * 10 + u16::from(b - b'0');
-                digits += 1;
+    let mut at = 0;
+    for (k, octet) in octets.iter_mut().enumerate() {
+        if k > 0 {
+            if b.get(at) != Some(&b'.') {
+                return None;
             }
-            b'.' if digits > 0 && index < 3 => {
-                octets[index] = u8::try_from(value).ok()?;
-                (index, value, digits) = (index + 1, 0, 0);
-            }
-            _ => return None,
+            at += 1;
         }
+        let first = b.get(at)?.wrapping_sub(b'0');
+        if first > 9 {
+            return None;
+        }
+        at += 1;
+        let mut value = u16::from(first);
+        if first != 0 {
+            for _ in 0..2 {
+                match b.get(at) {
+                    Some(&c) if c.is_ascii_digit() => {
+                        value = value * 10 + u16::from(c - b'0');
+                        at += 1;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        *octet = u8::try_from(value).ok()?;
     }
-    if index != 3 || digits == 0 {
-        return None;
-    }
-    octets[3] = u8::try_from(value).ok()?;
-    Some(Ipv4Addr::from(octets))
+    (at == b.len()).then(|| Ipv4Addr::from(octets))
 }
 
 impl Default for PolicyRequest<'_> {
@@ -642,6 +658,118 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The dotted-quad parser before the octet-by-octet one (the reference).
+    fn dotted_quad_reference(s: &str) -> Option<Ipv4Addr> {
+        let mut octets = [0u8; 4];
+        let (mut index, mut value, mut digits) = (0usize, 0u16, 0u8);
+        for &b in s.as_bytes() {
+            match b {
+                b'0'..=b'9' => {
+                    if digits == 3 || (digits == 1 && value == 0) {
+                        return None;
+                    }
+                    value = value * 10 + u16::from(b - b'0');
+                    digits += 1;
+                }
+                b'.' if digits > 0 && index < 3 => {
+                    octets[index] = u8::try_from(value).ok()?;
+                    (index, value, digits) = (index + 1, 0, 0);
+                }
+                _ => return None,
+            }
+        }
+        if index != 3 || digits == 0 {
+            return None;
+        }
+        octets[3] = u8::try_from(value).ok()?;
+        Some(Ipv4Addr::from(octets))
+    }
+
+    fn xorshift(seed: &mut u64, n: u64) -> u64 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        *seed % n
+    }
+
+    #[test]
+    fn dotted_quads_parse_as_the_reference_and_the_standard_parser_do() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let alphabet = b"0123456789.0125.x ";
+        let mut parsed = 0;
+        for i in 0..200_000 {
+            let s: String = if i % 2 == 0 {
+                // Mostly well-formed: four octets of 1-4 digits, sometimes damaged.
+                let mut s = (0..4)
+                    .map(|_| {
+                        (0..1 + xorshift(&mut seed, 4))
+                            .map(|_| char::from(b'0' + xorshift(&mut seed, 10) as u8))
+                            .collect::<String>()
+                    })
+                    .collect::<Vec<_>>()
+                    .join(".");
+                if xorshift(&mut seed, 4) == 0 {
+                    let at = xorshift(&mut seed, s.len() as u64 + 1) as usize;
+                    let c = alphabet[xorshift(&mut seed, alphabet.len() as u64) as usize];
+                    s.insert(at, char::from(c));
+                }
+                s
+            } else {
+                (0..xorshift(&mut seed, 18))
+                    .map(|_| {
+                        char::from(alphabet[xorshift(&mut seed, alphabet.len() as u64) as usize])
+                    })
+                    .collect()
+            };
+            let got = parse_dotted_quad(&s);
+            assert_eq!(got, dotted_quad_reference(&s), "{s:?}");
+            assert_eq!(got, s.parse::<Ipv4Addr>().ok(), "{s:?}");
+            parsed += usize::from(got.is_some());
+        }
+        assert!(
+            parsed > 3_000,
+            "too few valid addresses generated: {parsed}"
+        );
+        for s in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.1.1.1",
+            "01.1.1.1",
+            "1.1.1",
+            "1.1.1.1.",
+            "",
+        ] {
+            assert_eq!(parse_dotted_quad(s), dotted_quad_reference(s), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_parse_as_the_standard_parser_does() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let alphabet = b"0123456789 +-a";
+        for i in 0..100_000 {
+            let len = xorshift(&mut seed, if i % 2 == 0 { 6 } else { 22 });
+            let s: String = (0..len)
+                .map(|_| {
+                    let n = if i % 3 == 0 { alphabet.len() } else { 10 };
+                    char::from(alphabet[xorshift(&mut seed, n as u64) as usize])
+                })
+                .collect();
+            let expected_u64 = if s.is_empty() {
+                Some(0)
+            } else {
+                s.trim().parse::<u64>().ok()
+            };
+            assert_eq!(number::<u64>("n", &s).ok(), expected_u64, "{s:?}");
+            let expected_u16 = if s.is_empty() {
+                Some(0)
+            } else {
+                s.trim().parse::<u16>().ok()
+            };
+            assert_eq!(number::<u16>("n", &s).ok(), expected_u16, "{s:?}");
+        }
+    }
 
     /// Every attribute name Postfix sends, with its field.
     const NAMES: [&str; 32] = [
