@@ -46,6 +46,19 @@ struct Lease {
     exhausted: bool,
 }
 
+impl Lease {
+    /// The units not used, to be given back (none are left after).
+    fn take_unused(&mut self, key: &str) -> Option<LeaseReturn> {
+        let units = std::mem::take(&mut self.left);
+        (units > 0).then(|| LeaseReturn {
+            key: key.to_string(),
+            window: self.window,
+            units,
+            charged_at_ms: self.charged_at_ms,
+        })
+    }
+}
+
 /// The leases this edge holds, by counter key.
 #[derive(Debug)]
 pub struct LeaseTable {
@@ -194,15 +207,7 @@ impl LeaseTable {
                 if l.expires > now {
                     return true;
                 }
-                if l.left > 0 {
-                    out.push(LeaseReturn {
-                        key: key.clone(),
-                        window: l.window,
-                        units: l.left,
-                        charged_at_ms: l.charged_at_ms,
-                    });
-                    l.left = 0;
-                }
+                out.extend(l.take_unused(key));
                 now.duration_since(l.expires) < REMEMBERED
             });
         }
@@ -211,26 +216,13 @@ impl LeaseTable {
 
     /// Removes every lease, returning the unused units (shutdown).
     pub fn drain(&self) -> Vec<LeaseReturn> {
-        self.remove_where(|_| true)
-    }
-
-    fn remove_where(&self, pred: impl Fn(&Lease) -> bool) -> Vec<LeaseReturn> {
         let mut out = Vec::new();
         for shard in &self.shards {
-            lock(shard).retain(|key, l| {
-                if !pred(l) {
-                    return true;
-                }
-                if l.left > 0 {
-                    out.push(LeaseReturn {
-                        key: key.clone(),
-                        window: l.window,
-                        units: l.left,
-                        charged_at_ms: l.charged_at_ms,
-                    });
-                }
-                false
-            });
+            out.extend(
+                lock(shard)
+                    .drain()
+                    .filter_map(|(key, mut l)| l.take_unused(&key)),
+            );
         }
         out
     }
