@@ -54,21 +54,15 @@ impl QuotaService {
     /// Runs one request's batch.
     pub async fn run(&self, request: ApplyRequest) -> Result<ApplyReply, ServiceError> {
         let (batch, leases) = leased_batch(request)?;
-        let state = Arc::clone(&self.state);
-        let task = tokio::spawn(
-            async move {
+        self.run_task(move |state| {
+            Box::pin(async move {
                 state
                     .apply_leasing(&batch, &leases)
                     .await
                     .map(|r| leased_reply(&r))
-            }
-            .in_current_span(),
-        );
-        match tokio::time::timeout(self.apply_timeout, task).await {
-            Ok(Ok(result)) => Ok(result?),
-            Ok(Err(join)) => Err(ServiceError::Internal(join.to_string())),
-            Err(_) => Err(ServiceError::State(sluice_engine::StateError::Timeout)),
-        }
+            })
+        })
+        .await
     }
 
     /// Runs the batches of one `ApplyMany` concurrently, all in one task (so each still runs
