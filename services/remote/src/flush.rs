@@ -9,18 +9,15 @@
 //! under-admit until they leave the window; sessions that cannot be stored are tried again
 //! at the next tick (a bounded number of them).
 
+use crate::lock;
 use crate::state::{Inner, Outbox};
 use sluice_proto::v1;
 use sluice_runtime::metrics::names;
-use std::sync::{Mutex, MutexGuard, Weak};
+use std::sync::Weak;
 use std::time::Instant;
 
 /// Most sessions kept waiting for another try after a failed store.
 const MAX_RETRIED_SAVES: usize = 10_000;
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Runs until `inner` is gone.
 pub(crate) async fn run(inner: Weak<Inner>) {
@@ -77,10 +74,12 @@ pub(crate) async fn flush(inner: &Inner, everything: bool) {
             leases: returns.iter().map(v1::LeaseReturn::from).collect(),
         };
         let n = returns.len();
-        let result = send(inner, timeout, |mut c| async move {
-            c.return_leases(request).await.map(|_| ())
-        })
-        .await;
+        let result = inner
+            .unary(
+                timeout,
+                |mut c| async move { c.return_leases(request).await },
+            )
+            .await;
         record(names::LEASE_RETURNS, result.is_ok());
         if let Err(e) = result {
             tracing::warn!(leases = n, error = %e, "Could not give back unused lease units (they count until they leave the window).");
@@ -91,10 +90,12 @@ pub(crate) async fn flush(inner: &Inner, everything: bool) {
             sessions: saves.iter().map(v1::SessionData::from).collect(),
             ended: ended.clone(),
         };
-        let result = send(inner, timeout, |mut c| async move {
-            c.save_sessions(request).await.map(|_| ())
-        })
-        .await;
+        let result = inner
+            .unary(
+                timeout,
+                |mut c| async move { c.save_sessions(request).await },
+            )
+            .await;
         record(names::SESSION_SAVES, result.is_ok());
         if let Err(e) = result {
             tracing::warn!(sessions = saves.len(), ended = ended.len(), error = %e, "Could not store message sessions; trying again.");
@@ -111,26 +112,4 @@ pub(crate) async fn flush(inner: &Inner, everything: bool) {
 
 fn record(name: &'static str, ok: bool) {
     metrics::counter!(name, "result" => if ok { "ok" } else { "error" }).increment(1);
-}
-
-/// One call to a quota service under `timeout`.
-async fn send<F, Fut>(inner: &Inner, timeout: std::time::Duration, call: F) -> Result<(), String>
-where
-    F: FnOnce(v1::quota_client::QuotaClient<tonic::transport::Channel>) -> Fut,
-    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
-{
-    let Some(backend) = inner.pool.pick(None) else {
-        return Err("no quota-service endpoint resolved".into());
-    };
-    let client = backend.batcher().client();
-    match tokio::time::timeout(timeout, call(client)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(status)) => {
-            if crate::error::is_transport_failure(&status) {
-                backend.mark_down(status.message());
-            }
-            Err(status.message().to_string())
-        }
-        Err(_) => Err("timed out".into()),
-    }
 }

@@ -12,6 +12,7 @@
 //! Expiry is measured on this edge's monotonic clock from *before* the call that brought
 //! the lease was sent, so it never outlives the sub-bucket on the service's clock.
 
+use crate::lock;
 use sluice_engine::window::WindowSpec;
 use sluice_engine::{LeaseGrant, LeaseReturn};
 use std::collections::hash_map::{DefaultHasher, Entry};
@@ -71,10 +72,6 @@ impl Default for LeaseTable {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl LeaseTable {

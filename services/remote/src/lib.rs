@@ -31,6 +31,13 @@ pub mod sessions;
 pub mod state;
 
 pub use batch::BatchLimits;
+
+/// Locks `m`, carrying on with the data of a holder that panicked (every table here stays
+/// consistent between statements).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub use cache::OverLimitCache;
 pub use config::RemoteConfig;
 pub use error::{state_error_from_status, RemoteError};

@@ -15,6 +15,7 @@
 //! instance of a connection may be the continuation of a message begun elsewhere; it is
 //! looked up once.
 
+use crate::lock;
 use sluice_engine::{EomRecord, SessionData};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -112,10 +113,6 @@ pub struct Sessions {
     /// The table was full at some point since it was last under half its capacity: some
     /// messages keep their sessions in the shared store.
     overflowed: AtomicBool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Sessions {

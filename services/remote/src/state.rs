@@ -98,6 +98,34 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// One unary call (`call` on a client) to a quota service picked by the balancer, under
+    /// `timeout`; a transport failure marks that service down. Not retried.
+    pub(crate) async fn unary<T, F, Fut>(
+        &self,
+        timeout: std::time::Duration,
+        call: F,
+    ) -> Result<T, StateError>
+    where
+        F: FnOnce(sluice_proto::v1::quota_client::QuotaClient<tonic::transport::Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let Some(backend) = self.pool.pick(None) else {
+            return Err(StateError::Unavailable(
+                "no quota-service endpoint resolved".into(),
+            ));
+        };
+        match tokio::time::timeout(timeout, call(backend.batcher().client())).await {
+            Ok(Ok(reply)) => Ok(reply.into_inner()),
+            Ok(Err(status)) => {
+                if is_transport_failure(&status) {
+                    backend.mark_down(status.message());
+                }
+                Err(state_error_from_status(&status))
+            }
+            Err(_) => Err(StateError::Timeout),
+        }
+    }
+
     /// Counts a lease granted.
     pub(crate) fn metrics_lease_grant(&self) {
         self.metrics.lease_grants.increment(1);
@@ -195,14 +223,12 @@ impl RemoteState {
 
     pub(crate) fn queue_returns(&self, returns: Vec<LeaseReturn>) {
         if !returns.is_empty() {
-            crate::flush::lock(&self.inner.outbox)
-                .returns
-                .extend(returns);
+            crate::lock(&self.inner.outbox).returns.extend(returns);
         }
     }
 
     pub(crate) fn queue_ended(&self, instance: String) {
-        crate::flush::lock(&self.inner.outbox).ended.push(instance);
+        crate::lock(&self.inner.outbox).ended.push(instance);
     }
 
     /// Reads the shared store's session of `instance`, under the deadline.
@@ -210,27 +236,18 @@ impl RemoteState {
         &self,
         instance: &str,
     ) -> Result<Option<SessionData>, StateError> {
-        let deadline = Instant::now() + self.inner.config.deadline;
-        let Some(backend) = self.inner.pool.pick(None) else {
-            return Err(StateError::Unavailable(
-                "no quota-service endpoint resolved".into(),
-            ));
-        };
-        let mut client = backend.batcher().client();
+        let deadline = self.inner.config.deadline;
         let mut request = tonic::Request::new(sluice_proto::v1::LoadSessionRequest {
             instance: instance.to_string(),
         });
-        request.set_timeout(self.inner.config.deadline);
-        let reply = match tokio::time::timeout_at(deadline, client.load_session(request)).await {
-            Ok(Ok(r)) => r.into_inner(),
-            Ok(Err(status)) => {
-                if is_transport_failure(&status) {
-                    backend.mark_down(status.message());
-                }
-                return Err(state_error_from_status(&status));
-            }
-            Err(_) => return Err(StateError::Timeout),
-        };
+        request.set_timeout(deadline);
+        let reply = self
+            .inner
+            .unary(
+                deadline,
+                |mut c| async move { c.load_session(request).await },
+            )
+            .await?;
         reply
             .session
             .map(SessionData::try_from)
@@ -442,7 +459,7 @@ impl State for RemoteState {
     fn connection_closed(&self, connection: u64) {
         let saves = self.inner.sessions.connection_closed(connection);
         if !saves.is_empty() {
-            crate::flush::lock(&self.inner.outbox).saves.extend(saves);
+            crate::lock(&self.inner.outbox).saves.extend(saves);
             self.inner.wake.notify_one();
         }
     }
