@@ -14,6 +14,7 @@
 //! shared store only when another edge may need them (see [`crate::sessions`]).
 
 use crate::lease::LeaseTable;
+use crate::sessions::LocalSession;
 use crate::state::RemoteState;
 use sluice_engine::{
     CounterBatch, CounterOp, CounterReply, EomRecord, LeaseGrant, OpKind, OpResult, Outcome,
@@ -82,6 +83,29 @@ fn request_of(sent: &mut [Sent]) -> v1::ApplyRequest {
             })
             .collect(),
         end_of_message_size: None,
+    }
+}
+
+/// Remembers in the message's session what an op of an admitted group did: a first charge
+/// once per message, or a counter for END-OF-MESSAGE.
+fn remember(s: &mut LocalSession, op: &CounterOp, plan: &Plan, result: &OpResult) {
+    let charge_once = match *plan {
+        Plan::Local { charge_once, .. } => charge_once,
+        Plan::Remote { charge_once, .. } => charge_once && result.outcome == Outcome::Admitted,
+    };
+    if charge_once {
+        s.charge(&op.key);
+    }
+    if let (Plan::Local { record: true, .. }, OpKind::RecordForEom { label, group }) =
+        (plan, &op.kind)
+    {
+        s.record_with(&op.key, || EomRecord {
+            key: op.key.clone(),
+            limit: op.limit,
+            window: op.window,
+            label: label.clone(),
+            group: *group,
+        });
     }
 }
 
@@ -216,8 +240,19 @@ impl RemoteState {
                         },
                         None => send(OpKind::Check { cost: *cost }, false),
                     },
+                    // The engine reads no level from a record: the size check before it
+                    // on the same key (if answered here) lends its own, without a lookup.
                     OpKind::RecordForEom { .. } => Plan::Local {
-                        result: admitted(leases.level(&op.key, now).unwrap_or(0)),
+                        result: admitted(
+                            match (plan.last(), ops.get(plan.len().wrapping_sub(1))) {
+                                (Some(Plan::Local { result, .. }), Some(prev))
+                                    if prev.key == op.key =>
+                                {
+                                    result.used
+                                }
+                                _ => 0,
+                            },
+                        ),
                         took: 0,
                         charge_once: false,
                         record: needs_session,
@@ -258,9 +293,11 @@ impl RemoteState {
 
         // Merge, per group.
         let mut returns = Vec::new();
+        let mut admitted_groups = Vec::with_capacity(batch.groups.len());
         let mut groups = Vec::with_capacity(batch.groups.len());
         for (g, ops) in batch.groups.iter().enumerate() {
             if let Some(c) = cached[g].take() {
+                admitted_groups.push(false);
                 groups.push(c);
                 continue;
             }
@@ -270,12 +307,7 @@ impl RemoteState {
             let mut results = Vec::with_capacity(ops.len());
             for (op, p) in ops.iter().zip(&plans[g]) {
                 match *p {
-                    Plan::Local {
-                        result,
-                        took,
-                        charge_once,
-                        record,
-                    } => {
+                    Plan::Local { result, took, .. } => {
                         if refused {
                             if took > 0 {
                                 leases.untake(&op.key, took, now, &mut returns);
@@ -286,32 +318,14 @@ impl RemoteState {
                             });
                             continue;
                         }
-                        if charge_once {
-                            sessions.with(instance, |s| s.charge(&op.key));
-                        }
-                        if record {
-                            if let OpKind::RecordForEom { label, group } = &op.kind {
-                                let r = EomRecord {
-                                    key: op.key.clone(),
-                                    limit: op.limit,
-                                    window: op.window,
-                                    label: label.clone(),
-                                    group: *group,
-                                };
-                                sessions.with(instance, |s| s.record(r));
-                            }
-                        }
                         results.push(result);
                     }
-                    Plan::Remote { index, charge_once } => {
+                    Plan::Remote { index, .. } => {
                         let (s, a) = answer.expect("a remote op belongs to a sent group");
                         let (result, grant) = a[index];
                         if !refused {
                             if grant.units > 0 {
                                 inner.metrics_lease_grant();
-                            }
-                            if charge_once && result.outcome == Outcome::Admitted {
-                                sessions.with(instance, |x| x.charge(&op.key));
                             }
                             leases.grant(
                                 &op.key,
@@ -327,7 +341,22 @@ impl RemoteState {
                     }
                 }
             }
+            admitted_groups.push(!refused);
             groups.push(results);
+        }
+        if needs_session {
+            // What the admitted groups charged once and recorded, in one visit.
+            sessions.with(instance, |s| {
+                let admitted = batch.groups.iter().zip(&plans).zip(&groups);
+                for (((ops, plan), results), ok) in admitted.zip(&admitted_groups) {
+                    if !*ok {
+                        continue;
+                    }
+                    for ((op, p), r) in ops.iter().zip(plan).zip(results) {
+                        remember(s, op, p, r);
+                    }
+                }
+            });
         }
         self.queue_returns(returns);
         Ok(CounterReply {

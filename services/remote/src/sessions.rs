@@ -67,8 +67,14 @@ impl LocalSession {
 
     /// Remembers a counter for END-OF-MESSAGE (the first record of a key wins).
     pub fn record(&mut self, record: EomRecord) {
-        if !self.records.iter().any(|r| r.key == record.key) {
-            self.records.push(record);
+        let key = record.key.clone();
+        self.record_with(&key, || record);
+    }
+
+    /// [`LocalSession::record`], building the record only when `key` has none yet.
+    pub fn record_with(&mut self, key: &str, record: impl FnOnce() -> EomRecord) {
+        if !self.records.iter().any(|r| r.key == key) {
+            self.records.push(record());
             self.dirty = true;
         }
     }
