@@ -167,9 +167,9 @@ priority = 10
     );
 }
 
-#[test]
-fn end_of_message_on_another_edge_charges_the_size_quota() {
-    let _serial = serial();
+/// A fresh database holding one size quota: 10,000 bytes per sender, DEFER "452 4.5.3 Size
+/// quota".
+fn size_quota_db() -> PgDb {
     let db = PgDb::create();
     import(
         &db.url,
@@ -182,6 +182,13 @@ fn end_of_message_on_another_edge_charges_the_size_quota() {
             "452 4.5.3 Size quota",
         ),
     );
+    db
+}
+
+#[test]
+fn end_of_message_on_another_edge_charges_the_size_quota() {
+    let _serial = serial();
+    let db = size_quota_db();
     let cluster = Cluster::start(&db.url, Spec::default());
     let [e1, e2, e3] = [
         cluster.edge_ports[0],
@@ -226,18 +233,7 @@ fn end_of_message_on_another_edge_charges_the_size_quota() {
 fn a_message_in_progress_moves_on_when_its_edge_shuts_down() {
     use std::io::{Read, Write};
     let _serial = serial();
-    let db = PgDb::create();
-    import(
-        &db.url,
-        &quota_policy(
-            "bytes",
-            "Sender:user@domain",
-            "MessageCumulativeSize",
-            10_000,
-            "DEFER",
-            "452 4.5.3 Size quota",
-        ),
-    );
+    let db = size_quota_db();
     let mut cluster = Cluster::start(&db.url, Spec::default());
     let (e1, e2, e3) = (
         cluster.edge_ports[0],
