@@ -109,6 +109,21 @@ impl<V> Table<V> {
             .insert_unique(key.hash, (key.key.to_string(), value), |(k, _)| rehash(k));
     }
 
+    /// The value of `key`, added with `value()` when missing (one lookup either way).
+    fn get_or_insert_with(
+        &mut self,
+        key: Hashed<'_>,
+        value: impl FnOnce() -> V,
+        rehash: impl Fn(&str) -> u64,
+    ) -> &mut V {
+        &mut self
+            .0
+            .entry(key.hash, |(k, _)| k == key.key, |(k, _)| rehash(k))
+            .or_insert_with(|| (key.key.to_string(), value()))
+            .into_mut()
+            .1
+    }
+
     fn remove(&mut self, key: Hashed<'_>) -> Option<V> {
         self.0
             .find_entry(key.hash, |(k, _)| k == key.key)
@@ -184,24 +199,21 @@ impl MemoryState {
         }
     }
 
-    /// The instance's session, created (at `now`) if it does not exist.
+    /// The instance's session, created (at `now`) if it does not exist (one lookup).
     fn session_entry<'t>(
         &self,
         sessions: &'t mut Table<Session>,
         instance: Hashed<'_>,
         now: u64,
     ) -> &'t mut Session {
-        if sessions.get(instance).is_none() {
-            sessions.insert(
-                instance,
-                Session {
-                    created_ms: now,
-                    ..Session::default()
-                },
-                |k| self.hasher.hash_one(k),
-            );
-        }
-        sessions.get_mut(instance).expect("inserted above")
+        sessions.get_or_insert_with(
+            instance,
+            || Session {
+                created_ms: now,
+                ..Session::default()
+            },
+            |k| self.hasher.hash_one(k),
+        )
     }
 
     fn shard_of<'s, T>(shards: &'s [Mutex<Table<T>>], key: Hashed<'_>) -> MutexGuard<'s, Table<T>> {
@@ -264,9 +276,25 @@ impl MemoryState {
             .map_or(0, |c| c.window.used(spec, now))
     }
 
-    fn already_charged(&self, instance: Option<Hashed<'_>>, key: &str) -> bool {
+    /// The sessions shard of `instance`, locked on first use and then kept in `held`: a
+    /// group locks it once for all its once-per-message checks and records. (The only
+    /// nesting of locks is a sessions shard, then a counters shard: no deadlock.)
+    fn sessions_of<'g, 's>(
+        &'s self,
+        held: &'g mut Option<MutexGuard<'s, Table<Session>>>,
+        instance: Hashed<'_>,
+    ) -> &'g mut Table<Session> {
+        held.get_or_insert_with(|| Self::shard_of(&self.sessions, instance))
+    }
+
+    fn already_charged<'s>(
+        &'s self,
+        instance: Option<Hashed<'_>>,
+        key: &str,
+        held: &mut Option<MutexGuard<'s, Table<Session>>>,
+    ) -> bool {
         instance.is_some_and(|instance| {
-            Self::shard_of(&self.sessions, instance)
+            self.sessions_of(held, instance)
                 .get(instance)
                 .is_some_and(|s| s.charged.iter().any(|k| k == key))
         })
@@ -290,15 +318,19 @@ impl MemoryState {
             vec![LeaseGrant::default(); ops.len()]
         };
         let mut refused = false;
+        let mut sessions = None;
         // A size check and its END-OF-MESSAGE record are adjacent ops on the same key: the
-        // second reuses the first's hash.
+        // second reuses the first's hash, and the level the check saw (a check changes
+        // nothing).
         let mut previous: Option<Hashed<'_>> = None;
+        let mut checked_level: Option<u64> = None;
         for (i, op) in ops.iter().enumerate() {
-            let key = match previous {
-                Some(p) if p.key == op.key => p,
-                _ => self.hashed(&op.key),
+            let (key, known_level) = match previous {
+                Some(p) if p.key == op.key => (p, checked_level),
+                _ => (self.hashed(&op.key), None),
             };
             previous = Some(key);
+            checked_level = None;
             if refused {
                 results.push(OpResult {
                     outcome: Outcome::NotEvaluated,
@@ -314,7 +346,7 @@ impl MemoryState {
                 }
                 OpKind::Check { cost } => (*cost, true),
                 OpKind::TakeOncePerMessage => {
-                    if self.already_charged(instance, &op.key) {
+                    if self.already_charged(instance, &op.key, &mut sessions) {
                         results.push(OpResult {
                             outcome: Outcome::AlreadyCounted,
                             used: self.level(key, op.window, now),
@@ -324,22 +356,26 @@ impl MemoryState {
                     (1, false)
                 }
                 OpKind::RecordForEom { .. } => {
+                    let used = match known_level {
+                        Some(level) => level,
+                        None => self.level(key, op.window, now),
+                    };
                     results.push(OpResult {
                         outcome: Outcome::Admitted,
-                        used: self.level(key, op.window, now),
+                        used,
                     });
                     continue;
                 }
             };
-            let (outcome, leased) = self.take(
-                key,
-                op.window,
-                now,
-                cost,
-                op.limit,
-                batch.dry_run || check_only,
-                want,
-            );
+            let changes_nothing = batch.dry_run || check_only;
+            let (outcome, leased) =
+                self.take(key, op.window, now, cost, op.limit, changes_nothing, want);
+            if changes_nothing {
+                checked_level = Some(match outcome {
+                    TakeOutcome::Admitted { used } => used - cost,
+                    TakeOutcome::Refused { used, .. } => used,
+                });
+            }
             if leased > 0 {
                 grants[i] = LeaseGrant {
                     units: leased,
@@ -390,13 +426,20 @@ impl MemoryState {
                 }
             }
         } else if let (false, Some(instance)) = (batch.dry_run, instance) {
-            self.remember(instance, ops, &results, now);
+            self.remember(instance, ops, &results, now, &mut sessions);
         }
         (results, grants)
     }
 
     /// Records once-per-message charges and END-OF-MESSAGE counters of an admitted group.
-    fn remember(&self, instance: Hashed<'_>, ops: &[CounterOp], results: &[OpResult], now: u64) {
+    fn remember<'s>(
+        &'s self,
+        instance: Hashed<'_>,
+        ops: &[CounterOp],
+        results: &[OpResult],
+        now: u64,
+        held: &mut Option<MutexGuard<'s, Table<Session>>>,
+    ) {
         let needs = |(op, r): &(&CounterOp, &OpResult)| {
             matches!(op.kind, OpKind::RecordForEom { .. })
                 || (matches!(op.kind, OpKind::TakeOncePerMessage) && r.outcome == Outcome::Admitted)
@@ -404,8 +447,8 @@ impl MemoryState {
         if !ops.iter().zip(results).any(|pair| needs(&pair)) {
             return;
         }
-        let mut sessions = Self::shard_of(&self.sessions, instance);
-        let session = self.session_entry(&mut sessions, instance, now);
+        let sessions = self.sessions_of(held, instance);
+        let session = self.session_entry(sessions, instance, now);
         for (op, _) in ops.iter().zip(results).filter(needs) {
             match &op.kind {
                 OpKind::TakeOncePerMessage if !session.charged.contains(&op.key) => {
@@ -770,6 +813,41 @@ mod tests {
         assert_eq!(level(&s, "c"), 100);
         // The session is gone: a second END-OF-MESSAGE charges nothing.
         assert!(s.apply_now(&eom).end_of_message.is_empty());
+    }
+
+    #[test]
+    fn a_record_after_a_check_reports_the_counter_level() {
+        let (s, _clock) = state();
+        s.apply_now(&batch(vec![vec![take("k", 100, 5)]]));
+        let record = OpKind::RecordForEom {
+            label: "l".into(),
+            group: 0,
+        };
+        for dry_run in [false, true] {
+            let b = CounterBatch {
+                instance: format!("I-{dry_run}"),
+                dry_run,
+                groups: vec![vec![
+                    op("k", 100, OpKind::Check { cost: 3 }),
+                    op("k", 100, record.clone()),
+                    op("j", 100, OpKind::Take { cost: 2 }),
+                    op("j", 100, record.clone()),
+                ]],
+                ..CounterBatch::default()
+            };
+            let used: Vec<u64> = s.apply_now(&b).groups[0].iter().map(|r| r.used).collect();
+            // The first pass charged "j": the dry run sees it.
+            let j = if dry_run { [4, 2] } else { [2, 2] };
+            assert_eq!(used, [8, 5, j[0], j[1]], "dry run: {dry_run}");
+        }
+        // A refused check: the record is not evaluated and reports the level.
+        let b = batch(vec![vec![
+            op("k", 6, OpKind::Check { cost: 3 }),
+            op("k", 6, record),
+        ]]);
+        let r = s.apply_now(&b);
+        assert_eq!(r.groups[0][1].outcome, Outcome::NotEvaluated);
+        assert_eq!(r.groups[0][1].used, 5);
     }
 
     #[test]
