@@ -286,28 +286,34 @@ impl Engine {
         }
     }
 
-    /// Runs `batch`; on a backend failure sets the fallback action in `decision`.
+    /// Runs `batch` into `reply` (overwritten, its buffers reused when the backend runs in
+    /// place); on a backend failure sets the fallback action in `decision` and returns false.
     async fn apply(
         &self,
         connection: u64,
         batch: &CounterBatch,
+        reply: &mut crate::state::CounterReply,
         decision: &mut Decision,
         trace: &mut Trace<'_>,
         what: &str,
-    ) -> Option<crate::state::CounterReply> {
-        let result = match self.state.apply_in_place(batch) {
+    ) -> bool {
+        let result = match self.state.apply_in_place_into(batch, reply) {
             Some(result) => result,
-            None => self.state.apply_on(connection, batch).await,
+            None => self
+                .state
+                .apply_on(connection, batch)
+                .await
+                .map(|r| *reply = r),
         };
         match result {
-            Ok(reply) => Some(reply),
+            Ok(()) => true,
             Err(e) => {
                 note(trace, || {
                     format!("{what}: counter backend failed ({e}): fallback action.")
                 });
                 decision.action = self.settings.state_failure_action.clone();
                 decision.state_error = Some(e);
-                None
+                false
             }
         }
     }
@@ -498,19 +504,22 @@ impl Engine {
             scratch.recycle(batch);
             return decision;
         }
-        let Some(reply) = self
+        let mut reply = scratch.reply();
+        if !self
             .apply(
                 scratch.connection(),
                 &batch,
+                &mut reply,
                 &mut decision,
                 &mut trace,
                 "Quotas",
             )
             .await
-        else {
+        {
             scratch.recycle(batch);
+            scratch.keep_reply(reply);
             return decision;
-        };
+        }
         note(&mut trace, || "Quotas:".into());
         if let Some((q, p)) = &last_quota {
             note(&mut trace, || {
@@ -554,6 +563,7 @@ impl Engine {
             }
         }
         scratch.recycle(batch);
+        scratch.keep_reply(reply);
         decision
     }
 
@@ -578,19 +588,22 @@ impl Engine {
             end_of_message: Some(req.size),
         };
         let mut decision = Decision::dunno();
-        let reply = self
+        let mut reply = scratch.reply();
+        let ok = self
             .apply(
                 scratch.connection(),
                 &batch,
+                &mut reply,
                 &mut decision,
                 &mut trace,
                 "END-OF-MESSAGE",
             )
             .await;
         scratch.recycle(batch);
-        let Some(reply) = reply else {
+        if !ok {
+            scratch.keep_reply(reply);
             return decision;
-        };
+        }
         note(&mut trace, || {
             format!(
                 "END-OF-MESSAGE: charging {} bytes to the size quotas recorded at RCPT:",
@@ -635,6 +648,7 @@ impl Engine {
                 decision.action = action;
             }
         }
+        scratch.keep_reply(reply);
         decision
     }
 }

@@ -301,8 +301,9 @@ impl MemoryState {
     }
 
     /// Runs one all-or-nothing group; `instance` is the batch's instance, hashed (`None`
-    /// when it has none). `wants` are the ops' lease wants (empty: none); the returned
-    /// grants are empty when `wants` is, else one per op.
+    /// when it has none). One result per op goes to `results` (emptied first). `wants`
+    /// are the ops' lease wants (empty: none); the returned grants are empty when `wants`
+    /// is, else one per op.
     fn run_group(
         &self,
         batch: &CounterBatch,
@@ -310,8 +311,10 @@ impl MemoryState {
         ops: &[CounterOp],
         wants: &[u64],
         now: u64,
-    ) -> (Vec<OpResult>, Vec<LeaseGrant>) {
-        let mut results = Vec::with_capacity(ops.len());
+        results: &mut Vec<OpResult>,
+    ) -> Vec<LeaseGrant> {
+        results.clear();
+        results.reserve(ops.len());
         let mut grants = if wants.is_empty() {
             Vec::new()
         } else {
@@ -406,7 +409,7 @@ impl MemoryState {
             // Give back what this group charged: the ops admitted before the refusal that
             // charge (takes with their leases, and first takes once per message).
             if !batch.dry_run {
-                for (i, (op, r)) in ops.iter().zip(&results).enumerate() {
+                for (i, (op, r)) in ops.iter().zip(results.iter()).enumerate() {
                     let cost = match op.kind {
                         OpKind::Take { cost } => cost + grants.get(i).map_or(0, |g| g.units),
                         OpKind::TakeOncePerMessage => 1,
@@ -426,9 +429,9 @@ impl MemoryState {
                 }
             }
         } else if let (false, Some(instance)) = (batch.dry_run, instance) {
-            self.remember(instance, ops, &results, now, &mut sessions);
+            self.remember(instance, ops, results, now, &mut sessions);
         }
-        (results, grants)
+        grants
     }
 
     /// Records once-per-message charges and END-OF-MESSAGE counters of an admitted group.
@@ -516,7 +519,8 @@ impl MemoryState {
                     kind: OpKind::Take { cost: size },
                 })
                 .collect();
-            let (results, _) = self.run_group(&batch, None, &ops, &[], now);
+            let mut results = Vec::new();
+            self.run_group(&batch, None, &ops, &[], now, &mut results);
             for ((p, op), result) in members.iter_mut().zip(ops).zip(results) {
                 out.push(EomResult {
                     label: std::mem::take(&mut p.label),
@@ -530,12 +534,15 @@ impl MemoryState {
     }
 
     fn apply_now(&self, batch: &CounterBatch) -> CounterReply {
-        self.run_batch(batch, &[], false).0
+        let mut reply = CounterReply::default();
+        self.run_batch(batch, &[], false, &mut reply);
+        reply
     }
 
     /// Runs a batch with its lease wants; the grants have the batch's shape.
     fn apply_leasing_now(&self, batch: &CounterBatch, leases: &[Vec<u64>]) -> LeasedReply {
-        let (reply, mut grants, session_found) = self.run_batch(batch, leases, true);
+        let mut reply = CounterReply::default();
+        let (mut grants, session_found) = self.run_batch(batch, leases, true, &mut reply);
         if grants.is_empty() {
             grants = reply
                 .groups
@@ -550,15 +557,17 @@ impl MemoryState {
         }
     }
 
-    /// Runs a batch; `leases` has the batch's shape or is empty (then so are the returned
-    /// grants, else they have the batch's shape). With `report_session`, also says whether
-    /// the batch's session existed when the batch started.
+    /// Runs a batch into `reply` (overwritten; its vectors are reused); `leases` has the
+    /// batch's shape or is empty (then so are the returned grants, else they have the
+    /// batch's shape). With `report_session`, also says whether the batch's session existed
+    /// when the batch started.
     fn run_batch(
         &self,
         batch: &CounterBatch,
         leases: &[Vec<u64>],
         report_session: bool,
-    ) -> (CounterReply, Vec<Vec<LeaseGrant>>, bool) {
+        reply: &mut CounterReply,
+    ) -> (Vec<Vec<LeaseGrant>>, bool) {
         let now = self.clock.now_ms();
         let instance = (!batch.instance.is_empty()).then(|| self.hashed(&batch.instance));
         // As the Redis state reads it: only for a once-per-message take or END-OF-MESSAGE.
@@ -574,11 +583,11 @@ impl MemoryState {
                         .get(instance)
                         .is_some()
             });
-        let mut groups = Vec::with_capacity(batch.groups.len());
+        reply.groups.resize_with(batch.groups.len(), Vec::new);
         let mut grants = Vec::new();
-        for (g, ops) in batch.groups.iter().enumerate() {
+        for ((g, ops), results) in batch.groups.iter().enumerate().zip(&mut reply.groups) {
             let wants = leases.get(g).map_or(&[][..], Vec::as_slice);
-            let (results, group_grants) = self.run_group(batch, instance, ops, wants, now);
+            let group_grants = self.run_group(batch, instance, ops, wants, now, results);
             if !leases.is_empty() {
                 grants.push(if group_grants.is_empty() {
                     vec![LeaseGrant::default(); ops.len()]
@@ -586,17 +595,12 @@ impl MemoryState {
                     group_grants
                 });
             }
-            groups.push(results);
         }
-        let end_of_message = match batch.end_of_message {
+        reply.end_of_message = match batch.end_of_message {
             Some(size) => self.end_of_message(batch, size, now),
             None => Vec::new(),
         };
-        let reply = CounterReply {
-            groups,
-            end_of_message,
-        };
-        (reply, grants, session_found)
+        (grants, session_found)
     }
 
     /// Merges an edge-held session into the stored one (a new one lives the usual TTL from
@@ -662,6 +666,15 @@ impl State for MemoryState {
 
     fn apply_in_place(&self, batch: &CounterBatch) -> Option<Result<CounterReply, StateError>> {
         Some(Ok(self.apply_now(batch)))
+    }
+
+    fn apply_in_place_into(
+        &self,
+        batch: &CounterBatch,
+        reply: &mut CounterReply,
+    ) -> Option<Result<(), StateError>> {
+        self.run_batch(batch, &[], false, reply);
+        Some(Ok(()))
     }
 
     fn apply_leasing<'a>(
@@ -848,6 +861,53 @@ mod tests {
         let r = s.apply_now(&b);
         assert_eq!(r.groups[0][1].outcome, Outcome::NotEvaluated);
         assert_eq!(r.groups[0][1].used, 5);
+    }
+
+    #[test]
+    fn a_reused_reply_equals_a_fresh_one() {
+        let (fresh, _c1) = state();
+        let (reused, _c2) = state();
+        let mut reply = CounterReply::default();
+        let once = |limit| op("o", limit, OpKind::TakeOncePerMessage);
+        let batches = [
+            batch(vec![
+                vec![take("a", 10, 1)],
+                vec![take("b", 10, 1), once(10)],
+            ]),
+            batch(vec![vec![take("a", 10, 20)]]),
+            CounterBatch {
+                instance: "I1".into(),
+                groups: vec![vec![
+                    once(10),
+                    op("s", 10, OpKind::Check { cost: 4 }),
+                    op(
+                        "s",
+                        10,
+                        OpKind::RecordForEom {
+                            label: "l".into(),
+                            group: 0,
+                        },
+                    ),
+                ]],
+                ..CounterBatch::default()
+            },
+            CounterBatch {
+                instance: "I1".into(),
+                end_of_message: Some(4),
+                ..CounterBatch::default()
+            },
+            batch(vec![
+                vec![],
+                vec![take("a", 10, 1), take("b", 1, 5)],
+                vec![],
+            ]),
+            batch(vec![]),
+        ];
+        for b in &batches {
+            let want = fresh.apply_now(b);
+            assert_eq!(reused.apply_in_place_into(b, &mut reply), Some(Ok(())));
+            assert_eq!(reply, want);
+        }
     }
 
     #[test]
