@@ -7,6 +7,7 @@ use crate::model::{PolicyDef, PolicySetDef, QuotaDef};
 use crate::spec::{parse_item, Side, SpecItem, SpecKind};
 use crate::track::Track;
 use crate::verdict::Verdict;
+use crate::view::RequestView;
 use sluice_protocol::PolicyRequest;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -140,38 +141,48 @@ impl PolicySet {
 
     /// Names of the enabled policies `req` matches, in evaluation order.
     pub fn matching_policy_names<'a>(&'a self, req: &'a PolicyRequest<'_>) -> Vec<&'a str> {
-        self.matching(req).map(|p| &*p.name).collect()
+        let view = RequestView::new(req);
+        self.policies
+            .iter()
+            .filter(|p| self.policy_matches(p, &view))
+            .map(|p| &*p.name)
+            .collect()
     }
 
-    /// Enabled policies matching `req`, in evaluation order.
+    /// Whether `p` is enabled and one of its members matches.
+    fn policy_matches(&self, p: &Policy, view: &RequestView<'_, '_>) -> bool {
+        !p.disabled && p.members.iter().any(|m| self.member_matches(m, view))
+    }
+
+    /// Enabled policies matching the request, in evaluation order.
     pub(crate) fn matching<'a>(
         &'a self,
-        req: &'a PolicyRequest<'_>,
+        view: &'a RequestView<'_, '_>,
     ) -> impl Iterator<Item = &'a Policy> + 'a {
         self.policies
             .iter()
-            .filter(move |p| !p.disabled && p.members.iter().any(|m| self.member_matches(m, req)))
+            .filter(move |p| self.policy_matches(p, view))
     }
 
-    pub(crate) fn member_matches(&self, m: &Member, req: &PolicyRequest<'_>) -> bool {
-        self.list_matches(&m.source, req, Side::Source)
-            && self.list_matches(&m.destination, req, Side::Destination)
+    pub(crate) fn member_matches(&self, m: &Member, view: &RequestView<'_, '_>) -> bool {
+        self.list_matches(&m.source, view, Side::Source)
+            && self.list_matches(&m.destination, view, Side::Destination)
     }
 
     /// All items must match (AND). An empty list is `any`.
     pub(crate) fn list_matches(
         &self,
         items: &[SpecItem],
-        req: &PolicyRequest<'_>,
+        view: &RequestView<'_, '_>,
         side: Side,
     ) -> bool {
-        items.iter().all(|i| self.item_matches(i, req, side))
+        items.iter().all(|i| self.item_matches(i, view, side))
     }
 
     pub(crate) fn item_matches(
         &self,
         item: &SpecItem,
-        req: &PolicyRequest<'_>,
+        view: &RequestView<'_, '_>,
         side: Side,
     ) -> bool {
         let hit = match &item.kind {
@@ -181,9 +192,9 @@ impl PolicySet {
                     && group
                         .members
                         .iter()
-                        .any(|m| self.item_matches(m, req, side))
+                        .any(|m| self.item_matches(m, view, side))
             }
-            kind => kind.matches_leaf(req, side),
+            kind => kind.matches_view(view, side),
         };
         hit != item.negate
     }

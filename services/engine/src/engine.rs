@@ -10,6 +10,7 @@ use crate::spec::{Side, SpecItem};
 use crate::state::{CounterBatch, CounterOp, OpKind, OpResult, Outcome};
 use crate::state::{State, StateError};
 use crate::verdict::{with_retry_hint, Verdict};
+use crate::view::RequestView;
 use crate::window::WindowSpec;
 use arc_swap::ArcSwap;
 use sluice_protocol::{Action, PolicyRequest, ProtocolState};
@@ -333,9 +334,11 @@ impl Engine {
         if trace.is_some() {
             explain_matching(set, req, &mut trace);
         }
+        // The addresses split once, for matching and for counter keys.
+        let view = RequestView::new(req);
         // On the stack (no allocation per request) for up to 16 matched policies.
         let mut matched: SmallVec<[&Policy; 16]> = SmallVec::new();
-        matched.extend(set.matching(req));
+        matched.extend(set.matching(&view));
         if matched.is_empty() {
             note(&mut trace, || "No policy matched.".into());
             return Decision::dunno();
@@ -413,7 +416,7 @@ impl Engine {
                     let key = match first_key {
                         None => {
                             let mut key = scratch.copy(&l.key_prefix);
-                            q.track.write_key(req, &mut key);
+                            q.track.write_key_view(&view, &mut key);
                             key
                         }
                         Some((first, prefix_len)) => {
@@ -710,6 +713,7 @@ fn describe_op(op: &CounterOp, res: &OpResult, r: &OpRef<'_>) -> String {
 
 /// Explanation lines: every policy, whether it matched, and why.
 fn explain_matching(set: &PolicySet, req: &PolicyRequest<'_>, trace: &mut Trace<'_>) {
+    let view = RequestView::new(req);
     note(trace, || {
         "Policies (lowest priority number first; every matching policy applies):".into()
     });
@@ -723,8 +727,8 @@ fn explain_matching(set: &PolicySet, req: &PolicyRequest<'_>, trace: &mut Trace<
         let mut why = Vec::new();
         let mut matched = false;
         for (i, m) in p.members.iter().enumerate() {
-            let src = first_failure(set, &m.source, req, Side::Source);
-            let dst = first_failure(set, &m.destination, req, Side::Destination);
+            let src = first_failure(set, &m.source, &view, Side::Source);
+            let dst = first_failure(set, &m.destination, &view, Side::Destination);
             let ok = src.is_none() && dst.is_none();
             matched |= ok;
             why.push(match (src, dst) {
@@ -763,11 +767,11 @@ fn explain_matching(set: &PolicySet, req: &PolicyRequest<'_>, trace: &mut Trace<
 fn first_failure<'a>(
     set: &PolicySet,
     items: &'a [SpecItem],
-    req: &PolicyRequest<'_>,
+    view: &RequestView<'_, '_>,
     side: Side,
 ) -> Option<&'a str> {
     items
         .iter()
-        .find(|i| !set.item_matches(i, req, side))
+        .find(|i| !set.item_matches(i, view, side))
         .map(|i| i.text.as_str())
 }

@@ -9,6 +9,7 @@
 //! (`mx.example.com` exact, `.example.com` any subdomain, `*` wildcards).
 //! Destinations accept only address specs, groups and `any`.
 
+use crate::view::RequestView;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use sluice_protocol::PolicyRequest;
 use std::net::{IpAddr, Ipv4Addr};
@@ -298,20 +299,22 @@ impl SpecKind {
     /// Whether this (non-group) kind matches `req` on `side`. Groups are resolved by the
     /// caller; here they never match.
     pub fn matches_leaf(&self, req: &PolicyRequest<'_>, side: Side) -> bool {
+        self.matches_view(&RequestView::new(req), side)
+    }
+
+    /// [`SpecKind::matches_leaf`] on a request whose addresses are already split.
+    pub(crate) fn matches_view(&self, view: &RequestView<'_, '_>, side: Side) -> bool {
+        let req = view.req;
         match self {
             SpecKind::Any => true,
             SpecKind::Group(_) => false,
             SpecKind::Email { user, domain } => {
-                let addr = match side {
-                    Side::Source => &*req.sender,
-                    Side::Destination => &*req.recipient,
-                };
-                if addr.is_empty() {
+                let addr = view.address(side);
+                if addr.text.is_empty() {
                     return false;
                 }
-                let (u, d) = split_address(addr);
-                user.as_ref().is_none_or(|g| g.matches(u))
-                    && domain.as_ref().is_none_or(|g| g.matches(d))
+                user.as_ref().is_none_or(|g| g.matches(addr.user()))
+                    && domain.as_ref().is_none_or(|g| g.matches(addr.domain()))
             }
             _ if side == Side::Destination => false,
             SpecKind::Ip(net) => ip_in(net, req.client_address),
