@@ -154,14 +154,15 @@ impl PolicySet {
         !p.disabled && p.members.iter().any(|m| self.member_matches(m, view))
     }
 
-    /// Enabled policies matching the request, in evaluation order.
+    /// Enabled policies matching the request, with their indices, in evaluation order.
     pub(crate) fn matching<'a>(
         &'a self,
         view: &'a RequestView<'_, '_>,
-    ) -> impl Iterator<Item = &'a Policy> + 'a {
+    ) -> impl Iterator<Item = (usize, &'a Policy)> + 'a {
         self.policies
             .iter()
-            .filter(move |p| self.policy_matches(p, view))
+            .enumerate()
+            .filter(move |(_, p)| self.policy_matches(p, view))
     }
 
     pub(crate) fn member_matches(&self, m: &Member, view: &RequestView<'_, '_>) -> bool {
