@@ -8,6 +8,7 @@ use crate::spec::{parse_item, Side, SpecItem, SpecKind};
 use crate::track::Track;
 use crate::verdict::Verdict;
 use crate::view::RequestView;
+use crate::window::WindowSpec;
 use sluice_protocol::PolicyRequest;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -113,6 +114,27 @@ pub(crate) struct Quota {
     pub limits: Vec<Limit>,
     /// Names the quota in END-OF-MESSAGE records (policy and quota names), computed once.
     pub eom_label: String,
+    /// The window for `window_buckets` sub-buckets, computed once (see [`Quota::window`]).
+    pub window: WindowSpec,
+    pub window_buckets: u32,
+}
+
+impl Quota {
+    /// The quota's window split into `buckets` sub-buckets (the one computed ahead when
+    /// the count is the same).
+    pub fn window(&self, buckets: u32) -> WindowSpec {
+        if buckets == self.window_buckets {
+            self.window
+        } else {
+            WindowSpec::new(self.period_ms, buckets)
+        }
+    }
+
+    /// Computes the window ahead for `buckets` sub-buckets.
+    fn prepare_window(&mut self, buckets: u32) {
+        self.window = WindowSpec::new(self.period_ms, buckets);
+        self.window_buckets = buckets;
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -137,6 +159,14 @@ impl PolicySet {
     /// Number of enabled policies.
     pub fn enabled_policies(&self) -> usize {
         self.policies.iter().filter(|p| !p.disabled).count()
+    }
+
+    /// Computes every quota's window ahead for `buckets` sub-buckets per period (the
+    /// engine's setting; compiling assumes the default).
+    pub(crate) fn prepare_windows(&mut self, buckets: u32) {
+        for q in self.policies.iter_mut().flat_map(|p| &mut p.quotas) {
+            q.prepare_window(buckets);
+        }
     }
 
     /// Names of the enabled policies `req` matches, in evaluation order.
@@ -642,10 +672,14 @@ impl Compiler {
                 format!("{what} has no enabled limit: it counts nothing and never refuses"),
             );
         }
+        let period_ms = q.period.max(1) * 1000;
+        let buckets = crate::engine::EngineSettings::default().buckets_per_period;
         Some(Quota {
             name: q.name.as_str().into(),
             track: track?,
-            period_ms: q.period.max(1) * 1000,
+            period_ms,
+            window: WindowSpec::new(period_ms, buckets),
+            window_buckets: buckets,
             verdict: verdict?,
             data: q.data.clone(),
             last_quota: q.last_quota,
@@ -684,4 +718,41 @@ fn check_nesting(groups: &[Group], gi: usize, path: &mut Vec<usize>) -> Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LimitDef;
+
+    #[test]
+    fn a_quota_window_computed_ahead_equals_a_fresh_one() {
+        let def = PolicySetDef {
+            groups: vec![],
+            policies: vec![PolicyDef {
+                name: "p".into(),
+                quotas: vec![QuotaDef {
+                    name: "q".into(),
+                    track: "Policy".into(),
+                    period: 7,
+                    verdict: "DEFER".into(),
+                    limits: vec![LimitDef {
+                        kind: "RecipientCount".into(),
+                        limit: 1,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let mut set = compile(&def).unwrap().set;
+        for prepared in [60, 1, 13] {
+            for buckets in [0, 1, 13, 60, 7_001] {
+                let q = &set.policies[0].quotas[0];
+                assert_eq!(q.window(buckets), WindowSpec::new(7_000, buckets));
+            }
+            set.prepare_windows(prepared);
+        }
+    }
 }

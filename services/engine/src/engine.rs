@@ -11,7 +11,6 @@ use crate::state::{CounterBatch, CounterOp, CounterReply, OpKind, OpResult, Outc
 use crate::state::{State, StateError};
 use crate::verdict::{with_retry_hint, Verdict};
 use crate::view::RequestView;
-use crate::window::WindowSpec;
 use arc_swap::ArcSwap;
 use sluice_protocol::{Action, PolicyRequest, ProtocolState};
 use smallvec::SmallVec;
@@ -198,7 +197,8 @@ pub(crate) fn quota_label(policy: &str, quota: &str) -> String {
 
 impl Engine {
     /// An engine over `set`, counting in `state`.
-    pub fn new(set: PolicySet, state: Arc<dyn State>, settings: EngineSettings) -> Self {
+    pub fn new(mut set: PolicySet, state: Arc<dyn State>, settings: EngineSettings) -> Self {
+        set.prepare_windows(settings.buckets_per_period);
         Engine {
             set: ArcSwap::from_pointee(set),
             state,
@@ -207,7 +207,8 @@ impl Engine {
     }
 
     /// Swaps in a new policy set; requests in flight finish on the old one.
-    pub fn replace_policies(&self, set: PolicySet) {
+    pub fn replace_policies(&self, mut set: PolicySet) {
+        set.prepare_windows(self.settings.buckets_per_period);
         self.set.store(Arc::new(set));
     }
 
@@ -478,7 +479,7 @@ impl Engine {
                 0
             };
             for (qi, q) in p.quotas.iter().enumerate() {
-                let window = WindowSpec::new(q.period_ms, self.settings.buckets_per_period);
+                let window = q.window(self.settings.buckets_per_period);
                 // The first limit's key is rendered from the request; the others reuse its
                 // track part.
                 let mut first_key: Option<(usize, usize)> = None;
