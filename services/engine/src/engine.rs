@@ -427,8 +427,12 @@ impl Engine {
             let Some(rule) = p.access_control.first() else {
                 continue;
             };
-            let action = rule.verdict.to_action(rule.data.as_deref(), None);
             let monitor = self.is_monitor(p);
+            if rule.verdict == Verdict::Pass && !monitor && trace.is_none() {
+                // PASS ends AccessControl; its action is only shown in explanations.
+                break;
+            }
+            let action = rule.verdict.to_action(rule.data.as_deref(), None);
             note(trace, || {
                 format!(
                     "  policy {:?} rule {:?}: {} -> action={}{}",
@@ -588,9 +592,7 @@ impl Engine {
         trace: &mut Trace<'_>,
     ) {
         for (g, (ops, results)) in batch.groups.iter().zip(&reply.groups).enumerate() {
-            // A group's refs are in the order of its ops.
-            let refs = scratch.op_refs().iter().filter(|r| r.group as usize == g);
-            for ((op, res), &r) in ops.iter().zip(results).zip(refs) {
+            for (k, (op, res)) in ops.iter().zip(results).enumerate() {
                 if matches!(op.kind, OpKind::RecordForEom { .. }) {
                     continue;
                 }
@@ -600,8 +602,18 @@ impl Engine {
                     && res.used * 100 >= op.limit * NEAR_LIMIT_PERCENT
                     && !matches!(op.kind, OpKind::Check { .. });
                 if trace.is_none() && !is_refused && !is_near {
+                    // The usual case: nothing to report, no need to know the op's quota.
                     continue;
                 }
+                // A group's refs are in the order of its ops.
+                let Some(&r) = scratch
+                    .op_refs()
+                    .iter()
+                    .filter(|r| r.group as usize == g)
+                    .nth(k)
+                else {
+                    continue;
+                };
                 let c = self.counted(set, r);
                 note(trace, || describe_op(op, res, &c));
                 if is_near {
