@@ -306,25 +306,16 @@ impl Engine {
         }
     }
 
-    /// Runs `batch` into `reply` (overwritten, its buffers reused when the backend runs in
-    /// place); on a backend failure sets the fallback action in `decision` and returns false.
-    async fn apply(
+    /// The outcome of a counter call: true when it succeeded; on a backend failure sets the
+    /// fallback action in `decision`. (The call itself is made inline by the caller: no
+    /// nested future when the backend answers in place.)
+    fn settle(
         &self,
-        connection: u64,
-        batch: &CounterBatch,
-        reply: &mut crate::state::CounterReply,
+        result: Result<(), StateError>,
         decision: &mut Decision,
         trace: &mut Trace<'_>,
         what: &str,
     ) -> bool {
-        let result = match self.state.apply_in_place_into(batch, reply) {
-            Some(result) => result,
-            None => self
-                .state
-                .apply_on(connection, batch)
-                .await
-                .map(|r| *reply = r),
-        };
         match result {
             Ok(()) => true,
             Err(e) => {
@@ -371,18 +362,13 @@ impl Engine {
         else {
             return decision;
         };
+        // Into the connection's reused reply when the backend answers in place.
         let mut reply = scratch.reply();
-        if self
-            .apply(
-                scratch.connection(),
-                &batch,
-                &mut reply,
-                &mut decision,
-                &mut trace,
-                "Quotas",
-            )
-            .await
-        {
+        let result = match self.state.apply_in_place_into(&batch, &mut reply) {
+            Some(result) => result,
+            None => (self.state.apply_on(scratch.connection(), &batch).await).map(|r| reply = r),
+        };
+        if self.settle(result, &mut decision, &mut trace, "Quotas") {
             note(&mut trace, || "Quotas:".into());
             if let Some((q, p)) = &last_quota {
                 note(&mut trace, || {
@@ -666,16 +652,11 @@ impl Engine {
         };
         let mut decision = Decision::dunno();
         let mut reply = scratch.reply();
-        let ok = self
-            .apply(
-                scratch.connection(),
-                &batch,
-                &mut reply,
-                &mut decision,
-                &mut trace,
-                "END-OF-MESSAGE",
-            )
-            .await;
+        let result = match self.state.apply_in_place_into(&batch, &mut reply) {
+            Some(result) => result,
+            None => (self.state.apply_on(scratch.connection(), &batch).await).map(|r| reply = r),
+        };
+        let ok = self.settle(result, &mut decision, &mut trace, "END-OF-MESSAGE");
         scratch.recycle(batch);
         if !ok {
             scratch.keep_reply(reply);
