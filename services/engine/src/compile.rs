@@ -7,6 +7,8 @@ use crate::model::{PolicyDef, PolicySetDef, QuotaDef};
 use crate::spec::{parse_item, Side, SpecItem, SpecKind};
 use crate::track::Track;
 use crate::verdict::Verdict;
+use crate::view::RequestView;
+use crate::window::WindowSpec;
 use sluice_protocol::PolicyRequest;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -112,6 +114,27 @@ pub(crate) struct Quota {
     pub limits: Vec<Limit>,
     /// Names the quota in END-OF-MESSAGE records (policy and quota names), computed once.
     pub eom_label: String,
+    /// The window for `window_buckets` sub-buckets, computed once (see [`Quota::window`]).
+    pub window: WindowSpec,
+    pub window_buckets: u32,
+}
+
+impl Quota {
+    /// The quota's window split into `buckets` sub-buckets (the one computed ahead when
+    /// the count is the same).
+    pub fn window(&self, buckets: u32) -> WindowSpec {
+        if buckets == self.window_buckets {
+            self.window
+        } else {
+            WindowSpec::new(self.period_ms, buckets)
+        }
+    }
+
+    /// Computes the window ahead for `buckets` sub-buckets.
+    fn prepare_window(&mut self, buckets: u32) {
+        self.window = WindowSpec::new(self.period_ms, buckets);
+        self.window_buckets = buckets;
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -138,40 +161,59 @@ impl PolicySet {
         self.policies.iter().filter(|p| !p.disabled).count()
     }
 
+    /// Computes every quota's window ahead for `buckets` sub-buckets per period (the
+    /// engine's setting; compiling assumes the default).
+    pub(crate) fn prepare_windows(&mut self, buckets: u32) {
+        for q in self.policies.iter_mut().flat_map(|p| &mut p.quotas) {
+            q.prepare_window(buckets);
+        }
+    }
+
     /// Names of the enabled policies `req` matches, in evaluation order.
     pub fn matching_policy_names<'a>(&'a self, req: &'a PolicyRequest<'_>) -> Vec<&'a str> {
-        self.matching(req).map(|p| &*p.name).collect()
-    }
-
-    /// Enabled policies matching `req`, in evaluation order.
-    pub(crate) fn matching<'a>(
-        &'a self,
-        req: &'a PolicyRequest<'_>,
-    ) -> impl Iterator<Item = &'a Policy> + 'a {
+        let view = RequestView::new(req);
         self.policies
             .iter()
-            .filter(move |p| !p.disabled && p.members.iter().any(|m| self.member_matches(m, req)))
+            .filter(|p| self.policy_matches(p, &view))
+            .map(|p| &*p.name)
+            .collect()
     }
 
-    pub(crate) fn member_matches(&self, m: &Member, req: &PolicyRequest<'_>) -> bool {
-        self.list_matches(&m.source, req, Side::Source)
-            && self.list_matches(&m.destination, req, Side::Destination)
+    /// Whether `p` is enabled and one of its members matches.
+    fn policy_matches(&self, p: &Policy, view: &RequestView<'_, '_>) -> bool {
+        !p.disabled && p.members.iter().any(|m| self.member_matches(m, view))
+    }
+
+    /// Enabled policies matching the request, with their indices, in evaluation order.
+    pub(crate) fn matching<'a>(
+        &'a self,
+        view: &'a RequestView<'_, '_>,
+    ) -> impl Iterator<Item = (usize, &'a Policy)> + 'a {
+        self.policies
+            .iter()
+            .enumerate()
+            .filter(move |(_, p)| self.policy_matches(p, view))
+    }
+
+    pub(crate) fn member_matches(&self, m: &Member, view: &RequestView<'_, '_>) -> bool {
+        self.list_matches(&m.source, view, Side::Source)
+            && self.list_matches(&m.destination, view, Side::Destination)
     }
 
     /// All items must match (AND). An empty list is `any`.
     pub(crate) fn list_matches(
         &self,
         items: &[SpecItem],
-        req: &PolicyRequest<'_>,
+        view: &RequestView<'_, '_>,
         side: Side,
     ) -> bool {
-        items.iter().all(|i| self.item_matches(i, req, side))
+        items.iter().all(|i| self.item_matches(i, view, side))
     }
 
     pub(crate) fn item_matches(
         &self,
         item: &SpecItem,
-        req: &PolicyRequest<'_>,
+        view: &RequestView<'_, '_>,
         side: Side,
     ) -> bool {
         let hit = match &item.kind {
@@ -181,9 +223,9 @@ impl PolicySet {
                     && group
                         .members
                         .iter()
-                        .any(|m| self.item_matches(m, req, side))
+                        .any(|m| self.item_matches(m, view, side))
             }
-            kind => kind.matches_leaf(req, side),
+            kind => kind.matches_view(view, side),
         };
         hit != item.negate
     }
@@ -630,10 +672,14 @@ impl Compiler {
                 format!("{what} has no enabled limit: it counts nothing and never refuses"),
             );
         }
+        let period_ms = q.period.max(1) * 1000;
+        let buckets = crate::engine::EngineSettings::default().buckets_per_period;
         Some(Quota {
             name: q.name.as_str().into(),
             track: track?,
-            period_ms: q.period.max(1) * 1000,
+            period_ms,
+            window: WindowSpec::new(period_ms, buckets),
+            window_buckets: buckets,
             verdict: verdict?,
             data: q.data.clone(),
             last_quota: q.last_quota,
@@ -672,4 +718,41 @@ fn check_nesting(groups: &[Group], gi: usize, path: &mut Vec<usize>) -> Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LimitDef;
+
+    #[test]
+    fn a_quota_window_computed_ahead_equals_a_fresh_one() {
+        let def = PolicySetDef {
+            groups: vec![],
+            policies: vec![PolicyDef {
+                name: "p".into(),
+                quotas: vec![QuotaDef {
+                    name: "q".into(),
+                    track: "Policy".into(),
+                    period: 7,
+                    verdict: "DEFER".into(),
+                    limits: vec![LimitDef {
+                        kind: "RecipientCount".into(),
+                        limit: 1,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let mut set = compile(&def).unwrap().set;
+        for prepared in [60, 1, 13] {
+            for buckets in [0, 1, 13, 60, 7_001] {
+                let q = &set.policies[0].quotas[0];
+                assert_eq!(q.window(buckets), WindowSpec::new(7_000, buckets));
+            }
+            set.prepare_windows(prepared);
+        }
+    }
 }

@@ -5,15 +5,15 @@
 //! the counters recorded for the message at RCPT; other protocol states get DUNNO.
 
 use crate::compile::{LimitKind, Policy, PolicySet, Quota};
-use crate::scratch::{Scratch, OPS_CAPACITY};
+use crate::scratch::Scratch;
 use crate::spec::{Side, SpecItem};
-use crate::state::{CounterBatch, CounterOp, OpKind, OpResult, Outcome};
+use crate::state::{CounterBatch, CounterOp, CounterReply, OpKind, OpResult, Outcome};
 use crate::state::{State, StateError};
 use crate::verdict::{with_retry_hint, Verdict};
-use crate::window::WindowSpec;
+use crate::view::RequestView;
 use arc_swap::ArcSwap;
 use sluice_protocol::{Action, PolicyRequest, ProtocolState};
-use smallvec::{smallvec, SmallVec};
+use smallvec::SmallVec;
 use std::fmt;
 use std::sync::Arc;
 
@@ -120,13 +120,31 @@ impl fmt::Display for Explanation {
     }
 }
 
-/// Which op of a batch belongs to which quota limit.
-struct OpRef<'a> {
+/// Which quota limit an op of a batch counts for, by position in the policy set (no
+/// borrows: kept in the [`Scratch`], out of the request's future).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OpRef {
+    /// The op's group in the batch.
+    group: u32,
+    /// Index of the policy in the set.
+    policy: u32,
+    /// Index of the quota in the policy.
+    quota: u32,
+    /// Index of the limit in the quota.
+    limit: u32,
+}
+
+/// The quota (and its policy's names) with LastQuota that ended the quotas, for the
+/// explanation.
+type LastQuota = Option<(Arc<str>, Arc<str>)>;
+
+/// An [`OpRef`] resolved against its policy set.
+struct Counted<'a> {
     policy: &'a Policy,
-    /// The request's key for the quota's track (for explanations).
-    track_key: Option<Arc<str>>,
     quota: &'a Quota,
     kind: LimitKind,
+    /// The limit's key prefix length: the op's key after it is the track key.
+    prefix_len: usize,
     monitor: bool,
 }
 
@@ -179,7 +197,8 @@ pub(crate) fn quota_label(policy: &str, quota: &str) -> String {
 
 impl Engine {
     /// An engine over `set`, counting in `state`.
-    pub fn new(set: PolicySet, state: Arc<dyn State>, settings: EngineSettings) -> Self {
+    pub fn new(mut set: PolicySet, state: Arc<dyn State>, settings: EngineSettings) -> Self {
+        set.prepare_windows(settings.buckets_per_period);
         Engine {
             set: ArcSwap::from_pointee(set),
             state,
@@ -188,7 +207,8 @@ impl Engine {
     }
 
     /// Swaps in a new policy set; requests in flight finish on the old one.
-    pub fn replace_policies(&self, set: PolicySet) {
+    pub fn replace_policies(&self, mut set: PolicySet) {
+        set.prepare_windows(self.settings.buckets_per_period);
         self.set.store(Arc::new(set));
     }
 
@@ -286,34 +306,44 @@ impl Engine {
         }
     }
 
-    /// Runs `batch`; on a backend failure sets the fallback action in `decision`.
-    async fn apply(
+    /// The outcome of a counter call: true when it succeeded; on a backend failure sets the
+    /// fallback action in `decision`. (The call itself is made inline by the caller: no
+    /// nested future when the backend answers in place.)
+    fn settle(
         &self,
-        connection: u64,
-        batch: &CounterBatch,
+        result: Result<(), StateError>,
         decision: &mut Decision,
         trace: &mut Trace<'_>,
         what: &str,
-    ) -> Option<crate::state::CounterReply> {
-        let result = match self.state.apply_in_place(batch) {
-            Some(result) => result,
-            None => self.state.apply_on(connection, batch).await,
-        };
+    ) -> bool {
         match result {
-            Ok(reply) => Some(reply),
+            Ok(()) => true,
             Err(e) => {
                 note(trace, || {
                     format!("{what}: counter backend failed ({e}): fallback action.")
                 });
                 decision.action = self.settings.state_failure_action.clone();
                 decision.state_error = Some(e);
-                None
+                false
             }
         }
     }
 
     fn is_monitor(&self, p: &Policy) -> bool {
         self.settings.monitor_all || p.monitor
+    }
+
+    fn counted<'a>(&self, set: &'a PolicySet, r: OpRef) -> Counted<'a> {
+        let policy = &set.policies[r.policy as usize];
+        let quota = &policy.quotas[r.quota as usize];
+        let limit = &quota.limits[r.limit as usize];
+        Counted {
+            policy,
+            quota,
+            kind: limit.kind,
+            prefix_len: limit.key_prefix.len(),
+            monitor: self.is_monitor(policy),
+        }
     }
 
     async fn rcpt(
@@ -324,27 +354,72 @@ impl Engine {
         mut trace: Trace<'_>,
         scratch: &mut Scratch,
     ) -> Decision {
-        if trace.is_some() {
-            explain_matching(set, req, &mut trace);
-        }
-        // On the stack (no allocation per request) for up to 16 matched policies.
-        let mut matched: SmallVec<[&Policy; 16]> = SmallVec::new();
-        matched.extend(set.matching(req));
-        if matched.is_empty() {
-            note(&mut trace, || "No policy matched.".into());
-            return Decision::dunno();
-        }
         let mut decision = Decision::dunno();
+        // Everything but the counter call is synchronous: only the batch, the reply and the
+        // decision live in the future across the call.
+        let Some((batch, last_quota)) =
+            self.rcpt_batch(set, req, dry_run, &mut trace, scratch, &mut decision)
+        else {
+            return decision;
+        };
+        // Into the connection's reused reply when the backend answers in place.
+        let mut reply = scratch.reply();
+        let result = match self.state.apply_in_place_into(&batch, &mut reply) {
+            Some(result) => result,
+            None => (self.state.apply_on(scratch.connection(), &batch).await).map(|r| reply = r),
+        };
+        if self.settle(result, &mut decision, &mut trace, "Quotas") {
+            note(&mut trace, || "Quotas:".into());
+            if let Some((q, p)) = &last_quota {
+                note(&mut trace, || {
+                    format!("  quota {q:?} of policy {p:?} is LastQuota: later quotas are skipped.")
+                });
+            }
+            self.rcpt_verdicts(set, &batch, &reply, scratch, &mut decision, &mut trace);
+        }
+        scratch.recycle(batch);
+        scratch.keep_reply(reply);
+        decision
+    }
+
+    /// RCPT up to the counter call: policy resolution, AccessControl, then the quotas' batch
+    /// (its ops' quotas in [`Scratch::refs`]). `None` when there is nothing to count: then
+    /// `decision` is final.
+    fn rcpt_batch(
+        &self,
+        set: &PolicySet,
+        req: &PolicyRequest<'_>,
+        dry_run: bool,
+        trace: &mut Trace<'_>,
+        scratch: &mut Scratch,
+        decision: &mut Decision,
+    ) -> Option<(CounterBatch, LastQuota)> {
+        if trace.is_some() {
+            explain_matching(set, req, trace);
+        }
+        // The addresses split once, for matching and for counter keys.
+        let view = RequestView::new(req);
+        // On the stack (no allocation per request) for up to 16 matched policies.
+        let mut matched: SmallVec<[(usize, &Policy); 16]> = SmallVec::new();
+        matched.extend(set.matching(&view));
+        if matched.is_empty() {
+            note(trace, || "No policy matched.".into());
+            return None;
+        }
 
         // AccessControl: the first matched policy with a rule decides.
-        note(&mut trace, || "AccessControl:".into());
-        for p in &matched {
+        note(trace, || "AccessControl:".into());
+        for (_, p) in &matched {
             let Some(rule) = p.access_control.first() else {
                 continue;
             };
-            let action = rule.verdict.to_action(rule.data.as_deref(), None);
             let monitor = self.is_monitor(p);
-            note(&mut trace, || {
+            if rule.verdict == Verdict::Pass && !monitor && trace.is_none() {
+                // PASS ends AccessControl; its action is only shown in explanations.
+                break;
+            }
+            let action = rule.verdict.to_action(rule.data.as_deref(), None);
+            note(trace, || {
                 format!(
                     "  policy {:?} rule {:?}: {} -> action={}{}",
                     p.name,
@@ -374,10 +449,8 @@ impl Engine {
             }
             if action.is_final() {
                 decision.action = action;
-                note(&mut trace, || {
-                    "  final verdict: the chain stops here.".into()
-                });
-                return decision;
+                note(trace, || "  final verdict: the chain stops here.".into());
+                return None;
             }
             break;
         }
@@ -385,29 +458,26 @@ impl Engine {
         // Quotas: every quota of every matched policy, one State call.
         let mut groups = scratch.groups();
         groups.push(scratch.ops());
-        let mut refs: SmallVec<[SmallVec<[OpRef<'_>; OPS_CAPACITY]>; 2]> =
-            smallvec![SmallVec::new()];
-        let mut last_quota: Option<(Arc<str>, Arc<str>)> = None;
-        'policies: for p in &matched {
+        scratch.clear_refs();
+        let mut last_quota = None;
+        'policies: for &(pi, p) in &matched {
             let monitor = self.is_monitor(p);
             let g = if monitor {
                 groups.push(scratch.ops());
-                refs.push(SmallVec::new());
                 groups.len() - 1
             } else {
                 0
             };
-            for q in &p.quotas {
-                let window = WindowSpec::new(q.period_ms, self.settings.buckets_per_period);
+            for (qi, q) in p.quotas.iter().enumerate() {
+                let window = q.window(self.settings.buckets_per_period);
                 // The first limit's key is rendered from the request; the others reuse its
                 // track part.
                 let mut first_key: Option<(usize, usize)> = None;
-                let mut shown: Option<Arc<str>> = None;
-                for l in &q.limits {
+                for (li, l) in q.limits.iter().enumerate() {
                     let key = match first_key {
                         None => {
                             let mut key = scratch.copy(&l.key_prefix);
-                            q.track.write_key(req, &mut key);
+                            q.track.write_key_view(&view, &mut key);
                             key
                         }
                         Some((first, prefix_len)) => {
@@ -417,15 +487,11 @@ impl Engine {
                             key
                         }
                     };
-                    if trace.is_some() && shown.is_none() {
-                        shown = Some(key[l.key_prefix.len()..].into());
-                    }
-                    let r = || OpRef {
-                        policy: p,
-                        track_key: shown.clone(),
-                        quota: q,
-                        kind: l.kind,
-                        monitor,
+                    let r = OpRef {
+                        group: g as u32,
+                        policy: pi as u32,
+                        quota: qi as u32,
+                        limit: li as u32,
                     };
                     let first_op = groups[g].len();
                     let ops = &mut groups[g];
@@ -442,7 +508,7 @@ impl Engine {
                                 window,
                                 kind,
                             });
-                            refs[g].push(r());
+                            scratch.push_ref(r);
                         }
                         LimitKind::RecipientCount => {
                             ops.push(CounterOp {
@@ -451,7 +517,7 @@ impl Engine {
                                 window,
                                 kind: OpKind::Take { cost: 1 },
                             });
-                            refs[g].push(r());
+                            scratch.push_ref(r);
                         }
                         LimitKind::MessageCumulativeSize => {
                             let check_key = scratch.copy(&key);
@@ -463,7 +529,6 @@ impl Engine {
                                     cost: req.size.max(1),
                                 },
                             });
-                            refs[g].push(r());
                             let label = scratch.copy(&q.eom_label);
                             groups[g].push(CounterOp {
                                 key,
@@ -474,7 +539,8 @@ impl Engine {
                                     group: g as u32,
                                 },
                             });
-                            refs[g].push(r());
+                            scratch.push_ref(r);
+                            scratch.push_ref(r);
                         }
                     }
                     if first_key.is_none() {
@@ -494,67 +560,74 @@ impl Engine {
             end_of_message: None,
         };
         if batch.groups.iter().all(Vec::is_empty) {
-            note(&mut trace, || "Quotas: none apply.".into());
+            note(trace, || "Quotas: none apply.".into());
             scratch.recycle(batch);
-            return decision;
+            return None;
         }
-        let Some(reply) = self
-            .apply(
-                scratch.connection(),
-                &batch,
-                &mut decision,
-                &mut trace,
-                "Quotas",
-            )
-            .await
-        else {
-            scratch.recycle(batch);
-            return decision;
-        };
-        note(&mut trace, || "Quotas:".into());
-        if let Some((q, p)) = &last_quota {
-            note(&mut trace, || {
-                format!("  quota {q:?} of policy {p:?} is LastQuota: later quotas are skipped.")
-            });
-        }
-        for ((ops, results), refs) in batch.groups.iter().zip(&reply.groups).zip(&refs) {
-            for ((op, res), r) in ops.iter().zip(results).zip(refs) {
+        Some((batch, last_quota))
+    }
+
+    /// RCPT after the counter call: the quotas' verdicts and near-limit reports.
+    fn rcpt_verdicts(
+        &self,
+        set: &PolicySet,
+        batch: &CounterBatch,
+        reply: &CounterReply,
+        scratch: &Scratch,
+        decision: &mut Decision,
+        trace: &mut Trace<'_>,
+    ) {
+        for (g, (ops, results)) in batch.groups.iter().zip(&reply.groups).enumerate() {
+            for (k, (op, res)) in ops.iter().zip(results).enumerate() {
                 if matches!(op.kind, OpKind::RecordForEom { .. }) {
                     continue;
                 }
-                note(&mut trace, || describe_op(op, res, r));
-                if res.outcome == Outcome::Admitted
+                let is_refused = matches!(res.outcome, Outcome::Refused { .. });
+                let is_near = res.outcome == Outcome::Admitted
                     && op.limit > 0
                     && res.used * 100 >= op.limit * NEAR_LIMIT_PERCENT
-                    && !matches!(op.kind, OpKind::Check { .. })
-                {
+                    && !matches!(op.kind, OpKind::Check { .. });
+                if trace.is_none() && !is_refused && !is_near {
+                    // The usual case: nothing to report, no need to know the op's quota.
+                    continue;
+                }
+                // A group's refs are in the order of its ops.
+                let Some(&r) = scratch
+                    .op_refs()
+                    .iter()
+                    .filter(|r| r.group as usize == g)
+                    .nth(k)
+                else {
+                    continue;
+                };
+                let c = self.counted(set, r);
+                note(trace, || describe_op(op, res, &c));
+                if is_near {
                     decision.near_limit.push(QuotaRef {
-                        policy: r.policy.name.clone(),
-                        quota: r.quota.name.clone(),
+                        policy: c.policy.name.clone(),
+                        quota: c.quota.name.clone(),
                     });
                 }
                 if let Outcome::Refused { retry_after_ms } = res.outcome {
-                    let action = quota_action(r.quota, r.kind, retry_after_ms);
+                    let action = quota_action(c.quota, c.kind, retry_after_ms);
                     decision.verdicts.push(ModuleVerdict {
                         module: "Quotas",
-                        policy: r.policy.name.clone(),
-                        name: r.quota.name.clone(),
+                        policy: c.policy.name.clone(),
+                        name: c.quota.name.clone(),
                         action: action.clone(),
-                        monitor: r.monitor,
+                        monitor: c.monitor,
                         counter: Some(CounterLevel {
                             key: op.key.clone(),
                             used: res.used,
                             limit: op.limit,
                         }),
                     });
-                    if !r.monitor && decision.action == Action::Dunno {
+                    if !c.monitor && decision.action == Action::Dunno {
                         decision.action = action;
                     }
                 }
             }
         }
-        scratch.recycle(batch);
-        decision
     }
 
     async fn end_of_message(
@@ -578,19 +651,17 @@ impl Engine {
             end_of_message: Some(req.size),
         };
         let mut decision = Decision::dunno();
-        let reply = self
-            .apply(
-                scratch.connection(),
-                &batch,
-                &mut decision,
-                &mut trace,
-                "END-OF-MESSAGE",
-            )
-            .await;
-        scratch.recycle(batch);
-        let Some(reply) = reply else {
-            return decision;
+        let mut reply = scratch.reply();
+        let result = match self.state.apply_in_place_into(&batch, &mut reply) {
+            Some(result) => result,
+            None => (self.state.apply_on(scratch.connection(), &batch).await).map(|r| reply = r),
         };
+        let ok = self.settle(result, &mut decision, &mut trace, "END-OF-MESSAGE");
+        scratch.recycle(batch);
+        if !ok {
+            scratch.keep_reply(reply);
+            return decision;
+        }
         note(&mut trace, || {
             format!(
                 "END-OF-MESSAGE: charging {} bytes to the size quotas recorded at RCPT:",
@@ -635,6 +706,7 @@ impl Engine {
                 decision.action = action;
             }
         }
+        scratch.keep_reply(reply);
         decision
     }
 }
@@ -648,7 +720,7 @@ fn quota_action(q: &Quota, kind: LimitKind, retry_after_ms: Option<u64>) -> Acti
     with_retry_hint(action, retry_after_ms)
 }
 
-fn describe_op(op: &CounterOp, res: &OpResult, r: &OpRef<'_>) -> String {
+fn describe_op(op: &CounterOp, res: &OpResult, r: &Counted<'_>) -> String {
     let what = match (&op.kind, r.kind) {
         (OpKind::Check { cost: 1 }, _) => "no declared size (checked as 1 byte)".into(),
         (OpKind::Check { cost }, _) => format!("declared size {cost} bytes"),
@@ -684,7 +756,7 @@ fn describe_op(op: &CounterOp, res: &OpResult, r: &OpRef<'_>) -> String {
         r.policy.name,
         r.quota.name,
         r.kind.as_str(),
-        r.track_key.as_deref().unwrap_or(""),
+        op.key.get(r.prefix_len..).unwrap_or(""),
         what,
         res.used,
         op.limit,
@@ -696,6 +768,7 @@ fn describe_op(op: &CounterOp, res: &OpResult, r: &OpRef<'_>) -> String {
 
 /// Explanation lines: every policy, whether it matched, and why.
 fn explain_matching(set: &PolicySet, req: &PolicyRequest<'_>, trace: &mut Trace<'_>) {
+    let view = RequestView::new(req);
     note(trace, || {
         "Policies (lowest priority number first; every matching policy applies):".into()
     });
@@ -709,8 +782,8 @@ fn explain_matching(set: &PolicySet, req: &PolicyRequest<'_>, trace: &mut Trace<
         let mut why = Vec::new();
         let mut matched = false;
         for (i, m) in p.members.iter().enumerate() {
-            let src = first_failure(set, &m.source, req, Side::Source);
-            let dst = first_failure(set, &m.destination, req, Side::Destination);
+            let src = first_failure(set, &m.source, &view, Side::Source);
+            let dst = first_failure(set, &m.destination, &view, Side::Destination);
             let ok = src.is_none() && dst.is_none();
             matched |= ok;
             why.push(match (src, dst) {
@@ -749,11 +822,11 @@ fn explain_matching(set: &PolicySet, req: &PolicyRequest<'_>, trace: &mut Trace<
 fn first_failure<'a>(
     set: &PolicySet,
     items: &'a [SpecItem],
-    req: &PolicyRequest<'_>,
+    view: &RequestView<'_, '_>,
     side: Side,
 ) -> Option<&'a str> {
     items
         .iter()
-        .find(|i| !set.item_matches(i, req, side))
+        .find(|i| !set.item_matches(i, view, side))
         .map(|i| i.text.as_str())
 }

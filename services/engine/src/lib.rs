@@ -26,6 +26,7 @@ pub mod spec;
 pub mod state;
 pub mod track;
 pub mod verdict;
+mod view;
 pub mod window;
 
 pub use clock::{Clock, ManualClock, SystemClock};

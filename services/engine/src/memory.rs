@@ -109,6 +109,21 @@ impl<V> Table<V> {
             .insert_unique(key.hash, (key.key.to_string(), value), |(k, _)| rehash(k));
     }
 
+    /// The value of `key`, added with `value()` when missing (one lookup either way).
+    fn get_or_insert_with(
+        &mut self,
+        key: Hashed<'_>,
+        value: impl FnOnce() -> V,
+        rehash: impl Fn(&str) -> u64,
+    ) -> &mut V {
+        &mut self
+            .0
+            .entry(key.hash, |(k, _)| k == key.key, |(k, _)| rehash(k))
+            .or_insert_with(|| (key.key.to_string(), value()))
+            .into_mut()
+            .1
+    }
+
     fn remove(&mut self, key: Hashed<'_>) -> Option<V> {
         self.0
             .find_entry(key.hash, |(k, _)| k == key.key)
@@ -184,24 +199,21 @@ impl MemoryState {
         }
     }
 
-    /// The instance's session, created (at `now`) if it does not exist.
+    /// The instance's session, created (at `now`) if it does not exist (one lookup).
     fn session_entry<'t>(
         &self,
         sessions: &'t mut Table<Session>,
         instance: Hashed<'_>,
         now: u64,
     ) -> &'t mut Session {
-        if sessions.get(instance).is_none() {
-            sessions.insert(
-                instance,
-                Session {
-                    created_ms: now,
-                    ..Session::default()
-                },
-                |k| self.hasher.hash_one(k),
-            );
-        }
-        sessions.get_mut(instance).expect("inserted above")
+        sessions.get_or_insert_with(
+            instance,
+            || Session {
+                created_ms: now,
+                ..Session::default()
+            },
+            |k| self.hasher.hash_one(k),
+        )
     }
 
     fn shard_of<'s, T>(shards: &'s [Mutex<Table<T>>], key: Hashed<'_>) -> MutexGuard<'s, Table<T>> {
@@ -264,17 +276,34 @@ impl MemoryState {
             .map_or(0, |c| c.window.used(spec, now))
     }
 
-    fn already_charged(&self, instance: Option<Hashed<'_>>, key: &str) -> bool {
+    /// The sessions shard of `instance`, locked on first use and then kept in `held`: a
+    /// group locks it once for all its once-per-message checks and records. (The only
+    /// nesting of locks is a sessions shard, then a counters shard: no deadlock.)
+    fn sessions_of<'g, 's>(
+        &'s self,
+        held: &'g mut Option<MutexGuard<'s, Table<Session>>>,
+        instance: Hashed<'_>,
+    ) -> &'g mut Table<Session> {
+        held.get_or_insert_with(|| Self::shard_of(&self.sessions, instance))
+    }
+
+    fn already_charged<'s>(
+        &'s self,
+        instance: Option<Hashed<'_>>,
+        key: &str,
+        held: &mut Option<MutexGuard<'s, Table<Session>>>,
+    ) -> bool {
         instance.is_some_and(|instance| {
-            Self::shard_of(&self.sessions, instance)
+            self.sessions_of(held, instance)
                 .get(instance)
                 .is_some_and(|s| s.charged.iter().any(|k| k == key))
         })
     }
 
     /// Runs one all-or-nothing group; `instance` is the batch's instance, hashed (`None`
-    /// when it has none). `wants` are the ops' lease wants (empty: none); the returned
-    /// grants are empty when `wants` is, else one per op.
+    /// when it has none). One result per op goes to `results` (emptied first). `wants`
+    /// are the ops' lease wants (empty: none); the returned grants are empty when `wants`
+    /// is, else one per op.
     fn run_group(
         &self,
         batch: &CounterBatch,
@@ -282,23 +311,29 @@ impl MemoryState {
         ops: &[CounterOp],
         wants: &[u64],
         now: u64,
-    ) -> (Vec<OpResult>, Vec<LeaseGrant>) {
-        let mut results = Vec::with_capacity(ops.len());
+        results: &mut Vec<OpResult>,
+    ) -> Vec<LeaseGrant> {
+        results.clear();
+        results.reserve(ops.len());
         let mut grants = if wants.is_empty() {
             Vec::new()
         } else {
             vec![LeaseGrant::default(); ops.len()]
         };
         let mut refused = false;
+        let mut sessions = None;
         // A size check and its END-OF-MESSAGE record are adjacent ops on the same key: the
-        // second reuses the first's hash.
+        // second reuses the first's hash, and the level the check saw (a check changes
+        // nothing).
         let mut previous: Option<Hashed<'_>> = None;
+        let mut checked_level: Option<u64> = None;
         for (i, op) in ops.iter().enumerate() {
-            let key = match previous {
-                Some(p) if p.key == op.key => p,
-                _ => self.hashed(&op.key),
+            let (key, known_level) = match previous {
+                Some(p) if p.key == op.key => (p, checked_level),
+                _ => (self.hashed(&op.key), None),
             };
             previous = Some(key);
+            checked_level = None;
             if refused {
                 results.push(OpResult {
                     outcome: Outcome::NotEvaluated,
@@ -314,7 +349,7 @@ impl MemoryState {
                 }
                 OpKind::Check { cost } => (*cost, true),
                 OpKind::TakeOncePerMessage => {
-                    if self.already_charged(instance, &op.key) {
+                    if self.already_charged(instance, &op.key, &mut sessions) {
                         results.push(OpResult {
                             outcome: Outcome::AlreadyCounted,
                             used: self.level(key, op.window, now),
@@ -324,22 +359,26 @@ impl MemoryState {
                     (1, false)
                 }
                 OpKind::RecordForEom { .. } => {
+                    let used = match known_level {
+                        Some(level) => level,
+                        None => self.level(key, op.window, now),
+                    };
                     results.push(OpResult {
                         outcome: Outcome::Admitted,
-                        used: self.level(key, op.window, now),
+                        used,
                     });
                     continue;
                 }
             };
-            let (outcome, leased) = self.take(
-                key,
-                op.window,
-                now,
-                cost,
-                op.limit,
-                batch.dry_run || check_only,
-                want,
-            );
+            let changes_nothing = batch.dry_run || check_only;
+            let (outcome, leased) =
+                self.take(key, op.window, now, cost, op.limit, changes_nothing, want);
+            if changes_nothing {
+                checked_level = Some(match outcome {
+                    TakeOutcome::Admitted { used } => used - cost,
+                    TakeOutcome::Refused { used, .. } => used,
+                });
+            }
             if leased > 0 {
                 grants[i] = LeaseGrant {
                     units: leased,
@@ -370,7 +409,7 @@ impl MemoryState {
             // Give back what this group charged: the ops admitted before the refusal that
             // charge (takes with their leases, and first takes once per message).
             if !batch.dry_run {
-                for (i, (op, r)) in ops.iter().zip(&results).enumerate() {
+                for (i, (op, r)) in ops.iter().zip(results.iter()).enumerate() {
                     let cost = match op.kind {
                         OpKind::Take { cost } => cost + grants.get(i).map_or(0, |g| g.units),
                         OpKind::TakeOncePerMessage => 1,
@@ -390,13 +429,20 @@ impl MemoryState {
                 }
             }
         } else if let (false, Some(instance)) = (batch.dry_run, instance) {
-            self.remember(instance, ops, &results, now);
+            self.remember(instance, ops, results, now, &mut sessions);
         }
-        (results, grants)
+        grants
     }
 
     /// Records once-per-message charges and END-OF-MESSAGE counters of an admitted group.
-    fn remember(&self, instance: Hashed<'_>, ops: &[CounterOp], results: &[OpResult], now: u64) {
+    fn remember<'s>(
+        &'s self,
+        instance: Hashed<'_>,
+        ops: &[CounterOp],
+        results: &[OpResult],
+        now: u64,
+        held: &mut Option<MutexGuard<'s, Table<Session>>>,
+    ) {
         let needs = |(op, r): &(&CounterOp, &OpResult)| {
             matches!(op.kind, OpKind::RecordForEom { .. })
                 || (matches!(op.kind, OpKind::TakeOncePerMessage) && r.outcome == Outcome::Admitted)
@@ -404,8 +450,8 @@ impl MemoryState {
         if !ops.iter().zip(results).any(|pair| needs(&pair)) {
             return;
         }
-        let mut sessions = Self::shard_of(&self.sessions, instance);
-        let session = self.session_entry(&mut sessions, instance, now);
+        let sessions = self.sessions_of(held, instance);
+        let session = self.session_entry(sessions, instance, now);
         for (op, _) in ops.iter().zip(results).filter(needs) {
             match &op.kind {
                 OpKind::TakeOncePerMessage if !session.charged.contains(&op.key) => {
@@ -473,7 +519,8 @@ impl MemoryState {
                     kind: OpKind::Take { cost: size },
                 })
                 .collect();
-            let (results, _) = self.run_group(&batch, None, &ops, &[], now);
+            let mut results = Vec::new();
+            self.run_group(&batch, None, &ops, &[], now, &mut results);
             for ((p, op), result) in members.iter_mut().zip(ops).zip(results) {
                 out.push(EomResult {
                     label: std::mem::take(&mut p.label),
@@ -487,12 +534,15 @@ impl MemoryState {
     }
 
     fn apply_now(&self, batch: &CounterBatch) -> CounterReply {
-        self.run_batch(batch, &[], false).0
+        let mut reply = CounterReply::default();
+        self.run_batch(batch, &[], false, &mut reply);
+        reply
     }
 
     /// Runs a batch with its lease wants; the grants have the batch's shape.
     fn apply_leasing_now(&self, batch: &CounterBatch, leases: &[Vec<u64>]) -> LeasedReply {
-        let (reply, mut grants, session_found) = self.run_batch(batch, leases, true);
+        let mut reply = CounterReply::default();
+        let (mut grants, session_found) = self.run_batch(batch, leases, true, &mut reply);
         if grants.is_empty() {
             grants = reply
                 .groups
@@ -507,15 +557,17 @@ impl MemoryState {
         }
     }
 
-    /// Runs a batch; `leases` has the batch's shape or is empty (then so are the returned
-    /// grants, else they have the batch's shape). With `report_session`, also says whether
-    /// the batch's session existed when the batch started.
+    /// Runs a batch into `reply` (overwritten; its vectors are reused); `leases` has the
+    /// batch's shape or is empty (then so are the returned grants, else they have the
+    /// batch's shape). With `report_session`, also says whether the batch's session existed
+    /// when the batch started.
     fn run_batch(
         &self,
         batch: &CounterBatch,
         leases: &[Vec<u64>],
         report_session: bool,
-    ) -> (CounterReply, Vec<Vec<LeaseGrant>>, bool) {
+        reply: &mut CounterReply,
+    ) -> (Vec<Vec<LeaseGrant>>, bool) {
         let now = self.clock.now_ms();
         let instance = (!batch.instance.is_empty()).then(|| self.hashed(&batch.instance));
         // As the Redis state reads it: only for a once-per-message take or END-OF-MESSAGE.
@@ -531,11 +583,11 @@ impl MemoryState {
                         .get(instance)
                         .is_some()
             });
-        let mut groups = Vec::with_capacity(batch.groups.len());
+        reply.groups.resize_with(batch.groups.len(), Vec::new);
         let mut grants = Vec::new();
-        for (g, ops) in batch.groups.iter().enumerate() {
+        for ((g, ops), results) in batch.groups.iter().enumerate().zip(&mut reply.groups) {
             let wants = leases.get(g).map_or(&[][..], Vec::as_slice);
-            let (results, group_grants) = self.run_group(batch, instance, ops, wants, now);
+            let group_grants = self.run_group(batch, instance, ops, wants, now, results);
             if !leases.is_empty() {
                 grants.push(if group_grants.is_empty() {
                     vec![LeaseGrant::default(); ops.len()]
@@ -543,17 +595,12 @@ impl MemoryState {
                     group_grants
                 });
             }
-            groups.push(results);
         }
-        let end_of_message = match batch.end_of_message {
+        reply.end_of_message = match batch.end_of_message {
             Some(size) => self.end_of_message(batch, size, now),
             None => Vec::new(),
         };
-        let reply = CounterReply {
-            groups,
-            end_of_message,
-        };
-        (reply, grants, session_found)
+        (grants, session_found)
     }
 
     /// Merges an edge-held session into the stored one (a new one lives the usual TTL from
@@ -619,6 +666,15 @@ impl State for MemoryState {
 
     fn apply_in_place(&self, batch: &CounterBatch) -> Option<Result<CounterReply, StateError>> {
         Some(Ok(self.apply_now(batch)))
+    }
+
+    fn apply_in_place_into(
+        &self,
+        batch: &CounterBatch,
+        reply: &mut CounterReply,
+    ) -> Option<Result<(), StateError>> {
+        self.run_batch(batch, &[], false, reply);
+        Some(Ok(()))
     }
 
     fn apply_leasing<'a>(
@@ -770,6 +826,88 @@ mod tests {
         assert_eq!(level(&s, "c"), 100);
         // The session is gone: a second END-OF-MESSAGE charges nothing.
         assert!(s.apply_now(&eom).end_of_message.is_empty());
+    }
+
+    #[test]
+    fn a_record_after_a_check_reports_the_counter_level() {
+        let (s, _clock) = state();
+        s.apply_now(&batch(vec![vec![take("k", 100, 5)]]));
+        let record = OpKind::RecordForEom {
+            label: "l".into(),
+            group: 0,
+        };
+        for dry_run in [false, true] {
+            let b = CounterBatch {
+                instance: format!("I-{dry_run}"),
+                dry_run,
+                groups: vec![vec![
+                    op("k", 100, OpKind::Check { cost: 3 }),
+                    op("k", 100, record.clone()),
+                    op("j", 100, OpKind::Take { cost: 2 }),
+                    op("j", 100, record.clone()),
+                ]],
+                ..CounterBatch::default()
+            };
+            let used: Vec<u64> = s.apply_now(&b).groups[0].iter().map(|r| r.used).collect();
+            // The first pass charged "j": the dry run sees it.
+            let j = if dry_run { [4, 2] } else { [2, 2] };
+            assert_eq!(used, [8, 5, j[0], j[1]], "dry run: {dry_run}");
+        }
+        // A refused check: the record is not evaluated and reports the level.
+        let b = batch(vec![vec![
+            op("k", 6, OpKind::Check { cost: 3 }),
+            op("k", 6, record),
+        ]]);
+        let r = s.apply_now(&b);
+        assert_eq!(r.groups[0][1].outcome, Outcome::NotEvaluated);
+        assert_eq!(r.groups[0][1].used, 5);
+    }
+
+    #[test]
+    fn a_reused_reply_equals_a_fresh_one() {
+        let (fresh, _c1) = state();
+        let (reused, _c2) = state();
+        let mut reply = CounterReply::default();
+        let once = |limit| op("o", limit, OpKind::TakeOncePerMessage);
+        let batches = [
+            batch(vec![
+                vec![take("a", 10, 1)],
+                vec![take("b", 10, 1), once(10)],
+            ]),
+            batch(vec![vec![take("a", 10, 20)]]),
+            CounterBatch {
+                instance: "I1".into(),
+                groups: vec![vec![
+                    once(10),
+                    op("s", 10, OpKind::Check { cost: 4 }),
+                    op(
+                        "s",
+                        10,
+                        OpKind::RecordForEom {
+                            label: "l".into(),
+                            group: 0,
+                        },
+                    ),
+                ]],
+                ..CounterBatch::default()
+            },
+            CounterBatch {
+                instance: "I1".into(),
+                end_of_message: Some(4),
+                ..CounterBatch::default()
+            },
+            batch(vec![
+                vec![],
+                vec![take("a", 10, 1), take("b", 1, 5)],
+                vec![],
+            ]),
+            batch(vec![]),
+        ];
+        for b in &batches {
+            let want = fresh.apply_now(b);
+            assert_eq!(reused.apply_in_place_into(b, &mut reply), Some(Ok(())));
+            assert_eq!(reply, want);
+        }
     }
 
     #[test]

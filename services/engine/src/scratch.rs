@@ -5,7 +5,8 @@
 //! counters or over gRPC). After the decision, [`Scratch::recycle`] keeps the emptied
 //! vectors and strings for the next request.
 
-use crate::state::{CounterBatch, CounterOp, OpKind};
+use crate::engine::OpRef;
+use crate::state::{CounterBatch, CounterOp, CounterReply, OpKind};
 
 /// Spare ops vectors kept (one per all-or-nothing group; more than one only with monitor
 /// mode policies).
@@ -23,6 +24,10 @@ pub struct Scratch {
     groups: Vec<Vec<CounterOp>>,
     outer: Option<Vec<Vec<CounterOp>>>,
     strings: Vec<String>,
+    /// Which quota limit each op of the current batch counts for.
+    refs: Vec<OpRef>,
+    /// The last reply, its vectors reused by backends that answer in place.
+    reply: Option<CounterReply>,
     connection: u64,
 }
 
@@ -67,6 +72,40 @@ impl Scratch {
     /// An empty list of groups.
     pub(crate) fn groups(&mut self) -> Vec<Vec<CounterOp>> {
         self.outer.take().unwrap_or_default()
+    }
+
+    /// Forgets the previous batch's op refs.
+    pub(crate) fn clear_refs(&mut self) {
+        self.refs.clear();
+    }
+
+    /// Notes which quota limit the batch's next op (of its group) counts for.
+    pub(crate) fn push_ref(&mut self, r: OpRef) {
+        self.refs.push(r);
+    }
+
+    /// The current batch's op refs, in the order they were pushed.
+    pub(crate) fn op_refs(&self) -> &[OpRef] {
+        &self.refs
+    }
+
+    /// A reply to fill (the previous one's buffers when there is one; its content is stale).
+    pub(crate) fn reply(&mut self) -> CounterReply {
+        self.reply.take().unwrap_or_default()
+    }
+
+    /// Takes back a reply that is no longer needed (kept unless it grew large).
+    pub(crate) fn keep_reply(&mut self, mut reply: CounterReply) {
+        if reply.groups.len() <= MAX_SPARE_GROUPS
+            && reply
+                .groups
+                .iter()
+                .all(|g| g.capacity() <= 4 * OPS_CAPACITY)
+        {
+            // END-OF-MESSAGE results own strings: not worth keeping.
+            reply.end_of_message = Vec::new();
+            self.reply = Some(reply);
+        }
     }
 
     /// Takes back the buffers of a batch that is no longer needed.

@@ -53,6 +53,18 @@ pub trait State: Send + Sync + 'static {
         None
     }
 
+    /// [`State::apply_in_place`] into `reply`, which is overwritten: a backend may reuse its
+    /// vectors (a caller keeping one reply per connection then allocates none per batch).
+    /// `None` means "call [`State::apply`]" (`reply` is untouched). The default forwards to
+    /// [`State::apply_in_place`].
+    fn apply_in_place_into(
+        &self,
+        batch: &CounterBatch,
+        reply: &mut CounterReply,
+    ) -> Option<Result<(), StateError>> {
+        Some(self.apply_in_place(batch)?.map(|r| *reply = r))
+    }
+
     /// Cluster mode, quota-service side: [`State::apply`], and for each op with a non-zero
     /// `leases[group][op]` (only [`OpKind::Take`] ops ask) also charge up to that many
     /// extra units as a *lease* the calling edge admits from locally (see

@@ -1,6 +1,7 @@
 //! Quota tracks: what one counter counts (`SenderIP:/24`, `Sender:user@domain`, ...), and the
 //! key a request gives it. Keys are rendered as Policyd renders them.
 
+use crate::view::{Address, RequestView};
 use ipnet::{Ipv4Net, Ipv6Net};
 use sluice_protocol::PolicyRequest;
 use std::fmt::Write;
@@ -80,6 +81,12 @@ impl Track {
 
     /// Appends the key of `req` for this track to `k` (no allocation when `k` has room).
     pub fn write_key(&self, req: &PolicyRequest<'_>, k: &mut String) {
+        self.write_key_view(&RequestView::new(req), k);
+    }
+
+    /// [`Track::write_key`] for a request whose addresses are already split.
+    pub(crate) fn write_key_view(&self, view: &RequestView<'_, '_>, k: &mut String) {
+        let req = view.req;
         match self {
             Track::Policy => k.push_str("Policy"),
             Track::SaslUsername => {
@@ -95,12 +102,12 @@ impl Track {
                 if req.sender.is_empty() {
                     k.push_str("<>");
                 } else {
-                    push_part(k, &req.sender, *part);
+                    push_part(k, &view.sender, *part);
                 }
             }
             Track::Recipient(part) => {
                 k.push_str("Recipient:");
-                push_part(k, &req.recipient, *part);
+                push_part(k, &view.recipient, *part);
             }
             Track::SenderIp { v4, v6 } => {
                 k.push_str("SenderIP:");
@@ -144,22 +151,18 @@ fn push_decimal(k: &mut String, n: u8) {
     k.push(char::from(b'0' + n % 10));
 }
 
-fn push_part(k: &mut String, addr: &str, part: AddressPart) {
-    let (user, domain) = crate::spec::split_address(addr);
-    match part {
-        AddressPart::Full => {
-            k.push_str(user);
+/// Appends a part of `addr`: `user@domain`, `user@` or `@domain`, split at the last `@` (no
+/// `@`: all local part). With an `@`, each part is one slice of the address.
+fn push_part(k: &mut String, addr: &Address<'_>, part: AddressPart) {
+    match (addr.at, part) {
+        (Some(_), AddressPart::Full) => k.push_str(addr.text),
+        (Some(at), AddressPart::User) => k.push_str(&addr.text[..=at]),
+        (Some(at), AddressPart::Domain) => k.push_str(&addr.text[at..]),
+        (None, AddressPart::Full | AddressPart::User) => {
+            k.push_str(addr.text);
             k.push('@');
-            k.push_str(domain);
         }
-        AddressPart::User => {
-            k.push_str(user);
-            k.push('@');
-        }
-        AddressPart::Domain => {
-            k.push('@');
-            k.push_str(domain);
-        }
+        (None, AddressPart::Domain) => k.push('@'),
     }
 }
 
@@ -191,6 +194,47 @@ fn parse_masks(spec: &str) -> Option<Track> {
 mod tests {
     use super::*;
     use sluice_protocol::ProtocolState;
+
+    #[test]
+    fn fast_renderings_equal_the_plain_ones() {
+        for addr in [
+            "a@b",
+            "alice@example.com",
+            "x@y@z",
+            "@d",
+            "u@",
+            "@",
+            "plain",
+            "",
+        ] {
+            let (user, domain) = crate::spec::split_address(addr);
+            for (part, want) in [
+                (AddressPart::Full, format!("{user}@{domain}")),
+                (AddressPart::User, format!("{user}@")),
+                (AddressPart::Domain, format!("@{domain}")),
+            ] {
+                let mut k = String::new();
+                push_part(&mut k, &Address::new(addr), part);
+                assert_eq!(k, want, "{addr:?} {part:?}");
+            }
+        }
+        let mut r = PolicyRequest::new(ProtocolState::Rcpt, "0.0.0.0".parse().unwrap());
+        for ip in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.9.99.100",
+            "192.168.1.77",
+            "1.20.3.40",
+        ] {
+            let a: std::net::Ipv4Addr = ip.parse().unwrap();
+            r.client_address = IpAddr::V4(a);
+            for v4 in [0, 1, 8, 9, 16, 24, 31, 32] {
+                let net = Ipv4Net::new(a, v4).unwrap().network();
+                let want = format!("SenderIP:{net}/{v4}");
+                assert_eq!(Track::SenderIp { v4, v6: 64 }.key(&r), want);
+            }
+        }
+    }
 
     #[test]
     fn keys_render_like_policyd() {
