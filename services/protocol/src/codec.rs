@@ -286,7 +286,7 @@ impl RequestDecoder {
                 // between the line's start and its end in this one.
                 let equals = self.equals.take().or_else(|| {
                     let from = line_start.saturating_sub(pos);
-                    let between = masks.equals & ((1u32 << bit) - 1) & (u32::MAX << from);
+                    let between = masks.equals & ((1u64 << bit) - 1) & (u64::MAX << from);
                     (between != 0).then(|| pos + between.trailing_zeros() as usize)
                 });
                 match self.split_line(buf, line_start, at, equals) {
@@ -310,7 +310,7 @@ impl RequestDecoder {
             if self.equals.is_none() {
                 let from = self.line_start.saturating_sub(pos);
                 if from < crate::scan::CHUNK {
-                    let after = masks.equals & (u32::MAX << from);
+                    let after = masks.equals & (u64::MAX << from);
                     if after != 0 {
                         self.equals = Some(pos + after.trailing_zeros() as usize);
                     }
