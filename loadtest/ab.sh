@@ -7,7 +7,9 @@
 #
 # Usage: loadtest/ab.sh SLUICE_A SLUICE_B
 # Knobs (environment): ROUNDS (5), CONNECTIONS (32), DURATION (6 s), WARMUP (1 s),
-# POLICIES (scenarios/embedded-10-policies.toml), PORT_BASE (10940; three ports from it).
+# POLICIES (scenarios/embedded-10-policies.toml), PORT_BASE (10940; three ports from it),
+# A_ARGS and B_ARGS (extra `serve` arguments for each, e.g. to compare settings of one
+# binary: `B_ARGS="--worker-threads 1" loadtest/ab.sh target/release/sluice target/release/sluice`).
 # The ceiling and loadgen are the release builds of this tree (build them first:
 # `cargo build --release -p sluice-loadtest`).
 set -euo pipefail
@@ -37,11 +39,16 @@ labels=(ceiling a b)
 pids+=($!)
 for i in 1 2; do
     binary="$sluice_a"
-    [[ $i -eq 2 ]] && binary="$sluice_b"
+    extra="${A_ARGS:-}"
+    if [[ $i -eq 2 ]]; then
+        binary="$sluice_b"
+        extra="${B_ARGS:-}"
+    fi
     db="sqlite://$tmp/sluice-$i.db"
     "$binary" policy import "$POLICIES" --database "$db" >/dev/null
+    # shellcheck disable=SC2086 # extra arguments are split on purpose
     "$binary" serve --listen "127.0.0.1:${ports[$i]}" --database "$db" --admin-listen off \
-        2>"$tmp/sluice-$i.log" &
+        $extra 2>"$tmp/sluice-$i.log" &
     pids+=($!)
 done
 for i in 0 1 2; do wait_port "${ports[$i]}"; done
@@ -76,8 +83,8 @@ done
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 summary="$results/$stamp-summary.txt"
 {
-    echo "A=$sluice_a"
-    echo "B=$sluice_b"
+    echo "A=$sluice_a ${A_ARGS:-}"
+    echo "B=$sluice_b ${B_ARGS:-}"
     echo "connections=$CONNECTIONS duration=${DURATION}s rounds=$ROUNDS policies=$(basename "$POLICIES")"
     echo "median ratio to the ceiling: A $(median "${ratio_a[@]}") %, B $(median "${ratio_b[@]}") %"
     echo "B better than A in $(paste <(printf '%s\n' "${ratio_a[@]}") <(printf '%s\n' "${ratio_b[@]}") | awk '$2 > $1' | wc -l) of $ROUNDS rounds"
