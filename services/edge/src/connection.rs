@@ -128,7 +128,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         // When the request now buffered started arriving.
         let mut started: Option<Instant> = None;
         // The idle timer is armed once and only moved when it fires early: re-arming a
-        // timer for every request would cost more than the rest of the request path.
+        // timer for every request would cost more than the rest of the request path. The
+        // last activity is the last read: it also times the requests that read completed
+        // (one clock read per request; the idle time is counted from a request's arrival,
+        // not from its answer, which is the same to well within the timer's resolution).
         let mut last_activity = Instant::now();
         let idle = tokio::time::sleep_until(last_activity + config.idle_timeout);
         let mut idle = pin!(idle);
@@ -138,10 +141,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             match self.decoder.decode(&mut self.buf) {
                 Err(e) => return Closed::Frame(e),
                 Ok(Some(raw)) => {
-                    self.answer(&raw).await;
+                    self.answer(&raw, last_activity).await;
                     self.decoder.recycle(raw);
                     match write_reply(&mut self.stream, &self.out, config.busy_timeout).await {
-                        Ok(()) => last_activity = Instant::now(),
+                        Ok(()) => {}
                         Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                             return Closed::BusyTimeout { buffered: 0 }
                         }
@@ -212,10 +215,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         )
     }
 
-    /// Decides `raw` and puts the encoded reply in `self.out`; counts it.
-    async fn answer(&mut self, raw: &RawRequest) {
+    /// Decides `raw`, which was complete at `received`, and puts the encoded reply in
+    /// `self.out`; counts it.
+    async fn answer(&mut self, raw: &RawRequest, received: Instant) {
         let shared = self.shared;
-        let started = std::time::Instant::now();
         self.out.clear();
         let mut req = match PolicyRequest::from_raw(raw) {
             Ok(req) => req,
@@ -229,7 +232,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 shared.metrics.request(
                     metrics::INVALID,
                     &shared.config.fallback_action,
-                    started.elapsed(),
+                    received.elapsed(),
                 );
                 return;
             }
@@ -268,7 +271,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 shared.metrics.decision(&decision);
                 shared
                     .metrics
-                    .request(state, &decision.action, started.elapsed());
+                    .request(state, &decision.action, received.elapsed());
             }
             None => {
                 tracing::warn!(
@@ -280,7 +283,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 shared.metrics.fallback(Fallback::Deadline);
                 shared
                     .metrics
-                    .request(state, &shared.config.fallback_action, started.elapsed());
+                    .request(state, &shared.config.fallback_action, received.elapsed());
             }
         }
     }
