@@ -651,7 +651,7 @@ impl Engine {
             end_of_message: Some(req.size),
         };
         let mut decision = Decision::dunno();
-        let mut reply = scratch.reply();
+        let mut reply = scratch.eom_reply();
         let result = match self.state.apply_in_place_into(&batch, &mut reply) {
             Some(result) => result,
             None => (self.state.apply_on(scratch.connection(), &batch).await).map(|r| reply = r),

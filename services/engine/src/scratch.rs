@@ -6,13 +6,15 @@
 //! vectors and strings for the next request.
 
 use crate::engine::OpRef;
-use crate::state::{CounterBatch, CounterOp, CounterReply, OpKind};
+use crate::state::{CounterBatch, CounterOp, CounterReply, EomResult, OpKind};
 
 /// Spare ops vectors kept (one per all-or-nothing group; more than one only with monitor
 /// mode policies).
 const MAX_SPARE_GROUPS: usize = 8;
 /// Spare strings kept (counter keys, labels, the instance).
 const MAX_SPARE_STRINGS: usize = 32;
+/// END-OF-MESSAGE results kept (their key and label strings).
+const MAX_SPARE_EOM: usize = 8;
 /// Strings grown past this (a huge address) are not kept.
 const MAX_KEPT_STRING: usize = 512;
 /// Room reserved for the ops of one group (no regrowth for typical policy sets).
@@ -28,6 +30,8 @@ pub struct Scratch {
     refs: Vec<OpRef>,
     /// The last reply, its vectors reused by backends that answer in place.
     reply: Option<CounterReply>,
+    /// The last END-OF-MESSAGE results, their strings reused by the in-process state.
+    eom: Vec<EomResult>,
     connection: u64,
 }
 
@@ -94,16 +98,31 @@ impl Scratch {
         self.reply.take().unwrap_or_default()
     }
 
+    /// A reply to fill for END-OF-MESSAGE: [`Scratch::reply`] holding the previous
+    /// END-OF-MESSAGE results (stale; a backend may reuse their strings).
+    pub(crate) fn eom_reply(&mut self) -> CounterReply {
+        let mut reply = self.reply();
+        reply.end_of_message = std::mem::take(&mut self.eom);
+        reply
+    }
+
     /// Takes back a reply that is no longer needed (kept unless it grew large).
     pub(crate) fn keep_reply(&mut self, mut reply: CounterReply) {
+        let eom = std::mem::take(&mut reply.end_of_message);
+        if !eom.is_empty()
+            && eom.len() <= MAX_SPARE_EOM
+            && eom.iter().all(|r| {
+                r.key.capacity() <= MAX_KEPT_STRING && r.label.capacity() <= MAX_KEPT_STRING
+            })
+        {
+            self.eom = eom;
+        }
         if reply.groups.len() <= MAX_SPARE_GROUPS
             && reply
                 .groups
                 .iter()
                 .all(|g| g.capacity() <= 4 * OPS_CAPACITY)
         {
-            // END-OF-MESSAGE results own strings: not worth keeping.
-            reply.end_of_message = Vec::new();
             self.reply = Some(reply);
         }
     }
