@@ -460,19 +460,6 @@ impl MemoryState {
         held.get_or_insert_with(|| Self::shard_of(&self.sessions, instance))
     }
 
-    fn already_charged<'s>(
-        &'s self,
-        instance: Option<Hashed<'_>>,
-        key: &str,
-        held: &mut Option<MutexGuard<'s, Sessions>>,
-    ) -> bool {
-        instance.is_some_and(|instance| {
-            self.sessions_of(held, instance)
-                .get(instance)
-                .is_some_and(|s| s.is_charged(key))
-        })
-    }
-
     /// Runs one all-or-nothing group; `instance` is the batch's instance, hashed (`None`
     /// when it has none). One result per op goes to `results` (emptied first). `wants`
     /// are the ops' lease wants (empty: none); the returned grants are empty when `wants`
@@ -495,6 +482,15 @@ impl MemoryState {
         };
         let mut refused = false;
         let mut sessions = None;
+        // The message's session, looked up once for all the group's once-per-message takes.
+        let once = instance.filter(|_| {
+            ops.iter()
+                .any(|op| matches!(op.kind(), OpKind::TakeOncePerMessage))
+        });
+        let session = match once {
+            Some(instance) => self.sessions_of(&mut sessions, instance).get(instance),
+            None => None,
+        };
         // A size check and its END-OF-MESSAGE record are adjacent ops on the same key: the
         // second reuses the first's hash, and the level the check saw (a check changes
         // nothing).
@@ -522,7 +518,7 @@ impl MemoryState {
                 }
                 OpKind::Check { cost } => (*cost, true),
                 OpKind::TakeOncePerMessage => {
-                    if self.already_charged(instance, op.key(), &mut sessions) {
+                    if session.is_some_and(|s| s.is_charged(op.key())) {
                         results.push(OpResult {
                             outcome: Outcome::AlreadyCounted,
                             used: self.level(key, op.window(), now),
