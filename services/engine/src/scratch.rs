@@ -135,8 +135,10 @@ impl Scratch {
             ..
         } = batch;
         self.keep(instance);
-        for mut ops in outer.drain(..) {
-            for op in ops.drain(..) {
+        // Popping (last first) is cheaper than draining; the order of spare strings does
+        // not matter.
+        while let Some(mut ops) = outer.pop() {
+            while let Some(op) = ops.pop() {
                 self.keep(op.key);
                 if let OpKind::RecordForEom { label, .. } = op.kind {
                     self.keep(label);
