@@ -401,7 +401,7 @@ impl Engine {
         let view = RequestView::new(req);
         // On the stack (no allocation per request) for up to 16 matched policies.
         let mut matched: SmallVec<[(usize, &Policy); 16]> = SmallVec::new();
-        matched.extend(set.matching(&view));
+        set.matching_into(&view, &mut scratch.memo, &mut matched);
         if matched.is_empty() {
             note(trace, || "No policy matched.".into());
             return None;

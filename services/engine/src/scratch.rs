@@ -5,6 +5,7 @@
 //! counters or over gRPC). After the decision, [`Scratch::recycle`] keeps the emptied
 //! vectors and strings for the next request.
 
+use crate::compile::SourceMemo;
 use crate::engine::OpRef;
 use crate::state::{CounterBatch, CounterOp, CounterReply, EomResult, OpKind};
 
@@ -32,6 +33,8 @@ pub struct Scratch {
     reply: Option<CounterReply>,
     /// The last END-OF-MESSAGE results, their strings reused by the in-process state.
     eom: Vec<EomResult>,
+    /// Policy members' source results for the last request's source side.
+    pub(crate) memo: SourceMemo,
     connection: u64,
 }
 
