@@ -151,6 +151,7 @@ struct Counted<'a> {
 /// Where explanation lines go (`None` on the hot path).
 type Trace<'t> = Option<&'t mut Vec<String>>;
 
+#[inline]
 fn note(trace: &mut Trace<'_>, line: impl FnOnce() -> String) {
     if let Some(t) = trace.as_deref_mut() {
         t.push(line());
@@ -309,6 +310,7 @@ impl Engine {
     /// The outcome of a counter call: true when it succeeded; on a backend failure sets the
     /// fallback action in `decision`. (The call itself is made inline by the caller: no
     /// nested future when the backend answers in place.)
+    #[inline]
     fn settle(
         &self,
         result: Result<(), StateError>,
