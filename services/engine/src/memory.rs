@@ -162,6 +162,37 @@ impl GroupOp for CounterOp {
     }
 }
 
+/// Where running a group puts its results: a reply's vector, or a few on the stack.
+trait ResultList: std::ops::DerefMut<Target = [OpResult]> {
+    fn clear(&mut self);
+    fn reserve(&mut self, n: usize);
+    fn push(&mut self, r: OpResult);
+}
+
+impl ResultList for Vec<OpResult> {
+    fn clear(&mut self) {
+        Vec::clear(self);
+    }
+    fn reserve(&mut self, n: usize) {
+        Vec::reserve(self, n);
+    }
+    fn push(&mut self, r: OpResult) {
+        Vec::push(self, r);
+    }
+}
+
+impl ResultList for SmallVec<[OpResult; 4]> {
+    fn clear(&mut self) {
+        SmallVec::clear(self);
+    }
+    fn reserve(&mut self, n: usize) {
+        SmallVec::reserve(self, n);
+    }
+    fn push(&mut self, r: OpResult) {
+        SmallVec::push(self, r);
+    }
+}
+
 /// An END-OF-MESSAGE charge: a [`OpKind::Take`] of the message's size on a recorded key.
 struct EomOp<'s> {
     key: &'s str,
@@ -471,7 +502,7 @@ impl MemoryState {
         ops: &[O],
         wants: &[u64],
         now: u64,
-        results: &mut Vec<OpResult>,
+        results: &mut impl ResultList,
     ) -> Vec<LeaseGrant> {
         results.clear();
         results.reserve(ops.len());
@@ -685,7 +716,7 @@ impl MemoryState {
             end_of_message: None,
         };
         let mut n = 0;
-        let mut results = Vec::new();
+        let mut results: SmallVec<[OpResult; 4]> = SmallVec::new();
         let mut rest = &session.pending[..];
         while let Some(first) = rest.first() {
             let g = first.group;
