@@ -661,7 +661,7 @@ impl Engine {
         let ok = self.settle(result, &mut decision, &mut trace, "END-OF-MESSAGE");
         scratch.recycle(batch);
         if !ok {
-            scratch.keep_reply(reply);
+            scratch.keep_eom_reply(reply);
             return decision;
         }
         note(&mut trace, || {
@@ -708,7 +708,7 @@ impl Engine {
                 decision.action = action;
             }
         }
-        scratch.keep_reply(reply);
+        scratch.keep_eom_reply(reply);
         decision
     }
 }

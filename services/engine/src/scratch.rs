@@ -101,17 +101,19 @@ impl Scratch {
         self.reply.take().unwrap_or_default()
     }
 
-    /// A reply to fill for END-OF-MESSAGE: [`Scratch::reply`] holding the previous
-    /// END-OF-MESSAGE results (stale; a backend may reuse their strings).
+    /// A reply to fill for END-OF-MESSAGE: no groups (the RCPT reply's result vectors stay
+    /// kept for the next RCPT), the previous END-OF-MESSAGE results (stale; a backend may
+    /// reuse their strings). Give it back with [`Scratch::keep_eom_reply`].
     pub(crate) fn eom_reply(&mut self) -> CounterReply {
-        let mut reply = self.reply();
-        reply.end_of_message = std::mem::take(&mut self.eom);
-        reply
+        CounterReply {
+            groups: Vec::new(),
+            end_of_message: std::mem::take(&mut self.eom),
+        }
     }
 
-    /// Takes back a reply that is no longer needed (kept unless it grew large).
-    pub(crate) fn keep_reply(&mut self, mut reply: CounterReply) {
-        let eom = std::mem::take(&mut reply.end_of_message);
+    /// Takes back an END-OF-MESSAGE reply's results (kept unless they grew large).
+    pub(crate) fn keep_eom_reply(&mut self, reply: CounterReply) {
+        let eom = reply.end_of_message;
         if !eom.is_empty()
             && eom.len() <= MAX_SPARE_EOM
             && eom.iter().all(|r| {
@@ -120,6 +122,12 @@ impl Scratch {
         {
             self.eom = eom;
         }
+    }
+
+    /// Takes back a reply that is no longer needed (kept unless it grew large).
+    pub(crate) fn keep_reply(&mut self, mut reply: CounterReply) {
+        // END-OF-MESSAGE results own strings: only an END-OF-MESSAGE reply's are kept.
+        reply.end_of_message = Vec::new();
         if reply.groups.len() <= MAX_SPARE_GROUPS
             && reply
                 .groups
@@ -211,6 +219,41 @@ mod tests {
         assert!(groups.is_empty() && groups.capacity() >= 1);
         // Nothing left: fresh buffers from now on.
         assert!(scratch.groups().capacity() == 0);
+    }
+
+    #[test]
+    fn an_end_of_message_reply_keeps_its_results_apart_from_the_rcpt_reply() {
+        use crate::state::{OpResult, Outcome};
+        let mut scratch = Scratch::default();
+        let mut rcpt = scratch.reply();
+        rcpt.groups = vec![Vec::with_capacity(4)];
+        scratch.keep_reply(rcpt);
+        let mut eom = scratch.eom_reply();
+        assert!(eom.groups.is_empty() && eom.end_of_message.is_empty());
+        eom.end_of_message.push(EomResult {
+            label: "p\u{1f}q".into(),
+            key: "p/q/MessageCumulativeSize/x".into(),
+            limit: 1,
+            result: OpResult {
+                outcome: Outcome::Admitted,
+                used: 1,
+            },
+        });
+        scratch.keep_eom_reply(eom);
+        // The RCPT reply's result vectors are still there for the next RCPT.
+        let rcpt = scratch.reply();
+        assert_eq!(rcpt.groups.len(), 1);
+        assert!(rcpt.groups[0].capacity() >= 4 && rcpt.end_of_message.is_empty());
+        scratch.keep_reply(rcpt);
+        // The END-OF-MESSAGE results come back (stale) for the next END-OF-MESSAGE.
+        let eom = scratch.eom_reply();
+        assert_eq!(eom.end_of_message.len(), 1);
+        assert!(eom.groups.is_empty());
+        // Results grown large are not kept.
+        let mut big = eom;
+        big.end_of_message[0].key = "k".repeat(MAX_KEPT_STRING + 1);
+        scratch.keep_eom_reply(big);
+        assert!(scratch.eom_reply().end_of_message.is_empty());
     }
 
     #[test]
