@@ -513,13 +513,17 @@ impl MemoryState {
         };
         let mut refused = false;
         let mut sessions = None;
-        // The message's session, looked up once for all the group's once-per-message takes.
-        let once = instance.filter(|_| {
-            ops.iter()
-                .any(|op| matches!(op.kind(), OpKind::TakeOncePerMessage))
+        // The message's session, looked up once for all the group's once-per-message takes
+        // and for recording what the group charged.
+        let wants_session = instance.filter(|_| {
+            ops.iter().any(|op| match op.kind() {
+                OpKind::TakeOncePerMessage => true,
+                OpKind::RecordForEom { .. } => !batch.dry_run,
+                _ => false,
+            })
         });
-        let session = match once {
-            Some(instance) => self.sessions_of(&mut sessions, instance).get(instance),
+        let session = match wants_session {
+            Some(instance) => self.sessions_of(&mut sessions, instance).get_mut(instance),
             None => None,
         };
         // A size check and its END-OF-MESSAGE record are adjacent ops on the same key: the
@@ -549,7 +553,7 @@ impl MemoryState {
                 }
                 OpKind::Check { cost } => (*cost, true),
                 OpKind::TakeOncePerMessage => {
-                    if session.is_some_and(|s| s.is_charged(op.key())) {
+                    if session.as_deref().is_some_and(|s| s.is_charged(op.key())) {
                         results.push(OpResult {
                             outcome: Outcome::AlreadyCounted,
                             used: self.level(key, op.window(), now),
@@ -636,7 +640,10 @@ impl MemoryState {
                 }
             }
         } else if let (false, Some(instance)) = (batch.dry_run, instance) {
-            self.remember(instance, ops, results, now, &mut sessions);
+            match session {
+                Some(session) => Self::record_group(session, ops, results),
+                None => self.remember(instance, ops, results, now, &mut sessions),
+            }
         }
         grants
     }
@@ -660,6 +667,17 @@ impl MemoryState {
         }
         let sessions = self.sessions_of(held, instance);
         let session = self.session_entry(sessions, instance, now);
+        Self::record_group(session, ops, results);
+    }
+
+    /// Records an admitted group's once-per-message charges and END-OF-MESSAGE counters in
+    /// its message's session.
+    fn record_group<O: GroupOp>(session: &mut Session, ops: &[O], results: &[OpResult]) {
+        let needs = |(op, r): &(&O, &OpResult)| {
+            matches!(op.kind(), OpKind::RecordForEom { .. })
+                || (matches!(op.kind(), OpKind::TakeOncePerMessage)
+                    && r.outcome == Outcome::Admitted)
+        };
         for (op, _) in ops.iter().zip(results).filter(needs) {
             match op.kind() {
                 OpKind::TakeOncePerMessage => session.charge(op.key()),
