@@ -10,7 +10,9 @@ use crate::verdict::Verdict;
 use crate::view::RequestView;
 use crate::window::WindowSpec;
 use sluice_protocol::PolicyRequest;
+use smallvec::SmallVec;
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// How deep `%group` references may nest (Policyd's limit).
@@ -25,6 +27,56 @@ pub struct PolicySet {
     pub(crate) groups: Vec<Group>,
     /// Every policy, enabled or not, by priority then name.
     pub(crate) policies: Vec<Policy>,
+    /// Names this set for [`SourceMemo`]s, unique in the process (given when an engine
+    /// installs the set; 0: not installed, no memo).
+    memo_id: u64,
+}
+
+/// The last memo id handed out.
+static LAST_MEMO_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The source side of a request: every input of a source spec (the client address, the
+/// asking host, the SASL username, the sender, the reverse client name).
+fn same_source(memo: &SourceMemo, req: &PolicyRequest<'_>) -> bool {
+    memo.client == Some(req.client_address)
+        && memo.peer == req.peer_address
+        && *memo.sender == *req.sender
+        && *memo.sasl == *req.sasl_username
+        && *memo.reverse == *req.reverse_client_name
+}
+
+/// Whether each member's source list matched, for the last request a connection's
+/// [`crate::Scratch`] saw: the recipients of one message share their source side, so a
+/// message's later RCPTs only test destinations.
+#[derive(Debug, Default)]
+pub(crate) struct SourceMemo {
+    /// The set the results are for (0: none).
+    set: u64,
+    client: Option<IpAddr>,
+    peer: Option<IpAddr>,
+    sender: String,
+    sasl: String,
+    reverse: String,
+    /// The members (policy and member indices) whose source list matched, in order.
+    sources: Vec<(u32, u32)>,
+}
+
+impl SourceMemo {
+    /// Starts the results of `set` for `req`'s source side.
+    fn reset(&mut self, set: u64, req: &PolicyRequest<'_>) {
+        self.set = set;
+        self.client = Some(req.client_address);
+        self.peer = req.peer_address;
+        for (kept, now) in [
+            (&mut self.sender, &req.sender),
+            (&mut self.sasl, &req.sasl_username),
+            (&mut self.reverse, &req.reverse_client_name),
+        ] {
+            kept.clear();
+            kept.push_str(now);
+        }
+        self.sources.clear();
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -164,6 +216,7 @@ impl PolicySet {
     /// Computes every quota's window ahead for `buckets` sub-buckets per period (the
     /// engine's setting; compiling assumes the default).
     pub(crate) fn prepare_windows(&mut self, buckets: u32) {
+        self.memo_id = LAST_MEMO_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         for q in self.policies.iter_mut().flat_map(|p| &mut p.quotas) {
             q.prepare_window(buckets);
         }
@@ -184,15 +237,54 @@ impl PolicySet {
         !p.disabled && p.members.iter().any(|m| self.member_matches(m, view))
     }
 
-    /// Enabled policies matching the request, with their indices, in evaluation order.
-    pub(crate) fn matching<'a>(
+    /// The enabled policies matching the request, with their indices, in evaluation order,
+    /// into `out`. Which members' sources match is taken from `memo` when it holds them for
+    /// this set and this request's source side (else tested, and kept there).
+    pub(crate) fn matching_into<'a>(
         &'a self,
-        view: &'a RequestView<'_, '_>,
-    ) -> impl Iterator<Item = (usize, &'a Policy)> + 'a {
-        self.policies
-            .iter()
-            .enumerate()
-            .filter(move |(_, p)| self.policy_matches(p, view))
+        view: &RequestView<'_, '_>,
+        memo: &mut SourceMemo,
+        out: &mut SmallVec<[(usize, &'a Policy); 16]>,
+    ) {
+        if self.memo_id == 0 {
+            for (i, p) in self.policies.iter().enumerate() {
+                if self.policy_matches(p, view) {
+                    out.push((i, p));
+                }
+            }
+            return;
+        }
+        if memo.set == self.memo_id && same_source(memo, view.req) {
+            // Only the members whose source matched can match: test their destinations.
+            for &(pi, mi) in &memo.sources {
+                let (pi, mi) = (pi as usize, mi as usize);
+                if out.last().is_some_and(|&(last, _)| last == pi) {
+                    continue; // The policy matched through an earlier member.
+                }
+                let p = &self.policies[pi];
+                if self.list_matches(&p.members[mi].destination, view, Side::Destination) {
+                    out.push((pi, p));
+                }
+            }
+            return;
+        }
+        memo.reset(self.memo_id, view.req);
+        for (pi, p) in self.policies.iter().enumerate() {
+            if p.disabled {
+                continue;
+            }
+            let mut hit = false;
+            for (mi, member) in p.members.iter().enumerate() {
+                // Every member's source is tested (no short cut): the memo is complete.
+                if self.list_matches(&member.source, view, Side::Source) {
+                    memo.sources.push((pi as u32, mi as u32));
+                    if !hit && self.list_matches(&member.destination, view, Side::Destination) {
+                        hit = true;
+                        out.push((pi, p));
+                    }
+                }
+            }
+        }
     }
 
     pub(crate) fn member_matches(&self, m: &Member, view: &RequestView<'_, '_>) -> bool {
@@ -292,6 +384,7 @@ pub fn compile(def: &PolicySetDef) -> Result<Compiled, Vec<Diagnostic>> {
             version: 0,
             groups,
             policies,
+            memo_id: 0,
         },
         warnings: diags,
     })
@@ -724,6 +817,123 @@ fn check_nesting(groups: &[Group], gi: usize, path: &mut Vec<usize>) -> Result<(
 mod tests {
     use super::*;
     use crate::model::LimitDef;
+
+    /// Matching with a memo carried from request to request equals matching each request
+    /// afresh, whichever source input changes, and across policy set changes.
+    #[test]
+    fn memoized_source_results_match_like_fresh_matching() {
+        const SET: &str = r#"
+            [[group]]
+            name = "nets"
+            [[group.members]]
+            member = "10.1.0.0/16"
+            [[group.members]]
+            member = "!10.1.2.0/24"
+            [[group]]
+            name = "off"
+            disabled = true
+            [[group.members]]
+            member = "any"
+            [[policy]]
+            name = "two-members"
+            [[policy.member]]
+            source = "%nets"
+            destination = "@a.example"
+            [[policy.member]]
+            source = "$*"
+            destination = "!@a.example"
+            [[policy]]
+            name = "sender-and-peer"
+            [[policy.member]]
+            source = "@s.example, [192.0.2.1]"
+            [[policy]]
+            name = "disabled"
+            disabled = true
+            [[policy.member]]
+            source = "any"
+            [[policy]]
+            name = "disabled-group"
+            [[policy.member]]
+            source = "!%off"
+            destination = "b@*"
+            [[policy]]
+            name = "hostname-or-null"
+            [[policy.member]]
+            source = ".mx.example"
+            [[policy.member]]
+            source = "@"
+            destination = "%nets"
+            [[policy]]
+            name = "any"
+            [[policy.member]]
+            destination = "any"
+        "#;
+        let def: PolicySetDef = toml::from_str(SET).unwrap();
+        let mut first = compile(&def).unwrap().set;
+        first.prepare_windows(60);
+        let mut second = first.clone();
+        second.prepare_windows(60);
+        second.policies.retain(|p| &*p.name != "two-members");
+        let unprepared = compile(&def).unwrap().set;
+
+        let base = || {
+            let mut r = PolicyRequest::new(
+                sluice_protocol::ProtocolState::Rcpt,
+                "10.1.1.1".parse().unwrap(),
+            );
+            r.sender = "u@s.example".into();
+            r.recipient = "b@a.example".into();
+            r
+        };
+        let mut requests = vec![base()];
+        let mut push = |f: &dyn Fn(&mut PolicyRequest<'static>)| {
+            let mut r = base();
+            f(&mut r);
+            requests.push(r.clone());
+            requests.push(r);
+            requests.push(base());
+        };
+        push(&|r| r.recipient = "c@a.example".into());
+        push(&|r| r.recipient = "b@c.example".into());
+        push(&|r| r.client_address = "10.1.2.3".parse().unwrap());
+        push(&|r| r.client_address = "::1".parse().unwrap());
+        push(&|r| r.peer_address = Some("192.0.2.1".parse().unwrap()));
+        push(&|r| r.sasl_username = "alice".into());
+        push(&|r| r.sender = "v@s.example".into());
+        push(&|r| r.sender = "".into());
+        push(&|r| r.reverse_client_name = "a.mx.example".into());
+        push(&|r| {
+            r.sender = "".into();
+            r.recipient = "x@y".into();
+            r.client_address = "10.1.9.9".parse().unwrap();
+        });
+
+        let mut memo = SourceMemo::default();
+        let mut outcomes = HashSet::new();
+        for (n, req) in requests.iter().enumerate() {
+            let view = RequestView::new(req);
+            for set in [&first, &first, &second, &unprepared, &first] {
+                let want: Vec<usize> = set
+                    .policies
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| set.policy_matches(p, &view))
+                    .map(|(i, _)| i)
+                    .collect();
+                let mut got = SmallVec::new();
+                set.matching_into(&view, &mut memo, &mut got);
+                let got: Vec<usize> = got.iter().map(|&(i, _)| i).collect();
+                assert_eq!(got, want, "request {n}: {req:?}");
+                outcomes.insert(want);
+            }
+        }
+        // The requests exercise every policy, in many combinations.
+        for (i, p) in first.policies.iter().enumerate() {
+            let matched = outcomes.iter().any(|o| o.contains(&i));
+            assert_eq!(matched, &*p.name != "disabled", "policy {:?}", p.name);
+        }
+        assert!(outcomes.len() >= 8, "{outcomes:?}");
+    }
 
     #[test]
     fn a_quota_window_computed_ahead_equals_a_fresh_one() {

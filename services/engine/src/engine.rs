@@ -151,6 +151,7 @@ struct Counted<'a> {
 /// Where explanation lines go (`None` on the hot path).
 type Trace<'t> = Option<&'t mut Vec<String>>;
 
+#[inline]
 fn note(trace: &mut Trace<'_>, line: impl FnOnce() -> String) {
     if let Some(t) = trace.as_deref_mut() {
         t.push(line());
@@ -309,6 +310,7 @@ impl Engine {
     /// The outcome of a counter call: true when it succeeded; on a backend failure sets the
     /// fallback action in `decision`. (The call itself is made inline by the caller: no
     /// nested future when the backend answers in place.)
+    #[inline]
     fn settle(
         &self,
         result: Result<(), StateError>,
@@ -401,7 +403,7 @@ impl Engine {
         let view = RequestView::new(req);
         // On the stack (no allocation per request) for up to 16 matched policies.
         let mut matched: SmallVec<[(usize, &Policy); 16]> = SmallVec::new();
-        matched.extend(set.matching(&view));
+        set.matching_into(&view, &mut scratch.memo, &mut matched);
         if matched.is_empty() {
             note(trace, || "No policy matched.".into());
             return None;
@@ -651,7 +653,7 @@ impl Engine {
             end_of_message: Some(req.size),
         };
         let mut decision = Decision::dunno();
-        let mut reply = scratch.reply();
+        let mut reply = scratch.eom_reply();
         let result = match self.state.apply_in_place_into(&batch, &mut reply) {
             Some(result) => result,
             None => (self.state.apply_on(scratch.connection(), &batch).await).map(|r| reply = r),
@@ -659,7 +661,7 @@ impl Engine {
         let ok = self.settle(result, &mut decision, &mut trace, "END-OF-MESSAGE");
         scratch.recycle(batch);
         if !ok {
-            scratch.keep_reply(reply);
+            scratch.keep_eom_reply(reply);
             return decision;
         }
         note(&mut trace, || {
@@ -706,7 +708,7 @@ impl Engine {
                 decision.action = action;
             }
         }
-        scratch.keep_reply(reply);
+        scratch.keep_eom_reply(reply);
         decision
     }
 }

@@ -21,6 +21,7 @@ use crate::state::{
 use crate::window::{lease_units, TakeOutcome, Window, WindowSpec};
 use foldhash::quality::RandomState;
 use hashbrown::HashTable;
+use smallvec::SmallVec;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -47,22 +48,172 @@ struct Counter {
     window: Window,
 }
 
-#[derive(Default)]
+/// A message session. Its strings (charged keys, pending keys and labels) live in one
+/// buffer: recording a message allocates once, not once per key and list.
+#[derive(Default, Clone)]
 struct Session {
     created_ms: u64,
+    /// Every string of the session, concatenated.
+    text: String,
     /// Counters charged once for this message (a handful: a list beats a hash set).
-    charged: Vec<String>,
+    charged: SmallVec<[Span; 4]>,
     /// Counters to charge the real size to at END-OF-MESSAGE.
-    pending: Vec<Pending>,
+    pending: SmallVec<[Pending; 2]>,
 }
 
-#[derive(Clone)]
+/// A string of a session's `text`.
+#[derive(Clone, Copy)]
+struct Span {
+    start: usize,
+    end: usize,
+}
+
+#[derive(Clone, Copy)]
 struct Pending {
-    key: String,
+    key: Span,
     limit: u64,
     spec: WindowSpec,
-    label: String,
+    label: Span,
     group: u32,
+}
+
+/// Room reserved in a new session's `text` (a few keys and a label: no regrowth).
+const SESSION_TEXT_CAPACITY: usize = 256;
+
+impl Session {
+    fn new(created_ms: u64) -> Self {
+        Session {
+            created_ms,
+            ..Session::default()
+        }
+    }
+
+    fn str(&self, s: Span) -> &str {
+        &self.text[s.start..s.end]
+    }
+
+    fn push(&mut self, s: &str) -> Span {
+        if self.text.capacity() == 0 {
+            self.text.reserve(SESSION_TEXT_CAPACITY.max(s.len()));
+        }
+        let start = self.text.len();
+        self.text.push_str(s);
+        Span {
+            start,
+            end: self.text.len(),
+        }
+    }
+
+    /// Whether `key` was charged once for this message.
+    fn is_charged(&self, key: &str) -> bool {
+        self.charged.iter().any(|&k| self.str(k) == key)
+    }
+
+    /// Notes `key` as charged once for this message (no duplicates).
+    fn charge(&mut self, key: &str) {
+        if !self.is_charged(key) {
+            let k = self.push(key);
+            self.charged.push(k);
+        }
+    }
+
+    /// Whether a record for `key` exists.
+    fn is_pending(&self, key: &str) -> bool {
+        self.pending.iter().any(|p| self.str(p.key) == key)
+    }
+
+    /// Records `key` for END-OF-MESSAGE (the first record of a key wins).
+    fn record(&mut self, key: &str, limit: u64, spec: WindowSpec, label: &str, group: u32) {
+        if !self.is_pending(key) {
+            let key = self.push(key);
+            let label = self.push(label);
+            self.pending.push(Pending {
+                key,
+                limit,
+                spec,
+                label,
+                group,
+            });
+        }
+    }
+}
+
+/// What running a group reads of an op: a batch's [`CounterOp`], or an END-OF-MESSAGE
+/// charge borrowing its key from the message's session.
+trait GroupOp {
+    fn key(&self) -> &str;
+    fn limit(&self) -> u64;
+    fn window(&self) -> WindowSpec;
+    fn kind(&self) -> &OpKind;
+}
+
+impl GroupOp for CounterOp {
+    fn key(&self) -> &str {
+        &self.key
+    }
+    fn limit(&self) -> u64 {
+        self.limit
+    }
+    fn window(&self) -> WindowSpec {
+        self.window
+    }
+    fn kind(&self) -> &OpKind {
+        &self.kind
+    }
+}
+
+/// Where running a group puts its results: a reply's vector, or a few on the stack.
+trait ResultList: std::ops::DerefMut<Target = [OpResult]> {
+    fn clear(&mut self);
+    fn reserve(&mut self, n: usize);
+    fn push(&mut self, r: OpResult);
+}
+
+impl ResultList for Vec<OpResult> {
+    fn clear(&mut self) {
+        Vec::clear(self);
+    }
+    fn reserve(&mut self, n: usize) {
+        Vec::reserve(self, n);
+    }
+    fn push(&mut self, r: OpResult) {
+        Vec::push(self, r);
+    }
+}
+
+impl ResultList for SmallVec<[OpResult; 4]> {
+    fn clear(&mut self) {
+        SmallVec::clear(self);
+    }
+    fn reserve(&mut self, n: usize) {
+        SmallVec::reserve(self, n);
+    }
+    fn push(&mut self, r: OpResult) {
+        SmallVec::push(self, r);
+    }
+}
+
+/// An END-OF-MESSAGE charge: a [`OpKind::Take`] of the message's size on a recorded key.
+struct EomOp<'s> {
+    key: &'s str,
+    limit: u64,
+    window: WindowSpec,
+    kind: OpKind,
+}
+
+impl GroupOp for EomOp<'_> {
+    fn key(&self) -> &str {
+        self.key
+    }
+    fn limit(&self) -> u64 {
+        self.limit
+    }
+    fn window(&self) -> WindowSpec {
+        self.window
+    }
+    fn kind(&self) -> &OpKind {
+        &self.kind
+    }
 }
 
 /// Counters and sessions in process memory.
@@ -72,8 +223,49 @@ pub struct MemoryState {
     counters: Vec<Mutex<Table<Counter>>>,
     /// Picks a key's shard (seeded per process, like the maps).
     hasher: RandomState,
-    sessions: Vec<Mutex<Table<Session>>>,
+    sessions: Vec<Mutex<Sessions>>,
 }
+
+/// Most sessions' buffers a sessions shard keeps for new sessions.
+const MAX_SPARE_SESSIONS: usize = 4;
+
+/// One shard's message sessions, and the emptied buffers (instance key, text) of ended
+/// ones: a message's session then allocates nothing once the shard has warmed up.
+#[derive(Default)]
+struct Sessions {
+    table: Table<Session>,
+    spare: Vec<(String, String)>,
+}
+
+impl std::ops::Deref for Sessions {
+    type Target = Table<Session>;
+    fn deref(&self) -> &Table<Session> {
+        &self.table
+    }
+}
+
+impl std::ops::DerefMut for Sessions {
+    fn deref_mut(&mut self) -> &mut Table<Session> {
+        &mut self.table
+    }
+}
+
+impl Sessions {
+    /// Keeps an ended session's buffers for a later one.
+    fn recycle(&mut self, mut instance: String, mut session: Session) {
+        if self.spare.len() < MAX_SPARE_SESSIONS
+            && instance.capacity() <= MAX_SPARE_SESSION_TEXT
+            && session.text.capacity() <= MAX_SPARE_SESSION_TEXT
+        {
+            instance.clear();
+            session.text.clear();
+            self.spare.push((instance, session.text));
+        }
+    }
+}
+
+/// Session buffers grown past this are not kept.
+const MAX_SPARE_SESSION_TEXT: usize = 4 * SESSION_TEXT_CAPACITY;
 
 /// A key and its hash.
 #[derive(Clone, Copy)]
@@ -109,26 +301,32 @@ impl<V> Table<V> {
             .insert_unique(key.hash, (key.key.to_string(), value), |(k, _)| rehash(k));
     }
 
-    /// The value of `key`, added with `value()` when missing (one lookup either way).
+    /// The value of `key`, added with `entry()` (`key` as a `String`, and the value) when
+    /// missing (one lookup either way).
     fn get_or_insert_with(
         &mut self,
         key: Hashed<'_>,
-        value: impl FnOnce() -> V,
+        entry: impl FnOnce() -> (String, V),
         rehash: impl Fn(&str) -> u64,
     ) -> &mut V {
         &mut self
             .0
             .entry(key.hash, |(k, _)| k == key.key, |(k, _)| rehash(k))
-            .or_insert_with(|| (key.key.to_string(), value()))
+            .or_insert_with(entry)
             .into_mut()
             .1
     }
 
     fn remove(&mut self, key: Hashed<'_>) -> Option<V> {
+        self.remove_entry(key).map(|(_, v)| v)
+    }
+
+    /// Removes `key`, returning its stored key and value.
+    fn remove_entry(&mut self, key: Hashed<'_>) -> Option<(String, V)> {
         self.0
             .find_entry(key.hash, |(k, _)| k == key.key)
             .ok()
-            .map(|e| e.remove().0 .1)
+            .map(|e| e.remove().0)
     }
 
     fn retain(&mut self, mut keep: impl FnMut(&mut V) -> bool) {
@@ -151,7 +349,7 @@ impl MemoryState {
         MemoryState {
             clock,
             counters: (0..n).map(|_| Mutex::new(Table::default())).collect(),
-            sessions: (0..n).map(|_| Mutex::new(Table::default())).collect(),
+            sessions: (0..n).map(|_| Mutex::new(Sessions::default())).collect(),
             hasher: RandomState::default(),
             settings,
         }
@@ -202,21 +400,27 @@ impl MemoryState {
     /// The instance's session, created (at `now`) if it does not exist (one lookup).
     fn session_entry<'t>(
         &self,
-        sessions: &'t mut Table<Session>,
+        sessions: &'t mut Sessions,
         instance: Hashed<'_>,
         now: u64,
     ) -> &'t mut Session {
-        sessions.get_or_insert_with(
+        let Sessions { table, spare } = sessions;
+        table.get_or_insert_with(
             instance,
-            || Session {
-                created_ms: now,
-                ..Session::default()
+            || {
+                let (mut key, text) = spare.pop().unwrap_or_default();
+                key.push_str(instance.key);
+                let session = Session {
+                    text,
+                    ..Session::new(now)
+                };
+                (key, session)
             },
             |k| self.hasher.hash_one(k),
         )
     }
 
-    fn shard_of<'s, T>(shards: &'s [Mutex<Table<T>>], key: Hashed<'_>) -> MutexGuard<'s, Table<T>> {
+    fn shard_of<'s, T>(shards: &'s [Mutex<T>], key: Hashed<'_>) -> MutexGuard<'s, T> {
         // Middle bits: the table itself uses the low bits (bucket) and the top seven (tag).
         lock(&shards[((key.hash >> 32) % shards.len() as u64) as usize])
     }
@@ -281,37 +485,24 @@ impl MemoryState {
     /// nesting of locks is a sessions shard, then a counters shard: no deadlock.)
     fn sessions_of<'g, 's>(
         &'s self,
-        held: &'g mut Option<MutexGuard<'s, Table<Session>>>,
+        held: &'g mut Option<MutexGuard<'s, Sessions>>,
         instance: Hashed<'_>,
-    ) -> &'g mut Table<Session> {
+    ) -> &'g mut Sessions {
         held.get_or_insert_with(|| Self::shard_of(&self.sessions, instance))
-    }
-
-    fn already_charged<'s>(
-        &'s self,
-        instance: Option<Hashed<'_>>,
-        key: &str,
-        held: &mut Option<MutexGuard<'s, Table<Session>>>,
-    ) -> bool {
-        instance.is_some_and(|instance| {
-            self.sessions_of(held, instance)
-                .get(instance)
-                .is_some_and(|s| s.charged.iter().any(|k| k == key))
-        })
     }
 
     /// Runs one all-or-nothing group; `instance` is the batch's instance, hashed (`None`
     /// when it has none). One result per op goes to `results` (emptied first). `wants`
     /// are the ops' lease wants (empty: none); the returned grants are empty when `wants`
     /// is, else one per op.
-    fn run_group(
+    fn run_group<O: GroupOp>(
         &self,
         batch: &CounterBatch,
         instance: Option<Hashed<'_>>,
-        ops: &[CounterOp],
+        ops: &[O],
         wants: &[u64],
         now: u64,
-        results: &mut Vec<OpResult>,
+        results: &mut impl ResultList,
     ) -> Vec<LeaseGrant> {
         results.clear();
         results.reserve(ops.len());
@@ -322,6 +513,19 @@ impl MemoryState {
         };
         let mut refused = false;
         let mut sessions = None;
+        // The message's session, looked up once for all the group's once-per-message takes
+        // and for recording what the group charged.
+        let wants_session = instance.filter(|_| {
+            ops.iter().any(|op| match op.kind() {
+                OpKind::TakeOncePerMessage => true,
+                OpKind::RecordForEom { .. } => !batch.dry_run,
+                _ => false,
+            })
+        });
+        let session = match wants_session {
+            Some(instance) => self.sessions_of(&mut sessions, instance).get_mut(instance),
+            None => None,
+        };
         // A size check and its END-OF-MESSAGE record are adjacent ops on the same key: the
         // second reuses the first's hash, and the level the check saw (a check changes
         // nothing).
@@ -329,30 +533,30 @@ impl MemoryState {
         let mut checked_level: Option<u64> = None;
         for (i, op) in ops.iter().enumerate() {
             let (key, known_level) = match previous {
-                Some(p) if p.key == op.key => (p, checked_level),
-                _ => (self.hashed(&op.key), None),
+                Some(p) if p.key == op.key() => (p, checked_level),
+                _ => (self.hashed(op.key()), None),
             };
             previous = Some(key);
             checked_level = None;
             if refused {
                 results.push(OpResult {
                     outcome: Outcome::NotEvaluated,
-                    used: self.level(key, op.window, now),
+                    used: self.level(key, op.window(), now),
                 });
                 continue;
             }
             let mut want = 0;
-            let (cost, check_only) = match &op.kind {
+            let (cost, check_only) = match op.kind() {
                 OpKind::Take { cost } => {
                     want = wants.get(i).copied().unwrap_or(0);
                     (*cost, false)
                 }
                 OpKind::Check { cost } => (*cost, true),
                 OpKind::TakeOncePerMessage => {
-                    if self.already_charged(instance, &op.key, &mut sessions) {
+                    if session.as_deref().is_some_and(|s| s.is_charged(op.key())) {
                         results.push(OpResult {
                             outcome: Outcome::AlreadyCounted,
-                            used: self.level(key, op.window, now),
+                            used: self.level(key, op.window(), now),
                         });
                         continue;
                     }
@@ -361,7 +565,7 @@ impl MemoryState {
                 OpKind::RecordForEom { .. } => {
                     let used = match known_level {
                         Some(level) => level,
-                        None => self.level(key, op.window, now),
+                        None => self.level(key, op.window(), now),
                     };
                     results.push(OpResult {
                         outcome: Outcome::Admitted,
@@ -371,8 +575,15 @@ impl MemoryState {
                 }
             };
             let changes_nothing = batch.dry_run || check_only;
-            let (outcome, leased) =
-                self.take(key, op.window, now, cost, op.limit, changes_nothing, want);
+            let (outcome, leased) = self.take(
+                key,
+                op.window(),
+                now,
+                cost,
+                op.limit(),
+                changes_nothing,
+                want,
+            );
             if changes_nothing {
                 checked_level = Some(match outcome {
                     TakeOutcome::Admitted { used } => used - cost,
@@ -382,7 +593,7 @@ impl MemoryState {
             if leased > 0 {
                 grants[i] = LeaseGrant {
                     units: leased,
-                    valid_ms: op.window.lease_valid_ms(now),
+                    valid_ms: op.window().lease_valid_ms(now),
                     charged_at_ms: now,
                 };
             }
@@ -410,13 +621,13 @@ impl MemoryState {
             // charge (takes with their leases, and first takes once per message).
             if !batch.dry_run {
                 for (i, (op, r)) in ops.iter().zip(results.iter()).enumerate() {
-                    let cost = match op.kind {
+                    let cost = match op.kind() {
                         OpKind::Take { cost } => cost + grants.get(i).map_or(0, |g| g.units),
                         OpKind::TakeOncePerMessage => 1,
                         OpKind::Check { .. } | OpKind::RecordForEom { .. } => continue,
                     };
                     if r.outcome == Outcome::Admitted {
-                        self.refund(self.hashed(&op.key), op.window, now, cost);
+                        self.refund(self.hashed(op.key()), op.window(), now, cost);
                     }
                 }
             }
@@ -425,112 +636,143 @@ impl MemoryState {
             // Levels reported for admitted ops must not include the refunded cost.
             for (r, op) in results.iter_mut().zip(ops) {
                 if r.outcome == Outcome::Admitted {
-                    r.used = self.level(self.hashed(&op.key), op.window, now);
+                    r.used = self.level(self.hashed(op.key()), op.window(), now);
                 }
             }
         } else if let (false, Some(instance)) = (batch.dry_run, instance) {
-            self.remember(instance, ops, results, now, &mut sessions);
+            match session {
+                Some(session) => Self::record_group(session, ops, results),
+                None => self.remember(instance, ops, results, now, &mut sessions),
+            }
         }
         grants
     }
 
     /// Records once-per-message charges and END-OF-MESSAGE counters of an admitted group.
-    fn remember<'s>(
+    fn remember<'s, O: GroupOp>(
         &'s self,
         instance: Hashed<'_>,
-        ops: &[CounterOp],
+        ops: &[O],
         results: &[OpResult],
         now: u64,
-        held: &mut Option<MutexGuard<'s, Table<Session>>>,
+        held: &mut Option<MutexGuard<'s, Sessions>>,
     ) {
-        let needs = |(op, r): &(&CounterOp, &OpResult)| {
-            matches!(op.kind, OpKind::RecordForEom { .. })
-                || (matches!(op.kind, OpKind::TakeOncePerMessage) && r.outcome == Outcome::Admitted)
+        let needs = |(op, r): &(&O, &OpResult)| {
+            matches!(op.kind(), OpKind::RecordForEom { .. })
+                || (matches!(op.kind(), OpKind::TakeOncePerMessage)
+                    && r.outcome == Outcome::Admitted)
         };
         if !ops.iter().zip(results).any(|pair| needs(&pair)) {
             return;
         }
         let sessions = self.sessions_of(held, instance);
         let session = self.session_entry(sessions, instance, now);
+        Self::record_group(session, ops, results);
+    }
+
+    /// Records an admitted group's once-per-message charges and END-OF-MESSAGE counters in
+    /// its message's session.
+    fn record_group<O: GroupOp>(session: &mut Session, ops: &[O], results: &[OpResult]) {
+        let needs = |(op, r): &(&O, &OpResult)| {
+            matches!(op.kind(), OpKind::RecordForEom { .. })
+                || (matches!(op.kind(), OpKind::TakeOncePerMessage)
+                    && r.outcome == Outcome::Admitted)
+        };
         for (op, _) in ops.iter().zip(results).filter(needs) {
-            match &op.kind {
-                OpKind::TakeOncePerMessage if !session.charged.contains(&op.key) => {
-                    session.charged.push(op.key.clone());
-                }
-                OpKind::RecordForEom { label, group }
-                    if !session.pending.iter().any(|p| p.key == op.key) =>
-                {
-                    session.pending.push(Pending {
-                        key: op.key.clone(),
-                        limit: op.limit,
-                        spec: op.window,
-                        label: label.clone(),
-                        group: *group,
-                    });
+            match op.kind() {
+                OpKind::TakeOncePerMessage => session.charge(op.key()),
+                OpKind::RecordForEom { label, group } => {
+                    session.record(op.key(), op.limit(), op.window(), label, *group)
                 }
                 _ => {}
             }
         }
     }
 
-    /// END-OF-MESSAGE: charge `size` to every counter recorded for the instance.
-    fn end_of_message(&self, batch: &CounterBatch, size: u64, now: u64) -> Vec<EomResult> {
-        if batch.instance.is_empty() {
-            return Vec::new();
-        }
-        let instance = self.hashed(&batch.instance);
-        let mut pending = {
-            let mut sessions = Self::shard_of(&self.sessions, instance);
-            if batch.dry_run {
-                sessions
-                    .get(instance)
-                    .map(|s| s.pending.clone())
-                    .unwrap_or_default()
-            } else {
-                sessions
-                    .remove(instance)
-                    .map(|s| s.pending)
-                    .unwrap_or_default()
+    /// END-OF-MESSAGE: charge `size` to every counter recorded for the instance, one
+    /// result per record into `out` (its entries' strings are reused; emptied first when
+    /// nothing was recorded).
+    fn end_of_message(&self, batch: &CounterBatch, size: u64, now: u64, out: &mut Vec<EomResult>) {
+        let mut n = 0;
+        if !batch.instance.is_empty() {
+            let instance = self.hashed(&batch.instance);
+            let session = {
+                let mut sessions = Self::shard_of(&self.sessions, instance);
+                if batch.dry_run {
+                    sessions.get(instance).map(|s| (String::new(), s.clone()))
+                } else {
+                    sessions.remove_entry(instance)
+                }
+            };
+            if let Some((key, mut session)) = session {
+                n = self.charge_session(&mut session, batch.dry_run, size, now, out);
+                if !batch.dry_run {
+                    Self::shard_of(&self.sessions, instance).recycle(key, session);
+                }
             }
-        };
+        }
+        out.truncate(n);
+    }
+
+    /// Charges `size` to a session's records, group by group; writes the results over
+    /// `out`'s first entries (reusing their strings), then appends. Returns how many.
+    fn charge_session(
+        &self,
+        session: &mut Session,
+        dry_run: bool,
+        size: u64,
+        now: u64,
+        out: &mut Vec<EomResult>,
+    ) -> usize {
         // Group by group, keeping the recorded order within a group (a stable sort: no
         // allocation for the few records a message has).
-        pending.sort_by_key(|p| p.group);
-        let mut out = Vec::with_capacity(pending.len());
+        session.pending.sort_by_key(|p| p.group);
         let batch = CounterBatch {
             instance: String::new(),
-            dry_run: batch.dry_run,
+            dry_run,
             groups: Vec::new(),
             end_of_message: None,
         };
-        let mut rest = &mut pending[..];
+        let mut n = 0;
+        let mut results: SmallVec<[OpResult; 4]> = SmallVec::new();
+        let mut rest = &session.pending[..];
         while let Some(first) = rest.first() {
             let g = first.group;
-            let n = rest.iter().take_while(|p| p.group == g).count();
-            let (members, tail) = rest.split_at_mut(n);
+            let k = rest.iter().take_while(|p| p.group == g).count();
+            let (members, tail) = rest.split_at(k);
             rest = tail;
-            // The keys move into the ops and back into the results: no copies.
-            let ops: Vec<CounterOp> = members
-                .iter_mut()
-                .map(|p| CounterOp {
-                    key: std::mem::take(&mut p.key),
+            let ops: SmallVec<[EomOp<'_>; 4]> = members
+                .iter()
+                .map(|p| EomOp {
+                    key: session.str(p.key),
                     limit: p.limit,
                     window: p.spec,
                     kind: OpKind::Take { cost: size },
                 })
                 .collect();
-            let mut results = Vec::new();
             self.run_group(&batch, None, &ops, &[], now, &mut results);
-            for ((p, op), result) in members.iter_mut().zip(ops).zip(results) {
-                out.push(EomResult {
-                    label: std::mem::take(&mut p.label),
-                    key: op.key,
-                    limit: p.limit,
-                    result,
-                });
+            for ((p, op), &result) in members.iter().zip(&ops).zip(&results) {
+                let label = session.str(p.label);
+                match out.get_mut(n) {
+                    Some(r) => {
+                        r.label.clear();
+                        r.label.push_str(label);
+                        r.key.clear();
+                        r.key.push_str(op.key);
+                        r.limit = p.limit;
+                        r.result = result;
+                    }
+                    None => out.push(EomResult {
+                        label: label.to_string(),
+                        key: op.key.to_string(),
+                        limit: p.limit,
+                        result,
+                    }),
+                }
+                n += 1;
             }
         }
-        out
+        n
     }
 
     fn apply_now(&self, batch: &CounterBatch) -> CounterReply {
@@ -596,10 +838,10 @@ impl MemoryState {
                 });
             }
         }
-        reply.end_of_message = match batch.end_of_message {
-            Some(size) => self.end_of_message(batch, size, now),
-            None => Vec::new(),
-        };
+        match batch.end_of_message {
+            Some(size) => self.end_of_message(batch, size, now, &mut reply.end_of_message),
+            None => reply.end_of_message.clear(),
+        }
         (grants, session_found)
     }
 
@@ -613,20 +855,10 @@ impl MemoryState {
         let mut sessions = Self::shard_of(&self.sessions, instance);
         let session = self.session_entry(&mut sessions, instance, now);
         for key in &data.charged {
-            if !session.charged.contains(key) {
-                session.charged.push(key.clone());
-            }
+            session.charge(key);
         }
         for r in &data.records {
-            if !session.pending.iter().any(|p| p.key == r.key) {
-                session.pending.push(Pending {
-                    key: r.key.clone(),
-                    limit: r.limit,
-                    spec: r.window,
-                    label: r.label.clone(),
-                    group: r.group,
-                });
-            }
+            session.record(&r.key, r.limit, r.window, &r.label, r.group);
         }
     }
 
@@ -634,7 +866,7 @@ impl MemoryState {
         let hashed = self.hashed(instance);
         let sessions = Self::shard_of(&self.sessions, hashed);
         let s = sessions.get(hashed)?;
-        let mut charged = s.charged.clone();
+        let mut charged: Vec<String> = s.charged.iter().map(|&k| s.str(k).to_string()).collect();
         // As the Redis state reports them (a set there): sorted.
         charged.sort_unstable();
         Some(SessionData {
@@ -644,10 +876,10 @@ impl MemoryState {
                 .pending
                 .iter()
                 .map(|p| EomRecord {
-                    key: p.key.clone(),
+                    key: s.str(p.key).to_string(),
                     limit: p.limit,
                     window: p.spec,
-                    label: p.label.clone(),
+                    label: s.str(p.label).to_string(),
                     group: p.group,
                 })
                 .collect(),
@@ -908,6 +1140,114 @@ mod tests {
             assert_eq!(reused.apply_in_place_into(b, &mut reply), Some(Ok(())));
             assert_eq!(reply, want);
         }
+    }
+
+    #[test]
+    fn recycled_sessions_and_stale_end_of_message_results_change_nothing() {
+        // One state's replies are reused, with stale END-OF-MESSAGE results; both recycle
+        // session buffers from message to message.
+        let (reused, _c1) = state();
+        let (fresh, _c2) = state();
+        let mut reply = CounterReply::default();
+        let stale = |n: usize| {
+            (0..n)
+                .map(|i| EomResult {
+                    label: format!("stale label {i}"),
+                    key: format!("stale key {i}"),
+                    limit: 1,
+                    result: OpResult {
+                        outcome: Outcome::NotEvaluated,
+                        used: 7,
+                    },
+                })
+                .collect::<Vec<_>>()
+        };
+        let record = |key: &str, label: &str, group: u32| {
+            op(
+                key,
+                1_000,
+                OpKind::RecordForEom {
+                    label: label.into(),
+                    group,
+                },
+            )
+        };
+        for (m, stale_entries) in [(0, 0), (1, 5), (2, 1), (3, 2), (4, 0)] {
+            let instance = format!("msg-{m}");
+            // Message m records m % 3 + 1 counters (group 1 before group 0), once-per-message
+            // keys shared between messages and its own.
+            let mut groups = vec![vec![], vec![]];
+            for k in 0..=(m % 3) {
+                groups[(k + 1) % 2].push(record(
+                    &format!("r{m}-{k}"),
+                    &format!("L{k}"),
+                    ((k + 1) % 2) as u32,
+                ));
+            }
+            groups[0].push(op("shared", 1_000, OpKind::TakeOncePerMessage));
+            groups[0].push(op(&format!("own{m}"), 1_000, OpKind::TakeOncePerMessage));
+            let rcpt = CounterBatch {
+                instance: instance.clone(),
+                groups,
+                ..CounterBatch::default()
+            };
+            for _ in 0..2 {
+                let want = fresh.apply_now(&rcpt);
+                assert_eq!(reused.apply_in_place_into(&rcpt, &mut reply), Some(Ok(())));
+                assert_eq!(reply, want, "message {m}");
+            }
+            let data = reused.session_data(&instance).expect("a session");
+            assert_eq!(data, fresh.session_data(&instance).expect("a session"));
+            // Nothing left over from an earlier message's recycled buffers.
+            assert_eq!(data.charged, [format!("own{m}"), "shared".into()]);
+            let mut keys: Vec<_> = data.records.iter().map(|r| r.key.clone()).collect();
+            keys.sort();
+            let want_keys: Vec<_> = (0..=(m % 3)).map(|k| format!("r{m}-{k}")).collect();
+            assert_eq!(keys, want_keys);
+            let outcomes: Vec<_> = reply.groups[0].iter().map(|r| r.outcome).collect();
+            assert!(outcomes.ends_with(&[Outcome::AlreadyCounted, Outcome::AlreadyCounted]));
+            let eom = CounterBatch {
+                instance,
+                end_of_message: Some(10 + m as u64),
+                ..CounterBatch::default()
+            };
+            let want = fresh.apply_now(&eom);
+            assert_eq!(want.end_of_message.len(), m % 3 + 1);
+            reply.end_of_message = stale(stale_entries);
+            assert_eq!(reused.apply_in_place_into(&eom, &mut reply), Some(Ok(())));
+            assert_eq!(reply, want, "message {m}");
+        }
+        assert_eq!(reused.sessions(), 0);
+        // An END-OF-MESSAGE without a session empties stale results.
+        reply.end_of_message = stale(3);
+        let none = CounterBatch {
+            instance: "unknown".into(),
+            end_of_message: Some(1),
+            ..CounterBatch::default()
+        };
+        assert_eq!(reused.apply_in_place_into(&none, &mut reply), Some(Ok(())));
+        assert!(reply.end_of_message.is_empty());
+    }
+
+    #[test]
+    fn a_session_keeps_its_strings_apart() {
+        let mut s = Session::new(0);
+        let w = WindowSpec::new(HOUR, 60);
+        s.charge("a");
+        s.charge("ab");
+        s.charge("a");
+        s.record("k", 5, w, "label", 1);
+        s.record("k", 6, w, "other", 2);
+        s.record("a", 7, w, "l2", 0);
+        assert_eq!(s.charged.len(), 2);
+        assert!(s.is_charged("a") && s.is_charged("ab") && !s.is_charged("b"));
+        assert!(!s.is_charged("k") && !s.is_charged(""));
+        let pending: Vec<_> = s
+            .pending
+            .iter()
+            .map(|p| (s.str(p.key), s.str(p.label), p.limit, p.group))
+            .collect();
+        assert_eq!(pending, [("k", "label", 5, 1), ("a", "l2", 7, 0)]);
     }
 
     #[test]

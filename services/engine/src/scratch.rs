@@ -5,14 +5,17 @@
 //! counters or over gRPC). After the decision, [`Scratch::recycle`] keeps the emptied
 //! vectors and strings for the next request.
 
+use crate::compile::SourceMemo;
 use crate::engine::OpRef;
-use crate::state::{CounterBatch, CounterOp, CounterReply, OpKind};
+use crate::state::{CounterBatch, CounterOp, CounterReply, EomResult, OpKind};
 
 /// Spare ops vectors kept (one per all-or-nothing group; more than one only with monitor
 /// mode policies).
 const MAX_SPARE_GROUPS: usize = 8;
 /// Spare strings kept (counter keys, labels, the instance).
 const MAX_SPARE_STRINGS: usize = 32;
+/// END-OF-MESSAGE results kept (their key and label strings).
+const MAX_SPARE_EOM: usize = 8;
 /// Strings grown past this (a huge address) are not kept.
 const MAX_KEPT_STRING: usize = 512;
 /// Room reserved for the ops of one group (no regrowth for typical policy sets).
@@ -28,6 +31,10 @@ pub struct Scratch {
     refs: Vec<OpRef>,
     /// The last reply, its vectors reused by backends that answer in place.
     reply: Option<CounterReply>,
+    /// The last END-OF-MESSAGE results, their strings reused by the in-process state.
+    eom: Vec<EomResult>,
+    /// Policy members' source results for the last request's source side.
+    pub(crate) memo: SourceMemo,
     connection: u64,
 }
 
@@ -94,16 +101,39 @@ impl Scratch {
         self.reply.take().unwrap_or_default()
     }
 
+    /// A reply to fill for END-OF-MESSAGE: no groups (the RCPT reply's result vectors stay
+    /// kept for the next RCPT), the previous END-OF-MESSAGE results (stale; a backend may
+    /// reuse their strings). Give it back with [`Scratch::keep_eom_reply`].
+    pub(crate) fn eom_reply(&mut self) -> CounterReply {
+        CounterReply {
+            groups: Vec::new(),
+            end_of_message: std::mem::take(&mut self.eom),
+        }
+    }
+
+    /// Takes back an END-OF-MESSAGE reply's results (kept unless they grew large).
+    pub(crate) fn keep_eom_reply(&mut self, reply: CounterReply) {
+        let eom = reply.end_of_message;
+        if !eom.is_empty()
+            && eom.len() <= MAX_SPARE_EOM
+            && eom.iter().all(|r| {
+                r.key.capacity() <= MAX_KEPT_STRING && r.label.capacity() <= MAX_KEPT_STRING
+            })
+        {
+            self.eom = eom;
+        }
+    }
+
     /// Takes back a reply that is no longer needed (kept unless it grew large).
     pub(crate) fn keep_reply(&mut self, mut reply: CounterReply) {
+        // END-OF-MESSAGE results own strings: only an END-OF-MESSAGE reply's are kept.
+        reply.end_of_message = Vec::new();
         if reply.groups.len() <= MAX_SPARE_GROUPS
             && reply
                 .groups
                 .iter()
                 .all(|g| g.capacity() <= 4 * OPS_CAPACITY)
         {
-            // END-OF-MESSAGE results own strings: not worth keeping.
-            reply.end_of_message = Vec::new();
             self.reply = Some(reply);
         }
     }
@@ -116,8 +146,10 @@ impl Scratch {
             ..
         } = batch;
         self.keep(instance);
-        for mut ops in outer.drain(..) {
-            for op in ops.drain(..) {
+        // Popping (last first) is cheaper than draining; the order of spare strings does
+        // not matter.
+        while let Some(mut ops) = outer.pop() {
+            while let Some(op) = ops.pop() {
                 self.keep(op.key);
                 if let OpKind::RecordForEom { label, .. } = op.kind {
                     self.keep(label);
@@ -187,6 +219,41 @@ mod tests {
         assert!(groups.is_empty() && groups.capacity() >= 1);
         // Nothing left: fresh buffers from now on.
         assert!(scratch.groups().capacity() == 0);
+    }
+
+    #[test]
+    fn an_end_of_message_reply_keeps_its_results_apart_from_the_rcpt_reply() {
+        use crate::state::{OpResult, Outcome};
+        let mut scratch = Scratch::default();
+        let mut rcpt = scratch.reply();
+        rcpt.groups = vec![Vec::with_capacity(4)];
+        scratch.keep_reply(rcpt);
+        let mut eom = scratch.eom_reply();
+        assert!(eom.groups.is_empty() && eom.end_of_message.is_empty());
+        eom.end_of_message.push(EomResult {
+            label: "p\u{1f}q".into(),
+            key: "p/q/MessageCumulativeSize/x".into(),
+            limit: 1,
+            result: OpResult {
+                outcome: Outcome::Admitted,
+                used: 1,
+            },
+        });
+        scratch.keep_eom_reply(eom);
+        // The RCPT reply's result vectors are still there for the next RCPT.
+        let rcpt = scratch.reply();
+        assert_eq!(rcpt.groups.len(), 1);
+        assert!(rcpt.groups[0].capacity() >= 4 && rcpt.end_of_message.is_empty());
+        scratch.keep_reply(rcpt);
+        // The END-OF-MESSAGE results come back (stale) for the next END-OF-MESSAGE.
+        let eom = scratch.eom_reply();
+        assert_eq!(eom.end_of_message.len(), 1);
+        assert!(eom.groups.is_empty());
+        // Results grown large are not kept.
+        let mut big = eom;
+        big.end_of_message[0].key = "k".repeat(MAX_KEPT_STRING + 1);
+        scratch.keep_eom_reply(big);
+        assert!(scratch.eom_reply().end_of_message.is_empty());
     }
 
     #[test]

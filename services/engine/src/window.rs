@@ -134,6 +134,7 @@ impl Window {
     }
 
     /// The level counted at `now`.
+    #[inline]
     pub fn used(&self, spec: WindowSpec, now_ms: u64) -> u64 {
         let oldest = spec.oldest_counted(now_ms);
         self.buckets
@@ -144,6 +145,7 @@ impl Window {
     }
 
     /// Whether `cost` would fit under `limit` at `now`, without changing anything.
+    #[inline]
     pub fn check(&self, spec: WindowSpec, now_ms: u64, cost: u64, limit: u64) -> TakeOutcome {
         let used = self.used(spec, now_ms);
         if used.saturating_add(cost) <= limit {
