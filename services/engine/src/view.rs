@@ -65,21 +65,24 @@ impl<'r, 'a> RequestView<'r, 'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Addresses with zero, one and two `@`, empty parts and nothing at all.
+    pub(crate) const SAMPLE_ADDRESSES: [&str; 8] = [
+        "a@b",
+        "alice@example.com",
+        "x@y@z",
+        "@d",
+        "u@",
+        "@",
+        "plain",
+        "",
+    ];
 
     #[test]
     fn splits_like_split_address() {
-        for addr in [
-            "a@b",
-            "alice@example.com",
-            "x@y@z",
-            "@d",
-            "u@",
-            "@",
-            "plain",
-            "",
-        ] {
+        for addr in SAMPLE_ADDRESSES {
             let a = Address::new(addr);
             assert_eq!((a.user(), a.domain()), crate::spec::split_address(addr));
         }

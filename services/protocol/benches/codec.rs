@@ -15,15 +15,7 @@ use sluice_protocol::{PolicyRequest, RequestDecoder};
 use std::hint::black_box;
 
 /// An RCPT request as Postfix 3.7 sends it (attribute order and empty values included).
-const RCPT: &str = "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n\
-client_address=10.1.3.77\nclient_name=mail.client.example\nclient_port=41234\n\
-reverse_client_name=mail.client.example\nserver_address=192.0.2.1\nserver_port=25\n\
-helo_name=mail.client.example\nsender=user41@domain1.example\nrecipient=rcpt17@dest17.example\n\
-recipient_count=0\nqueue_id=\nstress=\nsize=12345\netrn_domain=\nencryption_protocol=\n\
-encryption_cipher=\nencryption_keysize=0\nsasl_method=\nsasl_username=\nsasl_sender=\n\
-ccert_subject=\nccert_issuer=\nccert_fingerprint=\nccert_pubkey_fingerprint=\n\
-client_implementation=\npolicy_context=\ncompatibility_level=3.6\nmail_version=3.7.11\n\
-instance=1a2b.3c4d5e.17\n\n";
+const RCPT: &str = include_str!("rcpt.txt");
 
 fn codec(c: &mut Criterion) {
     let mut group = c.benchmark_group("request");
