@@ -286,15 +286,6 @@ pub fn parse_network(s: &str) -> Result<IpNet, String> {
     Ok(IpNet::V4(net.trunc()))
 }
 
-/// Splits an address into (local part, domain); no `@` means all local part.
-pub fn split_address(addr: &str) -> (&str, &str) {
-    // Addresses are short: a plain scan beats the general substring search.
-    match addr.bytes().rposition(|b| b == b'@') {
-        Some(at) => (&addr[..at], &addr[at + 1..]),
-        None => (addr, ""),
-    }
-}
-
 impl SpecKind {
     /// Whether this (non-group) kind matches `req` on `side`. Groups are resolved by the
     /// caller; here they never match.

@@ -197,8 +197,7 @@ mod tests {
 
     #[test]
     fn fast_renderings_equal_the_plain_ones() {
-        for addr in crate::view::tests::SAMPLE_ADDRESSES {
-            let (user, domain) = crate::spec::split_address(addr);
+        for (addr, user, domain) in crate::view::tests::SAMPLE_ADDRESSES {
             for (part, want) in [
                 (AddressPart::Full, format!("{user}@{domain}")),
                 (AddressPart::User, format!("{user}@")),
