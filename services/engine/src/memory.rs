@@ -216,6 +216,16 @@ impl GroupOp for EomOp<'_> {
     }
 }
 
+/// Whether an admitted group's op leaves a mark in its message's session: an END-OF-MESSAGE
+/// record, or a first once-per-message take.
+fn needs_recording(op: &impl GroupOp, r: &OpResult) -> bool {
+    match op.kind() {
+        OpKind::RecordForEom { .. } => true,
+        OpKind::TakeOncePerMessage => r.outcome == Outcome::Admitted,
+        _ => false,
+    }
+}
+
 /// Counters and sessions in process memory.
 pub struct MemoryState {
     clock: Arc<dyn Clock>,
@@ -657,12 +667,11 @@ impl MemoryState {
         now: u64,
         held: &mut Option<MutexGuard<'s, Sessions>>,
     ) {
-        let needs = |(op, r): &(&O, &OpResult)| {
-            matches!(op.kind(), OpKind::RecordForEom { .. })
-                || (matches!(op.kind(), OpKind::TakeOncePerMessage)
-                    && r.outcome == Outcome::Admitted)
-        };
-        if !ops.iter().zip(results).any(|pair| needs(&pair)) {
+        if !ops
+            .iter()
+            .zip(results)
+            .any(|(op, r)| needs_recording(op, r))
+        {
             return;
         }
         let sessions = self.sessions_of(held, instance);
@@ -673,12 +682,11 @@ impl MemoryState {
     /// Records an admitted group's once-per-message charges and END-OF-MESSAGE counters in
     /// its message's session.
     fn record_group<O: GroupOp>(session: &mut Session, ops: &[O], results: &[OpResult]) {
-        let needs = |(op, r): &(&O, &OpResult)| {
-            matches!(op.kind(), OpKind::RecordForEom { .. })
-                || (matches!(op.kind(), OpKind::TakeOncePerMessage)
-                    && r.outcome == Outcome::Admitted)
-        };
-        for (op, _) in ops.iter().zip(results).filter(needs) {
+        for (op, _) in ops
+            .iter()
+            .zip(results)
+            .filter(|(op, r)| needs_recording(*op, r))
+        {
             match op.kind() {
                 OpKind::TakeOncePerMessage => session.charge(op.key()),
                 OpKind::RecordForEom { label, group } => {
