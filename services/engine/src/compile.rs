@@ -213,9 +213,10 @@ impl PolicySet {
         self.policies.iter().filter(|p| !p.disabled).count()
     }
 
-    /// Computes every quota's window ahead for `buckets` sub-buckets per period (the
-    /// engine's setting; compiling assumes the default).
-    pub(crate) fn prepare_windows(&mut self, buckets: u32) {
+    /// Readies the set for the engine installing it: every quota's window computed ahead
+    /// for the engine's `buckets` sub-buckets per period (compiling assumes the default),
+    /// and an id of its own for [`SourceMemo`]s (so that no memo outlives its set).
+    pub(crate) fn prepare_for_engine(&mut self, buckets: u32) {
         self.memo_id = LAST_MEMO_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         for q in self.policies.iter_mut().flat_map(|p| &mut p.quotas) {
             q.prepare_window(buckets);
@@ -870,9 +871,9 @@ mod tests {
         "#;
         let def: PolicySetDef = toml::from_str(SET).unwrap();
         let mut first = compile(&def).unwrap().set;
-        first.prepare_windows(60);
+        first.prepare_for_engine(60);
         let mut second = first.clone();
-        second.prepare_windows(60);
+        second.prepare_for_engine(60);
         second.policies.retain(|p| &*p.name != "two-members");
         let unprepared = compile(&def).unwrap().set;
 
@@ -962,7 +963,7 @@ mod tests {
                 let q = &set.policies[0].quotas[0];
                 assert_eq!(q.window(buckets), WindowSpec::new(7_000, buckets));
             }
-            set.prepare_windows(prepared);
+            set.prepare_for_engine(prepared);
         }
     }
 }

@@ -199,7 +199,7 @@ pub(crate) fn quota_label(policy: &str, quota: &str) -> String {
 impl Engine {
     /// An engine over `set`, counting in `state`.
     pub fn new(mut set: PolicySet, state: Arc<dyn State>, settings: EngineSettings) -> Self {
-        set.prepare_windows(settings.buckets_per_period);
+        set.prepare_for_engine(settings.buckets_per_period);
         Engine {
             set: ArcSwap::from_pointee(set),
             state,
@@ -209,7 +209,7 @@ impl Engine {
 
     /// Swaps in a new policy set; requests in flight finish on the old one.
     pub fn replace_policies(&self, mut set: PolicySet) {
-        set.prepare_windows(self.settings.buckets_per_period);
+        set.prepare_for_engine(self.settings.buckets_per_period);
         self.set.store(Arc::new(set));
     }
 
@@ -416,18 +416,13 @@ impl Engine {
                 continue;
             };
             let monitor = self.is_monitor(p);
-            if rule.verdict == Verdict::Pass && !monitor && trace.is_none() {
-                // PASS ends AccessControl; its action is only shown in explanations.
-                break;
-            }
-            let action = rule.verdict.to_action(rule.data.as_deref(), None);
             note(trace, || {
                 format!(
                     "  policy {:?} rule {:?}: {} -> action={}{}",
                     p.name,
                     rule.name,
                     rule.verdict,
-                    action,
+                    rule.verdict.to_action(rule.data.as_deref(), None),
                     if monitor {
                         " (monitor mode: logged only, next policy)"
                     } else {
@@ -436,8 +431,11 @@ impl Engine {
                 )
             });
             if rule.verdict == Verdict::Pass && !monitor {
+                // PASS ends AccessControl, and gives no verdict (its action is only shown in
+                // explanations: not built otherwise).
                 break;
             }
+            let action = rule.verdict.to_action(rule.data.as_deref(), None);
             decision.verdicts.push(ModuleVerdict {
                 module: "AccessControl",
                 policy: p.name.clone(),
