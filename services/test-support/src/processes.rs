@@ -12,13 +12,41 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (bound, then released; the OS does not hand it out again
-/// at once).
+/// A free TCP port on 127.0.0.1 (bound, then released), from 10000–19999: below the range
+/// the kernel takes source ports of outgoing connections from, and apart from the Redis
+/// nodes' range (20000–49999, see `redis_cluster`). A port from the kernel's range (what
+/// binding port 0 gives) can meanwhile become the source port of some connection: a
+/// server started on it then fails to bind, and a check that nothing listens on it can
+/// connect to itself (TCP simultaneous open).
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 10_000;
+    if ephemeral_low() >= LOW + SPAN {
+        // Test processes start at different places (by pid) and each walks on from there.
+        let start = std::process::id().wrapping_mul(7_919);
+        for _ in 0..SPAN {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let port = LOW + start.wrapping_add(n.wrapping_mul(13)) % SPAN;
+            if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+                return port as u16;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port on 127.0.0.1")
+}
+
+/// The lowest port the kernel may pick as a connection's source port (Linux's
+/// `ip_local_port_range`; its default when unreadable).
+fn ephemeral_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// Whether something accepts TCP connections on `127.0.0.1:port`.
@@ -424,4 +452,26 @@ fn is_root() -> bool {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_free_distinct_and_below_the_ephemeral_range() {
+        let low = ephemeral_low();
+        let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
+        for &p in &ports {
+            assert!(
+                u32::from(p) < low,
+                "{p} is in the ephemeral range (from {low})"
+            );
+            assert!(TcpListener::bind(("127.0.0.1", p)).is_ok(), "{p} is taken");
+        }
+        let mut unique = ports.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), ports.len());
+    }
 }
