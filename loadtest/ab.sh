@@ -61,7 +61,7 @@ measure() {
          END { print r, p }' "$tmp/$1.txt"
 }
 
-declare -a ratio_a ratio_b
+declare -a ratio_a ratio_b p99_c p99_a p99_b
 echo "round  ceiling req/s (p99 us)  A req/s (p99 us) = ratio  B req/s (p99 us) = ratio"
 for round in $(seq "$ROUNDS"); do
     declare -A rate=() p99=()
@@ -76,6 +76,9 @@ for round in $(seq "$ROUNDS"); do
     rb="$(awk -v b="${rate[2]}" -v c="${rate[0]}" 'BEGIN { printf "%.1f", 100 * b / c }')"
     ratio_a+=("$ra")
     ratio_b+=("$rb")
+    p99_c+=("${p99[0]}")
+    p99_a+=("${p99[1]}")
+    p99_b+=("${p99[2]}")
     printf '%5d  %7s (%5s)  %7s (%5s) = %5s %%  %7s (%5s) = %5s %%\n' "$round" \
         "${rate[0]}" "${p99[0]}" "${rate[1]}" "${p99[1]}" "$ra" "${rate[2]}" "${p99[2]}" "$rb"
 done
@@ -87,5 +90,6 @@ summary="$results/$stamp-summary.txt"
     echo "B=$sluice_b ${B_ARGS:-}"
     echo "connections=$CONNECTIONS duration=${DURATION}s rounds=$ROUNDS policies=$(basename "$POLICIES")"
     echo "median ratio to the ceiling: A $(median "${ratio_a[@]}") %, B $(median "${ratio_b[@]}") %"
+    echo "median p99 (us): ceiling $(median "${p99_c[@]}"), A $(median "${p99_a[@]}"), B $(median "${p99_b[@]}")"
     echo "B better than A in $(paste <(printf '%s\n' "${ratio_a[@]}") <(printf '%s\n' "${ratio_b[@]}") | awk '$2 > $1' | wc -l) of $ROUNDS rounds"
 } | tee "$summary"
