@@ -169,22 +169,26 @@ pub struct RequestDecoder {
     start: usize,
     /// Where the line not yet complete starts.
     line_start: usize,
-    /// The first `=` of that line, once seen.
-    equals: Option<usize>,
+    /// The first `=` of that line, once seen; [`NO_EQUALS`] before.
+    equals: usize,
     /// How many bytes of the buffer were searched.
     scanned: usize,
     /// Attribute spans found so far, relative to `start`.
     spans: Vec<(u32, u32, u32)>,
     /// A request given back by the caller, whose buffers the next request reuses.
     spare: Option<RawRequest>,
-    /// Whether a NUL byte was seen in the bytes searched (then the request is checked for
-    /// one exactly; otherwise that second pass is skipped).
+    /// Whether a NUL byte was seen in the bytes searched or in bytes of the buffer before
+    /// them (then the request is checked for one exactly; otherwise that second pass is
+    /// skipped).
     nul_seen: bool,
 }
 
 /// Requests larger than this are not kept for reuse (a rare huge request does not pin its
 /// memory for the life of the connection).
 const MAX_RECYCLED_TEXT: usize = 8 * 1024;
+
+/// [`RequestDecoder::equals`] while the line has no `=` yet.
+const NO_EQUALS: usize = usize::MAX;
 
 /// What one complete line is.
 enum Line {
@@ -210,7 +214,7 @@ impl RequestDecoder {
             limits,
             start: 0,
             line_start: 0,
-            equals: None,
+            equals: NO_EQUALS,
             scanned: 0,
             spans: Vec::new(),
             spare: None,
@@ -271,31 +275,45 @@ impl RequestDecoder {
 
     /// Searches the bytes not searched yet, splitting complete lines, up to the blank line
     /// that ends a request or to an invalid line.
+    ///
+    /// Per chunk, `equals` holds the chunk's `=` bits that can still be a line's first: the
+    /// bits up to each line end are cleared when the line is split, so the lowest bit left
+    /// is the next line's first `=` when it comes before that line's end. The position,
+    /// line start and first `=` of the line still incomplete live in locals during the
+    /// search and are stored when it runs out of bytes (every other way out resets them).
     fn search(&mut self, buf: &[u8]) -> Option<Found> {
         let mut pos = self.scanned;
+        let mut line_start = self.line_start;
+        let mut line_equals = self.equals;
         while pos < buf.len() {
             let (masks, len) = crate::scan::masks_at(buf, pos);
-            self.nul_seen |= masks.nuls != 0;
+            self.nul_seen |= masks.nul;
             let mut newlines = masks.newlines;
+            let mut equals = masks.equals;
+            if line_equals != NO_EQUALS {
+                // The line continued from the chunk before has its `=`: the ones up to its end
+                // are not first ones.
+                equals &= !(newlines ^ newlines.wrapping_sub(1));
+            }
             while newlines != 0 {
-                let bit = newlines.trailing_zeros() as usize;
+                let bit = newlines.trailing_zeros();
                 newlines &= newlines - 1;
-                let at = pos + bit;
-                let line_start = std::mem::replace(&mut self.line_start, at + 1);
-                // The line's first `=`: seen in an earlier chunk, or the lowest `=` bit
-                // between the line's start and its end in this one.
-                let equals = self.equals.take().or_else(|| {
-                    let from = line_start.saturating_sub(pos);
-                    let between = masks.equals & ((1u64 << bit) - 1) & (u64::MAX << from);
-                    (between != 0).then(|| pos + between.trailing_zeros() as usize)
-                });
-                match self.split_line(buf, line_start, at, equals) {
+                let first_equals = equals.trailing_zeros();
+                if first_equals < bit {
+                    line_equals = pos + first_equals as usize;
+                }
+                // Clears bits 0 to `bit`.
+                equals &= (u64::MAX << 1) << bit;
+                let at = pos + bit as usize;
+                let line = (line_start, line_equals, at);
+                (line_start, line_equals) = (at + 1, NO_EQUALS);
+                match self.split_line(buf, line) {
                     Err(e) => return Some(Found::Error(e)),
                     Ok(Line::Blank) if self.spans.is_empty() => {
                         // A stray blank line before a request: skipped.
                         self.start = at + 1;
                     }
-                    Ok(Line::Blank) => return Some(Found::Request(line_start, at + 1)),
+                    Ok(Line::Blank) => return Some(Found::Request(line.0, at + 1)),
                     Ok(Line::Attribute(span)) => {
                         if self.spans.len() == self.limits.max_attributes {
                             return Some(Found::Error(FrameError::TooManyAttributes {
@@ -307,56 +325,52 @@ impl RequestDecoder {
                 }
             }
             // The line still incomplete at the end of the chunk: its first `=` so far.
-            if self.equals.is_none() {
-                let from = self.line_start.saturating_sub(pos);
-                if from < crate::scan::CHUNK {
-                    let after = masks.equals & (u64::MAX << from);
-                    if after != 0 {
-                        self.equals = Some(pos + after.trailing_zeros() as usize);
-                    }
-                }
+            if line_equals == NO_EQUALS && equals != 0 {
+                line_equals = pos + equals.trailing_zeros() as usize;
             }
             pos += len;
         }
         self.scanned = buf.len();
+        self.line_start = line_start;
+        self.equals = line_equals;
         None
     }
 
-    /// Classifies the complete line `buf[line_start..line_end]` (its `\n` excluded) whose
-    /// first `=` is at `equals`.
+    /// Classifies the complete line `(start, first '=' or NO_EQUALS, end)` of `buf` (its
+    /// `\n`, at the end, excluded).
+    #[inline]
     fn split_line(
-        &mut self,
+        &self,
         buf: &[u8],
-        line_start: usize,
-        line_end: usize,
-        equals: Option<usize>,
+        (line_start, equals, line_end): (usize, usize, usize),
     ) -> Result<Line, FrameError> {
-        let line = trim_cr(&buf[line_start..line_end]);
-        if line.is_empty() {
+        let end = if line_end > line_start && buf[line_end - 1] == b'\r' {
+            line_end - 1
+        } else {
+            line_end
+        };
+        if end == line_start {
             return Ok(Line::Blank);
         }
-        // The 1-based number of this attribute line, for errors.
-        let line_no = self.spans.len() + 1;
-        if line.len() > self.limits.max_line_len {
+        if end - line_start > self.limits.max_line_len {
             return Err(FrameError::LineTooLong {
                 limit: self.limits.max_line_len,
             });
         }
-        let eq = match equals {
-            Some(eq) if eq > line_start => eq,
-            _ => {
-                if memchr::memchr(0, line).is_some() {
-                    return Err(FrameError::NulByte { line: line_no });
-                }
-                return Err(FrameError::MalformedLine { line: line_no });
+        // An `=` after the line's first byte (a name is not empty); NO_EQUALS is not.
+        if !(line_start + 1..end).contains(&equals) {
+            // The 1-based number of this attribute line.
+            let line = self.spans.len() + 1;
+            if memchr::memchr(0, &buf[line_start..end]).is_some() {
+                return Err(FrameError::NulByte { line });
             }
-        };
+            return Err(FrameError::MalformedLine { line });
+        }
         let begin = line_start - self.start;
-        let eq = eq - self.start;
         Ok(Line::Attribute((
             begin as u32,
-            eq as u32,
-            (begin + line.len()) as u32,
+            (equals - self.start) as u32,
+            (end - self.start) as u32,
         )))
     }
 
@@ -427,7 +441,7 @@ impl RequestDecoder {
     fn reset(&mut self) {
         self.start = 0;
         self.line_start = 0;
-        self.equals = None;
+        self.equals = NO_EQUALS;
         self.scanned = 0;
         self.spans.clear();
         self.nul_seen = false;
