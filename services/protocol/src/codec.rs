@@ -173,7 +173,8 @@ pub struct RequestDecoder {
     equals: usize,
     /// How many bytes of the buffer were searched.
     scanned: usize,
-    /// Attribute spans found so far, relative to `start`.
+    /// Attribute spans found so far, relative to the buffer (rebased on `start` when the
+    /// request is taken: it is not 0 only after stray blank lines, so no line pays for it).
     spans: Vec<(u32, u32, u32)>,
     /// A request given back by the caller, whose buffers the next request reuses.
     spare: Option<RawRequest>,
@@ -194,7 +195,7 @@ const NO_EQUALS: usize = usize::MAX;
 enum Line {
     /// Empty: ends the request (or is a stray blank line before one).
     Blank,
-    /// `name=value` at `(start, equals sign, end)` relative to the request.
+    /// `name=value` at `(start, equals sign, end)` in the buffer.
     Attribute((u32, u32, u32)),
 }
 
@@ -366,11 +367,10 @@ impl RequestDecoder {
             }
             return Err(FrameError::MalformedLine { line });
         }
-        let begin = line_start - self.start;
         Ok(Line::Attribute((
-            begin as u32,
-            (equals - self.start) as u32,
-            (end - self.start) as u32,
+            line_start as u32,
+            equals as u32,
+            end as u32,
         )))
     }
 
@@ -382,6 +382,7 @@ impl RequestDecoder {
         raw.text.clear();
         raw.spans.clear();
         std::mem::swap(&mut raw.spans, &mut self.spans);
+        rebase(&mut raw.spans, self.start);
         if self.spans.capacity() == 0 {
             // The next request likely has as many attributes: one allocation, no regrowth.
             self.spans.reserve(raw.spans.len().max(8));
@@ -458,6 +459,20 @@ impl RequestDecoder {
 impl Default for RequestDecoder {
     fn default() -> Self {
         RequestDecoder::new(Limits::default())
+    }
+}
+
+/// Makes spans found in the buffer relative to the request's `start` (positions are kept
+/// as `u32`: wrapping arithmetic gives the same offsets as subtracting before truncating).
+fn rebase(spans: &mut [(u32, u32, u32)], start: usize) {
+    if start == 0 {
+        return;
+    }
+    let start = start as u32;
+    for (begin, equals, end) in spans {
+        *begin = begin.wrapping_sub(start);
+        *equals = equals.wrapping_sub(start);
+        *end = end.wrapping_sub(start);
     }
 }
 

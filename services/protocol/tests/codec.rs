@@ -293,7 +293,7 @@ fn recycled_requests_do_not_leak_into_the_next_one() {
     assert_eq!(got.last().unwrap().len(), 2);
 }
 
-/// Random requests (names and values of every length across the decoder's 16-byte chunks,
+/// Random requests (names and values of every length across the decoder's 64-byte chunks,
 /// `=` inside values, `\r\n` line ends, stray blank lines, NULs and non-UTF-8 values) framed
 /// in one go and in random pieces give what a plain line-by-line reading gives.
 #[test]
