@@ -43,7 +43,6 @@ fn masks_sse2(chunk: &[u8; CHUNK]) -> Masks {
         _mm_cmpeq_epi8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8, _mm_set_epi64x,
         _mm_setzero_si128,
     };
-    let word = |at: usize| i64::from_le_bytes(chunk[at..at + 8].try_into().expect("eight bytes"));
     let (newline, equals, nul) = (
         _mm_set1_epi8(b'\n' as i8),
         _mm_set1_epi8(b'=' as i8),
@@ -53,12 +52,14 @@ fn masks_sse2(chunk: &[u8; CHUNK]) -> Masks {
     // The NUL compares of the four vectors are OR-ed and reduced to one flag at the end.
     let mut nuls = _mm_setzero_si128();
     for quarter in 0..CHUNK / 16 {
-        // Two 64-bit halves: the compiler turns this into one unaligned 16-byte load.
-        let v = _mm_set_epi64x(word(16 * quarter + 8), word(16 * quarter));
+        let at = 16 * quarter;
+        // One unaligned 16-byte load (built from a `u128`; from two `u64`s the compiler
+        // loads the upper half a second time).
+        let x = u128::from_le_bytes(chunk[at..at + 16].try_into().expect("16 bytes"));
+        let v = _mm_set_epi64x((x >> 64) as i64, x as i64);
         let find = |byte| u64::from(_mm_movemask_epi8(_mm_cmpeq_epi8(v, byte)) as u16);
-        let shift = 16 * quarter;
-        newlines |= find(newline) << shift;
-        equals_bits |= find(equals) << shift;
+        newlines |= find(newline) << at;
+        equals_bits |= find(equals) << at;
         nuls = _mm_or_si128(nuls, _mm_cmpeq_epi8(v, nul));
     }
     Masks {
