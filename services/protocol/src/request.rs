@@ -600,51 +600,54 @@ enum Field {
 impl Field {
     /// The field `name` names. Length, first and last byte tell the 32 names apart (a unit
     /// test checks it), so one comparison confirms the candidate.
+    #[inline(always)]
     fn of(bytes: &[u8]) -> Option<Field> {
         use Field::*;
         let (&first, &last) = (bytes.first()?, bytes.last()?);
-        let (known, field) = match (bytes.len(), first, last) {
-            (4, b's', b'e') => ("size", Size),
-            (6, b's', b'r') => ("sender", Sender),
-            (6, b's', b's') => ("stress", Stress),
-            (7, b'r', b't') => ("request", Request),
-            (7, b't', b'i') => ("tls_sni", TlsSni),
-            (8, b'i', b'e') => ("instance", Instance),
-            (8, b'q', b'd') => ("queue_id", QueueId),
-            (9, b'h', b'e') => ("helo_name", HeloName),
-            (9, b'r', b't') => ("recipient", Recipient),
-            (11, b'c', b'e') => ("client_name", ClientName),
-            (11, b'c', b't') => ("client_port", ClientPort),
-            (11, b'e', b'n') => ("etrn_domain", EtrnDomain),
-            (11, b's', b'd') => ("sasl_method", SaslMethod),
-            (11, b's', b'r') => ("sasl_sender", SaslSender),
-            (11, b's', b't') => ("server_port", ServerPort),
-            (12, b'c', b'r') => ("ccert_issuer", CcertIssuer),
-            (12, b'm', b'n') => ("mail_version", MailVersion),
-            (13, b'c', b't') => ("ccert_subject", CcertSubject),
-            (13, b'p', b'e') => ("protocol_name", ProtocolName),
-            (13, b's', b'e') => ("sasl_username", SaslUsername),
-            (14, b'c', b's') => ("client_address", ClientAddress),
-            (14, b'p', b't') => ("policy_context", PolicyContext),
-            (14, b'p', b'e') => ("protocol_state", ProtocolState),
-            (14, b's', b's') => ("server_address", ServerAddress),
-            (15, b'r', b't') => ("recipient_count", RecipientCount),
-            (17, b'c', b't') => ("ccert_fingerprint", CcertFingerprint),
-            (17, b'e', b'r') => ("encryption_cipher", EncryptionCipher),
-            (18, b'e', b'e') => ("encryption_keysize", EncryptionKeysize),
-            (19, b'c', b'l') => ("compatibility_level", CompatibilityLevel),
-            (19, b'e', b'l') => ("encryption_protocol", EncryptionProtocol),
-            (19, b'r', b'e') => ("reverse_client_name", ReverseClientName),
-            (24, b'c', b't') => ("ccert_pubkey_fingerprint", CcertPubkeyFingerprint),
-            _ => return None,
-        };
-        same_bytes(bytes, known.as_bytes()).then_some(field)
+        // Each arm compares with its own name: the name's words are constants in the code,
+        // and once this is inlined each field has its own path to the code that stores it.
+        let is = |known: &str, field| same_bytes(bytes, known.as_bytes()).then_some(field);
+        match (bytes.len(), first, last) {
+            (4, b's', b'e') => is("size", Size),
+            (6, b's', b'r') => is("sender", Sender),
+            (6, b's', b's') => is("stress", Stress),
+            (7, b'r', b't') => is("request", Request),
+            (7, b't', b'i') => is("tls_sni", TlsSni),
+            (8, b'i', b'e') => is("instance", Instance),
+            (8, b'q', b'd') => is("queue_id", QueueId),
+            (9, b'h', b'e') => is("helo_name", HeloName),
+            (9, b'r', b't') => is("recipient", Recipient),
+            (11, b'c', b'e') => is("client_name", ClientName),
+            (11, b'c', b't') => is("client_port", ClientPort),
+            (11, b'e', b'n') => is("etrn_domain", EtrnDomain),
+            (11, b's', b'd') => is("sasl_method", SaslMethod),
+            (11, b's', b'r') => is("sasl_sender", SaslSender),
+            (11, b's', b't') => is("server_port", ServerPort),
+            (12, b'c', b'r') => is("ccert_issuer", CcertIssuer),
+            (12, b'm', b'n') => is("mail_version", MailVersion),
+            (13, b'c', b't') => is("ccert_subject", CcertSubject),
+            (13, b'p', b'e') => is("protocol_name", ProtocolName),
+            (13, b's', b'e') => is("sasl_username", SaslUsername),
+            (14, b'c', b's') => is("client_address", ClientAddress),
+            (14, b'p', b't') => is("policy_context", PolicyContext),
+            (14, b'p', b'e') => is("protocol_state", ProtocolState),
+            (14, b's', b's') => is("server_address", ServerAddress),
+            (15, b'r', b't') => is("recipient_count", RecipientCount),
+            (17, b'c', b't') => is("ccert_fingerprint", CcertFingerprint),
+            (17, b'e', b'r') => is("encryption_cipher", EncryptionCipher),
+            (18, b'e', b'e') => is("encryption_keysize", EncryptionKeysize),
+            (19, b'c', b'l') => is("compatibility_level", CompatibilityLevel),
+            (19, b'e', b'l') => is("encryption_protocol", EncryptionProtocol),
+            (19, b'r', b'e') => is("reverse_client_name", ReverseClientName),
+            (24, b'c', b't') => is("ccert_pubkey_fingerprint", CcertPubkeyFingerprint),
+            _ => None,
+        }
     }
 }
 
 /// Whether two byte strings of equal length are equal, compared a word at a time inline
 /// (a `memcmp` call costs more than comparing these short names).
-#[inline]
+#[inline(always)]
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
