@@ -426,27 +426,37 @@ fn lower(v: &str) -> Cow<'_, str> {
 }
 
 /// Whether `bytes` has an ASCII upper-case letter or a non-ASCII byte, eight bytes at a time
-/// (addresses are checked on every request).
+/// (addresses are checked on every request); the bytes after the last whole word are checked
+/// as the last eight bytes, a word that overlaps the one before.
 #[inline]
 fn needs_lowering(bytes: &[u8]) -> bool {
+    let Some(last) = bytes.last_chunk::<8>() else {
+        // Shorter than a word.
+        return bytes
+            .iter()
+            .any(|b| b.is_ascii_uppercase() || !b.is_ascii());
+    };
+    let (words, rest) = bytes.as_chunks::<8>();
+    words
+        .iter()
+        .any(|w| word_needs_lowering(u64::from_le_bytes(*w)))
+        || (!rest.is_empty() && word_needs_lowering(u64::from_le_bytes(*last)))
+}
+
+/// Whether the eight bytes of `w` have an ASCII upper-case letter or a non-ASCII byte.
+#[inline]
+fn word_needs_lowering(w: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let (words, rest) = bytes.as_chunks::<8>();
-    for word in words {
-        let w = u64::from_le_bytes(*word);
-        if w & HIGH != 0 {
-            return true;
-        }
-        // Every byte is ASCII (< 0x80), so these sums never carry into the next byte: the
-        // high bit of `w + (0x80 - 'A')` says `byte >= 'A'`, of `w + (0x80 - 'Z' - 1)` says
-        // `byte > 'Z'`.
-        let at_least_a = w + (0x80 - u64::from(b'A')) * ONES;
-        let above_z = w + (0x80 - u64::from(b'Z') - 1) * ONES;
-        if at_least_a & !above_z & HIGH != 0 {
-            return true;
-        }
+    if w & HIGH != 0 {
+        return true;
     }
-    rest.iter().any(|b| b.is_ascii_uppercase() || !b.is_ascii())
+    // Every byte is ASCII (< 0x80), so these sums never carry into the next byte: the high
+    // bit of `w + (0x80 - 'A')` says `byte >= 'A'`, of `w + (0x80 - 'Z' - 1)` says
+    // `byte > 'Z'`.
+    let at_least_a = w + (0x80 - u64::from(b'A')) * ONES;
+    let above_z = w + (0x80 - u64::from(b'Z') - 1) * ONES;
+    at_least_a & !above_z & HIGH != 0
 }
 
 /// Numeric attributes: empty means 0 (Postfix's "unavailable").
