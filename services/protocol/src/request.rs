@@ -459,30 +459,37 @@ fn word_needs_lowering(w: u64) -> bool {
     at_least_a & !above_z & HIGH != 0
 }
 
-/// Numeric attributes: empty means 0 (Postfix's "unavailable").
-fn number<T: FromStr + Default + TryFrom<u64>>(
-    name: &'static str,
-    v: &str,
-) -> Result<T, RequestError> {
-    if v.is_empty() {
-        return Ok(T::default());
+/// Numeric attributes: empty means 0 (Postfix's "unavailable"). Inlined: the usual value
+/// (a few plain digits) takes no call and builds no `Result` in memory.
+#[inline]
+fn number<T: FromStr + TryFrom<u64>>(name: &'static str, v: &str) -> Result<T, RequestError> {
+    match plain_digits(v).map(T::try_from) {
+        Some(Ok(n)) => Ok(n),
+        _ => parse_number(name, v),
     }
-    // The usual case, a few plain digits, without the general parser: one pass without
-    // branches per digit (19 digits never overflow a u64; a non-digit makes `digits` false
-    // and the wrapped value is not used).
-    if v.len() <= 19 {
-        let (mut n, mut digits) = (0u64, true);
-        for b in v.bytes() {
-            let d = b.wrapping_sub(b'0');
-            digits &= d <= 9;
-            n = n.wrapping_mul(10).wrapping_add(u64::from(d));
-        }
-        if digits {
-            if let Ok(n) = T::try_from(n) {
-                return Ok(n);
-            }
-        }
+}
+
+/// `v` as a number when it is at most 19 plain digits (19 digits never overflow a `u64`);
+/// `Some(0)` when it is empty. One pass without branches per digit: a non-digit makes
+/// `digits` false and the wrapped value is not used.
+#[inline]
+fn plain_digits(v: &str) -> Option<u64> {
+    if v.len() > 19 {
+        return None;
     }
+    let (mut n, mut digits) = (0u64, true);
+    for b in v.bytes() {
+        let d = b.wrapping_sub(b'0');
+        digits &= d <= 9;
+        n = n.wrapping_mul(10).wrapping_add(u64::from(d));
+    }
+    digits.then_some(n)
+}
+
+/// A number that is not plain digits (spaces around it, a sign) or does not fit `T`: the
+/// general parser, or the error.
+#[cold]
+fn parse_number<T: FromStr>(name: &'static str, v: &str) -> Result<T, RequestError> {
     v.trim().parse().map_err(|_| RequestError::InvalidNumber {
         name,
         value: v.to_string(),
@@ -490,6 +497,7 @@ fn number<T: FromStr + Default + TryFrom<u64>>(
 }
 
 /// Optional numeric attributes: empty or 0 mean "not available".
+#[inline]
 fn optional_number(name: &'static str, v: &str) -> Result<Option<u16>, RequestError> {
     match number::<u16>(name, v)? {
         0 => Ok(None),
