@@ -233,7 +233,9 @@ impl RequestDecoder {
     /// Returns `Ok(Some(request))` and removes its bytes from `buf`; `Ok(None)` when more
     /// bytes are needed (nothing is removed); `Err` when the bytes can never form a valid
     /// request. Empty lines before a request (stray blank lines) are skipped. Between calls
-    /// that return `Ok(None)` the caller may only append to `buf`.
+    /// that return `Ok(None)` the caller may only append to `buf`. When the request was all
+    /// `buf` held, `buf`'s vector becomes the request's text and `buf` is left with another,
+    /// empty one (a recycled request's text, of its own capacity) instead of a copy.
     pub fn decode(&mut self, buf: &mut Vec<u8>) -> Result<Option<RawRequest>, FrameError> {
         if self.scanned > buf.len() {
             // The caller replaced the buffer: start over.
@@ -248,9 +250,7 @@ impl RequestDecoder {
                 if total - self.start > self.limits.max_request_len {
                     return Err(self.too_large());
                 }
-                let req = self.take(&buf[self.start..block_end]);
-                buf.drain(..total);
-                req.map(Some)
+                self.take(buf, block_end, total).map(Some)
             }
             None => {
                 if self.spans.is_empty() && self.start > 0 && self.start == self.line_start {
@@ -374,12 +374,17 @@ impl RequestDecoder {
         )))
     }
 
-    /// Builds the request from its attribute block (the blank line excluded) and the spans
-    /// found; resets for the next request. The buffers of a request given back with
+    /// Builds the request from its attribute block (`buf[start..block_end]`, the blank line
+    /// excluded) and the spans found, removes the request's `total` bytes from `buf`, and
+    /// resets for the next request. The buffers of a request given back with
     /// [`RequestDecoder::recycle`] are reused.
-    fn take(&mut self, block: &[u8]) -> Result<RawRequest, FrameError> {
+    fn take(
+        &mut self,
+        buf: &mut Vec<u8>,
+        block_end: usize,
+        total: usize,
+    ) -> Result<RawRequest, FrameError> {
         let mut raw = self.spare.take().unwrap_or_default();
-        raw.text.clear();
         raw.spans.clear();
         std::mem::swap(&mut raw.spans, &mut self.spans);
         rebase(&mut raw.spans, self.start);
@@ -387,19 +392,21 @@ impl RequestDecoder {
             // The next request likely has as many attributes: one allocation, no regrowth.
             self.spans.reserve(raw.spans.len().max(8));
         }
-        let nul_seen = self.nul_seen;
+        let (start, nul_seen) = (self.start, self.nul_seen);
         self.reset();
-        if let Some(at) = nul_seen.then(|| memchr::memchr(0, block)).flatten() {
+        let spare = std::mem::take(&mut raw.text).into_bytes();
+        let block = take_block(buf, start..block_end, total, spare);
+        if let Some(at) = nul_seen.then(|| memchr::memchr(0, &block)).flatten() {
             let line = memchr::memchr_iter(b'\n', &block[..at]).count() + 1;
             return Err(FrameError::NulByte { line });
         }
-        match std::str::from_utf8(block) {
+        match String::from_utf8(block) {
             Ok(text) => {
-                raw.text.push_str(text);
+                raw.text = text;
                 Ok(raw)
             }
             // Lossy decoding moves offsets: split the decoded text again (rare).
-            Err(_) => self.parse_lossy(String::from_utf8_lossy(block).into_owned()),
+            Err(e) => self.parse_lossy(String::from_utf8_lossy(e.as_bytes()).into_owned()),
         }
     }
 
@@ -459,6 +466,29 @@ impl RequestDecoder {
 impl Default for RequestDecoder {
     fn default() -> Self {
         RequestDecoder::new(Limits::default())
+    }
+}
+
+/// The bytes of `buf[block]` in a vector of their own, and `buf` without the request's
+/// first `total` bytes. When the request is all `buf` holds (the usual case: one request
+/// per read), `buf`'s vector itself is returned, without a copy, and `buf` gets `spare`
+/// (emptied) instead; otherwise the block is copied into `spare`.
+fn take_block(
+    buf: &mut Vec<u8>,
+    block: std::ops::Range<usize>,
+    total: usize,
+    mut spare: Vec<u8>,
+) -> Vec<u8> {
+    spare.clear();
+    if total == buf.len() {
+        let mut bytes = std::mem::replace(buf, spare);
+        bytes.truncate(block.end);
+        bytes.drain(..block.start);
+        bytes
+    } else {
+        spare.extend_from_slice(&buf[block]);
+        buf.drain(..total);
+        spare
     }
 }
 
