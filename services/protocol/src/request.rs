@@ -506,12 +506,18 @@ fn optional_number(name: &'static str, v: &str) -> Result<Option<u16>, RequestEr
 }
 
 /// Parses an IPv4/IPv6 address as Postfix sends it; IPv4-mapped IPv6 becomes IPv4, and an
-/// `ipv6:` prefix or brackets are tolerated.
+/// `ipv6:` prefix or brackets are tolerated. Inlined: the usual case, a plain IPv4 address
+/// with nothing to trim or strip, takes no call.
+#[inline]
 pub fn parse_ip(s: &str) -> Option<IpAddr> {
-    // The usual case first: a plain IPv4 address, nothing to trim or strip.
-    if let Some(v4) = parse_dotted_quad(s) {
-        return Some(IpAddr::V4(v4));
+    match parse_dotted_quad(s) {
+        Some(v4) => Some(IpAddr::V4(v4)),
+        None => parse_other_ip(s),
     }
+}
+
+/// [`parse_ip`] for anything but a plain IPv4 address.
+fn parse_other_ip(s: &str) -> Option<IpAddr> {
     let s = s.trim();
     let s = s
         .strip_prefix("ipv6:")
@@ -538,6 +544,7 @@ pub fn parse_ip(s: &str) -> Option<IpAddr> {
 /// general address parser; `None` for anything else (the caller falls back to it). Octets
 /// are read one after the other: a first digit, then up to two more unless the first is a
 /// `0` (no leading zeros: the standard parser refuses them too), then a `.` or the end.
+#[inline]
 fn parse_dotted_quad(s: &str) -> Option<Ipv4Addr> {
     let b = s.as_bytes();
     let mut octets = [0u8; 4];
