@@ -1,9 +1,9 @@
 //! Finding the bytes that structure a request (`\n` and `=`), sixty-four bytes at a time.
 //!
-//! A request is ~30 short lines. [`masks`] classifies a 64-byte chunk at once (four SSE2 vectors) and returns
-//! bit masks (bit `i` for byte `i`): the framing loop then visits each line end once and
-//! finds the line's first `=` with a mask operation, instead of stopping at every
-//! delimiter. On x86_64 this is SSE2 (part of the architecture's baseline; the one `unsafe` block of
+//! A request is ~30 short lines. [`masks`] classifies a 64-byte chunk at once (four SSE2
+//! vectors) and returns bit masks of its `\n` and `=` bytes (bit `i` for byte `i`) and
+//! whether it has a NUL: the framing loop then visits each line end once and finds the
+//! line's first `=` with a mask operation, instead of stopping at every delimiter. On x86_64 this is SSE2 (part of the architecture's baseline; the one `unsafe` block of
 //! the crate states why the call is sound); elsewhere a portable loop gives the same masks
 //! (the compiler does not turn that loop into the same few instructions).
 
