@@ -220,23 +220,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
     async fn answer(&mut self, raw: &RawRequest, received: Instant) {
         let shared = self.shared;
         self.out.clear();
-        let mut req = match PolicyRequest::from_raw(raw) {
-            Ok(req) => req,
-            Err(e) => {
-                tracing::warn!(
-                    peer = %self.peer, kind = e.kind_label(), error = %e,
-                    "Request cannot be evaluated; answering the fallback action"
-                );
-                self.out.extend_from_slice(&shared.fallback_reply);
-                shared.metrics.fallback(Fallback::Invalid(e.kind_label()));
-                shared.metrics.request(
-                    metrics::INVALID,
-                    &shared.config.fallback_action,
-                    received.elapsed(),
-                );
-                return;
-            }
-        };
+        // Typed in place: the request is not moved out of a `Result` into this future.
+        let mut req = PolicyRequest::default();
+        if let Err(e) = req.apply_raw(raw) {
+            tracing::warn!(
+                peer = %self.peer, kind = e.kind_label(), error = %e,
+                "Request cannot be evaluated; answering the fallback action"
+            );
+            self.out.extend_from_slice(&shared.fallback_reply);
+            shared.metrics.fallback(Fallback::Invalid(e.kind_label()));
+            shared.metrics.request(
+                metrics::INVALID,
+                &shared.config.fallback_action,
+                received.elapsed(),
+            );
+            return;
+        }
         req.peer_address = self.peer.ip();
         let state = metrics::state_index(req.protocol_state);
         let decided = if sluice_runtime::traces_enabled() {

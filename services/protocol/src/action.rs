@@ -45,36 +45,38 @@ pub enum Action {
 impl Action {
     /// Writes the full reply (`action=...\n\n`) to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"action=");
-        // The same text as `Display`, without the formatting machinery (once per request).
-        let (word, text): (&str, Option<&str>) = match self {
-            Action::Dunno => ("DUNNO", None),
-            Action::Ok(t) => ("OK", t.as_deref().filter(|t| !t.is_empty())),
-            Action::Reject(t) => ("REJECT", t.as_deref().filter(|t| !t.is_empty())),
-            Action::Defer(t) => ("DEFER", t.as_deref().filter(|t| !t.is_empty())),
-            Action::DeferIfPermit(t) => ("DEFER_IF_PERMIT", t.as_deref().filter(|t| !t.is_empty())),
-            Action::DeferIfReject(t) => ("DEFER_IF_REJECT", t.as_deref().filter(|t| !t.is_empty())),
-            Action::Hold(t) => ("HOLD", t.as_deref().filter(|t| !t.is_empty())),
-            Action::Discard(t) => ("DISCARD", t.as_deref().filter(|t| !t.is_empty())),
-            Action::Filter(t) => ("FILTER", Some(t.as_str())),
-            Action::Redirect(t) => ("REDIRECT", Some(t.as_str())),
-            Action::Prepend(t) => ("PREPEND", Some(t.as_str())),
-            Action::Warn(t) => ("WARN", t.as_deref().filter(|t| !t.is_empty())),
+        // The same text as `Display`, without the formatting machinery (once per request):
+        // the whole reply of the keyword alone, written in one go when there is no text.
+        let (reply, text): (&[u8], Option<&str>) = match self {
+            Action::Dunno => (b"action=DUNNO\n\n", None),
+            Action::Ok(t) => (b"action=OK\n\n", non_empty(t)),
+            Action::Reject(t) => (b"action=REJECT\n\n", non_empty(t)),
+            Action::Defer(t) => (b"action=DEFER\n\n", non_empty(t)),
+            Action::DeferIfPermit(t) => (b"action=DEFER_IF_PERMIT\n\n", non_empty(t)),
+            Action::DeferIfReject(t) => (b"action=DEFER_IF_REJECT\n\n", non_empty(t)),
+            Action::Hold(t) => (b"action=HOLD\n\n", non_empty(t)),
+            Action::Discard(t) => (b"action=DISCARD\n\n", non_empty(t)),
+            Action::Filter(t) => (b"action=FILTER\n\n", Some(t.as_str())),
+            Action::Redirect(t) => (b"action=REDIRECT\n\n", Some(t.as_str())),
+            Action::Prepend(t) => (b"action=PREPEND\n\n", Some(t.as_str())),
+            Action::Warn(t) => (b"action=WARN\n\n", non_empty(t)),
             Action::Code { .. } => {
                 use std::io::Write;
-                let _ = write!(out, "{self}");
+                let _ = write!(out, "action={self}");
                 out.extend_from_slice(b"\n\n");
                 return;
             }
         };
-        out.extend_from_slice(word.as_bytes());
-        if let Some(text) = text {
-            out.push(b' ');
-            out.extend(text.bytes().map(|b| match b {
-                b'\n' | b'\r' | 0 => b' ',
-                b => b,
-            }));
-        }
+        let Some(text) = text else {
+            out.extend_from_slice(reply);
+            return;
+        };
+        out.extend_from_slice(&reply[..reply.len() - 2]);
+        out.push(b' ');
+        out.extend(text.bytes().map(|b| match b {
+            b'\n' | b'\r' | 0 => b' ',
+            b => b,
+        }));
         out.extend_from_slice(b"\n\n");
     }
 
@@ -109,6 +111,11 @@ impl Action {
             Action::Code { .. } => "defer",
         }
     }
+}
+
+/// An action's optional text, when there is some (an empty text is no text).
+fn non_empty(text: &Option<String>) -> Option<&str> {
+    text.as_deref().filter(|t| !t.is_empty())
 }
 
 fn write_opt(f: &mut fmt::Formatter<'_>, word: &str, text: &Option<String>) -> fmt::Result {

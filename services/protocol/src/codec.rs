@@ -169,16 +169,18 @@ pub struct RequestDecoder {
     start: usize,
     /// Where the line not yet complete starts.
     line_start: usize,
-    /// The first `=` of that line, once seen.
-    equals: Option<usize>,
+    /// The first `=` of that line, once seen; [`NO_EQUALS`] before.
+    equals: usize,
     /// How many bytes of the buffer were searched.
     scanned: usize,
-    /// Attribute spans found so far, relative to `start`.
+    /// Attribute spans found so far, relative to the buffer (rebased on `start` when the
+    /// request is taken: it is not 0 only after stray blank lines, so no line pays for it).
     spans: Vec<(u32, u32, u32)>,
     /// A request given back by the caller, whose buffers the next request reuses.
     spare: Option<RawRequest>,
-    /// Whether a NUL byte was seen in the bytes searched (then the request is checked for
-    /// one exactly; otherwise that second pass is skipped).
+    /// Whether a NUL byte was seen in the bytes searched or in bytes of the buffer before
+    /// them (then the request is checked for one exactly; otherwise that second pass is
+    /// skipped).
     nul_seen: bool,
 }
 
@@ -186,11 +188,14 @@ pub struct RequestDecoder {
 /// memory for the life of the connection).
 const MAX_RECYCLED_TEXT: usize = 8 * 1024;
 
+/// [`RequestDecoder::equals`] while the line has no `=` yet.
+const NO_EQUALS: usize = usize::MAX;
+
 /// What one complete line is.
 enum Line {
     /// Empty: ends the request (or is a stray blank line before one).
     Blank,
-    /// `name=value` at `(start, equals sign, end)` relative to the request.
+    /// `name=value` at `(start, equals sign, end)` in the buffer.
     Attribute((u32, u32, u32)),
 }
 
@@ -210,7 +215,7 @@ impl RequestDecoder {
             limits,
             start: 0,
             line_start: 0,
-            equals: None,
+            equals: NO_EQUALS,
             scanned: 0,
             spans: Vec::new(),
             spare: None,
@@ -228,7 +233,9 @@ impl RequestDecoder {
     /// Returns `Ok(Some(request))` and removes its bytes from `buf`; `Ok(None)` when more
     /// bytes are needed (nothing is removed); `Err` when the bytes can never form a valid
     /// request. Empty lines before a request (stray blank lines) are skipped. Between calls
-    /// that return `Ok(None)` the caller may only append to `buf`.
+    /// that return `Ok(None)` the caller may only append to `buf`. When the request was all
+    /// `buf` held, `buf`'s vector becomes the request's text and `buf` is left with another,
+    /// empty one (a recycled request's text, of its own capacity) instead of a copy.
     pub fn decode(&mut self, buf: &mut Vec<u8>) -> Result<Option<RawRequest>, FrameError> {
         if self.scanned > buf.len() {
             // The caller replaced the buffer: start over.
@@ -243,9 +250,7 @@ impl RequestDecoder {
                 if total - self.start > self.limits.max_request_len {
                     return Err(self.too_large());
                 }
-                let req = self.take(&buf[self.start..block_end]);
-                buf.drain(..total);
-                req.map(Some)
+                self.take(buf, block_end, total).map(Some)
             }
             None => {
                 if self.spans.is_empty() && self.start > 0 && self.start == self.line_start {
@@ -271,31 +276,45 @@ impl RequestDecoder {
 
     /// Searches the bytes not searched yet, splitting complete lines, up to the blank line
     /// that ends a request or to an invalid line.
+    ///
+    /// Per chunk, `equals` holds the chunk's `=` bits that can still be a line's first: the
+    /// bits up to each line end are cleared when the line is split, so the lowest bit left
+    /// is the next line's first `=` when it comes before that line's end. The position,
+    /// line start and first `=` of the line still incomplete live in locals during the
+    /// search and are stored when it runs out of bytes (every other way out resets them).
     fn search(&mut self, buf: &[u8]) -> Option<Found> {
         let mut pos = self.scanned;
+        let mut line_start = self.line_start;
+        let mut line_equals = self.equals;
         while pos < buf.len() {
             let (masks, len) = crate::scan::masks_at(buf, pos);
-            self.nul_seen |= masks.nuls != 0;
+            self.nul_seen |= masks.nul;
             let mut newlines = masks.newlines;
+            let mut equals = masks.equals;
+            if line_equals != NO_EQUALS {
+                // The line continued from the chunk before has its `=`: the ones up to its end
+                // are not first ones.
+                equals &= !(newlines ^ newlines.wrapping_sub(1));
+            }
             while newlines != 0 {
-                let bit = newlines.trailing_zeros() as usize;
+                let bit = newlines.trailing_zeros();
                 newlines &= newlines - 1;
-                let at = pos + bit;
-                let line_start = std::mem::replace(&mut self.line_start, at + 1);
-                // The line's first `=`: seen in an earlier chunk, or the lowest `=` bit
-                // between the line's start and its end in this one.
-                let equals = self.equals.take().or_else(|| {
-                    let from = line_start.saturating_sub(pos);
-                    let between = masks.equals & ((1u64 << bit) - 1) & (u64::MAX << from);
-                    (between != 0).then(|| pos + between.trailing_zeros() as usize)
-                });
-                match self.split_line(buf, line_start, at, equals) {
+                let first_equals = equals.trailing_zeros();
+                if first_equals < bit {
+                    line_equals = pos + first_equals as usize;
+                }
+                // Clears bits 0 to `bit`.
+                equals &= (u64::MAX << 1) << bit;
+                let at = pos + bit as usize;
+                let line = (line_start, line_equals, at);
+                (line_start, line_equals) = (at + 1, NO_EQUALS);
+                match self.split_line(buf, line) {
                     Err(e) => return Some(Found::Error(e)),
                     Ok(Line::Blank) if self.spans.is_empty() => {
                         // A stray blank line before a request: skipped.
                         self.start = at + 1;
                     }
-                    Ok(Line::Blank) => return Some(Found::Request(line_start, at + 1)),
+                    Ok(Line::Blank) => return Some(Found::Request(line.0, at + 1)),
                     Ok(Line::Attribute(span)) => {
                         if self.spans.len() == self.limits.max_attributes {
                             return Some(Found::Error(FrameError::TooManyAttributes {
@@ -307,84 +326,87 @@ impl RequestDecoder {
                 }
             }
             // The line still incomplete at the end of the chunk: its first `=` so far.
-            if self.equals.is_none() {
-                let from = self.line_start.saturating_sub(pos);
-                if from < crate::scan::CHUNK {
-                    let after = masks.equals & (u64::MAX << from);
-                    if after != 0 {
-                        self.equals = Some(pos + after.trailing_zeros() as usize);
-                    }
-                }
+            if line_equals == NO_EQUALS && equals != 0 {
+                line_equals = pos + equals.trailing_zeros() as usize;
             }
             pos += len;
         }
         self.scanned = buf.len();
+        self.line_start = line_start;
+        self.equals = line_equals;
         None
     }
 
-    /// Classifies the complete line `buf[line_start..line_end]` (its `\n` excluded) whose
-    /// first `=` is at `equals`.
+    /// Classifies the complete line `(start, first '=' or NO_EQUALS, end)` of `buf` (its
+    /// `\n`, at the end, excluded).
+    #[inline]
     fn split_line(
-        &mut self,
+        &self,
         buf: &[u8],
-        line_start: usize,
-        line_end: usize,
-        equals: Option<usize>,
+        (line_start, equals, line_end): (usize, usize, usize),
     ) -> Result<Line, FrameError> {
-        let line = trim_cr(&buf[line_start..line_end]);
-        if line.is_empty() {
+        let end = if line_end > line_start && buf[line_end - 1] == b'\r' {
+            line_end - 1
+        } else {
+            line_end
+        };
+        if end == line_start {
             return Ok(Line::Blank);
         }
-        // The 1-based number of this attribute line, for errors.
-        let line_no = self.spans.len() + 1;
-        if line.len() > self.limits.max_line_len {
+        if end - line_start > self.limits.max_line_len {
             return Err(FrameError::LineTooLong {
                 limit: self.limits.max_line_len,
             });
         }
-        let eq = match equals {
-            Some(eq) if eq > line_start => eq,
-            _ => {
-                if memchr::memchr(0, line).is_some() {
-                    return Err(FrameError::NulByte { line: line_no });
-                }
-                return Err(FrameError::MalformedLine { line: line_no });
+        // An `=` after the line's first byte (a name is not empty); NO_EQUALS is not.
+        if !(line_start + 1..end).contains(&equals) {
+            // The 1-based number of this attribute line.
+            let line = self.spans.len() + 1;
+            if memchr::memchr(0, &buf[line_start..end]).is_some() {
+                return Err(FrameError::NulByte { line });
             }
-        };
-        let begin = line_start - self.start;
-        let eq = eq - self.start;
+            return Err(FrameError::MalformedLine { line });
+        }
         Ok(Line::Attribute((
-            begin as u32,
-            eq as u32,
-            (begin + line.len()) as u32,
+            line_start as u32,
+            equals as u32,
+            end as u32,
         )))
     }
 
-    /// Builds the request from its attribute block (the blank line excluded) and the spans
-    /// found; resets for the next request. The buffers of a request given back with
+    /// Builds the request from its attribute block (`buf[start..block_end]`, the blank line
+    /// excluded) and the spans found, removes the request's `total` bytes from `buf`, and
+    /// resets for the next request. The buffers of a request given back with
     /// [`RequestDecoder::recycle`] are reused.
-    fn take(&mut self, block: &[u8]) -> Result<RawRequest, FrameError> {
+    fn take(
+        &mut self,
+        buf: &mut Vec<u8>,
+        block_end: usize,
+        total: usize,
+    ) -> Result<RawRequest, FrameError> {
         let mut raw = self.spare.take().unwrap_or_default();
-        raw.text.clear();
         raw.spans.clear();
         std::mem::swap(&mut raw.spans, &mut self.spans);
+        rebase(&mut raw.spans, self.start);
         if self.spans.capacity() == 0 {
             // The next request likely has as many attributes: one allocation, no regrowth.
             self.spans.reserve(raw.spans.len().max(8));
         }
-        let nul_seen = self.nul_seen;
+        let (start, nul_seen) = (self.start, self.nul_seen);
         self.reset();
-        if let Some(at) = nul_seen.then(|| memchr::memchr(0, block)).flatten() {
+        let spare = std::mem::take(&mut raw.text).into_bytes();
+        let block = take_block(buf, start..block_end, total, spare);
+        if let Some(at) = nul_seen.then(|| memchr::memchr(0, &block)).flatten() {
             let line = memchr::memchr_iter(b'\n', &block[..at]).count() + 1;
             return Err(FrameError::NulByte { line });
         }
-        match std::str::from_utf8(block) {
+        match String::from_utf8(block) {
             Ok(text) => {
-                raw.text.push_str(text);
+                raw.text = text;
                 Ok(raw)
             }
             // Lossy decoding moves offsets: split the decoded text again (rare).
-            Err(_) => self.parse_lossy(String::from_utf8_lossy(block).into_owned()),
+            Err(e) => self.parse_lossy(String::from_utf8_lossy(e.as_bytes()).into_owned()),
         }
     }
 
@@ -427,7 +449,7 @@ impl RequestDecoder {
     fn reset(&mut self) {
         self.start = 0;
         self.line_start = 0;
-        self.equals = None;
+        self.equals = NO_EQUALS;
         self.scanned = 0;
         self.spans.clear();
         self.nul_seen = false;
@@ -444,6 +466,43 @@ impl RequestDecoder {
 impl Default for RequestDecoder {
     fn default() -> Self {
         RequestDecoder::new(Limits::default())
+    }
+}
+
+/// The bytes of `buf[block]` in a vector of their own, and `buf` without the request's
+/// first `total` bytes. When the request is all `buf` holds (the usual case: one request
+/// per read), `buf`'s vector itself is returned, without a copy, and `buf` gets `spare`
+/// (emptied) instead; otherwise the block is copied into `spare`.
+fn take_block(
+    buf: &mut Vec<u8>,
+    block: std::ops::Range<usize>,
+    total: usize,
+    mut spare: Vec<u8>,
+) -> Vec<u8> {
+    spare.clear();
+    if total == buf.len() {
+        let mut bytes = std::mem::replace(buf, spare);
+        bytes.truncate(block.end);
+        bytes.drain(..block.start);
+        bytes
+    } else {
+        spare.extend_from_slice(&buf[block]);
+        buf.drain(..total);
+        spare
+    }
+}
+
+/// Makes spans found in the buffer relative to the request's `start` (positions are kept
+/// as `u32`: wrapping arithmetic gives the same offsets as subtracting before truncating).
+fn rebase(spans: &mut [(u32, u32, u32)], start: usize) {
+    if start == 0 {
+        return;
+    }
+    let start = start as u32;
+    for (begin, equals, end) in spans {
+        *begin = begin.wrapping_sub(start);
+        *equals = equals.wrapping_sub(start);
+        *end = end.wrapping_sub(start);
     }
 }
 

@@ -247,9 +247,21 @@ impl PolicyRequest<'_> {
     /// Validates and types a framed request. Unknown attributes are ignored; when a name
     /// repeats, the last value wins.
     pub fn from_raw(raw: &RawRequest) -> Result<PolicyRequest<'_>, RequestError> {
+        let mut req = PolicyRequest::default();
+        req.apply_raw(raw)?;
+        Ok(req)
+    }
+}
+
+impl<'a> PolicyRequest<'a> {
+    /// Types `raw` into `self` in place: each attribute `raw` has sets its field (unknown
+    /// ones are ignored; when a name repeats, the last value wins), the others keep their
+    /// values. On a fresh [`PolicyRequest::default`] this is [`PolicyRequest::from_raw`]
+    /// without moving the request out (it is ~600 bytes: a connection types each request
+    /// straight into the place it is decided from). On an error `self` is partly updated.
+    pub fn apply_raw(&mut self, raw: &'a RawRequest) -> Result<(), RequestError> {
         // One pass: the three attributes validation needs are picked up on the way.
         let (mut kind, mut state, mut client) = (None, None, None);
-        let mut req = PolicyRequest::new(ProtocolState::Rcpt, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         for (name, v) in raw.attribute_bytes() {
             let Some(field) = Field::of(name) else {
                 continue;
@@ -258,37 +270,37 @@ impl PolicyRequest<'_> {
                 Field::Request => kind = Some(v),
                 Field::ProtocolState => state = Some(v),
                 Field::ClientAddress => client = Some(v),
-                Field::ProtocolName => req.protocol_name = Cow::Borrowed(v),
-                Field::HeloName => req.helo_name = Cow::Borrowed(v),
-                Field::QueueId => req.queue_id = Cow::Borrowed(v),
-                Field::Sender => req.sender = lower(v),
-                Field::Recipient => req.recipient = lower(v),
-                Field::RecipientCount => req.recipient_count = number("recipient_count", v)?,
-                Field::ClientName => req.client_name = Cow::Borrowed(v),
-                Field::ReverseClientName => req.reverse_client_name = lower(v),
-                Field::Instance => req.instance = Cow::Borrowed(v),
-                Field::SaslMethod => req.sasl_method = Cow::Borrowed(v),
-                Field::SaslUsername => req.sasl_username = lower(v),
-                Field::SaslSender => req.sasl_sender = Cow::Borrowed(v),
-                Field::Size => req.size = number("size", v)?,
-                Field::CcertSubject => req.ccert_subject = Cow::Borrowed(v),
-                Field::CcertIssuer => req.ccert_issuer = Cow::Borrowed(v),
-                Field::CcertFingerprint => req.ccert_fingerprint = Cow::Borrowed(v),
-                Field::CcertPubkeyFingerprint => req.ccert_pubkey_fingerprint = Cow::Borrowed(v),
-                Field::EncryptionProtocol => req.encryption_protocol = Cow::Borrowed(v),
-                Field::EncryptionCipher => req.encryption_cipher = Cow::Borrowed(v),
+                Field::ProtocolName => self.protocol_name = Cow::Borrowed(v),
+                Field::HeloName => self.helo_name = Cow::Borrowed(v),
+                Field::QueueId => self.queue_id = Cow::Borrowed(v),
+                Field::Sender => self.sender = lower(v),
+                Field::Recipient => self.recipient = lower(v),
+                Field::RecipientCount => self.recipient_count = number("recipient_count", v)?,
+                Field::ClientName => self.client_name = Cow::Borrowed(v),
+                Field::ReverseClientName => self.reverse_client_name = lower(v),
+                Field::Instance => self.instance = Cow::Borrowed(v),
+                Field::SaslMethod => self.sasl_method = Cow::Borrowed(v),
+                Field::SaslUsername => self.sasl_username = lower(v),
+                Field::SaslSender => self.sasl_sender = Cow::Borrowed(v),
+                Field::Size => self.size = number("size", v)?,
+                Field::CcertSubject => self.ccert_subject = Cow::Borrowed(v),
+                Field::CcertIssuer => self.ccert_issuer = Cow::Borrowed(v),
+                Field::CcertFingerprint => self.ccert_fingerprint = Cow::Borrowed(v),
+                Field::CcertPubkeyFingerprint => self.ccert_pubkey_fingerprint = Cow::Borrowed(v),
+                Field::EncryptionProtocol => self.encryption_protocol = Cow::Borrowed(v),
+                Field::EncryptionCipher => self.encryption_cipher = Cow::Borrowed(v),
                 Field::EncryptionKeysize => {
-                    req.encryption_keysize = number("encryption_keysize", v)?
+                    self.encryption_keysize = number("encryption_keysize", v)?
                 }
-                Field::EtrnDomain => req.etrn_domain = Cow::Borrowed(v),
-                Field::Stress => req.stress = v.eq_ignore_ascii_case("yes"),
-                Field::ClientPort => req.client_port = optional_number("client_port", v)?,
-                Field::PolicyContext => req.policy_context = Cow::Borrowed(v),
-                Field::ServerAddress => req.server_address = parse_ip(v),
-                Field::ServerPort => req.server_port = optional_number("server_port", v)?,
-                Field::CompatibilityLevel => req.compatibility_level = Cow::Borrowed(v),
-                Field::MailVersion => req.mail_version = Cow::Borrowed(v),
-                Field::TlsSni => req.tls_sni = Cow::Borrowed(v),
+                Field::EtrnDomain => self.etrn_domain = Cow::Borrowed(v),
+                Field::Stress => self.stress = v.eq_ignore_ascii_case("yes"),
+                Field::ClientPort => self.client_port = optional_number("client_port", v)?,
+                Field::PolicyContext => self.policy_context = Cow::Borrowed(v),
+                Field::ServerAddress => self.server_address = parse_ip(v),
+                Field::ServerPort => self.server_port = optional_number("server_port", v)?,
+                Field::CompatibilityLevel => self.compatibility_level = Cow::Borrowed(v),
+                Field::MailVersion => self.mail_version = Cow::Borrowed(v),
+                Field::TlsSni => self.tls_sni = Cow::Borrowed(v),
             }
         }
         if let Some(kind) = kind {
@@ -296,15 +308,15 @@ impl PolicyRequest<'_> {
                 return Err(RequestError::UnsupportedRequest(kind.to_string()));
             }
         }
-        req.protocol_state = match state {
+        self.protocol_state = match state {
             None | Some("") => return Err(RequestError::MissingProtocolState),
             Some(s) => s.parse::<ProtocolState>()?,
         };
-        req.client_address = match client {
+        self.client_address = match client {
             None | Some("") => return Err(RequestError::MissingClientAddress),
             Some(s) => parse_ip(s).ok_or_else(|| RequestError::InvalidClientAddress(s.into()))?,
         };
-        Ok(req)
+        Ok(())
     }
 
     /// The same request with every text field owned (no longer borrowing its raw request).
@@ -414,53 +426,70 @@ fn lower(v: &str) -> Cow<'_, str> {
 }
 
 /// Whether `bytes` has an ASCII upper-case letter or a non-ASCII byte, eight bytes at a time
-/// (addresses are checked on every request).
+/// (addresses are checked on every request); the bytes after the last whole word are checked
+/// as the last eight bytes, a word that overlaps the one before.
 #[inline]
 fn needs_lowering(bytes: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let Some(last) = bytes.last_chunk::<8>() else {
+        // Shorter than a word.
+        return bytes
+            .iter()
+            .any(|b| b.is_ascii_uppercase() || !b.is_ascii());
+    };
     let (words, rest) = bytes.as_chunks::<8>();
-    for word in words {
-        let w = u64::from_le_bytes(*word);
-        if w & HIGH != 0 {
-            return true;
-        }
-        // Every byte is ASCII (< 0x80), so these sums never carry into the next byte: the
-        // high bit of `w + (0x80 - 'A')` says `byte >= 'A'`, of `w + (0x80 - 'Z' - 1)` says
-        // `byte > 'Z'`.
-        let at_least_a = w + (0x80 - u64::from(b'A')) * ONES;
-        let above_z = w + (0x80 - u64::from(b'Z') - 1) * ONES;
-        if at_least_a & !above_z & HIGH != 0 {
-            return true;
-        }
-    }
-    rest.iter().any(|b| b.is_ascii_uppercase() || !b.is_ascii())
+    words
+        .iter()
+        .any(|w| word_needs_lowering(u64::from_le_bytes(*w)))
+        || (!rest.is_empty() && word_needs_lowering(u64::from_le_bytes(*last)))
 }
 
-/// Numeric attributes: empty means 0 (Postfix's "unavailable").
-fn number<T: FromStr + Default + TryFrom<u64>>(
-    name: &'static str,
-    v: &str,
-) -> Result<T, RequestError> {
-    if v.is_empty() {
-        return Ok(T::default());
+/// Whether the eight bytes of `w` have an ASCII upper-case letter or a non-ASCII byte.
+#[inline]
+fn word_needs_lowering(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    if w & HIGH != 0 {
+        return true;
     }
-    // The usual case, a few plain digits, without the general parser: one pass without
-    // branches per digit (19 digits never overflow a u64; a non-digit makes `digits` false
-    // and the wrapped value is not used).
-    if v.len() <= 19 {
-        let (mut n, mut digits) = (0u64, true);
-        for b in v.bytes() {
-            let d = b.wrapping_sub(b'0');
-            digits &= d <= 9;
-            n = n.wrapping_mul(10).wrapping_add(u64::from(d));
-        }
-        if digits {
-            if let Ok(n) = T::try_from(n) {
-                return Ok(n);
-            }
-        }
+    // Every byte is ASCII (< 0x80), so these sums never carry into the next byte: the high
+    // bit of `w + (0x80 - 'A')` says `byte >= 'A'`, of `w + (0x80 - 'Z' - 1)` says
+    // `byte > 'Z'`.
+    let at_least_a = w + (0x80 - u64::from(b'A')) * ONES;
+    let above_z = w + (0x80 - u64::from(b'Z') - 1) * ONES;
+    at_least_a & !above_z & HIGH != 0
+}
+
+/// Numeric attributes: empty means 0 (Postfix's "unavailable"). Inlined: the usual value
+/// (a few plain digits) takes no call and builds no `Result` in memory.
+#[inline]
+fn number<T: FromStr + TryFrom<u64>>(name: &'static str, v: &str) -> Result<T, RequestError> {
+    match plain_digits(v).map(T::try_from) {
+        Some(Ok(n)) => Ok(n),
+        _ => parse_number(name, v),
     }
+}
+
+/// `v` as a number when it is at most 19 plain digits (19 digits never overflow a `u64`);
+/// `Some(0)` when it is empty. One pass without branches per digit: a non-digit makes
+/// `digits` false and the wrapped value is not used.
+#[inline]
+fn plain_digits(v: &str) -> Option<u64> {
+    if v.len() > 19 {
+        return None;
+    }
+    let (mut n, mut digits) = (0u64, true);
+    for b in v.bytes() {
+        let d = b.wrapping_sub(b'0');
+        digits &= d <= 9;
+        n = n.wrapping_mul(10).wrapping_add(u64::from(d));
+    }
+    digits.then_some(n)
+}
+
+/// A number that is not plain digits (spaces around it, a sign) or does not fit `T`: the
+/// general parser, or the error.
+#[cold]
+fn parse_number<T: FromStr>(name: &'static str, v: &str) -> Result<T, RequestError> {
     v.trim().parse().map_err(|_| RequestError::InvalidNumber {
         name,
         value: v.to_string(),
@@ -468,6 +497,7 @@ fn number<T: FromStr + Default + TryFrom<u64>>(
 }
 
 /// Optional numeric attributes: empty or 0 mean "not available".
+#[inline]
 fn optional_number(name: &'static str, v: &str) -> Result<Option<u16>, RequestError> {
     match number::<u16>(name, v)? {
         0 => Ok(None),
@@ -476,12 +506,18 @@ fn optional_number(name: &'static str, v: &str) -> Result<Option<u16>, RequestEr
 }
 
 /// Parses an IPv4/IPv6 address as Postfix sends it; IPv4-mapped IPv6 becomes IPv4, and an
-/// `ipv6:` prefix or brackets are tolerated.
+/// `ipv6:` prefix or brackets are tolerated. Inlined: the usual case, a plain IPv4 address
+/// with nothing to trim or strip, takes no call.
+#[inline]
 pub fn parse_ip(s: &str) -> Option<IpAddr> {
-    // The usual case first: a plain IPv4 address, nothing to trim or strip.
-    if let Some(v4) = parse_dotted_quad(s) {
-        return Some(IpAddr::V4(v4));
+    match parse_dotted_quad(s) {
+        Some(v4) => Some(IpAddr::V4(v4)),
+        None => parse_other_ip(s),
     }
+}
+
+/// [`parse_ip`] for anything but a plain IPv4 address.
+fn parse_other_ip(s: &str) -> Option<IpAddr> {
     let s = s.trim();
     let s = s
         .strip_prefix("ipv6:")
@@ -508,6 +544,7 @@ pub fn parse_ip(s: &str) -> Option<IpAddr> {
 /// general address parser; `None` for anything else (the caller falls back to it). Octets
 /// are read one after the other: a first digit, then up to two more unless the first is a
 /// `0` (no leading zeros: the standard parser refuses them too), then a `.` or the end.
+#[inline]
 fn parse_dotted_quad(s: &str) -> Option<Ipv4Addr> {
     let b = s.as_bytes();
     let mut octets = [0u8; 4];
@@ -588,51 +625,54 @@ enum Field {
 impl Field {
     /// The field `name` names. Length, first and last byte tell the 32 names apart (a unit
     /// test checks it), so one comparison confirms the candidate.
+    #[inline(always)]
     fn of(bytes: &[u8]) -> Option<Field> {
         use Field::*;
         let (&first, &last) = (bytes.first()?, bytes.last()?);
-        let (known, field) = match (bytes.len(), first, last) {
-            (4, b's', b'e') => ("size", Size),
-            (6, b's', b'r') => ("sender", Sender),
-            (6, b's', b's') => ("stress", Stress),
-            (7, b'r', b't') => ("request", Request),
-            (7, b't', b'i') => ("tls_sni", TlsSni),
-            (8, b'i', b'e') => ("instance", Instance),
-            (8, b'q', b'd') => ("queue_id", QueueId),
-            (9, b'h', b'e') => ("helo_name", HeloName),
-            (9, b'r', b't') => ("recipient", Recipient),
-            (11, b'c', b'e') => ("client_name", ClientName),
-            (11, b'c', b't') => ("client_port", ClientPort),
-            (11, b'e', b'n') => ("etrn_domain", EtrnDomain),
-            (11, b's', b'd') => ("sasl_method", SaslMethod),
-            (11, b's', b'r') => ("sasl_sender", SaslSender),
-            (11, b's', b't') => ("server_port", ServerPort),
-            (12, b'c', b'r') => ("ccert_issuer", CcertIssuer),
-            (12, b'm', b'n') => ("mail_version", MailVersion),
-            (13, b'c', b't') => ("ccert_subject", CcertSubject),
-            (13, b'p', b'e') => ("protocol_name", ProtocolName),
-            (13, b's', b'e') => ("sasl_username", SaslUsername),
-            (14, b'c', b's') => ("client_address", ClientAddress),
-            (14, b'p', b't') => ("policy_context", PolicyContext),
-            (14, b'p', b'e') => ("protocol_state", ProtocolState),
-            (14, b's', b's') => ("server_address", ServerAddress),
-            (15, b'r', b't') => ("recipient_count", RecipientCount),
-            (17, b'c', b't') => ("ccert_fingerprint", CcertFingerprint),
-            (17, b'e', b'r') => ("encryption_cipher", EncryptionCipher),
-            (18, b'e', b'e') => ("encryption_keysize", EncryptionKeysize),
-            (19, b'c', b'l') => ("compatibility_level", CompatibilityLevel),
-            (19, b'e', b'l') => ("encryption_protocol", EncryptionProtocol),
-            (19, b'r', b'e') => ("reverse_client_name", ReverseClientName),
-            (24, b'c', b't') => ("ccert_pubkey_fingerprint", CcertPubkeyFingerprint),
-            _ => return None,
-        };
-        same_bytes(bytes, known.as_bytes()).then_some(field)
+        // Each arm compares with its own name: the name's words are constants in the code,
+        // and once this is inlined each field has its own path to the code that stores it.
+        let is = |known: &str, field| same_bytes(bytes, known.as_bytes()).then_some(field);
+        match (bytes.len(), first, last) {
+            (4, b's', b'e') => is("size", Size),
+            (6, b's', b'r') => is("sender", Sender),
+            (6, b's', b's') => is("stress", Stress),
+            (7, b'r', b't') => is("request", Request),
+            (7, b't', b'i') => is("tls_sni", TlsSni),
+            (8, b'i', b'e') => is("instance", Instance),
+            (8, b'q', b'd') => is("queue_id", QueueId),
+            (9, b'h', b'e') => is("helo_name", HeloName),
+            (9, b'r', b't') => is("recipient", Recipient),
+            (11, b'c', b'e') => is("client_name", ClientName),
+            (11, b'c', b't') => is("client_port", ClientPort),
+            (11, b'e', b'n') => is("etrn_domain", EtrnDomain),
+            (11, b's', b'd') => is("sasl_method", SaslMethod),
+            (11, b's', b'r') => is("sasl_sender", SaslSender),
+            (11, b's', b't') => is("server_port", ServerPort),
+            (12, b'c', b'r') => is("ccert_issuer", CcertIssuer),
+            (12, b'm', b'n') => is("mail_version", MailVersion),
+            (13, b'c', b't') => is("ccert_subject", CcertSubject),
+            (13, b'p', b'e') => is("protocol_name", ProtocolName),
+            (13, b's', b'e') => is("sasl_username", SaslUsername),
+            (14, b'c', b's') => is("client_address", ClientAddress),
+            (14, b'p', b't') => is("policy_context", PolicyContext),
+            (14, b'p', b'e') => is("protocol_state", ProtocolState),
+            (14, b's', b's') => is("server_address", ServerAddress),
+            (15, b'r', b't') => is("recipient_count", RecipientCount),
+            (17, b'c', b't') => is("ccert_fingerprint", CcertFingerprint),
+            (17, b'e', b'r') => is("encryption_cipher", EncryptionCipher),
+            (18, b'e', b'e') => is("encryption_keysize", EncryptionKeysize),
+            (19, b'c', b'l') => is("compatibility_level", CompatibilityLevel),
+            (19, b'e', b'l') => is("encryption_protocol", EncryptionProtocol),
+            (19, b'r', b'e') => is("reverse_client_name", ReverseClientName),
+            (24, b'c', b't') => is("ccert_pubkey_fingerprint", CcertPubkeyFingerprint),
+            _ => None,
+        }
     }
 }
 
 /// Whether two byte strings of equal length are equal, compared a word at a time inline
 /// (a `memcmp` call costs more than comparing these short names).
-#[inline]
+#[inline(always)]
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;

@@ -55,6 +55,25 @@ fn parses_captured_postfix_requests() {
 }
 
 #[test]
+fn typing_in_place_gives_what_from_raw_gives() {
+    let mut buf = captured();
+    for raw in decode_all(&mut RequestDecoder::default(), &mut buf) {
+        let mut req = PolicyRequest::default();
+        req.apply_raw(&raw).unwrap();
+        assert_eq!(req, PolicyRequest::from_raw(&raw).unwrap());
+    }
+    // Attributes the request lacks keep the values they had.
+    let raw = RawRequest::from_pairs([("protocol_state", "RCPT"), ("client_address", "192.0.2.1")]);
+    let mut req = PolicyRequest {
+        helo_name: "kept.example".into(),
+        ..PolicyRequest::default()
+    };
+    req.apply_raw(&raw).unwrap();
+    assert_eq!(req.helo_name, "kept.example");
+    assert_eq!(req.client_address.to_string(), "192.0.2.1");
+}
+
+#[test]
 fn byte_by_byte_gives_the_same_requests() {
     let all = captured();
     let mut dec = RequestDecoder::default();
@@ -274,7 +293,7 @@ fn recycled_requests_do_not_leak_into_the_next_one() {
     assert_eq!(got.last().unwrap().len(), 2);
 }
 
-/// Random requests (names and values of every length across the decoder's 16-byte chunks,
+/// Random requests (names and values of every length across the decoder's 64-byte chunks,
 /// `=` inside values, `\r\n` line ends, stray blank lines, NULs and non-UTF-8 values) framed
 /// in one go and in random pieces give what a plain line-by-line reading gives.
 #[test]
