@@ -193,8 +193,9 @@ impl Quota {
 pub(crate) struct Limit {
     pub kind: LimitKind,
     pub limit: u64,
-    /// `policy/quota/Kind/`, escaped, computed once: a counter key is this plus the track key.
-    pub key_prefix: Arc<str>,
+    /// `policy/quota/Kind/`, escaped, then the track's [`Track::label`], computed once: a
+    /// counter key is this plus the track's value ([`Track::write_value`]).
+    pub key_head: Arc<str>,
 }
 
 impl PolicySet {
@@ -717,6 +718,8 @@ impl Compiler {
                 );
             }
         }
+        // (Without a valid track there is no quota: the label does not matter then.)
+        let track_label = track.as_ref().map_or("", Track::label);
         let mut limits = Vec::new();
         let mut kinds = HashSet::new();
         for (li, l) in q.limits.iter().enumerate() {
@@ -757,7 +760,7 @@ impl Compiler {
             limits.push(Limit {
                 kind,
                 limit: l.limit,
-                key_prefix: crate::engine::counter_key(policy, &q.name, kind, "").into(),
+                key_head: crate::engine::counter_key(policy, &q.name, kind, track_label).into(),
             });
         }
         if !q.disabled && limits.is_empty() {

@@ -343,7 +343,7 @@ impl Engine {
             policy,
             quota,
             kind: limit.kind,
-            prefix_len: limit.key_prefix.len(),
+            prefix_len: limit.key_head.len() - quota.track.label().len(),
             monitor: self.is_monitor(policy),
         }
     }
@@ -471,22 +471,16 @@ impl Engine {
             for (qi, q) in p.quotas.iter().enumerate() {
                 let window = q.window(self.settings.buckets_per_period);
                 // The first limit's key is rendered from the request; the others reuse its
-                // track part.
+                // track value.
                 let mut first_key: Option<(usize, usize)> = None;
                 for (li, l) in q.limits.iter().enumerate() {
-                    let key = match first_key {
-                        None => {
-                            let mut key = scratch.copy(&l.key_prefix);
-                            q.track.write_key_view(&view, &mut key);
-                            key
+                    let mut key = scratch.copy(&l.key_head);
+                    match first_key {
+                        None => q.track.write_value(&view, &mut key),
+                        Some((first, head_len)) => {
+                            key.push_str(&groups[g][first].key[head_len..]);
                         }
-                        Some((first, prefix_len)) => {
-                            let track_key = &groups[g][first].key[prefix_len..];
-                            let mut key = scratch.copy(&l.key_prefix);
-                            key.push_str(track_key);
-                            key
-                        }
-                    };
+                    }
                     let r = OpRef {
                         group: g as u32,
                         policy: pi as u32,
@@ -544,7 +538,7 @@ impl Engine {
                         }
                     }
                     if first_key.is_none() {
-                        first_key = Some((first_op, l.key_prefix.len()));
+                        first_key = Some((first_op, l.key_head.len()));
                     }
                 }
                 if q.last_quota {
