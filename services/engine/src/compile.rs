@@ -241,20 +241,22 @@ impl PolicySet {
 
     /// The enabled policies matching the request, with their indices, in evaluation order,
     /// into `out`. Which members' sources match is taken from `memo` when it holds them for
-    /// this set and this request's source side (else tested, and kept there).
+    /// this set and this request's source side (else tested, and kept there). Returns
+    /// whether `memo` held them: then this request's source side and set are those of every
+    /// request since `memo` last changed.
     pub(crate) fn matching_into<'a>(
         &'a self,
         view: &RequestView<'_, '_>,
         memo: &mut SourceMemo,
         out: &mut SmallVec<[(usize, &'a Policy); 16]>,
-    ) {
+    ) -> bool {
         if self.memo_id == 0 {
             for (i, p) in self.policies.iter().enumerate() {
                 if self.policy_matches(p, view) {
                     out.push((i, p));
                 }
             }
-            return;
+            return false;
         }
         if memo.set == self.memo_id && same_source(memo, view.req) {
             // Only the members whose source matched can match: test their destinations.
@@ -268,7 +270,7 @@ impl PolicySet {
                     out.push((pi, p));
                 }
             }
-            return;
+            return true;
         }
         memo.reset(self.memo_id, view.req);
         for (pi, p) in self.policies.iter().enumerate() {
@@ -287,6 +289,7 @@ impl PolicySet {
                 }
             }
         }
+        false
     }
 
     pub(crate) fn member_matches(&self, m: &Member, view: &RequestView<'_, '_>) -> bool {
@@ -913,6 +916,7 @@ mod tests {
         });
 
         let mut memo = SourceMemo::default();
+        let mut last_miss = None;
         let mut outcomes = HashSet::new();
         for (n, req) in requests.iter().enumerate() {
             let view = RequestView::new(req);
@@ -925,7 +929,21 @@ mod tests {
                     .map(|(i, _)| i)
                     .collect();
                 let mut got = SmallVec::new();
-                set.matching_into(&view, &mut memo, &mut got);
+                let remembered = set.matching_into(&view, &mut memo, &mut got);
+                // The memo holds the source side of the last request that missed it.
+                let source = (
+                    set.memo_id,
+                    req.client_address,
+                    req.peer_address,
+                    req.sender.to_string(),
+                    req.sasl_username.to_string(),
+                    req.reverse_client_name.to_string(),
+                );
+                let hit = set.memo_id != 0 && last_miss.as_ref() == Some(&source);
+                assert_eq!(remembered, hit, "request {n}: {req:?}");
+                if set.memo_id != 0 && !hit {
+                    last_miss = Some(source);
+                }
                 let got: Vec<usize> = got.iter().map(|&(i, _)| i).collect();
                 assert_eq!(got, want, "request {n}: {req:?}");
                 outcomes.insert(want);

@@ -138,6 +138,45 @@ pub(crate) struct OpRef {
 /// explanation.
 type LastQuota = Option<(Arc<str>, Arc<str>)>;
 
+/// What an RCPT's counter batch was built from, besides its policy set and source side
+/// (which the connection's source memo vouches for) and its recipient. A later RCPT of the
+/// same origin (usually the next recipient of the same message) reuses the batch as it is,
+/// but for the keys that depend on the recipient, rendered again in place.
+#[derive(Debug)]
+pub(crate) struct BatchOrigin {
+    /// The matched policies' indices.
+    matched: SmallVec<[u32; 16]>,
+    /// The declared size (the cost of size checks).
+    size: u64,
+    /// Whether a key of the batch depends on the recipient.
+    per_recipient: bool,
+    /// The quota with LastQuota that ended the quotas.
+    last_quota: LastQuota,
+}
+
+impl BatchOrigin {
+    /// Whether `batch`, built from this origin, is also the batch of `req` (whose policy
+    /// set and source side are the batch's: the caller knows) matching `matched`, but for
+    /// its recipient.
+    fn fits(
+        &self,
+        batch: &CounterBatch,
+        req: &PolicyRequest<'_>,
+        dry_run: bool,
+        matched: &[(usize, &Policy)],
+    ) -> bool {
+        batch.dry_run == dry_run
+            && self.size == req.size
+            && *batch.instance == *req.instance
+            && self.matched.len() == matched.len()
+            && self
+                .matched
+                .iter()
+                .zip(matched)
+                .all(|(&kept, &(now, _))| kept as usize == now)
+    }
+}
+
 /// An [`OpRef`] resolved against its policy set.
 struct Counted<'a> {
     policy: &'a Policy,
@@ -359,7 +398,7 @@ impl Engine {
         let mut decision = Decision::dunno();
         // Everything but the counter call is synchronous: only the batch, the reply and the
         // decision live in the future across the call.
-        let Some((batch, last_quota)) =
+        let Some((batch, origin)) =
             self.rcpt_batch(set, req, dry_run, &mut trace, scratch, &mut decision)
         else {
             return decision;
@@ -372,21 +411,21 @@ impl Engine {
         };
         if self.settle(result, &mut decision, &mut trace, "Quotas") {
             note(&mut trace, || "Quotas:".into());
-            if let Some((q, p)) = &last_quota {
+            if let Some((q, p)) = &origin.last_quota {
                 note(&mut trace, || {
                     format!("  quota {q:?} of policy {p:?} is LastQuota: later quotas are skipped.")
                 });
             }
             self.rcpt_verdicts(set, &batch, &reply, scratch, &mut decision, &mut trace);
         }
-        scratch.recycle(batch);
+        scratch.keep_batch(batch, origin);
         scratch.keep_reply(reply);
         decision
     }
 
     /// RCPT up to the counter call: policy resolution, AccessControl, then the quotas' batch
-    /// (its ops' quotas in [`Scratch::refs`]). `None` when there is nothing to count: then
-    /// `decision` is final.
+    /// (its ops' quotas in [`Scratch::refs`]; the batch kept from the last RCPT when it fits,
+    /// see [`BatchOrigin`]). `None` when there is nothing to count: then `decision` is final.
     fn rcpt_batch(
         &self,
         set: &PolicySet,
@@ -395,7 +434,7 @@ impl Engine {
         trace: &mut Trace<'_>,
         scratch: &mut Scratch,
         decision: &mut Decision,
-    ) -> Option<(CounterBatch, LastQuota)> {
+    ) -> Option<(CounterBatch, BatchOrigin)> {
         if trace.is_some() {
             explain_matching(set, req, trace);
         }
@@ -403,7 +442,10 @@ impl Engine {
         let view = RequestView::new(req);
         // On the stack (no allocation per request) for up to 16 matched policies.
         let mut matched: SmallVec<[(usize, &Policy); 16]> = SmallVec::new();
-        set.matching_into(&view, &mut scratch.memo, &mut matched);
+        if !set.matching_into(&view, &mut scratch.memo, &mut matched) {
+            // The kept batch may be another source side's, or another set's.
+            scratch.forget_batch();
+        }
         if matched.is_empty() {
             note(trace, || "No policy matched.".into());
             return None;
@@ -456,10 +498,20 @@ impl Engine {
         }
 
         // Quotas: every quota of every matched policy, one State call.
+        if let Some((mut batch, origin)) = scratch.take_batch() {
+            if origin.fits(&batch, req, dry_run, &matched) {
+                if origin.per_recipient {
+                    rerender_recipient_keys(set, &view, &mut batch, scratch.op_refs());
+                }
+                return Some((batch, origin));
+            }
+            scratch.recycle(batch);
+        }
         let mut groups = scratch.groups();
         groups.push(scratch.ops());
         scratch.clear_refs();
         let mut last_quota = None;
+        let mut per_recipient = false;
         'policies: for &(pi, p) in &matched {
             let monitor = self.is_monitor(p);
             let g = if monitor {
@@ -470,6 +522,7 @@ impl Engine {
             };
             for (qi, q) in p.quotas.iter().enumerate() {
                 let window = q.window(self.settings.buckets_per_period);
+                per_recipient |= q.track.per_recipient();
                 // The first limit's key is rendered from the request; the others reuse its
                 // track value.
                 let mut first_key: Option<(usize, usize)> = None;
@@ -558,7 +611,13 @@ impl Engine {
             scratch.recycle(batch);
             return None;
         }
-        Some((batch, last_quota))
+        let origin = BatchOrigin {
+            matched: matched.iter().map(|&(pi, _)| pi as u32).collect(),
+            size: req.size,
+            per_recipient,
+            last_quota,
+        };
+        Some((batch, origin))
     }
 
     /// RCPT after the counter call: the quotas' verdicts and near-limit reports.
@@ -702,6 +761,29 @@ impl Engine {
         }
         scratch.keep_eom_reply(reply);
         decision
+    }
+}
+
+/// Renders again, in place, the keys of `batch` that depend on the recipient (`refs`: its
+/// ops' refs, as [`Scratch::op_refs`] holds them).
+fn rerender_recipient_keys(
+    set: &PolicySet,
+    view: &RequestView<'_, '_>,
+    batch: &mut CounterBatch,
+    refs: &[OpRef],
+) {
+    // A group's refs are in the order of its ops.
+    let mut next: SmallVec<[usize; 8]> = SmallVec::from_elem(0, batch.groups.len());
+    for r in refs {
+        let g = r.group as usize;
+        let k = next[g];
+        next[g] += 1;
+        let quota = &set.policies[r.policy as usize].quotas[r.quota as usize];
+        if quota.track.per_recipient() {
+            let key = &mut batch.groups[g][k].key;
+            key.truncate(quota.limits[r.limit as usize].key_head.len());
+            quota.track.write_value(view, key);
+        }
     }
 }
 

@@ -2,11 +2,14 @@
 //! counter batch does not allocate once it has warmed up.
 //!
 //! A batch owns its ops and their key strings (the same batch goes to the in-process
-//! counters or over gRPC). After the decision, [`Scratch::recycle`] keeps the emptied
-//! vectors and strings for the next request.
+//! counters or over gRPC). An RCPT's batch is kept whole after the decision: the next RCPT
+//! of the same message usually needs the same batch but for its recipient's keys (see
+//! [`BatchOrigin`]), and building one costs far more than checking that. A batch that does
+//! not fit goes to [`Scratch::recycle`], which keeps its emptied vectors and strings for
+//! building the next one.
 
 use crate::compile::SourceMemo;
-use crate::engine::OpRef;
+use crate::engine::{BatchOrigin, OpRef};
 use crate::state::{CounterBatch, CounterOp, CounterReply, EomResult, OpKind};
 
 /// Spare ops vectors kept (one per all-or-nothing group; more than one only with monitor
@@ -29,6 +32,8 @@ pub struct Scratch {
     strings: Vec<String>,
     /// Which quota limit each op of the current batch counts for.
     refs: Vec<OpRef>,
+    /// The last RCPT's batch (the current one's refs are its), and what it was built from.
+    batch: Option<(CounterBatch, BatchOrigin)>,
     /// The last reply, its vectors reused by backends that answer in place.
     reply: Option<CounterReply>,
     /// The last END-OF-MESSAGE results, their strings reused by the in-process state.
@@ -94,6 +99,24 @@ impl Scratch {
     /// The current batch's op refs, in the order they were pushed.
     pub(crate) fn op_refs(&self) -> &[OpRef] {
         &self.refs
+    }
+
+    /// Keeps an RCPT's batch whole for the next RCPT (see [`BatchOrigin`]).
+    pub(crate) fn keep_batch(&mut self, batch: CounterBatch, origin: BatchOrigin) {
+        self.forget_batch();
+        self.batch = Some((batch, origin));
+    }
+
+    /// The kept batch, taken out.
+    pub(crate) fn take_batch(&mut self) -> Option<(CounterBatch, BatchOrigin)> {
+        self.batch.take()
+    }
+
+    /// Recycles the kept batch's buffers: it no longer fits any request.
+    pub(crate) fn forget_batch(&mut self) {
+        if let Some((batch, _)) = self.batch.take() {
+            self.recycle(batch);
+        }
     }
 
     /// A reply to fill (the previous one's buffers when there is one; its content is stale).

@@ -295,6 +295,56 @@ fn access_control_verdicts_and_chain() {
     }
 }
 
+/// A connection's next RCPT reuses its last batch only when it was built for the same source
+/// side and policy set: one of each, seen in between by a request that counted nothing,
+/// must not let the old batch (another sender's keys, another set's quota) be charged.
+#[test]
+fn a_kept_batch_is_reused_only_for_its_own_source_side_and_policy_set() {
+    // One recipient per sender (RecipientCount 1, by sender); recipients in blocked.example
+    // are refused before any quota.
+    let mut def = quota_policy("Sender:user@domain", "RecipientCount", 1, "DEFER");
+    def.policies.insert(
+        0,
+        PolicyDef {
+            name: "blocked".into(),
+            priority: 5,
+            members: vec![MemberDef {
+                destination: Some("@blocked.example".into()),
+                ..Default::default()
+            }],
+            access_control: vec![AccessControlDef {
+                name: "deny".into(),
+                verdict: "REJECT".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    );
+    let (e, _, _) = engine(def.clone());
+    let mut scratch = Scratch::for_connection();
+    let mut ask_on = |r: &PolicyRequest<'_>| {
+        block_on(e.decide_reusing(r, &mut scratch))
+            .action
+            .to_string()
+    };
+    let ip = "192.0.2.1";
+    assert_eq!(ask_on(&rcpt("a@x.org", "r1@y.org", ip, "m")), "DUNNO");
+    // Another sender: refused by AccessControl, counting nothing.
+    assert_eq!(
+        ask_on(&rcpt("b@x.org", "r2@blocked.example", ip, "m")),
+        "REJECT"
+    );
+    // The same sender as the last request, the same policies and message as the first:
+    // its own sender's first recipient.
+    assert_eq!(ask_on(&rcpt("b@x.org", "r3@y.org", ip, "m")), "DUNNO");
+    assert!(ask_on(&rcpt("b@x.org", "r4@y.org", ip, "m")).starts_with("DEFER"));
+
+    // The same request on a new set (the quota renamed): a new counter.
+    def.policies[1].quotas[0].name = "q2".into();
+    e.replace_policies(compile(&def).unwrap().set);
+    assert_eq!(ask_on(&rcpt("b@x.org", "r5@y.org", ip, "m")), "DUNNO");
+}
+
 #[test]
 fn monitor_mode_counts_but_answers_dunno() {
     let mut def = quota_policy("Sender:user@domain", "RecipientCount", 1, "REJECT");
