@@ -142,16 +142,16 @@ type LastQuota = Option<(Arc<str>, Arc<str>)>;
 /// (which the connection's source memo vouches for) and its recipient. A later RCPT of the
 /// same origin (usually the next recipient of the same message) reuses the batch as it is,
 /// but for the keys that depend on the recipient, rendered again in place.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct BatchOrigin {
     /// The matched policies' indices.
-    matched: SmallVec<[u32; 16]>,
+    matched: Vec<u32>,
     /// The declared size (the cost of size checks).
     size: u64,
     /// Whether a key of the batch depends on the recipient.
     per_recipient: bool,
     /// The quota with LastQuota that ended the quotas.
-    last_quota: LastQuota,
+    pub(crate) last_quota: LastQuota,
 }
 
 impl BatchOrigin {
@@ -174,6 +174,22 @@ impl BatchOrigin {
                 .iter()
                 .zip(matched)
                 .all(|(&kept, &(now, _))| kept as usize == now)
+    }
+
+    /// Notes what a batch was just built from.
+    fn record(
+        &mut self,
+        matched: &[(usize, &Policy)],
+        size: u64,
+        per_recipient: bool,
+        last_quota: LastQuota,
+    ) {
+        self.matched.clear();
+        self.matched
+            .extend(matched.iter().map(|&(pi, _)| pi as u32));
+        self.size = size;
+        self.per_recipient = per_recipient;
+        self.last_quota = last_quota;
     }
 }
 
@@ -398,8 +414,7 @@ impl Engine {
         let mut decision = Decision::dunno();
         // Everything but the counter call is synchronous: only the batch, the reply and the
         // decision live in the future across the call.
-        let Some((batch, origin)) =
-            self.rcpt_batch(set, req, dry_run, &mut trace, scratch, &mut decision)
+        let Some(batch) = self.rcpt_batch(set, req, dry_run, &mut trace, scratch, &mut decision)
         else {
             return decision;
         };
@@ -411,21 +426,22 @@ impl Engine {
         };
         if self.settle(result, &mut decision, &mut trace, "Quotas") {
             note(&mut trace, || "Quotas:".into());
-            if let Some((q, p)) = &origin.last_quota {
+            if let Some((q, p)) = &scratch.origin.last_quota {
                 note(&mut trace, || {
                     format!("  quota {q:?} of policy {p:?} is LastQuota: later quotas are skipped.")
                 });
             }
             self.rcpt_verdicts(set, &batch, &reply, scratch, &mut decision, &mut trace);
         }
-        scratch.keep_batch(batch, origin);
+        scratch.keep_batch(batch);
         scratch.keep_reply(reply);
         decision
     }
 
     /// RCPT up to the counter call: policy resolution, AccessControl, then the quotas' batch
-    /// (its ops' quotas in [`Scratch::refs`]; the batch kept from the last RCPT when it fits,
-    /// see [`BatchOrigin`]). `None` when there is nothing to count: then `decision` is final.
+    /// (its ops' quotas in [`Scratch::refs`], what it was built from in [`Scratch::origin`];
+    /// the batch kept from the last RCPT when it fits, see [`BatchOrigin`]). `None` when
+    /// there is nothing to count: then `decision` is final.
     fn rcpt_batch(
         &self,
         set: &PolicySet,
@@ -434,7 +450,7 @@ impl Engine {
         trace: &mut Trace<'_>,
         scratch: &mut Scratch,
         decision: &mut Decision,
-    ) -> Option<(CounterBatch, BatchOrigin)> {
+    ) -> Option<CounterBatch> {
         if trace.is_some() {
             explain_matching(set, req, trace);
         }
@@ -498,12 +514,12 @@ impl Engine {
         }
 
         // Quotas: every quota of every matched policy, one State call.
-        if let Some((mut batch, origin)) = scratch.take_batch() {
-            if origin.fits(&batch, req, dry_run, &matched) {
-                if origin.per_recipient {
+        if let Some(mut batch) = scratch.take_batch() {
+            if scratch.origin.fits(&batch, req, dry_run, &matched) {
+                if scratch.origin.per_recipient {
                     rerender_recipient_keys(set, &view, &mut batch, scratch.op_refs());
                 }
-                return Some((batch, origin));
+                return Some(batch);
             }
             scratch.recycle(batch);
         }
@@ -611,13 +627,10 @@ impl Engine {
             scratch.recycle(batch);
             return None;
         }
-        let origin = BatchOrigin {
-            matched: matched.iter().map(|&(pi, _)| pi as u32).collect(),
-            size: req.size,
-            per_recipient,
-            last_quota,
-        };
-        Some((batch, origin))
+        scratch
+            .origin
+            .record(&matched, req.size, per_recipient, last_quota);
+        Some(batch)
     }
 
     /// RCPT after the counter call: the quotas' verdicts and near-limit reports.

@@ -32,8 +32,10 @@ pub struct Scratch {
     strings: Vec<String>,
     /// Which quota limit each op of the current batch counts for.
     refs: Vec<OpRef>,
-    /// The last RCPT's batch (the current one's refs are its), and what it was built from.
-    batch: Option<(CounterBatch, BatchOrigin)>,
+    /// The last RCPT's batch, kept whole (the current refs are its).
+    batch: Option<CounterBatch>,
+    /// What the current batch was built from.
+    pub(crate) origin: BatchOrigin,
     /// The last reply, its vectors reused by backends that answer in place.
     reply: Option<CounterReply>,
     /// The last END-OF-MESSAGE results, their strings reused by the in-process state.
@@ -102,19 +104,19 @@ impl Scratch {
     }
 
     /// Keeps an RCPT's batch whole for the next RCPT (see [`BatchOrigin`]).
-    pub(crate) fn keep_batch(&mut self, batch: CounterBatch, origin: BatchOrigin) {
+    pub(crate) fn keep_batch(&mut self, batch: CounterBatch) {
         self.forget_batch();
-        self.batch = Some((batch, origin));
+        self.batch = Some(batch);
     }
 
     /// The kept batch, taken out.
-    pub(crate) fn take_batch(&mut self) -> Option<(CounterBatch, BatchOrigin)> {
+    pub(crate) fn take_batch(&mut self) -> Option<CounterBatch> {
         self.batch.take()
     }
 
     /// Recycles the kept batch's buffers: it no longer fits any request.
     pub(crate) fn forget_batch(&mut self) {
-        if let Some((batch, _)) = self.batch.take() {
+        if let Some(batch) = self.batch.take() {
             self.recycle(batch);
         }
     }
@@ -182,7 +184,8 @@ impl Scratch {
                 self.groups.push(ops);
             }
         }
-        if self.outer.is_none() && outer.capacity() <= MAX_SPARE_GROUPS {
+        // (An END-OF-MESSAGE batch's empty list must not take the place of an RCPT's.)
+        if self.outer.is_none() && outer.capacity() > 0 && outer.capacity() <= MAX_SPARE_GROUPS {
             self.outer = Some(outer);
         }
     }
