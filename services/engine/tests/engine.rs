@@ -345,6 +345,30 @@ fn a_kept_batch_is_reused_only_for_its_own_source_side_and_policy_set() {
     assert_eq!(ask_on(&rcpt("b@x.org", "r5@y.org", ip, "m")), "DUNNO");
 }
 
+/// A message's later RCPTs reuse its first RCPT's batch: keys that depend on the recipient
+/// are its own.
+#[test]
+fn a_reused_batch_counts_each_recipient_on_its_own_key() {
+    let (e, _, _) = engine(quota_policy(
+        "Recipient:user@domain",
+        "RecipientCount",
+        1,
+        "DEFER",
+    ));
+    let mut scratch = Scratch::for_connection();
+    let mut ask_on = |to: &str| {
+        let r = rcpt("a@x.org", to, "192.0.2.1", "m");
+        block_on(e.decide_reusing(&r, &mut scratch))
+            .action
+            .to_string()
+    };
+    assert_eq!(ask_on("r1@y.org"), "DUNNO");
+    assert_eq!(ask_on("r2@y.org"), "DUNNO");
+    assert!(ask_on("r1@y.org").starts_with("DEFER"));
+    assert!(ask_on("r2@y.org").starts_with("DEFER"));
+    assert_eq!(ask_on("r3@y.org"), "DUNNO");
+}
+
 #[test]
 fn monitor_mode_counts_but_answers_dunno() {
     let mut def = quota_policy("Sender:user@domain", "RecipientCount", 1, "REJECT");
