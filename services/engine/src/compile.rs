@@ -214,6 +214,11 @@ impl PolicySet {
         self.policies.iter().filter(|p| !p.disabled).count()
     }
 
+    /// The set's id for [`SourceMemo`]s and kept batches (0: not readied for an engine).
+    pub(crate) fn memo_id(&self) -> u64 {
+        self.memo_id
+    }
+
     /// Readies the set for the engine installing it: every quota's window computed ahead
     /// for the engine's `buckets` sub-buckets per period (compiling assumes the default),
     /// and an id of its own for [`SourceMemo`]s (so that no memo outlives its set).

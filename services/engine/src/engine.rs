@@ -4,7 +4,7 @@
 //! As in Policyd, policies are resolved only at RCPT; END-OF-MESSAGE charges the real size to
 //! the counters recorded for the message at RCPT; other protocol states get DUNNO.
 
-use crate::compile::{LimitKind, Policy, PolicySet, Quota};
+use crate::compile::{Limit, LimitKind, Policy, PolicySet, Quota};
 use crate::scratch::Scratch;
 use crate::spec::{Side, SpecItem};
 use crate::state::{CounterBatch, CounterOp, CounterReply, OpKind, OpResult, Outcome};
@@ -138,36 +138,41 @@ pub(crate) struct OpRef {
 /// explanation.
 type LastQuota = Option<(Arc<str>, Arc<str>)>;
 
-/// What an RCPT's counter batch was built from, besides its policy set and source side
-/// (which the connection's source memo vouches for) and its recipient. A later RCPT of the
-/// same origin (usually the next recipient of the same message) reuses the batch as it is,
-/// but for the keys that depend on the recipient, rendered again in place.
+/// What an RCPT's counter batch was built from. A later RCPT with the same policy set and
+/// matched policies (most RCPTs on a connection) needs a batch of the same shape: the kept
+/// batch is brought up to date in place instead of being built again. Within a message
+/// (the same source side, which the connection's source memo vouches for, instance and
+/// size) only the keys that depend on the recipient are rendered again; otherwise every
+/// key, the instance, the size checks' cost and the message counts' kind.
 #[derive(Debug, Default)]
 pub(crate) struct BatchOrigin {
+    /// The policy set's memo id (0: none).
+    set: u64,
     /// The matched policies' indices.
     matched: Vec<u32>,
     /// The declared size (the cost of size checks).
     size: u64,
     /// Whether a key of the batch depends on the recipient.
     per_recipient: bool,
+    /// The source side changed since the batch was built (the source memo missed).
+    source_changed: bool,
     /// The quota with LastQuota that ended the quotas.
     pub(crate) last_quota: LastQuota,
 }
 
 impl BatchOrigin {
-    /// Whether `batch`, built from this origin, is also the batch of `req` (whose policy
-    /// set and source side are the batch's: the caller knows) matching `matched`, but for
-    /// its recipient.
-    fn fits(
+    /// Whether `batch`, built from this origin, has the shape of the batch of a request
+    /// matching `matched` in `set`: the same ops in the same groups, whatever their keys.
+    fn same_shape(
         &self,
+        set: &PolicySet,
         batch: &CounterBatch,
-        req: &PolicyRequest<'_>,
         dry_run: bool,
         matched: &[(usize, &Policy)],
     ) -> bool {
-        batch.dry_run == dry_run
-            && self.size == req.size
-            && *batch.instance == *req.instance
+        self.set != 0
+            && self.set == set.memo_id()
+            && batch.dry_run == dry_run
             && self.matched.len() == matched.len()
             && self
                 .matched
@@ -176,20 +181,40 @@ impl BatchOrigin {
                 .all(|(&kept, &(now, _))| kept as usize == now)
     }
 
+    /// Whether `batch`, built from this origin, is for `req`'s message: only its recipient
+    /// may differ.
+    fn same_message(&self, batch: &CounterBatch, req: &PolicyRequest<'_>) -> bool {
+        !self.source_changed && self.size == req.size && *batch.instance == *req.instance
+    }
+
     /// Notes what a batch was just built from.
     fn record(
         &mut self,
+        set: &PolicySet,
         matched: &[(usize, &Policy)],
         size: u64,
         per_recipient: bool,
         last_quota: LastQuota,
     ) {
+        self.set = set.memo_id();
         self.matched.clear();
         self.matched
             .extend(matched.iter().map(|&(pi, _)| pi as u32));
         self.size = size;
         self.per_recipient = per_recipient;
+        self.source_changed = false;
         self.last_quota = last_quota;
+    }
+
+    /// Notes that the request's source side is not the one the batch was built for.
+    fn note_source_change(&mut self) {
+        self.source_changed = true;
+    }
+
+    /// Notes that the batch was brought up to date for a message of `size` bytes.
+    fn note_new_message(&mut self, size: u64) {
+        self.size = size;
+        self.source_changed = false;
     }
 }
 
@@ -459,8 +484,8 @@ impl Engine {
         // On the stack (no allocation per request) for up to 16 matched policies.
         let mut matched: SmallVec<[(usize, &Policy); 16]> = SmallVec::new();
         if !set.matching_into(&view, &mut scratch.memo, &mut matched) {
-            // The kept batch may be another source side's, or another set's.
-            scratch.forget_batch();
+            // The kept batch may be another source side's.
+            scratch.origin.note_source_change();
         }
         if matched.is_empty() {
             note(trace, || "No policy matched.".into());
@@ -515,8 +540,11 @@ impl Engine {
 
         // Quotas: every quota of every matched policy, one State call.
         if let Some(mut batch) = scratch.take_batch() {
-            if scratch.origin.fits(&batch, req, dry_run, &matched) {
-                if scratch.origin.per_recipient {
+            if scratch.origin.same_shape(set, &batch, dry_run, &matched) {
+                if !scratch.origin.same_message(&batch, req) {
+                    refresh_for_message(set, &view, &mut batch, scratch.op_refs());
+                    scratch.origin.note_new_message(req.size);
+                } else if scratch.origin.per_recipient {
                     rerender_recipient_keys(set, &view, &mut batch, scratch.op_refs());
                 }
                 return Some(batch);
@@ -560,16 +588,11 @@ impl Engine {
                     let ops = &mut groups[g];
                     match l.kind {
                         LimitKind::MessageCount => {
-                            let kind = if req.instance.is_empty() {
-                                OpKind::Take { cost: 1 }
-                            } else {
-                                OpKind::TakeOncePerMessage
-                            };
                             ops.push(CounterOp {
                                 key,
                                 limit: l.limit,
                                 window,
-                                kind,
+                                kind: message_count_kind(req),
                             });
                             scratch.push_ref(r);
                         }
@@ -589,7 +612,7 @@ impl Engine {
                                 limit: l.limit,
                                 window,
                                 kind: OpKind::Check {
-                                    cost: req.size.max(1),
+                                    cost: size_check_cost(req),
                                 },
                             });
                             let label = scratch.copy(&q.eom_label);
@@ -629,7 +652,7 @@ impl Engine {
         }
         scratch
             .origin
-            .record(&matched, req.size, per_recipient, last_quota);
+            .record(set, &matched, req.size, per_recipient, last_quota);
         Some(batch)
     }
 
@@ -777,6 +800,20 @@ impl Engine {
     }
 }
 
+/// What a message count does: once per message when the request names its message.
+fn message_count_kind(req: &PolicyRequest<'_>) -> OpKind {
+    if req.instance.is_empty() {
+        OpKind::Take { cost: 1 }
+    } else {
+        OpKind::TakeOncePerMessage
+    }
+}
+
+/// What a size check tests: the declared size (1 byte when none is declared).
+fn size_check_cost(req: &PolicyRequest<'_>) -> u64 {
+    req.size.max(1)
+}
+
 /// Renders again, in place, the keys of `batch` that depend on the recipient (`refs`: its
 /// ops' refs, as [`Scratch::op_refs`] holds them).
 fn rerender_recipient_keys(
@@ -785,6 +822,48 @@ fn rerender_recipient_keys(
     batch: &mut CounterBatch,
     refs: &[OpRef],
 ) {
+    for_each_op(set, batch, refs, |quota, limit, op| {
+        if quota.track.per_recipient() {
+            rerender_key(quota, limit, view, op);
+        }
+    });
+}
+
+/// Brings `batch` (of the shape `view`'s request needs) up to date for another message:
+/// every key, the instance, the size checks' cost and the message counts' kind, as
+/// building it for `view`'s request would have made them (`refs`: its ops' refs).
+fn refresh_for_message(
+    set: &PolicySet,
+    view: &RequestView<'_, '_>,
+    batch: &mut CounterBatch,
+    refs: &[OpRef],
+) {
+    let req = view.req;
+    batch.instance.clear();
+    batch.instance.push_str(&req.instance);
+    for_each_op(set, batch, refs, |quota, limit, op| {
+        rerender_key(quota, limit, view, op);
+        match (limit.kind, &mut op.kind) {
+            (LimitKind::MessageCount, kind) => *kind = message_count_kind(req),
+            (_, OpKind::Check { cost }) => *cost = size_check_cost(req),
+            _ => {}
+        }
+    });
+}
+
+/// `op`'s key rendered again for `view`'s request (its head stays).
+fn rerender_key(quota: &Quota, limit: &Limit, view: &RequestView<'_, '_>, op: &mut CounterOp) {
+    op.key.truncate(limit.key_head.len());
+    quota.track.write_value(view, &mut op.key);
+}
+
+/// Calls `f` with every op of `batch` and its quota and limit (`refs`: its ops' refs).
+fn for_each_op(
+    set: &PolicySet,
+    batch: &mut CounterBatch,
+    refs: &[OpRef],
+    mut f: impl FnMut(&Quota, &Limit, &mut CounterOp),
+) {
     // A group's refs are in the order of its ops.
     let mut next: SmallVec<[usize; 8]> = SmallVec::from_elem(0, batch.groups.len());
     for r in refs {
@@ -792,11 +871,11 @@ fn rerender_recipient_keys(
         let k = next[g];
         next[g] += 1;
         let quota = &set.policies[r.policy as usize].quotas[r.quota as usize];
-        if quota.track.per_recipient() {
-            let key = &mut batch.groups[g][k].key;
-            key.truncate(quota.limits[r.limit as usize].key_head.len());
-            quota.track.write_value(view, key);
-        }
+        f(
+            quota,
+            &quota.limits[r.limit as usize],
+            &mut batch.groups[g][k],
+        );
     }
 }
 

@@ -3,10 +3,11 @@
 //!
 //! A batch owns its ops and their key strings (the same batch goes to the in-process
 //! counters or over gRPC). An RCPT's batch is kept whole after the decision: the next RCPT
-//! of the same message usually needs the same batch but for its recipient's keys (see
-//! [`BatchOrigin`]), and building one costs far more than checking that. A batch that does
-//! not fit goes to [`Scratch::recycle`], which keeps its emptied vectors and strings for
-//! building the next one.
+//! usually needs a batch of the same shape (the next recipient of the same message: the
+//! same batch but for its recipient's keys; the next message: other keys and costs), and
+//! bringing it up to date costs far less than building one (see [`BatchOrigin`]). A batch
+//! of another shape goes to [`Scratch::recycle`], which keeps its emptied vectors and
+//! strings for building the next one.
 
 use crate::compile::SourceMemo;
 use crate::engine::{BatchOrigin, OpRef};
@@ -34,7 +35,7 @@ pub struct Scratch {
     refs: Vec<OpRef>,
     /// The last RCPT's batch, kept whole (the current refs are its).
     batch: Option<CounterBatch>,
-    /// What the current batch was built from.
+    /// What the kept (or current) batch was built from.
     pub(crate) origin: BatchOrigin,
     /// The last reply, its vectors reused by backends that answer in place.
     reply: Option<CounterReply>,
@@ -105,20 +106,14 @@ impl Scratch {
 
     /// Keeps an RCPT's batch whole for the next RCPT (see [`BatchOrigin`]).
     pub(crate) fn keep_batch(&mut self, batch: CounterBatch) {
-        self.forget_batch();
-        self.batch = Some(batch);
+        if let Some(old) = self.batch.replace(batch) {
+            self.recycle(old);
+        }
     }
 
     /// The kept batch, taken out.
     pub(crate) fn take_batch(&mut self) -> Option<CounterBatch> {
         self.batch.take()
-    }
-
-    /// Recycles the kept batch's buffers: it no longer fits any request.
-    pub(crate) fn forget_batch(&mut self) {
-        if let Some(batch) = self.batch.take() {
-            self.recycle(batch);
-        }
     }
 
     /// A reply to fill (the previous one's buffers when there is one; its content is stale).
