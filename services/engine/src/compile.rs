@@ -193,8 +193,9 @@ impl Quota {
 pub(crate) struct Limit {
     pub kind: LimitKind,
     pub limit: u64,
-    /// `policy/quota/Kind/`, escaped, computed once: a counter key is this plus the track key.
-    pub key_prefix: Arc<str>,
+    /// `policy/quota/Kind/`, escaped, then the track's [`Track::label`], computed once: a
+    /// counter key is this plus the track's value ([`Track::write_value`]).
+    pub key_head: Arc<str>,
 }
 
 impl PolicySet {
@@ -211,6 +212,11 @@ impl PolicySet {
     /// Number of enabled policies.
     pub fn enabled_policies(&self) -> usize {
         self.policies.iter().filter(|p| !p.disabled).count()
+    }
+
+    /// The set's id for [`SourceMemo`]s and kept batches (0: not readied for an engine).
+    pub(crate) fn memo_id(&self) -> u64 {
+        self.memo_id
     }
 
     /// Readies the set for the engine installing it: every quota's window computed ahead
@@ -240,20 +246,22 @@ impl PolicySet {
 
     /// The enabled policies matching the request, with their indices, in evaluation order,
     /// into `out`. Which members' sources match is taken from `memo` when it holds them for
-    /// this set and this request's source side (else tested, and kept there).
+    /// this set and this request's source side (else tested, and kept there). Returns
+    /// whether `memo` held them: then this request's source side and set are those of every
+    /// request since `memo` last changed.
     pub(crate) fn matching_into<'a>(
         &'a self,
         view: &RequestView<'_, '_>,
         memo: &mut SourceMemo,
         out: &mut SmallVec<[(usize, &'a Policy); 16]>,
-    ) {
+    ) -> bool {
         if self.memo_id == 0 {
             for (i, p) in self.policies.iter().enumerate() {
                 if self.policy_matches(p, view) {
                     out.push((i, p));
                 }
             }
-            return;
+            return false;
         }
         if memo.set == self.memo_id && same_source(memo, view.req) {
             // Only the members whose source matched can match: test their destinations.
@@ -267,7 +275,7 @@ impl PolicySet {
                     out.push((pi, p));
                 }
             }
-            return;
+            return true;
         }
         memo.reset(self.memo_id, view.req);
         for (pi, p) in self.policies.iter().enumerate() {
@@ -286,6 +294,7 @@ impl PolicySet {
                 }
             }
         }
+        false
     }
 
     pub(crate) fn member_matches(&self, m: &Member, view: &RequestView<'_, '_>) -> bool {
@@ -717,6 +726,8 @@ impl Compiler {
                 );
             }
         }
+        // (Without a valid track there is no quota: the label does not matter then.)
+        let track_label = track.as_ref().map_or("", Track::label);
         let mut limits = Vec::new();
         let mut kinds = HashSet::new();
         for (li, l) in q.limits.iter().enumerate() {
@@ -757,7 +768,7 @@ impl Compiler {
             limits.push(Limit {
                 kind,
                 limit: l.limit,
-                key_prefix: crate::engine::counter_key(policy, &q.name, kind, "").into(),
+                key_head: crate::engine::counter_key(policy, &q.name, kind, track_label).into(),
             });
         }
         if !q.disabled && limits.is_empty() {
@@ -910,6 +921,7 @@ mod tests {
         });
 
         let mut memo = SourceMemo::default();
+        let mut last_miss = None;
         let mut outcomes = HashSet::new();
         for (n, req) in requests.iter().enumerate() {
             let view = RequestView::new(req);
@@ -922,7 +934,21 @@ mod tests {
                     .map(|(i, _)| i)
                     .collect();
                 let mut got = SmallVec::new();
-                set.matching_into(&view, &mut memo, &mut got);
+                let remembered = set.matching_into(&view, &mut memo, &mut got);
+                // The memo holds the source side of the last request that missed it.
+                let source = (
+                    set.memo_id,
+                    req.client_address,
+                    req.peer_address,
+                    req.sender.to_string(),
+                    req.sasl_username.to_string(),
+                    req.reverse_client_name.to_string(),
+                );
+                let hit = set.memo_id != 0 && last_miss.as_ref() == Some(&source);
+                assert_eq!(remembered, hit, "request {n}: {req:?}");
+                if set.memo_id != 0 && !hit {
+                    last_miss = Some(source);
+                }
                 let got: Vec<usize> = got.iter().map(|&(i, _)| i).collect();
                 assert_eq!(got, want, "request {n}: {req:?}");
                 outcomes.insert(want);

@@ -4,7 +4,7 @@
 //! As in Policyd, policies are resolved only at RCPT; END-OF-MESSAGE charges the real size to
 //! the counters recorded for the message at RCPT; other protocol states get DUNNO.
 
-use crate::compile::{LimitKind, Policy, PolicySet, Quota};
+use crate::compile::{Limit, LimitKind, Policy, PolicySet, Quota};
 use crate::scratch::Scratch;
 use crate::spec::{Side, SpecItem};
 use crate::state::{CounterBatch, CounterOp, CounterReply, OpKind, OpResult, Outcome};
@@ -137,6 +137,86 @@ pub(crate) struct OpRef {
 /// The quota (and its policy's names) with LastQuota that ended the quotas, for the
 /// explanation.
 type LastQuota = Option<(Arc<str>, Arc<str>)>;
+
+/// What an RCPT's counter batch was built from. A later RCPT with the same policy set and
+/// matched policies (most RCPTs on a connection) needs a batch of the same shape: the kept
+/// batch is brought up to date in place instead of being built again. Within a message
+/// (the same source side, which the connection's source memo vouches for, instance and
+/// size) only the keys that depend on the recipient are rendered again; otherwise every
+/// key, the instance, the size checks' cost and the message counts' kind.
+#[derive(Debug, Default)]
+pub(crate) struct BatchOrigin {
+    /// The policy set's memo id (0: none).
+    set: u64,
+    /// The matched policies' indices.
+    matched: Vec<u32>,
+    /// The declared size (the cost of size checks).
+    size: u64,
+    /// Whether a key of the batch depends on the recipient.
+    per_recipient: bool,
+    /// The source side changed since the batch was built (the source memo missed).
+    source_changed: bool,
+    /// The quota with LastQuota that ended the quotas.
+    pub(crate) last_quota: LastQuota,
+}
+
+impl BatchOrigin {
+    /// Whether `batch`, built from this origin, has the shape of the batch of a request
+    /// matching `matched` in `set`: the same ops in the same groups, whatever their keys.
+    fn same_shape(
+        &self,
+        set: &PolicySet,
+        batch: &CounterBatch,
+        dry_run: bool,
+        matched: &[(usize, &Policy)],
+    ) -> bool {
+        self.set != 0
+            && self.set == set.memo_id()
+            && batch.dry_run == dry_run
+            && self.matched.len() == matched.len()
+            && self
+                .matched
+                .iter()
+                .zip(matched)
+                .all(|(&kept, &(now, _))| kept as usize == now)
+    }
+
+    /// Whether `batch`, built from this origin, is for `req`'s message: only its recipient
+    /// may differ.
+    fn same_message(&self, batch: &CounterBatch, req: &PolicyRequest<'_>) -> bool {
+        !self.source_changed && self.size == req.size && *batch.instance == *req.instance
+    }
+
+    /// Notes what a batch was just built from.
+    fn record(
+        &mut self,
+        set: &PolicySet,
+        matched: &[(usize, &Policy)],
+        size: u64,
+        per_recipient: bool,
+        last_quota: LastQuota,
+    ) {
+        self.set = set.memo_id();
+        self.matched.clear();
+        self.matched
+            .extend(matched.iter().map(|&(pi, _)| pi as u32));
+        self.size = size;
+        self.per_recipient = per_recipient;
+        self.source_changed = false;
+        self.last_quota = last_quota;
+    }
+
+    /// Notes that the request's source side is not the one the batch was built for.
+    fn note_source_change(&mut self) {
+        self.source_changed = true;
+    }
+
+    /// Notes that the batch was brought up to date for a message of `size` bytes.
+    fn note_new_message(&mut self, size: u64) {
+        self.size = size;
+        self.source_changed = false;
+    }
+}
 
 /// An [`OpRef`] resolved against its policy set.
 struct Counted<'a> {
@@ -343,7 +423,7 @@ impl Engine {
             policy,
             quota,
             kind: limit.kind,
-            prefix_len: limit.key_prefix.len(),
+            prefix_len: limit.key_head.len() - quota.track.label().len(),
             monitor: self.is_monitor(policy),
         }
     }
@@ -359,8 +439,7 @@ impl Engine {
         let mut decision = Decision::dunno();
         // Everything but the counter call is synchronous: only the batch, the reply and the
         // decision live in the future across the call.
-        let Some((batch, last_quota)) =
-            self.rcpt_batch(set, req, dry_run, &mut trace, scratch, &mut decision)
+        let Some(batch) = self.rcpt_batch(set, req, dry_run, &mut trace, scratch, &mut decision)
         else {
             return decision;
         };
@@ -372,21 +451,22 @@ impl Engine {
         };
         if self.settle(result, &mut decision, &mut trace, "Quotas") {
             note(&mut trace, || "Quotas:".into());
-            if let Some((q, p)) = &last_quota {
+            if let Some((q, p)) = &scratch.origin.last_quota {
                 note(&mut trace, || {
                     format!("  quota {q:?} of policy {p:?} is LastQuota: later quotas are skipped.")
                 });
             }
             self.rcpt_verdicts(set, &batch, &reply, scratch, &mut decision, &mut trace);
         }
-        scratch.recycle(batch);
+        scratch.keep_batch(batch);
         scratch.keep_reply(reply);
         decision
     }
 
     /// RCPT up to the counter call: policy resolution, AccessControl, then the quotas' batch
-    /// (its ops' quotas in [`Scratch::refs`]). `None` when there is nothing to count: then
-    /// `decision` is final.
+    /// (its ops' quotas in [`Scratch::refs`], what it was built from in [`Scratch::origin`];
+    /// the batch kept from the last RCPT when it fits, see [`BatchOrigin`]). `None` when
+    /// there is nothing to count: then `decision` is final.
     fn rcpt_batch(
         &self,
         set: &PolicySet,
@@ -395,7 +475,7 @@ impl Engine {
         trace: &mut Trace<'_>,
         scratch: &mut Scratch,
         decision: &mut Decision,
-    ) -> Option<(CounterBatch, LastQuota)> {
+    ) -> Option<CounterBatch> {
         if trace.is_some() {
             explain_matching(set, req, trace);
         }
@@ -403,7 +483,10 @@ impl Engine {
         let view = RequestView::new(req);
         // On the stack (no allocation per request) for up to 16 matched policies.
         let mut matched: SmallVec<[(usize, &Policy); 16]> = SmallVec::new();
-        set.matching_into(&view, &mut scratch.memo, &mut matched);
+        if !set.matching_into(&view, &mut scratch.memo, &mut matched) {
+            // The kept batch may be another source side's.
+            scratch.origin.note_source_change();
+        }
         if matched.is_empty() {
             note(trace, || "No policy matched.".into());
             return None;
@@ -456,10 +539,23 @@ impl Engine {
         }
 
         // Quotas: every quota of every matched policy, one State call.
+        if let Some(mut batch) = scratch.take_batch() {
+            if scratch.origin.same_shape(set, &batch, dry_run, &matched) {
+                if !scratch.origin.same_message(&batch, req) {
+                    refresh_for_message(set, &view, &mut batch, scratch.op_refs());
+                    scratch.origin.note_new_message(req.size);
+                } else if scratch.origin.per_recipient {
+                    rerender_recipient_keys(set, &view, &mut batch, scratch.op_refs());
+                }
+                return Some(batch);
+            }
+            scratch.recycle(batch);
+        }
         let mut groups = scratch.groups();
         groups.push(scratch.ops());
         scratch.clear_refs();
         let mut last_quota = None;
+        let mut per_recipient = false;
         'policies: for &(pi, p) in &matched {
             let monitor = self.is_monitor(p);
             let g = if monitor {
@@ -470,23 +566,18 @@ impl Engine {
             };
             for (qi, q) in p.quotas.iter().enumerate() {
                 let window = q.window(self.settings.buckets_per_period);
+                per_recipient |= q.track.per_recipient();
                 // The first limit's key is rendered from the request; the others reuse its
-                // track part.
+                // track value.
                 let mut first_key: Option<(usize, usize)> = None;
                 for (li, l) in q.limits.iter().enumerate() {
-                    let key = match first_key {
-                        None => {
-                            let mut key = scratch.copy(&l.key_prefix);
-                            q.track.write_key_view(&view, &mut key);
-                            key
+                    let mut key = scratch.copy(&l.key_head);
+                    match first_key {
+                        None => q.track.write_value(&view, &mut key),
+                        Some((first, head_len)) => {
+                            key.push_str(&groups[g][first].key[head_len..]);
                         }
-                        Some((first, prefix_len)) => {
-                            let track_key = &groups[g][first].key[prefix_len..];
-                            let mut key = scratch.copy(&l.key_prefix);
-                            key.push_str(track_key);
-                            key
-                        }
-                    };
+                    }
                     let r = OpRef {
                         group: g as u32,
                         policy: pi as u32,
@@ -497,16 +588,11 @@ impl Engine {
                     let ops = &mut groups[g];
                     match l.kind {
                         LimitKind::MessageCount => {
-                            let kind = if req.instance.is_empty() {
-                                OpKind::Take { cost: 1 }
-                            } else {
-                                OpKind::TakeOncePerMessage
-                            };
                             ops.push(CounterOp {
                                 key,
                                 limit: l.limit,
                                 window,
-                                kind,
+                                kind: message_count_kind(req),
                             });
                             scratch.push_ref(r);
                         }
@@ -526,7 +612,7 @@ impl Engine {
                                 limit: l.limit,
                                 window,
                                 kind: OpKind::Check {
-                                    cost: req.size.max(1),
+                                    cost: size_check_cost(req),
                                 },
                             });
                             let label = scratch.copy(&q.eom_label);
@@ -544,7 +630,7 @@ impl Engine {
                         }
                     }
                     if first_key.is_none() {
-                        first_key = Some((first_op, l.key_prefix.len()));
+                        first_key = Some((first_op, l.key_head.len()));
                     }
                 }
                 if q.last_quota {
@@ -564,7 +650,10 @@ impl Engine {
             scratch.recycle(batch);
             return None;
         }
-        Some((batch, last_quota))
+        scratch
+            .origin
+            .record(set, &matched, req.size, per_recipient, last_quota);
+        Some(batch)
     }
 
     /// RCPT after the counter call: the quotas' verdicts and near-limit reports.
@@ -708,6 +797,85 @@ impl Engine {
         }
         scratch.keep_eom_reply(reply);
         decision
+    }
+}
+
+/// What a message count does: once per message when the request names its message.
+fn message_count_kind(req: &PolicyRequest<'_>) -> OpKind {
+    if req.instance.is_empty() {
+        OpKind::Take { cost: 1 }
+    } else {
+        OpKind::TakeOncePerMessage
+    }
+}
+
+/// What a size check tests: the declared size (1 byte when none is declared).
+fn size_check_cost(req: &PolicyRequest<'_>) -> u64 {
+    req.size.max(1)
+}
+
+/// Renders again, in place, the keys of `batch` that depend on the recipient (`refs`: its
+/// ops' refs, as [`Scratch::op_refs`] holds them).
+fn rerender_recipient_keys(
+    set: &PolicySet,
+    view: &RequestView<'_, '_>,
+    batch: &mut CounterBatch,
+    refs: &[OpRef],
+) {
+    for_each_op(set, batch, refs, |quota, limit, op| {
+        if quota.track.per_recipient() {
+            rerender_key(quota, limit, view, op);
+        }
+    });
+}
+
+/// Brings `batch` (of the shape `view`'s request needs) up to date for another message:
+/// every key, the instance, the size checks' cost and the message counts' kind, as
+/// building it for `view`'s request would have made them (`refs`: its ops' refs).
+fn refresh_for_message(
+    set: &PolicySet,
+    view: &RequestView<'_, '_>,
+    batch: &mut CounterBatch,
+    refs: &[OpRef],
+) {
+    let req = view.req;
+    batch.instance.clear();
+    batch.instance.push_str(&req.instance);
+    for_each_op(set, batch, refs, |quota, limit, op| {
+        rerender_key(quota, limit, view, op);
+        match (limit.kind, &mut op.kind) {
+            (LimitKind::MessageCount, kind) => *kind = message_count_kind(req),
+            (_, OpKind::Check { cost }) => *cost = size_check_cost(req),
+            _ => {}
+        }
+    });
+}
+
+/// `op`'s key rendered again for `view`'s request (its head stays).
+fn rerender_key(quota: &Quota, limit: &Limit, view: &RequestView<'_, '_>, op: &mut CounterOp) {
+    op.key.truncate(limit.key_head.len());
+    quota.track.write_value(view, &mut op.key);
+}
+
+/// Calls `f` with every op of `batch` and its quota and limit (`refs`: its ops' refs).
+fn for_each_op(
+    set: &PolicySet,
+    batch: &mut CounterBatch,
+    refs: &[OpRef],
+    mut f: impl FnMut(&Quota, &Limit, &mut CounterOp),
+) {
+    // A group's refs are in the order of its ops.
+    let mut next: SmallVec<[usize; 8]> = SmallVec::from_elem(0, batch.groups.len());
+    for r in refs {
+        let g = r.group as usize;
+        let k = next[g];
+        next[g] += 1;
+        let quota = &set.policies[r.policy as usize].quotas[r.quota as usize];
+        f(
+            quota,
+            &quota.limits[r.limit as usize],
+            &mut batch.groups[g][k],
+        );
     }
 }
 

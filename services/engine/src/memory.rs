@@ -261,6 +261,13 @@ impl std::ops::DerefMut for Sessions {
 }
 
 impl Sessions {
+    /// Removes `instance`'s session, keeping its buffers for a later one.
+    fn end(&mut self, instance: Hashed<'_>) {
+        if let Some((key, session)) = self.table.remove_entry(instance) {
+            self.recycle(key, session);
+        }
+    }
+
     /// Keeps an ended session's buffers for a later one.
     fn recycle(&mut self, mut instance: String, mut session: Session) {
         if self.spare.len() < MAX_SPARE_SESSIONS
@@ -704,19 +711,16 @@ impl MemoryState {
         let mut n = 0;
         if !batch.instance.is_empty() {
             let instance = self.hashed(&batch.instance);
-            let session = {
-                let mut sessions = Self::shard_of(&self.sessions, instance);
-                if batch.dry_run {
-                    sessions.get(instance).map(|s| (String::new(), s.clone()))
-                } else {
-                    sessions.remove_entry(instance)
+            // Charged in place, under its shard's lock (then counters shards' locks: the
+            // nesting run_group uses too), and ended after.
+            let mut sessions = Self::shard_of(&self.sessions, instance);
+            if batch.dry_run {
+                if let Some(session) = sessions.get(instance) {
+                    n = self.charge_session(&mut session.clone(), true, size, now, out);
                 }
-            };
-            if let Some((key, mut session)) = session {
-                n = self.charge_session(&mut session, batch.dry_run, size, now, out);
-                if !batch.dry_run {
-                    Self::shard_of(&self.sessions, instance).recycle(key, session);
-                }
+            } else if let Some(session) = sessions.get_mut(instance) {
+                n = self.charge_session(session, false, size, now, out);
+                sessions.end(instance);
             }
         }
         out.truncate(n);
@@ -743,21 +747,21 @@ impl MemoryState {
         };
         let mut n = 0;
         let mut results: SmallVec<[OpResult; 4]> = SmallVec::new();
+        // Filled in place for each group (a collected vector would be moved).
+        let mut ops: SmallVec<[EomOp<'_>; 4]> = SmallVec::new();
         let mut rest = &session.pending[..];
         while let Some(first) = rest.first() {
             let g = first.group;
             let k = rest.iter().take_while(|p| p.group == g).count();
             let (members, tail) = rest.split_at(k);
             rest = tail;
-            let ops: SmallVec<[EomOp<'_>; 4]> = members
-                .iter()
-                .map(|p| EomOp {
-                    key: session.str(p.key),
-                    limit: p.limit,
-                    window: p.spec,
-                    kind: OpKind::Take { cost: size },
-                })
-                .collect();
+            ops.clear();
+            ops.extend(members.iter().map(|p| EomOp {
+                key: session.str(p.key),
+                limit: p.limit,
+                window: p.spec,
+                kind: OpKind::Take { cost: size },
+            }));
             self.run_group(&batch, None, &ops, &[], now, &mut results);
             for ((p, op), &result) in members.iter().zip(&ops).zip(&results) {
                 let label = session.str(p.label);

@@ -2,11 +2,15 @@
 //! counter batch does not allocate once it has warmed up.
 //!
 //! A batch owns its ops and their key strings (the same batch goes to the in-process
-//! counters or over gRPC). After the decision, [`Scratch::recycle`] keeps the emptied
-//! vectors and strings for the next request.
+//! counters or over gRPC). An RCPT's batch is kept whole after the decision: the next RCPT
+//! usually needs a batch of the same shape (the next recipient of the same message: the
+//! same batch but for its recipient's keys; the next message: other keys and costs), and
+//! bringing it up to date costs far less than building one (see [`BatchOrigin`]). A batch
+//! of another shape goes to [`Scratch::recycle`], which keeps its emptied vectors and
+//! strings for building the next one.
 
 use crate::compile::SourceMemo;
-use crate::engine::OpRef;
+use crate::engine::{BatchOrigin, OpRef};
 use crate::state::{CounterBatch, CounterOp, CounterReply, EomResult, OpKind};
 
 /// Spare ops vectors kept (one per all-or-nothing group; more than one only with monitor
@@ -29,6 +33,10 @@ pub struct Scratch {
     strings: Vec<String>,
     /// Which quota limit each op of the current batch counts for.
     refs: Vec<OpRef>,
+    /// The last RCPT's batch, kept whole (the current refs are its).
+    batch: Option<CounterBatch>,
+    /// What the kept (or current) batch was built from.
+    pub(crate) origin: BatchOrigin,
     /// The last reply, its vectors reused by backends that answer in place.
     reply: Option<CounterReply>,
     /// The last END-OF-MESSAGE results, their strings reused by the in-process state.
@@ -96,6 +104,18 @@ impl Scratch {
         &self.refs
     }
 
+    /// Keeps an RCPT's batch whole for the next RCPT (see [`BatchOrigin`]).
+    pub(crate) fn keep_batch(&mut self, batch: CounterBatch) {
+        if let Some(old) = self.batch.replace(batch) {
+            self.recycle(old);
+        }
+    }
+
+    /// The kept batch, taken out.
+    pub(crate) fn take_batch(&mut self) -> Option<CounterBatch> {
+        self.batch.take()
+    }
+
     /// A reply to fill (the previous one's buffers when there is one; its content is stale).
     pub(crate) fn reply(&mut self) -> CounterReply {
         self.reply.take().unwrap_or_default()
@@ -159,7 +179,8 @@ impl Scratch {
                 self.groups.push(ops);
             }
         }
-        if self.outer.is_none() && outer.capacity() <= MAX_SPARE_GROUPS {
+        // (An END-OF-MESSAGE batch's empty list must not take the place of an RCPT's.)
+        if self.outer.is_none() && outer.capacity() > 0 && outer.capacity() <= MAX_SPARE_GROUPS {
             self.outer = Some(outer);
         }
     }

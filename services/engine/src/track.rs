@@ -81,16 +81,28 @@ impl Track {
 
     /// Appends the key of `req` for this track to `k` (no allocation when `k` has room).
     pub fn write_key(&self, req: &PolicyRequest<'_>, k: &mut String) {
-        self.write_key_view(&RequestView::new(req), k);
+        k.push_str(self.label());
+        self.write_value(&RequestView::new(req), k);
     }
 
-    /// [`Track::write_key`] for a request whose addresses are already split.
-    pub(crate) fn write_key_view(&self, view: &RequestView<'_, '_>, k: &mut String) {
+    /// What every key of this track starts with (`Sender:`, ...; all of it for `Policy`).
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Track::Policy => "Policy",
+            Track::SaslUsername => "SASLUsername:",
+            Track::Sender(_) => "Sender:",
+            Track::Recipient(_) => "Recipient:",
+            Track::SenderIp { .. } => "SenderIP:",
+        }
+    }
+
+    /// Appends the key of a request for this track after its [`Track::label`] (so that a
+    /// counter key's constant head can be copied in one piece).
+    pub(crate) fn write_value(&self, view: &RequestView<'_, '_>, k: &mut String) {
         let req = view.req;
         match self {
-            Track::Policy => k.push_str("Policy"),
+            Track::Policy => {}
             Track::SaslUsername => {
-                k.push_str("SASLUsername:");
                 k.push_str(if req.sasl_username.is_empty() {
                     "-"
                 } else {
@@ -98,44 +110,37 @@ impl Track {
                 });
             }
             Track::Sender(part) => {
-                k.push_str("Sender:");
                 if req.sender.is_empty() {
                     k.push_str("<>");
                 } else {
                     push_part(k, &view.sender, *part);
                 }
             }
-            Track::Recipient(part) => {
-                k.push_str("Recipient:");
-                push_part(k, &view.recipient, *part);
-            }
-            Track::SenderIp { v4, v6 } => {
-                k.push_str("SenderIP:");
-                match req.client_address {
-                    IpAddr::V4(a) => {
-                        let net = Ipv4Net::new(a, *v4).map(|n| n.network()).unwrap_or(a);
-                        for (i, octet) in net.octets().into_iter().enumerate() {
-                            if i > 0 {
-                                k.push('.');
-                            }
-                            push_decimal(k, octet);
+            Track::Recipient(part) => push_part(k, &view.recipient, *part),
+            Track::SenderIp { v4, v6 } => match req.client_address {
+                IpAddr::V4(a) => {
+                    let net = Ipv4Net::new(a, *v4).map(|n| n.network()).unwrap_or(a);
+                    for (i, octet) in net.octets().into_iter().enumerate() {
+                        if i > 0 {
+                            k.push('.');
                         }
-                        k.push('/');
-                        push_decimal(k, *v4);
+                        push_decimal(k, octet);
                     }
-                    IpAddr::V6(a) => {
-                        let net = Ipv6Net::new(a, *v6).map(|n| n.network()).unwrap_or(a);
-                        for (i, seg) in net.segments().iter().enumerate() {
-                            if i > 0 {
-                                k.push(':');
-                            }
-                            let _ = write!(k, "{seg:04x}");
-                        }
-                        k.push('/');
-                        push_decimal(k, *v6);
-                    }
+                    k.push('/');
+                    push_decimal(k, *v4);
                 }
-            }
+                IpAddr::V6(a) => {
+                    let net = Ipv6Net::new(a, *v6).map(|n| n.network()).unwrap_or(a);
+                    for (i, seg) in net.segments().iter().enumerate() {
+                        if i > 0 {
+                            k.push(':');
+                        }
+                        let _ = write!(k, "{seg:04x}");
+                    }
+                    k.push('/');
+                    push_decimal(k, *v6);
+                }
+            },
         }
     }
 }

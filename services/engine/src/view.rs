@@ -17,10 +17,10 @@ pub(crate) struct Address<'r> {
 impl<'r> Address<'r> {
     /// `text`, split once.
     pub fn new(text: &'r str) -> Self {
-        // Addresses are short: a plain scan beats the general substring search.
+        // A vector search from the end (a byte loop costs ~3 instructions per byte).
         Address {
             text,
-            at: text.bytes().rposition(|b| b == b'@'),
+            at: memchr::memrchr(b'@', text.as_bytes()),
         }
     }
 

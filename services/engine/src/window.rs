@@ -11,8 +11,6 @@
 //! The Redis Lua script of the cluster mode implements exactly these rules; a test feeds both
 //! the same sequence and compares every answer.
 
-use std::collections::VecDeque;
-
 /// Parameters of one counter's window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowSpec {
@@ -111,7 +109,10 @@ pub enum TakeOutcome {
 /// One counter: its live sub-buckets, oldest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Window {
-    buckets: VecDeque<(u64, u64)>,
+    /// In increasing index order (a plain vector: reading the newest bucket and the sum
+    /// costs less than with a ring buffer, and dropping old buckets happens once per
+    /// sub-bucket width at most).
+    buckets: Vec<(u64, u64)>,
 }
 
 impl Window {
@@ -128,8 +129,9 @@ impl Window {
     /// Drops buckets no longer counted at `now`.
     pub fn prune(&mut self, spec: WindowSpec, now_ms: u64) {
         let oldest = spec.oldest_counted(now_ms);
-        while matches!(self.buckets.front(), Some(&(j, _)) if j < oldest) {
-            self.buckets.pop_front();
+        let stale = self.buckets.partition_point(|&(j, _)| j < oldest);
+        if stale > 0 {
+            self.buckets.drain(..stale);
         }
     }
 
@@ -174,15 +176,15 @@ impl Window {
             return;
         }
         let cur = spec.bucket_of(now_ms);
-        match self.buckets.back_mut() {
+        match self.buckets.last_mut() {
             Some((j, c)) if *j == cur => *c += cost,
             Some((j, _)) if *j > cur => {
                 // The clock went backwards: charge the newest bucket (never lose a charge).
-                if let Some((_, c)) = self.buckets.back_mut() {
+                if let Some((_, c)) = self.buckets.last_mut() {
                     *c += cost;
                 }
             }
-            _ => self.buckets.push_back((cur, cost)),
+            _ => self.buckets.push((cur, cost)),
         }
     }
 

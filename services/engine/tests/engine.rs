@@ -295,6 +295,164 @@ fn access_control_verdicts_and_chain() {
     }
 }
 
+/// A connection's next RCPT reuses its last batch only when it was built for the same source
+/// side and policy set: one of each, seen in between by a request that counted nothing,
+/// must not let the old batch (another sender's keys, another set's quota) be charged.
+#[test]
+fn a_kept_batch_is_reused_only_for_its_own_source_side_and_policy_set() {
+    // One recipient per sender (RecipientCount 1, by sender); recipients in blocked.example
+    // are refused before any quota.
+    let mut def = quota_policy("Sender:user@domain", "RecipientCount", 1, "DEFER");
+    def.policies.insert(
+        0,
+        PolicyDef {
+            name: "blocked".into(),
+            priority: 5,
+            members: vec![MemberDef {
+                destination: Some("@blocked.example".into()),
+                ..Default::default()
+            }],
+            access_control: vec![AccessControlDef {
+                name: "deny".into(),
+                verdict: "REJECT".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    );
+    let (e, _, _) = engine(def.clone());
+    let mut scratch = Scratch::for_connection();
+    let mut ask_on = |r: &PolicyRequest<'_>| {
+        block_on(e.decide_reusing(r, &mut scratch))
+            .action
+            .to_string()
+    };
+    let ip = "192.0.2.1";
+    assert_eq!(ask_on(&rcpt("a@x.org", "r1@y.org", ip, "m")), "DUNNO");
+    // Another sender: refused by AccessControl, counting nothing.
+    assert_eq!(
+        ask_on(&rcpt("b@x.org", "r2@blocked.example", ip, "m")),
+        "REJECT"
+    );
+    // The same sender as the last request, the same policies and message as the first:
+    // its own sender's first recipient.
+    assert_eq!(ask_on(&rcpt("b@x.org", "r3@y.org", ip, "m")), "DUNNO");
+    assert!(ask_on(&rcpt("b@x.org", "r4@y.org", ip, "m")).starts_with("DEFER"));
+
+    // The same request on a new set (the quota renamed): a new counter.
+    def.policies[1].quotas[0].name = "q2".into();
+    e.replace_policies(compile(&def).unwrap().set);
+    assert_eq!(ask_on(&rcpt("b@x.org", "r5@y.org", ip, "m")), "DUNNO");
+}
+
+/// A message's later RCPTs reuse its first RCPT's batch: keys that depend on the recipient
+/// are its own.
+#[test]
+fn a_reused_batch_counts_each_recipient_on_its_own_key() {
+    let (e, _, _) = engine(quota_policy(
+        "Recipient:user@domain",
+        "RecipientCount",
+        1,
+        "DEFER",
+    ));
+    let mut scratch = Scratch::for_connection();
+    let mut ask_on = |to: &str| {
+        let r = rcpt("a@x.org", to, "192.0.2.1", "m");
+        block_on(e.decide_reusing(&r, &mut scratch))
+            .action
+            .to_string()
+    };
+    assert_eq!(ask_on("r1@y.org"), "DUNNO");
+    assert_eq!(ask_on("r2@y.org"), "DUNNO");
+    assert!(ask_on("r1@y.org").starts_with("DEFER"));
+    assert!(ask_on("r2@y.org").starts_with("DEFER"));
+    assert_eq!(ask_on("r3@y.org"), "DUNNO");
+}
+
+/// Kept batches brought up to date in place decide like batches built afresh: one engine
+/// decides with one connection's scratch, another with fresh buffers, over messages whose
+/// senders, clients, sizes, instances and recipients vary while the same policies match.
+#[test]
+fn reused_batches_decide_like_fresh_ones() {
+    let def: PolicySetDef = toml::from_str(
+        r#"
+[[policy]]
+name = "all"
+priority = 10
+[[policy.member]]
+destination = "any"
+[[policy.quota]]
+name = "per-sender"
+track = "Sender:user@domain"
+period = 3600
+verdict = "DEFER"
+[[policy.quota.limit]]
+type = "MessageCount"
+limit = 3
+[[policy.quota.limit]]
+type = "RecipientCount"
+limit = 5
+[[policy.quota]]
+name = "per-network"
+track = "SenderIP:/24"
+period = 3600
+verdict = "DEFER"
+[[policy.quota.limit]]
+type = "MessageCount"
+limit = 4
+[[policy.quota]]
+name = "size"
+track = "Sender:@domain"
+period = 60
+verdict = "DEFER"
+[[policy.quota.limit]]
+type = "MessageCumulativeSize"
+limit = 30000
+[[policy.quota]]
+name = "per-recipient"
+track = "Recipient:user@domain"
+period = 3600
+verdict = "DEFER"
+[[policy.quota.limit]]
+type = "RecipientCount"
+limit = 2
+"#,
+    )
+    .unwrap();
+    let (reusing, reusing_clock, _) = engine(def.clone());
+    let (fresh, fresh_clock, _) = engine(def);
+    let mut scratch = Scratch::for_connection();
+    let mut refused = 0;
+    for msg in 0..30u32 {
+        let instance = if msg % 5 == 0 {
+            String::new()
+        } else {
+            format!("i{msg}")
+        };
+        let sender = format!("u{}@d{}.example", msg % 4, msg % 2);
+        let ip = format!("10.0.{}.{msg}", msg % 3);
+        let mut requests = Vec::new();
+        for i in 0..=msg % 3 {
+            let to = format!("r{}@x.example", (msg + i) % 4);
+            requests.push(rcpt(&sender, &to, &ip, &instance));
+        }
+        let mut eom = rcpt(&sender, "", &ip, &instance);
+        eom.protocol_state = ProtocolState::EndOfMessage;
+        requests.push(eom);
+        for mut r in requests {
+            r.size = [0, 9_000, 20_000][msg as usize % 3];
+            let a = block_on(reusing.decide_reusing(&r, &mut scratch));
+            let b = block_on(fresh.decide(&r));
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "message {msg}: {r:?}");
+            refused += usize::from(a.action != Action::Dunno);
+            reusing_clock.advance_ms(1_000);
+            fresh_clock.advance_ms(1_000);
+        }
+    }
+    // The limits bind: a counter charged wrongly would show.
+    assert!(refused >= 10, "{refused}");
+}
+
 #[test]
 fn monitor_mode_counts_but_answers_dunno() {
     let mut def = quota_policy("Sender:user@domain", "RecipientCount", 1, "REJECT");
