@@ -24,7 +24,7 @@ use foldhash::quality::RandomState;
 use hashbrown::HashTable;
 use parking_lot::{Mutex, MutexGuard};
 use smallvec::SmallVec;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 /// Settings of the in-process state.
@@ -408,8 +408,16 @@ impl MemoryState {
     fn hashed<'k>(&self, key: &'k str) -> Hashed<'k> {
         Hashed {
             key,
-            hash: self.hasher.hash_one(key),
+            hash: self.hash(key),
         }
+    }
+
+    /// The hash of a stored or looked-up key: its bytes alone (a lookup compares whole keys,
+    /// so the end marker `str`'s `Hash` adds, and its extra mixing step, are not needed).
+    fn hash(&self, key: &str) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        h.write(key.as_bytes());
+        h.finish()
     }
 
     /// The instance's session, created (at `now`) if it does not exist (one lookup).
@@ -431,7 +439,7 @@ impl MemoryState {
                 };
                 (key, session)
             },
-            |k| self.hasher.hash_one(k),
+            |k| self.hash(k),
         )
     }
 
@@ -479,7 +487,7 @@ impl MemoryState {
         let mut window = Window::new();
         let outcome = window.take(spec, now, cost, limit);
         let units = lease(&mut window, outcome);
-        map.insert(key, Counter { spec, window }, |k| self.hasher.hash_one(k));
+        map.insert(key, Counter { spec, window }, |k| self.hash(k));
         (outcome, units)
     }
 
