@@ -1,11 +1,12 @@
 //! In-process counters and message sessions (embedded mode).
 //!
-//! Counters live in sharded maps, each shard behind its own mutex; a key's work happens under
-//! its shard's lock, so every take is atomic. A group's ops are taken in order and refunded
-//! when a later op of the group refuses (the same rule the Redis implementation follows), so
-//! no limit is ever exceeded; under contention two requests may both be refused where one
-//! would have fit (bounded under-admission). Counters idle past their period and sessions
-//! past their TTL are reclaimed by [`MemoryState::sweep`].
+//! Counters live in sharded maps, each shard behind its own mutex (`parking_lot`'s: no
+//! poisoning to check on each lock and unlock); a key's work happens under its shard's lock,
+//! so every take is atomic. A group's ops are taken in order and refunded when a later op of
+//! the group refuses (the same rule the Redis implementation follows), so no limit is ever
+//! exceeded; under contention two requests may both be refused where one would have fit
+//! (bounded under-admission). Counters idle past their period and sessions past their TTL are
+//! reclaimed by [`MemoryState::sweep`].
 //!
 //! As the quota service's state (tests, or a quota service without Redis) it also grants
 //! leases ([`State::apply_leasing`]: extra units charged in the same step as the take, under
@@ -21,9 +22,10 @@ use crate::state::{
 use crate::window::{lease_units, TakeOutcome, Window, WindowSpec};
 use foldhash::quality::RandomState;
 use hashbrown::HashTable;
+use parking_lot::{Mutex, MutexGuard};
 use smallvec::SmallVec;
-use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
 
 /// Settings of the in-process state.
 #[derive(Debug, Clone)]
@@ -355,10 +357,6 @@ impl<V> Table<V> {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl MemoryState {
     /// Empty state reading time from `clock`.
     pub fn new(clock: Arc<dyn Clock>, settings: MemoryStateSettings) -> Self {
@@ -378,7 +376,7 @@ impl MemoryState {
         let now = self.clock.now_ms();
         let mut removed = 0;
         for shard in &self.counters {
-            let mut map = lock(shard);
+            let mut map = shard.lock();
             let before = map.len();
             map.retain(|c| {
                 c.window.prune(c.spec, now);
@@ -388,7 +386,7 @@ impl MemoryState {
         }
         let ttl = self.settings.session_ttl_ms;
         for shard in &self.sessions {
-            let mut map = lock(shard);
+            let mut map = shard.lock();
             let before = map.len();
             map.retain(|s| s.created_ms + ttl > now);
             removed += before - map.len();
@@ -398,20 +396,28 @@ impl MemoryState {
 
     /// Number of live counters.
     pub fn counters(&self) -> usize {
-        self.counters.iter().map(|s| lock(s).len()).sum()
+        self.counters.iter().map(|s| s.lock().len()).sum()
     }
 
     /// Number of live message sessions.
     pub fn sessions(&self) -> usize {
-        self.sessions.iter().map(|s| lock(s).len()).sum()
+        self.sessions.iter().map(|s| s.lock().len()).sum()
     }
 
     /// `key` with its hash, computed once for the shard choice and the table lookup.
     fn hashed<'k>(&self, key: &'k str) -> Hashed<'k> {
         Hashed {
             key,
-            hash: self.hasher.hash_one(key),
+            hash: self.hash(key),
         }
+    }
+
+    /// The hash of a stored or looked-up key: its bytes alone (a lookup compares whole keys,
+    /// so the end marker `str`'s `Hash` adds, and its extra mixing step, are not needed).
+    fn hash(&self, key: &str) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        h.write(key.as_bytes());
+        h.finish()
     }
 
     /// The instance's session, created (at `now`) if it does not exist (one lookup).
@@ -433,13 +439,13 @@ impl MemoryState {
                 };
                 (key, session)
             },
-            |k| self.hasher.hash_one(k),
+            |k| self.hash(k),
         )
     }
 
     fn shard_of<'s, T>(shards: &'s [Mutex<T>], key: Hashed<'_>) -> MutexGuard<'s, T> {
         // Middle bits: the table itself uses the low bits (bucket) and the top seven (tag).
-        lock(&shards[((key.hash >> 32) % shards.len() as u64) as usize])
+        shards[((key.hash >> 32) % shards.len() as u64) as usize].lock()
     }
 
     /// Takes `cost` if it fits (only checks when `dry_run`); a fitting take with `want` > 0
@@ -481,7 +487,7 @@ impl MemoryState {
         let mut window = Window::new();
         let outcome = window.take(spec, now, cost, limit);
         let units = lease(&mut window, outcome);
-        map.insert(key, Counter { spec, window }, |k| self.hasher.hash_one(k));
+        map.insert(key, Counter { spec, window }, |k| self.hash(k));
         (outcome, units)
     }
 

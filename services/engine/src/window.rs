@@ -149,7 +149,19 @@ impl Window {
     /// Whether `cost` would fit under `limit` at `now`, without changing anything.
     #[inline]
     pub fn check(&self, spec: WindowSpec, now_ms: u64, cost: u64, limit: u64) -> TakeOutcome {
-        let used = self.used(spec, now_ms);
+        self.outcome(self.used(spec, now_ms), spec, now_ms, cost, limit)
+    }
+
+    /// Whether `cost` fits under `limit` on top of the level `used` counted at `now`.
+    #[inline]
+    fn outcome(
+        &self,
+        used: u64,
+        spec: WindowSpec,
+        now_ms: u64,
+        cost: u64,
+        limit: u64,
+    ) -> TakeOutcome {
         if used.saturating_add(cost) <= limit {
             TakeOutcome::Admitted { used: used + cost }
         } else {
@@ -160,10 +172,12 @@ impl Window {
         }
     }
 
-    /// Adds `cost` at `now` if it fits under `limit`; otherwise changes nothing.
+    /// Adds `cost` at `now` if it fits under `limit`; otherwise changes nothing. (Pruned
+    /// first, so the level is the sum of every bucket left: no second window arithmetic.)
     pub fn take(&mut self, spec: WindowSpec, now_ms: u64, cost: u64, limit: u64) -> TakeOutcome {
         self.prune(spec, now_ms);
-        let outcome = self.check(spec, now_ms, cost, limit);
+        let used = self.buckets.iter().map(|&(_, c)| c).sum();
+        let outcome = self.outcome(used, spec, now_ms, cost, limit);
         if matches!(outcome, TakeOutcome::Admitted { .. }) {
             self.add(spec, now_ms, cost);
         }
