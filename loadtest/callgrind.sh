@@ -56,10 +56,7 @@ valgrind --tool=callgrind --compress-strings=no --compress-pos=no --callgrind-ou
     2>"$tmp/server.log" &
 pids+=($!)
 vg=$!
-for _ in $(seq 600); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then break; fi
-    sleep 0.1
-done
+wait_port "$PORT" 60 # valgrind starts slowly
 
 "$loadgen" --target "127.0.0.1:$PORT" --connections 8 --requests "$WARM" --warmup 0 \
     >/dev/null

@@ -18,9 +18,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Waits (at most 15 s) until something listens on 127.0.0.1:$1.
+# Waits (at most $2 seconds, default 15) until something listens on 127.0.0.1:$1.
 wait_port() {
-    for _ in $(seq 150); do
+    for _ in $(seq $((${2:-15} * 10))); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
         sleep 0.1
     done
