@@ -276,7 +276,10 @@ async fn import_policyd_sample_database() {
         shared_data("schema-sqlite.sql"),
         shared_data("sample-data.sql")
     );
-    sqlx::raw_sql(&sql).execute(&pool).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&pool)
+        .await
+        .unwrap();
     pool.close().await;
 
     let db = format!("sqlite://{}", dir.path().join("sluice.db").display());

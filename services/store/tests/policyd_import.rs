@@ -211,11 +211,11 @@ async fn imports_a_sqlite_policyd_database() {
         dir.path().join("policyd.db").display()
     );
     let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    sqlx::raw_sql(&read("schema-sqlite.sql"))
+    sqlx::raw_sql(sqlx::AssertSqlSafe(read("schema-sqlite.sql")))
         .execute(&mut conn)
         .await
         .unwrap();
-    sqlx::raw_sql(&read("sample-data.sql"))
+    sqlx::raw_sql(sqlx::AssertSqlSafe(read("sample-data.sql")))
         .execute(&mut conn)
         .await
         .unwrap();
@@ -231,11 +231,11 @@ async fn imports_a_sqlite_policyd_database() {
 async fn imports_a_postgres_policyd_database() {
     let db = common::PgDb::create().await;
     let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    sqlx::raw_sql(&read("schema-postgres.sql"))
+    sqlx::raw_sql(sqlx::AssertSqlSafe(read("schema-postgres.sql")))
         .execute(&mut conn)
         .await
         .unwrap();
-    sqlx::raw_sql(&read("sample-data.sql"))
+    sqlx::raw_sql(sqlx::AssertSqlSafe(read("sample-data.sql")))
         .execute(&mut conn)
         .await
         .unwrap();
@@ -253,8 +253,11 @@ async fn imports_a_mysql_policyd_database() {
     let schema = read("schema-sqlite.sql").replace("AUTOINCREMENT", "AUTO_INCREMENT");
     let db = common::MyDb::create().await;
     let mut conn = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
-    sqlx::raw_sql(&schema).execute(&mut conn).await.unwrap();
-    sqlx::raw_sql(&read("sample-data.sql"))
+    sqlx::raw_sql(sqlx::AssertSqlSafe(schema))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(read("sample-data.sql")))
         .execute(&mut conn)
         .await
         .unwrap();

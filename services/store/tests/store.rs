@@ -165,7 +165,10 @@ async fn direct_sql_change_is_noticed(
 
     let sql = direct();
     let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
-    let done = sqlx::query(&sql).execute(&mut conn).await.unwrap();
+    let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(done.rows_affected(), 1);
     conn.close().await.unwrap();
 
@@ -287,4 +290,25 @@ fn default_database_url_is_a_local_sqlite_file() {
     if std::env::var_os(sluice_store::DATABASE_ENV).is_none() {
         assert_eq!(sluice_store::default_database_url(), "sqlite://sluice.db");
     }
+}
+
+/// The bundled SQLite must carry the fix for CVE-2025-6965 (3.50.2 or newer).
+#[tokio::test]
+async fn bundled_sqlite_is_past_cve_2025_6965() {
+    use sqlx::ConnectOptions;
+    let mut conn = "sqlite::memory:"
+        .parse::<sqlx::sqlite::SqliteConnectOptions>()
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let version: String = sqlx::query_scalar("SELECT sqlite_version()")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let parts: Vec<u32> = version.split('.').map(|p| p.parse().unwrap()).collect();
+    assert!(
+        parts.as_slice() >= [3, 50, 2].as_slice(),
+        "bundled SQLite {version} is older than 3.50.2 (CVE-2025-6965)"
+    );
 }

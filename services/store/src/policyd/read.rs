@@ -3,7 +3,9 @@
 //! Columns are cast in SQL to BIGINT or text so that every backend yields the same types.
 
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+// The SELECTs below are built from this module's constant table and column names (never
+// from input), so they are asserted safe for sqlx's dynamic-SQL check.
+use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
 use crate::error::url_scheme;
 use crate::StoreError;
@@ -189,7 +191,10 @@ pub(super) async fn read_all(conn: &mut AnyConnection, d: Dialect) -> Result<Raw
             "i:Disabled",
         ],
     );
-    for r in sqlx::query(&sql).fetch_all(&mut *conn).await? {
+    for r in sqlx::query(AssertSqlSafe(sql))
+        .fetch_all(&mut *conn)
+        .await?
+    {
         raw.policies.push(RawPolicy {
             id: id(&r, 0)?,
             name: text(&r, 1)?,
@@ -209,7 +214,10 @@ pub(super) async fn read_all(conn: &mut AnyConnection, d: Dialect) -> Result<Raw
             "i:Disabled",
         ],
     );
-    for r in sqlx::query(&sql).fetch_all(&mut *conn).await? {
+    for r in sqlx::query(AssertSqlSafe(sql))
+        .fetch_all(&mut *conn)
+        .await?
+    {
         raw.members.push(RawMember {
             id: id(&r, 0)?,
             policy_id: int(&r, 1)?,
@@ -223,7 +231,10 @@ pub(super) async fn read_all(conn: &mut AnyConnection, d: Dialect) -> Result<Raw
         "policy_groups",
         &["i:ID", "t:Name", "i:Disabled", "t:Comment"],
     );
-    for r in sqlx::query(&sql).fetch_all(&mut *conn).await? {
+    for r in sqlx::query(AssertSqlSafe(sql))
+        .fetch_all(&mut *conn)
+        .await?
+    {
         raw.groups.push(RawGroup {
             id: id(&r, 0)?,
             name: text(&r, 1)?,
@@ -241,7 +252,10 @@ pub(super) async fn read_all(conn: &mut AnyConnection, d: Dialect) -> Result<Raw
             "t:Comment",
         ],
     );
-    for r in sqlx::query(&sql).fetch_all(&mut *conn).await? {
+    for r in sqlx::query(AssertSqlSafe(sql))
+        .fetch_all(&mut *conn)
+        .await?
+    {
         raw.group_members.push(RawGroupMember {
             id: id(&r, 0)?,
             group_id: int(&r, 1)?,
@@ -262,7 +276,10 @@ pub(super) async fn read_all(conn: &mut AnyConnection, d: Dialect) -> Result<Raw
             "i:Disabled",
         ],
     );
-    for r in sqlx::query(&sql).fetch_all(&mut *conn).await? {
+    for r in sqlx::query(AssertSqlSafe(sql))
+        .fetch_all(&mut *conn)
+        .await?
+    {
         raw.access_control.push(RawAccessControl {
             id: id(&r, 0)?,
             policy_id: int(&r, 1)?,
@@ -288,7 +305,10 @@ pub(super) async fn read_all(conn: &mut AnyConnection, d: Dialect) -> Result<Raw
             "i:Disabled",
         ],
     );
-    for r in sqlx::query(&sql).fetch_all(&mut *conn).await? {
+    for r in sqlx::query(AssertSqlSafe(sql))
+        .fetch_all(&mut *conn)
+        .await?
+    {
         raw.quotas.push(RawQuota {
             id: id(&r, 0)?,
             policy_id: int(&r, 1)?,
@@ -313,7 +333,10 @@ pub(super) async fn read_all(conn: &mut AnyConnection, d: Dialect) -> Result<Raw
             "i:Disabled",
         ],
     );
-    for r in sqlx::query(&sql).fetch_all(&mut *conn).await? {
+    for r in sqlx::query(AssertSqlSafe(sql))
+        .fetch_all(&mut *conn)
+        .await?
+    {
         raw.limits.push(RawLimit {
             id: id(&r, 0)?,
             quota_id: int(&r, 1)?,
@@ -326,7 +349,7 @@ pub(super) async fn read_all(conn: &mut AnyConnection, d: Dialect) -> Result<Raw
     for table in UNSUPPORTED_TABLES {
         // A database without a module's tables simply has nothing to import for it.
         let sql = format!("SELECT {} FROM {table}", d.int("COUNT(*)"));
-        if let Ok(row) = sqlx::query(&sql).fetch_one(&mut *conn).await {
+        if let Ok(row) = sqlx::query(AssertSqlSafe(sql)).fetch_one(&mut *conn).await {
             let n = id(&row, 0)?;
             if n > 0 {
                 raw.unsupported.push((table, n));

@@ -37,7 +37,7 @@ impl PgDb {
         let mut admin = sqlx::PgConnection::connect(PG_ADMIN_URL)
             .await
             .expect("PostgreSQL at 127.0.0.1:5432 (user postgres) must be running");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut admin)
             .await
             .expect("create database");
@@ -50,10 +50,10 @@ impl PgDb {
         let mut admin = sqlx::PgConnection::connect(PG_ADMIN_URL)
             .await
             .expect("connect");
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             self.name
-        ))
+        )))
         .execute(&mut admin)
         .await
         .expect("drop database");
@@ -73,7 +73,7 @@ impl MyDb {
         let mut admin = sqlx::MySqlConnection::connect(MYSQL_ADMIN_URL)
             .await
             .expect("MariaDB at 127.0.0.1:3306 (root, no password) must be running");
-        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut admin)
             .await
             .expect("create database");
@@ -86,10 +86,13 @@ impl MyDb {
         let mut admin = sqlx::MySqlConnection::connect(MYSQL_ADMIN_URL)
             .await
             .expect("connect");
-        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {}", self.name))
-            .execute(&mut admin)
-            .await
-            .expect("drop database");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {}",
+            self.name
+        )))
+        .execute(&mut admin)
+        .await
+        .expect("drop database");
         admin.close().await.ok();
     }
 }
