@@ -12,6 +12,7 @@
 use std::io::{self, Write};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::{Level, Metadata};
@@ -24,12 +25,22 @@ const FACILITY_MAIL: u8 = 2;
 /// Longest line sent (longer ones are cut): well under the usual datagram limits.
 const MAX_LINE: usize = 8 * 1024;
 
+/// Bumped by [`reopen`]: each writer reconnects before its next line when it changed.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Makes every syslog writer reconnect to its socket before its next line (on SIGHUP, after
+/// the syslog daemon was restarted or its socket moved).
+pub fn reopen() {
+    GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
 /// A `MakeWriter` sending each log line as one syslog datagram.
 pub struct Syslog {
     path: PathBuf,
     tag: String,
     pid: u32,
-    socket: Mutex<Option<UnixDatagram>>,
+    /// The socket, and the [`GENERATION`] it was opened in.
+    socket: Mutex<(Option<UnixDatagram>, u64)>,
 }
 
 impl Syslog {
@@ -42,7 +53,7 @@ impl Syslog {
             path,
             tag: tag.to_string(),
             pid: std::process::id(),
-            socket: Mutex::new(Some(socket)),
+            socket: Mutex::new((Some(socket), GENERATION.load(Ordering::Relaxed))),
         })
     }
 
@@ -60,15 +71,23 @@ impl Syslog {
         let line = line.strip_suffix(b"\n").unwrap_or(line);
         msg.extend_from_slice(&line[..line.len().min(MAX_LINE)]);
         let mut guard = self.socket.lock().unwrap_or_else(|p| p.into_inner());
+        let (socket, opened_in) = &mut *guard;
+        let generation = GENERATION.load(Ordering::Relaxed);
+        if *opened_in != generation {
+            *socket = None;
+            *opened_in = generation;
+        }
         for attempt in 0..2 {
-            if guard.is_none() {
-                *guard = open(&self.path).ok();
+            if socket.is_none() {
+                *socket = open(&self.path).ok();
             }
-            let Some(socket) = guard.as_ref() else { break };
-            match socket.send(&msg) {
+            let Some(open_socket) = socket.as_ref() else {
+                break;
+            };
+            match open_socket.send(&msg) {
                 Ok(_) => return,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) if attempt == 0 => *guard = None,
+                Err(_) if attempt == 0 => *socket = None,
                 Err(_) => break,
             }
         }
@@ -211,5 +230,35 @@ mod tests {
         let line = std::str::from_utf8(&buf[..n]).unwrap();
         assert!(line.starts_with("<20>"), "{line}");
         assert!(line.ends_with("WARN backend down"), "{line:?}");
+    }
+
+    #[test]
+    fn reopen_moves_lines_to_the_socket_now_at_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let old = UnixDatagram::bind(&path).unwrap();
+        let syslog = Syslog::connect(&path, "sluice").unwrap();
+        // A new daemon binds the path while the old one still holds its (unlinked) socket:
+        // sends keep reaching the old one until the writer reconnects.
+        std::fs::remove_file(&path).unwrap();
+        let new = UnixDatagram::bind(&path).unwrap();
+        new.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        old.set_nonblocking(true).unwrap();
+        syslog.send(Level::INFO, b"before");
+        let mut buf = [0u8; 256];
+        let n = old
+            .recv(&mut buf)
+            .expect("the old socket gets lines before reopen");
+        assert!(std::str::from_utf8(&buf[..n]).unwrap().ends_with("before"));
+        reopen();
+        syslog.send(Level::INFO, b"after");
+        let n = new
+            .recv(&mut buf)
+            .expect("the new socket gets lines after reopen");
+        assert!(std::str::from_utf8(&buf[..n]).unwrap().ends_with("after"));
+        assert!(
+            old.recv(&mut buf).is_err(),
+            "nothing more reaches the old socket"
+        );
     }
 }

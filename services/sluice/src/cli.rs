@@ -106,6 +106,11 @@ pub struct PolicyImportArgs {
     /// Policy database.
     #[command(flatten)]
     pub db: DatabaseArgs,
+    /// The metrics listener of a running `sluice serve` or `edge` on this database: after
+    /// the import, its `/metrics` is read until it reports the new version (at most 3 s),
+    /// and the result is printed. `off` skips the check.
+    #[arg(long, env = "SLUICE_METRICS_LISTEN", default_value = "127.0.0.1:10032")]
+    pub server: String,
 }
 
 /// `sluice policy check`.

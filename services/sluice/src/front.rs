@@ -1,6 +1,6 @@
 //! The front end shared by `serve` and `edge`: policies from the database (compiled in
-//! memory, reloaded on change), the Postfix listeners, the admin listener, and graceful
-//! shutdown on SIGTERM/SIGINT.
+//! memory, reloaded on change), the Postfix listeners, the admin listener, graceful
+//! shutdown on SIGTERM/SIGINT, and SIGHUP handled without stopping.
 
 use crate::config::{Role, Settings};
 use crate::ready::{Counters, FrontReady};
@@ -24,11 +24,13 @@ pub async fn run(
     state: Arc<dyn State>,
     counters: Counters,
     role: Role,
+    hangups: crate::hangup::Hangups,
 ) -> anyhow::Result<ExitCode> {
     // A bad or busy address fails the start at once; but Postfix's listeners are only
     // opened for good once policies are loaded, so that while the database is unreachable
     // at start Postfix gets "connection refused" and its default action at once, instead of
     // a connection that is accepted and never answered.
+    let stop = signal::shutdown();
     bind_listeners(&settings).await?;
     let admin = match settings.admin {
         Some(a) => Some(tokio::net::TcpListener::bind(a).await.with_context(|| {
@@ -70,6 +72,7 @@ pub async fn run(
         version,
     ));
     tokio::spawn(record_database_checks(store.clone()));
+    hangups.spawn(Some(store.clone()));
     let listeners = bind_listeners(&settings).await?;
     let mut servers = tokio::task::JoinSet::new();
     for l in listeners {
@@ -80,7 +83,7 @@ pub async fn run(
             stopped(),
         ));
     }
-    signal::shutdown().await;
+    stop.await;
     let _ = stop_tx.send(true);
     while servers.join_next().await.is_some() {}
     // Leases given back and message sessions stored, so other edges carry on exactly.

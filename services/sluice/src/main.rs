@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod explain;
 mod front;
+mod hangup;
 mod import;
 mod logging;
 mod policy_cmd;

@@ -2,8 +2,10 @@
 
 use crate::cli::{DatabaseArgs, PolicyCheckArgs, PolicyImportArgs};
 use anyhow::Context;
+use sluice_runtime::metrics::{names, unix_now};
 use sluice_store::{policy_file, Store};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 /// Reads and validates a policy file, printing every finding. `None` when it has errors.
 fn read_checked(path: &std::path::Path) -> anyhow::Result<Option<policy_file::ParsedFile>> {
@@ -57,16 +59,94 @@ pub async fn import(args: PolicyImportArgs) -> anyhow::Result<ExitCode> {
     let store = Store::connect(&url)
         .await
         .with_context(|| format!("cannot open {url}"))?;
+    let imported_at = unix_now();
     store.replace_all(&parsed.def).await?;
     let version = store.version().await?;
     store.close().await;
     println!(
-        "Imported {} policies and {} groups from {} into {url} (version {version}); running servers reload within a second.",
+        "Imported {} policies and {} groups from {} into {url} (version {version}).",
         parsed.def.policies.len(),
         parsed.def.groups.len(),
         args.file.display()
     );
+    if args.server != "off" {
+        let server = args.server.clone();
+        let outcome =
+            tokio::task::spawn_blocking(move || wait_for_pickup(&server, version, imported_at))
+                .await?;
+        match outcome {
+            Pickup::Loaded => println!("The server at {} now serves version {version}.", args.server),
+            Pickup::NoServer(why) => println!(
+                "No server answered at http://{}/metrics ({why}): a server on this database loads version {version} within a second of starting or of its next check; --server ADDR names another server's metrics address.",
+                args.server
+            ),
+            Pickup::Stale(Some(seen)) => eprintln!(
+                "warning: the server at {} still serves version {seen} 3 s after the import: it does not read {url}, or cannot (see its log).",
+                args.server
+            ),
+            Pickup::Stale(None) => eprintln!(
+                "warning: the server at {} answers but reports no policy version: is it a sluice serve or edge?",
+                args.server
+            ),
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether a running server picked an import up.
+enum Pickup {
+    /// It reports the imported version, loaded after the import began.
+    Loaded,
+    /// Nothing answered (why).
+    NoServer(String),
+    /// It answers, with another version (or none) after the wait.
+    Stale(Option<f64>),
+}
+
+/// Reads `server`'s `/metrics` until it reports `version` loaded at or after `since` (unix
+/// seconds), for at most 3 s.
+fn wait_for_pickup(server: &str, version: i64, since: f64) -> Pickup {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(1)))
+        .build()
+        .into();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut seen = None;
+    loop {
+        let scrape = agent
+            .get(&format!("http://{server}/metrics"))
+            .call()
+            .and_then(|mut r| r.body_mut().read_to_string());
+        match scrape {
+            Ok(text) => {
+                seen = metric(&text, names::POLICY_SET_VERSION);
+                let loaded_at = metric(&text, names::POLICY_RELOAD_TIMESTAMP).unwrap_or(0.0);
+                // The version number alone is not enough: a replaced SQLite file can repeat
+                // the number the server had loaded from the old file.
+                if seen == Some(version as f64) && loaded_at >= since {
+                    return Pickup::Loaded;
+                }
+            }
+            Err(e) if seen.is_none() => return Pickup::NoServer(e.to_string()),
+            Err(_) => {}
+        }
+        if Instant::now() >= deadline {
+            return Pickup::Stale(seen);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The value of an unlabelled-or-labelled sample `name` in Prometheus text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// `sluice policy export`.

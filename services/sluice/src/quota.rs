@@ -25,6 +25,7 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// Runs the quota service until a shutdown signal.
 pub async fn run(args: RoleArgs, log: &LogArgs) -> anyhow::Result<ExitCode> {
     let check = args.check_config;
+    let given = args.clone();
     let settings = match config::resolve_or_exit(args, Role::Quota) {
         Ok(s) => s,
         Err(code) => return Ok(code),
@@ -33,13 +34,16 @@ pub async fn run(args: RoleArgs, log: &LogArgs) -> anyhow::Result<ExitCode> {
         print!("{settings}");
         return Ok(ExitCode::SUCCESS);
     }
+    let hangups = crate::hangup::Hangups::take_over(Role::Quota, given, &settings)?;
     let telemetry = logging::init_role(log, &settings, Role::Quota)?;
+    hangups.spawn(None);
     let result = serve(settings).await;
     logging::finish(telemetry).await;
     result
 }
 
 async fn serve(settings: config::Settings) -> anyhow::Result<ExitCode> {
+    let stop = signal::shutdown();
     let grpc = settings.grpc_listen.expect("resolved for the quota role");
     let listener = tokio::net::TcpListener::bind(grpc)
         .await
@@ -64,7 +68,7 @@ async fn serve(settings: config::Settings) -> anyhow::Result<ExitCode> {
         drain_timeout: settings.shutdown_grace,
         ..QuotaConfig::default()
     };
-    sluice_quota::serve(listener, state, config, signal::shutdown())
+    sluice_quota::serve(listener, state, config, stop)
         .await
         .context("quota service failed")?;
     tracing::info!("Stopped");

@@ -45,9 +45,12 @@ pub async fn watch(store: Store, engine: Arc<Engine>, poll: Duration, mut loaded
             return;
         }
     };
+    // At first only a version other than the one loaded at start needs a load; after that
+    // every notification does (a replaced SQLite file may repeat a version number).
+    let mut notified = false;
     loop {
         let version = *rx.borrow_and_update();
-        if version != loaded {
+        if notified || version != loaded {
             match load_set(&store, version).await {
                 Ok((set, warnings)) => {
                     let policies = set.enabled_policies();
@@ -62,7 +65,7 @@ pub async fn watch(store: Store, engine: Arc<Engine>, poll: Duration, mut loaded
                         version,
                         "Policy reload failed; still serving the last good set: {e:#}"
                     );
-                    // Do not retry the same broken version until it changes again.
+                    // The same broken version is not retried until it changes again.
                     loaded = version;
                 }
             }
@@ -70,5 +73,6 @@ pub async fn watch(store: Store, engine: Arc<Engine>, poll: Duration, mut loaded
         if rx.changed().await.is_err() {
             return;
         }
+        notified = true;
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::cli::LogArgs;
 use crate::config::{self, Role, RoleArgs, Settings};
+use crate::hangup::Hangups;
 use crate::ready::Counters;
 use crate::{front, logging};
 use anyhow::Context;
@@ -20,6 +21,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// `sluice serve`: counters in process, or in Redis when `--redis` is given.
 pub async fn run(args: RoleArgs, log: &LogArgs) -> anyhow::Result<ExitCode> {
     let check = args.check_config;
+    let given = args.clone();
     let settings = match config::resolve_or_exit(args, Role::Serve) {
         Ok(s) => s,
         Err(code) => return Ok(code),
@@ -28,6 +30,7 @@ pub async fn run(args: RoleArgs, log: &LogArgs) -> anyhow::Result<ExitCode> {
         print!("{settings}");
         return Ok(ExitCode::SUCCESS);
     }
+    let hangups = Hangups::take_over(Role::Serve, given, &settings)?;
     let telemetry = logging::init_role(log, &settings, Role::Serve)?;
     let result = async {
         let (state, counters): (Arc<dyn State>, Counters) = if settings.redis.is_empty() {
@@ -41,7 +44,7 @@ pub async fn run(args: RoleArgs, log: &LogArgs) -> anyhow::Result<ExitCode> {
             let redis: Arc<dyn State> = Arc::new(connect_redis(&settings).await?);
             (redis.clone(), Counters::Redis(redis))
         };
-        front::run(settings, state, counters, Role::Serve).await
+        front::run(settings, state, counters, Role::Serve, hangups).await
     }
     .await;
     logging::finish(telemetry).await;
@@ -51,6 +54,7 @@ pub async fn run(args: RoleArgs, log: &LogArgs) -> anyhow::Result<ExitCode> {
 /// `sluice edge`: counters behind the quota service.
 pub async fn run_edge(args: RoleArgs, log: &LogArgs) -> anyhow::Result<ExitCode> {
     let check = args.check_config;
+    let given = args.clone();
     let settings = match config::resolve_or_exit(args, Role::Edge) {
         Ok(s) => s,
         Err(code) => return Ok(code),
@@ -65,6 +69,7 @@ pub async fn run_edge(args: RoleArgs, log: &LogArgs) -> anyhow::Result<ExitCode>
         lease_multiple: settings.lease_multiple,
         ..RemoteConfig::default()
     };
+    let hangups = Hangups::take_over(Role::Edge, given, &settings)?;
     let telemetry = logging::init_role(log, &settings, Role::Edge)?;
     let result = async {
         let state = Arc::new(
@@ -72,7 +77,14 @@ pub async fn run_edge(args: RoleArgs, log: &LogArgs) -> anyhow::Result<ExitCode>
                 .await
                 .context("invalid quota service settings")?,
         );
-        front::run(settings, state.clone(), Counters::Remote(state), Role::Edge).await
+        front::run(
+            settings,
+            state.clone(),
+            Counters::Remote(state),
+            Role::Edge,
+            hangups,
+        )
+        .await
     }
     .await;
     logging::finish(telemetry).await;

@@ -410,6 +410,18 @@ fn systemd_units_run_their_role_with_enough_time_to_stop() {
         assert_eq!(unit_values(&text, "User"), ["sluice"], "{unit}");
         assert_eq!(unit_values(&text, "ProtectSystem"), ["strict"], "{unit}");
         assert_eq!(unit_values(&text, "NoNewPrivileges"), ["yes"], "{unit}");
+        // Any exit systemd did not ask for is restarted (SIGHUP is a clean exit to systemd,
+        // so on-failure would not restart after it); `systemctl reload` sends SIGHUP, which
+        // the roles handle without stopping.
+        assert_eq!(unit_values(&text, "Restart"), ["always"], "{unit}");
+        assert_eq!(
+            unit_values(&text, "ExecReload"),
+            ["/bin/kill -HUP $MAINPID"],
+            "{unit}"
+        );
+        // Room for the default connection caps (Postfix and HTTP) and the process's own files.
+        let nofile: u64 = unit_values(&text, "LimitNOFILE")[0].parse().unwrap();
+        assert!(nofile >= 8192, "{unit}: LimitNOFILE={nofile}");
         // A configuration error (exit 64) is not retried.
         assert_eq!(
             unit_values(&text, "RestartPreventExitStatus"),

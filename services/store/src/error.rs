@@ -24,6 +24,14 @@ pub enum StoreError {
     /// fit the model (e.g. a negative period written directly in SQL).
     #[error("value out of range: {0}")]
     OutOfRange(String),
+    /// The SQLite database file's path cannot be examined (permissions on its directory?).
+    #[error("cannot examine the policy database file {path}: {source}")]
+    FileCheck {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// Why `stat` failed.
+        source: std::io::Error,
+    },
 }
 
 impl StoreError {
@@ -34,6 +42,7 @@ impl StoreError {
             StoreError::Database(_) => "database",
             StoreError::Migrate(_) => "migrate",
             StoreError::OutOfRange(_) => "out_of_range",
+            StoreError::FileCheck { .. } => "file_check",
         }
     }
 

@@ -1,15 +1,19 @@
 //! The policy store: a SQLite or PostgreSQL database holding one [`PolicySetDef`].
 
 mod rows;
+mod sqlite_file;
 mod watch;
 
+pub use sqlite_file::FileCheck;
 pub use watch::DEFAULT_POLL;
 
 use std::str::FromStr;
 
 use sluice_engine::model::PolicySetDef;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use std::sync::Arc;
+use tokio::sync::Notify;
 
 use crate::error::url_scheme;
 use crate::StoreError;
@@ -35,11 +39,13 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migr
 #[derive(Debug, Clone)]
 pub struct Store {
     backend: Backend,
+    /// Wakes the change watcher for an immediate check ([`Store::check_now`]).
+    check: Arc<Notify>,
 }
 
 #[derive(Debug, Clone)]
 enum Backend {
-    Sqlite(SqlitePool),
+    Sqlite(Arc<sqlite_file::SqliteFile>),
     Postgres(PgPool),
 }
 
@@ -47,7 +53,11 @@ enum Backend {
 macro_rules! on_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
         match &$store.backend {
-            Backend::Sqlite($pool) => $body,
+            Backend::Sqlite(file) => {
+                let pool = file.pool();
+                let $pool: &sqlx::SqlitePool = &pool;
+                $body
+            }
             Backend::Postgres($pool) => $body,
         }
     };
@@ -57,27 +67,17 @@ impl Store {
     /// Connects to `url` (`sqlite:`, `postgres:` or `postgresql:`) and applies pending
     /// migrations. A SQLite file is created if missing and put in WAL mode.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
-        let store = match url_scheme(url).as_str() {
+        let backend = match url_scheme(url).as_str() {
             "sqlite" => {
                 let options = SqliteConnectOptions::from_str(url)?
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
                     .foreign_keys(true);
-                // Each connection to an in-memory database would see its own database.
-                let max = if url.contains(":memory:") { 1 } else { 4 };
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(max)
-                    .connect_with(options)
-                    .await?;
-                Store {
-                    backend: Backend::Sqlite(pool),
-                }
+                let file = sqlite_file::SqliteFile::open(options, url.contains(":memory:")).await?;
+                Backend::Sqlite(Arc::new(file))
             }
             "postgres" | "postgresql" => {
-                let pool = PgPoolOptions::new().max_connections(4).connect(url).await?;
-                Store {
-                    backend: Backend::Postgres(pool),
-                }
+                Backend::Postgres(PgPoolOptions::new().max_connections(4).connect(url).await?)
             }
             scheme => {
                 return Err(StoreError::UnsupportedUrl {
@@ -86,14 +86,42 @@ impl Store {
                 })
             }
         };
+        let store = Store {
+            backend,
+            check: Arc::new(Notify::new()),
+        };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Asks the change watcher ([`Store::watch`]) to check now instead of at its next tick
+    /// (on SIGHUP, say). Does nothing without a watcher.
+    pub fn check_now(&self) {
+        self.check.notify_one();
+    }
+
+    /// For a SQLite file: whether the file at its path is still the one open, reopening a
+    /// replaced file (see [`FileCheck`]). Always [`FileCheck::Same`] for PostgreSQL and
+    /// in-memory databases.
+    pub async fn check_file(&self) -> Result<FileCheck, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(file) => file.check().await,
+            Backend::Postgres(_) => Ok(FileCheck::Same),
+        }
+    }
+
+    /// The SQLite database file, if this store is one.
+    pub fn sqlite_path(&self) -> Option<&std::path::Path> {
+        match &self.backend {
+            Backend::Sqlite(file) => file.path(),
+            Backend::Postgres(_) => None,
+        }
     }
 
     /// Applies pending schema migrations (idempotent; [`Store::connect`] already does it).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
+            Backend::Sqlite(file) => SQLITE_MIGRATIONS.run(&*file.pool()).await?,
             Backend::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
         }
         Ok(())
@@ -239,6 +267,9 @@ impl Store {
 
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
-        on_pool!(self, |pool| pool.close().await)
+        match &self.backend {
+            Backend::Sqlite(file) => file.close().await,
+            Backend::Postgres(pool) => pool.close().await,
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
-use super::{Backend, Store};
+use super::{Backend, FileCheck, Store};
 use crate::StoreError;
 
 /// A sensible polling interval: changes are seen within a quarter of a second.
@@ -16,7 +16,10 @@ pub const DEFAULT_POLL: Duration = Duration::from_millis(250);
 
 impl Store {
     /// Watches the version counter: returns a receiver holding the current version, which
-    /// changes whenever the policy tables do (also for changes made directly in SQL).
+    /// changes whenever the policy tables do (also for changes made directly in SQL). On
+    /// SQLite it also checks that the file at the database's path is the one open: a
+    /// replaced file is reopened and every receiver told (even if the version number is the
+    /// same), a deleted one is reported once and the last policies stay.
     ///
     /// A background task on the current tokio runtime polls every `poll`. It survives a
     /// failing database (logs a warning and tries again at the next tick) and ends when every
@@ -37,11 +40,41 @@ impl Store {
             ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
             ticker.tick().await; // the first tick is immediate
             let mut failing = false;
+            let mut missing = false;
             loop {
                 tokio::select! {
                     _ = tx.closed() => break,
                     _ = ticker.tick() => {}
                     _ = nudge.notified() => {}
+                    _ = store.check.notified() => {}
+                }
+                // A replaced SQLite file is reopened; every receiver is told even when the
+                // new file's version number happens to equal the old one's.
+                let mut reopened = false;
+                match store.check_file().await {
+                    Ok(FileCheck::Same) => {}
+                    Ok(FileCheck::Reopened) => {
+                        tracing::warn!(
+                            path = ?store.sqlite_path(),
+                            "The policy database file was replaced; reopened it and reloading its policies."
+                        );
+                        missing = false;
+                        reopened = true;
+                    }
+                    Ok(FileCheck::Missing) => {
+                        if !missing {
+                            tracing::error!(
+                                path = ?store.sqlite_path(),
+                                "The policy database file was deleted; still serving the last loaded policies. Import policies to that path again (sluice policy import FILE) and they are loaded within a second."
+                            );
+                            missing = true;
+                        }
+                        continue;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "Cannot check the policy database file; retrying.");
+                        continue;
+                    }
                 }
                 match store.version().await {
                     Ok(version) => {
@@ -50,7 +83,7 @@ impl Store {
                             failing = false;
                         }
                         tx.send_if_modified(|current| {
-                            let changed = *current != version;
+                            let changed = reopened || *current != version;
                             *current = version;
                             changed
                         });

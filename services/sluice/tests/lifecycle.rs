@@ -1,0 +1,269 @@
+//! A running `sluice` as operators treat it: SIGHUP out of habit, a policy database file
+//! deleted and imported again at the same path. Real processes, real files, real TCP.
+
+use sluice_test_support::{free_port, wait_listening, Process};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+/// Everything refused for a sender at example.net.
+const REJECT_ALL: &str = r#"
+[[policy]]
+name = "block"
+priority = 10
+  [[policy.member]]
+  source = "@example.net"
+  destination = "any"
+  [[policy.access_control]]
+  name = "deny"
+  verdict = "REJECT"
+  data = "554 5.7.1 blocked"
+"#;
+
+/// A policy for someone else: example.net mail passes (DUNNO).
+const REJECT_OTHERS: &str = r#"
+[[policy]]
+name = "block-other"
+priority = 10
+  [[policy.member]]
+  source = "@example.invalid"
+  destination = "any"
+  [[policy.access_control]]
+  name = "deny"
+  verdict = "REJECT"
+  data = "554 5.7.1 blocked"
+"#;
+
+fn sluice(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("SLUICE_DATABASE")
+        .env_remove("SLUICE_METRICS_LISTEN")
+        .output()
+        .expect("run sluice")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn import(dir: &Path, policies: &str, db: &str, server: &str) -> String {
+    let file = dir.join("policies.toml");
+    std::fs::write(&file, policies).unwrap();
+    let out = sluice(&[
+        "policy",
+        "import",
+        file.to_str().unwrap(),
+        "--database",
+        db,
+        "--server",
+        server,
+    ]);
+    assert!(out.status.success(), "import failed: {}", text(&out));
+    text(&out)
+}
+
+/// One RCPT request from sender@example.net; the action word and text.
+fn ask(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.1\nsender=a@example.net\nrecipient=bob@example.com\ninstance=i1\n\n"
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\n\n") {
+        assert_eq!(
+            s.read(&mut byte).unwrap(),
+            1,
+            "server closed the connection"
+        );
+        buf.push(byte[0]);
+    }
+    String::from_utf8(buf)
+        .unwrap()
+        .trim()
+        .trim_start_matches("action=")
+        .to_string()
+}
+
+fn serve(db: &str, port: u16, metrics: u16, extra: &[&str]) -> Process {
+    let mut args: Vec<String> = [
+        "serve",
+        "--database",
+        db,
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--metrics-listen",
+        &format!("127.0.0.1:{metrics}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Process::start("sluice serve", BIN, &args, Some(port))
+}
+
+fn wait_for_log(p: &Process, needle: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while !p.log().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in the log after {limit:?}:\n{}",
+            p.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sighup_never_stops_serve_and_reports_configuration_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("sluice.db").display());
+    import(dir.path(), REJECT_ALL, &db, "off");
+    let config = dir.path().join("serve.toml");
+    std::fs::write(&config, "monitor = false\n").unwrap();
+    let (port, metrics) = (free_port(), free_port());
+    let mut server = serve(&db, port, metrics, &["--config", config.to_str().unwrap()]);
+    assert!(ask(port).starts_with("554 5.7.1 blocked"));
+
+    for _ in 0..3 {
+        server.signal("HUP");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_for_log(
+        &server,
+        "SIGHUP: configuration unchanged",
+        Duration::from_secs(10),
+    );
+    assert!(
+        server.running(),
+        "SIGHUP stopped the server:\n{}",
+        server.log()
+    );
+    assert!(
+        ask(port).starts_with("554 5.7.1 blocked"),
+        "still serving after SIGHUP"
+    );
+
+    // A changed file is read, and the change reported as pending a restart.
+    std::fs::write(&config, "monitor = true\n").unwrap();
+    server.signal("HUP");
+    wait_for_log(
+        &server,
+        "takes effect at the next restart",
+        Duration::from_secs(10),
+    );
+    assert!(server.log().contains("monitor = true"), "{}", server.log());
+    // A broken file is reported; the running configuration stays.
+    std::fs::write(&config, "monitor = \"perhaps\"\n").unwrap();
+    server.signal("HUP");
+    wait_for_log(
+        &server,
+        "the running configuration stays",
+        Duration::from_secs(10),
+    );
+    assert!(server.running());
+    assert!(ask(port).starts_with("554 5.7.1 blocked"));
+
+    // SIGTERM still stops it cleanly.
+    let status = server.terminate(Duration::from_secs(20));
+    assert!(status.success(), "{status}: {}", server.log());
+}
+
+#[test]
+fn sighup_never_stops_the_quota_service() {
+    let (grpc, metrics) = (free_port(), free_port());
+    let args: Vec<String> = [
+        "quota",
+        "--redis",
+        "redis://127.0.0.1:6379",
+        "--grpc-listen",
+        &format!("127.0.0.1:{grpc}"),
+        "--metrics-listen",
+        &format!("127.0.0.1:{metrics}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut quota = Process::start("sluice quota", BIN, &args, Some(grpc));
+    quota.signal("HUP");
+    wait_for_log(
+        &quota,
+        "SIGHUP: configuration unchanged",
+        Duration::from_secs(10),
+    );
+    assert!(quota.running(), "{}", quota.log());
+    wait_listening(grpc, Duration::from_secs(5), "quota service after SIGHUP");
+    let status = quota.terminate(Duration::from_secs(20));
+    assert!(status.success(), "{status}: {}", quota.log());
+}
+
+#[test]
+fn a_replaced_database_file_is_picked_up_and_import_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.db");
+    let db = format!("sqlite://{}", path.display());
+    import(dir.path(), REJECT_ALL, &db, "off");
+    let (port, metrics) = (free_port(), free_port());
+    let server = serve(&db, port, metrics, &[]);
+    assert!(ask(port).starts_with("554 5.7.1 blocked"));
+
+    // The operator deletes the database and imports again at the same path. The new file's
+    // version number may well equal the old one's.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    wait_for_log(
+        &server,
+        "policy database file was deleted",
+        Duration::from_secs(10),
+    );
+    assert!(
+        ask(port).starts_with("554 5.7.1 blocked"),
+        "the last policies stay"
+    );
+    let said = import(
+        dir.path(),
+        REJECT_OTHERS,
+        &db,
+        &format!("127.0.0.1:{metrics}"),
+    );
+    assert!(
+        said.contains(&format!(
+            "The server at 127.0.0.1:{metrics} now serves version"
+        )),
+        "{said}"
+    );
+    assert_eq!(ask(port), "DUNNO", "{}", server.log());
+    assert!(
+        server.log().contains("file was replaced"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn import_says_when_no_server_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("sluice.db").display());
+    let nobody = free_port();
+    let said = import(dir.path(), REJECT_ALL, &db, &format!("127.0.0.1:{nobody}"));
+    assert!(
+        said.contains(&format!(
+            "No server answered at http://127.0.0.1:{nobody}/metrics"
+        )),
+        "{said}"
+    );
+    assert!(!said.contains("now serves"), "{said}");
+}
