@@ -1,6 +1,6 @@
 //! The `sluice` binary as an operator uses it: real processes, a real SQLite file, real TCP.
 
-use sluice_test_support::{free_port, wait_listening};
+use sluice_test_support::{ask_blocking, free_port, wait_listening};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -53,28 +53,10 @@ impl Serve {
     }
 
     fn ask(&self, sender: &str, instance: &str) -> String {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(
-            s,
-            "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.1\nsender={sender}\nrecipient=bob@example.com\ninstance={instance}\n\n"
+        ask_blocking(
+            self.port,
+            &format!("request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.1\nsender={sender}\nrecipient=bob@example.com\ninstance={instance}"),
         )
-        .unwrap();
-        let mut buf = Vec::new();
-        let mut byte = [0u8; 1];
-        while !buf.ends_with(b"\n\n") {
-            assert_eq!(
-                s.read(&mut byte).unwrap(),
-                1,
-                "server closed the connection"
-            );
-            buf.push(byte[0]);
-        }
-        String::from_utf8(buf)
-            .unwrap()
-            .trim()
-            .trim_start_matches("action=")
-            .to_string()
     }
 }
 

@@ -1,9 +1,7 @@
 //! A running `sluice` as operators treat it: SIGHUP out of habit, a policy database file
 //! deleted and imported again at the same path. Real processes, real files, real TCP.
 
-use sluice_test_support::{free_port, wait_listening, Process};
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use sluice_test_support::{ask_blocking, free_port, output_text, wait_listening, Process};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -47,14 +45,6 @@ fn sluice(args: &[&str]) -> Output {
         .expect("run sluice")
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn import(dir: &Path, policies: &str, db: &str, server: &str) -> String {
     let file = dir.join("policies.toml");
     std::fs::write(&file, policies).unwrap();
@@ -67,34 +57,16 @@ fn import(dir: &Path, policies: &str, db: &str, server: &str) -> String {
         "--server",
         server,
     ]);
-    assert!(out.status.success(), "import failed: {}", text(&out));
-    text(&out)
+    assert!(out.status.success(), "import failed: {}", output_text(&out));
+    output_text(&out)
 }
 
 /// One RCPT request from sender@example.net; the action word and text.
 fn ask(port: u16) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.1\nsender=a@example.net\nrecipient=bob@example.com\ninstance=i1\n\n"
+    ask_blocking(
+        port,
+        "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.1\nsender=a@example.net\nrecipient=bob@example.com\ninstance=i1",
     )
-    .unwrap();
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\n\n") {
-        assert_eq!(
-            s.read(&mut byte).unwrap(),
-            1,
-            "server closed the connection"
-        );
-        buf.push(byte[0]);
-    }
-    String::from_utf8(buf)
-        .unwrap()
-        .trim()
-        .trim_start_matches("action=")
-        .to_string()
 }
 
 fn serve(db: &str, port: u16, metrics: u16, extra: &[&str]) -> Process {

@@ -21,6 +21,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod blocking;
 mod client;
 mod processes;
 mod proxy;
@@ -30,6 +31,7 @@ mod server;
 
 pub mod policies;
 
+pub use blocking::{ask_blocking, output_text};
 pub use client::PolicyClient;
 pub use processes::{free_port, listening, wait_listening, PrivatePostgres, Process};
 pub use proxy::CuttingProxy;
