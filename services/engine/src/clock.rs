@@ -45,7 +45,7 @@ impl ManualClock {
 
     /// Moves time forward by `secs` seconds.
     pub fn advance_secs(&self, secs: u64) {
-        self.advance_ms(secs * 1000);
+        self.advance_ms(secs.saturating_mul(1000));
     }
 
     /// Sets the time.

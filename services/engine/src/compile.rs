@@ -2,6 +2,7 @@
 //! groups resolved (loops and depth checked once, here, not per request), verdicts and tracks
 //! typed, policies sorted by priority. Inert definitions load with a warning.
 
+use crate::bounds;
 use crate::diagnostic::{Diagnostic, Location, Severity};
 use crate::model::{PolicyDef, PolicySetDef, QuotaDef};
 use crate::spec::{parse_item, Side, SpecItem, SpecKind};
@@ -375,6 +376,15 @@ pub fn compile(def: &PolicySetDef) -> Result<Compiled, Vec<Diagnostic>> {
                 format!("duplicate policy name {:?}", p.name),
             );
         }
+        if let Err(e) = bounds::check_priority(i64::from(p.priority)) {
+            c.error(
+                Location::Policy {
+                    policy: pi,
+                    field: "priority",
+                },
+                format!("policy {:?}: {e}", p.name),
+            );
+        }
         policies.push(c.policy(pi, p, def));
     }
     policies.sort_by(|a: &Policy, b: &Policy| {
@@ -694,12 +704,9 @@ impl Compiler {
         let track = Track::parse(&q.track)
             .map_err(|e| self.error(loc("track"), format!("{what}: {e}")))
             .ok();
-        if q.period == 0 {
-            self.error(
-                loc("period"),
-                format!("{what}: period must be at least 1 second"),
-            );
-        }
+        let period_ok = bounds::check_period(q.period)
+            .map_err(|e| self.error(loc("period"), format!("{what}: {e}")))
+            .is_ok();
         let verdict = match Verdict::parse(&q.verdict) {
             Some(Verdict::Ok | Verdict::Pass) | None => {
                 self.error(
@@ -747,6 +754,10 @@ impl Compiler {
                 );
                 continue;
             };
+            // Checked on disabled limits too: enabling one must not need another check.
+            let in_range = bounds::check_limit(kind, l.limit)
+                .map_err(|e| self.error(lloc("limit"), format!("{what}: {e}")))
+                .is_ok();
             if l.disabled {
                 continue;
             }
@@ -760,10 +771,15 @@ impl Compiler {
                 self.warn(
                     lloc("limit"),
                     format!(
-                        "{what}: {} limit 0 refuses everything it counts",
+                        "{what}: {} limit 0 refuses everything it counts \
+                         (Policyd's CounterLimit 0 still let one through per period)",
                         kind.as_str()
                     ),
                 );
+            } else if let Some(w) =
+                bounds::unreachable_limit(kind, l.limit, q.period).filter(|_| in_range && period_ok)
+            {
+                self.warn(lloc("limit"), format!("{what}: {w}"));
             }
             limits.push(Limit {
                 kind,
@@ -777,7 +793,8 @@ impl Compiler {
                 format!("{what} has no enabled limit: it counts nothing and never refuses"),
             );
         }
-        let period_ms = q.period.max(1) * 1000;
+        // In range when the set compiles (else an error above): no overflow either way.
+        let period_ms = bounds::period_ms(q.period);
         let buckets = crate::engine::EngineSettings::default().buckets_per_period;
         Some(Quota {
             name: q.name.as_str().into(),
@@ -960,6 +977,190 @@ mod tests {
             assert_eq!(matched, &*p.name != "disabled", "policy {:?}", p.name);
         }
         assert!(outcomes.len() >= 8, "{outcomes:?}");
+    }
+
+    /// A set of one policy with one quota of `period` seconds and one limit.
+    fn one_quota(priority: i32, period: u64, kind: &str, limit: u64) -> PolicySetDef {
+        PolicySetDef {
+            groups: vec![],
+            policies: vec![PolicyDef {
+                name: "p".into(),
+                priority,
+                members: vec![crate::model::MemberDef::default()],
+                quotas: vec![QuotaDef {
+                    name: "q".into(),
+                    track: "Policy".into(),
+                    period,
+                    verdict: "DEFER".into(),
+                    limits: vec![LimitDef {
+                        kind: kind.into(),
+                        limit,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    /// The single error of compiling `def`: where and what.
+    fn the_error(def: &PolicySetDef) -> (Location, String) {
+        let findings = compile(def).expect_err("must be refused");
+        let errors: Vec<_> = findings
+            .into_iter()
+            .filter(|d| d.severity == Severity::Error)
+            .collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        (errors[0].location.clone(), errors[0].message.clone())
+    }
+
+    const PERIOD: Location = Location::Quota {
+        policy: 0,
+        quota: 0,
+        field: "period",
+    };
+
+    const LIMIT: Location = Location::Limit {
+        policy: 0,
+        quota: 0,
+        limit: 0,
+        field: "limit",
+    };
+
+    #[test]
+    fn periods_are_refused_outside_one_second_to_366_days() {
+        let max = bounds::MAX_PERIOD_SECS;
+        for ok in [1, 60, 3600, 86_400, max] {
+            let set = compile(&one_quota(0, ok, "RecipientCount", 100))
+                .unwrap_or_else(|d| panic!("{ok}: {d:?}"))
+                .set;
+            assert_eq!(set.policies[0].quotas[0].period_ms, ok * 1000);
+        }
+        // max + 1, the period whose milliseconds wrap a u64 (the attack: "per 0s", every
+        // request admitted), Policyd's BIGINT maximum, and u64::MAX.
+        for bad in [
+            max + 1,
+            18_446_744_073_709_552,
+            9_223_372_036_854_775_807,
+            u64::MAX,
+        ] {
+            let (loc, msg) = the_error(&one_quota(0, bad, "RecipientCount", 100));
+            assert_eq!(loc, PERIOD, "{bad}");
+            assert!(msg.contains("366 days") && msg.contains("\"q\""), "{msg}");
+        }
+        let (loc, msg) = the_error(&one_quota(0, 0, "RecipientCount", 100));
+        assert_eq!(loc, PERIOD);
+        assert!(msg.contains("at least 1 second"), "{msg}");
+        // Disabled quotas are held to the same rule.
+        let mut def = one_quota(0, u64::MAX, "RecipientCount", 100);
+        def.policies[0].quotas[0].disabled = true;
+        assert_eq!(the_error(&def).0, PERIOD);
+    }
+
+    #[test]
+    fn limits_are_refused_above_their_maximum() {
+        for kind in ["MessageCount", "RecipientCount"] {
+            let max = bounds::MAX_COUNT_LIMIT;
+            assert!(compile(&one_quota(0, 86_400, kind, max)).is_ok());
+            for bad in [max + 1, u64::MAX] {
+                let (loc, msg) = the_error(&one_quota(0, 86_400, kind, bad));
+                assert_eq!(loc, LIMIT);
+                assert!(msg.contains(kind) && msg.contains("maximum"), "{msg}");
+            }
+        }
+        let max = bounds::MAX_SIZE_LIMIT;
+        let size = "MessageCumulativeSize";
+        assert!(compile(&one_quota(0, 86_400, size, max)).is_ok());
+        // "1000000T": 10^18 bytes.
+        for bad in [max + 1, 1_000_000_000_000_000_000, u64::MAX] {
+            let (loc, msg) = the_error(&one_quota(0, 86_400, size, bad));
+            assert_eq!(loc, LIMIT);
+            assert!(msg.contains("100 TB"), "{msg}");
+        }
+        // A disabled limit too: enabling it later must not let it in unchecked.
+        let mut def = one_quota(0, 3600, size, u64::MAX);
+        def.policies[0].quotas[0].limits[0].disabled = true;
+        assert_eq!(the_error(&def).0, LIMIT);
+    }
+
+    #[test]
+    fn zero_and_never_binding_limits_load_with_a_warning() {
+        let warnings = |def: &PolicySetDef| -> Vec<String> {
+            let c = compile(def).unwrap_or_else(|d| panic!("{d:?}"));
+            c.warnings
+                .into_iter()
+                .filter(|w| w.location == LIMIT)
+                .map(|w| w.message)
+                .collect()
+        };
+        let w = warnings(&one_quota(0, 60, "RecipientCount", 0));
+        assert!(w.len() == 1 && w[0].contains("refuses everything"), "{w:?}");
+        assert!(w[0].contains("Policyd"), "{w:?}");
+        // 100,000 per second is the most a limit may demand and still be said to bind.
+        assert!(warnings(&one_quota(0, 1, "RecipientCount", 100_000)).is_empty());
+        let w = warnings(&one_quota(0, 1, "RecipientCount", 100_001));
+        assert!(w.len() == 1 && w[0].contains("never refuses"), "{w:?}");
+        let w = warnings(&one_quota(0, 1, "MessageCumulativeSize", 20_000_000_000));
+        assert!(w.len() == 1 && w[0].contains("never refuses"), "{w:?}");
+        assert!(warnings(&one_quota(0, 3600, "MessageCumulativeSize", 200_000_000)).is_empty());
+    }
+
+    #[test]
+    fn priorities_are_refused_outside_policyds_smallint() {
+        for ok in [-32_768, 0, 50, 32_767] {
+            assert!(
+                compile(&one_quota(ok, 60, "RecipientCount", 1)).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [-32_769, 32_768, i32::MAX, i32::MIN] {
+            let (loc, msg) = the_error(&one_quota(bad, 60, "RecipientCount", 1));
+            assert_eq!(
+                loc,
+                Location::Policy {
+                    policy: 0,
+                    field: "priority"
+                }
+            );
+            assert!(msg.contains("32767"), "{msg}");
+        }
+    }
+
+    /// A quota of the longest period holds its limit exactly, for every sub-bucket count a
+    /// server accepts, and its window is a year and a day long, not "0 s".
+    #[test]
+    fn the_longest_period_enforces_its_limit() {
+        let def = one_quota(0, bounds::MAX_PERIOD_SECS, "RecipientCount", 100);
+        let mut set = compile(&def).unwrap().set;
+        for buckets in [1, 60, bounds::MAX_BUCKETS_PER_PERIOD] {
+            set.prepare_for_engine(buckets);
+            let window = set.policies[0].quotas[0].window(buckets);
+            assert_eq!(window.period_ms, 31_622_400_000);
+            let mut w = crate::window::Window::new();
+            let t0 = 1_700_000_000_000;
+            let admitted = (0..301)
+                .filter(|i| {
+                    matches!(
+                        w.take(window, t0 + i * 1000, 1, 100),
+                        crate::window::TakeOutcome::Admitted { .. }
+                    )
+                })
+                .count();
+            assert_eq!(admitted, 100, "{buckets} buckets");
+            // Still full just before the period has passed; room once it (and a bucket) has.
+            let last = t0 + 99 * 1000;
+            let full = t0 + window.period_ms - 1;
+            assert!(!matches!(
+                w.take(window, full, 1, 100),
+                crate::window::TakeOutcome::Admitted { .. }
+            ));
+            let free = last + window.period_ms + window.bucket_ms;
+            assert!(matches!(
+                w.take(window, free, 100, 100),
+                crate::window::TakeOutcome::Admitted { .. }
+            ));
+        }
     }
 
     #[test]

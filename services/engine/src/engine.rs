@@ -674,7 +674,7 @@ impl Engine {
                 let is_refused = matches!(res.outcome, Outcome::Refused { .. });
                 let is_near = res.outcome == Outcome::Admitted
                     && op.limit > 0
-                    && res.used * 100 >= op.limit * NEAR_LIMIT_PERCENT
+                    && res.used.saturating_mul(100) >= op.limit.saturating_mul(NEAR_LIMIT_PERCENT)
                     && !matches!(op.kind, OpKind::Check { .. });
                 if trace.is_none() && !is_refused && !is_near {
                     // The usual case: nothing to report, no need to know the op's quota.
@@ -737,7 +737,7 @@ impl Engine {
             instance: scratch.copy(&req.instance),
             dry_run,
             groups: Vec::new(),
-            end_of_message: Some(req.size),
+            end_of_message: Some(crate::bounds::charged_size(req.size)),
         };
         let mut decision = Decision::dunno();
         let mut reply = scratch.eom_reply();
@@ -809,9 +809,10 @@ fn message_count_kind(req: &PolicyRequest<'_>) -> OpKind {
     }
 }
 
-/// What a size check tests: the declared size (1 byte when none is declared).
+/// What a size check tests: the declared size (1 byte when none is declared), capped above
+/// every allowed limit ([`crate::bounds::charged_size`]).
 fn size_check_cost(req: &PolicyRequest<'_>) -> u64 {
-    req.size.max(1)
+    crate::bounds::charged_size(req.size).max(1)
 }
 
 /// Renders again, in place, the keys of `batch` that depend on the recipient (`refs`: its

@@ -2,7 +2,8 @@
 //!
 //! Layout:
 //! - [`model`]: policy definitions as operators write them; [`compile`] validates them into a
-//!   [`PolicySet`] (parsed member specs, verdicts, tracks) with [`Diagnostic`]s.
+//!   [`PolicySet`] (parsed member specs, verdicts, tracks) with [`Diagnostic`]s; [`bounds`]:
+//!   the ranges every period, limit and priority must lie in.
 //! - [`spec`]: member specs (IPs, CIDRs, addresses, `@domain`, `$sasl`, hostnames, `%group`,
 //!   `!` negation, `any`) and their matching.
 //! - [`engine`]: the module chain (AccessControl, then Quotas) over a [`PolicyRequest`]
@@ -15,6 +16,7 @@
 //! tokio's networking, sqlx, redis or tonic.
 #![forbid(unsafe_code)]
 
+pub mod bounds;
 pub mod clock;
 pub mod compile;
 pub mod diagnostic;

@@ -561,3 +561,78 @@ fn idle_counters_and_abandoned_sessions_are_reclaimed() {
     ask(&e, &eom);
     assert_eq!(state.sessions(), 0);
 }
+
+/// The attack of issue 12: a quota whose period overflowed was shown "per 0s" and admitted
+/// 301 of 301 requests against a limit of 100. The longest period allowed holds exactly,
+/// and one second more is refused before it can be installed.
+#[test]
+fn the_longest_period_holds_and_a_longer_one_is_refused() {
+    let mut def = quota_policy("Policy", "RecipientCount", 100, "DEFER");
+    def.policies[0].quotas[0].period = bounds::MAX_PERIOD_SECS;
+    let (e, clock, _) = engine(def.clone());
+    let r = rcpt("a@example.com", "b@example.net", "192.0.2.1", "i");
+    let explained = block_on(e.explain(&r)).to_string();
+    assert!(
+        explained.contains("1/100 per 31622400s: fits"),
+        "{explained}"
+    );
+    let mut admitted = 0;
+    for _ in 0..301 {
+        if ask(&e, &r) == "DUNNO" {
+            admitted += 1;
+        }
+        clock.advance_secs(60);
+    }
+    assert_eq!(admitted, 100);
+    // 300 minutes later the window still holds all 100.
+    assert!(ask(&e, &r).starts_with("DEFER Too much mail"));
+
+    for period in [
+        bounds::MAX_PERIOD_SECS + 1,
+        18_446_744_073_709_552,
+        9_223_372_036_854_775_807,
+    ] {
+        def.policies[0].quotas[0].period = period;
+        let findings = compile(&def).expect_err("refused");
+        assert!(
+            findings.iter().any(|d| d.severity == Severity::Error
+                && d.location
+                    == Location::Quota {
+                        policy: 0,
+                        quota: 0,
+                        field: "period"
+                    }),
+            "{period}: {findings:?}"
+        );
+    }
+}
+
+/// A declared or real size beyond every allowed limit is refused without overflowing any
+/// sum, however large the number Postfix sends.
+#[test]
+fn huge_message_sizes_never_overflow_a_size_quota() {
+    let (e, _, _) = engine(quota_policy(
+        "Sender:user@domain",
+        "MessageCumulativeSize",
+        bounds::MAX_SIZE_LIMIT,
+        "REJECT",
+    ));
+    let mut r = rcpt("a@example.com", "b@example.net", "192.0.2.1", "m1");
+    r.size = u64::MAX;
+    assert_eq!(ask(&e, &r), "REJECT Too much mail");
+    r.size = 1000;
+    assert_eq!(ask(&e, &r), "DUNNO");
+    let mut eom = r.clone();
+    eom.protocol_state = ProtocolState::EndOfMessage;
+    eom.size = u64::MAX;
+    assert_eq!(ask(&e, &eom), "REJECT Too much mail");
+    // The next message fills the window exactly.
+    r.instance = "m2".into();
+    assert_eq!(ask(&e, &r), "DUNNO");
+    eom.instance = "m2".into();
+    eom.size = bounds::MAX_SIZE_LIMIT;
+    assert_eq!(ask(&e, &eom), "DUNNO");
+    r.instance = "m3".into();
+    r.size = 0;
+    assert_eq!(ask(&e, &r), "REJECT Too much mail", "the window is full");
+}

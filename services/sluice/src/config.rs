@@ -416,8 +416,10 @@ pub fn resolve(args: RoleArgs, role: Role) -> Result<Settings, Vec<String>> {
         errors.push("max_request must be at least max_line".into());
     }
     let buckets = a.buckets.unwrap_or(60);
-    if !(1..=3600).contains(&buckets) {
-        errors.push("buckets must be between 1 and 3600".into());
+    // The engine's range: sub-buckets are at least 1 ms wide whatever the period.
+    let max_buckets = sluice_engine::bounds::MAX_BUCKETS_PER_PERIOD;
+    if !(1..=max_buckets).contains(&buckets) {
+        errors.push(format!("buckets must be between 1 and {max_buckets}"));
     }
     let reload_poll = positive(
         &mut errors,

@@ -239,11 +239,19 @@ fn explain_offline_reads_the_database() {
     assert!(t.contains("Action: action=DUNNO"), "{t}");
 }
 
-/// The shared Policyd v2 fixtures, beside the repository (as in CI) .
+/// The shared Policyd v2 fixtures, beside the repository (as in CI), or at /work/shared
+/// (for a worktree elsewhere).
 fn shared_data(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data/policyd-v2")
-        .join(name);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = [
+        root.join("../shared/data/policyd-v2"),
+        root.join("shared/data/policyd-v2"),
+        Path::new("/work/shared/data/policyd-v2").to_path_buf(),
+    ]
+    .into_iter()
+    .find(|d| d.join(name).exists())
+    .unwrap_or_else(|| root.join("../shared/data/policyd-v2"));
+    let path = dir.join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -325,4 +333,171 @@ fn database_down_at_start_refuses_postfix_instead_of_hanging() {
     assert!(child.try_wait().unwrap().is_none(), "keeps retrying");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// A quota of `period` with one limit, as an operator writes it.
+fn quota_file(period: &str, kind: &str, limit: &str) -> String {
+    format!(
+        "[[policy]]\nname = \"p\"\n\n[[policy.member]]\nsource = \"any\"\n\n\
+         [[policy.quota]]\nname = \"q\"\ntrack = \"Sender:user@domain\"\nperiod = {period}\n\
+         verdict = \"DEFER\"\n\n[[policy.quota.limit]]\ntype = \"{kind}\"\nlimit = {limit}\n"
+    )
+}
+
+/// Issue 12: a period whose milliseconds overflow was accepted and never enforced. Every
+/// such value is refused, naming the file, the line and the field; the longest allowed
+/// period is accepted.
+#[test]
+fn check_refuses_periods_and_limits_that_cannot_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    // (period, type, limit, the line of the finding, the field, words of the message)
+    let cases = [
+        (
+            "\"18446744073709552s\"",
+            "RecipientCount",
+            "100",
+            10,
+            "quota \"q\" > period",
+            "366 days",
+        ),
+        (
+            "9223372036854775807",
+            "RecipientCount",
+            "100",
+            10,
+            "quota \"q\" > period",
+            "366 days",
+        ),
+        (
+            "\"99999999999999999999h\"",
+            "RecipientCount",
+            "100",
+            10,
+            "quota \"q\" > period",
+            "too long",
+        ),
+        (
+            "\"366d\"",
+            "RecipientCount",
+            "1000000001",
+            15,
+            "limit #1 > limit",
+            "maximum of 1,000,000,000",
+        ),
+        (
+            "\"1d\"",
+            "MessageCumulativeSize",
+            "\"1000000T\"",
+            15,
+            "limit #1 > limit",
+            "100 TB",
+        ),
+        (
+            "0",
+            "RecipientCount",
+            "100",
+            10,
+            "quota \"q\" > period",
+            "at least 1 second",
+        ),
+    ];
+    for (i, (period, kind, limit, line, field, words)) in cases.into_iter().enumerate() {
+        let name = format!("bad{i}.toml");
+        let file = write(dir.path(), &name, &quota_file(period, kind, limit));
+        let out = sluice(&["policy", "check", &file]);
+        let t = text(&out);
+        assert!(!out.status.success(), "{period} {limit}: {t}");
+        assert!(
+            t.contains(&format!("{name}:{line}: ")),
+            "{period} {limit}: {t}"
+        );
+        assert!(
+            t.contains(field) && t.contains(words),
+            "{period} {limit}: {t}"
+        );
+    }
+
+    // The longest period is fine; one second more is not.
+    let ok = write(
+        dir.path(),
+        "ok.toml",
+        &quota_file("\"366d\"", "RecipientCount", "100"),
+    );
+    let out = sluice(&["policy", "check", "--strict", &ok]);
+    assert!(out.status.success(), "{}", text(&out));
+    let over = write(
+        dir.path(),
+        "over.toml",
+        &quota_file("31622401", "RecipientCount", "100"),
+    );
+    let out = sluice(&["policy", "check", &over]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("over.toml:10: "), "{}", text(&out));
+}
+
+/// `policy import` refuses the overflowing period and leaves the stored set as it was.
+#[test]
+fn import_refuses_a_period_that_cannot_hold_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("sluice.db").display());
+    let good = write(dir.path(), "good.toml", BLOCK_ALL);
+    assert!(sluice(&["policy", "import", &good, "--database", &db])
+        .status
+        .success());
+    let before = text(&sluice(&["policy", "export", "--database", &db]));
+    assert!(before.contains("Blocked by policy"), "{before}");
+
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        &quota_file("\"18446744073709552s\"", "RecipientCount", "100"),
+    );
+    let out = sluice(&["policy", "import", &bad, "--database", &db]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("bad.toml:10: ") && t.contains("period"), "{t}");
+    assert!(t.contains("nothing imported"), "{t}");
+    let after = text(&sluice(&["policy", "export", "--database", &db]));
+    assert_eq!(after, before, "the stored set is unchanged");
+}
+
+/// `import-policyd` on a Policyd database holding a quota whose period is BIGINT's maximum:
+/// that quota (and its limit) is reported as skipped, with the reason, and the rest is
+/// imported; the quota that would never hold is not.
+#[tokio::test(flavor = "multi_thread")]
+async fn import_policyd_skips_a_quota_that_would_never_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = dir.path().join("policyd.db");
+    let url = format!("sqlite://{}?mode=rwc", fixture.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let sql = format!(
+        "{}\n{}\n{}",
+        shared_data("schema-sqlite.sql"),
+        shared_data("sample-data.sql"),
+        "INSERT INTO quotas (ID, PolicyID, Name, Track, Period, Verdict, LastQuota, Disabled)
+           VALUES (20, 3, 'never holds', 'Sender:user@domain', 9223372036854775807, 'DEFER', 0, 0);
+         INSERT INTO quotas_limits (ID, QuotasID, Type, CounterLimit, Disabled)
+           VALUES (100, 20, 'MessageCount', 100, 0);"
+    );
+    sqlx::raw_sql(&sql).execute(&pool).await.unwrap();
+    pool.close().await;
+
+    let db = format!("sqlite://{}", dir.path().join("sluice.db").display());
+    let from = format!("sqlite://{}", fixture.display());
+    let out = sluice(&["import-policyd", "--from", &from, "--database", &db]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let skipped = t.split("Skipped (").nth(1).unwrap_or_default();
+    assert!(
+        skipped.contains("quota #20 \"never holds\": period 9,223,372,036,854,775,807 s is longer than the maximum of 366 days"),
+        "the skip and its reason are reported: {t}"
+    );
+    assert!(
+        skipped.contains("quota limit #100: its quota #20 does not exist or was skipped"),
+        "{t}"
+    );
+    let exported = text(&sluice(&["policy", "export", "--database", &db]));
+    assert!(exported.contains("Default Inbound"), "{exported}");
+    assert!(!exported.contains("never holds"), "{exported}");
+    assert!(!exported.contains("9223372036854775807"), "{exported}");
 }

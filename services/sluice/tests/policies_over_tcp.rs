@@ -856,3 +856,65 @@ async fn monitor_mode_logs_but_answers_dunno() {
     }
     server.shutdown().await;
 }
+
+/// Issue 12: a quota whose period overflowed admitted 301 of 301 requests against a limit
+/// of 100. A quota of the longest period allowed (366 days) enforces its limit exactly:
+/// N admitted, the N+1-th refused, and still refused a day later and just before the
+/// period ends; room returns once the period (and one sub-bucket) has passed.
+#[tokio::test]
+async fn the_longest_period_enforces_its_limit_exactly() {
+    let n = 100;
+    let mut q = quota(
+        "yearly",
+        "Sender:user@domain",
+        "MessageCount",
+        n as u64,
+        "DEFER",
+        Some("yearly quota"),
+    );
+    q.period = sluice_engine::bounds::MAX_PERIOD_SECS;
+    let server = TestServer::start(one_policy(vec![member(None, None)], vec![q], vec![])).await;
+    let clock = server.clock().clone();
+    let mut c = server.client().await;
+    let mut admitted = 0;
+    for i in 0..301 {
+        let answer = c
+            .send(&rcpt("a@x.org", "b@y.org", "192.0.2.1", &format!("m{i}")))
+            .await;
+        if answer == "DUNNO" {
+            admitted += 1;
+        } else {
+            assert!(
+                answer.starts_with("DEFER yearly quota; try again in "),
+                "{answer}"
+            );
+        }
+        if i == n {
+            assert_ne!(answer, "DUNNO", "message N+1 must be refused");
+        }
+    }
+    assert_eq!(admitted, n, "exactly N of 301 admitted");
+
+    clock.advance_secs(86_400);
+    let refused = c.send(&rcpt("a@x.org", "b@y.org", "192.0.2.1", "d1")).await;
+    assert!(refused.starts_with("DEFER yearly quota"), "{refused}");
+    // Just before the period has passed since the burst: still full.
+    clock.advance_secs(sluice_engine::bounds::MAX_PERIOD_SECS - 86_400 - 1);
+    let refused = c.send(&rcpt("a@x.org", "b@y.org", "192.0.2.1", "d2")).await;
+    assert!(refused.starts_with("DEFER yearly quota"), "{refused}");
+    // A period and a sub-bucket (1/60 of it) later: room for N again.
+    clock.advance_secs(sluice_engine::bounds::MAX_PERIOD_SECS / 60 + 2);
+    for i in 0..n {
+        assert_eq!(
+            c.send(&rcpt("a@x.org", "b@y.org", "192.0.2.1", &format!("n{i}")))
+                .await,
+            "DUNNO",
+            "message {i} of the next period"
+        );
+    }
+    assert!(c
+        .send(&rcpt("a@x.org", "b@y.org", "192.0.2.1", "n-over"))
+        .await
+        .starts_with("DEFER"));
+    server.shutdown().await;
+}

@@ -241,6 +241,63 @@ fn bad_period_string_names_line_and_field() {
     assert!(err.message.contains("invalid period"), "{err}");
 }
 
+/// Issue 12: values that overflow (or whose milliseconds overflow) are refused at their
+/// line and field, whether the unit parser or the engine's range check finds them.
+#[test]
+fn periods_and_limits_out_of_range_name_line_and_field() {
+    let period = r#"policy "Inbound" > quota "per sender" > period"#;
+    for (bad, words) in [
+        (
+            "\"18446744073709552s\"",
+            "longer than the maximum of 366 days",
+        ),
+        ("9223372036854775807", "longer than the maximum of 366 days"),
+        ("\"31622401s\"", "31,622,401 s is longer than the maximum"),
+        (
+            "\"99999999999999999999h\"",
+            "too long: the maximum is 366 days",
+        ),
+        ("\"30500568904944w\"", "too long"),
+    ] {
+        let text = GOOD.replace("period = \"1h\"", &format!("period = {bad}"));
+        let err = only_error(parse("policies.toml", &text));
+        assert_eq!(err.line, line_of(&text, bad), "{err}");
+        assert_eq!(err.field, period, "{err}");
+        assert!(err.message.contains(words), "{bad}: {err}");
+    }
+    let text = GOOD.replace("period = \"1h\"", "period = \"366d\"");
+    parse("policies.toml", &text).unwrap_or_else(|e| panic!("{e:#?}"));
+
+    let size = r#"policy "Inbound" > quota "per sender" > limit #2 > limit"#;
+    for (bad, words) in [
+        ("\"1000000T\"", "above the maximum of 100 TB"),
+        ("\"100000000TB\"", "too large"),
+        ("\"100.000000001TB\"", "above the maximum of 100 TB"),
+    ] {
+        let text = GOOD.replace("limit = \"10MB\"", &format!("limit = {bad}"));
+        let err = only_error(parse("policies.toml", &text));
+        assert_eq!(err.line, line_of(&text, bad), "{err}");
+        assert_eq!(err.field, size, "{err}");
+        assert!(err.message.contains(words), "{bad}: {err}");
+    }
+    let text = GOOD.replace("limit = \"10MB\"", "limit = \"100TB\"");
+    parse("policies.toml", &text).unwrap_or_else(|e| panic!("{e:#?}"));
+
+    let text = GOOD.replace("limit = 500", "limit = 1000000001");
+    let err = only_error(parse("policies.toml", &text));
+    assert_eq!(err.line, line_of(&text, "1000000001"), "{err}");
+    assert_eq!(
+        err.field,
+        r#"policy "Inbound" > quota "per sender" > limit #1 > limit"#
+    );
+    assert!(err.message.contains("1,000,000,000"), "{err}");
+
+    let text = GOOD.replace("priority = 10", "priority = 40000");
+    let err = only_error(parse("policies.toml", &text));
+    assert_eq!(err.line, line_of(&text, "40000"), "{err}");
+    assert_eq!(err.field, r#"policy "Inbound" > priority"#);
+}
+
 #[test]
 fn bad_size_and_count_units_are_refused() {
     let text = GOOD

@@ -286,3 +286,145 @@ async fn refuses_other_urls_and_missing_tables() {
         "not a Policyd database: {err}"
     );
 }
+
+/// Numbers a Policyd database can hold but no quota can enforce (issue 12): a period of
+/// BIGINT's maximum (its milliseconds wrapped and the quota admitted everything), a period
+/// one second over 366 days, and limits above the engine's maxima. Beside them, the
+/// longest valid period and the largest valid size.
+const OUT_OF_RANGE: &str = "
+INSERT INTO quotas (ID, PolicyID, Name, Track, Period, Verdict, LastQuota, Disabled)
+  VALUES (20, 3, 'never holds', 'Sender:user@domain', 9223372036854775807, 'DEFER', 0, 0);
+INSERT INTO quotas_limits (ID, QuotasID, Type, CounterLimit, Disabled) VALUES (100, 20, 'MessageCount', 100, 0);
+INSERT INTO quotas (ID, PolicyID, Name, Track, Period, Verdict, LastQuota, Disabled)
+  VALUES (21, 3, 'a day too long', 'Sender:@domain', 31622401, 'DEFER', 0, 0);
+INSERT INTO quotas_limits (ID, QuotasID, Type, CounterLimit, Disabled) VALUES (101, 21, 'MessageCount', 100, 0);
+INSERT INTO quotas (ID, PolicyID, Name, Track, Period, Verdict, LastQuota, Disabled)
+  VALUES (22, 3, 'yearly', 'Sender:@domain', 31622400, 'DEFER', 0, 0);
+INSERT INTO quotas_limits (ID, QuotasID, Type, CounterLimit, Disabled) VALUES (102, 22, 'MessageCount', 9223372036854775807, 0);
+INSERT INTO quotas_limits (ID, QuotasID, Type, CounterLimit, Disabled) VALUES (103, 22, 'MessageCount', 1000, 0);
+INSERT INTO quotas_limits (ID, QuotasID, Type, CounterLimit, Disabled) VALUES (104, 22, 'MessageCumulativeSize', 9223372036854775807, 0);
+INSERT INTO quotas_limits (ID, QuotasID, Type, CounterLimit, Disabled) VALUES (105, 22, 'MessageCumulativeSize', 97656250000, 0);
+";
+
+fn check_out_of_range(report: &ImportReport) {
+    let text = report.to_string();
+    let skipped = |what: &str, why: &str| {
+        assert!(
+            report
+                .skipped
+                .iter()
+                .any(|s| s.what.starts_with(what) && s.why.contains(why)),
+            "expected a skip of {what:?} because {why:?}:\n{text}"
+        )
+    };
+    skipped(
+        "quota #20 \"never holds\"",
+        "period 9,223,372,036,854,775,807 s is longer than the maximum of 366 days",
+    );
+    skipped(
+        "quota limit #100",
+        "quota #20 does not exist or was skipped",
+    );
+    skipped(
+        "quota #21 \"a day too long\"",
+        "period 31,622,401 s is longer than the maximum of 366 days",
+    );
+    skipped(
+        "quota limit #101",
+        "quota #21 does not exist or was skipped",
+    );
+    skipped(
+        "quota limit #102 of quota \"yearly\"",
+        "RecipientCount limit 9,223,372,036,854,775,807 is above the maximum of 1,000,000,000",
+    );
+    skipped(
+        "quota limit #104 of quota \"yearly\"",
+        "limit 9223372036854775807 kB is above the maximum of 100 TB",
+    );
+    assert!(text.contains("\nSkipped ("), "{text}");
+
+    let inbound = &report.def.policies[2];
+    assert_eq!(inbound.name, "Default Inbound");
+    let quotas: Vec<(&str, u64)> = inbound
+        .quotas
+        .iter()
+        .map(|q| (q.name.as_str(), q.period))
+        .collect();
+    assert_eq!(
+        quotas,
+        [
+            ("Limit incoming user", 3600),
+            ("Limit incoming IP", 3600),
+            ("Incoming to user", 3600),
+            ("yearly", 31_622_400),
+        ],
+        "{text}"
+    );
+    let yearly: Vec<(&str, u64)> = inbound.quotas[3]
+        .limits
+        .iter()
+        .map(|l| (l.kind.as_str(), l.limit))
+        .collect();
+    assert_eq!(
+        yearly,
+        [
+            ("RecipientCount", 1000),
+            ("MessageCumulativeSize", 100_000_000_000_000)
+        ]
+    );
+    // What is imported validates, so `sluice import-policyd` writes it.
+    sluice_engine::compile(&report.def).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+}
+
+#[tokio::test]
+async fn out_of_range_numbers_are_skipped_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("policyd.db").display()
+    );
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    for sql in [
+        read("schema-sqlite.sql"),
+        read("sample-data.sql"),
+        OUT_OF_RANGE.into(),
+    ] {
+        sqlx::raw_sql(&sql).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+    check_out_of_range(&import_policyd(&url).await.unwrap());
+}
+
+#[tokio::test]
+async fn out_of_range_numbers_are_skipped_postgres() {
+    let db = common::PgDb::create().await;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    for sql in [
+        read("schema-postgres.sql"),
+        read("sample-data.sql"),
+        OUT_OF_RANGE.into(),
+    ] {
+        sqlx::raw_sql(&sql).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+    let report = import_policyd(&db.url).await;
+    db.drop_db().await;
+    check_out_of_range(&report.unwrap());
+}
+
+#[tokio::test]
+async fn out_of_range_numbers_are_skipped_mysql() {
+    let db = common::MyDb::create().await;
+    let mut conn = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
+    for sql in [
+        read("schema-sqlite.sql").replace("AUTOINCREMENT", "AUTO_INCREMENT"),
+        read("sample-data.sql"),
+        OUT_OF_RANGE.into(),
+    ] {
+        sqlx::raw_sql(&sql).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+    let report = import_policyd(&db.url).await;
+    db.drop_db().await;
+    check_out_of_range(&report.unwrap());
+}

@@ -1,4 +1,17 @@
 //! Human units in the policy file: periods (`"1h"`) and sizes (`"10MB"`).
+//!
+//! These only turn text into numbers, refusing what does not even fit a `u64`; the ranges a
+//! period or a limit must lie in are the engine's ([`sluice_engine::bounds`]), checked when
+//! the set is compiled, so that every way in (file, Policyd import, database) agrees.
+
+use std::num::{IntErrorKind, ParseIntError};
+
+use sluice_engine::bounds::{MAX_PERIOD_SECS, MAX_SIZE_LIMIT};
+
+/// Whether a failed integer parse failed because the number is too large.
+fn overflowed(e: &ParseIntError) -> bool {
+    *e.kind() == IntErrorKind::PosOverflow
+}
 
 /// Parses a period: whole seconds (`"90"`) or a number with one unit: `s`, `m`, `h`, `d` or
 /// `w` (`"90s"`, `"30m"`, `"1h"`, `"1d"`, `"2w"`).
@@ -12,7 +25,6 @@ pub fn parse_period(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| invalid())?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "s" => 1,
         "m" => 60,
@@ -21,8 +33,16 @@ pub fn parse_period(text: &str) -> Result<u64, String> {
         "w" => 604_800,
         _ => return Err(invalid()),
     };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("period {text:?} is too long"))
+    let too_long =
+        || format!("period {text:?} is too long: the maximum is 366 days ({MAX_PERIOD_SECS} s)");
+    let n: u64 = digits.parse().map_err(|e| {
+        if overflowed(&e) {
+            too_long()
+        } else {
+            invalid()
+        }
+    })?;
+    n.checked_mul(mult).ok_or_else(too_long)
 }
 
 /// Parses a size in bytes: a whole or decimal number with an optional unit, case-insensitive:
@@ -52,21 +72,23 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "tib" => 1 << 40,
         _ => return Err(invalid()),
     };
-    let too_big = || format!("size {text:?} is too large");
+    let too_big = || {
+        format!(
+            "size {text:?} is too large: the maximum size limit is 100 TB ({MAX_SIZE_LIMIT} bytes)"
+        )
+    };
+    let parse = |digits: &str| -> Result<u64, String> {
+        digits
+            .parse()
+            .map_err(|e| if overflowed(&e) { too_big() } else { invalid() })
+    };
     match number.split_once('.') {
-        None => {
-            let n: u64 = number.parse().map_err(|_| invalid())?;
-            n.checked_mul(mult).ok_or_else(too_big)
-        }
+        None => parse(number)?.checked_mul(mult).ok_or_else(too_big),
         Some((whole, frac)) => {
             if frac.is_empty() || frac.len() > 9 || frac.contains('.') {
                 return Err(invalid());
             }
-            let whole: u64 = if whole.is_empty() {
-                0
-            } else {
-                whole.parse().map_err(|_| invalid())?
-            };
+            let whole: u64 = if whole.is_empty() { 0 } else { parse(whole)? };
             let frac_n: u128 = frac.parse().map_err(|_| invalid())?;
             let scale = 10u128.pow(frac.len() as u32);
             let bytes = u128::from(whole) * u128::from(mult) + frac_n * u128::from(mult) / scale;
@@ -91,6 +113,43 @@ mod tests {
             assert!(parse_period(bad).is_err(), "{bad:?} should be refused");
         }
         assert!(parse_period("99999999999999999999d").is_err());
+    }
+
+    /// Numbers too large for a u64 (or whose seconds are) are refused as too long or too
+    /// large, not as malformed; numbers that fit are left to the engine's range check.
+    #[test]
+    fn overflow_is_refused_as_too_long_or_too_large() {
+        for text in [
+            "99999999999999999999h",
+            "99999999999999999999",
+            "18446744073709551616s",
+            "30500568904944w",
+            "213503982334602d",
+        ] {
+            let err = parse_period(text).unwrap_err();
+            assert!(
+                err.contains("too long") && err.contains("366 days"),
+                "{err}"
+            );
+        }
+        // Fits in a u64: parsed; the engine refuses it (bounds::check_period).
+        assert_eq!(
+            parse_period("18446744073709552s"),
+            Ok(18_446_744_073_709_552)
+        );
+        assert_eq!(parse_period("18446744073709551615"), Ok(u64::MAX));
+        for text in [
+            "100000000TB",
+            "18446744073709551616",
+            "99999999999999999999.5KB",
+            "20000000TiB",
+        ] {
+            let err = parse_size(text).unwrap_err();
+            assert!(err.contains("too large") && err.contains("100 TB"), "{err}");
+        }
+        // Fits in a u64: parsed; the engine refuses it (bounds::check_limit).
+        assert_eq!(parse_size("1000000T"), Ok(1_000_000_000_000_000_000));
+        assert_eq!(parse_size("100TB"), Ok(MAX_SIZE_LIMIT));
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use sluice_engine::bounds;
+use sluice_engine::compile::LimitKind;
 use sluice_engine::model::{
     AccessControlDef, GroupDef, GroupMemberDef, LimitDef, MemberDef, PolicyDef, PolicySetDef,
     QuotaDef,
@@ -68,9 +70,30 @@ pub(super) fn convert(raw: Raw) -> ImportReport {
 
     // Policies: Policyd ID -> index in def.policies.
     let mut policy_index: HashMap<i64, usize> = HashMap::new();
+    // Policies left out (their members, rules and quotas are left out with them).
+    let mut skipped_policies: HashSet<i64> = HashSet::new();
     let mut names = HashSet::new();
     for p in raw.policies {
         let base = non_empty(p.name).unwrap_or_else(|| format!("policy #{}", p.id));
+        let priority = match bounds::check_priority(p.priority).map(|()| i32::try_from(p.priority))
+        {
+            Ok(Ok(priority)) => priority,
+            Ok(Err(_)) | Err(_) => {
+                report.skipped.push(Skipped {
+                    what: format!("policy #{} {base:?}", p.id),
+                    why: format!(
+                        "its priority {} is outside {}..={} (Policyd's SMALLINT): its \
+                         place among the policies is unknown, so it is left out with its \
+                         members, rules and quotas",
+                        p.priority,
+                        bounds::MIN_PRIORITY,
+                        bounds::MAX_PRIORITY
+                    ),
+                });
+                skipped_policies.insert(p.id);
+                continue;
+            }
+        };
         let (name, renamed) = unique(&mut names, base.clone(), p.id);
         if renamed {
             report.notes.push(format!(
@@ -78,7 +101,6 @@ pub(super) fn convert(raw: Raw) -> ImportReport {
                 p.id
             ));
         }
-        let priority = i32::try_from(p.priority).unwrap_or(i32::MAX);
         report.imported.push(format!(
             "policy {name:?} (Policyd #{}, priority {priority}{})",
             p.id,
@@ -96,6 +118,9 @@ pub(super) fn convert(raw: Raw) -> ImportReport {
     let missing_policy = |what: String, policy_id: Option<i64>| Skipped {
         what,
         why: match policy_id {
+            Some(id) if skipped_policies.contains(&id) => {
+                format!("its policy #{id} was skipped")
+            }
             Some(id) => format!("its policy #{id} does not exist"),
             None => "it belongs to no policy (PolicyID is NULL)".into(),
         },
@@ -255,13 +280,24 @@ pub(super) fn convert(raw: Raw) -> ImportReport {
                 report.skipped.push(Skipped {
                     what,
                     why: format!(
-                        "its period {:?} is not a positive number of seconds",
+                        "its period {} is not a positive number of seconds",
                         q.period
+                            .map_or_else(|| "NULL".to_owned(), |p| p.to_string())
                     ),
                 });
                 continue;
             }
         };
+        if let Err(e) = bounds::check_period(period) {
+            report.skipped.push(Skipped {
+                what,
+                why: format!(
+                    "{e}: a quota over such a period is not a rate limit (Sluice refuses it \
+                     rather than keep a window it cannot count); its limits are skipped too"
+                ),
+            });
+            continue;
+        }
         let Some(verdict) = non_empty(q.verdict).map(|v| v.to_ascii_uppercase()) else {
             report.skipped.push(Skipped {
                 what,
@@ -343,29 +379,12 @@ pub(super) fn convert(raw: Raw) -> ImportReport {
         let quota = &mut def.policies[p].quotas[qi];
         let place = format!("quota {:?} of policy {policy_name:?}", quota.name);
         let kind_text = l.kind.unwrap_or_default();
+        // Policyd's MessageCount counted recipients; its sizes are in kB.
         let (kind, limit) = match kind_text.trim().to_ascii_lowercase().as_str() {
-            "messagecount" => {
-                report.notes.push(format!(
-                    "{place}: Policyd's MessageCount {counter} counted recipients (one per \
-                     RCPT); imported as RecipientCount {counter} to keep that behaviour"
-                ));
-                ("RecipientCount", counter)
+            "messagecount" => (LimitKind::RecipientCount, Some(counter)),
+            "messagecumulativesize" => {
+                (LimitKind::MessageCumulativeSize, counter.checked_mul(1024))
             }
-            "messagecumulativesize" => match counter.checked_mul(1024) {
-                Some(bytes) => {
-                    report.notes.push(format!(
-                        "{place}: MessageCumulativeSize {counter} kB became {bytes} bytes"
-                    ));
-                    ("MessageCumulativeSize", bytes)
-                }
-                None => {
-                    report.skipped.push(Skipped {
-                        what,
-                        why: format!("size {counter} kB is too large"),
-                    });
-                    continue;
-                }
-            },
             _ => {
                 report.skipped.push(Skipped {
                     what: format!("{what} of {place}"),
@@ -377,6 +396,45 @@ pub(super) fn convert(raw: Raw) -> ImportReport {
                 continue;
             }
         };
+        // The engine's range: a limit outside it never holds (or overflows the arithmetic).
+        let policyd = match kind {
+            LimitKind::MessageCumulativeSize => format!("{kind_text} CounterLimit {counter} kB"),
+            LimitKind::MessageCount | LimitKind::RecipientCount => {
+                format!("{kind_text} CounterLimit {counter}")
+            }
+        };
+        let checked = limit
+            .ok_or_else(|| {
+                format!(
+                    "{} limit {counter} kB is above the maximum of 100 TB",
+                    kind.as_str()
+                )
+            })
+            .and_then(|n| {
+                bounds::check_limit(kind, n)
+                    .map(|()| n)
+                    .map_err(|e| format!("{e} (Policyd's {policyd})"))
+            });
+        let limit = match checked {
+            Ok(n) => n,
+            Err(why) => {
+                report.skipped.push(Skipped {
+                    what: format!("{what} of {place}"),
+                    why: format!("{why}; the quota's other limits are imported"),
+                });
+                continue;
+            }
+        };
+        report.notes.push(match kind {
+            LimitKind::MessageCumulativeSize => {
+                format!("{place}: MessageCumulativeSize {counter} kB became {limit} bytes")
+            }
+            LimitKind::MessageCount | LimitKind::RecipientCount => format!(
+                "{place}: Policyd's MessageCount {counter} counted recipients (one per \
+                 RCPT); imported as RecipientCount {counter} to keep that behaviour"
+            ),
+        });
+        let kind = kind.as_str();
         report
             .imported
             .push(format!("{kind} limit {limit} of {place}"));
@@ -457,6 +515,146 @@ mod tests {
         ] {
             assert_eq!(canonical_track(bad), None, "{bad:?}");
         }
+    }
+
+    use super::super::read::{RawLimit, RawMember, RawPolicy, RawQuota};
+
+    fn policy(id: i64, priority: i64) -> RawPolicy {
+        RawPolicy {
+            id,
+            name: Some(format!("p{id}")),
+            priority,
+            ..Default::default()
+        }
+    }
+
+    fn quota(id: i64, policy_id: i64, period: i64) -> RawQuota {
+        RawQuota {
+            id,
+            policy_id: Some(policy_id),
+            name: Some(format!("q{id}")),
+            track: Some("Sender:user@domain".into()),
+            period: Some(period),
+            verdict: Some("DEFER".into()),
+            ..Default::default()
+        }
+    }
+
+    fn limit(id: i64, quota_id: i64, kind: &str, counter: i64) -> RawLimit {
+        RawLimit {
+            id,
+            quota_id: Some(quota_id),
+            kind: Some(kind.into()),
+            counter_limit: Some(counter),
+            ..Default::default()
+        }
+    }
+
+    /// Every number outside the engine's ranges is skipped with the reason; what is left
+    /// compiles, and nothing in it can overflow.
+    #[test]
+    fn out_of_range_numbers_are_skipped_with_the_reason() {
+        let max = bounds::MAX_PERIOD_SECS as i64;
+        let raw = Raw {
+            policies: vec![policy(1, 10), policy(2, 40_000), policy(3, -32_768)],
+            members: vec![
+                RawMember {
+                    id: 1,
+                    policy_id: Some(1),
+                    ..Default::default()
+                },
+                RawMember {
+                    id: 2,
+                    policy_id: Some(2),
+                    ..Default::default()
+                },
+            ],
+            quotas: vec![
+                quota(1, 1, max),
+                quota(2, 1, max + 1),
+                quota(3, 1, i64::MAX),
+                quota(4, 2, 60),
+                quota(5, 1, 0),
+            ],
+            limits: vec![
+                limit(1, 1, "MessageCount", 100),
+                limit(2, 2, "MessageCount", 100),
+                limit(3, 3, "MessageCount", 100),
+                limit(4, 1, "MessageCumulativeSize", 97_656_250_000),
+                limit(5, 1, "MessageCumulativeSize", 97_656_250_001),
+                limit(6, 1, "MessageCumulativeSize", i64::MAX),
+                limit(7, 1, "MessageCount", 1_000_000_001),
+                limit(8, 1, "MessageCount", i64::MAX),
+            ],
+            ..Default::default()
+        };
+        let report = convert(raw);
+        let text = report.to_string();
+        let skipped = |what: &str, why: &str| {
+            assert!(
+                report
+                    .skipped
+                    .iter()
+                    .any(|s| s.what.starts_with(what) && s.why.contains(why)),
+                "expected a skip of {what:?} because {why:?}:\n{text}"
+            )
+        };
+        skipped(
+            "policy #2 \"p2\"",
+            "priority 40000 is outside -32768..=32767",
+        );
+        skipped("policy member #2", "its policy #2 was skipped");
+        skipped("quota #4", "its policy #2 was skipped");
+        skipped(
+            "quota #2 \"q2\"",
+            "period 31,622,401 s is longer than the maximum of 366 days",
+        );
+        skipped(
+            "quota #3 \"q3\"",
+            "period 9,223,372,036,854,775,807 s is longer than the maximum of 366 days",
+        );
+        skipped("quota #5 \"q5\"", "period 0 is not a positive number");
+        skipped("quota limit #2", "quota #2 does not exist or was skipped");
+        skipped("quota limit #3", "quota #3 does not exist or was skipped");
+        skipped(
+            "quota limit #5 of quota \"q1\"",
+            "above the maximum of 100 TB (100,000,000,000,000 bytes) (Policyd's MessageCumulativeSize CounterLimit 97656250001 kB)",
+        );
+        skipped(
+            "quota limit #6 of quota \"q1\"",
+            "limit 9223372036854775807 kB is above the maximum of 100 TB",
+        );
+        skipped(
+            "quota limit #7 of quota \"q1\"",
+            "RecipientCount limit 1,000,000,001 is above the maximum of 1,000,000,000",
+        );
+        skipped("quota limit #8 of quota \"q1\"", "above the maximum");
+
+        let names: Vec<_> = report
+            .def
+            .policies
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        assert_eq!(names, ["p1", "p3"], "{text}");
+        assert_eq!(report.def.policies[1].priority, -32_768);
+        let quotas = &report.def.policies[0].quotas;
+        assert_eq!(quotas.len(), 1, "{text}");
+        assert_eq!(quotas[0].period, bounds::MAX_PERIOD_SECS);
+        let limits: Vec<(&str, u64)> = quotas[0]
+            .limits
+            .iter()
+            .map(|l| (l.kind.as_str(), l.limit))
+            .collect();
+        assert_eq!(
+            limits,
+            [
+                ("RecipientCount", 100),
+                ("MessageCumulativeSize", 100_000_000_000_000)
+            ]
+        );
+        let compiled = sluice_engine::compile(&report.def).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(compiled.warnings.is_empty(), "{:?}", compiled.warnings);
     }
 
     #[test]
