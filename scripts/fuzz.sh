@@ -39,8 +39,11 @@ cd services/protocol
 echo "== fuzzing target decode for ${SECONDS_TO_RUN} s (corpus $CORPUS)"
 log="$ROOT/target/fuzz-decode.log"
 set +e
+parallel=()
+# With more than one job libFuzzer runs workers that log to fuzz-N.log instead.
+[ "$JOBS" -gt 1 ] && parallel=(-jobs="$JOBS" -workers="$JOBS")
 cargo +nightly fuzz run decode "$CORPUS" -- \
-    -max_total_time="$SECONDS_TO_RUN" -rss_limit_mb=2048 -jobs="$JOBS" -workers="$JOBS" \
+    -max_total_time="$SECONDS_TO_RUN" -rss_limit_mb=2048 "${parallel[@]}" \
     -print_final_stats=1 2>&1 | tee "$log" | grep -E '^#[0-9]+ +(pulse|DONE|NEW)' | tail -n 5
 status=${PIPESTATUS[0]}
 set -e
