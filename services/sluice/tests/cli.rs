@@ -479,7 +479,10 @@ async fn import_policyd_skips_a_quota_that_would_never_hold() {
          INSERT INTO quotas_limits (ID, QuotasID, Type, CounterLimit, Disabled)
            VALUES (100, 20, 'MessageCount', 100, 0);"
     );
-    sqlx::raw_sql(&sql).execute(&pool).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&pool)
+        .await
+        .unwrap();
     pool.close().await;
 
     let db = format!("sqlite://{}", dir.path().join("sluice.db").display());

@@ -389,7 +389,10 @@ async fn out_of_range_numbers_are_skipped_sqlite() {
         read("sample-data.sql"),
         OUT_OF_RANGE.into(),
     ] {
-        sqlx::raw_sql(&sql).execute(&mut conn).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .unwrap();
     }
     conn.close().await.unwrap();
     check_out_of_range(&import_policyd(&url).await.unwrap());
@@ -404,7 +407,10 @@ async fn out_of_range_numbers_are_skipped_postgres() {
         read("sample-data.sql"),
         OUT_OF_RANGE.into(),
     ] {
-        sqlx::raw_sql(&sql).execute(&mut conn).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .unwrap();
     }
     conn.close().await.unwrap();
     let report = import_policyd(&db.url).await;
@@ -421,7 +427,10 @@ async fn out_of_range_numbers_are_skipped_mysql() {
         read("sample-data.sql"),
         OUT_OF_RANGE.into(),
     ] {
-        sqlx::raw_sql(&sql).execute(&mut conn).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .unwrap();
     }
     conn.close().await.unwrap();
     let report = import_policyd(&db.url).await;
