@@ -19,6 +19,8 @@ use tracing::Instrument;
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// Longest pause after a failed `accept`.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// While every connection is busy, how often to look again for one turned idle.
+const FULL_RECHECK: Duration = Duration::from_millis(20);
 
 /// Serves the policy protocol on `listener` until `shutdown` resolves.
 ///
@@ -181,7 +183,9 @@ async fn admit(admission: &Admission, peer: Peer, config: &EdgeConfig) -> Option
                     max_connections = config.max_connections,
                     "Every connection is busy; new connections wait"
                 );
-                admission.room().await;
+                // A connection closing wakes this at once; one turning idle (which may then
+                // be evicted) is seen at the next look.
+                let _ = tokio::time::timeout(FULL_RECHECK, admission.room()).await;
             }
         }
     }
