@@ -8,7 +8,7 @@ use sluice_test_support::{rcpt, PolicyClient, Request, TestServer};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{timeout, Instant};
 
 /// The attacker's address and the bystander's: both loopback on Linux.
@@ -45,7 +45,9 @@ async fn server_with(config: EdgeConfig) -> TestServer {
 async fn idle_connections(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
     let mut held = Vec::with_capacity(n);
     for i in 0..n {
-        let c = timeout(Duration::from_secs(10), TcpStream::connect(addr))
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(ATTACKER, 0)).unwrap();
+        let c = timeout(Duration::from_secs(10), socket.connect(addr))
             .await
             .unwrap_or_else(|_| panic!("connection {i} not accepted by the kernel in 10 s"))
             .unwrap_or_else(|e| panic!("connection {i}: {e}"));
