@@ -25,4 +25,8 @@ pub mod syslog;
 pub mod telemetry;
 
 pub use http::{router, ReadyCheck};
+
+/// For [`warn_limited!`]: callers need no `tracing` dependency of their own.
+#[doc(hidden)]
+pub use tracing as __tracing;
 pub use telemetry::{init, traces_enabled, LogFormat, LogTarget, Telemetry, TelemetryConfig};

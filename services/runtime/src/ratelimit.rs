@@ -93,7 +93,7 @@ macro_rules! warn_limited {
         static LIMIT: $crate::ratelimit::RateLimit =
             $crate::ratelimit::RateLimit::new($crate::ratelimit::DEFAULT_INTERVAL);
         if let Some(suppressed) = LIMIT.admit() {
-            ::tracing::warn!(suppressed, $($arg)+);
+            $crate::__tracing::warn!(suppressed, $($arg)+);
         }
     }};
 }
