@@ -16,6 +16,8 @@
 //! is locked only when a connection opens, closes or is evicted.
 
 use crate::shutdown::{Signal, Wait};
+use metrics::{counter, Counter};
+use sluice_runtime::metrics::names;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,6 +86,28 @@ struct Inner {
     table: Mutex<Table>,
     /// Notified when a connection leaves the table.
     room: Notify,
+    /// `sluice_connections_shed_total` by reason.
+    shed: Shed,
+}
+
+/// `sluice_connections_shed_total` handles, one per `reason`.
+struct Shed {
+    max_connections: Counter,
+    per_client: Counter,
+    out_of_descriptors: Counter,
+    client_refused: Counter,
+}
+
+impl Shed {
+    fn new() -> Self {
+        let shed = |reason: &'static str| counter!(names::CONNECTIONS_SHED, "reason" => reason);
+        Shed {
+            max_connections: shed("max_connections"),
+            per_client: shed("max_connections_per_client"),
+            out_of_descriptors: shed("out_of_descriptors"),
+            client_refused: shed("client_refused"),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -103,6 +127,7 @@ impl Admission {
             epoch: Instant::now(),
             table: Mutex::new(Table::default()),
             room: Notify::new(),
+            shed: Shed::new(),
         }))
     }
 
@@ -118,8 +143,10 @@ impl Admission {
             let mine = table.clients.get(&ip).map_or(0, Vec::len);
             if mine >= self.0.max_per_client {
                 if !table.evict_oldest_idle(Some(ip)) {
+                    self.0.shed.client_refused.increment(1);
                     return Admit::ClientFull;
                 }
+                self.0.shed.per_client.increment(1);
                 tracing::debug!(client = ?ip, "Client at its connection cap; closed its oldest idle connection");
             }
         }
@@ -127,6 +154,7 @@ impl Admission {
             if !table.evict_oldest_idle(None) {
                 return Admit::Full;
             }
+            self.0.shed.max_connections.increment(1);
             tracing::debug!("Connection cap reached; closed the oldest idle connection");
         }
         let slot = Arc::new(Slot {
@@ -144,11 +172,12 @@ impl Admission {
         })
     }
 
-    /// Closes the oldest idle connection, if any (to free a file descriptor). True when one
+    /// Closes the oldest idle connection, if any, to free a file descriptor. True when one
     /// was evicted.
     pub(crate) fn evict_oldest_idle(&self) -> bool {
         let evicted = self.table().evict_oldest_idle(None);
         if evicted {
+            self.0.shed.out_of_descriptors.increment(1);
             self.0.room.notify_one();
         }
         evicted

@@ -252,3 +252,32 @@ fn a_forged_helo_stays_one_field_in_the_log() {
         "{line}"
     );
 }
+
+#[test]
+fn a_client_over_its_connection_cap_loses_its_oldest_idle_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("sluice.db").display());
+    import_one_per_sender(dir.path(), &db);
+    let (_p, port, metrics) = serve(&db, 4096, &["--max-connections-per-client", "2"]);
+    let mut oldest = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    oldest
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let _second = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    // A third connection from the same address: the oldest idle one is closed, the new one
+    // is served.
+    assert_eq!(ask(port, "new@example.com", "mx"), "DUNNO");
+    let mut byte = [0u8; 1];
+    assert_eq!(
+        oldest.read(&mut byte).expect("closed, not timed out"),
+        0,
+        "the oldest idle connection was closed"
+    );
+    let (_, scrape) = http(metrics, "GET", "/metrics", "");
+    assert!(
+        scrape.contains("sluice_connections_shed_total{reason=\"max_connections_per_client\"} 1"),
+        "{scrape}"
+    );
+}
