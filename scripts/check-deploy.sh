@@ -243,7 +243,8 @@ def main():
                    "serviceAccount": {"create": False}, "migration": {"enabled": False}}
     for label, values, want in [
         ("default values", default, dict(base, Secret=2)),
-        ("ci/all-options-values.yaml", all_options, dict(base, ServiceMonitor=1, PrometheusRule=1)),
+        ("ci/all-options-values.yaml", all_options,
+         dict(base, ServiceMonitor=1, PrometheusRule=1, NetworkPolicy=2)),
         ("optional objects off", options_off,
          {"Deployment": 2, "Service": 4, "ConfigMap": 1, "Secret": 1}),
     ]:
@@ -262,6 +263,8 @@ def main():
             attempt(f"PrometheusRule passes promtool check rules ({label})", lambda: rules_pass_promtool(objs))
     attempt("render refuses terminationGracePeriodSeconds <= preStop + shutdown grace",
             lambda: must_fail({"edge": {"terminationGracePeriodSeconds": 20}}, "terminationGracePeriodSeconds"))
+    attempt("render refuses a NetworkPolicy without MTAs",
+            lambda: must_fail({"networkPolicy": {"enabled": True}}, "networkPolicy")),
     attempt("render refuses an unknown antiAffinity",
             lambda: must_fail({"quota": {"antiAffinity": "sometimes"}}, "antiAffinity"))
     return 0 if all(e is None for _, e in results) else 1

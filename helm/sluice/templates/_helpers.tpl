@@ -71,6 +71,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s:%v" $root.Values.listenHost (index . 1) }}
 {{- end }}
 
+{{/* host:port of a metrics listener, from metricsListenHost. Args: (list $ port). */}}
+{{- define "sluice.metricsListen" -}}
+{{- $root := index . 0 }}
+{{- printf "%s:%v" $root.Values.metricsListenHost (index . 1) }}
+{{- end }}
+
 {{/* The edges' quota URLs: edge.quotaUrls, or the headless quota Service. */}}
 {{- define "sluice.quotaUrls" -}}
 {{- if .Values.edge.quotaUrls }}

@@ -6,11 +6,19 @@ use std::time::Duration;
 /// How the edge serves connections. [`Default`] gives production-sensible values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EdgeConfig {
-    /// Most connections served at once (default 4096). Further clients wait in the listen
-    /// backlog until a connection closes. `0` is treated as `1`.
+    /// Most connections open at once (default 4096). A new connection beyond it closes the
+    /// connection idle the longest (Postfix reconnects when it needs one); only when every
+    /// connection has a request in flight does it wait in the listen backlog. `0` is
+    /// treated as `1`.
     pub max_connections: usize,
-    /// How long a connection may stay without starting a new request before it is closed
-    /// quietly (default 300 s, Postfix's `smtpd_policy_service_max_idle`).
+    /// Most connections open at once from one client address (default 512; Unix-socket
+    /// clients are not limited). A new connection beyond it closes that client's connection
+    /// idle the longest, or, when all of them are busy, is closed itself. `0` is treated as
+    /// `1`.
+    pub max_connections_per_client: usize,
+    /// How long a connection may stay without a complete request before it is closed
+    /// quietly (default 300 s, Postfix's `smtpd_policy_service_max_idle`). Only a complete
+    /// request starts it over: stray blank lines do not.
     pub idle_timeout: Duration,
     /// How long a started request may take to arrive completely, and a reply to be written,
     /// before the connection is logged and closed (default 30 s).
@@ -50,6 +58,7 @@ impl Default for EdgeConfig {
     fn default() -> Self {
         EdgeConfig {
             max_connections: 4096,
+            max_connections_per_client: 512,
             idle_timeout: Duration::from_secs(300),
             busy_timeout: Duration::from_secs(30),
             request_deadline: Duration::from_secs(5),
@@ -74,5 +83,6 @@ mod tests {
         );
         assert_eq!(c.idle_timeout, Duration::from_secs(300));
         assert_eq!(c.max_connections, 4096);
+        assert_eq!(c.max_connections_per_client, 512);
     }
 }

@@ -1,5 +1,10 @@
 //! One connection: strict request/response, many requests, with idle and busy timeouts.
+//!
+//! Warnings about a connection or a request (malformed bytes, timeouts, fallbacks) are
+//! rate-limited ([`sluice_runtime::warn_limited!`]): a flood of bad clients logs one line
+//! per kind every few seconds, with the count left out.
 
+use crate::admission::Slot;
 use crate::config::EdgeConfig;
 use crate::listen::Peer;
 use crate::metrics::{self, EdgeMetrics, Fallback};
@@ -7,6 +12,7 @@ use crate::shutdown::Signal;
 use crate::verdict_log;
 use sluice_engine::{Engine, Scratch};
 use sluice_protocol::{FrameError, PolicyRequest, RawRequest, RequestDecoder};
+use sluice_runtime::warn_limited;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::{pin, Pin};
@@ -57,6 +63,8 @@ enum Closed {
     Eof,
     /// No new request within the idle timeout.
     Idle,
+    /// Closed to make room for a new connection (it was the oldest idle one).
+    Evicted,
     /// Shutdown while no request was in flight.
     Shutdown,
     /// A started request was not completed, or a reply not written, in time.
@@ -70,8 +78,8 @@ enum Closed {
 }
 
 /// Serves `stream` until the client leaves, a timeout or error closes it, or
-/// [`Shared::soft_stop`] is triggered while no request is in flight.
-pub(crate) async fn serve<S>(stream: S, peer: Peer, shared: &Shared)
+/// [`Shared::soft_stop`] is triggered (or `slot` evicted) while no request is in flight.
+pub(crate) async fn serve<S>(stream: S, peer: Peer, shared: &Shared, slot: &Slot)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -79,6 +87,7 @@ where
         stream,
         peer,
         shared,
+        slot,
         buf: Vec::with_capacity(READ_CHUNK),
         out: Vec::with_capacity(256),
         decoder: RequestDecoder::new(shared.config.limits),
@@ -91,18 +100,22 @@ where
             tracing::debug!(%peer, reason = ?closed, "Connection closed")
         }
         Closed::Idle => tracing::debug!(%peer, "Closing idle connection"),
-        Closed::BusyTimeout { buffered } => tracing::warn!(
+        Closed::Evicted => tracing::debug!(
+            %peer,
+            "Closing the oldest idle connection to make room for a new one"
+        ),
+        Closed::BusyTimeout { buffered } => warn_limited!(
             %peer, buffered, timeout_ms = shared.config.busy_timeout.as_millis() as u64,
             "Request not completed in time; closing connection"
         ),
         Closed::EofMidRequest { buffered } => {
-            tracing::warn!(%peer, buffered, "Client closed the connection mid-request")
+            warn_limited!(%peer, buffered, "Client closed the connection mid-request")
         }
         Closed::Frame(e) => {
             EdgeMetrics::frame_error(e.kind_label());
-            tracing::warn!(
-            %peer, kind = e.kind_label(), error = %e,
-            "Malformed request; closing connection without reply"
+            warn_limited!(
+                %peer, kind = e.kind_label(), error = %e,
+                "Malformed request; closing connection without reply"
             )
         }
         Closed::Io(e) => tracing::info!(%peer, error = %e, "Connection failed"),
@@ -113,6 +126,8 @@ struct Connection<'a, S> {
     stream: S,
     peer: Peer,
     shared: &'a Shared,
+    /// Busy or idle since when, for eviction of the oldest idle connection.
+    slot: &'a Slot,
     /// Bytes read and not yet decoded.
     buf: Vec<u8>,
     /// The reply being written.
@@ -129,19 +144,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         let mut started: Option<Instant> = None;
         // The idle timer is armed once and only moved when it fires early: re-arming a
         // timer for every request would cost more than the rest of the request path. The
-        // last activity is the last read: it also times the requests that read completed
-        // (one clock read per request; the idle time is counted from a request's arrival,
-        // not from its answer, which is the same to well within the timer's resolution).
-        let mut last_activity = Instant::now();
-        let idle = tokio::time::sleep_until(last_activity + config.idle_timeout);
+        // last read times the requests it completed (one clock read per request); the last
+        // request is the last read that completed one: only a request starts the idle time
+        // over (a client sending blank lines, or nothing, is idle all the same). The idle
+        // time is counted from a request's arrival, not from its answer, which is the same
+        // to well within the timer's resolution.
+        let mut last_read = Instant::now();
+        let mut last_request = last_read;
+        let idle = tokio::time::sleep_until(last_request + config.idle_timeout);
         let mut idle = pin!(idle);
         // Made once: a fresh wait per request would cost an allocation and a lock.
         let mut cancelled = self.shared.soft_stop.wait();
+        let mut evicted = self.slot.evicted_wait();
         loop {
             match self.decoder.decode(&mut self.buf) {
                 Err(e) => return Closed::Frame(e),
                 Ok(Some(raw)) => {
-                    self.answer(&raw, last_activity).await;
+                    last_request = last_read;
+                    self.answer(&raw, last_read).await;
                     self.decoder.recycle(raw);
                     match write_reply(&mut self.stream, &self.out, config.busy_timeout).await {
                         Ok(()) => {}
@@ -151,6 +171,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                         Err(e) => return Closed::Io(e),
                     }
                     started = None;
+                    if self.buf.is_empty() && self.slot.evicted() && !self.arrived().await {
+                        return Closed::Evicted;
+                    }
                     if self.buf.is_empty() && self.stopping() && !self.arrived().await {
                         return Closed::Shutdown;
                     }
@@ -162,7 +185,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 Ok(None) => {}
             }
             if self.buf.is_empty() {
-                // Between requests: idle, and closed on shutdown.
+                // Between requests: idle, and closed on shutdown or eviction.
                 started = None;
                 if self.stopping() {
                     if self.arrived().await {
@@ -170,16 +193,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     }
                     return Closed::Shutdown;
                 }
+                self.slot.idle(last_request);
                 tokio::select! {
                     biased;
                     r = read_more(&mut self.stream, &mut self.buf) => match r {
                         Ok(0) => return Closed::Eof,
-                        Ok(_) => last_activity = Instant::now(),
+                        Ok(_) => {
+                            self.slot.busy();
+                            last_read = Instant::now();
+                        }
                         Err(e) => return Closed::Io(e),
                     },
                     () = &mut cancelled => return Closed::Shutdown,
+                    () = &mut evicted => return Closed::Evicted,
                     () = &mut idle => {
-                        let deadline = last_activity + config.idle_timeout;
+                        let deadline = last_request + config.idle_timeout;
                         if deadline <= Instant::now() {
                             return Closed::Idle;
                         }
@@ -193,7 +221,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 match timeout_at(deadline, read_more(&mut self.stream, &mut self.buf)).await {
                     Err(_) => return Closed::BusyTimeout { buffered },
                     Ok(Ok(0)) => return Closed::EofMidRequest { buffered },
-                    Ok(Ok(_)) => last_activity = Instant::now(),
+                    Ok(Ok(_)) => last_read = Instant::now(),
                     Ok(Err(e)) => return Closed::Io(e),
                 }
             }
@@ -223,7 +251,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         // Typed in place: the request is not moved out of a `Result` into this future.
         let mut req = PolicyRequest::default();
         if let Err(e) = req.apply_raw(raw) {
-            tracing::warn!(
+            warn_limited!(
                 peer = %self.peer, kind = e.kind_label(), error = %e,
                 "Request cannot be evaluated; answering the fallback action"
             );
@@ -260,7 +288,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         match decided {
             Some(decision) => {
                 if let Some(e) = &decision.state_error {
-                    tracing::warn!(
+                    warn_limited!(
                         peer = %self.peer, kind = e.kind_label(), error = %e,
                         "Counter backend failed; answering the state failure action"
                     );
@@ -273,7 +301,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     .request(state, &decision.action, received.elapsed());
             }
             None => {
-                tracing::warn!(
+                warn_limited!(
                     peer = %self.peer,
                     deadline_ms = shared.config.request_deadline.as_millis() as u64,
                     "Request deadline exceeded; answering the fallback action"

@@ -9,7 +9,9 @@
 //! - [`config`]: [`EdgeConfig`], the knobs and their defaults.
 //! - [`listen`]: [`ListenAddr`] (`127.0.0.1:10031`, `[::1]:10031`, `unix:/path`) and
 //!   [`Listener`] (TCP or Unix socket, stale socket files removed when binding).
-//! - [`server`]: [`run`], the bounded accept loop and graceful shutdown.
+//! - [`server`]: [`run`], the accept loop and graceful shutdown.
+//! - `admission`: the connection caps (total and per client address) and eviction of the
+//!   oldest idle connection to make room.
 //! - `connection`: one connection, one request at a time, with timeouts.
 //! - [`verdict_log`]: the Policyd-style `module=Quotas, action=reject, ...` log lines.
 //!
@@ -19,6 +21,7 @@
 //! reply, since the protocol has no way to answer them and Postfix retries.
 #![forbid(unsafe_code)]
 
+mod admission;
 pub mod config;
 mod connection;
 pub mod error;

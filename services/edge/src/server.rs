@@ -1,25 +1,35 @@
 //! The accept loop and graceful shutdown.
 
+use crate::admission::{Admission, Admit, Slot, Ticket};
 use crate::config::EdgeConfig;
 use crate::connection::{self, Shared};
-use crate::listen::{Listener, Stream};
+use crate::listen::{Listener, Peer, Stream};
 use crate::workers::Workers;
 use sluice_engine::Engine;
+use sluice_runtime::warn_limited;
 use std::future::Future;
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-/// Pause after a failed `accept` (out of file descriptors...) before trying again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// First pause after a failed `accept` (out of file descriptors...); doubled on each
+/// failure in a row, up to [`ACCEPT_BACKOFF_MAX`].
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest pause after a failed `accept`.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// While every connection is busy, how often to look again for one turned idle.
+const FULL_RECHECK: Duration = Duration::from_millis(20);
 
 /// Serves the policy protocol on `listener` until `shutdown` resolves.
 ///
-/// At most [`EdgeConfig::max_connections`] connections are served at once: a permit is taken
-/// before each `accept`, so further clients wait in the listen backlog. Each connection gets
-/// its own task and carries many requests, one at a time.
+/// Connections are admitted within [`EdgeConfig::max_connections`] and
+/// [`EdgeConfig::max_connections_per_client`], closing the oldest idle connection to make
+/// room (see the `admission` module); when every connection is busy, further clients wait
+/// in the listen backlog. When `accept` fails for want of file descriptors, the oldest idle
+/// connection is closed too, and the loop backs off (10 ms doubling to 1 s) instead of
+/// spinning. Each connection gets its own task and carries many requests, one at a time.
 ///
 /// When `shutdown` resolves the listener is closed, idle connections are closed, and
 /// requests in flight are finished and answered within [`EdgeConfig::shutdown_grace`]; then
@@ -83,19 +93,31 @@ async fn accept_loop(
     tracker: &TaskTracker,
     workers: Option<&Workers>,
 ) {
-    let limit = Arc::new(Semaphore::new(shared.config.max_connections.max(1)));
+    let admission = Admission::new(
+        shared.config.max_connections,
+        shared.config.max_connections_per_client,
+    );
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
-        let permit = match limit.clone().acquire_owned().await {
-            Ok(p) => p,
-            Err(_) => return, // never closed
-        };
         let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
+            Ok(c) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                c
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "Accept failed; backing off");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                // Out of descriptors: an idle connection gives one back.
+                let evicted = out_of_descriptors(&e) && admission.evict_oldest_idle();
+                warn_limited!(
+                    error = %e, evicted_idle = evicted, backoff_ms = backoff.as_millis() as u64,
+                    "Accept failed; backing off"
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 continue;
             }
+        };
+        let Some(ticket) = admit(&admission, peer, &shared.config).await else {
+            continue;
         };
         let shared = Arc::clone(shared);
         let open = shared.metrics.connection();
@@ -103,12 +125,11 @@ async fn accept_loop(
         let Some(workers) = workers else {
             tracker.spawn(
                 async move {
-                    let _permit = permit;
                     let _open = open;
                     tokio::select! {
                         biased;
                         () = shared.hard_stop.wait() => {}
-                        () = serve_stream(stream, peer, &shared) => {}
+                        () = serve_stream(stream, peer, &shared, ticket.slot()) => {}
                     }
                 }
                 .instrument(span),
@@ -124,7 +145,6 @@ async fn accept_loop(
         };
         workers.spawn(tracker.track_future(
             async move {
-                let _permit = permit;
                 let _open = open;
                 let stream = match detached.into_tokio() {
                     Ok(s) => s,
@@ -136,7 +156,7 @@ async fn accept_loop(
                 tokio::select! {
                     biased;
                     () = shared.hard_stop.wait() => {}
-                    () = serve_stream(stream, peer, &shared) => {}
+                    () = serve_stream(stream, peer, &shared, ticket.slot()) => {}
                 }
             }
             .instrument(span),
@@ -144,9 +164,42 @@ async fn accept_loop(
     }
 }
 
-async fn serve_stream(stream: Stream, peer: crate::listen::Peer, shared: &Shared) {
+/// Admits the connection from `peer`: `None` when it is to be closed at once (its client
+/// is at its cap with every connection busy). While every connection is busy, waits until
+/// one closes (new clients wait in the backlog meanwhile).
+async fn admit(admission: &Admission, peer: Peer, config: &EdgeConfig) -> Option<Ticket> {
+    loop {
+        match admission.admit(peer.ip()) {
+            Admit::Admitted(ticket) => return Some(ticket),
+            Admit::ClientFull => {
+                warn_limited!(
+                    %peer, max_connections_per_client = config.max_connections_per_client,
+                    "Client at its connection cap with every connection busy; closing the new connection"
+                );
+                return None;
+            }
+            Admit::Full => {
+                warn_limited!(
+                    max_connections = config.max_connections,
+                    "Every connection is busy; new connections wait"
+                );
+                // A connection closing wakes this at once; one turning idle (which may then
+                // be evicted) is seen at the next look.
+                let _ = tokio::time::timeout(FULL_RECHECK, admission.room()).await;
+            }
+        }
+    }
+}
+
+/// Whether `accept` failed for want of file descriptors (process or system).
+fn out_of_descriptors(e: &io::Error) -> bool {
+    // EMFILE (24) and ENFILE (23) on Linux and the BSDs.
+    matches!(e.raw_os_error(), Some(23 | 24))
+}
+
+async fn serve_stream(stream: Stream, peer: Peer, shared: &Shared, slot: &Slot) {
     match stream {
-        Stream::Tcp(s) => connection::serve(s, peer, shared).await,
-        Stream::Unix(s) => connection::serve(s, peer, shared).await,
+        Stream::Tcp(s) => connection::serve(s, peer, shared, slot).await,
+        Stream::Unix(s) => connection::serve(s, peer, shared, slot).await,
     }
 }

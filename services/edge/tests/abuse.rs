@@ -153,24 +153,30 @@ async fn a_stalled_request_is_closed_after_the_busy_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flood_beyond_max_connections_waits_and_recovers() {
+async fn a_flood_beyond_max_connections_waits_while_all_are_busy() {
     let max = 4;
     let server = server_with(EdgeConfig {
         max_connections: max,
         ..EdgeConfig::default()
     })
     .await;
+    // Every connection has a request half-sent: busy, not to be evicted.
+    let bytes = request().to_bytes();
+    let (head, tail) = bytes.split_at(bytes.len() / 2);
     let mut holders = Vec::new();
     for _ in 0..max {
         let mut c = server.client().await;
         assert_eq!(c.send(&request()).await, "DUNNO");
+        c.send_raw(head).await.unwrap();
         holders.push(c);
     }
+    // Let the server read the halves (and mark the connections busy).
+    tokio::time::sleep(Duration::from_millis(200)).await;
     // The extra connections are accepted by the kernel but not served yet.
     let mut extras = Vec::new();
     for _ in 0..max {
         let mut c = server.client().await;
-        c.send_raw(&request().to_bytes()).await.unwrap();
+        c.send_raw(&bytes).await.unwrap();
         extras.push(c);
     }
     for c in &mut extras {
@@ -178,19 +184,24 @@ async fn a_flood_beyond_max_connections_waits_and_recovers() {
             timeout(Duration::from_millis(100), c.read_reply())
                 .await
                 .is_err(),
-            "a connection beyond max_connections was served"
+            "a connection beyond max_connections was served while all were busy"
         );
     }
-    // The served ones keep being answered.
+    // The busy ones finish their requests and turn idle: they make room for the waiting
+    // ones (the oldest idle first), which are all served.
     for c in &mut holders {
-        assert_eq!(c.send(&request()).await, "DUNNO");
+        c.send_raw(tail).await.unwrap();
+        assert_eq!(c.read_reply().await.as_deref(), Some("DUNNO"));
     }
-    // Once they leave, the waiting ones are served.
-    drop(holders);
     for c in &mut extras {
         assert_eq!(c.read_reply().await.as_deref(), Some("DUNNO"));
         assert_eq!(c.send(&request()).await, "DUNNO");
     }
+    // Room was made by closing the idle holders.
+    for c in &mut holders {
+        assert_eq!(c.read_reply().await, None, "an idle holder was not closed");
+    }
+    drop(holders);
     drop(extras);
     assert_healthy(&server).await;
     server.shutdown().await;

@@ -186,7 +186,7 @@ impl QuotaService {
 
     /// Logs and counts a failed batch.
     fn failed(&self, e: &ServiceError) {
-        tracing::warn!(error = %e, kind = e.kind_label(), "Apply failed.");
+        sluice_runtime::warn_limited!(error = %e, kind = e.kind_label(), "Apply failed.");
         metrics::counter!(
             sluice_runtime::metrics::names::QUOTA_BATCHES,
             "result" => e.kind_label()

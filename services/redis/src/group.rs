@@ -163,7 +163,9 @@ impl Backend {
                 Ok(a) => {
                     levels.insert(i, a.level);
                 }
-                Err(e) => tracing::warn!(key = %g.ops[i].key, error = %e, "refund failed"),
+                Err(e) => {
+                    sluice_runtime::warn_limited!(key = %g.ops[i].key, error = %e, "refund failed")
+                }
             }
         }
         levels

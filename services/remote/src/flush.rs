@@ -82,7 +82,7 @@ pub(crate) async fn flush(inner: &Inner, everything: bool) {
             .await;
         record(names::LEASE_RETURNS, result.is_ok());
         if let Err(e) = result {
-            tracing::warn!(leases = n, error = %e, "Could not give back unused lease units (they count until they leave the window).");
+            sluice_runtime::warn_limited!(leases = n, error = %e, "Could not give back unused lease units (they count until they leave the window).");
         }
     }
     if !saves.is_empty() || !ended.is_empty() {
@@ -98,7 +98,7 @@ pub(crate) async fn flush(inner: &Inner, everything: bool) {
             .await;
         record(names::SESSION_SAVES, result.is_ok());
         if let Err(e) = result {
-            tracing::warn!(sessions = saves.len(), ended = ended.len(), error = %e, "Could not store message sessions; trying again.");
+            sluice_runtime::warn_limited!(sessions = saves.len(), ended = ended.len(), error = %e, "Could not store message sessions; trying again.");
             if !everything {
                 let mut outbox = lock(&inner.outbox);
                 if outbox.saves.len() + saves.len() <= MAX_RETRIED_SAVES {

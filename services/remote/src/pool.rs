@@ -80,7 +80,7 @@ impl EndpointSpec {
                 v
             }
             Err(e) => {
-                tracing::warn!(endpoint = %self.url, error = %e, "Cannot resolve quota-service endpoint.");
+                sluice_runtime::warn_limited!(endpoint = %self.url, error = %e, "Cannot resolve quota-service endpoint.");
                 Vec::new()
             }
         }

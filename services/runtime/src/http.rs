@@ -1,13 +1,216 @@
 //! `/metrics`, `/healthz` and `/readyz` as an axum [`Router`] each role serves on its
-//! metrics listener (and may extend with its own routes).
+//! metrics listener (and may extend with its own routes), and [`serve`], which serves a
+//! router with a connection cap and an idle timeout of its own, so that no number of HTTP
+//! clients can use up the file descriptors the policy listener needs.
 
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
+
+/// Most connections the metrics listener serves at once. Further clients wait in the
+/// listen backlog (they hold no descriptor of the process). Part of the file-descriptor
+/// budget in `docs/failure-modes.md`.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// A metrics-listener connection that neither sends nor takes a byte for this long is
+/// closed (a Prometheus scrape, a probe or an explain takes well under it).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The connection cap and idle timeout of [`serve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Most connections served at once; more wait in the backlog.
+    pub max_connections: usize,
+    /// A connection without any byte read or written for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: MAX_CONNECTIONS,
+            idle_timeout: IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// Serves `app` on `listener` within `limits` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let listener = LimitedListener {
+        inner: listener,
+        permits: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+        idle_timeout: limits.idle_timeout,
+        backoff: ACCEPT_BACKOFF_MIN,
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// First pause after a failed `accept`; doubled on each failure in a row.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest pause after a failed `accept`.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// A TCP listener that takes a permit before each `accept` (so at most
+/// [`HttpLimits::max_connections`] connections are open) and gives its connections an idle
+/// timeout.
+struct LimitedListener {
+    inner: TcpListener,
+    permits: Arc<Semaphore>,
+    idle_timeout: Duration,
+    /// The pause after the next failed `accept`.
+    backoff: Duration,
+}
+
+impl axum::serve::Listener for LimitedListener {
+    type Io = LimitedIo;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (LimitedIo, SocketAddr) {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        loop {
+            match self.inner.accept().await {
+                Ok((io, addr)) => {
+                    self.backoff = ACCEPT_BACKOFF_MIN;
+                    return (LimitedIo::new(io, permit, self.idle_timeout), addr);
+                }
+                Err(e) => {
+                    crate::warn_limited!(
+                        error = %e,
+                        backoff_ms = self.backoff.as_millis() as u64,
+                        "Metrics listener cannot accept a connection; backing off"
+                    );
+                    tokio::time::sleep(self.backoff).await;
+                    self.backoff = (self.backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection of [`LimitedListener`]: holds its permit, and fails reads and writes with
+/// `TimedOut` once no byte moved for the idle timeout.
+struct LimitedIo {
+    io: TcpStream,
+    _permit: OwnedSemaphorePermit,
+    idle_timeout: Duration,
+    idle: Pin<Box<Sleep>>,
+}
+
+impl LimitedIo {
+    fn new(io: TcpStream, permit: OwnedSemaphorePermit, idle_timeout: Duration) -> Self {
+        LimitedIo {
+            io,
+            _permit: permit,
+            idle_timeout,
+            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+        }
+    }
+
+    /// Bytes moved: the idle timer starts over.
+    fn progressed(&mut self) {
+        let deadline = Instant::now() + self.idle_timeout;
+        self.idle.as_mut().reset(deadline);
+    }
+
+    /// Nothing moved: `TimedOut` once the idle timer has run out.
+    fn check_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        ready!(self.idle.as_mut().poll(cx));
+        Poll::Ready(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "metrics connection idle",
+        ))
+    }
+}
+
+impl AsyncRead for LimitedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    self.progressed();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => self.check_idle(cx).map(Err),
+        }
+    }
+}
+
+impl AsyncWrite for LimitedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.io).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                self.progressed();
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => self.check_idle(cx).map(Err),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.io).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(n)) => {
+                self.progressed();
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => self.check_idle(cx).map(Err),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
 
 /// A boxed future, as readiness checks return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -27,6 +27,9 @@ pub mod names {
     pub const CONNECTIONS: &str = "sluice_connections_total";
     /// Counter `{kind}`: connections closed on bytes that are not a request.
     pub const FRAME_ERRORS: &str = "sluice_frame_errors_total";
+    /// Counter `{reason}`: connections closed to make room (idle ones) or refused (a client
+    /// at its cap with every connection busy).
+    pub const CONNECTIONS_SHED: &str = "sluice_connections_shed_total";
     /// Counter `{policy, quota}`: requests leaving a quota near its limit.
     pub const NEAR_LIMIT: &str = "sluice_quota_near_limit_total";
     /// Gauge: the policy set version served.
@@ -169,6 +172,10 @@ fn describe() {
     );
     describe_gauge!(CONNECTIONS_OPEN, "Postfix connections open.");
     describe_counter!(CONNECTIONS, "Postfix connections accepted.");
+    describe_counter!(
+        CONNECTIONS_SHED,
+        "Postfix connections closed to make room for new ones (the oldest idle), or new ones refused."
+    );
     describe_counter!(
         FRAME_ERRORS,
         "Connections closed because the bytes were not a policy request."

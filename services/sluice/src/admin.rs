@@ -1,6 +1,10 @@
 //! The metrics listener: `/metrics`, `/healthz`, `/readyz` (from [`sluice_runtime::router`])
-//! and, on serve and edge, `POST /explain` (the request as protocol text in the body; the
-//! explanation as text back, with live counter levels).
+//! and, on serve and edge with `http_explain = true`, `POST /explain` (the request as
+//! protocol text in the body; the explanation as text back, with live counter levels). It
+//! is off by default: it shows policy contents and counter levels to anyone who can reach
+//! the port. Served with its own connection cap and idle timeout
+//! ([`sluice_runtime::http::serve`]), so HTTP clients cannot use up the descriptors the
+//! policy listeners need.
 
 use crate::ready::FrontReady;
 use axum::extract::State;
@@ -8,23 +12,29 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 use sluice_protocol::{PolicyRequest, RequestDecoder};
+use sluice_runtime::http::HttpLimits;
 use sluice_runtime::ReadyCheck;
 use std::future::Future;
 use std::sync::Arc;
 
-/// Serves the endpoints of serve/edge on `listener` until `shutdown` resolves.
+/// Serves the endpoints of serve/edge on `listener` until `shutdown` resolves; `POST
+/// /explain` only when `explain` is true.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     ready: Arc<FrontReady>,
+    explain: bool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let explain = Router::new()
-        .route("/explain", post(explain))
-        .with_state(Arc::clone(&ready));
-    let app = sluice_runtime::router(ready).merge(explain);
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let mut app = sluice_runtime::router(ready.clone());
+    if explain {
+        app = app.merge(
+            Router::new()
+                .route("/explain", post(explain_handler))
+                .with_state(ready),
+        );
+    }
+    if let Err(e) =
+        sluice_runtime::http::serve(listener, app, HttpLimits::default(), shutdown).await
     {
         tracing::error!(error = %e, "Metrics listener failed");
     }
@@ -33,12 +43,18 @@ pub async fn serve(
 /// Serves `/metrics`, `/healthz` and `/readyz` (roles without an engine) until the process
 /// ends.
 pub async fn serve_basic(listener: tokio::net::TcpListener, ready: Arc<dyn ReadyCheck>) {
-    if let Err(e) = axum::serve(listener, sluice_runtime::router(ready)).await {
+    let app = sluice_runtime::router(ready);
+    let forever = std::future::pending();
+    if let Err(e) = sluice_runtime::http::serve(listener, app, HttpLimits::default(), forever).await
+    {
         tracing::error!(error = %e, "Metrics listener failed");
     }
 }
 
-async fn explain(State(ready): State<Arc<FrontReady>>, body: String) -> (StatusCode, String) {
+async fn explain_handler(
+    State(ready): State<Arc<FrontReady>>,
+    body: String,
+) -> (StatusCode, String) {
     let Some(engine) = ready.engine() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -54,9 +54,14 @@ pub struct RoleArgs {
     #[arg(long, env = "SLUICE_LISTEN", value_delimiter = ',')]
     pub listen: Option<Vec<String>>,
     /// Metrics HTTP listener (`/metrics`, `/healthz`, `/readyz`; `POST /explain` on serve
-    /// and edge), or `off`. Default 127.0.0.1:10032 (serve, edge), 127.0.0.1:10034 (quota).
+    /// and edge with `http_explain`), or `off`. Default 127.0.0.1:10032 (serve, edge),
+    /// 127.0.0.1:10034 (quota).
     #[arg(long, env = "SLUICE_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// Serve `POST /explain` on the metrics listener (default false): it shows policy
+    /// contents and live counter levels to anyone who can reach that port.
+    #[arg(long, env = "SLUICE_HTTP_EXPLAIN", num_args = 0..=1, default_missing_value = "true")]
+    pub http_explain: Option<bool>,
     /// Old name of `--metrics-listen` (still accepted; `--metrics-listen` wins).
     #[arg(long, env = "SLUICE_ADMIN_LISTEN", hide = true)]
     pub admin_listen: Option<String>,
@@ -81,9 +86,15 @@ pub struct RoleArgs {
     /// again later` (fail closed); `DUNNO` fails open.
     #[arg(long, env = "SLUICE_FALLBACK_ACTION")]
     pub fallback_action: Option<String>,
-    /// Most concurrent Postfix connections (default 4096); more wait in the backlog.
+    /// Most concurrent Postfix connections per listener (default 4096); a new one beyond
+    /// it closes the connection idle the longest (more wait in the backlog only while every
+    /// connection is busy).
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Most concurrent Postfix connections from one client address (default 512); a new
+    /// one beyond it closes that client's connection idle the longest.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS_PER_CLIENT")]
+    pub max_connections_per_client: Option<usize>,
     /// Close a connection idle this many seconds (default 330; Postfix's max_idle is 300).
     #[arg(long, env = "SLUICE_IDLE_TIMEOUT_SECS")]
     pub idle_timeout_secs: Option<u64>,
@@ -154,6 +165,7 @@ macro_rules! for_each_setting {
             listen,
             metrics_listen,
             admin_listen,
+            http_explain,
             otlp_endpoint,
             trace_sample_ratio,
             log_target,
@@ -161,6 +173,7 @@ macro_rules! for_each_setting {
             monitor,
             fallback_action,
             max_connections,
+            max_connections_per_client,
             idle_timeout_secs,
             request_deadline_ms,
             max_line,
@@ -208,6 +221,8 @@ pub struct Settings {
     pub listen: Vec<ListenAddr>,
     /// Metrics HTTP listener (`metrics_listen`, alias `admin_listen`), if any.
     pub admin: Option<SocketAddr>,
+    /// Whether the metrics listener serves `POST /explain` (serve, edge).
+    pub http_explain: bool,
     /// OTLP/gRPC collector; traces are off without one.
     pub otlp_endpoint: Option<String>,
     /// Share of requests traced.
@@ -247,6 +262,7 @@ fn keys_of(role: Role) -> &'static [&'static str] {
             "listen",
             "metrics_listen",
             "admin_listen",
+            "http_explain",
             "otlp_endpoint",
             "trace_sample_ratio",
             "log_target",
@@ -254,6 +270,7 @@ fn keys_of(role: Role) -> &'static [&'static str] {
             "monitor",
             "fallback_action",
             "max_connections",
+            "max_connections_per_client",
             "idle_timeout_secs",
             "request_deadline_ms",
             "max_line",
@@ -269,6 +286,7 @@ fn keys_of(role: Role) -> &'static [&'static str] {
             "listen",
             "metrics_listen",
             "admin_listen",
+            "http_explain",
             "otlp_endpoint",
             "trace_sample_ratio",
             "log_target",
@@ -276,6 +294,7 @@ fn keys_of(role: Role) -> &'static [&'static str] {
             "monitor",
             "fallback_action",
             "max_connections",
+            "max_connections_per_client",
             "idle_timeout_secs",
             "request_deadline_ms",
             "max_line",
@@ -397,6 +416,11 @@ pub fn resolve(args: RoleArgs, role: Role) -> Result<Settings, Vec<String>> {
         "max_connections",
         a.max_connections.unwrap_or(4096) as u64,
     ) as usize;
+    let max_per_client = positive(
+        &mut errors,
+        "max_connections_per_client",
+        a.max_connections_per_client.unwrap_or(512) as u64,
+    ) as usize;
     let idle = positive(
         &mut errors,
         "idle_timeout_secs",
@@ -475,6 +499,7 @@ pub fn resolve(args: RoleArgs, role: Role) -> Result<Settings, Vec<String>> {
     }
     let edge = EdgeConfig {
         max_connections,
+        max_connections_per_client: max_per_client,
         idle_timeout: Duration::from_secs(idle),
         request_deadline: Duration::from_millis(deadline),
         limits: Limits {
@@ -490,6 +515,7 @@ pub fn resolve(args: RoleArgs, role: Role) -> Result<Settings, Vec<String>> {
     Ok(Settings {
         listen,
         admin,
+        http_explain: a.http_explain.unwrap_or(false),
         otlp_endpoint,
         trace_sample_ratio,
         log_target: a.log_target.unwrap_or_default(),
@@ -535,6 +561,7 @@ impl fmt::Display for Settings {
             "metrics_listen = {:?}",
             self.admin.map_or("off".to_string(), |a| a.to_string())
         )?;
+        writeln!(f, "http_explain = {}", self.http_explain)?;
         writeln!(
             f,
             "otlp_endpoint = {:?}",
@@ -557,6 +584,11 @@ impl fmt::Display for Settings {
             self.edge.fallback_action.to_string()
         )?;
         writeln!(f, "max_connections = {}", self.edge.max_connections)?;
+        writeln!(
+            f,
+            "max_connections_per_client = {}",
+            self.edge.max_connections_per_client
+        )?;
         writeln!(
             f,
             "idle_timeout_secs = {}",

@@ -98,6 +98,8 @@ fn ask_server(server: &str, body: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())?;
     if status.is_success() {
         Ok(text)
+    } else if status == 404 {
+        Err("the server does not serve POST /explain (http_explain = true enables it)".into())
     } else {
         Err(format!("server said {status}: {}", text.trim()))
     }

@@ -4,7 +4,7 @@
 
 use crate::config::{Role, Settings};
 use crate::ready::{Counters, FrontReady};
-use crate::{admin, reload, signal};
+use crate::{admin, descriptors, reload, signal};
 use anyhow::Context;
 use sluice_edge::Listener;
 use sluice_engine::{Engine, State};
@@ -32,6 +32,7 @@ pub async fn run(
     // a connection that is accepted and never answered.
     let stop = signal::shutdown();
     bind_listeners(&settings).await?;
+    descriptors::raise_limit(descriptors::budget(&settings));
     let admin = match settings.admin {
         Some(a) => Some(tokio::net::TcpListener::bind(a).await.with_context(|| {
             format!("cannot listen on {a} (metrics; metrics_listen = \"off\" disables it)")
@@ -49,7 +50,12 @@ pub async fn run(
     // Serving /healthz, /metrics and a 503 /readyz while the policies load.
     let ready = FrontReady::new(counters);
     if let Some(admin) = admin {
-        tokio::spawn(admin::serve(admin, ready.clone(), stopped()));
+        tokio::spawn(admin::serve(
+            admin,
+            ready.clone(),
+            settings.http_explain,
+            stopped(),
+        ));
     }
     metrics::counter!(sluice_runtime::metrics::names::POLICY_RELOAD_FAILURES).increment(0);
 

@@ -5,6 +5,7 @@
 mod admin;
 mod cli;
 mod config;
+mod descriptors;
 mod explain;
 mod front;
 mod hangup;

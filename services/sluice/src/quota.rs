@@ -45,6 +45,8 @@ pub async fn run(args: RoleArgs, log: &LogArgs) -> anyhow::Result<ExitCode> {
 async fn serve(settings: config::Settings) -> anyhow::Result<ExitCode> {
     let stop = signal::shutdown();
     let grpc = settings.grpc_listen.expect("resolved for the quota role");
+    // gRPC connections come from the edges only; the metrics listener has its own cap.
+    crate::descriptors::raise_limit(crate::descriptors::RESERVE);
     let listener = tokio::net::TcpListener::bind(grpc)
         .await
         .with_context(|| format!("cannot listen on {grpc}"))?;

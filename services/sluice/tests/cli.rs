@@ -43,6 +43,7 @@ impl Serve {
                 &format!("127.0.0.1:{port}"),
                 "--admin-listen",
                 &format!("127.0.0.1:{admin}"),
+                "--http-explain",
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -3,11 +3,11 @@
 use crate::request::Request;
 use sluice_edge::ListenAddr;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::{TcpSocket, TcpStream, UnixStream};
 
 /// Anything a client can talk over.
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -28,6 +28,21 @@ impl PolicyClient {
         let stream = TcpStream::connect(addr)
             .await
             .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+        stream.set_nodelay(true).expect("set TCP_NODELAY");
+        PolicyClient::over(Box::new(stream))
+    }
+
+    /// Connects over TCP from the local address `from` (any of 127.0.0.0/8 on Linux, to
+    /// play another client address). Panics if the connection fails.
+    pub async fn connect_from(from: IpAddr, addr: SocketAddr) -> PolicyClient {
+        let socket = TcpSocket::new_v4().expect("a TCP socket");
+        socket
+            .bind(SocketAddr::new(from, 0))
+            .unwrap_or_else(|e| panic!("cannot bind {from}: {e}"));
+        let stream = socket
+            .connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {addr} from {from}: {e}"));
         stream.set_nodelay(true).expect("set TCP_NODELAY");
         PolicyClient::over(Box::new(stream))
     }
