@@ -72,7 +72,7 @@ impl Store {
                         continue;
                     }
                     Err(error) => {
-                        tracing::warn!(%error, "Cannot check the policy database file; retrying.");
+                        sluice_runtime::warn_limited!(%error, "Cannot check the policy database file; retrying.");
                         continue;
                     }
                 }
@@ -89,7 +89,8 @@ impl Store {
                         });
                     }
                     Err(error) => {
-                        tracing::warn!(
+                        // Once per 10 s at most, however short the poll interval.
+                        sluice_runtime::warn_limited!(
                             %error,
                             kind = error.kind_label(),
                             "Cannot read the policy version; keeping the current policies and retrying."
