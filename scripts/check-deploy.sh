@@ -5,7 +5,9 @@
 #   - Grafana dashboard: the JSON parses and is importable (datasource input, targets);
 #   - systemd units: `systemd-analyze verify` reports nothing;
 #   - Helm chart: lint and render with Helm's own Go library (PyPI `helm-python-sdk`, no helm
-#     binary) for the default values and ci/all-options-values.yaml, then every rendered
+#     binary) for the default values and ci/all-options-values.yaml (every container runs
+#     the expected image; commonAnnotations on every object); values.schema.json refuses
+#     wrong types and unknown keys; then every rendered
 #     object validated against the Kubernetes $KUBE_VERSION schemas (PyPI
 #     `kubernetes-validate`, strict: unknown fields are errors). ServiceMonitor and
 #     PrometheusRule (Prometheus Operator CRDs) have no schema there and are skipped
@@ -231,22 +233,49 @@ def must_fail(values, words):
     raise AssertionError("rendered, but should have failed")
 
 
+def lint_must_fail(values, words):
+    report = helm.lint(CHART, values, strict=True, kube_version="v" + KUBE_VERSION)
+    problems = [str(m) for m in report["messages"] if m["severity"] >= 2] + [str(e) for e in report.get("errors", [])]
+    assert problems, "helm lint accepted it"
+    assert any(words in p for p in problems), f"lint failed, but not for {words!r}: {problems}"
+
+
+def expect_images(objs, want, annotated):
+    # The chart's own container of every workload (the first; sidecars come after it).
+    workloads = [o for _, o in objs if o["kind"] in ("Deployment", "Job", "Pod")]
+    assert workloads, "no workloads"
+    for o in workloads:
+        spec = o["spec"] if o["kind"] == "Pod" else o["spec"]["template"]["spec"]
+        got = spec["containers"][0]["image"]
+        assert got == want, f"{o['kind']}/{o['metadata']['name']} runs {got}, expected {want}"
+    if annotated:  # ci/all-options-values.yaml sets commonAnnotations
+        for _, o in objs:
+            ann = o["metadata"].get("annotations", {})
+            assert ann.get("example.com/contact") == "mail-team@example.com", f"{o['kind']}/{o['metadata']['name']}: commonAnnotations missing"
+
+
 def main():
     default = None
     all_options = yaml.safe_load(open(f"{CHART}/ci/all-options-values.yaml"))
+    chart = yaml.safe_load(open(f"{CHART}/Chart.yaml"))
     base = {"Deployment": 2, "Service": 4, "ConfigMap": 1, "ServiceAccount": 1, "Job": 1,
-            "HorizontalPodAutoscaler": 1, "PodDisruptionBudget": 2}
+            "HorizontalPodAutoscaler": 1, "PodDisruptionBudget": 2, "Pod": 1}
+    # The image scripts/build-image.sh builds and tags (scripts/test-packages.sh checks it
+    # against the built one).
+    default_image = f"ghcr.io/example/sluice:{chart['appVersion']}"
+    all_image = "mirror.example.com/mail/sluice@" + all_options["image"]["digest"]
     env = {"SLUICE_DATABASE": "postgres://sluice@db/sluice", "SLUICE_REDIS": "redis://r:6379"}
     options_off = {"edge": {"autoscaling": {"enabled": False}, "podDisruptionBudget": {"enabled": False},
                             "antiAffinity": "", "preStopSleepSeconds": 0},
                    "quota": {"podDisruptionBudget": {"enabled": False}, "antiAffinity": ""},
-                   "serviceAccount": {"create": False}, "migration": {"enabled": False}}
-    for label, values, want in [
-        ("default values", default, dict(base, Secret=2)),
+                   "serviceAccount": {"create": False}, "migration": {"enabled": False},
+                   "tests": {"enabled": False}}
+    for label, values, want, image in [
+        ("default values", default, dict(base, Secret=2), default_image),
         ("ci/all-options-values.yaml", all_options,
-         dict(base, ServiceMonitor=1, PrometheusRule=1, NetworkPolicy=2)),
+         dict(base, ServiceMonitor=1, PrometheusRule=1, NetworkPolicy=2, HorizontalPodAutoscaler=2), all_image),
         ("optional objects off", options_off,
-         {"Deployment": 2, "Service": 4, "ConfigMap": 1, "Secret": 1}),
+         {"Deployment": 2, "Service": 4, "ConfigMap": 1, "Secret": 1}, default_image),
     ]:
         attempt(f"helm lint ({label}, strict, Kubernetes {KUBE_VERSION})", lambda: lint(label, values))
         try:
@@ -257,6 +286,8 @@ def main():
             continue
         attempt(f"kubernetes-validate {KUBE_VERSION} strict ({label})", lambda: validate(label, objs))
         attempt(f"rendered kinds ({label})", lambda: expect_kinds(objs, want))
+        attempt(f"containers run {image}{', commonAnnotations everywhere' if values is all_options else ''} ({label})",
+                lambda: expect_images(objs, image, values is all_options))
         attempt(f"rendered edge.toml and quota.toml pass sluice --check-config ({label})",
                 lambda: check_configs(objs, env))
         if want.get("PrometheusRule"):
@@ -267,6 +298,12 @@ def main():
             lambda: must_fail({"networkPolicy": {"enabled": True}}, "networkPolicy")),
     attempt("render refuses an unknown antiAffinity",
             lambda: must_fail({"quota": {"antiAffinity": "sometimes"}}, "antiAffinity"))
+    attempt("values.schema.json: helm lint refuses a wrong type (edge.replicaCount: \"three\")",
+            lambda: lint_must_fail({"edge": {"replicaCount": "three"}}, "replicaCount"))
+    attempt("values.schema.json: render refuses a wrong type (quota.autoscaling.enabled: \"yes\")",
+            lambda: must_fail({"quota": {"autoscaling": {"enabled": "yes"}}}, "enabled"))
+    attempt("values.schema.json: render refuses an unknown key (edge.replicas)",
+            lambda: must_fail({"edge": {"replicas": 3}}, "replicas"))
     return 0 if all(e is None for _, e in results) else 1
 
 

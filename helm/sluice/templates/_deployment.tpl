@@ -1,6 +1,8 @@
 {{/*
 A role's Deployment. Args: (dict "root" $ "component" "edge"|"quota" "v" <role values>
 "ports" <list of {name, port}> "env" <list of env entries> "replicas" <int or nil>).
+The role's extraArgs follow `<role> --config /etc/sluice/<role>.toml`; its extraVolumes,
+extraVolumeMounts, initContainers and sidecars are added as given.
 */}}
 {{- define "sluice.deployment" -}}
 {{- $root := .root }}
@@ -14,16 +16,14 @@ metadata:
   labels:
     {{- include "sluice.labels" $root | nindent 4 }}
     app.kubernetes.io/component: {{ .component }}
+  {{- include "sluice.annotations" (dict "root" $root) | nindent 2 }}
 spec:
   {{- if not (kindIs "invalid" .replicas) }}
   replicas: {{ .replicas }}
   {{- end }}
   revisionHistoryLimit: 5
   strategy:
-    type: RollingUpdate
-    rollingUpdate:
-      maxUnavailable: 0
-      maxSurge: 1
+    {{- toYaml $v.updateStrategy | nindent 4 }}
   selector:
     matchLabels:
       {{- include "sluice.selectorLabels" $root | nindent 6 }}
@@ -58,13 +58,18 @@ spec:
       {{- end }}
       securityContext:
         {{- toYaml $root.Values.podSecurityContext | nindent 8 }}
+      {{- with $v.initContainers }}
+      initContainers:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
       containers:
         - name: {{ .component }}
           image: {{ include "sluice.image" $root | quote }}
           imagePullPolicy: {{ $root.Values.image.pullPolicy }}
           command:
             {{- toYaml $root.Values.image.command | nindent 12 }}
-          args: [{{ .component | quote }}, "--config", "/etc/sluice/{{ .component }}.toml"]
+          args:
+            {{- toYaml (concat (list .component "--config" (printf "/etc/sluice/%s.toml" .component)) $v.extraArgs) | nindent 12 }}
           ports:
             {{- range .ports }}
             - name: {{ .name }}
@@ -92,6 +97,12 @@ spec:
               readOnly: true
             - name: tmp
               mountPath: /tmp
+            {{- with $v.extraVolumeMounts }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+        {{- with $v.sidecars }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
       volumes:
         - name: config
           configMap:
@@ -102,6 +113,9 @@ spec:
         - name: tmp
           emptyDir:
             sizeLimit: 16Mi
+        {{- with $v.extraVolumes }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
       {{- if $v.affinity }}
       affinity:
         {{- toYaml $v.affinity | nindent 8 }}
@@ -134,6 +148,7 @@ metadata:
   labels:
     {{- include "sluice.labels" .root | nindent 4 }}
     app.kubernetes.io/component: {{ .component }}
+  {{- include "sluice.annotations" (dict "root" .root) | nindent 2 }}
 spec:
   {{- if not (eq (toString .pdb.minAvailable) "") }}
   minAvailable: {{ .pdb.minAvailable }}

@@ -66,6 +66,51 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Create or upgrade the policy database schema.
     Migrate(DatabaseArgs),
+    /// Send one policy request to a running `sluice serve` or `edge` and print the reply
+    /// (exit 0 when an action came back; `helm test` runs it).
+    Ask(AskArgs),
+    /// Print a shell completion script to standard output (generated from this command line).
+    Completions(CompletionsArgs),
+    /// Write man pages (sluice.1 and one page per subcommand) into a directory.
+    Man(ManArgs),
+}
+
+/// `sluice ask`.
+#[derive(Debug, Clone, Args)]
+pub struct AskArgs {
+    /// The policy listener: HOST:PORT (a name is resolved; every address is tried).
+    pub server: String,
+    /// protocol_state.
+    #[arg(long, default_value = "RCPT")]
+    pub protocol_state: String,
+    /// sender (empty for the null sender).
+    #[arg(long, default_value = "")]
+    pub sender: String,
+    /// recipient.
+    #[arg(long, default_value = "postmaster@example.com")]
+    pub recipient: String,
+    /// client_address.
+    #[arg(long, default_value = "192.0.2.1")]
+    pub client_address: String,
+    /// Give up after this many seconds (connecting and waiting for the reply).
+    #[arg(long, default_value_t = 5)]
+    pub timeout_secs: u64,
+}
+
+/// `sluice completions`.
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell: bash (save as /usr/share/bash-completion/completions/sluice), zsh (as
+    /// _sluice in a directory of $fpath), fish (as ~/.config/fish/completions/sluice.fish),
+    /// elvish or powershell.
+    pub shell: clap_complete::Shell,
+}
+
+/// `sluice man`.
+#[derive(Debug, Clone, Args)]
+pub struct ManArgs {
+    /// The directory to write the pages into (created if missing; existing pages replaced).
+    pub dir: PathBuf,
 }
 
 /// Where policies are stored.

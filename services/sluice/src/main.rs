@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod ask;
 mod cli;
 mod config;
 mod descriptors;
@@ -11,6 +12,7 @@ mod front;
 mod hangup;
 mod import;
 mod logging;
+mod manual;
 mod policy_cmd;
 mod quota;
 mod ready;
@@ -78,6 +80,9 @@ fn main() -> ExitCode {
             Command::ImportPolicyd(args) => import::run(args).await,
             Command::Explain(args) => explain::run(args).await,
             Command::Migrate(args) => policy_cmd::migrate(args).await,
+            Command::Ask(args) => ask::run(args),
+            Command::Completions(args) => manual::completions(args),
+            Command::Man(args) => manual::man(args),
         }
     });
     match result {

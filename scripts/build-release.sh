@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds the release `sluice` binary that the image and the packages ship: statically linked
+# (glibc's static libc, `+crt-static`), so it runs on `scratch` and on any x86-64 Linux.
+# Built once: cargo sees nothing to do on the second call (same target, same flags), so
+# scripts/build-image.sh and scripts/build-packages.sh both call this. Prints the binary's
+# path on its last line.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TARGET=x86_64-unknown-linux-gnu
+# With an explicit --target, RUSTFLAGS reach only the target's crates (not build scripts
+# or proc macros, which stay dynamically linked host programs).
+RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build --release --locked -p sluice --target "$TARGET" >&2
+BIN="$PWD/target/$TARGET/release/sluice"
+# Symbols stripped in place (about a third of the size; cargo still sees the build as fresh,
+# and stripping twice changes nothing). The image and both packages ship this file.
+strip "$BIN"
+# A dynamically linked binary would not start on scratch: refuse it here, not at run time.
+if readelf -l "$BIN" | grep -q 'Requesting program interpreter'; then
+    echo "build-release: $BIN is dynamically linked" >&2
+    exit 1
+fi
+echo "$BIN"
