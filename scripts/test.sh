@@ -2,8 +2,10 @@
 # Sluice's whole test suite: formatting and lints, every crate's unit and integration tests
 # (against a real PostgreSQL and MariaDB on 127.0.0.1, and Redis Cluster nodes the tests start
 # themselves; whatever is missing is installed or started here),
-# and the end-to-end test with a real Postfix. Run as root on Debian (apt-get is used for
-# anything missing). Exits non-zero on the first failure.
+# the end-to-end test with a real Postfix, the deploy assets, and what operators install
+# (container image run with podman, .deb installed with dpkg, .rpm file list: one static
+# release build for all three). Run as root on Debian (apt-get is used for anything
+# missing). Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/services.sh
@@ -24,3 +26,5 @@ cargo build -p sluice --locked
 SLUICE_BIN="$PWD/target/debug/sluice" bash tests/e2e/postfix.sh
 echo "== deploy assets (systemd, Grafana, alert rules, Helm chart)"
 SLUICE_BIN="$PWD/target/debug/sluice" bash scripts/check-deploy.sh
+echo "== packages (container image, .deb, .rpm from one static release build)"
+bash scripts/test-packages.sh

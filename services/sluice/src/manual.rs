@@ -43,6 +43,7 @@ fn write_pages(
         write_pages(sub.clone(), dir, written)?;
     }
     let page = clap_mangen::Man::new(cmd)
+        .source(concat!("sluice ", env!("CARGO_PKG_VERSION")))
         .manual("Sluice")
         .generate_to(dir)
         .with_context(|| format!("cannot write a man page into {}", dir.display()))?;
