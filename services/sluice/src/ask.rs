@@ -37,9 +37,16 @@ pub fn run(args: AskArgs) -> anyhow::Result<ExitCode> {
     };
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
+    // Each call is its own message unless told otherwise (quotas count messages by instance).
+    let instance = args.instance.unwrap_or_else(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("sluice-ask.{}.{nanos}", std::process::id())
+    });
     let request = format!(
         "request=smtpd_access_policy\nprotocol_state={}\nprotocol_name=ESMTP\n\
-         client_address={}\nsender={}\nrecipient={}\ninstance=sluice-ask\n\n",
+         client_address={}\nsender={}\nrecipient={}\ninstance={instance}\n\n",
         args.protocol_state, args.client_address, args.sender, args.recipient
     );
     stream.write_all(request.as_bytes())?;

@@ -92,6 +92,9 @@ pub struct AskArgs {
     /// client_address.
     #[arg(long, default_value = "192.0.2.1")]
     pub client_address: String,
+    /// instance (the message a request belongs to); default: a new one for each call.
+    #[arg(long)]
+    pub instance: Option<String>,
     /// Give up after this many seconds (connecting and waiting for the reply).
     #[arg(long, default_value_t = 5)]
     pub timeout_secs: u64,
