@@ -162,12 +162,12 @@ print(c, labels)
 ' "$IMAGE"
     }
     check "image: non-root numeric user, entrypoint, /data volume, ports, OCI labels" image_metadata
-    check "image: holds only the binary and /data (no shell)" sh -c "
+    check "image: holds only the binary and /data (owned by 65532; no shell)" sh -c "
         c=\$(buildah from --pull=never '$IMAGE') && m=\$(buildah mount \"\$c\") &&
         files=\$(cd \"\$m\" && find . -mindepth 1 -not -type d | sort) && dirs=\$(cd \"\$m\" && stat -c '%n %u %a' ./data);
         buildah umount \"\$c\" >/dev/null; buildah rm \"\$c\" >/dev/null;
         echo \"\$files\"; echo \"\$dirs\";
-        [ \"\$files\" = ./usr/local/bin/sluice ] && [ \"\$dirs\" = './data 65532 750' ]"
+        [ \"\$files\" = ./usr/local/bin/sluice ] && [ \"\$dirs\" = './data 65532 755' ]"
 
     podman volume create "$VOLUME" >/dev/null
     check "image: sluice policy import into the /data volume" \
@@ -253,7 +253,7 @@ if [ -n "$DEB" ]; then
         getent passwd sluice; [ "$(stat -c "%U:%G %a" /var/lib/sluice)" = "sluice:sluice 750" ]'
     # No systemd runs in CI: the maintainer scripts are also read for enable/start calls.
     check "installing enabled and started nothing" sh -c '
-        dpkg-deb -I "$0" postinst | grep -E "systemctl (enable|start)|deb-systemd-(helper enable|invoke start)" && exit 1
+        dpkg-deb -I "$0" postinst | grep -v "^ *#" | grep -E "systemctl (enable|start)|deb-systemd-(helper enable|invoke start)" && exit 1
         ls /etc/systemd/system/*.wants/ 2>/dev/null | grep sluice && exit 1
         pgrep -f "^/usr/bin/sluice" && exit 1; exit 0' "$DEB"
     verify_units() {
