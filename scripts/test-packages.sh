@@ -301,10 +301,15 @@ if [ -n "$DEB" ]; then
     check "the database belongs to the sluice user" sh -c \
         '[ "$(stat -c %U /var/lib/sluice/sluice.db)" = sluice ]'
 
-    # Upgrade path: a changed configuration and the database survive reinstalling.
+    # Upgrade: the same files as revision 2 (a newer version to dpkg); a changed
+    # configuration and the database must survive it.
     echo "# changed by the operator" >>/etc/sluice/serve.toml
     cp /var/lib/sluice/sluice.db "$WORK/before.db"
-    check "dpkg -i again (upgrade path)" dpkg -i "$DEB"
+    mkdir -p "$WORK/v2"
+    cargo deb -p sluice --no-build --no-strip --target x86_64-unknown-linux-gnu --deb-revision 2 \
+        -o "$WORK/v2/" >"$WORK/v2.log" 2>&1 || cat "$WORK/v2.log"
+    check "dpkg -i revision 2 (upgrade from revision 1)" sh -c "
+        dpkg -i '$WORK'/v2/*.deb && dpkg-query -W -f='\${Version}' sluice | grep -qx '0.1.0-2'"
     check "upgrade kept the changed serve.toml and the database" sh -c "
         tail -n 1 /etc/sluice/serve.toml | grep -q 'changed by the operator' &&
         cmp /var/lib/sluice/sluice.db '$WORK/before.db' &&
