@@ -13,7 +13,7 @@
 #     changed serve.toml and the database; `dpkg -r` keeps both; `dpkg -P` deletes them;
 #     man pages and completions are installed;
 #   - the RPM (cargo-generate-rpm): its file list (`rpm -qlp`), config file, owner and scripts.
-# Needs root on Debian; installs buildah, podman, runc, rpm (apt-get) and cargo-deb,
+# Needs root on Debian; installs buildah, podman, runc, rpm, rpm2cpio, cpio, curl (apt-get) and cargo-deb,
 # cargo-generate-rpm (cargo install) when missing. Installs and purges the `sluice` Debian
 # package on this machine. Ends with "package checks: N passed, M failed"; exits non-zero
 # on any failure.
@@ -57,7 +57,8 @@ apt_install() {
         { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >/dev/null; }
 }
 missing=()
-for tool in buildah:buildah podman:podman runc:runc rpm:rpm systemd-analyze:systemd; do
+for tool in buildah:buildah podman:podman runc:runc rpm:rpm rpm2cpio:rpm2cpio cpio:cpio curl:curl \
+    systemd-analyze:systemd; do
     command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 done
 [ "${#missing[@]}" -eq 0 ] || apt_install "${missing[@]}"

@@ -21,10 +21,11 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== release binary (static; the end-to-end tests, the image and the packages use it)"
+SLUICE_RELEASE_BIN="$(scripts/build-release.sh | tail -n 1)"
 echo "== end-to-end with Postfix"
-cargo build -p sluice --locked
-SLUICE_BIN="$PWD/target/debug/sluice" bash tests/e2e/postfix.sh
+SLUICE_BIN="$SLUICE_RELEASE_BIN" bash tests/e2e/postfix.sh
 echo "== deploy assets (systemd, Grafana, alert rules, Helm chart)"
-SLUICE_BIN="$PWD/target/debug/sluice" bash scripts/check-deploy.sh
-echo "== packages (container image, .deb, .rpm from one static release build)"
+SLUICE_BIN="$SLUICE_RELEASE_BIN" bash scripts/check-deploy.sh
+echo "== packages (container image, .deb, .rpm)"
 bash scripts/test-packages.sh
