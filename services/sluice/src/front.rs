@@ -34,11 +34,20 @@ pub async fn run(
     bind_listeners(&settings).await?;
     descriptors::raise_limit(descriptors::budget(&settings));
     let admin = match settings.admin {
-        Some(a) => Some(tokio::net::TcpListener::bind(a).await.with_context(|| {
-            format!("cannot listen on {a} (metrics; metrics_listen = \"off\" disables it)")
+        Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {a} for metrics: {e}: stop what holds it (another sluice?), or choose another address (--metrics-listen, metrics_listen = \"off\" disables it)"
+            )
         })?),
         None => None,
     };
+    tracing::info!(
+        role = %role,
+        database = %where_policies_are(&settings.database),
+        listen = %settings.listen.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        metrics = %settings.admin.map_or("off".into(), |a| a.to_string()),
+        "Starting: loading policies"
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -63,12 +72,19 @@ pub async fn run(
     reload::record_loaded(&set);
     tracing::info!(
         role = %role,
-        database = store.backend_name(),
+        database = %where_policies_are(&settings.database),
         version,
         policies = set.enabled_policies(),
         monitor = settings.engine.monitor_all,
         "Policies loaded"
     );
+    if set.enabled_policies() == 0 {
+        tracing::warn!(
+            database = %where_policies_are(&settings.database),
+            "No enabled policies: every request gets DUNNO. Import some: sluice policy import FILE --database {}",
+            crate::config::redact(&settings.database)
+        );
+    }
     let engine = Arc::new(Engine::new(set, state.clone(), settings.engine.clone()));
     ready.loaded(engine.clone(), store.clone());
     tokio::spawn(reload::watch(
@@ -119,12 +135,34 @@ async fn record_database_checks(store: Store) {
 async fn bind_listeners(settings: &Settings) -> anyhow::Result<Vec<Listener>> {
     let mut listeners = Vec::new();
     for addr in &settings.listen {
-        let l = Listener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
+        let l = Listener::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!(
+                "{e}: stop what holds it (another sluice?), or choose another address (--listen, listen = [...])"
+            )
+        })?;
         listeners.push(l);
     }
     Ok(listeners)
+}
+
+/// Where the policies come from, for start-up lines: a SQLite file's absolute path (the
+/// default `sqlite://sluice.db` is relative to the working directory), otherwise the URL
+/// without its password.
+fn where_policies_are(url: &str) -> String {
+    let Some(file) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return crate::config::redact(url);
+    };
+    let file = file.split('?').next().unwrap_or(file);
+    if file.contains(":memory:") {
+        return url.to_string();
+    }
+    match std::path::absolute(file) {
+        Ok(path) => format!("sqlite file {}", path.display()),
+        Err(_) => url.to_string(),
+    }
 }
 
 /// Connects and loads the policy set, retrying while the database is unreachable (an edge
@@ -148,7 +186,11 @@ async fn load_at_start(
                 return Ok((store, version, set));
             }
             Err(e) if role == Role::Edge || url.starts_with("postgres") => {
-                tracing::warn!(database = %shown, "Cannot load policies yet, retrying: {e:#}");
+                tracing::warn!(
+                    database = %shown,
+                    "Cannot load policies yet, retrying: {}",
+                    crate::error_text(&e)
+                );
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_START_BACKOFF);
             }
