@@ -45,6 +45,13 @@ struct RemoteMetrics {
 impl RemoteMetrics {
     fn new() -> Self {
         use sluice_runtime::metrics::names;
+        // Exported from the start (docs/metrics.md): the gauges at 0, every result at 0.
+        metrics::gauge!(names::LEASES_HELD).set(0.0);
+        metrics::gauge!(names::EDGE_SESSIONS).set(0.0);
+        for result in ["ok", "error"] {
+            metrics::counter!(names::LEASE_RETURNS, "result" => result).increment(0);
+            metrics::counter!(names::SESSION_SAVES, "result" => result).increment(0);
+        }
         RemoteMetrics {
             rpc_ok: metrics::histogram!(names::QUOTA_RPC_DURATION, "result" => "ok"),
             rpc_error: metrics::histogram!(names::QUOTA_RPC_DURATION, "result" => "error"),

@@ -67,6 +67,28 @@ pub async fn run(
         ));
     }
     metrics::counter!(sluice_runtime::metrics::names::POLICY_RELOAD_FAILURES).increment(0);
+    // Every kind of frame error exported from the start, at 0 (docs/metrics.md).
+    for kind in [
+        "line_too_long",
+        "request_too_large",
+        "too_many_attributes",
+        "malformed_line",
+        "nul_byte",
+    ] {
+        metrics::counter!(sluice_runtime::metrics::names::FRAME_ERRORS, "kind" => kind)
+            .increment(0);
+    }
+    for reason in [
+        "unsupported_request",
+        "missing_protocol_state",
+        "unknown_protocol_state",
+        "missing_client_address",
+        "invalid_client_address",
+        "invalid_number",
+    ] {
+        metrics::counter!(sluice_runtime::metrics::names::FALLBACK, "reason" => reason)
+            .increment(0);
+    }
 
     let (store, version, set) = load_at_start(&settings, role).await?;
     reload::record_loaded(&set);
