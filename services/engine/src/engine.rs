@@ -720,7 +720,16 @@ impl Engine {
                     continue;
                 };
                 let c = self.counted(set, r);
-                note(trace, || describe_op(op, res, &c));
+                note(trace, || {
+                    let mut line = describe_op(op, res, &c);
+                    if let Some(units) = self.state.leased_unused(&op.key) {
+                        line.push_str(&format!(
+                            " (the level includes {units} units charged ahead as this edge's lease and not used yet: {} used)",
+                            res.used.saturating_sub(units)
+                        ));
+                    }
+                    line
+                });
                 if is_near {
                     decision.near_limit.push(QuotaRef {
                         policy: c.policy.name.clone(),

@@ -441,6 +441,13 @@ async fn attempt(
 }
 
 impl State for RemoteState {
+    fn leased_unused(&self, key: &str) -> Option<u64> {
+        self.inner
+            .leases
+            .as_ref()?
+            .unused(key, std::time::Instant::now())
+    }
+
     fn apply<'a>(
         &'a self,
         batch: &'a CounterBatch,
