@@ -14,23 +14,6 @@ fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-/// Waits (at most 30 s) until `process`'s log contains `what`; returns the log.
-fn log_with(process: &Process, what: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let log = process.log();
-        if log.contains(what) {
-            return log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never logged {what:?}; log:\n{log}",
-            process.name()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn edge_without_a_database_is_refused_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -318,4 +301,48 @@ fn a_sasl_quota_counts_authenticated_mail_per_user_and_skips_the_rest() {
         "192.0.2.1",
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn import_policyd_says_what_changed_for_sasl_quotas() {
+    // Policyd v2's own tables (its SQLite schema), the ones the import reads.
+    let schema = "CREATE TABLE policies (ID INTEGER PRIMARY KEY AUTOINCREMENT, Name VARCHAR(255) NOT NULL, Priority SMALLINT NOT NULL,
+  Description TEXT, Disabled SMALLINT NOT NULL DEFAULT 0);
+CREATE TABLE policy_members (ID INTEGER PRIMARY KEY AUTOINCREMENT, PolicyID INTEGER, Source TEXT, Destination TEXT,
+  Comment VARCHAR(1024), Disabled SMALLINT NOT NULL DEFAULT 0);
+CREATE TABLE policy_groups (ID INTEGER PRIMARY KEY AUTOINCREMENT, Name VARCHAR(255) NOT NULL, Disabled SMALLINT NOT NULL DEFAULT 0,
+  Comment VARCHAR(1024), UNIQUE (Name));
+CREATE TABLE policy_group_members (ID INTEGER PRIMARY KEY AUTOINCREMENT, PolicyGroupID INTEGER, Member VARCHAR(255) NOT NULL,
+  Disabled SMALLINT NOT NULL DEFAULT 0, Comment VARCHAR(1024));
+CREATE TABLE access_control (ID INTEGER PRIMARY KEY AUTOINCREMENT, PolicyID INTEGER, Name VARCHAR(255) NOT NULL,
+  Verdict VARCHAR(255), Data TEXT, Comment VARCHAR(1024), Disabled SMALLINT NOT NULL DEFAULT 0);
+CREATE TABLE quotas (ID INTEGER PRIMARY KEY AUTOINCREMENT, PolicyID INTEGER, Name VARCHAR(255) NOT NULL,
+  Track VARCHAR(255) NOT NULL, Period BIGINT, Verdict VARCHAR(255), Data TEXT, LastQuota SMALLINT NOT NULL DEFAULT 0,
+  Comment VARCHAR(1024), Disabled SMALLINT NOT NULL DEFAULT 0);
+CREATE TABLE quotas_limits (ID INTEGER PRIMARY KEY AUTOINCREMENT, QuotasID INTEGER, Type VARCHAR(255), CounterLimit BIGINT,
+  Comment VARCHAR(1024), Disabled SMALLINT NOT NULL DEFAULT 0);";
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = dir.path().join("policyd.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", fixture.display()))
+        .await
+        .unwrap();
+    let rows = "INSERT INTO policies (ID, Name, Priority, Description, Disabled) VALUES (1, 'Outbound', 10, '', 0);
+INSERT INTO policy_members (PolicyID, Source, Destination, Disabled) VALUES (1, 'any', 'any', 0);
+INSERT INTO quotas (ID, PolicyID, Name, Track, Period, Verdict, Data, LastQuota, Comment, Disabled) VALUES
+ (1, 1, 'Per user', 'SASLUsername', 3600, 'REJECT', NULL, 0, NULL, 0);
+INSERT INTO quotas_limits (QuotasID, Type, CounterLimit, Disabled) VALUES (1, 'MessageCount', 100, 0);";
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("{schema}\n{rows}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let from = format!("sqlite://{}", fixture.display());
+    let out = sluice(&["import-policyd", "--from", &from, "--dry-run"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("changed: policy \"Outbound\" quota \"Per user\" tracks SASLUsername")
+            && t.contains("unauthenticated mail skips this quota"),
+        "{t}"
+    );
 }
