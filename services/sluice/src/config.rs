@@ -75,7 +75,8 @@ pub struct RoleArgs {
     /// Where log lines go: `stderr` (default) or `syslog` (/dev/log, facility mail).
     #[arg(long, env = "SLUICE_LOG_TARGET", value_enum)]
     pub log_target: Option<LogTarget>,
-    /// Policy database URL (`sqlite://FILE`, `postgres://...`). Default `sqlite://sluice.db`.
+    /// Policy database URL (`sqlite://FILE`, `postgres://...`). serve: default
+    /// `sqlite://sluice.db` in the working directory; edge: required (no default).
     #[arg(long, env = "SLUICE_DATABASE")]
     pub database: Option<String>,
     /// Run every policy in monitor mode (evaluate, count, log; answer DUNNO).
