@@ -635,6 +635,7 @@ fn huge_message_sizes_never_overflow_a_size_quota() {
     r.instance = "m3".into();
     r.size = 0;
     assert_eq!(ask(&e, &r), "REJECT Too much mail", "the window is full");
+}
 
 /// A SASLUsername quota counts authenticated mail per user and skips unauthenticated mail,
 /// also when one connection's kept batch alternates between the two (the batch's shape
