@@ -216,6 +216,7 @@ fn a_sasl_quota_counts_authenticated_mail_per_user_and_skips_the_rest() {
             &format!("127.0.0.1:{port}"),
             "--metrics-listen",
             &format!("127.0.0.1:{metrics}"),
+            "--http-explain",
         ]),
         Some(port),
     );
