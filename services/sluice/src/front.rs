@@ -46,6 +46,7 @@ pub async fn run(
         database = %where_policies_are(&settings.database),
         listen = %settings.listen.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
         metrics = %settings.admin.map_or("off".into(), |a| a.to_string()),
+        counters = %where_counters_are(&settings, role),
         "Starting: loading policies"
     );
 
@@ -165,6 +166,21 @@ async fn bind_listeners(settings: &Settings) -> anyhow::Result<Vec<Listener>> {
         listeners.push(l);
     }
     Ok(listeners)
+}
+
+/// Where the counters are kept, for start-up lines.
+fn where_counters_are(settings: &Settings, role: Role) -> String {
+    let redacted = |urls: &[String]| {
+        urls.iter()
+            .map(|u| crate::config::redact(u))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match role {
+        Role::Edge => format!("quota service {}", redacted(&settings.quota)),
+        _ if !settings.redis.is_empty() => format!("Redis {}", redacted(&settings.redis)),
+        _ => "in process".into(),
+    }
 }
 
 /// Where the policies come from, for start-up lines: a SQLite file's absolute path (the

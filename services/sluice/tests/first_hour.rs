@@ -83,7 +83,8 @@ fn serve_says_where_its_default_database_is_and_hints_at_importing() {
         .unwrap_or_else(|| panic!("no start-up line:\n{text}"));
     assert!(
         starting.contains(&format!("127.0.0.1:{port}"))
-            && starting.contains(&format!("127.0.0.1:{metrics}")),
+            && starting.contains(&format!("127.0.0.1:{metrics}"))
+            && starting.contains("counters=in process"),
         "every listener named: {starting}"
     );
     assert!(
