@@ -4,7 +4,7 @@
 
 use crate::config::{Role, Settings};
 use crate::ready::{Counters, FrontReady};
-use crate::{admin, descriptors, reload, signal};
+use crate::{admin, descriptors, reload, signal, startup};
 use anyhow::Context;
 use sluice_edge::Listener;
 use sluice_engine::{Engine, State};
@@ -43,10 +43,10 @@ pub async fn run(
     };
     tracing::info!(
         role = %role,
-        database = %where_policies_are(&settings.database),
+        database = %startup::where_policies_are(&settings.database),
         listen = %settings.listen.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
         metrics = %settings.admin.map_or("off".into(), |a| a.to_string()),
-        counters = %where_counters_are(&settings, role),
+        counters = %startup::where_counters_are(&settings, role),
         "Starting: loading policies"
     );
 
@@ -68,34 +68,13 @@ pub async fn run(
         ));
     }
     metrics::counter!(sluice_runtime::metrics::names::POLICY_RELOAD_FAILURES).increment(0);
-    // Every kind of frame error exported from the start, at 0 (docs/metrics.md).
-    for kind in [
-        "line_too_long",
-        "request_too_large",
-        "too_many_attributes",
-        "malformed_line",
-        "nul_byte",
-    ] {
-        metrics::counter!(sluice_runtime::metrics::names::FRAME_ERRORS, "kind" => kind)
-            .increment(0);
-    }
-    for reason in [
-        "unsupported_request",
-        "missing_protocol_state",
-        "unknown_protocol_state",
-        "missing_client_address",
-        "invalid_client_address",
-        "invalid_number",
-    ] {
-        metrics::counter!(sluice_runtime::metrics::names::FALLBACK, "reason" => reason)
-            .increment(0);
-    }
+    startup::export_request_metrics();
 
     let (store, version, set) = load_at_start(&settings, role).await?;
     reload::record_loaded(&set);
     tracing::info!(
         role = %role,
-        database = %where_policies_are(&settings.database),
+        database = %startup::where_policies_are(&settings.database),
         version,
         policies = set.enabled_policies(),
         monitor = settings.engine.monitor_all,
@@ -103,7 +82,7 @@ pub async fn run(
     );
     if set.enabled_policies() == 0 {
         tracing::warn!(
-            database = %where_policies_are(&settings.database),
+            database = %startup::where_policies_are(&settings.database),
             "No enabled policies: every request gets DUNNO. Import some: sluice policy import FILE --database {}",
             crate::config::redact(&settings.database)
         );
@@ -166,41 +145,6 @@ async fn bind_listeners(settings: &Settings) -> anyhow::Result<Vec<Listener>> {
         listeners.push(l);
     }
     Ok(listeners)
-}
-
-/// Where the counters are kept, for start-up lines.
-fn where_counters_are(settings: &Settings, role: Role) -> String {
-    let redacted = |urls: &[String]| {
-        urls.iter()
-            .map(|u| crate::config::redact(u))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    match role {
-        Role::Edge => format!("quota service {}", redacted(&settings.quota)),
-        _ if !settings.redis.is_empty() => format!("Redis {}", redacted(&settings.redis)),
-        _ => "in process".into(),
-    }
-}
-
-/// Where the policies come from, for start-up lines: a SQLite file's absolute path (the
-/// default `sqlite://sluice.db` is relative to the working directory), otherwise the URL
-/// without its password.
-fn where_policies_are(url: &str) -> String {
-    let Some(file) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    else {
-        return crate::config::redact(url);
-    };
-    let file = file.split('?').next().unwrap_or(file);
-    if file.contains(":memory:") {
-        return url.to_string();
-    }
-    match std::path::absolute(file) {
-        Ok(path) => format!("sqlite file {}", path.display()),
-        Err(_) => url.to_string(),
-    }
 }
 
 /// Connects and loads the policy set, retrying while the database is unreachable (an edge

@@ -17,6 +17,7 @@ mod ready;
 mod reload;
 mod serve;
 mod signal;
+mod startup;
 
 use clap::Parser;
 use cli::{Cli, Command, PolicyCommand};
