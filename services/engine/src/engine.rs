@@ -977,6 +977,12 @@ fn describe_op(op: &CounterOp, res: &OpResult, r: &Counted<'_>) -> String {
 /// Explanation lines: every policy, whether it matched, and why.
 fn explain_matching(set: &PolicySet, req: &PolicyRequest<'_>, trace: &mut Trace<'_>) {
     let view = RequestView::new(req);
+    if set.policies.is_empty() {
+        note(trace, || {
+            "Policies: none in the policy set (sluice policy import FILE adds some).".into()
+        });
+        return;
+    }
     note(trace, || {
         "Policies (lowest priority number first; every matching policy applies):".into()
     });

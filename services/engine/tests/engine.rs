@@ -681,3 +681,32 @@ fn sasl_quota_skips_unauthenticated_mail_on_a_reused_connection() {
     );
     assert!(x.contains("Action: action=DUNNO"), "{x}");
 }
+
+/// An explanation has no heading without lines under it: no policies, no access control.
+#[test]
+fn explanations_have_no_empty_headings() {
+    let empty = PolicySetDef {
+        groups: vec![],
+        policies: vec![],
+    };
+    let (e, _, _) = engine(empty);
+    let r = rcpt("a@x.org", "b@y.org", "192.0.2.1", "m1");
+    let x = block_on(e.explain(&r)).to_string();
+    assert!(x.contains("Policies: none in the policy set"), "{x}");
+    let (e, _, _) = engine(quota_policy("Policy", "RecipientCount", 5, "DEFER"));
+    let x = block_on(e.explain(&r)).to_string();
+    let lines: Vec<&str> = x.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        if l.ends_with(':') {
+            let next = lines.get(i + 1).copied().unwrap_or("");
+            assert!(
+                next.starts_with("  "),
+                "heading {l:?} has nothing under it:\n{x}"
+            );
+        }
+    }
+    assert!(
+        x.contains("AccessControl: no rule in the matched policies."),
+        "{x}"
+    );
+}
