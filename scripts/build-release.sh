@@ -12,7 +12,9 @@ TARGET=x86_64-unknown-linux-gnu
 # or proc macros, which stay dynamically linked host programs).
 RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --release --locked -p sluice --target "$TARGET" >&2
-BIN="$PWD/target/$TARGET/release/sluice"
+TARGET_DIR="$(cargo metadata --format-version 1 --no-deps --locked |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+BIN="$TARGET_DIR/$TARGET/release/sluice"
 # Symbols stripped in place (about a third of the size; cargo still sees the build as fresh,
 # and stripping twice changes nothing). The image and both packages ship this file.
 strip "$BIN"

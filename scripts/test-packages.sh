@@ -348,7 +348,7 @@ if [ -n "$RPM" ]; then
         grep -q 'systemctl stop' '$WORK/rpm.scripts' && ! grep -qE 'systemctl (enable|start)' '$WORK/rpm.scripts'"
     check "rpm: the packaged binary is the one the .deb and the image ship" sh -c "
         rpm2cpio '$RPM' | (cd '$WORK' && cpio -idm --quiet ./usr/bin/sluice) &&
-        cmp '$WORK/usr/bin/sluice' target/x86_64-unknown-linux-gnu/release/sluice"
+        cmp '$WORK/usr/bin/sluice' \"\$(scripts/build-release.sh 2>/dev/null | tail -n 1)\""
 fi
 
 echo "package checks: $passed passed, $failed failed"
