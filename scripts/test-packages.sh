@@ -170,6 +170,16 @@ print(c, labels)
         echo \"\$files\"; echo \"\$dirs\";
         [ \"\$files\" = ./usr/local/bin/sluice ] && [ \"\$dirs\" = './data 65532 755' ]"
 
+    # The default command (serve on 0.0.0.0 in the container) is only checked, never bound here.
+    default_command_valid() {
+        local cmd
+        cmd="$(podman image inspect -f '{{join .Config.Cmd " "}}' "$IMAGE")"
+        echo "CMD: $cmd"
+        # shellcheck disable=SC2086 # the words of the image's CMD
+        podman run --rm --network none "$IMAGE" $cmd --check-config
+    }
+    check "image: its default command passes --check-config" default_command_valid
+
     podman volume create "$VOLUME" >/dev/null
     check "image: sluice policy import into the /data volume" \
         podman run --rm --network host -v "$VOLUME:/data" -v "$WORK/policies.toml:/policies.toml:ro" \
