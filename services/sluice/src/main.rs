@@ -9,6 +9,7 @@ mod explain;
 mod front;
 mod import;
 mod logging;
+mod persist;
 mod policy_cmd;
 mod quota;
 mod ready;

@@ -10,6 +10,10 @@
 //! - [`policyd`]: the importer of Policyd v2 ("cluebringer") databases (SQLite, PostgreSQL,
 //!   MySQL/MariaDB).
 //!
+//! - [`Store::write_counters`] and friends: the in-process counters and message sessions of
+//!   `sluice serve`, kept in a SQLite policy database across restarts (written in the
+//!   background, never per request).
+//!
 //! Validation is `sluice_engine::compile`; this crate never decides what a policy means. It is
 //! not on the request path: nothing here runs per Postfix request.
 #![forbid(unsafe_code)]
@@ -20,4 +24,4 @@ pub mod policyd;
 mod store;
 
 pub use error::StoreError;
-pub use store::{default_database_url, Store, DATABASE_ENV, DEFAULT_POLL};
+pub use store::{default_database_url, CountersWritten, Store, DATABASE_ENV, DEFAULT_POLL};

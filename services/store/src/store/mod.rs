@@ -1,8 +1,10 @@
 //! The policy store: a SQLite or PostgreSQL database holding one [`PolicySetDef`].
 
+mod counters;
 mod rows;
 mod watch;
 
+pub use counters::CountersWritten;
 pub use watch::DEFAULT_POLL;
 
 use std::str::FromStr;
