@@ -404,7 +404,11 @@ mod tests {
             w.take(spec, t0 + i * 60_000 + 17, 1 + i % 3, 1_000);
         }
         let saved: Vec<(u64, u64)> = w.buckets().collect();
-        assert_eq!(saved.len(), 61, "a full window: 60 buckets and the current one");
+        assert_eq!(
+            saved.len(),
+            61,
+            "a full window: 60 buckets and the current one"
+        );
         // Restored 10 minutes later (the process was stopped meanwhile).
         let now = t0 + 100 * 60_000;
         let restored = Window::restore(spec, now, saved.iter().copied());

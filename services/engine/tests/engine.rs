@@ -552,7 +552,10 @@ fn idle_counters_and_abandoned_sessions_are_reclaimed() {
     assert_eq!(state.counters(), 0, "idle past their period");
     // A session lives for its longest window (here 10 minutes and a 10 s sub-bucket) from
     // its last change, at least 10 minutes: the last messages' are still there.
-    assert!(state.sessions() > 0, "sessions live as long as their windows");
+    assert!(
+        state.sessions() > 0,
+        "sessions live as long as their windows"
+    );
     clock.advance_secs(10 * 60);
     state.sweep();
     assert_eq!(state.sessions(), 0);
