@@ -260,7 +260,7 @@ fn decode_counter(
         u64::try_from(period_ms).ok()?,
         u64::try_from(bucket_ms).ok()?,
     );
-    if period_ms == 0 || bucket_ms == 0 || buckets.len() % 16 != 0 {
+    if period_ms == 0 || bucket_ms == 0 || !buckets.len().is_multiple_of(16) {
         return None;
     }
     let buckets = buckets
