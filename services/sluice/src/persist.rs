@@ -166,3 +166,59 @@ async fn write_every(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{resolve, Role, RoleArgs};
+
+    fn settings(database: &str, flush: Option<u64>) -> Settings {
+        let args = RoleArgs {
+            database: Some(database.into()),
+            counter_flush_ms: flush,
+            ..RoleArgs::default()
+        };
+        resolve(args, Role::Serve).unwrap()
+    }
+
+    #[test]
+    fn counters_are_kept_with_sqlite_and_a_flush_interval_only() {
+        let sqlite = settings("sqlite:///var/lib/sluice/sluice.db", None);
+        assert_eq!(sqlite.counter_flush, Some(Duration::from_secs(1)));
+        assert!(enabled(&sqlite));
+        assert!(enabled(&settings("SQLite://x.db", Some(250))));
+        assert!(!enabled(&settings("sqlite://x.db", Some(0))));
+        assert!(!enabled(&settings("postgres://db/sluice", None)));
+        assert!(!enabled(&settings("postgresql://db/sluice", Some(500))));
+        let errors = resolve(
+            RoleArgs {
+                counter_flush_ms: Some(3_600_001),
+                ..RoleArgs::default()
+            },
+            Role::Serve,
+        )
+        .unwrap_err();
+        assert!(
+            errors.iter().any(|e| e.contains("counter_flush_ms")),
+            "{errors:?}"
+        );
+        // Not a setting of the edge, whose counters are the quota service's.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("edge.toml");
+        std::fs::write(&file, "counter_flush_ms = 1000\nquota = [\"http://q:1\"]\n").unwrap();
+        let errors = resolve(
+            RoleArgs {
+                config: Some(file),
+                ..RoleArgs::default()
+            },
+            Role::Edge,
+        )
+        .unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("`counter_flush_ms` is not a setting")),
+            "{errors:?}"
+        );
+    }
+}

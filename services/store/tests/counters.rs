@@ -34,7 +34,12 @@ async fn counters_are_written_replaced_deleted_and_expire() {
     let b = T0 / 60_000;
     // Enough counters for several pages and several statements.
     let mut changed: Vec<CounterSnapshot> = (0..45_000)
-        .map(|i| counter(&format!("p/q/RecipientCount/Sender:s{i:05}@x"), &[(b, i + 1)]))
+        .map(|i| {
+            counter(
+                &format!("p/q/RecipientCount/Sender:s{i:05}@x"),
+                &[(b, i + 1)],
+            )
+        })
         .collect();
     changed.push(counter("old", &[(b - 50, 5)]));
     let changes = CounterChanges {
@@ -64,14 +69,19 @@ async fn counters_are_written_replaced_deleted_and_expire() {
         ],
     };
     let later = T0 + HOUR / 2;
-    assert!(!all(&store, later).await.iter().any(|c| c.key == "old"), "expired: not read");
+    assert!(
+        !all(&store, later).await.iter().any(|c| c.key == "old"),
+        "expired: not read"
+    );
     let w = store.write_counters(&update, later).await.unwrap();
     assert_eq!(w.upserted, 1);
     assert_eq!(w.deleted, 3, "the removed, the emptied and the expired one");
     let loaded = all(&store, later).await;
     assert_eq!(loaded.len(), 44_998);
     assert_eq!(loaded[0].buckets, [(b, 1), (b + 1, 7)]);
-    assert!(!loaded.iter().any(|c| c.key.ends_with("s00001@x") || c.key == "old"));
+    assert!(!loaded
+        .iter()
+        .any(|c| c.key.ends_with("s00001@x") || c.key == "old"));
 
     // Counters whose window has passed are not read, and go at the next writes.
     assert_eq!(all(&store, T0 + 2 * HOUR).await.len(), 0);
