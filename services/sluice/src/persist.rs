@@ -39,6 +39,10 @@ pub fn enabled(settings: &Settings) -> bool {
         );
         return false;
     }
+    if settings.database.contains(":memory:") {
+        tracing::info!("An in-memory policy database: counters start empty after a restart");
+        return false;
+    }
     true
 }
 
@@ -188,6 +192,7 @@ mod tests {
         assert!(enabled(&sqlite));
         assert!(enabled(&settings("SQLite://x.db", Some(250))));
         assert!(!enabled(&settings("sqlite://x.db", Some(0))));
+        assert!(!enabled(&settings("sqlite::memory:", None)));
         assert!(!enabled(&settings("postgres://db/sluice", None)));
         assert!(!enabled(&settings("postgresql://db/sluice", Some(500))));
         let errors = resolve(
