@@ -357,7 +357,7 @@ impl Settings {
                 "otlp_endpoint",
                 format!("{:?}", self.otlp_endpoint.as_deref().unwrap_or("")),
             ),
-            ("trace_sample_ratio", self.trace_sample_ratio.to_string()),
+            ("trace_sample_ratio", format!("{:?}", self.trace_sample_ratio)),
             ("log_target", format!("{log_target:?}")),
             ("database", format!("{:?}", redact(&self.database))),
             ("monitor", self.engine.monitor_all.to_string()),
