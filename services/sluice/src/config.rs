@@ -357,7 +357,10 @@ impl Settings {
                 "otlp_endpoint",
                 format!("{:?}", self.otlp_endpoint.as_deref().unwrap_or("")),
             ),
-            ("trace_sample_ratio", format!("{:?}", self.trace_sample_ratio)),
+            (
+                "trace_sample_ratio",
+                format!("{:?}", self.trace_sample_ratio),
+            ),
             ("log_target", format!("{log_target:?}")),
             ("database", format!("{:?}", redact(&self.database))),
             ("monitor", self.engine.monitor_all.to_string()),
@@ -433,6 +436,7 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn file(text: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
