@@ -1,6 +1,11 @@
 //! A role's TOML configuration file: its keys are checked against the role's settings
 //! (a key of another role, a renamed key and an unknown key are each refused with the role
 //! named), then its values are laid under the flags and environment variables given.
+//!
+//! The layering is these few lines over serde and toml rather than a layering crate such as
+//! figment: clap already reads each role's flags and environment variables (and shows them
+//! in `--help`), so only the file remains to lay under them, and its keys must be checked
+//! against the role's own command line to name the role in refusals.
 
 use crate::config::Role;
 use crate::role_args::RoleArgs;
