@@ -14,7 +14,9 @@ pub fn markdown() -> String {
          `_`) and an environment variable; a flag wins over the variable, the variable over the\n\
          file. A role refuses the flags and keys of other roles, naming the role; a `SLUICE_*`\n\
          variable of another role is ignored with a warning, one no sluice command reads is\n\
-         refused. `sluice ROLE --check-config` prints the role's settings resolved. A column\n\
+         refused (Kubernetes service-link variables such as `SLUICE_EDGE_SERVICE_HOST` or\n\
+         `SLUICE_PORT` excepted). The old name `admin_listen` is refused, naming\n\
+         `metrics_listen`. `sluice ROLE --check-config` prints the role's settings resolved. A column\n\
          shows the role's default; `-` means the role does not have the setting.\n\n\
          | Key | Flag | Environment | serve | edge | quota | Meaning |\n\
          |---|---|---|---|---|---|---|\n",
