@@ -99,13 +99,19 @@ pub struct Settings {
     pub shutdown_grace: Duration,
 }
 
-/// Settings a role cannot run without: they have no default.
-pub fn required(role: Role) -> &'static [&'static str] {
-    match role {
-        Role::Serve => &[],
-        Role::Edge => &["quota"],
-        Role::Quota => &["redis"],
-    }
+/// Settings a role cannot run without (no default): (key, what it is).
+const REQUIRED: &[(Role, &str, &str)] = &[
+    (Role::Edge, "quota", "the quota service URLs"),
+    (Role::Quota, "redis", "Redis URLs"),
+];
+
+/// The settings `role` cannot run without: they have no default.
+pub fn required(role: Role) -> Vec<&'static str> {
+    REQUIRED
+        .iter()
+        .filter(|(r, _, _)| *r == role)
+        .map(|(_, key, _)| *key)
+        .collect()
 }
 
 /// Reads the file (if any), overlays flags and environment, applies defaults and validates.
@@ -116,15 +122,14 @@ pub fn resolve(args: RoleArgs, role: Role) -> Result<Settings, Vec<String>> {
         None => args,
     };
     let settings = build(&args, role, &mut errors);
-    for &key in required(role) {
-        let missing = match key {
-            "quota" => settings.quota.is_empty(),
-            "redis" => settings.redis.is_empty(),
-            _ => false,
-        };
-        if missing {
+    let entries = settings.entries();
+    for (_, key, what) in REQUIRED.iter().filter(|(r, _, _)| *r == role) {
+        let empty = entries
+            .iter()
+            .any(|(k, v)| k == key && (v == "\"\"" || v == "[]"));
+        if empty {
             errors.push(format!(
-                "`sluice {role}` needs `{key}`: set it in the file, with --{} or with {} (`sluice {role} --help` describes it)",
+                "`sluice {role}` needs {what}: set `{key}` (in the --config file, --{} or {})",
                 key.replace('_', "-"),
                 crate::role_check::env_name(key)
             ));
@@ -484,7 +489,10 @@ mod tests {
         );
         assert!(errors.contains("max_line"), "{errors}");
         assert!(errors.contains("fallback_action"), "{errors}");
-        assert!(errors.contains("`sluice edge` needs `quota`"), "{errors}");
+        assert!(
+            errors.contains("`sluice edge` needs the quota service URLs: set `quota`"),
+            "{errors}"
+        );
         let (_d, p) = file("no_such_key = 1\n");
         let errors = resolve(
             RoleArgs {
