@@ -204,7 +204,7 @@ pub fn with_defaults(mut cli: Command) -> Command {
         let defaults = crate::config::defaults(role);
         cli = cli.mut_subcommand(role.name(), |mut sub| {
             for (key, value) in defaults.iter().filter(|(k, _)| own.iter().any(|o| o == k)) {
-                let note = if required.contains(&key) {
+                let note = if required.contains(key) {
                     "[required]".to_string()
                 } else {
                     format!("[default: {}]", flag_value(value))
