@@ -6,7 +6,7 @@
 //! The file's keys are the flags' names with `_` for `-` (`max_connections = 4096`). Each
 //! setting is defined once in [`crate::role_args`] (grouped; each role has its groups);
 //! what a role refuses is in [`crate::role_check`], the file in [`crate::role_file`]; the
-//! defaults are here, in [`build`], and shown from here by `--help` and `sluice settings`.
+//! defaults are here, in `build`, and shown from here by `--help` and `sluice settings`.
 
 pub use crate::role_args::RoleArgs;
 use serde::{Deserialize, Serialize};
