@@ -275,3 +275,37 @@ pub fn explain_flag_error(error: clap::Error, cli: &mut Command, argv: &[String]
         None => error,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_link_variables_are_told_from_settings() {
+        for name in [
+            "SLUICE_PORT",
+            "SLUICE_SERVICE_HOST",
+            "SLUICE_EDGE_SERVICE_PORT_POLICY",
+            "SLUICE_QUOTA_PORT_10033_TCP_ADDR",
+        ] {
+            assert!(service_link(name), "{name}");
+        }
+        for role in ROLES {
+            for key in keys(role) {
+                let env = env_name(&key);
+                assert!(!service_link(&env), "{env} looks like a service link");
+            }
+        }
+        assert!(!service_link("SLUICE_MAX_CONECTIONS"));
+    }
+
+    #[test]
+    fn values_are_shown_as_flags_take_them() {
+        assert_eq!(flag_value("\"127.0.0.1:10032\""), "127.0.0.1:10032");
+        assert_eq!(flag_value("[\"a:1\", \"b:2\"]"), "a:1,b:2");
+        assert_eq!(flag_value("[]"), "none");
+        assert_eq!(flag_value("\"\""), "none");
+        assert_eq!(flag_value("4096"), "4096");
+        assert_eq!(flag_value("1.0"), "1.0");
+    }
+}
