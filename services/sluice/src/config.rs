@@ -99,8 +99,11 @@ pub struct Settings {
     pub shutdown_grace: Duration,
 }
 
-/// Settings a role cannot run without (no default): (key, what it is).
+/// Settings a role cannot run without (no default): (role, key, what it is). An edge serves
+/// the cluster's shared policies: a forgotten database must not become an empty SQLite file
+/// in the working directory (every request would get DUNNO).
 const REQUIRED: &[(Role, &str, &str)] = &[
+    (Role::Edge, "database", "the policy database"),
     (Role::Edge, "quota", "the quota service URLs"),
     (Role::Quota, "redis", "Redis URLs"),
 ];
@@ -299,10 +302,11 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
         otlp_endpoint,
         trace_sample_ratio,
         log_target: common.log_target.unwrap_or_default(),
-        database: policy
-            .database
-            .clone()
-            .unwrap_or_else(sluice_store::default_database_url),
+        database: match (policy.database.clone(), role) {
+            (None, Role::Serve) => sluice_store::default_database_url(),
+            (Some(d), Role::Edge) if d.trim().is_empty() => String::new(),
+            (d, _) => d.unwrap_or_default(),
+        },
         edge,
         engine: EngineSettings {
             monitor_all: policy.monitor.unwrap_or(false),
@@ -455,7 +459,7 @@ mod tests {
 
     #[test]
     fn flags_override_file_and_defaults_fill_the_rest() {
-        let (_d, p) = file("max_connections = 10\nquota = [\"http://q:1\"]\nmonitor = true\n");
+        let (_d, p) = file("max_connections = 10\nquota = [\"http://q:1\"]\nmonitor = true\ndatabase = \"postgres://db/sluice\"\n");
         let args = RoleArgs {
             config: Some(p),
             policy: crate::role_args::PolicySettings {
@@ -491,6 +495,10 @@ mod tests {
         assert!(errors.contains("fallback_action"), "{errors}");
         assert!(
             errors.contains("`sluice edge` needs the quota service URLs: set `quota`"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("`sluice edge` needs the policy database: set `database`"),
             "{errors}"
         );
         let (_d, p) = file("no_such_key = 1\n");

@@ -1,6 +1,7 @@
 //! `sluice policy import|export|check` and `sluice migrate`.
 
 use crate::cli::{DatabaseArgs, PolicyCheckArgs, PolicyImportArgs};
+use crate::config::redact;
 use anyhow::Context;
 use sluice_runtime::metrics::{names, unix_now};
 use sluice_store::{policy_file, Store};
@@ -58,16 +59,17 @@ pub async fn import(args: PolicyImportArgs) -> anyhow::Result<ExitCode> {
     let url = args.db.url();
     let store = Store::connect(&url)
         .await
-        .with_context(|| format!("cannot open {url}"))?;
+        .with_context(|| format!("cannot open the policy database {}", redact(&url)))?;
     let imported_at = unix_now();
     store.replace_all(&parsed.def).await?;
     let version = store.version().await?;
     store.close().await;
     println!(
-        "Imported {} policies and {} groups from {} into {url} (version {version}).",
+        "Imported {} policies and {} groups from {} into {} (version {version}).",
         parsed.def.policies.len(),
         parsed.def.groups.len(),
-        args.file.display()
+        args.file.display(),
+        redact(&url)
     );
     if args.server != "off" {
         let server = args.server.clone();
@@ -81,7 +83,7 @@ pub async fn import(args: PolicyImportArgs) -> anyhow::Result<ExitCode> {
                 args.server
             ),
             Pickup::Stale(Some(seen)) => eprintln!(
-                "warning: the server at {} still serves version {seen} 3 s after the import: it does not read {url}, or cannot (see its log).",
+                "warning: the server at {} still serves version {seen} 3 s after the import: it does not read {}, or cannot (see its log).", redact(&url),
                 args.server
             ),
             Pickup::Stale(None) => eprintln!(
@@ -154,7 +156,7 @@ pub async fn export(args: DatabaseArgs) -> anyhow::Result<ExitCode> {
     let url = args.url();
     let store = Store::connect(&url)
         .await
-        .with_context(|| format!("cannot open {url}"))?;
+        .with_context(|| format!("cannot open the policy database {}", redact(&url)))?;
     let def = store.load().await?;
     store.close().await;
     print!("{}", policy_file::to_toml(&def));
@@ -166,9 +168,15 @@ pub async fn migrate(args: DatabaseArgs) -> anyhow::Result<ExitCode> {
     let url = args.url();
     let store = Store::connect(&url)
         .await
-        .with_context(|| format!("cannot open {url}"))?;
-    store.migrate().await?;
-    println!("{url}: schema is up to date ({})", store.backend_name());
+        .with_context(|| format!("cannot open the policy database {}", redact(&url)))?;
+    // Connecting applies what is pending; a second run finds nothing left.
+    let applied = store.migrations_applied() + store.migrate().await?;
+    let shown = redact(&url);
+    match applied {
+        0 => println!("{shown}: schema already up to date, nothing applied."),
+        1 => println!("{shown}: applied 1 migration; the schema is up to date."),
+        n => println!("{shown}: applied {n} migrations; the schema is up to date."),
+    }
     store.close().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -57,7 +57,12 @@ fn stderr(o: &Output) -> String {
 /// What a role needs besides the setting under test to pass `--check-config`.
 fn required_args(role: &str) -> Vec<&'static str> {
     match role {
-        "edge" => vec!["--quota", "http://127.0.0.1:1"],
+        "edge" => vec![
+            "--quota",
+            "http://127.0.0.1:1",
+            "--database",
+            "postgres://127.0.0.1:1/sluice",
+        ],
         "quota" => vec!["--redis", "redis://127.0.0.1:1"],
         _ => vec![],
     }
@@ -116,6 +121,16 @@ fn settings() -> Vec<Setting> {
     assert_eq!(owners("lease_multiple"), ["edge"]);
     assert_eq!(owners("grpc_listen"), ["quota"]);
     assert_eq!(owners("http_explain"), ["serve", "edge"]);
+    let database = table.iter().find(|s| s.key == "database").unwrap();
+    assert_eq!(
+        database.defaults,
+        [
+            Some("sqlite://sluice.db".to_string()),
+            Some("required".to_string()),
+            None
+        ],
+        "serve has a default database, an edge must be told"
+    );
     table
 }
 
