@@ -81,6 +81,9 @@ pub struct Settings {
     pub engine: EngineSettings,
     /// Database poll interval.
     pub reload_poll: Duration,
+    /// How often in-process counters are written to a SQLite policy database (serve without
+    /// Redis); `None`: not kept.
+    pub counter_flush: Option<Duration>,
     /// Redis URLs (quota; serve when counting in Redis).
     pub redis: Vec<String>,
     /// Timeout of one Redis call.
@@ -241,6 +244,10 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
         "reload_poll_ms",
         policy.reload_poll_ms.unwrap_or(250),
     );
+    let counter_flush_ms = a.counters.counter_flush_ms.unwrap_or(1000);
+    if counter_flush_ms > 3_600_000 {
+        errors.push("counter_flush_ms must be at most 3600000 (an hour; 0 turns it off)".into());
+    }
     let redis = a.redis.redis.clone().unwrap_or_default();
     let quota = a.quota_client.quota.clone().unwrap_or_default();
     let quota_deadline = positive(
@@ -314,6 +321,7 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
             state_failure_action: fallback,
         },
         reload_poll: Duration::from_millis(reload_poll),
+        counter_flush: (counter_flush_ms > 0).then(|| Duration::from_millis(counter_flush_ms)),
         redis,
         redis_timeout: Duration::from_millis(redis_timeout),
         quota,
@@ -398,6 +406,10 @@ impl Settings {
             ("buckets", self.engine.buckets_per_period.to_string()),
             ("worker_threads", self.edge.worker_threads.to_string()),
             ("reload_poll_ms", self.reload_poll.as_millis().to_string()),
+            (
+                "counter_flush_ms",
+                self.counter_flush.map_or(0, |d| d.as_millis()).to_string(),
+            ),
             ("redis", format!("{redis:?}")),
             (
                 "redis_timeout_ms",

@@ -135,6 +135,17 @@ pub struct RedisSettings {
     pub redis_timeout_ms: Option<u64>,
 }
 
+/// Settings of the in-process counters (serve).
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+pub struct CounterSettings {
+    /// How often in-process counters are written to a SQLite policy database, ms (serve
+    /// without Redis): a crash loses at most about this much of the counts, a clean stop
+    /// nothing. 0: counters are not kept across restarts (see docs/quotas.md).
+    #[arg(long, env = "SLUICE_COUNTER_FLUSH_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counter_flush_ms: Option<u64>,
+}
+
 /// Settings of the edge's calls to the quota service.
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
 pub struct QuotaClientSettings {
@@ -178,6 +189,8 @@ pub struct ServeArgs {
     policy: PolicySettings,
     #[command(flatten)]
     redis: RedisSettings,
+    #[command(flatten)]
+    counters: CounterSettings,
 }
 
 /// `sluice edge`'s command line.
@@ -221,6 +234,8 @@ pub struct RoleArgs {
     pub policy: PolicySettings,
     /// Settings of quota and serve.
     pub redis: RedisSettings,
+    /// Settings of serve's in-process counters.
+    pub counters: CounterSettings,
     /// Settings of edge.
     pub quota_client: QuotaClientSettings,
     /// Settings of quota.
@@ -235,6 +250,7 @@ impl From<ServeArgs> for RoleArgs {
             common: a.common,
             policy: a.policy,
             redis: a.redis,
+            counters: a.counters,
             ..Default::default()
         }
     }
