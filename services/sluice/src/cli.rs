@@ -1,7 +1,7 @@
 //! The command line (clap). Every option that configures the service can also come from a
 //! `SLUICE_...` environment variable.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 /// Sluice: a policy service for Postfix (quotas, access control), the successor of Policyd v2.
@@ -14,6 +14,19 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Parses the command line, or prints the error (a flag of another role named as such) or
+/// the help (with each role setting's default) and exits.
+pub fn parse() -> Cli {
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let mut cmd = crate::role_check::with_defaults(Cli::command());
+    let parsed = cmd
+        .try_get_matches_from_mut(&argv)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    parsed.unwrap_or_else(|e| crate::role_check::explain_flag_error(e, &mut cmd, &argv).exit())
 }
 
 /// Log format and level.
@@ -48,12 +61,15 @@ pub enum Command {
     /// Run the whole policy service in one process (embedded: SQLite policies and in-process
     /// counters by default; `--database postgres://...` and `--redis ...` for a single-node
     /// production setup).
-    Serve(crate::config::RoleArgs),
+    Serve(crate::role_args::ServeArgs),
     /// Run a stateless edge node: the Postfix policy protocol, policies from the database,
     /// counters in the quota service (`--quota http://...`).
-    Edge(crate::config::RoleArgs),
+    Edge(crate::role_args::EdgeArgs),
     /// Run the quota service: the gRPC counter service on Redis (Cluster) (`--redis ...`).
-    Quota(crate::config::RoleArgs),
+    Quota(crate::role_args::QuotaArgs),
+    /// Print every setting of serve, edge and quota (TOML key, flag, environment variable,
+    /// default per role) as the Markdown of docs/settings.md.
+    Settings,
     /// Import, export or check the declarative policy file.
     Policy {
         /// What to do with policies.
@@ -146,8 +162,8 @@ pub struct ExplainArgs {
     /// Policy database (used when no server answers).
     #[command(flatten)]
     pub db: DatabaseArgs,
-    /// A running `sluice serve`'s admin address, for live counter levels.
-    #[arg(long, env = "SLUICE_ADMIN_LISTEN", default_value = "127.0.0.1:10032")]
+    /// A running `sluice serve`'s metrics listener, for live counter levels.
+    #[arg(long, env = "SLUICE_METRICS_LISTEN", default_value = "127.0.0.1:10032")]
     pub server: String,
     /// Evaluate locally from the database, even if a server is running (counters at zero).
     #[arg(long)]

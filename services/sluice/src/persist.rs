@@ -175,11 +175,17 @@ async fn write_every(
 mod tests {
     use super::*;
     use crate::config::{resolve, Role, RoleArgs};
+    use crate::role_args::{CounterSettings, PolicySettings};
 
     fn settings(database: &str, flush: Option<u64>) -> Settings {
         let args = RoleArgs {
-            database: Some(database.into()),
-            counter_flush_ms: flush,
+            policy: PolicySettings {
+                database: Some(database.into()),
+                ..Default::default()
+            },
+            counters: CounterSettings {
+                counter_flush_ms: flush,
+            },
             ..RoleArgs::default()
         };
         resolve(args, Role::Serve).unwrap()
@@ -197,7 +203,9 @@ mod tests {
         assert!(!enabled(&settings("postgresql://db/sluice", Some(500))));
         let errors = resolve(
             RoleArgs {
-                counter_flush_ms: Some(3_600_001),
+                counters: CounterSettings {
+                    counter_flush_ms: Some(3_600_001),
+                },
                 ..RoleArgs::default()
             },
             Role::Serve,

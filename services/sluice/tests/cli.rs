@@ -41,7 +41,7 @@ impl Serve {
                 db,
                 "--listen",
                 &format!("127.0.0.1:{port}"),
-                "--admin-listen",
+                "--metrics-listen",
                 &format!("127.0.0.1:{admin}"),
                 "--http-explain",
             ])
