@@ -23,7 +23,10 @@ mod tests {
         let groups = ["internal_ips", "internal_domains", "partners"];
         assert_eq!(closest("internal_ip", groups), Some("internal_ips"));
         assert_eq!(closest("Internal_IPS", groups), Some("internal_ips"));
-        assert_eq!(closest("internal_domians", groups), Some("internal_domains"));
+        assert_eq!(
+            closest("internal_domians", groups),
+            Some("internal_domains")
+        );
         assert_eq!(closest("parnters", groups), Some("partners"));
         assert_eq!(closest("customers", groups), None);
         assert_eq!(closest("x", groups), None);

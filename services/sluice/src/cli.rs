@@ -89,13 +89,28 @@ impl DatabaseArgs {
 /// `sluice policy ...`.
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Replace all policies with those of a TOML policy file (validated first).
+    /// Replace all policies with those of a TOML policy file (validated first). A file
+    /// equal to the stored policies changes nothing (the version stays).
     Import(PolicyImportArgs),
     /// Print all policies as a TOML policy file.
     Export(DatabaseArgs),
     /// Validate a TOML policy file: errors name file, line and field; warnings name inert
     /// definitions.
     Check(PolicyCheckArgs),
+    /// Show how a TOML policy file differs from the stored policies (a unified diff, stored
+    /// `-`, file `+`). Exit status 0: the same; 1: different; 2: trouble (invalid file,
+    /// unreadable database).
+    Diff(PolicyDiffArgs),
+}
+
+/// `sluice policy diff`.
+#[derive(Debug, Clone, Args)]
+pub struct PolicyDiffArgs {
+    /// The policy file.
+    pub file: PathBuf,
+    /// Policy database.
+    #[command(flatten)]
+    pub db: DatabaseArgs,
 }
 
 /// `sluice policy import`.
@@ -111,6 +126,10 @@ pub struct PolicyImportArgs {
     /// and the result is printed. `off` skips the check.
     #[arg(long, env = "SLUICE_METRICS_LISTEN", default_value = "127.0.0.1:10032")]
     pub server: String,
+    /// Show what would change (a diff of the stored policies against the file) and change
+    /// nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `sluice policy check`.

@@ -430,7 +430,10 @@ fn warnings_are_surfaced_with_their_line() {
 /// them): everything from the first `[[group]]` on is byte for byte the same.
 #[test]
 fn the_example_file_exports_as_written_but_for_comments() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/policies.example.toml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/policies.example.toml"
+    );
     let text = std::fs::read_to_string(path).unwrap();
     let parsed = parse("policies.example.toml", &text).unwrap_or_else(|e| panic!("{e:#?}"));
     let exported = to_toml(&parsed.def);
@@ -488,7 +491,9 @@ fn a_toml_error_does_not_hide_the_other_sections() {
     };
     assert!(at("prioity").message.contains("unknown field `prioity`"));
     assert_eq!(at("\"per ip").severity, Severity::Error);
-    assert!(at("192.168.0.0/33").field.starts_with("group \"internal_ips\""));
+    assert!(at("192.168.0.0/33")
+        .field
+        .starts_with("group \"internal_ips\""));
     assert_eq!(errors.len(), 3, "{errors:#?}");
 
     // A broken group is not also reported as unknown where it is used.

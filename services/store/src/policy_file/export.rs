@@ -153,8 +153,9 @@ pub fn period_text(secs: u64) -> String {
     format!("\"{secs}s\"")
 }
 
-/// A size in the largest 1000-based unit that divides it exactly (`"10MB"`), else the
-/// largest 1024-based one (`"512KiB"`), else plain bytes; as [`super::parse_size`] reads it.
+/// A size in the unit that writes it with the fewest digits, of those that divide it
+/// exactly, 1000-based first on a tie (`"10MB"`, `"512KiB"`, `"8000KiB"` for 8 192 000);
+/// plain bytes when no unit divides it. As [`super::parse_size`] reads it.
 pub fn size_text(bytes: u64) -> String {
     if bytes == 0 {
         return "0".into();
@@ -169,12 +170,15 @@ pub fn size_text(bytes: u64) -> String {
         ("MiB", 1 << 20),
         ("KiB", 1 << 10),
     ];
-    for (unit, n) in UNITS {
-        if bytes % n == 0 {
-            return format!("\"{}{unit}\"", bytes / n);
-        }
-    }
-    bytes.to_string()
+    UNITS
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, n))| bytes % n == 0)
+        .min_by_key(|&(i, (_, n))| ((bytes / n).ilog10(), i))
+        .map_or_else(
+            || bytes.to_string(),
+            |(_, (unit, n))| format!("\"{}{unit}\"", bytes / n),
+        )
 }
 
 #[cfg(test)]
@@ -197,5 +201,7 @@ mod tests {
         assert_eq!(size_text(10_000_000), "\"10MB\"");
         assert_eq!(size_text(524_288), "\"512KiB\"");
         assert_eq!(size_text(1_000_001), "1000001");
+        assert_eq!(size_text(8_192_000), "\"8000KiB\"");
+        assert_eq!(size_text(1_024_000), "\"1024KB\"");
     }
 }

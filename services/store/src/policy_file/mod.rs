@@ -146,10 +146,7 @@ fn validate(
         sort(&mut out);
         return Err(out);
     }
-    Ok(ParsedFile {
-        def,
-        warnings: out,
-    })
+    Ok(ParsedFile { def, warnings: out })
 }
 
 /// Errors first, then by line; stable for equal keys.
