@@ -28,6 +28,18 @@ pub struct LogArgs {
         env = "SLUICE_LOG_FORMAT"
     )]
     pub log_format: LogFormat,
+    /// Verdict log lines of `serve` and `edge`: `sluice` (Sluice's fields; with
+    /// `--log-format json` each its own JSON key) or `policyd` (Policyd 2's mail.log lines,
+    /// `module=Quotas, action=defer, ..., reason=quota_match, ...`, for existing greps and
+    /// logwatch scripts).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "sluice",
+        env = "SLUICE_LOG_STYLE"
+    )]
+    pub log_style: LogStyle,
     /// Log filter (tracing EnvFilter syntax: `info`, `sluice_edge=debug`, ...).
     #[arg(long, global = true, default_value = "info", env = "SLUICE_LOG")]
     pub log_level: String,
@@ -40,6 +52,15 @@ pub enum LogFormat {
     Plain,
     /// One JSON object per line.
     Json,
+}
+
+/// Verdict log line style.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogStyle {
+    /// Sluice's verdict fields (`..., policy=..., quota=..., counter=101/100`).
+    Sluice,
+    /// Policyd 2's module log lines.
+    Policyd,
 }
 
 /// Subcommands.
