@@ -146,7 +146,7 @@ pub fn period_text(secs: u64) -> String {
         return "0".into();
     }
     for (unit, n) in [("d", 86_400), ("h", 3600), ("m", 60)] {
-        if secs % n == 0 {
+        if secs.is_multiple_of(n) {
             return format!("\"{}{unit}\"", secs / n);
         }
     }
@@ -173,7 +173,7 @@ pub fn size_text(bytes: u64) -> String {
     UNITS
         .iter()
         .enumerate()
-        .filter(|(_, (_, n))| bytes % n == 0)
+        .filter(|(_, (_, n))| bytes.is_multiple_of(*n))
         .min_by_key(|&(i, (_, n))| ((bytes / n).ilog10(), i))
         .map_or_else(
             || bytes.to_string(),
