@@ -153,9 +153,10 @@ pub fn period_text(secs: u64) -> String {
     format!("\"{secs}s\"")
 }
 
-/// A size in the unit that writes it with the fewest digits, of those that divide it
-/// exactly, 1000-based first on a tie (`"10MB"`, `"512KiB"`, `"8000KiB"` for 8 192 000);
-/// plain bytes when no unit divides it. As [`super::parse_size`] reads it.
+/// A size in the unit that writes it roundest — fewest digits before trailing zeros, then
+/// fewest digits, then 1000-based first — of those that divide it exactly (`"10MB"`,
+/// `"512KiB"`, `"8000KiB"` for 8 192 000, a Policyd limit of 8000 kB); plain bytes when no
+/// unit divides it. As [`super::parse_size`] reads it.
 pub fn size_text(bytes: u64) -> String {
     if bytes == 0 {
         return "0".into();
@@ -174,11 +175,19 @@ pub fn size_text(bytes: u64) -> String {
         .iter()
         .enumerate()
         .filter(|(_, (_, n))| bytes.is_multiple_of(*n))
-        .min_by_key(|&(i, (_, n))| ((bytes / n).ilog10(), i))
+        .min_by_key(|&(i, (_, n))| (significant_digits(bytes / n), (bytes / n).ilog10(), i))
         .map_or_else(
             || bytes.to_string(),
             |(_, (unit, n))| format!("\"{}{unit}\"", bytes / n),
         )
+}
+
+/// Digits of `n` without its trailing zeros (`8000` has 1, `8192` has 4).
+fn significant_digits(mut n: u64) -> u32 {
+    while n >= 10 && n.is_multiple_of(10) {
+        n /= 10;
+    }
+    n.ilog10() + 1
 }
 
 #[cfg(test)]
@@ -202,6 +211,7 @@ mod tests {
         assert_eq!(size_text(524_288), "\"512KiB\"");
         assert_eq!(size_text(1_000_001), "1000001");
         assert_eq!(size_text(8_192_000), "\"8000KiB\"");
-        assert_eq!(size_text(1_024_000), "\"1024KB\"");
+        assert_eq!(size_text(1_024_000), "\"1000KiB\"");
+        assert_eq!(size_text(1_500_000), "\"1500KB\"");
     }
 }
