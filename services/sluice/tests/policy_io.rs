@@ -188,6 +188,7 @@ fn check_lists_every_error_with_suggestions() {
         );
     }
     assert!(t.contains("unknown field `descriptoin`"), "{t}");
+    assert!(t.contains("did you mean `description`?"), "{t}");
     // The broken section is skipped, so its group reference is not checked; fix it and the
     // suggestion appears.
     let fixed = text_in.replace("descriptoin", "description");

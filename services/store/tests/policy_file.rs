@@ -489,7 +489,16 @@ fn a_toml_error_does_not_hide_the_other_sections() {
             .find(|e| e.line == line_of(&text, needle))
             .unwrap_or_else(|| panic!("nothing at {needle:?}: {errors:#?}"))
     };
-    assert!(at("prioity").message.contains("unknown field `prioity`"));
+    assert!(
+        at("prioity").message.contains("unknown field `prioity`"),
+        "{errors:#?}"
+    );
+    assert!(
+        at("prioity")
+            .message
+            .ends_with("; did you mean `priority`?"),
+        "{errors:#?}"
+    );
     assert_eq!(at("\"per ip").severity, Severity::Error);
     assert!(at("192.168.0.0/33")
         .field

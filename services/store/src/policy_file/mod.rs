@@ -165,7 +165,22 @@ fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> FileDiagnostic {
         file: file.to_owned(),
         line,
         field,
-        message: e.message().trim().to_owned(),
+        message: with_field_hint(e.message().trim()),
+    }
+}
+
+/// serde's "unknown field `descriptoin`, expected one of `name`, ..." with
+/// "; did you mean `description`?" when one of the expected fields is close.
+fn with_field_hint(message: &str) -> String {
+    let hint = (|| {
+        let rest = message.strip_prefix("unknown field `")?;
+        let (field, expected) = rest.split_once('`')?;
+        let candidates = expected.split('`').skip(1).step_by(2);
+        sluice_engine::suggest::closest(field, candidates)
+    })();
+    match hint {
+        Some(best) => format!("{message}; did you mean `{best}`?"),
+        None => message.to_owned(),
     }
 }
 
