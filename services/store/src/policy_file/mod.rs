@@ -219,7 +219,7 @@ fn read_by_section(file: &str, text: &str, first: toml::de::Error) -> Vec<FileDi
 }
 
 /// Exports `def` as a policy file that [`parse`] reads back to the same definition, in the
-/// layout of `deploy/policies.example.toml` (see [`export`]). Comments are not kept: the
+/// layout of `deploy/policies.example.toml` (see `docs/policies.md`). Comments are not kept: the
 /// database has no place for them.
 pub fn to_toml(def: &PolicySetDef) -> String {
     export::write(def)
