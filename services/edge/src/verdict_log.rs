@@ -86,15 +86,15 @@ pub fn log_decision(req: &PolicyRequest<'_>, decision: &Decision) {
         }
         VerdictLines::Policyd => {
             // Policyd logs its update lines only when no quota refused (then nothing is
-            // counted).
-            let refused = decision
-                .verdicts
-                .iter()
-                .any(|v| v.module == "Quotas" && !v.monitor);
-            if !refused {
-                for v in &decision.admitted {
-                    tracing::info!(target: "sluice::verdict", "{}", format_policyd(req, v, true));
-                }
+            // counted). Enforced and monitor-mode quotas are counted apart.
+            let refused = |monitor: bool| {
+                decision
+                    .verdicts
+                    .iter()
+                    .any(|r| r.module == "Quotas" && r.monitor == monitor)
+            };
+            for v in decision.admitted.iter().filter(|v| !refused(v.monitor)) {
+                tracing::info!(target: "sluice::verdict", "{}", format_policyd(req, v, true));
             }
             for v in &decision.verdicts {
                 tracing::info!(target: "sluice::verdict", "{}", format_policyd(req, v, false));
