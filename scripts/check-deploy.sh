@@ -96,6 +96,16 @@ for p in panels:
         assert t["datasource"]["uid"] == "${DS_PROMETHEUS}", p["title"]
     g = p["gridPos"]
     assert 0 <= g["x"] and g["x"] + g["w"] <= 24, f"{p['title']}: outside the grid"
+    # One unit per panel: one panel unit, no per-series unit overrides, and targets that
+    # are all rates (per second) or all levels; a p99 panel plots no other quantile.
+    assert p["fieldConfig"]["defaults"].get("unit"), f"{p['title']}: no unit"
+    for o in p["fieldConfig"].get("overrides", []):
+        assert all(pr["id"] != "unit" for pr in o.get("properties", [])), f"{p['title']}: unit override"
+    rates = {("rate(" in t["expr"] or "increase(" in t["expr"]) and "histogram_quantile" not in t["expr"]
+             for t in p["targets"]}
+    assert len(rates) == 1, f"{p['title']}: mixes rates and levels"
+    if "p99" in p["title"] and "p50" not in p["title"]:
+        assert all("histogram_quantile(0.99" in t["expr"] for t in p["targets"]), f"{p['title']}: plots other quantiles"
 for v in d["templating"]["list"]:
     if v["type"] == "query":
         assert v["datasource"]["uid"] == "${DS_PROMETHEUS}", v["name"]

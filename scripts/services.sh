@@ -70,3 +70,12 @@ ensure_promtool() {
     apt_install prometheus
   fi
 }
+
+# postconf (Debian package postfix): the README test reads the README's main.cf lines with
+# `postconf -c DIR`; the end-to-end test runs a private Postfix.
+ensure_postfix() {
+  if [ ! -x /usr/sbin/postconf ]; then
+    echo "== installing Postfix"
+    apt_install --no-install-recommends postfix
+  fi
+}

@@ -12,6 +12,7 @@ ensure_postgres
 ensure_mariadb
 ensure_redis_tools
 ensure_promtool
+ensure_postfix
 
 echo "== cargo fmt"
 cargo fmt --all -- --check

@@ -23,8 +23,9 @@ pub struct EdgeConfig {
     /// How long a started request may take to arrive completely, and a reply to be written,
     /// before the connection is logged and closed (default 30 s).
     pub busy_timeout: Duration,
-    /// How long the engine may take to decide one request (default 5 s). On overrun the
-    /// request is answered with [`EdgeConfig::fallback_action`].
+    /// How long the engine may take to decide one request (default 1 s, the roles'
+    /// `request_deadline_ms` default). On overrun the request is answered with
+    /// [`EdgeConfig::fallback_action`].
     pub request_deadline: Duration,
     /// Hard caps on request framing.
     pub limits: Limits,
@@ -61,7 +62,7 @@ impl Default for EdgeConfig {
             max_connections_per_client: 512,
             idle_timeout: Duration::from_secs(300),
             busy_timeout: Duration::from_secs(30),
-            request_deadline: Duration::from_secs(5),
+            request_deadline: Duration::from_secs(1),
             limits: Limits::default(),
             fallback_action: EdgeConfig::default_fallback_action(),
             shutdown_grace: Duration::from_secs(10),

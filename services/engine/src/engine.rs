@@ -160,6 +160,8 @@ pub(crate) struct BatchOrigin {
     per_recipient: bool,
     /// The source side changed since the batch was built (the source memo missed).
     source_changed: bool,
+    /// Whether the request was authenticated (SASLUsername quotas count only then).
+    authenticated: bool,
     /// The quota with LastQuota that ended the quotas.
     pub(crate) last_quota: LastQuota,
 }
@@ -173,10 +175,12 @@ impl BatchOrigin {
         batch: &CounterBatch,
         dry_run: bool,
         matched: &[(usize, &Policy)],
+        authenticated: bool,
     ) -> bool {
         self.set != 0
             && self.set == set.memo_id()
             && batch.dry_run == dry_run
+            && self.authenticated == authenticated
             && self.matched.len() == matched.len()
             && self
                 .matched
@@ -199,8 +203,10 @@ impl BatchOrigin {
         size: u64,
         per_recipient: bool,
         last_quota: LastQuota,
+        authenticated: bool,
     ) {
         self.set = set.memo_id();
+        self.authenticated = authenticated;
         self.matched.clear();
         self.matched
             .extend(matched.iter().map(|&(pi, _)| pi as u32));
@@ -498,7 +504,13 @@ impl Engine {
         }
 
         // AccessControl: the first matched policy with a rule decides.
-        note(trace, || "AccessControl:".into());
+        note(trace, || {
+            if matched.iter().any(|(_, p)| !p.access_control.is_empty()) {
+                "AccessControl:".into()
+            } else {
+                "AccessControl: no rule in the matched policies.".into()
+            }
+        });
         for (_, p) in &matched {
             let Some(rule) = p.access_control.first() else {
                 continue;
@@ -544,8 +556,12 @@ impl Engine {
         }
 
         // Quotas: every quota of every matched policy, one State call.
+        let authenticated = !req.sasl_username.is_empty();
         if let Some(mut batch) = scratch.take_batch() {
-            if scratch.origin.same_shape(set, &batch, dry_run, &matched) {
+            if scratch
+                .origin
+                .same_shape(set, &batch, dry_run, &matched, authenticated)
+            {
                 if !scratch.origin.same_message(&batch, req) {
                     refresh_for_message(set, &view, &mut batch, scratch.op_refs());
                     scratch.origin.note_new_message(req.size);
@@ -570,6 +586,15 @@ impl Engine {
                 0
             };
             for (qi, q) in p.quotas.iter().enumerate() {
+                if let Some(why) = q.track.skip_reason(req) {
+                    note(trace, || {
+                        format!(
+                            "Quotas: policy {:?} quota {:?} skipped: {why} (its LastQuota, if set, does not apply either).",
+                            p.name, q.name
+                        )
+                    });
+                    continue;
+                }
                 let window = q.window(self.settings.buckets_per_period);
                 per_recipient |= q.track.per_recipient();
                 // The first limit's key is rendered from the request; the others reuse its
@@ -655,9 +680,14 @@ impl Engine {
             scratch.recycle(batch);
             return None;
         }
-        scratch
-            .origin
-            .record(set, &matched, req.size, per_recipient, last_quota);
+        scratch.origin.record(
+            set,
+            &matched,
+            req.size,
+            per_recipient,
+            last_quota,
+            authenticated,
+        );
         Some(batch)
     }
 
@@ -698,7 +728,16 @@ impl Engine {
                     continue;
                 };
                 let c = self.counted(set, r);
-                note(trace, || describe_op(op, res, &c));
+                note(trace, || {
+                    let mut line = describe_op(op, res, &c);
+                    if let Some(units) = self.state.leased_unused(&op.key) {
+                        line.push_str(&format!(
+                            " (the level includes {units} units charged ahead as this edge's lease and not used yet: {} used)",
+                            res.used.saturating_sub(units)
+                        ));
+                    }
+                    line
+                });
                 if is_near {
                     decision.near_limit.push(QuotaRef {
                         policy: c.policy.name.clone(),
@@ -960,6 +999,12 @@ fn describe_op(op: &CounterOp, res: &OpResult, r: &Counted<'_>) -> String {
 /// Explanation lines: every policy, whether it matched, and why.
 fn explain_matching(set: &PolicySet, req: &PolicyRequest<'_>, trace: &mut Trace<'_>) {
     let view = RequestView::new(req);
+    if set.policies.is_empty() {
+        note(trace, || {
+            "Policies: none in the policy set (sluice policy import FILE adds some).".into()
+        });
+        return;
+    }
     note(trace, || {
         "Policies (lowest priority number first; every matching policy applies):".into()
     });

@@ -32,6 +32,14 @@ pub trait State: Send + Sync + 'static {
         self.apply(batch)
     }
 
+    /// For explanations: of a counter's level, the units this process holds charged ahead
+    /// and not used yet (cluster mode: an edge's lease on `key`). `None` when the backend
+    /// holds none, or cannot tell (the default; in-process counters charge nothing ahead).
+    fn leased_unused(&self, key: &str) -> Option<u64> {
+        let _ = key;
+        None
+    }
+
     /// The client connection `connection` closed: whatever the backend kept for it may be
     /// handed on (cluster mode stores the message sessions it carried). The default does
     /// nothing.

@@ -33,7 +33,8 @@ pub enum Track {
     Sender(AddressPart),
     /// The recipient address.
     Recipient(AddressPart),
-    /// The SASL username (`-` when not authenticated).
+    /// The SASL username. Applies to authenticated mail only: a request without a SASL
+    /// username is not counted by such a quota (see [`Track::applies_to`]).
     SaslUsername,
     /// One counter for everything the policy matches.
     Policy,
@@ -65,6 +66,25 @@ impl Track {
                 "unknown track {t:?}: expected SenderIP:/N, Sender:user@domain|@domain|user@, Recipient:..., SASLUsername or Policy"
             )),
         }
+    }
+
+    /// Whether a quota with this track counts `req` at all: a `SASLUsername` track counts
+    /// authenticated mail only (Policyd gave all unauthenticated mail one shared counter,
+    /// `SASLUsername:-`, so one user's outbound limit throttled all inbound mail together).
+    /// Every other track applies to every request. The one place this is decided: the
+    /// engine skips the quota, and explanations say so, from this answer.
+    pub fn applies_to(&self, req: &PolicyRequest<'_>) -> bool {
+        match self {
+            Track::SaslUsername => !req.sasl_username.is_empty(),
+            _ => true,
+        }
+    }
+
+    /// Why [`Track::applies_to`] is false for `req`, for explanations (`None` when it
+    /// applies).
+    pub fn skip_reason(&self, req: &PolicyRequest<'_>) -> Option<&'static str> {
+        (!self.applies_to(req))
+            .then_some("the mail is not authenticated (no sasl_username): SASLUsername quotas count authenticated mail only")
     }
 
     /// Whether keys depend on the recipient (charged per recipient at END-OF-MESSAGE).
@@ -102,6 +122,8 @@ impl Track {
         let req = view.req;
         match self {
             Track::Policy => {}
+            // Only rendered for requests it applies to ([`Track::applies_to`]); `-` keeps
+            // the key well-formed if it ever is rendered for another.
             Track::SaslUsername => {
                 k.push_str(if req.sasl_username.is_empty() {
                     "-"
@@ -248,6 +270,15 @@ mod tests {
         assert_eq!(key(&r, "Sender:user@"), "Sender:alice@");
         assert_eq!(key(&r, "Recipient:@domain"), "Recipient:@example.net");
         assert_eq!(key(&r, "SASLUsername"), "SASLUsername:-");
+        let sasl = Track::parse("SASLUsername").unwrap();
+        assert!(!sasl.applies_to(&r), "unauthenticated mail is not counted");
+        assert!(sasl.skip_reason(&r).unwrap().contains("not authenticated"));
+        assert!(Track::parse("Sender:user@domain").unwrap().applies_to(&r));
+        r.sasl_username = "alice".into();
+        assert!(sasl.applies_to(&r));
+        assert_eq!(sasl.skip_reason(&r), None);
+        assert_eq!(key(&r, "SASLUsername"), "SASLUsername:alice");
+        r.sasl_username = "".into();
         assert_eq!(key(&r, "Policy"), "Policy");
         r.client_address = "2001:db8:1:2:3::9".parse().unwrap();
         assert_eq!(

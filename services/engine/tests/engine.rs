@@ -636,3 +636,77 @@ fn huge_message_sizes_never_overflow_a_size_quota() {
     r.size = 0;
     assert_eq!(ask(&e, &r), "REJECT Too much mail", "the window is full");
 }
+
+/// A SASLUsername quota counts authenticated mail per user and skips unauthenticated mail,
+/// also when one connection's kept batch alternates between the two (the batch's shape
+/// depends on whether the request is authenticated).
+#[test]
+fn sasl_quota_skips_unauthenticated_mail_on_a_reused_connection() {
+    let (e, _, _) = engine(quota_policy("SASLUsername", "RecipientCount", 2, "REJECT"));
+    let mut scratch = Scratch::default();
+    let mut on_connection = |r: &PolicyRequest<'_>| {
+        block_on(e.decide_reusing(r, &mut scratch))
+            .action
+            .to_string()
+    };
+    let with = |user: &str, i: usize| {
+        let mut r = rcpt("a@x.org", &format!("r{i}@y.org"), "192.0.2.1", "m1");
+        r.sasl_username = user.to_string().into();
+        r
+    };
+    let mut got = Vec::new();
+    for i in 0..4 {
+        got.push(on_connection(&with("", i)));
+        got.push(on_connection(&with("alice", i)));
+    }
+    got.push(on_connection(&with("bob", 9)));
+    assert_eq!(
+        got,
+        [
+            "DUNNO",
+            "DUNNO",
+            "DUNNO",
+            "DUNNO",
+            "DUNNO",
+            "REJECT Too much mail",
+            "DUNNO",
+            "REJECT Too much mail",
+            "DUNNO"
+        ]
+    );
+    let x = block_on(e.explain(&with("", 5))).to_string();
+    assert!(
+        x.contains("quota \"q\" skipped: the mail is not authenticated"),
+        "{x}"
+    );
+    assert!(x.contains("Action: action=DUNNO"), "{x}");
+}
+
+/// An explanation has no heading without lines under it: no policies, no access control.
+#[test]
+fn explanations_have_no_empty_headings() {
+    let empty = PolicySetDef {
+        groups: vec![],
+        policies: vec![],
+    };
+    let (e, _, _) = engine(empty);
+    let r = rcpt("a@x.org", "b@y.org", "192.0.2.1", "m1");
+    let x = block_on(e.explain(&r)).to_string();
+    assert!(x.contains("Policies: none in the policy set"), "{x}");
+    let (e, _, _) = engine(quota_policy("Policy", "RecipientCount", 5, "DEFER"));
+    let x = block_on(e.explain(&r)).to_string();
+    let lines: Vec<&str> = x.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        if l.ends_with(':') {
+            let next = lines.get(i + 1).copied().unwrap_or("");
+            assert!(
+                next.starts_with("  "),
+                "heading {l:?} has nothing under it:\n{x}"
+            );
+        }
+    }
+    assert!(
+        x.contains("AccessControl: no rule in the matched policies."),
+        "{x}"
+    );
+}

@@ -39,6 +39,11 @@ struct ServiceMetrics {
 impl QuotaService {
     /// A service running batches on `state`, each bounded by `apply_timeout`.
     pub fn new(state: Arc<dyn State>, apply_timeout: Duration) -> Self {
+        // Exported from the start (docs/metrics.md): every result at 0.
+        for result in ["unavailable", "timeout", "invalid_request", "internal"] {
+            metrics::counter!(sluice_runtime::metrics::names::QUOTA_BATCHES, "result" => result)
+                .increment(0);
+        }
         QuotaService {
             state,
             apply_timeout,

@@ -507,7 +507,16 @@ struct RedisMetrics {
 
 impl RedisMetrics {
     fn new() -> Self {
-        use sluice_runtime::metrics::names::REDIS_DURATION;
+        use sluice_runtime::metrics::names::{
+            REDIS_DURATION, REDIS_RESENDS, REDIS_TOPOLOGY_REFRESHES,
+        };
+        // Exported from the start (docs/metrics.md): every reason and result at 0.
+        for reason in ["moved", "ask", "try_again", "noscript"] {
+            metrics::counter!(REDIS_RESENDS, "reason" => reason).increment(0);
+        }
+        for result in ["ok", "error"] {
+            metrics::counter!(REDIS_TOPOLOGY_REFRESHES, "result" => result).increment(0);
+        }
         RedisMetrics {
             ok: metrics::histogram!(REDIS_DURATION, "result" => "ok"),
             error: metrics::histogram!(REDIS_DURATION, "result" => "error"),

@@ -36,6 +36,7 @@ pub(crate) async fn run(inner: Weak<Inner>) {
             _ = i.wake.notified() => {}
         }
         flush(&i, false).await;
+        record_held(&i);
         if last_expiry.elapsed() >= std::time::Duration::from_secs(1) {
             last_expiry = Instant::now();
             let gone = i.sessions.expire(last_expiry);
@@ -44,6 +45,13 @@ pub(crate) async fn run(inner: Weak<Inner>) {
             }
         }
     }
+}
+
+/// Sets the gauges of what this edge holds: leases and message sessions.
+fn record_held(inner: &Inner) {
+    let leases = inner.leases.as_ref().map_or(0, |l| l.len());
+    metrics::gauge!(names::LEASES_HELD).set(leases as f64);
+    metrics::gauge!(names::EDGE_SESSIONS).set(inner.sessions.len() as f64);
 }
 
 /// Sends what waits: expired leases' units (all leases' with `everything`), sessions to

@@ -112,6 +112,13 @@ impl LeaseTable {
         Some(lease.level + cost)
     }
 
+    /// The units of the key's live lease not admitted yet (charged, not used).
+    pub fn unused(&self, key: &str, now: Instant) -> Option<u64> {
+        let shard = self.shard(key);
+        let lease = shard.get(key)?;
+        (lease.expires > now && lease.left > 0).then_some(lease.left)
+    }
+
     /// The estimated level of a counter with a live lease.
     pub fn level(&self, key: &str, now: Instant) -> Option<u64> {
         let shard = self.shard(key);

@@ -45,6 +45,13 @@ struct RemoteMetrics {
 impl RemoteMetrics {
     fn new() -> Self {
         use sluice_runtime::metrics::names;
+        // Exported from the start (docs/metrics.md): the gauges at 0, every result at 0.
+        metrics::gauge!(names::LEASES_HELD).set(0.0);
+        metrics::gauge!(names::EDGE_SESSIONS).set(0.0);
+        for result in ["ok", "error"] {
+            metrics::counter!(names::LEASE_RETURNS, "result" => result).increment(0);
+            metrics::counter!(names::SESSION_SAVES, "result" => result).increment(0);
+        }
         RemoteMetrics {
             rpc_ok: metrics::histogram!(names::QUOTA_RPC_DURATION, "result" => "ok"),
             rpc_error: metrics::histogram!(names::QUOTA_RPC_DURATION, "result" => "error"),
@@ -434,6 +441,13 @@ async fn attempt(
 }
 
 impl State for RemoteState {
+    fn leased_unused(&self, key: &str) -> Option<u64> {
+        self.inner
+            .leases
+            .as_ref()?
+            .unused(key, std::time::Instant::now())
+    }
+
     fn apply<'a>(
         &'a self,
         batch: &'a CounterBatch,

@@ -335,3 +335,26 @@ async fn leases_keep_admitting_while_the_service_is_down_until_they_expire() {
     // ... a counter without one fails (the engine answers its fallback action).
     assert!(e.apply_on(1, &take("other", 1_000_000)).await.is_err());
 }
+
+/// What `sluice explain` on an edge reads: the level the service holds includes the units
+/// leased to the edge, and the edge tells how many of them it has not used yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_tells_its_unused_lease_units_apart_from_the_level() {
+    let clock = ManualClock::new(T0);
+    let shared = memory(&clock);
+    let node = QuotaNode::start(shared.clone(), QuotaConfig::default()).await;
+    let e = edge(&node.url(), &clock).await;
+    assert_eq!(e.leased_unused("sender"), None, "no lease yet");
+    for _ in 0..3 {
+        let reply = e.apply_on(7, &take("sender", 6_400)).await.unwrap();
+        assert!(admitted(&reply));
+    }
+    let unused = e.leased_unused("sender").expect("a lease is held");
+    let charged = level(&shared, "sender", 6_400).await;
+    assert!(unused > 0, "the lease has units left");
+    assert_eq!(
+        charged - unused,
+        3,
+        "the service's level ({charged}) is the 3 admitted plus the unused lease ({unused})"
+    );
+}

@@ -75,7 +75,8 @@ pub struct RoleArgs {
     /// Where log lines go: `stderr` (default) or `syslog` (/dev/log, facility mail).
     #[arg(long, env = "SLUICE_LOG_TARGET", value_enum)]
     pub log_target: Option<LogTarget>,
-    /// Policy database URL (`sqlite://FILE`, `postgres://...`). Default `sqlite://sluice.db`.
+    /// Policy database URL (`sqlite://FILE`, `postgres://...`). serve: default
+    /// `sqlite://sluice.db` in the working directory; edge: required (no default).
     #[arg(long, env = "SLUICE_DATABASE")]
     pub database: Option<String>,
     /// Run every policy in monitor mode (evaluate, count, log; answer DUNNO).
@@ -467,6 +468,11 @@ pub fn resolve(args: RoleArgs, role: Role) -> Result<Settings, Vec<String>> {
         Role::Quota if redis.is_empty() => errors.push("`sluice quota` needs Redis URLs (redis = [\"redis://host:6379\"], --redis, SLUICE_REDIS)".into()),
         _ => {}
     }
+    // An edge serves the cluster's shared policies: a forgotten database must not become
+    // an empty SQLite file in the working directory (every request would get DUNNO).
+    if role == Role::Edge && a.database.as_deref().is_none_or(|d| d.trim().is_empty()) {
+        errors.push("`sluice edge` needs the policy database: set `database` (database = \"postgres://user@host/sluice\", --database, SLUICE_DATABASE); edges have no default".into());
+    }
     for u in &redis {
         if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
             errors.push(format!("redis {u:?}: expected redis://host:port"));
@@ -643,7 +649,7 @@ mod tests {
 
     #[test]
     fn flags_override_file_and_defaults_fill_the_rest() {
-        let (_d, p) = file("max_connections = 10\nquota = [\"http://q:1\"]\nmonitor = true\n");
+        let (_d, p) = file("max_connections = 10\nquota = [\"http://q:1\"]\nmonitor = true\ndatabase = \"postgres://db/sluice\"\n");
         let args = RoleArgs {
             config: Some(p),
             max_connections: Some(20),
@@ -672,6 +678,10 @@ mod tests {
         assert!(errors.contains("max_line"), "{errors}");
         assert!(errors.contains("fallback_action"), "{errors}");
         assert!(errors.contains("needs quota service URLs"), "{errors}");
+        assert!(
+            errors.contains("`sluice edge` needs the policy database: set `database`"),
+            "{errors}"
+        );
         let (_d, p) = file("no_such_key = 1\n");
         let errors = resolve(
             RoleArgs {

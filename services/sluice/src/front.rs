@@ -4,7 +4,7 @@
 
 use crate::config::{Role, Settings};
 use crate::ready::{Counters, FrontReady};
-use crate::{admin, descriptors, reload, signal};
+use crate::{admin, descriptors, reload, signal, startup};
 use anyhow::Context;
 use sluice_edge::Listener;
 use sluice_engine::{Engine, State};
@@ -34,11 +34,21 @@ pub async fn run(
     bind_listeners(&settings).await?;
     descriptors::raise_limit(descriptors::budget(&settings));
     let admin = match settings.admin {
-        Some(a) => Some(tokio::net::TcpListener::bind(a).await.with_context(|| {
-            format!("cannot listen on {a} (metrics; metrics_listen = \"off\" disables it)")
+        Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {a} for metrics: {e}: stop what holds it (another sluice?), or choose another address (--metrics-listen, metrics_listen = \"off\" disables it)"
+            )
         })?),
         None => None,
     };
+    tracing::info!(
+        role = %role,
+        database = %startup::where_policies_are(&settings.database),
+        listen = %settings.listen.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        metrics = %settings.admin.map_or("off".into(), |a| a.to_string()),
+        counters = %startup::where_counters_are(&settings, role),
+        "Starting: loading policies"
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -58,17 +68,25 @@ pub async fn run(
         ));
     }
     metrics::counter!(sluice_runtime::metrics::names::POLICY_RELOAD_FAILURES).increment(0);
+    startup::export_request_metrics();
 
     let (store, version, set) = load_at_start(&settings, role).await?;
     reload::record_loaded(&set);
     tracing::info!(
         role = %role,
-        database = store.backend_name(),
+        database = %startup::where_policies_are(&settings.database),
         version,
         policies = set.enabled_policies(),
         monitor = settings.engine.monitor_all,
         "Policies loaded"
     );
+    if set.enabled_policies() == 0 {
+        tracing::warn!(
+            database = %startup::where_policies_are(&settings.database),
+            "No enabled policies: every request gets DUNNO. Import some: sluice policy import FILE --database {}",
+            crate::config::redact(&settings.database)
+        );
+    }
     let engine = Arc::new(Engine::new(set, state.clone(), settings.engine.clone()));
     ready.loaded(engine.clone(), store.clone());
     tokio::spawn(reload::watch(
@@ -119,9 +137,11 @@ async fn record_database_checks(store: Store) {
 async fn bind_listeners(settings: &Settings) -> anyhow::Result<Vec<Listener>> {
     let mut listeners = Vec::new();
     for addr in &settings.listen {
-        let l = Listener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
+        let l = Listener::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!(
+                "{e}: stop what holds it (another sluice?), or choose another address (--listen, listen = [...])"
+            )
+        })?;
         listeners.push(l);
     }
     Ok(listeners)
@@ -148,7 +168,11 @@ async fn load_at_start(
                 return Ok((store, version, set));
             }
             Err(e) if role == Role::Edge || url.starts_with("postgres") => {
-                tracing::warn!(database = %shown, "Cannot load policies yet, retrying: {e:#}");
+                tracing::warn!(
+                    database = %shown,
+                    "Cannot load policies yet, retrying: {}",
+                    crate::error_text(&e)
+                );
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_START_BACKOFF);
             }

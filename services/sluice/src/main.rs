@@ -18,6 +18,7 @@ mod ready;
 mod reload;
 mod serve;
 mod signal;
+mod startup;
 
 use clap::Parser;
 use cli::{Cli, Command, PolicyCommand};
@@ -78,15 +79,69 @@ fn main() -> ExitCode {
                 PolicyCommand::Diff(args) => policy_cmd::diff(args).await,
             },
             Command::ImportPolicyd(args) => import::run(args).await,
-            Command::Explain(args) => explain::run(args).await,
+            Command::Explain(args) => Ok(explain::run(args).await),
             Command::Migrate(args) => policy_cmd::migrate(args).await,
         }
     });
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("sluice: {e:#}");
+            eprintln!("sluice: {}", error_text(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An error and its causes on one line, `: `-separated, each said once. Library errors
+/// often print their source in their own message too (`cannot listen on X: Address in
+/// use`, with the `io::Error` as source): a cause whose text is already shown is left out,
+/// and one that repeats the text before it replaces that text.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if parts.iter().any(|p| p.contains(&text)) {
+            continue;
+        }
+        match parts.last_mut() {
+            Some(last) if text.contains(last.as_str()) => *last = text,
+            _ => parts.push(text),
+        }
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+    use anyhow::Context;
+
+    #[test]
+    fn every_cause_is_said_once() {
+        /// Like the edge's bind error: its message includes its source's.
+        #[derive(Debug)]
+        struct Bind {
+            source: std::io::Error,
+        }
+        impl std::fmt::Display for Bind {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "cannot listen on 127.0.0.1:10031: {}", self.source)
+            }
+        }
+        impl std::error::Error for Bind {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.source)
+            }
+        }
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        let e = Err::<(), _>(Bind { source: io })
+            .context("cannot listen on 127.0.0.1:10031")
+            .unwrap_err();
+        assert_eq!(
+            error_text(&e),
+            "cannot listen on 127.0.0.1:10031: Address already in use"
+        );
+        let e = anyhow::anyhow!("disk full").context("cannot write x");
+        assert_eq!(error_text(&e), "cannot write x: disk full");
     }
 }

@@ -1,6 +1,7 @@
 //! `sluice policy import|export|check|diff` and `sluice migrate`.
 
 use crate::cli::{DatabaseArgs, PolicyCheckArgs, PolicyDiffArgs, PolicyImportArgs};
+use crate::config::redact;
 use crate::policy_diff;
 use anyhow::Context;
 use sluice_runtime::metrics::{names, unix_now};
@@ -61,15 +62,16 @@ pub async fn import(args: PolicyImportArgs) -> anyhow::Result<ExitCode> {
     let url = args.db.url();
     let store = Store::connect(&url)
         .await
-        .with_context(|| format!("cannot open {url}"))?;
+        .with_context(|| format!("cannot open the policy database {}", redact(&url)))?;
     let stored = store.load().await?;
     let stored_version = store.version().await?;
     let file = args.file.display().to_string();
-    let stored_label = format!("{url} (version {stored_version})");
+    let shown = redact(&url);
+    let stored_label = format!("{shown} (version {stored_version})");
     let Some(diff) = policy_diff::render(&stored, &parsed.def, &stored_label, &file) else {
         store.close().await;
         println!(
-            "No changes: {url} already holds the policies of {file} (version {stored_version}); nothing imported."
+            "No changes: {shown} already holds the policies of {file} (version {stored_version}); nothing imported."
         );
         return Ok(ExitCode::SUCCESS);
     };
@@ -77,7 +79,7 @@ pub async fn import(args: PolicyImportArgs) -> anyhow::Result<ExitCode> {
         store.close().await;
         print!("{diff}");
         println!(
-            "Dry run: nothing imported; {url} stays at version {stored_version}. Run without --dry-run to apply."
+            "Dry run: nothing imported; {shown} stays at version {stored_version}. Run without --dry-run to apply."
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -86,10 +88,11 @@ pub async fn import(args: PolicyImportArgs) -> anyhow::Result<ExitCode> {
     let version = store.version().await?;
     store.close().await;
     println!(
-        "Imported {} policies and {} groups from {} into {url} (version {version}).",
+        "Imported {} policies and {} groups from {} into {} (version {version}).",
         parsed.def.policies.len(),
         parsed.def.groups.len(),
-        args.file.display()
+        args.file.display(),
+        redact(&url)
     );
     if args.server != "off" {
         let server = args.server.clone();
@@ -103,7 +106,7 @@ pub async fn import(args: PolicyImportArgs) -> anyhow::Result<ExitCode> {
                 args.server
             ),
             Pickup::Stale(Some(seen)) => eprintln!(
-                "warning: the server at {} still serves version {seen} 3 s after the import: it does not read {url}, or cannot (see its log).",
+                "warning: the server at {} still serves version {seen} 3 s after the import: it does not read {}, or cannot (see its log).", redact(&url),
                 args.server
             ),
             Pickup::Stale(None) => eprintln!(
@@ -176,7 +179,7 @@ pub async fn export(args: DatabaseArgs) -> anyhow::Result<ExitCode> {
     let url = args.url();
     let store = Store::connect(&url)
         .await
-        .with_context(|| format!("cannot open {url}"))?;
+        .with_context(|| format!("cannot open the policy database {}", redact(&url)))?;
     let def = store.load().await?;
     store.close().await;
     print!("{}", policy_file::to_toml(&def));
@@ -203,7 +206,7 @@ pub async fn diff(args: PolicyDiffArgs) -> anyhow::Result<ExitCode> {
     let stored = async {
         let store = Store::connect(&url)
             .await
-            .with_context(|| format!("cannot open {url}"))?;
+            .with_context(|| format!("cannot open the policy database {}", redact(&url)))?;
         let def = store.load().await?;
         let version = store.version().await?;
         store.close().await;
@@ -218,14 +221,15 @@ pub async fn diff(args: PolicyDiffArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let file = args.file.display().to_string();
+    let shown = redact(&url);
     match policy_diff::render(
         &stored,
         &parsed.def,
-        &format!("{url} (version {version})"),
+        &format!("{shown} (version {version})"),
         &file,
     ) {
         None => {
-            println!("{file}: the same as {url} (version {version})");
+            println!("{file}: the same as {shown} (version {version})");
             Ok(ExitCode::SUCCESS)
         }
         Some(diff) => {
@@ -240,9 +244,15 @@ pub async fn migrate(args: DatabaseArgs) -> anyhow::Result<ExitCode> {
     let url = args.url();
     let store = Store::connect(&url)
         .await
-        .with_context(|| format!("cannot open {url}"))?;
-    store.migrate().await?;
-    println!("{url}: schema is up to date ({})", store.backend_name());
+        .with_context(|| format!("cannot open the policy database {}", redact(&url)))?;
+    // Connecting applies what is pending; a second run finds nothing left.
+    let applied = store.migrations_applied() + store.migrate().await?;
+    let shown = redact(&url);
+    match applied {
+        0 => println!("{shown}: schema already up to date, nothing applied."),
+        1 => println!("{shown}: applied 1 migration; the schema is up to date."),
+        n => println!("{shown}: applied {n} migrations; the schema is up to date."),
+    }
     store.close().await;
     Ok(ExitCode::SUCCESS)
 }

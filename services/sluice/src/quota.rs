@@ -47,15 +47,17 @@ async fn serve(settings: config::Settings) -> anyhow::Result<ExitCode> {
     let grpc = settings.grpc_listen.expect("resolved for the quota role");
     // gRPC connections come from the edges only; the metrics listener has its own cap.
     crate::descriptors::raise_limit(crate::descriptors::RESERVE);
-    let listener = tokio::net::TcpListener::bind(grpc)
-        .await
-        .with_context(|| format!("cannot listen on {grpc}"))?;
+    let listener = tokio::net::TcpListener::bind(grpc).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {grpc} for gRPC: {e}: stop what holds it (another sluice quota?), or choose another address (--grpc-listen)"
+        )
+    })?;
     let admin = match settings.admin {
-        Some(a) => Some(
-            tokio::net::TcpListener::bind(a)
-                .await
-                .with_context(|| format!("cannot listen on {a}"))?,
-        ),
+        Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {a} for metrics: {e}: stop what holds it, or choose another address (--metrics-listen, metrics_listen = \"off\" disables it)"
+            )
+        })?),
         None => None,
     };
     let state: Arc<dyn sluice_engine::State> = Arc::new(connect_redis(&settings).await?);
@@ -65,7 +67,12 @@ async fn serve(settings: config::Settings) -> anyhow::Result<ExitCode> {
             Arc::new(QuotaReady(state.clone())),
         ));
     }
-    tracing::info!(grpc = %grpc, "Quota service listening");
+    tracing::info!(
+        grpc = %grpc,
+        metrics = %settings.admin.map_or("off".into(), |a| a.to_string()),
+        redis = ?settings.redis.iter().map(|u| config::redact(u)).collect::<Vec<_>>(),
+        "Quota service listening"
+    );
     let config = QuotaConfig {
         drain_timeout: settings.shutdown_grace,
         ..QuotaConfig::default()

@@ -177,7 +177,7 @@ fn serve_enforces_imports_live_and_explains_with_live_counters() {
         "m4",
     ]);
     let t = text(&out);
-    assert!(out.status.success(), "{t}");
+    assert_eq!(out.status.code(), Some(1), "a refusal exits 1: {t}");
     assert!(t.contains("[match]") && t.contains("\"senders\""), "{t}");
     assert!(t.contains("level 2/2"), "live counter level shown: {t}");
     assert!(t.contains("action=REJECT Sender quota exceeded"), "{t}");
@@ -238,6 +238,7 @@ fn explain_offline_reads_the_database() {
         "{t}"
     );
     assert!(t.contains("Action: action=DUNNO"), "{t}");
+    assert_eq!(out.status.code(), Some(0), "DUNNO exits 0: {t}");
 }
 
 /// The shared Policyd v2 fixtures, beside the repository (as in CI), or at /work/shared

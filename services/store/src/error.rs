@@ -14,6 +14,24 @@ pub enum StoreError {
         /// What this operation accepts.
         expected: &'static str,
     },
+    /// PostgreSQL could not be reached within the connect timeout.
+    #[error("cannot reach PostgreSQL at {address} (waited {waited_secs} s: {cause}): check that PostgreSQL runs and listens there (listen_addresses and port in postgresql.conf) and that the host and port in the database URL are right")]
+    Unreachable {
+        /// `host:port` or the Unix socket path tried.
+        address: String,
+        /// How long connecting was tried.
+        waited_secs: u64,
+        /// What a plain connection attempt got (`Connection refused (os error 111)`, ...).
+        cause: String,
+    },
+    /// The directory a SQLite database file would be created in does not exist.
+    #[error("cannot open the SQLite database {}: its directory {} does not exist: create it (mkdir -p {}) or give another path (--database sqlite:///path/to/sluice.db)", file.display(), directory.display(), directory.display())]
+    MissingDirectory {
+        /// The missing directory.
+        directory: std::path::PathBuf,
+        /// The database file.
+        file: std::path::PathBuf,
+    },
     /// The database answered with an error or could not be reached.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -40,6 +58,8 @@ impl StoreError {
         match self {
             StoreError::UnsupportedUrl { .. } => "unsupported_url",
             StoreError::Database(_) => "database",
+            StoreError::Unreachable { .. } => "unreachable",
+            StoreError::MissingDirectory { .. } => "missing_directory",
             StoreError::Migrate(_) => "migrate",
             StoreError::OutOfRange(_) => "out_of_range",
             StoreError::FileCheck { .. } => "file_check",
@@ -51,13 +71,14 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            StoreError::Database(
-                sqlx::Error::Io(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::WorkerCrashed
-                    | sqlx::Error::Tls(_)
-            )
+            StoreError::Unreachable { .. }
+                | StoreError::Database(
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::WorkerCrashed
+                        | sqlx::Error::Tls(_)
+                )
         )
     }
 }

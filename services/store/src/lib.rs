@@ -20,4 +20,6 @@ pub mod policyd;
 mod store;
 
 pub use error::StoreError;
-pub use store::{default_database_url, Store, DATABASE_ENV, DEFAULT_POLL};
+pub use store::{
+    default_database_url, Store, DATABASE_ENV, DEFAULT_POLL, POSTGRES_CONNECT_TIMEOUT,
+};

@@ -1,16 +1,18 @@
 //! The policy store: a SQLite or PostgreSQL database holding one [`PolicySetDef`].
 
+mod connect;
 mod rows;
 mod sqlite_file;
 mod watch;
 
+pub use connect::POSTGRES_CONNECT_TIMEOUT;
 pub use sqlite_file::FileCheck;
 pub use watch::DEFAULT_POLL;
 
 use std::str::FromStr;
 
 use sluice_engine::model::PolicySetDef;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::PgPool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -41,6 +43,8 @@ pub struct Store {
     backend: Backend,
     /// Wakes the change watcher for an immediate check ([`Store::check_now`]).
     check: Arc<Notify>,
+    /// Migrations applied when connecting.
+    migrations_applied: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -73,12 +77,13 @@ impl Store {
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
                     .foreign_keys(true);
+                if !url.contains(":memory:") {
+                    connect::check_sqlite_directory(options.get_filename())?;
+                }
                 let file = sqlite_file::SqliteFile::open(options, url.contains(":memory:")).await?;
                 Backend::Sqlite(Arc::new(file))
             }
-            "postgres" | "postgresql" => {
-                Backend::Postgres(PgPoolOptions::new().max_connections(4).connect(url).await?)
-            }
+            "postgres" | "postgresql" => Backend::Postgres(connect::postgres(url).await?),
             scheme => {
                 return Err(StoreError::UnsupportedUrl {
                     scheme: scheme.to_owned(),
@@ -86,12 +91,18 @@ impl Store {
                 })
             }
         };
-        let store = Store {
+        let mut store = Store {
             backend,
             check: Arc::new(Notify::new()),
+            migrations_applied: 0,
         };
-        store.migrate().await?;
+        store.migrations_applied = store.migrate().await?;
         Ok(store)
+    }
+
+    /// How many schema migrations [`Store::connect`] applied (0: the schema was up to date).
+    pub fn migrations_applied(&self) -> usize {
+        self.migrations_applied
     }
 
     /// Asks the change watcher ([`Store::watch`]) to check now instead of at its next tick
@@ -118,13 +129,23 @@ impl Store {
         }
     }
 
-    /// Applies pending schema migrations (idempotent; [`Store::connect`] already does it).
-    pub async fn migrate(&self) -> Result<(), StoreError> {
+    /// Applies pending schema migrations (idempotent; [`Store::connect`] already does it)
+    /// and returns how many were applied (0: the schema was up to date).
+    pub async fn migrate(&self) -> Result<usize, StoreError> {
+        let before = self.migration_count().await;
         match &self.backend {
             Backend::Sqlite(file) => SQLITE_MIGRATIONS.run(&*file.pool()).await?,
             Backend::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
         }
-        Ok(())
+        Ok(self.migration_count().await.saturating_sub(before))
+    }
+
+    /// Migrations recorded as applied (0 before the first, when the table does not exist).
+    async fn migration_count(&self) -> usize {
+        const SQL: &str = "SELECT COUNT(*) FROM _sqlx_migrations WHERE success";
+        let count: Result<i64, sqlx::Error> =
+            on_pool!(self, |pool| sqlx::query_scalar(SQL).fetch_one(pool).await);
+        count.map_or(0, |n| usize::try_from(n).unwrap_or(0))
     }
 
     /// `"sqlite"` or `"postgres"`.
