@@ -39,6 +39,7 @@ pub use engine::{
     CounterLevel, Decision, Engine, EngineSettings, Explanation, ModuleVerdict, QuotaRef,
     NEAR_LIMIT_PERCENT,
 };
+pub use memory::snapshot::{CounterChanges, CounterSnapshot, SavedSession};
 pub use memory::{MemoryState, MemoryStateSettings};
 pub use model::{
     AccessControlDef, GroupDef, GroupMemberDef, LimitDef, MemberDef, PolicyDef, PolicySetDef,

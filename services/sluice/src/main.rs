@@ -11,6 +11,7 @@ mod front;
 mod hangup;
 mod import;
 mod logging;
+mod persist;
 mod policy_cmd;
 mod policy_diff;
 mod quota;

@@ -1,11 +1,13 @@
 //! The policy store: a SQLite or PostgreSQL database holding one [`PolicySetDef`].
 
 mod connect;
+mod counters;
 mod rows;
 mod sqlite_file;
 mod watch;
 
 pub use connect::POSTGRES_CONNECT_TIMEOUT;
+pub use counters::CountersWritten;
 pub use sqlite_file::FileCheck;
 pub use watch::DEFAULT_POLL;
 
