@@ -91,7 +91,9 @@ where
         buf: Vec::with_capacity(READ_CHUNK),
         out: Vec::with_capacity(256),
         decoder: RequestDecoder::new(shared.config.limits),
-        scratch: Scratch::for_connection(),
+        // Policyd-style logs have a line for every quota that admits a request.
+        scratch: Scratch::for_connection()
+            .report_admitted(verdict_log::lines() == verdict_log::VerdictLines::Policyd),
     };
     let closed = connection.run().await;
     shared.engine.connection_closed(&connection.scratch);

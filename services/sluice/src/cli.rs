@@ -41,6 +41,18 @@ pub struct LogArgs {
         env = "SLUICE_LOG_FORMAT"
     )]
     pub log_format: LogFormat,
+    /// Verdict log lines of `serve` and `edge`: `sluice` (Sluice's fields; with
+    /// `--log-format json` each its own JSON key) or `policyd` (Policyd 2's mail.log lines,
+    /// `module=Quotas, action=defer, ..., reason=quota_match, ...`, for existing greps and
+    /// logwatch scripts).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "sluice",
+        env = "SLUICE_LOG_STYLE"
+    )]
+    pub log_style: LogStyle,
     /// Log filter (tracing EnvFilter syntax: `info`, `sluice_edge=debug`, ...).
     #[arg(long, global = true, default_value = "info", env = "SLUICE_LOG")]
     pub log_level: String,
@@ -53,6 +65,15 @@ pub enum LogFormat {
     Plain,
     /// One JSON object per line.
     Json,
+}
+
+/// Verdict log line style.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogStyle {
+    /// Sluice's verdict fields (`..., policy=..., quota=..., counter=101/100`).
+    Sluice,
+    /// Policyd 2's module log lines.
+    Policyd,
 }
 
 /// Subcommands.
@@ -105,13 +126,28 @@ impl DatabaseArgs {
 /// `sluice policy ...`.
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Replace all policies with those of a TOML policy file (validated first).
+    /// Replace all policies with those of a TOML policy file (validated first). A file
+    /// equal to the stored policies changes nothing (the version stays).
     Import(PolicyImportArgs),
     /// Print all policies as a TOML policy file.
     Export(DatabaseArgs),
     /// Validate a TOML policy file: errors name file, line and field; warnings name inert
     /// definitions.
     Check(PolicyCheckArgs),
+    /// Show how a TOML policy file differs from the stored policies (a unified diff, stored
+    /// `-`, file `+`). Exit status 0: the same; 1: different; 2: trouble (invalid file,
+    /// unreadable database).
+    Diff(PolicyDiffArgs),
+}
+
+/// `sluice policy diff`.
+#[derive(Debug, Clone, Args)]
+pub struct PolicyDiffArgs {
+    /// The policy file.
+    pub file: PathBuf,
+    /// Policy database.
+    #[command(flatten)]
+    pub db: DatabaseArgs,
 }
 
 /// `sluice policy import`.
@@ -127,6 +163,10 @@ pub struct PolicyImportArgs {
     /// and the result is printed. `off` skips the check.
     #[arg(long, env = "SLUICE_METRICS_LISTEN", default_value = "127.0.0.1:10032")]
     pub server: String,
+    /// Show what would change (a diff of the stored policies against the file) and change
+    /// nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `sluice policy check`.

@@ -13,6 +13,7 @@ mod import;
 mod logging;
 mod persist;
 mod policy_cmd;
+mod policy_diff;
 mod quota;
 mod ready;
 mod reload;
@@ -83,6 +84,7 @@ fn main() -> ExitCode {
                 PolicyCommand::Import(args) => policy_cmd::import(args).await,
                 PolicyCommand::Export(args) => policy_cmd::export(args).await,
                 PolicyCommand::Check(args) => policy_cmd::check(args),
+                PolicyCommand::Diff(args) => policy_cmd::diff(args).await,
             },
             Command::ImportPolicyd(args) => import::run(args).await,
             Command::Explain(args) => Ok(explain::run(args).await),

@@ -289,7 +289,7 @@ async fn import_policyd_sample_database() {
         "{exported}"
     );
     assert!(
-        exported.contains("limit = 8192000"),
+        exported.contains("limit = \"8000KiB\""),
         "kB converted to bytes: {exported}"
     );
 }

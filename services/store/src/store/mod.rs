@@ -165,8 +165,8 @@ impl Store {
         Ok(version)
     }
 
-    /// Reads the whole policy set: groups by name, policies by priority then name, each
-    /// object's children in insertion (id) order.
+    /// Reads the whole policy set, every object in insertion (id) order: the order of the
+    /// file it was imported from. (Evaluation order is the engine's: by priority.)
     pub async fn load(&self) -> Result<PolicySetDef, StoreError> {
         let rows = on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
