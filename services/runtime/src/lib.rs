@@ -26,9 +26,7 @@ pub mod telemetry;
 
 pub use http::{router, ReadyCheck};
 
-pub use telemetry::{
-    init, set_log_level, traces_enabled, LogFormat, LogTarget, Telemetry, TelemetryConfig,
-};
+pub use telemetry::{init, traces_enabled, LogFormat, LogTarget, Telemetry, TelemetryConfig};
 /// For [`warn_limited!`]: callers need no `tracing` dependency of their own.
 #[doc(hidden)]
 pub use tracing as __tracing;

@@ -13,30 +13,12 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
 use tracing_subscriber::filter::{filter_fn, EnvFilter};
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::reload;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
 static TRACES: AtomicBool = AtomicBool::new(false);
-
-/// The log filter of the running process, replaceable by [`set_log_level`].
-static LOG_FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
-
-/// Replaces the log filter (EnvFilter syntax, as `log_level`) of the process's log output,
-/// e.g. on SIGHUP. An invalid filter changes nothing. Before [`init`] it does nothing.
-pub fn set_log_level(level: &str) -> Result<(), TelemetryError> {
-    let filter = EnvFilter::try_new(level)
-        .map_err(|e| TelemetryError::Filter(level.to_string(), e.to_string()))?;
-    match LOG_FILTER.get() {
-        Some(handle) => handle
-            .reload(filter)
-            .map_err(|e| TelemetryError::Install(e.to_string())),
-        None => Ok(()),
-    }
-}
 
 /// Whether OpenTelemetry traces are on: callers create request spans only then.
 #[inline]
@@ -158,7 +140,6 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         return Err(TelemetryError::Ratio(config.trace_sample_ratio));
     }
     let (log_layer, guard) = log_layer(config)?;
-    let (filter, handle) = reload::Layer::new(filter);
     let mut layers: Vec<BoxedLayer> = vec![log_layer.with_filter(filter).boxed()];
     let tracer = match &config.otlp_endpoint {
         Some(endpoint) => {
@@ -184,7 +165,6 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         .try_init()
         .map_err(|e| TelemetryError::Install(e.to_string()))?;
     TRACES.store(tracer.is_some(), Ordering::Relaxed);
-    let _ = LOG_FILTER.set(handle);
     Ok(Telemetry {
         _log: guard,
         tracer,
