@@ -47,7 +47,7 @@ for i in 1 2; do
     db="sqlite://$tmp/sluice-$i.db"
     "$binary" policy import "$POLICIES" --database "$db" >/dev/null
     # shellcheck disable=SC2086 # extra arguments are split on purpose
-    "$binary" serve --listen "127.0.0.1:${ports[$i]}" --database "$db" --admin-listen off \
+    "$binary" serve --listen "127.0.0.1:${ports[$i]}" --database "$db" --metrics-listen off \
         $extra 2>"$tmp/sluice-$i.log" &
     pids+=($!)
 done

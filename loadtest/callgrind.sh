@@ -50,7 +50,7 @@ if [[ "$(basename "$server")" == dunno-server ]]; then
 else
     db="sqlite://$tmp/sluice.db"
     "$server" policy import "$POLICIES" --database "$db" >/dev/null
-    args=(serve --listen "127.0.0.1:$PORT" --database "$db" --admin-listen off)
+    args=(serve --listen "127.0.0.1:$PORT" --database "$db" --metrics-listen off)
 fi
 valgrind --tool=callgrind --compress-strings=no --compress-pos=no --callgrind-out-file="$out_file" "$server" "${args[@]}" \
     2>"$tmp/server.log" &

@@ -89,12 +89,12 @@ pg_created=1
 "$bin/sluice" policy import "$POLICIES" --database "$pg_url"
 
 echo "== sluice quota on 127.0.0.1:$QUOTA_PORT, sluice edge on 127.0.0.1:$EDGE_PORT"
-"$bin/sluice" quota --grpc-listen "127.0.0.1:$QUOTA_PORT" --admin-listen off \
+"$bin/sluice" quota --grpc-listen "127.0.0.1:$QUOTA_PORT" --metrics-listen off \
     --redis "$redis_urls" 2>"$tmp/quota.log" &
 pids+=($!)
 quota_pid=$!
 wait_port "$QUOTA_PORT"
-"$bin/sluice" edge --listen "127.0.0.1:$EDGE_PORT" --admin-listen off \
+"$bin/sluice" edge --listen "127.0.0.1:$EDGE_PORT" --metrics-listen off \
     --database "$pg_url" --quota "http://127.0.0.1:$QUOTA_PORT" ${EDGE_ARGS:-} 2>"$tmp/edge.log" &
 pids+=($!)
 edge_pid=$!
@@ -103,7 +103,7 @@ wait_port "$EDGE_PORT"
 echo "== sluice serve (embedded) on 127.0.0.1:$SERVE_PORT"
 db="sqlite://$tmp/sluice.db"
 "$bin/sluice" policy import "$POLICIES" --database "$db"
-"$bin/sluice" serve --listen "127.0.0.1:$SERVE_PORT" --database "$db" --admin-listen off 2>"$tmp/serve.log" &
+"$bin/sluice" serve --listen "127.0.0.1:$SERVE_PORT" --database "$db" --metrics-listen off 2>"$tmp/serve.log" &
 pids+=($!)
 serve_pid=$!
 wait_port "$SERVE_PORT"

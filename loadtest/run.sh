@@ -40,7 +40,7 @@ load_with_cpu dunno "$DUNNO_PORT" dunno_procs | tee "$tmp/dunno-report.txt"
 echo "== sluice serve (embedded, $(basename "$POLICIES")) on 127.0.0.1:$SLUICE_PORT"
 db="sqlite://$tmp/sluice.db"
 "$bin/sluice" policy import "$POLICIES" --database "$db"
-"$bin/sluice" serve --listen "127.0.0.1:$SLUICE_PORT" --database "$db" --admin-listen off 2>"$tmp/sluice.log" &
+"$bin/sluice" serve --listen "127.0.0.1:$SLUICE_PORT" --database "$db" --metrics-listen off 2>"$tmp/sluice.log" &
 pids+=($!)
 sluice_pid=$!
 wait_port "$SLUICE_PORT"

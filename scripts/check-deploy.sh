@@ -26,6 +26,8 @@ cd "$(dirname "$0")/.."
 KUBE_VERSION="${KUBE_VERSION:-1.30.0}"
 VENV="${DEPLOY_VENV:-target/deploy-venv/venv}"
 SLUICE_BIN="${SLUICE_BIN:-target/debug/sluice}"
+# Not passed on: sluice refuses SLUICE_* variables that are none of its settings.
+export -n SLUICE_BIN
 HELM_PYTHON_SDK_VERSION="0.2.2"
 KUBERNETES_VALIDATE_VERSION="1.37.0"
 

@@ -145,6 +145,8 @@ ensure_postfix() {
 ensure_sluice() {
 	local default_bin="${CARGO_TARGET_DIR:-$ROOT/target}/debug/sluice"
 	SLUICE_BIN="${SLUICE_BIN:-$default_bin}"
+	# Not passed on: sluice refuses SLUICE_* variables that are none of its settings.
+	export -n SLUICE_BIN
 	[[ "$SLUICE_BIN" == /* ]] || SLUICE_BIN="$ROOT/$SLUICE_BIN"
 	if [[ ! -x "$SLUICE_BIN" && "$SLUICE_BIN" == "$default_bin" ]]; then
 		log "building sluice (cargo build -p sluice)"
@@ -227,7 +229,7 @@ start_policy_server() {
 	timeout 60 "$SLUICE_BIN" policy import "$WORK/policy.toml" --database "$db" >"$WORK/import.log" 2>&1 ||
 		{ cat "$WORK/import.log" >&2; die "sluice policy import failed"; }
 	free_port ADMIN_PORT
-	"$SLUICE_BIN" serve --listen "127.0.0.1:$POLICY_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
+	"$SLUICE_BIN" serve --listen "127.0.0.1:$POLICY_PORT" --metrics-listen "127.0.0.1:$ADMIN_PORT" \
 		--database "$db" >"$WORK/policy.log" 2>&1 &
 	SLUICE_PID=$!
 	wait_for "$WAIT_SECS" "the policy server on 127.0.0.1:$POLICY_PORT" policy_server_up

@@ -91,7 +91,9 @@ where
         buf: Vec::with_capacity(READ_CHUNK),
         out: Vec::with_capacity(256),
         decoder: RequestDecoder::new(shared.config.limits),
-        scratch: Scratch::for_connection(),
+        // Policyd-style logs have a line for every quota that admits a request.
+        scratch: Scratch::for_connection()
+            .report_admitted(verdict_log::lines() == verdict_log::VerdictLines::Policyd),
     };
     let closed = connection.run().await;
     shared.engine.connection_closed(&connection.scratch);
@@ -253,7 +255,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         if let Err(e) = req.apply_raw(raw) {
             warn_limited!(
                 peer = %self.peer, kind = e.kind_label(), error = %e,
-                "Request cannot be evaluated; answering the fallback action"
+                "Request cannot be evaluated; answering the fallback_action"
             );
             self.out.extend_from_slice(&shared.fallback_reply);
             shared.metrics.fallback(Fallback::Invalid(e.kind_label()));
@@ -290,7 +292,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 if let Some(e) = &decision.state_error {
                     warn_limited!(
                         peer = %self.peer, kind = e.kind_label(), error = %e,
-                        "Counter backend failed; answering the state failure action"
+                        "Counter backend failed; answering the fallback_action"
                     );
                 }
                 verdict_log::log_decision(&req, &decision);
@@ -304,7 +306,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 warn_limited!(
                     peer = %self.peer,
                     deadline_ms = shared.config.request_deadline.as_millis() as u64,
-                    "Request deadline exceeded; answering the fallback action"
+                    "Request deadline exceeded; answering the fallback_action"
                 );
                 self.out.extend_from_slice(&shared.fallback_reply);
                 shared.metrics.fallback(Fallback::Deadline);

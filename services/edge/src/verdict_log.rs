@@ -1,24 +1,67 @@
-//! Verdict log lines in Policyd's style, one per module verdict:
+//! Verdict log lines, one per module verdict, in one of three shapes ([`VerdictLines`],
+//! chosen once at start with [`set_lines`]):
 //!
-//! ```text
-//! module=Quotas, action=reject, host=192.0.2.1, helo=mx.example.net, from=a@example.com, to=b@example.org, policy=Default, quota=per-ip, counter=101/100
-//! module=AccessControl, mode=monitor, action=reject, host=..., policy=Blocked, rule=deny
-//! module=Quotas, action=reject, host=192.0.2.1, helo="evil, action=OK", from=, ...
-//! ```
+//! - Sluice's lines, Policyd-like, for plain logs:
+//!
+//!   ```text
+//!   module=Quotas, action=reject, host=192.0.2.1, helo=mx.example.net, from=a@example.com, to=b@example.org, policy=Default, quota=per-ip, counter=101/100
+//!   module=AccessControl, mode=monitor, action=reject, host=..., policy=Blocked, rule=deny
+//!   module=Quotas, action=reject, host=192.0.2.1, helo="evil, action=OK", from=, ...
+//!   ```
+//!
+//! - The same fields as fields of the log event, for JSON logs: each its own key
+//!   (`"module":"Quotas","action":"reject","host":"192.0.2.1",...,"used":101,"limit":100`).
+//!
+//! - Policyd's own mail.log lines (`--log-style policyd`), so that greps and logwatch
+//!   scripts written for Policyd keep working ([`format_policyd`]):
+//!
+//!   ```text
+//!   module=Quotas, action=defer, host=192.0.2.1, helo=mx.example.net, from=a@example.com, to=b@example.org, reason=quota_match, policy=Outbound, quota=per-sender, limit=MessageCount, track=Sender:a@example.com, counter=MessageCount, quota=301.00/300 (100.3%)
+//!   module=Quotas, mode=update, host=192.0.2.1, ..., reason=quota_update, policy=Outbound, quota=per-sender, limit=MessageCount, track=Sender:a@example.com, counter=MessageCount, quota=12.00/300 (4.0%)
+//!   module=AccessControl, action=reject, host=192.0.2.1, helo=..., from=..., to=..., reason=verdict
+//!   ```
 //!
 //! Values come from the SMTP client (HELO, sender, recipient) and from the policies (names):
-//! a value that could be read as more than one field — one with a space, comma, `=`, quote,
-//! backslash, control character or non-ASCII character — is written in double quotes, with
-//! `\"`, `\\`, `\n`, `\r`, `\t` and `\u{..}` escapes ([`field_value`]), so request text
-//! can never make a field of its own.
+//! in the text lines a value that could be read as more than one field — one with a space,
+//! comma, `=`, quote, backslash, control character or non-ASCII character — is written in
+//! double quotes, with `\"`, `\\`, `\n`, `\r`, `\t` and `\u{..}` escapes ([`field_value`]), so
+//! request text can never make a field of its own. (JSON escapes its values itself.)
 
 use sluice_engine::engine::{Decision, ModuleVerdict};
 use sluice_protocol::PolicyRequest;
 use std::fmt::{self, Write};
+use std::sync::OnceLock;
 
-/// Logs every verdict of `decision` at info level (target `sluice::verdict`).
+/// The shape of verdict lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VerdictLines {
+    /// Sluice's line as the event's message ([`format_verdict`]): for plain logs.
+    #[default]
+    Text,
+    /// Sluice's fields as the event's fields, message `Verdict`: for JSON logs.
+    Fields,
+    /// Policyd's mail.log lines as the message ([`format_policyd`]), including a
+    /// `mode=update` line for every quota that admitted a request.
+    Policyd,
+}
+
+static LINES: OnceLock<VerdictLines> = OnceLock::new();
+
+/// Sets the shape of verdict lines for this process, once, before serving (later calls
+/// change nothing). Without it lines are [`VerdictLines::Text`].
+pub fn set_lines(lines: VerdictLines) {
+    let _ = LINES.set(lines);
+}
+
+/// The shape of verdict lines in this process.
+pub fn lines() -> VerdictLines {
+    LINES.get().copied().unwrap_or_default()
+}
+
+/// Logs every verdict of `decision` at info level (target `sluice::verdict`), in the shape
+/// set with [`set_lines`].
 pub fn log_decision(req: &PolicyRequest<'_>, decision: &Decision) {
-    if decision.verdicts.is_empty() {
+    if decision.verdicts.is_empty() && decision.admitted.is_empty() {
         tracing::debug!(
             host = %req.client_address,
             state = %req.protocol_state,
@@ -30,9 +73,61 @@ pub fn log_decision(req: &PolicyRequest<'_>, decision: &Decision) {
     if !tracing::enabled!(target: "sluice::verdict", tracing::Level::INFO) {
         return;
     }
-    for v in &decision.verdicts {
-        tracing::info!(target: "sluice::verdict", "{}", format_verdict(req, v));
+    match lines() {
+        VerdictLines::Text => {
+            for v in &decision.verdicts {
+                tracing::info!(target: "sluice::verdict", "{}", format_verdict(req, v));
+            }
+        }
+        VerdictLines::Fields => {
+            for v in &decision.verdicts {
+                log_fields(req, v);
+            }
+        }
+        VerdictLines::Policyd => {
+            // Policyd logs its update lines only when no quota refused (then nothing is
+            // counted). Enforced and monitor-mode quotas are counted apart.
+            let refused = |monitor: bool| {
+                decision
+                    .verdicts
+                    .iter()
+                    .any(|r| r.module == "Quotas" && r.monitor == monitor)
+            };
+            for v in decision.admitted.iter().filter(|v| !refused(v.monitor)) {
+                tracing::info!(target: "sluice::verdict", "{}", format_policyd(req, v, true));
+            }
+            for v in &decision.verdicts {
+                tracing::info!(target: "sluice::verdict", "{}", format_policyd(req, v, false));
+            }
+        }
     }
+}
+
+/// One verdict as an event with one field per item (JSON: one key each).
+fn log_fields(req: &PolicyRequest<'_>, v: &ModuleVerdict) {
+    let (quota, rule) = if v.module == "Quotas" {
+        (Some(&*v.name), None)
+    } else {
+        (None, Some(&*v.name))
+    };
+    let counter = v.counter.as_ref();
+    tracing::info!(
+        target: "sluice::verdict",
+        module = v.module,
+        mode = v.monitor.then_some("monitor"),
+        action = v.action.keyword(),
+        host = %req.client_address,
+        helo = &*req.helo_name,
+        from = &*req.sender,
+        to = &*req.recipient,
+        policy = &*v.policy,
+        quota,
+        rule,
+        counter = counter.map(|c| c.key.as_str()),
+        used = counter.map(|c| c.used),
+        limit = counter.map(|c| c.limit),
+        "Verdict"
+    );
 }
 
 /// The log line for one verdict.
@@ -42,16 +137,8 @@ pub fn format_verdict(req: &PolicyRequest<'_>, v: &ModuleVerdict) -> String {
     if v.monitor {
         s.push_str("mode=monitor, ");
     }
-    let _ = write!(
-        s,
-        "action={}, host={}, helo={}, from={}, to={}, policy={}",
-        v.action.keyword(),
-        req.client_address,
-        field_value(&req.helo_name),
-        field_value(&req.sender),
-        field_value(&req.recipient),
-        field_value(&v.policy)
-    );
+    write_request(&mut s, &v.action, req, true);
+    let _ = write!(s, ", policy={}", field_value(&v.policy));
     if v.module == "Quotas" {
         let _ = write!(s, ", quota={}", field_value(&v.name));
     } else {
@@ -60,6 +147,73 @@ pub fn format_verdict(req: &PolicyRequest<'_>, v: &ModuleVerdict) -> String {
     if let Some(c) = &v.counter {
         let _ = write!(s, ", counter={}/{}", c.used, c.limit);
     }
+    s
+}
+
+/// `action=..., host=..., helo=..., from=..., to=...` (without `action=` unless
+/// `with_action`).
+fn write_request(
+    s: &mut String,
+    action: &sluice_protocol::Action,
+    req: &PolicyRequest<'_>,
+    with_action: bool,
+) {
+    if with_action {
+        let _ = write!(s, "action={}, ", action.keyword());
+    }
+    let _ = write!(
+        s,
+        "host={}, helo={}, from={}, to={}",
+        req.client_address,
+        field_value(&req.helo_name),
+        field_value(&req.sender),
+        field_value(&req.recipient),
+    );
+}
+
+/// The Policyd mail.log line for one verdict, as Policyd 2's modules write it
+/// (`cbp/modules/Quotas.pm`, `AccessControl.pm`). `admitted`: the `mode=update` line of a
+/// quota that admitted the request, else the verdict's line.
+///
+/// Sluice has names where Policyd has numeric IDs: `policy=` and `quota=` are names, and
+/// `limit=` (the limit's ID in Policyd) is the limit's type. The counter is Sluice's
+/// rolling-window level, in messages, recipients or bytes (Policyd: a decaying counter, sizes
+/// in kB), written as Policyd writes it (`%.2f`, percentage `%.1f`). A monitor-mode verdict
+/// has `mode=monitor, ` after `module=...`, which Policyd never writes.
+pub fn format_policyd(req: &PolicyRequest<'_>, v: &ModuleVerdict, admitted: bool) -> String {
+    let mut s = String::with_capacity(240);
+    let _ = write!(s, "module={}, ", v.module);
+    if admitted {
+        s.push_str("mode=update, ");
+    } else if v.monitor {
+        s.push_str("mode=monitor, ");
+    }
+    write_request(&mut s, &v.action, req, !admitted);
+    let Some(c) = v.counter.as_ref().filter(|_| v.module == "Quotas") else {
+        s.push_str(", reason=verdict");
+        return s;
+    };
+    // The key is `policy/quota/LimitType/track key`; names have their `/` escaped.
+    let mut parts = c.key.splitn(4, '/');
+    let (kind, track) = match (parts.nth(2), parts.next()) {
+        (Some(kind), Some(track)) => (kind, track),
+        _ => ("", c.key.as_str()),
+    };
+    let percent = if c.limit == 0 {
+        100.0
+    } else {
+        c.used as f64 / c.limit as f64 * 100.0
+    };
+    let _ = write!(
+        s,
+        ", reason={}, policy={}, quota={}, limit={kind}, track={}, counter={kind}, quota={:.2}/{} ({percent:.1}%)",
+        if admitted { "quota_update" } else { "quota_match" },
+        field_value(&v.policy),
+        field_value(&v.name),
+        field_value(track),
+        c.used as f64,
+        c.limit,
+    );
     s
 }
 
@@ -170,6 +324,57 @@ mod tests {
         assert_eq!(field_value("").to_string(), "");
         assert_eq!(field_value("a=b").to_string(), "\"a=b\"");
         assert_eq!(field_value("a,b").to_string(), "\"a,b\"");
+    }
+
+    fn quota(used: u64, action: Action) -> ModuleVerdict {
+        ModuleVerdict {
+            module: "Quotas",
+            policy: Arc::from("Outbound"),
+            name: Arc::from("per-sender"),
+            action,
+            monitor: false,
+            counter: Some(CounterLevel {
+                key: sluice_engine::engine::counter_key(
+                    "Outbound",
+                    "per-sender",
+                    sluice_engine::compile::LimitKind::MessageCount,
+                    "Sender:a@example.com",
+                ),
+                used,
+                limit: 300,
+            }),
+        }
+    }
+
+    #[test]
+    fn policyd_lines_are_policyds() {
+        assert_eq!(
+            format_policyd(&request(), &quota(301, Action::Defer(None)), false),
+            "module=Quotas, action=defer, host=192.0.2.1, helo=mx.example.net, \
+             from=a@example.com, to=b@example.org, reason=quota_match, policy=Outbound, \
+             quota=per-sender, limit=MessageCount, track=Sender:a@example.com, \
+             counter=MessageCount, quota=301.00/300 (100.3%)"
+        );
+        assert_eq!(
+            format_policyd(&request(), &quota(12, Action::Dunno), true),
+            "module=Quotas, mode=update, host=192.0.2.1, helo=mx.example.net, \
+             from=a@example.com, to=b@example.org, reason=quota_update, policy=Outbound, \
+             quota=per-sender, limit=MessageCount, track=Sender:a@example.com, \
+             counter=MessageCount, quota=12.00/300 (4.0%)"
+        );
+        let rule = ModuleVerdict {
+            module: "AccessControl",
+            policy: Arc::from("Blocked"),
+            name: Arc::from("deny"),
+            action: Action::Reject(None),
+            monitor: false,
+            counter: None,
+        };
+        assert_eq!(
+            format_policyd(&request(), &rule, false),
+            "module=AccessControl, action=reject, host=192.0.2.1, helo=mx.example.net, \
+             from=a@example.com, to=b@example.org, reason=verdict"
+        );
     }
 
     #[test]

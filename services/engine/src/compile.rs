@@ -424,6 +424,17 @@ impl Compiler {
         self.diags.push(Diagnostic::warning(location, message));
     }
 
+    /// `e` with "did you mean %name?" when it is about an unknown group with a close name.
+    fn hint(&self, e: String) -> String {
+        let Some(name) = e.strip_prefix("unknown group %") else {
+            return e;
+        };
+        match crate::suggest::closest(name, self.group_index.keys().map(String::as_str)) {
+            Some(best) => format!("{e}; did you mean %{best}?"),
+            None => e,
+        }
+    }
+
     fn groups(&mut self, def: &PolicySetDef) -> Vec<Group> {
         for (gi, g) in def.groups.iter().enumerate() {
             if g.name.trim().is_empty() {
@@ -458,7 +469,10 @@ impl Compiler {
                 match parse_item(&m.member, Side::Source, &lookup) {
                     Ok(item) if !m.disabled => members.push(item),
                     Ok(_) => {}
-                    Err(e) => self.error(loc, format!("group {:?}: {e}", g.name)),
+                    Err(e) => {
+                        let e = self.hint(e);
+                        self.error(loc, format!("group {:?}: {e}", g.name));
+                    }
                 }
             }
             if !g.disabled && members.is_empty() {
@@ -542,7 +556,10 @@ impl Compiler {
                         items.push(item);
                     }
                 }
-                Err(e) => self.error(loc.clone(), format!("policy {policy:?}: {e}")),
+                Err(e) => {
+                    let e = self.hint(e);
+                    self.error(loc.clone(), format!("policy {policy:?}: {e}"));
+                }
             }
         }
         items

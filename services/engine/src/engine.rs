@@ -59,6 +59,10 @@ pub struct Decision {
     /// Quotas this request left at or above [`NEAR_LIMIT_PERCENT`] of their limit
     /// (admitted, but close to refusing), for metrics. Usually empty.
     pub near_limit: Vec<QuotaRef>,
+    /// The quotas that admitted (and counted) this RCPT, with their levels (action
+    /// `DUNNO`), in evaluation order. Filled only when the connection's [`Scratch`] asks
+    /// ([`Scratch::report_admitted`]); usually empty.
+    pub admitted: Vec<ModuleVerdict>,
 }
 
 /// A level at or above this share of a limit counts as "near the limit".
@@ -93,7 +97,7 @@ pub struct ModuleVerdict {
 /// A counter's level, for logs and explanations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CounterLevel {
-    /// The counter's identity.
+    /// The counter's identity, `policy/quota/LimitType/track key` ([`counter_key`]).
     pub key: String,
     /// The level in the window.
     pub used: u64,
@@ -251,6 +255,7 @@ impl Decision {
             verdicts: Vec::new(),
             state_error: None,
             near_limit: Vec::new(),
+            admitted: Vec::new(),
         }
     }
 }
@@ -706,7 +711,10 @@ impl Engine {
                     && op.limit > 0
                     && res.used.saturating_mul(100) >= op.limit.saturating_mul(NEAR_LIMIT_PERCENT)
                     && !matches!(op.kind, OpKind::Check { .. });
-                if trace.is_none() && !is_refused && !is_near {
+                let report = scratch.reports_admitted()
+                    && res.outcome == Outcome::Admitted
+                    && !matches!(op.kind, OpKind::Check { .. });
+                if trace.is_none() && !is_refused && !is_near && !report {
                     // The usual case: nothing to report, no need to know the op's quota.
                     continue;
                 }
@@ -734,6 +742,20 @@ impl Engine {
                     decision.near_limit.push(QuotaRef {
                         policy: c.policy.name.clone(),
                         quota: c.quota.name.clone(),
+                    });
+                }
+                if report {
+                    decision.admitted.push(ModuleVerdict {
+                        module: "Quotas",
+                        policy: c.policy.name.clone(),
+                        name: c.quota.name.clone(),
+                        action: Action::Dunno,
+                        monitor: c.monitor,
+                        counter: Some(CounterLevel {
+                            key: op.key.clone(),
+                            used: res.used,
+                            limit: op.limit,
+                        }),
                     });
                 }
                 if let Outcome::Refused { retry_after_ms } = res.outcome {

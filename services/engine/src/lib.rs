@@ -10,7 +10,7 @@
 //!   giving a [`Decision`], and [`Explanation`]s for `sluice explain`.
 //! - [`window`]: the rolling-window arithmetic; [`state`]: the [`State`] trait every counter
 //!   backend implements; [`memory`]: the in-process implementation.
-//! - [`clock`]: time as a parameter.
+//! - [`clock`]: time as a parameter; [`suggest`]: "did you mean ...?" for mistyped names.
 //!
 //! This crate does no I/O: no sockets, no databases, no async runtime. It must not depend on
 //! tokio's networking, sqlx, redis or tonic.
@@ -26,6 +26,7 @@ pub mod model;
 mod scratch;
 pub mod spec;
 pub mod state;
+pub mod suggest;
 pub mod track;
 pub mod verdict;
 mod view;
@@ -38,6 +39,7 @@ pub use engine::{
     CounterLevel, Decision, Engine, EngineSettings, Explanation, ModuleVerdict, QuotaRef,
     NEAR_LIMIT_PERCENT,
 };
+pub use memory::snapshot::{CounterChanges, CounterSnapshot, SavedSession};
 pub use memory::{MemoryState, MemoryStateSettings};
 pub use model::{
     AccessControlDef, GroupDef, GroupMemberDef, LimitDef, MemberDef, PolicyDef, PolicySetDef,

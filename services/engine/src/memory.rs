@@ -6,7 +6,21 @@
 //! the group refuses (the same rule the Redis implementation follows), so no limit is ever
 //! exceeded; under contention two requests may both be refused where one would have fit
 //! (bounded under-admission). Counters idle past their period and sessions past their TTL are
-//! reclaimed by [`MemoryState::sweep`].
+//! reclaimed by [`MemoryState::sweep`], which also gives the tables' memory back when
+//! they have emptied. A take that is refused creates no counter, and a refund that empties
+//! one removes it.
+//!
+//! A message session lives until END-OF-MESSAGE or, without one, for what its counters
+//! need: each change keeps it for the longest window among the counters it holds (period
+//! plus one sub-bucket; after that a once-per-message charge has left every window),
+//! within [`MemoryStateSettings::session_min_ttl_ms`] and
+//! [`MemoryStateSettings::session_max_ttl_ms`].
+//!
+//! For persistence (storage is not this crate's business: see [`snapshot`]), the state can
+//! mark each counter it changes ([`MemoryStateSettings::track_changes`]: a flag and, on its
+//! first change since the last collection, a pushed hash, under the lock already held) and
+//! hand the changes over ([`MemoryState::take_changes`]); [`MemoryState::restore_counters`]
+//! and [`MemoryState::restore_sessions`] load what was saved.
 //!
 //! As the quota service's state (tests, or a quota service without Redis) it also grants
 //! leases ([`State::apply_leasing`]: extra units charged in the same step as the take, under
@@ -16,8 +30,8 @@
 
 use crate::clock::Clock;
 use crate::state::{
-    BoxFuture, CounterBatch, CounterOp, CounterReply, EomRecord, EomResult, LeaseGrant,
-    LeaseReturn, LeasedReply, OpKind, OpResult, Outcome, SessionData, State, StateError,
+    BoxFuture, CounterBatch, CounterOp, CounterReply, EomResult, LeaseGrant, LeaseReturn,
+    LeasedReply, OpKind, OpResult, Outcome, SessionData, State, StateError,
 };
 use crate::window::{lease_units, TakeOutcome, Window, WindowSpec};
 use foldhash::quality::RandomState;
@@ -27,20 +41,33 @@ use smallvec::SmallVec;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
+pub mod snapshot;
+
 /// Settings of the in-process state.
 #[derive(Debug, Clone)]
 pub struct MemoryStateSettings {
     /// Number of independently locked shards.
     pub shards: usize,
-    /// How long a message session (per `instance`) is kept without END-OF-MESSAGE.
-    pub session_ttl_ms: u64,
+    /// Shortest time a message session (per `instance`) is kept without END-OF-MESSAGE,
+    /// from its last change (default 10 minutes: twice Postfix's `smtpd_timeout`, so a
+    /// message whose DATA phase is slow still reaches END-OF-MESSAGE).
+    pub session_min_ttl_ms: u64,
+    /// Longest time a message session is kept without END-OF-MESSAGE, from its last change
+    /// (default 1 hour). Between the two, a session lives as long as the longest window
+    /// (period plus one sub-bucket) among the counters it holds.
+    pub session_max_ttl_ms: u64,
+    /// Mark every counter changed so that [`MemoryState::take_changes`] can hand the changes
+    /// to a store (default off: nothing is tracked).
+    pub track_changes: bool,
 }
 
 impl Default for MemoryStateSettings {
     fn default() -> Self {
         MemoryStateSettings {
             shards: 64,
-            session_ttl_ms: 30 * 60_000,
+            session_min_ttl_ms: 10 * 60_000,
+            session_max_ttl_ms: 60 * 60_000,
+            track_changes: false,
         }
     }
 }
@@ -48,13 +75,61 @@ impl Default for MemoryStateSettings {
 struct Counter {
     spec: WindowSpec,
     window: Window,
+    /// Changed since the last [`MemoryState::take_changes`] (its hash is in the shard's
+    /// `dirty` list once).
+    dirty: bool,
+    /// Handed to a store at least once (or restored from one): removing it from memory
+    /// must remove it there too.
+    stored: bool,
 }
+
+/// One shard of counters, with what changed since the last [`MemoryState::take_changes`].
+#[derive(Default)]
+struct Counters {
+    table: Table<Counter>,
+    /// Hashes of counters that became dirty (one entry per counter; tracking only).
+    dirty: Vec<u64>,
+    /// Keys of stored counters removed from memory whose store copy may still count
+    /// something (emptied by a refund, or swept while dirty).
+    removed: Vec<String>,
+}
+
+impl std::ops::Deref for Counters {
+    type Target = Table<Counter>;
+    fn deref(&self) -> &Table<Counter> {
+        &self.table
+    }
+}
+
+impl std::ops::DerefMut for Counters {
+    fn deref_mut(&mut self) -> &mut Table<Counter> {
+        &mut self.table
+    }
+}
+
+/// Marks `counter` changed: a flag and, the first time since the last collection, its hash
+/// in the shard's list (when tracking; otherwise nothing).
+#[inline]
+fn mark_dirty(track: bool, counter: &mut Counter, dirty: &mut Vec<u64>, hash: u64) {
+    if track && !counter.dirty {
+        counter.dirty = true;
+        dirty.push(hash);
+    }
+}
+
+/// A table is rebuilt smaller after a sweep when it holds less than a quarter of what it
+/// could (to twice its entries: room to grow again without rebuilding at once).
+const SHRINK_BELOW: usize = 4;
+
+/// Tables this small are never rebuilt.
+const MIN_SHRINK_CAPACITY: usize = 64;
 
 /// A message session. Its strings (charged keys, pending keys and labels) live in one
 /// buffer: recording a message allocates once, not once per key and list.
 #[derive(Default, Clone)]
 struct Session {
-    created_ms: u64,
+    /// When the session is dropped if no END-OF-MESSAGE came (ms since the epoch).
+    expires_ms: u64,
     /// Every string of the session, concatenated.
     text: String,
     /// Counters charged once for this message (a handful: a list beats a hash set).
@@ -83,11 +158,16 @@ struct Pending {
 const SESSION_TEXT_CAPACITY: usize = 256;
 
 impl Session {
-    fn new(created_ms: u64) -> Self {
+    fn new(expires_ms: u64) -> Self {
         Session {
-            created_ms,
+            expires_ms,
             ..Session::default()
         }
+    }
+
+    /// Keeps the session at least until `expires_ms`.
+    fn keep_until(&mut self, expires_ms: u64) {
+        self.expires_ms = self.expires_ms.max(expires_ms);
     }
 
     fn str(&self, s: Span) -> &str {
@@ -232,7 +312,7 @@ fn needs_recording(op: &impl GroupOp, r: &OpResult) -> bool {
 pub struct MemoryState {
     clock: Arc<dyn Clock>,
     settings: MemoryStateSettings,
-    counters: Vec<Mutex<Table<Counter>>>,
+    counters: Vec<Mutex<Counters>>,
     /// Picks a key's shard (seeded per process, like the maps).
     hasher: RandomState,
     sessions: Vec<Mutex<Sessions>>,
@@ -355,6 +435,27 @@ impl<V> Table<V> {
     fn len(&self) -> usize {
         self.0.len()
     }
+
+    fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+
+    /// Rebuilds the table smaller when it holds less than a quarter of its capacity (after
+    /// a sweep): the memory of reclaimed entries' slots goes back to the allocator.
+    fn shrink_if_sparse(&mut self, rehash: impl Fn(&str) -> u64) {
+        let (len, capacity) = (self.0.len(), self.0.capacity());
+        if capacity > MIN_SHRINK_CAPACITY && len < capacity / SHRINK_BELOW {
+            self.0.shrink_to(len * 2, |(k, _)| rehash(k));
+        }
+    }
+}
+
+/// Gives back most of a list's spare room once it is mostly unused (a burst of changes
+/// must not keep its memory).
+fn shrink_list<T>(list: &mut Vec<T>) {
+    if list.capacity() > 1024 && list.len() < list.capacity() / SHRINK_BELOW {
+        list.shrink_to(list.len() * 2);
+    }
 }
 
 impl MemoryState {
@@ -363,33 +464,45 @@ impl MemoryState {
         let n = settings.shards.max(1);
         MemoryState {
             clock,
-            counters: (0..n).map(|_| Mutex::new(Table::default())).collect(),
+            counters: (0..n).map(|_| Mutex::new(Counters::default())).collect(),
             sessions: (0..n).map(|_| Mutex::new(Sessions::default())).collect(),
             hasher: RandomState::default(),
             settings,
         }
     }
 
-    /// Reclaims counters idle past their period and expired sessions. Returns how many
-    /// entries were removed.
+    /// Reclaims counters idle past their period and expired sessions, and rebuilds tables
+    /// left mostly empty smaller. Returns how many entries were removed.
     pub fn sweep(&self) -> usize {
         let now = self.clock.now_ms();
         let mut removed = 0;
         for shard in &self.counters {
-            let mut map = shard.lock();
-            let before = map.len();
-            map.retain(|c| {
+            let mut guard = shard.lock();
+            let Counters {
+                table,
+                removed: gone,
+                ..
+            } = &mut *guard;
+            let idle = table.0.extract_if(|(_, c)| {
                 c.window.prune(c.spec, now);
-                !c.window.is_idle(c.spec, now)
+                c.window.is_idle(c.spec, now)
             });
-            removed += before - map.len();
+            for (key, c) in idle {
+                removed += 1;
+                // A stored copy of a counter that was not changed since is idle too (it
+                // expires by itself); one changed since may still hold a refunded charge.
+                if c.stored && c.dirty {
+                    gone.push(key);
+                }
+            }
+            table.shrink_if_sparse(|k| self.hash(k));
         }
-        let ttl = self.settings.session_ttl_ms;
         for shard in &self.sessions {
             let mut map = shard.lock();
             let before = map.len();
-            map.retain(|s| s.created_ms + ttl > now);
+            map.retain(|s| s.expires_ms > now);
             removed += before - map.len();
+            map.table.shrink_if_sparse(|k| self.hash(k));
         }
         removed
     }
@@ -397,6 +510,26 @@ impl MemoryState {
     /// Number of live counters.
     pub fn counters(&self) -> usize {
         self.counters.iter().map(|s| s.lock().len()).sum()
+    }
+
+    /// Entries the counter tables can hold without growing (what their memory is sized
+    /// for; falls after a sweep that emptied them).
+    pub fn counter_capacity(&self) -> usize {
+        self.counters.iter().map(|s| s.lock().capacity()).sum()
+    }
+
+    /// Entries the session tables can hold without growing.
+    pub fn session_capacity(&self) -> usize {
+        self.sessions.iter().map(|s| s.lock().capacity()).sum()
+    }
+
+    /// How long a change involving a counter of window `spec` keeps its message session.
+    fn session_ttl(&self, spec: WindowSpec) -> u64 {
+        let s = &self.settings;
+        spec.period_ms
+            .saturating_add(spec.bucket_ms)
+            .min(s.session_max_ttl_ms)
+            .max(s.session_min_ttl_ms.min(s.session_max_ttl_ms))
     }
 
     /// Number of live message sessions.
@@ -435,7 +568,13 @@ impl MemoryState {
                 key.push_str(instance.key);
                 let session = Session {
                     text,
-                    ..Session::new(now)
+                    ..Session::new(
+                        now.saturating_add(
+                            self.settings
+                                .session_min_ttl_ms
+                                .min(self.settings.session_max_ttl_ms),
+                        ),
+                    )
                 };
                 (key, session)
             },
@@ -462,14 +601,21 @@ impl MemoryState {
         dry_run: bool,
         want: u64,
     ) -> (TakeOutcome, u64) {
-        let mut map = Self::shard_of(&self.counters, key);
+        let mut shard = Self::shard_of(&self.counters, key);
         if dry_run {
-            let outcome = match map.get(key) {
-                Some(c) => c.window.check(spec, now, cost, limit),
+            let outcome = match shard.get(key) {
+                Some(c) if c.spec == spec => c.window.check(spec, now, cost, limit),
+                Some(c) => {
+                    let mut window = c.window.clone();
+                    window.rebase(c.spec, spec);
+                    window.check(spec, now, cost, limit)
+                }
                 None => Window::new().check(spec, now, cost, limit),
             };
             return (outcome, 0);
         }
+        let track = self.settings.track_changes;
+        let Counters { table, dirty, .. } = &mut *shard;
         let lease = |window: &mut Window, outcome: TakeOutcome| match outcome {
             TakeOutcome::Admitted { used } if want > 0 => {
                 let units = lease_units(limit, used, want, spec.lease_valid_ms(now));
@@ -478,22 +624,61 @@ impl MemoryState {
             }
             _ => 0,
         };
-        if let Some(counter) = map.get_mut(key) {
-            counter.spec = spec;
+        if let Some(counter) = table.get_mut(key) {
+            let respec = counter.spec != spec;
+            if respec {
+                // The quota's period or sub-buckets changed (a policy change, or a counter
+                // restored from before one): its buckets are re-indexed, not forgotten.
+                counter.window.rebase(counter.spec, spec);
+                counter.spec = spec;
+            }
             let outcome = counter.window.take(spec, now, cost, limit);
             let units = lease(&mut counter.window, outcome);
+            let charged =
+                units > 0 || (cost > 0 && matches!(outcome, TakeOutcome::Admitted { .. }));
+            if respec || charged {
+                mark_dirty(track, counter, dirty, key.hash);
+            }
             return (outcome, units);
         }
         let mut window = Window::new();
         let outcome = window.take(spec, now, cost, limit);
         let units = lease(&mut window, outcome);
-        map.insert(key, Counter { spec, window }, |k| self.hash(k));
+        if window.is_empty() {
+            // Refused (or nothing to charge): no counter is left behind.
+            return (outcome, units);
+        }
+        let counter = Counter {
+            spec,
+            window,
+            dirty: track,
+            stored: false,
+        };
+        table.insert(key, counter, |k| self.hash(k));
+        if track {
+            dirty.push(key.hash);
+        }
         (outcome, units)
     }
 
+    /// Takes back `cost` charged at `now`; a counter left empty is removed.
     fn refund(&self, key: Hashed<'_>, spec: WindowSpec, now: u64, cost: u64) {
-        if let Some(c) = Self::shard_of(&self.counters, key).get_mut(key) {
-            c.window.refund(spec, now, cost);
+        let mut shard = Self::shard_of(&self.counters, key);
+        let Counters {
+            table,
+            dirty,
+            removed,
+        } = &mut *shard;
+        let Some(c) = table.get_mut(key) else {
+            return;
+        };
+        c.window.refund(spec, now, cost);
+        if !c.window.is_empty() {
+            mark_dirty(self.settings.track_changes, c, dirty, key.hash);
+        } else if let Some((k, c)) = table.remove_entry(key) {
+            if c.stored {
+                removed.push(k);
+            }
         }
     }
 
@@ -664,7 +849,7 @@ impl MemoryState {
             }
         } else if let (false, Some(instance)) = (batch.dry_run, instance) {
             match session {
-                Some(session) => Self::record_group(session, ops, results),
+                Some(session) => self.record_group(session, ops, results, now),
                 None => self.remember(instance, ops, results, now, &mut sessions),
             }
         }
@@ -689,17 +874,24 @@ impl MemoryState {
         }
         let sessions = self.sessions_of(held, instance);
         let session = self.session_entry(sessions, instance, now);
-        Self::record_group(session, ops, results);
+        self.record_group(session, ops, results, now);
     }
 
     /// Records an admitted group's once-per-message charges and END-OF-MESSAGE counters in
-    /// its message's session.
-    fn record_group<O: GroupOp>(session: &mut Session, ops: &[O], results: &[OpResult]) {
+    /// its message's session, which then lives on for what those counters need.
+    fn record_group<O: GroupOp>(
+        &self,
+        session: &mut Session,
+        ops: &[O],
+        results: &[OpResult],
+        now: u64,
+    ) {
         for (op, _) in ops
             .iter()
             .zip(results)
             .filter(|(op, r)| needs_recording(*op, r))
         {
+            session.keep_until(now.saturating_add(self.session_ttl(op.window())));
             match op.kind() {
                 OpKind::TakeOncePerMessage => session.charge(op.key()),
                 OpKind::RecordForEom { label, group } => {
@@ -863,8 +1055,9 @@ impl MemoryState {
         (grants, session_found)
     }
 
-    /// Merges an edge-held session into the stored one (a new one lives the usual TTL from
-    /// now); a session with nothing to add is not created.
+    /// Merges an edge-held session into the stored one (kept for what its records' windows
+    /// need, at least the shortest session TTL from now); a session with nothing to add is
+    /// not created.
     fn save_session(&self, data: &SessionData, now: u64) {
         if data.charged.is_empty() && data.records.is_empty() {
             return;
@@ -876,6 +1069,7 @@ impl MemoryState {
             session.charge(key);
         }
         for r in &data.records {
+            session.keep_until(now.saturating_add(self.session_ttl(r.window)));
             session.record(&r.key, r.limit, r.window, &r.label, r.group);
         }
     }
@@ -883,25 +1077,10 @@ impl MemoryState {
     fn session_data(&self, instance: &str) -> Option<SessionData> {
         let hashed = self.hashed(instance);
         let sessions = Self::shard_of(&self.sessions, hashed);
-        let s = sessions.get(hashed)?;
-        let mut charged: Vec<String> = s.charged.iter().map(|&k| s.str(k).to_string()).collect();
+        let mut data = snapshot::session_data(instance, sessions.get(hashed)?);
         // As the Redis state reports them (a set there): sorted.
-        charged.sort_unstable();
-        Some(SessionData {
-            instance: instance.to_string(),
-            charged,
-            records: s
-                .pending
-                .iter()
-                .map(|p| EomRecord {
-                    key: s.str(p.key).to_string(),
-                    limit: p.limit,
-                    window: p.spec,
-                    label: s.str(p.label).to_string(),
-                    group: p.group,
-                })
-                .collect(),
-        })
+        data.charged.sort_unstable();
+        Some(data)
     }
 }
 
@@ -974,6 +1153,8 @@ impl State for MemoryState {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+    use crate::state::EomRecord;
+    use snapshot::CounterChanges;
 
     const HOUR: u64 = 3_600_000;
     /// The start of a minute: a bucket of an hour / 60 window begins here.
@@ -1480,5 +1661,290 @@ mod tests {
         let r = ready(s.apply_leasing(&b, &[])).unwrap();
         assert!(r.session_found);
         assert_eq!(r.reply.groups[0][0].outcome, Outcome::AlreadyCounted);
+    }
+
+    fn tracking_state(clock: &ManualClock) -> MemoryState {
+        let settings = MemoryStateSettings {
+            track_changes: true,
+            ..MemoryStateSettings::default()
+        };
+        MemoryState::new(Arc::new(clock.clone()), settings)
+    }
+
+    #[test]
+    fn a_refused_request_leaves_no_counter() {
+        let (s, _clock) = state();
+        // A take that can never fit, one on a full limit of zero, a once-per-message take.
+        let mut b = batch(vec![
+            vec![take("big", 5, 6)],
+            vec![take("zero", 0, 1)],
+            vec![op("once", 0, OpKind::TakeOncePerMessage)],
+        ]);
+        b.instance = "I1".into();
+        let r = s.apply_now(&b);
+        assert!(r.groups.iter().all(|g| !g[0].outcome.is_admitted()));
+        assert_eq!(s.counters(), 0);
+        assert_eq!(s.sessions(), 0, "a refused group records nothing either");
+        // A group whose second op is refused: the first op's new counter is refunded away.
+        let r = s.apply_now(&batch(vec![vec![take("first", 10, 1), take("full", 1, 2)]]));
+        assert_eq!(r.groups[0][0].outcome, Outcome::Admitted);
+        assert_eq!(s.counters(), 0);
+        // Checks and dry runs never create one.
+        let mut dry = batch(vec![vec![take("dry", 10, 1)]]);
+        dry.dry_run = true;
+        s.apply_now(&dry);
+        s.apply_now(&batch(vec![vec![op("c", 10, OpKind::Check { cost: 1 })]]));
+        assert_eq!(s.counters(), 0);
+        // A counter that holds something keeps it when a later group is refused.
+        s.apply_now(&batch(vec![vec![take("kept", 10, 3)]]));
+        s.apply_now(&batch(vec![vec![take("kept", 10, 1), take("full", 1, 2)]]));
+        assert_eq!((s.counters(), level(&s, "kept")), (1, 3));
+    }
+
+    #[test]
+    fn tables_shrink_after_a_sweep() {
+        let (s, clock) = state();
+        for i in 0..20_000 {
+            let mut b = batch(vec![vec![
+                take(&format!("k{i}"), 10, 1),
+                op(&format!("o{i}"), 10, OpKind::TakeOncePerMessage),
+            ]]);
+            b.instance = format!("I{i}");
+            s.apply_now(&b);
+        }
+        assert_eq!((s.counters(), s.sessions()), (40_000, 20_000));
+        let (counters, sessions) = (s.counter_capacity(), s.session_capacity());
+        assert!(counters >= 40_000 && sessions >= 20_000);
+        // Half the keys stay busy; the sweep after an hour reclaims the rest.
+        clock.advance_ms(HOUR - 60_000);
+        for i in 0..100 {
+            s.apply_now(&batch(vec![vec![take(&format!("k{i}"), 10, 1)]]));
+        }
+        clock.advance_ms(2 * 60_000);
+        assert_eq!(s.sweep(), 40_000 - 100 + 20_000);
+        assert_eq!((s.counters(), s.sessions()), (100, 0));
+        assert!(
+            s.counter_capacity() < counters / 20,
+            "{} of {counters}",
+            s.counter_capacity()
+        );
+        assert!(s.session_capacity() < sessions / 20);
+        // The kept counters are intact and the tables grow again as needed.
+        assert_eq!(level(&s, "k7"), 1);
+        s.apply_now(&batch(vec![vec![take("new", 10, 1)]]));
+        assert_eq!(s.counters(), 101);
+    }
+
+    #[test]
+    fn sessions_live_as_long_as_their_counters_need() {
+        let (s, clock) = state();
+        let once = |key: &str, period_s: u64| CounterOp {
+            window: WindowSpec::new(period_s * 1_000, 60),
+            ..op(key, 10, OpKind::TakeOncePerMessage)
+        };
+        let at = |instance: &str, ops: Vec<CounterOp>| {
+            let mut b = batch(vec![ops]);
+            b.instance = instance.into();
+            s.apply_now(&b);
+        };
+        at("minute", vec![once("a", 60)]);
+        at("quarter", vec![once("b", 900)]);
+        at("day", vec![once("c", 86_400)]);
+        at("mixed", vec![once("d", 60), once("e", 1_800)]);
+        let live = |s: &MemoryState| {
+            let mut v: Vec<String> = s
+                .saved_sessions()
+                .into_iter()
+                .map(|x| x.session.instance)
+                .collect();
+            v.sort();
+            v
+        };
+        // A 1-minute window: the 10-minute minimum. 15 minutes: period + one bucket.
+        clock.advance_ms(10 * 60_000 - 1);
+        s.sweep();
+        assert_eq!(live(&s), ["day", "minute", "mixed", "quarter"]);
+        clock.advance_ms(1);
+        s.sweep();
+        assert_eq!(live(&s), ["day", "mixed", "quarter"]);
+        clock.set_ms(T0 + 15 * 60_000 + 15_000);
+        s.sweep();
+        assert_eq!(live(&s), ["day", "mixed"]);
+        // 30 minutes (and a bucket); a day is capped at the 1-hour maximum.
+        clock.set_ms(T0 + 30 * 60_000 + 30_000);
+        s.sweep();
+        assert_eq!(live(&s), ["day"]);
+        clock.set_ms(T0 + HOUR);
+        s.sweep();
+        assert!(live(&s).is_empty());
+        // Each change counts from itself: a later RCPT of the message keeps it longer.
+        clock.set_ms(T0 + 2 * HOUR);
+        at("slow", vec![once("f", 60)]);
+        clock.advance_ms(9 * 60_000);
+        at("slow", vec![once("g", 60)]);
+        clock.advance_ms(9 * 60_000);
+        s.sweep();
+        assert_eq!(live(&s), ["slow"]);
+    }
+
+    #[test]
+    fn changes_are_handed_over_and_restored_exactly() {
+        let clock = ManualClock::new(T0);
+        let s = tracking_state(&clock);
+        assert!(s.take_changes().is_empty());
+        for minute in 0..90u64 {
+            s.apply_now(&batch(vec![vec![take("k", 1_000, 1), take("j", 1_000, 2)]]));
+            if minute % 30 == 0 {
+                s.apply_now(&batch(vec![vec![take("rare", 1_000, 5)]]));
+            }
+            clock.advance_ms(60_000);
+        }
+        let mut changes = s.take_changes();
+        assert!(changes.removed.is_empty());
+        changes.changed.sort_by(|a, b| a.key.cmp(&b.key));
+        let keys: Vec<&str> = changes.changed.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(keys, ["j", "k", "rare"]);
+        assert!(s.take_changes().is_empty(), "marks are cleared");
+        // Refused and checked requests change nothing.
+        s.apply_now(&batch(vec![vec![take("k", 1, 1)]]));
+        s.apply_now(&batch(vec![vec![op(
+            "k",
+            1_000,
+            OpKind::Check { cost: 1 },
+        )]]));
+        assert!(s.take_changes().is_empty());
+        // A new process, five minutes later, restored from the snapshot.
+        clock.advance_ms(5 * 60_000);
+        let restored = tracking_state(&clock);
+        assert_eq!(restored.restore_counters(changes.changed.clone()), 3);
+        for key in ["k", "j", "rare"] {
+            assert_eq!(level(&restored, key), level(&s, key), "{key}");
+        }
+        assert!(
+            restored.take_changes().is_empty(),
+            "restored is not changed"
+        );
+        // Both go on alike.
+        for _ in 0..70 {
+            let b = batch(vec![vec![take("k", 62, 1)]]);
+            assert_eq!(restored.apply_now(&b), s.apply_now(&b));
+            clock.advance_ms(20_000);
+        }
+        // Restoring again adds nothing (no double count); expired snapshots restore nothing.
+        assert_eq!(restored.restore_counters(changes.changed.clone()), 0);
+        clock.advance_ms(2 * HOUR);
+        assert_eq!(tracking_state(&clock).restore_counters(changes.changed), 0);
+    }
+
+    #[test]
+    fn removing_a_stored_counter_is_handed_over() {
+        let clock = ManualClock::new(T0);
+        let s = tracking_state(&clock);
+        // Stored, then emptied by a refund: its key is handed over for deletion.
+        let r =
+            ready(s.apply_leasing(&batch(vec![vec![take("k", 100_000, 1)]]), &[vec![32]])).unwrap();
+        let grant = r.leases[0][0];
+        assert_eq!(s.take_changes().changed.len(), 1);
+        ready(s.return_leases(&[LeaseReturn {
+            key: "k".into(),
+            window: WindowSpec::new(HOUR, 60),
+            units: 33,
+            charged_at_ms: grant.charged_at_ms,
+        }]))
+        .unwrap();
+        assert_eq!(s.counters(), 0);
+        let changes = s.take_changes();
+        assert_eq!(
+            (changes.removed, changes.changed),
+            (vec!["k".into()], vec![])
+        );
+        // Never stored: removed without a trace.
+        s.apply_now(&batch(vec![vec![take("n", 10, 1), take("full", 0, 1)]]));
+        assert!(s.take_changes().is_empty());
+        // Removed, then counted again before the next collection: both, removal first.
+        s.apply_now(&batch(vec![vec![take("r", 10, 1)]]));
+        s.take_changes();
+        s.refund(s.hashed("r"), WindowSpec::new(HOUR, 60), T0, 1);
+        s.apply_now(&batch(vec![vec![take("r", 10, 2)]]));
+        let changes = s.take_changes();
+        assert_eq!(changes.removed, ["r"]);
+        assert_eq!(changes.changed[0].buckets, [(T0 / 60_000, 2)]);
+        // Pending changes absorb later ones: the latest state of a key wins.
+        let mut pending = changes.clone();
+        s.apply_now(&batch(vec![vec![take("r", 10, 1), take("q", 10, 1)]]));
+        pending.absorb(s.take_changes());
+        let mut keys: Vec<_> = pending.changed.iter().map(|c| c.key.clone()).collect();
+        keys.sort();
+        assert_eq!(keys, ["q", "r"]);
+        let r = pending.changed.iter().find(|c| c.key == "r").unwrap();
+        assert_eq!(r.buckets, [(T0 / 60_000, 3)]);
+        pending.absorb(CounterChanges {
+            removed: vec!["q".into()],
+            changed: vec![],
+        });
+        assert_eq!(pending.changed.len(), 1);
+        assert_eq!(pending.removed, ["r", "q"]);
+    }
+
+    #[test]
+    fn a_changed_period_keeps_the_counter() {
+        let (s, clock) = state();
+        s.apply_now(&batch(vec![vec![take("k", 10, 4)]]));
+        clock.advance_ms(30 * 60_000);
+        // The quota now counts per day: what was taken is still there.
+        let day = CounterOp {
+            window: WindowSpec::new(24 * HOUR, 60),
+            ..take("k", 10, 4)
+        };
+        let r = s.apply_now(&batch(vec![vec![day.clone()]]));
+        assert_eq!(r.groups[0][0].used, 8);
+        clock.advance_ms(2 * HOUR);
+        let r = s.apply_now(&batch(vec![vec![day]]));
+        assert!(matches!(r.groups[0][0].outcome, Outcome::Refused { .. }));
+    }
+
+    #[test]
+    fn sessions_are_saved_and_restored_with_their_expiry() {
+        let clock = ManualClock::new(T0);
+        let s = tracking_state(&clock);
+        let rcpt = CounterBatch {
+            instance: "I1".into(),
+            groups: vec![vec![
+                op("o", 10, OpKind::TakeOncePerMessage),
+                op(
+                    "size",
+                    1_000,
+                    OpKind::RecordForEom {
+                        label: "l".into(),
+                        group: 0,
+                    },
+                ),
+            ]],
+            ..CounterBatch::default()
+        };
+        s.apply_now(&rcpt);
+        let saved = s.saved_sessions();
+        assert_eq!(saved.len(), 1);
+        assert_eq!(saved[0].expires_ms, T0 + HOUR);
+        let restored = tracking_state(&clock);
+        restored.restore_counters(s.take_changes().changed);
+        clock.advance_ms(60_000);
+        assert_eq!(restored.restore_sessions(saved.clone()), 1);
+        assert_eq!(restored.saved_sessions(), saved);
+        // The message goes on: its once-per-message charge is not taken twice, and
+        // END-OF-MESSAGE charges the recorded counter.
+        let r = restored.apply_now(&rcpt);
+        assert_eq!(r.groups[0][0].outcome, Outcome::AlreadyCounted);
+        let eom = CounterBatch {
+            instance: "I1".into(),
+            end_of_message: Some(700),
+            ..CounterBatch::default()
+        };
+        let r = restored.apply_now(&eom);
+        assert_eq!(r.end_of_message[0].result.used, 700);
+        assert_eq!(level(&restored, "o"), 1);
+        // Expired sessions are not restored.
+        clock.advance_ms(HOUR);
+        assert_eq!(tracking_state(&clock).restore_sessions(saved), 0);
     }
 }

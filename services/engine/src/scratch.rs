@@ -44,6 +44,8 @@ pub struct Scratch {
     /// Policy members' source results for the last request's source side.
     pub(crate) memo: SourceMemo,
     connection: u64,
+    /// Whether decisions also list the quotas that admitted the request.
+    report_admitted: bool,
 }
 
 /// The last connection id handed out by [`Scratch::for_connection`].
@@ -58,6 +60,19 @@ impl Scratch {
             connection: LAST_CONNECTION.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
             ..Scratch::default()
         }
+    }
+
+    /// Also lists the quotas that admit a request, with their levels, in
+    /// [`crate::Decision::admitted`] (for Policyd-style `mode=update` log lines). Off by
+    /// default: it costs a little on every request.
+    pub fn report_admitted(mut self, on: bool) -> Self {
+        self.report_admitted = on;
+        self
+    }
+
+    /// Whether [`Scratch::report_admitted`] is on.
+    pub(crate) fn reports_admitted(&self) -> bool {
+        self.report_admitted
     }
 
     /// The connection id (0: not a connection's scratch).

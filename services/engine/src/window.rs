@@ -245,6 +245,60 @@ impl Window {
         let oldest = spec.oldest_counted(now_ms);
         self.buckets.iter().all(|(j, _)| *j < oldest)
     }
+
+    /// Whether no bucket holds anything.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+
+    /// A counter rebuilt from saved buckets `(index, count)` (as [`Window::buckets`] gave
+    /// them, in any order): buckets no longer counted at `now` and empty ones are dropped,
+    /// buckets of the same index added up. What is kept is counted exactly as before it was
+    /// saved: nothing forgotten, nothing twice.
+    pub fn restore(
+        spec: WindowSpec,
+        now_ms: u64,
+        buckets: impl IntoIterator<Item = (u64, u64)>,
+    ) -> Window {
+        let oldest = spec.oldest_counted(now_ms);
+        let mut kept: Vec<(u64, u64)> = buckets
+            .into_iter()
+            .filter(|&(j, c)| j >= oldest && c > 0)
+            .collect();
+        kept.sort_unstable_by_key(|&(j, _)| j);
+        kept.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                earlier.1 = earlier.1.saturating_add(later.1);
+            }
+            same
+        });
+        Window { buckets: kept }
+    }
+
+    /// Re-indexes the buckets of a counter kept with `from` for `to` (a quota whose period,
+    /// or the number of sub-buckets, changed): each bucket's count moves to the new bucket
+    /// holding the old bucket's *last* millisecond, so an event is never counted earlier
+    /// than it happened (it may leave the window up to one new bucket width later: the
+    /// window's usual conservative side). Nothing to do when the width did not change.
+    pub fn rebase(&mut self, from: WindowSpec, to: WindowSpec) {
+        if from.bucket_ms == to.bucket_ms {
+            return;
+        }
+        let rebased = self
+            .buckets
+            .iter()
+            .map(|&(j, c)| {
+                let last_ms = j
+                    .saturating_add(1)
+                    .saturating_mul(from.bucket_ms)
+                    .saturating_sub(1);
+                (to.bucket_of(last_ms), c)
+            })
+            .collect::<Vec<_>>();
+        // Still in index order (the mapping is monotonic); merge equal indexes.
+        *self = Window::restore(to, 0, rebased);
+    }
 }
 
 #[cfg(test)]
@@ -338,6 +392,100 @@ mod tests {
         let spec = WindowSpec::new(HOUR, 60);
         assert_eq!(spec.lease_valid_ms(10 * HOUR), 60_000);
         assert_eq!(spec.lease_valid_ms(10 * HOUR + 59_999), 1);
+    }
+
+    #[test]
+    fn a_restored_window_counts_exactly_as_the_original() {
+        let spec = WindowSpec::new(HOUR, 60);
+        let t0 = 100 * HOUR;
+        let mut w = Window::new();
+        // Events spread over 90 minutes: some buckets leave the window before the restore.
+        for i in 0..90u64 {
+            w.take(spec, t0 + i * 60_000 + 17, 1 + i % 3, 1_000);
+        }
+        let saved: Vec<(u64, u64)> = w.buckets().collect();
+        assert_eq!(
+            saved.len(),
+            61,
+            "a full window: 60 buckets and the current one"
+        );
+        // Restored 10 minutes later (the process was stopped meanwhile).
+        let now = t0 + 100 * 60_000;
+        let restored = Window::restore(spec, now, saved.iter().copied());
+        let oldest = spec.oldest_counted(now);
+        assert!(
+            restored.buckets().all(|(j, _)| j >= oldest),
+            "expired buckets dropped"
+        );
+        assert!(restored.buckets().count() < saved.len());
+        let mut original = w.clone();
+        original.prune(spec, now);
+        assert_eq!(restored, original);
+        // From now on both answer alike: levels, checks, retry times, takes.
+        let (mut a, mut b) = (original, restored);
+        for step in 0..200u64 {
+            let t = now + step * 37_000;
+            assert_eq!(a.used(spec, t), b.used(spec, t), "at +{step}");
+            assert_eq!(
+                a.retry_after(spec, t, 5, 120),
+                b.retry_after(spec, t, 5, 120)
+            );
+            assert_eq!(a.take(spec, t, 2, 120), b.take(spec, t, 2, 120));
+        }
+        // Unordered input, repeated indexes and empty buckets: sorted, added up, dropped.
+        let messy = [
+            (oldest + 2, 1),
+            (oldest + 1, 0),
+            (oldest + 2, 4),
+            (oldest, 3),
+        ];
+        let w = Window::restore(spec, now, messy);
+        assert_eq!(
+            w.buckets().collect::<Vec<_>>(),
+            [(oldest, 3), (oldest + 2, 5)]
+        );
+        // Everything expired: an empty window.
+        assert!(Window::restore(spec, now + 2 * HOUR, saved).is_empty());
+    }
+
+    #[test]
+    fn a_rebased_window_never_counts_an_event_earlier() {
+        let hour = WindowSpec::new(HOUR, 60);
+        let day = WindowSpec::new(24 * HOUR, 60);
+        let t0 = 1_000 * HOUR;
+        let mut w = Window::new();
+        for i in 0..30u64 {
+            w.take(hour, t0 + i * 60_000, 1, 1_000);
+        }
+        let now = t0 + 30 * 60_000;
+        let mut wider = w.clone();
+        wider.rebase(hour, day);
+        assert_eq!(
+            wider.used(day, now),
+            30,
+            "nothing forgotten when the period grows"
+        );
+        assert!(wider.buckets().all(|(j, _)| j <= day.bucket_of(now)));
+        // At any time, every event really inside the day's window is counted (and all are
+        // gone a day and two buckets after the last).
+        let events: Vec<u64> = (0..30u64).map(|i| t0 + i * 60_000).collect();
+        for step in 0..200u64 {
+            let t = now + step * 10 * 60_000;
+            let inside = events.iter().filter(|&&e| e + 24 * HOUR > t).count() as u64;
+            assert!(wider.used(day, t) >= inside, "at +{step}");
+        }
+        assert_eq!(wider.used(day, now + 24 * HOUR + 2 * day.bucket_ms), 0);
+        // Narrower buckets: each count goes to the new bucket of the old one's last ms.
+        let mut narrower = w.clone();
+        let minute = WindowSpec::new(10 * 60_000, 60);
+        narrower.rebase(hour, minute);
+        for ((j, c), (k, d)) in w.buckets().zip(narrower.buckets()) {
+            assert_eq!(c, d);
+            assert_eq!(k, ((j + 1) * hour.bucket_ms - 1) / minute.bucket_ms);
+        }
+        let same = w.clone();
+        w.rebase(hour, WindowSpec::new(2 * HOUR, 120));
+        assert_eq!(w, same, "same bucket width: nothing moves");
     }
 
     #[test]

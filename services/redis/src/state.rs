@@ -24,7 +24,8 @@ pub struct RedisStateSettings {
     /// Bound on every Redis call (connecting included). Default 250 ms.
     pub timeout: Duration,
     /// How long a message session (per Postfix `instance`) is kept without END-OF-MESSAGE,
-    /// counted from its creation. Default 30 minutes, as `MemoryStateSettings`.
+    /// counted from its creation. Default 30 minutes (the in-process state instead keeps a
+    /// session for the longest window among its counters, 10 minutes to an hour).
     pub session_ttl: Duration,
     /// First part of every key (lets several deployments share one Redis). Must not
     /// contain `{` or `}`. Default `sluice`.

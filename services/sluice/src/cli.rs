@@ -1,7 +1,7 @@
 //! The command line (clap). Every option that configures the service can also come from a
 //! `SLUICE_...` environment variable.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 /// Sluice: a policy service for Postfix (quotas, access control), the successor of Policyd v2.
@@ -16,6 +16,19 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Parses the command line, or prints the error (a flag of another role named as such) or
+/// the help (with each role setting's default) and exits.
+pub fn parse() -> Cli {
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let mut cmd = crate::role_check::with_defaults(Cli::command());
+    let parsed = cmd
+        .try_get_matches_from_mut(&argv)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    parsed.unwrap_or_else(|e| crate::role_check::explain_flag_error(e, &mut cmd, &argv).exit())
+}
+
 /// Log format and level.
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {
@@ -28,6 +41,18 @@ pub struct LogArgs {
         env = "SLUICE_LOG_FORMAT"
     )]
     pub log_format: LogFormat,
+    /// Verdict log lines of `serve` and `edge`: `sluice` (Sluice's fields; with
+    /// `--log-format json` each its own JSON key) or `policyd` (Policyd 2's mail.log lines,
+    /// `module=Quotas, action=defer, ..., reason=quota_match, ...`, for existing greps and
+    /// logwatch scripts).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "sluice",
+        env = "SLUICE_LOG_STYLE"
+    )]
+    pub log_style: LogStyle,
     /// Log filter (tracing EnvFilter syntax: `info`, `sluice_edge=debug`, ...).
     #[arg(long, global = true, default_value = "info", env = "SLUICE_LOG")]
     pub log_level: String,
@@ -42,18 +67,30 @@ pub enum LogFormat {
     Json,
 }
 
+/// Verdict log line style.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogStyle {
+    /// Sluice's verdict fields (`..., policy=..., quota=..., counter=101/100`).
+    Sluice,
+    /// Policyd 2's module log lines.
+    Policyd,
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the whole policy service in one process (embedded: SQLite policies and in-process
     /// counters by default; `--database postgres://...` and `--redis ...` for a single-node
     /// production setup).
-    Serve(crate::config::RoleArgs),
+    Serve(crate::role_args::ServeArgs),
     /// Run a stateless edge node: the Postfix policy protocol, policies from the database,
     /// counters in the quota service (`--quota http://...`).
-    Edge(crate::config::RoleArgs),
+    Edge(crate::role_args::EdgeArgs),
     /// Run the quota service: the gRPC counter service on Redis (Cluster) (`--redis ...`).
-    Quota(crate::config::RoleArgs),
+    Quota(crate::role_args::QuotaArgs),
+    /// Print every setting of serve, edge and quota (TOML key, flag, environment variable,
+    /// default per role) as the Markdown of docs/settings.md.
+    Settings,
     /// Import, export or check the declarative policy file.
     Policy {
         /// What to do with policies.
@@ -137,13 +174,28 @@ impl DatabaseArgs {
 /// `sluice policy ...`.
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Replace all policies with those of a TOML policy file (validated first).
+    /// Replace all policies with those of a TOML policy file (validated first). A file
+    /// equal to the stored policies changes nothing (the version stays).
     Import(PolicyImportArgs),
     /// Print all policies as a TOML policy file.
     Export(DatabaseArgs),
     /// Validate a TOML policy file: errors name file, line and field; warnings name inert
     /// definitions.
     Check(PolicyCheckArgs),
+    /// Show how a TOML policy file differs from the stored policies (a unified diff, stored
+    /// `-`, file `+`). Exit status 0: the same; 1: different; 2: trouble (invalid file,
+    /// unreadable database).
+    Diff(PolicyDiffArgs),
+}
+
+/// `sluice policy diff`.
+#[derive(Debug, Clone, Args)]
+pub struct PolicyDiffArgs {
+    /// The policy file.
+    pub file: PathBuf,
+    /// Policy database.
+    #[command(flatten)]
+    pub db: DatabaseArgs,
 }
 
 /// `sluice policy import`.
@@ -159,6 +211,10 @@ pub struct PolicyImportArgs {
     /// and the result is printed. `off` skips the check.
     #[arg(long, env = "SLUICE_METRICS_LISTEN", default_value = "127.0.0.1:10032")]
     pub server: String,
+    /// Show what would change (a diff of the stored policies against the file) and change
+    /// nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `sluice policy check`.
@@ -194,8 +250,8 @@ pub struct ExplainArgs {
     /// Policy database (used when no server answers).
     #[command(flatten)]
     pub db: DatabaseArgs,
-    /// A running `sluice serve`'s admin address, for live counter levels.
-    #[arg(long, env = "SLUICE_ADMIN_LISTEN", default_value = "127.0.0.1:10032")]
+    /// A running `sluice serve`'s metrics listener, for live counter levels.
+    #[arg(long, env = "SLUICE_METRICS_LISTEN", default_value = "127.0.0.1:10032")]
     pub server: String,
     /// Evaluate locally from the database, even if a server is running (counters at zero).
     #[arg(long)]

@@ -59,8 +59,11 @@ mod tests {
     fn the_budget_counts_every_listener_and_the_metrics_connections() {
         let s = resolve(
             RoleArgs {
-                listen: Some(vec!["127.0.0.1:1".into(), "unix:/tmp/x.sock".into()]),
-                max_connections: Some(1000),
+                policy: crate::role_args::PolicySettings {
+                    listen: Some(vec!["127.0.0.1:1".into(), "unix:/tmp/x.sock".into()]),
+                    max_connections: Some(1000),
+                    ..Default::default()
+                },
                 ..Default::default()
             },
             Role::Serve,

@@ -1,10 +1,12 @@
 //! Logs and traces for every subcommand, through [`sluice_runtime::init`]: plain or JSON
 //! lines to stderr (written by a background thread, so a slow stderr never stalls the
 //! request path) or to syslog; for the long-running roles also OTLP traces when
-//! `otlp_endpoint` is set.
+//! `otlp_endpoint` is set. The roles' verdict lines follow `--log-format` and `--log-style`
+//! ([`verdict_log::set_lines`]).
 
-use crate::cli::{LogArgs, LogFormat};
+use crate::cli::{LogArgs, LogFormat, LogStyle};
 use crate::config::{LogTarget, Role, Settings};
+use sluice_edge::verdict_log::{self, VerdictLines};
 use sluice_runtime::{Telemetry, TelemetryConfig};
 
 fn base(args: &LogArgs, role: &str) -> TelemetryConfig {
@@ -36,6 +38,11 @@ pub fn init_role(args: &LogArgs, settings: &Settings, role: Role) -> anyhow::Res
         ..base(args, &role.to_string())
     };
     let telemetry = sluice_runtime::init(&config)?;
+    verdict_log::set_lines(match (args.log_style, args.log_format) {
+        (LogStyle::Policyd, _) => VerdictLines::Policyd,
+        (LogStyle::Sluice, LogFormat::Json) => VerdictLines::Fields,
+        (LogStyle::Sluice, LogFormat::Plain) => VerdictLines::Text,
+    });
     sluice_runtime::metrics::install(&role.to_string());
     if let Some(endpoint) = &settings.otlp_endpoint {
         tracing::info!(

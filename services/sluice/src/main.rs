@@ -13,16 +13,21 @@ mod hangup;
 mod import;
 mod logging;
 mod manual;
+mod persist;
 mod policy_cmd;
+mod policy_diff;
 mod quota;
 mod ready;
 mod reload;
+mod role_args;
+mod role_check;
+mod role_file;
 mod serve;
+mod settings_table;
 mod signal;
 mod startup;
 
-use clap::Parser;
-use cli::{Cli, Command, PolicyCommand};
+use cli::{Command, PolicyCommand};
 use std::process::ExitCode;
 
 /// mimalloc: the request path allocates a few dozen small strings per request, and glibc's
@@ -34,7 +39,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub const EX_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = cli::parse();
     let log = cli.log.clone();
     // The long-running roles set up logs and traces themselves once their configuration
     // is resolved (it says where logs go and whether traces are on).
@@ -70,13 +75,18 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(args, &log).await,
-            Command::Edge(args) => serve::run_edge(args, &log).await,
-            Command::Quota(args) => quota::run(args, &log).await,
+            Command::Serve(args) => serve::run(args.into(), &log).await,
+            Command::Edge(args) => serve::run_edge(args.into(), &log).await,
+            Command::Quota(args) => quota::run(args.into(), &log).await,
+            Command::Settings => {
+                print!("{}", settings_table::markdown());
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Policy { command } => match command {
                 PolicyCommand::Import(args) => policy_cmd::import(args).await,
                 PolicyCommand::Export(args) => policy_cmd::export(args).await,
                 PolicyCommand::Check(args) => policy_cmd::check(args),
+                PolicyCommand::Diff(args) => policy_cmd::diff(args).await,
             },
             Command::ImportPolicyd(args) => import::run(args).await,
             Command::Explain(args) => Ok(explain::run(args).await),

@@ -1,7 +1,8 @@
-//! `sluice policy import|export|check` and `sluice migrate`.
+//! `sluice policy import|export|check|diff` and `sluice migrate`.
 
-use crate::cli::{DatabaseArgs, PolicyCheckArgs, PolicyImportArgs};
+use crate::cli::{DatabaseArgs, PolicyCheckArgs, PolicyDiffArgs, PolicyImportArgs};
 use crate::config::redact;
+use crate::policy_diff;
 use anyhow::Context;
 use sluice_runtime::metrics::{names, unix_now};
 use sluice_store::{policy_file, Store};
@@ -50,7 +51,9 @@ pub fn check(args: PolicyCheckArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `sluice policy import FILE`: validates, then replaces the stored set in one transaction.
+/// `sluice policy import FILE`: validates, then replaces the stored set in one transaction
+/// — unless the file holds what is stored already (nothing changes, the version stays) or
+/// `--dry-run` asks only for the diff.
 pub async fn import(args: PolicyImportArgs) -> anyhow::Result<ExitCode> {
     let Some(parsed) = read_checked(&args.file)? else {
         eprintln!("{}: invalid, nothing imported", args.file.display());
@@ -60,6 +63,26 @@ pub async fn import(args: PolicyImportArgs) -> anyhow::Result<ExitCode> {
     let store = Store::connect(&url)
         .await
         .with_context(|| format!("cannot open the policy database {}", redact(&url)))?;
+    let stored = store.load().await?;
+    let stored_version = store.version().await?;
+    let file = args.file.display().to_string();
+    let shown = redact(&url);
+    let stored_label = format!("{shown} (version {stored_version})");
+    let Some(diff) = policy_diff::render(&stored, &parsed.def, &stored_label, &file) else {
+        store.close().await;
+        println!(
+            "No changes: {shown} already holds the policies of {file} (version {stored_version}); nothing imported."
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    if args.dry_run {
+        store.close().await;
+        print!("{diff}");
+        println!(
+            "Dry run: nothing imported; {shown} stays at version {stored_version}. Run without --dry-run to apply."
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let imported_at = unix_now();
     store.replace_all(&parsed.def).await?;
     let version = store.version().await?;
@@ -161,6 +184,59 @@ pub async fn export(args: DatabaseArgs) -> anyhow::Result<ExitCode> {
     store.close().await;
     print!("{}", policy_file::to_toml(&def));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice policy diff FILE`: the stored policies against the file. Exit status 0 when
+/// they are the same, 1 when they differ, 2 when the file is invalid or the database cannot
+/// be read (like diff(1)).
+pub async fn diff(args: PolicyDiffArgs) -> anyhow::Result<ExitCode> {
+    const TROUBLE: u8 = 2;
+    let parsed = match read_checked(&args.file) {
+        Ok(Some(parsed)) => parsed,
+        Ok(None) => {
+            eprintln!("{}: invalid, nothing compared", args.file.display());
+            return Ok(ExitCode::from(TROUBLE));
+        }
+        Err(e) => {
+            eprintln!("sluice: {e:#}");
+            return Ok(ExitCode::from(TROUBLE));
+        }
+    };
+    let url = args.db.url();
+    let stored = async {
+        let store = Store::connect(&url)
+            .await
+            .with_context(|| format!("cannot open the policy database {}", redact(&url)))?;
+        let def = store.load().await?;
+        let version = store.version().await?;
+        store.close().await;
+        anyhow::Ok((def, version))
+    }
+    .await;
+    let (stored, version) = match stored {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("sluice: {e:#}");
+            return Ok(ExitCode::from(TROUBLE));
+        }
+    };
+    let file = args.file.display().to_string();
+    let shown = redact(&url);
+    match policy_diff::render(
+        &stored,
+        &parsed.def,
+        &format!("{shown} (version {version})"),
+        &file,
+    ) {
+        None => {
+            println!("{file}: the same as {shown} (version {version})");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(diff) => {
+            print!("{diff}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// `sluice migrate`.

@@ -5,6 +5,7 @@
 use crate::cli::LogArgs;
 use crate::config::{self, Role, RoleArgs, Settings};
 use crate::hangup::Hangups;
+use crate::persist::{self, Persistence};
 use crate::ready::Counters;
 use crate::{front, logging};
 use anyhow::Context;
@@ -33,18 +34,31 @@ pub async fn run(args: RoleArgs, log: &LogArgs) -> anyhow::Result<ExitCode> {
     let hangups = Hangups::take_over(Role::Serve, given, &settings)?;
     let telemetry = logging::init_role(log, &settings, Role::Serve)?;
     let result = async {
-        let (state, counters): (Arc<dyn State>, Counters) = if settings.redis.is_empty() {
-            let memory = Arc::new(MemoryState::new(
-                Arc::new(SystemClock),
-                MemoryStateSettings::default(),
-            ));
-            spawn_sweeper(memory.clone());
-            (memory, Counters::Embedded)
-        } else {
+        if !settings.redis.is_empty() {
             let redis: Arc<dyn State> = Arc::new(connect_redis(&settings).await?);
-            (redis.clone(), Counters::Redis(redis))
+            let counters = Counters::Redis(redis.clone());
+            return front::run(settings, redis, counters, Role::Serve, hangups).await;
+        }
+        let keep = persist::enabled(&settings);
+        let memory = Arc::new(MemoryState::new(
+            Arc::new(SystemClock),
+            MemoryStateSettings {
+                track_changes: keep,
+                ..MemoryStateSettings::default()
+            },
+        ));
+        // Counters saved by the last run are back before the first request.
+        let persistence = match keep {
+            true => Some(Persistence::start(&settings, memory.clone()).await?),
+            false => None,
         };
-        front::run(settings, state, counters, Role::Serve, hangups).await
+        spawn_sweeper(memory.clone());
+        let result = front::run(settings, memory, Counters::Embedded, Role::Serve, hangups).await;
+        // Requests have drained (or never started): what they counted is saved.
+        if let Some(p) = persistence {
+            p.finish().await;
+        }
+        result
     }
     .await;
     logging::finish(telemetry).await;

@@ -41,7 +41,7 @@ impl Serve {
                 db,
                 "--listen",
                 &format!("127.0.0.1:{port}"),
-                "--admin-listen",
+                "--metrics-listen",
                 &format!("127.0.0.1:{admin}"),
                 "--http-explain",
             ])
@@ -289,7 +289,7 @@ async fn import_policyd_sample_database() {
         "{exported}"
     );
     assert!(
-        exported.contains("limit = 8192000"),
+        exported.contains("limit = \"8000KiB\""),
         "kB converted to bytes: {exported}"
     );
 }

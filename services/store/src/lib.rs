@@ -10,6 +10,10 @@
 //! - [`policyd`]: the importer of Policyd v2 ("cluebringer") databases (SQLite, PostgreSQL,
 //!   MySQL/MariaDB).
 //!
+//! - [`Store::write_counters`] and friends: the in-process counters and message sessions of
+//!   `sluice serve`, kept in a SQLite policy database across restarts (written in the
+//!   background, never per request).
+//!
 //! Validation is `sluice_engine::compile`; this crate never decides what a policy means. It is
 //! not on the request path: nothing here runs per Postfix request.
 #![forbid(unsafe_code)]
@@ -21,5 +25,6 @@ mod store;
 
 pub use error::StoreError;
 pub use store::{
-    default_database_url, Store, DATABASE_ENV, DEFAULT_POLL, POSTGRES_CONNECT_TIMEOUT,
+    default_database_url, CountersWritten, Store, DATABASE_ENV, DEFAULT_POLL,
+    POSTGRES_CONNECT_TIMEOUT,
 };

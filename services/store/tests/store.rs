@@ -126,12 +126,13 @@ async fn round_trip_and_versions(store: &Store) {
     assert!(v1 > v0, "replace_all bumps the version ({v0} -> {v1})");
     assert_eq!(store.load().await.unwrap(), def);
 
-    // Loading is ordered: shuffled input comes back sorted.
+    // Loading keeps the stored order (an export lists things as the imported file did).
     let mut shuffled = def.clone();
     shuffled.groups.reverse();
     shuffled.policies.reverse();
     store.replace_all(&shuffled).await.unwrap();
-    assert_eq!(store.load().await.unwrap(), def);
+    assert_eq!(store.load().await.unwrap(), shuffled);
+    store.replace_all(&def).await.unwrap();
 
     // A failing replace (duplicate policy name) changes nothing.
     let mut bad = def.clone();

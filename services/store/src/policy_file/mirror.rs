@@ -240,8 +240,9 @@ fn flag(v: Option<Spanned<bool>>) -> bool {
 }
 
 impl FileSet {
-    /// Converts to the model, collecting every value error (periods, sizes, counts).
-    pub(super) fn convert(self) -> Result<(PolicySetDef, SpanIndex), Vec<ConvertError>> {
+    /// Converts to the model, collecting every value error (periods, sizes, counts); a value
+    /// in error is converted as 0.
+    pub(super) fn convert(self) -> (PolicySetDef, SpanIndex, Vec<ConvertError>) {
         let mut errors = Vec::new();
         let mut def = PolicySetDef::default();
         let mut index = SpanIndex::default();
@@ -351,11 +352,7 @@ impl FileSet {
             index.policies.push(spans);
         }
 
-        if errors.is_empty() {
-            Ok((def, index))
-        } else {
-            Err(errors)
-        }
+        (def, index, errors)
     }
 }
 

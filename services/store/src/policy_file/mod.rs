@@ -29,16 +29,19 @@
 //! Unknown fields are errors. Every finding — TOML syntax, wrong types, bad units, and the
 //! engine's validation ([`sluice_engine::compile`]) — names the file, line and field.
 
+mod export;
 mod locate;
 mod mirror;
+mod sections;
 mod units;
 
 use std::fmt;
 use std::ops::Range;
 
 use sluice_engine::model::PolicySetDef;
-use sluice_engine::{compile, Diagnostic, Severity};
+use sluice_engine::{compile, Severity};
 
+pub use export::{period_text, size_text};
 pub use units::{parse_period, parse_size};
 
 /// One finding in a policy file.
@@ -85,63 +88,141 @@ pub struct ParsedFile {
 }
 
 /// Parses and validates a policy file. `file` is only used in messages. On failure returns
-/// every finding, errors first.
+/// every finding, errors first, then by line.
+///
+/// Every finding it can: all value errors (periods, sizes) and all of the engine's
+/// validation findings at once. A TOML error (syntax, unknown field, wrong type) stops the
+/// reading of its top-level `[[group]]` or `[[policy]]` section only: each section is then
+/// read on its own, one error reported per broken section, and the other sections are
+/// still validated together (leaving out findings about groups whose section is broken).
 pub fn parse(file: &str, text: &str) -> Result<ParsedFile, Vec<FileDiagnostic>> {
-    let line_of = |span: Option<Range<usize>>| span.map_or(0, |s| line_at(text, s.start));
-    let set: mirror::FileSet = toml::from_str(text).map_err(|e| {
-        let (line, field) = match e.span() {
-            Some(span) => (line_at(text, span.start), locate::path_at(text, span.start)),
-            None => (0, String::new()),
-        };
-        vec![FileDiagnostic {
-            severity: Severity::Error,
-            file: file.to_owned(),
-            line,
-            field,
-            message: e.message().trim().to_owned(),
-        }]
-    })?;
-    let (def, index) = set.convert().map_err(|errors| {
-        errors
-            .into_iter()
-            .map(|e| FileDiagnostic {
-                severity: Severity::Error,
-                file: file.to_owned(),
-                line: line_of(Some(e.span)),
-                field: e.field,
-                message: e.message,
-            })
-            .collect::<Vec<_>>()
-    })?;
-    let to_file = |d: Diagnostic| {
-        let (span, field) = locate::locate(&def, &index, &d.location);
-        FileDiagnostic {
-            severity: d.severity,
-            file: file.to_owned(),
-            line: line_of(span),
-            field,
-            message: d.message,
-        }
-    };
-    match compile(&def) {
-        Ok(compiled) => {
-            let warnings = compiled.warnings.into_iter().map(to_file).collect();
-            Ok(ParsedFile { def, warnings })
-        }
-        Err(findings) => {
-            let mut out: Vec<FileDiagnostic> = findings.into_iter().map(to_file).collect();
-            // Errors first, then by line; stable for equal keys.
-            out.sort_by_key(|d| (std::cmp::Reverse(d.severity), d.line));
-            Err(out)
-        }
+    match toml::from_str::<mirror::FileSet>(text) {
+        Ok(set) => validate(file, text, set, &[]),
+        Err(e) => Err(read_by_section(file, text, e)),
     }
 }
 
-/// Exports `def` as a policy file that [`parse`] reads back to the same definition. Periods
-/// are written in seconds and sizes in bytes.
+/// Converts and compiles a read file. `broken_groups` names groups left out because their
+/// section could not be read: findings that mention them are dropped.
+fn validate(
+    file: &str,
+    text: &str,
+    set: mirror::FileSet,
+    broken_groups: &[String],
+) -> Result<ParsedFile, Vec<FileDiagnostic>> {
+    let line_of = |span: Option<Range<usize>>| span.map_or(0, |s| line_at(text, s.start));
+    let diag = |severity, span, field, message| FileDiagnostic {
+        severity,
+        file: file.to_owned(),
+        line: line_of(span),
+        field,
+        message,
+    };
+    let (def, index, convert_errors) = set.convert();
+    // A value in error was converted as 0: the engine's finding about it says the same thing.
+    let bad_spans: Vec<Range<usize>> = convert_errors.iter().map(|e| e.span.clone()).collect();
+    let mut out: Vec<FileDiagnostic> = convert_errors
+        .into_iter()
+        .map(|e| diag(Severity::Error, Some(e.span), e.field, e.message))
+        .collect();
+    let findings = match compile(&def) {
+        Ok(compiled) => compiled.warnings,
+        Err(findings) => findings,
+    };
+    for d in findings {
+        if broken_groups
+            .iter()
+            .any(|g| d.message.contains(&format!("%{g}")))
+        {
+            continue;
+        }
+        let (span, field) = locate::locate(&def, &index, &d.location);
+        if span.as_ref().is_some_and(|s| bad_spans.contains(s)) {
+            continue;
+        }
+        out.push(diag(d.severity, span, field, d.message));
+    }
+    if out.iter().any(|d| d.severity == Severity::Error) {
+        sort(&mut out);
+        return Err(out);
+    }
+    Ok(ParsedFile { def, warnings: out })
+}
+
+/// Errors first, then by line; stable for equal keys.
+fn sort(findings: &mut [FileDiagnostic]) {
+    findings.sort_by_key(|d| (std::cmp::Reverse(d.severity), d.line));
+}
+
+/// The finding for a TOML error in `text`.
+fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> FileDiagnostic {
+    let (line, field) = match e.span() {
+        Some(span) => (line_at(text, span.start), locate::path_at(text, span.start)),
+        None => (0, String::new()),
+    };
+    FileDiagnostic {
+        severity: Severity::Error,
+        file: file.to_owned(),
+        line,
+        field,
+        message: with_field_hint(e.message().trim()),
+    }
+}
+
+/// serde's "unknown field `descriptoin`, expected one of `name`, ..." with
+/// "; did you mean `description`?" when one of the expected fields is close.
+fn with_field_hint(message: &str) -> String {
+    let hint = (|| {
+        let rest = message.strip_prefix("unknown field `")?;
+        let (field, expected) = rest.split_once('`')?;
+        let candidates = expected.split('`').skip(1).step_by(2);
+        sluice_engine::suggest::closest(field, candidates)
+    })();
+    match hint {
+        Some(best) => format!("{message}; did you mean `{best}`?"),
+        None => message.to_owned(),
+    }
+}
+
+/// After a TOML error in the whole file: reads each top-level section on its own, reports
+/// each broken one, and validates the others together.
+fn read_by_section(file: &str, text: &str, first: toml::de::Error) -> Vec<FileDiagnostic> {
+    let sections = sections::split(text);
+    let mut out = Vec::new();
+    let mut good = Vec::new();
+    let mut broken_groups = Vec::new();
+    for section in &sections {
+        let alone = sections::keep(text, std::slice::from_ref(&section.lines));
+        match toml::from_str::<mirror::FileSet>(&alone) {
+            Ok(_) => good.push(section.lines.clone()),
+            Err(e) => {
+                out.push(toml_error(file, &alone, &e));
+                if section.is_group {
+                    broken_groups.extend(sections::name_of(&text[section.lines.clone()]));
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        // Every section reads on its own but not together: report the file's own error.
+        return vec![toml_error(file, text, &first)];
+    }
+    let rest = sections::keep(text, &good);
+    if let Ok(set) = toml::from_str::<mirror::FileSet>(&rest) {
+        match validate(file, &rest, set, &broken_groups) {
+            Ok(parsed) => out.extend(parsed.warnings),
+            Err(findings) => out.extend(findings),
+        }
+    }
+    sort(&mut out);
+    out
+}
+
+/// Exports `def` as a policy file that [`parse`] reads back to the same definition, in the
+/// layout of `deploy/policies.example.toml` (see `docs/policies.md`). Comments are not kept: the
+/// database has no place for them.
 pub fn to_toml(def: &PolicySetDef) -> String {
-    let body = toml::to_string(def).expect("a PolicySetDef always serializes to TOML");
-    format!("# Sluice policy file (exported). Periods are in seconds, sizes in bytes.\n\n{body}")
+    export::write(def)
 }
 
 /// 1-based line of byte offset `at`.

@@ -1,11 +1,13 @@
 //! The policy store: a SQLite or PostgreSQL database holding one [`PolicySetDef`].
 
 mod connect;
+mod counters;
 mod rows;
 mod sqlite_file;
 mod watch;
 
 pub use connect::POSTGRES_CONNECT_TIMEOUT;
+pub use counters::CountersWritten;
 pub use sqlite_file::FileCheck;
 pub use watch::DEFAULT_POLL;
 
@@ -163,8 +165,8 @@ impl Store {
         Ok(version)
     }
 
-    /// Reads the whole policy set: groups by name, policies by priority then name, each
-    /// object's children in insertion (id) order.
+    /// Reads the whole policy set, every object in insertion (id) order: the order of the
+    /// file it was imported from. (Evaluation order is the engine's: by priority.)
     pub async fn load(&self) -> Result<PolicySetDef, StoreError> {
         let rows = on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;

@@ -135,8 +135,8 @@ pub(crate) struct AllRows {
 }
 
 impl AllRows {
-    /// Builds the definition: groups by name, policies by priority then name, children in id
-    /// order. Rows whose parent is gone (possible only without foreign keys) are dropped.
+    /// Builds the definition, everything in id order: the order it was stored in, so that
+    /// an exported file lists things as the imported one did. Rows whose parent is gone (possible only without foreign keys) are dropped.
     pub(crate) fn assemble(self) -> Result<PolicySetDef, StoreError> {
         let mut groups: Vec<(i64, GroupDef)> = self
             .groups
@@ -237,13 +237,7 @@ impl AllRows {
             });
         }
 
-        let mut groups: Vec<GroupDef> = groups.into_iter().map(|(_, g)| g).collect();
-        groups.sort_by(|a, b| a.name.cmp(&b.name));
-        policies.sort_by(|a, b| {
-            a.priority
-                .cmp(&b.priority)
-                .then_with(|| a.name.cmp(&b.name))
-        });
+        let groups: Vec<GroupDef> = groups.into_iter().map(|(_, g)| g).collect();
         Ok(PolicySetDef { groups, policies })
     }
 }

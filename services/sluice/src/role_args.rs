@@ -1,0 +1,283 @@
+//! The settings of the long-running roles, each defined once: its flag, environment
+//! variable, TOML key (the field's name) and help text. Settings come in groups; each role's
+//! command line is the groups it reads, flattened, so `sluice quota` has exactly the quota
+//! service's flags and a flag of another role is refused by clap. The TOML keys and
+//! environment variables a role accepts are read off that same command (see
+//! [`crate::role_check`]); defaults live in [`crate::config::resolve`] and are shown in
+//! `--help` from there.
+
+use crate::config::LogTarget;
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Where the configuration comes from and what to do with it (not settings themselves: no
+/// TOML key).
+#[derive(Debug, Clone, Default, Args)]
+pub struct FileArgs {
+    /// TOML configuration file (keys are the flags' names with `_` for `-`).
+    #[arg(long, env = "SLUICE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Validate the configuration, print the role's settings resolved, and exit.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+/// Settings of every role: the metrics listener, traces, logs, shutdown.
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+pub struct CommonSettings {
+    /// Metrics HTTP listener (`/metrics`, `/healthz`, `/readyz`; `POST /explain` on serve
+    /// and edge with `http_explain`), or `off`.
+    #[arg(long, env = "SLUICE_METRICS_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
+    /// OpenTelemetry collector (OTLP over gRPC), e.g. `http://127.0.0.1:4317`: turns traces
+    /// on (empty: off).
+    #[arg(long, env = "SLUICE_OTLP_ENDPOINT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// Share of requests traced when traces are on, 0.0 to 1.0.
+    #[arg(long, env = "SLUICE_TRACE_SAMPLE_RATIO")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_sample_ratio: Option<f64>,
+    /// Where log lines go: `stderr` or `syslog` (/dev/log, facility mail).
+    #[arg(long, env = "SLUICE_LOG_TARGET", value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_target: Option<LogTarget>,
+    /// Seconds to finish requests in flight after SIGTERM/SIGINT.
+    #[arg(long, env = "SLUICE_SHUTDOWN_GRACE_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+/// Settings of the roles that speak the Postfix policy protocol and evaluate policies
+/// (serve, edge).
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+pub struct PolicySettings {
+    /// Where to listen for Postfix: `127.0.0.1:10031`, `[::1]:10031` or `unix:/path`
+    /// (comma-separated or repeated).
+    #[arg(long, env = "SLUICE_LISTEN", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<Vec<String>>,
+    /// Serve `POST /explain` on the metrics listener: it shows policy contents and live
+    /// counter levels to anyone who can reach that port.
+    #[arg(long, env = "SLUICE_HTTP_EXPLAIN", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_explain: Option<bool>,
+    /// Policy database URL (`sqlite://FILE`, `postgres://...`).
+    #[arg(long, env = "SLUICE_DATABASE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Run every policy in monitor mode (evaluate, count, log; answer DUNNO).
+    #[arg(long, env = "SLUICE_MONITOR", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<bool>,
+    /// Answer for requests that cannot be evaluated, miss their deadline, or find the
+    /// counter backend down: the default fails closed (Postfix retries later); `DUNNO`
+    /// fails open.
+    #[arg(long, env = "SLUICE_FALLBACK_ACTION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_action: Option<String>,
+    /// Most concurrent Postfix connections per listener; a new one beyond it closes the
+    /// connection idle the longest (more wait in the backlog only while every connection is
+    /// busy).
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// Most concurrent Postfix connections from one client address; a new one beyond it
+    /// closes that client's connection idle the longest.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS_PER_CLIENT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_client: Option<usize>,
+    /// Close a connection idle this many seconds (Postfix's max_idle is 300).
+    #[arg(long, env = "SLUICE_IDLE_TIMEOUT_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Deadline for answering one request, in milliseconds.
+    #[arg(long, env = "SLUICE_REQUEST_DEADLINE_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_deadline_ms: Option<u64>,
+    /// Longest accepted protocol line, bytes.
+    #[arg(long, env = "SLUICE_MAX_LINE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_line: Option<usize>,
+    /// Largest accepted request, bytes.
+    #[arg(long, env = "SLUICE_MAX_REQUEST")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_request: Option<usize>,
+    /// Sub-buckets per quota period: the rolling window's granularity.
+    #[arg(long, env = "SLUICE_BUCKETS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buckets: Option<u32>,
+    /// How often the database is polled for policy changes, ms.
+    #[arg(long, env = "SLUICE_RELOAD_POLL_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reload_poll_ms: Option<u64>,
+    /// Connection worker threads, each a single-threaded runtime owning its connections
+    /// (0: connections are served on the shared, work-stealing runtime, which keeps tail
+    /// latency low when the CPUs are busy with other work too).
+    #[arg(long, env = "SLUICE_WORKER_THREADS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_threads: Option<usize>,
+}
+
+/// Settings of the roles that count in Redis (quota; serve optionally).
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+pub struct RedisSettings {
+    /// Redis URLs (cluster seed nodes or one node), comma-separated; serve counts in
+    /// process without them.
+    #[arg(long, env = "SLUICE_REDIS", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<Vec<String>>,
+    /// Timeout of one Redis call, ms.
+    #[arg(long, env = "SLUICE_REDIS_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_timeout_ms: Option<u64>,
+}
+
+/// Settings of the in-process counters (serve).
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+pub struct CounterSettings {
+    /// How often in-process counters are written to a SQLite policy database, ms (serve
+    /// without Redis): a crash loses at most about this much of the counts, a clean stop
+    /// nothing. 0: counters are not kept across restarts (see docs/quotas.md).
+    #[arg(long, env = "SLUICE_COUNTER_FLUSH_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counter_flush_ms: Option<u64>,
+}
+
+/// Settings of the edge's calls to the quota service.
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+pub struct QuotaClientSettings {
+    /// Quota service URLs (`http://host:port`), comma-separated.
+    #[arg(long, env = "SLUICE_QUOTA", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<Vec<String>>,
+    /// Deadline of one call to the quota service, ms.
+    #[arg(long, env = "SLUICE_QUOTA_DEADLINE_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota_deadline_ms: Option<u64>,
+    /// Remember keys over their limit until their retry-after and answer locally.
+    #[arg(long, env = "SLUICE_OVER_LIMIT_CACHE", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub over_limit_cache: Option<bool>,
+    /// Leases: a take the edge sends asks for this many times its cost more, which the edge
+    /// then admits locally until the sub-bucket ends; message sessions are held by the edge.
+    /// 0 turns both off (every request is a quota-service call).
+    #[arg(long, env = "SLUICE_LEASE_MULTIPLE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_multiple: Option<u64>,
+}
+
+/// Settings of the quota service's own listener.
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+pub struct GrpcSettings {
+    /// gRPC listener of the quota service.
+    #[arg(long, env = "SLUICE_GRPC_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_listen: Option<String>,
+}
+
+/// `sluice serve`'s command line.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    file: FileArgs,
+    #[command(flatten)]
+    common: CommonSettings,
+    #[command(flatten)]
+    policy: PolicySettings,
+    #[command(flatten)]
+    redis: RedisSettings,
+    #[command(flatten)]
+    counters: CounterSettings,
+}
+
+/// `sluice edge`'s command line.
+#[derive(Debug, Clone, Args)]
+pub struct EdgeArgs {
+    #[command(flatten)]
+    file: FileArgs,
+    #[command(flatten)]
+    common: CommonSettings,
+    #[command(flatten)]
+    policy: PolicySettings,
+    #[command(flatten)]
+    quota_client: QuotaClientSettings,
+}
+
+/// `sluice quota`'s command line.
+#[derive(Debug, Clone, Args)]
+pub struct QuotaArgs {
+    #[command(flatten)]
+    file: FileArgs,
+    #[command(flatten)]
+    common: CommonSettings,
+    #[command(flatten)]
+    redis: RedisSettings,
+    #[command(flatten)]
+    grpc: GrpcSettings,
+}
+
+/// A role's arguments as given (flags and environment), every group present; the groups a
+/// role does not have stay empty. This is what [`crate::config::resolve`] layers over the
+/// file.
+#[derive(Debug, Clone, Default)]
+pub struct RoleArgs {
+    /// TOML configuration file.
+    pub config: Option<PathBuf>,
+    /// `--check-config`: print the resolved settings and exit.
+    pub check_config: bool,
+    /// Settings of every role.
+    pub common: CommonSettings,
+    /// Settings of serve and edge.
+    pub policy: PolicySettings,
+    /// Settings of quota and serve.
+    pub redis: RedisSettings,
+    /// Settings of serve's in-process counters.
+    pub counters: CounterSettings,
+    /// Settings of edge.
+    pub quota_client: QuotaClientSettings,
+    /// Settings of quota.
+    pub grpc: GrpcSettings,
+}
+
+impl From<ServeArgs> for RoleArgs {
+    fn from(a: ServeArgs) -> Self {
+        RoleArgs {
+            config: a.file.config,
+            check_config: a.file.check_config,
+            common: a.common,
+            policy: a.policy,
+            redis: a.redis,
+            counters: a.counters,
+            ..Default::default()
+        }
+    }
+}
+
+impl From<EdgeArgs> for RoleArgs {
+    fn from(a: EdgeArgs) -> Self {
+        RoleArgs {
+            config: a.file.config,
+            check_config: a.file.check_config,
+            common: a.common,
+            policy: a.policy,
+            quota_client: a.quota_client,
+            ..Default::default()
+        }
+    }
+}
+
+impl From<QuotaArgs> for RoleArgs {
+    fn from(a: QuotaArgs) -> Self {
+        RoleArgs {
+            config: a.file.config,
+            check_config: a.file.check_config,
+            common: a.common,
+            redis: a.redis,
+            grpc: a.grpc,
+            ..Default::default()
+        }
+    }
+}
