@@ -10,7 +10,7 @@
 //! Lint, render and schema checks of the same assets (promtool, Helm, kubernetes-validate,
 //! systemd-analyze) are in `scripts/check-deploy.sh`.
 
-use sluice_test_support::{free_port, policies, Process, RedisServer};
+use sluice_test_support::{import_policies, policies, start_front, start_quota, RedisServer};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -27,10 +27,6 @@ fn root() -> PathBuf {
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -294,68 +290,22 @@ fn every_metric_queried_by_dashboard_and_alerts_is_exposed() {
 
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("policies.db").display());
-    let file = dir.path().join("policies.toml");
-    std::fs::write(&file, policies::sender_quota("senders", "per sender", 3)).unwrap();
-    let out = Command::new(BIN)
-        .args([
-            "policy",
-            "import",
-            file.to_str().unwrap(),
-            "--database",
-            &db,
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let policies = policies::sender_quota("senders", "per sender", 3);
+    import_policies(BIN, dir.path(), &policies, &db);
 
     let redis = RedisServer::start();
-    let (grpc, quota_metrics) = (free_port(), free_port());
-    let _quota = Process::start(
-        "quota",
+    let quota = start_quota(BIN, &redis.url());
+    let quota_url = format!("http://127.0.0.1:{}", quota.port);
+    let edge = start_front(
         BIN,
-        &args(&[
-            "quota",
-            "--redis",
-            &redis.url(),
-            "--grpc-listen",
-            &format!("127.0.0.1:{grpc}"),
-            "--metrics-listen",
-            &format!("127.0.0.1:{quota_metrics}"),
-        ]),
-        Some(grpc),
-    );
-    let (edge_port, edge_metrics) = (free_port(), free_port());
-    let _edge = Process::start(
         "edge",
-        BIN,
-        &args(&[
-            "edge",
-            "--database",
-            &db,
-            "--quota",
-            &format!("http://127.0.0.1:{grpc}"),
-            "--listen",
-            &format!("127.0.0.1:{edge_port}"),
-            "--metrics-listen",
-            &format!("127.0.0.1:{edge_metrics}"),
-        ]),
-        Some(edge_port),
+        "edge",
+        &["--database", &db, "--quota", &quota_url],
     );
-    let (serve_port, serve_metrics) = (free_port(), free_port());
-    let _serve = Process::start(
-        "serve",
-        BIN,
-        &args(&[
-            "serve",
-            "--database",
-            &db,
-            "--listen",
-            &format!("127.0.0.1:{serve_port}"),
-            "--metrics-listen",
-            &format!("127.0.0.1:{serve_metrics}"),
-        ]),
-        Some(serve_port),
-    );
+    let serve = start_front(BIN, "serve", "serve", &["--database", &db]);
+    let (edge_port, edge_metrics) = (edge.port, edge.metrics);
+    let (serve_port, serve_metrics) = (serve.port, serve.metrics);
+    let quota_metrics = quota.metrics;
 
     traffic(edge_port, "edge");
     traffic(serve_port, "serve");

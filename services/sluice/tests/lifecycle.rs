@@ -1,7 +1,9 @@
 //! A running `sluice` as operators treat it: SIGHUP out of habit, a policy database file
 //! deleted and imported again at the same path. Real processes, real files, real TCP.
 
-use sluice_test_support::{ask_blocking, free_port, output_text, wait_listening, Process};
+use sluice_test_support::{
+    ask_blocking, free_port, output_text, start_front, start_quota, wait_listening, Process,
+};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -69,21 +71,12 @@ fn ask(port: u16) -> String {
     )
 }
 
-fn serve(db: &str, port: u16, metrics: u16, extra: &[&str]) -> Process {
-    let mut args: Vec<String> = [
-        "serve",
-        "--database",
-        db,
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--metrics-listen",
-        &format!("127.0.0.1:{metrics}"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Process::start("sluice serve", BIN, &args, Some(port))
+/// `sluice serve` on `db` with `extra` arguments: the process, its policy and metrics ports.
+fn serve(db: &str, extra: &[&str]) -> (Process, u16, u16) {
+    let mut args = vec!["--database", db];
+    args.extend_from_slice(extra);
+    let r = start_front(BIN, "sluice serve", "serve", &args);
+    (r.process, r.port, r.metrics)
 }
 
 fn wait_for_log(p: &Process, needle: &str, limit: Duration) {
@@ -105,8 +98,7 @@ fn sighup_never_stops_serve_and_reports_configuration_changes() {
     import(dir.path(), REJECT_ALL, &db, "off");
     let config = dir.path().join("serve.toml");
     std::fs::write(&config, "monitor = false\n").unwrap();
-    let (port, metrics) = (free_port(), free_port());
-    let mut server = serve(&db, port, metrics, &["--config", config.to_str().unwrap()]);
+    let (mut server, port, _) = serve(&db, &["--config", config.to_str().unwrap()]);
     assert!(ask(port).starts_with("554 5.7.1 blocked"));
 
     for _ in 0..3 {
@@ -155,20 +147,8 @@ fn sighup_never_stops_serve_and_reports_configuration_changes() {
 
 #[test]
 fn sighup_never_stops_the_quota_service() {
-    let (grpc, metrics) = (free_port(), free_port());
-    let args: Vec<String> = [
-        "quota",
-        "--redis",
-        "redis://127.0.0.1:6379",
-        "--grpc-listen",
-        &format!("127.0.0.1:{grpc}"),
-        "--metrics-listen",
-        &format!("127.0.0.1:{metrics}"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut quota = Process::start("sluice quota", BIN, &args, Some(grpc));
+    let started = start_quota(BIN, "redis://127.0.0.1:6379");
+    let (mut quota, grpc) = (started.process, started.port);
     quota.signal("HUP");
     wait_for_log(
         &quota,
@@ -187,8 +167,7 @@ fn a_replaced_database_file_is_picked_up_and_import_says_so() {
     let path = dir.path().join("sluice.db");
     let db = format!("sqlite://{}", path.display());
     import(dir.path(), REJECT_ALL, &db, "off");
-    let (port, metrics) = (free_port(), free_port());
-    let server = serve(&db, port, metrics, &[]);
+    let (server, port, metrics) = serve(&db, &[]);
     assert!(ask(port).starts_with("554 5.7.1 blocked"));
 
     // The operator deletes the database and imports again at the same path. The new file's

@@ -4,12 +4,13 @@
 //! for the role must be in its scrape from the start (unless its row says "Appears with its
 //! first event"), and every `sluice_` metric scraped must be documented for that role.
 
-use sluice_test_support::{free_port, policies, Process, RedisServer};
+use sluice_test_support::{
+    import_policies, policies, start_front, start_quota, Process, RedisServer,
+};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
@@ -135,10 +136,6 @@ fn ready_scrape(process: &Process, port: u16) -> String {
     body
 }
 
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
-
 /// Compares one role's scrape with the documentation; returns the problems found.
 fn compare(role: Scraped, scrape: &str, docs: &[Documented]) -> Vec<String> {
     let scraped = families(scrape);
@@ -172,50 +169,17 @@ fn every_documented_metric_is_exported_from_the_start_by_its_roles() {
 
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("policies.db").display());
-    let file = dir.path().join("policies.toml");
-    std::fs::write(&file, policies::sender_quota("senders", "per sender", 3)).unwrap();
-    let out = Command::new(BIN)
-        .args([
-            "policy",
-            "import",
-            file.to_str().unwrap(),
-            "--database",
-            &db,
-        ])
-        .args(["--server", "off"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let policies = policies::sender_quota("senders", "per sender", 3);
+    import_policies(BIN, dir.path(), &policies, &db);
 
     let redis = RedisServer::start();
-    let (grpc, quota_metrics) = (free_port(), free_port());
-    let quota = Process::start(
-        "quota",
-        BIN,
-        &args(&[
-            "quota",
-            "--redis",
-            &redis.url(),
-            "--grpc-listen",
-            &format!("127.0.0.1:{grpc}"),
-            "--metrics-listen",
-            &format!("127.0.0.1:{quota_metrics}"),
-        ]),
-        Some(grpc),
-    );
+    let started = start_quota(BIN, &redis.url());
+    let (quota, grpc, quota_metrics) = (started.process, started.port, started.metrics);
     let role = |name: &str, extra: &[&str]| {
-        let (port, metrics) = (free_port(), free_port());
-        let mut list = vec![name.split(' ').next().unwrap().to_string()];
-        list.extend(args(&[
-            "--database",
-            &db,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--metrics-listen",
-            &format!("127.0.0.1:{metrics}"),
-        ]));
-        list.extend(args(extra));
-        (Process::start(name, BIN, &list, Some(port)), metrics)
+        let mut list = vec!["--database", db.as_str()];
+        list.extend_from_slice(extra);
+        let r = start_front(BIN, name, name.split(' ').next().unwrap(), &list);
+        (r.process, r.metrics)
     };
     let (serve, serve_metrics) = role("serve", &[]);
     let (serve_redis, serve_redis_metrics) = role("serve --redis", &["--redis", &redis.url()]);

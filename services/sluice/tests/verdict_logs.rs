@@ -1,9 +1,8 @@
 //! Verdict log lines of a real `sluice serve`: with `--log-format json` each verdict field
 //! is its own JSON key; with `--log-style policyd` the lines are Policyd 2's.
 
-use sluice_test_support::{ask_blocking, free_port, policies, Process};
+use sluice_test_support::{ask_blocking, import_policies, policies, start_front, Process};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
@@ -11,43 +10,17 @@ const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 /// A policy database with one quota: `limit` messages per sender per hour, then REJECT.
 fn database(dir: &Path, limit: u64) -> String {
     let db = format!("sqlite://{}", dir.join("sluice.db").display());
-    let file = dir.join("policies.toml");
-    std::fs::write(
-        &file,
-        policies::sender_quota("Outbound", "per sender", limit),
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .args([
-            "policy",
-            "import",
-            file.to_str().unwrap(),
-            "--database",
-            &db,
-        ])
-        .args(["--server", "off"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let policies = policies::sender_quota("Outbound", "per sender", limit);
+    import_policies(BIN, dir, &policies, &db);
     db
 }
 
+/// `sluice serve` on `db` with the log options `log`: the process and its policy port.
 fn serve(db: &str, log: &[&str]) -> (Process, u16) {
-    let (port, metrics) = (free_port(), free_port());
-    let mut args: Vec<String> = [
-        "serve",
-        "--database",
-        db,
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--metrics-listen",
-        &format!("127.0.0.1:{metrics}"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(log.iter().map(|s| s.to_string()));
-    (Process::start("serve", BIN, &args, Some(port)), port)
+    let mut args = vec!["--database", db];
+    args.extend_from_slice(log);
+    let r = start_front(BIN, "serve", "serve", &args);
+    (r.process, r.port)
 }
 
 fn ask(port: u16, helo: &str, instance: &str) -> String {

@@ -6,7 +6,8 @@
 //!   as Postfix's smtpd does.
 //! - [`Request`]: a request with the attributes Postfix really sends, so tests stay short.
 //! - [`Process`], [`PrivatePostgres`]: real long-running processes (the `sluice` roles, a
-//!   private PostgreSQL server) that tests kill, stop and restart.
+//!   private PostgreSQL server) that tests kill, stop and restart; [`start_front`],
+//!   [`start_quota`] and [`import_policies`] start the roles and load policies.
 //! - [`RedisCluster`], [`RedisServer`]: real Redis processes; [`CuttingProxy`] loses a
 //!   Redis reply on demand.
 //!
@@ -27,6 +28,7 @@ mod processes;
 mod proxy;
 mod redis_cluster;
 mod request;
+mod roles;
 mod server;
 
 pub mod policies;
@@ -37,5 +39,6 @@ pub use processes::{free_port, listening, wait_listening, PrivatePostgres, Proce
 pub use proxy::CuttingProxy;
 pub use redis_cluster::{NodeInfo, RedisCluster, RedisServer, CLUSTER_NODE_TIMEOUT_MS};
 pub use request::{end_of_message, rcpt, Request};
+pub use roles::{import_policies, start_front, start_quota, RoleProcess};
 pub use server::{TestServer, TestServerBuilder};
 pub use sluice_engine::ManualClock;
