@@ -51,14 +51,11 @@ check() {
 }
 
 # ---------------------------------------------------------------- tools
-apt_install() {
-    echo "== installing $* (apt-get)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >/dev/null ||
-        { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >/dev/null; }
-}
-command -v promtool >/dev/null || apt_install prometheus
-command -v systemd-analyze >/dev/null || apt_install systemd
-python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+# apt_install (one `apt-get update` per run) comes from scripts/services.sh.
+. scripts/services.sh
+command -v promtool >/dev/null || apt_install --no-install-recommends prometheus
+command -v systemd-analyze >/dev/null || apt_install --no-install-recommends systemd
+python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install --no-install-recommends python3-venv
 if ! "$VENV/bin/python" -c 'import helm_python, kubernetes_validate' 2>/dev/null; then
     echo "== installing helm-python-sdk and kubernetes-validate (pip, venv $VENV)"
     python3 -m venv "$VENV"

@@ -8,6 +8,7 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
     apt_updated=1
   fi
+  echo "== installing $* (apt-get)"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
@@ -76,6 +77,8 @@ ensure_promtool() {
 ensure_postfix() {
   if [ ! -x /usr/sbin/postconf ]; then
     echo "== installing Postfix"
+    # "No configuration": the package starts no system Postfix; the tests run their own.
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     apt_install --no-install-recommends postfix
   fi
 }

@@ -51,17 +51,14 @@ check() {
     fi
 }
 
-apt_install() {
-    echo "== installing $* (apt-get)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >/dev/null ||
-        { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >/dev/null; }
-}
+# apt_install (one `apt-get update` per run) comes from scripts/services.sh.
+. scripts/services.sh
 missing=()
 for tool in buildah:buildah podman:podman runc:runc rpm:rpm rpm2cpio:rpm2cpio cpio:cpio curl:curl \
     systemd-analyze:systemd; do
     command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 done
-[ "${#missing[@]}" -eq 0 ] || apt_install "${missing[@]}"
+[ "${#missing[@]}" -eq 0 ] || apt_install --no-install-recommends "${missing[@]}"
 
 # free_port: a port nothing listens on (the kernel's pick for 127.0.0.1:0).
 free_port() {

@@ -3,6 +3,7 @@
 
 use sluice_test_support::{
     ask_blocking, free_port, output_text, start_front, start_quota, wait_listening, Process,
+    RedisServer,
 };
 use std::path::Path;
 use std::process::{Command, Output};
@@ -147,7 +148,8 @@ fn sighup_never_stops_serve_and_reports_configuration_changes() {
 
 #[test]
 fn sighup_never_stops_the_quota_service() {
-    let started = start_quota(BIN, "redis://127.0.0.1:6379");
+    let redis = RedisServer::start();
+    let started = start_quota(BIN, &redis.url());
     let (mut quota, grpc) = (started.process, started.port);
     quota.signal("HUP");
     wait_for_log(
