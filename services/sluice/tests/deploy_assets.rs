@@ -10,7 +10,9 @@
 //! Lint, render and schema checks of the same assets (promtool, Helm, kubernetes-validate,
 //! systemd-analyze) are in `scripts/check-deploy.sh`.
 
-use sluice_test_support::{import_policies, policies, start_front, start_quota, RedisServer};
+use sluice_test_support::{
+    http_get, import_policies, policies, start_front, start_quota, RedisServer,
+};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -200,18 +202,6 @@ fn dashboard_and_alerts_query_documented_metrics() {
 // ---------------------------------------------------------------------------------------
 // Real processes and traffic.
 
-/// `GET path` on 127.0.0.1:port: (status, body).
-fn get(port: u16, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("metrics listener");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, body.to_string())
-}
-
 fn connect(port: u16) -> BufReader<TcpStream> {
     let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -270,7 +260,7 @@ fn scrape_until(ports: &[(&str, u16)], want: &BTreeSet<String>) -> (Vec<String>,
         let mut seen = BTreeSet::new();
         let mut all = String::new();
         for (what, port) in ports {
-            let (status, body) = get(*port, "/metrics");
+            let (status, body) = http_get(*port, "/metrics");
             assert_eq!(status, 200, "{what} /metrics: {body}");
             seen.extend(scraped_names(&body));
             all.push_str(&format!("==== {what}\n{body}"));

@@ -11,33 +11,23 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
-/// Everything refused for a sender at example.net.
-const REJECT_ALL: &str = r#"
+/// A policy refusing all mail from senders at `domain` (`554 5.7.1 blocked`).
+fn refusing(domain: &str) -> String {
+    format!(
+        r#"
 [[policy]]
-name = "block"
+name = "block-{domain}"
 priority = 10
   [[policy.member]]
-  source = "@example.net"
+  source = "@{domain}"
   destination = "any"
   [[policy.access_control]]
   name = "deny"
   verdict = "REJECT"
   data = "554 5.7.1 blocked"
-"#;
-
-/// A policy for someone else: example.net mail passes (DUNNO).
-const REJECT_OTHERS: &str = r#"
-[[policy]]
-name = "block-other"
-priority = 10
-  [[policy.member]]
-  source = "@example.invalid"
-  destination = "any"
-  [[policy.access_control]]
-  name = "deny"
-  verdict = "REJECT"
-  data = "554 5.7.1 blocked"
-"#;
+"#
+    )
+}
 
 fn sluice(args: &[&str]) -> Output {
     Command::new(BIN)
@@ -96,7 +86,7 @@ fn wait_for_log(p: &Process, needle: &str, limit: Duration) {
 fn sighup_never_stops_serve_and_reports_configuration_changes() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("sluice.db").display());
-    import(dir.path(), REJECT_ALL, &db, "off");
+    import(dir.path(), &refusing("example.net"), &db, "off");
     let config = dir.path().join("serve.toml");
     std::fs::write(&config, "monitor = false\n").unwrap();
     let (mut server, port, _) = serve(&db, &["--config", config.to_str().unwrap()]);
@@ -168,7 +158,7 @@ fn a_replaced_database_file_is_picked_up_and_import_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sluice.db");
     let db = format!("sqlite://{}", path.display());
-    import(dir.path(), REJECT_ALL, &db, "off");
+    import(dir.path(), &refusing("example.net"), &db, "off");
     let (server, port, metrics) = serve(&db, &[]);
     assert!(ask(port).starts_with("554 5.7.1 blocked"));
 
@@ -188,7 +178,7 @@ fn a_replaced_database_file_is_picked_up_and_import_says_so() {
     );
     let said = import(
         dir.path(),
-        REJECT_OTHERS,
+        &refusing("example.invalid"),
         &db,
         &format!("127.0.0.1:{metrics}"),
     );
@@ -211,7 +201,12 @@ fn import_says_when_no_server_answers() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("sluice.db").display());
     let nobody = free_port();
-    let said = import(dir.path(), REJECT_ALL, &db, &format!("127.0.0.1:{nobody}"));
+    let said = import(
+        dir.path(),
+        &refusing("example.net"),
+        &db,
+        &format!("127.0.0.1:{nobody}"),
+    );
     assert!(
         said.contains(&format!(
             "No server answered at http://127.0.0.1:{nobody}/metrics"

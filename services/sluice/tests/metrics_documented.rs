@@ -5,11 +5,9 @@
 //! first event"), and every `sluice_` metric scraped must be documented for that role.
 
 use sluice_test_support::{
-    import_policies, policies, start_front, start_quota, Process, RedisServer,
+    http_get, import_policies, policies, start_front, start_quota, Process, RedisServer,
 };
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -105,24 +103,10 @@ fn families(scrape: &str) -> BTreeMap<String, bool> {
     out
 }
 
-/// `GET path` on 127.0.0.1:port: (status, body).
-fn get(port: u16, path: &str) -> (u16, String) {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, body.to_string())
-}
-
 /// Waits (at most 30 s) for `/readyz` to answer 200, then returns the scrape.
 fn ready_scrape(process: &Process, port: u16) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while get(port, "/readyz").0 != 200 {
+    while http_get(port, "/readyz").0 != 200 {
         assert!(
             Instant::now() < deadline,
             "{} not ready after 30 s; log:\n{}",
@@ -131,7 +115,7 @@ fn ready_scrape(process: &Process, port: u16) -> String {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (status, body) = get(port, "/metrics");
+    let (status, body) = http_get(port, "/metrics");
     assert_eq!(status, 200, "{}: /metrics: {body}", process.name());
     body
 }

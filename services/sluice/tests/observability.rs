@@ -7,8 +7,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use sluice_test_support::{free_port, policies, PrivatePostgres, Process, RedisServer};
-use std::io::{BufRead, BufReader, Read, Write};
+use sluice_test_support::{free_port, http_get, policies, PrivatePostgres, Process, RedisServer};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
@@ -31,18 +31,6 @@ fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-/// `GET path` on 127.0.0.1:port: (status, body).
-fn get(port: u16, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("metrics listener");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, body.to_string())
-}
-
 /// The value of the series `name{labels}` exactly as rendered (labels in render order).
 fn value(scrape: &str, series: &str) -> Option<f64> {
     scrape.lines().find_map(|l| {
@@ -58,7 +46,7 @@ fn value(scrape: &str, series: &str) -> Option<f64> {
 fn wait_ready(port: u16, status: u16, limit: Duration) -> String {
     let deadline = Instant::now() + limit;
     loop {
-        let (s, body) = get(port, "/readyz");
+        let (s, body) = http_get(port, "/readyz");
         if s == status {
             return body;
         }
@@ -165,7 +153,7 @@ fn metrics_count_requests_per_action_and_policy() {
         .starts_with("DEFER_IF_PERMIT"));
     drop(conn);
 
-    let (status, scrape) = get(metrics, "/metrics");
+    let (status, scrape) = http_get(metrics, "/metrics");
     assert_eq!(status, 200);
     let v = |series: &str| value(&scrape, series);
     assert_eq!(
@@ -211,7 +199,7 @@ fn metrics_count_requests_per_action_and_policy() {
     }
     promtool_check(&scrape, "serve");
 
-    assert_eq!(get(metrics, "/healthz").0, 200);
+    assert_eq!(http_get(metrics, "/healthz").0, 200);
     let body = wait_ready(metrics, 200, Duration::from_secs(5));
     assert!(body.contains("1 enabled policies"), "{body}");
 }
@@ -232,7 +220,7 @@ fn readyz_follows_redis() {
     assert!(body.contains("Redis"), "{body}");
     redis.restart();
     wait_ready(metrics, 200, Duration::from_secs(20));
-    let (_, scrape) = get(metrics, "/metrics");
+    let (_, scrape) = http_get(metrics, "/metrics");
     assert!(
         value(
             &scrape,
@@ -363,8 +351,8 @@ fn one_request_is_one_trace_across_edge_and_quota_service() {
     assert_eq!(ask(&mut conn, "alice@example.net", "m1"), "DUNNO");
     drop(conn);
 
-    let (_, edge_scrape) = get(edge_metrics, "/metrics");
-    let (_, quota_scrape) = get(quota_metrics, "/metrics");
+    let (_, edge_scrape) = http_get(edge_metrics, "/metrics");
+    let (_, quota_scrape) = http_get(quota_metrics, "/metrics");
     assert_eq!(
         value(
             &edge_scrape,

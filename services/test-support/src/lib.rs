@@ -33,7 +33,7 @@ mod server;
 
 pub mod policies;
 
-pub use blocking::{ask_blocking, output_text};
+pub use blocking::{ask_blocking, http_get, output_text};
 pub use client::PolicyClient;
 pub use processes::{free_port, listening, wait_listening, PrivatePostgres, Process};
 pub use proxy::CuttingProxy;
