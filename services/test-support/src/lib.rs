@@ -10,6 +10,7 @@
 //!   [`start_quota`] and [`import_policies`] start the roles and load policies.
 //! - [`RedisCluster`], [`RedisServer`]: real Redis processes; [`CuttingProxy`] loses a
 //!   Redis reply on demand.
+//! - [`TestPki`]: a throw-away CA with server and client certificates for TLS tests.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -24,6 +25,7 @@
 
 mod blocking;
 mod client;
+mod pki;
 mod processes;
 mod proxy;
 mod redis_cluster;
@@ -35,6 +37,7 @@ pub mod policies;
 
 pub use blocking::{ask_blocking, http_get, output_text};
 pub use client::PolicyClient;
+pub use pki::{CertFiles, TestPki};
 pub use processes::{free_port, listening, wait_listening, PrivatePostgres, Process};
 pub use proxy::CuttingProxy;
 pub use redis_cluster::{NodeInfo, RedisCluster, RedisServer, CLUSTER_NODE_TIMEOUT_MS};
