@@ -42,6 +42,23 @@ pub enum StoreError {
     /// fit the model (e.g. a negative period written directly in SQL).
     #[error("value out of range: {0}")]
     OutOfRange(String),
+    /// The policy set changed between reading it and writing a change based on it.
+    #[error("the policies were changed by someone else meanwhile (version {expected} became {found}): reload and make the change again")]
+    Changed {
+        /// The version the change was based on.
+        expected: i64,
+        /// The version found when writing.
+        found: i64,
+    },
+    /// An admin account of that name exists already.
+    #[error("an account named {0:?} exists already (sluice admin user list shows them; sluice admin user passwd changes a password)")]
+    AccountExists(String),
+    /// No admin account of that name.
+    #[error("no account named {0:?} (sluice admin user list shows them)")]
+    NoSuchAccount(String),
+    /// An API token of that name exists already.
+    #[error("a token named {0:?} exists already: pick another name, or revoke it first (sluice admin token revoke NAME)")]
+    TokenExists(String),
     /// The SQLite database file's path cannot be examined (permissions on its directory?).
     #[error("cannot examine the policy database file {path}: {source}")]
     FileCheck {
@@ -63,6 +80,10 @@ impl StoreError {
             StoreError::Migrate(_) => "migrate",
             StoreError::OutOfRange(_) => "out_of_range",
             StoreError::FileCheck { .. } => "file_check",
+            StoreError::Changed { .. } => "changed",
+            StoreError::AccountExists(_) => "account_exists",
+            StoreError::NoSuchAccount(_) => "no_such_account",
+            StoreError::TokenExists(_) => "token_exists",
         }
     }
 

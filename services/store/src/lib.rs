@@ -14,6 +14,10 @@
 //!   `sluice serve`, kept in a SQLite policy database across restarts (written in the
 //!   background, never per request).
 //!
+//! - [`Store::add_account`], [`Store::replace_all_audited`], [`Store::audit`] and friends:
+//!   the admin service's accounts, tokens, sessions and audit trail, and its policy changes
+//!   (checked against the version read, audited in the same transaction).
+//!
 //! Validation is `sluice_engine::compile`; this crate never decides what a policy means. It is
 //! not on the request path: nothing here runs per Postfix request.
 #![forbid(unsafe_code)]
@@ -25,6 +29,6 @@ mod store;
 
 pub use error::StoreError;
 pub use store::{
-    default_database_url, CountersWritten, Store, DATABASE_ENV, DEFAULT_POLL,
-    POSTGRES_CONNECT_TIMEOUT,
+    default_database_url, Account, AdminRole, AuditEntry, AuditQuery, CountersWritten, NewAudit,
+    Store, TokenInfo, DATABASE_ENV, DEFAULT_POLL, POSTGRES_CONNECT_TIMEOUT,
 };

@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 
 use crate::error::url_scheme;
 use crate::StoreError;
-use rows::{to_i64, AllRows};
+use rows::AllRows;
 
 /// The environment variable naming the policy database (read only by
 /// [`default_database_url`]).
@@ -68,6 +68,13 @@ macro_rules! on_pool {
         }
     };
 }
+
+mod accounts;
+mod admin_rows;
+mod audit;
+
+pub use accounts::{Account, AdminRole, TokenInfo};
+pub use audit::{AuditEntry, AuditQuery, NewAudit};
 
 impl Store {
     /// Connects to `url` (`sqlite:`, `postgres:` or `postgresql:`) and applies pending
@@ -204,88 +211,7 @@ impl Store {
     /// is a [`StoreError::Database`] and changes nothing); validate with
     /// `sluice_engine::compile` first for friendly messages.
     pub async fn replace_all(&self, def: &PolicySetDef) -> Result<(), StoreError> {
-        on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            for sql in rows::DELETE_ALL {
-                sqlx::query(sql).execute(&mut *tx).await?;
-            }
-            for group in &def.groups {
-                let id: i64 = sqlx::query_scalar(rows::INSERT_GROUP)
-                    .bind(&group.name)
-                    .bind(group.disabled)
-                    .bind(&group.comment)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                for m in &group.members {
-                    sqlx::query(rows::INSERT_GROUP_MEMBER)
-                        .bind(id)
-                        .bind(&m.member)
-                        .bind(m.disabled)
-                        .bind(&m.comment)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
-            for policy in &def.policies {
-                let id: i64 = sqlx::query_scalar(rows::INSERT_POLICY)
-                    .bind(&policy.name)
-                    .bind(policy.priority)
-                    .bind(&policy.description)
-                    .bind(policy.disabled)
-                    .bind(policy.monitor)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                for m in &policy.members {
-                    sqlx::query(rows::INSERT_MEMBER)
-                        .bind(id)
-                        .bind(&m.source)
-                        .bind(&m.destination)
-                        .bind(m.disabled)
-                        .bind(&m.comment)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                for a in &policy.access_control {
-                    sqlx::query(rows::INSERT_ACCESS_CONTROL)
-                        .bind(id)
-                        .bind(&a.name)
-                        .bind(&a.verdict)
-                        .bind(&a.data)
-                        .bind(a.disabled)
-                        .bind(&a.comment)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                for q in &policy.quotas {
-                    let period = to_i64(q.period, || format!("the period of quota {:?}", q.name))?;
-                    let quota_id: i64 = sqlx::query_scalar(rows::INSERT_QUOTA)
-                        .bind(id)
-                        .bind(&q.name)
-                        .bind(&q.track)
-                        .bind(period)
-                        .bind(&q.verdict)
-                        .bind(&q.data)
-                        .bind(q.last_quota)
-                        .bind(q.disabled)
-                        .bind(&q.comment)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    for l in &q.limits {
-                        let limit = to_i64(l.limit, || format!("a limit of quota {:?}", q.name))?;
-                        sqlx::query(rows::INSERT_LIMIT)
-                            .bind(quota_id)
-                            .bind(&l.kind)
-                            .bind(limit)
-                            .bind(l.disabled)
-                            .bind(&l.comment)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                }
-            }
-            tx.commit().await?;
-        });
-        Ok(())
+        self.write_all(def, None, &[]).await
     }
 
     /// Closes the pool, waiting for connections in use to be returned.

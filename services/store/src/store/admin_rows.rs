@@ -1,0 +1,139 @@
+//! Writing the whole policy set for the admin service: the same rows `sluice policy import`
+//! writes ([`Store::replace_all`]), but only if nobody changed the set since it was read
+//! (its version), and with the audit entries of the change in the same transaction: a change
+//! is stored with its audit trail or not at all.
+
+use sluice_engine::model::PolicySetDef;
+
+use super::audit::{bind_audit, NewAudit, INSERT_AUDIT};
+use super::rows::{self, to_i64};
+use super::{Backend, Store};
+use crate::StoreError;
+
+/// Reads the version and locks its row for the rest of the transaction (`version = version`
+/// changes nothing, and no trigger watches this table).
+const LOCK_VERSION: &str =
+    "UPDATE policy_version SET version = version WHERE id = 1 RETURNING version";
+
+impl Store {
+    /// Replaces every policy definition with `def` (as [`Store::replace_all`]) if the set is
+    /// still at `expected_version` ([`Store::version`] read before [`Store::load`]), and
+    /// records `audit` in the same transaction. A set changed meanwhile is
+    /// [`StoreError::Changed`] and nothing is written: read it again and redo the change.
+    pub async fn replace_all_audited(
+        &self,
+        def: &PolicySetDef,
+        expected_version: i64,
+        audit: &[NewAudit],
+    ) -> Result<(), StoreError> {
+        self.write_all(def, Some(expected_version), audit).await
+    }
+
+    /// Replaces every definition with `def` in one transaction, after checking the version
+    /// (when `expected_version` is given) and writing `audit`.
+    pub(super) async fn write_all(
+        &self,
+        def: &PolicySetDef,
+        expected_version: Option<i64>,
+        audit: &[NewAudit],
+    ) -> Result<(), StoreError> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            // Takes the version row's lock (PostgreSQL) or the write lock (SQLite) first, so
+            // that no other writer changes the set between this check and the commit.
+            let version: i64 = sqlx::query_scalar(LOCK_VERSION).fetch_one(&mut *tx).await?;
+            if let Some(expected) = expected_version {
+                if version != expected {
+                    return Err(StoreError::Changed {
+                        expected,
+                        found: version,
+                    });
+                }
+            }
+            for entry in audit {
+                bind_audit(sqlx::query(INSERT_AUDIT), entry)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for sql in rows::DELETE_ALL {
+                sqlx::query(sql).execute(&mut *tx).await?;
+            }
+            for group in &def.groups {
+                let id: i64 = sqlx::query_scalar(rows::INSERT_GROUP)
+                    .bind(&group.name)
+                    .bind(group.disabled)
+                    .bind(&group.comment)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                for m in &group.members {
+                    sqlx::query(rows::INSERT_GROUP_MEMBER)
+                        .bind(id)
+                        .bind(&m.member)
+                        .bind(m.disabled)
+                        .bind(&m.comment)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            for policy in &def.policies {
+                let id: i64 = sqlx::query_scalar(rows::INSERT_POLICY)
+                    .bind(&policy.name)
+                    .bind(policy.priority)
+                    .bind(&policy.description)
+                    .bind(policy.disabled)
+                    .bind(policy.monitor)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                for m in &policy.members {
+                    sqlx::query(rows::INSERT_MEMBER)
+                        .bind(id)
+                        .bind(&m.source)
+                        .bind(&m.destination)
+                        .bind(m.disabled)
+                        .bind(&m.comment)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for a in &policy.access_control {
+                    sqlx::query(rows::INSERT_ACCESS_CONTROL)
+                        .bind(id)
+                        .bind(&a.name)
+                        .bind(&a.verdict)
+                        .bind(&a.data)
+                        .bind(a.disabled)
+                        .bind(&a.comment)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for q in &policy.quotas {
+                    let period = to_i64(q.period, || format!("the period of quota {:?}", q.name))?;
+                    let quota_id: i64 = sqlx::query_scalar(rows::INSERT_QUOTA)
+                        .bind(id)
+                        .bind(&q.name)
+                        .bind(&q.track)
+                        .bind(period)
+                        .bind(&q.verdict)
+                        .bind(&q.data)
+                        .bind(q.last_quota)
+                        .bind(q.disabled)
+                        .bind(&q.comment)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    for l in &q.limits {
+                        let limit = to_i64(l.limit, || format!("a limit of quota {:?}", q.name))?;
+                        sqlx::query(rows::INSERT_LIMIT)
+                            .bind(quota_id)
+                            .bind(&l.kind)
+                            .bind(limit)
+                            .bind(l.disabled)
+                            .bind(&l.comment)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+}
