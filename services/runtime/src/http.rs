@@ -64,15 +64,50 @@ pub async fn serve(
         .await
 }
 
+/// The address of the client a request came from, for handlers served by
+/// [`serve_with_client_addr`] (`axum::extract::ConnectInfo<ClientAddr>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, LimitedListener>>
+    for ClientAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, LimitedListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+/// [`serve`], with each request's client address available to handlers as
+/// `axum::extract::ConnectInfo<ClientAddr>` (the admin service audits and throttles by it).
+pub async fn serve_with_client_addr(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let listener = LimitedListener {
+        inner: listener,
+        permits: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+        idle_timeout: limits.idle_timeout,
+        backoff: ACCEPT_BACKOFF_MIN,
+    };
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<ClientAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
 /// First pause after a failed `accept`; doubled on each failure in a row.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// Longest pause after a failed `accept`.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// A TCP listener that takes a permit before each `accept` (so at most
+/// The listener of [`serve`]: a TCP listener that takes a permit before each `accept` (so at most
 /// [`HttpLimits::max_connections`] connections are open) and gives its connections an idle
 /// timeout.
-struct LimitedListener {
+pub struct LimitedListener {
     inner: TcpListener,
     permits: Arc<Semaphore>,
     idle_timeout: Duration,
@@ -115,7 +150,7 @@ impl axum::serve::Listener for LimitedListener {
 
 /// A connection of [`LimitedListener`]: holds its permit, and fails reads and writes with
 /// `TimedOut` once no byte moved for the idle timeout.
-struct LimitedIo {
+pub struct LimitedIo {
     io: TcpStream,
     _permit: OwnedSemaphorePermit,
     idle_timeout: Duration,

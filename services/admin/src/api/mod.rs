@@ -1,0 +1,201 @@
+//! The JSON API under `/api`: for each [`Resource`], its collection (`GET` list, `POST`
+//! create) and its objects (`GET`, `PUT` replace, `DELETE`, `POST .../enable`,
+//! `POST .../disable`); the audit trail (`GET /api/audit`); and the OpenAPI document
+//! (`GET /api/openapi.json`), built from the same route table ([`openapi`]), so the two
+//! cannot drift. Every path needs credentials.
+
+mod audit;
+mod body;
+pub mod openapi;
+
+use std::sync::Arc;
+
+use axum::extract::RawPathParams;
+use axum::extract::{rejection::RawPathParamsRejection, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use sluice_engine::model::PolicySetDef;
+
+use crate::auth::Caller;
+use crate::change::{self, Action};
+use crate::error::ApiError;
+use crate::resource::{
+    AccessRules, GroupMembers, Groups, Limits, Members, Policies, Quotas, Resource,
+};
+use crate::{scope, AppState};
+
+pub use audit::AuditRecord;
+
+/// Every route of the API.
+pub fn routes() -> Router<Arc<AppState>> {
+    let router = Router::new()
+        .route("/api/audit", get(audit::list))
+        .route("/api/openapi.json", get(openapi::document));
+    let router = resource_routes::<Policies>(router);
+    let router = resource_routes::<Members>(router);
+    let router = resource_routes::<AccessRules>(router);
+    let router = resource_routes::<Quotas>(router);
+    let router = resource_routes::<Limits>(router);
+    let router = resource_routes::<Groups>(router);
+    resource_routes::<GroupMembers>(router)
+}
+
+/// The routes of one resource.
+fn resource_routes<R: Resource>(router: Router<Arc<AppState>>) -> Router<Arc<AppState>>
+where
+    R::Body: Clone,
+{
+    router
+        .route(R::COLLECTION, get(list::<R>).post(create::<R>))
+        .route(
+            R::ITEM,
+            get(get_one::<R>).put(update::<R>).delete(delete::<R>),
+        )
+        .route(&format!("{}/enable", R::ITEM), post(enable::<R>))
+        .route(&format!("{}/disable", R::ITEM), post(disable::<R>))
+}
+
+/// The path parameters in order (none for `/api/policies`).
+fn keys(params: Result<RawPathParams, RawPathParamsRejection>) -> Vec<String> {
+    params
+        .map(|p| p.iter().map(|(_, v)| v.to_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// The policies as `caller` may read them: 403 when the object is in a policy outside a
+/// domain admin's domains, or is a group and the caller a domain admin.
+async fn readable<R: Resource>(
+    state: &AppState,
+    caller: &Caller,
+    keys: &[String],
+) -> Result<PolicySetDef, ApiError> {
+    let mut def = state.store.load().await?;
+    if !R::IN_POLICY {
+        scope::check_groups(&caller.account)?;
+    } else if let Some(name) = keys.first() {
+        if let Some(p) = def.policies.iter().find(|p| &p.name == name) {
+            scope::check_policy(&caller.account, p)?;
+        }
+    } else {
+        def.policies
+            .retain(|p| scope::may_see_policy(&caller.account, p));
+    }
+    Ok(def)
+}
+
+async fn list<R: Resource>(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    params: Result<RawPathParams, RawPathParamsRejection>,
+) -> Result<Json<Vec<R::Body>>, ApiError> {
+    let keys = keys(params);
+    let def = readable::<R>(&state, &caller, &keys).await?;
+    R::list(&def, &keys).map(Json)
+}
+
+async fn get_one<R: Resource>(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    params: Result<RawPathParams, RawPathParamsRejection>,
+) -> Result<Json<R::Body>, ApiError> {
+    let keys = keys(params);
+    let def = readable::<R>(&state, &caller, &keys).await?;
+    R::get(&def, &keys).map(Json)
+}
+
+/// Applies a change and answers with the object after it.
+async fn changed<R: Resource>(
+    state: &AppState,
+    caller: &Caller,
+    action: Action,
+    keys: &[String],
+    edit: impl Fn(&mut PolicySetDef) -> Result<Vec<String>, ApiError>,
+) -> Result<Json<R::Body>, ApiError> {
+    let after = change::apply::<R>(state, caller, action, keys, edit).await?;
+    let def = state.store.load().await?;
+    R::get(&def, &after).map(Json)
+}
+
+async fn create<R: Resource>(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    params: Result<RawPathParams, RawPathParamsRejection>,
+    raw: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError>
+where
+    R::Body: Clone,
+{
+    let keys = keys(params);
+    let body: R::Body = body::parse(&raw)?;
+    let created = changed::<R>(&state, &caller, Action::Create, &keys, |def| {
+        R::create(def, &keys, body.clone())
+    })
+    .await?;
+    Ok((StatusCode::CREATED, created))
+}
+
+async fn update<R: Resource>(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    params: Result<RawPathParams, RawPathParamsRejection>,
+    raw: axum::body::Bytes,
+) -> Result<Json<R::Body>, ApiError>
+where
+    R::Body: Clone,
+{
+    let keys = keys(params);
+    let body: R::Body = body::parse(&raw)?;
+    changed::<R>(&state, &caller, Action::Update, &keys, |def| {
+        R::update(def, &keys, body.clone())
+    })
+    .await
+}
+
+async fn delete<R: Resource>(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    params: Result<RawPathParams, RawPathParamsRejection>,
+) -> Result<StatusCode, ApiError> {
+    let keys = keys(params);
+    change::apply::<R>(&state, &caller, Action::Delete, &keys, |def| {
+        R::delete(def, &keys).map(|()| Vec::new())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn enable<R: Resource>(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    params: Result<RawPathParams, RawPathParamsRejection>,
+) -> Result<Json<R::Body>, ApiError> {
+    toggle::<R>(&state, &caller, keys(params), false).await
+}
+
+async fn disable<R: Resource>(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    params: Result<RawPathParams, RawPathParamsRejection>,
+) -> Result<Json<R::Body>, ApiError> {
+    toggle::<R>(&state, &caller, keys(params), true).await
+}
+
+/// Enables or disables the object at `keys` (also used by the pages).
+pub async fn toggle<R: Resource>(
+    state: &AppState,
+    caller: &Caller,
+    keys: Vec<String>,
+    disabled: bool,
+) -> Result<Json<R::Body>, ApiError> {
+    let action = if disabled {
+        Action::Disable
+    } else {
+        Action::Enable
+    };
+    changed::<R>(state, caller, action, &keys, |def| {
+        R::set_disabled(def, &keys, disabled).map(|()| keys.clone())
+    })
+    .await
+}
