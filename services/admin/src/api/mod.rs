@@ -4,7 +4,7 @@
 //! (`GET /api/openapi.json`), built from the same route table ([`openapi`]), so the two
 //! cannot drift. Every path needs credentials.
 
-mod audit;
+pub mod audit_params;
 mod body;
 pub mod openapi;
 
@@ -26,12 +26,12 @@ use crate::resource::{
 };
 use crate::{scope, AppState};
 
-pub use audit::AuditRecord;
+pub use audit_params::AuditRecord;
 
 /// Every route of the API.
 pub fn routes() -> Router<Arc<AppState>> {
     let router = Router::new()
-        .route("/api/audit", get(audit::list))
+        .route("/api/audit", get(audit_params::list))
         .route("/api/openapi.json", get(openapi::document));
     let router = resource_routes::<Policies>(router);
     let router = resource_routes::<Members>(router);

@@ -82,7 +82,7 @@ pub async fn entries(
     Ok(rows.into_iter().map(AuditRecord::from).collect())
 }
 
-pub(super) async fn list(
+pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Query(params): Query<AuditParams>,

@@ -1,0 +1,67 @@
+//! The frame every page shares: head, navigation, the account and a logout button.
+
+use maud::{html, Markup, DOCTYPE};
+
+use crate::auth::Caller;
+
+/// Which navigation entry is current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nav {
+    /// The policy list and policy pages.
+    Policies,
+    /// The audit trail.
+    Audit,
+    /// No entry (login, errors).
+    None,
+}
+
+/// A whole page titled `title` around `content`.
+pub fn page(title: &str, caller: Option<&Caller>, nav: Nav, content: Markup) -> Markup {
+    let link = |href: &str, label: &str, this: Nav| {
+        html! { a href=(href) class=[(nav == this).then_some("current")] { (label) } }
+    };
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Sluice admin" }
+                link rel="stylesheet" href="/style.css";
+            }
+            body {
+                header {
+                    span.brand { "Sluice admin" }
+                    @if let Some(caller) = caller {
+                        nav {
+                            (link("/policies", "Policies", Nav::Policies))
+                            (link("/audit", "Audit", Nav::Audit))
+                        }
+                        span.who {
+                            (caller.account.name) " (" (caller.account.role) ")"
+                            @if let Some(csrf) = caller.csrf() {
+                                form.inline method="post" action="/logout" {
+                                    input type="hidden" name="csrf" value=(csrf);
+                                    button.secondary.small type="submit" { "Log out" }
+                                }
+                            }
+                        }
+                    }
+                }
+                main { (content) }
+            }
+        }
+    }
+}
+
+/// The hidden CSRF field of a form.
+pub fn csrf_field(caller: &Caller) -> Markup {
+    html! { input type="hidden" name="csrf" value=(caller.csrf().unwrap_or_default()); }
+}
+
+/// An enabled/disabled badge.
+pub fn state_badge(disabled: bool) -> Markup {
+    html! {
+        @if disabled { span.badge.off { "disabled" } } @else { span.badge.on { "enabled" } }
+    }
+}
