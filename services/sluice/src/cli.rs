@@ -103,6 +103,12 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Create or upgrade the policy database schema.
     Migrate(DatabaseArgs),
+    /// Manage the admin service's accounts and API tokens (docs/admin.md).
+    Admin {
+        /// What to manage.
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Send one policy request to a running `sluice serve` or `edge` and print the reply
     /// (exit 0 when an action came back; `helm test` runs it).
     Ask(AskArgs),
@@ -110,6 +116,108 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Write man pages (sluice.1 and one page per subcommand) into a directory.
     Man(ManArgs),
+}
+
+/// `sluice admin ...`.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Accounts of the admin service.
+    User {
+        /// What to do with accounts.
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// API tokens (for `Authorization: Bearer TOKEN`).
+    Token {
+        /// What to do with tokens.
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+/// The roles of admin accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AccountRole {
+    /// Reads and changes every policy and group.
+    Admin,
+    /// Reads everything, changes nothing.
+    Viewer,
+    /// Reads and changes only the policies of its domains (--domain).
+    DomainAdmin,
+}
+
+/// `sluice admin user ...`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add an account. The password is asked for (twice, without echo) on a terminal, or
+    /// read as the first line of standard input; never from the command line.
+    Add(UserAddArgs),
+    /// List the accounts (name, role, domains).
+    List(DatabaseArgs),
+    /// Remove an account with its tokens and sessions.
+    Remove(UserNameArgs),
+    /// Set a new password (read as for `add`); the account's sessions end.
+    Passwd(UserNameArgs),
+}
+
+/// `sluice admin user add`.
+#[derive(Debug, Clone, Args)]
+pub struct UserAddArgs {
+    /// The login name.
+    pub name: String,
+    /// What the account may do.
+    #[arg(long, value_enum)]
+    pub role: AccountRole,
+    /// A domain a domain-admin manages (repeat for several); only for --role domain-admin.
+    #[arg(long = "domain")]
+    pub domains: Vec<String>,
+    /// Policy database.
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+}
+
+/// `sluice admin user remove|passwd`.
+#[derive(Debug, Clone, Args)]
+pub struct UserNameArgs {
+    /// The login name.
+    pub name: String,
+    /// Policy database.
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+}
+
+/// `sluice admin token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token acting as an account; it is printed once and stored only as a digest.
+    Add(TokenAddArgs),
+    /// List the tokens (name, account, created); never the tokens themselves.
+    List(DatabaseArgs),
+    /// Revoke a token: requests with it are refused from then on.
+    Revoke(TokenNameArgs),
+}
+
+/// `sluice admin token add`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenAddArgs {
+    /// The token's name (unique), e.g. what uses it.
+    pub name: String,
+    /// The account it acts as (with that account's role and domains).
+    #[arg(long)]
+    pub user: String,
+    /// Policy database.
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+}
+
+/// `sluice admin token revoke`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenNameArgs {
+    /// The token's name.
+    pub name: String,
+    /// Policy database.
+    #[command(flatten)]
+    pub db: DatabaseArgs,
 }
 
 /// `sluice ask`.

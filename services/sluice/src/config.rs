@@ -64,7 +64,7 @@ pub struct Settings {
     /// Policy-protocol listeners (serve, edge).
     pub listen: Vec<ListenAddr>,
     /// Metrics HTTP listener (`metrics_listen`), if any.
-    pub admin: Option<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
     /// Whether the metrics listener serves `POST /explain` (serve, edge).
     pub http_explain: bool,
     /// OTLP/gRPC collector; traces are off without one.
@@ -100,6 +100,10 @@ pub struct Settings {
     pub grpc_listen: Option<SocketAddr>,
     /// Grace period after SIGTERM.
     pub shutdown_grace: Duration,
+    /// The admin service's listener (serve), if any.
+    pub admin_listen: Option<SocketAddr>,
+    /// Whether the admin session cookie is marked `Secure`.
+    pub admin_secure_cookies: bool,
 }
 
 /// Settings a role cannot run without (no default): (role, key, what it is). An edge serves
@@ -178,6 +182,17 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
         s => s
             .parse::<SocketAddr>()
             .map_err(|e| errors.push(format!("metrics_listen {s:?}: {e}")))
+            .ok(),
+    };
+    let admin_listen = match a.admin.admin_listen.as_deref().unwrap_or("off") {
+        "off" | "" => None,
+        s => s
+            .parse::<SocketAddr>()
+            .map_err(|e| {
+                errors.push(format!(
+                    "admin_listen {s:?}: {e} (expected an address such as 127.0.0.1:10035, or off)"
+                ))
+            })
             .ok(),
     };
     let otlp_endpoint = common.otlp_endpoint.clone().filter(|e| !e.is_empty());
@@ -304,7 +319,7 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
     Settings {
         role,
         listen,
-        admin,
+        metrics: admin,
         http_explain: policy.http_explain.unwrap_or(false),
         otlp_endpoint,
         trace_sample_ratio,
@@ -330,6 +345,8 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
         lease_multiple: a.quota_client.lease_multiple.unwrap_or(64),
         grpc_listen,
         shutdown_grace,
+        admin_listen,
+        admin_secure_cookies: a.admin.admin_secure_cookies.unwrap_or(false),
     }
 }
 
@@ -367,7 +384,7 @@ impl Settings {
             LogTarget::Stderr => "stderr",
             LogTarget::Syslog => "syslog",
         };
-        let metrics = self.admin.map_or("off".to_string(), |a| a.to_string());
+        let metrics = self.metrics.map_or("off".to_string(), |a| a.to_string());
         let grpc = self.grpc_listen.map(|g| g.to_string()).unwrap_or_default();
         vec![
             ("listen", format!("{listen:?}")),
@@ -426,6 +443,17 @@ impl Settings {
             (
                 "shutdown_grace_secs",
                 self.shutdown_grace.as_secs().to_string(),
+            ),
+            (
+                "admin_listen",
+                format!(
+                    "{:?}",
+                    self.admin_listen.map_or("off".to_string(), |a| a.to_string())
+                ),
+            ),
+            (
+                "admin_secure_cookies",
+                self.admin_secure_cookies.to_string(),
             ),
         ]
     }

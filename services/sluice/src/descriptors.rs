@@ -16,7 +16,7 @@ pub const RESERVE: u64 = 128;
 pub fn budget(settings: &Settings) -> u64 {
     let listeners = settings.listen.len() as u64;
     let policy = listeners.saturating_mul(settings.edge.max_connections as u64);
-    let http = if settings.admin.is_some() {
+    let http = if settings.metrics.is_some() {
         sluice_runtime::http::MAX_CONNECTIONS as u64
     } else {
         0

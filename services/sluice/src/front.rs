@@ -4,7 +4,7 @@
 
 use crate::config::{Role, Settings};
 use crate::ready::{Counters, FrontReady};
-use crate::{admin, descriptors, reload, signal, startup};
+use crate::{descriptors, metrics_listener, reload, signal, startup};
 use anyhow::Context;
 use sluice_edge::Listener;
 use sluice_engine::{Engine, State};
@@ -33,10 +33,18 @@ pub async fn run(
     let stop = signal::shutdown();
     bind_listeners(&settings).await?;
     descriptors::raise_limit(descriptors::budget(&settings));
-    let admin = match settings.admin {
+    let admin = match settings.metrics {
         Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot listen on {a} for metrics: {e}: stop what holds it (another sluice?), or choose another address (--metrics-listen, metrics_listen = \"off\" disables it)"
+            )
+        })?),
+        None => None,
+    };
+    let admin_service = match settings.admin_listen {
+        Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {a} for the admin service: {e}: stop what holds it, or choose another address (--admin-listen, admin_listen = \"off\" disables it)"
             )
         })?),
         None => None,
@@ -45,7 +53,7 @@ pub async fn run(
         role = %role,
         database = %startup::where_policies_are(&settings.database),
         listen = %settings.listen.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
-        metrics = %settings.admin.map_or("off".into(), |a| a.to_string()),
+        metrics = %settings.metrics.map_or("off".into(), |a| a.to_string()),
         counters = %startup::where_counters_are(&settings, role),
         "Starting: loading policies"
     );
@@ -60,7 +68,7 @@ pub async fn run(
     // Serving /healthz, /metrics and a 503 /readyz while the policies load.
     let ready = FrontReady::new(counters);
     if let Some(admin) = admin {
-        tokio::spawn(admin::serve(
+        tokio::spawn(metrics_listener::serve(
             admin,
             ready.clone(),
             settings.http_explain,
@@ -86,6 +94,9 @@ pub async fn run(
             "No enabled policies: every request gets DUNNO. Import some: sluice policy import FILE --database {}",
             crate::config::redact(&settings.database)
         );
+    }
+    if let Some(listener) = admin_service {
+        crate::admin_service::spawn(listener, store.clone(), &settings, stopped());
     }
     let engine = Arc::new(Engine::new(set, state.clone(), settings.engine.clone()));
     ready.loaded(engine.clone(), store.clone());

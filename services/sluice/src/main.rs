@@ -2,7 +2,9 @@
 //! logging and hands over to the subcommand; each subcommand lives in its own module.
 #![forbid(unsafe_code)]
 
-mod admin;
+mod metrics_listener;
+mod admin_cmd;
+mod admin_service;
 mod ask;
 mod cli;
 mod config;
@@ -91,6 +93,7 @@ fn main() -> ExitCode {
             Command::ImportPolicyd(args) => import::run(args).await,
             Command::Explain(args) => Ok(explain::run(args).await),
             Command::Migrate(args) => policy_cmd::migrate(args).await,
+            Command::Admin { command } => admin_cmd::run(command).await,
             Command::Ask(args) => ask::run(args),
             Command::Completions(args) => manual::completions(args),
             Command::Man(args) => manual::man(args),

@@ -52,7 +52,7 @@ async fn serve(settings: config::Settings) -> anyhow::Result<ExitCode> {
             "cannot listen on {grpc} for gRPC: {e}: stop what holds it (another sluice quota?), or choose another address (--grpc-listen)"
         )
     })?;
-    let admin = match settings.admin {
+    let admin = match settings.metrics {
         Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot listen on {a} for metrics: {e}: stop what holds it, or choose another address (--metrics-listen, metrics_listen = \"off\" disables it)"
@@ -62,14 +62,14 @@ async fn serve(settings: config::Settings) -> anyhow::Result<ExitCode> {
     };
     let state: Arc<dyn sluice_engine::State> = Arc::new(connect_redis(&settings).await?);
     if let Some(admin) = admin {
-        tokio::spawn(crate::admin::serve_basic(
+        tokio::spawn(crate::metrics_listener::serve_basic(
             admin,
             Arc::new(QuotaReady(state.clone())),
         ));
     }
     tracing::info!(
         grpc = %grpc,
-        metrics = %settings.admin.map_or("off".into(), |a| a.to_string()),
+        metrics = %settings.metrics.map_or("off".into(), |a| a.to_string()),
         redis = ?settings.redis.iter().map(|u| config::redact(u)).collect::<Vec<_>>(),
         "Quota service listening"
     );

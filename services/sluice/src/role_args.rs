@@ -178,6 +178,22 @@ pub struct GrpcSettings {
     pub grpc_listen: Option<String>,
 }
 
+/// Settings of the admin service (serve): the web UI and REST API of docs/admin.md.
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+pub struct AdminSettings {
+    /// Admin service listener (web UI and REST API; accounts come from `sluice admin user
+    /// add`), e.g. `127.0.0.1:10035`, or `off`. Plain HTTP: keep it on 127.0.0.1, or put a
+    /// TLS proxy in front (then set `admin_secure_cookies`).
+    #[arg(long, env = "SLUICE_ADMIN_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<String>,
+    /// Mark the admin session cookie `Secure` (browsers then send it over HTTPS only): set
+    /// it when a TLS proxy serves the admin service.
+    #[arg(long, env = "SLUICE_ADMIN_SECURE_COOKIES", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_secure_cookies: Option<bool>,
+}
+
 /// `sluice serve`'s command line.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -191,6 +207,8 @@ pub struct ServeArgs {
     redis: RedisSettings,
     #[command(flatten)]
     counters: CounterSettings,
+    #[command(flatten)]
+    admin: AdminSettings,
 }
 
 /// `sluice edge`'s command line.
@@ -240,6 +258,8 @@ pub struct RoleArgs {
     pub quota_client: QuotaClientSettings,
     /// Settings of quota.
     pub grpc: GrpcSettings,
+    /// Settings of serve's admin service.
+    pub admin: AdminSettings,
 }
 
 impl From<ServeArgs> for RoleArgs {
@@ -251,6 +271,7 @@ impl From<ServeArgs> for RoleArgs {
             policy: a.policy,
             redis: a.redis,
             counters: a.counters,
+            admin: a.admin,
             ..Default::default()
         }
     }

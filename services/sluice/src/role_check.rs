@@ -9,8 +9,9 @@
 //!   variables of several roles); a variable no sluice command reads is refused (exit code
 //!   64; most likely a misspelt name), except Kubernetes service-link variables
 //!   (`SLUICE_..._SERVICE_HOST`, `..._PORT...`), which the kubelet sets on its own;
-//! - the old name `admin_listen` (`--admin-listen`, `SLUICE_ADMIN_LISTEN`): refused, naming
-//!   `metrics_listen`.
+//! - `admin_listen` was once the metrics listener's name; it is now the admin service's
+//!   setting (serve). A role without it refuses it naming `metrics_listen` as well, for
+//!   configurations written for the old meaning.
 
 use crate::config::Role;
 use crate::role_args::{EdgeArgs, FileArgs, QuotaArgs, ServeArgs};
@@ -19,8 +20,8 @@ use clap::{Args, Command, CommandFactory};
 /// Every long-running role, in the order of the documentation.
 pub const ROLES: [Role; 3] = [Role::Serve, Role::Edge, Role::Quota];
 
-/// Settings that were renamed: (old key, new key).
-const RENAMED: &[(&str, &str)] = &[("admin_listen", "metrics_listen")];
+/// Keys that once named another setting: (key, the setting it used to name).
+const FORMER_MEANINGS: &[(&str, &str)] = &[("admin_listen", "metrics_listen")];
 
 /// The command line of `role` (its flags and their environment variables).
 pub fn command(role: Role) -> Command {
@@ -71,20 +72,33 @@ fn role_list(roles: &[Role]) -> String {
         .join(", ")
 }
 
-fn renamed(key: &str) -> Option<&'static str> {
-    RENAMED
+/// For a key that used to name another setting: a sentence naming that setting, as TOML
+/// keys or (`as_flags`) as flags.
+fn former_meaning(key: &str, as_flags: bool) -> String {
+    let show = |k: &str| {
+        if as_flags {
+            format!("--{}", k.replace('_', "-"))
+        } else {
+            format!("`{k}`")
+        }
+    };
+    FORMER_MEANINGS
         .iter()
         .find(|(old, _)| *old == key)
-        .map(|(_, new)| *new)
+        .map_or(String::new(), |(old, was)| {
+            format!(
+                "; {} used to be the name of {} (the metrics listener): for that, use {}",
+                show(old),
+                show(was),
+                show(was)
+            )
+        })
 }
 
 /// Why the TOML key `key` is refused by `role`, if it is.
 pub fn key_problem(role: Role, key: &str) -> Option<String> {
     if keys(role).iter().any(|k| k == key) {
         return None;
-    }
-    if let Some(new) = renamed(key) {
-        return Some(format!("`{key}` was renamed: use `{new}`"));
     }
     let owners = owners(key);
     Some(if owners.is_empty() {
@@ -93,8 +107,9 @@ pub fn key_problem(role: Role, key: &str) -> Option<String> {
         )
     } else {
         format!(
-            "`{key}` is not a setting of `sluice {role}` (it is a setting of {}); remove it",
-            role_list(&owners)
+            "`{key}` is not a setting of `sluice {role}` (it is a setting of {}); remove it{}",
+            role_list(&owners),
+            former_meaning(key, false)
         )
     })
 }
@@ -105,17 +120,12 @@ pub fn key_problem(role: Role, key: &str) -> Option<String> {
 pub fn flag_problem(role: Role, arg: &str) -> Option<String> {
     let name = arg.strip_prefix("--")?.split('=').next()?;
     let key = name.replace('-', "_");
-    if let Some(new) = renamed(&key) {
-        return Some(format!(
-            "--{name} was renamed: use --{}",
-            new.replace('_', "-")
-        ));
-    }
     let owners = owners(&key);
     (!owners.is_empty() && !owners.contains(&role)).then(|| {
         format!(
-            "--{name} does not apply to `sluice {role}` (it is a setting of {})",
-            role_list(&owners)
+            "--{name} does not apply to `sluice {role}` (it is a setting of {}){}",
+            role_list(&owners),
+            former_meaning(&key, true)
         )
     })
 }
@@ -168,18 +178,12 @@ pub fn env_problems(
             continue;
         }
         let key = rest.to_lowercase();
-        if let Some(new) = renamed(&key) {
-            errors.push(format!(
-                "environment variable {name} was renamed: use {}",
-                env_name(new)
-            ));
-            continue;
-        }
         let owners = owners(&key);
         if !owners.is_empty() && env_name(&key) == name {
             warnings.push(format!(
-                "environment variable {name} is a setting of {}, not of `sluice {role}`: ignored",
-                role_list(&owners)
+                "environment variable {name} is a setting of {}, not of `sluice {role}`: ignored{}",
+                role_list(&owners),
+                former_meaning(&key, false)
             ));
         } else if !known.contains(&name) && !service_link(&name) {
             let near = own

@@ -15,8 +15,8 @@ pub fn markdown() -> String {
          file. A role refuses the flags and keys of other roles, naming the role; a `SLUICE_*`\n\
          variable of another role is ignored with a warning, one no sluice command reads is\n\
          refused (Kubernetes service-link variables such as `SLUICE_EDGE_SERVICE_HOST` or\n\
-         `SLUICE_PORT` excepted). The old name `admin_listen` is refused, naming\n\
-         `metrics_listen`. `sluice ROLE --check-config` prints the role's settings resolved. A column\n\
+         `SLUICE_PORT` excepted). `admin_listen` is the admin service's listener (docs/admin.md);\n\
+         it used to be the metrics listener's name, which is now `metrics_listen`. `sluice ROLE --check-config` prints the role's settings resolved. A column\n\
          shows the role's default; `-` means the role does not have the setting.\n\n\
          | Key | Flag | Environment | serve | edge | quota | Meaning |\n\
          |---|---|---|---|---|---|---|\n",
