@@ -27,6 +27,7 @@ mod blocking;
 mod client;
 mod pki;
 mod processes;
+mod http;
 mod proxy;
 mod redis_cluster;
 mod request;
@@ -37,6 +38,7 @@ pub mod policies;
 
 pub use blocking::{ask_blocking, http_get, output_text};
 pub use client::PolicyClient;
+pub use http::{http, HttpReply};
 pub use pki::{CertFiles, TestPki};
 pub use processes::{free_port, listening, wait_listening, PrivatePostgres, Process};
 pub use proxy::CuttingProxy;

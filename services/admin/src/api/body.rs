@@ -27,11 +27,8 @@ pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
             .and_then(|(_, rest)| rest.split_once('`'))
             .map(|(name, _)| name.to_owned());
         let field = match (path.as_str(), named) {
-            (".", Some(name)) | ("", Some(name)) => name,
-            (".", None) => String::new(),
-            (p, Some(name)) if inner.starts_with("unknown") || inner.starts_with("missing") => {
-                format!("{p}.{name}")
-            }
+            ("." | "", name) => name.unwrap_or_default(),
+            (p, Some(name)) if !p.ends_with(name.as_str()) => format!("{p}.{name}"),
             (p, _) => p.to_owned(),
         };
         ApiError::invalid(field, format!("invalid request body: {inner}"))
