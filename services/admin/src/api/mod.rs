@@ -105,6 +105,15 @@ async fn get_one<R: Resource>(
     R::get(&def, &keys).map(Json)
 }
 
+/// The checks that need no body: so a viewer gets 403 whatever it sends.
+fn may_change<R: Resource>(caller: &Caller) -> Result<(), ApiError> {
+    caller.may_change()?;
+    if !R::IN_POLICY {
+        scope::check_groups(&caller.account)?;
+    }
+    Ok(())
+}
+
 /// Applies a change and answers with the object after it.
 async fn changed<R: Resource>(
     state: &AppState,
@@ -128,6 +137,7 @@ where
     R::Body: Clone,
 {
     let keys = keys(params);
+    may_change::<R>(&caller)?;
     let body: R::Body = body::parse(&raw)?;
     let created = changed::<R>(&state, &caller, Action::Create, &keys, |def| {
         R::create(def, &keys, body.clone())
@@ -146,6 +156,7 @@ where
     R::Body: Clone,
 {
     let keys = keys(params);
+    may_change::<R>(&caller)?;
     let body: R::Body = body::parse(&raw)?;
     changed::<R>(&state, &caller, Action::Update, &keys, |def| {
         R::update(def, &keys, body.clone())
