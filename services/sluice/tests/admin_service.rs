@@ -1,0 +1,209 @@
+//! The admin service in a real `sluice serve`: accounts and tokens made with `sluice admin`
+//! (passwords on standard input, never as flags), a policy created through the REST API
+//! over 127.0.0.1 that then limits real policy requests over TCP (N admitted, N+1
+//! deferred), a quota disabled through the API that stops limiting, and no secret in the
+//! server's log.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sluice_test_support::{
+    ask_blocking, free_port, http, http_get, output_text, start_front, wait_listening,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+const PASSWORD: &str = "a long enough admin password";
+
+/// Runs `sluice ARGS` with `stdin` as standard input.
+fn sluice(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("SLUICE_DATABASE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sluice");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The policy version the server on `metrics` serves.
+fn served_version(metrics: u16) -> Option<i64> {
+    let (_, text) = http_get(metrics, "/metrics");
+    text.lines()
+        .find(|l| l.starts_with("sluice_policy_set_version"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as i64)
+}
+
+/// The policy version as stored, read with SQL (not through sluice).
+fn stored_version(db: &str) -> i64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pool = sqlx::SqlitePool::connect(db).await.unwrap();
+        let v: i64 = sqlx::query_scalar("SELECT version FROM policy_version WHERE id = 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        v
+    })
+}
+
+/// Waits until the server on `metrics` serves what is stored in `db` now.
+fn wait_until_served(metrics: u16, db: &str) {
+    let stored = stored_version(db);
+    let start = Instant::now();
+    while served_version(metrics).is_none_or(|v| v < stored) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the server did not load version {stored}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn api(port: u16, method: &str, path: &str, token: &str, body: serde_json::Value) -> serde_json::Value {
+    let auth = format!("Bearer {token}");
+    let body = body.to_string();
+    let r = http(
+        port,
+        method,
+        path,
+        &[("Authorization", &auth), ("Content-Type", "application/json")],
+        Some(&body),
+    );
+    assert!(r.status < 300, "{method} {path}: {} {}", r.status, r.body);
+    r.json()
+}
+
+fn request(sender: &str) -> String {
+    format!(
+        "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.7\nsender={sender}\nrecipient=rcpt@example.net\ninstance={}",
+        free_port()
+    )
+}
+
+#[test]
+fn a_policy_made_through_the_api_limits_a_running_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("policies.db").display());
+
+    let out = sluice(&["admin", "user", "add", "alice", "--role", "admin", "--database", &db], &format!("{PASSWORD}\n"));
+    assert!(out.status.success(), "{}", output_text(&out));
+    let out = sluice(&["admin", "token", "add", "ci", "--user", "alice", "--database", &db], "");
+    assert!(out.status.success(), "{}", output_text(&out));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("sluice_") && token.len() > 60, "{token}");
+
+    let admin_port = free_port();
+    let admin_listen = format!("127.0.0.1:{admin_port}");
+    let mut serve = start_front(
+        BIN,
+        "sluice serve with the admin service",
+        "serve",
+        &["--database", &db, "--admin-listen", &admin_listen],
+    );
+    wait_listening(admin_port, Duration::from_secs(20), "admin service");
+    assert_eq!(ask_blocking(serve.port, &request("a@example.org")), "DUNNO");
+
+    api(admin_port, "POST", "/api/policies", &token, json!({
+        "name": "limit-senders", "priority": 10, "members": [{"source": "@example.org"}]
+    }));
+    api(admin_port, "POST", "/api/policies/limit-senders/quotas", &token, json!({
+        "name": "per-sender", "track": "Sender:user@domain", "period": 3600,
+        "verdict": "DEFER", "data": "4.7.1 Too many messages"
+    }));
+    api(admin_port, "POST", "/api/policies/limit-senders/quotas/per-sender/limits", &token, json!({
+        "type": "MessageCount", "limit": 3
+    }));
+    wait_until_served(serve.metrics, &db);
+
+    for i in 0..3 {
+        assert_eq!(ask_blocking(serve.port, &request("b@example.org")), "DUNNO", "message {i}");
+    }
+    let refused = ask_blocking(serve.port, &request("b@example.org"));
+    assert!(refused.starts_with("DEFER 4.7.1 Too many messages"), "the 4th: {refused}");
+    assert_eq!(ask_blocking(serve.port, &request("c@example.com")), "DUNNO", "not a member");
+
+    // Disabling the quota through the API stops the limiting.
+    api(admin_port, "POST", "/api/policies/limit-senders/quotas/per-sender/disable", &token, json!({}));
+    wait_until_served(serve.metrics, &db);
+    assert_eq!(ask_blocking(serve.port, &request("b@example.org")), "DUNNO");
+
+    // The audit trail has the four changes.
+    let audit = http(admin_port, "GET", "/api/audit", &[("Authorization", &format!("Bearer {token}"))], None).json();
+    assert_eq!(audit.as_array().unwrap().len(), 4, "{audit}");
+
+    serve.process.terminate(Duration::from_secs(10));
+    let log = serve.process.log();
+    assert!(log.contains("Admin service listening"), "{log}");
+    assert!(log.contains("Admin change"), "{log}");
+    for secret in [PASSWORD, token.as_str(), "$argon2"] {
+        assert!(!log.contains(secret), "a secret in the log: {log}");
+    }
+}
+
+#[test]
+fn accounts_and_tokens_are_managed_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("policies.db").display());
+    let add = |args: &[&str], stdin: &str| {
+        let mut all = vec!["admin", "user", "add"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--database", &db]);
+        sluice(&all, stdin)
+    };
+    let out = add(&["alice", "--role", "admin"], &format!("{PASSWORD}\n"));
+    assert!(out.status.success(), "{}", output_text(&out));
+    let out = add(&["bob", "--role", "viewer"], "short\n");
+    assert!(!out.status.success());
+    assert!(output_text(&out).contains("at least 12 characters"), "{}", output_text(&out));
+    let out = add(&["dora", "--role", "domain-admin"], &format!("{PASSWORD}\n"));
+    assert!(output_text(&out).contains("needs at least one --domain"), "{}", output_text(&out));
+    let out = add(&["vic", "--role", "viewer", "--domain", "example.org"], &format!("{PASSWORD}\n"));
+    assert!(output_text(&out).contains("only for --role domain-admin"), "{}", output_text(&out));
+    let out = add(&["dora", "--role", "domain-admin", "--domain", "Example.ORG"], &format!("{PASSWORD}\n"));
+    assert!(out.status.success(), "{}", output_text(&out));
+    let out = add(&["alice", "--role", "admin"], &format!("{PASSWORD}\n"));
+    assert!(output_text(&out).contains("exists already"), "{}", output_text(&out));
+    // No password flag exists.
+    let out = sluice(&["admin", "user", "add", "eve", "--role", "admin", "--password", "x", "--database", &db], "");
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+
+    let out = sluice(&["admin", "user", "list", "--database", &db], "");
+    let list = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(list, "alice\tadmin\ndora\tdomain-admin\texample.org\n");
+
+    let out = sluice(&["admin", "token", "add", "ci", "--user", "alice", "--database", &db], "");
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let out = sluice(&["admin", "token", "add", "ci2", "--user", "nobody", "--database", &db], "");
+    assert!(output_text(&out).contains("no account named \"nobody\""), "{}", output_text(&out));
+    let out = sluice(&["admin", "token", "list", "--database", &db], "");
+    let listed = output_text(&out);
+    assert_eq!(listed, "ci\talice\n");
+    assert!(!listed.contains(&token));
+    let out = sluice(&["admin", "token", "revoke", "ci", "--database", &db], "");
+    assert!(out.status.success(), "{}", output_text(&out));
+    let out = sluice(&["admin", "token", "revoke", "ci", "--database", &db], "");
+    assert!(!out.status.success());
+
+    let out = sluice(&["admin", "user", "passwd", "alice", "--database", &db], "another long password\n");
+    assert!(out.status.success(), "{}", output_text(&out));
+    let out = sluice(&["admin", "user", "remove", "dora", "--database", &db], "");
+    assert!(out.status.success(), "{}", output_text(&out));
+    let out = sluice(&["admin", "user", "list", "--database", &db], "");
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "alice\tadmin\n");
+}
