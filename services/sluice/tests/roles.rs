@@ -379,30 +379,45 @@ fn unknown_variables_and_keys_are_refused_naming_the_role() {
 }
 
 #[test]
-fn the_old_name_admin_listen_is_refused_naming_metrics_listen() {
-    for role in ROLES {
+fn admin_listen_is_the_admin_service_of_serve_and_other_roles_name_its_old_meaning() {
+    // serve: the admin service's listener, off by default.
+    let out = check_config("serve", &[], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("admin_listen = \"off\""), "{}", stdout(&out));
+    let out = check_config("serve", &["--admin-listen", "127.0.0.1:10035"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("admin_listen = \"127.0.0.1:10035\""), "{}", stdout(&out));
+    let out = check_config("serve", &["--admin-listen", "localhost"], &[]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(stderr(&out).contains("admin_listen \"localhost\""), "{}", stderr(&out));
+    // edge and quota: refused, naming serve and what the key used to mean.
+    for role in ["edge", "quota"] {
         let out = check_config(role, &["--admin-listen", "off"], &[]);
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
         assert!(
-            stderr(&out).contains("--admin-listen was renamed: use --metrics-listen"),
+            stderr(&out).contains(&format!("--admin-listen does not apply to `sluice {role}` (it is a setting of serve); --admin-listen used to be the name of --metrics-listen (the metrics listener): for that, use --metrics-listen")),
             "{}",
             stderr(&out)
         );
         let out = check_config(role, &[], &[("SLUICE_ADMIN_LISTEN", "off")]);
-        assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+        assert!(out.status.success(), "{}", stderr(&out));
         assert!(
-            stderr(&out).contains(
-                "environment variable SLUICE_ADMIN_LISTEN was renamed: use SLUICE_METRICS_LISTEN"
-            ),
+            stderr(&out).contains("SLUICE_ADMIN_LISTEN is a setting of serve, not of `sluice"),
             "{}",
             stderr(&out)
         );
+        assert!(stderr(&out).contains("use `metrics_listen`"), "{}", stderr(&out));
         let dir = tempfile::tempdir().unwrap();
         let file = temp_file(dir.path(), "c.toml", "admin_listen = \"off\"\n");
         let out = check_config(role, &["--config", file.to_str().unwrap()], &[]);
         assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
         assert!(
-            stderr(&out).contains("`admin_listen` was renamed: use `metrics_listen`"),
+            stderr(&out).contains("`admin_listen` is not a setting of `sluice"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("`admin_listen` used to be the name of `metrics_listen`"),
             "{}",
             stderr(&out)
         );
