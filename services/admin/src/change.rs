@@ -79,9 +79,7 @@ pub async fn apply<R: Resource>(
         let created = action == Action::Create;
         let deleted = action == Action::Delete;
         let before = (!created).then(|| R::snapshot(&old, keys)).flatten();
-        let after = (!deleted)
-            .then(|| R::snapshot(&new, &after_keys))
-            .flatten();
+        let after = (!deleted).then(|| R::snapshot(&new, &after_keys)).flatten();
         let object_keys = if deleted { keys } else { &after_keys };
         let entry = NewAudit {
             at_ms: now_ms(),
@@ -132,7 +130,10 @@ pub fn validate(def: &PolicySetDef) -> Result<(), ApiError> {
         return Ok(());
     };
     match findings.iter().find(|d| d.severity == Severity::Error) {
-        Some(d) => Err(ApiError::invalid(field_name(&d.location), d.message.clone())),
+        Some(d) => Err(ApiError::invalid(
+            field_name(&d.location),
+            d.message.clone(),
+        )),
         None => Ok(()),
     }
 }

@@ -52,8 +52,11 @@ pub trait Resource: Send + Sync + 'static {
     /// Removes an object with its children.
     fn delete(def: &mut PolicySetDef, keys: &[String]) -> Result<(), ApiError>;
     /// Enables or disables an object.
-    fn set_disabled(def: &mut PolicySetDef, keys: &[String], disabled: bool)
-        -> Result<(), ApiError>;
+    fn set_disabled(
+        def: &mut PolicySetDef,
+        keys: &[String],
+        disabled: bool,
+    ) -> Result<(), ApiError>;
 }
 
 /// `path` with its `{parameters}` replaced by `keys`, in order, without the `/api/` prefix:
@@ -113,19 +116,21 @@ fn quota<'p>(p: &'p PolicyDef, name: &str) -> Result<&'p QuotaDef, ApiError> {
 
 fn quota_mut<'p>(p: &'p mut PolicyDef, name: &str) -> Result<&'p mut QuotaDef, ApiError> {
     let policy = p.name.clone();
-    p.quotas
-        .iter_mut()
-        .find(|q| q.name == name)
-        .ok_or_else(|| ApiError::not_found(format!("policy {policy:?} has no quota named {name:?}")))
+    p.quotas.iter_mut().find(|q| q.name == name).ok_or_else(|| {
+        ApiError::not_found(format!("policy {policy:?} has no quota named {name:?}"))
+    })
 }
 
 fn rule<'p>(p: &'p PolicyDef, name: &str) -> Result<&'p AccessControlDef, ApiError> {
-    p.access_control.iter().find(|a| a.name == name).ok_or_else(|| {
-        ApiError::not_found(format!(
-            "policy {:?} has no access control rule named {name:?}",
-            p.name
-        ))
-    })
+    p.access_control
+        .iter()
+        .find(|a| a.name == name)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "policy {:?} has no access control rule named {name:?}",
+                p.name
+            ))
+        })
 }
 
 fn rule_mut<'p>(p: &'p mut PolicyDef, name: &str) -> Result<&'p mut AccessControlDef, ApiError> {
@@ -466,7 +471,12 @@ impl Resource for Policies {
         policy(def, key(keys, 0)).ok().and_then(json)
     }
     fn create(def: &mut PolicySetDef, _: &[String], b: Policy) -> Result<Vec<String>, ApiError> {
-        unique(&b.name, def.policies.iter().map(|p| p.name.as_str()), None, "policy")?;
+        unique(
+            &b.name,
+            def.policies.iter().map(|p| p.name.as_str()),
+            None,
+            "policy",
+        )?;
         let name = b.name.clone();
         def.policies.push(PolicyDef {
             name: b.name,
@@ -523,7 +533,11 @@ impl Resource for Members {
     const IN_POLICY: bool = true;
 
     fn list(def: &PolicySetDef, parent: &[String]) -> Result<Vec<Member>, ApiError> {
-        Ok(policy(def, key(parent, 0))?.members.iter().map(Member::from).collect())
+        Ok(policy(def, key(parent, 0))?
+            .members
+            .iter()
+            .map(Member::from)
+            .collect())
     }
     fn get(def: &PolicySetDef, keys: &[String]) -> Result<Member, ApiError> {
         let p = policy(def, key(keys, 0))?;
@@ -532,9 +546,15 @@ impl Resource for Members {
     }
     fn snapshot(def: &PolicySetDef, keys: &[String]) -> Option<serde_json::Value> {
         let p = policy(def, key(keys, 0)).ok()?;
-        p.members.get(key(keys, 1).parse::<usize>().ok()?).and_then(json)
+        p.members
+            .get(key(keys, 1).parse::<usize>().ok()?)
+            .and_then(json)
     }
-    fn create(def: &mut PolicySetDef, parent: &[String], b: Member) -> Result<Vec<String>, ApiError> {
+    fn create(
+        def: &mut PolicySetDef,
+        parent: &[String],
+        b: Member,
+    ) -> Result<Vec<String>, ApiError> {
         let p = policy_mut(def, key(parent, 0))?;
         p.members.push(b.into());
         Ok(vec![p.name.clone(), (p.members.len() - 1).to_string()])
@@ -633,7 +653,11 @@ impl Resource for Quotas {
     const IN_POLICY: bool = true;
 
     fn list(def: &PolicySetDef, parent: &[String]) -> Result<Vec<Quota>, ApiError> {
-        Ok(policy(def, key(parent, 0))?.quotas.iter().map(Quota::from).collect())
+        Ok(policy(def, key(parent, 0))?
+            .quotas
+            .iter()
+            .map(Quota::from)
+            .collect())
     }
     fn get(def: &PolicySetDef, keys: &[String]) -> Result<Quota, ApiError> {
         quota(policy(def, key(keys, 0))?, key(keys, 1)).map(Quota::from)
@@ -642,9 +666,18 @@ impl Resource for Quotas {
         let p = policy(def, key(keys, 0)).ok()?;
         quota(p, key(keys, 1)).ok().and_then(json)
     }
-    fn create(def: &mut PolicySetDef, parent: &[String], b: Quota) -> Result<Vec<String>, ApiError> {
+    fn create(
+        def: &mut PolicySetDef,
+        parent: &[String],
+        b: Quota,
+    ) -> Result<Vec<String>, ApiError> {
         let p = policy_mut(def, key(parent, 0))?;
-        unique(&b.name, p.quotas.iter().map(|q| q.name.as_str()), None, "quota")?;
+        unique(
+            &b.name,
+            p.quotas.iter().map(|q| q.name.as_str()),
+            None,
+            "quota",
+        )?;
         let keys = vec![p.name.clone(), b.name.clone()];
         let mut q = QuotaDef::default();
         b.apply(&mut q);
@@ -694,9 +727,15 @@ impl Resource for Limits {
     }
     fn snapshot(def: &PolicySetDef, keys: &[String]) -> Option<serde_json::Value> {
         let q = quota(policy(def, key(keys, 0)).ok()?, key(keys, 1)).ok()?;
-        q.limits.get(key(keys, 2).parse::<usize>().ok()?).and_then(json)
+        q.limits
+            .get(key(keys, 2).parse::<usize>().ok()?)
+            .and_then(json)
     }
-    fn create(def: &mut PolicySetDef, parent: &[String], b: Limit) -> Result<Vec<String>, ApiError> {
+    fn create(
+        def: &mut PolicySetDef,
+        parent: &[String],
+        b: Limit,
+    ) -> Result<Vec<String>, ApiError> {
         let q = quota_mut(policy_mut(def, key(parent, 0))?, key(parent, 1))?;
         q.limits.push(b.into());
         Ok(vec![
@@ -755,7 +794,12 @@ impl Resource for Groups {
         group(def, key(keys, 0)).ok().and_then(json)
     }
     fn create(def: &mut PolicySetDef, _: &[String], b: Group) -> Result<Vec<String>, ApiError> {
-        unique(&b.name, def.groups.iter().map(|g| g.name.as_str()), None, "group")?;
+        unique(
+            &b.name,
+            def.groups.iter().map(|g| g.name.as_str()),
+            None,
+            "group",
+        )?;
         let keys = vec![b.name.clone()];
         def.groups.push(GroupDef {
             name: b.name,
@@ -811,7 +855,9 @@ impl Resource for GroupMembers {
     }
     fn snapshot(def: &PolicySetDef, keys: &[String]) -> Option<serde_json::Value> {
         let g = group(def, key(keys, 0)).ok()?;
-        g.members.get(key(keys, 1).parse::<usize>().ok()?).and_then(json)
+        g.members
+            .get(key(keys, 1).parse::<usize>().ok()?)
+            .and_then(json)
     }
     fn create(
         def: &mut PolicySetDef,
@@ -854,7 +900,10 @@ mod tests {
     fn object_names_fill_the_path() {
         let keys = vec!["p".to_owned(), "q".to_owned(), "0".to_owned()];
         assert_eq!(
-            object_name("/api/policies/{policy}/quotas/{quota}/limits/{index}", &keys),
+            object_name(
+                "/api/policies/{policy}/quotas/{quota}/limits/{index}",
+                &keys
+            ),
             "policies/p/quotas/q/limits/0"
         );
     }

@@ -95,10 +95,16 @@ mod tests {
         let d = vec!["example.org".to_owned()];
         assert!(member_in(&member(Some("@example.org"), None), &d));
         assert!(member_in(&member(Some("any"), Some("bob@Example.ORG")), &d));
-        assert!(member_in(&member(Some("@mail.example.org,a@example.org"), None), &d));
+        assert!(member_in(
+            &member(Some("@mail.example.org,a@example.org"), None),
+            &d
+        ));
         assert!(member_in(&member(Some("@*.example.org"), None), &d));
         assert!(!member_in(&member(Some("@badexample.org"), None), &d));
-        assert!(!member_in(&member(Some("@example.org,10.0.0.0/8"), None), &d));
+        assert!(!member_in(
+            &member(Some("@example.org,10.0.0.0/8"), None),
+            &d
+        ));
         assert!(!member_in(&member(Some("!@example.org"), None), &d));
         assert!(!member_in(&member(Some("%ours"), Some("any")), &d));
         assert!(!member_in(&member(None, None), &d));

@@ -73,7 +73,10 @@ mod tests {
         assert!(t.refused_for("ip:2", now).is_none());
         assert!(t.refused_for("ip:1", now + WINDOW).is_none());
         t.failed("ip:1", now + WINDOW);
-        assert!(t.refused_for("ip:1", now + WINDOW).is_none(), "a new window");
+        assert!(
+            t.refused_for("ip:1", now + WINDOW).is_none(),
+            "a new window"
+        );
         t.succeeded("ip:1");
         assert!(t.refused_for("ip:1", now).is_none());
     }

@@ -31,7 +31,12 @@ fn crud_and_audit(admin: &Admin) {
     let list = admin.call("GET", "/api/policies", t, None);
     assert_eq!(list.status, 200);
     assert_eq!(list.json().as_array().unwrap().len(), 1);
-    let dup = admin.call("POST", "/api/policies", t, Some(json!({"name": "outbound"})));
+    let dup = admin.call(
+        "POST",
+        "/api/policies",
+        t,
+        Some(json!({"name": "outbound"})),
+    );
     assert_eq!(dup.status, 409, "{}", dup.body);
     assert_eq!(dup.json()["field"], "name");
 
@@ -58,10 +63,33 @@ fn crud_and_audit(admin: &Admin) {
     );
     assert_eq!(put.status, 200, "{}", put.body);
     assert_eq!(put.json()["source"], "192.168.0.0/16");
-    assert_eq!(admin.call("GET", "/api/policies/outbound/members/1", t, None).json()["destination"], "any");
-    assert_eq!(admin.call("GET", "/api/policies/outbound/members/7", t, None).status, 404);
-    assert_eq!(admin.call("DELETE", "/api/policies/outbound/members/1", t, None).status, 204);
-    assert_eq!(admin.call("GET", "/api/policies/outbound/members", t, None).json().as_array().unwrap().len(), 1);
+    assert_eq!(
+        admin
+            .call("GET", "/api/policies/outbound/members/1", t, None)
+            .json()["destination"],
+        "any"
+    );
+    assert_eq!(
+        admin
+            .call("GET", "/api/policies/outbound/members/7", t, None)
+            .status,
+        404
+    );
+    assert_eq!(
+        admin
+            .call("DELETE", "/api/policies/outbound/members/1", t, None)
+            .status,
+        204
+    );
+    assert_eq!(
+        admin
+            .call("GET", "/api/policies/outbound/members", t, None)
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 
     // Quotas and limits.
     let q = admin.call(
@@ -78,7 +106,10 @@ fn crud_and_audit(admin: &Admin) {
         Some(json!({"type": "MessageCount", "limit": 100})),
     );
     assert_eq!(l.status, 201, "{}", l.body);
-    assert_eq!(l.json(), json!({"type": "MessageCount", "limit": 100, "disabled": false, "comment": null}));
+    assert_eq!(
+        l.json(),
+        json!({"type": "MessageCount", "limit": 100, "disabled": false, "comment": null})
+    );
     let q2 = admin.call(
         "PUT",
         "/api/policies/outbound/quotas/per-sender",
@@ -87,14 +118,34 @@ fn crud_and_audit(admin: &Admin) {
     );
     assert_eq!(q2.status, 200, "{}", q2.body);
     assert_eq!(
-        admin.call("GET", "/api/policies/outbound/quotas/per-sender/limits", t, None).json().as_array().unwrap().len(),
+        admin
+            .call(
+                "GET",
+                "/api/policies/outbound/quotas/per-sender/limits",
+                t,
+                None
+            )
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
         1,
         "updating a quota keeps its limits"
     );
-    let off = admin.call("POST", "/api/policies/outbound/quotas/per-sender/limits/0/disable", t, None);
+    let off = admin.call(
+        "POST",
+        "/api/policies/outbound/quotas/per-sender/limits/0/disable",
+        t,
+        None,
+    );
     assert_eq!(off.status, 200, "{}", off.body);
     assert_eq!(off.json()["disabled"], true);
-    let on = admin.call("POST", "/api/policies/outbound/quotas/per-sender/limits/0/enable", t, None);
+    let on = admin.call(
+        "POST",
+        "/api/policies/outbound/quotas/per-sender/limits/0/enable",
+        t,
+        None,
+    );
     assert_eq!(on.json()["disabled"], false);
 
     // Access control.
@@ -105,35 +156,107 @@ fn crud_and_audit(admin: &Admin) {
         Some(json!({"name": "deny", "verdict": "REJECT", "data": "5.7.1 No"})),
     );
     assert_eq!(a.status, 201, "{}", a.body);
-    assert_eq!(admin.call("POST", "/api/policies/outbound/access-control/deny/disable", t, None).json()["disabled"], true);
-    assert_eq!(admin.call("DELETE", "/api/policies/outbound/access-control/deny", t, None).status, 204);
+    assert_eq!(
+        admin
+            .call(
+                "POST",
+                "/api/policies/outbound/access-control/deny/disable",
+                t,
+                None
+            )
+            .json()["disabled"],
+        true
+    );
+    assert_eq!(
+        admin
+            .call(
+                "DELETE",
+                "/api/policies/outbound/access-control/deny",
+                t,
+                None
+            )
+            .status,
+        204
+    );
 
     // Groups and their members.
     let g = admin.call("POST", "/api/groups", t, Some(json!({"name": "internal"})));
     assert_eq!(g.status, 201, "{}", g.body);
-    let gm = admin.call("POST", "/api/groups/internal/members", t, Some(json!({"member": "10.0.0.0/8"})));
+    let gm = admin.call(
+        "POST",
+        "/api/groups/internal/members",
+        t,
+        Some(json!({"member": "10.0.0.0/8"})),
+    );
     assert_eq!(gm.status, 201, "{}", gm.body);
-    assert_eq!(admin.call("GET", "/api/groups/internal/members/0", t, None).json()["member"], "10.0.0.0/8");
-    assert_eq!(admin.call("PUT", "/api/groups/internal", t, Some(json!({"name": "internal", "comment": "LAN"}))).json()["comment"], "LAN");
+    assert_eq!(
+        admin
+            .call("GET", "/api/groups/internal/members/0", t, None)
+            .json()["member"],
+        "10.0.0.0/8"
+    );
+    assert_eq!(
+        admin
+            .call(
+                "PUT",
+                "/api/groups/internal",
+                t,
+                Some(json!({"name": "internal", "comment": "LAN"}))
+            )
+            .json()["comment"],
+        "LAN"
+    );
 
     // The stored set, as edges load it.
     let def = admin.rt.block_on(admin.store.load()).unwrap();
     let p = &def.policies[0];
-    assert_eq!((p.name.as_str(), p.members.len(), p.quotas.len()), ("outbound", 1, 1));
+    assert_eq!(
+        (p.name.as_str(), p.members.len(), p.quotas.len()),
+        ("outbound", 1, 1)
+    );
     assert_eq!(p.quotas[0].period, 7200);
     assert_eq!(p.quotas[0].limits[0].limit, 100);
     assert!(p.access_control.is_empty());
     assert_eq!(def.groups[0].members[0].member, "10.0.0.0/8");
 
     // Renaming a policy, disabling it, deleting it with its children.
-    let renamed = admin.call("PUT", "/api/policies/outbound", t, Some(json!({"name": "out", "priority": 20})));
+    let renamed = admin.call(
+        "PUT",
+        "/api/policies/outbound",
+        t,
+        Some(json!({"name": "out", "priority": 20})),
+    );
     assert_eq!(renamed.status, 200, "{}", renamed.body);
-    assert_eq!(admin.call("GET", "/api/policies/outbound", t, None).status, 404);
-    assert_eq!(admin.call("POST", "/api/policies/out/disable", t, None).json()["disabled"], true);
-    assert_eq!(admin.call("DELETE", "/api/groups/internal/members/0", t, None).status, 204);
-    assert_eq!(admin.call("DELETE", "/api/groups/internal", t, None).status, 204);
-    assert_eq!(admin.call("DELETE", "/api/policies/out", t, None).status, 204);
-    assert!(admin.rt.block_on(admin.store.load()).unwrap().policies.is_empty());
+    assert_eq!(
+        admin.call("GET", "/api/policies/outbound", t, None).status,
+        404
+    );
+    assert_eq!(
+        admin
+            .call("POST", "/api/policies/out/disable", t, None)
+            .json()["disabled"],
+        true
+    );
+    assert_eq!(
+        admin
+            .call("DELETE", "/api/groups/internal/members/0", t, None)
+            .status,
+        204
+    );
+    assert_eq!(
+        admin.call("DELETE", "/api/groups/internal", t, None).status,
+        204
+    );
+    assert_eq!(
+        admin.call("DELETE", "/api/policies/out", t, None).status,
+        204
+    );
+    assert!(admin
+        .rt
+        .block_on(admin.store.load())
+        .unwrap()
+        .policies
+        .is_empty());
 
     // The audit trail: every change, newest first, with who, where from, before and after.
     let audit = admin.call("GET", "/api/audit?limit=1000", t, None);
@@ -143,7 +266,13 @@ fn crud_and_audit(admin: &Admin) {
     let summary: Vec<String> = entries
         .iter()
         .rev()
-        .map(|e| format!("{} {}", e["action"].as_str().unwrap(), e["object"].as_str().unwrap()))
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["action"].as_str().unwrap(),
+                e["object"].as_str().unwrap()
+            )
+        })
         .collect();
     assert_eq!(
         summary,
@@ -183,10 +312,19 @@ fn crud_and_audit(admin: &Admin) {
         .unwrap();
     assert_eq!(quota_update["before"]["period"], 3600);
     assert_eq!(quota_update["after"]["period"], 7200);
-    let deleted = entries.iter().find(|e| e["object"] == "policies/out" && e["action"] == "delete").unwrap();
+    let deleted = entries
+        .iter()
+        .find(|e| e["object"] == "policies/out" && e["action"] == "delete")
+        .unwrap();
     assert_eq!(deleted["after"], Value::Null);
-    assert_eq!(deleted["before"]["name"], "out", "the whole policy before: {deleted}");
-    let created = entries.iter().find(|e| e["object"] == "policies/outbound" && e["action"] == "create").unwrap();
+    assert_eq!(
+        deleted["before"]["name"], "out",
+        "the whole policy before: {deleted}"
+    );
+    let created = entries
+        .iter()
+        .find(|e| e["object"] == "policies/outbound" && e["action"] == "create")
+        .unwrap();
     assert_eq!(created["before"], Value::Null);
 }
 
@@ -219,19 +357,67 @@ fn validation_errors_name_the_field() {
     );
     let cases: Vec<(&str, Value, &str)> = vec![
         ("/api/policies", json!({"priority": 1}), "name"),
-        ("/api/policies", json!({"name": "x", "colour": "red"}), "colour"),
-        ("/api/policies", json!({"name": "x", "priority": "high"}), "priority"),
+        (
+            "/api/policies",
+            json!({"name": "x", "colour": "red"}),
+            "colour",
+        ),
+        (
+            "/api/policies",
+            json!({"name": "x", "priority": "high"}),
+            "priority",
+        ),
         ("/api/policies", json!({"name": ""}), "name"),
-        ("/api/policies", json!({"name": "x", "priority": 100000}), "priority"),
-        ("/api/policies/p/members", json!({"source": "300.1.1.1"}), "members[0].source"),
-        ("/api/policies/p/members", json!({"destination": "10.0.0.0/8"}), "members[0].destination"),
-        ("/api/policies/p/quotas", json!({"name": "z", "track": "Sender:user@domain", "period": 0, "verdict": "DEFER"}), "quotas[1].period"),
-        ("/api/policies/p/quotas", json!({"name": "z", "track": "Nonsense", "period": 60, "verdict": "DEFER"}), "quotas[1].track"),
-        ("/api/policies/p/quotas", json!({"name": "z", "track": "Sender:user@domain", "period": 60, "verdict": "MAYBE"}), "quotas[1].verdict"),
-        ("/api/policies/p/quotas/q/limits", json!({"type": "Bogus", "limit": 5}), "quotas[0].limits[0].type"),
-        ("/api/policies/p/quotas/q/limits", json!({"type": "MessageCount", "limit": -1}), "limit"),
-        ("/api/policies/p/access-control", json!({"name": "a", "verdict": "PERHAPS"}), "access_control[0].verdict"),
-        ("/api/groups", json!({"name": "g", "disabled": "no"}), "disabled"),
+        (
+            "/api/policies",
+            json!({"name": "x", "priority": 100000}),
+            "priority",
+        ),
+        (
+            "/api/policies/p/members",
+            json!({"source": "300.1.1.1"}),
+            "members[0].source",
+        ),
+        (
+            "/api/policies/p/members",
+            json!({"destination": "10.0.0.0/8"}),
+            "members[0].destination",
+        ),
+        (
+            "/api/policies/p/quotas",
+            json!({"name": "z", "track": "Sender:user@domain", "period": 0, "verdict": "DEFER"}),
+            "quotas[1].period",
+        ),
+        (
+            "/api/policies/p/quotas",
+            json!({"name": "z", "track": "Nonsense", "period": 60, "verdict": "DEFER"}),
+            "quotas[1].track",
+        ),
+        (
+            "/api/policies/p/quotas",
+            json!({"name": "z", "track": "Sender:user@domain", "period": 60, "verdict": "MAYBE"}),
+            "quotas[1].verdict",
+        ),
+        (
+            "/api/policies/p/quotas/q/limits",
+            json!({"type": "Bogus", "limit": 5}),
+            "quotas[0].limits[0].type",
+        ),
+        (
+            "/api/policies/p/quotas/q/limits",
+            json!({"type": "MessageCount", "limit": -1}),
+            "limit",
+        ),
+        (
+            "/api/policies/p/access-control",
+            json!({"name": "a", "verdict": "PERHAPS"}),
+            "access_control[0].verdict",
+        ),
+        (
+            "/api/groups",
+            json!({"name": "g", "disabled": "no"}),
+            "disabled",
+        ),
     ];
     for (path, body, field) in cases {
         let r = admin.call("POST", path, t, Some(body.clone()));
@@ -264,7 +450,12 @@ fn sql_and_html_payloads_are_stored_and_shown_verbatim() {
     let t = Some(t.as_str());
     let name = "x'); DROP TABLE policy; -- <script>alert(1)</script>";
     let text = "\"><img src=x onerror=alert(2)> ' OR 1=1 --";
-    let created = admin.call("POST", "/api/policies", t, Some(json!({"name": name, "description": text})));
+    let created = admin.call(
+        "POST",
+        "/api/policies",
+        t,
+        Some(json!({"name": name, "description": text})),
+    );
     assert_eq!(created.status, 201, "{}", created.body);
     let path = format!("/api/policies/{}", form_encode(name));
     let got = admin.call("GET", &path, t, None);
@@ -291,13 +482,21 @@ fn sql_and_html_payloads_are_stored_and_shown_verbatim() {
 
     // The pages escape it: the text is there, no tag is.
     let session = admin.login("alice", PASSWORD).unwrap();
-    for page in ["/policies".to_owned(), format!("/policies/{}", form_encode(name)), "/audit".to_owned()] {
+    for page in [
+        "/policies".to_owned(),
+        format!("/policies/{}", form_encode(name)),
+        "/audit".to_owned(),
+    ] {
         let r = admin.raw("GET", &page, &[("Cookie", &session)], None);
         assert_eq!(r.status, 200, "{page}: {}", r.body);
         assert!(!r.body.contains("<script>alert"), "{page}: {}", r.body);
         assert!(!r.body.contains("<img src=x"), "{page}");
         assert!(!r.body.contains("<b>slow"), "{page}");
-        assert!(r.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{page}: {}", r.body);
+        assert!(
+            r.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{page}: {}",
+            r.body
+        );
         assert!(r.body.contains("DROP TABLE policy"), "{page}");
     }
     admin.stop();

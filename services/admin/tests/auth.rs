@@ -40,15 +40,32 @@ fn setup() -> (Admin, String) {
     let admin = Admin::sqlite();
     admin.account("alice", AdminRole::Admin, &[], PASSWORD);
     admin.account("victor", AdminRole::Viewer, &[], VIEWER_PASSWORD);
-    admin.account("dora", AdminRole::DomainAdmin, &["example.org"], DORA_PASSWORD);
+    admin.account(
+        "dora",
+        AdminRole::DomainAdmin,
+        &["example.org"],
+        DORA_PASSWORD,
+    );
     let token = admin.token("ci", "alice");
     let t = Some(token.as_str());
     // One object of each kind, at the names `operations` fills in.
     for (path, body) in [
-        ("/api/policies", json!({"name": "p", "members": [{"source": "any"}]})),
-        ("/api/policies/p/quotas", json!({"name": "q", "track": "Sender:user@domain", "period": 60, "verdict": "DEFER"})),
-        ("/api/policies/p/quotas/q/limits", json!({"type": "MessageCount", "limit": 5})),
-        ("/api/policies/p/access-control", json!({"name": "a", "verdict": "OK"})),
+        (
+            "/api/policies",
+            json!({"name": "p", "members": [{"source": "any"}]}),
+        ),
+        (
+            "/api/policies/p/quotas",
+            json!({"name": "q", "track": "Sender:user@domain", "period": 60, "verdict": "DEFER"}),
+        ),
+        (
+            "/api/policies/p/quotas/q/limits",
+            json!({"type": "MessageCount", "limit": 5}),
+        ),
+        (
+            "/api/policies/p/access-control",
+            json!({"name": "a", "verdict": "OK"}),
+        ),
         ("/api/groups", json!({"name": "g"})),
         ("/api/groups/g/members", json!({"member": "10.0.0.0/8"})),
     ] {
@@ -65,14 +82,24 @@ fn body_for(path: &str) -> serde_json::Value {
         .iter()
         .rev()
         .find(|s| {
-            ["members", "quotas", "limits", "access-control", "policies", "groups"].contains(s)
+            [
+                "members",
+                "quotas",
+                "limits",
+                "access-control",
+                "policies",
+                "groups",
+            ]
+            .contains(s)
         })
         .copied()
         .unwrap_or("");
     match kind {
         "members" if path.starts_with("/api/groups") => json!({"member": "192.0.2.0/24"}),
         "members" => json!({"source": "@example.org"}),
-        "quotas" => json!({"name": "q", "track": "Sender:user@domain", "period": 120, "verdict": "DEFER"}),
+        "quotas" => {
+            json!({"name": "q", "track": "Sender:user@domain", "period": 120, "verdict": "DEFER"})
+        }
         "limits" => json!({"type": "MessageCount", "limit": 9}),
         "access-control" => json!({"name": "a", "verdict": "OK"}),
         _ => json!({"name": "zz"}),
@@ -83,16 +110,30 @@ fn body_for(path: &str) -> serde_json::Value {
 fn every_api_path_refuses_requests_without_credentials() {
     let (admin, token) = setup();
     let ops = operations(&admin, &token);
-    assert!(ops.len() >= 7 * 6 + 1, "every resource's operations: {}", ops.len());
+    assert!(
+        ops.len() >= 7 * 6 + 1,
+        "every resource's operations: {}",
+        ops.len()
+    );
     let bad_token = secret::new_token().unwrap();
     for (method, path) in &ops {
         let body = body_for(path).to_string();
-        let none = admin.raw(method, path, &[("Content-Type", "application/json")], Some(&body));
+        let none = admin.raw(
+            method,
+            path,
+            &[("Content-Type", "application/json")],
+            Some(&body),
+        );
         assert_eq!(none.status, 401, "{method} {path}: {}", none.body);
         assert_eq!(none.header("www-authenticate"), Some("Bearer"));
         let bad = admin.call(method, path, Some(&bad_token), Some(body_for(path)));
         assert_eq!(bad.status, 401, "{method} {path} with an unknown token");
-        let forged = admin.raw(method, path, &[("Cookie", "sluice_session=0123abcd")], Some(&body));
+        let forged = admin.raw(
+            method,
+            path,
+            &[("Cookie", "sluice_session=0123abcd")],
+            Some(&body),
+        );
         assert_eq!(forged.status, 401, "{method} {path} with a made-up session");
     }
     let doc = admin.raw("GET", "/api/openapi.json", &[], None);
@@ -103,7 +144,12 @@ fn every_api_path_refuses_requests_without_credentials() {
     assert_eq!(def.groups.len(), 1);
     // A revoked token is refused from then on.
     admin.rt.block_on(admin.store.revoke_token("ci")).unwrap();
-    assert_eq!(admin.call("GET", "/api/policies", Some(&token), None).status, 401);
+    assert_eq!(
+        admin
+            .call("GET", "/api/policies", Some(&token), None)
+            .status,
+        401
+    );
     admin.stop();
 }
 
@@ -132,12 +178,28 @@ fn domain_admins_see_and_change_only_their_domains() {
     let d = Some(dora.as_str());
     // Not in their domains: alice's policy `p` (member `any`) and the groups.
     assert_eq!(admin.call("GET", "/api/policies/p", d, None).status, 403);
-    assert_eq!(admin.call("GET", "/api/policies/p/members", d, None).status, 403);
-    assert_eq!(admin.call("POST", "/api/policies/p/disable", d, None).status, 403);
+    assert_eq!(
+        admin.call("GET", "/api/policies/p/members", d, None).status,
+        403
+    );
+    assert_eq!(
+        admin
+            .call("POST", "/api/policies/p/disable", d, None)
+            .status,
+        403
+    );
     assert_eq!(admin.call("DELETE", "/api/policies/p", d, None).status, 403);
     assert_eq!(admin.call("GET", "/api/groups", d, None).status, 403);
-    assert_eq!(admin.call("POST", "/api/groups", d, Some(json!({"name": "mine"}))).status, 403);
-    assert_eq!(admin.call("GET", "/api/policies", d, None).json(), json!([]));
+    assert_eq!(
+        admin
+            .call("POST", "/api/groups", d, Some(json!({"name": "mine"})))
+            .status,
+        403
+    );
+    assert_eq!(
+        admin.call("GET", "/api/policies", d, None).json(),
+        json!([])
+    );
     // A policy needs a member in their domains.
     let bare = admin.call("POST", "/api/policies", d, Some(json!({"name": "bare"})));
     assert_eq!(bare.status, 403, "{}", bare.body);
@@ -163,7 +225,12 @@ fn domain_admins_see_and_change_only_their_domains() {
     );
     assert_eq!(q.status, 201, "{}", q.body);
     // A member reaching beyond the domain would take the policy out of their hands.
-    let wide = admin.call("POST", "/api/policies/org-out/members", d, Some(json!({"source": "10.0.0.0/8"})));
+    let wide = admin.call(
+        "POST",
+        "/api/policies/org-out/members",
+        d,
+        Some(json!({"source": "10.0.0.0/8"})),
+    );
     assert_eq!(wide.status, 403, "{}", wide.body);
     let list = admin.call("GET", "/api/policies", d, None).json();
     assert_eq!(list.as_array().unwrap().len(), 1);
@@ -171,9 +238,21 @@ fn domain_admins_see_and_change_only_their_domains() {
     // Their audit trail is their own changes.
     let audit = admin.call("GET", "/api/audit", d, None).json();
     assert_eq!(audit.as_array().unwrap().len(), 2);
-    assert!(audit.as_array().unwrap().iter().all(|e| e["actor"] == "dora"));
+    assert!(audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["actor"] == "dora"));
     // The admin sees both.
-    assert_eq!(admin.call("GET", "/api/policies", Some(&token), None).json().as_array().unwrap().len(), 2);
+    assert_eq!(
+        admin
+            .call("GET", "/api/policies", Some(&token), None)
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     admin.stop();
 }
 
@@ -186,7 +265,10 @@ fn sessions_need_their_csrf_token_for_changes() {
     assert_eq!(page.status, 200);
     let csrf = hidden_csrf(&page.body).expect("forms carry the CSRF token");
     let body = json!({"name": "via-session"}).to_string();
-    let json_cookie = [("Cookie", session.as_str()), ("Content-Type", "application/json")];
+    let json_cookie = [
+        ("Cookie", session.as_str()),
+        ("Content-Type", "application/json"),
+    ];
     let none = admin.raw("POST", "/api/policies", &json_cookie, Some(&body));
     assert_eq!(none.status, 403, "{}", none.body);
     assert!(none.json()["error"].as_str().unwrap().contains("CSRF"));
@@ -200,31 +282,70 @@ fn sessions_need_their_csrf_token_for_changes() {
     let right = admin.raw(
         "POST",
         "/api/policies",
-        &[json_cookie[0], json_cookie[1], ("X-CSRF-Token", csrf.as_str())],
+        &[
+            json_cookie[0],
+            json_cookie[1],
+            ("X-CSRF-Token", csrf.as_str()),
+        ],
         Some(&body),
     );
     assert_eq!(right.status, 201, "{}", right.body);
     // Reads need no token.
-    assert_eq!(admin.raw("GET", "/api/policies", &[json_cookie[0]], None).status, 200);
+    assert_eq!(
+        admin
+            .raw("GET", "/api/policies", &[json_cookie[0]], None)
+            .status,
+        200
+    );
     // Forms: the toggle without, with a wrong, and with the right token.
     let form = |csrf: &str| format!("csrf={csrf}&object=policy&disabled=true");
     let form_headers = [
         ("Cookie", session.as_str()),
         ("Content-Type", "application/x-www-form-urlencoded"),
     ];
-    let r = admin.raw("POST", "/policies/p/toggle", &form_headers, Some("object=policy&disabled=true"));
+    let r = admin.raw(
+        "POST",
+        "/policies/p/toggle",
+        &form_headers,
+        Some("object=policy&disabled=true"),
+    );
     assert_eq!(r.status, 403, "{}", r.body);
-    let r = admin.raw("POST", "/policies/p/toggle", &form_headers, Some(&form("bad")));
+    let r = admin.raw(
+        "POST",
+        "/policies/p/toggle",
+        &form_headers,
+        Some(&form("bad")),
+    );
     assert_eq!(r.status, 403);
     assert!(!admin.rt.block_on(admin.store.load()).unwrap().policies[0].disabled);
-    let r = admin.raw("POST", "/policies/p/toggle", &form_headers, Some(&form(&csrf)));
+    let r = admin.raw(
+        "POST",
+        "/policies/p/toggle",
+        &form_headers,
+        Some(&form(&csrf)),
+    );
     assert_eq!(r.status, 303, "{}", r.body);
     assert!(admin.rt.block_on(admin.store.load()).unwrap().policies[0].disabled);
     // Logging out ends the session.
-    let out = admin.raw("POST", "/logout", &form_headers, Some(&format!("csrf={csrf}")));
+    let out = admin.raw(
+        "POST",
+        "/logout",
+        &form_headers,
+        Some(&format!("csrf={csrf}")),
+    );
     assert_eq!(out.status, 303);
-    assert_eq!(admin.raw("GET", "/api/policies", &[json_cookie[0]], None).status, 401);
-    assert_eq!(admin.raw("GET", "/policies", &[json_cookie[0]], None).status, 303);
+    assert_eq!(
+        admin
+            .raw("GET", "/api/policies", &[json_cookie[0]], None)
+            .status,
+        401
+    );
+    assert_eq!(
+        admin
+            .raw("GET", "/policies", &[json_cookie[0]], None)
+            .status,
+        303
+    );
     admin.stop();
 }
 
@@ -234,7 +355,10 @@ fn login_sets_a_strict_http_only_cookie_and_refuses_forged_forms() {
     let form = admin.raw("GET", "/login", &[], None);
     let csrf = hidden_csrf(&form.body).unwrap();
     let login_cookie = cookie_of(&form, "sluice_login").unwrap();
-    let body = format!("name=alice&password={}&csrf={csrf}", common::form_encode(PASSWORD));
+    let body = format!(
+        "name=alice&password={}&csrf={csrf}",
+        common::form_encode(PASSWORD)
+    );
     // Without the form's cookie (a form posted from another site): refused.
     let forged = admin.raw(
         "POST",
@@ -266,7 +390,9 @@ fn login_sets_a_strict_http_only_cookie_and_refuses_forged_forms() {
     assert_eq!(ok.header("location"), Some("/policies"));
     // Wrong password, unknown account: the same answer.
     let wrong = admin.login("alice", "not the password at all").unwrap_err();
-    let nobody = admin.login("nobody", "not the password at all").unwrap_err();
+    let nobody = admin
+        .login("nobody", "not the password at all")
+        .unwrap_err();
     assert_eq!((wrong.status, nobody.status), (401, 401));
     assert!(wrong.body.contains("Wrong account name or password"));
     assert!(nobody.body.contains("Wrong account name or password"));
@@ -317,7 +443,11 @@ fn no_password_hash_or_token_in_any_reply() {
     assert!(replies.len() > 50);
     for r in replies.iter() {
         for s in &secrets {
-            assert!(!r.body.contains(s.as_str()), "a secret in a reply: {}", r.body);
+            assert!(
+                !r.body.contains(s.as_str()),
+                "a secret in a reply: {}",
+                r.body
+            );
         }
         // The session cookie appears only in the login reply's Set-Cookie header.
         assert!(!r.body.contains(&session_value));

@@ -60,20 +60,32 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
                 let removed = store.remove_account(&args.name).await?;
                 store.close().await;
                 if !removed {
-                    bail!("no account named {:?} (sluice admin user list shows them)", args.name);
+                    bail!(
+                        "no account named {:?} (sluice admin user list shows them)",
+                        args.name
+                    );
                 }
-                println!("Removed account {:?} with its tokens and sessions.", args.name);
+                println!(
+                    "Removed account {:?} with its tokens and sessions.",
+                    args.name
+                );
                 Ok(ExitCode::SUCCESS)
             }
             UserCommand::Passwd(args) => {
                 let store = open(&args.db).await?;
                 if store.account(&args.name).await?.is_none() {
-                    bail!("no account named {:?} (sluice admin user list shows them)", args.name);
+                    bail!(
+                        "no account named {:?} (sluice admin user list shows them)",
+                        args.name
+                    );
                 }
                 let hash = new_password_hash(&args.name)?;
                 store.set_password_hash(&args.name, &hash).await?;
                 store.close().await;
-                println!("Changed the password of {:?}; its sessions ended.", args.name);
+                println!(
+                    "Changed the password of {:?}; its sessions ended.",
+                    args.name
+                );
                 Ok(ExitCode::SUCCESS)
             }
         },
@@ -110,7 +122,10 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
                 let revoked = store.revoke_token(&args.name).await?;
                 store.close().await;
                 if !revoked {
-                    bail!("no token named {:?} (sluice admin token list shows them)", args.name);
+                    bail!(
+                        "no token named {:?} (sluice admin token list shows them)",
+                        args.name
+                    );
                 }
                 println!("Revoked token {:?}.", args.name);
                 Ok(ExitCode::SUCCESS)

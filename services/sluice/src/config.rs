@@ -448,7 +448,8 @@ impl Settings {
                 "admin_listen",
                 format!(
                     "{:?}",
-                    self.admin_listen.map_or("off".to_string(), |a| a.to_string())
+                    self.admin_listen
+                        .map_or("off".to_string(), |a| a.to_string())
                 ),
             ),
             (

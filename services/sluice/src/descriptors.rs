@@ -1,6 +1,7 @@
 //! The file-descriptor budget of serve and edge (docs/failure-modes.md, "File
 //! descriptors"): every policy listener may hold `max_connections` connections, the metrics
-//! listener [`sluice_runtime::http::MAX_CONNECTIONS`], and the rest of the process (database
+//! listener [`sluice_runtime::http::MAX_CONNECTIONS`], the admin service (serve, when
+//! `admin_listen` is set) its own cap (64), and the rest of the process (database
 //! and counter-backend connections, log sockets, the runtime) needs a few more. At start the
 //! soft `RLIMIT_NOFILE` is raised to the hard limit, and a budget that still does not fit
 //! is logged as a warning: the edge then closes idle connections when `accept` runs out of
@@ -21,7 +22,15 @@ pub fn budget(settings: &Settings) -> u64 {
     } else {
         0
     };
-    policy.saturating_add(http).saturating_add(RESERVE)
+    let admin = if settings.admin_listen.is_some() {
+        sluice_admin::AdminOptions::default().limits.max_connections as u64
+    } else {
+        0
+    };
+    policy
+        .saturating_add(http)
+        .saturating_add(admin)
+        .saturating_add(RESERVE)
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit and warns when `needed` does not fit

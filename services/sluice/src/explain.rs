@@ -7,9 +7,9 @@
 //! explicit 4xx/5xx code), [`EXIT_ERROR`] when nothing could be explained (database
 //! unreachable, ...), 64 for a request that cannot be evaluated.
 
-use crate::metrics_listener::parse_request;
 use crate::cli::ExplainArgs;
 use crate::config::redact;
+use crate::metrics_listener::parse_request;
 use crate::reload::load_set;
 use anyhow::Context;
 use sluice_engine::{Engine, EngineSettings, MemoryState, MemoryStateSettings, SystemClock};

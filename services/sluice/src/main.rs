@@ -2,7 +2,6 @@
 //! logging and hands over to the subcommand; each subcommand lives in its own module.
 #![forbid(unsafe_code)]
 
-mod metrics_listener;
 mod admin_cmd;
 mod admin_service;
 mod ask;
@@ -15,6 +14,7 @@ mod hangup;
 mod import;
 mod logging;
 mod manual;
+mod metrics_listener;
 mod persist;
 mod policy_cmd;
 mod policy_diff;

@@ -75,14 +75,23 @@ fn wait_until_served(metrics: u16, db: &str) {
     }
 }
 
-fn api(port: u16, method: &str, path: &str, token: &str, body: serde_json::Value) -> serde_json::Value {
+fn api(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
     let auth = format!("Bearer {token}");
     let body = body.to_string();
     let r = http(
         port,
         method,
         path,
-        &[("Authorization", &auth), ("Content-Type", "application/json")],
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
         Some(&body),
     );
     assert!(r.status < 300, "{method} {path}: {} {}", r.status, r.body);
@@ -101,9 +110,33 @@ fn a_policy_made_through_the_api_limits_a_running_serve() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("policies.db").display());
 
-    let out = sluice(&["admin", "user", "add", "alice", "--role", "admin", "--database", &db], &format!("{PASSWORD}\n"));
+    let out = sluice(
+        &[
+            "admin",
+            "user",
+            "add",
+            "alice",
+            "--role",
+            "admin",
+            "--database",
+            &db,
+        ],
+        &format!("{PASSWORD}\n"),
+    );
     assert!(out.status.success(), "{}", output_text(&out));
-    let out = sluice(&["admin", "token", "add", "ci", "--user", "alice", "--database", &db], "");
+    let out = sluice(
+        &[
+            "admin",
+            "token",
+            "add",
+            "ci",
+            "--user",
+            "alice",
+            "--database",
+            &db,
+        ],
+        "",
+    );
     assert!(out.status.success(), "{}", output_text(&out));
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert!(token.starts_with("sluice_") && token.len() > 60, "{token}");
@@ -119,32 +152,74 @@ fn a_policy_made_through_the_api_limits_a_running_serve() {
     wait_listening(admin_port, Duration::from_secs(20), "admin service");
     assert_eq!(ask_blocking(serve.port, &request("a@example.org")), "DUNNO");
 
-    api(admin_port, "POST", "/api/policies", &token, json!({
-        "name": "limit-senders", "priority": 10, "members": [{"source": "@example.org"}]
-    }));
-    api(admin_port, "POST", "/api/policies/limit-senders/quotas", &token, json!({
-        "name": "per-sender", "track": "Sender:user@domain", "period": 3600,
-        "verdict": "DEFER", "data": "4.7.1 Too many messages"
-    }));
-    api(admin_port, "POST", "/api/policies/limit-senders/quotas/per-sender/limits", &token, json!({
-        "type": "MessageCount", "limit": 3
-    }));
+    api(
+        admin_port,
+        "POST",
+        "/api/policies",
+        &token,
+        json!({
+            "name": "limit-senders", "priority": 10, "members": [{"source": "@example.org"}]
+        }),
+    );
+    api(
+        admin_port,
+        "POST",
+        "/api/policies/limit-senders/quotas",
+        &token,
+        json!({
+            "name": "per-sender", "track": "Sender:user@domain", "period": 3600,
+            "verdict": "DEFER", "data": "4.7.1 Too many messages"
+        }),
+    );
+    api(
+        admin_port,
+        "POST",
+        "/api/policies/limit-senders/quotas/per-sender/limits",
+        &token,
+        json!({
+            "type": "MessageCount", "limit": 3
+        }),
+    );
     wait_until_served(serve.metrics, &db);
 
     for i in 0..3 {
-        assert_eq!(ask_blocking(serve.port, &request("b@example.org")), "DUNNO", "message {i}");
+        assert_eq!(
+            ask_blocking(serve.port, &request("b@example.org")),
+            "DUNNO",
+            "message {i}"
+        );
     }
     let refused = ask_blocking(serve.port, &request("b@example.org"));
-    assert!(refused.starts_with("DEFER 4.7.1 Too many messages"), "the 4th: {refused}");
-    assert_eq!(ask_blocking(serve.port, &request("c@example.com")), "DUNNO", "not a member");
+    assert!(
+        refused.starts_with("DEFER 4.7.1 Too many messages"),
+        "the 4th: {refused}"
+    );
+    assert_eq!(
+        ask_blocking(serve.port, &request("c@example.com")),
+        "DUNNO",
+        "not a member"
+    );
 
     // Disabling the quota through the API stops the limiting.
-    api(admin_port, "POST", "/api/policies/limit-senders/quotas/per-sender/disable", &token, json!({}));
+    api(
+        admin_port,
+        "POST",
+        "/api/policies/limit-senders/quotas/per-sender/disable",
+        &token,
+        json!({}),
+    );
     wait_until_served(serve.metrics, &db);
     assert_eq!(ask_blocking(serve.port, &request("b@example.org")), "DUNNO");
 
     // The audit trail has the four changes.
-    let audit = http(admin_port, "GET", "/api/audit", &[("Authorization", &format!("Bearer {token}"))], None).json();
+    let audit = http(
+        admin_port,
+        "GET",
+        "/api/audit",
+        &[("Authorization", &format!("Bearer {token}"))],
+        None,
+    )
+    .json();
     assert_eq!(audit.as_array().unwrap().len(), 4, "{audit}");
 
     serve.process.terminate(Duration::from_secs(10));
@@ -170,27 +245,94 @@ fn accounts_and_tokens_are_managed_on_the_command_line() {
     assert!(out.status.success(), "{}", output_text(&out));
     let out = add(&["bob", "--role", "viewer"], "short\n");
     assert!(!out.status.success());
-    assert!(output_text(&out).contains("at least 12 characters"), "{}", output_text(&out));
-    let out = add(&["dora", "--role", "domain-admin"], &format!("{PASSWORD}\n"));
-    assert!(output_text(&out).contains("needs at least one --domain"), "{}", output_text(&out));
-    let out = add(&["vic", "--role", "viewer", "--domain", "example.org"], &format!("{PASSWORD}\n"));
-    assert!(output_text(&out).contains("only for --role domain-admin"), "{}", output_text(&out));
-    let out = add(&["dora", "--role", "domain-admin", "--domain", "Example.ORG"], &format!("{PASSWORD}\n"));
+    assert!(
+        output_text(&out).contains("at least 12 characters"),
+        "{}",
+        output_text(&out)
+    );
+    let out = add(
+        &["dora", "--role", "domain-admin"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(
+        output_text(&out).contains("needs at least one --domain"),
+        "{}",
+        output_text(&out)
+    );
+    let out = add(
+        &["vic", "--role", "viewer", "--domain", "example.org"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(
+        output_text(&out).contains("only for --role domain-admin"),
+        "{}",
+        output_text(&out)
+    );
+    let out = add(
+        &["dora", "--role", "domain-admin", "--domain", "Example.ORG"],
+        &format!("{PASSWORD}\n"),
+    );
     assert!(out.status.success(), "{}", output_text(&out));
     let out = add(&["alice", "--role", "admin"], &format!("{PASSWORD}\n"));
-    assert!(output_text(&out).contains("exists already"), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("exists already"),
+        "{}",
+        output_text(&out)
+    );
     // No password flag exists.
-    let out = sluice(&["admin", "user", "add", "eve", "--role", "admin", "--password", "x", "--database", &db], "");
+    let out = sluice(
+        &[
+            "admin",
+            "user",
+            "add",
+            "eve",
+            "--role",
+            "admin",
+            "--password",
+            "x",
+            "--database",
+            &db,
+        ],
+        "",
+    );
     assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
 
     let out = sluice(&["admin", "user", "list", "--database", &db], "");
     let list = String::from_utf8(out.stdout).unwrap();
     assert_eq!(list, "alice\tadmin\ndora\tdomain-admin\texample.org\n");
 
-    let out = sluice(&["admin", "token", "add", "ci", "--user", "alice", "--database", &db], "");
+    let out = sluice(
+        &[
+            "admin",
+            "token",
+            "add",
+            "ci",
+            "--user",
+            "alice",
+            "--database",
+            &db,
+        ],
+        "",
+    );
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let out = sluice(&["admin", "token", "add", "ci2", "--user", "nobody", "--database", &db], "");
-    assert!(output_text(&out).contains("no account named \"nobody\""), "{}", output_text(&out));
+    let out = sluice(
+        &[
+            "admin",
+            "token",
+            "add",
+            "ci2",
+            "--user",
+            "nobody",
+            "--database",
+            &db,
+        ],
+        "",
+    );
+    assert!(
+        output_text(&out).contains("no account named \"nobody\""),
+        "{}",
+        output_text(&out)
+    );
     let out = sluice(&["admin", "token", "list", "--database", &db], "");
     let listed = output_text(&out);
     assert_eq!(listed, "ci\talice\n");
@@ -200,7 +342,10 @@ fn accounts_and_tokens_are_managed_on_the_command_line() {
     let out = sluice(&["admin", "token", "revoke", "ci", "--database", &db], "");
     assert!(!out.status.success());
 
-    let out = sluice(&["admin", "user", "passwd", "alice", "--database", &db], "another long password\n");
+    let out = sluice(
+        &["admin", "user", "passwd", "alice", "--database", &db],
+        "another long password\n",
+    );
     assert!(out.status.success(), "{}", output_text(&out));
     let out = sluice(&["admin", "user", "remove", "dora", "--database", &db], "");
     assert!(out.status.success(), "{}", output_text(&out));

@@ -383,13 +383,25 @@ fn admin_listen_is_the_admin_service_of_serve_and_other_roles_name_its_old_meani
     // serve: the admin service's listener, off by default.
     let out = check_config("serve", &[], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("admin_listen = \"off\""), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("admin_listen = \"off\""),
+        "{}",
+        stdout(&out)
+    );
     let out = check_config("serve", &["--admin-listen", "127.0.0.1:10035"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("admin_listen = \"127.0.0.1:10035\""), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("admin_listen = \"127.0.0.1:10035\""),
+        "{}",
+        stdout(&out)
+    );
     let out = check_config("serve", &["--admin-listen", "localhost"], &[]);
     assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
-    assert!(stderr(&out).contains("admin_listen \"localhost\""), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("admin_listen \"localhost\""),
+        "{}",
+        stderr(&out)
+    );
     // edge and quota: refused, naming serve and what the key used to mean.
     for role in ["edge", "quota"] {
         let out = check_config(role, &["--admin-listen", "off"], &[]);
@@ -406,7 +418,11 @@ fn admin_listen_is_the_admin_service_of_serve_and_other_roles_name_its_old_meani
             "{}",
             stderr(&out)
         );
-        assert!(stderr(&out).contains("use `metrics_listen`"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("use `metrics_listen`"),
+            "{}",
+            stderr(&out)
+        );
         let dir = tempfile::tempdir().unwrap();
         let file = temp_file(dir.path(), "c.toml", "admin_listen = \"off\"\n");
         let out = check_config(role, &["--config", file.to_str().unwrap()], &[]);

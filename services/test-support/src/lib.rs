@@ -25,9 +25,9 @@
 
 mod blocking;
 mod client;
+mod http;
 mod pki;
 mod processes;
-mod http;
 mod proxy;
 mod redis_cluster;
 mod request;

@@ -9,11 +9,10 @@ use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, Para
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{ComponentsBuilder, Ref};
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::security::SecurityRequirement;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{
-    ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, PathItem, Paths, Required, RefOr,
-    Schema,
+    ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, PathItem, Paths, RefOr, Required, Schema,
 };
 use utoipa::{PartialSchema, ToSchema};
 
@@ -55,7 +54,11 @@ pub fn openapi() -> OpenApi {
         "List the audit trail, newest first (query: limit, before_id, actor)",
         &[],
         None,
-        ("200", "The entries", Some(array(AuditRecord::name().as_ref()))),
+        (
+            "200",
+            "The entries",
+            Some(array(AuditRecord::name().as_ref())),
+        ),
     );
     paths.add_path_operation("/api/audit", vec![HttpMethod::Get], audit);
     OpenApiBuilder::new()
@@ -126,7 +129,10 @@ fn operation(
         op = op.request_body(Some(
             RequestBodyBuilder::new()
                 .required(Some(Required::True))
-                .content("application/json", ContentBuilder::new().schema(Some(schema)).build())
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(schema)).build(),
+                )
                 .build(),
         ));
     }
@@ -143,7 +149,10 @@ fn operation(
         .build();
     for (status, text) in [
         ("401", "No or unknown credentials"),
-        ("403", "The account may not do this (role, domain, CSRF token)"),
+        (
+            "403",
+            "The account may not do this (role, domain, CSRF token)",
+        ),
         ("404", "No such object"),
         ("409", "A name is taken, or the policies changed meanwhile"),
         ("422", "Invalid input; `field` names the field"),
@@ -186,7 +195,12 @@ fn add<R: Resource>(paths: &mut Paths, components: ComponentsBuilder) -> Compone
     ));
     let mut item = PathItem::new(
         HttpMethod::Get,
-        operation(&format!("Read a {kind}"), &item_params, None, ("200", "The object", one())),
+        operation(
+            &format!("Read a {kind}"),
+            &item_params,
+            None,
+            ("200", "The object", one()),
+        ),
     );
     item.merge_operations(PathItem::new(
         HttpMethod::Put,

@@ -32,7 +32,12 @@ fn cookie_attributes(state: &AppState) -> &'static str {
 fn login_page(state: &AppState, status: StatusCode, message: Option<&str>) -> Response {
     let token = match secret::random_hex() {
         Ok(t) => t,
-        Err(e) => return super::error_page(None, &ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Err(e) => {
+            return super::error_page(
+                None,
+                &ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            )
+        }
     };
     let body = layout::page(
         "Log in",
@@ -107,9 +112,10 @@ pub(super) async fn submit(
         Ok(a) => a,
         Err(e) => return super::error_page(None, &e.into()),
     };
-    let hash = account
-        .as_ref()
-        .map_or_else(|| secret::dummy_hash().to_owned(), |a| a.password_hash.clone());
+    let hash = account.as_ref().map_or_else(
+        || secret::dummy_hash().to_owned(),
+        |a| a.password_hash.clone(),
+    );
     let password = form.password;
     let ok = tokio::task::spawn_blocking(move || secret::verify_password(&password, &hash))
         .await
@@ -136,7 +142,13 @@ pub(super) async fn submit(
     let expires = now_ms().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
     if let Err(e) = state
         .store
-        .create_session(&secret::digest(&session), account.id, &csrf, expires, now_ms())
+        .create_session(
+            &secret::digest(&session),
+            account.id,
+            &csrf,
+            expires,
+            now_ms(),
+        )
         .await
     {
         return super::error_page(None, &e.into());
@@ -189,4 +201,3 @@ pub(super) async fn logout(
     }
     response
 }
-

@@ -381,24 +381,37 @@ pub(super) async fn toggle(
     let mut keys = vec![policy.clone()];
     let d = form.disabled;
     let result = match parts.as_slice() {
-        ["policy"] => toggle_object::<Policies>(&state, &caller, keys, d).await.map(|_| ()),
+        ["policy"] => toggle_object::<Policies>(&state, &caller, keys, d)
+            .await
+            .map(|_| ()),
         ["member", i] => {
             keys.push((*i).to_owned());
-            toggle_object::<Members>(&state, &caller, keys, d).await.map(|_| ())
+            toggle_object::<Members>(&state, &caller, keys, d)
+                .await
+                .map(|_| ())
         }
         ["access-control", name] => {
             keys.push((*name).to_owned());
-            toggle_object::<AccessRules>(&state, &caller, keys, d).await.map(|_| ())
+            toggle_object::<AccessRules>(&state, &caller, keys, d)
+                .await
+                .map(|_| ())
         }
         ["quota", name] => {
             keys.push((*name).to_owned());
-            toggle_object::<Quotas>(&state, &caller, keys, d).await.map(|_| ())
+            toggle_object::<Quotas>(&state, &caller, keys, d)
+                .await
+                .map(|_| ())
         }
         ["quota", name, "limit", i] => {
             keys.extend([(*name).to_owned(), (*i).to_owned()]);
-            toggle_object::<Limits>(&state, &caller, keys, d).await.map(|_| ())
+            toggle_object::<Limits>(&state, &caller, keys, d)
+                .await
+                .map(|_| ())
         }
-        _ => Err(ApiError::invalid("object", format!("unknown object {:?}", form.object))),
+        _ => Err(ApiError::invalid(
+            "object",
+            format!("unknown object {:?}", form.object),
+        )),
     };
     match result {
         Ok(()) => see_other(&format!("/policies/{}", urlencode(&policy))),

@@ -104,10 +104,7 @@ impl Admin {
     pub fn token(&self, name: &str, user: &str) -> String {
         let token = secret::new_token().unwrap();
         self.rt
-            .block_on(
-                self.store
-                    .add_token(name, user, &secret::digest(&token), 0),
-            )
+            .block_on(self.store.add_token(name, user, &secret::digest(&token), 0))
             .unwrap();
         token
     }
@@ -126,7 +123,13 @@ impl Admin {
     }
 
     /// A JSON API call with a bearer token (or none).
-    pub fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> HttpReply {
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> HttpReply {
         let auth = token.map(|t| format!("Bearer {t}"));
         let mut headers = vec![("Content-Type", "application/json")];
         if let Some(a) = &auth {
@@ -139,7 +142,8 @@ impl Admin {
     /// Logs in through the form; returns the session cookie (`name=value`).
     pub fn login(&self, name: &str, password: &str) -> Result<String, HttpReply> {
         let form = self.raw("GET", "/login", &[], None);
-        let login_cookie = cookie_of(&form, "sluice_login").expect("the login form sets its cookie");
+        let login_cookie =
+            cookie_of(&form, "sluice_login").expect("the login form sets its cookie");
         let csrf = hidden_csrf(&form.body).expect("the login form has a csrf field");
         let body = format!(
             "name={}&password={}&csrf={csrf}",
