@@ -346,8 +346,8 @@ fn postgres_crud_of_every_resource_with_audit() {
 fn validation_errors_name_the_field() {
     let admin = Admin::sqlite();
     admin.account("alice", AdminRole::Admin, &[], PASSWORD);
-    let t = admin.token("ci", "alice");
-    let t = Some(t.as_str());
+    let token = admin.token("ci", "alice");
+    let t = Some(token.as_str());
     admin.call("POST", "/api/policies", t, Some(json!({"name": "p"})));
     admin.call(
         "POST",
@@ -428,7 +428,7 @@ fn validation_errors_name_the_field() {
     let not_json = admin.raw(
         "POST",
         "/api/policies",
-        &[("Authorization", &format!("Bearer {}", t.unwrap()))],
+        &[("Authorization", &format!("Bearer {token}"))],
         Some("name=x"),
     );
     assert_eq!(not_json.status, 422, "{}", not_json.body);
