@@ -13,6 +13,7 @@
 //!   [`sluice_engine::PolicySetDef`];
 //! - [`change`]: one change: read the set, edit, validate with the engine's compiler, write
 //!   it with its audit entry if nobody changed the set meanwhile;
+//! - [`explain`]: what would happen to a request, and why (charging nothing);
 //! - [`api`]: the JSON routes and the OpenAPI document; [`ui`]: the HTML pages.
 //!
 //! Every change goes through the policy database (the same tables `sluice policy import`
@@ -23,6 +24,7 @@ pub mod api;
 pub mod auth;
 pub mod change;
 pub mod error;
+pub mod explain;
 pub mod resource;
 pub mod scope;
 pub mod secret;
@@ -43,7 +45,7 @@ pub use error::ApiError;
 pub const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
 
 /// What the admin service needs to run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AdminOptions {
     /// Mark the session cookie `Secure` (set when the listener is served over TLS, or behind
     /// a TLS-terminating proxy).
@@ -52,6 +54,20 @@ pub struct AdminOptions {
     pub session_ttl: Duration,
     /// Connection cap and idle timeout of the listener.
     pub limits: HttpLimits,
+    /// The running engine (serve), for Explain with live counter levels; without one,
+    /// Explain evaluates the stored policies with counters at zero.
+    pub engine: Option<Arc<sluice_engine::Engine>>,
+}
+
+impl std::fmt::Debug for AdminOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminOptions")
+            .field("secure_cookies", &self.secure_cookies)
+            .field("session_ttl", &self.session_ttl)
+            .field("limits", &self.limits)
+            .field("engine", &self.engine.is_some())
+            .finish()
+    }
 }
 
 impl Default for AdminOptions {
@@ -63,6 +79,7 @@ impl Default for AdminOptions {
                 max_connections: 64,
                 idle_timeout: Duration::from_secs(60),
             },
+            engine: None,
         }
     }
 }

@@ -501,3 +501,117 @@ fn sql_and_html_payloads_are_stored_and_shown_verbatim() {
     }
     admin.stop();
 }
+
+#[test]
+fn explain_without_an_engine_evaluates_the_stored_policies_charging_nothing() {
+    let admin = Admin::sqlite();
+    admin.account("alice", AdminRole::Admin, &[], PASSWORD);
+    admin.account("dora", AdminRole::DomainAdmin, &["example.org"], PASSWORD);
+    let token = admin.token("ci", "alice");
+    let t = Some(token.as_str());
+    let r = admin.call(
+        "POST",
+        "/api/policies",
+        t,
+        Some(
+            json!({"name": "block <org>", "priority": 5, "members": [{"source": "@example.org"}]}),
+        ),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = admin.call(
+        "POST",
+        "/api/policies/block%20%3Corg%3E/access-control",
+        t,
+        Some(json!({"name": "deny", "verdict": "REJECT", "data": "5.7.1 <not> here"})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    let refused = admin.call(
+        "POST",
+        "/api/explain",
+        t,
+        Some(json!({"sender": "a@example.org"})),
+    );
+    assert_eq!(refused.status, 200, "{}", refused.body);
+    let e = refused.json();
+    assert_eq!(e["action"], "REJECT 5.7.1 <not> here");
+    assert_eq!(e["live_counters"], false);
+    assert!(
+        e["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("block <org>")),
+        "{e}"
+    );
+    let passes = admin.call(
+        "POST",
+        "/api/explain",
+        t,
+        Some(json!({"sender": "a@example.com"})),
+    );
+    assert_eq!(passes.json()["action"], "DUNNO");
+    let text = admin.call(
+        "POST",
+        "/api/explain",
+        t,
+        Some(json!({"text": "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.9\nsender=x@example.org"})),
+    );
+    assert_eq!(text.json()["action"], "REJECT 5.7.1 <not> here");
+
+    // A line break in a field would add attributes: refused, naming the field.
+    let injected = admin.call(
+        "POST",
+        "/api/explain",
+        t,
+        Some(json!({"sender": "a@example.com\nsasl_username=admin"})),
+    );
+    assert_eq!(injected.status, 422, "{}", injected.body);
+    assert_eq!(injected.json()["field"], "sender");
+    let bad = admin.call(
+        "POST",
+        "/api/explain",
+        t,
+        Some(json!({"client_address": "not-an-ip"})),
+    );
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert_eq!(bad.json()["field"], "request");
+
+    // Domain admins may not: an explanation shows every policy a request matches.
+    let dora = admin.token("dora-cli", "dora");
+    assert_eq!(
+        admin
+            .call(
+                "POST",
+                "/api/explain",
+                Some(&dora),
+                Some(json!({"sender": "a@example.org"}))
+            )
+            .status,
+        403
+    );
+
+    // The page: the form, and the explanation escaped.
+    let session = admin.login("alice", PASSWORD).unwrap();
+    let empty = admin.raw("GET", "/explain", &[("Cookie", &session)], None);
+    assert_eq!(empty.status, 200);
+    assert!(!empty.body.contains("Action: "));
+    let page = admin.raw(
+        "GET",
+        "/explain?sender=a%40example.org&size=",
+        &[("Cookie", &session)],
+        None,
+    );
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("REJECT 5.7.1 &lt;not&gt; here"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("<not>"));
+    assert!(page.body.contains("Counters shown at zero"));
+    // Nothing was audited: explaining changes nothing.
+    let audit = admin.call("GET", "/api/audit", t, None).json();
+    assert_eq!(audit.as_array().unwrap().len(), 2);
+    admin.stop();
+}

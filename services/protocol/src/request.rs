@@ -319,6 +319,21 @@ impl<'a> PolicyRequest<'a> {
         Ok(())
     }
 
+    /// Parses one request written as protocol text (`name=value` lines; the final blank
+    /// line may be left out), as `sluice explain` and the admin service's Explain take it.
+    /// The error says what is wrong, for the operator who typed it.
+    pub fn parse_text(text: &str) -> Result<PolicyRequest<'static>, String> {
+        let mut buf = text.trim_end().as_bytes().to_vec();
+        buf.extend_from_slice(b"\n\n");
+        let raw = crate::RequestDecoder::default()
+            .decode(&mut buf)
+            .map_err(|e| format!("not a policy request: {e}"))?
+            .ok_or("not a policy request: empty")?;
+        PolicyRequest::from_raw(&raw)
+            .map(PolicyRequest::into_owned)
+            .map_err(|e| format!("cannot evaluate this request: {e}"))
+    }
+
     /// The same request with every text field owned (no longer borrowing its raw request).
     pub fn into_owned(self) -> PolicyRequest<'static> {
         fn own(c: Cow<'_, str>) -> Cow<'static, str> {

@@ -1,10 +1,13 @@
 //! Starts the admin service (web UI and REST API, [`sluice_admin`]) of `sluice serve` on its
 //! own listener (`admin_listen`), on the policy database the server reads, so changes made
-//! there reach the engine as imports do.
+//! there reach the engine as imports do; its Explain asks the running engine (live counter
+//! levels, nothing charged).
 
 use std::future::Future;
+use std::sync::Arc;
 
 use sluice_admin::AdminOptions;
+use sluice_engine::Engine;
 use sluice_store::Store;
 
 use crate::config::Settings;
@@ -13,6 +16,7 @@ use crate::config::Settings;
 pub fn spawn(
     listener: tokio::net::TcpListener,
     store: Store,
+    engine: Arc<Engine>,
     settings: &Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
@@ -25,6 +29,7 @@ pub fn spawn(
     }
     let options = AdminOptions {
         secure_cookies: settings.admin_secure_cookies,
+        engine: Some(engine),
         ..AdminOptions::default()
     };
     tokio::spawn(async move {

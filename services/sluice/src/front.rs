@@ -95,10 +95,11 @@ pub async fn run(
             crate::config::redact(&settings.database)
         );
     }
-    if let Some(listener) = admin_service {
-        crate::admin_service::spawn(listener, store.clone(), &settings, stopped());
-    }
     let engine = Arc::new(Engine::new(set, state.clone(), settings.engine.clone()));
+    if let Some(listener) = admin_service {
+        let engine = engine.clone();
+        crate::admin_service::spawn(listener, store.clone(), engine, &settings, stopped());
+    }
     ready.loaded(engine.clone(), store.clone());
     tokio::spawn(reload::watch(
         store.clone(),

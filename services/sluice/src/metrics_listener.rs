@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
-use sluice_protocol::{PolicyRequest, RequestDecoder};
+use sluice_protocol::PolicyRequest;
 use sluice_runtime::http::HttpLimits;
 use sluice_runtime::ReadyCheck;
 use std::future::Future;
@@ -69,13 +69,5 @@ async fn explain_handler(
 
 /// Parses one request in protocol text (the final blank line may be omitted).
 pub fn parse_request(text: &str) -> Result<PolicyRequest<'static>, String> {
-    let mut buf = text.trim_end().as_bytes().to_vec();
-    buf.extend_from_slice(b"\n\n");
-    let raw = RequestDecoder::default()
-        .decode(&mut buf)
-        .map_err(|e| format!("not a policy request: {e}"))?
-        .ok_or("not a policy request: empty")?;
-    PolicyRequest::from_raw(&raw)
-        .map(PolicyRequest::into_owned)
-        .map_err(|e| format!("cannot evaluate this request: {e}"))
+    PolicyRequest::parse_text(text)
 }

@@ -182,6 +182,20 @@ fn a_policy_made_through_the_api_limits_a_running_serve() {
     );
     wait_until_served(serve.metrics, &db);
 
+    // Explain asks the running engine and charges nothing: five explanations, then the
+    // three messages the limit admits are still admitted.
+    for _ in 0..5 {
+        let e = api(
+            admin_port,
+            "POST",
+            "/api/explain",
+            &token,
+            json!({"sender": "b@example.org"}),
+        );
+        assert_eq!(e["action"], "DUNNO", "{e}");
+        assert_eq!(e["live_counters"], true);
+        assert!(e.to_string().contains("limit-senders"), "{e}");
+    }
     for i in 0..3 {
         assert_eq!(
             ask_blocking(serve.port, &request("b@example.org")),

@@ -1,6 +1,7 @@
 //! The JSON API under `/api`: for each [`Resource`], its collection (`GET` list, `POST`
 //! create) and its objects (`GET`, `PUT` replace, `DELETE`, `POST .../enable`,
-//! `POST .../disable`); the audit trail (`GET /api/audit`); and the OpenAPI document
+//! `POST .../disable`); the audit trail (`GET /api/audit`); Explain (`POST /api/explain`);
+//! and the OpenAPI document
 //! (`GET /api/openapi.json`), built from the same route table ([`openapi`]), so the two
 //! cannot drift. Every path needs credentials.
 
@@ -32,7 +33,8 @@ pub use audit_params::AuditRecord;
 pub fn routes() -> Router<Arc<AppState>> {
     let router = Router::new()
         .route("/api/audit", get(audit_params::list))
-        .route("/api/openapi.json", get(openapi::document));
+        .route("/api/openapi.json", get(openapi::document))
+        .route("/api/explain", post(explain));
     let router = resource_routes::<Policies>(router);
     let router = resource_routes::<Members>(router);
     let router = resource_routes::<AccessRules>(router);
@@ -55,6 +57,18 @@ where
         )
         .route(&format!("{}/enable", R::ITEM), post(enable::<R>))
         .route(&format!("{}/disable", R::ITEM), post(disable::<R>))
+}
+
+/// `POST /api/explain`: what would happen to a request (changes nothing).
+async fn explain(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    raw: axum::body::Bytes,
+) -> Result<Json<crate::explain::Explained>, ApiError> {
+    let request: crate::explain::ExplainRequest = body::parse(&raw)?;
+    crate::explain::explain(&state, &caller, &request)
+        .await
+        .map(Json)
 }
 
 /// The path parameters in order (none for `/api/policies`).

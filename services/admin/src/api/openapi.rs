@@ -19,6 +19,7 @@ use utoipa::{PartialSchema, ToSchema};
 use super::AuditRecord;
 use crate::auth::{Caller, SESSION_COOKIE};
 use crate::error::ApiError;
+use crate::explain::{ExplainRequest, Explained};
 use crate::resource::{
     AccessRules, GroupMembers, Groups, Limits, Members, Policies, Quotas, Resource,
 };
@@ -35,6 +36,8 @@ pub fn openapi() -> OpenApi {
     let mut components = ComponentsBuilder::new()
         .schema_from::<ApiError>()
         .schema_from::<AuditRecord>()
+        .schema_from::<ExplainRequest>()
+        .schema_from::<Explained>()
         .security_scheme(
             "token",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
@@ -61,6 +64,13 @@ pub fn openapi() -> OpenApi {
         ),
     );
     paths.add_path_operation("/api/audit", vec![HttpMethod::Get], audit);
+    let explain = operation(
+        "Explain what would happen to a request: matching policies, module decisions, counter levels, the action (charges nothing; not for domain admins)",
+        &[],
+        Some(reference(ExplainRequest::name().as_ref())),
+        ("200", "The explanation", Some(reference(Explained::name().as_ref()))),
+    );
+    paths.add_path_operation("/api/explain", vec![HttpMethod::Post], explain);
     OpenApiBuilder::new()
         .info(
             InfoBuilder::new()

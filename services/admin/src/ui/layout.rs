@@ -11,6 +11,8 @@ pub enum Nav {
     Policies,
     /// The audit trail.
     Audit,
+    /// Explain.
+    Explain,
     /// No entry (login, errors).
     None,
 }
@@ -35,6 +37,7 @@ pub fn page(title: &str, caller: Option<&Caller>, nav: Nav, content: Markup) -> 
                     @if let Some(caller) = caller {
                         nav {
                             (link("/policies", "Policies", Nav::Policies))
+                            (link("/explain", "Explain", Nav::Explain))
                             (link("/audit", "Audit", Nav::Audit))
                         }
                         span.who {

@@ -1,8 +1,9 @@
 //! The server-rendered pages: login, the policy list, one page per policy showing its whole
 //! chain with enable/disable buttons and the compiler's warnings, forms to add members,
-//! quotas and limits, and the audit trail. Plain HTML forms (each with the session's CSRF
+//! quotas and limits, Explain, and the audit trail. Plain HTML forms (each with the session's CSRF
 //! token) posting to the same change code as the API; no script.
 
+mod explain_page;
 mod layout;
 mod login;
 mod pages;
@@ -40,6 +41,7 @@ pub fn routes() -> Router<Arc<AppState>> {
             post(pages::add_limit),
         )
         .route("/audit", get(pages::audit))
+        .route("/explain", get(explain_page::page))
 }
 
 async fn stylesheet() -> impl IntoResponse {
