@@ -37,7 +37,10 @@ fn operations(admin: &Admin, token: &str) -> Vec<(String, String)> {
 }
 
 fn setup() -> (Admin, String) {
-    let admin = Admin::sqlite();
+    setup_on(Admin::sqlite())
+}
+
+fn setup_on(admin: Admin) -> (Admin, String) {
     admin.account("alice", AdminRole::Admin, &[], PASSWORD);
     admin.account("victor", AdminRole::Viewer, &[], VIEWER_PASSWORD);
     admin.account(
@@ -261,7 +264,57 @@ fn domain_admins_see_and_change_only_their_domains() {
 
 #[test]
 fn sessions_need_their_csrf_token_for_changes() {
-    let (admin, _token) = setup();
+    sessions_and_csrf(setup());
+}
+
+#[test]
+fn postgres_sessions_need_their_csrf_token_for_changes() {
+    sessions_and_csrf(setup_on(Admin::postgres()));
+}
+
+#[test]
+fn postgres_domain_admins_and_viewers() {
+    let (admin, _token) = setup_on(Admin::postgres());
+    let viewer = admin.token("ro", "victor");
+    let dora = admin.token("dora-cli", "dora");
+    assert_eq!(
+        admin
+            .call("GET", "/api/policies", Some(&viewer), None)
+            .status,
+        200
+    );
+    assert_eq!(
+        admin
+            .call("POST", "/api/policies/p/disable", Some(&viewer), None)
+            .status,
+        403
+    );
+    assert_eq!(
+        admin
+            .call("GET", "/api/policies/p", Some(&dora), None)
+            .status,
+        403
+    );
+    let own = admin.call(
+        "POST",
+        "/api/policies",
+        Some(&dora),
+        Some(json!({"name": "org-out", "members": [{"source": "@example.org"}]})),
+    );
+    assert_eq!(own.status, 201, "{}", own.body);
+    assert_eq!(
+        admin
+            .call("GET", "/api/policies", Some(&dora), None)
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    admin.stop();
+}
+
+fn sessions_and_csrf((admin, _token): (Admin, String)) {
     let session = admin.login("alice", PASSWORD).unwrap();
     // The login reply's cookie attributes.
     let page = admin.raw("GET", "/policies", &[("Cookie", &session)], None);

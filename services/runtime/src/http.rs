@@ -134,7 +134,7 @@ impl axum::serve::Listener for LimitedListener {
                     crate::warn_limited!(
                         error = %e,
                         backoff_ms = self.backoff.as_millis() as u64,
-                        "Metrics listener cannot accept a connection; backing off"
+                        "HTTP listener (metrics or admin) cannot accept a connection; backing off"
                     );
                     tokio::time::sleep(self.backoff).await;
                     self.backoff = (self.backoff * 2).min(ACCEPT_BACKOFF_MAX);
