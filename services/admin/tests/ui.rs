@@ -9,7 +9,12 @@ use sluice_store::AdminRole;
 
 const PASSWORD: &str = "correct horse battery staple";
 
-fn post_form(admin: &Admin, session: &str, path: &str, fields: &[(&str, &str)]) -> sluice_test_support::HttpReply {
+fn post_form(
+    admin: &Admin,
+    session: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> sluice_test_support::HttpReply {
     let body = fields
         .iter()
         .map(|(k, v)| format!("{k}={}", form_encode(v)))
@@ -41,40 +46,94 @@ fn a_policy_built_through_the_forms_shows_its_chain_and_warnings() {
     assert!(list.body.contains("No policies yet."));
     let csrf = hidden_csrf(&list.body).unwrap();
 
-    let r = post_form(&admin, &session, "/policies", &[("csrf", &csrf), ("name", "outbound"), ("priority", "20"), ("description", "")]);
+    let r = post_form(
+        &admin,
+        &session,
+        "/policies",
+        &[
+            ("csrf", &csrf),
+            ("name", "outbound"),
+            ("priority", "20"),
+            ("description", ""),
+        ],
+    );
     assert_eq!(r.status, 303, "{}", r.body);
     assert_eq!(r.header("location"), Some("/policies/outbound"));
     let page = admin.raw("GET", "/policies/outbound", &[("Cookie", &session)], None);
     assert_eq!(page.status, 200);
-    assert!(page.body.contains("No members: this policy matches nothing."), "{}", page.body);
+    assert!(
+        page.body
+            .contains("No members: this policy matches nothing."),
+        "{}",
+        page.body
+    );
 
     // A quota first: the chain is inert twice over (no member, no limit), and says so.
     let r = post_form(
         &admin,
         &session,
         "/policies/outbound/quotas",
-        &[("csrf", &csrf), ("name", "per-sender"), ("track", "Sender:user@domain"), ("period", "3600"), ("verdict", "DEFER"), ("data", "4.7.1 Slow down")],
+        &[
+            ("csrf", &csrf),
+            ("name", "per-sender"),
+            ("track", "Sender:user@domain"),
+            ("period", "3600"),
+            ("verdict", "DEFER"),
+            ("data", "4.7.1 Slow down"),
+        ],
     );
     assert_eq!(r.status, 303, "{}", r.body);
     let page = admin.raw("GET", "/policies/outbound", &[("Cookie", &session)], None);
-    assert!(page.body.contains("has no enabled member"), "policy check's warning: {}", page.body);
+    assert!(
+        page.body.contains("has no enabled member"),
+        "policy check's warning: {}",
+        page.body
+    );
     assert!(page.body.contains("has no enabled limit"), "{}", page.body);
     assert!(page.body.contains("No limits: this quota counts nothing."));
 
-    let r = post_form(&admin, &session, "/policies/outbound/members", &[("csrf", &csrf), ("source", "@example.org"), ("destination", ""), ("comment", "")]);
+    let r = post_form(
+        &admin,
+        &session,
+        "/policies/outbound/members",
+        &[
+            ("csrf", &csrf),
+            ("source", "@example.org"),
+            ("destination", ""),
+            ("comment", ""),
+        ],
+    );
     assert_eq!(r.status, 303, "{}", r.body);
     let page = admin.raw("GET", "/policies/outbound", &[("Cookie", &session)], None);
-    assert!(!page.body.contains("has no enabled member"), "{}", page.body);
+    assert!(
+        !page.body.contains("has no enabled member"),
+        "{}",
+        page.body
+    );
     assert!(page.body.contains("has no enabled limit"), "{}", page.body);
 
-    let r = post_form(&admin, &session, "/policies/outbound/quotas/per-sender/limits", &[("csrf", &csrf), ("type", "MessageCount"), ("limit", "100")]);
+    let r = post_form(
+        &admin,
+        &session,
+        "/policies/outbound/quotas/per-sender/limits",
+        &[("csrf", &csrf), ("type", "MessageCount"), ("limit", "100")],
+    );
     assert_eq!(r.status, 303, "{}", r.body);
     let page = admin.raw("GET", "/policies/outbound", &[("Cookie", &session)], None);
     assert!(!page.body.contains("has no enabled limit"), "{}", page.body);
     assert!(!page.body.contains("class=\"warnings\""), "{}", page.body);
 
     // Disabling the limit brings the warning back.
-    let r = post_form(&admin, &session, "/policies/outbound/toggle", &[("csrf", &csrf), ("object", "quota/per-sender/limit/0"), ("disabled", "true")]);
+    let r = post_form(
+        &admin,
+        &session,
+        "/policies/outbound/toggle",
+        &[
+            ("csrf", &csrf),
+            ("object", "quota/per-sender/limit/0"),
+            ("disabled", "true"),
+        ],
+    );
     assert_eq!(r.status, 303, "{}", r.body);
     let page = admin.raw("GET", "/policies/outbound", &[("Cookie", &session)], None);
     assert!(page.body.contains("class=\"warnings\""), "{}", page.body);
@@ -84,7 +143,14 @@ fn a_policy_built_through_the_forms_shows_its_chain_and_warnings() {
         &admin,
         &session,
         "/policies/outbound/quotas",
-        &[("csrf", &csrf), ("name", "bad"), ("track", "Sender:user@domain"), ("period", "0"), ("verdict", "DEFER"), ("data", "")],
+        &[
+            ("csrf", &csrf),
+            ("name", "bad"),
+            ("track", "Sender:user@domain"),
+            ("period", "0"),
+            ("verdict", "DEFER"),
+            ("data", ""),
+        ],
     );
     assert_eq!(r.status, 422, "{}", r.body);
     assert!(r.body.contains("quotas[1].period"), "{}", r.body);
