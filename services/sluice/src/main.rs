@@ -6,6 +6,7 @@ mod admin;
 mod ask;
 mod cli;
 mod config;
+mod database;
 mod descriptors;
 mod explain;
 mod front;
@@ -100,7 +101,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("sluice: {}", error_text(&e));
-            ExitCode::FAILURE
+            // A schema this build was not made for is a configuration problem.
+            match database::is_schema_error(&e) {
+                true => ExitCode::from(EX_USAGE),
+                false => ExitCode::FAILURE,
+            }
         }
     }
 }
