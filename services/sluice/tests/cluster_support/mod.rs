@@ -85,7 +85,16 @@ pub struct PgDb {
 }
 
 impl PgDb {
+    /// A fresh database with the schema, created by `sluice migrate` as its owner (as the
+    /// Helm hook does): nothing else creates it on PostgreSQL.
     pub fn create() -> PgDb {
+        let db = PgDb::create_empty();
+        migrate(&db.url);
+        db
+    }
+
+    /// A fresh database without any table.
+    pub fn create_empty() -> PgDb {
         let name = unique("sluice_cluster");
         psql(PG_ADMIN_URL, &format!("CREATE DATABASE {name}"));
         PgDb {
@@ -93,6 +102,12 @@ impl PgDb {
             name,
         }
     }
+}
+
+/// `sluice migrate --database db`, which must succeed.
+pub fn migrate(db: &str) {
+    let out = sluice(&["migrate", "--database", db]);
+    assert!(out.status.success(), "sluice migrate: {}", text(&out));
 }
 
 impl Drop for PgDb {
