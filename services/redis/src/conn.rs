@@ -64,7 +64,9 @@ impl Conn {
             let router = bounded(timeout, Router::cluster(connector, &seeds, timeout))
                 .await?
                 .map_err(connect_error)?;
-            Ok((Conn { router }, Topology::Cluster))
+            let conn = Conn { router };
+            crate::version::require_supported(&conn, timeout).await?;
+            Ok((conn, Topology::Cluster))
         } else {
             let client = redis::Client::open(infos[0].clone())
                 .map_err(|e| ConnectError::Redis(e.to_string()))?;
@@ -77,6 +79,7 @@ impl Conn {
             bounded(timeout, conn.router.call(&ping))
                 .await?
                 .map_err(connect_error)?;
+            crate::version::require_supported(&conn, timeout).await?;
             Ok((conn, Topology::Single))
         }
     }

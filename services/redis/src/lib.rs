@@ -122,7 +122,9 @@ mod level;
 mod scripts;
 mod session;
 mod state;
+mod version;
 
 pub use conn::Topology;
 pub use error::ConnectError;
 pub use state::{RedisState, RedisStateSettings};
+pub use version::{check_info, RedisVersion, MIN_REDIS_VERSION};
