@@ -234,10 +234,11 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
         errors.push("max_request must be at least max_line".into());
     }
     let buckets = policy.buckets.unwrap_or(60);
-    // The engine's range: sub-buckets are at least 1 ms wide whatever the period.
-    let max_buckets = sluice_engine::bounds::MAX_BUCKETS_PER_PERIOD;
-    if !(1..=max_buckets).contains(&buckets) {
-        errors.push(format!("buckets must be between 1 and {max_buckets}"));
+    // The engine's range, and a lower cap where counters live in Redis (an edge's quota
+    // service, or serve --redis).
+    let in_redis = role == Role::Edge || a.redis.redis.as_ref().is_some_and(|r| !r.is_empty());
+    if let Err(e) = sluice_engine::bounds::check_buckets(buckets, in_redis) {
+        errors.push(e);
     }
     let reload_poll = positive(
         errors,
