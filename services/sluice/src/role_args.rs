@@ -105,7 +105,8 @@ pub struct PolicySettings {
     #[arg(long, env = "SLUICE_MAX_REQUEST")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_request: Option<usize>,
-    /// Sub-buckets per quota period: the rolling window's granularity.
+    /// Sub-buckets per quota period: the rolling window's granularity (1-3600; at most 512
+    /// with counters in Redis: an edge, or serve with --redis).
     #[arg(long, env = "SLUICE_BUCKETS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub buckets: Option<u32>,
