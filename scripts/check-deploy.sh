@@ -263,6 +263,32 @@ def expect_images(objs, want, annotated):
             assert ann.get("example.com/contact") == "mail-team@example.com", f"{o['kind']}/{o['metadata']['name']}: commonAnnotations missing"
 
 
+def secret_key_of(obj, var):
+    spec = obj["spec"]["template"]["spec"]
+    env = spec["containers"][0]["env"]
+    ref = next(e for e in env if e["name"] == var)["valueFrom"]["secretKeyRef"]
+    return ref["name"], ref["key"]
+
+
+def migration_uses_the_owner():
+    # Edges on a read-only role, the Job on the owner's URL: from values...
+    objs = objects(render({"database": {"url": "postgres://reader@db/sluice"},
+                           "migration": {"databaseUrl": "postgres://owner@db/sluice"}}))
+    secrets = {o["metadata"]["name"]: o["stringData"] for _, o in objs if o["kind"] == "Secret"}
+    job = next(o for _, o in objs if o["kind"] == "Job")
+    name, key = secret_key_of(job, "SLUICE_DATABASE")
+    assert secrets[name][key] == "postgres://owner@db/sluice", f"the Job reads {secrets[name][key]}"
+    edge = next(o for _, o in objs if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-edge"))
+    name, key = secret_key_of(edge, "SLUICE_DATABASE")
+    assert secrets[name][key] == "postgres://reader@db/sluice", f"the edges read {secrets[name][key]}"
+    # ... and from an existing Secret's second key.
+    objs = objects(render({"existingSecret": {"name": "urls", "migrationDatabaseKey": "owner-url"}}))
+    job = next(o for _, o in objs if o["kind"] == "Job")
+    assert secret_key_of(job, "SLUICE_DATABASE") == ("urls", "owner-url")
+    edge = next(o for _, o in objs if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-edge"))
+    assert secret_key_of(edge, "SLUICE_DATABASE") == ("urls", "database-url")
+
+
 def main():
     default = None
     all_options = yaml.safe_load(open(f"{CHART}/ci/all-options-values.yaml"))
@@ -305,6 +331,8 @@ def main():
             lambda: must_fail({"edge": {"terminationGracePeriodSeconds": 20}}, "terminationGracePeriodSeconds"))
     attempt("render refuses a NetworkPolicy without MTAs",
             lambda: must_fail({"networkPolicy": {"enabled": True}}, "networkPolicy")),
+    attempt("the migration Job uses the owner's URL, edges the read-only one (migration.databaseUrl, existingSecret.migrationDatabaseKey)",
+            migration_uses_the_owner)
     attempt("render refuses an unknown antiAffinity",
             lambda: must_fail({"quota": {"antiAffinity": "sometimes"}}, "antiAffinity"))
     attempt("values.schema.json: helm lint refuses a wrong type (edge.replicaCount: \"three\")",
