@@ -5,8 +5,8 @@
 //! [`ConvertError`] otherwise: a malformed peer must not reach the counter arithmetic.
 
 use crate::v1;
-use sluice_engine::state::EomResult;
 use sluice_engine::bounds::check_redis_window;
+use sluice_engine::state::EomResult;
 use sluice_engine::window::WindowSpec;
 use sluice_engine::{
     CounterBatch, CounterOp, CounterReply, EomRecord, LeaseReturn, OpKind, OpResult, Outcome,
@@ -25,7 +25,9 @@ pub enum ConvertError {
     /// A window no valid setting produces: a zero period or bucket, a bucket wider than the
     /// period, a period above 366 days, or more sub-buckets than counters in Redis may have
     /// (`sluice_engine::bounds::check_redis_window`).
-    #[error("op {key:?} has an invalid window (period {period_ms} ms, bucket {bucket_ms} ms): {reason}")]
+    #[error(
+        "op {key:?} has an invalid window (period {period_ms} ms, bucket {bucket_ms} ms): {reason}"
+    )]
     InvalidWindow {
         /// The op's key.
         key: String,

@@ -326,7 +326,10 @@ mod tests {
         let err = check_buckets(MAX_REDIS_BUCKETS_PER_PERIOD + 1, true).unwrap_err();
         assert!(err.contains("513 is above 512"), "{err}");
         let err = check_buckets(3_600, true).unwrap_err();
-        assert!(err.contains("3,600") && err.contains("docs/quotas.md"), "{err}");
+        assert!(
+            err.contains("3,600") && err.contains("docs/quotas.md"),
+            "{err}"
+        );
         assert!(check_buckets(0, false).is_err());
         assert!(check_buckets(MAX_BUCKETS_PER_PERIOD + 1, false).is_err());
         // Every window a valid setting produces passes the wire check, whatever the period.

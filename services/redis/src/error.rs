@@ -21,7 +21,9 @@ pub enum ConnectError {
         minimum: String,
     },
     /// `INFO server` named no `redis_version`.
-    #[error("Redis answered INFO server without a redis_version: is it a Redis server (5.0 or newer)?")]
+    #[error(
+        "Redis answered INFO server without a redis_version: is it a Redis server (5.0 or newer)?"
+    )]
     NoVersion,
     /// Redis did not answer within the configured timeout.
     #[error("cannot connect to Redis: timed out")]

@@ -141,7 +141,10 @@ mod tests {
                 }
             );
             let text = e.to_string();
-            assert!(text.contains(old) && text.contains("5.0.0 or newer"), "{text}");
+            assert!(
+                text.contains(old) && text.contains("5.0.0 or newer"),
+                "{text}"
+            );
             assert!(text.contains("upgrade Redis"), "{text}");
         }
         for ok in ["5.0.0", "6.2.14", "7.0.15", "7.2.4"] {

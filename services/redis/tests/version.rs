@@ -62,7 +62,8 @@ async fn old_server(listener: TcpListener, info: &'static str) {
 
 #[tokio::test]
 async fn a_server_older_than_5_0_is_a_clear_start_error() {
-    const INFO: &str = "# Server\r\nredis_version:4.0.14\r\nredis_mode:standalone\r\ncluster_enabled:0";
+    const INFO: &str =
+        "# Server\r\nredis_version:4.0.14\r\nredis_mode:standalone\r\ncluster_enabled:0";
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = tokio::spawn(old_server(listener, INFO));

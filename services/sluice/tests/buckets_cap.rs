@@ -40,7 +40,11 @@ const EDGE: [&str; 5] = [
 fn an_edge_refuses_more_than_512_buckets() {
     let ok = check_config(&[&EDGE[..], &["--buckets", "512"]].concat());
     assert!(ok.status.success(), "{}", text(&ok));
-    assert!(text(&ok).lines().any(|l| l == "buckets = 512"), "{}", text(&ok));
+    assert!(
+        text(&ok).lines().any(|l| l == "buckets = 512"),
+        "{}",
+        text(&ok)
+    );
     let out = check_config(&[&EDGE[..], &["--buckets", "3600"]].concat());
     let t = text(&out);
     assert_eq!(out.status.code(), Some(64), "{t}");

@@ -159,7 +159,11 @@ fn edges_run_with_a_read_only_role_and_migrate_needs_the_owner() {
         "off",
     ]);
     assert!(!out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("permission denied for table"), "{}", text(&out));
+    assert!(
+        text(&out).contains("permission denied for table"),
+        "{}",
+        text(&out)
+    );
 
     // Two edges on the read-only role answer verdicts, counters included.
     let cluster = Cluster::start(
@@ -182,8 +186,14 @@ fn edges_run_with_a_read_only_role_and_migrate_needs_the_owner() {
     }
     let (first, second) = (cluster.edge_ports[0], cluster.edge_ports[1]);
     let sender = "counted@example.org";
-    assert_eq!(ask(first, &request(sender, "198.51.100.5", &mut n)), "DUNNO");
-    assert_eq!(ask(second, &request(sender, "198.51.100.5", &mut n)), "DUNNO");
+    assert_eq!(
+        ask(first, &request(sender, "198.51.100.5", &mut n)),
+        "DUNNO"
+    );
+    assert_eq!(
+        ask(second, &request(sender, "198.51.100.5", &mut n)),
+        "DUNNO"
+    );
     assert_eq!(
         ask(first, &request(sender, "198.51.100.5", &mut n)),
         "REJECT sender quota exceeded"
@@ -240,7 +250,11 @@ fn an_edge_refuses_a_schema_older_or_newer_than_itself() {
         "off",
     ]);
     assert_eq!(out.status.code(), Some(64), "{}", text(&out));
-    assert!(text(&out).contains("older than this sluice"), "{}", text(&out));
+    assert!(
+        text(&out).contains("older than this sluice"),
+        "{}",
+        text(&out)
+    );
 
     // Newer: a migration this build does not know was applied.
     migrate(&db.url);
@@ -252,7 +266,10 @@ fn an_edge_refuses_a_schema_older_or_newer_than_itself() {
     let (status, log) = edge_exit(&db.url);
     assert_eq!(status.code(), Some(64), "{log}");
     assert!(log.contains("newer than this sluice"), "{log}");
-    assert!(log.contains("99990101000000 (from a newer sluice)"), "{log}");
+    assert!(
+        log.contains("99990101000000 (from a newer sluice)"),
+        "{log}"
+    );
     assert!(log.contains("upgrade it"), "{log}");
     // `sluice migrate` of this (older) build changes nothing and says the same.
     let out = sluice(&["migrate", "--database", &db.url]);
@@ -281,7 +298,12 @@ fn an_edge_keeps_retrying_an_unreachable_database() {
     .collect();
     let mut edge = Process::start("edge", BIN, &args, None);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while edge.log().matches("Cannot load policies yet, retrying").count() < 2 {
+    while edge
+        .log()
+        .matches("Cannot load policies yet, retrying")
+        .count()
+        < 2
+    {
         assert!(edge.running(), "the edge exited: {}", edge.log());
         assert!(Instant::now() < deadline, "{}", edge.log());
         std::thread::sleep(Duration::from_millis(100));

@@ -218,8 +218,9 @@ impl Store {
             Backend::Postgres(_) => schema::POSTGRES_HAS_TABLE,
         };
         let read = async {
-            let exists: i64 =
-                on_pool!(self, |pool| sqlx::query_scalar(has_table).fetch_one(pool).await?);
+            let exists: i64 = on_pool!(self, |pool| sqlx::query_scalar(has_table)
+                .fetch_one(pool)
+                .await?);
             if exists == 0 {
                 return Ok(Vec::new());
             }
