@@ -115,6 +115,7 @@
 mod backend;
 mod cluster;
 mod conn;
+mod endpoint;
 mod error;
 mod group;
 mod keys;
@@ -122,7 +123,9 @@ mod level;
 mod scripts;
 mod session;
 mod state;
+mod tls;
 
 pub use conn::Topology;
 pub use error::ConnectError;
 pub use state::{RedisState, RedisStateSettings};
+pub use tls::RedisTls;

@@ -28,7 +28,7 @@ fn counter_call(key: &str, mode: Mode, cost: u64) -> CounterCall<'_> {
 const TIMEOUT: Duration = Duration::from_millis(1000);
 
 async fn connect(cluster: &RedisCluster) -> Conn {
-    Conn::connect(&cluster.urls(), TIMEOUT).await.unwrap().0
+    Conn::connect(&cluster.urls(), &Default::default(), TIMEOUT).await.unwrap().0
 }
 
 fn hincrby(key: &str, by: i64) -> Request {
@@ -286,7 +286,7 @@ async fn a_timed_out_command_is_not_sent_again() {
     let cluster = RedisCluster::start(3, 0);
     // The nodes' reply timeout (200 ms) ends the call, well within the call's own bound:
     // a client resending after a timeout would do it here.
-    let conn = Conn::connect(&cluster.urls(), Duration::from_millis(200))
+    let conn = Conn::connect(&cluster.urls(), &Default::default(), Duration::from_millis(200))
         .await
         .unwrap()
         .0;
