@@ -129,3 +129,35 @@ pub use conn::Topology;
 pub use error::ConnectError;
 pub use state::{RedisState, RedisStateSettings};
 pub use tls::RedisTls;
+
+/// Every Redis command Sluice sends (directly, or from its Lua scripts, which Redis checks
+/// against the ACL too): what a Redis ACL user of the quota service (or of `sluice serve
+/// --redis`) must be allowed, with the keys `~<key_prefix>:*` (docs/cluster.md). `AUTH`
+/// and `SELECT` (from the URL) need no rule.
+pub const REDIS_COMMANDS: &[&str] = &[
+    // Connecting and routing.
+    "info",
+    "cluster|slots",
+    "asking",
+    // Scripts.
+    "evalsha",
+    "script|load",
+    // Reads and message sessions.
+    "time",
+    "hgetall",
+    "multi",
+    "exec",
+    "smembers",
+    "sadd",
+    "hsetnx",
+    "pexpire",
+    "del",
+    // Inside the counter and session scripts.
+    "hdel",
+    "hset",
+    "hincrby",
+    "pttl",
+    "hexists",
+    "hlen",
+    "exists",
+];

@@ -75,11 +75,8 @@ impl RedisTls {
                 }
             }
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| tls_error(e.to_string()))?
-            .with_root_certificates(roots);
+        // The process's crypto provider: ring, the only one built in (no aws-lc).
+        let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
         let config = match (&self.client_cert, &self.client_key) {
             (Some(cert), Some(key)) => {
                 let chain = read_certs(cert, "client certificate")?;

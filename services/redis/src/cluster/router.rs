@@ -313,14 +313,25 @@ impl Router {
         }
     }
 
-    /// Reads `CLUSTER SLOTS` from the first node that answers (in rotating order) and
-    /// installs it.
+    /// Reads `CLUSTER SLOTS` from the first node that answers (each asked with its own
+    /// timeout, in rotating order starting with the seeds) and installs it.
     async fn refresh_now(&self) -> Result<(), CallError> {
         let cluster = self.inner.cluster.as_ref().expect("a cluster router");
+        // The seeds in the order given, then the other nodes.
         let mut candidates: Vec<Arc<Node>> = {
             let nodes = cluster.nodes.lock().expect("nodes lock");
-            let mut v: Vec<Arc<Node>> = nodes.values().cloned().collect();
-            v.sort_by(|a, b| a.addr().cmp(b.addr()));
+            let mut others: Vec<Arc<Node>> = nodes
+                .iter()
+                .filter(|(addr, _)| !cluster.seeds.contains(addr))
+                .map(|(_, n)| n.clone())
+                .collect();
+            others.sort_by(|a, b| a.addr().cmp(b.addr()));
+            let mut v: Vec<Arc<Node>> = cluster
+                .seeds
+                .iter()
+                .filter_map(|addr| nodes.get(addr).cloned())
+                .collect();
+            v.extend(others);
             v
         };
         if candidates.is_empty() {
@@ -336,6 +347,7 @@ impl Router {
             let ranges = match reply {
                 Ok(Ok(replies)) => match replies.first() {
                     Some(v @ Value::Array(_)) => parse_cluster_slots(v, node.host()),
+                    Some(Value::ServerError(e)) => Err(format!("CLUSTER SLOTS: {e}")),
                     other => Err(format!("unexpected CLUSTER SLOTS reply {other:?}")),
                 },
                 Ok(Err(e)) => {

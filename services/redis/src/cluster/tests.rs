@@ -360,3 +360,53 @@ async fn topology_refreshes_are_rate_limited() {
         "{refreshes} refreshes for {failures} failures"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_left_the_cluster_is_dropped_and_the_seeds_are_kept() {
+    let cluster = RedisCluster::start(3, 1);
+    let seeds = cluster.primary_urls();
+    let conn = Conn::connect(&seeds, &Default::default(), TIMEOUT)
+        .await
+        .unwrap()
+        .0;
+    let replica = cluster
+        .nodes()
+        .into_iter()
+        .find(|n| !n.primary)
+        .expect("a replica");
+    let replica_addr = format!("127.0.0.1:{}", replica.port);
+    // CLUSTER SLOTS lists a replica once it has replicated something: write to every
+    // primary, then read the topology until the replica shows.
+    for i in 0..30 {
+        incr(&conn, &format!("fill:{{k{i}}}:w"), 1).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !conn.router().known_nodes().contains(&replica_addr) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replicas are known from CLUSTER SLOTS: {:?}",
+            conn.router().known_nodes()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        conn.router().refresh_for_test().await.unwrap();
+    }
+    assert_eq!(conn.router().known_nodes().len(), 6);
+
+    // The replica leaves: it forgets the cluster, every other node forgets it.
+    cluster.cli(replica.port, &["cluster", "reset", "hard"]);
+    for node in cluster.nodes() {
+        if node.port != replica.port {
+            cluster.cli(node.port, &["cluster", "forget", &replica.id]);
+        }
+    }
+    conn.router().refresh_for_test().await.unwrap();
+    let known = conn.router().known_nodes();
+    assert!(!known.contains(&replica_addr), "{known:?}");
+    assert_eq!(known.len(), 5, "{known:?}");
+    for seed in &seeds {
+        let addr = seed.trim_start_matches("redis://");
+        assert!(known.iter().any(|k| k == addr), "seed {addr} kept: {known:?}");
+    }
+    // Routing still works.
+    assert_eq!(incr(&conn, "left:{a}:w", 1).await.unwrap(), 1);
+}
