@@ -127,6 +127,13 @@ impl Plan {
     }
 }
 
+/// Checks Redis URLs and TLS settings without connecting (what `--check-config` runs):
+/// URL syntax, schemes, and, for `rediss://`, the TLS files and server name. An error is a
+/// configuration error ([`ConnectError::is_permanent`]).
+pub fn check_settings(urls: &[String], tls: &RedisTls) -> Result<(), ConnectError> {
+    Plan::new(urls, tls, Duration::from_secs(1)).map(|_| ())
+}
+
 fn connect_error(e: CallError) -> ConnectError {
     match e {
         CallError::Timeout => ConnectError::Timeout,

@@ -125,7 +125,7 @@ mod session;
 mod state;
 mod tls;
 
-pub use conn::Topology;
+pub use conn::{check_settings, Topology};
 pub use error::ConnectError;
 pub use state::{RedisState, RedisStateSettings};
 pub use tls::RedisTls;
