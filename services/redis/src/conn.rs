@@ -275,7 +275,10 @@ mod tests {
         assert!(start_backoff(1) >= FIRST_START_BACKOFF / 2);
         for n in 10..50 {
             let d = start_backoff(n);
-            assert!(d >= MAX_START_BACKOFF / 2 && d <= MAX_START_BACKOFF, "{n}: {d:?}");
+            assert!(
+                d >= MAX_START_BACKOFF / 2 && d <= MAX_START_BACKOFF,
+                "{n}: {d:?}"
+            );
         }
     }
 

@@ -41,10 +41,11 @@ impl Endpoint {
                 "a URL fragment (such as #insecure) is not supported: certificates are always verified (give redis_tls_ca_file or redis_tls_server_name instead)".into(),
             ));
         }
-        let info = plain
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| invalid(format!("{e}: expected redis://[user:password@]host:port[/db] or rediss://…")))?;
+        let info = plain.as_str().into_connection_info().map_err(|e| {
+            invalid(format!(
+                "{e}: expected redis://[user:password@]host:port[/db] or rediss://…"
+            ))
+        })?;
         let addr = match info.addr() {
             ConnectionAddr::Tcp(host, port) if host.contains(':') => {
                 Address::Tcp(format!("[{host}]:{port}"))

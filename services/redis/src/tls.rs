@@ -57,9 +57,9 @@ impl RedisTls {
         match &self.ca_file {
             Some(path) => {
                 for cert in read_certs(path, "CA file")? {
-                    roots.add(cert).map_err(|e| {
-                        tls_error(format!("CA file {}: {e}", path.display()))
-                    })?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| tls_error(format!("CA file {}: {e}", path.display())))?;
                 }
             }
             None => {

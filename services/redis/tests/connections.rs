@@ -88,7 +88,9 @@ async fn a_password_protected_cluster_works_with_the_password_and_with_a_restric
     // comparison runs sessions, END-OF-MESSAGE, leases and refunds), and so do Redis's
     // own clock and the health probe.
     let urls = cluster.urls_as("sluice", "acl-pw");
-    let acl = RedisState::connect_with(&urls, settings("acl")).await.unwrap();
+    let acl = RedisState::connect_with(&urls, settings("acl"))
+        .await
+        .unwrap();
     assert_eq!(acl.topology(), Some(Topology::Cluster));
     for i in 1..=3 {
         assert_eq!(used_after_take(&acl, "Sender:a@example.com").await, i);
@@ -105,7 +107,9 @@ async fn a_password_protected_cluster_works_with_the_password_and_with_a_restric
     let refused = cluster.cli(port, &["--user", "sluice", "--pass", "acl-pw", "flushall"]);
     assert!(refused.contains("NOPERM"), "{refused}");
     // ... nor touch keys outside its prefix.
-    let other = RedisState::connect_with(&urls, settings("other")).await.unwrap();
+    let other = RedisState::connect_with(&urls, settings("other"))
+        .await
+        .unwrap();
     let err = other.apply(&take("x")).await.unwrap_err();
     assert!(format!("{err}").contains("NOPERM"), "{err}");
 
@@ -164,9 +168,12 @@ async fn a_tls_only_redis_needs_the_right_ca_and_a_client_certificate() {
     let url = server.url();
     assert!(url.starts_with("rediss://"), "{url}");
 
-    let state = RedisState::connect_with(&[url.clone()], with_tls("t", client_tls(&pki, &client, None)))
-        .await
-        .unwrap();
+    let state = RedisState::connect_with(
+        &[url.clone()],
+        with_tls("t", client_tls(&pki, &client, None)),
+    )
+    .await
+    .unwrap();
     assert_eq!(state.topology(), Some(Topology::Single));
     assert_eq!(used_after_take(&state, "Sender:a@example.com").await, 1);
     assert_eq!(used_after_take(&state, "Sender:a@example.com").await, 2);
@@ -224,7 +231,10 @@ async fn a_tls_cluster_is_reached_on_every_node_with_one_server_name() {
         .unwrap();
     assert_eq!(state.topology(), Some(Topology::Cluster));
     for i in 0..30 {
-        assert_eq!(used_after_take(&state, &format!("Sender:{i}@example.com")).await, 1);
+        assert_eq!(
+            used_after_take(&state, &format!("Sender:{i}@example.com")).await,
+            1
+        );
     }
     // Every primary was reached (over TLS: there is no plain port) and holds keys.
     for node in cluster.nodes() {

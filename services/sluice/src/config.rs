@@ -457,10 +457,7 @@ impl Settings {
             ),
             (
                 "redis_tls_server_name",
-                format!(
-                    "{:?}",
-                    self.redis_tls.server_name.as_deref().unwrap_or("")
-                ),
+                format!("{:?}", self.redis_tls.server_name.as_deref().unwrap_or("")),
             ),
             ("quota", format!("{:?}", self.quota)),
             (

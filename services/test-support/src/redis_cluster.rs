@@ -219,7 +219,11 @@ impl Proc {
     /// How a client reaches it: `redis://` or `rediss://`, with the default user's
     /// password if one is set.
     fn url(&self) -> String {
-        let scheme = if self.options.tls.is_some() { "rediss" } else { "redis" };
+        let scheme = if self.options.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         match &self.options.password {
             Some(pw) => format!("{scheme}://:{pw}@127.0.0.1:{}", self.port),
             None => format!("{scheme}://127.0.0.1:{}", self.port),
@@ -228,7 +232,11 @@ impl Proc {
 
     /// The URL as the ACL user `user` with `password`.
     fn url_as(&self, user: &str, password: &str) -> String {
-        let scheme = if self.options.tls.is_some() { "rediss" } else { "redis" };
+        let scheme = if self.options.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         format!("{scheme}://{user}:{password}@127.0.0.1:{}", self.port)
     }
 
@@ -606,7 +614,6 @@ fn slot_range(s: &str) -> Option<(u16, u16)> {
         None => s.parse().ok().map(|a| (a, a)),
     }
 }
-
 
 /// `PING` over a raw socket; `Some` once the node answers `+PONG`.
 fn ping(port: u16) -> Option<()> {

@@ -28,7 +28,10 @@ fn counter_call(key: &str, mode: Mode, cost: u64) -> CounterCall<'_> {
 const TIMEOUT: Duration = Duration::from_millis(1000);
 
 async fn connect(cluster: &RedisCluster) -> Conn {
-    Conn::connect(&cluster.urls(), &Default::default(), TIMEOUT).await.unwrap().0
+    Conn::connect(&cluster.urls(), &Default::default(), TIMEOUT)
+        .await
+        .unwrap()
+        .0
 }
 
 fn hincrby(key: &str, by: i64) -> Request {
@@ -286,10 +289,14 @@ async fn a_timed_out_command_is_not_sent_again() {
     let cluster = RedisCluster::start(3, 0);
     // The nodes' reply timeout (200 ms) ends the call, well within the call's own bound:
     // a client resending after a timeout would do it here.
-    let conn = Conn::connect(&cluster.urls(), &Default::default(), Duration::from_millis(200))
-        .await
-        .unwrap()
-        .0;
+    let conn = Conn::connect(
+        &cluster.urls(),
+        &Default::default(),
+        Duration::from_millis(200),
+    )
+    .await
+    .unwrap()
+    .0;
     let key = "stall:{e}:w";
     let primary = cluster.primary_of_slot(cluster.key_slot(key)).port;
     assert_eq!(incr(&conn, key, 5).await.unwrap(), 5);
@@ -405,7 +412,10 @@ async fn a_node_that_left_the_cluster_is_dropped_and_the_seeds_are_kept() {
     assert_eq!(known.len(), 5, "{known:?}");
     for seed in &seeds {
         let addr = seed.trim_start_matches("redis://");
-        assert!(known.iter().any(|k| k == addr), "seed {addr} kept: {known:?}");
+        assert!(
+            known.iter().any(|k| k == addr),
+            "seed {addr} kept: {known:?}"
+        );
     }
     // Routing still works.
     assert_eq!(incr(&conn, "left:{a}:w", 1).await.unwrap(), 1);
