@@ -169,7 +169,7 @@ async fn a_tls_only_redis_needs_the_right_ca_and_a_client_certificate() {
     assert!(url.starts_with("rediss://"), "{url}");
 
     let state = RedisState::connect_with(
-        &[url.clone()],
+        std::slice::from_ref(&url),
         with_tls("t", client_tls(&pki, &client, None)),
     )
     .await
@@ -185,7 +185,7 @@ async fn a_tls_only_redis_needs_the_right_ca_and_a_client_certificate() {
         client_key: None,
         ..client_tls(&pki, &client, None)
     };
-    let err = RedisState::connect_with(&[url.clone()], with_tls("t", no_cert))
+    let err = RedisState::connect_with(std::slice::from_ref(&url), with_tls("t", no_cert))
         .await
         .err()
         .expect("refused without a client certificate");
@@ -197,7 +197,7 @@ async fn a_tls_only_redis_needs_the_right_ca_and_a_client_certificate() {
         ca_file: Some(other.ca_file().to_path_buf()),
         ..client_tls(&pki, &client, None)
     };
-    let err = RedisState::connect_with(&[url.clone()], with_tls("t", wrong_ca))
+    let err = RedisState::connect_with(std::slice::from_ref(&url), with_tls("t", wrong_ca))
         .await
         .err()
         .expect("a server certificate of an unknown CA is refused");
@@ -205,7 +205,7 @@ async fn a_tls_only_redis_needs_the_right_ca_and_a_client_certificate() {
 
     // A name the certificate does not have is refused.
     let wrong_name = client_tls(&pki, &client, Some("redis.elsewhere"));
-    let err = RedisState::connect_with(&[url.clone()], with_tls("t", wrong_name))
+    let err = RedisState::connect_with(std::slice::from_ref(&url), with_tls("t", wrong_name))
         .await
         .err()
         .expect("a certificate for another name is refused");
@@ -275,7 +275,7 @@ async fn a_hung_seed_listed_first_does_not_block_the_start() {
     fast.timeout = Duration::from_millis(300);
 
     // Alone, it is a timeout.
-    let err = RedisState::connect_with(&[hung.clone()], fast.clone())
+    let err = RedisState::connect_with(std::slice::from_ref(&hung), fast.clone())
         .await
         .err()
         .expect("a seed that never answers");
@@ -328,4 +328,22 @@ async fn a_patient_start_is_unavailable_until_redis_answers_then_works() {
         .expect("an unreadable CA file");
     assert!(err.is_permanent(), "{err}");
     assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+}
+
+#[test]
+fn docs_list_exactly_the_commands_an_acl_user_needs() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/cluster.md");
+    let docs = std::fs::read_to_string(path).unwrap();
+    let line = docs
+        .lines()
+        .find(|l| l.starts_with("user sluice on "))
+        .expect("docs/cluster.md shows the ACL user");
+    let mut documented: Vec<&str> = line
+        .split(' ')
+        .filter_map(|w| w.strip_prefix('+'))
+        .collect();
+    let mut needed = REDIS_COMMANDS.to_vec();
+    documented.sort_unstable();
+    needed.sort_unstable();
+    assert_eq!(documented, needed, "docs/cluster.md's ACL line");
 }

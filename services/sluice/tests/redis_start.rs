@@ -125,7 +125,7 @@ fn a_quota_service_started_before_redis_waits_and_then_serves_without_a_restart(
     );
 
     redis.restart();
-    wait_until(Duration::from_secs(30), "quota never ready", &logs, || {
+    wait_until(Duration::from_secs(30), "quota never ready", logs, || {
         http_get(quota.metrics, "/readyz").0 == 200
     });
     assert!(
@@ -136,14 +136,14 @@ fn a_quota_service_started_before_redis_waits_and_then_serves_without_a_restart(
     wait_until(
         Duration::from_secs(30),
         "health never SERVING",
-        &logs,
+        logs,
         || backend_up(quota.metrics) == Some(1.0),
     );
     // The edge finds the endpoint up again by itself and verdicts come from Redis.
     wait_until(
         Duration::from_secs(30),
         "edge still on fallback",
-        &logs,
+        logs,
         || !ask(front.port, "probe@example.net").contains(FALLBACK),
     );
     assert_quota_enforced(front.port, "late@example.net", logs);
@@ -204,13 +204,13 @@ fn the_quota_service_reaches_a_tls_redis_with_a_client_certificate_as_an_acl_use
     let dir = tempfile::tempdir().unwrap();
     let front = edge(dir.path(), grpc);
     let logs = || logs(&quota, &front.process);
-    wait_until(Duration::from_secs(30), "quota never ready", &logs, || {
+    wait_until(Duration::from_secs(30), "quota never ready", logs, || {
         http_get(metrics, "/readyz").0 == 200
     });
     wait_until(
         Duration::from_secs(30),
         "edge still on fallback",
-        &logs,
+        logs,
         || !ask(front.port, "probe@example.net").contains(FALLBACK),
     );
     assert_quota_enforced(front.port, "tls@example.net", logs);

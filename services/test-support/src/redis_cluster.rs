@@ -62,7 +62,8 @@ pub struct RedisTlsFiles {
 struct Proc {
     port: u16,
     cluster: bool,
-    options: RedisOptions,
+    /// Boxed: keeps `RedisServer` small.
+    options: Box<RedisOptions>,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -73,7 +74,7 @@ impl Proc {
         let mut p = Proc {
             port: free_port(cluster),
             cluster,
-            options: options.clone(),
+            options: Box::new(options.clone()),
             dir: tempfile::tempdir().expect("temp dir for a redis node"),
             child: None,
         };
