@@ -69,6 +69,7 @@ impl Connector {
             backoff: Mutex::new(Backoff::default()),
             connecting: tokio::sync::Mutex::new(()),
             generation: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
         }
     }
 }
@@ -89,6 +90,8 @@ pub(crate) struct Node {
     /// Held while connecting, so concurrent calls share one new connection.
     connecting: tokio::sync::Mutex<()>,
     generation: AtomicU64,
+    /// The id of the last connection that answered a request.
+    answered: AtomicU64,
 }
 
 /// Failed connection attempts in a row, and when the next one may start.
@@ -124,12 +127,19 @@ impl Node {
     pub(crate) async fn send(&self, pipe: &redis::Pipeline) -> Result<Vec<Value>, RedisError> {
         let Live { id, mut conn } = self.connection().await?;
         match conn.send_packed_commands(pipe, 0, pipe.len()).await {
-            Ok(replies) => Ok(replies),
+            Ok(replies) => {
+                self.answered.store(id, Ordering::Relaxed);
+                Ok(replies)
+            }
+            Err(e) if e.is_timeout() => Err(e),
             Err(e) => {
-                if !e.is_timeout() {
-                    self.discard(id);
+                self.discard(id);
+                // A connection that broke before its first reply (a node that accepts and
+                // closes) counts as a failed attempt: the next one backs off.
+                match self.answered.load(Ordering::Relaxed) == id {
+                    true => Err(e),
+                    false => Err(self.failed(e)),
                 }
-                Err(e)
             }
         }
     }

@@ -420,3 +420,41 @@ async fn a_node_that_left_the_cluster_is_dropped_and_the_seeds_are_kept() {
     // Routing still works.
     assert_eq!(incr(&conn, "left:{a}:w", 1).await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn connection_attempts_to_a_failing_node_back_off() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // A "node" that accepts and closes at once: every connection attempt fails.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let count = attempts.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::Relaxed);
+            drop(socket);
+        }
+    });
+    // As URLs set it up: no command is sent while connecting, so connecting "succeeds"
+    // and the first request finds the connection closed.
+    let redis = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
+    let node = super::node::Connector::new(redis, None, TIMEOUT)
+        .node(&addr)
+        .unwrap();
+    let mut pipe = redis::Pipeline::new();
+    pipe.cmd("PING");
+    let calls = 200;
+    let started = std::time::Instant::now();
+    for _ in 0..calls {
+        assert!(node.send(&pipe).await.is_err());
+    }
+    let elapsed = started.elapsed();
+    let made = attempts.load(Ordering::Relaxed);
+    assert!(made >= 1, "the node was tried");
+    // Waits are at least 25 ms (half of the first 50 ms) and double: far fewer attempts
+    // than calls, whatever the speed of the machine.
+    let bound = 1 + (elapsed.as_millis() / 25) as usize;
+    assert!(made <= bound, "{made} attempts in {elapsed:?}");
+    assert!(made < calls / 4, "{made} attempts for {calls} calls");
+}
