@@ -335,6 +335,8 @@ pub struct NodeInfo {
 /// A Redis Cluster of real `redis-server` processes, killed on drop.
 pub struct RedisCluster {
     procs: Vec<Proc>,
+    /// Replicas per primary asked for at start.
+    replicas_per_primary: usize,
 }
 
 impl RedisCluster {
@@ -371,7 +373,10 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let cluster = RedisCluster { procs };
+        let cluster = RedisCluster {
+            procs,
+            replicas_per_primary,
+        };
         cluster.wait_healthy();
         cluster
     }
@@ -544,8 +549,17 @@ impl RedisCluster {
                 return Some(format!("replica {} not in sync", p.port));
             }
         }
-        let served: u32 = self
-            .nodes()
+        let nodes = self.nodes();
+        if self.replicas_per_primary > 0 {
+            // A node told to replicate that has not yet become a replica.
+            if let Some(n) = nodes
+                .iter()
+                .find(|n| n.running && n.primary && n.slots.is_empty())
+            {
+                return Some(format!("node {} is a primary without slots", n.port));
+            }
+        }
+        let served: u32 = nodes
             .iter()
             .filter(|n| n.primary && n.running)
             .flat_map(|n| n.slots.iter().map(|&(a, b)| u32::from(b - a) + 1))

@@ -376,19 +376,20 @@ async fn a_node_that_left_the_cluster_is_dropped_and_the_seeds_are_kept() {
         .await
         .unwrap()
         .0;
-    let replica = cluster
-        .nodes()
-        .into_iter()
+    let nodes = cluster.nodes();
+    let replica = nodes
+        .iter()
         .find(|n| !n.primary)
-        .expect("a replica");
+        .unwrap_or_else(|| panic!("a replica among {nodes:?}"))
+        .clone();
     let replica_addr = format!("127.0.0.1:{}", replica.port);
     // CLUSTER SLOTS lists a replica once it has replicated something: write to every
-    // primary, then read the topology until the replica shows.
+    // primary, then read the topology until every node shows.
     for i in 0..30 {
         incr(&conn, &format!("fill:{{k{i}}}:w"), 1).await.unwrap();
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !conn.router().known_nodes().contains(&replica_addr) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while conn.router().known_nodes().len() < 6 {
         assert!(
             std::time::Instant::now() < deadline,
             "replicas are known from CLUSTER SLOTS: {:?}",
@@ -397,6 +398,7 @@ async fn a_node_that_left_the_cluster_is_dropped_and_the_seeds_are_kept() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         conn.router().refresh_for_test().await.unwrap();
     }
+    assert!(conn.router().known_nodes().contains(&replica_addr));
     assert_eq!(conn.router().known_nodes().len(), 6);
 
     // The replica leaves: it forgets the cluster, every other node forgets it.
