@@ -26,7 +26,31 @@ const START_LOG_INTERVAL: Duration = Duration::from_secs(30);
 /// every call fails at once as unavailable.
 #[derive(Clone)]
 pub(crate) struct Conn {
-    ready: Arc<OnceLock<(Router, Topology)>>,
+    ready: Arc<Ready>,
+}
+
+/// The router once Redis answered, and a signal for those waiting for it.
+struct Ready {
+    cell: OnceLock<(Router, Topology)>,
+    connected: tokio::sync::watch::Sender<bool>,
+}
+
+impl Ready {
+    fn new() -> Arc<Ready> {
+        Arc::new(Ready {
+            cell: OnceLock::new(),
+            connected: tokio::sync::watch::Sender::new(false),
+        })
+    }
+
+    fn set(&self, router: Router, topology: Topology) {
+        let _ = self.cell.set((router, topology));
+        self.connected.send_replace(true);
+    }
+
+    fn get(&self) -> Option<&(Router, Topology)> {
+        self.cell.get()
+    }
 }
 
 /// Which kind of deployment [`crate::RedisState::connect`] found.
@@ -152,8 +176,8 @@ impl Conn {
     ) -> Result<(Conn, Topology), ConnectError> {
         let plan = Plan::new(urls, tls, timeout)?;
         let (router, topology) = plan.attempt().await?;
-        let ready = Arc::new(OnceLock::new());
-        let _ = ready.set((router, topology));
+        let ready = Ready::new();
+        ready.set(router, topology);
         Ok((Conn { ready }, topology))
     }
 
@@ -167,9 +191,18 @@ impl Conn {
         timeout: Duration,
     ) -> Result<Conn, ConnectError> {
         let plan = Plan::new(urls, tls, timeout)?;
-        let ready = Arc::new(OnceLock::new());
+        let ready = Ready::new();
         tokio::spawn(connect_patiently(plan, Arc::downgrade(&ready)));
         Ok(Conn { ready })
+    }
+
+    /// Waits until Redis has answered, at most `limit`; whether it has.
+    pub(crate) async fn wait_connected(&self, limit: Duration) -> bool {
+        let mut connected = self.ready.connected.subscribe();
+        let answered = tokio::time::timeout(limit, connected.wait_for(|c| *c))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        answered
     }
 
     /// Whether Redis has answered (always, after [`Conn::connect`]).
@@ -208,7 +241,7 @@ impl Conn {
 }
 
 /// Connects in the background until Redis answers (or the state is dropped).
-async fn connect_patiently(plan: Plan, ready: Weak<OnceLock<(Router, Topology)>>) {
+async fn connect_patiently(plan: Plan, ready: Weak<Ready>) {
     let mut failures: u32 = 0;
     let mut logged: Option<(Instant, String)> = None;
     loop {
@@ -221,7 +254,7 @@ async fn connect_patiently(plan: Plan, ready: Weak<OnceLock<(Router, Topology)>>
                     failed_attempts = failures,
                     "Connected to Redis"
                 );
-                let _ = ready.set((router, topology));
+                ready.set(router, topology);
                 return;
             }
             Err(e) => {

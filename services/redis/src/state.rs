@@ -92,6 +92,12 @@ impl RedisState {
         Ok(Self::with_conn(conn, settings))
     }
 
+    /// Waits until Redis has answered (after [`RedisState::start`]), at most `limit`;
+    /// whether it has.
+    pub async fn wait_connected(&self, limit: Duration) -> bool {
+        self.backend.conn.wait_connected(limit).await
+    }
+
     fn with_conn(conn: Conn, settings: RedisStateSettings) -> Self {
         RedisState {
             backend: Backend {

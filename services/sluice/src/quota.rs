@@ -73,6 +73,10 @@ async fn serve(settings: config::Settings) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(crate::EX_USAGE));
         }
     };
+    // Redis usually answers at once: give the first attempt (each seed its timeout) the
+    // time to, so a normal start is SERVING from its first health probe.
+    let first_attempt = settings.redis_timeout * (settings.redis.len() as u32 + 1);
+    redis.wait_connected(first_attempt).await;
     let state: Arc<dyn sluice_engine::State> = Arc::new(redis);
     if let Some(admin) = admin {
         tokio::spawn(crate::admin::serve_basic(
