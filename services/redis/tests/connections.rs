@@ -15,7 +15,7 @@ use sluice_test_support::{
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn take(key: &str) -> CounterBatch {
     CounterBatch {
@@ -73,7 +73,7 @@ async fn a_password_protected_cluster_works_with_the_password_and_with_a_restric
         }),
         tls: None,
     };
-    let cluster = RedisCluster::start_with(3, 0, &options);
+    let cluster = RedisCluster::start_with(3, 1, &options);
     assert!(cluster.urls()[0].contains(":s3cret-pw@"));
 
     // The default user, by the password in the URL, on every node the cluster announces.
@@ -223,7 +223,7 @@ async fn a_tls_cluster_is_reached_on_every_node_with_one_server_name() {
     let pki = TestPki::new("Redis test CA");
     // The certificate names a host, not the IPs the nodes announce (a managed service).
     let (options, client) = tls_setup(&pki, &["redis.internal"]);
-    let cluster = RedisCluster::start_with(3, 0, &options);
+    let cluster = RedisCluster::start_with(3, 1, &options);
 
     let tls = client_tls(&pki, &client, Some("redis.internal"));
     let state = RedisState::connect_with(&cluster.urls()[..1], with_tls("tls", tls))
@@ -236,10 +236,23 @@ async fn a_tls_cluster_is_reached_on_every_node_with_one_server_name() {
             1
         );
     }
-    // Every primary was reached (over TLS: there is no plain port) and holds keys.
+    // Every primary was reached (over TLS: there is no plain port) and holds keys; the
+    // replicas got them over TLS replication.
+    let keys = |port: u16| -> u64 { cluster.cli(port, &["dbsize"]).trim().parse().unwrap() };
     for node in cluster.nodes() {
-        let keys: u64 = cluster.cli(node.port, &["dbsize"]).trim().parse().unwrap();
-        assert!(keys > 0, "node {} holds no key", node.port);
+        if node.primary {
+            assert!(keys(node.port) > 0, "primary {} holds no key", node.port);
+            continue;
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while keys(node.port) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "replica {} got no key",
+                node.port
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     // Verified against the IP it is reached at instead, the certificate does not fit.
