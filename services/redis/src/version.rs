@@ -12,7 +12,8 @@
 //! nodes run one version, except during a rolling upgrade).
 
 use crate::cluster::request::Request;
-use crate::conn::{parse, Conn};
+use crate::cluster::router::Router;
+use crate::conn::parse;
 use crate::error::ConnectError;
 use std::fmt;
 use std::time::Duration;
@@ -85,15 +86,16 @@ pub fn check_info(info: &str) -> Result<RedisVersion, ConnectError> {
 }
 
 /// Asks the node of the first slot (the only node, for a single Redis) for its version and
-/// checks it.
+/// checks it: part of every connection attempt, so a patient start keeps saying why it
+/// cannot serve until Redis is upgraded.
 pub(crate) async fn require_supported(
-    conn: &Conn,
+    router: &Router,
     timeout: Duration,
 ) -> Result<RedisVersion, ConnectError> {
     let request = Request::single("", redis::cmd("INFO").arg("server").clone());
-    let replies = conn
-        .call(&request, timeout)
+    let replies = tokio::time::timeout(timeout, router.call(&request))
         .await
+        .map_err(|_| ConnectError::Timeout)?
         .map_err(|e| ConnectError::Redis(format!("INFO server: {e}")))?;
     let info: String = replies
         .into_iter()

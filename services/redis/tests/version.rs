@@ -79,7 +79,10 @@ async fn a_server_older_than_5_0_is_a_clear_start_error() {
             minimum: "5.0.0".into()
         }
     );
-    assert!(!err.is_retryable());
+    assert!(
+        !err.is_permanent(),
+        "not a settings error: an upgraded Redis would do"
+    );
     assert!(
         err.to_string()
             .contains("Redis 4.0.14 is too old: Sluice needs Redis 5.0.0 or newer"),
