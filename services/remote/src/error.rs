@@ -10,12 +10,20 @@ pub enum RemoteError {
     /// No endpoint was given.
     #[error("no quota-service endpoint given")]
     NoEndpoints,
-    /// An endpoint is not an `http://host:port` URL.
+    /// An endpoint is not an `http://host:port` or `https://host:port` URL.
     #[error("invalid quota-service endpoint {url:?}: {reason}")]
     InvalidEndpoint {
         /// The URL as given.
         url: String,
         /// What is wrong with it.
+        reason: String,
+    },
+    /// The TLS settings of an `https://` endpoint are unusable.
+    #[error("cannot set up TLS for quota-service endpoint {url:?}: {reason}")]
+    Tls {
+        /// The URL as given.
+        url: String,
+        /// What is wrong.
         reason: String,
     },
     /// A setting is out of range.
