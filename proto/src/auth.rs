@@ -149,7 +149,10 @@ mod tests {
             BearerToken::from_file_text("0123456789abcdef\u{e9}"),
             Err(TokenError::NotVisibleAscii)
         );
-        assert_eq!(format!("{:?}", token("0123456789abcdef")), "BearerToken(***)");
+        assert_eq!(
+            format!("{:?}", token("0123456789abcdef")),
+            "BearerToken(***)"
+        );
     }
 
     #[test]

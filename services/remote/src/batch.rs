@@ -102,11 +102,7 @@ impl Batcher {
 }
 
 /// The batching loop: waits for a call, then for an RPC slot, then sends everything queued.
-async fn drive(
-    mut queue: mpsc::UnboundedReceiver<Call>,
-    client: QuotaRpc,
-    limits: BatchLimits,
-) {
+async fn drive(mut queue: mpsc::UnboundedReceiver<Call>, client: QuotaRpc, limits: BatchLimits) {
     let slots = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
     let plain_only = Arc::new(AtomicBool::new(false));
     let max_batch = limits.max_batch.max(1);

@@ -377,7 +377,10 @@ mod tests {
         assert_eq!((s.host.as_str(), s.fixed()), ("quota.internal", None));
         assert!(!s.tls);
         let s = EndpointSpec::parse("https://quota.internal:50051").unwrap();
-        assert_eq!((s.host.as_str(), s.port, s.tls), ("quota.internal", 50051, true));
+        assert_eq!(
+            (s.host.as_str(), s.port, s.tls),
+            ("quota.internal", 50051, true)
+        );
     }
 
     #[test]

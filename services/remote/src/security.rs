@@ -48,8 +48,8 @@ impl ClientSecurity {
     /// tonic's TLS settings for an endpoint whose URL names `host`.
     pub(crate) fn tonic_config(&self, host: &str) -> ClientTlsConfig {
         let tls = self.tls.clone().unwrap_or_default();
-        let mut config = ClientTlsConfig::new()
-            .domain_name(tls.server_name.unwrap_or_else(|| host.to_string()));
+        let mut config =
+            ClientTlsConfig::new().domain_name(tls.server_name.unwrap_or_else(|| host.to_string()));
         config = match tls.ca_pem {
             Some(ca) => config.ca_certificate(Certificate::from_pem(ca)),
             None => config.with_native_roots(),

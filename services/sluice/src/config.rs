@@ -420,7 +420,8 @@ impl Settings {
         let path = |p: &Option<std::path::PathBuf>| {
             format!(
                 "{:?}",
-                p.as_ref().map_or(String::new(), |p| p.display().to_string())
+                p.as_ref()
+                    .map_or(String::new(), |p| p.display().to_string())
             )
         };
         vec![

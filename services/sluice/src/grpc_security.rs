@@ -105,7 +105,10 @@ pub fn server_security(
 }
 
 /// Reads and checks the edge's files for the quota URLs `urls`.
-pub fn client_security(files: &ClientFiles, urls: &[String]) -> Result<ClientSecurity, Vec<String>> {
+pub fn client_security(
+    files: &ClientFiles,
+    urls: &[String],
+) -> Result<ClientSecurity, Vec<String>> {
     let mut errors = Vec::new();
     let identity = identity(
         ("quota_tls_cert_file", files.cert.as_deref()),
@@ -252,7 +255,9 @@ fn token(key: &str, path: &Path, errors: &mut Vec<String>) -> Option<BearerToken
     let bytes = read(key, path, errors)?;
     let shown = path.display().to_string();
     let Ok(text) = String::from_utf8(bytes) else {
-        errors.push(format!("{key} {shown:?}: not text: write a random hex or base64 token into it"));
+        errors.push(format!(
+            "{key} {shown:?}: not text: write a random hex or base64 token into it"
+        ));
         return None;
     };
     BearerToken::from_file_text(&text)
