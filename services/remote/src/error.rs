@@ -34,8 +34,17 @@ pub enum RemoteError {
 /// The one mapping from a failed call to the engine's error: `DEADLINE_EXCEEDED` (and the
 /// client-side "Timeout expired" cancellation) → [`StateError::Timeout`]; anything else —
 /// transport failures, `UNAVAILABLE` from a service whose backend is down, protocol
-/// mismatches — → [`StateError::Unavailable`].
+/// mismatches — → [`StateError::Unavailable`]. A refusal of this edge's credentials
+/// (`UNAUTHENTICATED`, `PERMISSION_DENIED`) is also logged (rate-limited): it is a
+/// configuration error no retry fixes.
 pub fn state_error_from_status(s: &Status) -> StateError {
+    if matches!(s.code(), Code::Unauthenticated | Code::PermissionDenied) {
+        sluice_runtime::warn_limited!(
+            code = ?s.code(),
+            message = s.message(),
+            "The quota service refused this edge's credentials: quota_token_file must hold the quota service's grpc_token_file token."
+        );
+    }
     match s.code() {
         Code::DeadlineExceeded => StateError::Timeout,
         Code::Cancelled if s.message().contains("Timeout expired") => StateError::Timeout,

@@ -418,7 +418,9 @@ fn mtls_admits_the_edge_with_the_right_certificate_and_refuses_another_ca() {
                 .apply(request(vec![op(&key, OpKind::Take { cost: 1 })]))
                 .await
                 .expect_err("no valid client certificate");
-            assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+            // Refused at the handshake (with TLS 1.3 the client learns it only when it
+            // sends): a transport error (its code varies with timing), never an answer.
+            assert!(std::error::Error::source(&refused).is_some(), "{refused:?}");
         }
         let mut c = client(
             quota_port,
@@ -513,7 +515,9 @@ fn token_authentication_end_to_end_over_tls_with_a_server_name_override() {
     let none = edge("edge-no-token", &db.url, &url, &tls_args);
     assert_eq!(four_messages(none.port), vec![FALLBACK.to_string(); 4]);
     assert!(
-        none.process.log().contains("Unauthenticated"),
+        none.process
+            .log()
+            .contains("refused this edge's credentials"),
         "the edge's log says why: {}",
         none.process.log()
     );
