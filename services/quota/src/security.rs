@@ -2,9 +2,10 @@
 //! optionally required client certificates (mTLS, against a client-CA bundle), and/or a
 //! shared bearer token every `sluice.quota.v1.Quota` call must carry.
 //!
-//! `grpc.health.v1` is not behind the token: it reveals only whether the service serves,
-//! and the edges' probes and any gRPC health checker can use it without the secret. With
-//! mTLS every connection, health checks included, needs a client certificate.
+//! `grpc.health.v1` is behind the token too: it reveals little (whether the service
+//! serves), but an edge holding a wrong token then sees every endpoint fail its probe, so
+//! its `/readyz` says it cannot serve instead of answering every request with the fallback
+//! action. With mTLS every connection, health checks included, needs a client certificate.
 
 use sluice_proto::auth::{BearerToken, RequireToken};
 use tonic::service::Interceptor;

@@ -15,6 +15,7 @@ use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
@@ -54,7 +55,10 @@ pub async fn serve(
         builder = builder.tls_config(tls.tonic_config())?;
     }
     let server = builder
-        .add_service(health_service)
+        .add_service(InterceptedService::new(
+            health_service,
+            config.security.interceptor(),
+        ))
         .add_service(quota)
         .serve_with_incoming_shutdown(incoming, async {
             let _ = drain_rx.await;

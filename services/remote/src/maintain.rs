@@ -2,7 +2,8 @@
 //! [`crate::RemoteConfig::resolve_interval`] and probes every backend's `grpc.health.v1`
 //! (service `sluice.quota.v1.Quota`) every [`crate::RemoteConfig::probe_interval`]. A
 //! backend answering SERVING is marked up; one that fails to answer, or answers anything
-//! else, is marked down. The task ends when the `RemoteState` is dropped.
+//! else, is marked down (the probe carries the bearer token, if any, like every call: a
+//! refused token marks the backend down). The task ends when the `RemoteState` is dropped.
 
 use crate::pool::{Backend, Pool};
 use crate::state::Inner;
@@ -51,7 +52,7 @@ pub(crate) async fn probe_all(pool: &Pool, timeout: std::time::Duration) {
 }
 
 async fn probe_one(backend: Arc<Backend>, timeout: std::time::Duration) {
-    let mut client = HealthClient::new(backend.channel.clone());
+    let mut client = HealthClient::with_interceptor(backend.channel.clone(), backend.token.clone());
     let request = HealthCheckRequest {
         service: sluice_proto::QUOTA_SERVICE_NAME.to_string(),
     };

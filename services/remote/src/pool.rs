@@ -99,8 +99,8 @@ pub(crate) struct Backend {
     /// The channel of the runtime that created the backend (health probes).
     pub channel: Channel,
     endpoint: Endpoint,
-    /// Adds the bearer token to every Quota call.
-    token: sluice_proto::auth::AddToken,
+    /// Adds the bearer token to every call (Quota and health probes).
+    pub(crate) token: sluice_proto::auth::AddToken,
     /// One batcher (own HTTP/2 connection) per tokio runtime calling through this backend.
     clients: Mutex<Vec<(Option<RuntimeId>, Arc<Batcher>)>>,
     limits: BatchLimits,

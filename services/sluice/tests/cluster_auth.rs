@@ -22,7 +22,7 @@ use sluice_proto::v1::{
     SaveSessionsRequest,
 };
 use sluice_test_support::{
-    free_port, rcpt, start_front, start_quota_with, RedisServer, RoleProcess, TestPki,
+    free_port, http_get, rcpt, start_front, start_quota_with, RedisServer, RoleProcess, TestPki,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -245,7 +245,7 @@ fn every_quota_rpc_without_the_token_is_refused_and_changes_nothing() {
             .expect("authenticated ReturnLeases");
         assert_eq!(level(&mut authed, &key).await, 1);
 
-        // grpc.health.v1 stays open: it tells only whether the service serves.
+        // grpc.health.v1 is behind the token too.
         let channel = Channel::from_shared(format!("https://127.0.0.1:{}", quota.port))
             .unwrap()
             .tls_config(
@@ -255,13 +255,23 @@ fn every_quota_rpc_without_the_token_is_refused_and_changes_nothing() {
             )
             .unwrap()
             .connect_lazy();
-        let health = tonic_health::pb::health_client::HealthClient::new(channel)
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: sluice_proto::QUOTA_SERVICE_NAME.into(),
-            })
+        let health_check = || tonic_health::pb::HealthCheckRequest {
+            service: sluice_proto::QUOTA_SERVICE_NAME.into(),
+        };
+        let refused = tonic_health::pb::health_client::HealthClient::new(channel.clone())
+            .check(health_check())
             .await
-            .expect("health without a token")
-            .into_inner();
+            .expect_err("health without a token");
+        assert_eq!(refused.code(), Code::Unauthenticated);
+        let token = BearerToken::from_file_text(TOKEN).unwrap();
+        let health = tonic_health::pb::health_client::HealthClient::with_interceptor(
+            channel,
+            AddToken::new(Some(&token)),
+        )
+        .check(health_check())
+        .await
+        .expect("health with the token")
+        .into_inner();
         assert_eq!(
             health.status,
             tonic_health::pb::health_check_response::ServingStatus::Serving as i32
@@ -269,6 +279,18 @@ fn every_quota_rpc_without_the_token_is_refused_and_changes_nothing() {
     });
     let log = quota.process.log();
     assert!(log.contains("without a valid bearer token"), "{log}");
+}
+
+/// Waits (at most 20 s) until `ok()`; panics naming `what` otherwise.
+fn wait_until(ok: impl Fn() -> bool, what: &str) {
+    let start = std::time::Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "not within 20 s: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Starts an edge on `db` calling `quota_urls`, with `extra` flags.
@@ -520,6 +542,24 @@ fn token_authentication_end_to_end_over_tls_with_a_server_name_override() {
             .contains("refused this edge's credentials"),
         "the edge's log says why: {}",
         none.process.log()
+    );
+    // Its health probes are refused too: it reports not ready; the right edge is ready.
+    wait_until(
+        || http_get(none.metrics, "/readyz").0 == 503,
+        "the edge without the token reports not ready",
+    );
+    wait_until(
+        || http_get(wrong.metrics, "/readyz").0 == 503,
+        "the edge with a wrong token reports not ready",
+    );
+    let right = edge("edge-right-token", &db.url, &url, &{
+        let mut a = tls_args.to_vec();
+        a.extend(["--quota-token-file", &token_file]);
+        a
+    });
+    wait_until(
+        || http_get(right.metrics, "/readyz").0 == 200,
+        "the edge with the token reports ready",
     );
     // Without the override the certificate does not match 127.0.0.1.
     let mut mismatch_args = vec!["--quota-tls-ca-file", pki.ca_file().to_str().unwrap()];
