@@ -396,8 +396,7 @@ def main():
     for label, values, want, image in [
         ("default values", default, dict(base, Secret=3, NetworkPolicy=1), default_image),
         ("ci/all-options-values.yaml", all_options,
-         dict(base, ServiceMonitor=1, PrometheusRule=1, NetworkPolicy=2, HorizontalPodAutoscaler=2, Secret=1),
-         all_image),
+         dict(base, ServiceMonitor=1, PrometheusRule=1, NetworkPolicy=2, HorizontalPodAutoscaler=2), all_image),
         ("optional objects off", options_off,
          {"Deployment": 2, "Service": 4, "ConfigMap": 1, "Secret": 2}, default_image),
         ("gRPC TLS, mTLS and an existing token Secret", grpc_tls, dict(base, Secret=2, NetworkPolicy=1), default_image),
@@ -426,6 +425,8 @@ def main():
         if values is all_options:
             attempt("ci/all-options-values.yaml: quota NetworkPolicy: gRPC from edge pods only, metrics from the monitoring namespace",
                     lambda: quota_grpc_from_edges_only(objs, True))
+            attempt("ci/all-options-values.yaml: gRPC TLS, mTLS and the existing token Secret mounted where the configs point",
+                    lambda: grpc_link(objs, True, True, "mail-policy-grpc"))
         if values is grpc_tls:
             attempt("gRPC TLS: https:// quota URLs; server cert, client CA, edge cert and token Secrets mounted where the configs point",
                     lambda: grpc_link(objs, True, True, "sluice-grpc-token"))
@@ -451,6 +452,9 @@ def main():
             lambda: (must_fail({"grpc": {"tls": {"enabled": True, "serverSecret": "s", "clientAuth": {"enabled": True}}}},
                                "grpc.tls.clientAuth.caSecret"),
                      must_fail({"grpc": {"tls": {"clientAuth": {"enabled": True}}}}, "needs grpc.tls.enabled")))
+    attempt("render refuses http:// edge.quotaUrls with grpc.tls.enabled",
+            lambda: must_fail({"grpc": {"tls": {"enabled": True, "serverSecret": "s"}},
+                               "edge": {"quotaUrls": ["http://q:10033"]}}, "must be https://"))
     attempt("render refuses an unknown antiAffinity",
             lambda: must_fail({"quota": {"antiAffinity": "sometimes"}}, "antiAffinity"))
     attempt("values.schema.json: helm lint refuses a wrong type (edge.replicaCount: \"three\")",

@@ -27,6 +27,11 @@ are mounted where (under /etc/sluice-grpc, read at start). Args of each: (dict "
 {{- if and $g.tls.clientAuth.enabled (not (and $g.tls.clientAuth.caSecret $g.tls.clientAuth.edgeSecret)) }}
 {{- fail "grpc.tls.clientAuth.enabled needs grpc.tls.clientAuth.caSecret (the CA of client certificates) and grpc.tls.clientAuth.edgeSecret (the edges' certificate)" }}
 {{- end }}
+{{- range .Values.edge.quotaUrls }}
+{{- if not (hasPrefix "https://" .) }}
+{{- fail (printf "grpc.tls.enabled: edge.quotaUrls must be https:// URLs, not %s" .) }}
+{{- end }}
+{{- end }}
 {{- else if $g.tls.clientAuth.enabled }}
 {{- fail "grpc.tls.clientAuth.enabled needs grpc.tls.enabled" }}
 {{- end }}
