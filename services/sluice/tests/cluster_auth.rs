@@ -4,6 +4,7 @@
 //!
 //! - every Quota RPC without the bearer token, or with a wrong one, is refused
 //!   UNAUTHENTICATED and changes nothing (a made-up lease return does not give back room);
+//!   `grpc.health.v1` needs the token too (an edge with a wrong one reports not ready);
 //! - with mTLS, a client certificate of another CA is refused (an edge carrying one answers
 //!   only its fallback action) while an edge with the right one gets verdicts end to end;
 //! - token authentication end to end, over TLS with a server-name override;
