@@ -390,7 +390,7 @@ def main():
                                  "clientAuth": {"enabled": True, "caSecret": "edge-ca", "edgeSecret": "edge-tls"}}}}
     # mTLS alone, no token; and no client authentication at all, explicitly.
     grpc_mtls_only = {"grpc": {"token": {"enabled": False},
-                               "tls": {"enabled": True, "serverSecret": "quota-tls",
+                               "tls": {"enabled": True, "serverSecret": "quota-tls", "caSecret": "quota-tls",
                                        "clientAuth": {"enabled": True, "caSecret": "edge-ca", "edgeSecret": "edge-tls"}}}}
     grpc_open = {"grpc": {"token": {"enabled": False}, "allowUnauthenticated": True}}
     for label, values, want, image in [
@@ -448,12 +448,15 @@ def main():
             lambda: must_fail({"grpc": {"token": {"enabled": False}}}, "grpc.allowUnauthenticated"))
     attempt("render refuses grpc.tls.enabled without grpc.tls.serverSecret",
             lambda: must_fail({"grpc": {"tls": {"enabled": True}}}, "grpc.tls.serverSecret"))
+    attempt("render refuses grpc.tls.enabled without grpc.tls.caSecret (no system roots in the image)",
+            lambda: must_fail({"grpc": {"tls": {"enabled": True, "serverSecret": "s"}}}, "grpc.tls.caSecret"))
     attempt("render refuses grpc.tls.clientAuth without its Secrets, and without TLS",
-            lambda: (must_fail({"grpc": {"tls": {"enabled": True, "serverSecret": "s", "clientAuth": {"enabled": True}}}},
+            lambda: (must_fail({"grpc": {"tls": {"enabled": True, "serverSecret": "s", "caSecret": "s",
+                                                 "clientAuth": {"enabled": True}}}},
                                "grpc.tls.clientAuth.caSecret"),
                      must_fail({"grpc": {"tls": {"clientAuth": {"enabled": True}}}}, "needs grpc.tls.enabled")))
     attempt("render refuses http:// edge.quotaUrls with grpc.tls.enabled",
-            lambda: must_fail({"grpc": {"tls": {"enabled": True, "serverSecret": "s"}},
+            lambda: must_fail({"grpc": {"tls": {"enabled": True, "serverSecret": "s", "caSecret": "s"}},
                                "edge": {"quotaUrls": ["http://q:10033"]}}, "must be https://"))
     attempt("render refuses an unknown antiAffinity",
             lambda: must_fail({"quota": {"antiAffinity": "sometimes"}}, "antiAffinity"))

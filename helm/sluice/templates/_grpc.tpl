@@ -24,6 +24,9 @@ are mounted where (under /etc/sluice-grpc, read at start). Args of each: (dict "
 {{- if not $g.tls.serverSecret }}
 {{- fail "grpc.tls.enabled needs grpc.tls.serverSecret (a kubernetes.io/tls Secret with the quota service's certificate)" }}
 {{- end }}
+{{- if not $g.tls.caSecret }}
+{{- fail "grpc.tls.enabled needs grpc.tls.caSecret (the CA the edges verify the quota service with): the image has no system root certificates" }}
+{{- end }}
 {{- if and $g.tls.clientAuth.enabled (not (and $g.tls.clientAuth.caSecret $g.tls.clientAuth.edgeSecret)) }}
 {{- fail "grpc.tls.clientAuth.enabled needs grpc.tls.clientAuth.caSecret (the CA of client certificates) and grpc.tls.clientAuth.edgeSecret (the edges' certificate)" }}
 {{- end }}

@@ -126,7 +126,14 @@ pub fn client_security(
             ));
         }
     }
-    if files.any_tls() && !urls.iter().any(|u| u.starts_with("https://")) {
+    let https = urls.iter().any(|u| u.starts_with("https://"));
+    if https && files.ca.is_none() && rustls_native_certs::load_native_certs().certs.is_empty() {
+        errors.push(
+            "https:// quota URLs without quota_tls_ca_file are checked against the system's root certificates, and none were found (install ca-certificates, or set quota_tls_ca_file to the CA that signed the quota service's certificate)"
+                .into(),
+        );
+    }
+    if files.any_tls() && !https {
         errors.push(
             "quota_tls_* settings apply to https:// quota URLs, and none is: use https:// in `quota`, or drop them"
                 .into(),
