@@ -9,6 +9,7 @@ mod config;
 mod descriptors;
 mod explain;
 mod front;
+mod grpc_security;
 mod hangup;
 mod import;
 mod logging;
