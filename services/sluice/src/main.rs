@@ -10,6 +10,7 @@ mod database;
 mod descriptors;
 mod explain;
 mod front;
+mod grpc_security;
 mod hangup;
 mod import;
 mod logging;
