@@ -394,7 +394,7 @@ def migration_uses_the_owner():
     # Edges on a read-only role, the Job on the owner's URL: from values...
     objs = objects(render({"database": {"url": "postgres://reader@db/sluice"},
                            "migration": {"databaseUrl": "postgres://owner@db/sluice"}}))
-    secrets = {o["metadata"]["name"]: o["stringData"] for _, o in objs if o["kind"] == "Secret"}
+    secrets = {o["metadata"]["name"]: o.get("stringData", {}) for _, o in objs if o["kind"] == "Secret"}
     job = next(o for _, o in objs if o["kind"] == "Job")
     name, key = secret_key_of(job, "SLUICE_DATABASE")
     assert secrets[name][key] == "postgres://owner@db/sluice", f"the Job reads {secrets[name][key]}"
