@@ -1,7 +1,9 @@
 {{/*
 A role's Deployment. Args: (dict "root" $ "component" "edge"|"quota" "v" <role values>
-"ports" <list of {name, port}> "env" <list of env entries> "replicas" <int or nil>).
-The role's extraArgs follow `<role> --config /etc/sluice/<role>.toml`; its extraVolumes,
+"ports" <list of {name, port}> "env" <list of env entries> "replicas" <int or nil>,
+optionally "volumes" and "mounts": the chart's own extra volumes and their mounts).
+The role's extraArgs follow `<role> --config /etc/sluice/<role>.toml`; the gRPC link's
+Secrets (values grpc, see _grpc.tpl) are mounted under /etc/sluice-grpc; its extraVolumes,
 extraVolumeMounts, initContainers and sidecars are added as given.
 */}}
 {{- define "sluice.deployment" -}}
@@ -97,6 +99,12 @@ spec:
               readOnly: true
             - name: tmp
               mountPath: /tmp
+            {{- with .mounts }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+            {{- with (include "sluice.grpcVolumes" (dict "root" $root "component" .component) | fromJson).mounts }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
             {{- with $v.extraVolumeMounts }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -113,6 +121,12 @@ spec:
         - name: tmp
           emptyDir:
             sizeLimit: 16Mi
+        {{- with .volumes }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+        {{- with (include "sluice.grpcVolumes" (dict "root" $root "component" .component) | fromJson).volumes }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
         {{- with $v.extraVolumes }}
         {{- toYaml . | nindent 8 }}
         {{- end }}

@@ -88,6 +88,8 @@ pub struct Settings {
     pub redis: Vec<String>,
     /// Timeout of one Redis call.
     pub redis_timeout: Duration,
+    /// TLS to Redis (`rediss://` URLs).
+    pub redis_tls: sluice_redis::RedisTls,
     /// Quota service URLs (edge).
     pub quota: Vec<String>,
     /// Deadline of one quota-service call (edge).
@@ -98,6 +100,10 @@ pub struct Settings {
     pub lease_multiple: u64,
     /// gRPC listener (quota).
     pub grpc_listen: Option<SocketAddr>,
+    /// TLS and client authentication of the gRPC listener (quota).
+    pub grpc_security: crate::grpc_security::ServerFiles,
+    /// TLS and token of the calls to the quota service (edge).
+    pub quota_security: crate::grpc_security::ClientFiles,
     /// Grace period after SIGTERM.
     pub shutdown_grace: Duration,
     /// The admin service's listener (serve), if any.
@@ -249,10 +255,11 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
         errors.push("max_request must be at least max_line".into());
     }
     let buckets = policy.buckets.unwrap_or(60);
-    // The engine's range: sub-buckets are at least 1 ms wide whatever the period.
-    let max_buckets = sluice_engine::bounds::MAX_BUCKETS_PER_PERIOD;
-    if !(1..=max_buckets).contains(&buckets) {
-        errors.push(format!("buckets must be between 1 and {max_buckets}"));
+    // The engine's range, and a lower cap where counters live in Redis (an edge's quota
+    // service, or serve --redis).
+    let in_redis = role == Role::Edge || a.redis.redis.as_ref().is_some_and(|r| !r.is_empty());
+    if let Err(e) = sluice_engine::bounds::check_buckets(buckets, in_redis) {
+        errors.push(e);
     }
     let reload_poll = positive(
         errors,
@@ -275,14 +282,41 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
         "redis_timeout_ms",
         a.redis.redis_timeout_ms.unwrap_or(250),
     );
+    let given = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+    let redis_tls = sluice_redis::RedisTls {
+        ca_file: given(&a.redis.redis_tls_ca_file).map(Into::into),
+        client_cert: given(&a.redis.redis_tls_cert_file).map(Into::into),
+        client_key: given(&a.redis.redis_tls_key_file).map(Into::into),
+        server_name: given(&a.redis.redis_tls_server_name),
+    };
+    let mut urls_ok = true;
     for u in &redis {
         if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
-            errors.push(format!("redis {u:?}: expected redis://host:port"));
+            errors.push(format!(
+                "redis {:?}: expected redis://[user:password@]host:port or rediss://…",
+                redact(u)
+            ));
+            urls_ok = false;
         }
+    }
+    if urls_ok && !redis.is_empty() {
+        // URL syntax, and for rediss:// the TLS files (read now) and the server name.
+        if let Err(e) = sluice_redis::check_settings(&redis, &redis_tls) {
+            errors.push(e.to_string());
+        }
+    }
+    if redis_tls != sluice_redis::RedisTls::default()
+        && !redis.iter().any(|u| u.starts_with("rediss://"))
+    {
+        errors.push(
+            "redis_tls_* settings apply to rediss:// URLs only: use rediss:// for TLS to Redis, or remove them".into(),
+        );
     }
     for u in &quota {
         if !(u.starts_with("http://") || u.starts_with("https://")) {
-            errors.push(format!("quota {u:?}: expected http://host:port"));
+            errors.push(format!(
+                "quota {u:?}: expected http://host:port or https://host:port"
+            ));
         }
     }
     if role == Role::Edge && deadline <= quota_deadline {
@@ -300,6 +334,7 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
             .map_err(|e| errors.push(format!("grpc_listen {s:?}: {e}")))
             .ok()
     };
+    let (grpc_security, quota_security) = security_files(a, role, grpc_listen, &quota, errors);
     let shutdown_grace = Duration::from_secs(common.shutdown_grace_secs.unwrap_or(10));
     let edge = EdgeConfig {
         max_connections,
@@ -339,15 +374,57 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
         counter_flush: (counter_flush_ms > 0).then(|| Duration::from_millis(counter_flush_ms)),
         redis,
         redis_timeout: Duration::from_millis(redis_timeout),
+        redis_tls,
         quota,
         quota_deadline: Duration::from_millis(quota_deadline),
         over_limit_cache: a.quota_client.over_limit_cache.unwrap_or(true),
         lease_multiple: a.quota_client.lease_multiple.unwrap_or(64),
         grpc_listen,
+        grpc_security,
+        quota_security,
         shutdown_grace,
         admin_listen,
         admin_secure_cookies: a.admin.admin_secure_cookies.unwrap_or(false),
     }
+}
+
+/// The gRPC link's TLS and authentication files; for the role that uses them, read and
+/// checked now (files readable, PEM parses, certificates match keys, tokens usable; the
+/// quota service refuses an exposed listener without client authentication) so
+/// `--check-config` reports what start would.
+fn security_files(
+    a: &RoleArgs,
+    role: Role,
+    grpc_listen: Option<SocketAddr>,
+    quota: &[String],
+    errors: &mut Vec<String>,
+) -> (
+    crate::grpc_security::ServerFiles,
+    crate::grpc_security::ClientFiles,
+) {
+    let nonempty = |p: &Option<std::path::PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+    let (g, q) = (&a.grpc, &a.quota_client);
+    let server = crate::grpc_security::ServerFiles {
+        cert: nonempty(&g.grpc_tls_cert_file),
+        key: nonempty(&g.grpc_tls_key_file),
+        client_ca: nonempty(&g.grpc_client_ca_file),
+        token: nonempty(&g.grpc_token_file),
+        allow_unauthenticated: g.grpc_allow_unauthenticated.unwrap_or(false),
+    };
+    let client = crate::grpc_security::ClientFiles {
+        ca: nonempty(&q.quota_tls_ca_file),
+        cert: nonempty(&q.quota_tls_cert_file),
+        key: nonempty(&q.quota_tls_key_file),
+        server_name: q.quota_tls_server_name.clone().filter(|s| !s.is_empty()),
+        token: nonempty(&q.quota_token_file),
+    };
+    let problems = match role {
+        Role::Quota => crate::grpc_security::server_security(&server, grpc_listen).err(),
+        Role::Edge => crate::grpc_security::client_security(&client, quota).err(),
+        Role::Serve => None,
+    };
+    errors.extend(problems.unwrap_or_default());
+    (server, client)
 }
 
 /// Resolves, or prints every error and returns the exit code 64. The process environment's
@@ -386,6 +463,13 @@ impl Settings {
         };
         let metrics = self.metrics.map_or("off".to_string(), |a| a.to_string());
         let grpc = self.grpc_listen.map(|g| g.to_string()).unwrap_or_default();
+        let path = |p: &Option<std::path::PathBuf>| {
+            format!(
+                "{:?}",
+                p.as_ref()
+                    .map_or(String::new(), |p| p.display().to_string())
+            )
+        };
         vec![
             ("listen", format!("{listen:?}")),
             ("metrics_listen", format!("{metrics:?}")),
@@ -432,6 +516,22 @@ impl Settings {
                 "redis_timeout_ms",
                 self.redis_timeout.as_millis().to_string(),
             ),
+            (
+                "redis_tls_ca_file",
+                format!("{:?}", path_text(self.redis_tls.ca_file.as_deref())),
+            ),
+            (
+                "redis_tls_cert_file",
+                format!("{:?}", path_text(self.redis_tls.client_cert.as_deref())),
+            ),
+            (
+                "redis_tls_key_file",
+                format!("{:?}", path_text(self.redis_tls.client_key.as_deref())),
+            ),
+            (
+                "redis_tls_server_name",
+                format!("{:?}", self.redis_tls.server_name.as_deref().unwrap_or("")),
+            ),
             ("quota", format!("{:?}", self.quota)),
             (
                 "quota_deadline_ms",
@@ -440,6 +540,25 @@ impl Settings {
             ("over_limit_cache", self.over_limit_cache.to_string()),
             ("lease_multiple", self.lease_multiple.to_string()),
             ("grpc_listen", format!("{grpc:?}")),
+            ("grpc_tls_cert_file", path(&self.grpc_security.cert)),
+            ("grpc_tls_key_file", path(&self.grpc_security.key)),
+            ("grpc_client_ca_file", path(&self.grpc_security.client_ca)),
+            ("grpc_token_file", path(&self.grpc_security.token)),
+            (
+                "grpc_allow_unauthenticated",
+                self.grpc_security.allow_unauthenticated.to_string(),
+            ),
+            ("quota_tls_ca_file", path(&self.quota_security.ca)),
+            ("quota_tls_cert_file", path(&self.quota_security.cert)),
+            ("quota_tls_key_file", path(&self.quota_security.key)),
+            (
+                "quota_tls_server_name",
+                format!(
+                    "{:?}",
+                    self.quota_security.server_name.as_deref().unwrap_or("")
+                ),
+            ),
+            ("quota_token_file", path(&self.quota_security.token)),
             (
                 "shutdown_grace_secs",
                 self.shutdown_grace.as_secs().to_string(),
@@ -472,6 +591,11 @@ impl fmt::Display for Settings {
         }
         Ok(())
     }
+}
+
+/// A path as text; none: empty.
+fn path_text(p: Option<&std::path::Path>) -> String {
+    p.map_or(String::new(), |p| p.display().to_string())
 }
 
 /// `scheme://user:password@host` → `scheme://user:***@host`.

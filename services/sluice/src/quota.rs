@@ -1,12 +1,14 @@
-//! `sluice quota`: the gRPC quota service on Redis (Cluster).
+//! `sluice quota`: the gRPC quota service on Redis (Cluster). It starts without waiting
+//! for Redis: gRPC health reports NOT_SERVING and `/readyz` not ready until Redis answers.
 
 use crate::cli::LogArgs;
 use crate::config::{self, Role, RoleArgs};
 use crate::ready::QuotaReady;
-use crate::serve::connect_redis;
+use crate::serve::redis_settings;
 use crate::{logging, signal};
 use anyhow::Context;
 use sluice_quota::QuotaConfig;
+use sluice_redis::RedisState;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -45,6 +47,22 @@ pub async fn run(args: RoleArgs, log: &LogArgs) -> anyhow::Result<ExitCode> {
 async fn serve(settings: config::Settings) -> anyhow::Result<ExitCode> {
     let stop = signal::shutdown();
     let grpc = settings.grpc_listen.expect("resolved for the quota role");
+    // Read (and checked) before any port is bound or Redis is dialled.
+    let security = crate::grpc_security::server_security(&settings.grpc_security, Some(grpc))
+        .map_err(|e| anyhow::anyhow!("gRPC TLS/authentication settings: {}", e.join("; ")))?;
+    if !grpc.ip().is_loopback() {
+        if !security.authenticates_clients() {
+            tracing::warn!(
+                grpc = %grpc,
+                "gRPC listener reachable from other hosts WITHOUT client authentication (grpc_allow_unauthenticated = true): anyone reaching the port can take or give back quota."
+            );
+        } else if security.tls.is_none() {
+            tracing::warn!(
+                grpc = %grpc,
+                "gRPC listener without TLS: the bearer token crosses the network in clear text; set grpc_tls_cert_file and grpc_tls_key_file."
+            );
+        }
+    }
     // gRPC connections come from the edges only; the metrics listener has its own cap.
     crate::descriptors::raise_limit(crate::descriptors::RESERVE);
     let listener = tokio::net::TcpListener::bind(grpc).await.map_err(|e| {
@@ -60,7 +78,22 @@ async fn serve(settings: config::Settings) -> anyhow::Result<ExitCode> {
         })?),
         None => None,
     };
-    let state: Arc<dyn sluice_engine::State> = Arc::new(connect_redis(&settings).await?);
+    // A patient start: listening at once, NOT_SERVING (and /readyz not ready) until Redis
+    // answers, connecting in the background with backoff. Only settings that can never
+    // work stop the process (exit code 64).
+    let redis = match RedisState::start(&settings.redis, redis_settings(&settings)) {
+        Ok(redis) => redis,
+        Err(e) => {
+            eprintln!("sluice quota: configuration: {e}");
+            tracing::error!(error = %e, "Cannot use the Redis settings");
+            return Ok(ExitCode::from(crate::EX_USAGE));
+        }
+    };
+    // Redis usually answers at once: give the first attempt (each seed its timeout) the
+    // time to, so a normal start is SERVING from its first health probe.
+    let first_attempt = settings.redis_timeout * (settings.redis.len() as u32 + 1);
+    redis.wait_connected(first_attempt).await;
+    let state: Arc<dyn sluice_engine::State> = Arc::new(redis);
     if let Some(admin) = admin {
         tokio::spawn(crate::metrics_listener::serve_basic(
             admin,
@@ -75,6 +108,7 @@ async fn serve(settings: config::Settings) -> anyhow::Result<ExitCode> {
     );
     let config = QuotaConfig {
         drain_timeout: settings.shutdown_grace,
+        security,
         ..QuotaConfig::default()
     };
     sluice_quota::serve(listener, state, config, stop)

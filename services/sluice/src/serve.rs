@@ -77,7 +77,10 @@ pub async fn run_edge(args: RoleArgs, log: &LogArgs) -> anyhow::Result<ExitCode>
         print!("{settings}");
         return Ok(ExitCode::SUCCESS);
     }
+    let security = crate::grpc_security::client_security(&settings.quota_security, &settings.quota)
+        .map_err(|e| anyhow::anyhow!("quota-service TLS/token settings: {}", e.join("; ")))?;
     let remote = RemoteConfig {
+        security,
         deadline: settings.quota_deadline,
         over_limit_cache: settings.over_limit_cache,
         lease_multiple: settings.lease_multiple,
@@ -105,14 +108,19 @@ pub async fn run_edge(args: RoleArgs, log: &LogArgs) -> anyhow::Result<ExitCode>
     result
 }
 
-/// Connects to Redis (Cluster or one node).
-pub async fn connect_redis(settings: &Settings) -> anyhow::Result<RedisState> {
-    let redis = RedisStateSettings {
+/// The Redis state's settings from the role's.
+pub fn redis_settings(settings: &Settings) -> RedisStateSettings {
+    RedisStateSettings {
         timeout: settings.redis_timeout,
+        tls: settings.redis_tls.clone(),
         ..RedisStateSettings::default()
-    };
+    }
+}
+
+/// Connects to Redis (Cluster or one node) now: an error if it does not answer.
+pub async fn connect_redis(settings: &Settings) -> anyhow::Result<RedisState> {
     let urls: Vec<String> = settings.redis.iter().map(|u| config::redact(u)).collect();
-    RedisState::connect_with(&settings.redis, redis)
+    RedisState::connect_with(&settings.redis, redis_settings(settings))
         .await
         .with_context(|| format!("cannot connect to Redis {urls:?}"))
 }
