@@ -1,6 +1,7 @@
 //! The connection to Redis, cluster or single node, and the timeout around every call.
 
 use crate::cluster::node::Connector;
+use crate::cluster::replication::{Landed, WaitPolicy};
 use crate::cluster::request::Request;
 use crate::cluster::router::Router;
 use crate::cluster::CallError;
@@ -81,15 +82,30 @@ impl Conn {
         }
     }
 
-    /// Runs `req` within `timeout` and returns its replies (of a transaction: `EXEC`'s).
-    /// Nothing that may have run is sent again: a connection error or a timeout is an
-    /// error.
+    /// Runs `req` within `timeout` (and the batch's deadline, see [`crate::deadline`])
+    /// and returns its replies (of a transaction: `EXEC`'s). Nothing that may have run is
+    /// sent again: a connection error or a timeout is an error. Past the batch's deadline
+    /// nothing is sent.
     pub(crate) async fn call(
         &self,
         req: &Request,
         timeout: Duration,
     ) -> Result<Vec<Value>, StateError> {
-        match tokio::time::timeout(timeout, self.router.call(req)).await {
+        self.call_landed(req, timeout).await.map(|(values, _)| values)
+    }
+
+    /// [`Conn::call`] for a write whose effect is acknowledged only after
+    /// [`Conn::confirm`]: also says where it ran.
+    pub(crate) async fn call_landed(
+        &self,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<(Vec<Value>, Landed), StateError> {
+        let deadline = crate::deadline::call_deadline(timeout);
+        if deadline <= tokio::time::Instant::now() {
+            return Err(StateError::Timeout);
+        }
+        match tokio::time::timeout_at(deadline, self.router.call_landed(req)).await {
             Ok(r) => r.map_err(StateError::from),
             Err(_) => {
                 // A node that stopped answering may have been failed over.
@@ -97,6 +113,27 @@ impl Conn {
                 Err(StateError::Timeout)
             }
         }
+    }
+
+    /// Returns once enough replicas have the write that landed as `write` (at once when
+    /// none are waited for), within `timeout` and the batch's deadline.
+    pub(crate) async fn confirm(&self, write: &Landed, timeout: Duration) -> Result<(), StateError> {
+        let deadline = crate::deadline::call_deadline(timeout);
+        self.router
+            .confirm(write, deadline)
+            .await
+            .map_err(StateError::from)
+    }
+
+    /// `Ok` when the topology is known and at least one primary answers (see
+    /// [`Router::ready`]).
+    pub(crate) async fn ready(&self) -> Result<(), StateError> {
+        self.router.ready().await.map_err(StateError::from)
+    }
+
+    /// Writes wait for replicas as `policy` says (see [`crate::cluster::replication`]).
+    pub(crate) fn wait_for_replicas(&self, policy: WaitPolicy) {
+        self.router.wait_for_replicas(policy);
     }
 
     /// The router (tests reach into routing).

@@ -115,6 +115,7 @@
 mod backend;
 mod cluster;
 mod conn;
+mod deadline;
 mod error;
 mod group;
 mod keys;

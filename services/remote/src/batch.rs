@@ -8,7 +8,8 @@
 //!   [`BatchLimits::max_batch`] per RPC). Calls made in the same scheduler tick (several
 //!   connections' requests evaluated together) are picked up together too.
 //! - **Own deadlines.** Each caller waits for its answer under its own deadline (the
-//!   caller's timeout); the RPC carries the latest deadline of its calls. A call whose caller
+//!   caller's timeout); the RPC carries the earliest deadline of its calls as its
+//!   `grpc-timeout`, the budget the quota service answers every batch of it within. A call whose caller
 //!   already gave up before it was sent is dropped — it was never sent, so nothing was
 //!   charged. A call that was sent is never resent: the service runs every batch of an
 //!   `ApplyMany` to completion, whatever happens to the caller.
@@ -138,12 +139,15 @@ async fn send(
         return;
     }
     let deadline = calls.iter().map(|c| c.deadline).max().expect("not empty");
+    // The service answers every batch by the budget it is sent: the earliest caller's, so
+    // no batch is still being worked on after its caller gave up.
+    let earliest = calls.iter().map(|c| c.deadline).min().expect("not empty");
     let batches: Vec<ApplyRequest> = calls
         .iter_mut()
         .map(|c| std::mem::take(&mut c.request))
         .collect();
     let mut request = tonic::Request::new(ApplyManyRequest { batches });
-    request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+    request.set_timeout(earliest.saturating_duration_since(Instant::now()));
     let result = match tokio::time::timeout_at(deadline, client.apply_many(request)).await {
         Ok(r) => r,
         Err(_) => Err(Status::deadline_exceeded("quota call timed out")),

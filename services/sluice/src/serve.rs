@@ -109,6 +109,8 @@ pub async fn run_edge(args: RoleArgs, log: &LogArgs) -> anyhow::Result<ExitCode>
 pub async fn connect_redis(settings: &Settings) -> anyhow::Result<RedisState> {
     let redis = RedisStateSettings {
         timeout: settings.redis_timeout,
+        wait_replicas: settings.redis_wait_replicas,
+        wait_timeout: settings.redis_wait_timeout,
         ..RedisStateSettings::default()
     };
     let urls: Vec<String> = settings.redis.iter().map(|u| config::redact(u)).collect();
