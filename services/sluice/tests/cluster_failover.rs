@@ -130,6 +130,21 @@ fn lagging_replica_failover_never_admits_over_the_limit() {
     let primary = primary_holding(cluster.redis.cluster(), "lagging@").expect("counter stored");
     let replica = replica_of(cluster.redis.cluster(), primary);
     wait_replicated(cluster.redis.cluster(), primary, replica);
+    // A fresh cluster lists a replica in CLUSTER SLOTS once it has gossiped a replication
+    // offset; the quota services read the topology at every health probe (each second).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let listed = format!("{replica}");
+    while !cluster
+        .redis
+        .cluster()
+        .cli(primary, &["cluster", "slots"])
+        .lines()
+        .any(|l| l.trim() == listed)
+    {
+        assert!(Instant::now() < deadline, "replica {replica} never listed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
 
     // Phase 2: the replica stops replicating; 10 more takes, 5 at a time. Freezing the
     // replica alone would not do: what the primary already sent waits in the replica's

@@ -17,8 +17,9 @@
 //! per burst of writes.
 //!
 //! **How many replicas.** `n` is the configured number, but at most the replicas the
-//! current topology (`CLUSTER SLOTS`, which lists only replicas not marked failed) gives
-//! the node: a primary whose replicas are all marked failed (or that has none) is not
+//! current topology gives the node (`CLUSTER SLOTS` lists only replicas not marked failed
+//! that have replicated something; the topology is read again at every health probe, so a
+//! replica joining or failing is noticed within about a second): a primary whose replicas are all marked failed (or that has none) is not
 //! waited for — its acknowledged writes are then exposed to a second failure, as
 //! docs/cluster.md states. A connection opened after the write (the write's connection
 //! broke) cannot prove it: the write is not acknowledged.

@@ -207,8 +207,11 @@ impl Router {
 
     /// `Ok` when the topology is known and at least one primary (or the plain node)
     /// answers `PING` within the timeout: the router can serve some slots. One failing node
-    /// does not make it unready (its requests fail on their own).
+    /// does not make it unready (its requests fail on their own). Also reads the topology
+    /// again in the background, so a health probe every second keeps the replicas known
+    /// (which writes wait for, see [`super::replication`]) up to date.
     pub(crate) async fn ready(&self) -> Result<(), CallError> {
+        self.refresh_soon();
         let nodes: Vec<Arc<Node>> = match &self.inner.cluster {
             None => vec![self.inner.single.clone().expect("a single node")],
             Some(cluster) => {
@@ -226,7 +229,6 @@ impl Router {
             }
         };
         if nodes.is_empty() {
-            self.refresh_soon();
             return Err(CallError::NoNode(0));
         }
         let mut ping = redis::Pipeline::new();
@@ -245,14 +247,8 @@ impl Router {
                 }
             })
         });
-        let first = futures_util::future::select_ok(pings).await.map(drop);
-        match first {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.refresh_soon();
-                Err(e)
-            }
-        }
+        let first = futures_util::future::select_ok(pings).await;
+        first.map(drop)
     }
 
     /// How many `MOVED` answers this router followed.
@@ -268,6 +264,16 @@ impl Router {
         let node = self.known_node(cluster, addr).expect("a valid address");
         let mut table = cluster.table.write().unwrap();
         *table = Arc::new(table.with_slot(slot, addr, || node));
+    }
+
+    /// How many replicas a write on the primary `addr` waits for now.
+    #[cfg(test)]
+    pub(crate) fn replicas_waited_for(&self, addr: &str) -> usize {
+        self.inner
+            .replication
+            .read()
+            .expect("replication lock")
+            .wanted(addr)
     }
 
     /// The `host:port` serving `slot` in the current table.
