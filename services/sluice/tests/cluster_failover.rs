@@ -335,7 +335,15 @@ fn one_failing_primary_leaves_the_others_answering() {
     stop.store(true, Ordering::Relaxed);
     let healthy = healthy_load.join().expect("healthy load");
     let doomed = doomed_load.join().expect("victim load");
+    let killed_at = start.elapsed();
     let h = tally(&healthy, "");
+    if std::env::var("DEBUG_DUMP").is_ok() {
+        let fb: Vec<_> = healthy.iter().filter(|a| a.action.as_deref() == Some(FALLBACK)).map(|a| (a.at.as_millis(), a.edge, a.latency.as_millis())).collect();
+        eprintln!("kill at ~{killed_at:?}; healthy fallbacks (at ms, edge, latency ms): {:?}", &fb[..fb.len().min(40)]);
+        for p in cluster.quotas.iter().chain(&cluster.edges) {
+            std::fs::write(format!("/tmp/dump-{}.log", p.name()), p.log()).unwrap();
+        }
+    }
     let d = tally(&doomed, "");
     eprintln!("one primary killed: others {h:?}; its own {d:?}");
     assert!(h.dunno > 300, "the healthy load ran: {h:?}");
