@@ -247,19 +247,41 @@ fn serves(nodes: &[sluice_test_support::NodeInfo], port: u16, slot: u16) -> bool
         .any(|n| n.port == port && n.slots.iter().any(|&(a, b)| (a..=b).contains(&slot)))
 }
 
+/// How a primary fails.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// SIGKILL: its connections break at once.
+    Killed,
+    /// SIGSTOP: it keeps its connections and answers nothing.
+    Frozen,
+}
+
 /// One of three primaries killed under load: requests whose counters and message sessions
 /// live on the other two keep being answered normally (no fallback at all), the quota
 /// services stay SERVING and the edges never mark them down; the victim's own requests get
 /// the fallback action until its replica takes over.
 #[test]
-fn one_failing_primary_leaves_the_others_answering() {
+fn one_killed_primary_leaves_the_others_answering() {
+    one_failing_primary_leaves_the_others_answering(Fault::Killed);
+}
+
+/// The same with the primary frozen, and a Redis timeout (2 s) longer than the edges'
+/// budget (1 s): the batches on the frozen node are cut at the callers' deadline, so the
+/// others sent in the same `ApplyMany` are still answered in time. Before the fix, every
+/// call that shared an `ApplyMany` with a batch on the frozen node timed out.
+#[test]
+fn one_frozen_primary_leaves_the_others_answering() {
+    one_failing_primary_leaves_the_others_answering(Fault::Frozen);
+}
+
+fn one_failing_primary_leaves_the_others_answering(fault: Fault) {
     let _serial = serial();
     let db = PgDb::create();
     import(&db.url, &sender_policy(1_000_000));
     let spec = Spec {
         request_deadline_ms: 1500,
         quota_deadline_ms: 1000,
-        redis_timeout_ms: 500,
+        redis_timeout_ms: 2000,
         // Every request is a call (no leases): the quota path itself is under test.
         edge_args: vec!["--lease-multiple".into(), "0".into()],
         ..Spec::default()
@@ -301,51 +323,52 @@ fn one_failing_primary_leaves_the_others_answering() {
         serves(&nodes, victim, tag_slot(&counter_tag(sender)))
             || serves(&nodes, victim, tag_slot(&format!("m:{instance}")))
     };
-    let mut healthy = Vec::new();
-    let mut doomed = Vec::new();
+    // One mixed load, as a real site sends it: about half the requests touch the victim
+    // (their counter or their message session lives there).
+    let mut requests = Vec::new();
+    let mut doomed = std::collections::HashSet::new();
     for i in 0..20_000 {
         let sender = format!("iso{}@example.org", i % 500);
         let instance = format!("iso-{i}");
-        let req = rcpt(&sender, "r@example.net", "192.0.2.71", &instance);
         if on_victim(&sender, &instance) {
-            doomed.push(req);
-        } else {
-            healthy.push(req);
+            doomed.insert(i);
         }
+        requests.push(rcpt(&sender, "r@example.net", "192.0.2.71", &instance));
     }
 
     let stop = Arc::new(AtomicBool::new(false));
     let progress = Arc::new(AtomicUsize::new(0));
     let (ports, s1, p1) = (cluster.edge_ports.clone(), stop.clone(), progress.clone());
-    let healthy_load = std::thread::spawn(move || {
-        load_until(&ports, 12, healthy, p1, Duration::from_secs(10), s1)
-    });
-    let (ports, s2) = (cluster.edge_ports.clone(), stop.clone());
-    let doomed_load = std::thread::spawn(move || {
-        load_until(&ports, 3, doomed, Arc::new(AtomicUsize::new(0)), Duration::from_secs(10), s2)
+    let driver = std::thread::spawn(move || {
+        load_until(&ports, 16, requests, p1, Duration::from_secs(10), s1)
     });
     let start = Instant::now();
     while progress.load(Ordering::Relaxed) < 300 {
         assert!(start.elapsed() < Duration::from_secs(60), "load stalled");
         std::thread::sleep(Duration::from_millis(10));
     }
-    cluster.redis.cluster().stop_node(victim);
+    match fault {
+        Fault::Killed => cluster.redis.cluster().stop_node(victim),
+        Fault::Frozen => cluster.redis.cluster().pause_node(victim),
+    }
     // Through the failover (node timeout 2 s) and a little beyond.
     std::thread::sleep(Duration::from_secs(6));
     stop.store(true, Ordering::Relaxed);
-    let healthy = healthy_load.join().expect("healthy load");
-    let doomed = doomed_load.join().expect("victim load");
+    let answers = driver.join().expect("load driver");
+    let (doomed, healthy): (Vec<Answer>, Vec<Answer>) =
+        answers.into_iter().partition(|a| doomed.contains(&a.index));
     let killed_at = start.elapsed();
     let h = tally(&healthy, "");
     if std::env::var("DEBUG_DUMP").is_ok() {
-        let fb: Vec<_> = healthy.iter().filter(|a| a.action.as_deref() == Some(FALLBACK)).map(|a| (a.at.as_millis(), a.edge, a.latency.as_millis())).collect();
+        let fb: Vec<_> = healthy.iter().filter(|a| a.action.as_deref() == Some(FALLBACK)).map(|a| (a.at.as_millis(), a.edge, a.latency.as_millis(), a.index, tag_slot(&counter_tag(&format!("iso{}@example.org", a.index % 500))), tag_slot(&format!("m:iso-{}", a.index)))).collect();
+        eprintln!("victim {victim} slots {:?}; nodes {:?}", nodes.iter().find(|n| n.port == victim).map(|n| n.slots.clone()), nodes.iter().map(|n| (n.port, n.primary, n.slots.clone())).collect::<Vec<_>>());
         eprintln!("kill at ~{killed_at:?}; healthy fallbacks (at ms, edge, latency ms): {:?}", &fb[..fb.len().min(40)]);
         for p in cluster.quotas.iter().chain(&cluster.edges) {
             std::fs::write(format!("/tmp/dump-{}.log", p.name()), p.log()).unwrap();
         }
     }
     let d = tally(&doomed, "");
-    eprintln!("one primary killed: others {h:?}; its own {d:?}");
+    eprintln!("one primary {fault:?}: others {h:?}; its own {d:?}");
     assert!(h.dunno > 300, "the healthy load ran: {h:?}");
     assert_eq!(
         (h.fallback, h.closed, h.other.len()),
