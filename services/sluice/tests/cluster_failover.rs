@@ -109,6 +109,9 @@ fn lagging_replica_failover_never_admits_over_the_limit() {
         request_deadline_ms: 1500,
         quota_deadline_ms: 1000,
         redis_timeout_ms: 500,
+        // Phase 2 must end well within the cluster node timeout (2 s), before the frozen
+        // replica is marked failed (and no longer waited for).
+        redis_wait_timeout_ms: 200,
         ..Spec::default()
     };
     let mut cluster = Cluster::start(&db.url, spec);
@@ -369,7 +372,7 @@ fn one_failing_primary_leaves_the_others_answering(fault: Fault) {
     }
     let d = tally(&doomed, "");
     eprintln!("one primary {fault:?}: others {h:?}; its own {d:?}");
-    assert!(h.dunno > 300, "the healthy load ran: {h:?}");
+    assert!(h.dunno > 100, "the healthy load ran: {h:?}");
     assert_eq!(
         (h.fallback, h.closed, h.other.len()),
         (0, 0, 0),
