@@ -439,10 +439,19 @@ mod tests {
 
     #[test]
     fn reads_the_callers_budget() {
-        assert_eq!(grpc_timeout(&metadata("200m")), Some(Duration::from_millis(200)));
+        assert_eq!(
+            grpc_timeout(&metadata("200m")),
+            Some(Duration::from_millis(200))
+        );
         assert_eq!(grpc_timeout(&metadata("3S")), Some(Duration::from_secs(3)));
-        assert_eq!(grpc_timeout(&metadata("1500u")), Some(Duration::from_micros(1500)));
-        assert_eq!(grpc_timeout(&metadata("2M")), Some(Duration::from_secs(120)));
+        assert_eq!(
+            grpc_timeout(&metadata("1500u")),
+            Some(Duration::from_micros(1500))
+        );
+        assert_eq!(
+            grpc_timeout(&metadata("2M")),
+            Some(Duration::from_secs(120))
+        );
         for bad in ["", "m", "12", "12x", "-1m", "1234567890m"] {
             let mut m = tonic::metadata::MetadataMap::new();
             if let Ok(v) = bad.parse() {
@@ -458,9 +467,18 @@ mod tests {
         let now = Instant::now();
         let bound = Duration::from_secs(1);
         let ms = |d: Instant| d.duration_since(now).as_millis();
-        assert_eq!(ms(reply_deadline(now, Some(Duration::from_millis(200)), bound)), 180);
-        assert_eq!(ms(reply_deadline(now, Some(Duration::from_millis(900)), bound)), 850);
-        assert_eq!(ms(reply_deadline(now, Some(Duration::from_secs(5)), bound)), 1000);
+        assert_eq!(
+            ms(reply_deadline(now, Some(Duration::from_millis(200)), bound)),
+            180
+        );
+        assert_eq!(
+            ms(reply_deadline(now, Some(Duration::from_millis(900)), bound)),
+            850
+        );
+        assert_eq!(
+            ms(reply_deadline(now, Some(Duration::from_secs(5)), bound)),
+            1000
+        );
         assert_eq!(ms(reply_deadline(now, None, bound)), 1000);
     }
 }

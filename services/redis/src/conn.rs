@@ -91,7 +91,9 @@ impl Conn {
         req: &Request,
         timeout: Duration,
     ) -> Result<Vec<Value>, StateError> {
-        self.call_landed(req, timeout).await.map(|(values, _)| values)
+        self.call_landed(req, timeout)
+            .await
+            .map(|(values, _)| values)
     }
 
     /// [`Conn::call`] for a write whose effect is acknowledged only after
@@ -117,7 +119,11 @@ impl Conn {
 
     /// Returns once enough replicas have the write that landed as `write` (at once when
     /// none are waited for), within `timeout` and the batch's deadline.
-    pub(crate) async fn confirm(&self, write: &Landed, timeout: Duration) -> Result<(), StateError> {
+    pub(crate) async fn confirm(
+        &self,
+        write: &Landed,
+        timeout: Duration,
+    ) -> Result<(), StateError> {
         let deadline = crate::deadline::call_deadline(timeout);
         self.router
             .confirm(write, deadline)

@@ -45,7 +45,10 @@ mod tests {
     async fn the_batch_deadline_bounds_calls_but_not_refunds() {
         let own = Duration::from_secs(5);
         let soon = Instant::now() + Duration::from_millis(10);
-        assert!(call_deadline(own) > soon, "no batch: the call's own timeout");
+        assert!(
+            call_deadline(own) > soon,
+            "no batch: the call's own timeout"
+        );
         within(soon, async {
             assert_eq!(call_deadline(own), soon);
             unbounded(async { assert!(call_deadline(own) > soon) }).await;

@@ -432,10 +432,7 @@ impl Settings {
                 "redis_timeout_ms",
                 self.redis_timeout.as_millis().to_string(),
             ),
-            (
-                "redis_wait_replicas",
-                self.redis_wait_replicas.to_string(),
-            ),
+            ("redis_wait_replicas", self.redis_wait_replicas.to_string()),
             (
                 "redis_wait_timeout_ms",
                 self.redis_wait_timeout.as_millis().to_string(),

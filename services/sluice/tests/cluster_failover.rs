@@ -38,7 +38,12 @@ fn primary_holding(redis: &RedisCluster, needle: &str) -> Option<u16> {
         .primary_urls()
         .iter()
         .map(|u| port_of(u))
-        .find(|&port| !redis.cli(port, &["keys", &format!("*{needle}*")]).trim().is_empty())
+        .find(|&port| {
+            !redis
+                .cli(port, &["keys", &format!("*{needle}*")])
+                .trim()
+                .is_empty()
+        })
 }
 
 /// The port of the (first) replica of the primary on `primary`.
@@ -64,7 +69,10 @@ fn wait_replicated(redis: &RedisCluster, primary: u16, replica: u16) {
     let target = repl_field(redis, primary, "master_repl_offset").expect("primary offset");
     let deadline = Instant::now() + Duration::from_secs(10);
     while repl_field(redis, replica, "slave_repl_offset").unwrap_or(0) < target {
-        assert!(Instant::now() < deadline, "replica {replica} does not catch up");
+        assert!(
+            Instant::now() < deadline,
+            "replica {replica} does not catch up"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -89,7 +97,14 @@ fn background(
             })
             .collect();
         let progress = Arc::new(AtomicUsize::new(0));
-        load_until(&ports, connections, reqs, progress, Duration::from_secs(10), stop)
+        load_until(
+            &ports,
+            connections,
+            reqs,
+            progress,
+            Duration::from_secs(10),
+            stop,
+        )
     })
 }
 
@@ -121,7 +136,10 @@ fn lagging_replica_failover_never_admits_over_the_limit() {
     let mut take = |cluster: &Cluster| {
         n += 1;
         let port = cluster.edge_ports[n % 3];
-        ask(port, &rcpt(sender, "r@example.net", "192.0.2.50", &format!("lag{n}")))
+        ask(
+            port,
+            &rcpt(sender, "r@example.net", "192.0.2.50", &format!("lag{n}")),
+        )
     };
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -129,7 +147,11 @@ fn lagging_replica_failover_never_admits_over_the_limit() {
 
     // Phase 1: 4 admitted and replicated.
     let mut answers: Vec<String> = (0..4).map(|_| take(&cluster)).collect();
-    assert!(answers.iter().all(|a| a == "DUNNO"), "{answers:?}\n{}", cluster.logs());
+    assert!(
+        answers.iter().all(|a| a == "DUNNO"),
+        "{answers:?}\n{}",
+        cluster.logs()
+    );
     let primary = primary_holding(cluster.redis.cluster(), "lagging@").expect("counter stored");
     let replica = replica_of(cluster.redis.cluster(), primary);
     wait_replicated(cluster.redis.cluster(), primary, replica);
@@ -160,9 +182,22 @@ fn lagging_replica_failover_never_admits_over_the_limit() {
         .cli(primary, &["client", "kill", "type", "replica"]);
     assert_eq!(killed.trim(), "1", "the replication link cut");
     let phase2: Vec<_> = (0..10)
-        .map(|i| rcpt(sender, "r@example.net", "192.0.2.50", &format!("lag-p2-{i}")))
+        .map(|i| {
+            rcpt(
+                sender,
+                "r@example.net",
+                "192.0.2.50",
+                &format!("lag-p2-{i}"),
+            )
+        })
         .collect();
-    let p2 = load(&ports, 5, phase2, Arc::new(AtomicUsize::new(0)), Duration::from_secs(10));
+    let p2 = load(
+        &ports,
+        5,
+        phase2,
+        Arc::new(AtomicUsize::new(0)),
+        Duration::from_secs(10),
+    );
     answers.extend(p2.iter().map(|a| a.action.clone().unwrap_or_default()));
 
     // Phase 3: the primary dies; the lagging replica takes over.
@@ -293,7 +328,10 @@ fn one_failing_primary_leaves_the_others_answering(fault: Fault) {
     let redis = cluster.redis.cluster();
     // The tag of the counter key is the counter's name; find it once, for its layout.
     assert_eq!(
-        ask(cluster.edge_ports[0], &rcpt("probe@example.org", "r@example.net", "192.0.2.70", "p1")),
+        ask(
+            cluster.edge_ports[0],
+            &rcpt("probe@example.org", "r@example.net", "192.0.2.70", "p1")
+        ),
         "DUNNO"
     );
     let probe_key = redis
@@ -303,10 +341,15 @@ fn one_failing_primary_leaves_the_others_answering(fault: Fault) {
         .find(|k| !k.trim().is_empty())
         .expect("probe counter stored");
     let probe_key = probe_key.trim();
-    let (before, after) = probe_key.split_once("probe@example.org").expect("sender in key");
+    let (before, after) = probe_key
+        .split_once("probe@example.org")
+        .expect("sender in key");
     let tag_start = before.find('{').expect("hash tag") + 1;
     let tag_end = probe_key.find('}').expect("hash tag end");
-    assert!(tag_end > before.len(), "the sender is inside the hash tag: {probe_key}");
+    assert!(
+        tag_end > before.len(),
+        "the sender is inside the hash tag: {probe_key}"
+    );
     let counter_tag = |sender: &str| {
         format!(
             "{}{sender}{}",
@@ -360,16 +403,7 @@ fn one_failing_primary_leaves_the_others_answering(fault: Fault) {
     let answers = driver.join().expect("load driver");
     let (doomed, healthy): (Vec<Answer>, Vec<Answer>) =
         answers.into_iter().partition(|a| doomed.contains(&a.index));
-    let killed_at = start.elapsed();
     let h = tally(&healthy, "");
-    if std::env::var("DEBUG_DUMP").is_ok() {
-        let fb: Vec<_> = healthy.iter().filter(|a| a.action.as_deref() == Some(FALLBACK)).map(|a| (a.at.as_millis(), a.edge, a.latency.as_millis(), a.index, tag_slot(&counter_tag(&format!("iso{}@example.org", a.index % 500))), tag_slot(&format!("m:iso-{}", a.index)))).collect();
-        eprintln!("victim {victim} slots {:?}; nodes {:?}", nodes.iter().find(|n| n.port == victim).map(|n| n.slots.clone()), nodes.iter().map(|n| (n.port, n.primary, n.slots.clone())).collect::<Vec<_>>());
-        eprintln!("kill at ~{killed_at:?}; healthy fallbacks (at ms, edge, latency ms): {:?}", &fb[..fb.len().min(40)]);
-        for p in cluster.quotas.iter().chain(&cluster.edges) {
-            std::fs::write(format!("/tmp/dump-{}.log", p.name()), p.log()).unwrap();
-        }
-    }
     let d = tally(&doomed, "");
     eprintln!("one primary {fault:?}: others {h:?}; its own {d:?}");
     assert!(h.dunno > 100, "the healthy load ran: {h:?}");
@@ -379,7 +413,10 @@ fn one_failing_primary_leaves_the_others_answering(fault: Fault) {
         "requests on healthy primaries answered normally: {h:?}\n{}",
         cluster.logs()
     );
-    assert!(d.fallback > 0, "the kill was felt by the victim's requests: {d:?}");
+    assert!(
+        d.fallback > 0,
+        "the kill was felt by the victim's requests: {d:?}"
+    );
     for q in &cluster.quotas {
         assert!(!q.log().contains("NOT_SERVING"), "{}", q.log());
     }
@@ -461,7 +498,9 @@ fn a_stalled_node_cuts_batches_at_the_callers_deadline() {
         let reply = client.apply_many(many(budget)).await;
         let took = started.elapsed();
         redis.resume_node(primaries[0]);
-        let reply = reply.unwrap_or_else(|s| panic!("after {took:?}: {s:?}")).into_inner();
+        let reply = reply
+            .unwrap_or_else(|s| panic!("after {took:?}: {s:?}"))
+            .into_inner();
         eprintln!("stalled node: answered in {took:?}: {reply:?}");
         assert!(took < budget, "answered after {took:?}");
         match &reply.results[0].result {
@@ -471,7 +510,10 @@ fn a_stalled_node_cuts_batches_at_the_callers_deadline() {
             other => panic!("the frozen node's batch: {other:?}"),
         }
         assert!(
-            matches!(&reply.results[1].result, Some(apply_result::Result::Reply(_))),
+            matches!(
+                &reply.results[1].result,
+                Some(apply_result::Result::Reply(_))
+            ),
             "the healthy node's batch is answered: {:?}",
             reply.results[1]
         );

@@ -169,7 +169,9 @@ fn acked(reply: Option<&Value>, wanted: usize) -> Result<(), CallError> {
             acked: (*n).max(0) as usize,
             wanted,
         }),
-        other => Err(CallError::Server(format!("unexpected WAIT reply {other:?}"))),
+        other => Err(CallError::Server(format!(
+            "unexpected WAIT reply {other:?}"
+        ))),
     }
 }
 

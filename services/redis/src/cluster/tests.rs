@@ -378,7 +378,10 @@ async fn writes_are_confirmed_only_by_a_live_replica() {
     let primary = conn.router().addr_of(key_slot(b"k")).unwrap();
     let started = std::time::Instant::now();
     while conn.router().replicas_waited_for(&primary) == 0 {
-        assert!(started.elapsed() < Duration::from_secs(20), "no replica listed");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no replica listed"
+        );
         conn.ready().await.unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
