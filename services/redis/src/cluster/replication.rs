@@ -40,8 +40,8 @@ pub(crate) struct Landed {
     pub conn: u64,
 }
 
-/// What replication a write needs before it is acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What replication a write needs before it is acknowledged (default: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct WaitPolicy {
     /// Replicas to wait for (at most the node's live replicas); 0: never wait.
     pub replicas: usize,
@@ -92,6 +92,11 @@ impl Replication {
             gates: Mutex::new(HashMap::new()),
             replicas: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The policy in force.
+    pub(crate) fn policy(&self) -> WaitPolicy {
+        self.policy
     }
 
     /// Records the live replicas of each primary (`host:port` → count).
