@@ -121,12 +121,6 @@ impl Router {
         Ok(router)
     }
 
-    /// Runs `req` and returns its replies (see [`Verdict::Done`]).
-    #[cfg(test)]
-    pub(crate) async fn call(&self, req: &Request) -> Result<Vec<Value>, CallError> {
-        self.call_landed(req).await.map(|(values, _)| values)
-    }
-
     /// From now on, writes confirmed with [`Router::confirm`] wait for replicas as `policy`
     /// says (the live replicas per primary come from the topology).
     pub(crate) fn wait_for_replicas(&self, policy: WaitPolicy) {
@@ -162,7 +156,8 @@ impl Router {
         result
     }
 
-    /// [`Router::call`], also saying where the request ran (for [`Router::confirm`]).
+    /// Runs `req` and returns its replies (see [`Verdict::Done`]) and where it ran (for
+    /// [`Router::confirm`]).
     pub(crate) async fn call_landed(
         &self,
         req: &Request,
