@@ -153,6 +153,10 @@ pub const REDIS_COMMANDS: &[&str] = &[
     "info",
     "cluster|slots",
     "asking",
+    // Health (a primary answers) and replication (a charge acknowledged once a replica
+    // has it).
+    "ping",
+    "wait",
     // Scripts.
     "evalsha",
     "script|load",
