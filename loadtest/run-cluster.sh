@@ -96,6 +96,7 @@ redis_urls="redis://127.0.0.1:$REDIS_PORT,redis://127.0.0.1:$((REDIS_PORT + 1)),
 echo "== PostgreSQL database $pg_db"
 psql -X -q "$PG_ADMIN_URL" -c "CREATE DATABASE $pg_db" >/dev/null
 pg_created=1
+"$bin/sluice" migrate --database "$pg_url"
 "$bin/sluice" policy import "$POLICIES" --database "$pg_url"
 
 echo "== sluice quota on 127.0.0.1:$QUOTA_PORT, sluice edge on 127.0.0.1:$EDGE_PORT"

@@ -128,7 +128,9 @@ impl Plan {
                 None => return Err(ConnectError::Redis("INFO cluster: no reply".into())),
             };
             if !info.lines().any(|l| l.trim() == "cluster_enabled:1") {
-                return Ok((Router::single(node, self.timeout), Topology::Single));
+                let router = Router::single(node, self.timeout);
+                crate::version::require_supported(&router, self.timeout).await?;
+                return Ok((router, Topology::Single));
             }
         }
         let seeds: Vec<String> = self
@@ -145,6 +147,7 @@ impl Plan {
         let router = Router::cluster(self.connector.clone(), &seeds, self.timeout)
             .await
             .map_err(connect_error)?;
+        crate::version::require_supported(&router, self.timeout).await?;
         Ok((router, Topology::Cluster))
     }
 

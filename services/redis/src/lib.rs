@@ -138,11 +138,13 @@ mod scripts;
 mod session;
 mod state;
 mod tls;
+mod version;
 
 pub use conn::{check_settings, Topology};
 pub use error::ConnectError;
 pub use state::{RedisState, RedisStateSettings};
 pub use tls::RedisTls;
+pub use version::{check_info, RedisVersion, MIN_REDIS_VERSION};
 
 /// Every Redis command Sluice sends (directly, or from its Lua scripts, which Redis checks
 /// against the ACL too): what a Redis ACL user of the quota service (or of `sluice serve

@@ -27,8 +27,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+
+/// The client of one connection: every call carries the bearer token, if one is configured
+/// (see [`crate::security`]).
+pub(crate) type QuotaRpc = QuotaClient<InterceptedService<Channel, sluice_proto::auth::AddToken>>;
 
 /// How calls are grouped on one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,20 +64,20 @@ struct Call {
 /// Sends the calls of one connection, batching those that wait at the same time.
 pub(crate) struct Batcher {
     calls: mpsc::UnboundedSender<Call>,
-    client: QuotaClient<Channel>,
+    client: QuotaRpc,
 }
 
 impl Batcher {
     /// A batcher over `client`; its task runs on the calling tokio runtime and ends when the
     /// batcher is dropped.
-    pub fn spawn(client: QuotaClient<Channel>, limits: BatchLimits) -> Self {
+    pub fn spawn(client: QuotaRpc, limits: BatchLimits) -> Self {
         let (calls, queue) = mpsc::unbounded_channel();
         tokio::spawn(drive(queue, client.clone(), limits));
         Batcher { calls, client }
     }
 
     /// The connection's client, for calls that must go out on their own (traced calls).
-    pub fn client(&self) -> QuotaClient<Channel> {
+    pub fn client(&self) -> QuotaRpc {
         self.client.clone()
     }
 
@@ -98,11 +103,7 @@ impl Batcher {
 }
 
 /// The batching loop: waits for a call, then for an RPC slot, then sends everything queued.
-async fn drive(
-    mut queue: mpsc::UnboundedReceiver<Call>,
-    client: QuotaClient<Channel>,
-    limits: BatchLimits,
-) {
+async fn drive(mut queue: mpsc::UnboundedReceiver<Call>, client: QuotaRpc, limits: BatchLimits) {
     let slots = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
     let plain_only = Arc::new(AtomicBool::new(false));
     let max_batch = limits.max_batch.max(1);
@@ -129,7 +130,7 @@ async fn drive(
 
 /// Sends one group of calls and hands every caller its answer.
 async fn send(
-    mut client: QuotaClient<Channel>,
+    mut client: QuotaRpc,
     mut calls: Vec<Call>,
     _slot: OwnedSemaphorePermit,
     plain_only: Arc<AtomicBool>,
@@ -191,7 +192,7 @@ async fn send(
 }
 
 /// Sends each call as its own `Apply`, concurrently (on this one task).
-async fn send_each(client: QuotaClient<Channel>, calls: Vec<Call>) {
+async fn send_each(client: QuotaRpc, calls: Vec<Call>) {
     let runs = calls.into_iter().map(|c| {
         let mut client = client.clone();
         async move {

@@ -13,6 +13,7 @@
 //! - [`lease`] — units charged ahead for this edge and admitted locally; [`sessions`] —
 //!   message sessions held by this edge; the batch path using both (`leasing`) and the
 //!   background sender of lease returns and sessions to store (`flush`).
+//! - [`security`] — TLS (`https://` endpoints), client certificates and the bearer token.
 //! - [`config`] — [`RemoteConfig`]; [`error`] — [`RemoteError`] and the status mapping.
 //!
 //! This crate knows nothing about Redis, SQL or the policy protocol.
@@ -27,6 +28,7 @@ pub mod lease;
 mod leasing;
 pub mod maintain;
 pub mod pool;
+pub mod security;
 pub mod sessions;
 pub mod state;
 
@@ -42,4 +44,5 @@ pub use cache::OverLimitCache;
 pub use config::RemoteConfig;
 pub use error::{state_error_from_status, RemoteError};
 pub use pool::EndpointStats;
+pub use security::{ClientSecurity, ClientTls};
 pub use state::RemoteState;

@@ -116,7 +116,7 @@ impl Inner {
         call: F,
     ) -> Result<T, StateError>
     where
-        F: FnOnce(sluice_proto::v1::quota_client::QuotaClient<tonic::transport::Channel>) -> Fut,
+        F: FnOnce(crate::batch::QuotaRpc) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let Some(backend) = self.pool.pick(None) else {
@@ -183,6 +183,12 @@ impl RemoteState {
             .iter()
             .map(|u| EndpointSpec::parse(u))
             .collect::<Result<Vec<_>, _>>()?;
+        for spec in &specs {
+            // TLS problems (an unusable CA or client certificate, no system roots) are
+            // reported now, not at the first call.
+            let probe = std::net::SocketAddr::from(([127, 0, 0, 1], spec.port));
+            crate::pool::endpoint(spec, probe, &config)?;
+        }
         let pool = Pool::new(specs, config.clone()).await;
         let cache = config
             .over_limit_cache

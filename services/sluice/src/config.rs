@@ -104,6 +104,10 @@ pub struct Settings {
     pub lease_multiple: u64,
     /// gRPC listener (quota).
     pub grpc_listen: Option<SocketAddr>,
+    /// TLS and client authentication of the gRPC listener (quota).
+    pub grpc_security: crate::grpc_security::ServerFiles,
+    /// TLS and token of the calls to the quota service (edge).
+    pub quota_security: crate::grpc_security::ClientFiles,
     /// Grace period after SIGTERM.
     pub shutdown_grace: Duration,
 }
@@ -240,10 +244,11 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
         errors.push("max_request must be at least max_line".into());
     }
     let buckets = policy.buckets.unwrap_or(60);
-    // The engine's range: sub-buckets are at least 1 ms wide whatever the period.
-    let max_buckets = sluice_engine::bounds::MAX_BUCKETS_PER_PERIOD;
-    if !(1..=max_buckets).contains(&buckets) {
-        errors.push(format!("buckets must be between 1 and {max_buckets}"));
+    // The engine's range, and a lower cap where counters live in Redis (an edge's quota
+    // service, or serve --redis).
+    let in_redis = role == Role::Edge || a.redis.redis.as_ref().is_some_and(|r| !r.is_empty());
+    if let Err(e) = sluice_engine::bounds::check_buckets(buckets, in_redis) {
+        errors.push(e);
     }
     let reload_poll = positive(
         errors,
@@ -309,7 +314,9 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
     }
     for u in &quota {
         if !(u.starts_with("http://") || u.starts_with("https://")) {
-            errors.push(format!("quota {u:?}: expected http://host:port"));
+            errors.push(format!(
+                "quota {u:?}: expected http://host:port or https://host:port"
+            ));
         }
     }
     if role == Role::Edge && deadline <= quota_deadline {
@@ -327,6 +334,7 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
             .map_err(|e| errors.push(format!("grpc_listen {s:?}: {e}")))
             .ok()
     };
+    let (grpc_security, quota_security) = security_files(a, role, grpc_listen, &quota, errors);
     let shutdown_grace = Duration::from_secs(common.shutdown_grace_secs.unwrap_or(10));
     let edge = EdgeConfig {
         max_connections,
@@ -374,8 +382,49 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
         over_limit_cache: a.quota_client.over_limit_cache.unwrap_or(true),
         lease_multiple: a.quota_client.lease_multiple.unwrap_or(64),
         grpc_listen,
+        grpc_security,
+        quota_security,
         shutdown_grace,
     }
+}
+
+/// The gRPC link's TLS and authentication files; for the role that uses them, read and
+/// checked now (files readable, PEM parses, certificates match keys, tokens usable; the
+/// quota service refuses an exposed listener without client authentication) so
+/// `--check-config` reports what start would.
+fn security_files(
+    a: &RoleArgs,
+    role: Role,
+    grpc_listen: Option<SocketAddr>,
+    quota: &[String],
+    errors: &mut Vec<String>,
+) -> (
+    crate::grpc_security::ServerFiles,
+    crate::grpc_security::ClientFiles,
+) {
+    let nonempty = |p: &Option<std::path::PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+    let (g, q) = (&a.grpc, &a.quota_client);
+    let server = crate::grpc_security::ServerFiles {
+        cert: nonempty(&g.grpc_tls_cert_file),
+        key: nonempty(&g.grpc_tls_key_file),
+        client_ca: nonempty(&g.grpc_client_ca_file),
+        token: nonempty(&g.grpc_token_file),
+        allow_unauthenticated: g.grpc_allow_unauthenticated.unwrap_or(false),
+    };
+    let client = crate::grpc_security::ClientFiles {
+        ca: nonempty(&q.quota_tls_ca_file),
+        cert: nonempty(&q.quota_tls_cert_file),
+        key: nonempty(&q.quota_tls_key_file),
+        server_name: q.quota_tls_server_name.clone().filter(|s| !s.is_empty()),
+        token: nonempty(&q.quota_token_file),
+    };
+    let problems = match role {
+        Role::Quota => crate::grpc_security::server_security(&server, grpc_listen).err(),
+        Role::Edge => crate::grpc_security::client_security(&client, quota).err(),
+        Role::Serve => None,
+    };
+    errors.extend(problems.unwrap_or_default());
+    (server, client)
 }
 
 /// Resolves, or prints every error and returns the exit code 64. The process environment's
@@ -414,6 +463,13 @@ impl Settings {
         };
         let metrics = self.admin.map_or("off".to_string(), |a| a.to_string());
         let grpc = self.grpc_listen.map(|g| g.to_string()).unwrap_or_default();
+        let path = |p: &Option<std::path::PathBuf>| {
+            format!(
+                "{:?}",
+                p.as_ref()
+                    .map_or(String::new(), |p| p.display().to_string())
+            )
+        };
         vec![
             ("listen", format!("{listen:?}")),
             ("metrics_listen", format!("{metrics:?}")),
@@ -489,6 +545,25 @@ impl Settings {
             ("over_limit_cache", self.over_limit_cache.to_string()),
             ("lease_multiple", self.lease_multiple.to_string()),
             ("grpc_listen", format!("{grpc:?}")),
+            ("grpc_tls_cert_file", path(&self.grpc_security.cert)),
+            ("grpc_tls_key_file", path(&self.grpc_security.key)),
+            ("grpc_client_ca_file", path(&self.grpc_security.client_ca)),
+            ("grpc_token_file", path(&self.grpc_security.token)),
+            (
+                "grpc_allow_unauthenticated",
+                self.grpc_security.allow_unauthenticated.to_string(),
+            ),
+            ("quota_tls_ca_file", path(&self.quota_security.ca)),
+            ("quota_tls_cert_file", path(&self.quota_security.cert)),
+            ("quota_tls_key_file", path(&self.quota_security.key)),
+            (
+                "quota_tls_server_name",
+                format!(
+                    "{:?}",
+                    self.quota_security.server_name.as_deref().unwrap_or("")
+                ),
+            ),
+            ("quota_token_file", path(&self.quota_security.token)),
             (
                 "shutdown_grace_secs",
                 self.shutdown_grace.as_secs().to_string(),
