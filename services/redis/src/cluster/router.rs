@@ -121,6 +121,11 @@ impl Router {
         Ok(router)
     }
 
+    /// Runs `req` and returns its replies (see [`Verdict::Done`]).
+    pub(crate) async fn call(&self, req: &Request) -> Result<Vec<Value>, CallError> {
+        self.call_landed(req).await.map(|(values, _)| values)
+    }
+
     /// From now on, writes confirmed with [`Router::confirm`] wait for replicas as `policy`
     /// says (the live replicas per primary come from the topology).
     pub(crate) fn wait_for_replicas(&self, policy: WaitPolicy) {
