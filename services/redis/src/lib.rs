@@ -128,6 +128,7 @@
 mod backend;
 mod cluster;
 mod conn;
+mod deadline;
 mod endpoint;
 mod error;
 mod group;
@@ -154,6 +155,10 @@ pub const REDIS_COMMANDS: &[&str] = &[
     "info",
     "cluster|slots",
     "asking",
+    // Health (a primary answers) and replication (a charge acknowledged once a replica
+    // has it).
+    "ping",
+    "wait",
     // Scripts.
     "evalsha",
     "script|load",

@@ -14,6 +14,9 @@
 //!
 //! **Health.** A transport failure marks the endpoint down (it is skipped while others are
 //! up); a successful call or a SERVING health probe (see [`crate::maintain`]) marks it up.
+//! An error the service answered — a whole call's status or one batch's error in an
+//! `ApplyMany`, e.g. a failing Redis node behind it — never marks it down: only the
+//! requests on that node fail, and the service's health says whether it can serve at all.
 
 use crate::cache::OverLimitCache;
 use crate::config::RemoteConfig;

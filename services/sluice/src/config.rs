@@ -88,6 +88,10 @@ pub struct Settings {
     pub redis: Vec<String>,
     /// Timeout of one Redis call.
     pub redis_timeout: Duration,
+    /// Replicas a charge waits for (`WAIT`), 0: none.
+    pub redis_wait_replicas: usize,
+    /// Longest one `WAIT` blocks.
+    pub redis_wait_timeout: Duration,
     /// TLS to Redis (`rediss://` URLs).
     pub redis_tls: sluice_redis::RedisTls,
     /// Quota service URLs (edge).
@@ -282,6 +286,17 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
         "redis_timeout_ms",
         a.redis.redis_timeout_ms.unwrap_or(250),
     );
+    let redis_wait_replicas = a.redis.redis_wait_replicas.unwrap_or(1);
+    let redis_wait_timeout = positive(
+        errors,
+        "redis_wait_timeout_ms",
+        a.redis.redis_wait_timeout_ms.unwrap_or(100),
+    );
+    if redis_wait_timeout >= redis_timeout {
+        errors.push(format!(
+            "redis_wait_timeout_ms ({redis_wait_timeout}) must be less than redis_timeout_ms ({redis_timeout}): a WAIT blocks the connection it is sent on"
+        ));
+    }
     let given = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
     let redis_tls = sluice_redis::RedisTls {
         ca_file: given(&a.redis.redis_tls_ca_file).map(Into::into),
@@ -374,6 +389,8 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
         counter_flush: (counter_flush_ms > 0).then(|| Duration::from_millis(counter_flush_ms)),
         redis,
         redis_timeout: Duration::from_millis(redis_timeout),
+        redis_wait_replicas,
+        redis_wait_timeout: Duration::from_millis(redis_wait_timeout),
         redis_tls,
         quota,
         quota_deadline: Duration::from_millis(quota_deadline),
@@ -515,6 +532,11 @@ impl Settings {
             (
                 "redis_timeout_ms",
                 self.redis_timeout.as_millis().to_string(),
+            ),
+            ("redis_wait_replicas", self.redis_wait_replicas.to_string()),
+            (
+                "redis_wait_timeout_ms",
+                self.redis_wait_timeout.as_millis().to_string(),
             ),
             (
                 "redis_tls_ca_file",

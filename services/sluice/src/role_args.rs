@@ -135,6 +135,17 @@ pub struct RedisSettings {
     #[arg(long, env = "SLUICE_REDIS_TIMEOUT_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_timeout_ms: Option<u64>,
+    /// Replicas that must have a charge before it is acknowledged (WAIT), at most those
+    /// the primary has in the cluster topology; 0: do not wait (a failover may then lose
+    /// acknowledged charges, see docs/cluster.md).
+    #[arg(long, env = "SLUICE_REDIS_WAIT_REPLICAS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_wait_replicas: Option<usize>,
+    /// Longest one WAIT for replicas may block, ms (less than redis_timeout_ms); a charge
+    /// not confirmed by then is refunded and answered with the fallback action.
+    #[arg(long, env = "SLUICE_REDIS_WAIT_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_wait_timeout_ms: Option<u64>,
     /// PEM file of the CAs that sign the Redis certificates (rediss:// URLs); empty: the
     /// system's trusted roots.
     #[arg(long, env = "SLUICE_REDIS_TLS_CA_FILE")]

@@ -112,6 +112,8 @@ pub async fn run_edge(args: RoleArgs, log: &LogArgs) -> anyhow::Result<ExitCode>
 pub fn redis_settings(settings: &Settings) -> RedisStateSettings {
     RedisStateSettings {
         timeout: settings.redis_timeout,
+        wait_replicas: settings.redis_wait_replicas,
+        wait_timeout: settings.redis_wait_timeout,
         tls: settings.redis_tls.clone(),
         ..RedisStateSettings::default()
     }

@@ -184,6 +184,10 @@ pub struct Spec {
     pub request_deadline_ms: u64,
     pub quota_deadline_ms: u64,
     pub redis_timeout_ms: u64,
+    /// Longest `WAIT` for a replica (capped below `redis_timeout_ms`): generous, since a
+    /// replica on two busy cores may stall for a while and a charge it does not confirm
+    /// in time is answered with the fallback action.
+    pub redis_wait_timeout_ms: u64,
     /// Extra `sluice edge` flags.
     pub edge_args: Vec<String>,
     /// Extra `sluice quota` flags (TLS, client authentication).
@@ -203,6 +207,7 @@ impl Default for Spec {
             request_deadline_ms: 5000,
             quota_deadline_ms: 4000,
             redis_timeout_ms: 2000,
+            redis_wait_timeout_ms: 1000,
             edge_args: Vec::new(),
             quota_args: Vec::new(),
             quota_scheme: "http",
@@ -245,6 +250,11 @@ impl Cluster {
                 &redis_urls,
                 "--redis-timeout-ms",
                 &spec.redis_timeout_ms.to_string(),
+                "--redis-wait-timeout-ms",
+                &spec
+                    .redis_wait_timeout_ms
+                    .min(spec.redis_timeout_ms * 4 / 5)
+                    .to_string(),
                 "--shutdown-grace-secs",
                 "5",
             ]
