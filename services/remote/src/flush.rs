@@ -19,6 +19,9 @@ use std::time::Instant;
 /// Most sessions kept waiting for another try after a failed store.
 const MAX_RETRIED_SAVES: usize = 10_000;
 
+/// Most lease returns in one `ReturnLeases` call (about 100 bytes each on the wire).
+const MAX_RETURNS_PER_CALL: usize = 2_048;
+
 /// Runs until `inner` is gone.
 pub(crate) async fn run(inner: Weak<Inner>) {
     let every = match inner.upgrade() {
@@ -77,11 +80,15 @@ pub(crate) async fn flush(inner: &Inner, everything: bool) {
         ended,
     } = std::mem::take(&mut *lock(&inner.outbox));
     let timeout = inner.config.deadline;
-    if !returns.is_empty() {
+    // In pieces: the leases of a whole period end together (at the end of every
+    // sub-bucket), which on a long tail of keys is hundreds of thousands of returns at once —
+    // more than one gRPC message may carry (4 MiB by default), and one piece after the other
+    // lets the requests' own calls through in between.
+    for piece in returns.chunks(MAX_RETURNS_PER_CALL) {
         let request = v1::ReturnLeasesRequest {
-            leases: returns.iter().map(v1::LeaseReturn::from).collect(),
+            leases: piece.iter().map(v1::LeaseReturn::from).collect(),
         };
-        let n = returns.len();
+        let n = piece.len();
         let result = inner
             .unary(
                 timeout,

@@ -12,7 +12,8 @@
 //! - [`cache`] — the local over-limit cache answering known refusals without a call.
 //! - [`lease`] — units charged ahead for this edge and admitted locally; [`sessions`] —
 //!   message sessions held by this edge; the batch path using both (`leasing`) and the
-//!   background sender of lease returns and sessions to store (`flush`).
+//!   background sender of lease returns and sessions to store (`flush`); [`sightings`] —
+//!   which counters a once-per-message take was seen on lately (the first gets no lease).
 //! - [`config`] — [`RemoteConfig`]; [`error`] — [`RemoteError`] and the status mapping.
 //!
 //! This crate knows nothing about Redis, SQL or the policy protocol.
@@ -28,6 +29,7 @@ mod leasing;
 pub mod maintain;
 pub mod pool;
 pub mod sessions;
+pub mod sightings;
 pub mod state;
 
 pub use batch::BatchLimits;
