@@ -168,6 +168,7 @@ summary="$results/$stamp-cluster-summary.txt"
     echo "cluster  $(grep 'CPU us/request' "$tmp/cluster-report.txt" | sed 's/^ *//')"
     cat "$tmp/cluster-commands.txt"
     echo "edge log lines mentioning fallback/unavailable/timeouts: $fallbacks"
+    grep -m 3 'fallback\|unavailable\|timed out' "$tmp/edge.log" | cut -c1-300 || true
     cat "$tmp/commandstats.txt"
 } >"$summary"
 echo "== results in $results/$stamp-{embedded,cluster}.json, summary:"
