@@ -233,6 +233,26 @@ def rules_pass_promtool(objs):
         assert r.returncode == 0, r.stdout + r.stderr
 
 
+def redis_tls_rendered(objs):
+    quota = next(o for _, o in objs if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-quota"))
+    spec = quota["spec"]["template"]["spec"]
+    vols = {v["name"]: v for v in spec["volumes"]}
+    assert vols["redis-tls"]["secret"]["secretName"] == "redis-client-tls", vols
+    c = spec["containers"][0]
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["redis-tls"]["mountPath"] == "/etc/sluice-tls/redis" and mounts["redis-tls"]["readOnly"], mounts
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    want = {"SLUICE_REDIS_TLS_CA_FILE": "/etc/sluice-tls/redis/ca.crt",
+            "SLUICE_REDIS_TLS_CERT_FILE": "/etc/sluice-tls/redis/tls.crt",
+            "SLUICE_REDIS_TLS_KEY_FILE": "/etc/sluice-tls/redis/tls.key",
+            "SLUICE_REDIS_TLS_SERVER_NAME": "redis.internal"}
+    for k, v in want.items():
+        assert env.get(k) == v, f"{k}: {env.get(k)!r}, expected {v!r}"
+    edge = next(o for _, o in objs if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-edge"))
+    edge_env = [e["name"] for e in edge["spec"]["template"]["spec"]["containers"][0]["env"]]
+    assert not [n for n in edge_env if n.startswith("SLUICE_REDIS")], f"edge gets Redis settings: {edge_env}"
+
+
 def must_fail(values, words):
     try:
         render(values)
@@ -305,6 +325,10 @@ def main():
             lambda: must_fail({"edge": {"terminationGracePeriodSeconds": 20}}, "terminationGracePeriodSeconds"))
     attempt("render refuses a NetworkPolicy without MTAs",
             lambda: must_fail({"networkPolicy": {"enabled": True}}, "networkPolicy")),
+    attempt("redis.tls: the Secret mounted in the quota pods, its files and the server name as settings",
+            lambda: redis_tls_rendered(objects(render(all_options))))
+    attempt("render refuses redis.tls.clientCertificate without a Secret",
+            lambda: must_fail({"redis": {"tls": {"clientCertificate": True}}}, "redis.tls.secretName"))
     attempt("render refuses an unknown antiAffinity",
             lambda: must_fail({"quota": {"antiAffinity": "sometimes"}}, "antiAffinity"))
     attempt("values.schema.json: helm lint refuses a wrong type (edge.replicaCount: \"three\")",

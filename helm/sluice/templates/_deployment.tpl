@@ -1,6 +1,7 @@
 {{/*
 A role's Deployment. Args: (dict "root" $ "component" "edge"|"quota" "v" <role values>
-"ports" <list of {name, port}> "env" <list of env entries> "replicas" <int or nil>).
+"ports" <list of {name, port}> "env" <list of env entries> "replicas" <int or nil>,
+optionally "volumes" and "mounts": the chart's own extra volumes and their mounts).
 The role's extraArgs follow `<role> --config /etc/sluice/<role>.toml`; its extraVolumes,
 extraVolumeMounts, initContainers and sidecars are added as given.
 */}}
@@ -97,6 +98,9 @@ spec:
               readOnly: true
             - name: tmp
               mountPath: /tmp
+            {{- with .mounts }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
             {{- with $v.extraVolumeMounts }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -113,6 +117,9 @@ spec:
         - name: tmp
           emptyDir:
             sizeLimit: 16Mi
+        {{- with .volumes }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
         {{- with $v.extraVolumes }}
         {{- toYaml . | nindent 8 }}
         {{- end }}

@@ -1,23 +1,56 @@
-//! The connection to Redis, cluster or single node, and the timeout around every call.
+//! The connection to Redis, cluster or single node: connecting (at once, or patiently in
+//! the background) and the timeout around every call.
 
-use crate::cluster::node::Connector;
+use crate::cluster::node::{jitter, Connector};
 use crate::cluster::request::Request;
 use crate::cluster::router::Router;
 use crate::cluster::CallError;
-use crate::error::ConnectError;
-use redis::{
-    AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, FromRedisValue, IntoConnectionInfo,
-    Value,
-};
+use crate::endpoint::{Address, Endpoint};
+use crate::error::{redact_url, ConnectError};
+use crate::tls::RedisTls;
+use redis::{FromRedisValue, Value};
 use sluice_engine::StateError;
-use std::future::Future;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
+use tokio::time::Instant;
+
+/// The first wait after a failed start attempt; doubled per failure.
+const FIRST_START_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest wait between two start attempts.
+pub(crate) const MAX_START_BACKOFF: Duration = Duration::from_secs(10);
+/// A start attempt that fails like the one before is logged at most this often.
+const START_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Our own client (see [`crate::cluster`]): one multiplexed connection per node, cheap to
-/// clone; one per process is enough.
+/// clone; one per process is enough. Until Redis has answered once (a patient start),
+/// every call fails at once as unavailable.
 #[derive(Clone)]
 pub(crate) struct Conn {
-    router: Router,
+    ready: Arc<Ready>,
+}
+
+/// The router once Redis answered, and a signal for those waiting for it.
+struct Ready {
+    cell: OnceLock<(Router, Topology)>,
+    connected: tokio::sync::watch::Sender<bool>,
+}
+
+impl Ready {
+    fn new() -> Arc<Ready> {
+        Arc::new(Ready {
+            cell: OnceLock::new(),
+            connected: tokio::sync::watch::Sender::new(false),
+        })
+    }
+
+    fn set(&self, router: Router, topology: Topology) {
+        let _ = self.cell.set((router, topology));
+        self.connected.send_replace(true);
+    }
+
+    fn get(&self) -> Option<&(Router, Topology)> {
+        self.cell.get()
+    }
 }
 
 /// Which kind of deployment [`crate::RedisState::connect`] found.
@@ -29,56 +62,152 @@ pub enum Topology {
     Single,
 }
 
+/// What connecting needs, checked: the URLs parsed, the TLS files read.
+struct Plan {
+    /// Each URL (password redacted) and its endpoint.
+    endpoints: Vec<(String, Endpoint)>,
+    connector: Connector,
+    timeout: Duration,
+}
+
+impl Plan {
+    /// Checks everything that needs no network: each error is a configuration error.
+    fn new(urls: &[String], tls: &RedisTls, timeout: Duration) -> Result<Plan, ConnectError> {
+        let endpoints = urls
+            .iter()
+            .map(|u| Ok((redact_url(u), Endpoint::parse(u)?)))
+            .collect::<Result<Vec<_>, ConnectError>>()?;
+        let Some((first_url, first)) = endpoints.first() else {
+            return Err(ConnectError::NoUrls);
+        };
+        if let Some((url, _)) = endpoints.iter().find(|(_, e)| e.tls != first.tls) {
+            return Err(ConnectError::InvalidUrl {
+                url: url.clone(),
+                reason: format!(
+                    "mixes redis:// and rediss:// with {first_url}: every node is reached the same way"
+                ),
+            });
+        }
+        if endpoints.len() > 1 {
+            for (url, e) in &endpoints {
+                e.tcp_addr(url)?;
+            }
+        }
+        let tls = match first.tls {
+            true => Some(tls.connector()?),
+            false => None,
+        };
+        Ok(Plan {
+            connector: Connector::new(first.redis.clone(), tls, timeout),
+            endpoints,
+            timeout,
+        })
+    }
+
+    /// One attempt: one URL is a cluster if the node says `cluster_enabled:1`, else a
+    /// plain node; several URLs are seeds of a cluster, each asked in turn with its own
+    /// timeout until one answers.
+    async fn attempt(&self) -> Result<(Router, Topology), ConnectError> {
+        if let [(_, one)] = &self.endpoints[..] {
+            let node = self.connector.node_at(one.addr.clone());
+            let mut info = redis::Pipeline::new();
+            info.cmd("INFO").arg("cluster");
+            let reply = tokio::time::timeout(self.timeout, node.send(&info))
+                .await
+                .map_err(|_| ConnectError::Timeout)?
+                .map_err(|e| connect_error(CallError::from_redis(&e)))?;
+            let info: String = match reply.into_iter().next() {
+                Some(Value::ServerError(e)) => {
+                    return Err(ConnectError::Redis(format!("INFO cluster: {e:?}")))
+                }
+                Some(v) => redis::from_redis_value(v)
+                    .map_err(|e| ConnectError::Redis(format!("INFO cluster: {e}")))?,
+                None => return Err(ConnectError::Redis("INFO cluster: no reply".into())),
+            };
+            if !info.lines().any(|l| l.trim() == "cluster_enabled:1") {
+                return Ok((Router::single(node, self.timeout), Topology::Single));
+            }
+        }
+        let seeds: Vec<String> = self
+            .endpoints
+            .iter()
+            .map(|(url, e)| match &e.addr {
+                Address::Tcp(a) => Ok(a.clone()),
+                Address::Unix(_) => Err(ConnectError::InvalidUrl {
+                    url: url.clone(),
+                    reason: "a Redis Cluster node must be a TCP address".into(),
+                }),
+            })
+            .collect::<Result<_, _>>()?;
+        let router = Router::cluster(self.connector.clone(), &seeds, self.timeout)
+            .await
+            .map_err(connect_error)?;
+        Ok((router, Topology::Cluster))
+    }
+
+    /// The URLs, passwords redacted (for logs).
+    fn urls(&self) -> Vec<&str> {
+        self.endpoints.iter().map(|(u, _)| u.as_str()).collect()
+    }
+}
+
+/// Checks Redis URLs and TLS settings without connecting (what `--check-config` runs):
+/// URL syntax, schemes, and, for `rediss://`, the TLS files and server name. An error is a
+/// configuration error ([`ConnectError::is_permanent`]).
+pub fn check_settings(urls: &[String], tls: &RedisTls) -> Result<(), ConnectError> {
+    Plan::new(urls, tls, Duration::from_secs(1)).map(|_| ())
+}
+
+fn connect_error(e: CallError) -> ConnectError {
+    match e {
+        CallError::Timeout => ConnectError::Timeout,
+        CallError::Auth(msg) => ConnectError::Auth(msg),
+        other => ConnectError::Redis(other.to_string()),
+    }
+}
+
 impl Conn {
-    /// One URL: a cluster if the node says `cluster_enabled:1`, else a plain node. Several
-    /// URLs: seed nodes of a cluster.
+    /// Connects now: one attempt (each seed with its own `timeout`), an error if Redis
+    /// does not answer.
     pub(crate) async fn connect(
         urls: &[String],
+        tls: &RedisTls,
         timeout: Duration,
     ) -> Result<(Conn, Topology), ConnectError> {
-        let cluster = match urls {
-            [] => return Err(ConnectError::NoUrls),
-            [one] => cluster_enabled(one, timeout).await?,
-            _ => true,
-        };
-        let infos = urls
-            .iter()
-            .map(|u| u.as_str().into_connection_info())
-            .collect::<Result<Vec<ConnectionInfo>, _>>()
-            .map_err(|e| ConnectError::Redis(e.to_string()))?;
-        let connector = Connector::new(infos[0].clone(), timeout);
-        let connect_error = |e: CallError| match e {
-            CallError::Timeout => ConnectError::Timeout,
-            other => ConnectError::Redis(other.to_string()),
-        };
-        if cluster {
-            let seeds = infos
-                .iter()
-                .map(|i| match i.addr() {
-                    ConnectionAddr::Tcp(host, port) => Ok(format!("{host}:{port}")),
-                    other => Err(ConnectError::Redis(format!(
-                        "a cluster node must be a TCP address, not {other:?}"
-                    ))),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let router = bounded(timeout, Router::cluster(connector, &seeds, timeout))
-                .await?
-                .map_err(connect_error)?;
-            Ok((Conn { router }, Topology::Cluster))
-        } else {
-            let client = redis::Client::open(infos[0].clone())
-                .map_err(|e| ConnectError::Redis(e.to_string()))?;
-            let node = connector.node_at(infos[0].addr().to_string(), client);
-            let conn = Conn {
-                router: Router::single(node, timeout),
-            };
-            // Open the connection now: a dead node is an error at start-up.
-            let ping = Request::single("", redis::cmd("PING"));
-            bounded(timeout, conn.router.call(&ping))
-                .await?
-                .map_err(connect_error)?;
-            Ok((conn, Topology::Single))
-        }
+        let plan = Plan::new(urls, tls, timeout)?;
+        let (router, topology) = plan.attempt().await?;
+        let ready = Ready::new();
+        ready.set(router, topology);
+        Ok((Conn { ready }, topology))
+    }
+
+    /// Checks the settings (an error is a configuration error) and returns at once; the
+    /// connection is made in the background, retrying with a capped, jittered exponential
+    /// backoff (failures logged at most every 30 s) until Redis answers. Calls fail as
+    /// unavailable until then. Must run inside a Tokio runtime.
+    pub(crate) fn start(
+        urls: &[String],
+        tls: &RedisTls,
+        timeout: Duration,
+    ) -> Result<Conn, ConnectError> {
+        let plan = Plan::new(urls, tls, timeout)?;
+        let ready = Ready::new();
+        tokio::spawn(connect_patiently(plan, Arc::downgrade(&ready)));
+        Ok(Conn { ready })
+    }
+
+    /// Waits until Redis has answered, at most `limit`; whether it has.
+    pub(crate) async fn wait_connected(&self, limit: Duration) -> bool {
+        let mut connected = self.ready.connected.subscribe();
+        let answered = tokio::time::timeout(limit, connected.wait_for(|c| *c))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        answered
+    }
+
+    /// Whether Redis has answered (always, after [`Conn::connect`]).
+    pub(crate) fn topology(&self) -> Option<Topology> {
+        self.ready.get().map(|(_, t)| *t)
     }
 
     /// Runs `req` within `timeout` and returns its replies (of a transaction: `EXEC`'s).
@@ -89,11 +218,16 @@ impl Conn {
         req: &Request,
         timeout: Duration,
     ) -> Result<Vec<Value>, StateError> {
-        match tokio::time::timeout(timeout, self.router.call(req)).await {
+        let Some((router, _)) = self.ready.get() else {
+            return Err(StateError::Unavailable(
+                "not connected to Redis yet (still trying)".into(),
+            ));
+        };
+        match tokio::time::timeout(timeout, router.call(req)).await {
             Ok(r) => r.map_err(StateError::from),
             Err(_) => {
                 // A node that stopped answering may have been failed over.
-                self.router.refresh_soon();
+                router.refresh_soon();
                 Err(StateError::Timeout)
             }
         }
@@ -102,8 +236,61 @@ impl Conn {
     /// The router (tests reach into routing).
     #[cfg(test)]
     pub(crate) fn router(&self) -> &Router {
-        &self.router
+        &self.ready.get().expect("connected").0
     }
+}
+
+/// Connects in the background until Redis answers (or the state is dropped).
+async fn connect_patiently(plan: Plan, ready: Weak<Ready>) {
+    let mut failures: u32 = 0;
+    let mut logged: Option<(Instant, String)> = None;
+    loop {
+        match plan.attempt().await {
+            Ok((router, topology)) => {
+                let Some(ready) = ready.upgrade() else { return };
+                tracing::info!(
+                    redis = ?plan.urls(),
+                    ?topology,
+                    failed_attempts = failures,
+                    "Connected to Redis"
+                );
+                ready.set(router, topology);
+                return;
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let wait = start_backoff(failures);
+                let message = e.to_string();
+                let due = match &logged {
+                    None => true,
+                    Some((at, last)) => *last != message || at.elapsed() >= START_LOG_INTERVAL,
+                };
+                if due {
+                    tracing::warn!(
+                        redis = ?plan.urls(),
+                        error = %message,
+                        failed_attempts = failures,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "Redis does not answer yet; not ready, retrying"
+                    );
+                    logged = Some((Instant::now(), message));
+                }
+                tokio::time::sleep(wait).await;
+                if ready.strong_count() == 0 {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The wait after `failures` failed start attempts: doubling from
+/// [`FIRST_START_BACKOFF`], capped at [`MAX_START_BACKOFF`], then 50–100 % of that.
+fn start_backoff(failures: u32) -> Duration {
+    let full = FIRST_START_BACKOFF
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(MAX_START_BACKOFF);
+    full / 2 + full.mul_f64(jitter() / 2.0)
 }
 
 /// Converts one reply.
@@ -111,31 +298,45 @@ pub(crate) fn parse<T: FromRedisValue>(v: Value) -> Result<T, StateError> {
     redis::from_redis_value(v).map_err(|e| StateError::Unavailable(e.to_string()))
 }
 
-/// Runs a connection attempt within `timeout`.
-async fn bounded<T>(timeout: Duration, fut: impl Future<Output = T>) -> Result<T, ConnectError> {
-    tokio::time::timeout(timeout, fut)
-        .await
-        .map_err(|_| ConnectError::Timeout)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Asks one node whether it runs in cluster mode.
-async fn cluster_enabled(url: &str, timeout: Duration) -> Result<bool, ConnectError> {
-    let redis_error = |e: redis::RedisError| ConnectError::Redis(e.to_string());
-    let client = redis::Client::open(url).map_err(redis_error)?;
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout));
-    let mut conn = bounded(
-        timeout,
-        client.get_multiplexed_async_connection_with_config(&config),
-    )
-    .await?
-    .map_err(redis_error)?;
-    let info: String = bounded(
-        timeout,
-        redis::cmd("INFO").arg("cluster").query_async(&mut conn),
-    )
-    .await?
-    .map_err(redis_error)?;
-    Ok(info.lines().any(|l| l.trim() == "cluster_enabled:1"))
+    #[test]
+    fn start_backoff_is_capped_and_jittered() {
+        assert!(start_backoff(1) <= FIRST_START_BACKOFF);
+        assert!(start_backoff(1) >= FIRST_START_BACKOFF / 2);
+        for n in 10..50 {
+            let d = start_backoff(n);
+            assert!(
+                d >= MAX_START_BACKOFF / 2 && d <= MAX_START_BACKOFF,
+                "{n}: {d:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn settings_that_cannot_work_fail_at_once() {
+        let tls = RedisTls {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..RedisTls::default()
+        };
+        let t = Duration::from_millis(100);
+        let urls = |u: &[&str]| u.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        for (given, tls) in [
+            (urls(&["rediss://127.0.0.1:1"]), &tls),
+            (urls(&["nonsense"]), &RedisTls::default()),
+            (
+                urls(&["redis://127.0.0.1:1", "rediss://127.0.0.1:2"]),
+                &RedisTls::default(),
+            ),
+            (urls(&[]), &RedisTls::default()),
+        ] {
+            let e = Conn::start(&given, tls, t).err().expect("refused");
+            assert!(e.is_permanent(), "{given:?}: {e}");
+        }
+        // A plain URL does not read the TLS files.
+        let conn = Conn::start(&urls(&["redis://127.0.0.1:1"]), &tls, t).unwrap();
+        assert_eq!(conn.topology(), None);
+    }
 }

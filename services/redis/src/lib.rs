@@ -96,7 +96,20 @@
 //! `READONLY` are retried shortly within the call's timeout; `NOSCRIPT` loads the script
 //! on that node and sends the call again. All of these prove the command did not run.
 //! `CLUSTERDOWN`, `MASTERDOWN` and `LOADING` last seconds: the call fails at once. The topology is read again in the background (at most every 100 ms) after
-//! a `MOVED` or a connection error; a broken connection is opened again by the next call.
+//! a `MOVED` or a connection error; nodes that left it are dropped (the seeds are kept). A
+//! broken connection is opened again by a later call; failed connection attempts to a node
+//! back off (jittered, up to 2 s), and calls to it fail at once meanwhile.
+//!
+//! Every connection (to seeds and to every node the cluster announces) is made the same
+//! way: TCP, TLS for `rediss://` ([`RedisTls`]: rustls with *ring*, a CA file or the
+//! system's roots, a client certificate, one server name for every node), then `AUTH`
+//! with the URL's user and password and `SELECT` of its database. [`REDIS_COMMANDS`] is
+//! what an ACL user must be allowed.
+//!
+//! [`RedisState::connect_with`] connects before returning: the seeds are asked in the
+//! order given, each with its own timeout, and the first that answers wins.
+//! [`RedisState::start`] returns at once and connects in the background, retrying with a
+//! capped, jittered backoff; calls fail as unavailable until Redis answered.
 //!
 //! # Failures
 //! Every Redis call is bounded by [`RedisStateSettings::timeout`] (default 250 ms) and
@@ -115,6 +128,7 @@
 mod backend;
 mod cluster;
 mod conn;
+mod endpoint;
 mod error;
 mod group;
 mod keys;
@@ -122,7 +136,41 @@ mod level;
 mod scripts;
 mod session;
 mod state;
+mod tls;
 
-pub use conn::Topology;
+pub use conn::{check_settings, Topology};
 pub use error::ConnectError;
 pub use state::{RedisState, RedisStateSettings};
+pub use tls::RedisTls;
+
+/// Every Redis command Sluice sends (directly, or from its Lua scripts, which Redis checks
+/// against the ACL too): what a Redis ACL user of the quota service (or of `sluice serve
+/// --redis`) must be allowed, with the keys `~<key_prefix>:*` (docs/cluster.md). `AUTH`
+/// and `SELECT` (from the URL) need no rule.
+pub const REDIS_COMMANDS: &[&str] = &[
+    // Connecting and routing.
+    "info",
+    "cluster|slots",
+    "asking",
+    // Scripts.
+    "evalsha",
+    "script|load",
+    // Reads and message sessions.
+    "time",
+    "hgetall",
+    "multi",
+    "exec",
+    "smembers",
+    "sadd",
+    "hsetnx",
+    "pexpire",
+    "del",
+    // Inside the counter and session scripts.
+    "hdel",
+    "hset",
+    "hincrby",
+    "pttl",
+    "hexists",
+    "hlen",
+    "exists",
+];

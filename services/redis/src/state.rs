@@ -8,6 +8,7 @@ use crate::group::{Group, Role};
 use crate::keys::Keys;
 use crate::scripts::{CounterCall, Mode, Scripts, SessionUpdate};
 use crate::session::{Pending, Session};
+use crate::tls::RedisTls;
 use futures_util::future::join_all;
 use sluice_engine::state::{BoxFuture, EomResult};
 use sluice_engine::{
@@ -30,6 +31,8 @@ pub struct RedisStateSettings {
     /// First part of every key (lets several deployments share one Redis). Must not
     /// contain `{` or `}`. Default `sluice`.
     pub key_prefix: String,
+    /// TLS settings for `rediss://` URLs (ignored for `redis://`).
+    pub tls: RedisTls,
 }
 
 impl Default for RedisStateSettings {
@@ -38,8 +41,16 @@ impl Default for RedisStateSettings {
             timeout: Duration::from_millis(250),
             session_ttl: Duration::from_secs(30 * 60),
             key_prefix: "sluice".to_string(),
+            tls: RedisTls::default(),
         }
     }
+}
+
+fn check_prefix(settings: &RedisStateSettings) -> Result<(), ConnectError> {
+    if settings.key_prefix.contains(['{', '}']) {
+        return Err(ConnectError::InvalidPrefix(settings.key_prefix.clone()));
+    }
+    Ok(())
 }
 
 /// Counters and message sessions in Redis (Cluster or one node), shared by any number of
@@ -47,7 +58,6 @@ impl Default for RedisStateSettings {
 /// multiplexed).
 pub struct RedisState {
     backend: Backend,
-    topology: Topology,
     session_ttl_ms: u64,
     clock: Option<Arc<dyn Clock>>,
     metrics: RedisMetrics,
@@ -60,27 +70,46 @@ impl RedisState {
         Self::connect_with(urls, RedisStateSettings::default()).await
     }
 
-    /// Connects with `settings` (see [`RedisState::connect`]).
+    /// Connects with `settings` (see [`RedisState::connect`]): one attempt, each seed
+    /// with its own timeout; an error if none answers.
     pub async fn connect_with(
         urls: &[String],
         settings: RedisStateSettings,
     ) -> Result<Self, ConnectError> {
-        if settings.key_prefix.contains(['{', '}']) {
-            return Err(ConnectError::InvalidPrefix(settings.key_prefix));
-        }
-        let (conn, topology) = Conn::connect(urls, settings.timeout).await?;
-        Ok(RedisState {
+        check_prefix(&settings)?;
+        let (conn, _) = Conn::connect(urls, &settings.tls, settings.timeout).await?;
+        Ok(Self::with_conn(conn, settings))
+    }
+
+    /// A patient start: checks the settings (an error here is a configuration error,
+    /// see [`ConnectError::is_permanent`]) and returns at once, connecting in the
+    /// background and retrying with a capped, jittered backoff until Redis answers.
+    /// Until then every call fails with [`StateError::Unavailable`] (so health probes
+    /// report not serving) and [`RedisState::topology`] is `None`. Needs a Tokio runtime.
+    pub fn start(urls: &[String], settings: RedisStateSettings) -> Result<Self, ConnectError> {
+        check_prefix(&settings)?;
+        let conn = Conn::start(urls, &settings.tls, settings.timeout)?;
+        Ok(Self::with_conn(conn, settings))
+    }
+
+    /// Waits until Redis has answered (after [`RedisState::start`]), at most `limit`;
+    /// whether it has.
+    pub async fn wait_connected(&self, limit: Duration) -> bool {
+        self.backend.conn.wait_connected(limit).await
+    }
+
+    fn with_conn(conn: Conn, settings: RedisStateSettings) -> Self {
+        RedisState {
             backend: Backend {
                 conn,
                 scripts: Scripts::new(),
                 keys: Keys::new(&settings.key_prefix),
                 timeout: settings.timeout,
             },
-            topology,
             session_ttl_ms: u64::try_from(settings.session_ttl.as_millis()).unwrap_or(u64::MAX),
             clock: None,
             metrics: RedisMetrics::new(),
-        })
+        }
     }
 
     /// **Test only.** Reads "now" from `clock` once per batch and passes it to the scripts
@@ -92,9 +121,10 @@ impl RedisState {
         self
     }
 
-    /// Whether this talks to a Redis Cluster or to a single node.
-    pub fn topology(&self) -> Topology {
-        self.topology
+    /// Whether this talks to a Redis Cluster or to a single node; `None` until Redis
+    /// answered (after [`RedisState::start`]).
+    pub fn topology(&self) -> Option<Topology> {
+        self.backend.conn.topology()
     }
 
     /// Runs a batch with its lease wants (`leases`: the batch's shape, or empty).

@@ -18,7 +18,7 @@ async fn lua_and_memory_agree_on_every_reply() {
         .await
         .expect("connect to the cluster")
         .with_test_clock(Arc::new(clock.clone()));
-    assert_eq!(redis.topology(), Topology::Cluster);
+    assert_eq!(redis.topology(), Some(Topology::Cluster));
     let seen = compare(&redis, &clock, 0x5eed, 3_000).await;
     assert!(
         seen.refused > 100,

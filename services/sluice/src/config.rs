@@ -88,6 +88,8 @@ pub struct Settings {
     pub redis: Vec<String>,
     /// Timeout of one Redis call.
     pub redis_timeout: Duration,
+    /// TLS to Redis (`rediss://` URLs).
+    pub redis_tls: sluice_redis::RedisTls,
     /// Quota service URLs (edge).
     pub quota: Vec<String>,
     /// Deadline of one quota-service call (edge).
@@ -260,10 +262,35 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
         "redis_timeout_ms",
         a.redis.redis_timeout_ms.unwrap_or(250),
     );
+    let given = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+    let redis_tls = sluice_redis::RedisTls {
+        ca_file: given(&a.redis.redis_tls_ca_file).map(Into::into),
+        client_cert: given(&a.redis.redis_tls_cert_file).map(Into::into),
+        client_key: given(&a.redis.redis_tls_key_file).map(Into::into),
+        server_name: given(&a.redis.redis_tls_server_name),
+    };
+    let mut urls_ok = true;
     for u in &redis {
         if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
-            errors.push(format!("redis {u:?}: expected redis://host:port"));
+            errors.push(format!(
+                "redis {:?}: expected redis://[user:password@]host:port or rediss://…",
+                redact(u)
+            ));
+            urls_ok = false;
         }
+    }
+    if urls_ok && !redis.is_empty() {
+        // URL syntax, and for rediss:// the TLS files (read now) and the server name.
+        if let Err(e) = sluice_redis::check_settings(&redis, &redis_tls) {
+            errors.push(e.to_string());
+        }
+    }
+    if redis_tls != sluice_redis::RedisTls::default()
+        && !redis.iter().any(|u| u.starts_with("rediss://"))
+    {
+        errors.push(
+            "redis_tls_* settings apply to rediss:// URLs only: use rediss:// for TLS to Redis, or remove them".into(),
+        );
     }
     for u in &quota {
         if !(u.starts_with("http://") || u.starts_with("https://")) {
@@ -324,6 +351,7 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
         counter_flush: (counter_flush_ms > 0).then(|| Duration::from_millis(counter_flush_ms)),
         redis,
         redis_timeout: Duration::from_millis(redis_timeout),
+        redis_tls,
         quota,
         quota_deadline: Duration::from_millis(quota_deadline),
         over_limit_cache: a.quota_client.over_limit_cache.unwrap_or(true),
@@ -415,6 +443,22 @@ impl Settings {
                 "redis_timeout_ms",
                 self.redis_timeout.as_millis().to_string(),
             ),
+            (
+                "redis_tls_ca_file",
+                format!("{:?}", path_text(self.redis_tls.ca_file.as_deref())),
+            ),
+            (
+                "redis_tls_cert_file",
+                format!("{:?}", path_text(self.redis_tls.client_cert.as_deref())),
+            ),
+            (
+                "redis_tls_key_file",
+                format!("{:?}", path_text(self.redis_tls.client_key.as_deref())),
+            ),
+            (
+                "redis_tls_server_name",
+                format!("{:?}", self.redis_tls.server_name.as_deref().unwrap_or("")),
+            ),
             ("quota", format!("{:?}", self.quota)),
             (
                 "quota_deadline_ms",
@@ -443,6 +487,11 @@ impl fmt::Display for Settings {
         }
         Ok(())
     }
+}
+
+/// A path as text; none: empty.
+fn path_text(p: Option<&std::path::Path>) -> String {
+    p.map_or(String::new(), |p| p.display().to_string())
 }
 
 /// `scheme://user:password@host` → `scheme://user:***@host`.

@@ -1,12 +1,14 @@
-//! `sluice quota`: the gRPC quota service on Redis (Cluster).
+//! `sluice quota`: the gRPC quota service on Redis (Cluster). It starts without waiting
+//! for Redis: gRPC health reports NOT_SERVING and `/readyz` not ready until Redis answers.
 
 use crate::cli::LogArgs;
 use crate::config::{self, Role, RoleArgs};
 use crate::ready::QuotaReady;
-use crate::serve::connect_redis;
+use crate::serve::redis_settings;
 use crate::{logging, signal};
 use anyhow::Context;
 use sluice_quota::QuotaConfig;
+use sluice_redis::RedisState;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -60,7 +62,22 @@ async fn serve(settings: config::Settings) -> anyhow::Result<ExitCode> {
         })?),
         None => None,
     };
-    let state: Arc<dyn sluice_engine::State> = Arc::new(connect_redis(&settings).await?);
+    // A patient start: listening at once, NOT_SERVING (and /readyz not ready) until Redis
+    // answers, connecting in the background with backoff. Only settings that can never
+    // work stop the process (exit code 64).
+    let redis = match RedisState::start(&settings.redis, redis_settings(&settings)) {
+        Ok(redis) => redis,
+        Err(e) => {
+            eprintln!("sluice quota: configuration: {e}");
+            tracing::error!(error = %e, "Cannot use the Redis settings");
+            return Ok(ExitCode::from(crate::EX_USAGE));
+        }
+    };
+    // Redis usually answers at once: give the first attempt (each seed its timeout) the
+    // time to, so a normal start is SERVING from its first health probe.
+    let first_attempt = settings.redis_timeout * (settings.redis.len() as u32 + 1);
+    redis.wait_connected(first_attempt).await;
+    let state: Arc<dyn sluice_engine::State> = Arc::new(redis);
     if let Some(admin) = admin {
         tokio::spawn(crate::admin::serve_basic(
             admin,

@@ -129,10 +129,31 @@ pub struct RedisSettings {
     #[arg(long, env = "SLUICE_REDIS", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<Vec<String>>,
-    /// Timeout of one Redis call, ms.
+    /// Timeout of one Redis call, ms; also of each seed's and each node's connection
+    /// attempt (TCP, TLS and AUTH together).
     #[arg(long, env = "SLUICE_REDIS_TIMEOUT_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_timeout_ms: Option<u64>,
+    /// PEM file of the CAs that sign the Redis certificates (rediss:// URLs); empty: the
+    /// system's trusted roots.
+    #[arg(long, env = "SLUICE_REDIS_TLS_CA_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_tls_ca_file: Option<String>,
+    /// PEM client certificate presented to Redis (rediss://, for tls-auth-clients);
+    /// needs redis_tls_key_file.
+    #[arg(long, env = "SLUICE_REDIS_TLS_CERT_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_tls_cert_file: Option<String>,
+    /// PEM private key of redis_tls_cert_file.
+    #[arg(long, env = "SLUICE_REDIS_TLS_KEY_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_tls_key_file: Option<String>,
+    /// The name every Redis node's certificate is verified against, and sent as SNI
+    /// (rediss://; cluster nodes announce IPs while a certificate names a host); empty:
+    /// the host each node is reached at.
+    #[arg(long, env = "SLUICE_REDIS_TLS_SERVER_NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_tls_server_name: Option<String>,
 }
 
 /// Settings of the in-process counters (serve).

@@ -105,14 +105,19 @@ pub async fn run_edge(args: RoleArgs, log: &LogArgs) -> anyhow::Result<ExitCode>
     result
 }
 
-/// Connects to Redis (Cluster or one node).
-pub async fn connect_redis(settings: &Settings) -> anyhow::Result<RedisState> {
-    let redis = RedisStateSettings {
+/// The Redis state's settings from the role's.
+pub fn redis_settings(settings: &Settings) -> RedisStateSettings {
+    RedisStateSettings {
         timeout: settings.redis_timeout,
+        tls: settings.redis_tls.clone(),
         ..RedisStateSettings::default()
-    };
+    }
+}
+
+/// Connects to Redis (Cluster or one node) now: an error if it does not answer.
+pub async fn connect_redis(settings: &Settings) -> anyhow::Result<RedisState> {
     let urls: Vec<String> = settings.redis.iter().map(|u| config::redact(u)).collect();
-    RedisState::connect_with(&settings.redis, redis)
+    RedisState::connect_with(&settings.redis, redis_settings(settings))
         .await
         .with_context(|| format!("cannot connect to Redis {urls:?}"))
 }

@@ -40,7 +40,10 @@ pub use client::PolicyClient;
 pub use pki::{CertFiles, TestPki};
 pub use processes::{free_port, listening, wait_listening, PrivatePostgres, Process};
 pub use proxy::CuttingProxy;
-pub use redis_cluster::{NodeInfo, RedisCluster, RedisServer, CLUSTER_NODE_TIMEOUT_MS};
+pub use redis_cluster::{
+    AclUser, NodeInfo, RedisCluster, RedisOptions, RedisServer, RedisTlsFiles,
+    CLUSTER_NODE_TIMEOUT_MS,
+};
 pub use request::{end_of_message, rcpt, Request};
 pub use roles::{import_policies, start_front, start_quota, RoleProcess};
 pub use server::{TestServer, TestServerBuilder};

@@ -6,8 +6,10 @@
 //! redis-server`, which brings `redis-cli` with `redis-tools`). The functions block (they
 //! start processes and poll them until ready); call them before heavy async work.
 
+use crate::pki::CertFiles;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
@@ -17,20 +19,62 @@ const READY_LIMIT: Duration = Duration::from_secs(60);
 /// `cluster-node-timeout` of every cluster node (failover starts after about this long).
 pub const CLUSTER_NODE_TIMEOUT_MS: u64 = 2000;
 
+/// How the Redis processes are secured: a password, an ACL user, TLS only. The default
+/// (nothing) is a plain, open node as [`RedisServer::start`] and [`RedisCluster::start`]
+/// run.
+#[derive(Debug, Clone, Default)]
+pub struct RedisOptions {
+    /// `requirepass` (the `default` user's password) on every node, and `masterauth` so
+    /// replicas can follow their primaries.
+    pub password: Option<String>,
+    /// One more ACL user on every node.
+    pub acl_user: Option<AclUser>,
+    /// TLS only: no plain port.
+    pub tls: Option<RedisTlsFiles>,
+}
+
+/// An ACL user (`user <name> on ><password> <rules…>`).
+#[derive(Debug, Clone)]
+pub struct AclUser {
+    /// Its name.
+    pub name: String,
+    /// Its password.
+    pub password: String,
+    /// ACL rules, e.g. `["~*", "+@all"]` or `["~*", "+evalsha", "+ping"]`.
+    pub rules: Vec<String>,
+}
+
+/// TLS files of every node (from [`crate::TestPki`]): `--port 0 --tls-port <port>`, and
+/// for a cluster `--tls-cluster yes --tls-replication yes`.
+#[derive(Debug, Clone)]
+pub struct RedisTlsFiles {
+    /// The CA that signed the certificates (and that client certificates must chain to).
+    pub ca_file: PathBuf,
+    /// The nodes' server certificate (for `127.0.0.1`).
+    pub server: CertFiles,
+    /// A client certificate: nodes use it towards each other, `redis-cli` towards them.
+    pub client: CertFiles,
+    /// `tls-auth-clients yes`: clients must present a certificate of the CA.
+    pub auth_clients: bool,
+}
+
 /// One `redis-server` process and its directory.
 struct Proc {
     port: u16,
     cluster: bool,
+    /// Boxed: keeps `RedisServer` small.
+    options: Box<RedisOptions>,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
 impl Proc {
-    fn start(cluster: bool) -> Proc {
+    fn start(cluster: bool, options: &RedisOptions) -> Proc {
         require_binaries();
         let mut p = Proc {
             port: free_port(cluster),
             cluster,
+            options: Box::new(options.clone()),
             dir: tempfile::tempdir().expect("temp dir for a redis node"),
             child: None,
         };
@@ -40,7 +84,43 @@ impl Proc {
 
     fn spawn(&mut self) {
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let port = self.port.to_string();
+        match &self.options.tls {
+            None => {
+                cmd.args(["--port", &port]);
+            }
+            Some(tls) => {
+                cmd.args(["--port", "0", "--tls-port", &port])
+                    .arg("--tls-cert-file")
+                    .arg(&tls.server.cert)
+                    .arg("--tls-key-file")
+                    .arg(&tls.server.key)
+                    .arg("--tls-client-cert-file")
+                    .arg(&tls.client.cert)
+                    .arg("--tls-client-key-file")
+                    .arg(&tls.client.key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&tls.ca_file)
+                    .args([
+                        "--tls-auth-clients",
+                        if tls.auth_clients { "yes" } else { "no" },
+                        "--tls-replication",
+                        "yes",
+                    ]);
+                if self.cluster {
+                    cmd.args(["--tls-cluster", "yes"]);
+                }
+            }
+        }
+        if let Some(pw) = &self.options.password {
+            cmd.args(["--requirepass", pw, "--masterauth", pw]);
+        }
+        if let Some(user) = &self.options.acl_user {
+            cmd.args(["--user", &user.name, "on"])
+                .arg(format!(">{}", user.password))
+                .args(&user.rules);
+        }
+        cmd.args(["--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(self.dir.path())
             .args(["--appendonly", "no", "--save", "", "--daemonize", "no"])
@@ -71,7 +151,7 @@ impl Proc {
             .unwrap_or_else(|e| panic!("cannot start redis-server: {e}"));
         self.child = Some(child);
         let deadline = Instant::now() + READY_LIMIT;
-        while ping(self.port).is_none() {
+        while !self.answers() {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 panic!(
                     "redis-server on port {} exited ({status}); log:\n{}",
@@ -110,6 +190,57 @@ impl Proc {
         self.child.is_some()
     }
 
+    /// Whether the node answers `PING`.
+    fn answers(&self) -> bool {
+        if self.options.tls.is_none() && self.options.password.is_none() {
+            return ping(self.port).is_some();
+        }
+        self.cli(&["ping"]).trim() == "PONG"
+    }
+
+    /// `redis-cli` with the flags this node needs (TLS, the default user's password).
+    fn cli_command(&self) -> Command {
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        add_cli_auth(&mut cmd, &self.options);
+        cmd
+    }
+
+    /// Runs `redis-cli <args>` against this node; the output (empty if it is down).
+    fn cli(&self, args: &[&str]) -> String {
+        let out = self
+            .cli_command()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}"));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// How a client reaches it: `redis://` or `rediss://`, with the default user's
+    /// password if one is set.
+    fn url(&self) -> String {
+        let scheme = if self.options.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        match &self.options.password {
+            Some(pw) => format!("{scheme}://:{pw}@127.0.0.1:{}", self.port),
+            None => format!("{scheme}://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// The URL as the ACL user `user` with `password`.
+    fn url_as(&self, user: &str, password: &str) -> String {
+        let scheme = if self.options.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://{user}:{password}@127.0.0.1:{}", self.port)
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
     }
@@ -129,14 +260,24 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts `redis-server` on a free port and waits until it answers.
     pub fn start() -> RedisServer {
+        Self::start_with(&RedisOptions::default())
+    }
+
+    /// Starts `redis-server` secured as `options` say and waits until it answers.
+    pub fn start_with(options: &RedisOptions) -> RedisServer {
         RedisServer {
-            proc: Proc::start(false),
+            proc: Proc::start(false, options),
         }
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>` (`rediss://` with TLS; with the password if one is set).
     pub fn url(&self) -> String {
-        url(self.proc.port)
+        self.proc.url()
+    }
+
+    /// The URL as ACL user `user` with `password`.
+    pub fn url_as(&self, user: &str, password: &str) -> String {
+        self.proc.url_as(user, password)
     }
 
     /// The port.
@@ -165,9 +306,10 @@ impl RedisServer {
         self.proc.signal("-CONT");
     }
 
-    /// Runs `redis-cli -p <port> <args>` and returns its output.
+    /// Runs `redis-cli -p <port> <args>` (with the TLS and password flags it needs) and
+    /// returns its output.
     pub fn cli(&self, args: &[&str]) -> String {
-        cli(self.proc.port, args)
+        self.proc.cli(args)
     }
 }
 
@@ -178,7 +320,7 @@ pub struct NodeInfo {
     pub index: usize,
     /// Its port on 127.0.0.1.
     pub port: u16,
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>` (as [`RedisCluster::urls`] gives it).
     pub url: String,
     /// The cluster node id.
     pub id: String,
@@ -193,6 +335,8 @@ pub struct NodeInfo {
 /// A Redis Cluster of real `redis-server` processes, killed on drop.
 pub struct RedisCluster {
     procs: Vec<Proc>,
+    /// Replicas per primary asked for at start.
+    replicas_per_primary: usize,
 }
 
 impl RedisCluster {
@@ -200,10 +344,20 @@ impl RedisCluster {
     /// `redis-cli --cluster create`, and waits until every node reports `cluster_state:ok`,
     /// knows every other node, and every replica is in sync.
     pub fn start(primaries: usize, replicas_per_primary: usize) -> RedisCluster {
+        Self::start_with(primaries, replicas_per_primary, &RedisOptions::default())
+    }
+
+    /// [`RedisCluster::start`] with every node secured as `options` say.
+    pub fn start_with(
+        primaries: usize,
+        replicas_per_primary: usize,
+        options: &RedisOptions,
+    ) -> RedisCluster {
         assert!(primaries >= 3, "Redis Cluster needs at least 3 primaries");
         let n = primaries * (1 + replicas_per_primary);
-        let procs: Vec<Proc> = (0..n).map(|_| Proc::start(true)).collect();
+        let procs: Vec<Proc> = (0..n).map(|_| Proc::start(true, options)).collect();
         let mut create = Command::new("redis-cli");
+        add_cli_auth(&mut create, options);
         create.arg("--cluster").arg("create");
         for p in &procs {
             create.arg(format!("127.0.0.1:{}", p.port));
@@ -219,7 +373,10 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let cluster = RedisCluster { procs };
+        let cluster = RedisCluster {
+            procs,
+            replicas_per_primary,
+        };
         cluster.wait_healthy();
         cluster
     }
@@ -229,7 +386,16 @@ impl RedisCluster {
         self.procs
             .iter()
             .filter(|p| p.running())
-            .map(|p| url(p.port))
+            .map(Proc::url)
+            .collect()
+    }
+
+    /// [`RedisCluster::urls`] as ACL user `user` with `password`.
+    pub fn urls_as(&self, user: &str, password: &str) -> Vec<String> {
+        self.procs
+            .iter()
+            .filter(|p| p.running())
+            .map(|p| p.url_as(user, password))
             .collect()
     }
 
@@ -277,7 +443,7 @@ impl RedisCluster {
                 NodeInfo {
                     index,
                     port: p.port,
-                    url: url(p.port),
+                    url: p.url(),
                     id: fields.first().copied().unwrap_or("").to_string(),
                     primary: flags.split(',').any(|f| f == "master"),
                     running: p.running(),
@@ -361,11 +527,11 @@ impl RedisCluster {
     fn health_problem(&self) -> Option<String> {
         let running: Vec<&Proc> = self.procs.iter().filter(|p| p.running()).collect();
         for p in &running {
-            let info = cli(p.port, &["cluster", "info"]);
+            let info = p.cli(&["cluster", "info"]);
             if !info.contains("cluster_state:ok") {
                 return Some(format!("node {} is not ok", p.port));
             }
-            let view = cli(p.port, &["cluster", "nodes"]);
+            let view = p.cli(&["cluster", "nodes"]);
             for q in &running {
                 let line = view
                     .lines()
@@ -378,13 +544,22 @@ impl RedisCluster {
                     _ => {}
                 }
             }
-            let repl = cli(p.port, &["info", "replication"]);
+            let repl = p.cli(&["info", "replication"]);
             if repl.contains("role:slave") && !repl.contains("master_link_status:up") {
                 return Some(format!("replica {} not in sync", p.port));
             }
         }
-        let served: u32 = self
-            .nodes()
+        let nodes = self.nodes();
+        if self.replicas_per_primary > 0 {
+            // A node told to replicate that has not yet become a replica.
+            if let Some(n) = nodes
+                .iter()
+                .find(|n| n.running && n.primary && n.slots.is_empty())
+            {
+                return Some(format!("node {} is a primary without slots", n.port));
+            }
+        }
+        let served: u32 = nodes
             .iter()
             .filter(|n| n.primary && n.running)
             .flat_map(|n| n.slots.iter().map(|&(a, b)| u32::from(b - a) + 1))
@@ -392,9 +567,10 @@ impl RedisCluster {
         (served != 16384).then(|| format!("{served} of 16384 slots served"))
     }
 
-    /// Runs `redis-cli -p <port> <args>` and returns its output.
+    /// Runs `redis-cli -p <port> <args>` (with the TLS and password flags the nodes need)
+    /// and returns its output.
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
-        cli(port, args)
+        self.proc(port).cli(args)
     }
 
     fn cli_any(&self, args: &[&str]) -> String {
@@ -403,7 +579,7 @@ impl RedisCluster {
             .iter()
             .find(|p| p.running())
             .expect("no running node");
-        cli(p.port, args)
+        p.cli(args)
     }
 
     fn cluster_nodes(&self) -> String {
@@ -425,8 +601,20 @@ impl RedisCluster {
     }
 }
 
-fn url(port: u16) -> String {
-    format!("redis://127.0.0.1:{port}")
+/// `redis-cli` flags for nodes secured as `options` say.
+fn add_cli_auth(cmd: &mut Command, options: &RedisOptions) {
+    if let Some(tls) = &options.tls {
+        cmd.arg("--tls")
+            .arg("--cacert")
+            .arg(&tls.ca_file)
+            .arg("--cert")
+            .arg(&tls.client.cert)
+            .arg("--key")
+            .arg(&tls.client.key);
+    }
+    if let Some(pw) = &options.password {
+        cmd.args(["-a", pw, "--no-auth-warning"]);
+    }
 }
 
 /// `127.0.0.1:7000@17000` → 7000.
@@ -440,17 +628,6 @@ fn slot_range(s: &str) -> Option<(u16, u16)> {
         Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
         None => s.parse().ok().map(|a| (a, a)),
     }
-}
-
-/// Runs `redis-cli -p <port> <args>`; the output (empty if the node is down).
-fn cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}"));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `PING` over a raw socket; `Some` once the node answers `+PONG`.

@@ -34,6 +34,9 @@ pub(crate) enum CallError {
     /// Connecting failed or the connection broke (the request may have run).
     #[error("Redis connection: {0}")]
     Connection(String),
+    /// The node refused the URL's credentials (`AUTH`).
+    #[error("Redis authentication: {0}")]
+    Auth(String),
     /// Redis answered with an error.
     #[error("Redis error: {0}")]
     Server(String),
@@ -50,6 +53,8 @@ impl CallError {
     pub(crate) fn from_redis(e: &RedisError) -> Self {
         if e.is_timeout() {
             CallError::Timeout
+        } else if e.kind() == redis::ErrorKind::AuthenticationFailed {
+            CallError::Auth(e.to_string())
         } else {
             CallError::Connection(e.to_string())
         }

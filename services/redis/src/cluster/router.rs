@@ -48,9 +48,12 @@ struct Inner {
 struct ClusterState {
     connector: Connector,
     table: RwLock<Arc<SlotTable<Arc<Node>>>>,
-    /// Every node seen (seeds, primaries, replicas), by `host:port`: topology queries go
-    /// to any of them.
+    /// The seeds and the nodes of the current topology (primaries, replicas), by
+    /// `host:port`: topology queries go to any of them. A node that leaves the topology
+    /// is dropped at the next refresh; seeds stay (a way back in if every node moved).
     nodes: Mutex<HashMap<String, Arc<Node>>>,
+    /// The seed addresses, as given.
+    seeds: Vec<String>,
     refresh: Mutex<RefreshState>,
     /// Rotates the node asked first for the topology.
     next_seed: AtomicUsize,
@@ -97,6 +100,7 @@ impl Router {
                     connector,
                     table: RwLock::new(Arc::new(empty)),
                     nodes: Mutex::new(nodes),
+                    seeds: seeds.to_vec(),
                     refresh: Mutex::new(RefreshState::default()),
                     next_seed: AtomicUsize::new(0),
                 }),
@@ -180,6 +184,27 @@ impl Router {
         let node = self.known_node(cluster, addr).expect("a valid address");
         let mut table = cluster.table.write().unwrap();
         *table = Arc::new(table.with_slot(slot, addr, || node));
+    }
+
+    /// The `host:port` of every node known (seeds and the current topology), sorted.
+    #[cfg(test)]
+    pub(crate) fn known_nodes(&self) -> Vec<String> {
+        let cluster = self.inner.cluster.as_ref().expect("a cluster router");
+        let mut v: Vec<String> = cluster
+            .nodes
+            .lock()
+            .expect("nodes lock")
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Reads the topology now (tests).
+    #[cfg(test)]
+    pub(crate) async fn refresh_for_test(&self) -> Result<(), CallError> {
+        self.refresh_now().await
     }
 
     /// The `host:port` serving `slot` in the current table.
@@ -288,14 +313,25 @@ impl Router {
         }
     }
 
-    /// Reads `CLUSTER SLOTS` from the first node that answers (in rotating order) and
-    /// installs it.
+    /// Reads `CLUSTER SLOTS` from the first node that answers (each asked with its own
+    /// timeout, in rotating order starting with the seeds) and installs it.
     async fn refresh_now(&self) -> Result<(), CallError> {
         let cluster = self.inner.cluster.as_ref().expect("a cluster router");
+        // The seeds in the order given, then the other nodes.
         let mut candidates: Vec<Arc<Node>> = {
             let nodes = cluster.nodes.lock().expect("nodes lock");
-            let mut v: Vec<Arc<Node>> = nodes.values().cloned().collect();
-            v.sort_by(|a, b| a.addr().cmp(b.addr()));
+            let mut others: Vec<Arc<Node>> = nodes
+                .iter()
+                .filter(|(addr, _)| !cluster.seeds.contains(addr))
+                .map(|(_, n)| n.clone())
+                .collect();
+            others.sort_by(|a, b| a.addr().cmp(b.addr()));
+            let mut v: Vec<Arc<Node>> = cluster
+                .seeds
+                .iter()
+                .filter_map(|addr| nodes.get(addr).cloned())
+                .collect();
+            v.extend(others);
             v
         };
         if candidates.is_empty() {
@@ -311,6 +347,7 @@ impl Router {
             let ranges = match reply {
                 Ok(Ok(replies)) => match replies.first() {
                     Some(v @ Value::Array(_)) => parse_cluster_slots(v, node.host()),
+                    Some(Value::ServerError(e)) => Err(format!("CLUSTER SLOTS: {e}")),
                     other => Err(format!("unexpected CLUSTER SLOTS reply {other:?}")),
                 },
                 Ok(Err(e)) => {
@@ -334,10 +371,27 @@ impl Router {
         Err(last_error)
     }
 
-    /// Makes `ranges` the slot table (remembering replicas as topology sources).
+    /// Makes `ranges` the slot table (remembering replicas as topology sources) and drops
+    /// the nodes that are neither in it nor seeds.
     fn install(&self, cluster: &ClusterState, ranges: &[SlotRange]) -> Result<(), CallError> {
         for addr in ranges.iter().flat_map(|r| &r.replicas) {
             self.known_node(cluster, addr)?;
+        }
+        {
+            let mut nodes = cluster.nodes.lock().expect("nodes lock");
+            let before = nodes.len();
+            nodes.retain(|addr, _| {
+                cluster.seeds.contains(addr)
+                    || ranges
+                        .iter()
+                        .any(|r| &r.primary == addr || r.replicas.contains(addr))
+            });
+            if nodes.len() < before {
+                tracing::info!(
+                    dropped = before - nodes.len(),
+                    "Dropped Redis nodes that left the cluster topology"
+                );
+            }
         }
         let mut primaries = HashMap::new();
         for r in ranges {

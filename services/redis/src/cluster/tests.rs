@@ -28,7 +28,10 @@ fn counter_call(key: &str, mode: Mode, cost: u64) -> CounterCall<'_> {
 const TIMEOUT: Duration = Duration::from_millis(1000);
 
 async fn connect(cluster: &RedisCluster) -> Conn {
-    Conn::connect(&cluster.urls(), TIMEOUT).await.unwrap().0
+    Conn::connect(&cluster.urls(), &Default::default(), TIMEOUT)
+        .await
+        .unwrap()
+        .0
 }
 
 fn hincrby(key: &str, by: i64) -> Request {
@@ -286,10 +289,14 @@ async fn a_timed_out_command_is_not_sent_again() {
     let cluster = RedisCluster::start(3, 0);
     // The nodes' reply timeout (200 ms) ends the call, well within the call's own bound:
     // a client resending after a timeout would do it here.
-    let conn = Conn::connect(&cluster.urls(), Duration::from_millis(200))
-        .await
-        .unwrap()
-        .0;
+    let conn = Conn::connect(
+        &cluster.urls(),
+        &Default::default(),
+        Duration::from_millis(200),
+    )
+    .await
+    .unwrap()
+    .0;
     let key = "stall:{e}:w";
     let primary = cluster.primary_of_slot(cluster.key_slot(key)).port;
     assert_eq!(incr(&conn, key, 5).await.unwrap(), 5);
@@ -359,4 +366,97 @@ async fn topology_refreshes_are_rate_limited() {
         (1..=5).contains(&refreshes),
         "{refreshes} refreshes for {failures} failures"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_left_the_cluster_is_dropped_and_the_seeds_are_kept() {
+    let cluster = RedisCluster::start(3, 1);
+    let seeds = cluster.primary_urls();
+    let conn = Conn::connect(&seeds, &Default::default(), TIMEOUT)
+        .await
+        .unwrap()
+        .0;
+    let nodes = cluster.nodes();
+    let replica = nodes
+        .iter()
+        .find(|n| !n.primary)
+        .unwrap_or_else(|| panic!("a replica among {nodes:?}"))
+        .clone();
+    let replica_addr = format!("127.0.0.1:{}", replica.port);
+    // CLUSTER SLOTS lists a replica once it has replicated something: write to every
+    // primary, then read the topology until every node shows.
+    for i in 0..30 {
+        incr(&conn, &format!("fill:{{k{i}}}:w"), 1).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while conn.router().known_nodes().len() < 6 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replicas are known from CLUSTER SLOTS: {:?}",
+            conn.router().known_nodes()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        conn.router().refresh_for_test().await.unwrap();
+    }
+    assert!(conn.router().known_nodes().contains(&replica_addr));
+    assert_eq!(conn.router().known_nodes().len(), 6);
+
+    // The replica leaves: it forgets the cluster, every other node forgets it.
+    cluster.cli(replica.port, &["cluster", "reset", "hard"]);
+    for node in cluster.nodes() {
+        if node.port != replica.port {
+            cluster.cli(node.port, &["cluster", "forget", &replica.id]);
+        }
+    }
+    conn.router().refresh_for_test().await.unwrap();
+    let known = conn.router().known_nodes();
+    assert!(!known.contains(&replica_addr), "{known:?}");
+    assert_eq!(known.len(), 5, "{known:?}");
+    for seed in &seeds {
+        let addr = seed.trim_start_matches("redis://");
+        assert!(
+            known.iter().any(|k| k == addr),
+            "seed {addr} kept: {known:?}"
+        );
+    }
+    // Routing still works.
+    assert_eq!(incr(&conn, "left:{a}:w", 1).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn connection_attempts_to_a_failing_node_back_off() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // A "node" that accepts and closes at once: every connection attempt fails.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let count = attempts.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::Relaxed);
+            drop(socket);
+        }
+    });
+    // As URLs set it up: no command is sent while connecting, so connecting "succeeds"
+    // and the first request finds the connection closed.
+    let redis = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
+    let node = super::node::Connector::new(redis, None, TIMEOUT)
+        .node(&addr)
+        .unwrap();
+    let mut pipe = redis::Pipeline::new();
+    pipe.cmd("PING");
+    let calls = 200;
+    let started = std::time::Instant::now();
+    for _ in 0..calls {
+        assert!(node.send(&pipe).await.is_err());
+    }
+    let elapsed = started.elapsed();
+    let made = attempts.load(Ordering::Relaxed);
+    assert!(made >= 1, "the node was tried");
+    // Waits are at least 25 ms (half of the first 50 ms) and double: far fewer attempts
+    // than calls, whatever the speed of the machine.
+    let bound = 1 + (elapsed.as_millis() / 25) as usize;
+    assert!(made <= bound, "{made} attempts in {elapsed:?}");
+    assert!(made < calls / 4, "{made} attempts for {calls} calls");
 }
