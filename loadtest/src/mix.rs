@@ -61,7 +61,7 @@ impl Template {
     fn build(lines: &[&str], tag_sender: bool, client: Option<u32>) -> Template {
         let mut pieces = Vec::new();
         let mut text = Vec::new();
-        let mut flush = |text: &mut Vec<u8>, pieces: &mut Vec<Piece>, next: Piece| {
+        let flush = |text: &mut Vec<u8>, pieces: &mut Vec<Piece>, next: Piece| {
             if !text.is_empty() {
                 pieces.push(Piece::Text(std::mem::take(text)));
             }
