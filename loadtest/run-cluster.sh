@@ -16,7 +16,10 @@
 # POLICIES, SKIP_BUILD=1 to reuse the release binaries, BIN_DIR (target/release) to run other
 # builds' binaries (A/B comparisons).
 # EDGE_ARGS: extra `sluice edge` flags (e.g. "--worker-threads 1"); QUOTA_ARGS: extra
-# `sluice quota` flags.
+# `sluice quota` flags (e.g. "--redis-wait-replicas 0").
+# REPLICAS (0): replicas per primary (on the ports after the primaries'); with replicas the
+# quota service waits for one per charge (WAIT) unless told otherwise.
+# BUS_OFFSET (10000): cluster bus port = node port + this.
 # Results: loadtest/results/<stamp>-{embedded,cluster}.json and <stamp>-cluster-summary.txt.
 # PERF=quota (or edge, redis0..2) records `perf record -g` of that process during the
 # cluster's measured window into results/<stamp>-<name>.perf.data.
@@ -65,35 +68,42 @@ fi
 mkdir -p "$results"
 
 uptime_before="$(uptime)"
-echo "== Redis Cluster: 3 primaries on 127.0.0.1:$REDIS_PORT-$((REDIS_PORT + 2))"
+REPLICAS="${REPLICAS:-0}"
+BUS_OFFSET="${BUS_OFFSET:-10000}"
+n_nodes=$((3 * (1 + REPLICAS)))
+echo "== Redis Cluster: 3 primaries, $REPLICAS replica(s) each, on 127.0.0.1:$REDIS_PORT-$((REDIS_PORT + n_nodes - 1))"
 nodes=()
 redis_pids=()
-for i in 0 1 2; do
+for i in $(seq 0 $((n_nodes - 1))); do
     port=$((REDIS_PORT + i))
     mkdir -p "$tmp/redis-$port"
     redis-server --port "$port" --bind 127.0.0.1 --dir "$tmp/redis-$port" \
         --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+        --cluster-port $((port + BUS_OFFSET)) --cluster-require-full-coverage no \
         --appendonly no --save '' --protected-mode no --logfile redis.log --daemonize no &
     pids+=($!)
     redis_pids+=($!)
     nodes+=("127.0.0.1:$port")
 done
-for i in 0 1 2; do wait_port $((REDIS_PORT + i)); done
-redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >"$tmp/cluster-create.log"
+for i in $(seq 0 $((n_nodes - 1))); do wait_port $((REDIS_PORT + i)); done
+redis-cli --cluster create "${nodes[@]}" --cluster-replicas "$REPLICAS" --cluster-yes >"$tmp/cluster-create.log"
 for _ in $(seq 300); do
     ok=0
-    for i in 0 1 2; do
+    for i in $(seq 0 $((n_nodes - 1))); do
         redis-cli -p $((REDIS_PORT + i)) cluster info | grep -q cluster_state:ok && ok=$((ok + 1))
     done
-    [[ $ok == 3 ]] && break
+    # With replicas: each listed in CLUSTER SLOTS (after it gossiped its offset).
+    listed=$(redis-cli -p "$REDIS_PORT" cluster slots | grep -c '^127.0.0.1$' || true)
+    [[ $ok == "$n_nodes" && $listed -ge $n_nodes ]] && break
     sleep 0.1
 done
-[[ $ok == 3 ]] || { echo "Redis Cluster did not become healthy" >&2; exit 1; }
+[[ $ok == "$n_nodes" ]] || { echo "Redis Cluster did not become healthy" >&2; exit 1; }
 redis_urls="redis://127.0.0.1:$REDIS_PORT,redis://127.0.0.1:$((REDIS_PORT + 1)),redis://127.0.0.1:$((REDIS_PORT + 2))"
 
 echo "== PostgreSQL database $pg_db"
 psql -X -q "$PG_ADMIN_URL" -c "CREATE DATABASE $pg_db" >/dev/null
 pg_created=1
+"$bin/sluice" migrate --database "$pg_url"
 "$bin/sluice" policy import "$POLICIES" --database "$pg_url"
 
 echo "== sluice quota on 127.0.0.1:$QUOTA_PORT, sluice edge on 127.0.0.1:$EDGE_PORT"
@@ -120,7 +130,7 @@ wait_port "$SERVE_PORT"
 window_snapshot() { # label before|after
     [[ $1 == cluster ]] || return 0
     local i
-    for i in 0 1 2; do
+    for i in $(seq 0 $((n_nodes - 1))); do
         redis-cli -p $((REDIS_PORT + i)) info commandstats | tr -d '\r' |
             awk -v n="redis$i" -F '[:,=]' '/^cmdstat_/ { sub(/^cmdstat_/, "", $1); print n, $1, $3 }'
     done >"$tmp/$1-redis-$2.txt"
@@ -148,18 +158,18 @@ embedded_procs=("serve=$serve_pid")
 load_with_cpu embedded "$SERVE_PORT" embedded_procs --keys "$KEYS" | tee "$tmp/embedded-report.txt"
 echo "== load: cluster (keys: $KEYS)"
 cluster_procs=("edge=$edge_pid" "quota=$quota_pid")
-for i in 0 1 2; do cluster_procs+=("redis$i=${redis_pids[$i]}"); done
+for i in $(seq 0 $((n_nodes - 1))); do cluster_procs+=("redis$i=${redis_pids[$i]}"); done
 load_with_cpu cluster "$EDGE_PORT" cluster_procs --keys "$KEYS" --baseline "$results/$stamp-embedded.json" | tee "$tmp/cluster-report.txt"
 commands_per_request cluster | tee "$tmp/cluster-commands.txt"
 
-for i in 0 1 2; do
+for i in $(seq 0 $((n_nodes - 1))); do
     echo "-- redis $((REDIS_PORT + i)) commandstats ($(redis-cli -p $((REDIS_PORT + i)) info stats | tr -d '\r' | grep -E '^total_(commands_processed|reads_processed|writes_processed):' | tr '\n' ' '))"
     redis-cli -p $((REDIS_PORT + i)) info commandstats | grep -v '^#' | tr -d '\r' | grep .
 done >"$tmp/commandstats.txt"
 fallbacks="$(grep -c 'fallback\|unavailable\|timed out' "$tmp/edge.log" || true)"
 summary="$results/$stamp-cluster-summary.txt"
 {
-    echo "connections=$CONNECTIONS duration=${DURATION}s warmup=${WARMUP}s keys=$KEYS policies=$(basename "$POLICIES") cpus=$(nproc)"
+    echo "connections=$CONNECTIONS duration=${DURATION}s warmup=${WARMUP}s keys=$KEYS replicas=$REPLICAS policies=$(basename "$POLICIES") cpus=$(nproc)"
     echo "uptime before: $uptime_before; after: $(uptime)"
     tail -n 1 "$tmp/cluster.txt"
     echo "embedded $(grep 'latency us' "$tmp/embedded-report.txt" | sed 's/^ *//')"

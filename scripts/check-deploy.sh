@@ -6,7 +6,12 @@
 #   - systemd units: `systemd-analyze verify` reports nothing;
 #   - Helm chart: lint and render with Helm's own Go library (PyPI `helm-python-sdk`, no helm
 #     binary) for the default values and ci/all-options-values.yaml (every container runs
-#     the expected image; commonAnnotations on every object); values.schema.json refuses
+#     the expected image; commonAnnotations on every object), and with the gRPC link's
+#     security variants (default random token; TLS + mTLS + existing token Secret; mTLS
+#     only; explicitly unauthenticated): configs, Secret mounts, https:// URLs, the quota
+#     NetworkPolicy admitting only edge pods to the gRPC port, render refusing an
+#     unauthenticated quota service (stand-in token and openssl certificates let the
+#     rendered configs pass --check-config); values.schema.json refuses
 #     wrong types and unknown keys; then every rendered
 #     object validated against the Kubernetes $KUBE_VERSION schemas (PyPI
 #     `kubernetes-validate`, strict: unknown fields are errors). ServiceMonitor and
@@ -210,18 +215,111 @@ def expect_kinds(objs, want):
     assert got == want, f"rendered {got}, expected {want}"
 
 
+GRPC_DIR = "/etc/sluice-grpc"
+
+
+def grpc_stand_ins(d, texts):
+    """Files under d standing in for the Secrets mounted at GRPC_DIR that the configs name:
+    a token, and (openssl) a CA and a certificate with its key."""
+    import re
+    names = set(re.findall(GRPC_DIR + r"/([^\"]+)", "".join(texts)))
+    if any(n.endswith((".crt", ".key")) or "/ca" in n for n in names):
+        run = lambda *a: subprocess.run(a, check=True, capture_output=True, cwd=d)
+        run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=stand-in CA")
+        run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "leaf.key", "-out", "leaf.pem", "-days", "1", "-subj", "/CN=stand-in",
+            "-addext", "subjectAltName=DNS:stand-in")
+    for n in names:
+        path = os.path.join(d, n)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if n.startswith("token/"):
+            open(path, "w").write("0123456789abcdef0123456789abcdef\n")
+        elif n.endswith("tls.key"):
+            open(path, "w").write(open(os.path.join(d, "leaf.key")).read())
+        elif n.endswith("tls.crt"):
+            open(path, "w").write(open(os.path.join(d, "leaf.pem")).read())
+        else:  # a CA file
+            open(path, "w").write(open(os.path.join(d, "ca.pem")).read())
+
+
 def check_configs(objs, env):
     if not os.access(SLUICE_BIN, os.X_OK):
         raise AssertionError(f"{SLUICE_BIN} not built (cargo build -p sluice, or set SLUICE_BIN)")
     cm = next(o for _, o in objs if o["kind"] == "ConfigMap")
     with tempfile.TemporaryDirectory() as d:
+        texts = [cm["data"][f"{role}.toml"] for role in ("edge", "quota")]
+        grpc_stand_ins(d, texts)
         for role in ("edge", "quota"):
             f = os.path.join(d, f"{role}.toml")
-            open(f, "w").write(cm["data"][f"{role}.toml"])
+            open(f, "w").write(cm["data"][f"{role}.toml"].replace(GRPC_DIR, d))
             r = subprocess.run([SLUICE_BIN, role, "--check-config", "--config", f],
                                env=dict(env, PATH=os.environ.get("PATH", "")),
                                capture_output=True, text=True)
             assert r.returncode == 0, f"{role}.toml: {r.stdout}{r.stderr}\n{cm['data'][role + '.toml']}"
+
+
+def find(objs, kind, name_end):
+    found = [o for _, o in objs if o["kind"] == kind and o["metadata"]["name"].endswith(name_end)]
+    assert len(found) == 1, f"{kind} *{name_end}: found {len(found)}"
+    return found[0]
+
+
+def pod_secrets(objs, component):
+    """{mountPath: secretName} of the Secret volumes of the component's Deployment."""
+    spec = find(objs, "Deployment", "-" + component)["spec"]["template"]["spec"]
+    secrets = {v["name"]: v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+    mounts = spec["containers"][0]["volumeMounts"]
+    return {m["mountPath"]: secrets[m["name"]] for m in mounts if m["name"] in secrets}
+
+
+def quota_grpc_from_edges_only(objs, metrics_from_monitoring):
+    """The quota pods' NetworkPolicy: the gRPC port from this release's edge pods only."""
+    np = find(objs, "NetworkPolicy", "-quota")
+    assert np["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "quota", np
+    assert np["spec"]["policyTypes"] == ["Ingress"], np
+    rules = np["spec"]["ingress"]
+    grpc = [r for r in rules if any(p["port"] in ("grpc", 10033) for p in r["ports"])]
+    assert len(grpc) == 1 and [p["port"] for p in grpc[0]["ports"]] == ["grpc"], rules
+    peers = grpc[0].get("from")
+    assert peers and len(peers) == 1 and set(peers[0]) == {"podSelector"}, f"gRPC must admit only edge pods: {peers}"
+    labels = peers[0]["podSelector"]["matchLabels"]
+    assert labels["app.kubernetes.io/component"] == "edge" and "app.kubernetes.io/instance" in labels, labels
+    metrics = [r for r in rules if r is not grpc[0]]
+    assert [[p["port"] for p in r["ports"]] for r in metrics] == [["metrics"]], rules
+    assert ("from" in metrics[0]) == metrics_from_monitoring, metrics[0]
+
+
+def grpc_link(objs, tls, mtls, token_secret):
+    """The configs, mounts and URLs of the gRPC link's security settings."""
+    cm = next(o for _, o in objs if o["kind"] == "ConfigMap")
+    edge, quota = cm["data"]["edge.toml"], cm["data"]["quota.toml"]
+    scheme = "https" if tls else "http"
+    assert f'quota = ["{scheme}://' in edge, edge
+    quota_mounts, edge_mounts = pod_secrets(objs, "quota"), pod_secrets(objs, "edge")
+    if token_secret:
+        assert 'grpc_token_file = "/etc/sluice-grpc/token/' in quota, quota
+        assert 'quota_token_file = "/etc/sluice-grpc/token/' in edge, edge
+        assert quota_mounts["/etc/sluice-grpc/token"] == token_secret, quota_mounts
+        assert edge_mounts["/etc/sluice-grpc/token"] == token_secret, edge_mounts
+    else:
+        assert "token_file" not in quota + edge, quota + edge
+    assert ("grpc_tls_cert_file" in quota) == tls and ("/etc/sluice-grpc/server" in quota_mounts) == tls, quota
+    assert ("grpc_client_ca_file" in quota) == mtls and ("quota_tls_cert_file" in edge) == mtls, quota + edge
+    assert ("/etc/sluice-grpc/client" in edge_mounts) == mtls, edge_mounts
+    assert not any(k.startswith("/etc/sluice-grpc/server") or k.startswith("/etc/sluice-grpc/client-ca") for k in edge_mounts), \
+        f"the edges get no server key: {edge_mounts}"
+    for o in (find(objs, "Deployment", "-quota"), find(objs, "Deployment", "-edge")):
+        for v in o["spec"]["template"]["spec"]["volumes"]:
+            if "secret" in v:
+                assert v["secret"]["defaultMode"] == 0o440, v
+
+
+def generated_token(objs):
+    import base64
+    s = find(objs, "Secret", "-grpc-token")
+    token = base64.b64decode(s["data"]["token"]).decode()
+    assert len(token) == 48 and token.isalnum(), "a random 48-character token"
 
 
 def rules_pass_promtool(objs):
@@ -251,6 +349,8 @@ def redis_tls_rendered(objs):
     edge = next(o for _, o in objs if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-edge"))
     edge_env = [e["name"] for e in edge["spec"]["template"]["spec"]["containers"][0]["env"]]
     assert not [n for n in edge_env if n.startswith("SLUICE_REDIS")], f"edge gets Redis settings: {edge_env}"
+def assert_in(needle, haystack):
+    assert needle in haystack, f"{needle!r} not in {haystack}"
 
 
 def must_fail(values, words):
@@ -283,6 +383,32 @@ def expect_images(objs, want, annotated):
             assert ann.get("example.com/contact") == "mail-team@example.com", f"{o['kind']}/{o['metadata']['name']}: commonAnnotations missing"
 
 
+def secret_key_of(obj, var):
+    spec = obj["spec"]["template"]["spec"]
+    env = spec["containers"][0]["env"]
+    ref = next(e for e in env if e["name"] == var)["valueFrom"]["secretKeyRef"]
+    return ref["name"], ref["key"]
+
+
+def migration_uses_the_owner():
+    # Edges on a read-only role, the Job on the owner's URL: from values...
+    objs = objects(render({"database": {"url": "postgres://reader@db/sluice"},
+                           "migration": {"databaseUrl": "postgres://owner@db/sluice"}}))
+    secrets = {o["metadata"]["name"]: o.get("stringData", {}) for _, o in objs if o["kind"] == "Secret"}
+    job = next(o for _, o in objs if o["kind"] == "Job")
+    name, key = secret_key_of(job, "SLUICE_DATABASE")
+    assert secrets[name][key] == "postgres://owner@db/sluice", f"the Job reads {secrets[name][key]}"
+    edge = next(o for _, o in objs if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-edge"))
+    name, key = secret_key_of(edge, "SLUICE_DATABASE")
+    assert secrets[name][key] == "postgres://reader@db/sluice", f"the edges read {secrets[name][key]}"
+    # ... and from an existing Secret's second key.
+    objs = objects(render({"existingSecret": {"name": "urls", "migrationDatabaseKey": "owner-url"}}))
+    job = next(o for _, o in objs if o["kind"] == "Job")
+    assert secret_key_of(job, "SLUICE_DATABASE") == ("urls", "owner-url")
+    edge = next(o for _, o in objs if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-edge"))
+    assert secret_key_of(edge, "SLUICE_DATABASE") == ("urls", "database-url")
+
+
 def main():
     default = None
     all_options = yaml.safe_load(open(f"{CHART}/ci/all-options-values.yaml"))
@@ -299,12 +425,28 @@ def main():
                    "quota": {"podDisruptionBudget": {"enabled": False}, "antiAffinity": ""},
                    "serviceAccount": {"create": False}, "migration": {"enabled": False},
                    "tests": {"enabled": False}}
+    options_off["networkPolicy"] = {"quotaGrpcFromEdgesOnly": False}
+    # The gRPC link with TLS, mTLS and an existing token Secret (names only: secrets are
+    # mounted, never values).
+    grpc_tls = {"grpc": {"token": {"existingSecret": "sluice-grpc-token", "key": "bearer"},
+                         "tls": {"enabled": True, "serverSecret": "quota-tls", "caSecret": "quota-tls",
+                                 "serverName": "quota.mail.svc",
+                                 "clientAuth": {"enabled": True, "caSecret": "edge-ca", "edgeSecret": "edge-tls"}}}}
+    # mTLS alone, no token; and no client authentication at all, explicitly.
+    grpc_mtls_only = {"grpc": {"token": {"enabled": False},
+                               "tls": {"enabled": True, "serverSecret": "quota-tls", "caSecret": "quota-tls",
+                                       "clientAuth": {"enabled": True, "caSecret": "edge-ca", "edgeSecret": "edge-tls"}}}}
+    grpc_open = {"grpc": {"token": {"enabled": False}, "allowUnauthenticated": True}}
     for label, values, want, image in [
-        ("default values", default, dict(base, Secret=2), default_image),
+        ("default values", default, dict(base, Secret=3, NetworkPolicy=1), default_image),
         ("ci/all-options-values.yaml", all_options,
          dict(base, ServiceMonitor=1, PrometheusRule=1, NetworkPolicy=2, HorizontalPodAutoscaler=2), all_image),
         ("optional objects off", options_off,
-         {"Deployment": 2, "Service": 4, "ConfigMap": 1, "Secret": 1}, default_image),
+         {"Deployment": 2, "Service": 4, "ConfigMap": 1, "Secret": 2}, default_image),
+        ("gRPC TLS, mTLS and an existing token Secret", grpc_tls, dict(base, Secret=2, NetworkPolicy=1), default_image),
+        ("gRPC mTLS without a token", grpc_mtls_only, dict(base, Secret=2, NetworkPolicy=1), default_image),
+        ("gRPC without client authentication (allowUnauthenticated)", grpc_open,
+         dict(base, Secret=2, NetworkPolicy=1), default_image),
     ]:
         attempt(f"helm lint ({label}, strict, Kubernetes {KUBE_VERSION})", lambda: lint(label, values))
         try:
@@ -319,16 +461,53 @@ def main():
                 lambda: expect_images(objs, image, values is all_options))
         attempt(f"rendered edge.toml and quota.toml pass sluice --check-config ({label})",
                 lambda: check_configs(objs, env))
+        if values is default:
+            attempt("default: a random token Secret; quota and edges mount it, quota.toml requires it, edges send it (http://)",
+                    lambda: (generated_token(objs), grpc_link(objs, False, False, "mail-sluice-grpc-token")))
+            attempt("default: a NetworkPolicy admits only the edge pods to the quota gRPC port (metrics port open as before)",
+                    lambda: quota_grpc_from_edges_only(objs, False))
+        if values is all_options:
+            attempt("ci/all-options-values.yaml: quota NetworkPolicy: gRPC from edge pods only, metrics from the monitoring namespace",
+                    lambda: quota_grpc_from_edges_only(objs, True))
+            attempt("ci/all-options-values.yaml: gRPC TLS, mTLS and the existing token Secret mounted where the configs point",
+                    lambda: grpc_link(objs, True, True, "mail-policy-grpc"))
+        if values is grpc_tls:
+            attempt("gRPC TLS: https:// quota URLs; server cert, client CA, edge cert and token Secrets mounted where the configs point",
+                    lambda: grpc_link(objs, True, True, "sluice-grpc-token"))
+        if values is grpc_mtls_only:
+            attempt("gRPC mTLS without a token: no token Secret, no token settings",
+                    lambda: grpc_link(objs, True, True, None))
+        if values is grpc_open:
+            attempt("gRPC without client authentication: grpc_allow_unauthenticated = true in quota.toml",
+                    lambda: (grpc_link(objs, False, False, None),
+                             assert_in("grpc_allow_unauthenticated = true",
+                                       next(o for _, o in objs if o["kind"] == "ConfigMap")["data"]["quota.toml"])))
         if want.get("PrometheusRule"):
             attempt(f"PrometheusRule passes promtool check rules ({label})", lambda: rules_pass_promtool(objs))
     attempt("render refuses terminationGracePeriodSeconds <= preStop + shutdown grace",
             lambda: must_fail({"edge": {"terminationGracePeriodSeconds": 20}}, "terminationGracePeriodSeconds"))
     attempt("render refuses a NetworkPolicy without MTAs",
             lambda: must_fail({"networkPolicy": {"enabled": True}}, "networkPolicy")),
+    attempt("the migration Job uses the owner's URL, edges the read-only one (migration.databaseUrl, existingSecret.migrationDatabaseKey)",
+            migration_uses_the_owner)
     attempt("redis.tls: the Secret mounted in the quota pods, its files and the server name as settings",
             lambda: redis_tls_rendered(objects(render(all_options))))
     attempt("render refuses redis.tls.clientCertificate without a Secret",
             lambda: must_fail({"redis": {"tls": {"clientCertificate": True}}}, "redis.tls.secretName"))
+    attempt("render refuses a quota service without client authentication (token off, no mTLS)",
+            lambda: must_fail({"grpc": {"token": {"enabled": False}}}, "grpc.allowUnauthenticated"))
+    attempt("render refuses grpc.tls.enabled without grpc.tls.serverSecret",
+            lambda: must_fail({"grpc": {"tls": {"enabled": True}}}, "grpc.tls.serverSecret"))
+    attempt("render refuses grpc.tls.enabled without grpc.tls.caSecret (no system roots in the image)",
+            lambda: must_fail({"grpc": {"tls": {"enabled": True, "serverSecret": "s"}}}, "grpc.tls.caSecret"))
+    attempt("render refuses grpc.tls.clientAuth without its Secrets, and without TLS",
+            lambda: (must_fail({"grpc": {"tls": {"enabled": True, "serverSecret": "s", "caSecret": "s",
+                                                 "clientAuth": {"enabled": True}}}},
+                               "grpc.tls.clientAuth.caSecret"),
+                     must_fail({"grpc": {"tls": {"clientAuth": {"enabled": True}}}}, "needs grpc.tls.enabled")))
+    attempt("render refuses http:// edge.quotaUrls with grpc.tls.enabled",
+            lambda: must_fail({"grpc": {"tls": {"enabled": True, "serverSecret": "s", "caSecret": "s"}},
+                               "edge": {"quotaUrls": ["http://q:10033"]}}, "must be https://"))
     attempt("render refuses an unknown antiAffinity",
             lambda: must_fail({"quota": {"antiAffinity": "sometimes"}}, "antiAffinity"))
     attempt("values.schema.json: helm lint refuses a wrong type (edge.replicaCount: \"three\")",

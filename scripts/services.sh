@@ -63,6 +63,14 @@ ensure_redis_tools() {
   fi
 }
 
+# openssl: the deploy checks make stand-in certificates for the rendered TLS settings, and
+# the TestPki unit test verifies its chains with it.
+ensure_openssl() {
+  if ! command -v openssl >/dev/null 2>&1; then
+    apt_install openssl
+  fi
+}
+
 # promtool (Debian package prometheus): the observability tests run `promtool check metrics`
 # on real scrapes, and the deploy checks `promtool check rules`.
 ensure_promtool() {

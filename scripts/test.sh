@@ -14,6 +14,7 @@ ensure_postgres
 ensure_mariadb
 ensure_redis_tools
 ensure_promtool
+ensure_openssl
 ensure_postfix
 
 echo "== cargo fmt"

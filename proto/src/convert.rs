@@ -5,6 +5,7 @@
 //! [`ConvertError`] otherwise: a malformed peer must not reach the counter arithmetic.
 
 use crate::v1;
+use sluice_engine::bounds::check_redis_window;
 use sluice_engine::state::EomResult;
 use sluice_engine::window::WindowSpec;
 use sluice_engine::{
@@ -21,8 +22,12 @@ pub enum ConvertError {
         /// The op's key.
         key: String,
     },
-    /// A window with a zero period or bucket, or a bucket wider than the period.
-    #[error("op {key:?} has an invalid window (period {period_ms} ms, bucket {bucket_ms} ms)")]
+    /// A window no valid setting produces: a zero period or bucket, a bucket wider than the
+    /// period, a period above 366 days, or more sub-buckets than counters in Redis may have
+    /// (`sluice_engine::bounds::check_redis_window`).
+    #[error(
+        "op {key:?} has an invalid window (period {period_ms} ms, bucket {bucket_ms} ms): {reason}"
+    )]
     InvalidWindow {
         /// The op's key.
         key: String,
@@ -30,6 +35,8 @@ pub enum ConvertError {
         period_ms: u64,
         /// The bucket width sent.
         bucket_ms: u64,
+        /// Why it is refused.
+        reason: String,
     },
     /// An unknown or unspecified outcome.
     #[error("unknown outcome {0}")]
@@ -100,11 +107,12 @@ impl TryFrom<v1::ApplyRequest> for CounterBatch {
 
 fn op_from_wire(op: v1::Op) -> Result<CounterOp, ConvertError> {
     use v1::op::Kind;
-    if op.period_ms == 0 || op.bucket_ms == 0 || op.bucket_ms > op.period_ms {
+    if let Err(reason) = check_redis_window(op.period_ms, op.bucket_ms) {
         return Err(ConvertError::InvalidWindow {
             key: op.key,
             period_ms: op.period_ms,
             bucket_ms: op.bucket_ms,
+            reason,
         });
     }
     let kind = match op.kind {
@@ -217,11 +225,12 @@ fn result_from_wire(r: &v1::OpResult) -> Result<OpResult, ConvertError> {
 }
 
 fn window_from_wire(key: &str, period_ms: u64, bucket_ms: u64) -> Result<WindowSpec, ConvertError> {
-    if period_ms == 0 || bucket_ms == 0 || bucket_ms > period_ms {
+    if let Err(reason) = check_redis_window(period_ms, bucket_ms) {
         return Err(ConvertError::InvalidWindow {
             key: key.to_string(),
             period_ms,
             bucket_ms,
+            reason,
         });
     }
     Ok(WindowSpec {

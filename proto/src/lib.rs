@@ -9,9 +9,13 @@
 //! (END-OF-MESSAGE may arrive on another edge) live behind the quota service's state, so
 //! edges stay stateless.
 //!
-//! This crate holds types and pure conversions only: no server, no client logic, no I/O.
+//! [`auth`] holds the bearer-token interceptors both sides of the link use.
+//!
+//! This crate holds types, pure conversions and the token check only: no server, no client
+//! logic, no I/O.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 mod convert;
 
 pub use convert::{op_to_wire, ConvertError};

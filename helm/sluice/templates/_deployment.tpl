@@ -2,7 +2,8 @@
 A role's Deployment. Args: (dict "root" $ "component" "edge"|"quota" "v" <role values>
 "ports" <list of {name, port}> "env" <list of env entries> "replicas" <int or nil>,
 optionally "volumes" and "mounts": the chart's own extra volumes and their mounts).
-The role's extraArgs follow `<role> --config /etc/sluice/<role>.toml`; its extraVolumes,
+The role's extraArgs follow `<role> --config /etc/sluice/<role>.toml`; the gRPC link's
+Secrets (values grpc, see _grpc.tpl) are mounted under /etc/sluice-grpc; its extraVolumes,
 extraVolumeMounts, initContainers and sidecars are added as given.
 */}}
 {{- define "sluice.deployment" -}}
@@ -101,6 +102,9 @@ spec:
             {{- with .mounts }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
+            {{- with (include "sluice.grpcVolumes" (dict "root" $root "component" .component) | fromJson).mounts }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
             {{- with $v.extraVolumeMounts }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -118,6 +122,9 @@ spec:
           emptyDir:
             sizeLimit: 16Mi
         {{- with .volumes }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+        {{- with (include "sluice.grpcVolumes" (dict "root" $root "component" .component) | fromJson).volumes }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
         {{- with $v.extraVolumes }}

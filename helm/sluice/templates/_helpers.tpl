@@ -136,12 +136,13 @@ spec:
 {{- printf "%s:%v" $root.Values.metricsListenHost (index . 1) }}
 {{- end }}
 
-{{/* The edges' quota URLs: edge.quotaUrls, or the headless quota Service. */}}
+{{/* The edges' quota URLs: edge.quotaUrls, or the headless quota Service (https:// with
+grpc.tls.enabled). */}}
 {{- define "sluice.quotaUrls" -}}
 {{- if .Values.edge.quotaUrls }}
 {{- toJson .Values.edge.quotaUrls }}
 {{- else }}
-{{- toJson (list (printf "http://%s-quota-headless.%s.svc:10033" (include "sluice.fullname" .) .Release.Namespace)) }}
+{{- toJson (list (printf "%s://%s-quota-headless.%s.svc:10033" (ternary "https" "http" .Values.grpc.tls.enabled) (include "sluice.fullname" .) .Release.Namespace)) }}
 {{- end }}
 {{- end }}
 

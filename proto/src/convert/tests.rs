@@ -140,7 +140,16 @@ fn an_op_without_kind_is_rejected() {
 
 #[test]
 fn invalid_windows_are_rejected() {
-    for (period_ms, bucket_ms) in [(0, 0), (60_000, 0), (0, 1), (1_000, 1_001)] {
+    // The last two: 3,600 sub-buckets of an hour (above the cap of counters in Redis), and a
+    // period above 366 days.
+    for (period_ms, bucket_ms) in [
+        (0, 0),
+        (60_000, 0),
+        (0, 1),
+        (1_000, 1_001),
+        (3_600_000, 1_000),
+        (40_000_000_000, 400_000_000),
+    ] {
         let mut req = v1::ApplyRequest::from(&sample_batch());
         req.groups[2].ops[0].period_ms = period_ms;
         req.groups[2].ops[0].bucket_ms = bucket_ms;

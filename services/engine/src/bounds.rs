@@ -15,6 +15,7 @@
 //! | `MessageCumulativeSize` limit | 0 ..= 100 TB (10^14 bytes) | sums of charges stay far below 2^53 |
 //! | policy `priority` | -32 768 ..= 32 767 | Policyd's `SMALLINT` column; it only orders policies |
 //! | `buckets` (sub-buckets per period, a server setting) | 1 ..= 3 600 | sub-buckets are at least 1 ms wide, so a 1 s period has at most 1 000 |
+//! | `buckets` with counters in Redis (an edge, `serve --redis`), and the windows a quota service accepts | 1 ..= 512 | a Redis take reads and sums every sub-bucket of its counter: its time grows by ~0.5 µs per sub-bucket, and above 512 fields Redis stores the hash as a hashtable instead of a listpack (~55 instead of ~9 bytes per sub-bucket): measured by `loadtest/redis-bucket-cost.sh`, table in docs/quotas.md |
 //!
 //! A limit of 0 is valid and refuses everything it counts (with a warning: Policyd's
 //! `counter > limit` test let one through per period). A limit so high that it could only
@@ -46,6 +47,59 @@ pub const MAX_PRIORITY: i64 = i16::MAX as i64;
 
 /// The most sub-buckets per period a server may be configured with (`buckets`).
 pub const MAX_BUCKETS_PER_PERIOD: u32 = 3_600;
+
+/// The most sub-buckets per period with counters in Redis (an edge's `buckets`, `serve
+/// --redis`, and the windows a quota service accepts from an edge): Redis keeps a counter of
+/// up to 512 fields as a compact listpack (its default `hash-max-listpack-entries`), and a
+/// take costs ~0.5 µs of Redis time per sub-bucket in the window. At 3 600 a full counter
+/// took 206 KB and ~2 ms a take, against 584 B and ~35-50 µs at the default 60.
+pub const MAX_REDIS_BUCKETS_PER_PERIOD: u32 = 512;
+
+/// Whether `buckets` is a valid `buckets` setting, for counters in Redis (`in_redis`) or
+/// in process; the error names the setting, the cap and why.
+pub fn check_buckets(buckets: u32, in_redis: bool) -> Result<(), String> {
+    if !(1..=MAX_BUCKETS_PER_PERIOD).contains(&buckets) {
+        return Err(format!(
+            "buckets must be between 1 and {MAX_BUCKETS_PER_PERIOD}, not {buckets}"
+        ));
+    }
+    if in_redis && buckets > MAX_REDIS_BUCKETS_PER_PERIOD {
+        return Err(format!(
+            "buckets = {} is above {MAX_REDIS_BUCKETS_PER_PERIOD}, the most with counters in Redis: \
+             every take reads all sub-buckets of its counter in Redis (at 3,600 a counter \
+             costs ~200 KB and a take ~2 ms; see docs/quotas.md, \"Sub-buckets in Redis\")",
+            grouped(u64::from(buckets))
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a counter window received from another process (period and sub-bucket width in
+/// ms, as an edge sends them to a quota service) is one a valid setting produces: a period
+/// in range, and at most [`MAX_REDIS_BUCKETS_PER_PERIOD`] sub-buckets.
+pub fn check_redis_window(period_ms: u64, bucket_ms: u64) -> Result<(), String> {
+    if period_ms == 0 || bucket_ms == 0 || bucket_ms > period_ms {
+        return Err(format!(
+            "period {period_ms} ms with sub-buckets of {bucket_ms} ms is not a window"
+        ));
+    }
+    if period_ms > MAX_PERIOD_SECS * 1000 {
+        return Err(format!(
+            "period {} ms is longer than the maximum of 366 days",
+            grouped(period_ms)
+        ));
+    }
+    let buckets = period_ms.div_ceil(bucket_ms);
+    if buckets > u64::from(MAX_REDIS_BUCKETS_PER_PERIOD) {
+        return Err(format!(
+            "{} sub-buckets per period ({period_ms} ms / {bucket_ms} ms) is above \
+             {MAX_REDIS_BUCKETS_PER_PERIOD}, the most with counters in Redis (the edge's \
+             buckets setting)",
+            grouped(buckets)
+        ));
+    }
+    Ok(())
+}
 
 /// A count limit that could only refuse above this many per second never binds in
 /// practice: it loads with a warning.
@@ -262,6 +316,37 @@ mod tests {
         assert!(check_priority(32_768).is_err());
         assert!(check_priority(-32_769).is_err());
         assert!(check_priority(i64::MAX).is_err());
+    }
+
+    #[test]
+    fn buckets_are_capped_in_redis() {
+        assert_eq!(check_buckets(60, true), Ok(()));
+        assert_eq!(check_buckets(MAX_REDIS_BUCKETS_PER_PERIOD, true), Ok(()));
+        assert_eq!(check_buckets(MAX_BUCKETS_PER_PERIOD, false), Ok(()));
+        let err = check_buckets(MAX_REDIS_BUCKETS_PER_PERIOD + 1, true).unwrap_err();
+        assert!(err.contains("513 is above 512"), "{err}");
+        let err = check_buckets(3_600, true).unwrap_err();
+        assert!(
+            err.contains("3,600") && err.contains("docs/quotas.md"),
+            "{err}"
+        );
+        assert!(check_buckets(0, false).is_err());
+        assert!(check_buckets(MAX_BUCKETS_PER_PERIOD + 1, false).is_err());
+        // Every window a valid setting produces passes the wire check, whatever the period.
+        for secs in [MIN_PERIOD_SECS, 7, 3600, MAX_PERIOD_SECS] {
+            for buckets in [1, 60, 511, MAX_REDIS_BUCKETS_PER_PERIOD] {
+                let w = WindowSpec::new(period_ms(secs), buckets);
+                assert_eq!(check_redis_window(w.period_ms, w.bucket_ms), Ok(()));
+            }
+            let w = WindowSpec::new(period_ms(secs), MAX_BUCKETS_PER_PERIOD);
+            if secs >= 7 {
+                assert!(check_redis_window(w.period_ms, w.bucket_ms).is_err());
+            }
+        }
+        assert!(check_redis_window(3_600_000, 1).is_err());
+        assert!(check_redis_window(0, 1).is_err());
+        assert!(check_redis_window(1, 2).is_err());
+        assert!(check_redis_window(u64::MAX, u64::MAX).is_err());
     }
 
     #[test]

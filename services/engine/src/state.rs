@@ -8,6 +8,25 @@
 use std::future::Future;
 use std::pin::Pin;
 
+/// The counter key the default [`State::ready`] checks (never charged).
+pub const PROBE_KEY: &str = "_sluice/health/probe";
+
+/// The batch the default [`State::ready`] runs: a dry-run `Check` of cost 1 on
+/// [`PROBE_KEY`].
+pub fn probe_batch() -> CounterBatch {
+    CounterBatch {
+        instance: String::new(),
+        dry_run: true,
+        groups: vec![vec![CounterOp {
+            key: PROBE_KEY.into(),
+            limit: 1,
+            window: crate::window::WindowSpec::new(60_000, 60),
+            kind: OpKind::Check { cost: 1 },
+        }]],
+        end_of_message: None,
+    }
+}
+
 /// A boxed, sendable future (keeps [`State`] usable as `dyn State`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -100,6 +119,28 @@ pub trait State: Send + Sync + 'static {
                 session_found: false,
             })
         })
+    }
+
+    /// [`State::apply_leasing`] with all of the batch's backend work bounded by `deadline`
+    /// (the caller's remaining budget): past it no new backend call is started and the
+    /// batch fails with [`StateError::Timeout`]; compensation for charges already made
+    /// (refunds) may still go out. The default ignores the deadline (the caller bounds its
+    /// wait; in-process states do not wait).
+    fn apply_leasing_by<'a>(
+        &'a self,
+        batch: &'a CounterBatch,
+        leases: &'a [Vec<u64>],
+        deadline: std::time::Instant,
+    ) -> BoxFuture<'a, Result<LeasedReply, StateError>> {
+        let _ = deadline;
+        self.apply_leasing(batch, leases)
+    }
+
+    /// Whether the backend can serve at all (for health checks): `Ok` when it can answer
+    /// batches, even if some of its parts are failing. The default runs a dry-run check of
+    /// cost 1 on the reserved counter [`PROBE_KEY`] (charges nothing, creates nothing).
+    fn ready(&self) -> BoxFuture<'_, Result<(), StateError>> {
+        Box::pin(async move { self.apply(&probe_batch()).await.map(drop) })
     }
 
     /// Gives back the unused units of leases, each to the sub-bucket it was charged to

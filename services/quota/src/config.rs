@@ -1,5 +1,6 @@
 //! Runtime settings of the quota service.
 
+use crate::security::Security;
 use std::time::Duration;
 
 /// Settings of [`crate::serve`].
@@ -16,6 +17,8 @@ pub struct QuotaConfig {
     /// After the shutdown signal, how long in-flight RPCs get to finish before connections
     /// are dropped (default 5 s).
     pub drain_timeout: Duration,
+    /// TLS and client authentication of the listener (default: none).
+    pub security: Security,
 }
 
 impl Default for QuotaConfig {
@@ -25,6 +28,7 @@ impl Default for QuotaConfig {
             probe_timeout: Duration::from_millis(500),
             apply_timeout: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(5),
+            security: Security::default(),
         }
     }
 }

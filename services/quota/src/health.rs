@@ -1,41 +1,25 @@
 //! The state probe behind `grpc.health.v1`.
 //!
-//! A probe is one [`State::apply`] of a dry-run batch holding a single `Check` of cost 1 on
-//! the reserved key [`PROBE_KEY`]: a dry run charges nothing and creates nothing, but the
-//! state must really reach its backend to answer it (an empty batch might not). The service
-//! `sluice.quota.v1.Quota` (and the server as a whole, `""`) is SERVING while probes succeed
-//! within the probe timeout, NOT_SERVING otherwise.
+//! A probe is [`State::ready`]: whether the state can serve **at all**, not whether every
+//! part of it works. On Redis Cluster that is "the topology is known and at least one
+//! primary answers": a failing node affects only the requests whose counters live on it
+//! (they get per-batch errors), so it must not take the whole service out of the edges'
+//! rotation. The default (in-process states) is a dry-run check of the reserved counter
+//! [`PROBE_KEY`]. The service `sluice.quota.v1.Quota` (and the server as a whole, `""`) is
+//! SERVING while probes succeed within the probe timeout, NOT_SERVING otherwise.
 
-use sluice_engine::window::WindowSpec;
-use sluice_engine::{CounterBatch, CounterOp, OpKind, State};
+use sluice_engine::State;
 use std::time::Duration;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
-/// The counter key probes check (never charged).
-pub const PROBE_KEY: &str = "_sluice/health/probe";
+pub use sluice_engine::state::{probe_batch, PROBE_KEY};
 
-/// The batch a probe runs.
-pub fn probe_batch() -> CounterBatch {
-    CounterBatch {
-        instance: String::new(),
-        dry_run: true,
-        groups: vec![vec![CounterOp {
-            key: PROBE_KEY.into(),
-            limit: 1,
-            window: WindowSpec::new(60_000, 60),
-            kind: OpKind::Check { cost: 1 },
-        }]],
-        end_of_message: None,
-    }
-}
-
-/// Whether `state` answers a probe within `timeout`.
+/// Whether `state` can serve, answered within `timeout`.
 pub async fn probe(state: &dyn State, timeout: Duration) -> bool {
-    let batch = probe_batch();
     matches!(
-        tokio::time::timeout(timeout, state.apply(&batch)).await,
-        Ok(Ok(_))
+        tokio::time::timeout(timeout, state.ready()).await,
+        Ok(Ok(()))
     )
 }
 

@@ -9,6 +9,7 @@
 //! - [`service`] — the `Apply` and `ApplyMany` handlers (one span per RPC).
 //! - [`health`] — the state probe that drives `grpc.health.v1`.
 //! - [`error`] — [`ServiceError`] and the one mapping to `tonic::Status`.
+//! - [`security`] — TLS, mTLS and the bearer-token check of the listener.
 //! - [`config`] — [`QuotaConfig`].
 //!
 //! This crate knows nothing about Redis, SQL or the policy protocol: it depends on the
@@ -18,10 +19,12 @@
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod security;
 pub mod server;
 pub mod service;
 
 pub use config::QuotaConfig;
 pub use error::{status_from_error, ServeError, ServiceError};
+pub use security::{Security, ServerTls};
 pub use server::serve;
 pub use service::QuotaService;

@@ -15,6 +15,7 @@ use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
@@ -22,7 +23,8 @@ use tonic_health::server::HealthReporter;
 /// Runs the quota service on `listener` until `shutdown` resolves, then drains.
 ///
 /// Serves `sluice.quota.v1.Quota` (batches run on `state`) and `grpc.health.v1.Health`
-/// (SERVING while `state` answers probes, see [`crate::health`]).
+/// (SERVING while `state` answers probes, see [`crate::health`]), with the TLS and client
+/// authentication of [`QuotaConfig::security`] (see [`crate::security`]).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<dyn State>,
@@ -42,16 +44,32 @@ pub async fn serve(
         stopped,
     ));
 
-    let quota = QuotaServer::new(QuotaService::new(state, config.apply_timeout));
+    let quota = QuotaServer::with_interceptor(
+        QuotaService::new(state, config.apply_timeout),
+        config.security.interceptor(),
+    );
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = Server::builder()
-        .add_service(health_service)
+    let mut builder = Server::builder();
+    if let Some(tls) = &config.security.tls {
+        builder = builder.tls_config(tls.tonic_config())?;
+    }
+    let server = builder
+        .add_service(InterceptedService::new(
+            health_service,
+            config.security.interceptor(),
+        ))
         .add_service(quota)
         .serve_with_incoming_shutdown(incoming, async {
             let _ = drain_rx.await;
         });
-    tracing::info!(addr = ?local, "Quota service listening.");
+    tracing::info!(
+        addr = ?local,
+        tls = config.security.tls.is_some(),
+        client_certificates = config.security.tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()),
+        token = config.security.token.is_some(),
+        "Quota service listening."
+    );
 
     tokio::pin!(server);
     let early = tokio::select! {

@@ -8,6 +8,16 @@
 //! `ApplyMany` carries the batches of several policy requests that an edge had waiting at
 //! the same time: they run concurrently (so their Redis commands go out together) and each
 //! is answered on its own, as `Apply` would have answered it.
+//!
+//! **One deadline per call.** The caller's gRPC deadline (`grpc-timeout`, which edges always
+//! send) minus a margin for the way back ([`reply_deadline`]), and at most the server's own
+//! `apply_timeout`, bounds all of a call's backend work ([`State::apply_leasing_by`]): past
+//! it no new Redis call is started, and every batch not finished by then is answered
+//! `DEADLINE_EXCEEDED` — on its own, so a batch stuck on one failing Redis node does not
+//! hold back the answers of the others in the same `ApplyMany`. A charge made before the
+//! deadline whose batch is answered with an error stands (it is refunded when the batch
+//! gets to it, and otherwise leaves the window with its bucket): under-admission, never
+//! over-admission, and the edge answers its fallback action.
 
 use crate::error::{status_from_error, ServiceError};
 use futures_util::future::join_all;
@@ -20,7 +30,8 @@ use sluice_proto::v1::{
 };
 use sluice_proto::ConvertError;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
@@ -56,55 +67,83 @@ impl QuotaService {
         }
     }
 
-    /// Runs one request's batch.
-    pub async fn run(&self, request: ApplyRequest) -> Result<ApplyReply, ServiceError> {
-        let (batch, leases) = leased_batch(request)?;
-        self.run_task(move |state| {
-            Box::pin(async move {
-                state
-                    .apply_leasing(&batch, &leases)
-                    .await
-                    .map(|r| leased_reply(&r))
-            })
-        })
-        .await
-    }
-
-    /// Runs the batches of one `ApplyMany` concurrently, all in one task (so each still runs
-    /// to completion when the caller gives up), and answers each on its own.
-    pub async fn run_many(
+    /// Runs one request's batch, answered by `deadline` (see [`reply_deadline`]).
+    pub async fn run(
         &self,
-        request: ApplyManyRequest,
-    ) -> Result<ApplyManyReply, ServiceError> {
-        let batches: Vec<Result<LeasedBatch, ConvertError>> =
-            request.batches.into_iter().map(leased_batch).collect();
+        request: ApplyRequest,
+        deadline: Instant,
+    ) -> Result<ApplyReply, ServiceError> {
+        let (batch, leases) = leased_batch(request)?;
         let state = Arc::clone(&self.state);
         let task = tokio::spawn(
             async move {
-                let runs = batches.iter().map(|b| {
-                    let state = &state;
-                    async move {
-                        match b {
-                            Ok((batch, leases)) => state
-                                .apply_leasing(batch, leases)
-                                .await
-                                .map(|r| leased_reply(&r))
-                                .map_err(ServiceError::from),
-                            Err(e) => Err(ServiceError::from(e.clone())),
-                        }
-                    }
-                });
-                join_all(runs).await
+                state
+                    .apply_leasing_by(&batch, &leases, deadline)
+                    .await
+                    .map(|r| leased_reply(&r))
             }
             .in_current_span(),
         );
-        let results = match tokio::time::timeout(self.apply_timeout, task).await {
-            Ok(Ok(results)) => results,
-            Ok(Err(join)) => return Err(ServiceError::Internal(join.to_string())),
-            Err(_) => return Err(ServiceError::State(sluice_engine::StateError::Timeout)),
-        };
-        let results = results.into_iter().map(|r| self.record(r)).collect();
+        match tokio::time::timeout_at(deadline.into(), task).await {
+            Ok(Ok(result)) => Ok(result?),
+            Ok(Err(join)) => Err(ServiceError::Internal(join.to_string())),
+            Err(_) => Err(ServiceError::State(sluice_engine::StateError::Timeout)),
+        }
+    }
+
+    /// Runs the batches of one `ApplyMany` concurrently, all in one task (so each still runs
+    /// to completion when the caller gives up), and answers each on its own by `deadline`:
+    /// a batch not done by then is answered `DEADLINE_EXCEEDED`, the others with their
+    /// results.
+    pub async fn run_many(
+        &self,
+        request: ApplyManyRequest,
+        deadline: Instant,
+    ) -> Result<ApplyManyReply, ServiceError> {
+        let mut answers = Vec::with_capacity(request.batches.len());
+        let mut runs = Vec::with_capacity(request.batches.len());
+        for b in request.batches {
+            let (tx, rx) = oneshot::channel();
+            answers.push(rx);
+            runs.push((leased_batch(b), tx));
+        }
+        let state = Arc::clone(&self.state);
+        tokio::spawn(
+            async move {
+                let runs = runs.into_iter().map(|(b, tx)| {
+                    let state = &state;
+                    async move {
+                        let result = match b {
+                            Ok((batch, leases)) => state
+                                .apply_leasing_by(&batch, &leases, deadline)
+                                .await
+                                .map(|r| leased_reply(&r))
+                                .map_err(ServiceError::from),
+                            Err(e) => Err(ServiceError::from(e)),
+                        };
+                        let _ = tx.send(result);
+                    }
+                });
+                join_all(runs).await;
+            }
+            .in_current_span(),
+        );
+        let mut results = Vec::with_capacity(answers.len());
+        for rx in answers {
+            let result = match tokio::time::timeout_at(deadline.into(), rx).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(ServiceError::Internal("batch task ended".into())),
+                Err(_) => Err(ServiceError::State(sluice_engine::StateError::Timeout)),
+            };
+            results.push(self.record(result));
+        }
         Ok(ApplyManyReply { results })
+    }
+
+    /// When a call with `metadata` must be answered: see [`reply_deadline`], at most the
+    /// server's `apply_timeout` from now.
+    fn deadline_of(&self, metadata: &tonic::metadata::MetadataMap) -> Instant {
+        reply_deadline(Instant::now(), grpc_timeout(metadata), self.apply_timeout)
     }
 
     /// Runs `call` on the state in its own task (it completes even when the caller gives
@@ -198,6 +237,41 @@ impl QuotaService {
         )
         .increment(1);
     }
+}
+
+/// The most kept back from a caller's budget for the way back (the reply's transit and the
+/// edge's own work): a tenth of the budget, at most this much.
+const MAX_REPLY_MARGIN: Duration = Duration::from_millis(50);
+
+/// When a call received at `now` must be answered: the caller's budget (its `grpc-timeout`)
+/// minus a tenth of it (at most [`MAX_REPLY_MARGIN`]) for the reply to travel back, and at
+/// most `server_bound` (the `apply_timeout`) from now. Without a budget: `server_bound`.
+pub fn reply_deadline(now: Instant, budget: Option<Duration>, server_bound: Duration) -> Instant {
+    let bound = match budget {
+        Some(b) => (b - (b / 10).min(MAX_REPLY_MARGIN)).min(server_bound),
+        None => server_bound,
+    };
+    now + bound
+}
+
+/// The caller's budget from its `grpc-timeout` header (`<digits><unit>`, unit one of `H`,
+/// `M`, `S`, `m`, `u`, `n`); `None` when absent or malformed.
+pub fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let v = metadata.get("grpc-timeout")?.to_str().ok()?;
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// A batch and the lease each op asks for (in the batch's shape, or empty: none).
@@ -309,9 +383,10 @@ impl Quota for QuotaService {
                 eom = request.get_ref().end_of_message_size.is_some(),
             )
         };
+        let deadline = self.deadline_of(request.metadata());
         let request = request.into_inner();
         async {
-            match self.run(request).await {
+            match self.run(request, deadline).await {
                 Ok(reply) => {
                     self.metrics.ok.increment(1);
                     Ok(Response::new(reply))
@@ -337,9 +412,10 @@ impl Quota for QuotaService {
             peer = ?request.remote_addr(),
             batches = request.get_ref().batches.len(),
         );
+        let deadline = self.deadline_of(request.metadata());
         let request = request.into_inner();
         let n = request.batches.len();
-        match self.run_many(request).instrument(span).await {
+        match self.run_many(request, deadline).instrument(span).await {
             Ok(reply) => Ok(Response::new(reply)),
             Err(e) => {
                 for _ in 0..n {
@@ -348,5 +424,61 @@ impl Quota for QuotaService {
                 Err(e.into())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata(timeout: &str) -> tonic::metadata::MetadataMap {
+        let mut m = tonic::metadata::MetadataMap::new();
+        m.insert("grpc-timeout", timeout.parse().unwrap());
+        m
+    }
+
+    #[test]
+    fn reads_the_callers_budget() {
+        assert_eq!(
+            grpc_timeout(&metadata("200m")),
+            Some(Duration::from_millis(200))
+        );
+        assert_eq!(grpc_timeout(&metadata("3S")), Some(Duration::from_secs(3)));
+        assert_eq!(
+            grpc_timeout(&metadata("1500u")),
+            Some(Duration::from_micros(1500))
+        );
+        assert_eq!(
+            grpc_timeout(&metadata("2M")),
+            Some(Duration::from_secs(120))
+        );
+        for bad in ["", "m", "12", "12x", "-1m", "1234567890m"] {
+            let mut m = tonic::metadata::MetadataMap::new();
+            if let Ok(v) = bad.parse() {
+                m.insert("grpc-timeout", v);
+            }
+            assert_eq!(grpc_timeout(&m), None, "{bad:?}");
+        }
+        assert_eq!(grpc_timeout(&tonic::metadata::MetadataMap::new()), None);
+    }
+
+    #[test]
+    fn answers_before_the_caller_gives_up() {
+        let now = Instant::now();
+        let bound = Duration::from_secs(1);
+        let ms = |d: Instant| d.duration_since(now).as_millis();
+        assert_eq!(
+            ms(reply_deadline(now, Some(Duration::from_millis(200)), bound)),
+            180
+        );
+        assert_eq!(
+            ms(reply_deadline(now, Some(Duration::from_millis(900)), bound)),
+            850
+        );
+        assert_eq!(
+            ms(reply_deadline(now, Some(Duration::from_secs(5)), bound)),
+            1000
+        );
+        assert_eq!(ms(reply_deadline(now, None, bound)), 1000);
     }
 }

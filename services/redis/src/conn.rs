@@ -2,6 +2,7 @@
 //! the background) and the timeout around every call.
 
 use crate::cluster::node::{jitter, Connector};
+use crate::cluster::replication::{Landed, WaitPolicy};
 use crate::cluster::request::Request;
 use crate::cluster::router::Router;
 use crate::cluster::CallError;
@@ -27,6 +28,8 @@ const START_LOG_INTERVAL: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub(crate) struct Conn {
     ready: Arc<Ready>,
+    /// How writes wait for replicas (applied to the router once it exists).
+    wait: Arc<std::sync::RwLock<WaitPolicy>>,
 }
 
 /// The router once Redis answered, and a signal for those waiting for it.
@@ -125,7 +128,9 @@ impl Plan {
                 None => return Err(ConnectError::Redis("INFO cluster: no reply".into())),
             };
             if !info.lines().any(|l| l.trim() == "cluster_enabled:1") {
-                return Ok((Router::single(node, self.timeout), Topology::Single));
+                let router = Router::single(node, self.timeout);
+                crate::version::require_supported(&router, self.timeout).await?;
+                return Ok((router, Topology::Single));
             }
         }
         let seeds: Vec<String> = self
@@ -142,6 +147,7 @@ impl Plan {
         let router = Router::cluster(self.connector.clone(), &seeds, self.timeout)
             .await
             .map_err(connect_error)?;
+        crate::version::require_supported(&router, self.timeout).await?;
         Ok((router, Topology::Cluster))
     }
 
@@ -178,7 +184,13 @@ impl Conn {
         let (router, topology) = plan.attempt().await?;
         let ready = Ready::new();
         ready.set(router, topology);
-        Ok((Conn { ready }, topology))
+        Ok((
+            Conn {
+                ready,
+                wait: Arc::default(),
+            },
+            topology,
+        ))
     }
 
     /// Checks the settings (an error is a configuration error) and returns at once; the
@@ -193,7 +205,10 @@ impl Conn {
         let plan = Plan::new(urls, tls, timeout)?;
         let ready = Ready::new();
         tokio::spawn(connect_patiently(plan, Arc::downgrade(&ready)));
-        Ok(Conn { ready })
+        Ok(Conn {
+            ready,
+            wait: Arc::default(),
+        })
     }
 
     /// Waits until Redis has answered, at most `limit`; whether it has.
@@ -210,26 +225,80 @@ impl Conn {
         self.ready.get().map(|(_, t)| *t)
     }
 
-    /// Runs `req` within `timeout` and returns its replies (of a transaction: `EXEC`'s).
-    /// Nothing that may have run is sent again: a connection error or a timeout is an
-    /// error.
+    /// Runs `req` within `timeout` (and the batch's deadline, see [`crate::deadline`])
+    /// and returns its replies (of a transaction: `EXEC`'s). Nothing that may have run is
+    /// sent again: a connection error or a timeout is an error. Past the batch's deadline
+    /// nothing is sent.
     pub(crate) async fn call(
         &self,
         req: &Request,
         timeout: Duration,
     ) -> Result<Vec<Value>, StateError> {
-        let Some((router, _)) = self.ready.get() else {
-            return Err(StateError::Unavailable(
+        self.call_landed(req, timeout)
+            .await
+            .map(|(values, _)| values)
+    }
+
+    /// The router, once Redis has answered.
+    fn connected(&self) -> Result<&Router, StateError> {
+        match self.ready.get() {
+            Some((router, _)) => Ok(router),
+            None => Err(StateError::Unavailable(
                 "not connected to Redis yet (still trying)".into(),
-            ));
-        };
-        match tokio::time::timeout(timeout, router.call(req)).await {
+            )),
+        }
+    }
+
+    /// [`Conn::call`] for a write whose effect is acknowledged only after
+    /// [`Conn::confirm`]: also says where it ran.
+    pub(crate) async fn call_landed(
+        &self,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<(Vec<Value>, Landed), StateError> {
+        let router = self.connected()?;
+        let deadline = crate::deadline::call_deadline(timeout);
+        if deadline <= tokio::time::Instant::now() {
+            return Err(StateError::Timeout);
+        }
+        match tokio::time::timeout_at(deadline, router.call_landed(req)).await {
             Ok(r) => r.map_err(StateError::from),
             Err(_) => {
                 // A node that stopped answering may have been failed over.
                 router.refresh_soon();
                 Err(StateError::Timeout)
             }
+        }
+    }
+
+    /// Returns once enough replicas have the write that landed as `write` (at once when
+    /// none are waited for), within `timeout` and the batch's deadline.
+    pub(crate) async fn confirm(
+        &self,
+        write: &Landed,
+        timeout: Duration,
+    ) -> Result<(), StateError> {
+        let router = self.connected()?;
+        let policy = *self.wait.read().expect("wait policy lock");
+        router.ensure_wait_policy(policy);
+        let deadline = crate::deadline::call_deadline(timeout);
+        router
+            .confirm(write, deadline)
+            .await
+            .map_err(StateError::from)
+    }
+
+    /// `Ok` when the topology is known and at least one primary answers (see
+    /// [`Router::ready`]).
+    pub(crate) async fn ready(&self) -> Result<(), StateError> {
+        self.connected()?.ready().await.map_err(StateError::from)
+    }
+
+    /// Writes wait for replicas as `policy` says (see [`crate::cluster::replication`]).
+    pub(crate) fn wait_for_replicas(&self, policy: WaitPolicy) {
+        *self.wait.write().expect("wait policy lock") = policy;
+        if let Some((router, _)) = self.ready.get() {
+            router.ensure_wait_policy(policy);
         }
     }
 

@@ -26,6 +26,19 @@ pub enum ConnectError {
     /// Redis refused or failed.
     #[error("cannot connect to Redis: {0}")]
     Redis(String),
+    /// The Redis server is older than [`crate::MIN_REDIS_VERSION`].
+    #[error("Redis {found} is too old: Sluice needs Redis {minimum} or newer (its counter script reads TIME and then writes, which older versions refuse): upgrade Redis")]
+    TooOld {
+        /// The `redis_version` the server reported.
+        found: String,
+        /// The oldest version supported.
+        minimum: String,
+    },
+    /// `INFO server` named no `redis_version`.
+    #[error(
+        "Redis answered INFO server without a redis_version: is it a Redis server (5.0 or newer)?"
+    )]
+    NoVersion,
     /// Redis did not answer within the configured timeout.
     #[error("cannot connect to Redis: timed out")]
     Timeout,

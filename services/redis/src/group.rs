@@ -9,8 +9,15 @@
 //!
 //! A take may carry a lease want: the script then charges the lease units with the cost (see
 //! `counter.lua`), and a refused group refunds them with it.
+//!
+//! An admitted group is answered only once a replica has its charges (`WAIT`, see
+//! [`crate::cluster::replication`]): a charge a failover could lose is never acknowledged.
+//! When the replicas do not confirm in time, the group fails (the edge answers its fallback
+//! action) and its charges are refunded; if the refund is lost too (the primary died), the
+//! promoted replica never saw the charge either.
 
 use crate::backend::Backend;
+use crate::cluster::replication::Landed;
 use crate::scripts::{CounterAnswer, CounterCall, Mode};
 use futures_util::future::join_all;
 use sluice_engine::{CounterOp, LeaseGrant, OpKind, OpResult, Outcome, StateError};
@@ -136,7 +143,7 @@ impl Backend {
         cost: u64,
         now_ms: Option<u64>,
         want: u64,
-    ) -> Result<CounterAnswer, StateError> {
+    ) -> Result<(CounterAnswer, Option<Landed>), StateError> {
         let key = self.keys.window(&op.key);
         let call = CounterCall {
             key: &key,
@@ -147,20 +154,37 @@ impl Backend {
             now_ms,
             want,
         };
-        self.scripts.counter(&self.conn, self.timeout, call).await
+        self.scripts
+            .counter_landed(&self.conn, self.timeout, call)
+            .await
+    }
+
+    /// Returns once a replica has every charge in `taken` (see
+    /// [`crate::cluster::replication`]); the first failure otherwise.
+    async fn confirm(&self, taken: &[Option<Landed>]) -> Result<(), StateError> {
+        let waits = taken
+            .iter()
+            .flatten()
+            .map(|landed| self.conn.confirm(landed, self.timeout));
+        join_all(waits)
+            .await
+            .into_iter()
+            .find_map(Result::err)
+            .map_or(Ok(()), Err)
     }
 
     /// Gives back `(op index, time, units)` charges (an op's cost and its lease); errors are
-    /// logged (the charge then ages out with its window, never over-admitting).
+    /// logged (the charge then ages out with its window, never over-admitting). Sent even
+    /// after the batch's deadline (see [`crate::deadline`]).
     async fn refund(&self, g: &Group<'_>, taken: &[(usize, u64, u64)]) -> HashMap<usize, u64> {
         let calls = taken.iter().map(|&(i, now, units)| {
             let op = &g.ops[i];
             async move { (i, self.counter(op, Mode::Refund, units, Some(now), 0).await) }
         });
         let mut levels = HashMap::new();
-        for (i, r) in join_all(calls).await {
+        for (i, r) in crate::deadline::unbounded(join_all(calls)).await {
             match r {
-                Ok(a) => {
+                Ok((a, _)) => {
                     levels.insert(i, a.level);
                 }
                 Err(e) => {
@@ -185,12 +209,19 @@ impl Backend {
             },
         );
         let mut answers: Vec<Result<CounterAnswer, StateError>> = Vec::with_capacity(g.ops.len());
+        let mut landed: Vec<Option<Landed>> = vec![None; g.ops.len()];
         let called = join_all(calls).await;
         for (i, a) in called.iter().enumerate() {
             answers.push(match (a, shared[i]) {
-                (Some(a), _) => a.clone(),
+                (Some(Ok((a, at))), _) => {
+                    if a.fits && g.charges(g.roles[i]) {
+                        landed[i] = at.clone();
+                    }
+                    Ok(*a)
+                }
+                (Some(Err(e)), _) => Err(e.clone()),
                 (None, Some(from)) => match called[from].as_ref().expect("a source is called") {
-                    Ok(src) => Ok(CounterAnswer::read(src.level, src.now_ms)),
+                    Ok((src, _)) => Ok(CounterAnswer::read(src.level, src.now_ms)),
                     Err(e) => Err(e.clone()),
                 },
                 (None, None) => unreachable!("every op is called or shares a read"),
@@ -217,6 +248,10 @@ impl Backend {
             }
         }
         let Some(first_refused) = ok.iter().position(|a| !a.fits) else {
+            if let Err(e) = self.confirm(&landed).await {
+                self.refund(g, &taken).await;
+                return Err(e);
+            }
             let results = g
                 .roles
                 .iter()
@@ -263,6 +298,7 @@ impl Backend {
         let mut results = Vec::with_capacity(g.ops.len());
         let mut taken: Vec<(usize, u64, u64)> = Vec::new();
         let mut leases = vec![LeaseGrant::default(); g.ops.len()];
+        let mut landed: Vec<Option<Landed>> = Vec::new();
         let mut is_refused = false;
         for (i, (op, &role)) in g.ops.iter().zip(g.roles).enumerate() {
             let mode = if is_refused {
@@ -272,7 +308,12 @@ impl Backend {
             };
             let want = if is_refused { 0 } else { g.want(i) };
             let a = match self.counter(op, mode, role.cost(), g.now_ms, want).await {
-                Ok(a) => a,
+                Ok((a, at)) => {
+                    if a.fits && !is_refused && g.charges(role) {
+                        landed.push(at);
+                    }
+                    a
+                }
                 Err(e) => {
                     self.refund(g, &taken).await;
                     return Err(e);
@@ -306,9 +347,13 @@ impl Backend {
                     r.used = self
                         .counter(&g.ops[i], Mode::Level, 0, g.now_ms, 0)
                         .await?
+                        .0
                         .level;
                 }
             }
+        } else if let Err(e) = self.confirm(&landed).await {
+            self.refund(g, &taken).await;
+            return Err(e);
         }
         Ok(GroupOutcome {
             results,

@@ -128,6 +128,7 @@
 mod backend;
 mod cluster;
 mod conn;
+mod deadline;
 mod endpoint;
 mod error;
 mod group;
@@ -137,11 +138,13 @@ mod scripts;
 mod session;
 mod state;
 mod tls;
+mod version;
 
 pub use conn::{check_settings, Topology};
 pub use error::ConnectError;
 pub use state::{RedisState, RedisStateSettings};
 pub use tls::RedisTls;
+pub use version::{check_info, RedisVersion, MIN_REDIS_VERSION};
 
 /// Every Redis command Sluice sends (directly, or from its Lua scripts, which Redis checks
 /// against the ACL too): what a Redis ACL user of the quota service (or of `sluice serve
@@ -152,6 +155,10 @@ pub const REDIS_COMMANDS: &[&str] = &[
     "info",
     "cluster|slots",
     "asking",
+    // Health (a primary answers) and replication (a charge acknowledged once a replica
+    // has it).
+    "ping",
+    "wait",
     // Scripts.
     "evalsha",
     "script|load",

@@ -1,5 +1,6 @@
 //! The Lua scripts and their typed calls.
 
+use crate::cluster::replication::Landed;
 use crate::cluster::request::Request;
 use crate::conn::{parse, Conn};
 use sluice_engine::window::WindowSpec;
@@ -132,10 +133,25 @@ impl Scripts {
         timeout: Duration,
         call: CounterCall<'_>,
     ) -> Result<CounterAnswer, StateError> {
+        self.counter_landed(conn, timeout, call)
+            .await
+            .map(|(answer, _)| answer)
+    }
+
+    /// Runs the counter script; for a take or refund, also says where it ran (a charge is
+    /// acknowledged only once a replica has it: [`Conn::confirm`]).
+    pub(crate) async fn counter_landed(
+        &self,
+        conn: &Conn,
+        timeout: Duration,
+        call: CounterCall<'_>,
+    ) -> Result<(CounterAnswer, Option<Landed>), StateError> {
         // Level and check change nothing: plain reads cost Redis far less than a script.
         match call.mode {
             Mode::Level => {
-                return crate::level::read(conn, timeout, call.key, call.window, call.now_ms).await;
+                return crate::level::read(conn, timeout, call.key, call.window, call.now_ms)
+                    .await
+                    .map(|a| (a, None));
             }
             Mode::Check => {
                 let spec = crate::level::Limited {
@@ -143,7 +159,9 @@ impl Scripts {
                     cost: call.cost,
                     limit: call.limit,
                 };
-                return crate::level::check(conn, timeout, call.key, spec, call.now_ms).await;
+                return crate::level::check(conn, timeout, call.key, spec, call.now_ms)
+                    .await
+                    .map(|a| (a, None));
             }
             Mode::Take | Mode::Refund => {}
         }
@@ -157,19 +175,22 @@ impl Scripts {
         if call.mode == Mode::Take && call.want > 0 {
             cmd.arg(call.want.min(MAX_EXACT));
         }
-        let reply = conn
-            .call(&self.counter.request(call.key, cmd), timeout)
+        let (reply, landed) = conn
+            .call_landed(&self.counter.request(call.key, cmd), timeout)
             .await?;
         let raw: Vec<i64> = parse(reply.into_iter().next().unwrap_or(redis::Value::Nil))?;
         match raw[..] {
-            [fits, level, retry, now, leased, valid] => Ok(CounterAnswer {
-                fits: fits == 1,
-                level: level.max(0) as u64,
-                retry_after_ms: u64::try_from(retry).ok(),
-                now_ms: now.max(0) as u64,
-                leased: leased.max(0) as u64,
-                valid_ms: valid.max(0) as u64,
-            }),
+            [fits, level, retry, now, leased, valid] => Ok((
+                CounterAnswer {
+                    fits: fits == 1,
+                    level: level.max(0) as u64,
+                    retry_after_ms: u64::try_from(retry).ok(),
+                    now_ms: now.max(0) as u64,
+                    leased: leased.max(0) as u64,
+                    valid_ms: valid.max(0) as u64,
+                },
+                Some(landed),
+            )),
             _ => Err(StateError::Unavailable(format!(
                 "unexpected counter script reply {raw:?}"
             ))),

@@ -1,6 +1,7 @@
 //! [`RedisState`]: the engine's [`State`] on Redis.
 
 use crate::backend::Backend;
+use crate::cluster::replication::WaitPolicy;
 use crate::cluster::request::Request;
 use crate::conn::{Conn, Topology};
 use crate::error::ConnectError;
@@ -31,6 +32,14 @@ pub struct RedisStateSettings {
     /// First part of every key (lets several deployments share one Redis). Must not
     /// contain `{` or `}`. Default `sluice`.
     pub key_prefix: String,
+    /// A charge is acknowledged only once this many replicas of its primary have it
+    /// (`WAIT`), at most the replicas the primary has in the topology (`CLUSTER SLOTS`
+    /// lists those not marked failed); 0 turns waiting off. A plain (non-cluster) node is
+    /// never waited for. Default 1.
+    pub wait_replicas: usize,
+    /// The longest one `WAIT` blocks (within the batch's deadline); a charge not confirmed
+    /// by then fails (and is refunded). Default 100 ms.
+    pub wait_timeout: Duration,
     /// TLS settings for `rediss://` URLs (ignored for `redis://`).
     pub tls: RedisTls,
 }
@@ -41,6 +50,8 @@ impl Default for RedisStateSettings {
             timeout: Duration::from_millis(250),
             session_ttl: Duration::from_secs(30 * 60),
             key_prefix: "sluice".to_string(),
+            wait_replicas: 1,
+            wait_timeout: Duration::from_millis(100),
             tls: RedisTls::default(),
         }
     }
@@ -99,6 +110,10 @@ impl RedisState {
     }
 
     fn with_conn(conn: Conn, settings: RedisStateSettings) -> Self {
+        conn.wait_for_replicas(WaitPolicy {
+            replicas: settings.wait_replicas,
+            timeout: settings.wait_timeout,
+        });
         RedisState {
             backend: Backend {
                 conn,
@@ -378,6 +393,23 @@ impl State for RedisState {
         leases: &'a [Vec<u64>],
     ) -> BoxFuture<'a, Result<LeasedReply, StateError>> {
         Box::pin(self.run_timed(batch, leases))
+    }
+
+    fn apply_leasing_by<'a>(
+        &'a self,
+        batch: &'a CounterBatch,
+        leases: &'a [Vec<u64>],
+        deadline: std::time::Instant,
+    ) -> BoxFuture<'a, Result<LeasedReply, StateError>> {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        Box::pin(crate::deadline::within(
+            deadline,
+            self.run_timed(batch, leases),
+        ))
+    }
+
+    fn ready(&self) -> BoxFuture<'_, Result<(), StateError>> {
+        Box::pin(self.backend.conn.ready())
     }
 
     fn return_leases<'a>(

@@ -7,8 +7,14 @@
 //!   while that many are in flight wait for the next free slot and go out together (at most
 //!   [`BatchLimits::max_batch`] per RPC). Calls made in the same scheduler tick (several
 //!   connections' requests evaluated together) are picked up together too.
+//! - **Never stuck behind a stalled node.** A call waits for a free slot at most a tenth of
+//!   its budget ([`slot_wait_until`]); if every slot is still held then (RPCs waiting on a
+//!   stalled Redis node until their deadline), it goes out at once in an extra RPC. So
+//!   requests whose counters live on healthy nodes are not queued behind calls that cannot
+//!   finish, and still reach the service with nearly all their budget.
 //! - **Own deadlines.** Each caller waits for its answer under its own deadline (the
-//!   caller's timeout); the RPC carries the latest deadline of its calls. A call whose caller
+//!   caller's timeout); the RPC carries the earliest deadline of its calls as its
+//!   `grpc-timeout`, the budget the quota service answers every batch of it within. A call whose caller
 //!   already gave up before it was sent is dropped — it was never sent, so nothing was
 //!   charged. A call that was sent is never resent: the service runs every batch of an
 //!   `ApplyMany` to completion, whatever happens to the caller.
@@ -26,8 +32,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+
+/// The client of one connection: every call carries the bearer token, if one is configured
+/// (see [`crate::security`]).
+pub(crate) type QuotaRpc = QuotaClient<InterceptedService<Channel, sluice_proto::auth::AddToken>>;
 
 /// How calls are grouped on one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,26 +63,37 @@ impl Default for BatchLimits {
 struct Call {
     request: ApplyRequest,
     deadline: Instant,
+    /// When the call was handed to the batcher.
+    queued: Instant,
     reply: oneshot::Sender<Result<ApplyReply, Status>>,
+}
+
+/// The most of its budget a call waits for a free RPC slot: a tenth.
+const SLOT_WAIT_SHARE: u32 = 10;
+
+/// Until when `call` waits for a free RPC slot before it goes out in an extra RPC: a tenth
+/// of the budget it had when it was queued.
+fn slot_wait_until(call: &Call) -> Instant {
+    call.queued + call.deadline.saturating_duration_since(call.queued) / SLOT_WAIT_SHARE
 }
 
 /// Sends the calls of one connection, batching those that wait at the same time.
 pub(crate) struct Batcher {
     calls: mpsc::UnboundedSender<Call>,
-    client: QuotaClient<Channel>,
+    client: QuotaRpc,
 }
 
 impl Batcher {
     /// A batcher over `client`; its task runs on the calling tokio runtime and ends when the
     /// batcher is dropped.
-    pub fn spawn(client: QuotaClient<Channel>, limits: BatchLimits) -> Self {
+    pub fn spawn(client: QuotaRpc, limits: BatchLimits) -> Self {
         let (calls, queue) = mpsc::unbounded_channel();
         tokio::spawn(drive(queue, client.clone(), limits));
         Batcher { calls, client }
     }
 
     /// The connection's client, for calls that must go out on their own (traced calls).
-    pub fn client(&self) -> QuotaClient<Channel> {
+    pub fn client(&self) -> QuotaRpc {
         self.client.clone()
     }
 
@@ -87,6 +109,7 @@ impl Batcher {
             .send(Call {
                 request,
                 deadline,
+                queued: Instant::now(),
                 reply,
             })
             .map_err(|_| Status::unavailable("quota client task stopped"))?;
@@ -96,18 +119,20 @@ impl Batcher {
     }
 }
 
-/// The batching loop: waits for a call, then for an RPC slot, then sends everything queued.
-async fn drive(
-    mut queue: mpsc::UnboundedReceiver<Call>,
-    client: QuotaClient<Channel>,
-    limits: BatchLimits,
-) {
+/// The batching loop: waits for a call, then for an RPC slot (at most until
+/// [`slot_wait_until`]), then sends everything queued.
+async fn drive(mut queue: mpsc::UnboundedReceiver<Call>, client: QuotaRpc, limits: BatchLimits) {
     let slots = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
     let plain_only = Arc::new(AtomicBool::new(false));
     let max_batch = limits.max_batch.max(1);
     while let Some(first) = queue.recv().await {
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            return;
+        let wait = slot_wait_until(&first);
+        let slot = match tokio::time::timeout_at(wait, Arc::clone(&slots).acquire_owned()).await {
+            Ok(Ok(slot)) => Some(slot),
+            Ok(Err(_)) => return,
+            // Every slot is held by an RPC that is taking long (a stalled Redis node): this
+            // one goes out beside them.
+            Err(_) => None,
         };
         let mut calls = Vec::with_capacity(8);
         calls.push(first);
@@ -128,9 +153,9 @@ async fn drive(
 
 /// Sends one group of calls and hands every caller its answer.
 async fn send(
-    mut client: QuotaClient<Channel>,
+    mut client: QuotaRpc,
     mut calls: Vec<Call>,
-    _slot: OwnedSemaphorePermit,
+    _slot: Option<OwnedSemaphorePermit>,
     plain_only: Arc<AtomicBool>,
 ) {
     if calls.len() == 1 || plain_only.load(Ordering::Relaxed) {
@@ -138,12 +163,15 @@ async fn send(
         return;
     }
     let deadline = calls.iter().map(|c| c.deadline).max().expect("not empty");
+    // The service answers every batch by the budget it is sent: the earliest caller's, so
+    // no batch is still being worked on after its caller gave up.
+    let earliest = calls.iter().map(|c| c.deadline).min().expect("not empty");
     let batches: Vec<ApplyRequest> = calls
         .iter_mut()
         .map(|c| std::mem::take(&mut c.request))
         .collect();
     let mut request = tonic::Request::new(ApplyManyRequest { batches });
-    request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+    request.set_timeout(earliest.saturating_duration_since(Instant::now()));
     let result = match tokio::time::timeout_at(deadline, client.apply_many(request)).await {
         Ok(r) => r,
         Err(_) => Err(Status::deadline_exceeded("quota call timed out")),
@@ -187,7 +215,7 @@ async fn send(
 }
 
 /// Sends each call as its own `Apply`, concurrently (on this one task).
-async fn send_each(client: QuotaClient<Channel>, calls: Vec<Call>) {
+async fn send_each(client: QuotaRpc, calls: Vec<Call>) {
     let runs = calls.into_iter().map(|c| {
         let mut client = client.clone();
         async move {

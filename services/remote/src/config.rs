@@ -2,6 +2,7 @@
 
 use crate::batch::BatchLimits;
 use crate::error::RemoteError;
+use crate::security::ClientSecurity;
 use std::time::Duration;
 
 /// Settings of the quota-service client.
@@ -40,6 +41,8 @@ pub struct RemoteConfig {
     pub session_settle: Duration,
     /// How often expired leases are given back and sessions stored (default 50 ms).
     pub flush_interval: Duration,
+    /// TLS for `https://` endpoints and the bearer token (default: neither).
+    pub security: ClientSecurity,
 }
 
 impl Default for RemoteConfig {
@@ -57,6 +60,7 @@ impl Default for RemoteConfig {
             session_ttl: Duration::from_secs(30 * 60),
             session_settle: Duration::from_millis(50),
             flush_interval: Duration::from_millis(50),
+            security: ClientSecurity::default(),
         }
     }
 }

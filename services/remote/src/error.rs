@@ -10,12 +10,20 @@ pub enum RemoteError {
     /// No endpoint was given.
     #[error("no quota-service endpoint given")]
     NoEndpoints,
-    /// An endpoint is not an `http://host:port` URL.
+    /// An endpoint is not an `http://host:port` or `https://host:port` URL.
     #[error("invalid quota-service endpoint {url:?}: {reason}")]
     InvalidEndpoint {
         /// The URL as given.
         url: String,
         /// What is wrong with it.
+        reason: String,
+    },
+    /// The TLS settings of an `https://` endpoint are unusable.
+    #[error("cannot set up TLS for quota-service endpoint {url:?}: {reason}")]
+    Tls {
+        /// The URL as given.
+        url: String,
+        /// What is wrong.
         reason: String,
     },
     /// A setting is out of range.
@@ -26,12 +34,28 @@ pub enum RemoteError {
 /// The one mapping from a failed call to the engine's error: `DEADLINE_EXCEEDED` (and the
 /// client-side "Timeout expired" cancellation) → [`StateError::Timeout`]; anything else —
 /// transport failures, `UNAVAILABLE` from a service whose backend is down, protocol
-/// mismatches — → [`StateError::Unavailable`].
+/// mismatches — → [`StateError::Unavailable`]. A refusal of this edge's credentials
+/// (`UNAUTHENTICATED`, `PERMISSION_DENIED`) is also logged (rate-limited): it is a
+/// configuration error no retry fixes.
 pub fn state_error_from_status(s: &Status) -> StateError {
+    log_if_credentials_refused(s);
     match s.code() {
         Code::DeadlineExceeded => StateError::Timeout,
         Code::Cancelled if s.message().contains("Timeout expired") => StateError::Timeout,
         code => StateError::Unavailable(format!("quota service: {code:?}: {}", s.message())),
+    }
+}
+
+/// Logs (rate-limited) a refusal of this edge's credentials (`UNAUTHENTICATED`,
+/// `PERMISSION_DENIED`): a configuration error no retry fixes. Calls and health probes
+/// both report it, so it is logged even when no request reaches the service.
+pub(crate) fn log_if_credentials_refused(s: &Status) {
+    if matches!(s.code(), Code::Unauthenticated | Code::PermissionDenied) {
+        sluice_runtime::warn_limited!(
+            code = ?s.code(),
+            message = s.message(),
+            "The quota service refused this edge's credentials: quota_token_file must hold the quota service's grpc_token_file token."
+        );
     }
 }
 

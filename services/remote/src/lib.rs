@@ -14,6 +14,7 @@
 //!   message sessions held by this edge; the batch path using both (`leasing`) and the
 //!   background sender of lease returns and sessions to store (`flush`); [`sightings`] —
 //!   which counters a once-per-message take was seen on lately (the first gets no lease).
+//! - [`security`] — TLS (`https://` endpoints), client certificates and the bearer token.
 //! - [`config`] — [`RemoteConfig`]; [`error`] — [`RemoteError`] and the status mapping.
 //!
 //! This crate knows nothing about Redis, SQL or the policy protocol.
@@ -28,6 +29,7 @@ pub mod lease;
 mod leasing;
 pub mod maintain;
 pub mod pool;
+pub mod security;
 pub mod sessions;
 pub mod sightings;
 pub mod state;
@@ -44,4 +46,5 @@ pub use cache::OverLimitCache;
 pub use config::RemoteConfig;
 pub use error::{state_error_from_status, RemoteError};
 pub use pool::EndpointStats;
+pub use security::{ClientSecurity, ClientTls};
 pub use state::RemoteState;

@@ -2,7 +2,8 @@
 //! [`crate::RemoteConfig::resolve_interval`] and probes every backend's `grpc.health.v1`
 //! (service `sluice.quota.v1.Quota`) every [`crate::RemoteConfig::probe_interval`]. A
 //! backend answering SERVING is marked up; one that fails to answer, or answers anything
-//! else, is marked down. The task ends when the `RemoteState` is dropped.
+//! else, is marked down (the probe carries the bearer token, if any, like every call: a
+//! refused token marks the backend down). The task ends when the `RemoteState` is dropped.
 
 use crate::pool::{Backend, Pool};
 use crate::state::Inner;
@@ -51,14 +52,17 @@ pub(crate) async fn probe_all(pool: &Pool, timeout: std::time::Duration) {
 }
 
 async fn probe_one(backend: Arc<Backend>, timeout: std::time::Duration) {
-    let mut client = HealthClient::new(backend.channel.clone());
+    let mut client = HealthClient::with_interceptor(backend.channel.clone(), backend.token.clone());
     let request = HealthCheckRequest {
         service: sluice_proto::QUOTA_SERVICE_NAME.to_string(),
     };
     match tokio::time::timeout(timeout, client.check(request)).await {
         Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32 => backend.mark_up(),
         Ok(Ok(_)) => backend.mark_down("health check: not serving"),
-        Ok(Err(s)) => backend.mark_down(&format!("health check failed: {}", s.message())),
+        Ok(Err(s)) => {
+            crate::error::log_if_credentials_refused(&s);
+            backend.mark_down(&format!("health check failed: {}", s.message()))
+        }
         Err(_) => backend.mark_down("health check timed out"),
     }
 }

@@ -31,21 +31,23 @@ pub(crate) struct EndpointSpec {
     pub host: String,
     /// Port.
     pub port: u16,
+    /// `https://`: TLS (see [`crate::security`]).
+    pub tls: bool,
 }
 
 impl EndpointSpec {
-    /// Parses `http://host:port` (IPv6 addresses in brackets).
+    /// Parses `http://host:port` or `https://host:port` (IPv6 addresses in brackets).
     pub fn parse(url: &str) -> Result<Self, RemoteError> {
         let invalid = |reason: &str| RemoteError::InvalidEndpoint {
             url: url.to_string(),
             reason: reason.to_string(),
         };
         let uri: tonic::codegen::http::Uri = url.parse().map_err(|_| invalid("not a URL"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(invalid(
-                "the scheme must be http:// (TLS is not supported yet)",
-            ));
-        }
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(invalid("the scheme must be http:// or https://")),
+        };
         if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
             return Err(invalid("a path is not allowed"));
         }
@@ -56,6 +58,7 @@ impl EndpointSpec {
             url: url.to_string(),
             host: host.to_string(),
             port,
+            tls,
         })
     }
 
@@ -96,6 +99,8 @@ pub(crate) struct Backend {
     /// The channel of the runtime that created the backend (health probes).
     pub channel: Channel,
     endpoint: Endpoint,
+    /// Adds the bearer token to every call (Quota and health probes).
+    pub(crate) token: sluice_proto::auth::AddToken,
     /// One batcher (own HTTP/2 connection) per tokio runtime calling through this backend.
     clients: Mutex<Vec<(Option<RuntimeId>, Arc<Batcher>)>>,
     limits: BatchLimits,
@@ -107,23 +112,45 @@ pub(crate) struct Backend {
     up_gauge: metrics::Gauge,
 }
 
+/// The endpoint of `addr`, one of the addresses `spec` stands for: TLS for `https://`
+/// (the certificate checked against the URL's host unless a server name is configured).
+pub(crate) fn endpoint(
+    spec: &EndpointSpec,
+    addr: SocketAddr,
+    config: &RemoteConfig,
+) -> Result<Endpoint, RemoteError> {
+    let scheme = if spec.tls { "https" } else { "http" };
+    let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+        .expect("a socket address forms a valid URI")
+        .connect_timeout(config.connect_timeout)
+        .tcp_nodelay(true);
+    if !spec.tls {
+        return Ok(endpoint);
+    }
+    config
+        .security
+        .secure(endpoint, &spec.host)
+        .map_err(|reason| RemoteError::Tls {
+            url: spec.url.clone(),
+            reason,
+        })
+}
+
 impl Backend {
-    fn new(addr: SocketAddr, config: &RemoteConfig) -> Self {
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .expect("a socket address forms a valid URI")
-            .connect_timeout(config.connect_timeout)
-            .tcp_nodelay(true);
+    fn new(addr: SocketAddr, endpoint: Endpoint, config: &RemoteConfig) -> Self {
         let channel = endpoint.connect_lazy();
+        let token = config.security.interceptor();
         Backend {
             addr,
             clients: Mutex::new(vec![(
                 runtime_id(),
                 Arc::new(Batcher::spawn(
-                    QuotaClient::new(channel.clone()),
+                    QuotaClient::with_interceptor(channel.clone(), token.clone()),
                     config.batch,
                 )),
             )]),
             limits: config.batch,
+            token,
             endpoint,
             channel,
             in_flight: AtomicUsize::new(0),
@@ -156,7 +183,7 @@ impl Backend {
             clients.remove(1);
         }
         let batcher = Arc::new(Batcher::spawn(
-            QuotaClient::new(self.endpoint.connect_lazy()),
+            QuotaClient::with_interceptor(self.endpoint.connect_lazy(), self.token.clone()),
             self.limits,
         ));
         clients.push((id, Arc::clone(&batcher)));
@@ -273,12 +300,18 @@ impl Pool {
                 if next.iter().any(|b| b.addr == addr) {
                     continue;
                 }
-                let backend = current
-                    .iter()
-                    .find(|b| b.addr == addr)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(Backend::new(addr, &self.config)));
-                next.push(backend);
+                if let Some(b) = current.iter().find(|b| b.addr == addr) {
+                    next.push(Arc::clone(b));
+                    continue;
+                }
+                // `RemoteState::connect` built each spec's endpoint once already: this
+                // fails only if the TLS material changed meanwhile (it does not).
+                match endpoint(spec, addr, &self.config) {
+                    Ok(e) => next.push(Arc::new(Backend::new(addr, e, &self.config))),
+                    Err(e) => {
+                        sluice_runtime::warn_limited!(error = %e, "Cannot set up a quota-service endpoint.")
+                    }
+                }
             }
         }
         let changed = next.len() != current.len()
@@ -342,13 +375,19 @@ mod tests {
         assert_eq!(s.fixed(), Some("[::1]:7".parse().unwrap()));
         let s = EndpointSpec::parse("http://quota.internal:50051/").unwrap();
         assert_eq!((s.host.as_str(), s.fixed()), ("quota.internal", None));
+        assert!(!s.tls);
+        let s = EndpointSpec::parse("https://quota.internal:50051").unwrap();
+        assert_eq!(
+            (s.host.as_str(), s.port, s.tls),
+            ("quota.internal", 50051, true)
+        );
     }
 
     #[test]
     fn rejects_other_urls() {
         for bad in [
             "127.0.0.1:50051",
-            "https://q:1",
+            "ftp://q:1",
             "http://q",
             "http://q:1/path",
             "",

@@ -14,6 +14,9 @@
 //!
 //! **Health.** A transport failure marks the endpoint down (it is skipped while others are
 //! up); a successful call or a SERVING health probe (see [`crate::maintain`]) marks it up.
+//! An error the service answered — a whole call's status or one batch's error in an
+//! `ApplyMany`, e.g. a failing Redis node behind it — never marks it down: only the
+//! requests on that node fail, and the service's health says whether it can serve at all.
 
 use crate::cache::OverLimitCache;
 use crate::config::RemoteConfig;
@@ -115,7 +118,7 @@ impl Inner {
         call: F,
     ) -> Result<T, StateError>
     where
-        F: FnOnce(sluice_proto::v1::quota_client::QuotaClient<tonic::transport::Channel>) -> Fut,
+        F: FnOnce(crate::batch::QuotaRpc) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let Some(backend) = self.pool.pick(None) else {
@@ -182,6 +185,12 @@ impl RemoteState {
             .iter()
             .map(|u| EndpointSpec::parse(u))
             .collect::<Result<Vec<_>, _>>()?;
+        for spec in &specs {
+            // TLS problems (an unusable CA or client certificate, no system roots) are
+            // reported now, not at the first call.
+            let probe = std::net::SocketAddr::from(([127, 0, 0, 1], spec.port));
+            crate::pool::endpoint(spec, probe, &config)?;
+        }
         let pool = Pool::new(specs, config.clone()).await;
         let cache = config
             .over_limit_cache

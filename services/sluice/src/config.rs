@@ -88,6 +88,10 @@ pub struct Settings {
     pub redis: Vec<String>,
     /// Timeout of one Redis call.
     pub redis_timeout: Duration,
+    /// Replicas a charge waits for (`WAIT`), 0: none.
+    pub redis_wait_replicas: usize,
+    /// Longest one `WAIT` blocks.
+    pub redis_wait_timeout: Duration,
     /// TLS to Redis (`rediss://` URLs).
     pub redis_tls: sluice_redis::RedisTls,
     /// Quota service URLs (edge).
@@ -100,6 +104,10 @@ pub struct Settings {
     pub lease_multiple: u64,
     /// gRPC listener (quota).
     pub grpc_listen: Option<SocketAddr>,
+    /// TLS and client authentication of the gRPC listener (quota).
+    pub grpc_security: crate::grpc_security::ServerFiles,
+    /// TLS and token of the calls to the quota service (edge).
+    pub quota_security: crate::grpc_security::ClientFiles,
     /// Grace period after SIGTERM.
     pub shutdown_grace: Duration,
 }
@@ -236,10 +244,11 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
         errors.push("max_request must be at least max_line".into());
     }
     let buckets = policy.buckets.unwrap_or(60);
-    // The engine's range: sub-buckets are at least 1 ms wide whatever the period.
-    let max_buckets = sluice_engine::bounds::MAX_BUCKETS_PER_PERIOD;
-    if !(1..=max_buckets).contains(&buckets) {
-        errors.push(format!("buckets must be between 1 and {max_buckets}"));
+    // The engine's range, and a lower cap where counters live in Redis (an edge's quota
+    // service, or serve --redis).
+    let in_redis = role == Role::Edge || a.redis.redis.as_ref().is_some_and(|r| !r.is_empty());
+    if let Err(e) = sluice_engine::bounds::check_buckets(buckets, in_redis) {
+        errors.push(e);
     }
     let reload_poll = positive(
         errors,
@@ -262,6 +271,17 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
         "redis_timeout_ms",
         a.redis.redis_timeout_ms.unwrap_or(250),
     );
+    let redis_wait_replicas = a.redis.redis_wait_replicas.unwrap_or(1);
+    let redis_wait_timeout = positive(
+        errors,
+        "redis_wait_timeout_ms",
+        a.redis.redis_wait_timeout_ms.unwrap_or(100),
+    );
+    if redis_wait_timeout >= redis_timeout {
+        errors.push(format!(
+            "redis_wait_timeout_ms ({redis_wait_timeout}) must be less than redis_timeout_ms ({redis_timeout}): a WAIT blocks the connection it is sent on"
+        ));
+    }
     let given = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
     let redis_tls = sluice_redis::RedisTls {
         ca_file: given(&a.redis.redis_tls_ca_file).map(Into::into),
@@ -294,7 +314,9 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
     }
     for u in &quota {
         if !(u.starts_with("http://") || u.starts_with("https://")) {
-            errors.push(format!("quota {u:?}: expected http://host:port"));
+            errors.push(format!(
+                "quota {u:?}: expected http://host:port or https://host:port"
+            ));
         }
     }
     if role == Role::Edge && deadline <= quota_deadline {
@@ -312,6 +334,7 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
             .map_err(|e| errors.push(format!("grpc_listen {s:?}: {e}")))
             .ok()
     };
+    let (grpc_security, quota_security) = security_files(a, role, grpc_listen, &quota, errors);
     let shutdown_grace = Duration::from_secs(common.shutdown_grace_secs.unwrap_or(10));
     let edge = EdgeConfig {
         max_connections,
@@ -351,14 +374,57 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
         counter_flush: (counter_flush_ms > 0).then(|| Duration::from_millis(counter_flush_ms)),
         redis,
         redis_timeout: Duration::from_millis(redis_timeout),
+        redis_wait_replicas,
+        redis_wait_timeout: Duration::from_millis(redis_wait_timeout),
         redis_tls,
         quota,
         quota_deadline: Duration::from_millis(quota_deadline),
         over_limit_cache: a.quota_client.over_limit_cache.unwrap_or(true),
         lease_multiple: a.quota_client.lease_multiple.unwrap_or(64),
         grpc_listen,
+        grpc_security,
+        quota_security,
         shutdown_grace,
     }
+}
+
+/// The gRPC link's TLS and authentication files; for the role that uses them, read and
+/// checked now (files readable, PEM parses, certificates match keys, tokens usable; the
+/// quota service refuses an exposed listener without client authentication) so
+/// `--check-config` reports what start would.
+fn security_files(
+    a: &RoleArgs,
+    role: Role,
+    grpc_listen: Option<SocketAddr>,
+    quota: &[String],
+    errors: &mut Vec<String>,
+) -> (
+    crate::grpc_security::ServerFiles,
+    crate::grpc_security::ClientFiles,
+) {
+    let nonempty = |p: &Option<std::path::PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+    let (g, q) = (&a.grpc, &a.quota_client);
+    let server = crate::grpc_security::ServerFiles {
+        cert: nonempty(&g.grpc_tls_cert_file),
+        key: nonempty(&g.grpc_tls_key_file),
+        client_ca: nonempty(&g.grpc_client_ca_file),
+        token: nonempty(&g.grpc_token_file),
+        allow_unauthenticated: g.grpc_allow_unauthenticated.unwrap_or(false),
+    };
+    let client = crate::grpc_security::ClientFiles {
+        ca: nonempty(&q.quota_tls_ca_file),
+        cert: nonempty(&q.quota_tls_cert_file),
+        key: nonempty(&q.quota_tls_key_file),
+        server_name: q.quota_tls_server_name.clone().filter(|s| !s.is_empty()),
+        token: nonempty(&q.quota_token_file),
+    };
+    let problems = match role {
+        Role::Quota => crate::grpc_security::server_security(&server, grpc_listen).err(),
+        Role::Edge => crate::grpc_security::client_security(&client, quota).err(),
+        Role::Serve => None,
+    };
+    errors.extend(problems.unwrap_or_default());
+    (server, client)
 }
 
 /// Resolves, or prints every error and returns the exit code 64. The process environment's
@@ -397,6 +463,13 @@ impl Settings {
         };
         let metrics = self.admin.map_or("off".to_string(), |a| a.to_string());
         let grpc = self.grpc_listen.map(|g| g.to_string()).unwrap_or_default();
+        let path = |p: &Option<std::path::PathBuf>| {
+            format!(
+                "{:?}",
+                p.as_ref()
+                    .map_or(String::new(), |p| p.display().to_string())
+            )
+        };
         vec![
             ("listen", format!("{listen:?}")),
             ("metrics_listen", format!("{metrics:?}")),
@@ -443,6 +516,11 @@ impl Settings {
                 "redis_timeout_ms",
                 self.redis_timeout.as_millis().to_string(),
             ),
+            ("redis_wait_replicas", self.redis_wait_replicas.to_string()),
+            (
+                "redis_wait_timeout_ms",
+                self.redis_wait_timeout.as_millis().to_string(),
+            ),
             (
                 "redis_tls_ca_file",
                 format!("{:?}", path_text(self.redis_tls.ca_file.as_deref())),
@@ -467,6 +545,25 @@ impl Settings {
             ("over_limit_cache", self.over_limit_cache.to_string()),
             ("lease_multiple", self.lease_multiple.to_string()),
             ("grpc_listen", format!("{grpc:?}")),
+            ("grpc_tls_cert_file", path(&self.grpc_security.cert)),
+            ("grpc_tls_key_file", path(&self.grpc_security.key)),
+            ("grpc_client_ca_file", path(&self.grpc_security.client_ca)),
+            ("grpc_token_file", path(&self.grpc_security.token)),
+            (
+                "grpc_allow_unauthenticated",
+                self.grpc_security.allow_unauthenticated.to_string(),
+            ),
+            ("quota_tls_ca_file", path(&self.quota_security.ca)),
+            ("quota_tls_cert_file", path(&self.quota_security.cert)),
+            ("quota_tls_key_file", path(&self.quota_security.key)),
+            (
+                "quota_tls_server_name",
+                format!(
+                    "{:?}",
+                    self.quota_security.server_name.as_deref().unwrap_or("")
+                ),
+            ),
+            ("quota_token_file", path(&self.quota_security.token)),
             (
                 "shutdown_grace_secs",
                 self.shutdown_grace.as_secs().to_string(),

@@ -14,7 +14,6 @@ use crate::reload::load_set;
 use anyhow::Context;
 use sluice_engine::{Engine, EngineSettings, MemoryState, MemoryStateSettings, SystemClock};
 use sluice_protocol::Action;
-use sluice_store::Store;
 use std::io::Read;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -102,7 +101,7 @@ async fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let url = args.db.url();
-    let store = Store::connect(&url)
+    let store = crate::database::open(&url, crate::database::Schema::MigrateSqlite)
         .await
         .with_context(|| format!("cannot open the policy database {}", redact(&url)))?;
     let version = store.version().await?;

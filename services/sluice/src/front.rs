@@ -4,7 +4,7 @@
 
 use crate::config::{Role, Settings};
 use crate::ready::{Counters, FrontReady};
-use crate::{admin, descriptors, reload, signal, startup};
+use crate::{admin, database, descriptors, reload, signal, startup};
 use anyhow::Context;
 use sluice_edge::Listener;
 use sluice_engine::{Engine, State};
@@ -148,24 +148,40 @@ async fn bind_listeners(settings: &Settings) -> anyhow::Result<Vec<Listener>> {
 }
 
 /// Connects and loads the policy set, retrying while the database is unreachable (an edge
-/// has no policies to serve before its first load). An invalid stored set is fatal.
+/// has no policies to serve before its first load). An invalid stored set is fatal, and so
+/// is a schema this build was not made for (exit code 64: see [`database`]). An edge never
+/// changes the schema; `serve` migrates only a SQLite file.
 async fn load_at_start(
     settings: &Settings,
     role: Role,
 ) -> anyhow::Result<(Store, i64, sluice_engine::PolicySet)> {
     let url = &settings.database;
     let shown = crate::config::redact(url);
+    let schema = match role {
+        Role::Edge => database::Schema::Check,
+        _ => database::Schema::MigrateSqlite,
+    };
     let mut backoff = Duration::from_millis(200);
     loop {
         let attempt = async {
-            let store = Store::connect(url).await?;
+            let store = database::open(url, schema).await?;
             let version = store.version().await?;
             anyhow::Ok((store, version))
         };
         match attempt.await {
             Ok((store, version)) => {
+                if store.migrations_applied() > 0 {
+                    tracing::info!(
+                        database = %shown,
+                        applied = store.migrations_applied(),
+                        "Applied schema migrations to the policy database"
+                    );
+                }
                 let (set, _) = reload::load_set(&store, version).await?;
                 return Ok((store, version, set));
+            }
+            Err(e) if database::is_schema_error(&e) => {
+                return Err(e).with_context(|| format!("cannot use the policy database {shown}"))
             }
             Err(e) if role == Role::Edge || url.starts_with("postgres") => {
                 tracing::warn!(

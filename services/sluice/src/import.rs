@@ -4,7 +4,7 @@ use crate::cli::ImportPolicydArgs;
 use crate::config::redact;
 use anyhow::Context;
 use sluice_engine::compile;
-use sluice_store::{policy_file, policyd, Store};
+use sluice_store::{policy_file, policyd};
 use std::process::ExitCode;
 
 /// Reads the Policyd database, reports, validates and (unless `--dry-run`) stores.
@@ -40,7 +40,7 @@ pub async fn run(args: ImportPolicydArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let url = args.db.url();
-    let store = Store::connect(&url)
+    let store = crate::database::open(&url, crate::database::Schema::MigrateSqlite)
         .await
         .with_context(|| format!("cannot open the policy database {}", redact(&url)))?;
     store.replace_all(&report.def).await?;

@@ -6,9 +6,11 @@ mod admin;
 mod ask;
 mod cli;
 mod config;
+mod database;
 mod descriptors;
 mod explain;
 mod front;
+mod grpc_security;
 mod hangup;
 mod import;
 mod logging;
@@ -100,9 +102,25 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("sluice: {}", error_text(&e));
-            ExitCode::FAILURE
+            // A schema this build was not made for, or a Redis too old for it, is a
+            // configuration problem: waiting does not fix it.
+            match database::is_schema_error(&e) || redis_unusable(&e) {
+                true => ExitCode::from(EX_USAGE),
+                false => ExitCode::FAILURE,
+            }
         }
     }
+}
+
+/// Whether `e` says Redis cannot work with this build whatever happens (older than
+/// [`sluice_redis::MIN_REDIS_VERSION`], not Redis at all).
+fn redis_unusable(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<sluice_redis::ConnectError>(),
+            Some(sluice_redis::ConnectError::TooOld { .. } | sluice_redis::ConnectError::NoVersion)
+        )
+    })
 }
 
 /// An error and its causes on one line, `: `-separated, each said once. Library errors

@@ -63,9 +63,10 @@ impl Persistence {
             .counter_flush
             .context("counter_flush_ms is 0: nothing to keep")?;
         let shown = crate::config::redact(&settings.database);
-        let store = Store::connect(&settings.database)
-            .await
-            .with_context(|| format!("cannot open the policy database {shown}"))?;
+        let store =
+            crate::database::open(&settings.database, crate::database::Schema::MigrateSqlite)
+                .await
+                .with_context(|| format!("cannot open the policy database {shown}"))?;
         let started = Instant::now();
         let now = SystemClock.now_ms();
         let mut restored = 0;

@@ -2,10 +2,11 @@
 
 use crate::cli::{DatabaseArgs, PolicyCheckArgs, PolicyDiffArgs, PolicyImportArgs};
 use crate::config::redact;
+use crate::database::{self, Schema};
 use crate::policy_diff;
 use anyhow::Context;
 use sluice_runtime::metrics::{names, unix_now};
-use sluice_store::{policy_file, Store};
+use sluice_store::policy_file;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -60,7 +61,7 @@ pub async fn import(args: PolicyImportArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     let url = args.db.url();
-    let store = Store::connect(&url)
+    let store = database::open(&url, Schema::MigrateSqlite)
         .await
         .with_context(|| format!("cannot open the policy database {}", redact(&url)))?;
     let stored = store.load().await?;
@@ -177,7 +178,7 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 /// `sluice policy export`.
 pub async fn export(args: DatabaseArgs) -> anyhow::Result<ExitCode> {
     let url = args.url();
-    let store = Store::connect(&url)
+    let store = database::open(&url, Schema::MigrateSqlite)
         .await
         .with_context(|| format!("cannot open the policy database {}", redact(&url)))?;
     let def = store.load().await?;
@@ -204,7 +205,7 @@ pub async fn diff(args: PolicyDiffArgs) -> anyhow::Result<ExitCode> {
     };
     let url = args.db.url();
     let stored = async {
-        let store = Store::connect(&url)
+        let store = database::open(&url, Schema::MigrateSqlite)
             .await
             .with_context(|| format!("cannot open the policy database {}", redact(&url)))?;
         let def = store.load().await?;
@@ -242,7 +243,7 @@ pub async fn diff(args: PolicyDiffArgs) -> anyhow::Result<ExitCode> {
 /// `sluice migrate`.
 pub async fn migrate(args: DatabaseArgs) -> anyhow::Result<ExitCode> {
     let url = args.url();
-    let store = Store::connect(&url)
+    let store = database::open(&url, Schema::Migrate)
         .await
         .with_context(|| format!("cannot open the policy database {}", redact(&url)))?;
     // Connecting applies what is pending; a second run finds nothing left.

@@ -47,6 +47,22 @@ pub async fn run(args: RoleArgs, log: &LogArgs) -> anyhow::Result<ExitCode> {
 async fn serve(settings: config::Settings) -> anyhow::Result<ExitCode> {
     let stop = signal::shutdown();
     let grpc = settings.grpc_listen.expect("resolved for the quota role");
+    // Read (and checked) before any port is bound or Redis is dialled.
+    let security = crate::grpc_security::server_security(&settings.grpc_security, Some(grpc))
+        .map_err(|e| anyhow::anyhow!("gRPC TLS/authentication settings: {}", e.join("; ")))?;
+    if !grpc.ip().is_loopback() {
+        if !security.authenticates_clients() {
+            tracing::warn!(
+                grpc = %grpc,
+                "gRPC listener reachable from other hosts WITHOUT client authentication (grpc_allow_unauthenticated = true): anyone reaching the port can take or give back quota."
+            );
+        } else if security.tls.is_none() {
+            tracing::warn!(
+                grpc = %grpc,
+                "gRPC listener without TLS: the bearer token crosses the network in clear text; set grpc_tls_cert_file and grpc_tls_key_file."
+            );
+        }
+    }
     // gRPC connections come from the edges only; the metrics listener has its own cap.
     crate::descriptors::raise_limit(crate::descriptors::RESERVE);
     let listener = tokio::net::TcpListener::bind(grpc).await.map_err(|e| {
@@ -92,6 +108,7 @@ async fn serve(settings: config::Settings) -> anyhow::Result<ExitCode> {
     );
     let config = QuotaConfig {
         drain_timeout: settings.shutdown_grace,
+        security,
         ..QuotaConfig::default()
     };
     sluice_quota::serve(listener, state, config, stop)

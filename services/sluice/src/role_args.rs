@@ -105,7 +105,8 @@ pub struct PolicySettings {
     #[arg(long, env = "SLUICE_MAX_REQUEST")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_request: Option<usize>,
-    /// Sub-buckets per quota period: the rolling window's granularity.
+    /// Sub-buckets per quota period: the rolling window's granularity (1-3600; at most 512
+    /// with counters in Redis: an edge, or serve with --redis).
     #[arg(long, env = "SLUICE_BUCKETS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub buckets: Option<u32>,
@@ -134,6 +135,17 @@ pub struct RedisSettings {
     #[arg(long, env = "SLUICE_REDIS_TIMEOUT_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_timeout_ms: Option<u64>,
+    /// Replicas that must have a charge before it is acknowledged (WAIT), at most those
+    /// the primary has in the cluster topology; 0: do not wait (a failover may then lose
+    /// acknowledged charges, see docs/cluster.md).
+    #[arg(long, env = "SLUICE_REDIS_WAIT_REPLICAS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_wait_replicas: Option<usize>,
+    /// Longest one WAIT for replicas may block, ms (less than redis_timeout_ms); a charge
+    /// not confirmed by then is refunded and answered with the fallback action.
+    #[arg(long, env = "SLUICE_REDIS_WAIT_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_wait_timeout_ms: Option<u64>,
     /// PEM file of the CAs that sign the Redis certificates (rediss:// URLs); empty: the
     /// system's trusted roots.
     #[arg(long, env = "SLUICE_REDIS_TLS_CA_FILE")]
@@ -188,6 +200,29 @@ pub struct QuotaClientSettings {
     #[arg(long, env = "SLUICE_LEASE_MULTIPLE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_multiple: Option<u64>,
+    /// CA certificates (PEM) the quota service's certificate must chain to, for `https://`
+    /// quota URLs (empty: the system's root certificates).
+    #[arg(long, env = "SLUICE_QUOTA_TLS_CA_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota_tls_ca_file: Option<PathBuf>,
+    /// This edge's client certificate chain (PEM), presented to quota services that require
+    /// one (mTLS; with `quota_tls_key_file`).
+    #[arg(long, env = "SLUICE_QUOTA_TLS_CERT_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota_tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `quota_tls_cert_file`.
+    #[arg(long, env = "SLUICE_QUOTA_TLS_KEY_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota_tls_key_file: Option<PathBuf>,
+    /// The name the quota service's certificate must hold (empty: each quota URL's host).
+    #[arg(long, env = "SLUICE_QUOTA_TLS_SERVER_NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota_tls_server_name: Option<String>,
+    /// File holding the bearer token sent on every quota-service call (the quota service's
+    /// `grpc_token_file`; read at start).
+    #[arg(long, env = "SLUICE_QUOTA_TOKEN_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota_token_file: Option<PathBuf>,
 }
 
 /// Settings of the quota service's own listener.
@@ -197,6 +232,29 @@ pub struct GrpcSettings {
     #[arg(long, env = "SLUICE_GRPC_LISTEN")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc_listen: Option<String>,
+    /// Certificate chain (PEM) of the gRPC listener: serves TLS (with `grpc_tls_key_file`).
+    #[arg(long, env = "SLUICE_GRPC_TLS_CERT_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `grpc_tls_cert_file`.
+    #[arg(long, env = "SLUICE_GRPC_TLS_KEY_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_tls_key_file: Option<PathBuf>,
+    /// CA certificates (PEM) client certificates must chain to: every gRPC connection must
+    /// present one (mTLS; needs TLS).
+    #[arg(long, env = "SLUICE_GRPC_CLIENT_CA_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_client_ca_file: Option<PathBuf>,
+    /// File holding the bearer token every quota call must carry (a mounted secret; read at
+    /// start; calls without it get UNAUTHENTICATED).
+    #[arg(long, env = "SLUICE_GRPC_TOKEN_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_token_file: Option<PathBuf>,
+    /// Start without client authentication (no `grpc_client_ca_file`, no `grpc_token_file`)
+    /// on a non-loopback `grpc_listen`: only where nothing but the edges can reach the port.
+    #[arg(long, env = "SLUICE_GRPC_ALLOW_UNAUTHENTICATED", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_allow_unauthenticated: Option<bool>,
 }
 
 /// `sluice serve`'s command line.

@@ -77,7 +77,10 @@ pub async fn run_edge(args: RoleArgs, log: &LogArgs) -> anyhow::Result<ExitCode>
         print!("{settings}");
         return Ok(ExitCode::SUCCESS);
     }
+    let security = crate::grpc_security::client_security(&settings.quota_security, &settings.quota)
+        .map_err(|e| anyhow::anyhow!("quota-service TLS/token settings: {}", e.join("; ")))?;
     let remote = RemoteConfig {
+        security,
         deadline: settings.quota_deadline,
         over_limit_cache: settings.over_limit_cache,
         lease_multiple: settings.lease_multiple,
@@ -109,6 +112,8 @@ pub async fn run_edge(args: RoleArgs, log: &LogArgs) -> anyhow::Result<ExitCode>
 pub fn redis_settings(settings: &Settings) -> RedisStateSettings {
     RedisStateSettings {
         timeout: settings.redis_timeout,
+        wait_replicas: settings.redis_wait_replicas,
+        wait_timeout: settings.redis_wait_timeout,
         tls: settings.redis_tls.clone(),
         ..RedisStateSettings::default()
     }

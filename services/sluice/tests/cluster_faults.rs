@@ -116,6 +116,9 @@ fn restarting_quota_services_mid_load_loses_nothing() {
     eprintln!("quota restarts: {t:?}, slowest reply {slowest:?}");
 }
 
+/// Liveness across a failover: answers in time, then recovery. (The limit is out of reach
+/// on purpose; that no window admits over its limit across a failover is
+/// `cluster_failover.rs`'s lagging-replica test, with a limit of 10.)
 #[test]
 fn killing_a_redis_primary_gives_fallback_in_time_then_recovers() {
     let _serial = serial();

@@ -151,6 +151,7 @@ fn edges_serve_the_last_policies_while_postgresql_is_down() {
     let mut pg = PrivatePostgres::start();
     pg.psql("postgres", "CREATE DATABASE sluice");
     let url = pg.url("sluice");
+    migrate(&url);
     import(&url, &policies("blocked v1", 1000));
     let spec = Spec {
         request_deadline_ms: 1000,

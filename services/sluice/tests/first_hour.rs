@@ -165,7 +165,7 @@ fn a_port_in_use_is_said_once_with_what_to_do() {
 fn migrate_says_what_it_applied_and_postgres_notices_stay_quiet() {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = format!("sqlite://{}", dir.path().join("s.db").display());
-    let pg = PgDb::create();
+    let pg = PgDb::create_empty();
     for url in [sqlite.as_str(), pg.url.as_str()] {
         let first = sluice(&["migrate", "--database", url]);
         let t = text(&first);

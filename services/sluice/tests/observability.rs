@@ -244,6 +244,12 @@ fn readyz_follows_postgres() {
     let mut pg = PrivatePostgres::start();
     pg.psql("postgres", "CREATE DATABASE sluice");
     let db = pg.url("sluice");
+    // Only `sluice migrate` creates the schema on PostgreSQL.
+    let out = Command::new(BIN)
+        .args(["migrate", "--database", &db])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
     import(dir.path(), &db);
     let (_p, _port, metrics) = serve("serve-pg", &db, &[]);
     wait_ready(metrics, 200, Duration::from_secs(10));

@@ -42,6 +42,46 @@ pub enum StoreError {
     /// fit the model (e.g. a negative period written directly in SQL).
     #[error("value out of range: {0}")]
     OutOfRange(String),
+    /// The database holds no Sluice schema yet (no migration recorded).
+    #[error("the policy database has no Sluice tables yet: run `sluice migrate` on it with a database role that may create tables (the owner of the database), then start again")]
+    SchemaMissing,
+    /// The database's schema lacks migrations this build has.
+    #[error("the policy database's schema is older than this sluice (migrations {missing} not applied): run `sluice migrate` on it with a database role that may create tables (the owner of the database), then start again")]
+    SchemaOlder {
+        /// The migrations not applied, `version (description)`, comma-separated.
+        missing: String,
+    },
+    /// The database records migrations this build does not know.
+    #[error("the policy database's schema is newer than this sluice (migrations {unknown} unknown to it): this sluice is older than the schema: upgrade it to the version that migrated the database")]
+    SchemaNewer {
+        /// The unknown migrations, `version (description)`, comma-separated.
+        unknown: String,
+    },
+    /// A recorded migration failed, or differs from this build's.
+    #[error("the policy database's schema is not one this sluice knows: {detail}: run the sluice version that migrated it, or restore the database from a backup")]
+    SchemaMismatch {
+        /// Which migration, and how.
+        detail: String,
+    },
+    /// The database role may not change the schema (PostgreSQL `insufficient_privilege`).
+    #[error("the database role may not change the schema ({cause}): run `sluice migrate` as the role that owns the policy database (or one granted CREATE on its schema); edges and other readers need only CONNECT, USAGE and SELECT")]
+    MigrateDenied {
+        /// The database's message.
+        cause: String,
+    },
+    /// The database role may not read the schema version (PostgreSQL
+    /// `insufficient_privilege`).
+    #[error("the database role may not read the policy database ({cause}): grant it SELECT on every table of the policy schema (GRANT SELECT ON ALL TABLES IN SCHEMA public TO the role; docs/cluster.md, \"A read-only database role\")")]
+    ReadDenied {
+        /// The database's message.
+        cause: String,
+    },
+    /// A SQLite policy database that must exist (a role that does not create it) does not.
+    #[error("no policy database at {}: create it with `sluice migrate --database sqlite://{}` (or `sluice policy import FILE` on it)", path.display(), path.display())]
+    NoDatabaseFile {
+        /// The missing file.
+        path: std::path::PathBuf,
+    },
     /// The SQLite database file's path cannot be examined (permissions on its directory?).
     #[error("cannot examine the policy database file {path}: {source}")]
     FileCheck {
@@ -63,7 +103,37 @@ impl StoreError {
             StoreError::Migrate(_) => "migrate",
             StoreError::OutOfRange(_) => "out_of_range",
             StoreError::FileCheck { .. } => "file_check",
+            StoreError::SchemaMissing
+            | StoreError::SchemaOlder { .. }
+            | StoreError::SchemaNewer { .. }
+            | StoreError::SchemaMismatch { .. } => "schema",
+            StoreError::MigrateDenied { .. } | StoreError::ReadDenied { .. } => "denied",
+            StoreError::NoDatabaseFile { .. } => "no_database_file",
         }
+    }
+
+    /// Whether the database's schema (or the rights on it) does not fit this build: a
+    /// configuration problem that waiting does not fix. A role refuses to start on it (exit
+    /// code 64) instead of retrying.
+    pub fn is_schema_error(&self) -> bool {
+        matches!(
+            self,
+            StoreError::SchemaMissing
+                | StoreError::SchemaOlder { .. }
+                | StoreError::SchemaNewer { .. }
+                | StoreError::SchemaMismatch { .. }
+                | StoreError::MigrateDenied { .. }
+                | StoreError::ReadDenied { .. }
+                | StoreError::NoDatabaseFile { .. }
+        )
+    }
+
+    /// Whether the schema lacks migrations this build has (`sluice migrate` fixes it).
+    pub fn is_schema_behind(&self) -> bool {
+        matches!(
+            self,
+            StoreError::SchemaMissing | StoreError::SchemaOlder { .. }
+        )
     }
 
     /// Whether trying again later may succeed (the database was unreachable or busy), as

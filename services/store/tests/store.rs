@@ -313,3 +313,42 @@ async fn bundled_sqlite_is_past_cve_2025_6965() {
         "bundled SQLite {version} is older than 3.50.2 (CVE-2025-6965)"
     );
 }
+
+/// `connect_checked` never changes a schema: a missing SQLite file is not created, an empty
+/// PostgreSQL database gets no table, and both say to run `sluice migrate`; once migrated,
+/// both open.
+#[tokio::test]
+async fn connect_checked_changes_nothing_and_says_what_to_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent.db");
+    let url = format!("sqlite://{}", path.display());
+    let err = Store::connect_checked(&url).await.unwrap_err();
+    assert!(err.is_schema_error(), "{err}");
+    assert!(err.to_string().contains("sluice migrate"), "{err}");
+    assert!(!path.exists(), "not created");
+    Store::connect(&url).await.unwrap().close().await;
+    let store = Store::connect_checked(&url).await.unwrap();
+    assert_eq!(store.migrations_applied(), 0);
+    store.close().await;
+
+    let db = common::PgDb::create().await;
+    let err = Store::connect_checked(&db.url).await.unwrap_err();
+    assert!(err.is_schema_behind(), "{err}");
+    assert!(err.to_string().contains("no Sluice tables yet"), "{err}");
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let tables: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'public'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(tables, 0, "nothing created");
+    let owner = Store::connect(&db.url).await.unwrap();
+    assert!(owner.migrations_applied() >= 2);
+    assert_eq!(owner.migrate().await.unwrap(), 0, "nothing left to apply");
+    owner.close().await;
+    let reader = Store::connect_checked(&db.url).await.unwrap();
+    reader.check_schema().await.unwrap();
+    reader.close().await;
+    conn.close().await.ok();
+    db.drop_db().await;
+}

@@ -7,7 +7,7 @@
 //! - [`Request`]: a request with the attributes Postfix really sends, so tests stay short.
 //! - [`Process`], [`PrivatePostgres`]: real long-running processes (the `sluice` roles, a
 //!   private PostgreSQL server) that tests kill, stop and restart; [`start_front`],
-//!   [`start_quota`] and [`import_policies`] start the roles and load policies.
+//!   [`start_quota`] ([`start_quota_with`]) and [`import_policies`] start the roles and load policies.
 //! - [`RedisCluster`], [`RedisServer`]: real Redis processes; [`CuttingProxy`] loses a
 //!   Redis reply on demand.
 //! - [`TestPki`]: a throw-away CA with server and client certificates for TLS tests.
@@ -45,6 +45,6 @@ pub use redis_cluster::{
     CLUSTER_NODE_TIMEOUT_MS,
 };
 pub use request::{end_of_message, rcpt, Request};
-pub use roles::{import_policies, start_front, start_quota, RoleProcess};
+pub use roles::{import_policies, start_front, start_quota, start_quota_with, RoleProcess};
 pub use server::{TestServer, TestServerBuilder};
 pub use sluice_engine::ManualClock;

@@ -141,7 +141,10 @@ impl Proc {
             .args([
                 "--cluster-node-timeout",
                 &CLUSTER_NODE_TIMEOUT_MS.to_string(),
-            ]);
+            ])
+            // As docs/cluster.md recommends: a failed primary stops only its own slots
+            // (with the default `yes`, every node refuses every key until the failover).
+            .args(["--cluster-require-full-coverage", "no"]);
         }
         let child = cmd
             .stdin(Stdio::null())

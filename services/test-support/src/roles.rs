@@ -56,8 +56,13 @@ pub fn start_front(bin: &str, name: &str, role: &str, extra: &[&str]) -> RolePro
 /// Starts `sluice quota --redis URL --grpc-listen 127.0.0.1:G --metrics-listen
 /// 127.0.0.1:M` and waits until the gRPC port listens.
 pub fn start_quota(bin: &str, redis_url: &str) -> RoleProcess {
+    start_quota_with(bin, redis_url, &[])
+}
+
+/// [`start_quota`] with `extra` flags (TLS, client authentication...).
+pub fn start_quota_with(bin: &str, redis_url: &str, extra: &[&str]) -> RoleProcess {
     let (port, metrics) = (free_port(), free_port());
-    let args: Vec<String> = vec![
+    let mut args: Vec<String> = vec![
         "quota".into(),
         "--redis".into(),
         redis_url.into(),
@@ -66,6 +71,7 @@ pub fn start_quota(bin: &str, redis_url: &str) -> RoleProcess {
         "--metrics-listen".into(),
         format!("127.0.0.1:{metrics}"),
     ];
+    args.extend(extra.iter().map(|s| s.to_string()));
     RoleProcess {
         process: Process::start("sluice quota", bin, &args, Some(port)),
         port,

@@ -8,13 +8,16 @@
 //!   transaction) and what a node's replies mean (done, `MOVED`, `ASK`, retry shortly,
 //!   cluster down, `NOSCRIPT`, failed);
 //! - [`router`]: the loop that sends a request, follows redirects and refreshes the
-//!   topology.
+//!   topology;
+//! - [`replication`]: `WAIT` after writes, shared by the writes of one flush, so a charge
+//!   is acknowledged only once a replica has it.
 //!
 //! A request whose connection fails or times out is never sent again, because Redis may
 //! have run it (a refund run twice would refund twice); only answers proving it did not
 //! run (`MOVED`, `ASK`, `TRYAGAIN`, `READONLY`, `NOSCRIPT`) lead to sending it again.
 
 pub(crate) mod node;
+pub(crate) mod replication;
 pub(crate) mod request;
 pub(crate) mod router;
 pub(crate) mod slots;
@@ -46,6 +49,10 @@ pub(crate) enum CallError {
     /// No known node serves the slot (the topology is being read again).
     #[error("Redis Cluster: no node serves slot {0}")]
     NoNode(u16),
+    /// The write ran, but not enough replicas confirmed it in time (`WAIT`): it is not
+    /// acknowledged.
+    #[error("Redis: {acked} of {wanted} replicas confirmed the write in time")]
+    NotReplicated { acked: usize, wanted: usize },
 }
 
 impl CallError {

@@ -125,11 +125,20 @@ impl Node {
     /// next call opens a new one; after a timeout it is kept (its late replies are
     /// discarded in order).
     pub(crate) async fn send(&self, pipe: &redis::Pipeline) -> Result<Vec<Value>, RedisError> {
+        self.send_on(pipe).await.map(|(_, replies)| replies)
+    }
+
+    /// [`Node::send`], also saying which of the node's connections carried it (a `WAIT`
+    /// proves only writes sent on its own connection).
+    pub(crate) async fn send_on(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<(u64, Vec<Value>), RedisError> {
         let Live { id, mut conn } = self.connection().await?;
         match conn.send_packed_commands(pipe, 0, pipe.len()).await {
             Ok(replies) => {
                 self.answered.store(id, Ordering::Relaxed);
-                Ok(replies)
+                Ok((id, replies))
             }
             Err(e) if e.is_timeout() => Err(e),
             Err(e) => {

@@ -7,6 +7,7 @@
 //! [`MAX_ATTEMPTS`] times within the caller's deadline.
 
 use super::node::{split_addr, Connector, Node};
+use super::replication::{Landed, Replication, WaitPolicy};
 use super::request::{Request, Verdict};
 use super::slots::{parse_cluster_slots, SlotRange, SlotTable};
 use super::CallError;
@@ -43,6 +44,8 @@ struct Inner {
     timeout: Duration,
     /// `MOVED` answers seen (tests check that routing needs none).
     moved: AtomicU64,
+    /// `WAIT` after writes (off until [`Router::wait_for_replicas`]).
+    replication: RwLock<Arc<Replication>>,
 }
 
 struct ClusterState {
@@ -57,6 +60,8 @@ struct ClusterState {
     refresh: Mutex<RefreshState>,
     /// Rotates the node asked first for the topology.
     next_seed: AtomicUsize,
+    /// Live replicas per primary (`host:port`), from the last topology read.
+    replicas: Mutex<HashMap<String, usize>>,
 }
 
 #[derive(Default)]
@@ -77,6 +82,7 @@ impl Router {
                 single: Some(Arc::new(node)),
                 timeout,
                 moved: AtomicU64::new(0),
+                replication: RwLock::new(Arc::new(Replication::new(WaitPolicy::OFF))),
             }),
         }
     }
@@ -103,10 +109,12 @@ impl Router {
                     seeds: seeds.to_vec(),
                     refresh: Mutex::new(RefreshState::default()),
                     next_seed: AtomicUsize::new(0),
+                    replicas: Mutex::new(HashMap::new()),
                 }),
                 single: None,
                 timeout,
                 moved: AtomicU64::new(0),
+                replication: RwLock::new(Arc::new(Replication::new(WaitPolicy::OFF))),
             }),
         };
         router.refresh_now().await?;
@@ -115,6 +123,50 @@ impl Router {
 
     /// Runs `req` and returns its replies (see [`Verdict::Done`]).
     pub(crate) async fn call(&self, req: &Request) -> Result<Vec<Value>, CallError> {
+        self.call_landed(req).await.map(|(values, _)| values)
+    }
+
+    /// From now on, writes confirmed with [`Router::confirm`] wait for replicas as `policy`
+    /// says (the live replicas per primary come from the topology).
+    pub(crate) fn wait_for_replicas(&self, policy: WaitPolicy) {
+        let replication = Replication::new(policy);
+        if let Some(cluster) = &self.inner.cluster {
+            replication.set_replicas(cluster.replicas.lock().expect("replicas lock").clone());
+        }
+        *self.inner.replication.write().expect("replication lock") = Arc::new(replication);
+    }
+
+    /// [`Router::wait_for_replicas`] unless `policy` is already the one in force.
+    pub(crate) fn ensure_wait_policy(&self, policy: WaitPolicy) {
+        let current = self
+            .inner
+            .replication
+            .read()
+            .expect("replication lock")
+            .policy();
+        if current != policy {
+            self.wait_for_replicas(policy);
+        }
+    }
+
+    /// Returns once a replica confirmed the write that landed as `write` (see
+    /// [`super::replication`]); a shortfall also asks for a topology refresh (a replica
+    /// marked failed no longer counts).
+    pub(crate) async fn confirm(&self, write: &Landed, deadline: Instant) -> Result<(), CallError> {
+        let replication = Arc::clone(&self.inner.replication.read().expect("replication lock"));
+        let result = replication.confirm(write, deadline).await;
+        if result.is_err() {
+            self.refresh_soon();
+        }
+        result
+    }
+
+    /// Runs `req` and returns its replies (see [`Verdict::Done`]) and where it ran (for
+    /// [`Router::confirm`]).
+    pub(crate) async fn call_landed(
+        &self,
+        req: &Request,
+    ) -> Result<(Vec<Value>, Landed), CallError> {
         let mut ask: Option<Arc<Node>> = None;
         for attempt in 0..MAX_ATTEMPTS {
             let asking = ask.is_some();
@@ -122,8 +174,8 @@ impl Router {
                 Some(node) => node,
                 None => self.node_for(req.slot())?,
             };
-            let replies = match node.send(&req.pipeline(asking)).await {
-                Ok(replies) => replies,
+            let (conn, replies) = match node.send_on(&req.pipeline(asking)).await {
+                Ok(sent) => sent,
                 Err(e) => {
                     // It may have run: never sent again.
                     self.refresh_soon();
@@ -131,7 +183,7 @@ impl Router {
                 }
             };
             match req.verdict(replies, asking) {
-                Verdict::Done(values) => return Ok(values),
+                Verdict::Done(values) => return Ok((values, Landed { node, conn })),
                 Verdict::Failed(msg) => return Err(CallError::Server(msg)),
                 Verdict::NoScript => {
                     resent("noscript");
@@ -171,6 +223,52 @@ impl Router {
         Err(CallError::Redirects)
     }
 
+    /// `Ok` when the topology is known and at least one primary (or the plain node)
+    /// answers `PING` within the timeout: the router can serve some slots. One failing node
+    /// does not make it unready (its requests fail on their own). Also reads the topology
+    /// again in the background, so a health probe every second keeps the replicas known
+    /// (which writes wait for, see [`super::replication`]) up to date.
+    pub(crate) async fn ready(&self) -> Result<(), CallError> {
+        self.refresh_soon();
+        let nodes: Vec<Arc<Node>> = match &self.inner.cluster {
+            None => vec![self.inner.single.clone().expect("a single node")],
+            Some(cluster) => {
+                let primaries: Vec<String> = cluster
+                    .replicas
+                    .lock()
+                    .expect("replicas lock")
+                    .keys()
+                    .cloned()
+                    .collect();
+                primaries
+                    .iter()
+                    .map(|addr| self.known_node(cluster, addr))
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        if nodes.is_empty() {
+            return Err(CallError::NoNode(0));
+        }
+        let mut ping = redis::Pipeline::new();
+        ping.cmd("PING");
+        let ping = &ping;
+        // The first primary to answer decides: a stalled one must not hold the answer.
+        let pings = nodes.iter().map(|node| {
+            Box::pin(async move {
+                match tokio::time::timeout(self.inner.timeout, node.send(ping)).await {
+                    Ok(Ok(replies)) if !matches!(replies.first(), Some(Value::ServerError(_))) => {
+                        Ok(())
+                    }
+                    Ok(Ok(replies)) => Err(CallError::Server(format!("PING: {replies:?}"))),
+                    Ok(Err(e)) => Err(CallError::from_redis(&e)),
+                    Err(_) => Err(CallError::Timeout),
+                }
+            })
+        });
+        let first = futures_util::future::select_ok(pings).await;
+        first.map(drop)
+    }
+
     /// How many `MOVED` answers this router followed.
     #[cfg(test)]
     pub(crate) fn moved(&self) -> u64 {
@@ -184,6 +282,16 @@ impl Router {
         let node = self.known_node(cluster, addr).expect("a valid address");
         let mut table = cluster.table.write().unwrap();
         *table = Arc::new(table.with_slot(slot, addr, || node));
+    }
+
+    /// How many replicas a write on the primary `addr` waits for now.
+    #[cfg(test)]
+    pub(crate) fn replicas_waited_for(&self, addr: &str) -> usize {
+        self.inner
+            .replication
+            .read()
+            .expect("replication lock")
+            .wanted(addr)
     }
 
     /// The `host:port` of every node known (seeds and the current topology), sorted.
@@ -399,8 +507,28 @@ impl Router {
         }
         let table = SlotTable::new(ranges, |addr| primaries[addr].clone());
         *cluster.table.write().expect("slot table lock") = Arc::new(table);
+        let counts = replica_counts(ranges);
+        self.inner
+            .replication
+            .read()
+            .expect("replication lock")
+            .set_replicas(counts.clone());
+        *cluster.replicas.lock().expect("replicas lock") = counts;
         Ok(())
     }
+}
+
+/// The live replicas of each primary: `CLUSTER SLOTS` lists only replicas not marked
+/// failed; a primary serving several ranges counts its fewest.
+fn replica_counts(ranges: &[SlotRange]) -> HashMap<String, usize> {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for r in ranges {
+        counts
+            .entry(r.primary.clone())
+            .and_modify(|c| *c = (*c).min(r.replicas.len()))
+            .or_insert(r.replicas.len());
+    }
+    counts
 }
 
 /// A redirect's `host:port`; an empty host is the host of the node that answered.

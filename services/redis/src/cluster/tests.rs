@@ -368,6 +368,60 @@ async fn topology_refreshes_are_rate_limited() {
     );
 }
 
+/// A write is confirmed once its primary's replica has it; with the replica frozen and its
+/// link cut, the confirmation fails within the WAIT bound (the write is not acknowledged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_confirmed_only_by_a_live_replica() {
+    use super::replication::WaitPolicy;
+    let cluster = RedisCluster::start(3, 1);
+    let conn = connect(&cluster).await;
+    conn.wait_for_replicas(WaitPolicy {
+        replicas: 1,
+        timeout: Duration::from_millis(100),
+    });
+    let key = "wait:{k}:w";
+    // A fresh cluster lists its replicas once they have gossiped a replication offset;
+    // health probes read the topology again.
+    let primary = conn.router().addr_of(key_slot(b"k")).unwrap();
+    let started = std::time::Instant::now();
+    while conn.router().replicas_waited_for(&primary) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no replica listed"
+        );
+        conn.ready().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, landed) = conn.call_landed(&hincrby(key, 1), TIMEOUT).await.unwrap();
+    conn.confirm(&landed, TIMEOUT)
+        .await
+        .expect("the replica confirms");
+    let primary = port_of(landed.node.addr());
+    let info = cluster.cli(primary, &["info", "replication"]);
+    let replica: u16 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("slave0:"))
+        .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("port=")))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("a replica");
+    cluster.pause_node(replica);
+    assert_eq!(
+        cluster
+            .cli(primary, &["client", "kill", "type", "replica"])
+            .trim(),
+        "1"
+    );
+    let (_, landed) = conn.call_landed(&hincrby(key, 1), TIMEOUT).await.unwrap();
+    let started = std::time::Instant::now();
+    let confirmed = conn.confirm(&landed, TIMEOUT).await;
+    cluster.resume_node(replica);
+    assert!(
+        matches!(confirmed, Err(StateError::Unavailable(ref m)) if m.contains("replicas")),
+        "{confirmed:?}"
+    );
+    assert!(started.elapsed() < TIMEOUT, "bounded by the WAIT timeout");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_left_the_cluster_is_dropped_and_the_seeds_are_kept() {
     let cluster = RedisCluster::start(3, 1);

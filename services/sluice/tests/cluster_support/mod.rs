@@ -85,7 +85,16 @@ pub struct PgDb {
 }
 
 impl PgDb {
+    /// A fresh database with the schema, created by `sluice migrate` as its owner (as the
+    /// Helm hook does): nothing else creates it on PostgreSQL.
     pub fn create() -> PgDb {
+        let db = PgDb::create_empty();
+        migrate(&db.url);
+        db
+    }
+
+    /// A fresh database without any table.
+    pub fn create_empty() -> PgDb {
         let name = unique("sluice_cluster");
         psql(PG_ADMIN_URL, &format!("CREATE DATABASE {name}"));
         PgDb {
@@ -93,6 +102,12 @@ impl PgDb {
             name,
         }
     }
+}
+
+/// `sluice migrate --database db`, which must succeed.
+pub fn migrate(db: &str) {
+    let out = sluice(&["migrate", "--database", db]);
+    assert!(out.status.success(), "sluice migrate: {}", text(&out));
 }
 
 impl Drop for PgDb {
@@ -169,8 +184,16 @@ pub struct Spec {
     pub request_deadline_ms: u64,
     pub quota_deadline_ms: u64,
     pub redis_timeout_ms: u64,
+    /// Longest `WAIT` for a replica (capped below `redis_timeout_ms`): generous, since a
+    /// replica on two busy cores may stall for a while and a charge it does not confirm
+    /// in time is answered with the fallback action.
+    pub redis_wait_timeout_ms: u64,
     /// Extra `sluice edge` flags.
     pub edge_args: Vec<String>,
+    /// Extra `sluice quota` flags (TLS, client authentication).
+    pub quota_args: Vec<String>,
+    /// The scheme of the quota URLs the edges get: `http` or `https`.
+    pub quota_scheme: &'static str,
 }
 
 impl Default for Spec {
@@ -184,7 +207,10 @@ impl Default for Spec {
             request_deadline_ms: 5000,
             quota_deadline_ms: 4000,
             redis_timeout_ms: 2000,
+            redis_wait_timeout_ms: 1000,
             edge_args: Vec::new(),
+            quota_args: Vec::new(),
+            quota_scheme: "http",
         }
     }
 }
@@ -214,7 +240,7 @@ impl Cluster {
         let mut quota_ports = Vec::new();
         for i in 0..spec.quotas {
             let port = free_port();
-            let args: Vec<String> = [
+            let mut args: Vec<String> = [
                 "quota",
                 "--grpc-listen",
                 &format!("127.0.0.1:{port}"),
@@ -224,12 +250,18 @@ impl Cluster {
                 &redis_urls,
                 "--redis-timeout-ms",
                 &spec.redis_timeout_ms.to_string(),
+                "--redis-wait-timeout-ms",
+                &spec
+                    .redis_wait_timeout_ms
+                    .min(spec.redis_timeout_ms * 4 / 5)
+                    .to_string(),
                 "--shutdown-grace-secs",
                 "5",
             ]
             .iter()
             .map(|s| s.to_string())
             .collect();
+            args.extend(spec.quota_args.iter().cloned());
             quotas.push(Process::start(
                 &format!("quota-{}", i + 1),
                 BIN,
@@ -240,7 +272,7 @@ impl Cluster {
         }
         let quota_urls: Vec<String> = quota_ports
             .iter()
-            .map(|p| format!("http://127.0.0.1:{p}"))
+            .map(|p| format!("{}://127.0.0.1:{p}", spec.quota_scheme))
             .collect();
         let mut cluster = Cluster {
             edges: Vec::new(),

@@ -3,6 +3,7 @@
 mod connect;
 mod counters;
 mod rows;
+mod schema;
 mod sqlite_file;
 mod watch;
 
@@ -69,20 +70,55 @@ macro_rules! on_pool {
     };
 }
 
+/// What connecting does to the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SchemaUse {
+    /// Apply pending migrations (the owner: `sluice migrate`, a server owning its SQLite
+    /// file); a missing SQLite file is created.
+    Migrate,
+    /// Change nothing: fail unless the schema is exactly this build's.
+    Check,
+}
+
 impl Store {
     /// Connects to `url` (`sqlite:`, `postgres:` or `postgresql:`) and applies pending
-    /// migrations. A SQLite file is created if missing and put in WAL mode.
+    /// migrations: for the owner of the schema (`sluice migrate`, and the commands that own a
+    /// SQLite file). A SQLite file is created if missing and put in WAL mode. A schema newer
+    /// than this build, or one it does not know, is refused ([`StoreError::is_schema_error`]);
+    /// a role that may not create tables gets [`StoreError::MigrateDenied`] when migrations
+    /// are pending.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::open(url, SchemaUse::Migrate).await
+    }
+
+    /// Connects to `url` without changing the schema, for roles that only use the tables
+    /// (edges, and every command on a shared PostgreSQL database but `sluice migrate`):
+    /// fails with a schema error ([`StoreError::is_schema_error`]) unless the database
+    /// records exactly the migrations compiled into this build. A SQLite file must exist.
+    /// Needs only CONNECT and SELECT rights (and whatever the caller then does).
+    pub async fn connect_checked(url: &str) -> Result<Store, StoreError> {
+        Store::open(url, SchemaUse::Check).await
+    }
+
+    async fn open(url: &str, schema: SchemaUse) -> Result<Store, StoreError> {
         let backend = match url_scheme(url).as_str() {
             "sqlite" => {
+                let in_memory = url.contains(":memory:");
                 let options = SqliteConnectOptions::from_str(url)?
-                    .create_if_missing(true)
+                    .create_if_missing(schema == SchemaUse::Migrate)
                     .journal_mode(SqliteJournalMode::Wal)
                     .foreign_keys(true);
-                if !url.contains(":memory:") {
+                if !in_memory {
                     connect::check_sqlite_directory(options.get_filename())?;
+                    let path = options.get_filename();
+                    if schema == SchemaUse::Check && !path.exists() {
+                        return Err(StoreError::NoDatabaseFile {
+                            path: path.to_path_buf(),
+                        });
+                    }
                 }
-                let file = sqlite_file::SqliteFile::open(options, url.contains(":memory:")).await?;
+                let migrate = schema == SchemaUse::Migrate;
+                let file = sqlite_file::SqliteFile::open(options, in_memory, migrate).await?;
                 Backend::Sqlite(Arc::new(file))
             }
             "postgres" | "postgresql" => Backend::Postgres(connect::postgres(url).await?),
@@ -98,7 +134,14 @@ impl Store {
             check: Arc::new(Notify::new()),
             migrations_applied: 0,
         };
-        store.migrations_applied = store.migrate().await?;
+        let checked = match schema {
+            SchemaUse::Migrate => store.migrate().await.map(|n| store.migrations_applied = n),
+            SchemaUse::Check => store.check_schema().await,
+        };
+        if let Err(e) = checked {
+            store.close().await;
+            return Err(e);
+        }
         Ok(store)
     }
 
@@ -132,22 +175,68 @@ impl Store {
     }
 
     /// Applies pending schema migrations (idempotent; [`Store::connect`] already does it)
-    /// and returns how many were applied (0: the schema was up to date).
+    /// and returns how many were applied (0: the schema was up to date, and nothing was
+    /// sent that needs more than SELECT rights). A schema newer than this build, or one it
+    /// does not know, is refused before anything runs.
     pub async fn migrate(&self) -> Result<usize, StoreError> {
-        let before = self.migration_count().await;
-        match &self.backend {
-            Backend::Sqlite(file) => SQLITE_MIGRATIONS.run(&*file.pool()).await?,
-            Backend::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+        let before = self.applied_migrations().await?;
+        match schema::compare(self.migrator(), &before) {
+            Ok(()) => return Ok(0),
+            Err(e) if e.is_schema_behind() => {}
+            Err(e) => return Err(e),
         }
-        Ok(self.migration_count().await.saturating_sub(before))
+        let run = match &self.backend {
+            Backend::Sqlite(file) => SQLITE_MIGRATIONS.run(&*file.pool()).await,
+            Backend::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
+        };
+        run.map_err(schema::migrate_error)?;
+        let after = self.applied_migrations().await?;
+        let successes = |rows: &[schema::Applied]| rows.iter().filter(|a| a.success).count();
+        Ok(successes(&after).saturating_sub(successes(&before)))
     }
 
-    /// Migrations recorded as applied (0 before the first, when the table does not exist).
-    async fn migration_count(&self) -> usize {
-        const SQL: &str = "SELECT COUNT(*) FROM _sqlx_migrations WHERE success";
-        let count: Result<i64, sqlx::Error> =
-            on_pool!(self, |pool| sqlx::query_scalar(SQL).fetch_one(pool).await);
-        count.map_or(0, |n| usize::try_from(n).unwrap_or(0))
+    /// Checks that the database records exactly the migrations compiled into this build,
+    /// changing nothing (see [`Store::connect_checked`]).
+    pub async fn check_schema(&self) -> Result<(), StoreError> {
+        let applied = self.applied_migrations().await?;
+        schema::compare(self.migrator(), &applied)
+    }
+
+    /// The migrations compiled in for this backend.
+    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
+        match self.backend {
+            Backend::Sqlite(_) => &SQLITE_MIGRATIONS,
+            Backend::Postgres(_) => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// The rows of `_sqlx_migrations` (none when the table does not exist yet). A role
+    /// without SELECT on it gets [`StoreError::ReadDenied`].
+    async fn applied_migrations(&self) -> Result<Vec<schema::Applied>, StoreError> {
+        let has_table = match self.backend {
+            Backend::Sqlite(_) => schema::SQLITE_HAS_TABLE,
+            Backend::Postgres(_) => schema::POSTGRES_HAS_TABLE,
+        };
+        let read = async {
+            let exists: i64 = on_pool!(self, |pool| sqlx::query_scalar(has_table)
+                .fetch_one(pool)
+                .await?);
+            if exists == 0 {
+                return Ok(Vec::new());
+            }
+            let rows: Vec<schema::Applied> = on_pool!(self, |pool| {
+                sqlx::query_as(schema::SELECT_APPLIED)
+                    .fetch_all(pool)
+                    .await?
+            });
+            Ok::<_, sqlx::Error>(rows)
+        };
+        read.await.map_err(|e| match e {
+            e if schema::is_denied(&e) => StoreError::ReadDenied {
+                cause: e.to_string(),
+            },
+            e => StoreError::Database(e),
+        })
     }
 
     /// `"sqlite"` or `"postgres"`.

@@ -38,14 +38,18 @@ pub(crate) struct SqliteFile {
     /// `None` for an in-memory database (nothing on disk to watch).
     path: Option<PathBuf>,
     pool: ArcSwap<SqlitePool>,
+    /// Whether a replaced file is migrated (the owner) or only checked (a reader).
+    migrate: bool,
     opened: Mutex<Option<FileId>>,
 }
 
 impl SqliteFile {
-    /// Opens a pool on `options` (`in_memory`: one connection, nothing to watch).
+    /// Opens a pool on `options` (`in_memory`: one connection, nothing to watch);
+    /// `migrate`: whether a file found replaced later is migrated or only checked.
     pub(crate) async fn open(
         options: SqliteConnectOptions,
         in_memory: bool,
+        migrate: bool,
     ) -> Result<SqliteFile, StoreError> {
         // Each connection to an in-memory database would see its own database.
         let max_connections = if in_memory { 1 } else { 4 };
@@ -57,6 +61,7 @@ impl SqliteFile {
             max_connections,
             path,
             pool: ArcSwap::from_pointee(pool),
+            migrate,
             opened: Mutex::new(opened),
         })
     }
@@ -72,7 +77,8 @@ impl SqliteFile {
     }
 
     /// Compares the file at the path with the one opened; reopens the pool (and applies
-    /// pending migrations) when it was replaced. The old pool is closed once its
+    /// pending migrations, or for a reader checks the schema version: a replaced file of
+    /// another schema is not used) when it was replaced. The old pool is closed once its
     /// connections are returned.
     pub(crate) async fn check(&self) -> Result<FileCheck, StoreError> {
         let Some(path) = &self.path else {
@@ -92,7 +98,21 @@ impl SqliteFile {
             return Ok(FileCheck::Same);
         }
         let pool = connect(&self.options, self.max_connections).await?;
-        super::SQLITE_MIGRATIONS.run(&pool).await?;
+        if self.migrate {
+            super::SQLITE_MIGRATIONS
+                .run(&pool)
+                .await
+                .map_err(super::schema::migrate_error)?;
+        } else {
+            let applied = sqlx::query_as(super::schema::SELECT_APPLIED)
+                .fetch_all(&pool)
+                .await
+                .unwrap_or_default();
+            if let Err(e) = super::schema::compare(&super::SQLITE_MIGRATIONS, &applied) {
+                pool.close().await;
+                return Err(e);
+            }
+        }
         let old = self.pool.swap(Arc::new(pool));
         *self.opened.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
         tokio::spawn(async move { old.close().await });
