@@ -64,7 +64,10 @@ cpu_snapshot() {
 }
 
 # Runs `load` (same arguments) while recording the CPU of the given processes over the
-# measured window; prints "CPU us/request" per process after loadgen's report.
+# measured window; prints "CPU us/request" per process after loadgen's report. If the
+# caller defines a function `window_snapshot` it is called as `window_snapshot LABEL before`
+# and `window_snapshot LABEL after` at the window's ends (beside the CPU snapshots), and the
+# number of requests in the window is written to $tmp/LABEL-window-requests.txt.
 load_with_cpu() { # label port procs-array-name [extra loadgen args]
     local label="$1" port="$2" procs_name="$3[@]"
     local procs=("${!procs_name}")
@@ -76,6 +79,7 @@ load_with_cpu() { # label port procs-array-name [extra loadgen args]
     loadgen="$(descendant "$loader" loadgen)"
     t0="$(date +%s.%N)"
     cpu_snapshot "${procs[@]}" "loadgen=$loadgen" >"$tmp/$label-cpu-before.txt"
+    if declare -F window_snapshot >/dev/null; then window_snapshot "$label" before; fi
     local perf_pid="" arg
     for arg in "${procs[@]}"; do
         if [[ -n "${PERF:-}" && "${arg%%=*}" == "$PERF" ]]; then
@@ -87,12 +91,14 @@ load_with_cpu() { # label port procs-array-name [extra loadgen args]
     sleep "$(awk -v d="$DURATION" 'BEGIN { print d - 0.5 }')"
     t1="$(date +%s.%N)"
     cpu_snapshot "${procs[@]}" "loadgen=$loadgen" >"$tmp/$label-cpu-after.txt"
+    if declare -F window_snapshot >/dev/null; then window_snapshot "$label" after; fi
     [[ -n "$perf_pid" ]] && wait "$perf_pid"
     wait "$loader"
     cat "$tmp/$label.txt"
     local rate tck
     rate="$(awk '/throughput/ { for (i = 1; i < NF; i++) if ($i == "throughput") { print $(i + 1); exit } }' "$tmp/$label.txt")"
     tck="$(getconf CLK_TCK)"
+    awk -v r="$rate" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f\n", r * (b - a) }' >"$tmp/$label-window-requests.txt"
     # us per request = CPU seconds / (req/s * window seconds) * 1e6
     paste "$tmp/$label-cpu-before.txt" "$tmp/$label-cpu-after.txt" | awk -v r="$rate" -v w="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" -v tck="$tck" '
         { us = ($4 - $2) / tck / (r * w) * 1e6; total += us; line = line sprintf("%s %.1f  ", $1, us) }

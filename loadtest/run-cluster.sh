@@ -5,6 +5,8 @@
 #   embedded: loadgen -> sluice serve (in-process counters)
 # both with the same policies (scenarios/embedded-10-policies.toml) and the same load
 # (loadgen's builtin RCPT + END-OF-MESSAGE mix, CONNECTIONS persistent connections).
+# KEYS=long-tail runs both with the long-tail key mix (no sender seen twice in the run,
+# 50,000 client addresses) instead of the small one (300 senders, 250 client addresses).
 # Policies of the cluster come from a fresh PostgreSQL database on 127.0.0.1:5432 (dropped
 # at the end); those of `sluice serve` from a SQLite file, as in run.sh.
 #
@@ -25,6 +27,9 @@
 # CPU per request: every process's utime+stime (from /proc) over the measured window
 # (WARMUP .. WARMUP+DURATION after loadgen starts) divided by the measured requests; less
 # sensitive to other load on the machine than req/s.
+# Redis commands per request: INFO commandstats of every node at both ends of the cluster's
+# measured window; the difference per command (all nodes) divided by the measured requests.
+# The summary also records `uptime` (the machine is shared: note the load with each run).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -32,6 +37,7 @@ root="$(cd "$here/.." && pwd)"
 CONNECTIONS="${CONNECTIONS:-32}"
 DURATION="${DURATION:-10}"
 WARMUP="${WARMUP:-2}"
+KEYS="${KEYS:-small}"
 SERVE_PORT="${SERVE_PORT:-10941}"
 EDGE_PORT="${EDGE_PORT:-10942}"
 QUOTA_PORT="${QUOTA_PORT:-10943}"
@@ -61,6 +67,7 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
 fi
 mkdir -p "$results"
 
+uptime_before="$(uptime)"
 REPLICAS="${REPLICAS:-0}"
 BUS_OFFSET="${BUS_OFFSET:-10000}"
 n_nodes=$((3 * (1 + REPLICAS)))
@@ -119,13 +126,41 @@ pids+=($!)
 serve_pid=$!
 wait_port "$SERVE_PORT"
 
-echo "== load: embedded"
+# INFO commandstats of every node, one "node command calls" line per command.
+window_snapshot() { # label before|after
+    [[ $1 == cluster ]] || return 0
+    local i
+    for i in $(seq 0 $((n_nodes - 1))); do
+        redis-cli -p $((REDIS_PORT + i)) info commandstats | tr -d '\r' |
+            awk -v n="redis$i" -F '[:,=]' '/^cmdstat_/ { sub(/^cmdstat_/, "", $1); print n, $1, $3 }'
+    done >"$tmp/$1-redis-$2.txt"
+}
+
+# "redis commands/request" over the window: per command (all nodes), per node, in all.
+commands_per_request() { # label
+    awk -v req="$(cat "$tmp/$1-window-requests.txt")" '
+        FNR == NR { before[$1 " " $2] = $3; next }
+        $2 != "info" {
+            d = $3 - before[$1 " " $2]
+            cmd[$2] += d; node[$1] += d; total += d
+        }
+        END {
+            line = "redis commands/request:"
+            for (c in cmd) if (cmd[c] > 0) line = line sprintf(" %s %.3f", c, cmd[c] / req)
+            line = line sprintf("  total %.3f (", total / req)
+            for (n in node) line = line sprintf(" %s %.3f", n, node[n] / req)
+            print line " )"
+        }' "$tmp/$1-redis-before.txt" "$tmp/$1-redis-after.txt"
+}
+
+echo "== load: embedded (keys: $KEYS)"
 embedded_procs=("serve=$serve_pid")
-load_with_cpu embedded "$SERVE_PORT" embedded_procs | tee "$tmp/embedded-report.txt"
-echo "== load: cluster"
+load_with_cpu embedded "$SERVE_PORT" embedded_procs --keys "$KEYS" | tee "$tmp/embedded-report.txt"
+echo "== load: cluster (keys: $KEYS)"
 cluster_procs=("edge=$edge_pid" "quota=$quota_pid")
 for i in $(seq 0 $((n_nodes - 1))); do cluster_procs+=("redis$i=${redis_pids[$i]}"); done
-load_with_cpu cluster "$EDGE_PORT" cluster_procs --baseline "$results/$stamp-embedded.json" | tee "$tmp/cluster-report.txt"
+load_with_cpu cluster "$EDGE_PORT" cluster_procs --keys "$KEYS" --baseline "$results/$stamp-embedded.json" | tee "$tmp/cluster-report.txt"
+commands_per_request cluster | tee "$tmp/cluster-commands.txt"
 
 for i in $(seq 0 $((n_nodes - 1))); do
     echo "-- redis $((REDIS_PORT + i)) commandstats ($(redis-cli -p $((REDIS_PORT + i)) info stats | tr -d '\r' | grep -E '^total_(commands_processed|reads_processed|writes_processed):' | tr '\n' ' '))"
@@ -134,11 +169,16 @@ done >"$tmp/commandstats.txt"
 fallbacks="$(grep -c 'fallback\|unavailable\|timed out' "$tmp/edge.log" || true)"
 summary="$results/$stamp-cluster-summary.txt"
 {
-    echo "connections=$CONNECTIONS duration=${DURATION}s warmup=${WARMUP}s policies=$(basename "$POLICIES") cpus=$(nproc)"
+    echo "connections=$CONNECTIONS duration=${DURATION}s warmup=${WARMUP}s keys=$KEYS replicas=$REPLICAS policies=$(basename "$POLICIES") cpus=$(nproc)"
+    echo "uptime before: $uptime_before; after: $(uptime)"
     tail -n 1 "$tmp/cluster.txt"
+    echo "embedded $(grep 'latency us' "$tmp/embedded-report.txt" | sed 's/^ *//')"
+    echo "cluster  $(grep 'latency us' "$tmp/cluster-report.txt" | sed 's/^ *//')"
     echo "embedded $(grep 'CPU us/request' "$tmp/embedded-report.txt" | sed 's/^ *//')"
     echo "cluster  $(grep 'CPU us/request' "$tmp/cluster-report.txt" | sed 's/^ *//')"
+    cat "$tmp/cluster-commands.txt"
     echo "edge log lines mentioning fallback/unavailable/timeouts: $fallbacks"
+    grep -m 3 'fallback\|unavailable\|timed out' "$tmp/edge.log" | cut -c1-300 || true
     cat "$tmp/commandstats.txt"
 } >"$summary"
 echo "== results in $results/$stamp-{embedded,cluster}.json, summary:"

@@ -1,6 +1,6 @@
 //! N persistent connections, one request in flight each, until a deadline or a request count.
 
-use crate::mix::Template;
+use crate::mix::{Replay, Template};
 use crate::target::{Io, Target};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
@@ -132,7 +132,7 @@ async fn connection(
     let (mut wbuf, mut rbuf) = (Vec::with_capacity(1024), Vec::with_capacity(256));
     let mut next = first;
     let mut round = 0u64;
-    let mut tag = format!("{round}-{id}");
+    let mut replay = Replay::new(round, id);
     loop {
         let now = Instant::now();
         if now >= clock.end || quota.is_some_and(|q| stats.requests >= q) {
@@ -149,12 +149,12 @@ async fn connection(
                 }
             },
         };
-        mix[next].render(&tag, &mut wbuf);
+        mix[next].render(&replay, &mut wbuf);
         next += 1;
         if next == mix.len() {
             next = 0;
             round += 1;
-            tag = format!("{round}-{id}");
+            replay = Replay::new(round, id);
         }
         let t0 = Instant::now();
         match timeout(plan.reply_timeout, exchange(s, &wbuf, &mut rbuf)).await {

@@ -7,66 +7,152 @@
 use std::fmt::Write;
 use std::path::Path;
 
-/// One request, with a hole where the `instance` value goes.
+/// One request: literal bytes with holes that change from replay to replay.
 #[derive(Debug, Clone)]
 pub struct Template {
-    /// Everything up to and including `instance=` (or the whole request but the blank
-    /// line, when it has no instance).
-    head: Vec<u8>,
-    /// The instance value as written (empty when there is none).
-    instance: String,
-    /// The rest, including the final blank line.
-    tail: Vec<u8>,
-    has_instance: bool,
+    pieces: Vec<Piece>,
+}
+
+/// A part of a [`Template`].
+#[derive(Debug, Clone)]
+enum Piece {
+    /// Written as is.
+    Text(Vec<u8>),
+    /// A value written with `.` and the replay's tag after it: the `instance` (every replay
+    /// is a new message) or, in the long-tail mix, a sender's local part (every replay is a
+    /// new sender).
+    Tagged(String),
+    /// A client address out of [`LONG_TAIL_CLIENTS`]: this message's base index, moved on
+    /// by the replay's sequence number (so replays use other addresses).
+    ClientIp(u32),
+}
+
+/// Which replay of the mix a request belongs to.
+#[derive(Debug, Clone, Default)]
+pub struct Replay {
+    /// Appended to tagged values: unique per connection and round over the mix.
+    pub tag: String,
+    /// A number unique per connection and round (moves long-tail client addresses).
+    pub seq: u64,
+}
+
+impl Replay {
+    /// The replay of connection `connection` in round `round` over the mix.
+    pub fn new(round: u64, connection: usize) -> Replay {
+        Replay {
+            tag: format!("{round}-{connection}"),
+            seq: round
+                .wrapping_mul(1_000_003)
+                .wrapping_add(connection as u64),
+        }
+    }
 }
 
 impl Template {
-    /// Parses one request's text (`name=value` lines; the blank line is added).
+    /// Parses one request's text (`name=value` lines; the blank line is added). The
+    /// `instance` value is renewed on every replay.
     pub fn from_lines(lines: &[&str]) -> Template {
-        let mut head = String::new();
-        let mut tail = String::new();
-        let mut instance = None;
+        Template::build(lines, false, None)
+    }
+
+    /// `lines` as in [`Template::from_lines`]; with `tag_sender` the local part of
+    /// `sender=` is renewed on every replay too, and with `client` the `client_address`
+    /// is that long-tail address index, moved on every replay.
+    fn build(lines: &[&str], tag_sender: bool, client: Option<u32>) -> Template {
+        let mut pieces = Vec::new();
+        let mut text = Vec::new();
+        let flush = |text: &mut Vec<u8>, pieces: &mut Vec<Piece>, next: Piece| {
+            if !text.is_empty() {
+                pieces.push(Piece::Text(std::mem::take(text)));
+            }
+            pieces.push(next);
+        };
+        let mut seen_instance = false;
         for line in lines {
-            match (instance.is_some(), line.strip_prefix("instance=")) {
-                (false, Some(v)) => {
-                    head.push_str("instance=");
-                    instance = Some(v.to_string());
+            if let (false, Some(v)) = (seen_instance, line.strip_prefix("instance=")) {
+                seen_instance = true;
+                text.extend_from_slice(b"instance=");
+                flush(&mut text, &mut pieces, Piece::Tagged(v.to_string()));
+                text.push(b'\n');
+                continue;
+            }
+            if let (true, Some((local, domain))) = (
+                tag_sender,
+                line.strip_prefix("sender=").and_then(|v| v.split_once('@')),
+            ) {
+                text.extend_from_slice(b"sender=");
+                flush(&mut text, &mut pieces, Piece::Tagged(local.to_string()));
+                text.push(b'@');
+                text.extend_from_slice(domain.as_bytes());
+                text.push(b'\n');
+                continue;
+            }
+            if let (Some(index), true) = (client, line.starts_with("client_address=")) {
+                text.extend_from_slice(b"client_address=");
+                flush(&mut text, &mut pieces, Piece::ClientIp(index));
+                text.push(b'\n');
+                continue;
+            }
+            text.extend_from_slice(line.as_bytes());
+            text.push(b'\n');
+        }
+        text.push(b'\n');
+        pieces.push(Piece::Text(text));
+        Template { pieces }
+    }
+
+    /// Writes the request into `out` (cleared first) for `replay`: tagged values get `.`
+    /// and the replay's tag appended, so that every replay is a new message (and, in the
+    /// long-tail mix, comes from a new sender).
+    pub fn render(&self, replay: &Replay, out: &mut Vec<u8>) {
+        out.clear();
+        for piece in &self.pieces {
+            match piece {
+                Piece::Text(t) => out.extend_from_slice(t),
+                Piece::Tagged(v) => {
+                    out.extend_from_slice(v.as_bytes());
+                    out.push(b'.');
+                    out.extend_from_slice(replay.tag.as_bytes());
                 }
-                (false, None) => {
-                    head.push_str(line);
-                    head.push('\n');
-                }
-                (true, _) => {
-                    tail.push_str(line);
-                    tail.push('\n');
+                Piece::ClientIp(base) => {
+                    let shift = replay.seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+                    let index = (u64::from(*base) + shift) % u64::from(LONG_TAIL_CLIENTS);
+                    let _ = write!(Bytes(out), "{}", long_tail_client(index as u32));
                 }
             }
         }
-        let has_instance = instance.is_some();
-        if has_instance {
-            tail.insert(0, '\n');
-        }
-        tail.push('\n');
-        Template {
-            head: head.into_bytes(),
-            instance: instance.unwrap_or_default(),
-            tail: tail.into_bytes(),
-            has_instance,
-        }
     }
+}
 
-    /// Writes the request into `out` (cleared first), its instance suffixed with `round`
-    /// (which replay this is) so that every replay is a new message.
-    pub fn render(&self, round: &str, out: &mut Vec<u8>) {
-        out.clear();
-        out.extend_from_slice(&self.head);
-        if self.has_instance {
-            out.extend_from_slice(self.instance.as_bytes());
-            out.push(b'.');
-            out.extend_from_slice(round.as_bytes());
-        }
-        out.extend_from_slice(&self.tail);
+/// `fmt::Write` into a byte vector.
+struct Bytes<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Bytes<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
     }
+}
+
+/// How many client addresses the long-tail mix uses.
+pub const LONG_TAIL_CLIENTS: u32 = 50_000;
+
+/// The long-tail mix's client address number `index` (below [`LONG_TAIL_CLIENTS`]): spread
+/// over 10.0.0.0/8 by an odd multiplier (a bijection of 24-bit numbers), so nearly every
+/// address is in a /24 of its own, as an inbound MX's clients are.
+pub fn long_tail_client(index: u32) -> std::net::Ipv4Addr {
+    let host = index.wrapping_mul(0x9E37_79B1) & 0x00FF_FFFF;
+    std::net::Ipv4Addr::from(0x0A00_0000 | host)
+}
+
+/// Which keys the built-in mix uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Keys {
+    /// 300 senders and 250 client addresses: every counter is hit again and again.
+    Small,
+    /// No sender seen twice in a run (every message's sender is new), 50,000 client
+    /// addresses (nearly all in /24s of their own): most counters are seen a few times.
+    LongTail,
 }
 
 /// A tiny deterministic PRNG (xorshift64*), so runs are reproducible without a dependency.
@@ -89,12 +175,28 @@ impl Rng {
 /// 300 senders over 40 domains, to 400 recipients, from 250 client IPs (a tenth of the
 /// senders authenticated), with the attributes and order Postfix 3.7 uses.
 pub fn builtin(messages: usize) -> Vec<Template> {
+    builtin_with(messages, Keys::Small)
+}
+
+/// The built-in mix with the given keys: [`Keys::Small`] as [`builtin`]; [`Keys::LongTail`]
+/// the same messages (40 sender domains, 400 recipients, a tenth authenticated as one of 30
+/// users) but every message from a sender of its own, new on every replay
+/// (`userN.mK.<replay>@domainM.example`),
+/// and one of 50,000 client addresses.
+pub fn builtin_with(messages: usize, keys: Keys) -> Vec<Template> {
+    let long_tail = keys == Keys::LongTail;
     let mut rng = Rng(0x5EED_1234_ABCD_0001);
     let mut out = Vec::with_capacity(messages * 3);
     for m in 0..messages {
         let s = rng.below(300);
-        let sender = format!("user{s}@domain{}.example", s % 40);
+        let sender = if long_tail {
+            // This message's own sender; every replay appends its tag (see `Template`).
+            format!("user{s}.m{m}@domain{}.example", s % 40)
+        } else {
+            format!("user{s}@domain{}.example", s % 40)
+        };
         let client_ip = format!("10.{}.{}.{}", s % 4, rng.below(8), 1 + rng.below(250) % 250);
+        let client = long_tail.then(|| rng.below(u64::from(LONG_TAIL_CLIENTS)) as u32);
         let sasl = if s < 30 {
             format!("user{s}")
         } else {
@@ -108,7 +210,7 @@ pub fn builtin(messages: usize) -> Vec<Template> {
             let r = rng.below(400);
             let recipient = format!("rcpt{r}@dest{}.example", r % 25);
             let req = render(
-                "RCPT", &client_ip, &sender, &recipient, 0, &instance, size, &sasl,
+                "RCPT", &client_ip, &sender, &recipient, 0, &instance, size, &sasl, client,
             );
             out.push(req);
             accepted += 1;
@@ -122,6 +224,7 @@ pub fn builtin(messages: usize) -> Vec<Template> {
             &instance,
             size,
             &sasl,
+            client,
         );
         out.push(eom);
     }
@@ -138,6 +241,7 @@ fn render(
     instance: &str,
     size: u64,
     sasl: &str,
+    long_tail_client: Option<u32>,
 ) -> Template {
     let mut s = String::with_capacity(700);
     let method = if sasl.is_empty() { "" } else { "PLAIN" };
@@ -154,7 +258,7 @@ fn render(
          encryption_keysize=256\npolicy_context="
     );
     let lines: Vec<&str> = s.lines().collect();
-    Template::from_lines(&lines)
+    Template::build(&lines, long_tail_client.is_some(), long_tail_client)
 }
 
 /// Reads requests from a file in the format of `captured-requests-*.txt`: `name=value`
@@ -191,13 +295,17 @@ mod tests {
     fn templates_renew_the_instance() {
         let t = Template::from_lines(&["request=smtpd_access_policy", "instance=abc", "size=1"]);
         let mut out = Vec::new();
-        t.render("7", &mut out);
+        let replay = Replay {
+            tag: "7".to_string(),
+            seq: 0,
+        };
+        t.render(&replay, &mut out);
         assert_eq!(
             out,
             b"request=smtpd_access_policy\ninstance=abc.7\nsize=1\n\n"
         );
         let t = Template::from_lines(&["request=smtpd_access_policy"]);
-        t.render("7", &mut out);
+        t.render(&replay, &mut out);
         assert_eq!(out, b"request=smtpd_access_policy\n\n");
     }
 
@@ -206,10 +314,90 @@ mod tests {
         let mix = builtin(100);
         assert!(mix.len() >= 200 && mix.len() <= 500);
         let mut out = Vec::new();
-        mix[0].render("0", &mut out);
+        mix[0].render(&Replay::new(0, 0), &mut out);
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("protocol_state=RCPT\n"));
         assert_eq!(text.lines().filter(|l| !l.is_empty()).count(), 29);
         assert!(text.ends_with("policy_context=\n\n"));
+    }
+
+    fn attribute(text: &str, name: &str) -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|l| l.strip_prefix('=')))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .to_string()
+    }
+
+    fn rendered(t: &Template, replay: &Replay) -> String {
+        let mut out = Vec::new();
+        t.render(replay, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn small_mix_repeats_senders_and_clients() {
+        let mix = builtin(100);
+        let (a, b) = (
+            rendered(&mix[0], &Replay::new(0, 0)),
+            rendered(&mix[0], &Replay::new(1, 3)),
+        );
+        assert_eq!(attribute(&a, "sender"), attribute(&b, "sender"));
+        assert_eq!(
+            attribute(&a, "client_address"),
+            attribute(&b, "client_address")
+        );
+        assert_ne!(attribute(&a, "instance"), attribute(&b, "instance"));
+    }
+
+    #[test]
+    fn long_tail_mix_never_repeats_a_sender_and_spreads_clients() {
+        let mix = builtin_with(500, Keys::LongTail);
+        let mut senders_by_message = std::collections::HashMap::new();
+        let mut clients = std::collections::HashSet::new();
+        let mut networks = std::collections::HashSet::new();
+        for round in 0..3 {
+            for connection in 0..4 {
+                let replay = Replay::new(round, connection);
+                for t in &mix {
+                    let text = rendered(t, &replay);
+                    let (sender, instance) =
+                        (attribute(&text, "sender"), attribute(&text, "instance"));
+                    let client = attribute(&text, "client_address");
+                    // Every request of one message has its message's sender and client.
+                    let first = senders_by_message
+                        .entry(instance)
+                        .or_insert_with(|| (sender.clone(), client.clone()));
+                    assert_eq!(*first, (sender, client.clone()));
+                    let ip: std::net::Ipv4Addr = client.parse().unwrap();
+                    assert_eq!(ip.octets()[0], 10);
+                    networks.insert(u32::from(ip) >> 8);
+                    clients.insert(ip);
+                }
+            }
+        }
+        // 500 messages × 12 replays, each a sender of its own.
+        let senders: std::collections::HashSet<_> = senders_by_message
+            .values()
+            .map(|(s, _)| s.clone())
+            .collect();
+        assert_eq!(senders_by_message.len(), 6000);
+        assert_eq!(senders.len(), 6000);
+        assert!(
+            senders.iter().all(|s| s.ends_with(".example")),
+            "{senders:?}"
+        );
+        assert!(clients.len() > 5000, "{} clients", clients.len());
+        assert!(
+            networks.len() > clients.len() * 9 / 10,
+            "{} /24s",
+            networks.len()
+        );
+    }
+
+    #[test]
+    fn long_tail_clients_are_distinct() {
+        let all: std::collections::HashSet<_> =
+            (0..LONG_TAIL_CLIENTS).map(long_tail_client).collect();
+        assert_eq!(all.len(), LONG_TAIL_CLIENTS as usize);
     }
 }

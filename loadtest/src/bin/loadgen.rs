@@ -33,6 +33,10 @@ struct Args {
     /// captured-requests format.
     #[arg(long, default_value = "builtin")]
     scenario: String,
+    /// Keys of the built-in mix: `small` (300 senders, 250 client addresses) or
+    /// `long-tail` (no sender repeated within the run, 50,000 client addresses).
+    #[arg(long, value_enum, default_value = "small")]
+    keys: mix::Keys,
     /// Seconds to wait for one reply before counting an error.
     #[arg(long, default_value_t = 10.0)]
     reply_timeout: f64,
@@ -61,8 +65,14 @@ fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mix = match args.scenario.as_str() {
-        "builtin" => mix::builtin(5000),
-        path => mix::from_file(&PathBuf::from(path))?,
+        "builtin" => mix::builtin_with(5000, args.keys),
+        path => {
+            anyhow::ensure!(
+                args.keys == mix::Keys::Small,
+                "--keys applies to the builtin scenario only"
+            );
+            mix::from_file(&PathBuf::from(path))?
+        }
     };
     let stop = match (args.requests, args.duration) {
         (Some(n), _) => Stop::Requests(n),

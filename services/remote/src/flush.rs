@@ -19,6 +19,11 @@ use std::time::Instant;
 /// Most sessions kept waiting for another try after a failed store.
 const MAX_RETRIED_SAVES: usize = 10_000;
 
+/// Most lease returns in one `ReturnLeases` call (about 100 bytes each on the wire), and
+/// per flush (every [`crate::RemoteConfig::flush_interval`], 50 ms by default: at most
+/// ~20,000 returns a second per edge).
+const MAX_RETURNS_PER_CALL: usize = 1_024;
+
 /// Runs until `inner` is gone.
 pub(crate) async fn run(inner: Weak<Inner>) {
     let every = match inner.upgrade() {
@@ -72,16 +77,30 @@ pub(crate) async fn flush(inner: &Inner, everything: bool) {
         lock(&inner.outbox).saves.extend(all);
     }
     let Outbox {
-        returns,
+        mut returns,
         saves,
         ended,
     } = std::mem::take(&mut *lock(&inner.outbox));
+    // Paced: the leases of a whole period end together (at the end of every sub-bucket),
+    // which on a long tail of keys is hundreds of thousands of returns at once — more than
+    // one gRPC message may carry (4 MiB by default), and, sent at once, enough refunds to
+    // hold up the quota service and Redis for seconds (requests got the fallback action).
+    // So one call of at most `MAX_RETURNS_PER_CALL` per flush; the rest waits for the next
+    // (units counted a little longer: under-admission only). A shutdown sends everything.
+    // A backlog that keeps growing is sent faster (one call more per 256 calls waiting).
+    let pace = MAX_RETURNS_PER_CALL * (1 + returns.len() / (256 * MAX_RETURNS_PER_CALL));
+    if !everything && returns.len() > pace {
+        let rest = returns.split_off(pace);
+        let mut outbox = lock(&inner.outbox);
+        let newer = std::mem::replace(&mut outbox.returns, rest);
+        outbox.returns.extend(newer);
+    }
     let timeout = inner.config.deadline;
-    if !returns.is_empty() {
+    for piece in returns.chunks(MAX_RETURNS_PER_CALL) {
         let request = v1::ReturnLeasesRequest {
-            leases: returns.iter().map(v1::LeaseReturn::from).collect(),
+            leases: piece.iter().map(v1::LeaseReturn::from).collect(),
         };
-        let n = returns.len();
+        let n = piece.len();
         let result = inner
             .unary(
                 timeout,

@@ -15,8 +15,9 @@
 use crate::lock;
 use sluice_engine::window::WindowSpec;
 use sluice_engine::{LeaseGrant, LeaseReturn};
+use std::cmp::Reverse;
 use std::collections::hash_map::{DefaultHasher, Entry};
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -45,6 +46,9 @@ struct Lease {
     multiple: u64,
     /// A request found it too small before it expired: ask for more next time.
     exhausted: bool,
+    /// Its end was handled by [`LeaseTable::expired`] (its unused units taken for the
+    /// return); it is only remembered now.
+    ended: bool,
 }
 
 impl Lease {
@@ -60,22 +64,52 @@ impl Lease {
     }
 }
 
+/// One shard: the leases and, in time order, when each is to end or be forgotten.
+///
+/// Expiry pops the due timers instead of visiting every lease: on a long tail of keys an
+/// edge holds hundreds of thousands of leases (one per counter seen in the last sub-bucket,
+/// plus those remembered), and a sweep of all of them every flush interval cost more CPU
+/// than the requests.
+#[derive(Debug, Default)]
+struct Shard {
+    leases: HashMap<String, Lease>,
+    /// `(when, key)`: a lease's end, or when an ended one is forgotten. A timer whose lease
+    /// was replaced meanwhile finds a later `expires` and is dropped.
+    timers: BinaryHeap<Reverse<(Instant, String)>>,
+    /// Leases not ended yet (`!ended`).
+    live: usize,
+}
+
+impl std::ops::Deref for Shard {
+    type Target = HashMap<String, Lease>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.leases
+    }
+}
+
+impl std::ops::DerefMut for Shard {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.leases
+    }
+}
+
 /// The leases this edge holds, by counter key.
 #[derive(Debug)]
 pub struct LeaseTable {
-    shards: Vec<Mutex<HashMap<String, Lease>>>,
+    shards: Vec<Mutex<Shard>>,
 }
 
 impl Default for LeaseTable {
     fn default() -> Self {
         LeaseTable {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
         }
     }
 }
 
 impl LeaseTable {
-    fn shard(&self, key: &str) -> MutexGuard<'_, HashMap<String, Lease>> {
+    fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
         let mut h = DefaultHasher::new();
         key.hash(&mut h);
         lock(&self.shards[h.finish() as usize % SHARDS])
@@ -117,6 +151,11 @@ impl LeaseTable {
         let shard = self.shard(key);
         let lease = shard.get(key)?;
         (lease.expires > now && lease.left > 0).then_some(lease.left)
+    }
+
+    /// Whether the table holds or remembers a lease of `key`.
+    pub fn knows(&self, key: &str) -> bool {
+        self.shard(key).contains_key(key)
     }
 
     /// The estimated level of a counter with a live lease.
@@ -173,18 +212,25 @@ impl LeaseTable {
         if grant.units == 0 || grant.valid_ms == 0 {
             return;
         }
+        let expires = sent + Duration::from_millis(grant.valid_ms);
         let lease = Lease {
             left: grant.units,
-            expires: sent + Duration::from_millis(grant.valid_ms),
+            expires,
             window,
             charged_at_ms: grant.charged_at_ms,
             level: used,
             multiple,
             exhausted: false,
+            ended: false,
         };
-        match self.shard(key).entry(key.to_string()) {
+        let mut shard = self.shard(key);
+        let shard = &mut *shard;
+        match shard.leases.entry(key.to_string()) {
             Entry::Occupied(mut o) => {
                 let old = std::mem::replace(o.get_mut(), lease);
+                if old.ended {
+                    shard.live += 1;
+                }
                 if old.left > 0 {
                     returns.push(LeaseReturn {
                         key: key.to_string(),
@@ -196,8 +242,10 @@ impl LeaseTable {
             }
             Entry::Vacant(v) => {
                 v.insert(lease);
+                shard.live += 1;
             }
         }
+        shard.timers.push(Reverse((expires, key.to_string())));
     }
 
     /// Takes the unused units of the leases expired at `now` (to be given back). An expired
@@ -207,13 +255,33 @@ impl LeaseTable {
     pub fn expired(&self, now: Instant) -> Vec<LeaseReturn> {
         let mut out = Vec::new();
         for shard in &self.shards {
-            lock(shard).retain(|key, l| {
-                if l.expires > now {
-                    return true;
+            let mut shard = lock(shard);
+            let shard = &mut *shard;
+            while let Some(Reverse((when, _))) = shard.timers.peek() {
+                if *when > now {
+                    break;
                 }
-                out.extend(l.take_unused(key));
-                now.duration_since(l.expires) < REMEMBERED
-            });
+                let Some(Reverse((when, key))) = shard.timers.pop() else {
+                    break;
+                };
+                let Some(l) = shard.leases.get_mut(&key) else {
+                    continue;
+                };
+                if l.expires > now {
+                    continue; // replaced by a later lease: its own timer follows
+                }
+                if !l.ended {
+                    l.ended = true;
+                    shard.live -= 1;
+                    out.extend(l.take_unused(&key));
+                }
+                let forget = l.expires + REMEMBERED;
+                if forget <= now {
+                    shard.leases.remove(&key);
+                } else if when < forget {
+                    shard.timers.push(Reverse((forget, key)));
+                }
+            }
         }
         out
     }
@@ -222,8 +290,12 @@ impl LeaseTable {
     pub fn drain(&self) -> Vec<LeaseReturn> {
         let mut out = Vec::new();
         for shard in &self.shards {
+            let mut shard = lock(shard);
+            shard.timers.clear();
+            shard.live = 0;
             out.extend(
-                lock(shard)
+                shard
+                    .leases
                     .drain()
                     .filter_map(|(key, mut l)| l.take_unused(&key)),
             );
@@ -231,13 +303,10 @@ impl LeaseTable {
         out
     }
 
-    /// Number of leases held (not ended yet).
+    /// Number of leases held: those whose end [`LeaseTable::expired`] has not handled yet
+    /// (so a lease ended since the last call still counts). Counted, not visited.
     pub fn len(&self) -> usize {
-        let now = Instant::now();
-        self.shards
-            .iter()
-            .map(|s| lock(s).values().filter(|l| l.expires > now).count())
-            .sum()
+        self.shards.iter().map(|s| lock(s).live).sum()
     }
 
     /// Whether no lease is held.
@@ -299,7 +368,7 @@ mod tests {
         assert!(t
             .expired(now + REMEMBERED + Duration::from_millis(100))
             .is_empty());
-        let entries: usize = t.shards.iter().map(|s| lock(s).len()).sum();
+        let entries: usize = t.shards.iter().map(|s| lock(s).leases.len()).sum();
         assert_eq!(entries, 1, "then forgotten; k's lasts until it expires");
         // A replaced lease returns what it had left.
         t.grant("k", w, grant(4, 1_000), 20, now, 32, &mut returns);
@@ -309,5 +378,50 @@ mod tests {
         assert_eq!(returns[0].units, 4);
         assert_eq!(t.drain().iter().map(|r| r.units).sum::<u64>(), 4);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_replaced_lease_ends_on_its_own_timer_and_held_leases_are_counted() {
+        let t = LeaseTable::default();
+        let w = WindowSpec::new(3_600_000, 60);
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        let mut returns = Vec::new();
+        t.grant("k", w, grant(3, 100), 0, now, 16, &mut returns);
+        t.grant("j", w, grant(2, 300), 0, now, 16, &mut returns);
+        assert_eq!(t.len(), 2);
+        // Replaced before its end: the old units go back at once, the old timer is stale.
+        t.grant("k", w, grant(5, 1_000), 0, now, 16, &mut returns);
+        assert_eq!(returns.iter().map(|r| r.units).sum::<u64>(), 3);
+        assert_eq!(t.len(), 2);
+        assert!(
+            t.expired(now + ms(200)).is_empty(),
+            "k's first end is stale"
+        );
+        assert_eq!(t.take("k", 1, now + ms(200)), Some(1));
+        let back = t.expired(now + ms(300));
+        assert_eq!(
+            (back.len(), back[0].key.as_str(), back[0].units),
+            (1, "j", 2)
+        );
+        assert_eq!(t.len(), 1);
+        let back = t.expired(now + ms(1_000));
+        assert_eq!((back.len(), back[0].units), (1, 4));
+        assert_eq!(t.len(), 0);
+        assert!(t.knows("k"), "remembered after its end");
+        // A new lease of a remembered counter is held again.
+        t.grant(
+            "k",
+            w,
+            grant(5, 1_000),
+            0,
+            now + ms(1_000),
+            16,
+            &mut returns,
+        );
+        assert_eq!(t.len(), 1);
+        assert!(t.expired(now + REMEMBERED + ms(1_500)).len() == 1);
+        assert!(t.expired(now + REMEMBERED + ms(2_500)).is_empty());
+        assert!(!t.knows("k") && !t.knows("j"), "forgotten");
     }
 }

@@ -15,6 +15,7 @@
 
 use crate::lease::LeaseTable;
 use crate::sessions::LocalSession;
+use crate::sightings::Sightings;
 use crate::state::RemoteState;
 use sluice_engine::{
     CounterBatch, CounterOp, CounterReply, EomRecord, LeaseGrant, OpKind, OpResult, Outcome,
@@ -109,6 +110,17 @@ fn remember(s: &mut LocalSession, op: &CounterOp, plan: &Plan, result: &OpResult
     }
 }
 
+/// Whether `key` is a counter this edge neither holds a lease of (or remembers one) nor saw a
+/// once-per-message take on lately; records the sighting.
+fn first_sighting(
+    leases: &LeaseTable,
+    sightings: Option<&Sightings>,
+    key: &str,
+    now: Instant,
+) -> bool {
+    sightings.is_some_and(|s| !s.seen_before(key, now)) && !leases.knows(key)
+}
+
 impl RemoteState {
     /// One RCPT batch with leases and the edge's message sessions.
     pub(crate) async fn apply_leased(
@@ -168,6 +180,7 @@ impl RemoteState {
         };
         let cache_now = inner.clock.now_ms();
         let base = inner.config.lease_multiple;
+        let sightings = inner.sightings.as_ref();
 
         let mut cached: Vec<Option<Vec<OpResult>>> = Vec::with_capacity(batch.groups.len());
         let mut plans: Vec<Vec<Plan>> = Vec::with_capacity(batch.groups.len());
@@ -194,6 +207,13 @@ impl RemoteState {
                 flat += 1;
                 let mut send = |kind: OpKind, charge_once: bool| {
                     let multiple = match kind {
+                        // A once-per-message take of a counter seen for the first time:
+                        // no lease (see `crate::sightings`).
+                        OpKind::Take { .. }
+                            if charge_once && first_sighting(leases, sightings, &op.key, now) =>
+                        {
+                            0
+                        }
                         OpKind::Take { .. } => leases.multiple(&op.key, base, MAX_LEASE_MULTIPLE),
                         _ => 0,
                     };

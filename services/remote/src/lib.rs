@@ -12,7 +12,8 @@
 //! - [`cache`] — the local over-limit cache answering known refusals without a call.
 //! - [`lease`] — units charged ahead for this edge and admitted locally; [`sessions`] —
 //!   message sessions held by this edge; the batch path using both (`leasing`) and the
-//!   background sender of lease returns and sessions to store (`flush`).
+//!   background sender of lease returns and sessions to store (`flush`); [`sightings`] —
+//!   which counters a once-per-message take was seen on lately (the first gets no lease).
 //! - [`security`] — TLS (`https://` endpoints), client certificates and the bearer token.
 //! - [`config`] — [`RemoteConfig`]; [`error`] — [`RemoteError`] and the status mapping.
 //!
@@ -30,6 +31,7 @@ pub mod maintain;
 pub mod pool;
 pub mod security;
 pub mod sessions;
+pub mod sightings;
 pub mod state;
 
 pub use batch::BatchLimits;

@@ -97,6 +97,8 @@ pub(crate) struct Inner {
     pub(crate) clock: Arc<dyn Clock>,
     /// The leases held (`None`: leases are off).
     pub(crate) leases: Option<LeaseTable>,
+    /// Counters a once-per-message take was seen on lately (`None`: leases are off).
+    pub(crate) sightings: Option<crate::sightings::Sightings>,
     /// The message sessions held (used with leases).
     pub(crate) sessions: Sessions,
     /// What the background task is to send.
@@ -201,6 +203,9 @@ impl RemoteState {
             config,
             cache,
             clock,
+            sightings: leases
+                .as_ref()
+                .map(|_| crate::sightings::Sightings::default()),
             leases,
             sessions,
             outbox: Mutex::new(Outbox::default()),

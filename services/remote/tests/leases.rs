@@ -358,3 +358,66 @@ async fn an_edge_tells_its_unused_lease_units_apart_from_the_level() {
         "the service's level ({charged}) is the 3 admitted plus the unused lease ({unused})"
     );
 }
+
+/// One RCPT of message `instance`: once per message on `counter`.
+fn once(instance: &str, counter: &str) -> CounterBatch {
+    CounterBatch {
+        instance: instance.into(),
+        groups: vec![vec![op(
+            counter,
+            1_000_000,
+            HOUR,
+            OpKind::TakeOncePerMessage,
+        )]],
+        ..CounterBatch::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counter_seen_once_gets_no_lease_and_one_seen_again_does() {
+    let clock = ManualClock::new(T0);
+    let shared = memory(&clock);
+    let counting = Counting::new(shared.clone());
+    let node = QuotaNode::start(counting.clone(), QuotaConfig::default()).await;
+    let e = edge(&node.url(), &clock).await;
+    // A long tail: every message from a new sender.
+    for m in 0..50 {
+        let r = e
+            .apply_on(1, &once(&format!("m{m}"), &format!("sender{m}")))
+            .await
+            .unwrap();
+        assert_eq!(r.groups[0][0].outcome, Outcome::Admitted);
+        e.apply_on(1, &eom(&format!("m{m}"), 100)).await.unwrap();
+    }
+    for m in 0..50 {
+        let key = format!("sender{m}");
+        assert_eq!(
+            level(&shared, &key, 1_000_000).await,
+            1,
+            "{key}: no lease charged"
+        );
+    }
+    assert_eq!(e.leases_held(), 0);
+    e.hand_over().await;
+    assert_eq!(
+        counting.returns.load(Ordering::SeqCst),
+        0,
+        "nothing to give back"
+    );
+    // A counter seen again gets a lease; the messages after it are admitted here.
+    let calls = counting.calls();
+    for m in 0..10 {
+        let instance = format!("again{m}");
+        let r = e.apply_on(1, &once(&instance, "sender0")).await.unwrap();
+        assert_eq!(r.groups[0][0].outcome, Outcome::Admitted);
+        e.apply_on(1, &eom(&instance, 100)).await.unwrap();
+    }
+    assert_eq!(counting.calls() - calls, 1, "one call, then the lease");
+    assert_eq!(e.leases_held(), 1);
+    e.hand_over().await;
+    assert_eq!(
+        level(&shared, "sender0", 1_000_000).await,
+        11,
+        "exactly what was admitted"
+    );
+}
