@@ -237,7 +237,9 @@ async fn a_hanging_backend_times_out_within_the_deadline_and_is_not_retried() {
     let r = remote.apply(&take("k", 10)).await;
     let took = started.elapsed();
     assert_eq!(r, Err(StateError::Timeout));
-    assert!(took >= Duration::from_millis(190), "{took:?}");
+    // The service answers by the budget it was sent (200 ms) less its reply margin (a
+    // tenth): the call waited out the deadline instead of failing fast.
+    assert!(took >= Duration::from_millis(160), "{took:?}");
     assert!(took < Duration::from_millis(1_200), "{took:?}");
     assert_eq!(
         hanging.calls.load(std::sync::atomic::Ordering::SeqCst),
