@@ -6,44 +6,12 @@
 mod cluster_support;
 
 use cluster_support::*;
+use sluice_test_support::policies::gate_and_sender_quota;
 use sluice_test_support::{rcpt, PrivatePostgres, Request};
 use std::time::{Duration, Instant};
 
 const BLOCKED: &str = "192.0.2.1";
 const OTHER: &str = "198.51.100.5";
-
-/// A gate on 192.0.2.0/24 (answer `REJECT <gate_text>`), and a per-sender message quota
-/// for everyone.
-fn policies(gate_text: &str, limit: u64) -> String {
-    format!(
-        r#"
-[[policy]]
-name = "gate"
-priority = 1
-  [[policy.member]]
-  source = "192.0.2.0/24"
-  [[policy.access_control]]
-  name = "block"
-  verdict = "REJECT"
-  data = "{gate_text}"
-
-[[policy]]
-name = "senders"
-priority = 10
-  [[policy.member]]
-  source = "any"
-  [[policy.quota]]
-  name = "per-sender"
-  track = "Sender:user@domain"
-  period = "1h"
-  verdict = "REJECT"
-  data = "sender quota exceeded"
-    [[policy.quota.limit]]
-    type = "MessageCount"
-    limit = {limit}
-"#
-    )
-}
 
 fn probe(ip: &str, n: &mut u32) -> Request {
     *n += 1;
@@ -89,7 +57,7 @@ fn enforced_by_all(
 fn policy_changes_reach_every_edge_within_one_second() {
     let _serial = serial();
     let db = PgDb::create();
-    import(&db.url, &policies("blocked v1", 1000));
+    import(&db.url, &gate_and_sender_quota("blocked v1", 1000));
     let cluster = Cluster::start(&db.url, Spec::default());
     let mut n = 0;
     let second = Duration::from_secs(1);
@@ -101,7 +69,7 @@ fn policy_changes_reach_every_edge_within_one_second() {
     // Through the CLI.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("v2.toml");
-    std::fs::write(&file, policies("blocked v2", 1000)).unwrap();
+    std::fs::write(&file, gate_and_sender_quota("blocked v2", 1000)).unwrap();
     let out = sluice(&[
         "policy",
         "import",
@@ -152,7 +120,7 @@ fn edges_serve_the_last_policies_while_postgresql_is_down() {
     pg.psql("postgres", "CREATE DATABASE sluice");
     let url = pg.url("sluice");
     migrate(&url);
-    import(&url, &policies("blocked v1", 1000));
+    import(&url, &gate_and_sender_quota("blocked v1", 1000));
     let spec = Spec {
         request_deadline_ms: 1000,
         quota_deadline_ms: 500,
@@ -191,7 +159,7 @@ fn edges_serve_the_last_policies_while_postgresql_is_down() {
     }
 
     pg.start_server();
-    import(&url, &policies("blocked v2", 1000));
+    import(&url, &gate_and_sender_quota("blocked v2", 1000));
     let picked_up = enforced_by_all(
         &cluster,
         Instant::now(),

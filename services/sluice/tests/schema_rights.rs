@@ -6,6 +6,7 @@
 mod cluster_support;
 
 use cluster_support::*;
+use sluice_test_support::policies::gate_and_sender_quota;
 use sluice_test_support::{free_port, rcpt, Process, Request};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
@@ -37,38 +38,6 @@ impl Drop for PgRole {
             .args(["-c", &format!("DROP ROLE IF EXISTS {}", self.name)])
             .output();
     }
-}
-
-/// A gate on 192.0.2.0/24 answering `REJECT <text>`, and a per-sender quota of 2 messages.
-fn policies(text: &str) -> String {
-    format!(
-        r#"
-[[policy]]
-name = "gate"
-priority = 1
-  [[policy.member]]
-  source = "192.0.2.0/24"
-  [[policy.access_control]]
-  name = "block"
-  verdict = "REJECT"
-  data = "{text}"
-
-[[policy]]
-name = "senders"
-priority = 10
-  [[policy.member]]
-  source = "any"
-  [[policy.quota]]
-  name = "per-sender"
-  track = "Sender:user@domain"
-  period = "1h"
-  verdict = "REJECT"
-  data = "sender quota exceeded"
-    [[policy.quota.limit]]
-    type = "MessageCount"
-    limit = 2
-"#
-    )
 }
 
 fn request(sender: &str, ip: &str, n: &mut u32) -> Request {
@@ -142,13 +111,13 @@ fn edges_run_with_a_read_only_role_and_migrate_needs_the_owner() {
     // The owner migrates and imports; the reader's `migrate` then has nothing to do and
     // needs no rights for that; an import, which writes, is refused to it.
     migrate(&db.url);
-    import(&db.url, &policies("blocked v1"));
+    import(&db.url, &gate_and_sender_quota("blocked v1", 2));
     let out = sluice(&["migrate", "--database", &ro]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("schema already up to date, nothing applied"));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("p.toml");
-    std::fs::write(&file, policies("blocked by the reader")).unwrap();
+    std::fs::write(&file, gate_and_sender_quota("blocked by the reader", 2)).unwrap();
     let out = sluice(&[
         "policy",
         "import",
@@ -200,7 +169,7 @@ fn edges_run_with_a_read_only_role_and_migrate_needs_the_owner() {
     );
 
     // The owner changes the policies; both edges pick the change up.
-    import(&db.url, &policies("blocked v2"));
+    import(&db.url, &gate_and_sender_quota("blocked v2", 2));
     let since = Instant::now();
     for &port in &cluster.edge_ports {
         loop {
@@ -225,7 +194,7 @@ fn edges_run_with_a_read_only_role_and_migrate_needs_the_owner() {
 fn an_edge_refuses_a_schema_older_or_newer_than_itself() {
     let _serial = serial();
     let db = PgDb::create();
-    import(&db.url, &policies("blocked"));
+    import(&db.url, &gate_and_sender_quota("blocked", 2));
     let newest = psql(&db.url, "SELECT MAX(version) FROM _sqlx_migrations");
     let newest = newest.trim();
 

@@ -44,3 +44,37 @@ priority = 10
 "#
     )
 }
+
+/// Two policies: a gate on 192.0.2.0/24 answering `REJECT <gate_text>`, and for every
+/// request a per-sender quota of `limit` messages per hour (then `REJECT sender quota
+/// exceeded`).
+pub fn gate_and_sender_quota(gate_text: &str, limit: u64) -> String {
+    format!(
+        r#"
+[[policy]]
+name = "gate"
+priority = 1
+  [[policy.member]]
+  source = "192.0.2.0/24"
+  [[policy.access_control]]
+  name = "block"
+  verdict = "REJECT"
+  data = "{gate_text}"
+
+[[policy]]
+name = "senders"
+priority = 10
+  [[policy.member]]
+  source = "any"
+  [[policy.quota]]
+  name = "per-sender"
+  track = "Sender:user@domain"
+  period = "1h"
+  verdict = "REJECT"
+  data = "sender quota exceeded"
+    [[policy.quota.limit]]
+    type = "MessageCount"
+    limit = {limit}
+"#
+    )
+}
