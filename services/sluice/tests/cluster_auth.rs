@@ -335,17 +335,7 @@ fn three_then_refused() -> Vec<String> {
 fn mtls_admits_the_edge_with_the_right_certificate_and_refuses_another_ca() {
     let _serial = serial();
     let db = PgDb::create();
-    import(
-        &db.url,
-        &quota_policy(
-            "senders",
-            "Sender:user@domain",
-            "MessageCount",
-            3,
-            "REJECT",
-            "sender quota exceeded",
-        ),
-    );
+    import(&db.url, &sender_policy(3));
     let pki = TestPki::new("cluster CA");
     let server = pki.server("quota", &["127.0.0.1", "localhost"]);
     let good = pki.client("edge-good");
@@ -472,17 +462,7 @@ fn mtls_admits_the_edge_with_the_right_certificate_and_refuses_another_ca() {
 fn token_authentication_end_to_end_over_tls_with_a_server_name_override() {
     let _serial = serial();
     let db = PgDb::create();
-    import(
-        &db.url,
-        &quota_policy(
-            "senders",
-            "Sender:user@domain",
-            "MessageCount",
-            3,
-            "REJECT",
-            "sender quota exceeded",
-        ),
-    );
+    import(&db.url, &sender_policy(3));
     let pki = TestPki::new("cluster CA");
     // The certificate names the service, not the address the edges dial.
     let server = pki.server("quota", &["quota.sluice.internal"]);

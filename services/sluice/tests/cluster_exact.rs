@@ -17,17 +17,7 @@ const REPLY_LIMIT: Duration = Duration::from_secs(15);
 fn one_limit_admits_exactly_its_count_across_three_edges() {
     let _serial = serial();
     let db = PgDb::create();
-    import(
-        &db.url,
-        &quota_policy(
-            "senders",
-            "Sender:user@domain",
-            "MessageCount",
-            1000,
-            "REJECT",
-            "sender quota exceeded",
-        ),
-    );
+    import(&db.url, &sender_policy(1000));
     let cluster = Cluster::start(&db.url, Spec::default());
 
     // 1,300 messages (one RCPT each, distinct instances) from one sender.

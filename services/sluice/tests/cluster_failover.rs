@@ -16,17 +16,6 @@ use std::time::{Duration, Instant};
 /// The edges' REJECT text for the one quota of these tests.
 const OVER: &str = "REJECT sender quota exceeded";
 
-fn sender_policy(limit: u64) -> String {
-    quota_policy(
-        "senders",
-        "Sender:user@domain",
-        "MessageCount",
-        limit,
-        "REJECT",
-        "sender quota exceeded",
-    )
-}
-
 /// The port of a `redis://127.0.0.1:<port>` URL.
 fn port_of(url: &str) -> u16 {
     url.rsplit(':').next().unwrap().parse().unwrap()

@@ -28,17 +28,7 @@ fn wait_progress(progress: &AtomicUsize, n: usize, limit: Duration) {
 fn restarting_quota_services_mid_load_loses_nothing() {
     let _serial = serial();
     let db = PgDb::create();
-    import(
-        &db.url,
-        &quota_policy(
-            "senders",
-            "Sender:user@domain",
-            "MessageCount",
-            1000,
-            "REJECT",
-            "sender quota exceeded",
-        ),
-    );
+    import(&db.url, &sender_policy(1000));
     let spec = Spec {
         request_deadline_ms: 1500,
         quota_deadline_ms: 1000,
@@ -123,17 +113,7 @@ fn restarting_quota_services_mid_load_loses_nothing() {
 fn killing_a_redis_primary_gives_fallback_in_time_then_recovers() {
     let _serial = serial();
     let db = PgDb::create();
-    import(
-        &db.url,
-        &quota_policy(
-            "senders",
-            "Sender:user@domain",
-            "MessageCount",
-            1_000_000,
-            "REJECT",
-            "sender quota exceeded",
-        ),
-    );
+    import(&db.url, &sender_policy(1_000_000));
     let spec = Spec {
         request_deadline_ms: 800,
         quota_deadline_ms: 500,

@@ -153,6 +153,19 @@ pub fn quota_policy(
     )
 }
 
+/// The per-sender quota most cluster tests use: `limit` messages per sender per hour,
+/// then `REJECT sender quota exceeded`.
+pub fn sender_policy(limit: u64) -> String {
+    quota_policy(
+        "senders",
+        "Sender:user@domain",
+        "MessageCount",
+        limit,
+        "REJECT",
+        "sender quota exceeded",
+    )
+}
+
 /// Where counters live.
 pub enum Redis {
     Cluster(RedisCluster),
