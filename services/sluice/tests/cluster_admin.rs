@@ -158,8 +158,20 @@ fn changes_made_through_the_admin_role_reach_both_edges_within_a_second() {
         },
     );
     let (admin, port, metrics) = start_admin_role(&db.url);
-    let (status, body) = http_get(metrics, "/readyz");
-    assert_eq!(status, 200, "{body}\n{}", admin.log());
+    // Ready once the database answers (it listens before).
+    let start = Instant::now();
+    loop {
+        let (status, body) = http_get(metrics, "/readyz");
+        if status == 200 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "not ready after 20 s: {status} {body}\n{}",
+            admin.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let mut n = 0;
     let mut gate = || {

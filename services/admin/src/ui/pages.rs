@@ -236,7 +236,7 @@ pub(super) async fn policy(
                 h3 { (q.name) " " (state_badge(q.disabled)) " "
                      (toggle_button(&caller, &p.name, &format!("quota/{}", q.name), q.disabled)) }
                 p.muted {
-                    "Tracks " code { (q.track) } " over " (q.period) " s; when full: "
+                    "Tracks " code { (q.track) } " over " (sluice_store::policy_file::period_text(q.period)) "; when full: "
                     code { (q.verdict) } @if let Some(d) = &q.data { " " (d) }
                     @if q.last_quota { " · last quota" }
                 }
@@ -560,7 +560,7 @@ pub(super) async fn audit(
         h1 { "Audit trail" }
         p.lead { "Every change made through this service, newest first." }
         table {
-            thead { tr { th { "When (UTC)" } th { "Account" } th { "From" } th { "Action" } th { "Object" } th { "Before" } th { "After" } } }
+            thead { tr { th { "When (UTC)" } th { "Account" } th { "From" } th { "Action" } th { "Object" } th { "Change" } } }
             tbody {
                 @for e in &entries {
                     tr {
@@ -569,15 +569,44 @@ pub(super) async fn audit(
                         td.mono { (e.client) }
                         td { (e.action) }
                         td { code { (e.object) } }
-                        td { @if let Some(b) = &e.before { code { (b.to_string()) } } }
-                        td { @if let Some(a) = &e.after { code { (a.to_string()) } } }
+                        td {
+                            ul.changes { @for c in changes(e.before.as_ref(), e.after.as_ref()) { li { code { (c) } } } }
+                            details {
+                                summary.muted { "before and after" }
+                                @if let Some(b) = &e.before { p { "Before: " code { (b.to_string()) } } }
+                                @if let Some(a) = &e.after { p { "After: " code { (a.to_string()) } } }
+                            }
+                        }
                     }
                 }
-                @if entries.is_empty() { tr { td colspan="7" .muted { "No changes yet." } } }
+                @if entries.is_empty() { tr { td colspan="6" .muted { "No changes yet." } } }
             }
         }
     };
     layout::page("Audit", Some(&caller), Nav::Audit, content).into_response()
+}
+
+/// What an audit entry changed, one line per top-level field: `field: old → new` (`∅` for
+/// none); a created object's fields as `field = value`, a deleted one's as `field was value`.
+fn changes(before: Option<&serde_json::Value>, after: Option<&serde_json::Value>) -> Vec<String> {
+    use serde_json::Value;
+    let fields = |v: Option<&Value>| match v {
+        Some(Value::Object(m)) => m.clone(),
+        _ => serde_json::Map::new(),
+    };
+    let (old, new) = (fields(before), fields(after));
+    let show = |v: Option<&Value>| v.map_or_else(|| "∅".to_owned(), Value::to_string);
+    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| old.get(*k) != new.get(*k))
+        .map(|k| match (before.is_some(), after.is_some()) {
+            (false, _) => format!("{k} = {}", show(new.get(k))),
+            (_, false) => format!("{k} was {}", show(old.get(k))),
+            _ => format!("{k}: {} → {}", show(old.get(k)), show(new.get(k))),
+        })
+        .collect()
 }
 
 /// `YYYY-MM-DD HH:MM:SS` of ms since the epoch (UTC).
@@ -604,6 +633,25 @@ fn utc(ms: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn audit_changes_are_listed_field_by_field() {
+        use serde_json::json;
+        let before = json!({"name": "q", "disabled": true, "period": 60});
+        let after = json!({"name": "q", "period": 120});
+        assert_eq!(
+            super::changes(Some(&before), Some(&after)),
+            ["disabled: true → ∅", "period: 60 → 120"]
+        );
+        assert_eq!(
+            super::changes(None, Some(&json!({"source": "@example.org"}))),
+            ["source = \"@example.org\""]
+        );
+        assert_eq!(
+            super::changes(Some(&json!({"name": "p"})), None),
+            ["name was \"p\""]
+        );
+    }
+
     #[test]
     fn utc_dates() {
         assert_eq!(super::utc(0), "1970-01-01 00:00:00");
