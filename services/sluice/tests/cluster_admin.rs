@@ -207,6 +207,7 @@ fn changes_made_through_the_admin_role_reach_both_edges_within_a_second() {
         took <= second,
         "the change took {took:?} to reach both edges"
     );
+    eprintln!("the change: both edges after {took:?}");
 
     // A quota over its limit, switched off and on through the API; its counter is the
     // edges' shared one (in Redis, behind the quota service).
@@ -244,6 +245,7 @@ fn changes_made_through_the_admin_role_reach_both_edges_within_a_second() {
         took <= second,
         "disabling took {took:?} to reach both edges"
     );
+    eprintln!("disabling: both edges after {took:?}");
     api(
         port,
         "POST",
@@ -259,6 +261,7 @@ fn changes_made_through_the_admin_role_reach_both_edges_within_a_second() {
         &mut sender,
     );
     assert!(took <= second, "enabling took {took:?} to reach both edges");
+    eprintln!("enabling: both edges after {took:?}");
 
     // Each change is in the audit trail, as made by alice from 127.0.0.1.
     let audit = api(port, "GET", "/api/audit?limit=10", &token, None);
