@@ -587,7 +587,8 @@ pub(super) async fn audit(
 }
 
 /// What an audit entry changed, one line per top-level field: `field: old → new` (`∅` for
-/// none); a created object's fields as `field = value`, a deleted one's as `field was value`.
+/// none, `false` for a flag left out); a created object's fields as `field = value`, a
+/// deleted one's as `field was value`.
 fn changes(before: Option<&serde_json::Value>, after: Option<&serde_json::Value>) -> Vec<String> {
     use serde_json::Value;
     let fields = |v: Option<&Value>| match v {
@@ -595,16 +596,32 @@ fn changes(before: Option<&serde_json::Value>, after: Option<&serde_json::Value>
         _ => serde_json::Map::new(),
     };
     let (old, new) = (fields(before), fields(after));
-    let show = |v: Option<&Value>| v.map_or_else(|| "∅".to_owned(), Value::to_string);
+    // A long value (a whole set, for an import) is cut; "before and after" has it whole.
+    let show = |v: Option<&Value>, other: Option<&Value>| match (v, other) {
+        // Flags are left out while false.
+        (None, Some(Value::Bool(_))) => "false".to_owned(),
+        (None, _) => "∅".to_owned(),
+        (Some(v), _) => {
+            let text = v.to_string();
+            match text.char_indices().nth(100) {
+                Some((at, _)) => format!("{}…", &text[..at]),
+                None => text,
+            }
+        }
+    };
     let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
     keys.sort();
     keys.dedup();
     keys.into_iter()
         .filter(|k| old.get(*k) != new.get(*k))
         .map(|k| match (before.is_some(), after.is_some()) {
-            (false, _) => format!("{k} = {}", show(new.get(k))),
-            (_, false) => format!("{k} was {}", show(old.get(k))),
-            _ => format!("{k}: {} → {}", show(old.get(k)), show(new.get(k))),
+            (false, _) => format!("{k} = {}", show(new.get(k), None)),
+            (_, false) => format!("{k} was {}", show(old.get(k), None)),
+            _ => format!(
+                "{k}: {} → {}",
+                show(old.get(k), new.get(k)),
+                show(new.get(k), old.get(k))
+            ),
         })
         .collect()
 }
@@ -640,7 +657,7 @@ mod tests {
         let after = json!({"name": "q", "period": 120});
         assert_eq!(
             super::changes(Some(&before), Some(&after)),
-            ["disabled: true → ∅", "period: 60 → 120"]
+            ["disabled: true → false", "period: 60 → 120"]
         );
         assert_eq!(
             super::changes(None, Some(&json!({"source": "@example.org"}))),
