@@ -280,7 +280,8 @@ def admin_service(objs):
     assert secret_key_of(dep, "SLUICE_DATABASE") == ("sluice-urls", "DATABASE_URL"), c["env"]
     assert pod_secrets(objs, "admin") == {ADMIN_TLS_DIR: "mail-policy-admin-tls"}, pod_secrets(objs, "admin")
     cm = next(o for _, o in objs if o["kind"] == "ConfigMap")["data"]["admin.toml"]
-    for line in ('admin_listen = "0.0.0.0:10035"', f'admin_tls_cert_file = "{ADMIN_TLS_DIR}/tls.crt"',
+    listen_host = yaml.safe_load(open(f"{CHART}/ci/all-options-values.yaml"))["listenHost"]
+    for line in (f'admin_listen = "{listen_host}:10035"', f'admin_tls_cert_file = "{ADMIN_TLS_DIR}/tls.crt"',
                  f'admin_tls_key_file = "{ADMIN_TLS_DIR}/tls.key"'):
         assert line in cm, cm
     svc = find(objs, "Service", "-admin")

@@ -236,7 +236,7 @@ pub(super) async fn policy(
                 h3 { (q.name) " " (state_badge(q.disabled)) " "
                      (toggle_button(&caller, &p.name, &format!("quota/{}", q.name), q.disabled)) }
                 p.muted {
-                    "Tracks " code { (q.track) } " over " (sluice_store::policy_file::period_text(q.period)) "; when full: "
+                    "Tracks " code { (q.track) } " over " (sluice_store::policy_file::period_text(q.period).trim_matches('"')) "; when full: "
                     code { (q.verdict) } @if let Some(d) = &q.data { " " (d) }
                     @if q.last_quota { " · last quota" }
                 }
