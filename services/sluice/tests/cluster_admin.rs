@@ -2,7 +2,8 @@
 //! edges, real processes): changes made through its REST API reach both edges within a
 //! second (an access-control verdict changed; a quota switched off and on again, its
 //! counters shared by the edges), each is in the audit trail, `/readyz` says the database
-//! answers, and the role refuses a database without the schema (exit code 64).
+//! answers, SIGHUP does not stop it and SIGTERM does (exit 0), no token is in its log, and
+//! the role refuses a database without the schema (exit code 64).
 
 mod cluster_support;
 
@@ -157,7 +158,7 @@ fn changes_made_through_the_admin_role_reach_both_edges_within_a_second() {
             ..Spec::default()
         },
     );
-    let (admin, port, metrics) = start_admin_role(&db.url);
+    let (mut admin, port, metrics) = start_admin_role(&db.url);
     // Ready once the database answers (it listens before).
     let start = Instant::now();
     loop {
@@ -293,6 +294,14 @@ fn changes_made_through_the_admin_role_reach_both_edges_within_a_second() {
         "{audit}"
     );
     assert!(!admin.log().contains(&token), "the token is in the log");
+
+    // SIGHUP never stops it; SIGTERM does, cleanly.
+    admin.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(http_get(metrics, "/readyz").0, 200, "{}", admin.log());
+    assert!(admin.log().contains("SIGHUP"), "{}", admin.log());
+    let status = admin.terminate(Duration::from_secs(15));
+    assert!(status.success(), "{status}: {}", admin.log());
 }
 
 #[test]
