@@ -326,3 +326,75 @@ fn the_admin_role_refuses_a_database_without_the_schema() {
         text(&out)
     );
 }
+
+/// One HTTPS/1.1 GET of `path` on 127.0.0.1:`port`, trusting the CA in `ca_file`; the reply.
+fn https_get(port: u16, ca_file: &std::path::Path, path: &str) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use std::io::Read;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca_file).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = Vec::new();
+    let _ = tls.read_to_end(&mut reply);
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+#[test]
+fn the_admin_role_serves_https_with_its_certificate_and_secure_cookies() {
+    let _serial = serial();
+    let db = PgDb::create();
+    let pki = sluice_test_support::TestPki::new("admin role test CA");
+    let files = pki.server("admin", &["127.0.0.1"]);
+    let (port, metrics) = (free_port(), free_port());
+    let args: Vec<String> = [
+        "admin",
+        "--database",
+        &db.url,
+        "--admin-listen",
+        &format!("127.0.0.1:{port}"),
+        "--metrics-listen",
+        &format!("127.0.0.1:{metrics}"),
+        "--admin-tls-cert-file",
+        files.cert.to_str().unwrap(),
+        "--admin-tls-key-file",
+        files.key.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let admin = Process::start("sluice admin (TLS)", BIN, &args, Some(port));
+    let start = Instant::now();
+    while http_get(metrics, "/readyz").0 != 200 {
+        assert!(start.elapsed() < Duration::from_secs(20), "{}", admin.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let reply = https_get(port, pki.ca_file(), "/login");
+    assert!(
+        reply.starts_with("HTTP/1.1 200"),
+        "{reply}\n{}",
+        admin.log()
+    );
+    let cookie = reply
+        .lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("set-cookie: sluice_login=")
+        })
+        .unwrap_or_else(|| panic!("no login cookie: {reply}"));
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(admin.log().contains("tls=true"), "{}", admin.log());
+}
