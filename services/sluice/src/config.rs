@@ -114,6 +114,8 @@ pub struct Settings {
     pub admin_listen: Option<SocketAddr>,
     /// Whether the admin session cookie is marked `Secure`.
     pub admin_secure_cookies: bool,
+    /// The refusal history and alerts (serve, edge).
+    pub history: crate::history::HistoryConfig,
 }
 
 /// Settings a role cannot run without (no default): (role, key, what it is). An edge serves
@@ -402,6 +404,7 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
         shutdown_grace,
         admin_listen,
         admin_secure_cookies: a.admin.admin_secure_cookies.unwrap_or(false),
+        history: crate::history::HistoryConfig::build(&a.history, errors),
     }
 }
 
@@ -598,6 +601,9 @@ impl Settings {
                 self.admin_secure_cookies.to_string(),
             ),
         ]
+        .into_iter()
+        .chain(self.history.entries())
+        .collect()
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod admin_cmd;
 mod admin_service;
+mod alerts;
 mod ask;
 mod cli;
 mod config;
@@ -13,6 +14,7 @@ mod explain;
 mod front;
 mod grpc_security;
 mod hangup;
+mod history;
 mod import;
 mod logging;
 mod manual;

@@ -51,6 +51,7 @@ pub fn layer(args: RoleArgs, path: &Path, role: Role, errors: &mut Vec<String>) 
     group!(counters);
     group!(quota_client);
     group!(grpc);
+    group!(history);
     out
 }
 
