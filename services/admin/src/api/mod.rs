@@ -7,6 +7,7 @@
 
 pub mod audit_params;
 mod body;
+pub mod history;
 pub mod openapi;
 
 use std::sync::Arc;
@@ -34,7 +35,9 @@ pub fn routes() -> Router<Arc<AppState>> {
     let router = Router::new()
         .route("/api/audit", get(audit_params::list))
         .route("/api/openapi.json", get(openapi::document))
-        .route("/api/explain", post(explain));
+        .route("/api/explain", post(explain))
+        .route("/api/history", get(history::list))
+        .route("/api/top-senders", get(history::top_senders));
     let router = resource_routes::<Policies>(router);
     let router = resource_routes::<Members>(router);
     let router = resource_routes::<AccessRules>(router);

@@ -71,6 +71,7 @@ pub fn openapi() -> OpenApi {
         ("200", "The explanation", Some(reference(Explained::name().as_ref()))),
     );
     paths.add_path_operation("/api/explain", vec![HttpMethod::Post], explain);
+    components = super::history::document(&mut paths, components);
     OpenApiBuilder::new()
         .info(
             InfoBuilder::new()

@@ -13,6 +13,10 @@ pub enum Nav {
     Audit,
     /// Explain.
     Explain,
+    /// The refusal history.
+    History,
+    /// Top senders.
+    TopSenders,
     /// No entry (login, errors).
     None,
 }
@@ -38,6 +42,8 @@ pub fn page(title: &str, caller: Option<&Caller>, nav: Nav, content: Markup) -> 
                         nav {
                             (link("/policies", "Policies", Nav::Policies))
                             (link("/explain", "Explain", Nav::Explain))
+                            (link("/history", "History", Nav::History))
+                            (link("/top-senders", "Top senders", Nav::TopSenders))
                             (link("/audit", "Audit", Nav::Audit))
                         }
                         span.who {

@@ -4,6 +4,7 @@
 //! token) posting to the same change code as the API; no script.
 
 mod explain_page;
+mod history_page;
 mod layout;
 mod login;
 mod pages;
@@ -42,6 +43,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/audit", get(pages::audit))
         .route("/explain", get(explain_page::page))
+        .route("/history", get(history_page::history))
+        .route("/top-senders", get(history_page::top_senders))
 }
 
 async fn stylesheet() -> impl IntoResponse {
