@@ -13,6 +13,7 @@
 use sluice_engine::engine::Decision;
 use sluice_protocol::{Action, PolicyRequest};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -174,6 +175,7 @@ impl TopSenders {
 pub struct HistorySink {
     queue: mpsc::Sender<RefusalRecord>,
     top: Arc<Mutex<TopSenders>>,
+    dropped: AtomicU64,
 }
 
 /// What the background writer reads from.
@@ -191,16 +193,11 @@ static SINK: OnceLock<HistorySink> = OnceLock::new();
 /// top-senders table of `top_capacity` senders per minute. Returns the receiving end, or
 /// `None` if a sink was installed already (once per process).
 pub fn install(queue_capacity: usize, top_capacity: usize) -> Option<HistoryReceiver> {
-    let (tx, rx) = mpsc::channel(queue_capacity.max(1));
-    let top = Arc::new(Mutex::new(TopSenders::new(top_capacity)));
-    SINK.set(HistorySink {
-        queue: tx,
-        top: top.clone(),
-    })
-    .ok()?;
+    let (sink, receiver) = HistorySink::new(queue_capacity, top_capacity);
+    SINK.set(sink).ok()?;
     metrics::counter!(sluice_runtime::metrics::names::HISTORY_RECORDS, "result" => "dropped")
         .increment(0);
-    Some(HistoryReceiver { queue: rx, top })
+    Some(receiver)
 }
 
 /// Ms since the epoch.
@@ -219,7 +216,27 @@ pub(crate) fn record(req: &PolicyRequest<'_>, decision: &Decision) {
 }
 
 impl HistorySink {
-    fn record(&self, req: &PolicyRequest<'_>, decision: &Decision) {
+    /// A sink with a queue of `queue_capacity` records (at least 1) and a top-senders
+    /// table of `top_capacity` senders per minute, and its receiving end.
+    pub fn new(queue_capacity: usize, top_capacity: usize) -> (HistorySink, HistoryReceiver) {
+        let (tx, rx) = mpsc::channel(queue_capacity.max(1));
+        let top = Arc::new(Mutex::new(TopSenders::new(top_capacity)));
+        let sink = HistorySink {
+            queue: tx,
+            top: top.clone(),
+            dropped: AtomicU64::new(0),
+        };
+        (sink, HistoryReceiver { queue: rx, top })
+    }
+
+    /// Refusals dropped so far because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Counts the sender of `req` and, when `decision` refuses, queues its record without
+    /// waiting (a full queue drops it and counts it).
+    pub fn record(&self, req: &PolicyRequest<'_>, decision: &Decision) {
         let refused = is_refusal(&decision.action);
         let now = now_ms();
         if let Ok(mut top) = self.top.lock() {
@@ -230,6 +247,7 @@ impl HistorySink {
         }
         let record = refusal_record(now, req, decision);
         if self.queue.try_send(record).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(sluice_runtime::metrics::names::HISTORY_RECORDS, "result" => "dropped")
                 .increment(1);
         }
@@ -304,6 +322,37 @@ mod tests {
         for (_, c) in rows {
             assert!(c.requests - c.overcount >= 1);
         }
+    }
+
+    fn decision(action: Action) -> Decision {
+        Decision {
+            action,
+            verdicts: Vec::new(),
+            state_error: None,
+            near_limit: Vec::new(),
+            admitted: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_waiting() {
+        let (sink, mut rx) = HistorySink::new(1, 10);
+        let mut req = PolicyRequest::new(
+            sluice_protocol::ProtocolState::Rcpt,
+            "192.0.2.1".parse().unwrap(),
+        );
+        req.sender = "a@example.org".into();
+        sink.record(&req, &decision(Action::Reject(Some("5.7.1 No".into()))));
+        sink.record(&req, &decision(Action::Reject(None)));
+        sink.record(&req, &decision(Action::Dunno));
+        assert_eq!(sink.dropped(), 1, "the second refusal found the queue full");
+        let r = rx.queue.try_recv().unwrap();
+        assert_eq!((r.action.as_str(), r.text.as_str()), ("REJECT", "5.7.1 No"));
+        assert_eq!(r.sender, "a@example.org");
+        assert!(rx.queue.try_recv().is_err(), "DUNNO is not a refusal");
+        let counted = rx.top.lock().unwrap().take(now_ms(), true);
+        let c = counted[0].1[0].1;
+        assert_eq!((c.requests, c.refusals), (3, 2));
     }
 
     #[test]
