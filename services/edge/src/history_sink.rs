@@ -292,7 +292,10 @@ mod tests {
         t.count(MINUTE, "a@x", false);
         t.count(MINUTE + 5, "a@x", true);
         t.count(MINUTE + 9, "b@x", false);
-        assert!(t.take(MINUTE + 10, false).is_empty(), "the minute is not over");
+        assert!(
+            t.take(MINUTE + 10, false).is_empty(),
+            "the minute is not over"
+        );
         t.count(2 * MINUTE, "c@x", true);
         let taken = t.take(2 * MINUTE + 1, false);
         assert_eq!(taken.len(), 1);

@@ -125,11 +125,7 @@ impl Running {
 /// Starts the history (when enabled) on `store`: installs the sink the edge writes into,
 /// the writer (which stops after a last write at [`Running::finish`]), the pruner and,
 /// with `alert_webhook`, the alerts (both until `stopped` resolves).
-pub fn start<F>(
-    config: &HistoryConfig,
-    store: &Store,
-    stopped: impl Fn() -> F,
-) -> Option<Running>
+pub fn start<F>(config: &HistoryConfig, store: &Store, stopped: impl Fn() -> F) -> Option<Running>
 where
     F: Future<Output = ()> + Send + 'static,
 {
@@ -231,7 +227,10 @@ async fn write_refusals(store: &Store, node: &str, batch: &mut Vec<RefusalRecord
             "failed"
         }
         Err(_) => {
-            warn_limited!(refusals = n, "Writing refusals to the history took too long; they are lost");
+            warn_limited!(
+                refusals = n,
+                "Writing refusals to the history took too long; they are lost"
+            );
             "failed"
         }
     };
@@ -335,7 +334,10 @@ mod tests {
 
     #[test]
     fn pruning_runs_at_least_twice_per_retention() {
-        assert_eq!(prune_interval(Duration::from_secs(2)), Duration::from_secs(1));
+        assert_eq!(
+            prune_interval(Duration::from_secs(2)),
+            Duration::from_secs(1)
+        );
         assert_eq!(
             prune_interval(Duration::from_secs(604_800)),
             Duration::from_secs(60)

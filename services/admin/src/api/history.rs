@@ -235,13 +235,24 @@ pub(crate) fn document(paths: &mut Paths, components: ComponentsBuilder) -> Comp
     for (name, description) in [
         ("sender", "only senders containing this (case-insensitive)"),
         ("client", "only client addresses starting with this"),
-        ("recipient", "only recipients containing this (case-insensitive)"),
+        (
+            "recipient",
+            "only recipients containing this (case-insensitive)",
+        ),
     ] {
         history = history.parameter(query(name, description, String::schema()));
     }
     history = history
-        .parameter(query("before_id", "only refusals older than this id (next page)", i64::schema()))
-        .parameter(query("limit", "at most this many (default 100, 1 to 1000)", u32::schema()))
+        .parameter(query(
+            "before_id",
+            "only refusals older than this id (next page)",
+            i64::schema(),
+        ))
+        .parameter(query(
+            "limit",
+            "at most this many (default 100, 1 to 1000)",
+            u32::schema(),
+        ))
         .response("200", list_of(&HistoryRecord::name(), "The refusals"));
     let top = OperationBuilder::new()
         .summary(Some(
@@ -253,8 +264,18 @@ pub(crate) fn document(paths: &mut Paths, components: ComponentsBuilder) -> Comp
         .response("200", list_of(&TopSenderRecord::name(), "The senders"));
     for (path, op) in [("/api/history", history), ("/api/top-senders", top)] {
         let op = op
-            .response("401", ResponseBuilder::new().description("No or unknown credentials").build())
-            .response("422", ResponseBuilder::new().description("Invalid query; `field` names it").build())
+            .response(
+                "401",
+                ResponseBuilder::new()
+                    .description("No or unknown credentials")
+                    .build(),
+            )
+            .response(
+                "422",
+                ResponseBuilder::new()
+                    .description("Invalid query; `field` names it")
+                    .build(),
+            )
             .build();
         paths.add_path_operation(path, vec![HttpMethod::Get], op);
     }

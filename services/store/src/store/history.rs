@@ -209,7 +209,11 @@ impl Store {
                 let v = like_escape(&v.to_lowercase());
                 sql.push_str(&format!(" AND LOWER({col}) LIKE ${next} ESCAPE '\\'"));
                 next += 1;
-                binds.push(if prefix { format!("{v}%") } else { format!("%{v}%") });
+                binds.push(if prefix {
+                    format!("{v}%")
+                } else {
+                    format!("%{v}%")
+                });
             }
         };
         text_filter(&mut sql, "sender", &query.sender, false);
@@ -244,15 +248,16 @@ impl Store {
         after_id: i64,
         limit: u32,
     ) -> Result<Vec<RefusalRow>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM refusal_history WHERE id > $1 ORDER BY id LIMIT $2"
-        );
+        let sql =
+            format!("SELECT {COLUMNS} FROM refusal_history WHERE id > $1 ORDER BY id LIMIT $2");
         let limit = i64::from(limit.clamp(1, 10_000));
-        let rows: Vec<Row> = on_pool!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
-            .bind(after_id)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?);
+        let rows: Vec<Row> = on_pool!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
+            sql.clone()
+        ))
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?);
         Ok(rows.into_iter().map(row).collect())
     }
 
