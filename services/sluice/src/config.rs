@@ -404,7 +404,7 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
         shutdown_grace,
         admin_listen,
         admin_secure_cookies: a.admin.admin_secure_cookies.unwrap_or(false),
-        history: crate::history::HistoryConfig::build(&a.history, errors),
+        history: crate::history::HistoryConfig::build(&a.history, role, errors),
     }
 }
 

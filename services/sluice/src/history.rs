@@ -4,6 +4,7 @@
 //! and the pruner that deletes rows older than the retention in batches. Nothing here runs
 //! on the request path.
 
+use crate::config::Role;
 use crate::role_args::HistorySettings;
 use sluice_edge::history_sink::{self, HistoryReceiver, RefusalRecord};
 use sluice_runtime::metrics::names;
@@ -40,8 +41,10 @@ pub struct HistoryConfig {
 }
 
 impl HistoryConfig {
-    /// Defaults applied to `a`, every problem pushed to `errors`.
-    pub fn build(a: &HistorySettings, errors: &mut Vec<String>) -> Self {
+    /// Defaults applied to `a` for `role`, every problem pushed to `errors`. History is on
+    /// by default in `serve` and off in `edge` (an edge's database role is read-only unless
+    /// granted the history tables, docs/cluster.md).
+    pub fn build(a: &HistorySettings, role: Role, errors: &mut Vec<String>) -> Self {
         let mut ranged = |key: &str, value: u64, min: u64, max: u64| {
             if !(min..=max).contains(&value) {
                 errors.push(format!("{key} = {value}: must be from {min} to {max}"));
@@ -77,7 +80,7 @@ impl HistoryConfig {
             }
         }
         HistoryConfig {
-            enabled: a.history.unwrap_or(true),
+            enabled: a.history.unwrap_or(role == Role::Serve),
             retention: Duration::from_secs(retention),
             queue: queue as usize,
             alert_webhook,
@@ -315,9 +318,11 @@ mod tests {
     #[test]
     fn defaults_and_ranges() {
         let mut errors = Vec::new();
-        let c = HistoryConfig::build(&HistorySettings::default(), &mut errors);
+        let c = HistoryConfig::build(&HistorySettings::default(), Role::Serve, &mut errors);
         assert!(errors.is_empty());
         assert!(c.enabled);
+        let edge = HistoryConfig::build(&HistorySettings::default(), Role::Edge, &mut errors);
+        assert!(!edge.enabled, "off on edges unless configured");
         assert_eq!(c.retention, Duration::from_secs(604_800));
         assert_eq!(c.alert_webhook, None);
         let bad = HistorySettings {
@@ -327,7 +332,7 @@ mod tests {
             alert_webhook: Some("ftp://x".into()),
             ..HistorySettings::default()
         };
-        HistoryConfig::build(&bad, &mut errors);
+        HistoryConfig::build(&bad, Role::Serve, &mut errors);
         assert_eq!(errors.len(), 4, "{errors:?}");
         assert!(errors[0].contains("history_retention_secs"));
     }
