@@ -115,8 +115,8 @@ fn every_api_path_refuses_requests_without_credentials() {
     let ops = operations(&admin, &token);
     assert_eq!(
         ops.len(),
-        7 * 7 + 2,
-        "7 resources x (list, create, get, put, delete, enable, disable), audit and explain"
+        7 * 7 + 4,
+        "7 resources x (list, create, get, put, delete, enable, disable), audit, explain, history and top senders"
     );
     let bad_token = secret::new_token().unwrap();
     for (method, path) in &ops {
