@@ -67,8 +67,8 @@ pub fn sender_key(sender: &str) -> &str {
     }
 }
 
-/// Requests and refusals of one sender in one minute (space-saving: `requests` may include
-/// up to `overcount` requests of senders it replaced).
+/// Requests and refusals of one sender in one minute (`requests` may include up to
+/// `overcount` requests it was not seen making: see [`TopSenders`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counted {
     /// Requests counted.
@@ -79,15 +79,19 @@ pub struct Counted {
     pub overcount: u64,
 }
 
-/// The busiest senders of each minute, at most `capacity` of them (the space-saving
-/// algorithm: when the table is full, a new sender replaces the one with the fewest
-/// requests and inherits its counts, so counts are upper bounds, off by at most
-/// `overcount`; a sender with more than 1/`capacity` of a minute's requests is always kept).
+/// The busiest senders of each minute, at most `capacity` of them (a batched space-saving
+/// table: when it is full, the tenth of the senders with the fewest requests is dropped
+/// and the "floor" raised to their count; a sender that enters later starts at the floor
+/// plus one, so request counts are upper bounds, off by at most `overcount`, and a sender
+/// with more requests in a minute than the floor is never dropped). Refusals are counted
+/// from when a sender entered the table.
 #[derive(Debug)]
 pub struct TopSenders {
     capacity: usize,
     minute_ms: i64,
     current: HashMap<Box<str>, Counted>,
+    /// The highest request count dropped from the current minute to make room.
+    floor: u64,
     /// Whole minutes not yet taken, oldest first (at most [`KEPT_MINUTES`]).
     finished: Vec<(i64, HashMap<Box<str>, Counted>)>,
 }
@@ -102,6 +106,7 @@ impl TopSenders {
             capacity: capacity.max(1),
             minute_ms: 0,
             current: HashMap::new(),
+            floor: 0,
             finished: Vec::new(),
         }
     }
@@ -115,29 +120,27 @@ impl TopSenders {
             c.refusals = c.refusals.saturating_add(refusal);
             return;
         }
-        let mut counted = Counted {
-            requests: 1,
-            refusals: refusal,
-            overcount: 0,
-        };
         if self.current.len() >= self.capacity {
-            // Replace the sender with the fewest requests; the newcomer inherits its counts.
-            if let Some(min_key) = self
-                .current
-                .iter()
-                .min_by_key(|(_, c)| c.requests)
-                .map(|(k, _)| k.clone())
-            {
-                if let Some(old) = self.current.remove(&min_key) {
-                    counted = Counted {
-                        requests: old.requests.saturating_add(1),
-                        refusals: old.refusals.saturating_add(refusal),
-                        overcount: old.requests,
-                    };
-                }
-            }
+            self.evict();
         }
+        let counted = Counted {
+            requests: self.floor.saturating_add(1),
+            refusals: refusal,
+            overcount: self.floor,
+        };
         self.current.insert(sender.into(), counted);
+    }
+
+    /// Makes room: drops the tenth of the senders with the fewest requests (all senders
+    /// tied with the last of them too) and raises the floor to their count, so a sender
+    /// counted from now on starts above every count that was dropped.
+    fn evict(&mut self) {
+        let mut counts: Vec<u64> = self.current.values().map(|c| c.requests).collect();
+        let k = (self.capacity / 10).clamp(1, counts.len().max(1));
+        let (_, cut, _) = counts.select_nth_unstable(k - 1);
+        let cut = *cut;
+        self.floor = self.floor.max(cut);
+        self.current.retain(|_, c| c.requests > cut);
     }
 
     /// Moves the current minute to the finished ones when `now_ms` is in a later minute.
@@ -147,6 +150,7 @@ impl TopSenders {
             return;
         }
         let done = std::mem::take(&mut self.current);
+        self.floor = 0;
         if !done.is_empty() {
             self.finished.push((self.minute_ms, done));
             if self.finished.len() > KEPT_MINUTES {
@@ -163,6 +167,7 @@ impl TopSenders {
         let mut out: Vec<_> = std::mem::take(&mut self.finished);
         if all && !self.current.is_empty() {
             out.push((self.minute_ms, std::mem::take(&mut self.current)));
+            self.floor = 0;
         }
         out.into_iter()
             .map(|(m, map)| (m, map.into_iter().map(|(k, c)| (k.into(), c)).collect()))
