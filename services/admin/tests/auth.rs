@@ -118,8 +118,8 @@ fn every_api_path_refuses_requests_without_credentials() {
     let ops = operations(&admin, &token);
     assert_eq!(
         ops.len(),
-        7 * 7 + 5,
-        "7 resources x (list, create, get, put, delete, enable, disable), audit, explain, and the policy file (export, preview, import)"
+        7 * 7 + 7,
+        "7 resources x (list, create, get, put, delete, enable, disable), audit, explain, the policy file (export, preview, import), history and top senders"
     );
     let bad_token = secret::new_token().unwrap();
     for (method, path) in &ops {

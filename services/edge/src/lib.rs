@@ -13,6 +13,8 @@
 //! - `admission`: the connection caps (total and per client address) and eviction of the
 //!   oldest idle connection to make room.
 //! - `connection`: one connection, one request at a time, with timeouts.
+//! - [`history_sink`]: refusals and sender counts handed to a background writer (never
+//!   waiting on the request path).
 //! - [`verdict_log`]: the Policyd-style `module=Quotas, action=reject, ...` log lines.
 //!
 //! Postfix's rules shape the error handling: a request that cannot be evaluated (say, without
@@ -25,6 +27,7 @@ mod admission;
 pub mod config;
 mod connection;
 pub mod error;
+pub mod history_sink;
 pub mod listen;
 mod metrics;
 pub mod server;

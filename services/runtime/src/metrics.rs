@@ -71,6 +71,14 @@ pub mod names {
     pub const QUOTA_BACKEND_UP: &str = "sluice_quota_backend_up";
     /// Counter: log lines dropped (syslog socket full or gone, stderr stuck).
     pub const LOG_LINES_DROPPED: &str = "sluice_log_lines_dropped_total";
+    /// Counter `{result}`: refusal records of the history (`written`, `dropped`: the
+    /// in-memory queue was full, `failed`: the database refused the batch).
+    pub const HISTORY_RECORDS: &str = "sluice_history_records_total";
+    /// Counter: history rows (refusals and sender counts) deleted after the retention.
+    pub const HISTORY_PRUNED: &str = "sluice_history_pruned_total";
+    /// Counter `{result}`: alert webhooks (`sent`, `failed` after every retry,
+    /// `suppressed`: the key's cooldown had not passed).
+    pub const ALERTS: &str = "sluice_alerts_total";
 }
 
 /// Histogram buckets (seconds) of every `_seconds` histogram.

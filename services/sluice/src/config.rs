@@ -120,6 +120,8 @@ pub struct Settings {
     /// The admin listener's TLS certificate chain and key (PEM files), read and checked at
     /// start; `None`: plain HTTP.
     pub admin_tls: Option<AdminTls>,
+    /// The refusal history and alerts (serve, edge).
+    pub history: crate::history::HistoryConfig,
 }
 
 /// The admin listener's TLS identity: the files as configured and the rustls configuration
@@ -427,6 +429,7 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
         admin_listen,
         admin_secure_cookies: a.admin.admin_secure_cookies.unwrap_or(false),
         admin_tls: admin_tls(a, role, errors),
+        history: crate::history::HistoryConfig::build(&a.history, role, errors),
     }
 }
 
@@ -702,6 +705,9 @@ impl Settings {
                 ),
             ),
         ]
+        .into_iter()
+        .chain(self.history.entries())
+        .collect()
     }
 }
 

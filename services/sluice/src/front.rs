@@ -109,6 +109,7 @@ pub async fn run(
     ));
     tokio::spawn(record_database_checks(store.clone()));
     hangups.spawn(Some(store.clone()));
+    let history = crate::history::start(&settings.history, &store, &stopped);
     let listeners = bind_listeners(&settings).await?;
     let mut servers = tokio::task::JoinSet::new();
     for l in listeners {
@@ -122,6 +123,10 @@ pub async fn run(
     stop.await;
     let _ = stop_tx.send(true);
     while servers.join_next().await.is_some() {}
+    // The refusals of the last requests are written before the store closes.
+    if let Some(history) = history {
+        history.finish().await;
+    }
     // Leases given back and message sessions stored, so other edges carry on exactly.
     state.shutdown().await;
     store.close().await;

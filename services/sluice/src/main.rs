@@ -5,6 +5,7 @@
 mod admin_cmd;
 mod admin_role;
 mod admin_service;
+mod alerts;
 mod ask;
 mod cli;
 mod config;
@@ -14,6 +15,7 @@ mod explain;
 mod front;
 mod grpc_security;
 mod hangup;
+mod history;
 mod import;
 mod logging;
 mod manual;

@@ -289,6 +289,39 @@ pub struct AdminSettings {
     pub admin_tls_key_file: Option<PathBuf>,
 }
 
+/// Settings of the refusal history, the top senders and the alert webhook (serve, edge):
+/// docs/admin.md, "History" and "Alerts".
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+pub struct HistorySettings {
+    /// Record refused requests and count senders for the admin service's History and Top
+    /// senders (written to the policy database in the background, never per request). On
+    /// by default in serve; off in edge unless set, since an edge's database role then needs
+    /// INSERT and DELETE on `refusal_history` and `sender_counts` (docs/cluster.md).
+    #[arg(long, env = "SLUICE_HISTORY", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<bool>,
+    /// How long refusals and sender counts are kept, seconds (1 to 31536000).
+    #[arg(long, env = "SLUICE_HISTORY_RETENTION_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_retention_secs: Option<u64>,
+    /// Refusals waiting to be written, at most (1 to 1000000); more are dropped and counted
+    /// in `sluice_history_records_total{result="dropped"}`.
+    #[arg(long, env = "SLUICE_HISTORY_QUEUE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_queue: Option<usize>,
+    /// Alert webhook: an `http://` URL that gets a JSON POST when a key (sender, client
+    /// address) is refused for the first time in `alert_cooldown_secs`; empty: no alerts.
+    /// Set it on one process of a cluster: it alerts on every edge's refusals.
+    #[arg(long, env = "SLUICE_ALERT_WEBHOOK")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_webhook: Option<String>,
+    /// Per-key alert cooldown, seconds (1 to 2592000): a key refused again within it is
+    /// not alerted again.
+    #[arg(long, env = "SLUICE_ALERT_COOLDOWN_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_cooldown_secs: Option<u64>,
+}
+
 /// `sluice serve`'s command line.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -306,6 +339,8 @@ pub struct ServeArgs {
     counters: CounterSettings,
     #[command(flatten)]
     admin: AdminSettings,
+    #[command(flatten)]
+    history: HistorySettings,
 }
 
 /// `sluice edge`'s command line.
@@ -321,6 +356,8 @@ pub struct EdgeArgs {
     policy: PolicySettings,
     #[command(flatten)]
     quota_client: QuotaClientSettings,
+    #[command(flatten)]
+    history: HistorySettings,
 }
 
 /// `sluice quota`'s command line.
@@ -374,6 +411,8 @@ pub struct RoleArgs {
     pub grpc: GrpcSettings,
     /// Settings of the admin service (serve, admin).
     pub admin: AdminSettings,
+    /// Settings of the refusal history and alerts (serve, edge).
+    pub history: HistorySettings,
 }
 
 impl From<ServeArgs> for RoleArgs {
@@ -387,6 +426,7 @@ impl From<ServeArgs> for RoleArgs {
             redis: a.redis,
             counters: a.counters,
             admin: a.admin,
+            history: a.history,
             ..Default::default()
         }
     }
@@ -401,6 +441,7 @@ impl From<EdgeArgs> for RoleArgs {
             database: a.database,
             policy: a.policy,
             quota_client: a.quota_client,
+            history: a.history,
             ..Default::default()
         }
     }

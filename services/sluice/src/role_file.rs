@@ -53,6 +53,7 @@ pub fn layer(args: RoleArgs, path: &Path, role: Role, errors: &mut Vec<String>) 
     group!(quota_client);
     group!(grpc);
     group!(admin);
+    group!(history);
     out
 }
 

@@ -18,6 +18,9 @@
 //!   the admin service's accounts, tokens, sessions and audit trail, and its policy changes
 //!   (checked against the version read, audited in the same transaction).
 //!
+//! - [`Store::insert_refusals`], [`Store::history`], [`Store::top_senders`] and friends: the
+//!   refusal history and per-minute sender counts (written in batches in the background).
+//!
 //! Validation is `sluice_engine::compile`; this crate never decides what a policy means. It is
 //! not on the request path: nothing here runs per Postfix request.
 #![forbid(unsafe_code)]
@@ -29,6 +32,7 @@ mod store;
 
 pub use error::StoreError;
 pub use store::{
-    default_database_url, Account, AdminRole, AuditEntry, AuditQuery, CountersWritten, NewAudit,
-    Store, TokenInfo, DATABASE_ENV, DEFAULT_POLL, POSTGRES_CONNECT_TIMEOUT,
+    default_database_url, Account, AdminRole, AuditEntry, AuditQuery, CountersWritten,
+    HistoryQuery, NewAudit, Refusal, RefusalRow, SenderCount, Store, TokenInfo, TopQuery,
+    TopSender, DATABASE_ENV, DEFAULT_POLL, MAX_DOMAINS, POSTGRES_CONNECT_TIMEOUT,
 };

@@ -8,6 +8,7 @@
 
 pub mod audit_params;
 mod body;
+pub mod history;
 pub mod openapi;
 
 use std::sync::Arc;
@@ -40,7 +41,9 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/api/policy-file",
             get(export_policy_file).put(import_policy_file),
         )
-        .route("/api/policy-file/preview", post(preview_policy_file));
+        .route("/api/policy-file/preview", post(preview_policy_file))
+        .route("/api/history", get(history::list))
+        .route("/api/top-senders", get(history::top_senders));
     let router = resource_routes::<Policies>(router);
     let router = resource_routes::<Members>(router);
     let router = resource_routes::<AccessRules>(router);

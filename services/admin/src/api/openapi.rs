@@ -101,6 +101,7 @@ pub fn openapi() -> OpenApi {
         ("200", "What would change", Some(reference(ImportPreview::name().as_ref()))),
     );
     paths.add_path_operation("/api/policy-file/preview", vec![HttpMethod::Post], preview);
+    components = super::history::document(&mut paths, components);
     OpenApiBuilder::new()
         .info(
             InfoBuilder::new()

@@ -15,6 +15,10 @@ pub enum Nav {
     Explain,
     /// The policy file (export, import).
     PolicyFile,
+    /// The refusal history.
+    History,
+    /// Top senders.
+    TopSenders,
     /// No entry (login, errors).
     None,
 }
@@ -43,6 +47,8 @@ pub fn page(title: &str, caller: Option<&Caller>, nav: Nav, content: Markup) -> 
                             @if caller.account.role != sluice_store::AdminRole::DomainAdmin {
                                 (link("/policy-file", "Policy file", Nav::PolicyFile))
                             }
+                            (link("/history", "History", Nav::History))
+                            (link("/top-senders", "Top senders", Nav::TopSenders))
                             (link("/audit", "Audit", Nav::Audit))
                         }
                         span.who {

@@ -5,6 +5,7 @@
 //! preview (a diff) and import; no script.
 
 mod explain_page;
+mod history_page;
 mod layout;
 mod login;
 mod pages;
@@ -48,6 +49,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/policy-file/export", get(policy_file_page::download))
         .route("/policy-file/preview", post(policy_file_page::preview))
         .route("/policy-file/import", post(policy_file_page::import))
+        .route("/history", get(history_page::history))
+        .route("/top-senders", get(history_page::top_senders))
 }
 
 async fn stylesheet() -> impl IntoResponse {

@@ -627,7 +627,7 @@ fn changes(before: Option<&serde_json::Value>, after: Option<&serde_json::Value>
 }
 
 /// `YYYY-MM-DD HH:MM:SS` of ms since the epoch (UTC).
-fn utc(ms: i64) -> String {
+pub(super) fn utc(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).

@@ -73,9 +73,13 @@ macro_rules! on_pool {
 mod accounts;
 mod admin_rows;
 mod audit;
+mod history;
 
 pub use accounts::{Account, AdminRole, TokenInfo};
 pub use audit::{AuditEntry, AuditQuery, NewAudit};
+pub use history::{
+    HistoryQuery, Refusal, RefusalRow, SenderCount, TopQuery, TopSender, MAX_DOMAINS,
+};
 
 /// What connecting does to the schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,255 @@
+//! The alert webhook (docs/admin.md, "Alerts"): a JSON POST when a key — a sender or a
+//! client address — is refused for the first time within the cooldown.
+//!
+//! Driven by the refusal history, not by the request path: the task reads the refusals
+//! stored after the last one it saw (every second), so one process alerts on every
+//! process's refusals (in a cluster, set `alert_webhook` on one edge). Each key alerts at
+//! most once per `alert_cooldown_secs`. A POST has a deadline of 5 s; a failed one (no
+//! answer, or not 2xx) is retried after 0.5, 1, 2 and 4 s, then given up and counted in
+//! `sluice_alerts_total{result="failed"}`. At most 8 POSTs are in flight; alerts beyond
+//! that wait their turn in order.
+
+use sluice_runtime::metrics::names;
+use sluice_runtime::warn_limited;
+use sluice_store::{RefusalRow, Store};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// How often new refusals are read.
+const POLL: Duration = Duration::from_secs(1);
+/// Refusals read at once.
+const READ_BATCH: u32 = 1000;
+/// Deadline of one POST.
+const POST_DEADLINE: Duration = Duration::from_secs(5);
+/// Waits before the retries of a failed POST.
+pub const RETRY_AFTER: [Duration; 4] = [
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+];
+/// POSTs in flight at most.
+const IN_FLIGHT: usize = 8;
+/// Keys remembered at most (each for its cooldown): beyond that, new keys are not alerted
+/// until old ones expire.
+const MAX_KEYS: usize = 100_000;
+
+/// Whether `url` can be a webhook: `http://host[:port]/path`.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(
+            "expected an http:// URL (https is not supported yet: put a TLS proxy such as a local stunnel in front)".into(),
+        );
+    };
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err("the URL names no host".into());
+    }
+    Ok(())
+}
+
+/// Which keys alerted when (a key alerts again once its cooldown has passed).
+#[derive(Debug)]
+pub struct Cooldowns {
+    cooldown: Duration,
+    last: HashMap<(&'static str, String), Instant>,
+}
+
+impl Cooldowns {
+    /// No key alerted yet.
+    pub fn new(cooldown: Duration) -> Self {
+        Cooldowns {
+            cooldown,
+            last: HashMap::new(),
+        }
+    }
+
+    /// Whether the key (`kind`, `value`) alerts at `now`; if so it is remembered.
+    pub fn admit(&mut self, kind: &'static str, value: &str, now: Instant) -> bool {
+        let key = (kind, value.to_string());
+        if let Some(at) = self.last.get(&key) {
+            if now.duration_since(*at) < self.cooldown {
+                return false;
+            }
+        }
+        if self.last.len() >= MAX_KEYS {
+            let cooldown = self.cooldown;
+            self.last.retain(|_, at| now.duration_since(*at) < cooldown);
+            if self.last.len() >= MAX_KEYS {
+                return false;
+            }
+        }
+        self.last.insert(key, now);
+        true
+    }
+}
+
+/// The JSON body of an alert for `row`, naming the keys it alerts for.
+pub fn body(row: &RefusalRow, keys: &[(&str, &str)], cooldown: Duration) -> String {
+    let r = &row.refusal;
+    let keys: Vec<_> = keys
+        .iter()
+        .map(|(kind, value)| serde_json::json!({"kind": kind, "value": value}))
+        .collect();
+    serde_json::json!({
+        "event": "first_refusal",
+        "keys": keys,
+        "cooldown_secs": cooldown.as_secs(),
+        "refusal": {
+            "id": row.id,
+            "at_ms": r.at_ms,
+            "node": r.node,
+            "client_address": r.client,
+            "helo_name": r.helo,
+            "sender": r.sender,
+            "recipient": r.recipient,
+            "sasl_username": r.sasl_user,
+            "policy": r.policy,
+            "module": r.module,
+            "action": r.action,
+            "text": r.text,
+        }
+    })
+    .to_string()
+}
+
+/// Starts the alert task on `store` until `stopped` resolves. Only refusals stored after
+/// it starts are alerted.
+pub fn spawn(
+    store: Store,
+    url: String,
+    cooldown: Duration,
+    stopped: impl Future<Output = ()> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        tracing::info!(cooldown_secs = cooldown.as_secs(), "Alert webhook on");
+        for result in ["sent", "failed", "suppressed"] {
+            metrics::counter!(names::ALERTS, "result" => result).increment(0);
+        }
+        let mut stopped = std::pin::pin!(stopped);
+        let url: Arc<str> = url.into();
+        let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+        let mut cooldowns = Cooldowns::new(cooldown);
+        let mut last_id = None;
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = &mut stopped => return,
+            }
+            let after = match last_id {
+                Some(id) => id,
+                None => match store.last_refusal_id().await {
+                    Ok(id) => {
+                        last_id = Some(id);
+                        continue;
+                    }
+                    Err(e) => {
+                        warn_limited!(error = %e, "Alerts cannot read the refusal history yet");
+                        continue;
+                    }
+                },
+            };
+            let rows = match store.refusals_after(after, READ_BATCH).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    warn_limited!(error = %e, "Alerts cannot read the refusal history");
+                    continue;
+                }
+            };
+            for row in rows {
+                last_id = Some(row.id);
+                let now = Instant::now();
+                let sender = sluice_edge::history_sink::sender_key(&row.refusal.sender);
+                let mut keys = Vec::new();
+                for (kind, value) in [("sender", sender), ("client_address", &row.refusal.client)] {
+                    if cooldowns.admit(kind, value, now) {
+                        keys.push((kind, value));
+                    } else {
+                        metrics::counter!(names::ALERTS, "result" => "suppressed").increment(1);
+                    }
+                }
+                if keys.is_empty() {
+                    continue;
+                }
+                let body = body(&row, &keys, cooldown);
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let url = url.clone();
+                tokio::spawn(async move {
+                    let result = deliver(&url, body).await;
+                    metrics::counter!(names::ALERTS, "result" => result).increment(1);
+                    drop(permit);
+                });
+            }
+        }
+    });
+}
+
+/// POSTs `body` to `url`, retrying after [`RETRY_AFTER`]; `"sent"` or `"failed"`.
+async fn deliver(url: &Arc<str>, body: String) -> &'static str {
+    let body: Arc<str> = body.into();
+    for attempt in 0..=RETRY_AFTER.len() {
+        let (u, b) = (url.clone(), body.clone());
+        let outcome = tokio::task::spawn_blocking(move || post(&u, &b)).await;
+        match outcome {
+            Ok(Ok(())) => return "sent",
+            Ok(Err(e)) => tracing::info!(attempt = attempt + 1, error = %e, "Alert webhook failed"),
+            Err(e) => tracing::info!(error = %e, "Alert webhook task failed"),
+        }
+        if let Some(wait) = RETRY_AFTER.get(attempt) {
+            tokio::time::sleep(*wait).await;
+        }
+    }
+    warn_limited!(
+        attempts = RETRY_AFTER.len() + 1,
+        "Alert webhook failed after every retry; the alert is lost"
+    );
+    "failed"
+}
+
+/// One POST with its deadline.
+fn post(url: &str, body: &str) -> Result<(), String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(POST_DEADLINE))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let resp = agent
+        .post(url)
+        .header("content-type", "application/json")
+        .send(body)
+        .map_err(|e| e.to_string())?;
+    let status = resp.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("the webhook answered {status}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_alerts_once_per_cooldown() {
+        let mut c = Cooldowns::new(Duration::from_secs(60));
+        let t = Instant::now();
+        assert!(c.admit("sender", "a@x", t));
+        assert!(!c.admit("sender", "a@x", t + Duration::from_secs(59)));
+        assert!(c.admit("client_address", "a@x", t), "kinds are apart");
+        assert!(c.admit("sender", "a@x", t + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(check_url("http://127.0.0.1:9/hook").is_ok());
+        assert!(check_url("https://example.org/hook").is_err());
+        assert!(check_url("http:///x").is_err());
+    }
+}
