@@ -8,18 +8,17 @@
 //! Without Chromium the test fails saying how to install it (`bash scripts/test.sh` does,
 //! through `ensure_chromium` in scripts/services.sh), unless SLUICE_SKIP_BROWSER_TEST=1.
 
-use std::io::Write;
+mod admin_support;
+
+use admin_support::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use sluice_test_support::{
-    ask_blocking, free_port, http_get, output_text, start_front, wait_listening, Process,
+    ask_blocking, free_port, output_text, start_front, wait_listening, Process,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_sluice");
-const PASSWORD: &str = "a long enough admin password";
 const LIMIT: usize = 3;
 
 /// `program` on the PATH (or in /usr/bin, where Debian puts both).
@@ -44,46 +43,6 @@ fn screenshot_dir() -> PathBuf {
 async fn screenshot(client: &Client, name: &str) {
     let png = client.screenshot().await.expect("a screenshot");
     std::fs::write(screenshot_dir().join(format!("{name}.png")), png).expect("write a screenshot");
-}
-
-/// The policy version the server on `metrics` serves.
-fn served_version(metrics: u16) -> Option<i64> {
-    let (_, text) = http_get(metrics, "/metrics");
-    text.lines()
-        .find(|l| l.starts_with("sluice_policy_set_version"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|v| v as i64)
-}
-
-/// The stored policy version, read with SQL (not through sluice).
-fn stored_version(db: &str) -> i64 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let pool = sqlx::SqlitePool::connect(db).await.unwrap();
-        let v: i64 = sqlx::query_scalar("SELECT version FROM policy_version WHERE id = 1")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-        v
-    })
-}
-
-/// Waits until the server on `metrics` serves what is stored in `db` now.
-fn wait_until_served(metrics: u16, db: &str) {
-    let stored = stored_version(db);
-    let start = Instant::now();
-    while served_version(metrics).is_none_or(|v| v < stored) {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the server did not load version {stored}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn request(sender: &str) -> String {
@@ -143,8 +102,8 @@ fn an_operator_limits_a_sender_through_the_pages_of_a_real_browser() {
     };
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("policies.db").display());
-    let mut add = Command::new(BIN)
-        .args([
+    let out = sluice_with_stdin(
+        &[
             "admin",
             "user",
             "add",
@@ -153,19 +112,9 @@ fn an_operator_limits_a_sender_through_the_pages_of_a_real_browser() {
             "admin",
             "--database",
             &db,
-        ])
-        .env_remove("SLUICE_DATABASE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    add.stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .unwrap();
-    let out = add.wait_with_output().unwrap();
+        ],
+        &format!("{PASSWORD}\n"),
+    );
     assert!(out.status.success(), "{}", output_text(&out));
 
     let admin_port = free_port();

@@ -4,76 +4,15 @@
 //! deferred), a quota disabled through the API that stops limiting, and no secret in the
 //! server's log.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod admin_support;
+
+use admin_support::*;
+use std::time::Duration;
 
 use serde_json::json;
 use sluice_test_support::{
-    ask_blocking, free_port, http, http_get, output_text, start_front, wait_listening,
+    ask_blocking, free_port, http, output_text, start_front, wait_listening,
 };
-
-const BIN: &str = env!("CARGO_BIN_EXE_sluice");
-const PASSWORD: &str = "a long enough admin password";
-
-/// Runs `sluice ARGS` with `stdin` as standard input.
-fn sluice(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env_remove("SLUICE_DATABASE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run sluice");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-/// The policy version the server on `metrics` serves.
-fn served_version(metrics: u16) -> Option<i64> {
-    let (_, text) = http_get(metrics, "/metrics");
-    text.lines()
-        .find(|l| l.starts_with("sluice_policy_set_version"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|v| v as i64)
-}
-
-/// The policy version as stored, read with SQL (not through sluice).
-fn stored_version(db: &str) -> i64 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let pool = sqlx::SqlitePool::connect(db).await.unwrap();
-        let v: i64 = sqlx::query_scalar("SELECT version FROM policy_version WHERE id = 1")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-        v
-    })
-}
-
-/// Waits until the server on `metrics` serves what is stored in `db` now.
-fn wait_until_served(metrics: u16, db: &str) {
-    let stored = stored_version(db);
-    let start = Instant::now();
-    while served_version(metrics).is_none_or(|v| v < stored) {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the server did not load version {stored}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn api(
     port: u16,
@@ -110,36 +49,7 @@ fn a_policy_made_through_the_api_limits_a_running_serve() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("policies.db").display());
 
-    let out = sluice(
-        &[
-            "admin",
-            "user",
-            "add",
-            "alice",
-            "--role",
-            "admin",
-            "--database",
-            &db,
-        ],
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(out.status.success(), "{}", output_text(&out));
-    let out = sluice(
-        &[
-            "admin",
-            "token",
-            "add",
-            "ci",
-            "--user",
-            "alice",
-            "--database",
-            &db,
-        ],
-        "",
-    );
-    assert!(out.status.success(), "{}", output_text(&out));
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    assert!(token.starts_with("sluice_") && token.len() > 60, "{token}");
+    let token = admin_with_token(&db);
 
     let admin_port = free_port();
     let admin_listen = format!("127.0.0.1:{admin_port}");
@@ -253,7 +163,7 @@ fn accounts_and_tokens_are_managed_on_the_command_line() {
         let mut all = vec!["admin", "user", "add"];
         all.extend_from_slice(args);
         all.extend_from_slice(&["--database", &db]);
-        sluice(&all, stdin)
+        sluice_with_stdin(&all, stdin)
     };
     let out = add(&["alice", "--role", "admin"], &format!("{PASSWORD}\n"));
     assert!(out.status.success(), "{}", output_text(&out));
@@ -294,7 +204,7 @@ fn accounts_and_tokens_are_managed_on_the_command_line() {
         output_text(&out)
     );
     // No password flag exists.
-    let out = sluice(
+    let out = sluice_with_stdin(
         &[
             "admin",
             "user",
@@ -311,11 +221,11 @@ fn accounts_and_tokens_are_managed_on_the_command_line() {
     );
     assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
 
-    let out = sluice(&["admin", "user", "list", "--database", &db], "");
+    let out = sluice_with_stdin(&["admin", "user", "list", "--database", &db], "");
     let list = String::from_utf8(out.stdout).unwrap();
     assert_eq!(list, "alice\tadmin\ndora\tdomain-admin\texample.org\n");
 
-    let out = sluice(
+    let out = sluice_with_stdin(
         &[
             "admin",
             "token",
@@ -329,7 +239,7 @@ fn accounts_and_tokens_are_managed_on_the_command_line() {
         "",
     );
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let out = sluice(
+    let out = sluice_with_stdin(
         &[
             "admin",
             "token",
@@ -347,22 +257,22 @@ fn accounts_and_tokens_are_managed_on_the_command_line() {
         "{}",
         output_text(&out)
     );
-    let out = sluice(&["admin", "token", "list", "--database", &db], "");
+    let out = sluice_with_stdin(&["admin", "token", "list", "--database", &db], "");
     let listed = output_text(&out);
     assert_eq!(listed, "ci\talice\n");
     assert!(!listed.contains(&token));
-    let out = sluice(&["admin", "token", "revoke", "ci", "--database", &db], "");
+    let out = sluice_with_stdin(&["admin", "token", "revoke", "ci", "--database", &db], "");
     assert!(out.status.success(), "{}", output_text(&out));
-    let out = sluice(&["admin", "token", "revoke", "ci", "--database", &db], "");
+    let out = sluice_with_stdin(&["admin", "token", "revoke", "ci", "--database", &db], "");
     assert!(!out.status.success());
 
-    let out = sluice(
+    let out = sluice_with_stdin(
         &["admin", "user", "passwd", "alice", "--database", &db],
         "another long password\n",
     );
     assert!(out.status.success(), "{}", output_text(&out));
-    let out = sluice(&["admin", "user", "remove", "dora", "--database", &db], "");
+    let out = sluice_with_stdin(&["admin", "user", "remove", "dora", "--database", &db], "");
     assert!(out.status.success(), "{}", output_text(&out));
-    let out = sluice(&["admin", "user", "list", "--database", &db], "");
+    let out = sluice_with_stdin(&["admin", "user", "list", "--database", &db], "");
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "alice\tadmin\n");
 }

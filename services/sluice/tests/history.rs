@@ -5,37 +5,17 @@
 //! the cooldown honoured; the sender counts reach `/api/top-senders` (written at the end of
 //! their minute, or at shutdown); and rows older than the retention are pruned.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+mod admin_support;
+
+use admin_support::*;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sluice_test_support::{
-    ask_blocking, free_port, http, http_get, import_policies, output_text, policies, start_front,
-    wait_listening,
+    ask_blocking, free_port, http, http_get, import_policies, policies, start_front, wait_listening,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_sluice");
-const PASSWORD: &str = "a long enough admin password";
 const PAYLOAD: &str = "<script>alert(1)</script>@evil.example";
-
-fn sluice(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env_remove("SLUICE_DATABASE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run sluice");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
 
 /// A database with one policy (1 message per sender per hour, then REJECT), an admin and
 /// its API token.
@@ -47,35 +27,7 @@ fn setup(dir: &std::path::Path) -> (String, String) {
         &policies::sender_quota("everyone", "per-sender", 1),
         &db,
     );
-    let out = sluice(
-        &[
-            "admin",
-            "user",
-            "add",
-            "alice",
-            "--role",
-            "admin",
-            "--database",
-            &db,
-        ],
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(out.status.success(), "{}", output_text(&out));
-    let out = sluice(
-        &[
-            "admin",
-            "token",
-            "add",
-            "ci",
-            "--user",
-            "alice",
-            "--database",
-            &db,
-        ],
-        "",
-    );
-    assert!(out.status.success(), "{}", output_text(&out));
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let token = admin_with_token(&db);
     (db, token)
 }
 
