@@ -643,8 +643,8 @@ fn huge_message_sizes_never_overflow_a_size_quota() {
 }
 
 /// A SASLUsername quota counts authenticated mail per user and skips unauthenticated mail,
-/// also when one connection's kept batch alternates between the two (the batch's shape
-/// depends on whether the request is authenticated).
+/// also when the requests of one connection (one reused scratch) alternate between the two
+/// (the batch's shape depends on whether the request is authenticated).
 #[test]
 fn sasl_quota_skips_unauthenticated_mail_on_a_reused_connection() {
     let (e, _, _) = engine(quota_policy("SASLUsername", "RecipientCount", 2, "REJECT"));
