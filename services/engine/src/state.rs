@@ -322,6 +322,7 @@ pub struct CounterOp {
 ///   kept: a refusal later in its group does not undo it;
 /// - its detailed answer, beyond [`OpResult`], goes to [`CounterReply::details`];
 /// - `dry_run` batches compute the answer on a copy and write nothing.
+///
 /// Each backend dispatches such ops in one place (in-process: a table of its own beside
 /// the counters; Redis: a script of its own), and the equivalence test covers them.
 #[derive(Debug, Clone, PartialEq, Eq)]
