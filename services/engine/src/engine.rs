@@ -313,13 +313,13 @@ impl Engine {
         result: Result<(), StateError>,
         decision: &mut Decision,
         trace: &mut Trace<'_>,
-        what: &str,
+        what: impl FnOnce() -> &'static str,
     ) -> bool {
         match result {
             Ok(()) => true,
             Err(e) => {
                 note(trace, || {
-                    format!("{what}: counter backend failed ({e}): fallback action.")
+                    format!("{}: counter backend failed ({e}): fallback action.", what())
                 });
                 decision.action = self.settings.state_failure_action.clone();
                 decision.state_error = Some(e);
@@ -395,8 +395,7 @@ impl Engine {
             Some(result) => result,
             None => (self.state.apply_on(scratch.connection(), &batch).await).map(|r| reply = r),
         };
-        let what = counted_by(&tags);
-        if self.settle(result, &mut decision, &mut trace, what) {
+        if self.settle(result, &mut decision, &mut trace, || counted_by(&tags)) {
             for (id, m) in CHAIN.iter().enumerate().take(planned) {
                 let flow = m.judge(&mut Judge {
                     cx: &cx,
@@ -446,7 +445,7 @@ impl Engine {
             Some(result) => result,
             None => (self.state.apply_on(scratch.connection(), &batch).await).map(|r| reply = r),
         };
-        let ok = self.settle(result, &mut decision, &mut trace, "END-OF-MESSAGE");
+        let ok = self.settle(result, &mut decision, &mut trace, || "END-OF-MESSAGE");
         scratch.recycle(batch);
         if ok {
             crate::modules::quotas::judge_end_of_message(

@@ -366,7 +366,10 @@ impl<'a> Judge<'a, '_> {
                 Some((t, op, res))
             })
             .collect();
-        mine.sort_by_key(|(t, _, _)| (t.group, t.index));
+        // Pushed in order within each group: sorting is needed only across groups.
+        if !mine.is_sorted_by_key(|(t, _, _)| (t.group, t.index)) {
+            mine.sort_by_key(|(t, _, _)| (t.group, t.index));
+        }
         mine
     }
 }
