@@ -202,6 +202,8 @@ impl TryFrom<v1::ApplyReply> for CounterReply {
                     })
                 })
                 .collect::<Result<_, _>>()?,
+            // No module op with a detailed answer is on the wire yet.
+            details: Vec::new(),
         })
     }
 }

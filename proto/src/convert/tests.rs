@@ -86,6 +86,7 @@ fn sample_reply() -> CounterReply {
             limit: 10,
             result: r(Outcome::Admitted, 10),
         }],
+        details: Vec::new(),
     }
 }
 

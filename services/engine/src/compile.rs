@@ -8,12 +8,11 @@ use crate::model::{PolicyDef, PolicySetDef, QuotaDef};
 use crate::spec::{parse_item, Side, SpecItem, SpecKind};
 use crate::track::Track;
 use crate::verdict::Verdict;
-use crate::view::RequestView;
+use crate::view::{KeptSource, RequestView, SourceSide};
 use crate::window::WindowSpec;
 use sluice_protocol::PolicyRequest;
 use smallvec::SmallVec;
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
 use std::sync::Arc;
 
 /// How deep `%group` references may nest (Policyd's limit).
@@ -36,16 +35,6 @@ pub struct PolicySet {
 /// The last memo id handed out.
 static LAST_MEMO_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// The source side of a request: every input of a source spec (the client address, the
-/// asking host, the SASL username, the sender, the reverse client name).
-fn same_source(memo: &SourceMemo, req: &PolicyRequest<'_>) -> bool {
-    memo.client == Some(req.client_address)
-        && memo.peer == req.peer_address
-        && *memo.sender == *req.sender
-        && *memo.sasl == *req.sasl_username
-        && *memo.reverse == *req.reverse_client_name
-}
-
 /// Whether each member's source list matched, for the last request a connection's
 /// [`crate::Scratch`] saw: the recipients of one message share their source side, so a
 /// message's later RCPTs only test destinations.
@@ -53,29 +42,17 @@ fn same_source(memo: &SourceMemo, req: &PolicyRequest<'_>) -> bool {
 pub(crate) struct SourceMemo {
     /// The set the results are for (0: none).
     set: u64,
-    client: Option<IpAddr>,
-    peer: Option<IpAddr>,
-    sender: String,
-    sasl: String,
-    reverse: String,
+    /// The source side they are for: all a source spec reads ([`SourceSide`]).
+    source: KeptSource,
     /// The members (policy and member indices) whose source list matched, in order.
     sources: Vec<(u32, u32)>,
 }
 
 impl SourceMemo {
-    /// Starts the results of `set` for `req`'s source side.
-    fn reset(&mut self, set: u64, req: &PolicyRequest<'_>) {
+    /// Starts the results of `set` for the source side `source`.
+    fn reset(&mut self, set: u64, source: &SourceSide<'_>) {
         self.set = set;
-        self.client = Some(req.client_address);
-        self.peer = req.peer_address;
-        for (kept, now) in [
-            (&mut self.sender, &req.sender),
-            (&mut self.sasl, &req.sasl_username),
-            (&mut self.reverse, &req.reverse_client_name),
-        ] {
-            kept.clear();
-            kept.push_str(now);
-        }
+        self.source.keep(source);
         self.sources.clear();
     }
 }
@@ -215,11 +192,6 @@ impl PolicySet {
         self.policies.iter().filter(|p| !p.disabled).count()
     }
 
-    /// The set's id for [`SourceMemo`]s and kept batches (0: not readied for an engine).
-    pub(crate) fn memo_id(&self) -> u64 {
-        self.memo_id
-    }
-
     /// Readies the set for the engine installing it: every quota's window computed ahead
     /// for the engine's `buckets` sub-buckets per period (compiling assumes the default),
     /// and an id of its own for [`SourceMemo`]s (so that no memo outlives its set).
@@ -264,7 +236,7 @@ impl PolicySet {
             }
             return false;
         }
-        if memo.set == self.memo_id && same_source(memo, view.req) {
+        if memo.set == self.memo_id && memo.source.is(&view.source) {
             // Only the members whose source matched can match: test their destinations.
             for &(pi, mi) in &memo.sources {
                 let (pi, mi) = (pi as usize, mi as usize);
@@ -278,7 +250,7 @@ impl PolicySet {
             }
             return true;
         }
-        memo.reset(self.memo_id, view.req);
+        memo.reset(self.memo_id, &view.source);
         for (pi, p) in self.policies.iter().enumerate() {
             if p.disabled {
                 continue;

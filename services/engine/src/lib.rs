@@ -6,8 +6,9 @@
 //!   the ranges every period, limit and priority must lie in.
 //! - [`spec`]: member specs (IPs, CIDRs, addresses, `@domain`, `$sasl`, hostnames, `%group`,
 //!   `!` negation, `any`) and their matching.
-//! - [`engine`]: the module chain (AccessControl, then Quotas) over a [`PolicyRequest`]
-//!   giving a [`Decision`], and [`Explanation`]s for `sluice explain`.
+//! - [`engine`]: runs the module chain over a [`PolicyRequest`] giving a [`Decision`], and
+//!   [`Explanation`]s for `sluice explain`; [`modules`]: the modules (AccessControl, Quotas),
+//!   each planning its counter ops and judging their results, and the one list of them.
 //! - [`window`]: the rolling-window arithmetic; [`state`]: the [`State`] trait every counter
 //!   backend implements; [`memory`]: the in-process implementation.
 //! - [`clock`]: time as a parameter; [`suggest`]: "did you mean ...?" for mistyped names.
@@ -23,6 +24,7 @@ pub mod diagnostic;
 pub mod engine;
 pub mod memory;
 pub mod model;
+pub(crate) mod modules;
 mod scratch;
 pub mod spec;
 pub mod state;
@@ -45,9 +47,10 @@ pub use model::{
     AccessControlDef, GroupDef, GroupMemberDef, LimitDef, MemberDef, PolicyDef, PolicySetDef,
     QuotaDef,
 };
+pub use modules::{Lookup, LookupAnswer, LookupAnswers};
 pub use scratch::Scratch;
 pub use sluice_protocol::{Action, PolicyRequest, ProtocolState};
 pub use state::{
-    CounterBatch, CounterOp, CounterReply, EomRecord, LeaseGrant, LeaseReturn, LeasedReply, OpKind,
-    OpResult, Outcome, SessionData, State, StateError,
+    CounterBatch, CounterOp, CounterReply, DetailAnswer, EomRecord, LeaseGrant, LeaseReturn,
+    LeasedReply, OpDetail, OpKind, OpResult, Outcome, SessionData, SharedState, State, StateError,
 };

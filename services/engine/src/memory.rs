@@ -23,15 +23,15 @@
 //! and [`MemoryState::restore_sessions`] load what was saved.
 //!
 //! As the quota service's state (tests, or a quota service without Redis) it also grants
-//! leases ([`State::apply_leasing`]: extra units charged in the same step as the take, under
+//! leases ([`SharedState::apply_leasing`]: extra units charged in the same step as the take, under
 //! the same lock, sized by [`crate::window::lease_units`]), takes their unused units back
-//! ([`State::return_leases`]) and stores edge-held message sessions
-//! ([`State::save_sessions`], [`State::load_session`]).
+//! ([`SharedState::return_leases`]) and stores edge-held message sessions
+//! ([`SharedState::save_sessions`], [`SharedState::load_session`]).
 
 use crate::clock::Clock;
 use crate::state::{
     BoxFuture, CounterBatch, CounterOp, CounterReply, EomResult, LeaseGrant, LeaseReturn,
-    LeasedReply, OpKind, OpResult, Outcome, SessionData, State, StateError,
+    LeasedReply, OpKind, OpResult, Outcome, SessionData, SharedState, State, StateError,
 };
 use crate::window::{lease_units, TakeOutcome, Window, WindowSpec};
 use foldhash::quality::RandomState;
@@ -1036,6 +1036,7 @@ impl MemoryState {
                         .is_some()
             });
         reply.groups.resize_with(batch.groups.len(), Vec::new);
+        reply.details.clear();
         let mut grants = Vec::new();
         for ((g, ops), results) in batch.groups.iter().enumerate().zip(&mut reply.groups) {
             let wants = leases.get(g).map_or(&[][..], Vec::as_slice);
@@ -1105,7 +1106,10 @@ impl State for MemoryState {
         self.run_batch(batch, &[], false, reply);
         Some(Ok(()))
     }
+}
 
+/// For the quota service's tests and the equivalence test (embedded mode needs no leases).
+impl SharedState for MemoryState {
     fn apply_leasing<'a>(
         &'a self,
         batch: &'a CounterBatch,

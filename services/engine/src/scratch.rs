@@ -2,15 +2,12 @@
 //! counter batch does not allocate once it has warmed up.
 //!
 //! A batch owns its ops and their key strings (the same batch goes to the in-process
-//! counters or over gRPC). An RCPT's batch is kept whole after the decision: the next RCPT
-//! usually needs a batch of the same shape (the next recipient of the same message: the
-//! same batch but for its recipient's keys; the next message: other keys and costs), and
-//! bringing it up to date costs far less than building one (see [`BatchOrigin`]). A batch
-//! of another shape goes to [`Scratch::recycle`], which keeps its emptied vectors and
-//! strings for building the next one.
+//! counters or over gRPC). After the decision it goes to [`Scratch::recycle`], which keeps
+//! its emptied vectors and strings for building the next one. Nothing here knows what a
+//! batch means: that is the modules' business ([`crate::modules`]).
 
 use crate::compile::SourceMemo;
-use crate::engine::{BatchOrigin, OpRef};
+use crate::modules::OpTag;
 use crate::state::{CounterBatch, CounterOp, CounterReply, EomResult, OpKind};
 
 /// Spare ops vectors kept (one per all-or-nothing group; more than one only with monitor
@@ -31,12 +28,8 @@ pub struct Scratch {
     groups: Vec<Vec<CounterOp>>,
     outer: Option<Vec<Vec<CounterOp>>>,
     strings: Vec<String>,
-    /// Which quota limit each op of the current batch counts for.
-    refs: Vec<OpRef>,
-    /// The last RCPT's batch, kept whole (the current refs are its).
-    batch: Option<CounterBatch>,
-    /// What the kept (or current) batch was built from.
-    pub(crate) origin: BatchOrigin,
+    /// The tags of a batch's ops (emptied).
+    tags: Vec<OpTag>,
     /// The last reply, its vectors reused by backends that answer in place.
     reply: Option<CounterReply>,
     /// The last END-OF-MESSAGE results, their strings reused by the in-process state.
@@ -104,31 +97,17 @@ impl Scratch {
         self.outer.take().unwrap_or_default()
     }
 
-    /// Forgets the previous batch's op refs.
-    pub(crate) fn clear_refs(&mut self) {
-        self.refs.clear();
+    /// An empty list of op tags.
+    pub(crate) fn take_tags(&mut self) -> Vec<OpTag> {
+        std::mem::take(&mut self.tags)
     }
 
-    /// Notes which quota limit the batch's next op (of its group) counts for.
-    pub(crate) fn push_ref(&mut self, r: OpRef) {
-        self.refs.push(r);
-    }
-
-    /// The current batch's op refs, in the order they were pushed.
-    pub(crate) fn op_refs(&self) -> &[OpRef] {
-        &self.refs
-    }
-
-    /// Keeps an RCPT's batch whole for the next RCPT (see [`BatchOrigin`]).
-    pub(crate) fn keep_batch(&mut self, batch: CounterBatch) {
-        if let Some(old) = self.batch.replace(batch) {
-            self.recycle(old);
+    /// Takes back a list of op tags (emptied; kept unless it grew large).
+    pub(crate) fn keep_tags(&mut self, mut tags: Vec<OpTag>) {
+        if tags.capacity() <= 4 * OPS_CAPACITY {
+            tags.clear();
+            self.tags = tags;
         }
-    }
-
-    /// The kept batch, taken out.
-    pub(crate) fn take_batch(&mut self) -> Option<CounterBatch> {
-        self.batch.take()
     }
 
     /// A reply to fill (the previous one's buffers when there is one; its content is stale).
@@ -143,6 +122,7 @@ impl Scratch {
         CounterReply {
             groups: Vec::new(),
             end_of_message: std::mem::take(&mut self.eom),
+            details: Vec::new(),
         }
     }
 

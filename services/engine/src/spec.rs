@@ -9,7 +9,7 @@
 //! (`mx.example.com` exact, `.example.com` any subdomain, `*` wildcards).
 //! Destinations accept only address specs, groups and `any`.
 
-use crate::view::RequestView;
+use crate::view::{Address, RequestView, SourceSide};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use sluice_protocol::PolicyRequest;
 use std::net::{IpAddr, Ipv4Addr};
@@ -297,27 +297,33 @@ impl SpecKind {
     /// into the matching loop: a call per item costs more than most items' tests).
     #[inline]
     pub(crate) fn matches_view(&self, view: &RequestView<'_, '_>, side: Side) -> bool {
-        let req = view.req;
+        match side {
+            Side::Source => self.matches_source(&view.source),
+            Side::Destination => match self {
+                SpecKind::Any => true,
+                SpecKind::Email { user, domain } => email_matches(user, domain, &view.recipient),
+                // Every other kind describes the source side.
+                _ => false,
+            },
+        }
+    }
+
+    /// Whether this (non-group) kind matches the source side `src`: all a source spec may
+    /// read (so a connection can keep source results while the source side stays the same).
+    #[inline]
+    fn matches_source(&self, src: &SourceSide<'_>) -> bool {
         match self {
             SpecKind::Any => true,
             SpecKind::Group(_) => false,
-            SpecKind::Email { user, domain } => {
-                let addr = view.address(side);
-                if addr.text.is_empty() {
-                    return false;
-                }
-                user.as_ref().is_none_or(|g| g.matches(addr.user()))
-                    && domain.as_ref().is_none_or(|g| g.matches(addr.domain()))
-            }
-            _ if side == Side::Destination => false,
-            SpecKind::Ip(net) => ip_in(net, req.client_address),
-            SpecKind::Peer(net) => req.peer_address.is_some_and(|p| ip_in(net, p)),
-            SpecKind::SaslNone => req.sasl_username.is_empty(),
-            SpecKind::SaslAny => !req.sasl_username.is_empty(),
-            SpecKind::Sasl(g) => !req.sasl_username.is_empty() && g.matches(&req.sasl_username),
-            SpecKind::NullSender => req.sender.is_empty(),
+            SpecKind::Email { user, domain } => email_matches(user, domain, &src.sender),
+            SpecKind::Ip(net) => ip_in(net, src.client),
+            SpecKind::Peer(net) => src.peer.is_some_and(|p| ip_in(net, p)),
+            SpecKind::SaslNone => src.sasl.is_empty(),
+            SpecKind::SaslAny => !src.sasl.is_empty(),
+            SpecKind::Sasl(g) => !src.sasl.is_empty() && g.matches(src.sasl),
+            SpecKind::NullSender => src.sender.text.is_empty(),
             SpecKind::Hostname { suffix, pattern } => {
-                let name = &*req.reverse_client_name;
+                let name = src.reverse;
                 if name.is_empty() || name == "unknown" {
                     return false;
                 }
@@ -332,6 +338,17 @@ impl SpecKind {
             }
         }
     }
+}
+
+/// Whether an address spec (`user@domain`, either part optional) matches `addr` (never an
+/// empty address).
+#[inline]
+fn email_matches(user: &Option<Glob>, domain: &Option<Glob>, addr: &Address<'_>) -> bool {
+    if addr.text.is_empty() {
+        return false;
+    }
+    user.as_ref().is_none_or(|g| g.matches(addr.user()))
+        && domain.as_ref().is_none_or(|g| g.matches(addr.domain()))
 }
 
 /// Whether `ip` is in `net` (its first prefix-length bits equal the network's): what

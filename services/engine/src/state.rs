@@ -1,9 +1,13 @@
-//! The [`State`] trait: every counter and per-message operation of one policy request,
-//! batched into one call.
+//! Counter state, behind two traits:
+//! - [`State`], what the engine calls: every counter and per-message operation of one
+//!   policy request, batched into **one** call (plus health and lifecycle hooks);
+//! - [`SharedState`], the quota-service protocol on top of it: leases charged ahead for an
+//!   edge, their returns, and the hand-over of message sessions between edges.
 //!
 //! The engine decides *what* to count; a `State` does the counting atomically. Embedded mode
-//! uses [`crate::MemoryState`]; cluster mode sends the same batch to the quota service, which
-//! runs it on Redis. Both follow [`crate::window`]'s arithmetic.
+//! uses [`crate::MemoryState`]; cluster mode's edge uses the remote state, which sends the
+//! batch to the quota service, which runs it on a [`SharedState`] (Redis). Every backend
+//! follows [`crate::window`]'s arithmetic (the Redis script is its only mirror).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,7 +34,8 @@ pub fn probe_batch() -> CounterBatch {
 /// A boxed, sendable future (keeps [`State`] usable as `dyn State`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Counter and message-session storage.
+/// The engine-facing counter backend: one call per request ([`State::apply`]), health and
+/// lifecycle hooks. The quota-service protocol is [`SharedState`].
 pub trait State: Send + Sync + 'static {
     /// Runs one request's batch. Each group in [`CounterBatch::groups`] is all-or-nothing:
     /// its ops are taken in order and, at the first refusal, what the group already took is
@@ -92,6 +97,18 @@ pub trait State: Send + Sync + 'static {
         Some(self.apply_in_place(batch)?.map(|r| *reply = r))
     }
 
+    /// Whether the backend can serve at all (for health checks): `Ok` when it can answer
+    /// batches, even if some of its parts are failing. The default runs a dry-run check of
+    /// cost 1 on the reserved counter [`PROBE_KEY`] (charges nothing, creates nothing).
+    fn ready(&self) -> BoxFuture<'_, Result<(), StateError>> {
+        Box::pin(async move { self.apply(&probe_batch()).await.map(drop) })
+    }
+}
+
+/// The quota-service protocol: what the quota service needs of the counters it runs edges'
+/// batches on (cluster mode's Redis; the in-process counters for tests and the equivalence
+/// test), beyond the engine's [`State`]. The engine never calls these.
+pub trait SharedState: State {
     /// Cluster mode, quota-service side: [`State::apply`], and for each op with a non-zero
     /// `leases[group][op]` (only [`OpKind::Take`] ops ask) also charge up to that many
     /// extra units as a *lease* the calling edge admits from locally (see
@@ -121,7 +138,7 @@ pub trait State: Send + Sync + 'static {
         })
     }
 
-    /// [`State::apply_leasing`] with all of the batch's backend work bounded by `deadline`
+    /// [`SharedState::apply_leasing`] with all of the batch's backend work bounded by `deadline`
     /// (the caller's remaining budget): past it no new backend call is started and the
     /// batch fails with [`StateError::Timeout`]; compensation for charges already made
     /// (refunds) may still go out. The default ignores the deadline (the caller bounds its
@@ -134,13 +151,6 @@ pub trait State: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<LeasedReply, StateError>> {
         let _ = deadline;
         self.apply_leasing(batch, leases)
-    }
-
-    /// Whether the backend can serve at all (for health checks): `Ok` when it can answer
-    /// batches, even if some of its parts are failing. The default runs a dry-run check of
-    /// cost 1 on the reserved counter [`PROBE_KEY`] (charges nothing, creates nothing).
-    fn ready(&self) -> BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(async move { self.apply(&probe_batch()).await.map(drop) })
     }
 
     /// Gives back the unused units of leases, each to the sub-bucket it was charged to
@@ -193,7 +203,7 @@ pub struct LeaseGrant {
     pub charged_at_ms: u64,
 }
 
-/// The answer to [`State::apply_leasing`].
+/// The answer to [`SharedState::apply_leasing`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LeasedReply {
     /// What [`State::apply`] would have answered.
@@ -298,6 +308,23 @@ pub struct CounterOp {
 }
 
 /// What a [`CounterOp`] does.
+///
+/// # Ops of modules that keep records, not counters
+///
+/// A module whose state is not a rolling-window counter (Greylisting's triplets) adds its
+/// op as a variant here, holding its arguments; the op's [`CounterOp::key`] names its
+/// record (Redis: hash-tagged so the op touches one slot), `limit` and `window` are unused
+/// (0 and the default). Rules every backend follows for such an op:
+/// - it runs in its group's order like any op; [`Outcome::Refused`] means its module gives
+///   a final verdict, so the rest of the group is [`Outcome::NotEvaluated`] and charges
+///   nothing (the module pushes it first, [`crate::modules`]);
+/// - its own effect (a record written even when refusing: a triplet's first attempt) is
+///   kept: a refusal later in its group does not undo it;
+/// - its detailed answer, beyond [`OpResult`], goes to [`CounterReply::details`];
+/// - `dry_run` batches compute the answer on a copy and write nothing.
+///
+/// Each backend dispatches such ops in one place (in-process: a table of its own beside
+/// the counters; Redis: a script of its own), and the equivalence test covers them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpKind {
     /// Add `cost` if it fits.
@@ -331,7 +358,27 @@ pub struct CounterReply {
     pub groups: Vec<Vec<OpResult>>,
     /// One result per counter charged at END-OF-MESSAGE.
     pub end_of_message: Vec<EomResult>,
+    /// Detailed answers of the ops of modules that keep records (see [`OpKind`]), each
+    /// naming its op; empty when the batch has none.
+    pub details: Vec<OpDetail>,
 }
+
+/// The detailed answer of a module's record op (see [`OpKind`]), for its judging step and
+/// explanation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpDetail {
+    /// The op's group in the batch.
+    pub group: u32,
+    /// The op's index in its group.
+    pub index: u32,
+    /// The answer.
+    pub answer: DetailAnswer,
+}
+
+/// A module's detailed answer: one variant per module with record ops (Greylisting adds
+/// `Greylist(..)`). No module has one yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DetailAnswer {}
 
 /// The result of one op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

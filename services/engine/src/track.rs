@@ -135,7 +135,7 @@ impl Track {
                 if req.sender.is_empty() {
                     k.push_str("<>");
                 } else {
-                    push_part(k, &view.sender, *part);
+                    push_part(k, &view.source.sender, *part);
                 }
             }
             Track::Recipient(part) => push_part(k, &view.recipient, *part),

@@ -2,8 +2,8 @@
 //! the sender and recipient split at their last `@` (otherwise every address spec and
 //! address track would scan the address again).
 
-use crate::spec::Side;
 use sluice_protocol::PolicyRequest;
+use std::net::IpAddr;
 
 /// An address and where its last `@` is.
 #[derive(Debug, Clone, Copy)]
@@ -35,12 +35,81 @@ impl<'r> Address<'r> {
     }
 }
 
+/// The source side of a request: everything a source spec may read, and nothing else
+/// ([`crate::spec::SpecKind`] matches the source side from this alone). The recipients of
+/// one message share it, so a connection keeps which members' sources matched for the
+/// last one seen ([`KeptSource`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SourceSide<'r> {
+    /// `client_address`.
+    pub client: IpAddr,
+    /// The address of the host asking (the Postfix server).
+    pub peer: Option<IpAddr>,
+    /// `sender`, split.
+    pub sender: Address<'r>,
+    /// `sasl_username`.
+    pub sasl: &'r str,
+    /// `reverse_client_name`.
+    pub reverse: &'r str,
+}
+
+/// An owned copy of a [`SourceSide`], to tell whether a later request has the same one.
+/// Both methods take every field apart (no `..`): a field added to [`SourceSide`] does not
+/// compile until it is kept and compared here.
+#[derive(Debug, Default)]
+pub(crate) struct KeptSource {
+    client: Option<IpAddr>,
+    peer: Option<IpAddr>,
+    sender: String,
+    sasl: String,
+    reverse: String,
+}
+
+impl KeptSource {
+    /// Whether `now` is the kept source side.
+    pub fn is(&self, now: &SourceSide<'_>) -> bool {
+        let SourceSide {
+            client,
+            peer,
+            sender,
+            sasl,
+            reverse,
+        } = now;
+        self.client == Some(*client)
+            && self.peer == *peer
+            && self.sender == sender.text
+            && self.sasl == *sasl
+            && self.reverse == *reverse
+    }
+
+    /// Keeps `now` (reusing the strings' buffers).
+    pub fn keep(&mut self, now: &SourceSide<'_>) {
+        let SourceSide {
+            client,
+            peer,
+            sender,
+            sasl,
+            reverse,
+        } = now;
+        self.client = Some(*client);
+        self.peer = *peer;
+        for (kept, now) in [
+            (&mut self.sender, sender.text),
+            (&mut self.sasl, *sasl),
+            (&mut self.reverse, *reverse),
+        ] {
+            kept.clear();
+            kept.push_str(now);
+        }
+    }
+}
+
 /// A request with its addresses split.
 pub(crate) struct RequestView<'r, 'a> {
     /// The request.
     pub req: &'r PolicyRequest<'a>,
-    /// `sender`.
-    pub sender: Address<'r>,
+    /// The source side (with `sender`, split).
+    pub source: SourceSide<'r>,
     /// `recipient`.
     pub recipient: Address<'r>,
 }
@@ -50,16 +119,14 @@ impl<'r, 'a> RequestView<'r, 'a> {
     pub fn new(req: &'r PolicyRequest<'a>) -> Self {
         RequestView {
             req,
-            sender: Address::new(&req.sender),
+            source: SourceSide {
+                client: req.client_address,
+                peer: req.peer_address,
+                sender: Address::new(&req.sender),
+                sasl: &req.sasl_username,
+                reverse: &req.reverse_client_name,
+            },
             recipient: Address::new(&req.recipient),
-        }
-    }
-
-    /// The address a spec on `side` looks at.
-    pub fn address(&self, side: Side) -> &Address<'r> {
-        match side {
-            Side::Source => &self.sender,
-            Side::Destination => &self.recipient,
         }
     }
 }

@@ -228,12 +228,12 @@ impl Window {
         }
         let oldest = spec.oldest_counted(now_ms);
         let mut used = self.used(spec, now_ms);
-        if used + cost <= limit {
+        if used.saturating_add(cost) <= limit {
             return Some(0);
         }
         for &(j, c) in self.buckets.iter().filter(|(j, _)| *j >= oldest) {
             used -= c;
-            if used + cost <= limit {
+            if used.saturating_add(cost) <= limit {
                 return Some(spec.expiry_of(j).saturating_sub(now_ms));
             }
         }

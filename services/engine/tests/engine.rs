@@ -295,11 +295,12 @@ fn access_control_verdicts_and_chain() {
     }
 }
 
-/// A connection's next RCPT reuses its last batch only when it was built for the same source
-/// side and policy set: one of each, seen in between by a request that counted nothing,
-/// must not let the old batch (another sender's keys, another set's quota) be charged.
+/// What a connection keeps between requests (its scratch: buffers and the source memo)
+/// never leaks into another request's counting: a source side or policy set seen in between
+/// by a request that counted nothing must not let the old sender's keys or the old set's
+/// quota be charged.
 #[test]
-fn a_kept_batch_is_reused_only_for_its_own_source_side_and_policy_set() {
+fn a_connection_s_scratch_never_charges_another_source_side_or_policy_set() {
     // One recipient per sender (RecipientCount 1, by sender); recipients in blocked.example
     // are refused before any quota.
     let mut def = quota_policy("Sender:user@domain", "RecipientCount", 1, "DEFER");
@@ -643,8 +644,8 @@ fn huge_message_sizes_never_overflow_a_size_quota() {
 }
 
 /// A SASLUsername quota counts authenticated mail per user and skips unauthenticated mail,
-/// also when one connection's kept batch alternates between the two (the batch's shape
-/// depends on whether the request is authenticated).
+/// also when the requests of one connection (one reused scratch) alternate between the two
+/// (the batch's shape depends on whether the request is authenticated).
 #[test]
 fn sasl_quota_skips_unauthenticated_mail_on_a_reused_connection() {
     let (e, _, _) = engine(quota_policy("SASLUsername", "RecipientCount", 2, "REJECT"));

@@ -1,5 +1,5 @@
 //! The quota service of cluster mode: a gRPC server (`sluice.quota.v1.Quota`) that runs each
-//! edge's counter batch on a [`sluice_engine::State`] — in production the Redis (Cluster)
+//! edge's counter batch on a [`sluice_engine::SharedState`] — in production the Redis (Cluster)
 //! state, in tests the in-process [`sluice_engine::MemoryState`] — and answers with its
 //! reply. Edges stay stateless: per-message sessions live behind the state.
 //!

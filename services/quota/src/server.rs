@@ -9,7 +9,7 @@ use crate::config::QuotaConfig;
 use crate::error::ServeError;
 use crate::health;
 use crate::service::QuotaService;
-use sluice_engine::State;
+use sluice_engine::SharedState;
 use sluice_proto::v1::quota_server::QuotaServer;
 use std::future::Future;
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use tonic_health::server::HealthReporter;
 /// authentication of [`QuotaConfig::security`] (see [`crate::security`]).
 pub async fn serve(
     listener: TcpListener,
-    state: Arc<dyn State>,
+    state: Arc<dyn SharedState>,
     config: QuotaConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
@@ -102,7 +102,7 @@ pub async fn serve(
 
 /// Probes `state` every [`QuotaConfig::probe_interval`] and reports changes.
 async fn probe_loop(
-    state: Arc<dyn State>,
+    state: Arc<dyn SharedState>,
     reporter: HealthReporter,
     config: QuotaConfig,
     mut serving: bool,

@@ -11,7 +11,7 @@
 //!
 //! **One deadline per call.** The caller's gRPC deadline (`grpc-timeout`, which edges always
 //! send) minus a margin for the way back ([`reply_deadline`]), and at most the server's own
-//! `apply_timeout`, bounds all of a call's backend work ([`State::apply_leasing_by`]): past
+//! `apply_timeout`, bounds all of a call's backend work ([`SharedState::apply_leasing_by`]): past
 //! it no new Redis call is started, and every batch not finished by then is answered
 //! `DEADLINE_EXCEEDED` — on its own, so a batch stuck on one failing Redis node does not
 //! hold back the answers of the others in the same `ApplyMany`. A charge made before the
@@ -21,7 +21,7 @@
 
 use crate::error::{status_from_error, ServiceError};
 use futures_util::future::join_all;
-use sluice_engine::{CounterBatch, LeaseReturn, LeasedReply, SessionData, State};
+use sluice_engine::{CounterBatch, LeaseReturn, LeasedReply, SessionData, SharedState};
 use sluice_proto::v1::quota_server::Quota;
 use sluice_proto::v1::{
     apply_result, ApplyManyReply, ApplyManyRequest, ApplyReply, ApplyRequest, ApplyResult,
@@ -35,9 +35,9 @@ use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-/// The `sluice.quota.v1.Quota` service over a [`State`].
+/// The `sluice.quota.v1.Quota` service over a [`SharedState`].
 pub struct QuotaService {
-    state: Arc<dyn State>,
+    state: Arc<dyn SharedState>,
     apply_timeout: Duration,
     metrics: ServiceMetrics,
 }
@@ -49,7 +49,7 @@ struct ServiceMetrics {
 
 impl QuotaService {
     /// A service running batches on `state`, each bounded by `apply_timeout`.
-    pub fn new(state: Arc<dyn State>, apply_timeout: Duration) -> Self {
+    pub fn new(state: Arc<dyn SharedState>, apply_timeout: Duration) -> Self {
         // Exported from the start (docs/metrics.md): every result at 0.
         for result in ["unavailable", "timeout", "invalid_request", "internal"] {
             metrics::counter!(sluice_runtime::metrics::names::QUOTA_BATCHES, "result" => result)
@@ -151,7 +151,7 @@ impl QuotaService {
     async fn run_task<T: Send + 'static>(
         &self,
         call: impl FnOnce(
-                Arc<dyn State>,
+                Arc<dyn SharedState>,
             ) -> std::pin::Pin<
                 Box<dyn std::future::Future<Output = Result<T, sluice_engine::StateError>> + Send>,
             > + Send

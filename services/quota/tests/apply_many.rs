@@ -3,8 +3,8 @@
 use sluice_engine::state::BoxFuture;
 use sluice_engine::window::WindowSpec;
 use sluice_engine::{
-    CounterBatch, CounterOp, CounterReply, ManualClock, MemoryState, OpKind, Outcome, State,
-    StateError,
+    CounterBatch, CounterOp, CounterReply, ManualClock, MemoryState, OpKind, Outcome, SharedState,
+    State, StateError,
 };
 use sluice_proto::v1::quota_client::QuotaClient;
 use sluice_proto::v1::{apply_result, ApplyManyRequest, ApplyRequest};
@@ -36,6 +36,9 @@ impl State for FailsSome {
         self.inner.apply(batch)
     }
 }
+
+/// The quota-service protocol's defaults (no leases, no shared sessions).
+impl SharedState for FailsSome {}
 
 fn take(key: &str, limit: u64) -> ApplyRequest {
     ApplyRequest::from(&CounterBatch {

@@ -1,7 +1,9 @@
 //! grpc.health.v1 follows the backing state, and shutdown flips it first.
 
 use sluice_engine::state::BoxFuture;
-use sluice_engine::{CounterBatch, CounterReply, ManualClock, MemoryState, State, StateError};
+use sluice_engine::{
+    CounterBatch, CounterReply, ManualClock, MemoryState, SharedState, State, StateError,
+};
 use sluice_quota::QuotaConfig;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,6 +32,9 @@ impl State for Switchable {
         self.inner.apply(batch)
     }
 }
+
+/// The quota-service protocol's defaults (no leases, no shared sessions).
+impl SharedState for Switchable {}
 
 /// The next status on a watch stream (bounded wait: fails instead of hanging).
 async fn next(

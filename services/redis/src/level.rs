@@ -1,6 +1,7 @@
 //! A counter's level and checks without a script: `TIME` and `HGETALL` pipelined to the
-//! counter's node, summed here with exactly the counter script's arithmetic for `level` and
-//! `check` (used level, fits, retry-after).
+//! counter's node, read into the engine's [`Window`] (the one Rust home of the window
+//! arithmetic, which the counter script mirrors) for `level` and `check` (used level, fits,
+//! retry-after). Nothing is computed here.
 //!
 //! Reporting a level (an op already counted for the message, or recorded for
 //! END-OF-MESSAGE) and checking whether a cost would fit change nothing, so they need no
@@ -11,7 +12,7 @@ use crate::cluster::request::Request;
 use crate::conn::Conn;
 use crate::scripts::CounterAnswer;
 use redis::Value;
-use sluice_engine::window::WindowSpec;
+use sluice_engine::window::{TakeOutcome, Window, WindowSpec};
 use sluice_engine::StateError;
 use std::time::Duration;
 
@@ -77,55 +78,29 @@ fn redis_time_ms(v: &Value) -> Result<u64, StateError> {
     Ok(secs * 1000 + micros / 1000)
 }
 
-/// The sum of the buckets still counted at `now` (the script's `level()`).
-fn level_at(pairs: &[(String, String)], window: WindowSpec, now: u64) -> u64 {
-    let oldest = now.saturating_sub(window.period_ms) / window.bucket_ms.max(1);
-    pairs
+/// The counter's fields as a [`Window`] at `now` (unparseable fields, which the script
+/// never writes, are ignored).
+fn window_at(pairs: &[(String, String)], window: WindowSpec, now: u64) -> Window {
+    let buckets = pairs
         .iter()
-        .filter_map(|(j, c)| Some((j.parse::<u64>().ok()?, c.parse::<i64>().ok()?)))
-        .filter(|&(j, _)| j >= oldest)
-        .map(|(_, c)| c)
-        .sum::<i64>()
-        .max(0) as u64
+        .filter_map(|(j, c)| Some((j.parse::<u64>().ok()?, c.parse::<u64>().ok()?)));
+    Window::restore(window, now, buckets)
 }
 
-/// The live buckets at `now`, oldest first (the script's sorted `idx` from `oldest` on).
-fn live_buckets(pairs: &[(String, String)], window: WindowSpec, now: u64) -> Vec<(u64, u64)> {
-    let oldest = now.saturating_sub(window.period_ms) / window.bucket_ms.max(1);
-    let mut live: Vec<(u64, u64)> = pairs
-        .iter()
-        .filter_map(|(j, c)| Some((j.parse::<u64>().ok()?, c.parse::<i64>().ok()?)))
-        .filter(|&(j, _)| j >= oldest)
-        .map(|(j, c)| (j, c.max(0) as u64))
-        .collect();
-    live.sort_unstable();
-    live
+/// The level counted at `now` (the script's `level`): [`Window::used`].
+fn level_at(pairs: &[(String, String)], window: WindowSpec, now: u64) -> u64 {
+    window_at(pairs, window, now).used(window, now)
 }
 
 /// The script's `check` at `now`: the level before, whether the cost fits, and when it
-/// would fit if it does not (`None`: never, the cost exceeds the limit).
+/// would fit if it does not (`None`: never, the cost exceeds the limit), all from
+/// [`Window`]'s arithmetic.
 fn check_at(pairs: &[(String, String)], spec: Limited, now: u64) -> CounterAnswer {
-    let live = live_buckets(pairs, spec.window, now);
-    let used: u64 = live.iter().map(|&(_, c)| c).sum();
-    let fits = used.saturating_add(spec.cost) <= spec.limit;
-    let retry_after_ms = if fits {
-        Some(0)
-    } else if spec.cost > spec.limit {
-        None
-    } else {
-        let mut left = used;
-        let mut retry = 0;
-        for &(j, c) in &live {
-            left -= c;
-            if left.saturating_add(spec.cost) <= spec.limit {
-                let expiry = (j + 1)
-                    .saturating_mul(spec.window.bucket_ms)
-                    .saturating_add(spec.window.period_ms);
-                retry = expiry.saturating_sub(now);
-                break;
-            }
-        }
-        Some(retry)
+    let w = window_at(pairs, spec.window, now);
+    let used = w.used(spec.window, now);
+    let (fits, retry_after_ms) = match w.check(spec.window, now, spec.cost, spec.limit) {
+        TakeOutcome::Admitted { .. } => (true, Some(0)),
+        TakeOutcome::Refused { retry_after_ms, .. } => (false, retry_after_ms),
     };
     CounterAnswer {
         fits,

@@ -40,7 +40,7 @@
 //! or is an END-OF-MESSAGE, and only written when the batch changed it.
 //!
 //! # Leases
-//! [`sluice_engine::State::apply_leasing`] lets a take carry a *want*: the counter script's
+//! [`sluice_engine::SharedState::apply_leasing`] lets a take carry a *want*: the counter script's
 //! `take` then also charges [`sluice_engine::window::lease_units`] extra units (at most a
 //! quarter of the room left above half the limit; none within
 //! [`sluice_engine::window::MIN_LEASE_MS`] of the end of the current sub-bucket) in the same
@@ -49,15 +49,15 @@
 //! such admission falls into the bucket the units were charged to and no window ever holds
 //! more than the limit; taking only from the lower half keeps limits exact where they bind.
 //! A refused group refunds its leases with its takes (and reports no grant). Unused units
-//! come back with [`sluice_engine::State::return_leases`]: a `refund` at the grant's charge
+//! come back with [`sluice_engine::SharedState::return_leases`]: a `refund` at the grant's charge
 //! time (so it hits the bucket it was charged to), all at once (one script call per node); a
 //! counter that is gone is left alone.
 //!
 //! # Edge-held message sessions
-//! [`sluice_engine::State::save_sessions`] merges sessions an edge held into the stored ones
+//! [`sluice_engine::SharedState::save_sessions`] merges sessions an edge held into the stored ones
 //! with the session script (charged keys added, the first record of a key kept, a new
 //! session's TTL counted from now), sessions at once, then deletes the ended ones (`DEL` of
-//! both keys, one slot). [`sluice_engine::State::load_session`] reads one with the same
+//! both keys, one slot). [`sluice_engine::SharedState::load_session`] reads one with the same
 //! `MULTI`/`EXEC` as a batch. A batch that reads its session reports whether it existed
 //! (`session_found`).
 //!

@@ -14,7 +14,7 @@ use futures_util::future::join_all;
 use sluice_engine::state::{BoxFuture, EomResult};
 use sluice_engine::{
     Clock, CounterBatch, CounterOp, CounterReply, EomRecord, LeaseReturn, LeasedReply, OpKind,
-    OpResult, SessionData, State, StateError,
+    OpResult, SessionData, SharedState, State, StateError,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -275,6 +275,7 @@ impl RedisState {
             reply: CounterReply {
                 groups,
                 end_of_message,
+                details: Vec::new(),
             },
             leases: grants,
             session_found,
@@ -404,6 +405,12 @@ impl State for RedisState {
         Box::pin(async move { Ok(self.run_timed(batch, &[]).await?.reply) })
     }
 
+    fn ready(&self) -> BoxFuture<'_, Result<(), StateError>> {
+        Box::pin(self.backend.conn.ready())
+    }
+}
+
+impl SharedState for RedisState {
     fn apply_leasing<'a>(
         &'a self,
         batch: &'a CounterBatch,
@@ -423,10 +430,6 @@ impl State for RedisState {
             deadline,
             self.run_timed(batch, leases),
         ))
-    }
-
-    fn ready(&self) -> BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(self.backend.conn.ready())
     }
 
     fn return_leases<'a>(

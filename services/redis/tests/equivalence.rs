@@ -29,6 +29,9 @@ async fn lua_and_memory_agree_on_every_reply() {
     assert!(seen.returned > 50, "{seen:?}");
     assert!(seen.sessions_found > 20, "{seen:?}");
     assert!(seen.saved > 20 && seen.loaded > 10, "{seen:?}");
+    // Every op kind (the in-process counters against the counter script and the plain
+    // reads of `level.rs`).
+    seen.assert_every_kind(100);
     // A second, independent sequence (fresh keys: another prefix).
     let clock = ManualClock::new(START_MS + 12_345);
     let redis = RedisState::connect_with(&cluster.urls(), settings("eq2"))

@@ -9,7 +9,7 @@ use common::settings;
 use sluice_engine::window::WindowSpec;
 use sluice_engine::{
     CounterBatch, CounterOp, EomRecord, LeaseGrant, LeaseReturn, ManualClock, OpKind, Outcome,
-    SessionData, State,
+    SessionData, SharedState, State,
 };
 use sluice_redis::RedisState;
 use sluice_test_support::RedisCluster;

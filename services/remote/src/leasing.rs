@@ -382,6 +382,7 @@ impl RemoteState {
         Ok(CounterReply {
             groups,
             end_of_message: Vec::new(),
+            details: Vec::new(),
         })
     }
 
@@ -575,6 +576,7 @@ impl RemoteState {
         Ok(CounterReply {
             groups: Vec::new(),
             end_of_message,
+            details: Vec::new(),
         })
     }
 

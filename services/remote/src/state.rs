@@ -324,6 +324,7 @@ impl RemoteState {
             return Ok(CounterReply {
                 groups: local.into_iter().flatten().collect(),
                 end_of_message: Vec::new(),
+                details: Vec::new(),
             });
         }
         let rest = CounterBatch {
@@ -343,6 +344,18 @@ impl RemoteState {
         for (ops, results) in rest.groups.iter().zip(&reply.groups) {
             cache.observe(ops, results, now);
         }
+        // The remote batch's group k is the batch's k-th group not answered here.
+        let remote_index: Vec<u32> = (0..local.len() as u32)
+            .filter(|&g| local[g as usize].is_none())
+            .collect();
+        let details = reply
+            .details
+            .into_iter()
+            .filter_map(|mut d| {
+                d.group = *remote_index.get(d.group as usize)?;
+                Some(d)
+            })
+            .collect();
         let mut remote_groups = reply.groups.into_iter();
         let groups = local
             .into_iter()
@@ -351,6 +364,7 @@ impl RemoteState {
         Ok(CounterReply {
             groups,
             end_of_message: reply.end_of_message,
+            details,
         })
     }
 

@@ -6,7 +6,8 @@ mod common;
 use common::{Counting, QuotaNode};
 use sluice_engine::window::WindowSpec;
 use sluice_engine::{
-    CounterBatch, CounterOp, ManualClock, MemoryState, MemoryStateSettings, OpKind, Outcome, State,
+    CounterBatch, CounterOp, ManualClock, MemoryState, MemoryStateSettings, OpKind, Outcome,
+    SharedState, State,
 };
 use sluice_quota::QuotaConfig;
 use sluice_remote::{RemoteConfig, RemoteState};

@@ -93,11 +93,11 @@ async fn serve(settings: config::Settings) -> anyhow::Result<ExitCode> {
     // time to, so a normal start is SERVING from its first health probe.
     let first_attempt = settings.redis_timeout * (settings.redis.len() as u32 + 1);
     redis.wait_connected(first_attempt).await;
-    let state: Arc<dyn sluice_engine::State> = Arc::new(redis);
+    let state: Arc<dyn sluice_engine::SharedState> = Arc::new(redis);
     if let Some(admin) = admin {
         tokio::spawn(crate::metrics_listener::serve_basic(
             admin,
-            Arc::new(QuotaReady(state.clone())),
+            Arc::new(QuotaReady(state.clone() as Arc<dyn sluice_engine::State>)),
         ));
     }
     tracing::info!(

@@ -5,7 +5,7 @@
 use sluice_engine::window::WindowSpec;
 use sluice_engine::{
     CounterBatch, CounterOp, EomRecord, LeaseReturn, ManualClock, MemoryState, MemoryStateSettings,
-    OpKind, SessionData, State,
+    OpKind, SessionData, SharedState, State,
 };
 use sluice_redis::{RedisState, RedisStateSettings};
 use std::sync::Arc;
@@ -173,6 +173,33 @@ pub struct Compared {
     /// Sessions saved, and loads that found one.
     pub saved: usize,
     pub loaded: usize,
+    /// Ops compared, by kind ([`kind_index`]), and END-OF-MESSAGE charges.
+    pub kinds: [usize; KINDS],
+    pub end_of_message: usize,
+}
+
+/// How many op kinds there are.
+pub const KINDS: usize = 4;
+
+/// An op kind's index in [`Compared::kinds`]. No wildcard: an op kind added to the engine
+/// does not compile here until the generator ([`batch`]) makes it and this counts it.
+pub fn kind_index(kind: &OpKind) -> usize {
+    match kind {
+        OpKind::Take { .. } => 0,
+        OpKind::TakeOncePerMessage => 1,
+        OpKind::Check { .. } => 2,
+        OpKind::RecordForEom { .. } => 3,
+    }
+}
+
+impl Compared {
+    /// Asserts that every op kind and END-OF-MESSAGE were compared at least `min` times.
+    pub fn assert_every_kind(&self, min: usize) {
+        assert!(
+            self.kinds.iter().all(|&n| n >= min) && self.end_of_message >= min,
+            "every op kind must be compared at least {min} times: {self:?}"
+        );
+    }
 }
 
 /// The levels of every counter (a dry run checking 0).
@@ -206,6 +233,10 @@ pub async fn compare(redis: &RedisState, clock: &ManualClock, seed: u64, n: usiz
     let mut held: Vec<LeaseReturn> = Vec::new();
     for i in 0..n {
         let b = batch(&mut rng, &counters);
+        for op in b.groups.iter().flatten() {
+            seen.kinds[kind_index(&op.kind)] += 1;
+        }
+        seen.end_of_message += usize::from(b.end_of_message.is_some());
         let leases = wants(&mut rng, &b);
         let want = if leases.is_empty() && rng.chance(50) {
             let want = memory.apply(&b).await.expect("memory state never fails");

@@ -3,7 +3,8 @@
 
 use sluice_engine::state::BoxFuture;
 use sluice_engine::{
-    CounterBatch, CounterReply, LeaseReturn, LeasedReply, SessionData, State, StateError,
+    CounterBatch, CounterReply, LeaseReturn, LeasedReply, SessionData, SharedState, State,
+    StateError,
 };
 use sluice_quota::{QuotaConfig, ServeError};
 use std::net::SocketAddr;
@@ -23,13 +24,17 @@ pub struct QuotaNode {
 
 impl QuotaNode {
     /// Starts a quota service on a fresh port.
-    pub async fn start(state: Arc<dyn State>, config: QuotaConfig) -> Self {
+    pub async fn start(state: Arc<dyn SharedState>, config: QuotaConfig) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         Self::start_on(listener, state, config)
     }
 
     /// Starts a quota service on `listener`.
-    pub fn start_on(listener: TcpListener, state: Arc<dyn State>, config: QuotaConfig) -> Self {
+    pub fn start_on(
+        listener: TcpListener,
+        state: Arc<dyn SharedState>,
+        config: QuotaConfig,
+    ) -> Self {
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(sluice_quota::serve(listener, state, config, async {
@@ -75,7 +80,7 @@ impl Drop for QuotaNode {
 
 /// Counts the batches that reach the wrapped state.
 pub struct Counting {
-    pub inner: Arc<dyn State>,
+    pub inner: Arc<dyn SharedState>,
     /// Batches run (`apply` and `apply_leasing`).
     pub calls: AtomicUsize,
     /// `return_leases` calls.
@@ -87,7 +92,7 @@ pub struct Counting {
 }
 
 impl Counting {
-    pub fn new(inner: Arc<dyn State>) -> Arc<Self> {
+    pub fn new(inner: Arc<dyn SharedState>) -> Arc<Self> {
         Arc::new(Counting {
             inner,
             calls: AtomicUsize::new(0),
@@ -118,7 +123,9 @@ impl State for Counting {
         }
         self.inner.apply(batch)
     }
+}
 
+impl SharedState for Counting {
     fn apply_leasing<'a>(
         &'a self,
         batch: &'a CounterBatch,
@@ -180,14 +187,18 @@ impl State for Hanging {
             Ok(CounterReply {
                 groups: batch.groups.iter().map(|_| Vec::new()).collect(),
                 end_of_message: Vec::new(),
+                details: Vec::new(),
             })
         })
     }
 }
 
+/// The quota-service protocol's defaults (no leases, no shared sessions).
+impl SharedState for Hanging {}
+
 /// A fake backend for the "backend down" fault: fails while `down` is set.
 pub struct Switchable {
-    pub inner: Arc<dyn State>,
+    pub inner: Arc<dyn SharedState>,
     pub down: AtomicBool,
 }
 
@@ -205,9 +216,12 @@ impl State for Switchable {
     }
 }
 
+/// The quota-service protocol's defaults (no leases, no shared sessions).
+impl SharedState for Switchable {}
+
 /// Holds every batch until released, to have RPCs in flight on purpose.
 pub struct Gate {
-    pub inner: Arc<dyn State>,
+    pub inner: Arc<dyn SharedState>,
     pub entered: Notify,
     pub release: Notify,
 }
@@ -232,3 +246,6 @@ impl State for Gate {
         })
     }
 }
+
+/// The quota-service protocol's defaults (no leases, no shared sessions).
+impl SharedState for Gate {}

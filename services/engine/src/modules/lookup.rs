@@ -1,0 +1,112 @@
+//! External lookups (DNS) that modules declare as data, and their answers.
+//!
+//! The engine does no I/O. A module that needs DNS (CheckHelo, CheckSPF) lists its
+//! questions in [`crate::modules::Module::lookups`]; the caller asks
+//! [`crate::Engine::lookups`] for the request's questions, answers them under the
+//! request's deadline (caching answers up to their TTL), and decides with
+//! [`crate::Engine::decide_with`]. A question without an answer reads as
+//! [`LookupAnswer::Unanswered`].
+
+use std::net::IpAddr;
+
+/// One question to the outside world.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Lookup {
+    /// A and AAAA records of a name.
+    Addresses {
+        /// The name (no trailing dot).
+        name: String,
+    },
+    /// MX records of a domain.
+    Mx {
+        /// The domain.
+        domain: String,
+    },
+    /// TXT records of a name (SPF).
+    Txt {
+        /// The name.
+        name: String,
+    },
+    /// PTR records of an address (reverse DNS).
+    Ptr {
+        /// The address.
+        ip: IpAddr,
+    },
+}
+
+/// The answer to one [`Lookup`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupAnswer {
+    /// Addresses (for [`Lookup::Addresses`]).
+    Addresses(Vec<IpAddr>),
+    /// Names or texts (MX hosts by preference, TXT strings, PTR names).
+    Records(Vec<String>),
+    /// The name does not exist or has no record of that type (NXDOMAIN, NODATA).
+    NotFound,
+    /// The resolver failed or the deadline passed: a temporary failure.
+    Failed,
+    /// The caller did not answer this question.
+    Unanswered,
+}
+
+/// Answers to the questions of one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LookupAnswers {
+    answers: Vec<(Lookup, LookupAnswer)>,
+}
+
+impl LookupAnswers {
+    /// No answers (what a request gets when no module asks anything).
+    pub fn none() -> &'static LookupAnswers {
+        static NONE: LookupAnswers = LookupAnswers {
+            answers: Vec::new(),
+        };
+        &NONE
+    }
+
+    /// Records the answer to `question` (a later answer to the same question replaces it).
+    pub fn insert(&mut self, question: Lookup, answer: LookupAnswer) {
+        match self.answers.iter_mut().find(|(q, _)| *q == question) {
+            Some((_, a)) => *a = answer,
+            None => self.answers.push((question, answer)),
+        }
+    }
+
+    /// The answer to `question` ([`LookupAnswer::Unanswered`] when there is none).
+    pub fn get(&self, question: &Lookup) -> &LookupAnswer {
+        self.answers
+            .iter()
+            .find(|(q, _)| q == question)
+            .map(|(_, a)| a)
+            .unwrap_or(&LookupAnswer::Unanswered)
+    }
+
+    /// Whether no answer is held.
+    pub fn is_empty(&self) -> bool {
+        self.answers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unasked_question_reads_as_unanswered_and_answers_replace() {
+        let mut a = LookupAnswers::default();
+        let q = Lookup::Mx {
+            domain: "example.org".into(),
+        };
+        assert_eq!(a.get(&q), &LookupAnswer::Unanswered);
+        a.insert(q.clone(), LookupAnswer::Failed);
+        a.insert(
+            q.clone(),
+            LookupAnswer::Records(vec!["mx.example.org".into()]),
+        );
+        assert_eq!(
+            a.get(&q),
+            &LookupAnswer::Records(vec!["mx.example.org".into()])
+        );
+        assert_eq!(LookupAnswers::none().get(&q), &LookupAnswer::Unanswered);
+    }
+}
