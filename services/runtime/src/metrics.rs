@@ -254,6 +254,18 @@ fn describe() {
         QUOTA_BATCHES,
         "Apply calls handled by the quota service, by result."
     );
+    describe_counter!(
+        HISTORY_RECORDS,
+        "Refusal records of the history, by result (written, dropped: queue full, failed: the database refused the batch)."
+    );
+    describe_counter!(
+        HISTORY_PRUNED,
+        "History rows (refusals and sender counts) deleted after the retention."
+    );
+    describe_counter!(
+        ALERTS,
+        "Alert webhooks, by result (sent, failed after every retry, suppressed: the key's cooldown had not passed)."
+    );
     describe_gauge!(
         QUOTA_BACKEND_UP,
         "1 while the quota service's counter backend answers probes."
