@@ -63,6 +63,9 @@ pub struct Decision {
     /// `DUNNO`), in evaluation order. Filled only when the connection's [`Scratch`] asks
     /// ([`Scratch::report_admitted`]); usually empty.
     pub admitted: Vec<ModuleVerdict>,
+    /// What greylisting did (a [`crate::GreyOutcome::label`], or `whitelisted`), for
+    /// metrics; `None` when it did not run.
+    pub greylisting: Option<&'static str>,
 }
 
 /// A level at or above this share of a limit counts as "near the limit".
@@ -256,6 +259,7 @@ impl Decision {
             state_error: None,
             near_limit: Vec::new(),
             admitted: Vec::new(),
+            greylisting: None,
         }
     }
 }
@@ -422,6 +426,47 @@ impl Engine {
         }
     }
 
+    /// Runs greylisting's plan: true when its verdict is final (the chain stops).
+    async fn greylist(
+        &self,
+        plan: crate::greylisting::Plan,
+        decision: &mut Decision,
+        trace: &mut Trace<'_>,
+    ) -> bool {
+        use crate::greylisting::{self as grey, Plan};
+        let run = match plan {
+            Plan::Whitelisted(entry) => {
+                note(trace, || {
+                    format!("Greylisting: whitelisted by {entry:?}: pass.")
+                });
+                decision.greylisting = Some("whitelisted");
+                return false;
+            }
+            Plan::Run(run) => run,
+        };
+        let reply = match self.state.greylist(&run.op).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                self.settle(Err(e), decision, trace, "Greylisting");
+                return true;
+            }
+        };
+        note(trace, || "Greylisting:".into());
+        note(trace, || grey::explain(&run, &reply));
+        decision.greylisting = Some(reply.outcome.label());
+        let Some(verdict) = grey::verdict(&run, &reply) else {
+            return false;
+        };
+        let enforce = !verdict.monitor;
+        let action = verdict.action.clone();
+        decision.verdicts.push(verdict);
+        if enforce {
+            decision.action = action;
+            note(trace, || "  final verdict: the chain stops here.".into());
+        }
+        enforce
+    }
+
     fn is_monitor(&self, p: &Policy) -> bool {
         self.settings.monitor_all || p.monitor
     }
@@ -450,8 +495,25 @@ impl Engine {
         let mut decision = Decision::dunno();
         // Everything but the counter call is synchronous: only the batch, the reply and the
         // decision live in the future across the call.
-        let Some(batch) = self.rcpt_batch(set, req, dry_run, &mut trace, scratch, &mut decision)
-        else {
+        let mut grey = None;
+        let batch = self.rcpt_batch(
+            set,
+            req,
+            dry_run,
+            &mut trace,
+            scratch,
+            &mut decision,
+            &mut grey,
+        );
+        if let Some(plan) = grey {
+            if self.greylist(plan, &mut decision, &mut trace).await {
+                if let Some(batch) = batch {
+                    scratch.recycle(batch);
+                }
+                return decision;
+            }
+        }
+        let Some(batch) = batch else {
             return decision;
         };
         // Into the connection's reused reply when the backend answers in place.
@@ -486,6 +548,7 @@ impl Engine {
         trace: &mut Trace<'_>,
         scratch: &mut Scratch,
         decision: &mut Decision,
+        grey: &mut Option<crate::greylisting::Plan>,
     ) -> Option<CounterBatch> {
         if trace.is_some() {
             explain_matching(set, req, trace);
@@ -554,6 +617,15 @@ impl Engine {
             }
             break;
         }
+
+        // Greylisting: planned here, run by the caller before the quotas (greylisting.rs).
+        *grey = crate::greylisting::plan(
+            matched.iter().map(|&(_, p)| p),
+            &set.grey_whitelist,
+            req,
+            dry_run,
+            self.settings.monitor_all,
+        );
 
         // Quotas: every quota of every matched policy, one State call.
         let authenticated = !req.sasl_username.is_empty();

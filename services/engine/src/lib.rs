@@ -21,6 +21,7 @@ pub mod clock;
 pub mod compile;
 pub mod diagnostic;
 pub mod engine;
+pub mod greylisting;
 pub mod memory;
 pub mod model;
 mod scratch;
@@ -39,6 +40,9 @@ pub use engine::{
     CounterLevel, Decision, Engine, EngineSettings, Explanation, ModuleVerdict, QuotaRef,
     NEAR_LIMIT_PERCENT,
 };
+pub use greylisting::def::{GreylistWhitelistDef, GreylistingDef};
+pub use greylisting::op::{GreylistOp, GreylistReply};
+pub use greylisting::record::{GreyOutcome, GreyParams};
 pub use memory::snapshot::{CounterChanges, CounterSnapshot, SavedSession};
 pub use memory::{MemoryState, MemoryStateSettings};
 pub use model::{

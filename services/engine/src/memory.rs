@@ -41,6 +41,7 @@ use smallvec::SmallVec;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
+mod greylisting;
 pub mod snapshot;
 
 /// Settings of the in-process state.
@@ -316,6 +317,8 @@ pub struct MemoryState {
     /// Picks a key's shard (seeded per process, like the maps).
     hasher: RandomState,
     sessions: Vec<Mutex<Sessions>>,
+    /// Greylisting records (`memory/greylisting.rs`).
+    grey: greylisting::GreyTable,
 }
 
 /// Most sessions' buffers a sessions shard keeps for new sessions.
@@ -467,6 +470,7 @@ impl MemoryState {
             counters: (0..n).map(|_| Mutex::new(Counters::default())).collect(),
             sessions: (0..n).map(|_| Mutex::new(Sessions::default())).collect(),
             hasher: RandomState::default(),
+            grey: greylisting::GreyTable::new(n),
             settings,
         }
     }
@@ -504,7 +508,13 @@ impl MemoryState {
             removed += before - map.len();
             map.table.shrink_if_sparse(|k| self.hash(k));
         }
+        removed += self.grey.sweep(now);
         removed
+    }
+
+    /// Greylisting networks and triplets held (expired ones not yet swept included).
+    pub fn greylisting_entries(&self) -> (usize, usize) {
+        self.grey.len()
     }
 
     /// Number of live counters.
@@ -1085,6 +1095,14 @@ impl MemoryState {
 }
 
 impl State for MemoryState {
+    fn greylist<'a>(
+        &'a self,
+        op: &'a crate::greylisting::op::GreylistOp,
+    ) -> BoxFuture<'a, Result<crate::greylisting::op::GreylistReply, StateError>> {
+        let reply = self.grey.apply(op, self.clock.now_ms());
+        Box::pin(async move { Ok(reply) })
+    }
+
     fn apply<'a>(
         &'a self,
         batch: &'a CounterBatch,

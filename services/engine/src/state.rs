@@ -169,6 +169,21 @@ pub trait State: Send + Sync + 'static {
         })
     }
 
+    /// Runs one greylisting op atomically on its network's record (see
+    /// [`crate::greylisting::record::run`]). The default fails: the backend keeps no
+    /// greylisting state.
+    fn greylist<'a>(
+        &'a self,
+        op: &'a crate::greylisting::op::GreylistOp,
+    ) -> BoxFuture<'a, Result<crate::greylisting::op::GreylistReply, StateError>> {
+        let _ = op;
+        Box::pin(async {
+            Err(StateError::Unavailable(
+                "this counter backend keeps no greylisting state".into(),
+            ))
+        })
+    }
+
     /// Reads a stored message session (`None`: there is none).
     fn load_session<'a>(
         &'a self,
