@@ -48,7 +48,7 @@ pub struct Engine {
 }
 
 /// The outcome of one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Decision {
     /// What Postfix gets.
     pub action: Action,
@@ -248,6 +248,23 @@ type Trace<'t> = Option<&'t mut Vec<String>>;
 fn note(trace: &mut Trace<'_>, line: impl FnOnce() -> String) {
     if let Some(t) = trace.as_deref_mut() {
         t.push(line());
+    }
+}
+
+impl fmt::Debug for Decision {
+    /// As derived, with `greylisting` shown only when greylisting ran (so recorded
+    /// transcripts of decisions without greylisting read as before).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Decision");
+        d.field("action", &self.action)
+            .field("verdicts", &self.verdicts)
+            .field("state_error", &self.state_error)
+            .field("near_limit", &self.near_limit)
+            .field("admitted", &self.admitted);
+        if let Some(g) = self.greylisting {
+            d.field("greylisting", &g);
+        }
+        d.finish()
     }
 }
 

@@ -30,6 +30,7 @@
 //! engine's validation ([`sluice_engine::compile`]) — names the file, line and field.
 
 mod export;
+mod greylisting;
 mod locate;
 mod mirror;
 mod sections;
