@@ -321,7 +321,7 @@ pub(super) fn convert(
     }
     for (table, n) in raw.state {
         report.skipped.push(Skipped {
-            what: format!("{n} rows in table {table}"),
+            what: format!("{n} row{} in table {table}", if n == 1 { "" } else { "s" }),
             why: "greylisting state is not imported: Sluice keeps triplets and \
                   auto-white/blacklist entries in process or in Redis, expiring by TTL; \
                   known triplets are greylisted once more after the switch"
