@@ -162,7 +162,7 @@ pub fn human_duration(ms: u64) -> String {
         90..=5399 => format!("{} min", s.div_ceil(60)),
         5400..=172_799 => {
             let m = s.div_ceil(60);
-            if m % 60 == 0 {
+            if m.is_multiple_of(60) {
                 format!("{} h", m / 60)
             } else {
                 format!("{} h {} min", m / 60, m % 60)

@@ -509,8 +509,10 @@ mod tests {
         assert!(parse_whitelist_entry("SenderIP:300.1.1.1").is_err());
         let dom = parse_whitelist_entry("SenderDomain:.example.com").unwrap();
         let rdns = parse_whitelist_entry("ReverseDNS:.google.com").unwrap();
-        let mut req = PolicyRequest::default();
-        req.sender = "a@mx.Example.com".into();
+        let mut req = PolicyRequest {
+            sender: "a@mx.Example.com".into(),
+            ..Default::default()
+        };
         assert!(dom.matches(&req));
         req.sender = "a@badexample.com".into();
         assert!(!dom.matches(&req));
