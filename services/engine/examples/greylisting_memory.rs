@@ -4,7 +4,8 @@
 //! own (the worst case: one record per triplet), and 10 triplets per network (a network
 //! sending to several recipients).
 //!
-//! `cargo run --release -p sluice-engine --example greylisting_memory -- 1000000`
+//! `cargo run --release -p sluice-engine --example greylisting_memory -- 1000000` (each shape
+//! in a process of its own; `-- 1000000 10` runs one).
 //!
 //! Memory is the server's allocator's (mimalloc), as `sluice serve` runs. The figures are in
 //! docs/benchmarks.md ("Greylisting memory").
@@ -98,10 +99,24 @@ fn run(n: u64, per_network: u64) {
 }
 
 fn main() {
-    let n = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
-    run(n, 1);
-    run(n, 10);
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("numbers: N [triplets per network]"))
+        .collect();
+    let n = args.first().copied().unwrap_or(1_000_000);
+    match args.get(1) {
+        // One shape per process: a second shape in the same process would start from the
+        // first one's freed-but-kept pages.
+        Some(&per) => run(n, per.max(1)),
+        None => {
+            let me = std::env::current_exe().expect("own path");
+            for per in [1, 10] {
+                let status = std::process::Command::new(&me)
+                    .args([n.to_string(), per.to_string()])
+                    .status()
+                    .expect("run a shape");
+                assert!(status.success());
+            }
+        }
+    }
 }
