@@ -18,7 +18,9 @@
 #     PrometheusRule (Prometheus Operator CRDs) have no schema there and are skipped
 #     explicitly; the PrometheusRule's rules go through promtool instead. With a built
 #     `sluice` binary ($SLUICE_BIN, default target/debug/sluice) the rendered role configs
-#     also pass `sluice edge|quota --check-config`.
+#     also pass `sluice edge|quota|admin --check-config` (admin: the admin service,
+#     rendered with ci/all-options-values.yaml, its TLS Secret mounted where admin.toml
+#     points).
 # Which metrics the dashboard and the rules query is checked against real scrapes by
 # `cargo test -p sluice --test deploy_assets`.
 #
@@ -216,6 +218,7 @@ def expect_kinds(objs, want):
 
 
 GRPC_DIR = "/etc/sluice-grpc"
+ADMIN_TLS_DIR = "/etc/sluice-tls/admin"
 
 
 def grpc_stand_ins(d, texts):
@@ -250,13 +253,40 @@ def check_configs(objs, env):
     with tempfile.TemporaryDirectory() as d:
         texts = [cm["data"][f"{role}.toml"] for role in ("edge", "quota")]
         grpc_stand_ins(d, texts)
-        for role in ("edge", "quota"):
+        roles = ["edge", "quota"] + (["admin"] if "admin.toml" in cm["data"] else [])
+        if "admin" in roles and ADMIN_TLS_DIR in cm["data"]["admin.toml"]:
+            os.makedirs(os.path.join(d, "admin-tls"))
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                            "-nodes", "-keyout", "admin-tls/tls.key", "-out", "admin-tls/tls.crt", "-days", "1",
+                            "-subj", "/CN=stand-in admin"], check=True, capture_output=True, cwd=d)
+        for role in roles:
             f = os.path.join(d, f"{role}.toml")
-            open(f, "w").write(cm["data"][f"{role}.toml"].replace(GRPC_DIR, d))
+            text = cm["data"][f"{role}.toml"].replace(GRPC_DIR, d)
+            open(f, "w").write(text.replace(ADMIN_TLS_DIR, os.path.join(d, "admin-tls")))
             r = subprocess.run([SLUICE_BIN, role, "--check-config", "--config", f],
                                env=dict(env, PATH=os.environ.get("PATH", "")),
                                capture_output=True, text=True)
             assert r.returncode == 0, f"{role}.toml: {r.stdout}{r.stderr}\n{cm['data'][role + '.toml']}"
+
+
+def admin_service(objs):
+    """The admin role (ci/all-options-values.yaml): `sluice admin --config admin.toml`, its
+    listener on 10035 behind the Service, HTTPS with the TLS Secret mounted where admin.toml
+    points, the database from the Secret."""
+    dep = find(objs, "Deployment", "-admin")
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert c["args"][:3] == ["admin", "--config", "/etc/sluice/admin.toml"], c["args"]
+    assert [p["containerPort"] for p in c["ports"]] == [10035, 10036], c["ports"]
+    assert secret_key_of(dep, "SLUICE_DATABASE") == ("sluice-urls", "DATABASE_URL"), c["env"]
+    assert pod_secrets(objs, "admin") == {ADMIN_TLS_DIR: "mail-policy-admin-tls"}, pod_secrets(objs, "admin")
+    cm = next(o for _, o in objs if o["kind"] == "ConfigMap")["data"]["admin.toml"]
+    listen_host = yaml.safe_load(open(f"{CHART}/ci/all-options-values.yaml"))["listenHost"]
+    for line in (f'admin_listen = "{listen_host}:10035"', f'admin_tls_cert_file = "{ADMIN_TLS_DIR}/tls.crt"',
+                 f'admin_tls_key_file = "{ADMIN_TLS_DIR}/tls.key"'):
+        assert line in cm, cm
+    svc = find(objs, "Service", "-admin")
+    assert [(p["name"], p["port"], p.get("appProtocol")) for p in svc["spec"]["ports"]] == \
+        [("http", 8443, "https"), ("metrics", 10036, None)], svc["spec"]["ports"]
 
 
 def find(objs, kind, name_end):
@@ -440,7 +470,8 @@ def main():
     for label, values, want, image in [
         ("default values", default, dict(base, Secret=3, NetworkPolicy=1), default_image),
         ("ci/all-options-values.yaml", all_options,
-         dict(base, ServiceMonitor=1, PrometheusRule=1, NetworkPolicy=2, HorizontalPodAutoscaler=2), all_image),
+         dict(base, ServiceMonitor=1, PrometheusRule=1, NetworkPolicy=2, HorizontalPodAutoscaler=2,
+              Deployment=3, Service=5), all_image),
         ("optional objects off", options_off,
          {"Deployment": 2, "Service": 4, "ConfigMap": 1, "Secret": 2}, default_image),
         ("gRPC TLS, mTLS and an existing token Secret", grpc_tls, dict(base, Secret=2, NetworkPolicy=1), default_image),
@@ -459,7 +490,7 @@ def main():
         attempt(f"rendered kinds ({label})", lambda: expect_kinds(objs, want))
         attempt(f"containers run {image}{', commonAnnotations everywhere' if values is all_options else ''} ({label})",
                 lambda: expect_images(objs, image, values is all_options))
-        attempt(f"rendered edge.toml and quota.toml pass sluice --check-config ({label})",
+        attempt(f"rendered edge.toml, quota.toml (and admin.toml) pass sluice --check-config ({label})",
                 lambda: check_configs(objs, env))
         if values is default:
             attempt("default: a random token Secret; quota and edges mount it, quota.toml requires it, edges send it (http://)",
@@ -467,6 +498,8 @@ def main():
             attempt("default: a NetworkPolicy admits only the edge pods to the quota gRPC port (metrics port open as before)",
                     lambda: quota_grpc_from_edges_only(objs, False))
         if values is all_options:
+            attempt("ci/all-options-values.yaml: the admin service: its Deployment, Service, TLS Secret and admin.toml",
+                    lambda: admin_service(objs))
             attempt("ci/all-options-values.yaml: quota NetworkPolicy: gRPC from edge pods only, metrics from the monitoring namespace",
                     lambda: quota_grpc_from_edges_only(objs, True))
             attempt("ci/all-options-values.yaml: gRPC TLS, mTLS and the existing token Secret mounted where the configs point",

@@ -90,3 +90,12 @@ ensure_postfix() {
     apt_install --no-install-recommends postfix
   fi
 }
+
+# Headless Chromium and its WebDriver (Debian packages chromium and chromium-driver): the
+# admin service's browser test (services/sluice/tests/admin_browser.rs) drives it.
+ensure_chromium() {
+  if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    echo "== installing Chromium and chromedriver"
+    apt_install chromium chromium-driver
+  fi
+}

@@ -16,6 +16,7 @@ ensure_redis_tools
 ensure_promtool
 ensure_openssl
 ensure_postfix
+ensure_chromium
 
 echo "== cargo fmt"
 cargo fmt --all -- --check

@@ -41,6 +41,9 @@ pub enum ConvertError {
     /// An unknown or unspecified outcome.
     #[error("unknown outcome {0}")]
     UnknownOutcome(i32),
+    /// A greylisting op or reply out of range or incomplete.
+    #[error("invalid greylisting message: {0}")]
+    InvalidGreylist(String),
     /// An END-OF-MESSAGE result without its result.
     #[error("END-OF-MESSAGE result for {key:?} has no result")]
     MissingEomResult {

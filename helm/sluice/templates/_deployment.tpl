@@ -1,5 +1,5 @@
 {{/*
-A role's Deployment. Args: (dict "root" $ "component" "edge"|"quota" "v" <role values>
+A role's Deployment. Args: (dict "root" $ "component" "edge"|"quota"|"admin" "v" <role values>
 "ports" <list of {name, port}> "env" <list of env entries> "replicas" <int or nil>,
 optionally "volumes" and "mounts": the chart's own extra volumes and their mounts).
 The role's extraArgs follow `<role> --config /etc/sluice/<role>.toml`; the gRPC link's
@@ -10,6 +10,11 @@ extraVolumeMounts, initContainers and sidecars are added as given.
 {{- $root := .root }}
 {{- $v := .v }}
 {{- include "sluice.checkGrace" (list .component $v) }}
+{{- /* The gRPC link's Secrets: edges and quota services only. */}}
+{{- $grpc := dict }}
+{{- if ne .component "admin" }}
+{{- $grpc = include "sluice.grpcVolumes" (dict "root" $root "component" .component) | fromJson }}
+{{- end }}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -102,7 +107,7 @@ spec:
             {{- with .mounts }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
-            {{- with (include "sluice.grpcVolumes" (dict "root" $root "component" .component) | fromJson).mounts }}
+            {{- with $grpc.mounts }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
             {{- with $v.extraVolumeMounts }}
@@ -124,7 +129,7 @@ spec:
         {{- with .volumes }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
-        {{- with (include "sluice.grpcVolumes" (dict "root" $root "component" .component) | fromJson).volumes }}
+        {{- with $grpc.volumes }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
         {{- with $v.extraVolumes }}

@@ -78,10 +78,19 @@ impl Caller {
 
 /// The client address of a request ("unknown" when served without connection info).
 pub fn client_address(parts: &Parts) -> String {
-    parts
+    let plain = parts
         .extensions
         .get::<ConnectInfo<sluice_runtime::http::ClientAddr>>()
-        .map_or_else(|| "unknown".to_owned(), |c| c.0 .0.ip().to_string())
+        .map(|c| c.0 .0);
+    let tls = || {
+        parts
+            .extensions
+            .get::<ConnectInfo<crate::tls::TlsClientAddr>>()
+            .map(|c| c.0 .0)
+    };
+    plain
+        .or_else(tls)
+        .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string())
 }
 
 /// The value of cookie `name` in `headers`.

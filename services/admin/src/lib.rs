@@ -14,7 +14,9 @@
 //! - [`change`]: one change: read the set, edit, validate with the engine's compiler, write
 //!   it with its audit entry if nobody changed the set meanwhile;
 //! - [`explain`]: what would happen to a request, and why (charging nothing);
-//! - [`api`]: the JSON routes and the OpenAPI document; [`ui`]: the HTML pages.
+//! - [`policy_file`]: export, import preview (a diff) and import of the whole policy file;
+//! - [`api`]: the JSON routes and the OpenAPI document; [`ui`]: the HTML pages;
+//! - [`tls`]: the listener over TLS (rustls).
 //!
 //! Every change goes through the policy database (the same tables `sluice policy import`
 //! writes), so running edges pick it up as they pick up imports.
@@ -25,10 +27,12 @@ pub mod auth;
 pub mod change;
 pub mod error;
 pub mod explain;
+pub mod policy_file;
 pub mod resource;
 pub mod scope;
 pub mod secret;
 pub mod throttle;
+pub mod tls;
 pub mod ui;
 
 use std::future::Future;
@@ -124,6 +128,8 @@ pub async fn serve(
     let app = router(store, options);
     sluice_runtime::http::serve_with_client_addr(listener, app, limits, shutdown).await
 }
+
+pub use tls::serve_tls;
 
 /// Milliseconds since the epoch.
 pub(crate) fn now_ms() -> i64 {

@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod error;
+mod greylisting;
 pub mod health;
 pub mod security;
 pub mod server;

@@ -148,7 +148,7 @@ impl QuotaService {
 
     /// Runs `call` on the state in its own task (it completes even when the caller gives
     /// up), bounded by the apply timeout.
-    async fn run_task<T: Send + 'static>(
+    pub(crate) async fn run_task<T: Send + 'static>(
         &self,
         call: impl FnOnce(
                 Arc<dyn SharedState>,
@@ -353,6 +353,19 @@ impl Quota for QuotaService {
             Ok(session) => Ok(Response::new(LoadSessionReply {
                 session: session.as_ref().map(Into::into),
             })),
+            Err(e) => {
+                self.failed(&e);
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn greylist(
+        &self,
+        request: Request<sluice_proto::v1::GreylistRequest>,
+    ) -> Result<Response<sluice_proto::v1::GreylistReply>, Status> {
+        match self.run_greylist(request.into_inner()).await {
+            Ok(reply) => Ok(Response::new(reply)),
             Err(e) => {
                 self.failed(&e);
                 Err(e.into())

@@ -381,6 +381,14 @@ fn remember(session: &mut Session, ops: &[CounterOp], results: &[OpResult]) {
 }
 
 impl State for RedisState {
+    fn greylist<'a>(
+        &'a self,
+        op: &'a sluice_engine::GreylistOp,
+    ) -> BoxFuture<'a, Result<sluice_engine::GreylistReply, StateError>> {
+        let now_ms = self.clock.as_ref().map(|c| c.now_ms());
+        Box::pin(crate::greylisting::greylist(&self.backend, op, now_ms))
+    }
+
     fn apply<'a>(
         &'a self,
         batch: &'a CounterBatch,

@@ -53,12 +53,7 @@ pub async fn serve(
     limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let listener = LimitedListener {
-        inner: listener,
-        permits: Arc::new(Semaphore::new(limits.max_connections.max(1))),
-        idle_timeout: limits.idle_timeout,
-        backoff: ACCEPT_BACKOFF_MIN,
-    };
+    let listener = LimitedListener::new(listener, limits);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -85,12 +80,7 @@ pub async fn serve_with_client_addr(
     limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let listener = LimitedListener {
-        inner: listener,
-        permits: Arc::new(Semaphore::new(limits.max_connections.max(1))),
-        idle_timeout: limits.idle_timeout,
-        backoff: ACCEPT_BACKOFF_MIN,
-    };
+    let listener = LimitedListener::new(listener, limits);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<ClientAddr>(),
@@ -113,6 +103,19 @@ pub struct LimitedListener {
     idle_timeout: Duration,
     /// The pause after the next failed `accept`.
     backoff: Duration,
+}
+
+impl LimitedListener {
+    /// `listener` within `limits` (for servers that wrap its connections, such as the admin
+    /// service's TLS listener).
+    pub fn new(listener: TcpListener, limits: HttpLimits) -> Self {
+        LimitedListener {
+            inner: listener,
+            permits: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+            idle_timeout: limits.idle_timeout,
+            backoff: ACCEPT_BACKOFF_MIN,
+        }
+    }
 }
 
 impl axum::serve::Listener for LimitedListener {

@@ -103,11 +103,18 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Create or upgrade the policy database schema.
     Migrate(DatabaseArgs),
-    /// Manage the admin service's accounts and API tokens (docs/admin.md).
+    /// Run the admin service (web UI and REST API) on its own, for a cluster: on its
+    /// PostgreSQL policy database (`--database`, migrated by `sluice migrate`), on
+    /// `--admin-listen`; or manage its accounts and API tokens (`user`, `token`;
+    /// docs/admin.md).
+    #[command(args_conflicts_with_subcommands = true)]
     Admin {
-        /// What to manage.
+        /// What to manage (none: run the admin service).
         #[command(subcommand)]
-        command: AdminCommand,
+        command: Option<AdminCommand>,
+        /// The role's settings.
+        #[command(flatten)]
+        role: crate::role_args::AdminRoleArgs,
     },
     /// Send one policy request to a running `sluice serve` or `edge` and print the reply
     /// (exit 0 when an action came back; `helm test` runs it).

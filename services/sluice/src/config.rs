@@ -1,4 +1,4 @@
-//! Configuration of the long-running roles (`serve`, `edge`, `quota`): one TOML file per
+//! Configuration of the long-running roles (`serve`, `edge`, `quota`, `admin`): one TOML file per
 //! role (`--config FILE`), overridden by `SLUICE_...` environment variables and flags,
 //! validated before any port is bound. Every problem is reported at once, with the key's
 //! name; the process then exits with code 64 (`EX_USAGE`).
@@ -26,6 +26,8 @@ pub enum Role {
     Edge,
     /// The gRPC quota service on Redis.
     Quota,
+    /// The admin service (web UI and REST API) on its own, on a cluster's PostgreSQL.
+    Admin,
 }
 
 impl Role {
@@ -35,6 +37,7 @@ impl Role {
             Role::Serve => "serve",
             Role::Edge => "edge",
             Role::Quota => "quota",
+            Role::Admin => "admin",
         }
     }
 }
@@ -110,10 +113,25 @@ pub struct Settings {
     pub quota_security: crate::grpc_security::ClientFiles,
     /// Grace period after SIGTERM.
     pub shutdown_grace: Duration,
-    /// The admin service's listener (serve), if any.
+    /// The admin service's listener (serve, admin), if any.
     pub admin_listen: Option<SocketAddr>,
-    /// Whether the admin session cookie is marked `Secure`.
+    /// Whether the admin session cookie is marked `Secure` (always with TLS).
     pub admin_secure_cookies: bool,
+    /// The admin listener's TLS certificate chain and key (PEM files), read and checked at
+    /// start; `None`: plain HTTP.
+    pub admin_tls: Option<AdminTls>,
+}
+
+/// The admin listener's TLS identity: the files as configured and the rustls configuration
+/// made from them.
+#[derive(Debug, Clone)]
+pub struct AdminTls {
+    /// `admin_tls_cert_file`.
+    pub cert_file: std::path::PathBuf,
+    /// `admin_tls_key_file`.
+    pub key_file: std::path::PathBuf,
+    /// The server configuration built from them.
+    pub config: std::sync::Arc<rustls::ServerConfig>,
 }
 
 /// Settings a role cannot run without (no default): (role, key, what it is). An edge serves
@@ -123,6 +141,16 @@ const REQUIRED: &[(Role, &str, &str)] = &[
     (Role::Edge, "database", "the policy database"),
     (Role::Edge, "quota", "the quota service URLs"),
     (Role::Quota, "redis", "Redis URLs"),
+    (
+        Role::Admin,
+        "database",
+        "the cluster's policy database (postgres://...)",
+    ),
+    (
+        Role::Admin,
+        "admin_listen",
+        "the admin service's listener address",
+    ),
 ];
 
 /// The settings `role` cannot run without: they have no default.
@@ -146,7 +174,7 @@ pub fn resolve(args: RoleArgs, role: Role) -> Result<Settings, Vec<String>> {
     for (_, key, what) in REQUIRED.iter().filter(|(r, _, _)| *r == role) {
         let empty = entries
             .iter()
-            .any(|(k, v)| k == key && (v == "\"\"" || v == "[]"));
+            .any(|(k, v)| k == key && matches!(v.as_str(), "\"\"" | "[]" | "\"off\""));
         if empty {
             errors.push(format!(
                 "`sluice {role}` needs {what}: set `{key}` (in the --config file, --{} or {})",
@@ -182,10 +210,10 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
             Err(e) => errors.push(format!("listen {l:?}: {e}")),
         }
     }
-    let default_admin = if role == Role::Quota {
-        "127.0.0.1:10034"
-    } else {
-        "127.0.0.1:10032"
+    let default_admin = match role {
+        Role::Quota => "127.0.0.1:10034",
+        Role::Admin => "127.0.0.1:10036",
+        Role::Serve | Role::Edge => "127.0.0.1:10032",
     };
     let admin = match common.metrics_listen.as_deref().unwrap_or(default_admin) {
         "off" | "" => None,
@@ -374,11 +402,7 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
         otlp_endpoint,
         trace_sample_ratio,
         log_target: common.log_target.unwrap_or_default(),
-        database: match (policy.database.clone(), role) {
-            (None, Role::Serve) => sluice_store::default_database_url(),
-            (Some(d), Role::Edge) if d.trim().is_empty() => String::new(),
-            (d, _) => d.unwrap_or_default(),
-        },
+        database: database_url(a, role, errors),
         edge,
         engine: EngineSettings {
             monitor_all: policy.monitor.unwrap_or(false),
@@ -402,6 +426,72 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
         shutdown_grace,
         admin_listen,
         admin_secure_cookies: a.admin.admin_secure_cookies.unwrap_or(false),
+        admin_tls: admin_tls(a, role, errors),
+    }
+}
+
+/// The policy database URL: serve's default is a SQLite file; an edge and the admin role
+/// have none (they serve a cluster's shared database), and the admin role refuses SQLite
+/// (`sluice serve` serves the admin service of a SQLite file itself).
+fn database_url(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> String {
+    let given = a.database.database.clone();
+    let url = match (given, role) {
+        (None, Role::Serve) => sluice_store::default_database_url(),
+        (Some(d), Role::Edge | Role::Admin) if d.trim().is_empty() => String::new(),
+        (d, _) => d.unwrap_or_default(),
+    };
+    if role == Role::Admin && url.trim_start().to_ascii_lowercase().starts_with("sqlite:") {
+        errors.push(format!(
+            "database {url:?}: `sluice admin` serves a cluster's PostgreSQL database (postgres://...); for a SQLite file, serve the admin service from `sluice serve --admin-listen ADDR`"
+        ));
+    }
+    url
+}
+
+/// The admin listener's TLS files, read and checked now (both or neither; the PEM parses;
+/// the key belongs to the certificate), so `--check-config` reports what start would.
+fn admin_tls(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Option<AdminTls> {
+    if !matches!(role, Role::Serve | Role::Admin) {
+        return None;
+    }
+    let nonempty = |p: &Option<std::path::PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+    let (cert, key) = (
+        nonempty(&a.admin.admin_tls_cert_file),
+        nonempty(&a.admin.admin_tls_key_file),
+    );
+    let (cert_file, key_file) = match (cert, key) {
+        (None, None) => return None,
+        (Some(c), Some(k)) => (c, k),
+        (Some(_), None) => {
+            errors.push(
+                "admin_tls_cert_file needs admin_tls_key_file (the certificate's private key)"
+                    .into(),
+            );
+            return None;
+        }
+        (None, Some(_)) => {
+            errors.push("admin_tls_key_file needs admin_tls_cert_file (the certificate chain it belongs to)".into());
+            return None;
+        }
+    };
+    let read = |key: &str, path: &std::path::Path, errors: &mut Vec<String>| {
+        std::fs::read(path)
+            .map_err(|e| errors.push(format!("{key} {}: cannot read: {e}", path.display())))
+            .ok()
+    };
+    let cert_pem = read("admin_tls_cert_file", &cert_file, errors);
+    let key_pem = read("admin_tls_key_file", &key_file, errors);
+    let (cert_pem, key_pem) = (cert_pem?, key_pem?);
+    match sluice_admin::tls::server_config(&cert_pem, &key_pem) {
+        Ok(config) => Some(AdminTls {
+            cert_file,
+            key_file,
+            config,
+        }),
+        Err(e) => {
+            errors.push(e.to_string());
+            None
+        }
     }
 }
 
@@ -438,7 +528,7 @@ fn security_files(
     let problems = match role {
         Role::Quota => crate::grpc_security::server_security(&server, grpc_listen).err(),
         Role::Edge => crate::grpc_security::client_security(&client, quota).err(),
-        Role::Serve => None,
+        Role::Serve | Role::Admin => None,
     };
     errors.extend(problems.unwrap_or_default());
     (server, client)
@@ -596,6 +686,20 @@ impl Settings {
             (
                 "admin_secure_cookies",
                 self.admin_secure_cookies.to_string(),
+            ),
+            (
+                "admin_tls_cert_file",
+                format!(
+                    "{:?}",
+                    path_text(self.admin_tls.as_ref().map(|t| t.cert_file.as_path()))
+                ),
+            ),
+            (
+                "admin_tls_key_file",
+                format!(
+                    "{:?}",
+                    path_text(self.admin_tls.as_ref().map(|t| t.key_file.as_path()))
+                ),
             ),
         ]
     }

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod admin_cmd;
+mod admin_role;
 mod admin_service;
 mod ask;
 mod cli;
@@ -49,7 +50,10 @@ fn main() -> ExitCode {
     // is resolved (it says where logs go and whether traces are on).
     let role = matches!(
         cli.command,
-        Command::Serve(_) | Command::Edge(_) | Command::Quota(_)
+        Command::Serve(_)
+            | Command::Edge(_)
+            | Command::Quota(_)
+            | Command::Admin { command: None, .. }
     );
     let _log_guard = if role {
         None
@@ -95,7 +99,14 @@ fn main() -> ExitCode {
             Command::ImportPolicyd(args) => import::run(args).await,
             Command::Explain(args) => Ok(explain::run(args).await),
             Command::Migrate(args) => policy_cmd::migrate(args).await,
-            Command::Admin { command } => admin_cmd::run(command).await,
+            Command::Admin {
+                command: Some(command),
+                ..
+            } => admin_cmd::run(command).await,
+            Command::Admin {
+                command: None,
+                role,
+            } => admin_role::run(role.into(), &log).await,
             Command::Ask(args) => ask::run(args),
             Command::Completions(args) => manual::completions(args),
             Command::Man(args) => manual::man(args),

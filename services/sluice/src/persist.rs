@@ -176,13 +176,12 @@ async fn write_every(
 mod tests {
     use super::*;
     use crate::config::{resolve, Role, RoleArgs};
-    use crate::role_args::{CounterSettings, PolicySettings};
+    use crate::role_args::{CounterSettings, DatabaseSettings};
 
     fn settings(database: &str, flush: Option<u64>) -> Settings {
         let args = RoleArgs {
-            policy: PolicySettings {
+            database: DatabaseSettings {
                 database: Some(database.into()),
-                ..Default::default()
             },
             counters: CounterSettings {
                 counter_flush_ms: flush,

@@ -50,6 +50,15 @@ pub struct CommonSettings {
     pub shutdown_grace_secs: Option<u64>,
 }
 
+/// The policy database (serve, edge, admin).
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+pub struct DatabaseSettings {
+    /// Policy database URL (`sqlite://FILE`, `postgres://...`).
+    #[arg(long, env = "SLUICE_DATABASE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+}
+
 /// Settings of the roles that speak the Postfix policy protocol and evaluate policies
 /// (serve, edge).
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
@@ -64,10 +73,6 @@ pub struct PolicySettings {
     #[arg(long, env = "SLUICE_HTTP_EXPLAIN", num_args = 0..=1, default_missing_value = "true")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_explain: Option<bool>,
-    /// Policy database URL (`sqlite://FILE`, `postgres://...`).
-    #[arg(long, env = "SLUICE_DATABASE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub database: Option<String>,
     /// Run every policy in monitor mode (evaluate, count, log; answer DUNNO).
     #[arg(long, env = "SLUICE_MONITOR", num_args = 0..=1, default_missing_value = "true")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -257,20 +262,31 @@ pub struct GrpcSettings {
     pub grpc_allow_unauthenticated: Option<bool>,
 }
 
-/// Settings of the admin service (serve): the web UI and REST API of docs/admin.md.
+/// Settings of the admin service (serve, admin): the web UI and REST API of docs/admin.md.
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
 pub struct AdminSettings {
     /// Admin service listener (web UI and REST API; accounts come from `sluice admin user
-    /// add`), e.g. `127.0.0.1:10035`, or `off`. Plain HTTP: keep it on 127.0.0.1, or put a
-    /// TLS proxy in front (then set `admin_secure_cookies`).
+    /// add`), e.g. `127.0.0.1:10035`, or `off`. Plain HTTP unless `admin_tls_cert_file` is
+    /// set: keep it on 127.0.0.1, serve TLS, or put a TLS proxy in front (then set
+    /// `admin_secure_cookies`).
     #[arg(long, env = "SLUICE_ADMIN_LISTEN")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_listen: Option<String>,
     /// Mark the admin session cookie `Secure` (browsers then send it over HTTPS only): set
-    /// it when a TLS proxy serves the admin service.
+    /// it when a TLS proxy serves the admin service (with `admin_tls_cert_file` it is always
+    /// set).
     #[arg(long, env = "SLUICE_ADMIN_SECURE_COOKIES", num_args = 0..=1, default_missing_value = "true")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_secure_cookies: Option<bool>,
+    /// Certificate chain (PEM) of the admin listener: it then serves HTTPS only (with
+    /// `admin_tls_key_file`; read at start).
+    #[arg(long, env = "SLUICE_ADMIN_TLS_CERT_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `admin_tls_cert_file`.
+    #[arg(long, env = "SLUICE_ADMIN_TLS_KEY_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_tls_key_file: Option<PathBuf>,
 }
 
 /// `sluice serve`'s command line.
@@ -280,6 +296,8 @@ pub struct ServeArgs {
     file: FileArgs,
     #[command(flatten)]
     common: CommonSettings,
+    #[command(flatten)]
+    database: DatabaseSettings,
     #[command(flatten)]
     policy: PolicySettings,
     #[command(flatten)]
@@ -297,6 +315,8 @@ pub struct EdgeArgs {
     file: FileArgs,
     #[command(flatten)]
     common: CommonSettings,
+    #[command(flatten)]
+    database: DatabaseSettings,
     #[command(flatten)]
     policy: PolicySettings,
     #[command(flatten)]
@@ -316,6 +336,19 @@ pub struct QuotaArgs {
     grpc: GrpcSettings,
 }
 
+/// `sluice admin`'s command line (the role: the admin service on its own).
+#[derive(Debug, Clone, Args)]
+pub struct AdminRoleArgs {
+    #[command(flatten)]
+    file: FileArgs,
+    #[command(flatten)]
+    common: CommonSettings,
+    #[command(flatten)]
+    database: DatabaseSettings,
+    #[command(flatten)]
+    admin: AdminSettings,
+}
+
 /// A role's arguments as given (flags and environment), every group present; the groups a
 /// role does not have stay empty. This is what [`crate::config::resolve`] layers over the
 /// file.
@@ -327,6 +360,8 @@ pub struct RoleArgs {
     pub check_config: bool,
     /// Settings of every role.
     pub common: CommonSettings,
+    /// The policy database (serve, edge, admin).
+    pub database: DatabaseSettings,
     /// Settings of serve and edge.
     pub policy: PolicySettings,
     /// Settings of quota and serve.
@@ -337,7 +372,7 @@ pub struct RoleArgs {
     pub quota_client: QuotaClientSettings,
     /// Settings of quota.
     pub grpc: GrpcSettings,
-    /// Settings of serve's admin service.
+    /// Settings of the admin service (serve, admin).
     pub admin: AdminSettings,
 }
 
@@ -347,6 +382,7 @@ impl From<ServeArgs> for RoleArgs {
             config: a.file.config,
             check_config: a.file.check_config,
             common: a.common,
+            database: a.database,
             policy: a.policy,
             redis: a.redis,
             counters: a.counters,
@@ -362,6 +398,7 @@ impl From<EdgeArgs> for RoleArgs {
             config: a.file.config,
             check_config: a.file.check_config,
             common: a.common,
+            database: a.database,
             policy: a.policy,
             quota_client: a.quota_client,
             ..Default::default()
@@ -377,6 +414,19 @@ impl From<QuotaArgs> for RoleArgs {
             common: a.common,
             redis: a.redis,
             grpc: a.grpc,
+            ..Default::default()
+        }
+    }
+}
+
+impl From<AdminRoleArgs> for RoleArgs {
+    fn from(a: AdminRoleArgs) -> Self {
+        RoleArgs {
+            config: a.file.config,
+            check_config: a.file.check_config,
+            common: a.common,
+            database: a.database,
+            admin: a.admin,
             ..Default::default()
         }
     }

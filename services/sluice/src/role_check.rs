@@ -10,15 +10,15 @@
 //!   64; most likely a misspelt name), except Kubernetes service-link variables
 //!   (`SLUICE_..._SERVICE_HOST`, `..._PORT...`), which the kubelet sets on its own;
 //! - `admin_listen` was once the metrics listener's name; it is now the admin service's
-//!   setting (serve). A role without it refuses it naming `metrics_listen` as well, for
+//!   setting (serve, admin). A role without it refuses it naming `metrics_listen` as well, for
 //!   configurations written for the old meaning.
 
 use crate::config::Role;
-use crate::role_args::{EdgeArgs, FileArgs, QuotaArgs, ServeArgs};
+use crate::role_args::{AdminRoleArgs, EdgeArgs, FileArgs, QuotaArgs, ServeArgs};
 use clap::{Args, Command, CommandFactory};
 
 /// Every long-running role, in the order of the documentation.
-pub const ROLES: [Role; 3] = [Role::Serve, Role::Edge, Role::Quota];
+pub const ROLES: [Role; 4] = [Role::Serve, Role::Edge, Role::Quota, Role::Admin];
 
 /// Keys that once named another setting: (key, the setting it used to name).
 const FORMER_MEANINGS: &[(&str, &str)] = &[("admin_listen", "metrics_listen")];
@@ -30,6 +30,7 @@ pub fn command(role: Role) -> Command {
         Role::Serve => ServeArgs::augment_args(cmd),
         Role::Edge => EdgeArgs::augment_args(cmd),
         Role::Quota => QuotaArgs::augment_args(cmd),
+        Role::Admin => AdminRoleArgs::augment_args(cmd),
     }
 }
 

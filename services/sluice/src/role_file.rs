@@ -46,11 +46,13 @@ pub fn layer(args: RoleArgs, path: &Path, role: Role, errors: &mut Vec<String>) 
         };
     }
     group!(common);
+    group!(database);
     group!(policy);
     group!(redis);
     group!(counters);
     group!(quota_client);
     group!(grpc);
+    group!(admin);
     out
 }
 

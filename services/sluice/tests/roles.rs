@@ -1,4 +1,4 @@
-//! Each role (`serve`, `edge`, `quota`) has exactly its own settings: real `sluice`
+//! Each role (`serve`, `edge`, `quota`, `admin`) has exactly its own settings: real `sluice`
 //! processes are asked, for every setting and every role, whether the flag, the TOML key
 //! and the environment variable are taken or refused. The list of settings is the one
 //! `sluice settings` prints (docs/settings.md, compared here too); a few facts about it are
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
-const ROLES: [&str; 3] = ["serve", "edge", "quota"];
+const ROLES: [&str; 4] = ["serve", "edge", "quota", "admin"];
 
 /// One row of the settings table.
 #[derive(Debug)]
@@ -19,7 +19,7 @@ struct Setting {
     env: String,
     /// Per role (in [`ROLES`] order): `None` when the role does not have it, else the
     /// default as shown (`required` for required ones).
-    defaults: [Option<String>; 3],
+    defaults: [Option<String>; 4],
 }
 
 impl Setting {
@@ -64,6 +64,13 @@ fn required_args(role: &str) -> Vec<&'static str> {
             "postgres://127.0.0.1:1/sluice",
         ],
         "quota" => vec!["--redis", "redis://127.0.0.1:1"],
+        // Nothing listens: --check-config binds no port.
+        "admin" => vec![
+            "--database",
+            "postgres://127.0.0.1:1/sluice",
+            "--admin-listen",
+            "127.0.0.1:10970",
+        ],
         _ => vec![],
     }
 }
@@ -91,13 +98,18 @@ fn settings() -> Vec<Setting> {
         .filter(|l| l.starts_with("| `"))
         .map(|line| {
             let cells: Vec<&str> = line.trim_matches('|').split(" | ").collect();
-            assert!(cells.len() >= 7, "row {line:?}");
+            assert!(cells.len() >= 8, "row {line:?}");
             let default = |c: &str| (c.trim() != "-").then(|| unquote(c));
             Setting {
                 key: unquote(cells[0]),
                 flag: unquote(cells[1]),
                 env: unquote(cells[2]),
-                defaults: [default(cells[3]), default(cells[4]), default(cells[5])],
+                defaults: [
+                    default(cells[3]),
+                    default(cells[4]),
+                    default(cells[5]),
+                    default(cells[6]),
+                ],
             }
         })
         .collect();
@@ -115,7 +127,12 @@ fn settings() -> Vec<Setting> {
             .owners()
     };
     assert_eq!(owners("listen"), ["serve", "edge"]);
-    assert_eq!(owners("metrics_listen"), ["serve", "edge", "quota"]);
+    assert_eq!(
+        owners("metrics_listen"),
+        ["serve", "edge", "quota", "admin"]
+    );
+    assert_eq!(owners("admin_listen"), ["serve", "admin"]);
+    assert_eq!(owners("admin_tls_cert_file"), ["serve", "admin"]);
     assert_eq!(owners("redis"), ["serve", "quota"]);
     assert_eq!(owners("quota"), ["edge"]);
     assert_eq!(owners("lease_multiple"), ["edge"]);
@@ -127,9 +144,10 @@ fn settings() -> Vec<Setting> {
         [
             Some("sqlite://sluice.db".to_string()),
             Some("required".to_string()),
-            None
+            None,
+            Some("required".to_string()),
         ],
-        "serve has a default database, an edge must be told"
+        "serve has a default database, an edge and the admin role must be told"
     );
     table
 }
@@ -402,19 +420,20 @@ fn admin_listen_is_the_admin_service_of_serve_and_other_roles_name_its_old_meani
         "{}",
         stderr(&out)
     );
-    // edge and quota: refused, naming serve and what the key used to mean.
+    // edge and quota: refused, naming serve and admin and what the key used to mean.
     for role in ["edge", "quota"] {
         let out = check_config(role, &["--admin-listen", "off"], &[]);
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
         assert!(
-            stderr(&out).contains(&format!("--admin-listen does not apply to `sluice {role}` (it is a setting of serve); --admin-listen used to be the name of --metrics-listen (the metrics listener): for that, use --metrics-listen")),
+            stderr(&out).contains(&format!("--admin-listen does not apply to `sluice {role}` (it is a setting of serve, admin); --admin-listen used to be the name of --metrics-listen (the metrics listener): for that, use --metrics-listen")),
             "{}",
             stderr(&out)
         );
         let out = check_config(role, &[], &[("SLUICE_ADMIN_LISTEN", "off")]);
         assert!(out.status.success(), "{}", stderr(&out));
         assert!(
-            stderr(&out).contains("SLUICE_ADMIN_LISTEN is a setting of serve, not of `sluice"),
+            stderr(&out)
+                .contains("SLUICE_ADMIN_LISTEN is a setting of serve, admin, not of `sluice"),
             "{}",
             stderr(&out)
         );
@@ -436,6 +455,90 @@ fn admin_listen_is_the_admin_service_of_serve_and_other_roles_name_its_old_meani
             stderr(&out).contains("`admin_listen` used to be the name of `metrics_listen`"),
             "{}",
             stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn the_admin_role_needs_a_postgresql_database_and_a_listener() {
+    let out = run(&["admin", "--check-config"], &[]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    for needed in [
+        "`sluice admin` needs the cluster's policy database (postgres://...): set `database`",
+        "`sluice admin` needs the admin service's listener address: set `admin_listen`",
+    ] {
+        assert!(stderr(&out).contains(needed), "{}", stderr(&out));
+    }
+    let listen = ["--admin-listen", "127.0.0.1:10970"];
+    let out = run(
+        &[
+            &["admin", "--check-config", "--database", "sqlite://x.db"],
+            &listen[..],
+        ]
+        .concat(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "for a SQLite file, serve the admin service from `sluice serve --admin-listen ADDR`"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cert = temp_file(dir.path(), "cert.pem", "not a certificate\n");
+    let out = check_config(
+        "admin",
+        &["--admin-tls-cert-file", cert.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("admin_tls_cert_file needs admin_tls_key_file"),
+        "{}",
+        stderr(&out)
+    );
+    let out = check_config(
+        "admin",
+        &[
+            "--admin-tls-cert-file",
+            cert.to_str().unwrap(),
+            "--admin-tls-key-file",
+            cert.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("admin_tls_cert_file holds no PEM certificate"),
+        "{}",
+        stderr(&out)
+    );
+    // The account commands live under the same word.
+    let out = run(&["admin", "user", "--help"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("passwd"), "{}", stdout(&out));
+}
+
+#[test]
+fn serve_reads_the_admin_settings_from_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = temp_file(
+        dir.path(),
+        "serve.toml",
+        "admin_listen = \"127.0.0.1:10971\"\nadmin_secure_cookies = true\n",
+    );
+    let out = check_config("serve", &["--config", file.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for line in [
+        "admin_listen = \"127.0.0.1:10971\"",
+        "admin_secure_cookies = true",
+    ] {
+        assert!(
+            stdout(&out).lines().any(|l| l == line),
+            "{line}: {}",
+            stdout(&out)
         );
     }
 }

@@ -10,10 +10,15 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 /// Parses `raw` as JSON into `T`, or 422 naming the field (unknown, missing, wrong type).
 pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
-    if raw.len() > MAX_BODY {
+    parse_at_most(raw, MAX_BODY)
+}
+
+/// [`parse`] with room for `max` bytes (a whole policy file).
+pub fn parse_at_most<T: DeserializeOwned>(raw: &[u8], max: usize) -> Result<T, ApiError> {
+    if raw.len() > max {
         return Err(ApiError::invalid(
             "",
-            format!("the request body is larger than {MAX_BODY} bytes"),
+            format!("the request body is larger than {max} bytes"),
         ));
     }
     let mut de = serde_json::Deserializer::from_slice(raw);

@@ -1,6 +1,7 @@
 //! The JSON API under `/api`: for each [`Resource`], its collection (`GET` list, `POST`
 //! create) and its objects (`GET`, `PUT` replace, `DELETE`, `POST .../enable`,
 //! `POST .../disable`); the audit trail (`GET /api/audit`); Explain (`POST /api/explain`);
+//! the whole policy file (`GET`/`PUT /api/policy-file`, `POST /api/policy-file/preview`);
 //! and the OpenAPI document
 //! (`GET /api/openapi.json`), built from the same route table ([`openapi`]), so the two
 //! cannot drift. Every path needs credentials.
@@ -34,7 +35,12 @@ pub fn routes() -> Router<Arc<AppState>> {
     let router = Router::new()
         .route("/api/audit", get(audit_params::list))
         .route("/api/openapi.json", get(openapi::document))
-        .route("/api/explain", post(explain));
+        .route("/api/explain", post(explain))
+        .route(
+            "/api/policy-file",
+            get(export_policy_file).put(import_policy_file),
+        )
+        .route("/api/policy-file/preview", post(preview_policy_file));
     let router = resource_routes::<Policies>(router);
     let router = resource_routes::<Members>(router);
     let router = resource_routes::<AccessRules>(router);
@@ -67,6 +73,42 @@ async fn explain(
 ) -> Result<Json<crate::explain::Explained>, ApiError> {
     let request: crate::explain::ExplainRequest = body::parse(&raw)?;
     crate::explain::explain(&state, &caller, &request)
+        .await
+        .map(Json)
+}
+
+/// `GET /api/policy-file`: the stored policies as a policy file.
+async fn export_policy_file(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<crate::policy_file::PolicyFile>, ApiError> {
+    crate::policy_file::export(&state, &caller).await.map(Json)
+}
+
+/// Room for a whole policy file and the JSON around it.
+const FILE_BODY: usize = crate::policy_file::MAX_FILE_BYTES + 64 * 1024;
+
+/// `POST /api/policy-file/preview`: what importing a file would change (changes nothing).
+async fn preview_policy_file(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    raw: axum::body::Bytes,
+) -> Result<Json<crate::policy_file::ImportPreview>, ApiError> {
+    let upload: crate::policy_file::PolicyFileUpload = body::parse_at_most(&raw, FILE_BODY)?;
+    crate::policy_file::preview(&state, &caller, &upload.text)
+        .await
+        .map(Json)
+}
+
+/// `PUT /api/policy-file`: replaces every policy and group with the file's.
+async fn import_policy_file(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    raw: axum::body::Bytes,
+) -> Result<Json<crate::policy_file::ImportPreview>, ApiError> {
+    caller.may_change()?;
+    let upload: crate::policy_file::PolicyFileUpload = body::parse_at_most(&raw, FILE_BODY)?;
+    crate::policy_file::import(&state, &caller, &upload)
         .await
         .map(Json)
 }

@@ -20,6 +20,7 @@ use super::AuditRecord;
 use crate::auth::{Caller, SESSION_COOKIE};
 use crate::error::ApiError;
 use crate::explain::{ExplainRequest, Explained};
+use crate::policy_file::{ImportPreview, PolicyFile, PolicyFileUpload};
 use crate::resource::{
     AccessRules, GroupMembers, Groups, Limits, Members, Policies, Quotas, Resource,
 };
@@ -38,6 +39,9 @@ pub fn openapi() -> OpenApi {
         .schema_from::<AuditRecord>()
         .schema_from::<ExplainRequest>()
         .schema_from::<Explained>()
+        .schema_from::<PolicyFile>()
+        .schema_from::<PolicyFileUpload>()
+        .schema_from::<ImportPreview>()
         .security_scheme(
             "token",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
@@ -71,13 +75,40 @@ pub fn openapi() -> OpenApi {
         ("200", "The explanation", Some(reference(Explained::name().as_ref()))),
     );
     paths.add_path_operation("/api/explain", vec![HttpMethod::Post], explain);
+    let mut file = PathItem::new(
+        HttpMethod::Get,
+        operation(
+            "Export every policy and group as a policy file (as `sluice policy export`; not for domain admins)",
+            &[],
+            None,
+            ("200", "The file and its version", Some(reference(PolicyFile::name().as_ref()))),
+        ),
+    );
+    file.merge_operations(PathItem::new(
+        HttpMethod::Put,
+        operation(
+            "Import a policy file: replace every policy and group with the file's, audited (not for viewers or domain admins; 409 when expected_version is not the stored one)",
+            &[],
+            Some(reference(PolicyFileUpload::name().as_ref())),
+            ("200", "What changed", Some(reference(ImportPreview::name().as_ref()))),
+        ),
+    ));
+    paths.paths.insert("/api/policy-file".to_owned(), file);
+    let preview = operation(
+        "Preview an import: validate the file and show the diff from the stored policies (changes nothing)",
+        &[],
+        Some(reference(PolicyFileUpload::name().as_ref())),
+        ("200", "What would change", Some(reference(ImportPreview::name().as_ref()))),
+    );
+    paths.add_path_operation("/api/policy-file/preview", vec![HttpMethod::Post], preview);
     OpenApiBuilder::new()
         .info(
             InfoBuilder::new()
                 .title("Sluice admin API")
                 .version(env!("CARGO_PKG_VERSION"))
                 .description(Some(
-                    "Policies, members, quotas, limits, access control and groups of Sluice. \
+                    "Policies, members, quotas, limits, access control and groups of Sluice, \
+                     and the whole policy file (export, preview, import). \
                      Authenticate with `Authorization: Bearer TOKEN` (sluice admin token add) \
                      or a login session (then send X-CSRF-Token on changes).",
                 ))

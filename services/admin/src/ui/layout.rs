@@ -13,6 +13,8 @@ pub enum Nav {
     Audit,
     /// Explain.
     Explain,
+    /// The policy file (export, import).
+    PolicyFile,
     /// No entry (login, errors).
     None,
 }
@@ -38,6 +40,9 @@ pub fn page(title: &str, caller: Option<&Caller>, nav: Nav, content: Markup) -> 
                         nav {
                             (link("/policies", "Policies", Nav::Policies))
                             (link("/explain", "Explain", Nav::Explain))
+                            @if caller.account.role != sluice_store::AdminRole::DomainAdmin {
+                                (link("/policy-file", "Policy file", Nav::PolicyFile))
+                            }
                             (link("/audit", "Audit", Nav::Audit))
                         }
                         span.who {

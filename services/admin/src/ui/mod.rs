@@ -1,12 +1,14 @@
 //! The server-rendered pages: login, the policy list, one page per policy showing its whole
 //! chain with enable/disable buttons and the compiler's warnings, forms to add members,
 //! quotas and limits, Explain, and the audit trail. Plain HTML forms (each with the session's CSRF
-//! token) posting to the same change code as the API; no script.
+//! token) posting to the same change code as the API; the policy file's export, import
+//! preview (a diff) and import; no script.
 
 mod explain_page;
 mod layout;
 mod login;
 mod pages;
+mod policy_file_page;
 
 use std::sync::Arc;
 
@@ -42,6 +44,10 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/audit", get(pages::audit))
         .route("/explain", get(explain_page::page))
+        .route("/policy-file", get(policy_file_page::page_get))
+        .route("/policy-file/export", get(policy_file_page::download))
+        .route("/policy-file/preview", post(policy_file_page::preview))
+        .route("/policy-file/import", post(policy_file_page::import))
 }
 
 async fn stylesheet() -> impl IntoResponse {

@@ -236,7 +236,7 @@ pub(super) async fn policy(
                 h3 { (q.name) " " (state_badge(q.disabled)) " "
                      (toggle_button(&caller, &p.name, &format!("quota/{}", q.name), q.disabled)) }
                 p.muted {
-                    "Tracks " code { (q.track) } " over " (q.period) " s; when full: "
+                    "Tracks " code { (q.track) } " over " (sluice_store::policy_file::period_text(q.period).trim_matches('"')) "; when full: "
                     code { (q.verdict) } @if let Some(d) = &q.data { " " (d) }
                     @if q.last_quota { " · last quota" }
                 }
@@ -560,7 +560,7 @@ pub(super) async fn audit(
         h1 { "Audit trail" }
         p.lead { "Every change made through this service, newest first." }
         table {
-            thead { tr { th { "When (UTC)" } th { "Account" } th { "From" } th { "Action" } th { "Object" } th { "Before" } th { "After" } } }
+            thead { tr { th { "When (UTC)" } th { "Account" } th { "From" } th { "Action" } th { "Object" } th { "Change" } } }
             tbody {
                 @for e in &entries {
                     tr {
@@ -569,15 +569,61 @@ pub(super) async fn audit(
                         td.mono { (e.client) }
                         td { (e.action) }
                         td { code { (e.object) } }
-                        td { @if let Some(b) = &e.before { code { (b.to_string()) } } }
-                        td { @if let Some(a) = &e.after { code { (a.to_string()) } } }
+                        td {
+                            ul.changes { @for c in changes(e.before.as_ref(), e.after.as_ref()) { li { code { (c) } } } }
+                            details {
+                                summary.muted { "before and after" }
+                                @if let Some(b) = &e.before { p { "Before: " code { (b.to_string()) } } }
+                                @if let Some(a) = &e.after { p { "After: " code { (a.to_string()) } } }
+                            }
+                        }
                     }
                 }
-                @if entries.is_empty() { tr { td colspan="7" .muted { "No changes yet." } } }
+                @if entries.is_empty() { tr { td colspan="6" .muted { "No changes yet." } } }
             }
         }
     };
     layout::page("Audit", Some(&caller), Nav::Audit, content).into_response()
+}
+
+/// What an audit entry changed, one line per top-level field: `field: old → new` (`∅` for
+/// none, `false` for a flag left out); a created object's fields as `field = value`, a
+/// deleted one's as `field was value`.
+fn changes(before: Option<&serde_json::Value>, after: Option<&serde_json::Value>) -> Vec<String> {
+    use serde_json::Value;
+    let fields = |v: Option<&Value>| match v {
+        Some(Value::Object(m)) => m.clone(),
+        _ => serde_json::Map::new(),
+    };
+    let (old, new) = (fields(before), fields(after));
+    // A long value (a whole set, for an import) is cut; "before and after" has it whole.
+    let show = |v: Option<&Value>, other: Option<&Value>| match (v, other) {
+        // Flags are left out while false.
+        (None, Some(Value::Bool(_))) => "false".to_owned(),
+        (None, _) => "∅".to_owned(),
+        (Some(v), _) => {
+            let text = v.to_string();
+            match text.char_indices().nth(100) {
+                Some((at, _)) => format!("{}…", &text[..at]),
+                None => text,
+            }
+        }
+    };
+    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| old.get(*k) != new.get(*k))
+        .map(|k| match (before.is_some(), after.is_some()) {
+            (false, _) => format!("{k} = {}", show(new.get(k), None)),
+            (_, false) => format!("{k} was {}", show(old.get(k), None)),
+            _ => format!(
+                "{k}: {} → {}",
+                show(old.get(k), new.get(k)),
+                show(new.get(k), old.get(k))
+            ),
+        })
+        .collect()
 }
 
 /// `YYYY-MM-DD HH:MM:SS` of ms since the epoch (UTC).
@@ -604,6 +650,25 @@ fn utc(ms: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn audit_changes_are_listed_field_by_field() {
+        use serde_json::json;
+        let before = json!({"name": "q", "disabled": true, "period": 60});
+        let after = json!({"name": "q", "period": 120});
+        assert_eq!(
+            super::changes(Some(&before), Some(&after)),
+            ["disabled: true → false", "period: 60 → 120"]
+        );
+        assert_eq!(
+            super::changes(None, Some(&json!({"source": "@example.org"}))),
+            ["source = \"@example.org\""]
+        );
+        assert_eq!(
+            super::changes(Some(&json!({"name": "p"})), None),
+            ["name was \"p\""]
+        );
+    }
+
     #[test]
     fn utc_dates() {
         assert_eq!(super::utc(0), "1970-01-01 00:00:00");

@@ -45,6 +45,7 @@
 //! counts) its op kinds in [`crate::state::OpKind`] with both backends.
 
 pub(crate) mod access_control;
+pub(crate) mod greylisting;
 pub(crate) mod lookup;
 pub(crate) mod quotas;
 
@@ -66,7 +67,7 @@ use smallvec::SmallVec;
 pub(crate) static CHAIN: &[&dyn Module] = &[
     &access_control::AccessControl,
     // CheckHelo, CheckSPF: not built yet.
-    // Greylisting: `&greylisting::Greylisting` (services/engine/src/modules/greylisting/).
+    &greylisting::Greylisting,
     &quotas::Quotas,
     // Accounting: not built yet.
 ];
@@ -343,7 +344,6 @@ impl<'a> Judge<'a, '_> {
 
     /// The detailed answer of a record op ([`crate::state::OpKind`]'s module ops), by its
     /// tag; `None` for counter ops.
-    #[allow(dead_code)] // For Greylisting, the first module with record ops.
     pub fn detail(&self, tag: OpTag) -> Option<&'a crate::state::DetailAnswer> {
         self.reply
             .details

@@ -29,7 +29,9 @@
 //! Unknown fields are errors. Every finding — TOML syntax, wrong types, bad units, and the
 //! engine's validation ([`sluice_engine::compile`]) — names the file, line and field.
 
+mod diff;
 mod export;
+mod greylisting;
 mod locate;
 mod mirror;
 mod sections;
@@ -41,6 +43,7 @@ use std::ops::Range;
 use sluice_engine::model::PolicySetDef;
 use sluice_engine::{compile, Severity};
 
+pub use diff::diff;
 pub use export::{period_text, size_text};
 pub use units::{parse_period, parse_size};
 

@@ -1,0 +1,400 @@
+//! The `sluice admin` role in a cluster (PostgreSQL + Redis Cluster + a quota service + two
+//! edges, real processes): changes made through its REST API reach both edges within a
+//! second (an access-control verdict changed; a quota switched off and on again, its
+//! counters shared by the edges), each is in the audit trail, `/readyz` says the database
+//! answers, SIGHUP does not stop it and SIGTERM does (exit 0), no token is in its log, and
+//! the role refuses a database without the schema (exit code 64).
+
+mod cluster_support;
+
+use cluster_support::*;
+use serde_json::json;
+use sluice_test_support::policies::gate_and_sender_quota;
+use sluice_test_support::{free_port, http, http_get, rcpt, Process, Request};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PASSWORD: &str = "a long enough admin password";
+
+/// `sluice admin ARGS` with `stdin` as standard input; panics unless it succeeds.
+fn admin_cmd(args: &[&str], stdin: &str) -> String {
+    let mut child = Command::new(BIN)
+        .arg("admin")
+        .args(args)
+        .env_remove("SLUICE_DATABASE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sluice admin");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "sluice admin {args:?}: {}",
+        text(&out)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A running `sluice admin` role: (process, admin port, metrics port).
+fn start_admin_role(db: &str) -> (Process, u16, u16) {
+    let (port, metrics) = (free_port(), free_port());
+    let args: Vec<String> = [
+        "admin",
+        "--database",
+        db,
+        "--admin-listen",
+        &format!("127.0.0.1:{port}"),
+        "--metrics-listen",
+        &format!("127.0.0.1:{metrics}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let process = Process::start("sluice admin", BIN, &args, Some(port));
+    (process, port, metrics)
+}
+
+fn api(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let auth = format!("Bearer {token}");
+    let body = body.map(|b| b.to_string());
+    let r = http(
+        port,
+        method,
+        path,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_deref(),
+    );
+    assert!(r.status < 300, "{method} {path}: {} {}", r.status, r.body);
+    if r.body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        r.json()
+    }
+}
+
+/// Polls every edge until each answers `expected` for the request `probe` makes; returns
+/// the time from `since`. Panics after `limit`.
+fn until_all_answer(
+    cluster: &Cluster,
+    since: Instant,
+    expected: &str,
+    limit: Duration,
+    mut probe: impl FnMut() -> Request,
+) -> Duration {
+    let mut pending = cluster.edge_ports.clone();
+    let mut last = String::new();
+    while !pending.is_empty() {
+        pending.retain(|&port| {
+            last = ask(port, &probe());
+            last != expected
+        });
+        if pending.is_empty() {
+            break;
+        }
+        assert!(
+            since.elapsed() < limit,
+            "edges {pending:?} still answer {last:?} instead of {expected:?} after {:?}\n{}",
+            since.elapsed(),
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    since.elapsed()
+}
+
+#[test]
+fn changes_made_through_the_admin_role_reach_both_edges_within_a_second() {
+    let _serial = serial();
+    let db = PgDb::create();
+    import(&db.url, &gate_and_sender_quota("blocked v1", 2));
+    admin_cmd(
+        &[
+            "user",
+            "add",
+            "alice",
+            "--role",
+            "admin",
+            "--database",
+            &db.url,
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    let token = admin_cmd(
+        &[
+            "token",
+            "add",
+            "ci",
+            "--user",
+            "alice",
+            "--database",
+            &db.url,
+        ],
+        "",
+    )
+    .trim()
+    .to_owned();
+    let cluster = Cluster::start(
+        &db.url,
+        Spec {
+            edges: 2,
+            quotas: 1,
+            ..Spec::default()
+        },
+    );
+    let (mut admin, port, metrics) = start_admin_role(&db.url);
+    // Ready once the database answers (it listens before).
+    let start = Instant::now();
+    loop {
+        let (status, body) = http_get(metrics, "/readyz");
+        if status == 200 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "not ready after 20 s: {status} {body}\n{}",
+            admin.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let mut n = 0;
+    let mut gate = || {
+        n += 1;
+        rcpt(
+            "g@example.org",
+            "r@example.net",
+            "192.0.2.1",
+            &format!("g{n}"),
+        )
+    };
+    for &edge in &cluster.edge_ports {
+        assert_eq!(ask(edge, &gate()), "REJECT blocked v1");
+    }
+    let second = Duration::from_secs(1);
+
+    // An access-control verdict changed through the API.
+    api(
+        port,
+        "PUT",
+        "/api/policies/gate/access-control/block",
+        &token,
+        Some(json!({"name": "block", "verdict": "REJECT", "data": "blocked by the admin role"})),
+    );
+    let took = until_all_answer(
+        &cluster,
+        Instant::now(),
+        "REJECT blocked by the admin role",
+        Duration::from_secs(10),
+        &mut gate,
+    );
+    assert!(
+        took <= second,
+        "the change took {took:?} to reach both edges"
+    );
+    eprintln!("the change: both edges after {took:?}");
+
+    // A quota over its limit, switched off and on through the API; its counter is the
+    // edges' shared one (in Redis, behind the quota service).
+    let mut m = 0;
+    let mut sender = || {
+        m += 1;
+        rcpt(
+            "busy@example.org",
+            "r@example.net",
+            "198.51.100.5",
+            &format!("s{m}"),
+        )
+    };
+    let edges = &cluster.edge_ports;
+    assert_eq!(ask(edges[0], &sender()), "DUNNO");
+    assert_eq!(ask(edges[1], &sender()), "DUNNO");
+    for &edge in edges {
+        assert_eq!(ask(edge, &sender()), "REJECT sender quota exceeded");
+    }
+    api(
+        port,
+        "POST",
+        "/api/policies/senders/quotas/per-sender/disable",
+        &token,
+        Some(json!({})),
+    );
+    let took = until_all_answer(
+        &cluster,
+        Instant::now(),
+        "DUNNO",
+        Duration::from_secs(10),
+        &mut sender,
+    );
+    assert!(
+        took <= second,
+        "disabling took {took:?} to reach both edges"
+    );
+    eprintln!("disabling: both edges after {took:?}");
+    api(
+        port,
+        "POST",
+        "/api/policies/senders/quotas/per-sender/enable",
+        &token,
+        Some(json!({})),
+    );
+    let took = until_all_answer(
+        &cluster,
+        Instant::now(),
+        "REJECT sender quota exceeded",
+        Duration::from_secs(10),
+        &mut sender,
+    );
+    assert!(took <= second, "enabling took {took:?} to reach both edges");
+    eprintln!("enabling: both edges after {took:?}");
+
+    // Each change is in the audit trail, as made by alice from 127.0.0.1.
+    let audit = api(port, "GET", "/api/audit?limit=10", &token, None);
+    let entries = audit.as_array().cloned().unwrap_or_default();
+    let actions: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["action"].as_str().unwrap_or(""),
+                e["object"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    for expected in [
+        "update policies/gate/access-control/block",
+        "disable policies/senders/quotas/per-sender",
+        "enable policies/senders/quotas/per-sender",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == expected),
+            "{expected} in {actions:?}\n{audit}"
+        );
+    }
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["actor"] == "alice" && e["client"] == "127.0.0.1"),
+        "{audit}"
+    );
+    assert!(!admin.log().contains(&token), "the token is in the log");
+
+    // SIGHUP never stops it; SIGTERM does, cleanly.
+    admin.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(http_get(metrics, "/readyz").0, 200, "{}", admin.log());
+    assert!(admin.log().contains("SIGHUP"), "{}", admin.log());
+    let status = admin.terminate(Duration::from_secs(15));
+    assert!(status.success(), "{status}: {}", admin.log());
+}
+
+#[test]
+fn the_admin_role_refuses_a_database_without_the_schema() {
+    let _serial = serial();
+    let db = PgDb::create_empty();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let out = sluice(&[
+        "admin",
+        "--database",
+        &db.url,
+        "--admin-listen",
+        &listen,
+        "--metrics-listen",
+        "off",
+    ]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    assert!(
+        text(&out).contains("run `sluice migrate`"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// One HTTPS/1.1 GET of `path` on 127.0.0.1:`port`, trusting the CA in `ca_file`; the reply.
+fn https_get(port: u16, ca_file: &std::path::Path, path: &str) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use std::io::Read;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca_file).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = Vec::new();
+    let _ = tls.read_to_end(&mut reply);
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+#[test]
+fn the_admin_role_serves_https_with_its_certificate_and_secure_cookies() {
+    let _serial = serial();
+    let db = PgDb::create();
+    let pki = sluice_test_support::TestPki::new("admin role test CA");
+    let files = pki.server("admin", &["127.0.0.1"]);
+    let (port, metrics) = (free_port(), free_port());
+    let args: Vec<String> = [
+        "admin",
+        "--database",
+        &db.url,
+        "--admin-listen",
+        &format!("127.0.0.1:{port}"),
+        "--metrics-listen",
+        &format!("127.0.0.1:{metrics}"),
+        "--admin-tls-cert-file",
+        files.cert.to_str().unwrap(),
+        "--admin-tls-key-file",
+        files.key.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let admin = Process::start("sluice admin (TLS)", BIN, &args, Some(port));
+    let start = Instant::now();
+    while http_get(metrics, "/readyz").0 != 200 {
+        assert!(start.elapsed() < Duration::from_secs(20), "{}", admin.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let reply = https_get(port, pki.ca_file(), "/login");
+    assert!(
+        reply.starts_with("HTTP/1.1 200"),
+        "{reply}\n{}",
+        admin.log()
+    );
+    let cookie = reply
+        .lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("set-cookie: sluice_login=")
+        })
+        .unwrap_or_else(|| panic!("no login cookie: {reply}"));
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(admin.log().contains("tls=true"), "{}", admin.log());
+}
