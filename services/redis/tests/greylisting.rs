@@ -2,14 +2,19 @@
 //! in-process state (the Rust home of the arithmetic) give the same answer to every op of a
 //! pseudo-random sequence — new triplets, retries before and after the period, expiry,
 //! training, auto-whitelisting and auto-blacklisting by count and by percentage, dry runs —
-//! and every network's key carries a TTL (idle records leave by themselves).
+//! and every network's key carries a TTL (idle records leave by themselves). Each op goes
+//! through the batch path (`State::apply`) as the engine sends it: the greylisting op first
+//! in its group, followed by a counter take that must charge only when the triplet passes
+//! (the group's all-or-nothing rule), so both backends must also agree on the counter.
 
 mod common;
 
 use common::{settings, Rng, START_MS};
 use sluice_engine::greylisting::record::{triplet_field, AutoList};
+use sluice_engine::window::WindowSpec;
 use sluice_engine::{
-    GreyOutcome, GreyParams, GreylistOp, ManualClock, MemoryState, MemoryStateSettings, State,
+    greylist_answer_in, CounterOp, GreyOutcome, GreyParams, GreylistOp, ManualClock, MemoryState,
+    MemoryStateSettings, OpKind, Outcome, State,
 };
 use sluice_redis::RedisState;
 use sluice_test_support::RedisCluster;
@@ -67,9 +72,28 @@ async fn lua_and_memory_agree_on_greylisting() {
             params: p,
             dry_run: rng.chance(5),
         };
-        let want = memory.greylist(&op).await.expect("memory");
-        let got = redis.greylist(&op).await.expect("redis");
-        assert_eq!(got, want, "op {i}: {op:?}");
+        let mut batch = op.clone().into_batch();
+        // A quota charged behind the greylisting op, in its group.
+        batch.groups[0].push(CounterOp {
+            key: format!("grey-eq-count:{{{}}}", op.network),
+            limit: 1_000_000,
+            window: WindowSpec::new(60 * MIN, 6),
+            kind: OpKind::Take { cost: 1 },
+        });
+        let want_reply = memory.apply(&batch).await.expect("memory");
+        let got_reply = redis.apply(&batch).await.expect("redis");
+        assert_eq!(got_reply, want_reply, "op {i}: {op:?}");
+        let want = greylist_answer_in(&want_reply, 0, 0).expect("an answer");
+        let take = want_reply.groups[0][1].outcome;
+        if want.outcome().is_admitted() {
+            assert_eq!(
+                take,
+                Outcome::Admitted,
+                "op {i}: passed, so the quota charges"
+            );
+        } else {
+            assert_eq!(take, Outcome::NotEvaluated, "op {i}: refused, so no charge");
+        }
         let label = match want.outcome {
             GreyOutcome::Blacklisted {
                 listed_now: Some(_),
