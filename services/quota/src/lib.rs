@@ -18,7 +18,6 @@
 
 pub mod config;
 pub mod error;
-mod greylisting;
 pub mod health;
 pub mod security;
 pub mod server;

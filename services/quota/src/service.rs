@@ -360,19 +360,6 @@ impl Quota for QuotaService {
         }
     }
 
-    async fn greylist(
-        &self,
-        request: Request<sluice_proto::v1::GreylistRequest>,
-    ) -> Result<Response<sluice_proto::v1::GreylistReply>, Status> {
-        match self.run_greylist(request.into_inner()).await {
-            Ok(reply) => Ok(Response::new(reply)),
-            Err(e) => {
-                self.failed(&e);
-                Err(e.into())
-            }
-        }
-    }
-
     async fn apply(&self, request: Request<ApplyRequest>) -> Result<Response<ApplyReply>, Status> {
         let peer = request.remote_addr();
         let span = if sluice_runtime::traces_enabled() {

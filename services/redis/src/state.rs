@@ -174,7 +174,7 @@ impl RedisState {
             ));
         }
         if heads.iter().all(|&h| h == 0) {
-            return self.run_counters(batch, leases).await;
+            return self.run_counters(batch, leases, false).await;
         }
         let now_ms = self.clock.as_ref().map(|c| c.now_ms());
         let grey_runs = batch
@@ -248,7 +248,14 @@ impl RedisState {
                 })
                 .collect()
         };
-        let mut out = self.run_counters(&counters, &counter_leases).await?;
+        // The session is read as for the whole batch (a refused group's once-per-message
+        // takes, sent as checks, still ask for it: `session_found` as in process).
+        let once = batch
+            .groups
+            .iter()
+            .flatten()
+            .any(|op| op.kind == OpKind::TakeOncePerMessage);
+        let mut out = self.run_counters(&counters, &counter_leases, once).await?;
         for (g, ((results, grants), (&h, &refused))) in out
             .reply
             .groups
@@ -286,11 +293,13 @@ impl RedisState {
         Ok(out)
     }
 
-    /// Runs a batch of counter ops (no greylisting op) with its lease wants.
+    /// Runs a batch of counter ops (no greylisting op) with its lease wants; with
+    /// `read_session`, the message session is read even without a once-per-message take.
     async fn run_counters(
         &self,
         batch: &CounterBatch,
         leases: &[Vec<u64>],
+        read_session: bool,
     ) -> Result<LeasedReply, StateError> {
         let b = &self.backend;
         let now_ms = self.clock.as_ref().map(|c| c.now_ms());
@@ -299,6 +308,7 @@ impl RedisState {
         let (charged_key, eom_key) = (b.keys.charged(instance), b.keys.eom(instance));
         let needs_read = has_session
             && (batch.end_of_message.is_some()
+                || read_session
                 || batch
                     .groups
                     .iter()

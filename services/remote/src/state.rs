@@ -498,25 +498,6 @@ impl State for RemoteState {
         }
     }
 
-    fn greylist<'a>(
-        &'a self,
-        op: &'a sluice_engine::GreylistOp,
-    ) -> BoxFuture<'a, Result<sluice_engine::GreylistReply, StateError>> {
-        // One call to the quota service under the request deadline (no cache, no retry:
-        // a greylisting op changes state and is not idempotent).
-        Box::pin(async move {
-            let deadline = self.inner.config.deadline;
-            let mut request = tonic::Request::new(sluice_proto::v1::GreylistRequest::from(op));
-            request.set_timeout(deadline);
-            let reply = self
-                .inner
-                .unary(deadline, |mut c| async move { c.greylist(request).await })
-                .await?;
-            sluice_engine::GreylistReply::try_from(reply)
-                .map_err(|e| StateError::Unavailable(format!("malformed greylisting reply: {e}")))
-        })
-    }
-
     fn connection_closed(&self, connection: u64) {
         let saves = self.inner.sessions.connection_closed(connection);
         if !saves.is_empty() {

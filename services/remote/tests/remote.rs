@@ -407,13 +407,6 @@ impl sluice_proto::v1::quota_server::Quota for WithoutApplyMany {
     ) -> Result<tonic::Response<sluice_proto::v1::LoadSessionReply>, tonic::Status> {
         self.0.load_session(request).await
     }
-
-    async fn greylist(
-        &self,
-        request: tonic::Request<sluice_proto::v1::GreylistRequest>,
-    ) -> Result<tonic::Response<sluice_proto::v1::GreylistReply>, tonic::Status> {
-        self.0.greylist(request).await
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
