@@ -108,8 +108,8 @@ pub(crate) trait Module: Sync {
 }
 
 /// What every step of a request sees.
-// `lookups` and `dry_run` are for the modules to come (CheckHelo and CheckSPF read
-// lookups; Greylisting's record op reads dry_run): part of the interface, unread today.
+// `lookups` is for the modules to come (CheckHelo and CheckSPF read it): part of the
+// interface, unread today.
 #[allow(dead_code)]
 pub(crate) struct Request<'a, 'r> {
     /// The compiled policy set.
