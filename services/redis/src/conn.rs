@@ -271,6 +271,15 @@ impl Conn {
         }
     }
 
+    /// Which connection and node a call on `key` goes to now (identities, for grouping
+    /// calls by node); `None` when not connected or no node is known for the key's slot.
+    pub(crate) fn route_of(&self, key: &str) -> Option<(usize, usize)> {
+        let (router, _) = self.ready.get()?;
+        let slot = crate::cluster::slots::key_slot(key.as_bytes());
+        let node = router.node_id(slot)?;
+        Some((Arc::as_ptr(&self.ready) as usize, node))
+    }
+
     /// Returns once enough replicas have the write that landed as `write` (at once when
     /// none are waited for), within `timeout` and the batch's deadline.
     pub(crate) async fn confirm(

@@ -93,36 +93,32 @@ impl Group<'_> {
     /// both. Only for groups run at once, where no counter that is charged appears twice
     /// (so the level an op reports does not depend on the other ops of its group).
     fn shared_reads(&self) -> Vec<Option<usize>> {
-        let mut readers: HashMap<&str, usize> = HashMap::new();
-        for (i, (op, &role)) in self.ops.iter().zip(self.roles).enumerate() {
-            if self.mode(role) == Mode::Check {
-                readers.entry(op.key.as_str()).or_insert(i);
-            }
-        }
-        let mut shared = vec![None; self.ops.len()];
-        for (i, (op, &role)) in self.ops.iter().zip(self.roles).enumerate() {
-            if self.mode(role) == Mode::Level {
-                match readers.get(op.key.as_str()) {
-                    Some(&from) => shared[i] = Some(from),
-                    None => {
-                        readers.insert(op.key.as_str(), i);
-                    }
+        // Groups are small (a few ops): scans cost less than a map.
+        let same = |i: usize, j: usize| self.ops[i].key == self.ops[j].key;
+        let mode = |i: usize| self.mode(self.roles[i]);
+        (0..self.ops.len())
+            .map(|i| {
+                if mode(i) != Mode::Level {
+                    return None;
                 }
-            }
-        }
-        shared
+                // The first check of the counter, else its first level report.
+                (0..self.ops.len())
+                    .find(|&j| mode(j) == Mode::Check && same(i, j))
+                    .or_else(|| (0..i).find(|&j| mode(j) == Mode::Level && same(i, j)))
+            })
+            .collect()
     }
 
     /// Whether running all ops at once gives the same answers as running them in order:
     /// no counter that is charged appears twice in the group.
     fn parallel_safe(&self) -> bool {
-        let mut seen: HashMap<&str, (usize, bool)> = HashMap::new();
-        for (op, role) in self.ops.iter().zip(self.roles) {
-            let e = seen.entry(op.key.as_str()).or_insert((0, false));
-            e.0 += 1;
-            e.1 |= self.charges(*role);
-        }
-        seen.values().all(|&(n, charged)| n == 1 || !charged)
+        let n = self.ops.len();
+        (0..n).all(|i| {
+            (i + 1..n).all(|j| {
+                self.ops[i].key != self.ops[j].key
+                    || !(self.charges(self.roles[i]) || self.charges(self.roles[j]))
+            })
+        })
     }
 }
 
@@ -146,7 +142,7 @@ impl Backend {
     ) -> Result<(CounterAnswer, Option<Landed>), StateError> {
         let key = self.keys.window(&op.key);
         let call = CounterCall {
-            key: &key,
+            key: key.into(),
             mode,
             cost,
             limit: op.limit,

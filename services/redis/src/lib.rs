@@ -18,11 +18,15 @@
 //! expiry, refund. Time comes from Redis's own clock (`TIME` inside the script), so the
 //! clocks of edges and quota services do not matter. A key gets a TTL of period + one bucket
 //! whenever a new sub-bucket is charged (the newest bucket decides when the key is idle), so
-//! idle counters expire by themselves. Ops that change nothing — checks, and ops that only
-//! report a level (already counted for the message, recorded for END-OF-MESSAGE) — run
-//! without a script: `TIME` and `HGETALL` pipelined to the counter's node, answered with the
-//! same arithmetic in Rust; within a group, one such read serves every non-charging op on
-//! the same counter (a size check and its END-OF-MESSAGE record). Message sessions are
+//! idle counters expire by themselves. The counter ops waiting at the same time (every
+//! batch of an `ApplyMany`, every refund of a `ReturnLeases`) go to Redis as **one** script
+//! call per node, with one `TIME` (the `coalesce` module); an op whose key the node does not
+//! serve is reported as not run and sent again alone, redirected as any call. A lone op
+//! that changes nothing — a check, or an op that only reports a level (already counted for
+//! the message, recorded for END-OF-MESSAGE) — runs without a script: `TIME` and `HGETALL`
+//! pipelined to the counter's node, answered with the same arithmetic in Rust; within a
+//! group, one such read serves every non-charging op on the same counter (a size check and
+//! its END-OF-MESSAGE record). Message sessions are
 //! read with one `MULTI`/`EXEC` (`SMEMBERS` + `HGETALL`; at END-OF-MESSAGE also `DEL`, so
 //! the session is read and ended in one step and a repeated END-OF-MESSAGE of the same
 //! message finds nothing to charge) and created with one `MULTI`/`EXEC` (`SADD`, `HSETNX`,
@@ -46,7 +50,7 @@
 //! more than the limit; taking only from the lower half keeps limits exact where they bind.
 //! A refused group refunds its leases with its takes (and reports no grant). Unused units
 //! come back with [`sluice_engine::SharedState::return_leases`]: a `refund` at the grant's charge
-//! time (so it hits the bucket it was charged to), one call per counter, all at once; a
+//! time (so it hits the bucket it was charged to), all at once (one script call per node); a
 //! counter that is gone is left alone.
 //!
 //! # Edge-held message sessions
@@ -127,6 +131,7 @@
 
 mod backend;
 mod cluster;
+mod coalesce;
 mod conn;
 mod deadline;
 mod endpoint;

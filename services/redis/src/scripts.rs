@@ -2,13 +2,17 @@
 
 use crate::cluster::replication::Landed;
 use crate::cluster::request::Request;
+use crate::coalesce::{Coalescer, Item};
 use crate::conn::{parse, Conn};
 use sluice_engine::window::WindowSpec;
 use sluice_engine::StateError;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 /// Largest integer a Lua number (a double) holds exactly: costs and limits are capped here.
-const MAX_EXACT: u64 = 1 << 53;
+pub(crate) const MAX_EXACT: u64 = 1 << 53;
 
 /// What the counter script does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +28,7 @@ pub(crate) enum Mode {
 }
 
 impl Mode {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Mode::Level => "level",
             Mode::Check => "check",
@@ -67,10 +71,10 @@ impl CounterAnswer {
 }
 
 /// One counter call.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct CounterCall<'a> {
     /// The Redis key of the counter's window.
-    pub key: &'a str,
+    pub key: std::borrow::Cow<'a, str>,
     /// What to do.
     pub mode: Mode,
     /// Amount to check, take or refund.
@@ -86,7 +90,7 @@ pub(crate) struct CounterCall<'a> {
 }
 
 /// A Lua script run by its SHA1 (`EVALSHA`), loaded on the node on `NOSCRIPT`.
-struct Lua {
+pub(crate) struct Lua {
     source: &'static str,
     sha: String,
 }
@@ -100,33 +104,34 @@ impl Lua {
     }
 
     /// `EVALSHA <sha> <number of keys> <keys>`; the caller adds the arguments.
-    fn evalsha(&self, keys: &[&str]) -> redis::Cmd {
+    pub(crate) fn evalsha(&self, keys: &[&str]) -> redis::Cmd {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&self.sha).arg(keys.len()).arg(keys);
         cmd
     }
 
     /// The request running `cmd` (from [`Lua::evalsha`]), routed by `keys[0]`.
-    fn request(&self, key: &str, cmd: redis::Cmd) -> Request {
+    pub(crate) fn request(&self, key: &str, cmd: redis::Cmd) -> Request {
         Request::eval(key, cmd, self.source)
     }
 }
 
-/// The loaded-on-demand scripts (EVALSHA; loaded again on NOSCRIPT).
+/// The loaded-on-demand scripts (EVALSHA; loaded again on NOSCRIPT), and the queue that
+/// sends the counter ops waiting at the same time together (see [`crate::coalesce`]).
 pub(crate) struct Scripts {
-    counter: Lua,
+    counters: Coalescer,
     session_write: Lua,
 }
 
 impl Scripts {
     pub(crate) fn new() -> Self {
         Scripts {
-            counter: Lua::new(include_str!("counter.lua")),
+            counters: Coalescer::new(Arc::new(Lua::new(include_str!("counter.lua")))),
             session_write: Lua::new(include_str!("session_write.lua")),
         }
     }
 
-    /// Runs the counter script.
+    /// Runs one counter op.
     pub(crate) async fn counter(
         &self,
         conn: &Conn,
@@ -138,62 +143,40 @@ impl Scripts {
             .map(|(answer, _)| answer)
     }
 
-    /// Runs the counter script; for a take or refund, also says where it ran (a charge is
-    /// acknowledged only once a replica has it: [`Conn::confirm`]).
+    /// Runs one counter op, together with the others waiting for the same node (see
+    /// [`crate::coalesce`]); for a take or refund, also says where it ran (a charge is
+    /// acknowledged only once a replica has it: [`Conn::confirm`]). Bounded by `timeout`
+    /// and the batch's deadline ([`crate::deadline`]).
     pub(crate) async fn counter_landed(
         &self,
         conn: &Conn,
         timeout: Duration,
         call: CounterCall<'_>,
     ) -> Result<(CounterAnswer, Option<Landed>), StateError> {
-        // Level and check change nothing: plain reads cost Redis far less than a script.
-        match call.mode {
-            Mode::Level => {
-                return crate::level::read(conn, timeout, call.key, call.window, call.now_ms)
-                    .await
-                    .map(|a| (a, None));
-            }
-            Mode::Check => {
-                let spec = crate::level::Limited {
-                    window: call.window,
-                    cost: call.cost,
-                    limit: call.limit,
-                };
-                return crate::level::check(conn, timeout, call.key, spec, call.now_ms)
-                    .await
-                    .map(|a| (a, None));
-            }
-            Mode::Take | Mode::Refund => {}
+        let deadline = crate::deadline::call_deadline(timeout);
+        if deadline <= Instant::now() {
+            return Err(StateError::Timeout);
         }
-        let mut cmd = self.counter.evalsha(&[call.key]);
-        cmd.arg(call.mode.as_str())
-            .arg(call.now_ms.map_or(-1, |n| n.min(MAX_EXACT) as i64))
-            .arg(call.cost.min(MAX_EXACT))
-            .arg(call.limit.min(MAX_EXACT))
-            .arg(call.window.period_ms.min(MAX_EXACT))
-            .arg(call.window.bucket_ms.min(MAX_EXACT));
-        if call.mode == Mode::Take && call.want > 0 {
-            cmd.arg(call.want.min(MAX_EXACT));
-        }
-        let (reply, landed) = conn
-            .call_landed(&self.counter.request(call.key, cmd), timeout)
-            .await?;
-        let raw: Vec<i64> = parse(reply.into_iter().next().unwrap_or(redis::Value::Nil))?;
-        match raw[..] {
-            [fits, level, retry, now, leased, valid] => Ok((
-                CounterAnswer {
-                    fits: fits == 1,
-                    level: level.max(0) as u64,
-                    retry_after_ms: u64::try_from(retry).ok(),
-                    now_ms: now.max(0) as u64,
-                    leased: leased.max(0) as u64,
-                    valid_ms: valid.max(0) as u64,
-                },
-                Some(landed),
+        let (reply, answer) = oneshot::channel();
+        self.counters.push(Item {
+            conn: conn.clone(),
+            key: call.key.into_owned(),
+            mode: call.mode,
+            cost: call.cost,
+            limit: call.limit,
+            window: call.window,
+            now_ms: call.now_ms,
+            want: call.want,
+            timeout,
+            deadline,
+            reply,
+        });
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(StateError::Unavailable(
+                "the counter call was dropped before it was answered".into(),
             )),
-            _ => Err(StateError::Unavailable(format!(
-                "unexpected counter script reply {raw:?}"
-            ))),
+            Err(_) => Err(StateError::Timeout),
         }
     }
 

@@ -305,7 +305,12 @@ impl RedisState {
         let now_ms = self.clock.as_ref().map(|c| c.now_ms());
         let instance = batch.instance.as_str();
         let has_session = !instance.is_empty();
-        let (charged_key, eom_key) = (b.keys.charged(instance), b.keys.eom(instance));
+        // Session keys only for a batch with a session (edges send none: they hold it).
+        let (charged_key, eom_key) = if has_session {
+            (b.keys.charged(instance), b.keys.eom(instance))
+        } else {
+            (String::new(), String::new())
+        };
         let needs_read = has_session
             && (batch.end_of_message.is_some()
                 || read_session
@@ -506,6 +511,18 @@ fn groups_independent(groups: &[Vec<CounterOp>]) -> bool {
     if groups.len() < 2 {
         return true;
     }
+    let total: usize = groups.iter().map(Vec::len).sum();
+    if total <= 16 {
+        // A few ops (the usual batch): a scan costs less than a map.
+        return groups.iter().enumerate().all(|(g, ops)| {
+            ops.iter().all(|op| {
+                groups[g + 1..]
+                    .iter()
+                    .flatten()
+                    .all(|other| other.key != op.key)
+            })
+        });
+    }
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (g, ops) in groups.iter().enumerate() {
         for op in ops {
@@ -633,7 +650,7 @@ impl RedisState {
         let calls = returns.iter().filter(|r| r.units > 0).map(|r| async move {
             let key = b.keys.window(&r.key);
             let call = CounterCall {
-                key: &key,
+                key: key.into(),
                 mode: Mode::Refund,
                 cost: r.units,
                 limit: 0,

@@ -4,7 +4,11 @@
 //! (`HINCRBY`, `HDEL`, `PEXPIRE`). Before Redis 5.0 scripts were replicated verbatim by
 //! default, and a write after a non-deterministic command was refused ("Write commands not
 //! allowed after non deterministic commands") unless the script switched to effects
-//! replication first; since 5.0 effects replication is the default. Everything else sent is
+//! replication first; since 5.0 effects replication is the default. One call of the counter
+//! script touches counters of several slots of one node, passed as arguments (see
+//! `crate::coalesce`): Redis 5 and 6 check only that the node serves each key, and Redis 7
+//! also lets scripts without a `#!lua` flags line touch several slots (a script with flags
+//! would need `allow-cross-slot-keys`). Everything else sent is
 //! older: `EVALSHA`/`SCRIPT LOAD` and `PEXPIRE` (2.6), `MULTI`/`EXEC`, `HGETALL`,
 //! `HSETNX`, `SMEMBERS`, `SADD`, `DEL`, `PING`, `INFO`, and for a cluster `CLUSTER SLOTS`
 //! and `ASKING` (3.0). Redis 5.0 is checked with `INFO server` (`redis_version`) when a

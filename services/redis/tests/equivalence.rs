@@ -40,3 +40,21 @@ async fn lua_and_memory_agree_on_every_reply() {
         .with_test_clock(Arc::new(clock.clone()));
     compare(&redis, &clock, 42, 1_500).await;
 }
+
+/// On one thread (as the quota service runs) every op of a group, every check of the level
+/// reads and every lease return waiting together go to a node as one script call: the
+/// answers stay exactly `MemoryState`'s.
+#[tokio::test]
+async fn lua_and_memory_agree_when_ops_share_script_calls() {
+    let cluster = RedisCluster::start(3, 0);
+    let clock = ManualClock::new(START_MS + 777);
+    let redis = RedisState::connect_with(&cluster.urls(), settings("eq3"))
+        .await
+        .expect("connect to the cluster")
+        .with_test_clock(Arc::new(clock.clone()));
+    let seen = compare(&redis, &clock, 0xc0a1, 1_500).await;
+    assert!(
+        seen.refused > 50 && seen.leased > 50 && seen.returned > 20,
+        "{seen:?}"
+    );
+}

@@ -28,6 +28,25 @@ const SHARDS: usize = 16;
 /// How long an ended lease is remembered (for the size of the counter's next one).
 const REMEMBERED: Duration = Duration::from_secs(120);
 
+/// How much earlier than its sub-bucket's end a lease ends: 0–10 % of the sub-bucket
+/// (at most half the time it has left), by a hash of the counter and the charge time.
+///
+/// Every lease of a counter charged in one sub-bucket is valid until that sub-bucket ends,
+/// so without this the leases of every counter of a window would end at the same instant
+/// and every request on a busy counter would need a call at once (the burst of calls at
+/// each minute boundary of a one-hour window). Ending earlier keeps every local admission
+/// inside the bucket the units were charged to, so exactness is unchanged; the unused units
+/// go back a little earlier.
+fn early_end_ms(key: &str, window: WindowSpec, grant: LeaseGrant) -> u64 {
+    let mut h = DefaultHasher::new();
+    (key, grant.charged_at_ms).hash(&mut h);
+    let span = window.bucket_ms / 10;
+    if span == 0 {
+        return 0;
+    }
+    (h.finish() % (span + 1)).min(grant.valid_ms / 2)
+}
+
 /// One lease.
 #[derive(Debug, Clone)]
 struct Lease {
@@ -212,7 +231,8 @@ impl LeaseTable {
         if grant.units == 0 || grant.valid_ms == 0 {
             return;
         }
-        let expires = sent + Duration::from_millis(grant.valid_ms);
+        let valid_ms = grant.valid_ms - early_end_ms(key, window, grant);
+        let expires = sent + Duration::from_millis(valid_ms);
         let lease = Lease {
             left: grant.units,
             expires,
@@ -381,9 +401,43 @@ mod tests {
     }
 
     #[test]
+    fn leases_end_up_to_a_tenth_of_their_sub_bucket_early_and_spread() {
+        let t = LeaseTable::default();
+        let w = WindowSpec::new(3_600_000, 60); // 60 s sub-buckets
+        let now = Instant::now();
+        let mut returns = Vec::new();
+        let mut ends = std::collections::BTreeSet::new();
+        for i in 0..200 {
+            let key = format!("k{i}");
+            t.grant(&key, w, grant(3, 30_000), 0, now, 16, &mut returns);
+            let expires = t
+                .shards
+                .iter()
+                .find_map(|s| lock(s).get(&key).map(|l| l.expires))
+                .unwrap();
+            let early = Duration::from_millis(30_000) - (expires - now);
+            assert!(early <= Duration::from_millis(6_000), "{key}: {early:?}");
+            ends.insert(early.as_millis() / 500);
+        }
+        assert!(ends.len() >= 10, "ends spread over the last 6 s: {ends:?}");
+        // Little time left: at most half of it is cut.
+        t.grant("short", w, grant(3, 1_000), 0, now, 16, &mut returns);
+        assert_eq!(
+            t.take("short", 1, now + Duration::from_millis(499)),
+            Some(1)
+        );
+        // Units of every lease still go back once each.
+        let back = t.expired(now + Duration::from_millis(30_000));
+        assert_eq!(back.len(), 201);
+        assert_eq!(back.iter().map(|r| r.units).sum::<u64>(), 200 * 3 + 2);
+        assert!(returns.is_empty());
+    }
+
+    #[test]
     fn a_replaced_lease_ends_on_its_own_timer_and_held_leases_are_counted() {
         let t = LeaseTable::default();
-        let w = WindowSpec::new(3_600_000, 60);
+        // 10 ms sub-buckets: ends at most 1 ms early, so the timing below is exact.
+        let w = WindowSpec::new(600, 60);
         let now = Instant::now();
         let ms = Duration::from_millis;
         let mut returns = Vec::new();

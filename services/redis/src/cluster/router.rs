@@ -321,6 +321,16 @@ impl Router {
         self.node_for(slot).ok().map(|n| n.addr().to_string())
     }
 
+    /// The identity of the node serving `slot` in the current table (the only node, for a
+    /// plain Redis); `None` if no node serves it. Changes nothing.
+    pub(crate) fn node_id(&self, slot: u16) -> Option<usize> {
+        let Some(cluster) = &self.inner.cluster else {
+            return self.inner.single.as_ref().map(|n| Arc::as_ptr(n) as usize);
+        };
+        let table = cluster.table.read().expect("slot table lock");
+        table.get(slot).map(|n| Arc::as_ptr(n) as usize)
+    }
+
     fn node_for(&self, slot: u16) -> Result<Arc<Node>, CallError> {
         let Some(cluster) = &self.inner.cluster else {
             return Ok(self.inner.single.clone().expect("a single node"));

@@ -15,7 +15,7 @@ use std::time::Duration;
 /// A counter-script call on `key` at a fixed time: limit 10 per minute.
 fn counter_call(key: &str, mode: Mode, cost: u64) -> CounterCall<'_> {
     CounterCall {
-        key,
+        key: key.into(),
         mode,
         cost,
         limit: 10,
@@ -525,4 +525,186 @@ async fn connection_attempts_to_a_failing_node_back_off() {
     let bound = 1 + (elapsed.as_millis() / 25) as usize;
     assert!(made <= bound, "{made} attempts in {elapsed:?}");
     assert!(made < calls / 4, "{made} attempts for {calls} calls");
+}
+
+/// `cmdstat_evalsha` calls of the node at `port` (0 if none yet).
+fn evalsha_calls(cluster: &RedisCluster, port: u16) -> u64 {
+    let stats = cluster.cli(port, &["info", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// `count` keys whose slots the primary at `port` serves, each in a slot of its own.
+fn keys_on(cluster: &RedisCluster, port: u16, tag: &str, count: usize) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut slots = std::collections::HashSet::new();
+    for i in 0.. {
+        let key = format!("co:{{{tag}{i}}}:w");
+        let slot = cluster.key_slot(&key);
+        if cluster.primary_of_slot(slot).port == port && slots.insert(slot) {
+            keys.push(key);
+            if keys.len() == count {
+                break;
+            }
+        }
+    }
+    keys
+}
+
+// One thread: the flush task runs only once every op is queued (as in the quota service).
+#[tokio::test]
+async fn counter_ops_waiting_together_go_in_one_script_call_per_node() {
+    let cluster = RedisCluster::start(3, 0);
+    let conn = connect(&cluster).await;
+    let scripts = Scripts::new();
+    let primaries: Vec<u16> = cluster
+        .nodes()
+        .into_iter()
+        .filter(|n| n.primary)
+        .map(|n| n.port)
+        .collect();
+    // Load the script everywhere first, so that NOSCRIPT does not add calls.
+    for &port in &primaries {
+        let key = &keys_on(&cluster, port, "warm", 1)[0];
+        scripts
+            .counter(&conn, TIMEOUT, counter_call(key, Mode::Take, 1))
+            .await
+            .unwrap();
+    }
+    let before: Vec<u64> = primaries
+        .iter()
+        .map(|&p| evalsha_calls(&cluster, p))
+        .collect();
+
+    // Five keys per primary, every one in its own slot; takes, then checks and levels.
+    let keys: Vec<String> = primaries
+        .iter()
+        .flat_map(|&p| keys_on(&cluster, p, "k", 5))
+        .collect();
+    let takes = keys.iter().enumerate().map(|(i, k)| {
+        scripts.counter(
+            &conn,
+            TIMEOUT,
+            counter_call(k, Mode::Take, 1 + i as u64 % 3),
+        )
+    });
+    let answers = futures_util::future::join_all(takes).await;
+    for (i, a) in answers.into_iter().enumerate() {
+        let a = a.unwrap();
+        assert!(a.fits && a.level == 0, "{i}: {a:?}");
+    }
+    for (i, &port) in primaries.iter().enumerate() {
+        assert_eq!(
+            evalsha_calls(&cluster, port) - before[i],
+            1,
+            "one script call on {port} for its five takes"
+        );
+    }
+    let reads = keys.iter().enumerate().map(|(i, k)| {
+        let mode = if i % 2 == 0 { Mode::Level } else { Mode::Check };
+        scripts.counter(&conn, TIMEOUT, counter_call(k, mode, 9))
+    });
+    for (i, a) in futures_util::future::join_all(reads)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        let a = a.unwrap();
+        let charged = 1 + i as u64 % 3;
+        assert_eq!(a.level, charged, "{i}: charged exactly once");
+        if i % 2 == 1 {
+            assert_eq!(a.fits, charged + 9 <= 10, "{i}: {a:?}");
+        }
+    }
+    for (i, &port) in primaries.iter().enumerate() {
+        assert_eq!(evalsha_calls(&cluster, port) - before[i], 2, "{port}");
+    }
+    assert_eq!(conn.router().moved(), 0);
+}
+
+#[tokio::test]
+async fn ops_a_node_does_not_serve_run_once_on_the_right_node() {
+    let cluster = RedisCluster::start(3, 0);
+    let conn = connect(&cluster).await;
+    let scripts = Scripts::new();
+    let primaries: Vec<_> = cluster.nodes().into_iter().filter(|n| n.primary).collect();
+    let (a, b) = (&primaries[0], &primaries[1]);
+    // Three keys of `a`, and one of `b` whose table entry wrongly says `a`: the four go to
+    // `a` in one call, which does not run the fourth; it is sent again alone and followed
+    // to `b` (MOVED).
+    let mut keys = keys_on(&cluster, a.port, "s", 3);
+    let stray = keys_on(&cluster, b.port, "t", 1).remove(0);
+    conn.router()
+        .force_slot(cluster.key_slot(&stray), &format!("127.0.0.1:{}", a.port));
+    keys.push(stray.clone());
+    let takes = keys
+        .iter()
+        .map(|k| scripts.counter(&conn, TIMEOUT, counter_call(k, Mode::Take, 2)));
+    for a in futures_util::future::join_all(takes).await {
+        assert!(a.unwrap().fits);
+    }
+    assert!(conn.router().moved() >= 1, "the stray op was redirected");
+    let stray_slot = cluster.key_slot(&stray).to_string();
+    assert_eq!(
+        cluster
+            .cli(a.port, &["cluster", "countkeysinslot", &stray_slot])
+            .trim(),
+        "0",
+        "nothing written on the wrong node"
+    );
+    settle().await;
+
+    // A slot being migrated from `a` to `b`: a key still on `a` is charged there with the
+    // others; a key not there any more (never created) goes to `b` (ASK), once.
+    let s_key = keys_on(&cluster, a.port, "m", 1).remove(0);
+    let slot = cluster.key_slot(&s_key);
+    let present = s_key.clone();
+    let missing = {
+        // Another key of the same slot (same hash tag), not created yet.
+        let tag = &s_key[s_key.find('{').unwrap()..=s_key.find('}').unwrap()];
+        format!("co:{tag}:other")
+    };
+    scripts
+        .counter(&conn, TIMEOUT, counter_call(&present, Mode::Take, 1))
+        .await
+        .unwrap();
+    let s = slot.to_string();
+    let ok = |port, args: &[&str]| assert_eq!(cluster.cli(port, args).trim(), "OK", "{args:?}");
+    ok(b.port, &["cluster", "setslot", &s, "importing", &a.id]);
+    ok(a.port, &["cluster", "setslot", &s, "migrating", &b.id]);
+    let others = keys_on(&cluster, a.port, "n", 2);
+    let mut batch: Vec<&str> = others.iter().map(String::as_str).collect();
+    batch.push(&present);
+    batch.push(&missing);
+    let takes = batch
+        .iter()
+        .map(|k| scripts.counter(&conn, TIMEOUT, counter_call(k, Mode::Take, 3)));
+    for (k, a) in batch
+        .iter()
+        .zip(futures_util::future::join_all(takes).await)
+    {
+        assert!(a.unwrap().fits, "{k}");
+    }
+    let stored_level: u64 = cluster
+        .cli(a.port, &["hvals", &present])
+        .split_whitespace()
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    assert_eq!(stored_level, 4, "charged on the migrating node");
+    // The importing node holds the missing key: read with the client, which follows ASK.
+    let read = scripts
+        .counter(&conn, TIMEOUT, counter_call(&missing, Mode::Level, 0))
+        .await
+        .unwrap();
+    assert_eq!(read.level, 3, "charged once, on the importing node");
+    assert_eq!(
+        cluster
+            .cli(a.port, &["cluster", "countkeysinslot", &s])
+            .trim(),
+        "1",
+        "only the key that was there before, on the migrating node"
+    );
 }
