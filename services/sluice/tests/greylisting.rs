@@ -5,8 +5,8 @@
 
 use sluice_edge::{EdgeConfig, ListenAddr, Listener};
 use sluice_engine::{
-    compile, Engine, EngineSettings, GreylistWhitelistDef, GreylistingDef, ManualClock, MemberDef,
-    MemoryState, MemoryStateSettings, PolicyDef, PolicySetDef, State,
+    compile, Engine, EngineSettings, GreylistWhitelistDef, GreylistingDef, LimitDef, ManualClock,
+    MemberDef, MemoryState, MemoryStateSettings, PolicyDef, PolicySetDef, QuotaDef, State,
 };
 use sluice_test_support::{rcpt, PolicyClient, RedisCluster, Request};
 use std::net::SocketAddr;
@@ -411,7 +411,44 @@ async fn auto_blacklist(mode: &Mode<'_>) {
     );
 }
 
+/// A deferred attempt charges no quota of its policy (the greylisting op leads the batch
+/// group the quota's ops follow): with a limit of 1 recipient, the retry after the period
+/// is still admitted, and only the next one is refused.
+async fn deferral_charges_no_quota(mode: &Mode<'_>) {
+    let mut set = greylisting_policy(period(60));
+    set.policies[0].quotas = vec![QuotaDef {
+        name: "one".into(),
+        track: "Sender:user@domain".into(),
+        period: 3600,
+        verdict: "REJECT".into(),
+        data: Some("over the limit".into()),
+        limits: vec![LimitDef {
+            kind: "RecipientCount".into(),
+            limit: 1,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }];
+    let s = Stack::start(mode, set, "quota").await;
+    let mut c = s.client().await;
+    let r = req("q@x.org", "b@y.org", "192.0.2.77");
+    assert_eq!(c.send(&r).await, DEFER, "first attempt: deferred");
+    assert_eq!(c.send(&r).await, DEFER, "retry before the period: deferred");
+    s.advance_secs(60);
+    assert_eq!(
+        c.send(&r).await,
+        "DUNNO",
+        "after the period: the deferrals charged nothing, the quota admits"
+    );
+    assert_eq!(
+        c.send(&r).await,
+        "REJECT over the limit",
+        "the quota counted the admitted attempt"
+    );
+}
+
 async fn all_scenarios(mode: Mode<'_>) {
+    deferral_charges_no_quota(&mode).await;
     first_retry_and_pass(&mode).await;
     ipv6_slash_64(&mode).await;
     expiry(&mode).await;
