@@ -310,6 +310,14 @@ fn needs_recording(op: &impl GroupOp, r: &OpResult) -> bool {
     }
 }
 
+/// Where a group's answers go: one result per op, and the detailed answers of its record
+/// ops (greylisting), named by the group's index in its batch.
+struct GroupOut<'a, R> {
+    results: &'a mut R,
+    group: u32,
+    details: &'a mut Vec<OpDetail>,
+}
+
 /// Counters and sessions in process memory.
 pub struct MemoryState {
     clock: Arc<dyn Clock>,
@@ -721,9 +729,13 @@ impl MemoryState {
         ops: &[O],
         wants: &[u64],
         now: u64,
-        results: &mut impl ResultList,
-        (group, details): (u32, &mut Vec<OpDetail>),
+        out: GroupOut<'_, impl ResultList>,
     ) -> Vec<LeaseGrant> {
+        let GroupOut {
+            results,
+            group,
+            details,
+        } = out;
         results.clear();
         results.reserve(ops.len());
         let mut grants = if wants.is_empty() {
@@ -1000,8 +1012,11 @@ impl MemoryState {
                 &ops,
                 &[],
                 now,
-                &mut results,
-                (g, &mut Vec::new()),
+                GroupOut {
+                    results: &mut results,
+                    group: g,
+                    details: &mut Vec::new(),
+                },
             );
             for ((p, op), &result) in members.iter().zip(&ops).zip(&results) {
                 let label = session.str(p.label);
@@ -1088,8 +1103,11 @@ impl MemoryState {
                 ops,
                 wants,
                 now,
-                results,
-                (g as u32, &mut reply.details),
+                GroupOut {
+                    results,
+                    group: g as u32,
+                    details: &mut reply.details,
+                },
             );
             if !leases.is_empty() {
                 grants.push(if group_grants.is_empty() {
