@@ -9,8 +9,8 @@ use sluice_engine::bounds::check_redis_window;
 use sluice_engine::state::EomResult;
 use sluice_engine::window::WindowSpec;
 use sluice_engine::{
-    CounterBatch, CounterOp, CounterReply, EomRecord, LeaseReturn, OpKind, OpResult, Outcome,
-    SessionData,
+    CounterBatch, CounterOp, CounterReply, DetailAnswer, EomRecord, LeaseReturn, OpDetail, OpKind,
+    OpResult, Outcome, SessionData,
 };
 
 /// A wire message the engine types cannot represent.
@@ -41,6 +41,9 @@ pub enum ConvertError {
     /// An unknown or unspecified outcome.
     #[error("unknown outcome {0}")]
     UnknownOutcome(i32),
+    /// A greylisting op or reply out of range or incomplete.
+    #[error("invalid greylisting message: {0}")]
+    InvalidGreylist(String),
     /// An END-OF-MESSAGE result without its result.
     #[error("END-OF-MESSAGE result for {key:?} has no result")]
     MissingEomResult {
@@ -77,6 +80,7 @@ pub fn op_to_wire(op: &CounterOp) -> v1::Op {
             label: label.clone(),
             group: *group,
         }),
+        OpKind::Greylist(grey) => Kind::Greylist(v1::GreylistRequest::from(&**grey)),
     };
     v1::Op {
         key: op.key.clone(),
@@ -123,6 +127,15 @@ fn op_from_wire(op: v1::Op) -> Result<CounterOp, ConvertError> {
             label: r.label,
             group: r.group,
         },
+        Some(Kind::Greylist(g)) => {
+            let grey = sluice_engine::GreylistOp::try_from(g)?;
+            if grey.network != op.key {
+                return Err(ConvertError::InvalidGreylist(
+                    "the op's key must be its network".into(),
+                ));
+            }
+            OpKind::Greylist(Box::new(grey))
+        }
         None => return Err(ConvertError::MissingKind { key: op.key }),
     };
     Ok(CounterOp {
@@ -157,6 +170,19 @@ impl From<&CounterReply> for v1::ApplyReply {
                 })
                 .collect(),
             session_found: false,
+            details: r
+                .details
+                .iter()
+                .map(|d| v1::OpDetail {
+                    group: d.group,
+                    index: d.index,
+                    answer: Some(match &d.answer {
+                        DetailAnswer::Greylist(g) => {
+                            v1::op_detail::Answer::Greylist(v1::GreylistReply::from(g))
+                        }
+                    }),
+                })
+                .collect(),
         }
     }
 }
@@ -202,8 +228,27 @@ impl TryFrom<v1::ApplyReply> for CounterReply {
                     })
                 })
                 .collect::<Result<_, _>>()?,
-            // No module op with a detailed answer is on the wire yet.
-            details: Vec::new(),
+            details: r
+                .details
+                .into_iter()
+                .map(|d| {
+                    let answer = match d.answer {
+                        Some(v1::op_detail::Answer::Greylist(g)) => {
+                            DetailAnswer::Greylist(sluice_engine::GreylistReply::try_from(g)?)
+                        }
+                        None => {
+                            return Err(ConvertError::InvalidGreylist(
+                                "a detail without an answer".into(),
+                            ))
+                        }
+                    };
+                    Ok(OpDetail {
+                        group: d.group,
+                        index: d.index,
+                        answer,
+                    })
+                })
+                .collect::<Result<_, _>>()?,
         })
     }
 }

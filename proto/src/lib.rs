@@ -17,6 +17,7 @@
 
 pub mod auth;
 mod convert;
+mod greylisting;
 
 pub use convert::{op_to_wire, ConvertError};
 

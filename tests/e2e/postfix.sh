@@ -12,7 +12,10 @@
 #      (Postfix's `instance` correlates the RCPTs), so message $MULTI_LIMIT+1 is refused.
 #   3. size: a MessageCumulativeSize limit is charged at END-OF-MESSAGE with the real size;
 #      the message that would exceed it is refused at end of data.
-#   4. fallback: sluice is stopped; a message still goes through because the policy service
+#   4. greylisting: a policy greylists $GREY_SENDER with a $GREY_PERIOD s period; the first
+#      attempt gets "451 4.7.1 Greylisting in effect, please come back later" (in the
+#      maillog), and the same triplet after the period is relayed to smtp-sink.
+#   5. fallback: sluice is stopped; a message still goes through because the policy service
 #      is declared with `default_action=DUNNO` (Postfix >= 3.0 per-service settings).
 #
 # Environment:
@@ -33,6 +36,9 @@ readonly MULTI_TEXT="sluice-e2e: multi-recipient sender over its message quota"
 readonly SIZE_SENDER="big@example.com"
 readonly SIZE_LIMIT=2500
 readonly SIZE_TEXT="sluice-e2e: sender over its size quota"
+readonly GREY_SENDER="grey@example.com"
+readonly GREY_PERIOD=4
+readonly GREY_TEXT="451 4.7.1 Greylisting in effect, please come back later"
 readonly WAIT_SECS=30
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -214,6 +220,17 @@ data = "$SIZE_TEXT"
 [[policy.quota.limit]]
 type = "MessageCumulativeSize"
 limit = $SIZE_LIMIT
+
+# e2e: greylisting with a short period.
+[[policy]]
+name = "e2e-greylisting"
+priority = 40
+
+[[policy.member]]
+source = "$GREY_SENDER"
+
+[policy.greylisting]
+period = $GREY_PERIOD
 EOF
 }
 
@@ -391,6 +408,28 @@ test_size() {
 	PASSED=$((PASSED + 1))
 }
 
+test_greylisting() {
+	log "test greylisting: $GREY_SENDER greylisted for $GREY_PERIOD s"
+	local before out
+	before=$(sink_count)
+	out="$(send_one "$GREY_SENDER")"
+	[[ "$out" == *"Greylisting in effect, please come back later"* ]] ||
+		die "the first attempt was not greylisted (smtp-source said: ${out:-nothing})"
+	# Postfix writes the policy's "451 4.7.1 text" as "451 4.7.1 <rcpt>: Recipient address
+	# rejected: text".
+	grep -q "NOQUEUE: reject: RCPT from .*: 451 4.7.1 .*Greylisting in effect, please come back later" "$WORK/maillog" ||
+		die "the maillog does not show '$GREY_TEXT' for the first attempt"
+	out="$(send_one "$GREY_SENDER")"
+	[[ "$out" == *"Greylisting in effect"* ]] ||
+		die "a retry within the period was not greylisted (smtp-source said: ${out:-nothing})"
+	sleep $((GREY_PERIOD + 1))
+	out="$(send_one "$GREY_SENDER")"
+	[[ -z "$out" ]] || die "the retry after the period was refused: $out"
+	wait_for "$WAIT_SECS" "the greylisted message to reach smtp-sink" at_least sink_count $((before + 1))
+	log "ok: first attempt deferred with '$GREY_TEXT', the same triplet relayed after $GREY_PERIOD s"
+	PASSED=$((PASSED + 1))
+}
+
 test_fallback() {
 	log "test fallback: policy server stopped, default_action=DUNNO lets mail through"
 	stop_pid "$SLUICE_PID"
@@ -420,6 +459,7 @@ main() {
 	test_quota
 	test_recipients
 	test_size
+	test_greylisting
 	test_fallback
 	printf 'e2e postfix: %d passed, %d failed\n' "$PASSED" "$FAILED"
 }

@@ -251,3 +251,49 @@ fn lease_returns_and_records_with_invalid_windows_are_rejected() {
         Err(ConvertError::InvalidWindow { .. })
     ));
 }
+
+/// A greylisting op travels in its group (`Op.greylist`), its answer in `details`; an op
+/// whose key is not its network is refused.
+#[test]
+fn greylisting_ops_and_details_round_trip() {
+    use sluice_engine::greylisting::record::GreyParams;
+    use sluice_engine::{GreyOutcome, GreylistOp, GreylistReply};
+    let grey = GreylistOp {
+        network: "SenderIP:192.0.2.0/24".into(),
+        triplet: "a@x.org\nb@y.org".into(),
+        params: GreyParams {
+            period_ms: 240_000,
+            auth_validity_ms: 1,
+            unauth_validity_ms: 2,
+            awl: None,
+            abl: None,
+            training: false,
+        },
+        dry_run: false,
+    };
+    let mut b = sample_batch();
+    b.groups[2].insert(0, Box::new(grey.clone()).into_counter_op());
+    assert_eq!(via_wire_batch(&b), b);
+
+    let mut r = sample_reply();
+    r.details.push(OpDetail {
+        group: 2,
+        index: 0,
+        answer: DetailAnswer::Greylist(GreylistReply {
+            outcome: GreyOutcome::Deferred {
+                first_seen_ms: 1,
+                passes_at_ms: 240_001,
+                tries: 1,
+            },
+            now_ms: 1,
+        }),
+    });
+    assert_eq!(via_wire_reply(&r), r);
+
+    let mut wire = v1::ApplyRequest::from(&b);
+    wire.groups[2].ops[0].key = "SenderIP:198.51.100.0/24".into();
+    assert!(matches!(
+        CounterBatch::try_from(wire),
+        Err(ConvertError::InvalidGreylist(_))
+    ));
+}

@@ -99,7 +99,19 @@ pub(crate) struct EdgeMetrics {
     deadline: Counter,
     verdicts: RwLock<HashMap<VerdictKey, Counter>>,
     near_limit: RwLock<HashMap<QuotaKey, Counter>>,
+    /// `sluice_greylisting_total` by outcome, in [`GREY_OUTCOMES`]' order.
+    greylisting: [Counter; GREY_OUTCOMES.len()],
 }
+
+/// Greylisting's `outcome` label values (`Decision::greylisting`).
+const GREY_OUTCOMES: [&str; 6] = [
+    "deferred",
+    "passed",
+    "training",
+    "whitelisted",
+    "auto_whitelisted",
+    "blacklisted",
+];
 
 impl EdgeMetrics {
     /// Registers the metrics with the global recorder (no-ops without one).
@@ -113,6 +125,7 @@ impl EdgeMetrics {
             deadline: counter!(names::FALLBACK, "reason" => "deadline"),
             verdicts: RwLock::new(HashMap::new()),
             near_limit: RwLock::new(HashMap::new()),
+            greylisting: GREY_OUTCOMES.map(|o| counter!(names::GREYLISTING, "outcome" => o)),
         }
     }
 
@@ -168,6 +181,11 @@ impl EdgeMetrics {
                 )
             })
             .increment(1);
+        }
+        if let Some(outcome) = d.greylisting {
+            if let Some(i) = GREY_OUTCOMES.iter().position(|o| *o == outcome) {
+                self.greylisting[i].increment(1);
+            }
         }
         for QuotaRef { policy, quota } in &d.near_limit {
             let key = (Arc::clone(policy), Arc::clone(quota));

@@ -27,6 +27,8 @@ pub struct PolicySet {
     pub(crate) groups: Vec<Group>,
     /// Every policy, enabled or not, by priority then name.
     pub(crate) policies: Vec<Policy>,
+    /// The static greylisting whitelist.
+    pub(crate) grey_whitelist: crate::greylisting::settings::Whitelist,
     /// Names this set for [`SourceMemo`]s, unique in the process (given when an engine
     /// installs the set; 0: not installed, no memo).
     memo_id: u64,
@@ -73,6 +75,8 @@ pub(crate) struct Policy {
     pub members: Vec<Member>,
     pub access_control: Vec<AccessRule>,
     pub quotas: Vec<Quota>,
+    /// The policy's greylisting row (`None`: none, or disabled).
+    pub greylisting: Option<crate::greylisting::settings::GreyRow>,
 }
 
 #[derive(Debug, Clone)]
@@ -359,6 +363,16 @@ pub fn compile(def: &PolicySetDef) -> Result<Compiled, Vec<Diagnostic>> {
         }
         policies.push(c.policy(pi, p, def));
     }
+    let grey_whitelist =
+        match crate::greylisting::settings::compile_whitelist(&def.greylisting_whitelist) {
+            Ok(w) => w,
+            Err(errs) => {
+                for (_, msg) in errs {
+                    c.error(Location::Set, msg);
+                }
+                Vec::new()
+            }
+        };
     policies.sort_by(|a: &Policy, b: &Policy| {
         a.priority
             .cmp(&b.priority)
@@ -376,6 +390,7 @@ pub fn compile(def: &PolicySetDef) -> Result<Compiled, Vec<Diagnostic>> {
             version: 0,
             groups,
             policies,
+            grey_whitelist,
             memo_id: 0,
         },
         warnings: diags,
@@ -680,6 +695,28 @@ impl Compiler {
             members,
             access_control,
             quotas,
+            greylisting: self.greylisting(pi, p),
+        }
+    }
+
+    /// The policy's greylisting row, validated (`greylisting.rs` holds the rules).
+    fn greylisting(
+        &mut self,
+        pi: usize,
+        p: &PolicyDef,
+    ) -> Option<crate::greylisting::settings::GreyRow> {
+        let d = p.greylisting.as_ref().filter(|d| !d.disabled)?;
+        match crate::greylisting::settings::compile_row(d) {
+            Ok(row) => Some(row),
+            Err(errs) => {
+                for (field, msg) in errs {
+                    self.error(
+                        Location::Policy { policy: pi, field },
+                        format!("policy {:?}: {msg}", p.name),
+                    );
+                }
+                None
+            }
         }
     }
 
@@ -971,6 +1008,7 @@ mod tests {
     /// A set of one policy with one quota of `period` seconds and one limit.
     fn one_quota(priority: i32, period: u64, kind: &str, limit: u64) -> PolicySetDef {
         PolicySetDef {
+            greylisting_whitelist: Vec::new(),
             groups: vec![],
             policies: vec![PolicyDef {
                 name: "p".into(),
@@ -1155,6 +1193,7 @@ mod tests {
     #[test]
     fn a_quota_window_computed_ahead_equals_a_fresh_one() {
         let def = PolicySetDef {
+            greylisting_whitelist: Vec::new(),
             groups: vec![],
             policies: vec![PolicyDef {
                 name: "p".into(),

@@ -52,7 +52,7 @@ pub struct Engine {
 }
 
 /// The outcome of one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Decision {
     /// What Postfix gets.
     pub action: Action,
@@ -67,6 +67,9 @@ pub struct Decision {
     /// `DUNNO`), in evaluation order. Filled only when the connection's [`Scratch`] asks
     /// ([`Scratch::report_admitted`]); usually empty.
     pub admitted: Vec<ModuleVerdict>,
+    /// What greylisting did (a [`crate::GreyOutcome::label`], or `whitelisted`), for
+    /// metrics; `None` when it did not run.
+    pub greylisting: Option<&'static str>,
 }
 
 /// A level at or above this share of a limit counts as "near the limit".
@@ -128,6 +131,23 @@ impl fmt::Display for Explanation {
     }
 }
 
+impl fmt::Debug for Decision {
+    /// As derived, with `greylisting` shown only when greylisting ran (so recorded
+    /// transcripts of decisions without greylisting read as before).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Decision");
+        d.field("action", &self.action)
+            .field("verdicts", &self.verdicts)
+            .field("state_error", &self.state_error)
+            .field("near_limit", &self.near_limit)
+            .field("admitted", &self.admitted);
+        if let Some(g) = self.greylisting {
+            d.field("greylisting", &g);
+        }
+        d.finish()
+    }
+}
+
 impl Decision {
     fn dunno() -> Self {
         Decision {
@@ -136,6 +156,7 @@ impl Decision {
             state_error: None,
             near_limit: Vec::new(),
             admitted: Vec::new(),
+            greylisting: None,
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod clock;
 pub mod compile;
 pub mod diagnostic;
 pub mod engine;
+pub mod greylisting;
 pub mod memory;
 pub mod model;
 pub(crate) mod modules;
@@ -41,6 +42,9 @@ pub use engine::{
     CounterLevel, Decision, Engine, EngineSettings, Explanation, ModuleVerdict, QuotaRef,
     NEAR_LIMIT_PERCENT,
 };
+pub use greylisting::def::{GreylistWhitelistDef, GreylistingDef};
+pub use greylisting::op::{answer_in as greylist_answer_in, GreylistOp, GreylistReply};
+pub use greylisting::record::{GreyOutcome, GreyParams};
 pub use memory::snapshot::{CounterChanges, CounterSnapshot, SavedSession};
 pub use memory::{MemoryState, MemoryStateSettings};
 pub use model::{

@@ -30,8 +30,9 @@
 
 use crate::clock::Clock;
 use crate::state::{
-    BoxFuture, CounterBatch, CounterOp, CounterReply, EomResult, LeaseGrant, LeaseReturn,
-    LeasedReply, OpKind, OpResult, Outcome, SessionData, SharedState, State, StateError,
+    BoxFuture, CounterBatch, CounterOp, CounterReply, DetailAnswer, EomResult, LeaseGrant,
+    LeaseReturn, LeasedReply, OpDetail, OpKind, OpResult, Outcome, SessionData, SharedState, State,
+    StateError,
 };
 use crate::window::{lease_units, TakeOutcome, Window, WindowSpec};
 use foldhash::quality::RandomState;
@@ -41,6 +42,7 @@ use smallvec::SmallVec;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
+mod greylisting;
 pub mod snapshot;
 
 /// Settings of the in-process state.
@@ -308,6 +310,14 @@ fn needs_recording(op: &impl GroupOp, r: &OpResult) -> bool {
     }
 }
 
+/// Where a group's answers go: one result per op, and the detailed answers of its record
+/// ops (greylisting), named by the group's index in its batch.
+struct GroupOut<'a, R> {
+    results: &'a mut R,
+    group: u32,
+    details: &'a mut Vec<OpDetail>,
+}
+
 /// Counters and sessions in process memory.
 pub struct MemoryState {
     clock: Arc<dyn Clock>,
@@ -316,6 +326,8 @@ pub struct MemoryState {
     /// Picks a key's shard (seeded per process, like the maps).
     hasher: RandomState,
     sessions: Vec<Mutex<Sessions>>,
+    /// Greylisting records (`memory/greylisting.rs`).
+    grey: greylisting::GreyTable,
 }
 
 /// Most sessions' buffers a sessions shard keeps for new sessions.
@@ -467,6 +479,7 @@ impl MemoryState {
             counters: (0..n).map(|_| Mutex::new(Counters::default())).collect(),
             sessions: (0..n).map(|_| Mutex::new(Sessions::default())).collect(),
             hasher: RandomState::default(),
+            grey: greylisting::GreyTable::new(n),
             settings,
         }
     }
@@ -504,7 +517,13 @@ impl MemoryState {
             removed += before - map.len();
             map.table.shrink_if_sparse(|k| self.hash(k));
         }
+        removed += self.grey.sweep(now);
         removed
+    }
+
+    /// Greylisting networks and triplets held (expired ones not yet swept included).
+    pub fn greylisting_entries(&self) -> (usize, usize) {
+        self.grey.len()
     }
 
     /// Number of live counters.
@@ -710,8 +729,13 @@ impl MemoryState {
         ops: &[O],
         wants: &[u64],
         now: u64,
-        results: &mut impl ResultList,
+        out: GroupOut<'_, impl ResultList>,
     ) -> Vec<LeaseGrant> {
+        let GroupOut {
+            results,
+            group,
+            details,
+        } = out;
         results.clear();
         results.reserve(ops.len());
         let mut grants = if wants.is_empty() {
@@ -769,6 +793,26 @@ impl MemoryState {
                         continue;
                     }
                     (1, false)
+                }
+                OpKind::Greylist(grey) => {
+                    // A record op of its own table (memory/greylisting.rs): its write is
+                    // kept whatever the rest of the group does.
+                    let answer = if batch.dry_run && !grey.dry_run {
+                        let mut dry = (**grey).clone();
+                        dry.dry_run = true;
+                        self.grey.apply(&dry, now)
+                    } else {
+                        self.grey.apply(grey, now)
+                    };
+                    let outcome = answer.outcome();
+                    refused |= !outcome.is_admitted();
+                    results.push(OpResult { outcome, used: 0 });
+                    details.push(OpDetail {
+                        group,
+                        index: i as u32,
+                        answer: DetailAnswer::Greylist(answer),
+                    });
+                    continue;
                 }
                 OpKind::RecordForEom { .. } => {
                     let used = match known_level {
@@ -832,7 +876,9 @@ impl MemoryState {
                     let cost = match op.kind() {
                         OpKind::Take { cost } => cost + grants.get(i).map_or(0, |g| g.units),
                         OpKind::TakeOncePerMessage => 1,
-                        OpKind::Check { .. } | OpKind::RecordForEom { .. } => continue,
+                        OpKind::Check { .. }
+                        | OpKind::RecordForEom { .. }
+                        | OpKind::Greylist(_) => continue,
                     };
                     if r.outcome == Outcome::Admitted {
                         self.refund(self.hashed(op.key()), op.window(), now, cost);
@@ -960,7 +1006,18 @@ impl MemoryState {
                 window: p.spec,
                 kind: OpKind::Take { cost: size },
             }));
-            self.run_group(&batch, None, &ops, &[], now, &mut results);
+            self.run_group(
+                &batch,
+                None,
+                &ops,
+                &[],
+                now,
+                GroupOut {
+                    results: &mut results,
+                    group: g,
+                    details: &mut Vec::new(),
+                },
+            );
             for ((p, op), &result) in members.iter().zip(&ops).zip(&results) {
                 let label = session.str(p.label);
                 match out.get_mut(n) {
@@ -1040,7 +1097,18 @@ impl MemoryState {
         let mut grants = Vec::new();
         for ((g, ops), results) in batch.groups.iter().enumerate().zip(&mut reply.groups) {
             let wants = leases.get(g).map_or(&[][..], Vec::as_slice);
-            let group_grants = self.run_group(batch, instance, ops, wants, now, results);
+            let group_grants = self.run_group(
+                batch,
+                instance,
+                ops,
+                wants,
+                now,
+                GroupOut {
+                    results,
+                    group: g as u32,
+                    details: &mut reply.details,
+                },
+            );
             if !leases.is_empty() {
                 grants.push(if group_grants.is_empty() {
                     vec![LeaseGrant::default(); ops.len()]

@@ -16,6 +16,13 @@ pub struct PolicySetDef {
     /// Policies, in any order (priority decides evaluation order).
     #[serde(default, rename = "policy", skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<PolicyDef>,
+    /// Requests never greylisted (Policyd's `greylisting_whitelist`; global, as there).
+    #[serde(
+        default,
+        rename = "greylisting_whitelist",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub greylisting_whitelist: Vec<crate::greylisting::def::GreylistWhitelistDef>,
 }
 
 /// A policy group (`policy_groups` + `policy_group_members`).
@@ -77,6 +84,10 @@ pub struct PolicyDef {
     /// Quotas (rate limits).
     #[serde(default, rename = "quota", skip_serializing_if = "Vec::is_empty")]
     pub quotas: Vec<QuotaDef>,
+    /// Greylisting settings (merged over the matched policies, see
+    /// [`crate::greylisting::def::GreylistingDef`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub greylisting: Option<crate::greylisting::def::GreylistingDef>,
 }
 
 /// A policy member (`policy_members`): source and destination spec lists.

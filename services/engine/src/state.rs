@@ -349,6 +349,12 @@ pub enum OpKind {
         /// independently (as [`CounterBatch::groups`] do at RCPT).
         group: u32,
     },
+    /// Greylisting: run [`crate::greylisting::record::run`] for the op's triplet on its
+    /// network's record ([`CounterOp::key`] is the network, as in the op). Refused when
+    /// the triplet is deferred or its network blacklisted; the answer goes to
+    /// [`CounterReply::details`] as [`DetailAnswer::Greylist`]. Boxed: the arguments are
+    /// larger than every other kind's.
+    Greylist(Box<crate::greylisting::op::GreylistOp>),
 }
 
 /// The answer to a [`CounterBatch`].
@@ -375,10 +381,12 @@ pub struct OpDetail {
     pub answer: DetailAnswer,
 }
 
-/// A module's detailed answer: one variant per module with record ops (Greylisting adds
-/// `Greylist(..)`). No module has one yet.
+/// A module's detailed answer: one variant per module with record ops.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DetailAnswer {}
+pub enum DetailAnswer {
+    /// The answer to an [`OpKind::Greylist`] op.
+    Greylist(crate::greylisting::op::GreylistReply),
+}
 
 /// The result of one op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,6 +22,7 @@ fn engine(toml_like: PolicySetDef) -> (Engine, ManualClock, Arc<MemoryState>) {
 
 fn quota_policy(track: &str, kind: &str, limit: u64, verdict: &str) -> PolicySetDef {
     PolicySetDef {
+        greylisting_whitelist: Vec::new(),
         groups: vec![],
         policies: vec![PolicyDef {
             name: "p".into(),
@@ -266,6 +267,7 @@ fn access_control_verdicts_and_chain() {
         ("PASS", None, "DUNNO"),
     ] {
         let def = PolicySetDef {
+            greylisting_whitelist: Vec::new(),
             groups: vec![],
             policies: vec![PolicyDef {
                 name: "p".into(),
@@ -692,6 +694,7 @@ fn sasl_quota_skips_unauthenticated_mail_on_a_reused_connection() {
 #[test]
 fn explanations_have_no_empty_headings() {
     let empty = PolicySetDef {
+        greylisting_whitelist: Vec::new(),
         groups: vec![],
         policies: vec![],
     };

@@ -148,7 +148,7 @@ impl QuotaService {
 
     /// Runs `call` on the state in its own task (it completes even when the caller gives
     /// up), bounded by the apply timeout.
-    async fn run_task<T: Send + 'static>(
+    pub(crate) async fn run_task<T: Send + 'static>(
         &self,
         call: impl FnOnce(
                 Arc<dyn SharedState>,

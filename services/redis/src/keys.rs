@@ -6,7 +6,8 @@
 //! - counter window: `<prefix>:{<counter key>}:w` (a hash: sub-bucket index → count);
 //! - message session: `<prefix>:{m:<instance>}:charged` (a set of counter keys charged once
 //!   for the message) and `<prefix>:{m:<instance>}:eom` (a hash of the counters to charge at
-//!   END-OF-MESSAGE).
+//!   END-OF-MESSAGE);
+//! - greylisting record of a client network: `<prefix>:{g:<network>}:g` (a hash).
 //!
 //! Names that are long or contain `{`/`}` (keys hold operator-chosen names and addresses)
 //! are tagged by a stable 64-bit FNV-1a hash instead, and the full name follows the tag so
@@ -42,6 +43,12 @@ impl Keys {
     /// The hash of counters to charge at END-OF-MESSAGE.
     pub(crate) fn eom(&self, instance: &str) -> String {
         self.key(&format!("m:{instance}"), "eom")
+    }
+
+    /// The hash of one client network's greylisting record (triplets, auto-whitelist and
+    /// auto-blacklist entries): `<prefix>:{g:<network>}:g`.
+    pub(crate) fn greylisting(&self, network: &str) -> String {
+        self.key(&format!("g:{network}"), "g")
     }
 
     fn key(&self, name: &str, kind: &str) -> String {

@@ -136,6 +136,7 @@ mod conn;
 mod deadline;
 mod endpoint;
 mod error;
+mod greylisting;
 mod group;
 mod keys;
 mod level;

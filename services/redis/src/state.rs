@@ -13,8 +13,8 @@ use crate::tls::RedisTls;
 use futures_util::future::join_all;
 use sluice_engine::state::{BoxFuture, EomResult};
 use sluice_engine::{
-    Clock, CounterBatch, CounterOp, CounterReply, EomRecord, LeaseReturn, LeasedReply, OpKind,
-    OpResult, SessionData, SharedState, State, StateError,
+    Clock, CounterBatch, CounterOp, CounterReply, DetailAnswer, EomRecord, LeaseGrant, LeaseReturn,
+    LeasedReply, OpDetail, OpKind, OpResult, Outcome, SessionData, SharedState, State, StateError,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -143,10 +143,163 @@ impl RedisState {
     }
 
     /// Runs a batch with its lease wants (`leases`: the batch's shape, or empty).
+    ///
+    /// Greylisting ops ([`OpKind::Greylist`]) run first, each as its own call of
+    /// `greylisting.lua` (one key, one slot), all at once; they must lead their group (the
+    /// engine pushes them first). A group whose greylisting op refused sends its other ops
+    /// only as zero-cost checks, for the levels its `NotEvaluated` results report; the
+    /// other groups' counter ops then run as usual, in one counter call.
     async fn run(
         &self,
         batch: &CounterBatch,
         leases: &[Vec<u64>],
+    ) -> Result<LeasedReply, StateError> {
+        let heads: Vec<usize> = batch
+            .groups
+            .iter()
+            .map(|ops| {
+                ops.iter()
+                    .take_while(|op| matches!(op.kind, OpKind::Greylist(_)))
+                    .count()
+            })
+            .collect();
+        let misplaced = batch.groups.iter().zip(&heads).any(|(ops, &h)| {
+            ops[h..]
+                .iter()
+                .any(|op| matches!(op.kind, OpKind::Greylist(_)))
+        });
+        if misplaced {
+            return Err(StateError::Unavailable(
+                "a greylisting op must come before every counter op of its group".into(),
+            ));
+        }
+        if heads.iter().all(|&h| h == 0) {
+            return self.run_counters(batch, leases, false).await;
+        }
+        let now_ms = self.clock.as_ref().map(|c| c.now_ms());
+        let grey_runs = batch
+            .groups
+            .iter()
+            .zip(&heads)
+            .enumerate()
+            .flat_map(|(g, (ops, &h))| {
+                ops[..h].iter().enumerate().map(move |(i, op)| async move {
+                    let OpKind::Greylist(grey) = &op.kind else {
+                        unreachable!("heads hold greylisting ops only")
+                    };
+                    let mut grey = std::borrow::Cow::Borrowed(&**grey);
+                    if batch.dry_run && !grey.dry_run {
+                        grey.to_mut().dry_run = true;
+                    }
+                    let answer = crate::greylisting::greylist(&self.backend, &grey, now_ms).await?;
+                    Ok::<_, StateError>((g as u32, i as u32, answer))
+                })
+            });
+        let answers = join_all(grey_runs)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        let refused: Vec<bool> = (0..batch.groups.len())
+            .map(|g| {
+                answers
+                    .iter()
+                    .any(|&(ag, _, a)| ag as usize == g && !a.outcome().is_admitted())
+            })
+            .collect();
+        // The counter ops: a refused group's as zero-cost checks (levels only, no wants).
+        let counters = CounterBatch {
+            instance: batch.instance.clone(),
+            dry_run: batch.dry_run,
+            groups: batch
+                .groups
+                .iter()
+                .zip(&heads)
+                .zip(&refused)
+                .map(|((ops, &h), &refused)| {
+                    ops[h..]
+                        .iter()
+                        .map(|op| {
+                            let mut op = op.clone();
+                            if refused {
+                                op.kind = OpKind::Check { cost: 0 };
+                            }
+                            op
+                        })
+                        .collect()
+                })
+                .collect(),
+            end_of_message: batch.end_of_message,
+        };
+        let counter_leases: Vec<Vec<u64>> = if leases.is_empty() {
+            Vec::new()
+        } else {
+            heads
+                .iter()
+                .zip(&refused)
+                .enumerate()
+                .map(|(g, (&h, &refused))| {
+                    let wants = leases.get(g).map_or(&[][..], Vec::as_slice);
+                    let tail = wants.get(h..).unwrap_or(&[]);
+                    if refused {
+                        vec![0; tail.len()]
+                    } else {
+                        tail.to_vec()
+                    }
+                })
+                .collect()
+        };
+        // The session is read as for the whole batch (a refused group's once-per-message
+        // takes, sent as checks, still ask for it: `session_found` as in process).
+        let once = batch
+            .groups
+            .iter()
+            .flatten()
+            .any(|op| op.kind == OpKind::TakeOncePerMessage);
+        let mut out = self.run_counters(&counters, &counter_leases, once).await?;
+        for (g, ((results, grants), (&h, &refused))) in out
+            .reply
+            .groups
+            .iter_mut()
+            .zip(out.leases.iter_mut())
+            .zip(heads.iter().zip(&refused))
+            .enumerate()
+        {
+            if refused {
+                for r in results.iter_mut() {
+                    r.outcome = Outcome::NotEvaluated;
+                }
+            }
+            let mine = answers.iter().filter(|&&(ag, _, _)| ag as usize == g);
+            let head: Vec<OpResult> = mine
+                .map(|(_, _, a)| OpResult {
+                    outcome: a.outcome(),
+                    used: 0,
+                })
+                .collect();
+            debug_assert_eq!(head.len(), h);
+            results.splice(0..0, head);
+            if !grants.is_empty() {
+                grants.splice(0..0, std::iter::repeat_n(LeaseGrant::default(), h));
+            }
+        }
+        out.reply.details = answers
+            .into_iter()
+            .map(|(group, index, answer)| OpDetail {
+                group,
+                index,
+                answer: DetailAnswer::Greylist(answer),
+            })
+            .collect();
+        Ok(out)
+    }
+
+    /// Runs a batch of counter ops (no greylisting op) with its lease wants; with
+    /// `read_session`, the message session is read even without a once-per-message take.
+    async fn run_counters(
+        &self,
+        batch: &CounterBatch,
+        leases: &[Vec<u64>],
+        read_session: bool,
     ) -> Result<LeasedReply, StateError> {
         let b = &self.backend;
         let now_ms = self.clock.as_ref().map(|c| c.now_ms());
@@ -160,6 +313,7 @@ impl RedisState {
         };
         let needs_read = has_session
             && (batch.end_of_message.is_some()
+                || read_session
                 || batch
                     .groups
                     .iter()
@@ -347,6 +501,8 @@ fn role(session: &Session, op: &CounterOp) -> Role {
         OpKind::TakeOncePerMessage if session.charged.contains(&op.key) => Role::Already,
         OpKind::TakeOncePerMessage => Role::Charge(1),
         OpKind::RecordForEom { .. } => Role::Record,
+        // Never reached: `RedisState::run` runs greylisting ops apart.
+        OpKind::Greylist(_) => Role::Check(0),
     }
 }
 

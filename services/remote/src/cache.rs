@@ -136,7 +136,8 @@ impl OverLimitCache {
             let cost = match op.kind {
                 OpKind::Take { cost } | OpKind::Check { cost } => cost,
                 OpKind::TakeOncePerMessage => 1,
-                OpKind::RecordForEom { .. } => continue,
+                // Not a counter: a greylisting refusal says nothing about a limit.
+                OpKind::RecordForEom { .. } | OpKind::Greylist(_) => continue,
             };
             match r.outcome {
                 Outcome::Refused {

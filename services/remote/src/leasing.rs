@@ -18,8 +18,8 @@ use crate::sessions::LocalSession;
 use crate::sightings::Sightings;
 use crate::state::RemoteState;
 use sluice_engine::{
-    CounterBatch, CounterOp, CounterReply, EomRecord, LeaseGrant, OpKind, OpResult, Outcome,
-    StateError,
+    CounterBatch, CounterOp, CounterReply, EomRecord, LeaseGrant, OpDetail, OpKind, OpResult,
+    Outcome, StateError,
 };
 use sluice_proto::v1;
 use std::time::Instant;
@@ -43,6 +43,10 @@ enum Plan {
 }
 
 /// One group's ops to send.
+/// The service's answers to the sent groups: each op's result and lease grant, and the
+/// record ops' detailed answers (named by sent group and index).
+type SentAnswers = (Vec<Vec<(OpResult, LeaseGrant)>>, Vec<OpDetail>);
+
 #[derive(Default)]
 struct Sent {
     ops: Vec<CounterOp>,
@@ -277,6 +281,9 @@ impl RemoteState {
                         charge_once: false,
                         record: needs_session,
                     },
+                    // Greylisting keeps no lease: always the service's answer (the engine
+                    // pushes it first, so a refusal gives back this group's local takes).
+                    OpKind::Greylist(_) => send(op.kind.clone(), false),
                 };
                 plan.push(p);
             }
@@ -291,12 +298,13 @@ impl RemoteState {
 
         // The service's answers, by sent group.
         let mut answers: Vec<Vec<(OpResult, LeaseGrant)>> = Vec::new();
+        let mut sent_details: Vec<OpDetail> = Vec::new();
         let mut sent_at = now;
         if !sent.is_empty() {
             let request = request_of(&mut sent);
             sent_at = Instant::now();
             match self.call_checked(request, &sent).await {
-                Ok(a) => answers = a,
+                Ok((a, d)) => (answers, sent_details) = (a, d),
                 Err(e) => {
                     self.give_back(batch, &plans, now);
                     return Err(e);
@@ -315,6 +323,7 @@ impl RemoteState {
         let mut returns = Vec::new();
         let mut admitted_groups = Vec::with_capacity(batch.groups.len());
         let mut groups = Vec::with_capacity(batch.groups.len());
+        let mut details = Vec::new();
         for (g, ops) in batch.groups.iter().enumerate() {
             if let Some(c) = cached[g].take() {
                 admitted_groups.push(false);
@@ -343,6 +352,18 @@ impl RemoteState {
                     Plan::Remote { index, .. } => {
                         let (s, a) = answer.expect("a remote op belongs to a sent group");
                         let (result, grant) = a[index];
+                        // A record op's detailed answer, renamed to the batch's op.
+                        let sent_at_group = sent_group[g].map(|i| i as u32);
+                        if let Some(d) = sent_details
+                            .iter()
+                            .find(|d| Some(d.group) == sent_at_group && d.index == index as u32)
+                        {
+                            details.push(OpDetail {
+                                group: g as u32,
+                                index: results.len() as u32,
+                                answer: d.answer.clone(),
+                            });
+                        }
                         if !refused {
                             if grant.units > 0 {
                                 inner.metrics_lease_grant();
@@ -382,7 +403,7 @@ impl RemoteState {
         Ok(CounterReply {
             groups,
             end_of_message: Vec::new(),
-            details: Vec::new(),
+            details,
         })
     }
 
@@ -410,7 +431,7 @@ impl RemoteState {
         &self,
         request: v1::ApplyRequest,
         sent: &[Sent],
-    ) -> Result<Vec<Vec<(OpResult, LeaseGrant)>>, StateError> {
+    ) -> Result<SentAnswers, StateError> {
         let reply = self.call(request).await?;
         let grants: Vec<Vec<LeaseGrant>> = reply
             .groups
@@ -439,12 +460,13 @@ impl RemoteState {
                 "reply does not match the batch's shape".into(),
             ));
         }
-        Ok(reply
+        let answers = reply
             .groups
             .into_iter()
             .zip(grants)
             .map(|(r, g)| r.into_iter().zip(g).collect())
-            .collect())
+            .collect();
+        Ok((answers, reply.details))
     }
 
     /// END-OF-MESSAGE with leases: the message's session is normally held here.
@@ -523,7 +545,8 @@ impl RemoteState {
         if !sent.is_empty() {
             let request = request_of(&mut sent);
             match self.call_checked(request, &sent).await {
-                Ok(a) => answers = a,
+                // END-OF-MESSAGE charges counters only: no detailed answers.
+                Ok((a, _)) => answers = a,
                 Err(e) => {
                     for (id, l) in ids.iter().zip(&local) {
                         if l.is_some() {

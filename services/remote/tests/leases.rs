@@ -422,3 +422,60 @@ async fn a_counter_seen_once_gets_no_lease_and_one_seen_again_does() {
         "exactly what was admitted"
     );
 }
+
+/// A greylisting op leading a group always goes to the service, even when the group's take
+/// could be answered from a lease: a deferral comes back with its detailed answer renamed
+/// to the batch's op, and the group's local take goes back to the lease (no charge).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_greylisting_op_gives_back_its_groups_local_take() {
+    use sluice_engine::greylisting::record::GreyParams;
+    use sluice_engine::{DetailAnswer, GreyOutcome, GreylistOp};
+    let clock = ManualClock::new(T0);
+    let shared = memory(&clock);
+    let node = QuotaNode::start(shared.clone(), QuotaConfig::default()).await;
+    let e = edge(&node.url(), &clock).await;
+    let roomy = || op("roomy", 1_000_000, HOUR, OpKind::Take { cost: 1 });
+    let first = CounterBatch {
+        groups: vec![vec![roomy()]],
+        ..CounterBatch::default()
+    };
+    assert!(admitted(&e.apply_on(1, &first).await.unwrap()));
+    let leased = level(&shared, "roomy", 1_000_000).await;
+    assert!(leased > 1, "the first take brought a lease: level {leased}");
+    let grey = GreylistOp {
+        network: "SenderIP:192.0.2.0/24".into(),
+        triplet: "a@x.org\nb@y.org".into(),
+        params: GreyParams {
+            period_ms: 240_000,
+            auth_validity_ms: HOUR,
+            unauth_validity_ms: HOUR,
+            awl: None,
+            abl: None,
+            training: false,
+        },
+        dry_run: false,
+    };
+    let batch = CounterBatch {
+        // An empty group first: details are named by the batch's groups.
+        groups: vec![vec![], vec![Box::new(grey).into_counter_op(), roomy()]],
+        ..CounterBatch::default()
+    };
+    let reply = e.apply_on(1, &batch).await.unwrap();
+    assert!(matches!(
+        reply.groups[1][0].outcome,
+        Outcome::Refused { .. }
+    ));
+    assert_eq!(reply.groups[1][1].outcome, Outcome::NotEvaluated);
+    assert_eq!(reply.details.len(), 1, "{reply:?}");
+    let d = &reply.details[0];
+    assert_eq!((d.group, d.index), (1, 0));
+    assert!(matches!(
+        d.answer,
+        DetailAnswer::Greylist(g) if matches!(g.outcome, GreyOutcome::Deferred { tries: 1, .. })
+    ));
+    // Nothing charged: the service's level is the lease's, and handing over gives back all
+    // but the first admission.
+    assert_eq!(level(&shared, "roomy", 1_000_000).await, leased);
+    e.hand_over().await;
+    assert_eq!(level(&shared, "roomy", 1_000_000).await, 1);
+}

@@ -32,6 +32,8 @@ pub mod names {
     pub const CONNECTIONS_SHED: &str = "sluice_connections_shed_total";
     /// Counter `{policy, quota}`: requests leaving a quota near its limit.
     pub const NEAR_LIMIT: &str = "sluice_quota_near_limit_total";
+    /// Counter `{outcome}`: greylisting decisions.
+    pub const GREYLISTING: &str = "sluice_greylisting_total";
     /// Gauge: the policy set version served.
     pub const POLICY_SET_VERSION: &str = "sluice_policy_set_version";
     /// Gauge: enabled policies.
@@ -193,6 +195,10 @@ fn describe() {
     describe_counter!(
         NEAR_LIMIT,
         "Requests that left a quota at or above 90% of its limit."
+    );
+    describe_counter!(
+        GREYLISTING,
+        "Greylisting decisions, by outcome (deferred, passed, training, whitelisted, auto_whitelisted, blacklisted)."
     );
     describe_gauge!(
         POLICY_SET_VERSION,

@@ -44,6 +44,7 @@ fn one_policy(
     access: Vec<AccessControlDef>,
 ) -> PolicySetDef {
     PolicySetDef {
+        greylisting_whitelist: Vec::new(),
         groups: vec![],
         policies: vec![PolicyDef {
             name: "p".into(),
@@ -695,6 +696,7 @@ async fn groups_nesting_negation_sasl_and_hostnames() {
         }]
     };
     let def = PolicySetDef {
+        greylisting_whitelist: Vec::new(),
         groups: vec![
             group("lan", &["10.0.0.0/8", "2001:db8:aaaa::/48"]),
             group("partners", &["@partner.example", ".relay.partner.example"]),

@@ -119,6 +119,7 @@ async fn accounts_tokens_sessions(store: &Store) {
 async fn audited_changes(store: &Store) {
     let version = store.version().await.unwrap();
     let def = PolicySetDef {
+        greylisting_whitelist: Vec::new(),
         groups: vec![],
         policies: vec![PolicyDef {
             name: "x'; DROP TABLE policy; --".into(),

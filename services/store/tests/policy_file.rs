@@ -73,6 +73,7 @@ limit = 100
 
 fn expected_good() -> PolicySetDef {
     PolicySetDef {
+        greylisting_whitelist: Vec::new(),
         groups: vec![
             GroupDef {
                 name: "internal_ips".into(),

@@ -40,8 +40,18 @@ INSERT INTO quotas_limits (QuotasID, Type, CounterLimit, Disabled) VALUES (2, 'B
 INSERT INTO quotas_limits (QuotasID, Type, CounterLimit, Disabled) VALUES (11, 'MessageCount', 1, 0);
 INSERT INTO access_control (PolicyID, Name, Verdict, Data, Disabled) VALUES (5, 'block', 'reject', '550 no', 1);
 INSERT INTO access_control (PolicyID, Name, Verdict, Data, Disabled) VALUES (5, 'odd', 'MAYBE', NULL, 0);
-INSERT INTO greylisting (PolicyID, Name, Track, Disabled) VALUES (1, 'gl', 'SenderIP:/24', 0);
+INSERT INTO greylisting (PolicyID, Name, UseGreylisting, GreylistPeriod, Track, GreylistAuthValidity,
+  GreylistUnAuthValidity, UseAutoWhitelist, AutoWhitelistPeriod, AutoWhitelistCount, AutoWhitelistPercentage,
+  UseAutoBlacklist, AutoBlacklistPeriod, AutoBlacklistCount, AutoBlacklistPercentage, Disabled)
+  VALUES (1, 'gl', 1, 240, 'SenderIP:/24', 604800, 86400, 1, 604800, 100, 90, 1, 604800, 100, 90, 0);
 INSERT INTO greylisting (PolicyID, Name, Track, Disabled) VALUES (2, 'gl2', 'SenderIP:/24', 0);
+INSERT INTO greylisting (PolicyID, Name, Track, Disabled) VALUES (3, 'glbad', 'Sender:@example.org', 0);
+INSERT INTO greylisting (PolicyID, Name, Track, Disabled) VALUES (99, 'glorphan', 'SenderIP:/24', 0);
+INSERT INTO greylisting_whitelist (Source, Disabled) VALUES ('SenderIP:192.0.2.0/24', 0);
+INSERT INTO greylisting_whitelist (Source, Disabled) VALUES ('Sender:@example.com', 0);
+INSERT INTO greylisting_whitelist (Source, Disabled) VALUES ('SenderIP:300.1.1.1', 0);
+INSERT INTO greylisting_tracking (TrackKey, Sender, Recipient, FirstSeen, LastUpdate, Tries, Count)
+  VALUES ('SenderIP:192.0.2.0/24', 'a@x.org', 'b@y.org', 1, 1, 1, 0);
 INSERT INTO checkhelo (PolicyID, Name, Disabled) VALUES (1, 'helo', 0);
 ";
 
@@ -150,7 +160,43 @@ fn check(report: &ImportReport) {
         "quota #6 \"Limit incoming user\" data \"501\"",
         "default text is used",
     );
-    skipped("2 rows in table greylisting", "not imported yet");
+    // Greylisting: settings and the SenderIP: whitelist imported, the rest reported.
+    let gl = def.policies[0]
+        .greylisting
+        .as_ref()
+        .expect("policy 1's greylisting");
+    assert_eq!(
+        (gl.enabled, gl.period, gl.track.as_deref()),
+        (Some(true), Some(240), Some("SenderIP:/24"))
+    );
+    assert_eq!(
+        (
+            gl.auto_whitelist,
+            gl.auto_whitelist_count,
+            gl.auto_whitelist_percentage
+        ),
+        (Some(true), Some(100), Some(90))
+    );
+    assert_eq!(gl.auto_blacklist_period, Some(604_800));
+    assert!(def.policies[1].greylisting.is_some());
+    assert!(def.policies[2].greylisting.is_none());
+    let whitelist: Vec<&str> = def
+        .greylisting_whitelist
+        .iter()
+        .map(|w| w.source.as_str())
+        .collect();
+    assert_eq!(whitelist, ["SenderIP:192.0.2.0/24"]);
+    skipped(
+        "greylisting #3 \"glbad\"",
+        "greylisting tracks only `SenderIP:/N`",
+    );
+    skipped("greylisting #4 \"glorphan\"", "policy #99 does not exist");
+    skipped("\"Sender:@example.com\"", "only understands `SenderIP:`");
+    skipped("\"SenderIP:300.1.1.1\"", "greylisting whitelist entry");
+    skipped(
+        "1 row in table greylisting_tracking",
+        "greylisting state is not imported",
+    );
     skipped("1 row in table checkhelo", "not imported yet");
     let data_skips = report
         .skipped
@@ -167,6 +213,7 @@ fn check(report: &ImportReport) {
     };
     note("\"Test\" is used twice; imported as \"Test (#6)\"");
     note("MessageCount 501 counted recipients");
+    note("cluebringer.conf");
     note("MessageCumulativeSize 8000 kB became 8192000 bytes");
     let recipient_notes = report
         .notes

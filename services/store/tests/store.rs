@@ -14,6 +14,7 @@ use sqlx::Connection;
 /// A definition exercising every column, already in the order `load` returns.
 fn sample() -> PolicySetDef {
     PolicySetDef {
+        greylisting_whitelist: Vec::new(),
         groups: vec![
             GroupDef {
                 name: "internal_domains".into(),
@@ -49,6 +50,7 @@ fn sample() -> PolicySetDef {
                 ..Default::default()
             },
             PolicyDef {
+                greylisting: None,
                 name: "A inbound".into(),
                 priority: 10,
                 description: Some("from outside".into()),

@@ -45,6 +45,7 @@
 //! counts) its op kinds in [`crate::state::OpKind`] with both backends.
 
 pub(crate) mod access_control;
+pub(crate) mod greylisting;
 pub(crate) mod lookup;
 pub(crate) mod quotas;
 
@@ -66,7 +67,7 @@ use smallvec::SmallVec;
 pub(crate) static CHAIN: &[&dyn Module] = &[
     &access_control::AccessControl,
     // CheckHelo, CheckSPF: not built yet.
-    // Greylisting: `&greylisting::Greylisting` (services/engine/src/modules/greylisting/).
+    &greylisting::Greylisting,
     &quotas::Quotas,
     // Accounting: not built yet.
 ];
@@ -107,8 +108,8 @@ pub(crate) trait Module: Sync {
 }
 
 /// What every step of a request sees.
-// `lookups` and `dry_run` are for the modules to come (CheckHelo and CheckSPF read
-// lookups; Greylisting's record op reads dry_run): part of the interface, unread today.
+// `lookups` is for the modules to come (CheckHelo and CheckSPF read it): part of the
+// interface, unread today.
 #[allow(dead_code)]
 pub(crate) struct Request<'a, 'r> {
     /// The compiled policy set.
@@ -343,7 +344,6 @@ impl<'a> Judge<'a, '_> {
 
     /// The detailed answer of a record op ([`crate::state::OpKind`]'s module ops), by its
     /// tag; `None` for counter ops.
-    #[allow(dead_code)] // For Greylisting, the first module with record ops.
     pub fn detail(&self, tag: OpTag) -> Option<&'a crate::state::DetailAnswer> {
         self.reply
             .details

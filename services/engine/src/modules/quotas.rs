@@ -349,6 +349,8 @@ fn describe_op(op: &CounterOp, res: &OpResult, r: &Counted<'_>) -> String {
         (_, LimitKind::RecipientCount) => "1 recipient".into(),
         (OpKind::Take { cost }, _) => format!("cost {cost}"),
         (OpKind::RecordForEom { .. }, _) => "recorded for END-OF-MESSAGE".into(),
+        // Not a Quotas op (Quotas never pushes one).
+        (OpKind::Greylist(_), _) => "greylisting".into(),
     };
     let outcome = match res.outcome {
         Outcome::Admitted => "fits".to_string(),

@@ -78,7 +78,7 @@ pub fn batch(rng: &mut Rng, counters: &[Counter]) -> CounterBatch {
     let instance = INSTANCES[rng.below(INSTANCES.len() as u64) as usize].to_string();
     let groups = (0..1 + rng.below(3))
         .map(|_| {
-            (0..1 + rng.below(4))
+            let mut ops = (0..1 + rng.below(4))
                 .map(|_| {
                     let c = &counters[rng.below(counters.len() as u64) as usize];
                     let kind = match rng.below(10) {
@@ -97,7 +97,12 @@ pub fn batch(rng: &mut Rng, counters: &[Counter]) -> CounterBatch {
                         kind,
                     }
                 })
-                .collect()
+                .collect::<Vec<_>>();
+            // A greylisting op leads its group now and then (the engine pushes it first).
+            if rng.chance(25) {
+                ops.insert(0, grey_op(rng));
+            }
+            ops
         })
         .collect();
     CounterBatch {
@@ -106,6 +111,34 @@ pub fn batch(rng: &mut Rng, counters: &[Counter]) -> CounterBatch {
         groups,
         end_of_message: rng.chance(15).then(|| rng.below(12)),
     }
+}
+
+/// A pseudo-random greylisting op: few networks and triplets, a short period, so that
+/// triplets are deferred, pass, and auto-whitelist their network.
+pub fn grey_op(rng: &mut Rng) -> CounterOp {
+    use sluice_engine::greylisting::record::{triplet_field, AutoList, GreyParams};
+    let network = ["SenderIP:192.0.2.0/24", "SenderIP:2001:db8::/64"][rng.below(2) as usize];
+    let op = sluice_engine::GreylistOp {
+        network: network.to_string(),
+        triplet: triplet_field(
+            ["a@x.org", ""][rng.below(2) as usize],
+            ["r1@y.org", "r2@y.org"][rng.below(2) as usize],
+        ),
+        params: GreyParams {
+            period_ms: 300_000,
+            auth_validity_ms: 3_600_000,
+            unauth_validity_ms: 1_800_000,
+            awl: rng.chance(50).then_some(AutoList {
+                period_ms: 3_600_000,
+                count: 2,
+                percentage: 0,
+            }),
+            abl: None,
+            training: false,
+        },
+        dry_run: false,
+    };
+    Box::new(op).into_counter_op()
 }
 
 /// Lease wants in `b`'s shape (any op may ask; only charging takes get one), or none.
@@ -179,7 +212,7 @@ pub struct Compared {
 }
 
 /// How many op kinds there are.
-pub const KINDS: usize = 4;
+pub const KINDS: usize = 5;
 
 /// An op kind's index in [`Compared::kinds`]. No wildcard: an op kind added to the engine
 /// does not compile here until the generator ([`batch`]) makes it and this counts it.
@@ -189,6 +222,7 @@ pub fn kind_index(kind: &OpKind) -> usize {
         OpKind::TakeOncePerMessage => 1,
         OpKind::Check { .. } => 2,
         OpKind::RecordForEom { .. } => 3,
+        OpKind::Greylist(_) => 4,
     }
 }
 

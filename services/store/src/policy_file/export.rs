@@ -23,6 +23,10 @@ pub fn write(def: &PolicySetDef) -> String {
         blank_line(&mut out, &mut sections);
         policy(&mut out, p);
     }
+    for w in &def.greylisting_whitelist {
+        blank_line(&mut out, &mut sections);
+        super::greylisting::write_whitelist(&mut out, w);
+    }
     out
 }
 
@@ -106,6 +110,9 @@ fn policy(out: &mut String, p: &PolicyDef) {
     }
     for q in &p.quotas {
         quota(out, q);
+    }
+    if let Some(g) = &p.greylisting {
+        super::greylisting::write_policy(out, g);
     }
 }
 

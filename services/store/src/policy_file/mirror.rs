@@ -22,6 +22,8 @@ pub(super) struct FileSet {
     group: Vec<Spanned<FileGroup>>,
     #[serde(default)]
     policy: Vec<Spanned<FilePolicy>>,
+    #[serde(default)]
+    greylisting_whitelist: Vec<Spanned<super::greylisting::FileWhitelist>>,
 }
 
 #[derive(Deserialize)]
@@ -62,6 +64,7 @@ struct FilePolicy {
     access_control: Vec<Spanned<FileAccessControl>>,
     #[serde(default)]
     quota: Vec<Spanned<FileQuota>>,
+    greylisting: Option<Spanned<super::greylisting::FileGreylisting>>,
 }
 
 #[derive(Deserialize)]
@@ -109,7 +112,7 @@ struct FileLimit {
 }
 
 /// A number, or a string with a unit.
-enum IntOrText {
+pub(super) enum IntOrText {
     Int(i64),
     Text(String),
 }
@@ -166,7 +169,7 @@ pub(super) struct ObjSpans {
 }
 
 impl ObjSpans {
-    fn new(whole: Range<usize>) -> Self {
+    pub(super) fn new(whole: Range<usize>) -> Self {
         ObjSpans {
             whole,
             fields: Vec::new(),
@@ -348,8 +351,14 @@ impl FileSet {
                 out.quotas.push(quota);
                 spans.quotas.push(quota_spans);
             }
+            if let Some(g) = p.greylisting {
+                out.greylisting = Some(g.into_inner().convert(&label, &mut spans.obj, &mut errors));
+            }
             def.policies.push(out);
             index.policies.push(spans);
+        }
+        for w in self.greylisting_whitelist {
+            def.greylisting_whitelist.push(w.into_inner().convert());
         }
 
         (def, index, errors)

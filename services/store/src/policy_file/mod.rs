@@ -31,6 +31,7 @@
 
 mod diff;
 mod export;
+mod greylisting;
 mod locate;
 mod mirror;
 mod sections;

@@ -64,7 +64,7 @@ pub(super) fn canonical_track(track: &str) -> Option<String> {
 }
 
 /// Builds the definition and the report from Policyd rows.
-pub(super) fn convert(raw: Raw) -> ImportReport {
+pub(super) fn convert(mut raw: Raw) -> ImportReport {
     let mut report = ImportReport::default();
     let mut def = PolicySetDef::default();
 
@@ -446,9 +446,16 @@ pub(super) fn convert(raw: Raw) -> ImportReport {
         });
     }
 
+    super::greylisting::convert(
+        std::mem::take(&mut raw.greylisting),
+        &policy_index,
+        &skipped_policies,
+        &mut def,
+        &mut report,
+    );
+
     for (table, rows) in raw.unsupported {
         let module = match table {
-            t if t.starts_with("greylisting") => "greylisting",
             t if t.starts_with("checkhelo") => "HELO checks",
             "checkspf" => "SPF checks",
             _ => "accounting",

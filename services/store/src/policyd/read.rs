@@ -31,7 +31,7 @@ impl Dialect {
         }
     }
 
-    fn int(self, col: &str) -> String {
+    pub(super) fn int(self, col: &str) -> String {
         match self {
             Dialect::Sqlite => format!("CAST({col} AS INTEGER)"),
             Dialect::Postgres => format!("CAST({col} AS BIGINT)"),
@@ -47,7 +47,7 @@ impl Dialect {
     }
 
     /// `SELECT` of `cols` (each `i:` for integer or `t:` for text) from `table`, by ID.
-    fn select(self, table: &str, cols: &[&str]) -> String {
+    pub(super) fn select(self, table: &str, cols: &[&str]) -> String {
         let cols: Vec<String> = cols
             .iter()
             .map(|c| match c.split_once(':') {
@@ -72,6 +72,8 @@ pub(super) struct Raw {
     pub limits: Vec<RawLimit>,
     /// (table, rows) of modules Sluice does not have yet.
     pub unsupported: Vec<(&'static str, i64)>,
+    /// The greylisting tables.
+    pub greylisting: super::greylisting::RawGrey,
 }
 
 #[derive(Debug, Default)]
@@ -146,9 +148,7 @@ pub(super) struct RawLimit {
 }
 
 /// Tables of Policyd modules Sluice does not import yet, with what their rows are.
-pub(super) const UNSUPPORTED_TABLES: [&str; 7] = [
-    "greylisting",
-    "greylisting_whitelist",
+pub(super) const UNSUPPORTED_TABLES: [&str; 5] = [
     "checkhelo",
     "checkhelo_blacklist",
     "checkhelo_whitelist",
@@ -156,20 +156,20 @@ pub(super) const UNSUPPORTED_TABLES: [&str; 7] = [
     "accounting",
 ];
 
-fn int(row: &AnyRow, i: usize) -> Result<Option<i64>, StoreError> {
+pub(super) fn int(row: &AnyRow, i: usize) -> Result<Option<i64>, StoreError> {
     Ok(row.try_get::<Option<i64>, _>(i)?)
 }
 
-fn id(row: &AnyRow, i: usize) -> Result<i64, StoreError> {
+pub(super) fn id(row: &AnyRow, i: usize) -> Result<i64, StoreError> {
     Ok(int(row, i)?.unwrap_or_default())
 }
 
-fn flag(row: &AnyRow, i: usize) -> Result<bool, StoreError> {
+pub(super) fn flag(row: &AnyRow, i: usize) -> Result<bool, StoreError> {
     Ok(int(row, i)?.unwrap_or_default() != 0)
 }
 
 /// Text, accepting drivers that report casted text as bytes.
-fn text(row: &AnyRow, i: usize) -> Result<Option<String>, StoreError> {
+pub(super) fn text(row: &AnyRow, i: usize) -> Result<Option<String>, StoreError> {
     match row.try_get::<Option<String>, _>(i) {
         Ok(v) => Ok(v),
         Err(sqlx::Error::ColumnDecode { .. }) => Ok(row
@@ -346,6 +346,7 @@ pub(super) async fn read_all(conn: &mut AnyConnection, d: Dialect) -> Result<Raw
             disabled: flag(&r, 5)?,
         });
     }
+    raw.greylisting = super::greylisting::read(&mut *conn, d).await?;
     for table in UNSUPPORTED_TABLES {
         // A database without a module's tables simply has nothing to import for it.
         let sql = format!("SELECT {} FROM {table}", d.int("COUNT(*)"));

@@ -53,6 +53,19 @@ impl fmt::Display for ImportReport {
             plural(rules, "access control rule", "access control rules"),
             plural(quotas, "quota", "quotas"),
             plural(limits, "quota limit", "quota limits"),
+            plural(
+                def.policies
+                    .iter()
+                    .filter(|p| p.greylisting.is_some())
+                    .count(),
+                "policy with greylisting",
+                "policies with greylisting",
+            ),
+            plural(
+                def.greylisting_whitelist.len(),
+                "greylisting whitelist entry",
+                "greylisting whitelist entries",
+            ),
         ] {
             writeln!(f, "  {line}")?;
         }

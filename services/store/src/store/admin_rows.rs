@@ -6,6 +6,7 @@
 use sluice_engine::model::PolicySetDef;
 
 use super::audit::{bind_audit, NewAudit, INSERT_AUDIT};
+use super::greylisting_rows;
 use super::rows::{self, to_i64};
 use super::{Backend, Store};
 use crate::StoreError;
@@ -55,7 +56,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            for sql in rows::DELETE_ALL {
+            for &sql in greylisting_rows::DELETE_ALL.iter().chain(&rows::DELETE_ALL) {
                 sqlx::query(sql).execute(&mut *tx).await?;
             }
             for group in &def.groups {
@@ -131,6 +132,40 @@ impl Store {
                             .await?;
                     }
                 }
+                if let Some(g) = &policy.greylisting {
+                    let n = greylisting_rows::numbers(g, &policy.name)?;
+                    sqlx::query(greylisting_rows::INSERT_GREYLISTING)
+                        .bind(id)
+                        .bind(g.enabled)
+                        .bind(n[0])
+                        .bind(&g.track)
+                        .bind(g.ipv6_prefix.map(i16::from))
+                        .bind(n[1])
+                        .bind(n[2])
+                        .bind(g.auto_whitelist)
+                        .bind(n[3])
+                        .bind(n[4])
+                        .bind(n[5])
+                        .bind(g.auto_blacklist)
+                        .bind(n[6])
+                        .bind(n[7])
+                        .bind(n[8])
+                        .bind(g.training)
+                        .bind(&g.defer_message)
+                        .bind(&g.blacklist_message)
+                        .bind(g.disabled)
+                        .bind(&g.comment)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            for w in &def.greylisting_whitelist {
+                sqlx::query(greylisting_rows::INSERT_WHITELIST)
+                    .bind(&w.source)
+                    .bind(w.disabled)
+                    .bind(&w.comment)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
         });

@@ -2,6 +2,7 @@
 
 mod connect;
 mod counters;
+mod greylisting_rows;
 mod rows;
 mod schema;
 mod sqlite_file;
@@ -290,6 +291,12 @@ impl Store {
                     .fetch_all(&mut *tx)
                     .await?,
                 limits: sqlx::query_as(rows::SELECT_LIMITS)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                greylisting: sqlx::query_as(greylisting_rows::SELECT_GREYLISTING)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                greylisting_whitelist: sqlx::query_as(greylisting_rows::SELECT_WHITELIST)
                     .fetch_all(&mut *tx)
                     .await?,
             };

@@ -132,6 +132,8 @@ pub(crate) struct AllRows {
     pub access_control: Vec<AccessControlRow>,
     pub quotas: Vec<QuotaRow>,
     pub limits: Vec<LimitRow>,
+    pub greylisting: Vec<super::greylisting_rows::GreylistingRow>,
+    pub greylisting_whitelist: Vec<super::greylisting_rows::WhitelistRow>,
 }
 
 impl AllRows {
@@ -237,8 +239,22 @@ impl AllRows {
             });
         }
 
+        for g in self.greylisting {
+            if let Some(&i) = policy_index.get(&g.policy_id) {
+                policies[i].greylisting = Some(g.into_def()?);
+            }
+        }
+
         let groups: Vec<GroupDef> = groups.into_iter().map(|(_, g)| g).collect();
-        Ok(PolicySetDef { groups, policies })
+        Ok(PolicySetDef {
+            groups,
+            policies,
+            greylisting_whitelist: self
+                .greylisting_whitelist
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+        })
     }
 }
 
