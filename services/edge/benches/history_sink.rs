@@ -22,6 +22,7 @@ fn decision(action: Action) -> Decision {
         state_error: None,
         near_limit: Vec::new(),
         admitted: Vec::new(),
+        greylisting: None,
     }
 }
 

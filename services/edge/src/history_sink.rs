@@ -339,6 +339,7 @@ mod tests {
             state_error: None,
             near_limit: Vec::new(),
             admitted: Vec::new(),
+            greylisting: None,
         }
     }
 
