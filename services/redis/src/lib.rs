@@ -186,4 +186,6 @@ pub const REDIS_COMMANDS: &[&str] = &[
     "hexists",
     "hlen",
     "exists",
+    // Inside the greylisting script.
+    "hget",
 ];
