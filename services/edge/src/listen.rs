@@ -79,6 +79,29 @@ impl Listener {
         }
     }
 
+    /// Checks that `addr` can be bound (a bad or busy address is an error) without
+    /// accepting anything: a TCP address is bound but never put in the listening state, so
+    /// a client connecting meanwhile is refused rather than accepted and then dropped. A
+    /// Unix socket is bound and closed at once (nothing can connect to it in between that
+    /// `bind` would not also refuse later).
+    pub async fn check(addr: &ListenAddr) -> Result<(), EdgeError> {
+        match addr {
+            ListenAddr::Tcp(a) => {
+                let socket = if a.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()
+                } else {
+                    tokio::net::TcpSocket::new_v6()
+                };
+                // As TcpListener::bind does, so that the check agrees with the real bind.
+                socket
+                    .and_then(|s| s.set_reuseaddr(true).map(|()| s))
+                    .and_then(|s| s.bind(*a))
+                    .map_err(|source| EdgeError::BindTcp { addr: *a, source })
+            }
+            ListenAddr::Unix(_) => Listener::bind(addr).await.map(drop),
+        }
+    }
+
     /// The address actually bound (the real port when bound to port 0).
     pub fn local_addr(&self) -> io::Result<ListenAddr> {
         match self {

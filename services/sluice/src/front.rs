@@ -31,7 +31,7 @@ pub async fn run(
     // at start Postfix gets "connection refused" and its default action at once, instead of
     // a connection that is accepted and never answered.
     let stop = signal::shutdown();
-    bind_listeners(&settings).await?;
+    check_listeners(&settings).await?;
     descriptors::raise_limit(descriptors::budget(&settings));
     let admin = match settings.metrics {
         Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|e| {
@@ -150,16 +150,28 @@ async fn record_database_checks(store: Store) {
     }
 }
 
+/// The advice that goes with a Postfix listener that cannot be bound.
+fn bind_advice(e: sluice_edge::EdgeError) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{e}: stop what holds it (another sluice?), or choose another address (--listen, listen = [...])"
+    )
+}
+
+/// Checks at start that every Postfix listener's address can be bound, accepting nothing
+/// yet (see [`Listener::check`]): Postfix is refused, not left hanging, until the
+/// policies are loaded and [`bind_listeners`] opens them.
+async fn check_listeners(settings: &Settings) -> anyhow::Result<()> {
+    for addr in &settings.listen {
+        Listener::check(addr).await.map_err(bind_advice)?;
+    }
+    Ok(())
+}
+
 /// Binds the Postfix listeners.
 async fn bind_listeners(settings: &Settings) -> anyhow::Result<Vec<Listener>> {
     let mut listeners = Vec::new();
     for addr in &settings.listen {
-        let l = Listener::bind(addr).await.map_err(|e| {
-            anyhow::anyhow!(
-                "{e}: stop what holds it (another sluice?), or choose another address (--listen, listen = [...])"
-            )
-        })?;
-        listeners.push(l);
+        listeners.push(Listener::bind(addr).await.map_err(bind_advice)?);
     }
     Ok(listeners)
 }
