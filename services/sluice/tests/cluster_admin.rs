@@ -5,6 +5,7 @@
 //! answers, SIGHUP does not stop it and SIGTERM does (exit 0), no token is in its log, and
 //! the role refuses a database without the schema (exit code 64).
 
+mod admin_support;
 mod cluster_support;
 
 use cluster_support::*;
@@ -12,36 +13,7 @@ use serde_json::json;
 use sluice_test_support::policies::gate_and_sender_quota;
 use sluice_test_support::{free_port, http, http_get, rcpt, Process, Request};
 use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const PASSWORD: &str = "a long enough admin password";
-
-/// `sluice admin ARGS` with `stdin` as standard input; panics unless it succeeds.
-fn admin_cmd(args: &[&str], stdin: &str) -> String {
-    let mut child = Command::new(BIN)
-        .arg("admin")
-        .args(args)
-        .env_remove("SLUICE_DATABASE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run sluice admin");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "sluice admin {args:?}: {}",
-        text(&out)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// A running `sluice admin` role: (process, admin port, metrics port).
 fn start_admin_role(db: &str) -> (Process, u16, u16) {
@@ -124,32 +96,7 @@ fn changes_made_through_the_admin_role_reach_both_edges_within_a_second() {
     let _serial = serial();
     let db = PgDb::create();
     import(&db.url, &gate_and_sender_quota("blocked v1", 2));
-    admin_cmd(
-        &[
-            "user",
-            "add",
-            "alice",
-            "--role",
-            "admin",
-            "--database",
-            &db.url,
-        ],
-        &format!("{PASSWORD}\n"),
-    );
-    let token = admin_cmd(
-        &[
-            "token",
-            "add",
-            "ci",
-            "--user",
-            "alice",
-            "--database",
-            &db.url,
-        ],
-        "",
-    )
-    .trim()
-    .to_owned();
+    let token = admin_support::admin_with_token(&db.url);
     let cluster = Cluster::start(
         &db.url,
         Spec {

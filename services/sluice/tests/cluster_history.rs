@@ -4,13 +4,13 @@
 //! which the admin service of a `sluice serve` on the same database shows with both edges'
 //! rows; their sender counts, written at shutdown, are summed in the top senders.
 
+mod admin_support;
 mod cluster_support;
 
 use cluster_support::*;
 use sluice_test_support::policies::gate_and_sender_quota;
 use sluice_test_support::{free_port, http, rcpt, start_front, wait_listening};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 struct PgRole {
@@ -25,27 +25,6 @@ impl Drop for PgRole {
             .args(["-c", &format!("DROP ROLE IF EXISTS {}", self.name)])
             .output();
     }
-}
-
-/// `sluice args` with `stdin`, which must succeed; its standard output.
-fn sluice_in(args: &[&str], stdin: &str) -> String {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env_remove("SLUICE_DATABASE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn api(port: u16, path: &str, token: &str) -> serde_json::Value {
@@ -127,34 +106,7 @@ fn two_edges_write_one_history_with_least_rights() {
     assert!(!denied.status.success(), "UPDATE must be refused");
 
     // One history, both edges' refusals, read through the admin service.
-    sluice_in(
-        &[
-            "admin",
-            "user",
-            "add",
-            "alice",
-            "--role",
-            "viewer",
-            "--database",
-            &db.url,
-        ],
-        "a long enough admin password\n",
-    );
-    let token = sluice_in(
-        &[
-            "admin",
-            "token",
-            "add",
-            "t",
-            "--user",
-            "alice",
-            "--database",
-            &db.url,
-        ],
-        "",
-    )
-    .trim()
-    .to_string();
+    let token = admin_support::account_with_token(&db.url, "viewer");
     let admin_port = free_port();
     let admin_listen = format!("127.0.0.1:{admin_port}");
     let _serve = start_front(

@@ -1,5 +1,6 @@
 //! Shared by the admin tests that run `sluice serve` with its admin service
-//! (`admin_service.rs`, `admin_browser.rs`, `history.rs`): the CLI with a password on
+//! (`admin_service.rs`, `admin_browser.rs`, `history.rs`, and the cluster tests
+//! `cluster_admin.rs`, `cluster_history.rs`): the CLI with a password on
 //! standard input, the first account and its API token, and waiting until the server serves
 //! what is stored.
 #![allow(dead_code)]
@@ -37,6 +38,12 @@ pub fn sluice_with_stdin(args: &[&str], stdin: &str) -> Output {
 /// Adds the admin account `alice` (password [`PASSWORD`]) to `db` and an API token `ci` for
 /// it; returns the token.
 pub fn admin_with_token(db: &str) -> String {
+    account_with_token(db, "admin")
+}
+
+/// Adds the account `alice` with `role` (password [`PASSWORD`]) to `db` and an API token
+/// `ci` for it; returns the token.
+pub fn account_with_token(db: &str, role: &str) -> String {
     let out = sluice_with_stdin(
         &[
             "admin",
@@ -44,7 +51,7 @@ pub fn admin_with_token(db: &str) -> String {
             "add",
             "alice",
             "--role",
-            "admin",
+            role,
             "--database",
             db,
         ],
