@@ -146,6 +146,7 @@ mod state;
 mod tls;
 mod version;
 
+pub use cluster::slots::key_slot;
 pub use conn::{check_settings, Topology};
 pub use error::ConnectError;
 pub use state::{RedisState, RedisStateSettings};

@@ -246,25 +246,9 @@ fn lagging_replica_failover_never_admits_over_the_limit() {
     );
 }
 
-/// CRC16/XMODEM, as Redis Cluster hashes keys.
-fn crc16(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in data {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
-}
-
-/// The slot of a key whose hash tag is `tag`.
+/// The slot of a key whose hash tag is `tag` (the client's own slot function).
 fn tag_slot(tag: &str) -> u16 {
-    crc16(tag.as_bytes()) % 16384
+    sluice_redis::key_slot(tag.as_bytes())
 }
 
 /// Whether `port` is the primary serving `slot` in `nodes`.

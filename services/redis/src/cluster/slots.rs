@@ -26,7 +26,7 @@ pub(crate) fn crc16(bytes: &[u8]) -> u16 {
 
 /// The slot of `key`: CRC16 of its hash tag (the text between the first `{` and the first
 /// `}` after it, if not empty), else of the whole key, modulo 16384.
-pub(crate) fn key_slot(key: &[u8]) -> u16 {
+pub fn key_slot(key: &[u8]) -> u16 {
     let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
         let rest = &key[open + 1..];
         let close = rest.iter().position(|&b| b == b'}')?;
