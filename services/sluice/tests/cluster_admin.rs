@@ -246,7 +246,7 @@ fn changes_made_through_the_admin_role_reach_both_edges_within_a_second() {
     admin.signal("HUP");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(http_get(metrics, "/readyz").0, 200, "{}", admin.log());
-    assert!(admin.log().contains("SIGHUP"), "{}", admin.log());
+    admin.wait_for_log("SIGHUP", Duration::from_secs(10));
     let status = admin.terminate(Duration::from_secs(15));
     assert!(status.success(), "{status}: {}", admin.log());
 }
@@ -343,5 +343,5 @@ fn the_admin_role_serves_https_with_its_certificate_and_secure_cookies() {
         })
         .unwrap_or_else(|| panic!("no login cookie: {reply}"));
     assert!(cookie.contains("; Secure"), "{cookie}");
-    assert!(admin.log().contains("tls=true"), "{}", admin.log());
+    admin.wait_for_log("tls=true", Duration::from_secs(10));
 }

@@ -128,11 +128,9 @@ fn a_quota_service_started_before_redis_waits_and_then_serves_without_a_restart(
     wait_until(Duration::from_secs(30), "quota never ready", logs, || {
         http_get(quota.metrics, "/readyz").0 == 200
     });
-    assert!(
-        quota.process.log().contains("Connected to Redis"),
-        "{}",
-        logs()
-    );
+    quota
+        .process
+        .wait_for_log("Connected to Redis", Duration::from_secs(10));
     wait_until(
         Duration::from_secs(30),
         "health never SERVING",

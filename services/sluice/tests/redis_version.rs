@@ -76,7 +76,7 @@ fn a_redis_older_than_5_0_is_refused_saying_why() {
         assert!(Instant::now() < deadline, "{}", quota.log());
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(quota.log().contains("upgrade Redis"), "{}", quota.log());
+    quota.wait_for_log("upgrade Redis", Duration::from_secs(10));
     let (status, body) = http_get(metrics, "/readyz");
     assert_eq!(status, 503, "not ready on a Redis it cannot use: {body}");
     assert!(quota.running());

@@ -185,6 +185,22 @@ impl Process {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// Waits until the log contains `needle`; panics with the log after `limit`. Log
+    /// lines are written by a background thread a few milliseconds after the event, so
+    /// a test reads them with this, never right after the event.
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the log of {} after {limit:?}:\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Kills it (SIGKILL) and reaps it. No-op if not running.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
