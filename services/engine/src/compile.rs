@@ -77,6 +77,8 @@ pub(crate) struct Policy {
     pub quotas: Vec<Quota>,
     /// The policy's greylisting row (`None`: none, or disabled).
     pub greylisting: Option<crate::greylisting::settings::GreyRow>,
+    /// The policy's per-message caps (`None`: none, or disabled).
+    pub message_caps: Option<crate::caps::Caps>,
 }
 
 #[derive(Debug, Clone)]
@@ -696,6 +698,25 @@ impl Compiler {
             access_control,
             quotas,
             greylisting: self.greylisting(pi, p),
+            message_caps: self.message_caps(pi, p),
+        }
+    }
+
+    /// The policy's per-message caps, range-checked (`caps/mod.rs` holds the rules).
+    fn message_caps(&mut self, pi: usize, p: &PolicyDef) -> Option<crate::caps::Caps> {
+        let d = p.message_caps.as_ref()?;
+        match crate::caps::compile_caps(d) {
+            // Checked when disabled too: enabling them must not need another check.
+            Ok(caps) => (!d.disabled).then_some(caps),
+            Err(errs) => {
+                for (field, msg) in errs {
+                    self.error(
+                        Location::Policy { policy: pi, field },
+                        format!("policy {:?}: {msg}", p.name),
+                    );
+                }
+                None
+            }
         }
     }
 
@@ -922,6 +943,10 @@ mod tests {
             name = "any"
             [[policy.member]]
             destination = "any"
+            [[policy]]
+            name = "submission"
+            [[policy.member]]
+            source = "server_port=587, !policy_context=relay, server_address=192.0.2.0/24"
         "#;
         let def: PolicySetDef = toml::from_str(SET).unwrap();
         let mut first = compile(&def).unwrap().set;
@@ -957,6 +982,16 @@ mod tests {
         push(&|r| r.sender = "v@s.example".into());
         push(&|r| r.sender = "".into());
         push(&|r| r.reverse_client_name = "a.mx.example".into());
+        push(&|r| r.server_port = Some(587));
+        push(&|r| {
+            r.server_port = Some(587);
+            r.server_address = Some("192.0.2.7".parse().unwrap());
+        });
+        push(&|r| {
+            r.server_port = Some(587);
+            r.server_address = Some("192.0.2.7".parse().unwrap());
+            r.policy_context = "relay".into();
+        });
         push(&|r| {
             r.sender = "".into();
             r.recipient = "x@y".into();
@@ -986,6 +1021,9 @@ mod tests {
                     req.sender.to_string(),
                     req.sasl_username.to_string(),
                     req.reverse_client_name.to_string(),
+                    req.server_port,
+                    req.server_address,
+                    req.policy_context.to_string(),
                 );
                 let hit = set.memo_id != 0 && last_miss.as_ref() == Some(&source);
                 assert_eq!(remembered, hit, "request {n}: {req:?}");

@@ -280,6 +280,11 @@ impl Engine {
                 &req.instance
             },
         ));
+        if let Some(listener) = listener_text(req) {
+            if let Some(first) = lines.first_mut() {
+                first.push_str(&listener);
+            }
+        }
         if self.settings.monitor_all {
             lines.push(
                 "Service runs in monitor mode: verdicts are logged, Postfix gets DUNNO.".into(),
@@ -448,7 +453,8 @@ impl Engine {
         mut trace: Trace<'_>,
         scratch: &mut Scratch,
     ) -> Decision {
-        if req.instance.is_empty() || set.policies.iter().all(|p| p.quotas.is_empty()) {
+        let caps = crate::modules::message_caps::any_caps(set);
+        if req.instance.is_empty() || (!caps && set.policies.iter().all(|p| p.quotas.is_empty())) {
             note(&mut trace, || {
                 "END-OF-MESSAGE: no instance or no quotas: nothing to charge.".into()
             });
@@ -468,6 +474,16 @@ impl Engine {
         };
         let ok = self.settle(result, &mut decision, &mut trace, || "END-OF-MESSAGE");
         scratch.recycle(batch);
+        if ok && caps {
+            crate::modules::message_caps::judge_end_of_message(
+                set,
+                self.settings.monitor_all,
+                req,
+                &reply,
+                &mut decision,
+                &mut trace,
+            );
+        }
         if ok {
             crate::modules::quotas::judge_end_of_message(
                 set,
@@ -495,6 +511,22 @@ fn counted_by(tags: &[crate::modules::OpTag]) -> &'static str {
         (Some(one), None) => one,
         _ => "Counters",
     }
+}
+
+/// What the request says of the listener it came through (` listener port 587 address
+/// 192.0.2.1 context submission`), for the explanation's first line; `None` when nothing.
+fn listener_text(req: &PolicyRequest<'_>) -> Option<String> {
+    let mut out = String::new();
+    if let Some(port) = req.server_port {
+        out.push_str(&format!(" port {port}"));
+    }
+    if let Some(address) = req.server_address {
+        out.push_str(&format!(" address {address}"));
+    }
+    if !req.policy_context.is_empty() {
+        out.push_str(&format!(" context {}", req.policy_context));
+    }
+    (!out.is_empty()).then(|| format!(" listener{out}"))
 }
 
 /// Explanation lines: every policy, whether it matched, and why.

@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bounds;
+pub mod caps;
 pub mod clock;
 pub mod compile;
 pub mod diagnostic;
@@ -42,6 +43,7 @@ pub use engine::{
     CounterLevel, Decision, Engine, EngineSettings, Explanation, ModuleVerdict, QuotaRef,
     NEAR_LIMIT_PERCENT,
 };
+pub use caps::def::MessageCapsDef;
 pub use greylisting::def::{GreylistWhitelistDef, GreylistingDef};
 pub use greylisting::op::{answer_in as greylist_answer_in, GreylistOp, GreylistReply};
 pub use greylisting::record::{GreyOutcome, GreyParams};

@@ -88,6 +88,9 @@ pub struct PolicyDef {
     /// [`crate::greylisting::def::GreylistingDef`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub greylisting: Option<crate::greylisting::def::GreylistingDef>,
+    /// Per-message caps (largest message, most recipients; see [`crate::caps`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_caps: Option<crate::caps::def::MessageCapsDef>,
 }
 
 /// A policy member (`policy_members`): source and destination spec lists.

@@ -7,6 +7,12 @@
 //! `@` (the null sender); `user@domain`, `@domain` (any user at exactly that domain),
 //! `user@` (that user at any domain), with `*` wildcards; a reverse-DNS hostname pattern
 //! (`mx.example.com` exact, `.example.com` any subdomain, `*` wildcards).
+//! Listener specs tell apart the Postfix listeners that ask (so port 25, 465 and 587 get
+//! different policies): `server_port=587` (the port the client connected to),
+//! `server_address=192.0.2.1` or a CIDR (the address it connected to), and
+//! `policy_context=submission` (what `check_policy_service { ..., policy_context=... }`
+//! sends, Postfix 3.1+; compared case-insensitively). A request without the attribute
+//! matches none of them (so `!server_port=25` matches it).
 //! Destinations accept only address specs, groups and `any`.
 
 use crate::view::{Address, RequestView, SourceSide};
@@ -127,6 +133,12 @@ pub enum SpecKind {
     },
     /// `%group`, by index into the compiled groups.
     Group(usize),
+    /// `server_port=N`: the port the client connected to.
+    ServerPort(u16),
+    /// `server_address=ip[/cidr]`: the address the client connected to.
+    ServerAddress(IpNet),
+    /// `policy_context=text`: Postfix's `policy_context`, case-insensitively.
+    PolicyContext(String),
 }
 
 /// One item of a spec list.
@@ -174,6 +186,9 @@ fn parse_kind(
         return group_index(name)
             .map(SpecKind::Group)
             .ok_or_else(|| format!("unknown group %{name}"));
+    }
+    if let Some(kind) = parse_listener(body, side)? {
+        return Ok(kind);
     }
     if let Some(sasl) = body.strip_prefix('$') {
         if side == Side::Destination {
@@ -227,6 +242,49 @@ fn parse_kind(
         });
     }
     Err(format!("{body:?} is not a valid specification"))
+}
+
+/// The names of the listener specs (`name=value`).
+pub const LISTENER_SPECS: [&str; 3] = ["server_port", "server_address", "policy_context"];
+
+/// A listener spec (`server_port=587`, `server_address=ip[/cidr]`, `policy_context=x`);
+/// `None` when `body` is not one.
+fn parse_listener(body: &str, side: Side) -> Result<Option<SpecKind>, String> {
+    let Some((name, value)) = body.split_once('=') else {
+        return Ok(None);
+    };
+    let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
+    if !LISTENER_SPECS.contains(&name.as_str()) {
+        return Err(format!(
+            "{body:?} is not a valid specification (name=value specs are server_port=, server_address= and policy_context=)"
+        ));
+    }
+    if side == Side::Destination {
+        return Err(format!(
+            "{body:?}: {name}= describes the listener, it is a source spec"
+        ));
+    }
+    if value.is_empty() {
+        return Err(format!("{body:?}: {name}= needs a value"));
+    }
+    Ok(Some(match name.as_str() {
+        "server_port" => SpecKind::ServerPort(
+            value
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("{body:?}: server_port must be a port number (1-65535)"))?,
+        ),
+        "server_address" => SpecKind::ServerAddress(
+            parse_network(value).map_err(|e| format!("{body:?}: server_address: {e}"))?,
+        ),
+        _ => {
+            if value.contains(char::is_whitespace) {
+                return Err(format!("{body:?}: policy_context has no spaces"));
+            }
+            SpecKind::PolicyContext(value.to_string())
+        }
+    }))
 }
 
 fn looks_like_ip(s: &str) -> bool {
@@ -322,6 +380,11 @@ impl SpecKind {
             SpecKind::SaslAny => !src.sasl.is_empty(),
             SpecKind::Sasl(g) => !src.sasl.is_empty() && g.matches(src.sasl),
             SpecKind::NullSender => src.sender.text.is_empty(),
+            SpecKind::ServerPort(port) => src.server_port == Some(*port),
+            SpecKind::ServerAddress(net) => src.server_address.is_some_and(|a| ip_in(net, a)),
+            SpecKind::PolicyContext(c) => {
+                !src.policy_context.is_empty() && src.policy_context.eq_ignore_ascii_case(c)
+            }
             SpecKind::Hostname { suffix, pattern } => {
                 let name = src.reverse;
                 if name.is_empty() || name == "unknown" {
@@ -514,6 +577,42 @@ mod tests {
         assert!(!m("$*"));
         assert!(!m("@"));
         assert!(!m("[127.0.0.1]"));
+    }
+
+    #[test]
+    fn listener_specs_match_the_listener_fields() {
+        let mut r = req();
+        let m = |r: &PolicyRequest<'_>, s: &str| item(s).kind.matches_leaf(r, Side::Source);
+        for s in ["server_port=587", "server_address=10.0.0.0/8", "policy_context=x"] {
+            assert!(!m(&r, s), "{s} without the attribute");
+            assert!(m(&r, &format!("!{s}")), "!{s} without the attribute");
+        }
+        r.server_port = Some(587);
+        r.server_address = Some("10.1.2.3".parse().unwrap());
+        r.policy_context = "Submission".into();
+        assert!(m(&r, "server_port=587"));
+        assert!(!m(&r, "server_port=25"));
+        assert!(m(&r, " SERVER_PORT = 587 "));
+        assert!(m(&r, "server_address=10.1.2.3"));
+        assert!(m(&r, "server_address=10.1"));
+        assert!(!m(&r, "server_address=10.1.3.0/24"));
+        assert!(!m(&r, "server_address=::/0"));
+        assert!(m(&r, "policy_context=submission"));
+        assert!(!m(&r, "policy_context=smtps"));
+        assert!(!m(&r, "!policy_context=submission"));
+        for bad in [
+            "server_port=0",
+            "server_port=65536",
+            "server_port=x",
+            "server_port=",
+            "server_address=300.1.1.1",
+            "policy_context=a b",
+            "client_port=25",
+        ] {
+            assert!(parse_item(bad, Side::Source, &no_groups).is_err(), "{bad}");
+        }
+        let e = parse_item("server_port=25", Side::Destination, &no_groups).unwrap_err();
+        assert!(e.contains("source spec"), "{e}");
     }
 
     #[test]

@@ -51,6 +51,12 @@ pub(crate) struct SourceSide<'r> {
     pub sasl: &'r str,
     /// `reverse_client_name`.
     pub reverse: &'r str,
+    /// `server_port`: the listener's port.
+    pub server_port: Option<u16>,
+    /// `server_address`: the listener's address.
+    pub server_address: Option<IpAddr>,
+    /// `policy_context`.
+    pub policy_context: &'r str,
 }
 
 /// An owned copy of a [`SourceSide`], to tell whether a later request has the same one.
@@ -63,6 +69,9 @@ pub(crate) struct KeptSource {
     sender: String,
     sasl: String,
     reverse: String,
+    server_port: Option<u16>,
+    server_address: Option<IpAddr>,
+    policy_context: String,
 }
 
 impl KeptSource {
@@ -74,12 +83,18 @@ impl KeptSource {
             sender,
             sasl,
             reverse,
+            server_port,
+            server_address,
+            policy_context,
         } = now;
         self.client == Some(*client)
             && self.peer == *peer
             && self.sender == sender.text
             && self.sasl == *sasl
             && self.reverse == *reverse
+            && self.server_port == *server_port
+            && self.server_address == *server_address
+            && self.policy_context == *policy_context
     }
 
     /// Keeps `now` (reusing the strings' buffers).
@@ -90,13 +105,19 @@ impl KeptSource {
             sender,
             sasl,
             reverse,
+            server_port,
+            server_address,
+            policy_context,
         } = now;
         self.client = Some(*client);
         self.peer = *peer;
+        self.server_port = *server_port;
+        self.server_address = *server_address;
         for (kept, now) in [
             (&mut self.sender, sender.text),
             (&mut self.sasl, *sasl),
             (&mut self.reverse, *reverse),
+            (&mut self.policy_context, *policy_context),
         ] {
             kept.clear();
             kept.push_str(now);
@@ -125,6 +146,9 @@ impl<'r, 'a> RequestView<'r, 'a> {
                 sender: Address::new(&req.sender),
                 sasl: &req.sasl_username,
                 reverse: &req.reverse_client_name,
+                server_port: req.server_port,
+                server_address: req.server_address,
+                policy_context: &req.policy_context,
             },
             recipient: Address::new(&req.recipient),
         }

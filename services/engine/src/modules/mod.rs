@@ -47,6 +47,7 @@
 pub(crate) mod access_control;
 pub(crate) mod greylisting;
 pub(crate) mod lookup;
+pub(crate) mod message_caps;
 pub(crate) mod quotas;
 
 pub use lookup::{Lookup, LookupAnswer, LookupAnswers};
@@ -67,7 +68,9 @@ use smallvec::SmallVec;
 pub(crate) static CHAIN: &[&dyn Module] = &[
     &access_control::AccessControl,
     // CheckHelo, CheckSPF: not built yet.
+    &message_caps::SizeCap,
     &greylisting::Greylisting,
+    &message_caps::RecipientCap,
     &quotas::Quotas,
     // Accounting: not built yet.
 ];

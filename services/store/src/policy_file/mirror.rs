@@ -65,6 +65,7 @@ struct FilePolicy {
     #[serde(default)]
     quota: Vec<Spanned<FileQuota>>,
     greylisting: Option<Spanned<super::greylisting::FileGreylisting>>,
+    message_caps: Option<Spanned<super::message_caps::FileMessageCaps>>,
 }
 
 #[derive(Deserialize)]
@@ -353,6 +354,10 @@ impl FileSet {
             }
             if let Some(g) = p.greylisting {
                 out.greylisting = Some(g.into_inner().convert(&label, &mut spans.obj, &mut errors));
+            }
+            if let Some(c) = p.message_caps {
+                out.message_caps =
+                    Some(c.into_inner().convert(&label, &mut spans.obj, &mut errors));
             }
             def.policies.push(out);
             index.policies.push(spans);

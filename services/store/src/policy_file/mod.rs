@@ -32,6 +32,7 @@
 mod diff;
 mod export;
 mod greylisting;
+mod message_caps;
 mod locate;
 mod mirror;
 mod sections;

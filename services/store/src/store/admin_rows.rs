@@ -7,6 +7,7 @@ use sluice_engine::model::PolicySetDef;
 
 use super::audit::{bind_audit, NewAudit, INSERT_AUDIT};
 use super::greylisting_rows;
+use super::message_caps_rows;
 use super::rows::{self, to_i64};
 use super::{Backend, Store};
 use crate::StoreError;
@@ -56,6 +57,9 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
+            sqlx::query(message_caps_rows::DELETE_ALL)
+                .execute(&mut *tx)
+                .await?;
             for &sql in greylisting_rows::DELETE_ALL.iter().chain(&rows::DELETE_ALL) {
                 sqlx::query(sql).execute(&mut *tx).await?;
             }
@@ -155,6 +159,17 @@ impl Store {
                         .bind(&g.blacklist_message)
                         .bind(g.disabled)
                         .bind(&g.comment)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some(c) = &policy.message_caps {
+                    let n = message_caps_rows::numbers(c, &policy.name)?;
+                    sqlx::query(message_caps_rows::INSERT)
+                        .bind(id)
+                        .bind(n[0])
+                        .bind(n[1])
+                        .bind(c.disabled)
+                        .bind(&c.comment)
                         .execute(&mut *tx)
                         .await?;
                 }

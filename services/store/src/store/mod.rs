@@ -3,6 +3,7 @@
 mod connect;
 mod counters;
 mod greylisting_rows;
+mod message_caps_rows;
 mod rows;
 mod schema;
 mod sqlite_file;
@@ -297,6 +298,9 @@ impl Store {
                     .fetch_all(&mut *tx)
                     .await?,
                 greylisting_whitelist: sqlx::query_as(greylisting_rows::SELECT_WHITELIST)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                message_caps: sqlx::query_as(message_caps_rows::SELECT)
                     .fetch_all(&mut *tx)
                     .await?,
             };

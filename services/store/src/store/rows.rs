@@ -134,6 +134,7 @@ pub(crate) struct AllRows {
     pub limits: Vec<LimitRow>,
     pub greylisting: Vec<super::greylisting_rows::GreylistingRow>,
     pub greylisting_whitelist: Vec<super::greylisting_rows::WhitelistRow>,
+    pub message_caps: Vec<super::message_caps_rows::MessageCapsRow>,
 }
 
 impl AllRows {
@@ -242,6 +243,11 @@ impl AllRows {
         for g in self.greylisting {
             if let Some(&i) = policy_index.get(&g.policy_id) {
                 policies[i].greylisting = Some(g.into_def()?);
+            }
+        }
+        for c in self.message_caps {
+            if let Some(&i) = policy_index.get(&c.policy_id) {
+                policies[i].message_caps = Some(c.into_def()?);
             }
         }
 

@@ -1,0 +1,142 @@
+//! A running edge for the caps, listener and recipes tests: embedded (the in-process state)
+//! or cluster (the edge's state is the quota service over gRPC, whose state is a real Redis
+//! Cluster), time through a manual clock.
+
+#![allow(dead_code)] // Each test file uses part of it.
+
+use sluice_edge::{EdgeConfig, ListenAddr, Listener};
+use sluice_engine::{
+    compile, Engine, EngineSettings, ManualClock, MemoryState, MemoryStateSettings, PolicySetDef,
+    State,
+};
+use sluice_test_support::{PolicyClient, RedisCluster};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// 2026-12-06 12:00:00 UTC.
+pub const START_MS: u64 = 1_796_558_400_000;
+
+/// Where the state lives.
+pub enum Mode<'a> {
+    Embedded,
+    Cluster(&'a RedisCluster),
+}
+
+impl Mode<'_> {
+    /// For messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Embedded => "embedded",
+            Mode::Cluster(_) => "cluster",
+        }
+    }
+}
+
+/// A running edge (and, in cluster mode, a quota service).
+pub struct Stack {
+    pub addr: SocketAddr,
+    pub clock: ManualClock,
+    pub engine: Arc<Engine>,
+    stops: Vec<oneshot::Sender<()>>,
+}
+
+impl Stack {
+    /// Starts an edge over `def` (compiled; panics on errors). `tag` keeps the Redis keys
+    /// of scenarios apart.
+    pub async fn start(mode: &Mode<'_>, def: PolicySetDef, tag: &str) -> Stack {
+        let clock = ManualClock::new(START_MS);
+        let mut stops = Vec::new();
+        let state: Arc<dyn State> = match mode {
+            Mode::Embedded => Arc::new(MemoryState::new(
+                Arc::new(clock.clone()),
+                MemoryStateSettings::default(),
+            )),
+            Mode::Cluster(cluster) => {
+                let settings = sluice_redis::RedisStateSettings {
+                    key_prefix: format!("caps-{tag}-{}", std::process::id()),
+                    ..Default::default()
+                };
+                let redis = sluice_redis::RedisState::connect_with(&cluster.urls(), settings)
+                    .await
+                    .expect("connect to the cluster")
+                    .with_test_clock(Arc::new(clock.clone()));
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let quota = listener.local_addr().unwrap();
+                let (stop, stopped) = oneshot::channel::<()>();
+                stops.push(stop);
+                tokio::spawn(sluice_quota::serve(
+                    listener,
+                    Arc::new(redis),
+                    sluice_quota::QuotaConfig::default(),
+                    async {
+                        let _ = stopped.await;
+                    },
+                ));
+                let remote = sluice_remote::RemoteState::connect(
+                    vec![format!("http://{quota}")],
+                    sluice_remote::RemoteConfig::default(),
+                )
+                .await
+                .expect("edge state");
+                Arc::new(remote)
+            }
+        };
+        let set = match compile(&def) {
+            Ok(c) => c.set,
+            Err(e) => panic!("policies do not compile: {e:?}"),
+        };
+        let engine = Arc::new(Engine::new(set, state, EngineSettings::default()));
+        let listener = Listener::bind(&ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 0))))
+            .await
+            .unwrap();
+        let ListenAddr::Tcp(addr) = listener.local_addr().unwrap() else {
+            unreachable!()
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        stops.push(stop);
+        tokio::spawn(sluice_edge::run(
+            listener,
+            Arc::clone(&engine),
+            EdgeConfig::default(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Stack {
+            addr,
+            clock,
+            engine,
+            stops,
+        }
+    }
+
+    /// A new client connection.
+    pub async fn client(&self) -> PolicyClient {
+        PolicyClient::connect(self.addr).await
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for s in self.stops.drain(..) {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// The policy set of a policy file's text (panics with the findings when it does not
+/// load).
+pub fn policy_file(text: &str) -> PolicySetDef {
+    match sluice_store::policy_file::parse("test.toml", text) {
+        Ok(parsed) => parsed.def,
+        Err(findings) => panic!(
+            "policy file does not load:\n{}\n---\n{text}",
+            findings
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    }
+}
