@@ -250,6 +250,10 @@ pub const LISTENER_SPECS: [&str; 3] = ["server_port", "server_address", "policy_
 /// A listener spec (`server_port=587`, `server_address=ip[/cidr]`, `policy_context=x`);
 /// `None` when `body` is not one.
 fn parse_listener(body: &str, side: Side) -> Result<Option<SpecKind>, String> {
+    // Addresses (`a=b@example.com`, VERP and SRS local parts) and SASL names may hold `=`.
+    if body.starts_with('$') || body.contains('@') {
+        return Ok(None);
+    }
     let Some((name, value)) = body.split_once('=') else {
         return Ok(None);
     };
@@ -582,7 +586,10 @@ mod tests {
     #[test]
     fn listener_specs_match_the_listener_fields() {
         let mut r = req();
-        let m = |r: &PolicyRequest<'_>, s: &str| item(s).kind.matches_leaf(r, Side::Source);
+        let m = |r: &PolicyRequest<'_>, s: &str| {
+            let it = item(s);
+            it.kind.matches_leaf(r, Side::Source) != it.negate
+        };
         for s in ["server_port=587", "server_address=10.0.0.0/8", "policy_context=x"] {
             assert!(!m(&r, s), "{s} without the attribute");
             assert!(m(&r, &format!("!{s}")), "!{s} without the attribute");
@@ -600,6 +607,10 @@ mod tests {
         assert!(m(&r, "policy_context=submission"));
         assert!(!m(&r, "policy_context=smtps"));
         assert!(!m(&r, "!policy_context=submission"));
+        // `=` in addresses and SASL names is not a listener spec.
+        r.sender = "bounce+x=y@example.com".into();
+        assert!(m(&r, "bounce+x=y@example.com"));
+        assert!(item("$a=b").kind == SpecKind::Sasl(Glob::new("a=b")));
         for bad in [
             "server_port=0",
             "server_port=65536",
