@@ -5,7 +5,7 @@
 mod caps_support;
 
 use caps_support::{policy_file, Mode, Stack};
-use sluice_test_support::{end_of_message, rcpt, RedisCluster};
+use sluice_test_support::{end_of_message, rcpt, PolicyClient, RedisCluster};
 
 const TOO_BIG: &str = "552 5.3.4 Message size exceeds fixed limit of 10000000 bytes";
 
@@ -86,23 +86,20 @@ limit = \"15MB\"
     let s = Stack::start(mode, policy_file(&text), "size-quota").await;
     let mut c = s.client().await;
     let ip = "192.0.2.2";
-    let mut message = |instance: &'static str, size: u64| {
-        let c = &mut c;
-        async move {
-            assert_eq!(
-                c.send(&rcpt("q@x.org", "b@y.org", ip, instance)).await,
-                "DUNNO",
-                "{instance} at RCPT"
-            );
-            c.send(&end_of_message("q@x.org", 1, size, ip, instance))
-                .await
-        }
-    };
-    assert_eq!(message("q1", 12_000_000).await, TOO_BIG);
-    assert_eq!(message("q2", 9_000_000).await, "DUNNO");
-    assert_eq!(message("q3", 5_000_000).await, "DUNNO", "14 MB of 15");
+    async fn message(c: &mut PolicyClient, ip: &str, instance: &str, size: u64) -> String {
+        assert_eq!(
+            c.send(&rcpt("q@x.org", "b@y.org", ip, instance)).await,
+            "DUNNO",
+            "{instance} at RCPT"
+        );
+        c.send(&end_of_message("q@x.org", 1, size, ip, instance))
+            .await
+    }
+    assert_eq!(message(&mut c, ip, "q1", 12_000_000).await, TOO_BIG);
+    assert_eq!(message(&mut c, ip, "q2", 9_000_000).await, "DUNNO");
+    assert_eq!(message(&mut c, ip, "q3", 5_000_000).await, "DUNNO", "14 MB of 15");
     assert_eq!(
-        message("q4", 2_000_000).await,
+        message(&mut c, ip, "q4", 2_000_000).await,
         "REJECT size quota",
         "16 MB: the quota counted q2 and q3, not the refused q1"
     );
@@ -268,7 +265,8 @@ fn out_of_range_caps_name_the_line_and_field() {
         ("max_recipients", "0", "outside 1..=1000000"),
         ("max_recipients", "1000001", "outside 1..=1000000"),
         ("max_message_size", "0", "outside 1 byte"),
-        ("max_message_size", "\"101TB\"", "too large"),
+        ("max_message_size", "\"101TB\"", "outside 1 byte ..= 100 TB"),
+        ("max_message_size", "\"100000000TB\"", "too large"),
     ] {
         let text = format!(
             "[[policy]]\nname = \"p\"\n[[policy.member]]\nsource = \"any\"\n[policy.message_caps]\n{field} = {value}\n"
