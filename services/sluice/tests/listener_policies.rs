@@ -24,7 +24,7 @@ verdict = "PASS"
 name = "per client"
 track = "SenderIP:/32"
 period = "1h"
-verdict = "DEFER"
+verdict = "REJECT"
 data = "inbound limit"
 [[policy.quota.limit]]
 type = "RecipientCount"
@@ -41,7 +41,7 @@ source = "policy_context=submission"
 name = "per user"
 track = "SASLUsername"
 period = "1h"
-verdict = "DEFER"
+verdict = "REJECT"
 data = "submission limit"
 [[policy.quota.limit]]
 type = "RecipientCount"
@@ -71,19 +71,19 @@ async fn port_25_465_and_587_get_their_own_policies() {
 
     // Port 25: one recipient per hour for this client.
     assert_eq!(c.send(&on("25", inbound("1"))).await, "DUNNO");
-    assert_eq!(c.send(&on("25", inbound("2"))).await, "DEFER inbound limit");
+    assert_eq!(c.send(&on("25", inbound("2"))).await, "REJECT inbound limit");
     // Port 587 and 465 (through the group): three per hour per user, shared.
     assert_eq!(c.send(&on("587", submit("3"))).await, "DUNNO");
     assert_eq!(c.send(&on("465", submit("4"))).await, "DUNNO");
     assert_eq!(c.send(&on("587", submit("5"))).await, "DUNNO");
     assert_eq!(
         c.send(&on("465", submit("6"))).await,
-        "DEFER submission limit"
+        "REJECT submission limit"
     );
     // policy_context (Postfix 3.1+) names the listener whatever its port: the submission
     // policy applies, the inbound one (port 25 but not this context) does not.
     let ctx = |r: Request| on("25", r).set("policy_context", "Submission");
-    assert_eq!(c.send(&ctx(submit("7"))).await, "DEFER submission limit");
+    assert_eq!(c.send(&ctx(submit("7"))).await, "REJECT submission limit");
     assert_eq!(
         c.send(&ctx(rcpt("a@x.org", "b@y.org", "198.51.100.8", "8")))
             .await,
