@@ -36,6 +36,7 @@ pub mod verdict;
 mod view;
 pub mod window;
 
+pub use caps::def::MessageCapsDef;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use compile::{compile, Compiled, PolicySet};
 pub use diagnostic::{Diagnostic, Location, Severity};
@@ -43,7 +44,6 @@ pub use engine::{
     CounterLevel, Decision, Engine, EngineSettings, Explanation, ModuleVerdict, QuotaRef,
     NEAR_LIMIT_PERCENT,
 };
-pub use caps::def::MessageCapsDef;
 pub use greylisting::def::{GreylistWhitelistDef, GreylistingDef};
 pub use greylisting::op::{answer_in as greylist_answer_in, GreylistOp, GreylistReply};
 pub use greylisting::record::{GreyOutcome, GreyParams};

@@ -590,7 +590,11 @@ mod tests {
             let it = item(s);
             it.kind.matches_leaf(r, Side::Source) != it.negate
         };
-        for s in ["server_port=587", "server_address=10.0.0.0/8", "policy_context=x"] {
+        for s in [
+            "server_port=587",
+            "server_address=10.0.0.0/8",
+            "policy_context=x",
+        ] {
             assert!(!m(&r, s), "{s} without the attribute");
             assert!(m(&r, &format!("!{s}")), "!{s} without the attribute");
         }

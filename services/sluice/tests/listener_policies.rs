@@ -71,7 +71,10 @@ async fn port_25_465_and_587_get_their_own_policies() {
 
     // Port 25: one recipient per hour for this client.
     assert_eq!(c.send(&on("25", inbound("1"))).await, "DUNNO");
-    assert_eq!(c.send(&on("25", inbound("2"))).await, "REJECT inbound limit");
+    assert_eq!(
+        c.send(&on("25", inbound("2"))).await,
+        "REJECT inbound limit"
+    );
     // Port 587 and 465 (through the group): three per hour per user, shared.
     assert_eq!(c.send(&on("587", submit("3"))).await, "DUNNO");
     assert_eq!(c.send(&on("465", submit("4"))).await, "DUNNO");
@@ -91,10 +94,7 @@ async fn port_25_465_and_587_get_their_own_policies() {
         "another client on port 25 with the submission context is not inbound"
     );
     // A request without server_port (an old Postfix) matches no port spec.
-    assert_eq!(
-        c.send(&inbound("9").without("server_port")).await,
-        "DUNNO"
-    );
+    assert_eq!(c.send(&inbound("9").without("server_port")).await, "DUNNO");
     // server_address: the listener's address.
     assert_eq!(
         c.send(&on("2525", inbound("10")).set("server_address", "192.0.2.53"))
@@ -125,7 +125,9 @@ async fn explain_says_which_listener_spec_matched() {
         "{e}"
     );
     assert!(
-        e.contains("[no match]   10 \"inbound\": member 1: source item \"server_port=25\" does not match"),
+        e.contains(
+            "[no match]   10 \"inbound\": member 1: source item \"server_port=25\" does not match"
+        ),
         "{e}"
     );
 }
@@ -137,11 +139,13 @@ fn listener_specs_are_source_specs_with_checked_values() {
         ("server_port=25", "destination", "source spec"),
         ("server_address=10.0.0.0/40", "source", "server_address"),
         ("policy_context=", "source", "needs a value"),
-        ("client_port=25", "source", "server_port=, server_address= and policy_context="),
+        (
+            "client_port=25",
+            "source",
+            "server_port=, server_address= and policy_context=",
+        ),
     ] {
-        let text = format!(
-            "[[policy]]\nname = \"p\"\n[[policy.member]]\n{side} = \"{spec}\"\n"
-        );
+        let text = format!("[[policy]]\nname = \"p\"\n[[policy.member]]\n{side} = \"{spec}\"\n");
         let findings =
             sluice_store::policy_file::parse("l.toml", &text).expect_err("must be refused");
         let all = findings
@@ -149,7 +153,10 @@ fn listener_specs_are_source_specs_with_checked_values() {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("\n");
-        assert!(all.contains("l.toml:4") && all.contains(what), "{spec}: {all}");
+        assert!(
+            all.contains("l.toml:4") && all.contains(what),
+            "{spec}: {all}"
+        );
     }
     // Export writes them back as written.
     let def = policy_file(SET);

@@ -97,7 +97,11 @@ limit = \"15MB\"
     }
     assert_eq!(message(&mut c, ip, "q1", 12_000_000).await, TOO_BIG);
     assert_eq!(message(&mut c, ip, "q2", 9_000_000).await, "DUNNO");
-    assert_eq!(message(&mut c, ip, "q3", 5_000_000).await, "DUNNO", "14 MB of 15");
+    assert_eq!(
+        message(&mut c, ip, "q3", 5_000_000).await,
+        "DUNNO",
+        "14 MB of 15"
+    );
     assert_eq!(
         message(&mut c, ip, "q4", 2_000_000).await,
         "REJECT size quota",
@@ -147,10 +151,19 @@ async fn recipients(mode: &Mode<'_>) {
         too_many_at_eom(3)
     );
     // Time passing does not free a message's recipients within its transaction (an hour).
-    assert_eq!(c.send(&rcpt("a@x.org", "r1@y.org", ip, "slow")).await, "DUNNO");
+    assert_eq!(
+        c.send(&rcpt("a@x.org", "r1@y.org", ip, "slow")).await,
+        "DUNNO"
+    );
     s.clock.advance_secs(600);
-    assert_eq!(c.send(&rcpt("a@x.org", "r2@y.org", ip, "slow")).await, "DUNNO");
-    assert_eq!(c.send(&rcpt("a@x.org", "r3@y.org", ip, "slow")).await, "DUNNO");
+    assert_eq!(
+        c.send(&rcpt("a@x.org", "r2@y.org", ip, "slow")).await,
+        "DUNNO"
+    );
+    assert_eq!(
+        c.send(&rcpt("a@x.org", "r3@y.org", ip, "slow")).await,
+        "DUNNO"
+    );
     s.clock.advance_secs(600);
     assert_eq!(
         c.send(&rcpt("a@x.org", "r4@y.org", ip, "slow")).await,
@@ -271,15 +284,18 @@ fn out_of_range_caps_name_the_line_and_field() {
         let text = format!(
             "[[policy]]\nname = \"p\"\n[[policy.member]]\nsource = \"any\"\n[policy.message_caps]\n{field} = {value}\n"
         );
-        let findings = sluice_store::policy_file::parse("caps.toml", &text)
-            .expect_err("must be refused");
+        let findings =
+            sluice_store::policy_file::parse("caps.toml", &text).expect_err("must be refused");
         let all = findings
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("\n");
         assert!(all.contains("caps.toml:6"), "{field}={value}: {all}");
-        assert!(all.contains(field) && all.contains(what), "{field}={value}: {all}");
+        assert!(
+            all.contains(field) && all.contains(what),
+            "{field}={value}: {all}"
+        );
     }
 }
 
@@ -288,7 +304,10 @@ fn out_of_range_caps_name_the_line_and_field() {
 async fn explain_and_export_show_the_caps() {
     let def = policy_file(CAPS);
     let exported = sluice_store::policy_file::to_toml(&def);
-    assert!(exported.contains("max_message_size = \"10MB\""), "{exported}");
+    assert!(
+        exported.contains("max_message_size = \"10MB\""),
+        "{exported}"
+    );
     assert!(exported.contains("max_recipients = 3"), "{exported}");
     assert_eq!(policy_file(&exported), def);
     let s = Stack::start(&Mode::Embedded, def, "explain").await;

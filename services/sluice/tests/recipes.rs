@@ -76,8 +76,13 @@ async fn outbound_per_user_and_domain() {
     let s = start("outbound-per-user-and-domain").await;
     let mut c = s.client().await;
     let from = |user: &str| {
-        rcpt(&format!("{user}@example.com"), "x@elsewhere.example", "198.51.100.1", "")
-            .sasl(&format!("{user}@example.com"))
+        rcpt(
+            &format!("{user}@example.com"),
+            "x@elsewhere.example",
+            "198.51.100.1",
+            "",
+        )
+        .sasl(&format!("{user}@example.com"))
     };
     let user_limit = "451 4.7.1 Too many messages from your account; try again in ";
     let domain_limit = "451 4.7.1 Too many messages from your domain; try again in ";
@@ -104,37 +109,70 @@ async fn internal_recipients_only() {
     let s = start("internal-recipients-only").await;
     let mut c = s.client().await;
     let refused = "554 5.7.1 You may only send mail to internal recipients";
-    let send = |login: &str, to: &str| {
-        rcpt("intern1@example.com", to, "198.51.100.2", "m").sasl(login)
-    };
-    assert_eq!(c.send(&send("intern1@example.com", "boss@example.com")).await, "DUNNO");
-    assert_eq!(c.send(&send("intern1@example.com", "x@example.org")).await, "DUNNO");
-    assert_eq!(c.send(&send("intern1@example.com", "x@gmail.example")).await, refused);
-    assert_eq!(c.send(&send("scanner@example.com", "x@sub.example.com")).await, refused);
-    assert_eq!(c.send(&send("boss@example.com", "x@gmail.example")).await, "DUNNO");
+    let send =
+        |login: &str, to: &str| rcpt("intern1@example.com", to, "198.51.100.2", "m").sasl(login);
+    assert_eq!(
+        c.send(&send("intern1@example.com", "boss@example.com"))
+            .await,
+        "DUNNO"
+    );
+    assert_eq!(
+        c.send(&send("intern1@example.com", "x@example.org")).await,
+        "DUNNO"
+    );
+    assert_eq!(
+        c.send(&send("intern1@example.com", "x@gmail.example"))
+            .await,
+        refused
+    );
+    assert_eq!(
+        c.send(&send("scanner@example.com", "x@sub.example.com"))
+            .await,
+        refused
+    );
+    assert_eq!(
+        c.send(&send("boss@example.com", "x@gmail.example")).await,
+        "DUNNO"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submission_vs_inbound() {
     let s = start("submission-vs-inbound").await;
     let mut c = s.client().await;
-    let inbound = rcpt("a@example.net", "u@example.com", "203.0.113.7", "").set("server_port", "25");
+    let inbound =
+        rcpt("a@example.net", "u@example.com", "203.0.113.7", "").set("server_port", "25");
     let submit = |port: &str| {
         rcpt("u@example.com", "a@example.net", "203.0.113.7", "")
             .sasl("u@example.com")
             .set("server_port", port)
     };
     // Submission: 100 an hour per login, on 587 and 465 together.
-    assert!(all_dunno(&messages(&mut c, &submit("587"), "s587", 60).await));
-    assert!(all_dunno(&messages(&mut c, &submit("465"), "s465", 40).await));
+    assert!(all_dunno(
+        &messages(&mut c, &submit("587"), "s587", 60).await
+    ));
+    assert!(all_dunno(
+        &messages(&mut c, &submit("465"), "s465", 40).await
+    ));
     let over = c.send(&submit("587").set("instance", "s-101")).await;
-    assert!(over.starts_with("DEFER Policy rejection; Message count quota exceeded"), "{over}");
+    assert!(
+        over.starts_with("DEFER Policy rejection; Message count quota exceeded"),
+        "{over}"
+    );
     // Inbound from the same address has its own, larger limit per /24.
     assert!(all_dunno(&messages(&mut c, &inbound, "in", 300).await));
     let over = c
-        .send(&inbound.clone().set("client_address", "203.0.113.200").set("instance", "in-301"))
+        .send(
+            &inbound
+                .clone()
+                .set("client_address", "203.0.113.200")
+                .set("instance", "in-301"),
+        )
         .await;
-    assert!(over.starts_with("DEFER Policy rejection; Message count quota exceeded"), "{over}");
+    assert!(
+        over.starts_with("DEFER Policy rejection; Message count quota exceeded"),
+        "{over}"
+    );
     // Another port (a relay listener on 2525) is neither.
     assert_eq!(
         c.send(&submit("2525").set("instance", "other")).await,
@@ -147,7 +185,8 @@ async fn recipients_per_message() {
     let s = start("recipients-per-message").await;
     let mut c = s.client().await;
     let to = |n: u32| format!("r{n}@example.net");
-    let user = |n: u32| rcpt("a@example.com", &to(n), "198.51.100.3", "msg-a").sasl("a@example.com");
+    let user =
+        |n: u32| rcpt("a@example.com", &to(n), "198.51.100.3", "msg-a").sasl("a@example.com");
     for n in 1..=50 {
         assert_eq!(c.send(&user(n)).await, "DUNNO", "recipient {n}");
     }
@@ -167,7 +206,8 @@ async fn recipients_per_message() {
     );
     // The size cap is inherited by the newsletter.
     assert_eq!(
-        c.send(&news(1).set("instance", "msg-n2").size(26_000_000)).await,
+        c.send(&news(1).set("instance", "msg-n2").size(26_000_000))
+            .await,
         "552 5.3.4 Message size exceeds fixed limit of 25000000 bytes"
     );
 }

@@ -53,7 +53,11 @@ async fn stored_and_loaded(store: &Store, url: &str) {
     assert_ne!(store.version().await.unwrap(), before);
     let loaded = store.load().await.unwrap();
     assert_eq!(
-        loaded.policies[0].message_caps.as_ref().unwrap().max_recipients,
+        loaded.policies[0]
+            .message_caps
+            .as_ref()
+            .unwrap()
+            .max_recipients,
         Some(20)
     );
 }

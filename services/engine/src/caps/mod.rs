@@ -261,6 +261,9 @@ mod tests {
             recipients_eom_action(5).to_string(),
             "554 5.5.3 Too many recipients (at most 5 per message)"
         );
-        assert_eq!(recipients_key("a/b", "1.2"), "a%2Fb/message-caps/Recipients/1.2");
+        assert_eq!(
+            recipients_key("a/b", "1.2"),
+            "a%2Fb/message-caps/Recipients/1.2"
+        );
     }
 }

@@ -32,8 +32,8 @@
 mod diff;
 mod export;
 mod greylisting;
-mod message_caps;
 mod locate;
+mod message_caps;
 mod mirror;
 mod sections;
 mod units;
