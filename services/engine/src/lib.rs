@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bounds;
+pub mod checkhelo;
 pub mod clock;
 pub mod compile;
 pub mod diagnostic;
@@ -35,6 +36,9 @@ pub mod verdict;
 mod view;
 pub mod window;
 
+pub use checkhelo::def::{CheckHeloDef, HeloBlacklistDef, HeloWhitelistDef};
+pub use checkhelo::op::{HeloOp, HeloReply};
+pub use checkhelo::record::{HeloOutcome, HeloParams};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use compile::{compile, Compiled, PolicySet};
 pub use diagnostic::{Diagnostic, Location, Severity};

@@ -24,6 +24,10 @@ pub(super) struct FileSet {
     policy: Vec<Spanned<FilePolicy>>,
     #[serde(default)]
     greylisting_whitelist: Vec<Spanned<super::greylisting::FileWhitelist>>,
+    #[serde(default)]
+    checkhelo_blacklist: Vec<Spanned<super::checkhelo::FileBlacklist>>,
+    #[serde(default)]
+    checkhelo_whitelist: Vec<Spanned<super::checkhelo::FileWhitelist>>,
 }
 
 #[derive(Deserialize)]
@@ -65,6 +69,7 @@ struct FilePolicy {
     #[serde(default)]
     quota: Vec<Spanned<FileQuota>>,
     greylisting: Option<Spanned<super::greylisting::FileGreylisting>>,
+    checkhelo: Option<Spanned<super::checkhelo::FileCheckHelo>>,
 }
 
 #[derive(Deserialize)]
@@ -354,11 +359,20 @@ impl FileSet {
             if let Some(g) = p.greylisting {
                 out.greylisting = Some(g.into_inner().convert(&label, &mut spans.obj, &mut errors));
             }
+            if let Some(h) = p.checkhelo {
+                out.checkhelo = Some(h.into_inner().convert(&label, &mut spans.obj, &mut errors));
+            }
             def.policies.push(out);
             index.policies.push(spans);
         }
         for w in self.greylisting_whitelist {
             def.greylisting_whitelist.push(w.into_inner().convert());
+        }
+        for b in self.checkhelo_blacklist {
+            def.checkhelo_blacklist.push(b.into_inner().convert());
+        }
+        for w in self.checkhelo_whitelist {
+            def.checkhelo_whitelist.push(w.into_inner().convert());
         }
 
         (def, index, errors)
