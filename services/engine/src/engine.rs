@@ -70,6 +70,10 @@ pub struct Decision {
     /// What greylisting did (a [`crate::GreyOutcome::label`], or `whitelisted`), for
     /// metrics; `None` when it did not run.
     pub greylisting: Option<&'static str>,
+    /// What CheckHelo did (a [`crate::HeloOutcome::label`], or `whitelisted`, `invalid`,
+    /// `unresolvable`, `dns_failure`, `blacklisted`, `misconfigured`), for metrics; `None`
+    /// when it did not run.
+    pub checkhelo: Option<&'static str>,
 }
 
 /// A level at or above this share of a limit counts as "near the limit".
@@ -157,6 +161,7 @@ impl Decision {
             near_limit: Vec::new(),
             admitted: Vec::new(),
             greylisting: None,
+            checkhelo: None,
         }
     }
 }
@@ -216,6 +221,9 @@ impl Engine {
             return out;
         }
         let set = self.set.load();
+        if !set.asks_lookups {
+            return out;
+        }
         let view = RequestView::new(req);
         let mut matched: SmallVec<[(usize, &crate::compile::Policy); 16]> = SmallVec::new();
         set.matching_into(&view, &mut Default::default(), &mut matched);
@@ -253,8 +261,19 @@ impl Engine {
             .await
     }
 
-    /// Explains one request without charging anything.
+    /// Explains one request without charging anything (lookups unanswered: see
+    /// [`Engine::explain_with`]).
     pub async fn explain(&self, req: &PolicyRequest<'_>) -> Explanation {
+        self.explain_with(req, LookupAnswers::none()).await
+    }
+
+    /// Explains one request with the answers to its lookups ([`Engine::lookups`]), without
+    /// charging anything.
+    pub async fn explain_with(
+        &self,
+        req: &PolicyRequest<'_>,
+        lookups: &LookupAnswers,
+    ) -> Explanation {
         let set = self.set.load_full();
         let mut lines = Vec::new();
         lines.push(format!(
@@ -294,7 +313,7 @@ impl Engine {
             .evaluate(
                 &set,
                 req,
-                LookupAnswers::none(),
+                lookups,
                 true,
                 Some(&mut lines),
                 &mut Scratch::default(),

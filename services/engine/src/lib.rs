@@ -19,6 +19,7 @@
 
 pub mod bounds;
 pub mod caps;
+pub mod checkhelo;
 pub mod clock;
 pub mod compile;
 pub mod diagnostic;
@@ -37,6 +38,9 @@ mod view;
 pub mod window;
 
 pub use caps::def::MessageCapsDef;
+pub use checkhelo::def::{CheckHeloDef, HeloBlacklistDef, HeloWhitelistDef};
+pub use checkhelo::op::{HeloOp, HeloReply};
+pub use checkhelo::record::{HeloOutcome, HeloParams};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use compile::{compile, Compiled, PolicySet};
 pub use diagnostic::{Diagnostic, Location, Severity};

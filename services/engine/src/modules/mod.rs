@@ -45,6 +45,7 @@
 //! counts) its op kinds in [`crate::state::OpKind`] with both backends.
 
 pub(crate) mod access_control;
+pub(crate) mod checkhelo;
 pub(crate) mod greylisting;
 pub(crate) mod lookup;
 pub(crate) mod message_caps;
@@ -67,8 +68,9 @@ use smallvec::SmallVec;
 /// a new module takes its place in it.
 pub(crate) static CHAIN: &[&dyn Module] = &[
     &access_control::AccessControl,
-    // CheckHelo, CheckSPF: not built yet.
     &message_caps::SizeCap,
+    &checkhelo::CheckHelo,
+    // CheckSPF: not built yet.
     &greylisting::Greylisting,
     &message_caps::RecipientCap,
     &quotas::Quotas,
@@ -99,6 +101,14 @@ pub(crate) trait Module: Sync {
     /// ([`crate::Engine::lookups`]); must not depend on counter state. Default: none.
     fn lookups(&self, cx: &Request<'_, '_>, out: &mut Vec<Lookup>) {
         let _ = (cx, out);
+    }
+
+    /// Whether the module may ask lookups for a request matching `policy` (read once per
+    /// policy set, when it is compiled: a set where no module may ask spares every request
+    /// the lookups pass). Default: never.
+    fn asks(&self, policy: &Policy) -> bool {
+        let _ = policy;
+        false
     }
 
     /// Planning: decide what needs no counter state, and push the ops that need it.

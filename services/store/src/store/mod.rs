@@ -1,5 +1,6 @@
 //! The policy store: a SQLite or PostgreSQL database holding one [`PolicySetDef`].
 
+mod checkhelo_rows;
 mod connect;
 mod counters;
 mod greylisting_rows;
@@ -301,6 +302,15 @@ impl Store {
                     .fetch_all(&mut *tx)
                     .await?,
                 message_caps: sqlx::query_as(message_caps_rows::SELECT)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                checkhelo: sqlx::query_as(checkhelo_rows::SELECT_CHECKHELO)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                checkhelo_blacklist: sqlx::query_as(checkhelo_rows::SELECT_BLACKLIST)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                checkhelo_whitelist: sqlx::query_as(checkhelo_rows::SELECT_WHITELIST)
                     .fetch_all(&mut *tx)
                     .await?,
             };

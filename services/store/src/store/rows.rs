@@ -135,6 +135,9 @@ pub(crate) struct AllRows {
     pub greylisting: Vec<super::greylisting_rows::GreylistingRow>,
     pub greylisting_whitelist: Vec<super::greylisting_rows::WhitelistRow>,
     pub message_caps: Vec<super::message_caps_rows::MessageCapsRow>,
+    pub checkhelo: Vec<super::checkhelo_rows::CheckHeloRow>,
+    pub checkhelo_blacklist: Vec<super::checkhelo_rows::BlacklistRow>,
+    pub checkhelo_whitelist: Vec<super::checkhelo_rows::WhitelistRow>,
 }
 
 impl AllRows {
@@ -250,6 +253,11 @@ impl AllRows {
                 policies[i].message_caps = Some(c.into_def()?);
             }
         }
+        for h in self.checkhelo {
+            if let Some(&i) = policy_index.get(&h.policy_id) {
+                policies[i].checkhelo = Some(h.into_def()?);
+            }
+        }
 
         let groups: Vec<GroupDef> = groups.into_iter().map(|(_, g)| g).collect();
         Ok(PolicySetDef {
@@ -257,6 +265,16 @@ impl AllRows {
             policies,
             greylisting_whitelist: self
                 .greylisting_whitelist
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            checkhelo_blacklist: self
+                .checkhelo_blacklist
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            checkhelo_whitelist: self
+                .checkhelo_whitelist
                 .into_iter()
                 .map(Into::into)
                 .collect(),
