@@ -20,6 +20,7 @@
 pub mod bounds;
 pub mod clock;
 pub mod compile;
+pub mod counters;
 pub mod diagnostic;
 pub mod engine;
 pub mod greylisting;
@@ -37,6 +38,7 @@ pub mod window;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use compile::{compile, Compiled, PolicySet};
+pub use counters::{CounterInfo, Listing, LiveCounters};
 pub use diagnostic::{Diagnostic, Location, Severity};
 pub use engine::{
     CounterLevel, Decision, Engine, EngineSettings, Explanation, ModuleVerdict, QuotaRef,

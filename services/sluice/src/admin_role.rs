@@ -110,7 +110,7 @@ async fn serve(settings: Settings, hangups: crate::hangup::Hangups) -> anyhow::R
     };
     let _ = ready.0.set(store.clone());
     hangups.spawn(Some(store.clone()));
-    crate::admin_service::run(listener, store.clone(), None, &settings, stopped())
+    crate::admin_service::run(listener, store.clone(), None, None, &settings, stopped())
         .await
         .context("the admin service failed")?;
     store.close().await;

@@ -8,6 +8,7 @@
 
 pub mod audit_params;
 mod body;
+pub mod counters;
 pub mod history;
 pub mod openapi;
 
@@ -43,7 +44,11 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/api/policy-file/preview", post(preview_policy_file))
         .route("/api/history", get(history::list))
-        .route("/api/top-senders", get(history::top_senders));
+        .route("/api/top-senders", get(history::top_senders))
+        .route("/api/counters", get(counters::get_lookup))
+        .route("/api/counters/limited", get(counters::get_limited))
+        .route("/api/counters/close", get(counters::get_close))
+        .route("/api/counters/reset", post(counters::post_reset));
     let router = resource_routes::<Policies>(router);
     let router = resource_routes::<Members>(router);
     let router = resource_routes::<AccessRules>(router);

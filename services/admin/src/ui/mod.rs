@@ -4,6 +4,7 @@
 //! token) posting to the same change code as the API; the policy file's export, import
 //! preview (a diff) and import; no script.
 
+mod counters_page;
 mod explain_page;
 mod history_page;
 mod layout;
@@ -51,6 +52,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/policy-file/import", post(policy_file_page::import))
         .route("/history", get(history_page::history))
         .route("/top-senders", get(history_page::top_senders))
+        .route("/counters", get(counters_page::page))
+        .route("/counters/reset", post(counters_page::reset))
 }
 
 async fn stylesheet() -> impl IntoResponse {
