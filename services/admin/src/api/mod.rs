@@ -9,6 +9,7 @@
 pub mod audit_params;
 mod body;
 pub mod counters;
+pub mod greylisting;
 pub mod history;
 pub mod openapi;
 
@@ -55,7 +56,9 @@ pub fn routes() -> Router<Arc<AppState>> {
     let router = resource_routes::<Quotas>(router);
     let router = resource_routes::<Limits>(router);
     let router = resource_routes::<Groups>(router);
-    resource_routes::<GroupMembers>(router)
+    let router = resource_routes::<GroupMembers>(router);
+    let router = resource_routes::<greylisting::PolicyGreylisting>(router);
+    resource_routes::<greylisting::GreylistWhitelist>(router)
 }
 
 /// The routes of one resource.

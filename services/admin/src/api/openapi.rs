@@ -57,6 +57,8 @@ pub fn openapi() -> OpenApi {
     components = add::<Limits>(&mut paths, components);
     components = add::<Groups>(&mut paths, components);
     components = add::<GroupMembers>(&mut paths, components);
+    components = add::<super::greylisting::PolicyGreylisting>(&mut paths, components);
+    components = add::<super::greylisting::GreylistWhitelist>(&mut paths, components);
     let audit = operation(
         "List the audit trail, newest first (query: limit, before_id, actor)",
         &[],

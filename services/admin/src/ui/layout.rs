@@ -21,6 +21,8 @@ pub enum Nav {
     TopSenders,
     /// Live counters.
     Counters,
+    /// The static greylisting whitelist.
+    GreylistingWhitelist,
     /// No entry (login, errors).
     None,
 }
@@ -52,6 +54,9 @@ pub fn page(title: &str, caller: Option<&Caller>, nav: Nav, content: Markup) -> 
                             (link("/history", "History", Nav::History))
                             (link("/top-senders", "Top senders", Nav::TopSenders))
                             (link("/counters", "Counters", Nav::Counters))
+                            @if caller.account.role != sluice_store::AdminRole::DomainAdmin {
+                                (link("/greylisting-whitelist", "Greylisting", Nav::GreylistingWhitelist))
+                            }
                             (link("/audit", "Audit", Nav::Audit))
                         }
                         span.who {

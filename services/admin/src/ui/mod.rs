@@ -6,6 +6,7 @@
 
 mod counters_page;
 mod explain_page;
+mod greylisting_page;
 mod history_page;
 mod layout;
 mod login;
@@ -54,6 +55,26 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/top-senders", get(history_page::top_senders))
         .route("/counters", get(counters_page::page))
         .route("/counters/reset", post(counters_page::reset))
+        .route(
+            "/policies/{policy}/greylisting",
+            post(greylisting_page::add_settings),
+        )
+        .route(
+            "/policies/{policy}/greylisting/toggle",
+            post(greylisting_page::toggle_settings),
+        )
+        .route(
+            "/greylisting-whitelist",
+            get(greylisting_page::whitelist).post(greylisting_page::add_entry),
+        )
+        .route(
+            "/greylisting-whitelist/{index}/toggle",
+            post(greylisting_page::toggle_entry),
+        )
+        .route(
+            "/greylisting-whitelist/{index}/delete",
+            post(greylisting_page::delete_entry),
+        )
 }
 
 async fn stylesheet() -> impl IntoResponse {
