@@ -4,7 +4,8 @@
 //! Driven by the refusal history, not by the request path: the task reads the refusals
 //! stored after the last one it saw (every second), so one process alerts on every
 //! process's refusals (in a cluster, set `alert_webhook` on one edge). Each key alerts at
-//! most once per `alert_cooldown_secs`. A POST has a deadline of 5 s; a failed one (no
+//! most once per `alert_cooldown_secs`. A POST has a deadline of 5 s (`https://`: rustls,
+//! the receiver verified against `alert_webhook_ca_file` or the system's roots); a failed one (no
 //! answer, or not 2xx) is retried after 0.5, 1, 2 and 4 s, then given up and counted in
 //! `sluice_alerts_total{result="failed"}`. At most 8 POSTs are in flight; alerts beyond
 //! that wait their turn in order.
@@ -13,7 +14,10 @@ use sluice_runtime::metrics::names;
 use sluice_runtime::warn_limited;
 use sluice_store::{RefusalRow, Store};
 use std::collections::HashMap;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -37,17 +41,54 @@ const IN_FLIGHT: usize = 8;
 /// until old ones expire.
 const MAX_KEYS: usize = 100_000;
 
-/// Whether `url` can be a webhook: `http://host[:port]/path`.
+/// Whether `url` can be a webhook: `http://host[:port]/path` or `https://...`.
 pub fn check_url(url: &str) -> Result<(), String> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err(
-            "expected an http:// URL (https is not supported yet: put a TLS proxy such as a local stunnel in front)".into(),
-        );
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return Err("expected an http:// or https:// URL".into());
     };
     if rest.is_empty() || rest.starts_with('/') {
         return Err("the URL names no host".into());
     }
     Ok(())
+}
+
+/// The certificates of the PEM file `path` (at least one), or what is wrong with it.
+pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{} is not a PEM certificate file: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The HTTP client of the webhook: a deadline of [`POST_DEADLINE`] per POST and, for
+/// `https://` URLs, rustls (ring) verifying the receiver against the certificates of
+/// `ca_file`, or the system's root certificates without one.
+pub fn agent(ca_file: Option<&Path>) -> Result<ureq::Agent, String> {
+    let roots: Vec<ureq::tls::Certificate<'static>> = match ca_file {
+        Some(path) => read_ca_file(path)?,
+        None => rustls_native_certs::load_native_certs().certs,
+    }
+    .into_iter()
+    .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+    .collect();
+    let tls = ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .build();
+    Ok(ureq::Agent::config_builder()
+        .timeout_global(Some(POST_DEADLINE))
+        .http_status_as_error(false)
+        .tls_config(tls)
+        .build()
+        .into())
 }
 
 /// Which keys alerted when (a key alerts again once its cooldown has passed).
@@ -120,6 +161,7 @@ pub fn body(row: &RefusalRow, keys: &[(&str, &str)], cooldown: Duration) -> Stri
 pub fn spawn(
     store: Store,
     url: String,
+    agent: ureq::Agent,
     cooldown: Duration,
     stopped: impl Future<Output = ()> + Send + 'static,
 ) {
@@ -180,8 +222,9 @@ pub fn spawn(
                     return;
                 };
                 let url = url.clone();
+                let agent = agent.clone();
                 tokio::spawn(async move {
-                    let result = deliver(&url, body).await;
+                    let result = deliver(&agent, &url, body).await;
                     metrics::counter!(names::ALERTS, "result" => result).increment(1);
                     drop(permit);
                 });
@@ -191,11 +234,11 @@ pub fn spawn(
 }
 
 /// POSTs `body` to `url`, retrying after [`RETRY_AFTER`]; `"sent"` or `"failed"`.
-async fn deliver(url: &Arc<str>, body: String) -> &'static str {
+async fn deliver(agent: &ureq::Agent, url: &Arc<str>, body: String) -> &'static str {
     let body: Arc<str> = body.into();
     for attempt in 0..=RETRY_AFTER.len() {
-        let (u, b) = (url.clone(), body.clone());
-        let outcome = tokio::task::spawn_blocking(move || post(&u, &b)).await;
+        let (a, u, b) = (agent.clone(), url.clone(), body.clone());
+        let outcome = tokio::task::spawn_blocking(move || post(&a, &u, &b)).await;
         match outcome {
             Ok(Ok(())) => return "sent",
             Ok(Err(e)) => tracing::info!(attempt = attempt + 1, error = %e, "Alert webhook failed"),
@@ -212,13 +255,8 @@ async fn deliver(url: &Arc<str>, body: String) -> &'static str {
     "failed"
 }
 
-/// One POST with its deadline.
-fn post(url: &str, body: &str) -> Result<(), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(POST_DEADLINE))
-        .http_status_as_error(false)
-        .build()
-        .into();
+/// One POST (the agent holds its deadline).
+fn post(agent: &ureq::Agent, url: &str, body: &str) -> Result<(), String> {
     let resp = agent
         .post(url)
         .header("content-type", "application/json")
@@ -249,7 +287,8 @@ mod tests {
     #[test]
     fn urls_are_checked() {
         assert!(check_url("http://127.0.0.1:9/hook").is_ok());
-        assert!(check_url("https://example.org/hook").is_err());
+        assert!(check_url("https://example.org/hook").is_ok());
+        assert!(check_url("ftp://example.org/hook").is_err());
         assert!(check_url("http:///x").is_err());
     }
 }

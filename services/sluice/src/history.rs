@@ -36,6 +36,8 @@ pub struct HistoryConfig {
     pub queue: usize,
     /// The alert webhook, if any.
     pub alert_webhook: Option<String>,
+    /// The CA certificates an https webhook is verified against (`None`: the system's).
+    pub alert_webhook_ca_file: Option<std::path::PathBuf>,
     /// Per-key alert cooldown.
     pub alert_cooldown: Duration,
 }
@@ -79,11 +81,22 @@ impl HistoryConfig {
                 errors.push(format!("alert_webhook {url:?}: {e}"));
             }
         }
+        let alert_webhook_ca_file = a.alert_webhook_ca_file.clone();
+        if let Some(path) = &alert_webhook_ca_file {
+            if !alert_webhook.as_deref().is_some_and(|u| u.starts_with("https://")) {
+                errors.push(
+                    "alert_webhook_ca_file is set but alert_webhook is not an https:// URL: remove it, or give the https URL".into(),
+                );
+            } else if let Err(e) = crate::alerts::read_ca_file(path) {
+                errors.push(format!("alert_webhook_ca_file: {e}"));
+            }
+        }
         HistoryConfig {
             enabled: a.history.unwrap_or(role == Role::Serve),
             retention: Duration::from_secs(retention),
             queue: queue as usize,
             alert_webhook,
+            alert_webhook_ca_file,
             alert_cooldown: Duration::from_secs(cooldown),
         }
     }
@@ -100,6 +113,15 @@ impl HistoryConfig {
             (
                 "alert_webhook",
                 format!("{:?}", self.alert_webhook.as_deref().unwrap_or("")),
+            ),
+            (
+                "alert_webhook_ca_file",
+                format!(
+                    "{:?}",
+                    self.alert_webhook_ca_file
+                        .as_deref()
+                        .map_or(String::new(), |p| p.display().to_string())
+                ),
             ),
             (
                 "alert_cooldown_secs",
@@ -133,7 +155,18 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     if let Some(url) = &config.alert_webhook {
-        crate::alerts::spawn(store.clone(), url.clone(), config.alert_cooldown, stopped());
+        // The CA file was read when the settings were checked: an error now is a file
+        // changed since, logged.
+        match crate::alerts::agent(config.alert_webhook_ca_file.as_deref()) {
+            Ok(agent) => crate::alerts::spawn(
+                store.clone(),
+                url.clone(),
+                agent,
+                config.alert_cooldown,
+                stopped(),
+            ),
+            Err(e) => tracing::error!(error = %e, "Alerts are off: alert_webhook_ca_file cannot be used"),
+        }
     }
     if !config.enabled {
         return None;

@@ -309,12 +309,18 @@ pub struct HistorySettings {
     #[arg(long, env = "SLUICE_HISTORY_QUEUE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history_queue: Option<usize>,
-    /// Alert webhook: an `http://` URL that gets a JSON POST when a key (sender, client
-    /// address) is refused for the first time in `alert_cooldown_secs`; empty: no alerts.
-    /// Set it on one process of a cluster: it alerts on every edge's refusals.
+    /// Alert webhook: an `http://` or `https://` URL that gets a JSON POST when a key
+    /// (sender, client address) is refused for the first time in `alert_cooldown_secs`;
+    /// empty: no alerts. Set it on one process of a cluster: it alerts on every edge's
+    /// refusals.
     #[arg(long, env = "SLUICE_ALERT_WEBHOOK")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_webhook: Option<String>,
+    /// CA certificates (PEM) an `https://` alert webhook's certificate is verified
+    /// against; unset: the system's root certificates.
+    #[arg(long, env = "SLUICE_ALERT_WEBHOOK_CA_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_webhook_ca_file: Option<PathBuf>,
     /// Per-key alert cooldown, seconds (1 to 2592000): a key refused again within it is
     /// not alerted again.
     #[arg(long, env = "SLUICE_ALERT_COOLDOWN_SECS")]
