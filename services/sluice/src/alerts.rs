@@ -3,7 +3,9 @@
 //!
 //! Driven by the refusal history, not by the request path: the task reads the refusals
 //! stored after the last one it saw (every second), so one process alerts on every
-//! process's refusals (in a cluster, set `alert_webhook` on one edge). Each key alerts at
+//! process's refusals. Exactly one process per database sends: the one holding the alert
+//! lock (a PostgreSQL advisory lock, [`sluice_store::AlertLock`]); others configured with a
+//! webhook stand by and take over within 5 s when it goes (alerting from then on). Each key alerts at
 //! most once per `alert_cooldown_secs`. A POST has a deadline of 5 s (`https://`: rustls,
 //! the receiver verified against `alert_webhook_ca_file` or the system's roots); a failed one (no
 //! answer, or not 2xx) is retried after 0.5, 1, 2 and 4 s, then given up and counted in
@@ -12,7 +14,7 @@
 
 use sluice_runtime::metrics::names;
 use sluice_runtime::warn_limited;
-use sluice_store::{RefusalRow, Store};
+use sluice_store::{AlertLock, RefusalRow, Store};
 use std::collections::HashMap;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -37,6 +39,8 @@ pub const RETRY_AFTER: [Duration; 4] = [
 ];
 /// POSTs in flight at most.
 const IN_FLIGHT: usize = 8;
+/// How often a process without the alert lock tries to take it.
+const LOCK_RETRY: Duration = Duration::from_secs(5);
 /// Keys remembered at most (each for its cooldown): beyond that, new keys are not alerted
 /// until old ones expire.
 const MAX_KEYS: usize = 100_000;
@@ -175,12 +179,50 @@ pub fn spawn(
         let slots = Arc::new(Semaphore::new(IN_FLIGHT));
         let mut cooldowns = Cooldowns::new(cooldown);
         let mut last_id = None;
+        let mut lock: Option<AlertLock> = None;
+        let mut next_try = Instant::now();
+        let mut standing_by = false;
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 () = &mut stopped => return,
+            }
+            // One sender per database: the one holding the alert lock.
+            match &mut lock {
+                Some(held) => {
+                    if !held.still_held().await {
+                        warn_limited!("Lost the alert lock (the database connection broke): alerts stop here until it is taken again");
+                        lock = None;
+                        continue;
+                    }
+                }
+                None => {
+                    if Instant::now() < next_try {
+                        continue;
+                    }
+                    next_try = Instant::now() + LOCK_RETRY;
+                    match store.try_alert_lock().await {
+                        Ok(Some(held)) => {
+                            tracing::info!("This process sends the alerts (it holds the alert lock); refusals stored from now on alert");
+                            lock = Some(held);
+                            last_id = None;
+                            standing_by = false;
+                        }
+                        Ok(None) => {
+                            if !standing_by {
+                                tracing::info!("Another process sends the alerts (it holds the alert lock): this one stands by");
+                                standing_by = true;
+                            }
+                            continue;
+                        }
+                        Err(e) => {
+                            warn_limited!(error = %e, "Alerts cannot take the alert lock yet");
+                            continue;
+                        }
+                    }
+                }
             }
             let after = match last_id {
                 Some(id) => id,

@@ -289,8 +289,8 @@ pub struct AdminSettings {
     pub admin_tls_key_file: Option<PathBuf>,
 }
 
-/// Settings of the refusal history, the top senders and the alert webhook (serve, edge):
-/// docs/admin.md, "History" and "Alerts".
+/// Settings of the refusal history and the top senders (serve, edge): docs/admin.md,
+/// "History".
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
 pub struct HistorySettings {
     /// Record refused requests and count senders for the admin service's History and Top
@@ -309,6 +309,11 @@ pub struct HistorySettings {
     #[arg(long, env = "SLUICE_HISTORY_QUEUE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history_queue: Option<usize>,
+}
+
+/// Settings of the alert webhook (serve, edge, admin): docs/admin.md, "Alerts".
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+pub struct AlertSettings {
     /// Alert webhook: an `http://` or `https://` URL that gets a JSON POST when a key
     /// (sender, client address) is refused for the first time in `alert_cooldown_secs`;
     /// empty: no alerts. Set it on one process of a cluster: it alerts on every edge's
@@ -347,6 +352,8 @@ pub struct ServeArgs {
     admin: AdminSettings,
     #[command(flatten)]
     history: HistorySettings,
+    #[command(flatten)]
+    alerts: AlertSettings,
 }
 
 /// `sluice edge`'s command line.
@@ -364,6 +371,8 @@ pub struct EdgeArgs {
     quota_client: QuotaClientSettings,
     #[command(flatten)]
     history: HistorySettings,
+    #[command(flatten)]
+    alerts: AlertSettings,
 }
 
 /// `sluice quota`'s command line.
@@ -390,6 +399,8 @@ pub struct AdminRoleArgs {
     database: DatabaseSettings,
     #[command(flatten)]
     admin: AdminSettings,
+    #[command(flatten)]
+    alerts: AlertSettings,
 }
 
 /// A role's arguments as given (flags and environment), every group present; the groups a
@@ -417,8 +428,10 @@ pub struct RoleArgs {
     pub grpc: GrpcSettings,
     /// Settings of the admin service (serve, admin).
     pub admin: AdminSettings,
-    /// Settings of the refusal history and alerts (serve, edge).
+    /// Settings of the refusal history (serve, edge).
     pub history: HistorySettings,
+    /// Settings of the alert webhook (serve, edge, admin).
+    pub alerts: AlertSettings,
 }
 
 impl From<ServeArgs> for RoleArgs {
@@ -433,6 +446,7 @@ impl From<ServeArgs> for RoleArgs {
             counters: a.counters,
             admin: a.admin,
             history: a.history,
+            alerts: a.alerts,
             ..Default::default()
         }
     }
@@ -448,6 +462,7 @@ impl From<EdgeArgs> for RoleArgs {
             policy: a.policy,
             quota_client: a.quota_client,
             history: a.history,
+            alerts: a.alerts,
             ..Default::default()
         }
     }
@@ -474,6 +489,7 @@ impl From<AdminRoleArgs> for RoleArgs {
             common: a.common,
             database: a.database,
             admin: a.admin,
+            alerts: a.alerts,
             ..Default::default()
         }
     }
