@@ -267,7 +267,7 @@ fn counters_are_listed_looked_up_reset_and_audited() {
     assert_eq!(entry["object"], format!("counters/{busy}"));
     assert_eq!(entry["before"], json!({"used": 3}));
     assert_eq!(entry["after"], json!({"used": 0}));
-    admin.stop();
+    s.admin.stop();
 }
 
 #[test]
@@ -361,7 +361,7 @@ fn the_counters_page_lists_resets_and_escapes() {
     let page = admin.raw("GET", "/counters", &[("Cookie", &vic)], None);
     assert!(page.body.contains("Limited now"));
     assert!(!page.body.contains("action=\"/counters/reset\""), "{}", page.body);
-    admin.stop();
+    s.admin.stop();
 }
 
 #[test]

@@ -90,13 +90,13 @@ pub(super) async fn page(
                 (table(&caller, rows, "lookup"))
             }
         }
-        h2#limited { "Limited now " span.muted { "(refused in the last " (minutes) " minutes)" } }
+        h2 id="limited" { "Limited now " span.muted { "(refused in the last " (minutes) " minutes)" } }
         @if limited.is_empty() {
             p.muted.empty-limited { "Nobody was refused by a quota in the last " (minutes) " minutes." }
         } @else {
             (table(&caller, &limited, "limited"))
         }
-        h2#close { "Close to a limit " span.muted { "(" (DEFAULT_PERCENT) " % or more)" } }
+        h2 id="close" { "Close to a limit " span.muted { "(" (DEFAULT_PERCENT) " % or more)" } }
         @if close.is_empty() {
             p.muted { "No counter is at " (DEFAULT_PERCENT) " % of its limit or more." }
         } @else {

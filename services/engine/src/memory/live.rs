@@ -169,9 +169,10 @@ mod tests {
         let full = &limited[0];
         assert_eq!(full.key, "p/q/MessageCount/Sender:full@x");
         assert_eq!((full.used, full.limit, full.refused_at_ms), (5, 5, Some(1_000_000)));
-        // Everything was charged in the first second's bucket: it leaves after the period.
-        assert_eq!(full.room_in_ms, Some(60_000 - 1_500));
-        assert_eq!(full.empty_in_ms, 60_000 - 1_500);
+        // Everything was charged in the bucket of second 1000 (1 s buckets): it leaves the
+        // window a period after that bucket ends, at 1_061_000.
+        assert_eq!(full.room_in_ms, Some(1_061_000 - 1_001_500));
+        assert_eq!(full.empty_in_ms, 1_061_000 - 1_001_500);
         assert!(state
             .counters_listed(Listing::RefusedSince(1_000_001), 10)
             .is_empty());

@@ -78,7 +78,7 @@ mod audit;
 mod history;
 
 pub use accounts::{Account, AdminRole, TokenInfo};
-pub use alert_lock::{AlertLock, ALERT_LOCK_KEY};
+pub use alert_lock::AlertLock;
 pub use audit::{AuditEntry, AuditQuery, NewAudit};
 pub use history::{
     HistoryQuery, Refusal, RefusalRow, SenderCount, TopQuery, TopSender, MAX_DOMAINS,
