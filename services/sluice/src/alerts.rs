@@ -71,6 +71,14 @@ pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String>
     Ok(certs)
 }
 
+/// The ring provider, as every other TLS link of Sluice uses it (the workspace builds
+/// rustls with ring only; rustls 0.23.48 marks the function deprecated for its lack of
+/// post-quantum key exchange, and uses it itself as the ring default).
+#[allow(deprecated)]
+fn ring() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
 /// The HTTP client of the webhook: a deadline of [`POST_DEADLINE`] per POST and, for
 /// `https://` URLs, rustls (ring) verifying the receiver against the certificates of
 /// `ca_file`, or the system's root certificates without one.
@@ -85,7 +93,7 @@ pub fn agent(ca_file: Option<&Path>) -> Result<ureq::Agent, String> {
     let tls = ureq::tls::TlsConfig::builder()
         .provider(ureq::tls::TlsProvider::Rustls)
         .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
-        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .unversioned_rustls_crypto_provider(ring())
         .build();
     Ok(ureq::Agent::config_builder()
         .timeout_global(Some(POST_DEADLINE))

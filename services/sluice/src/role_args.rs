@@ -316,8 +316,8 @@ pub struct HistorySettings {
 pub struct AlertSettings {
     /// Alert webhook: an `http://` or `https://` URL that gets a JSON POST when a key
     /// (sender, client address) is refused for the first time in `alert_cooldown_secs`;
-    /// empty: no alerts. Set it on one process of a cluster: it alerts on every edge's
-    /// refusals.
+    /// empty: no alerts. In a cluster, set it on the `sluice admin` role: it alerts on
+    /// every edge's refusals, one process at a time (the alert lock).
     #[arg(long, env = "SLUICE_ALERT_WEBHOOK")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_webhook: Option<String>,
