@@ -123,7 +123,7 @@ fn table(caller: &Caller, rows: &[CounterRecord], class: &str) -> Markup {
     html! {
         table class=(format!("counters {class}")) {
             thead { tr {
-                th { "Key" } th { "Policy" } th { "Quota" } th { "Limit type" }
+                th { "Counted key" } th { "Policy" } th { "Quota" } th { "Limit type" }
                 th { "Level" } th { "Last refused (UTC)" } th { "Room again" } th { "Empty" }
                 @if may_reset { th {} }
             } }
@@ -131,8 +131,8 @@ fn table(caller: &Caller, rows: &[CounterRecord], class: &str) -> Markup {
                 @for r in rows {
                     tr data-key=(r.key) {
                         td.mono { (r.track) }
-                        td { (r.policy) }
-                        td { (r.quota) }
+                        td.nowrap { (r.policy) }
+                        td.nowrap { (r.quota) }
                         td { (r.limit_type) }
                         td.nowrap {
                             (r.used) " / " (r.limit)
