@@ -86,7 +86,11 @@ impl HistoryConfig {
                 errors.push(format!("alert_webhook {url:?}: {e}"));
             }
         }
-        let alert_webhook_ca_file = alerts.alert_webhook_ca_file.clone();
+        // Empty (as --check-config prints an unset one): unset.
+        let alert_webhook_ca_file = alerts
+            .alert_webhook_ca_file
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty());
         if let Some(path) = &alert_webhook_ca_file {
             if !alert_webhook.as_deref().is_some_and(|u| u.starts_with("https://")) {
                 errors.push(
