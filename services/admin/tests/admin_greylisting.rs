@@ -32,7 +32,9 @@ fn greylisting_resources(admin: Admin) {
     let r = admin.call("GET", "/api/policies/inbound/greylisting", t, None);
     assert_eq!((r.status, r.json()), (200, json!([])));
     assert_eq!(
-        admin.call("GET", "/api/policies/inbound/greylisting/0", t, None).status,
+        admin
+            .call("GET", "/api/policies/inbound/greylisting/0", t, None)
+            .status,
         404
     );
     let created = admin.call(
@@ -53,7 +55,11 @@ fn greylisting_resources(admin: Admin) {
         t,
         Some(json!({"period": 60})),
     );
-    assert_eq!(again.status, 409, "one set of settings per policy: {}", again.body);
+    assert_eq!(
+        again.status, 409,
+        "one set of settings per policy: {}",
+        again.body
+    );
     let put = admin.call(
         "PUT",
         "/api/policies/inbound/greylisting/0",
@@ -63,10 +69,26 @@ fn greylisting_resources(admin: Admin) {
     assert_eq!(put.status, 200, "{}", put.body);
     assert_eq!(put.json()["auto_whitelist_count"], 10);
     assert!(put.json()["track"].is_null(), "PUT replaces every field");
-    let off = admin.call("POST", "/api/policies/inbound/greylisting/0/disable", t, None);
-    assert_eq!((off.status, off.json()["disabled"].clone()), (200, json!(true)));
-    let on = admin.call("POST", "/api/policies/inbound/greylisting/0/enable", t, None);
-    assert_eq!((on.status, on.json()["disabled"].clone()), (200, json!(false)));
+    let off = admin.call(
+        "POST",
+        "/api/policies/inbound/greylisting/0/disable",
+        t,
+        None,
+    );
+    assert_eq!(
+        (off.status, off.json()["disabled"].clone()),
+        (200, json!(true))
+    );
+    let on = admin.call(
+        "POST",
+        "/api/policies/inbound/greylisting/0/enable",
+        t,
+        None,
+    );
+    assert_eq!(
+        (on.status, on.json()["disabled"].clone()),
+        (200, json!(false))
+    );
     let stored = admin.rt.block_on(admin.store.load()).unwrap();
     let g = stored.policies[0].greylisting.as_ref().unwrap();
     assert_eq!((g.period, g.auto_whitelist), (Some(120), Some(true)));
@@ -78,7 +100,12 @@ fn greylisting_resources(admin: Admin) {
         (json!({"perod": 60}), "perod"),
         (json!({"period": "soon"}), "period"),
     ] {
-        let r = admin.call("PUT", "/api/policies/inbound/greylisting/0", t, Some(body.clone()));
+        let r = admin.call(
+            "PUT",
+            "/api/policies/inbound/greylisting/0",
+            t,
+            Some(body.clone()),
+        );
         assert_eq!(r.status, 422, "{body}: {}", r.body);
         assert_eq!(r.json()["field"], field, "{body}: {}", r.body);
     }
@@ -108,7 +135,9 @@ fn greylisting_resources(admin: Admin) {
         assert_eq!(r.status, 422, "{source}: {}", r.body);
         assert_eq!(r.json()["field"], "source");
     }
-    let list = admin.call("GET", "/api/greylisting-whitelist", t, None).json();
+    let list = admin
+        .call("GET", "/api/greylisting-whitelist", t, None)
+        .json();
     assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
     let r = admin.call(
         "PUT",
@@ -120,28 +149,52 @@ fn greylisting_resources(admin: Admin) {
     let r = admin.call("POST", "/api/greylisting-whitelist/0/disable", t, None);
     assert_eq!(r.json()["disabled"], true);
     assert_eq!(
-        admin.call("GET", "/api/greylisting-whitelist/2", t, None).status,
+        admin
+            .call("GET", "/api/greylisting-whitelist/2", t, None)
+            .status,
         404
     );
     assert_eq!(
-        admin.call("DELETE", "/api/greylisting-whitelist/0", t, None).status,
+        admin
+            .call("DELETE", "/api/greylisting-whitelist/0", t, None)
+            .status,
         204
     );
-    let list = admin.call("GET", "/api/greylisting-whitelist", t, None).json();
-    assert_eq!(list, json!([{"source": "ReverseDNS:*.example.net", "disabled": false, "comment": null}]));
+    let list = admin
+        .call("GET", "/api/greylisting-whitelist", t, None)
+        .json();
+    assert_eq!(
+        list,
+        json!([{"source": "ReverseDNS:*.example.net", "disabled": false, "comment": null}])
+    );
 
     // Viewers read and change nothing; domain admins: their own policies only, and no
     // whitelist.
     let before = admin.rt.block_on(admin.store.load()).unwrap();
     assert_eq!(
-        admin.call("GET", "/api/policies/inbound/greylisting/0", Some(&vic), None).status,
+        admin
+            .call(
+                "GET",
+                "/api/policies/inbound/greylisting/0",
+                Some(&vic),
+                None
+            )
+            .status,
         200
     );
     for (method, path, body) in [
-        ("PUT", "/api/policies/inbound/greylisting/0", Some(json!({"period": 1}))),
+        (
+            "PUT",
+            "/api/policies/inbound/greylisting/0",
+            Some(json!({"period": 1})),
+        ),
         ("POST", "/api/policies/inbound/greylisting/0/disable", None),
         ("DELETE", "/api/policies/inbound/greylisting/0", None),
-        ("POST", "/api/greylisting-whitelist", Some(json!({"source": "SenderIP:10.0.0.1"}))),
+        (
+            "POST",
+            "/api/greylisting-whitelist",
+            Some(json!({"source": "SenderIP:10.0.0.1"})),
+        ),
     ] {
         for (who, token) in [("viewer", &vic), ("domain admin", &dora)] {
             let r = admin.call(method, path, Some(token), body.clone());
@@ -149,7 +202,9 @@ fn greylisting_resources(admin: Admin) {
         }
     }
     assert_eq!(
-        admin.call("GET", "/api/greylisting-whitelist", Some(&dora), None).status,
+        admin
+            .call("GET", "/api/greylisting-whitelist", Some(&dora), None)
+            .status,
         403
     );
     assert_eq!(admin.rt.block_on(admin.store.load()).unwrap(), before);
@@ -166,7 +221,11 @@ fn greylisting_resources(admin: Admin) {
         Some(&dora),
         Some(json!({"enabled": true})),
     );
-    assert_eq!(r.status, 201, "a domain admin greylists their own policy: {}", r.body);
+    assert_eq!(
+        r.status, 201,
+        "a domain admin greylists their own policy: {}",
+        r.body
+    );
 
     // Audited: who, what, before and after.
     let audit = admin.call("GET", "/api/audit?limit=100", t, None).json();
@@ -206,11 +265,15 @@ fn greylisting_resources(admin: Admin) {
 
     // Delete, then the policy has none.
     assert_eq!(
-        admin.call("DELETE", "/api/policies/inbound/greylisting/0", t, None).status,
+        admin
+            .call("DELETE", "/api/policies/inbound/greylisting/0", t, None)
+            .status,
         204
     );
     assert_eq!(
-        admin.call("GET", "/api/policies/inbound/greylisting", t, None).json(),
+        admin
+            .call("GET", "/api/policies/inbound/greylisting", t, None)
+            .json(),
         json!([])
     );
     admin.stop();
@@ -241,7 +304,11 @@ fn the_policy_page_shows_greylisting_in_its_chain() {
     assert_eq!(r.status, 201);
     let page = admin.raw("GET", "/policies/inbound", &[("Cookie", &session)], None);
     assert_eq!(page.status, 200);
-    assert!(page.body.contains("No greylisting settings"), "{}", page.body);
+    assert!(
+        page.body.contains("No greylisting settings"),
+        "{}",
+        page.body
+    );
     let csrf = hidden_csrf(&page.body).unwrap();
     let form = format!(
         "csrf={csrf}&period=90&track=&defer_message={}",
@@ -251,7 +318,12 @@ fn the_policy_page_shows_greylisting_in_its_chain() {
         ("Cookie", session.as_str()),
         ("Content-Type", "application/x-www-form-urlencoded"),
     ];
-    let r = admin.raw("POST", "/policies/inbound/greylisting", &form_headers, Some(&form));
+    let r = admin.raw(
+        "POST",
+        "/policies/inbound/greylisting",
+        &form_headers,
+        Some(&form),
+    );
     assert_eq!(r.status, 303, "{}", r.body);
     let page = admin.raw("GET", "/policies/inbound", &[("Cookie", &session)], None);
     let body = &page.body;
@@ -281,7 +353,9 @@ fn the_policy_page_shows_greylisting_in_its_chain() {
         "POST",
         "/greylisting-whitelist",
         &form_headers,
-        Some(&format!("csrf={csrf}&source=SenderIP%3A192.0.2.0%2F24&comment=partner")),
+        Some(&format!(
+            "csrf={csrf}&source=SenderIP%3A192.0.2.0%2F24&comment=partner"
+        )),
     );
     assert_eq!(r.status, 303, "{}", r.body);
     let r = admin.raw(
@@ -299,7 +373,12 @@ fn the_policy_page_shows_greylisting_in_its_chain() {
         Some("csrf=wrong&source=SenderIP%3A10.0.0.1"),
     );
     assert_eq!(r.status, 403, "{}", r.body);
-    let page = admin.raw("GET", "/greylisting-whitelist", &[("Cookie", &session)], None);
+    let page = admin.raw(
+        "GET",
+        "/greylisting-whitelist",
+        &[("Cookie", &session)],
+        None,
+    );
     assert!(page.body.contains("SenderIP:192.0.2.0/24"), "{}", page.body);
     assert!(page.body.contains("partner"));
     let def = admin.rt.block_on(admin.store.load()).unwrap();

@@ -162,35 +162,62 @@ fn counters_are_listed_looked_up_reset_and_audited() {
 
     // Limited now: the refused sender, full, with when it gets room again.
     let limited = ok(admin, "GET", "/api/counters/limited", &alice, None);
-    assert_eq!(keys(&limited), [busy.clone()], "{limited}");
+    assert_eq!(keys(&limited), std::slice::from_ref(&busy), "{limited}");
     let row = &limited[0];
     assert_eq!(row["policy"], "org");
     assert_eq!(row["quota"], "per-sender");
     assert_eq!(row["limit_type"], "MessageCount");
     assert_eq!(row["track"], "Sender:busy@example.org");
-    assert_eq!((row["used"].as_u64(), row["limit"].as_u64()), (Some(3), Some(3)));
+    assert_eq!(
+        (row["used"].as_u64(), row["limit"].as_u64()),
+        (Some(3), Some(3))
+    );
     assert_eq!(row["percent"], 100);
     let at = row["refused_at_ms"].as_u64().unwrap();
     assert!(at >= refused_at && at <= refused_at + 10, "{row}");
     let room = row["room_at_ms"].as_u64().unwrap();
-    assert!(room > now_ms() + 3_000_000, "room again after the hour: {row}");
+    assert!(
+        room > now_ms() + 3_000_000,
+        "room again after the hour: {row}"
+    );
 
     // Close: the full one first, then the one at 80 %; the one at a third is not.
     let close = ok(admin, "GET", "/api/counters/close", &alice, None);
     assert_eq!(keys(&close), [busy.clone(), net.clone()], "{close}");
     let close90 = ok(admin, "GET", "/api/counters/close?percent=90", &alice, None);
-    assert_eq!(keys(&close90), [busy.clone()], "{close90}");
+    assert_eq!(keys(&close90), std::slice::from_ref(&busy), "{close90}");
 
     // Look-ups: by sender, by client address (its /24), a key counting nothing.
-    let found = ok(admin, "GET", "/api/counters?sender=busy@example.org", &alice, None);
-    assert_eq!(keys(&found), [busy.clone()], "{found}");
+    let found = ok(
+        admin,
+        "GET",
+        "/api/counters?sender=busy@example.org",
+        &alice,
+        None,
+    );
+    assert_eq!(keys(&found), std::slice::from_ref(&busy), "{found}");
     assert_eq!(found[0]["used"], 3);
-    let found = ok(admin, "GET", "/api/counters?client_address=192.0.2.200", &alice, None);
-    assert_eq!(keys(&found), [net.clone()], "{found}");
+    let found = ok(
+        admin,
+        "GET",
+        "/api/counters?client_address=192.0.2.200",
+        &alice,
+        None,
+    );
+    assert_eq!(keys(&found), std::slice::from_ref(&net), "{found}");
     assert_eq!(found[0]["used"], 8);
-    let found = ok(admin, "GET", "/api/counters?sender=nobody@example.org", &alice, None);
+    let found = ok(
+        admin,
+        "GET",
+        "/api/counters?sender=nobody@example.org",
+        &alice,
+        None,
+    );
     assert_eq!(found[0]["used"], 0);
-    assert_eq!(found[0]["room_at_ms"].as_u64().map(|ms| ms <= now_ms()), Some(true));
+    assert_eq!(
+        found[0]["room_at_ms"].as_u64().map(|ms| ms <= now_ms()),
+        Some(true)
+    );
 
     // Validation errors name the field.
     for (path, field) in [
@@ -228,16 +255,39 @@ fn counters_are_listed_looked_up_reset_and_audited() {
     }
 
     // A viewer reads, and may not reset.
-    assert_eq!(keys(&ok(admin, "GET", "/api/counters/limited", &vic, None)), [busy.clone()]);
-    let r = admin.call("POST", "/api/counters/reset", Some(&vic), Some(json!({"key": busy})));
+    assert_eq!(
+        keys(&ok(admin, "GET", "/api/counters/limited", &vic, None)),
+        std::slice::from_ref(&busy)
+    );
+    let r = admin.call(
+        "POST",
+        "/api/counters/reset",
+        Some(&vic),
+        Some(json!({"key": busy})),
+    );
     assert_eq!(r.status, 403, "{}", r.body);
 
     // Domain admins: their domains' counters only.
-    assert_eq!(keys(&ok(admin, "GET", "/api/counters/close", &dora, None)), [busy.clone()]);
+    assert_eq!(
+        keys(&ok(admin, "GET", "/api/counters/close", &dora, None)),
+        std::slice::from_ref(&busy)
+    );
     assert!(keys(&ok(admin, "GET", "/api/counters/limited", &olga, None)).is_empty());
-    assert!(keys(&ok(admin, "GET", "/api/counters?client_address=192.0.2.9", &dora, None)).is_empty());
+    assert!(keys(&ok(
+        admin,
+        "GET",
+        "/api/counters?client_address=192.0.2.9",
+        &dora,
+        None
+    ))
+    .is_empty());
     for (token, key) in [(&olga, &busy), (&dora, &net)] {
-        let r = admin.call("POST", "/api/counters/reset", Some(token), Some(json!({"key": key})));
+        let r = admin.call(
+            "POST",
+            "/api/counters/reset",
+            Some(token),
+            Some(json!({"key": key})),
+        );
         assert_eq!(r.status, 403, "{key}: {}", r.body);
     }
     assert_eq!(s.state.counter_info(&busy, 3).used, 3, "nothing was reset");
@@ -255,10 +305,19 @@ fn counters_are_listed_looked_up_reset_and_audited() {
     assert_eq!(s.state.counter_info(&busy, 3).used, 3, "nothing was reset");
 
     // The admin resets the sender: free again, off the lists, audited.
-    let done = ok(admin, "POST", "/api/counters/reset", &alice, Some(json!({"key": busy})));
+    let done = ok(
+        admin,
+        "POST",
+        "/api/counters/reset",
+        &alice,
+        Some(json!({"key": busy})),
+    );
     assert_eq!(done, json!({"key": busy, "used_before": 3}));
     assert!(keys(&ok(admin, "GET", "/api/counters/limited", &alice, None)).is_empty());
-    assert_eq!(keys(&ok(admin, "GET", "/api/counters/close", &alice, None)), [net.clone()]);
+    assert_eq!(
+        keys(&ok(admin, "GET", "/api/counters/close", &alice, None)),
+        std::slice::from_ref(&net)
+    );
     assert!(s.take(&busy, 3), "the next message is admitted");
     let audit = ok(admin, "GET", "/api/audit", &alice, None);
     let entry = &audit[0];
@@ -289,7 +348,9 @@ fn the_counters_page_lists_resets_and_escapes() {
         "POST",
         "/api/policies/org/quotas",
         &dora,
-        Some(json!({"name": "per-sender", "track": "Sender:user@domain", "period": 3600, "verdict": "DEFER"})),
+        Some(
+            json!({"name": "per-sender", "track": "Sender:user@domain", "period": 3600, "verdict": "DEFER"}),
+        ),
     );
     ok(
         admin,
@@ -308,8 +369,15 @@ fn the_counters_page_lists_resets_and_escapes() {
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("Limited now"), "{}", page.body);
     assert!(!page.body.contains("<script>"), "escaped: {}", page.body);
-    assert!(page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{}", page.body);
-    assert!(page.body.contains("action=\"/counters/reset\""), "a Reset button");
+    assert!(
+        page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("action=\"/counters/reset\""),
+        "a Reset button"
+    );
     let looked = admin.raw(
         "GET",
         &format!("/counters?sender={}", form_encode(payload)),
@@ -317,7 +385,11 @@ fn the_counters_page_lists_resets_and_escapes() {
         None,
     );
     assert_eq!(looked.status, 200, "{}", looked.body);
-    assert!(!looked.body.contains("<script>"), "escaped: {}", looked.body);
+    assert!(
+        !looked.body.contains("<script>"),
+        "escaped: {}",
+        looked.body
+    );
     assert!(looked.body.contains("1 / 1"), "{}", looked.body);
 
     // Wrong CSRF token: refused, nothing reset.
@@ -350,8 +422,14 @@ fn the_counters_page_lists_resets_and_escapes() {
     let to = r.headers_named("location").pop().unwrap();
     assert!(to.starts_with("/counters?reset="), "{to}");
     assert_eq!(s.state.counter_info(&key, 1).used, 0);
-    let after = admin.raw("GET", &to, &[("Cookie", &cookie)], None);
-    assert!(after.body.contains("reset: its next request starts from zero"), "{}", after.body);
+    let after = admin.raw("GET", to, &[("Cookie", &cookie)], None);
+    assert!(
+        after
+            .body
+            .contains("reset: its next request starts from zero"),
+        "{}",
+        after.body
+    );
     assert!(after.body.contains("Nobody was refused"), "{}", after.body);
 
     // A viewer sees no Reset button.
@@ -360,7 +438,11 @@ fn the_counters_page_lists_resets_and_escapes() {
     let vic = admin.login("vic", PASSWORD).unwrap();
     let page = admin.raw("GET", "/counters", &[("Cookie", &vic)], None);
     assert!(page.body.contains("Limited now"));
-    assert!(!page.body.contains("action=\"/counters/reset\""), "{}", page.body);
+    assert!(
+        !page.body.contains("action=\"/counters/reset\""),
+        "{}",
+        page.body
+    );
     s.admin.stop();
 }
 
@@ -369,10 +451,18 @@ fn without_running_counters_the_api_says_so() {
     let admin = Admin::sqlite();
     admin.account("alice", AdminRole::Admin, &[], PASSWORD);
     let alice = admin.token("a", "alice");
-    for path in ["/api/counters/limited", "/api/counters/close", "/api/counters?sender=a@b.c"] {
+    for path in [
+        "/api/counters/limited",
+        "/api/counters/close",
+        "/api/counters?sender=a@b.c",
+    ] {
         let r = admin.call("GET", path, Some(&alice), None);
         assert_eq!(r.status, 503, "{path}: {}", r.body);
-        assert!(r.body.contains("live counters are not available"), "{}", r.body);
+        assert!(
+            r.body.contains("live counters are not available"),
+            "{}",
+            r.body
+        );
     }
     admin.stop();
 }

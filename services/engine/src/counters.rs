@@ -103,7 +103,10 @@ mod tests {
     fn keys_split_back_into_their_names() {
         let key = crate::engine::counter_key("a/b%c", "q", LimitKind::MessageCount, "Sender:x@y");
         let (p, q, kind, track) = split_key(&key).unwrap();
-        assert_eq!((p.as_str(), q.as_str(), kind, track), ("a/b%c", "q", "MessageCount", "Sender:x@y"));
+        assert_eq!(
+            (p.as_str(), q.as_str(), kind, track),
+            ("a/b%c", "q", "MessageCount", "Sender:x@y")
+        );
         assert!(split_key("no-slashes").is_none());
     }
 
@@ -122,7 +125,11 @@ mod tests {
         assert!(!Listing::AtLeastPercent(80).includes(&c("a", 7, 0, None)));
         assert!(Listing::RefusedSince(5).includes(&c("a", 1, 1, Some(5))));
         assert!(!Listing::RefusedSince(5).includes(&c("a", 1, 1, Some(4))));
-        let mut list = vec![c("b", 8, 10, None), c("a", 10, 10, None), c("c", 9, 10, None)];
+        let mut list = vec![
+            c("b", 8, 10, None),
+            c("a", 10, 10, None),
+            c("c", 9, 10, None),
+        ];
         sort_listed(&mut list, 2);
         let keys: Vec<_> = list.iter().map(|c| c.key.as_str()).collect();
         assert_eq!(keys, ["a", "c"]);

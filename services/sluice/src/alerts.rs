@@ -12,12 +12,12 @@
 //! `sluice_alerts_total{result="failed"}`. At most 8 POSTs are in flight; alerts beyond
 //! that wait their turn in order.
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use sluice_runtime::metrics::names;
 use sluice_runtime::warn_limited;
 use sluice_store::{AlertLock, RefusalRow, Store};
 use std::collections::HashMap;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;

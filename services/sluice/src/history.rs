@@ -92,7 +92,10 @@ impl HistoryConfig {
             .clone()
             .filter(|p| !p.as_os_str().is_empty());
         if let Some(path) = &alert_webhook_ca_file {
-            if !alert_webhook.as_deref().is_some_and(|u| u.starts_with("https://")) {
+            if !alert_webhook
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
+            {
                 errors.push(
                     "alert_webhook_ca_file is set but alert_webhook is not an https:// URL: remove it, or give the https URL".into(),
                 );
@@ -377,7 +380,8 @@ mod tests {
         let c = HistoryConfig::build(&HistorySettings::default(), &none, Role::Serve, &mut errors);
         assert!(errors.is_empty());
         assert!(c.enabled);
-        let edge = HistoryConfig::build(&HistorySettings::default(), &none, Role::Edge, &mut errors);
+        let edge =
+            HistoryConfig::build(&HistorySettings::default(), &none, Role::Edge, &mut errors);
         assert!(!edge.enabled, "off on edges unless configured");
         assert_eq!(c.retention, Duration::from_secs(604_800));
         assert_eq!(c.alert_webhook, None);

@@ -59,7 +59,8 @@ pub async fn run(args: RoleArgs, log: &LogArgs) -> anyhow::Result<ExitCode> {
             Counters::Embedded(memory),
             Role::Serve,
             hangups,
-        ).await;
+        )
+        .await;
         // Requests have drained (or never started): what they counted is saved.
         if let Some(p) = persistence {
             p.finish().await;

@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sluice_test_support::{
-    ask_blocking, free_port, http_get, import_policies, output_text, policies, start_front,
-    TestPki,
+    ask_blocking, free_port, http_get, import_policies, output_text, policies, start_front, TestPki,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -31,8 +30,8 @@ fn receiver(cert: &std::path::Path, key: &std::path::Path) -> (u16, Received) {
     let key = PrivateKeyDer::from_pem_file(key).unwrap();
     let config = rustls::ServerConfig::builder()
         .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .unwrap();
+        .with_single_cert(certs, key)
+        .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -128,9 +127,18 @@ fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) ->
 
 /// A serve with one policy (1 message per sender) and the webhook `url`; refuses `sender`
 /// once after the alert task started.
-fn refuse_once(dir: &std::path::Path, url: &str, extra: &[&str]) -> sluice_test_support::RoleProcess {
+fn refuse_once(
+    dir: &std::path::Path,
+    url: &str,
+    extra: &[&str],
+) -> sluice_test_support::RoleProcess {
     let db = format!("sqlite://{}", dir.join("policies.db").display());
-    import_policies(BIN, dir, &policies::sender_quota("everyone", "per-sender", 1), &db);
+    import_policies(
+        BIN,
+        dir,
+        &policies::sender_quota("everyone", "per-sender", 1),
+        &db,
+    );
     let mut args = vec!["--database", db.as_str(), "--alert-webhook", url];
     args.extend_from_slice(extra);
     let serve = start_front(BIN, "sluice serve with an https webhook", "serve", &args);
@@ -188,9 +196,21 @@ fn a_ca_file_needs_an_https_webhook_and_pem() {
     std::fs::write(&not_pem, "not a certificate").unwrap();
     let not_pem = not_pem.display().to_string();
     for (url, file, expected) in [
-        ("http://127.0.0.1:9/hook", ca.as_str(), "not an https:// URL"),
-        ("https://127.0.0.1:9/hook", not_pem.as_str(), "alert_webhook_ca_file"),
-        ("ftp://127.0.0.1:9/hook", ca.as_str(), "expected an http:// or https:// URL"),
+        (
+            "http://127.0.0.1:9/hook",
+            ca.as_str(),
+            "not an https:// URL",
+        ),
+        (
+            "https://127.0.0.1:9/hook",
+            not_pem.as_str(),
+            "alert_webhook_ca_file",
+        ),
+        (
+            "ftp://127.0.0.1:9/hook",
+            ca.as_str(),
+            "expected an http:// or https:// URL",
+        ),
     ] {
         let out = sluice_with_stdin(
             &[
@@ -206,7 +226,11 @@ fn a_ca_file_needs_an_https_webhook_and_pem() {
             "",
         );
         assert!(!out.status.success(), "{url} {file}: {}", output_text(&out));
-        assert!(output_text(&out).contains(expected), "{}", output_text(&out));
+        assert!(
+            output_text(&out).contains(expected),
+            "{}",
+            output_text(&out)
+        );
     }
     let out = sluice_with_stdin(
         &[
@@ -222,5 +246,9 @@ fn a_ca_file_needs_an_https_webhook_and_pem() {
         "",
     );
     assert!(out.status.success(), "{}", output_text(&out));
-    assert!(output_text(&out).contains("alert_webhook_ca_file"), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("alert_webhook_ca_file"),
+        "{}",
+        output_text(&out)
+    );
 }

@@ -106,15 +106,19 @@ fn one_admin_role_sends_the_alerts_and_the_other_takes_over() {
     let hook = format!("http://127.0.0.1:{port}/hook");
     let a = start_admin(&db.url, &hook, "sluice admin a");
     let b = start_admin(&db.url, &hook, "sluice admin b");
-    let a_sends = wait_for("one sender and one standby", Duration::from_secs(20), || {
-        let (la, lb) = (a.log(), b.log());
-        match (la.contains(SENDS), lb.contains(SENDS)) {
-            (true, true) => panic!("two alert senders:\n{la}\n{lb}"),
-            (true, false) if lb.contains(STANDS_BY) => Some(true),
-            (false, true) if la.contains(STANDS_BY) => Some(false),
-            _ => None,
-        }
-    });
+    let a_sends = wait_for(
+        "one sender and one standby",
+        Duration::from_secs(20),
+        || {
+            let (la, lb) = (a.log(), b.log());
+            match (la.contains(SENDS), lb.contains(SENDS)) {
+                (true, true) => panic!("two alert senders:\n{la}\n{lb}"),
+                (true, false) if lb.contains(STANDS_BY) => Some(true),
+                (false, true) if la.contains(STANDS_BY) => Some(false),
+                _ => None,
+            }
+        },
+    );
     let (sender, standby) = if a_sends { (a, b) } else { (b, a) };
     // Its first look at the history is in the same tick as taking the lock.
     std::thread::sleep(Duration::from_millis(500));
@@ -146,10 +150,14 @@ fn one_admin_role_sends_the_alerts_and_the_other_takes_over() {
     });
     std::thread::sleep(Duration::from_millis(500));
     refusal(&db.url, "edge-1", "b@example.org", "198.51.100.9");
-    let posts = wait_for("the alert after the take-over", Duration::from_secs(15), || {
-        let r = received.lock().unwrap().clone();
-        (r.len() >= 2).then_some(r)
-    });
+    let posts = wait_for(
+        "the alert after the take-over",
+        Duration::from_secs(15),
+        || {
+            let r = received.lock().unwrap().clone();
+            (r.len() >= 2).then_some(r)
+        },
+    );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(received.lock().unwrap().len(), 2, "{posts:?}");
     assert_eq!(posts[1]["refusal"]["sender"], "b@example.org");

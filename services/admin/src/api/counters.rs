@@ -248,7 +248,8 @@ pub async fn lookup(
             let track_key = track.key(&req);
             for l in &q.limits {
                 if let Some(kind) = LimitKind::parse(&l.kind) {
-                    let key = sluice_engine::engine::counter_key(&p.name, &q.name, kind, &track_key);
+                    let key =
+                        sluice_engine::engine::counter_key(&p.name, &q.name, kind, &track_key);
                     keys.push((key, l.limit));
                 }
             }
@@ -270,7 +271,10 @@ pub async fn listed(
 ) -> Result<Vec<CounterRecord>, ApiError> {
     let counters = live(state)?;
     let def = state.store.load().await?;
-    let infos = counters.list(listing, MAX_ROWS).await.map_err(unavailable)?;
+    let infos = counters
+        .list(listing, MAX_ROWS)
+        .await
+        .map_err(unavailable)?;
     let now = now();
     Ok(infos
         .into_iter()
@@ -436,15 +440,23 @@ pub(crate) fn document(paths: &mut Paths, components: ComponentsBuilder) -> Comp
             "within the last this many minutes (default 15, 1 to 1440)",
             u64::schema(),
         ))
-        .response("200", records("The counters, highest share of the limit first"));
+        .response(
+            "200",
+            records("The counters, highest share of the limit first"),
+        );
     let close = OperationBuilder::new()
-        .summary(Some("Who is close: counters at or above a share of their limit"))
+        .summary(Some(
+            "Who is close: counters at or above a share of their limit",
+        ))
         .parameter(query(
             "percent",
             "at or above this percentage (default 80, 1 to 100)",
             u64::schema(),
         ))
-        .response("200", records("The counters, highest share of the limit first"));
+        .response(
+            "200",
+            records("The counters, highest share of the limit first"),
+        );
     let reset = OperationBuilder::new()
         .summary(Some(
             "Reset one counter: its next request starts from zero (audited; not for viewers; domain admins: their domains' counters only)",

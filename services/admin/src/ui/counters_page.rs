@@ -15,8 +15,7 @@ use super::layout::{self, Nav};
 use super::pages::utc;
 use super::{error_page, see_other, PageCaller};
 use crate::api::counters::{
-    self, CloseParams, CounterRecord, LimitedParams, LookupParams, DEFAULT_MINUTES,
-    DEFAULT_PERCENT,
+    self, CloseParams, CounterRecord, LimitedParams, LookupParams, DEFAULT_MINUTES, DEFAULT_PERCENT,
 };
 use crate::auth::Caller;
 use crate::AppState;

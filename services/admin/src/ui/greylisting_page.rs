@@ -47,23 +47,59 @@ fn settings_rows(g: &GreylistingDef) -> Vec<(&'static str, Option<String>, &'sta
     let n = |v: Option<u64>| v.map(|v| v.to_string());
     let b = |v: Option<bool>| v.map(|v| if v { "yes" } else { "no" }.to_owned());
     vec![
-        ("enabled", b(g.enabled), "yes (a row greylists unless it says no)"),
+        (
+            "enabled",
+            b(g.enabled),
+            "yes (a row greylists unless it says no)",
+        ),
         ("period", n(g.period).map(|s| s + " s"), "240 s"),
         ("track", g.track.clone(), "SenderIP:/24"),
         ("ipv6_prefix", g.ipv6_prefix.map(|v| format!("/{v}")), "/64"),
-        ("auth_validity", n(g.auth_validity).map(|s| s + " s"), "604800 s"),
-        ("unauth_validity", n(g.unauth_validity).map(|s| s + " s"), "86400 s"),
+        (
+            "auth_validity",
+            n(g.auth_validity).map(|s| s + " s"),
+            "604800 s",
+        ),
+        (
+            "unauth_validity",
+            n(g.unauth_validity).map(|s| s + " s"),
+            "86400 s",
+        ),
         ("auto_whitelist", b(g.auto_whitelist), "no"),
-        ("auto_whitelist_period", n(g.auto_whitelist_period).map(|s| s + " s"), "604800 s"),
+        (
+            "auto_whitelist_period",
+            n(g.auto_whitelist_period).map(|s| s + " s"),
+            "604800 s",
+        ),
         ("auto_whitelist_count", n(g.auto_whitelist_count), "100"),
-        ("auto_whitelist_percentage", n(g.auto_whitelist_percentage).map(|s| s + " %"), "90 %"),
+        (
+            "auto_whitelist_percentage",
+            n(g.auto_whitelist_percentage).map(|s| s + " %"),
+            "90 %",
+        ),
         ("auto_blacklist", b(g.auto_blacklist), "no"),
-        ("auto_blacklist_period", n(g.auto_blacklist_period).map(|s| s + " s"), "604800 s"),
+        (
+            "auto_blacklist_period",
+            n(g.auto_blacklist_period).map(|s| s + " s"),
+            "604800 s",
+        ),
         ("auto_blacklist_count", n(g.auto_blacklist_count), "100"),
-        ("auto_blacklist_percentage", n(g.auto_blacklist_percentage).map(|s| s + " %"), "90 %"),
+        (
+            "auto_blacklist_percentage",
+            n(g.auto_blacklist_percentage).map(|s| s + " %"),
+            "90 %",
+        ),
         ("training", b(g.training), "no"),
-        ("defer_message", g.defer_message.clone(), "Greylisting in effect, please come back later"),
-        ("blacklist_message", g.blacklist_message.clone(), "Greylisting in effect, sending server blacklisted"),
+        (
+            "defer_message",
+            g.defer_message.clone(),
+            "Greylisting in effect, please come back later",
+        ),
+        (
+            "blacklist_message",
+            g.blacklist_message.clone(),
+            "Greylisting in effect, sending server blacklisted",
+        ),
     ]
 }
 

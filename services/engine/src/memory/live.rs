@@ -168,7 +168,10 @@ mod tests {
         assert_eq!(limited.len(), 1, "{limited:?}");
         let full = &limited[0];
         assert_eq!(full.key, "p/q/MessageCount/Sender:full@x");
-        assert_eq!((full.used, full.limit, full.refused_at_ms), (5, 5, Some(1_000_000)));
+        assert_eq!(
+            (full.used, full.limit, full.refused_at_ms),
+            (5, 5, Some(1_000_000))
+        );
         // Everything was charged in the bucket of second 1000 (1 s buckets): it leaves the
         // window a period after that bucket ends, at 1_061_000.
         assert_eq!(full.room_in_ms, Some(1_061_000 - 1_001_500));
@@ -184,17 +187,26 @@ mod tests {
             .collect();
         assert_eq!(
             near,
-            ["p/q/MessageCount/Sender:full@x", "p/q/MessageCount/Sender:near@x"]
+            [
+                "p/q/MessageCount/Sender:full@x",
+                "p/q/MessageCount/Sender:near@x"
+            ]
         );
 
         let low = state.counter_info("p/q/MessageCount/Sender:low@x", 5);
         assert_eq!((low.used, low.room_in_ms), (1, Some(0)));
         let none = state.counter_info("p/q/MessageCount/Sender:none@x", 5);
-        assert_eq!((none.used, none.room_in_ms, none.empty_in_ms), (0, Some(0), 0));
+        assert_eq!(
+            (none.used, none.room_in_ms, none.empty_in_ms),
+            (0, Some(0), 0)
+        );
 
         assert!(state.reset_counter("p/q/MessageCount/Sender:full@x"));
         assert!(!state.reset_counter("p/q/MessageCount/Sender:full@x"));
-        assert_eq!(state.counter_info("p/q/MessageCount/Sender:full@x", 5).used, 0);
+        assert_eq!(
+            state.counter_info("p/q/MessageCount/Sender:full@x", 5).used,
+            0
+        );
         let reply = state.apply_in_place(&take("p/q/MessageCount/Sender:full@x", 5));
         assert!(reply.unwrap().unwrap().groups[0][0].outcome.is_admitted());
     }

@@ -48,9 +48,7 @@ impl Store {
                     .await?;
                 if taken {
                     // Never back to the pool: the lock lives as long as this connection.
-                    Ok(Some(AlertLock {
-                        conn: Some(conn),
-                    }))
+                    Ok(Some(AlertLock { conn: Some(conn) }))
                 } else {
                     Ok(None)
                 }
