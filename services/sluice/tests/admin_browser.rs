@@ -63,8 +63,11 @@ async fn fill(client: &Client, selector: &str, value: &str) {
     field.send_keys(value).await.unwrap();
 }
 
-/// Clicks `selector` and waits for the page `then` shows to have `element`.
+/// Clicks `selector` and waits for the page `then` shows to have `element`: first for the
+/// current document to be replaced (the element may be on it too: a form posted back to
+/// the same page), then for the element.
 async fn click_then(client: &Client, selector: &str, element: &str) {
+    let old = client.find(Locator::Css("html")).await.unwrap();
     client
         .find(Locator::Css(selector))
         .await
@@ -72,6 +75,14 @@ async fn click_then(client: &Client, selector: &str, element: &str) {
         .click()
         .await
         .unwrap();
+    let start = std::time::Instant::now();
+    while old.tag_name().await.is_ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "clicking {selector} loaded no new page"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     client
         .wait()
         .at_most(Duration::from_secs(20))
