@@ -61,6 +61,9 @@ pub struct AdminOptions {
     /// The running engine (serve), for Explain with live counter levels; without one,
     /// Explain evaluates the stored policies with counters at zero.
     pub engine: Option<Arc<sluice_engine::Engine>>,
+    /// The running counters (serve: the in-process state), for the Counters page and
+    /// `/api/counters`; without them those answer 503.
+    pub counters: Option<Arc<dyn sluice_engine::LiveCounters>>,
 }
 
 impl std::fmt::Debug for AdminOptions {
@@ -70,6 +73,7 @@ impl std::fmt::Debug for AdminOptions {
             .field("session_ttl", &self.session_ttl)
             .field("limits", &self.limits)
             .field("engine", &self.engine.is_some())
+            .field("counters", &self.counters.is_some())
             .finish()
     }
 }
@@ -84,6 +88,7 @@ impl Default for AdminOptions {
                 idle_timeout: Duration::from_secs(60),
             },
             engine: None,
+            counters: None,
         }
     }
 }

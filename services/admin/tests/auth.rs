@@ -5,9 +5,12 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::{cookie_of, hidden_csrf, Admin};
 use serde_json::json;
-use sluice_admin::secret;
+use sluice_admin::{secret, AdminOptions};
+use sluice_engine::{MemoryState, MemoryStateSettings, SystemClock};
 use sluice_store::AdminRole;
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -37,7 +40,15 @@ fn operations(admin: &Admin, token: &str) -> Vec<(String, String)> {
 }
 
 fn setup() -> (Admin, String) {
-    setup_on(Admin::sqlite())
+    // With live counters (an in-process state), so the counter paths answer.
+    let counters = Arc::new(MemoryState::new(
+        Arc::new(SystemClock),
+        MemoryStateSettings::default(),
+    ));
+    setup_on(Admin::sqlite_with(AdminOptions {
+        counters: Some(counters),
+        ..AdminOptions::default()
+    }))
 }
 
 fn setup_on(admin: Admin) -> (Admin, String) {
@@ -71,6 +82,11 @@ fn setup_on(admin: Admin) -> (Admin, String) {
         ),
         ("/api/groups", json!({"name": "g"})),
         ("/api/groups/g/members", json!({"member": "10.0.0.0/8"})),
+        ("/api/policies/p/greylisting", json!({"period": 300})),
+        (
+            "/api/greylisting-whitelist",
+            json!({"source": "SenderIP:192.0.2.0/24"}),
+        ),
     ] {
         let r = admin.call("POST", path, t, Some(body));
         assert_eq!(r.status, 201, "{path}: {}", r.body);
@@ -82,6 +98,15 @@ fn setup_on(admin: Admin) -> (Admin, String) {
 fn body_for(path: &str) -> serde_json::Value {
     if path.starts_with("/api/policy-file") {
         return json!({"text": "[[policy]]\nname = \"zz\"\n"});
+    }
+    if path.starts_with("/api/counters") {
+        return json!({"key": "p/q/MessageCount/Sender:a@example.org"});
+    }
+    if path.starts_with("/api/greylisting-whitelist") {
+        return json!({"source": "SenderDomain:example.net"});
+    }
+    if path.contains("/greylisting") {
+        return json!({"period": 60});
     }
     let segments: Vec<&str> = path.split('/').collect();
     let kind = segments
@@ -118,8 +143,8 @@ fn every_api_path_refuses_requests_without_credentials() {
     let ops = operations(&admin, &token);
     assert_eq!(
         ops.len(),
-        7 * 7 + 7,
-        "7 resources x (list, create, get, put, delete, enable, disable), audit, explain, the policy file (export, preview, import), history and top senders"
+        9 * 7 + 7 + 4,
+        "9 resources x (list, create, get, put, delete, enable, disable), audit, explain, the policy file (export, preview, import), history, top senders, and the counters (look-up, limited now, close, reset)"
     );
     let bad_token = secret::new_token().unwrap();
     for (method, path) in &ops {
@@ -166,8 +191,9 @@ fn viewers_read_everything_and_change_nothing() {
     let before = admin.rt.block_on(admin.store.load()).unwrap();
     for (method, path) in operations(&admin, &token) {
         let r = admin.call(&method, &path, Some(&viewer), Some(body_for(&path)));
-        if path == "/api/explain" {
-            // Explaining changes nothing: viewers may.
+        if path == "/api/explain" || path == "/api/counters" {
+            // Explaining and looking up counters change nothing: viewers may (here without
+            // the fields they need).
             assert_eq!(r.status, 422, "{method} {path}: {}", r.body);
         } else if method == "GET" || path == "/api/policy-file/preview" {
             // Nor does previewing an import.

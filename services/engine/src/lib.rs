@@ -22,6 +22,7 @@ pub mod caps;
 pub mod checkhelo;
 pub mod clock;
 pub mod compile;
+pub mod counters;
 pub mod diagnostic;
 pub mod engine;
 pub mod greylisting;
@@ -43,6 +44,7 @@ pub use checkhelo::op::{HeloOp, HeloReply};
 pub use checkhelo::record::{HeloOutcome, HeloParams};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use compile::{compile, Compiled, PolicySet};
+pub use counters::{CounterInfo, Listing, LiveCounters};
 pub use diagnostic::{Diagnostic, Location, Severity};
 pub use engine::{
     CounterLevel, Decision, Engine, EngineSettings, Explanation, ModuleVerdict, QuotaRef,

@@ -44,6 +44,7 @@ use std::sync::Arc;
 
 mod checkhelo;
 mod greylisting;
+mod live;
 pub mod snapshot;
 
 /// Settings of the in-process state.
@@ -84,6 +85,11 @@ struct Counter {
     /// Handed to a store at least once (or restored from one): removing it from memory
     /// must remove it there too.
     stored: bool,
+    /// The limit the last take or check gave (0 until one did: a restored counter), for
+    /// the live view ([`crate::counters`]).
+    limit: u64,
+    /// When a take or check last refused on this counter (ms since the epoch; 0: never).
+    refused_at_ms: u64,
 }
 
 /// One shard of counters, with what changed since the last [`MemoryState::take_changes`].
@@ -662,6 +668,10 @@ impl MemoryState {
                 counter.spec = spec;
             }
             let outcome = counter.window.take(spec, now, cost, limit);
+            counter.limit = limit;
+            if matches!(outcome, TakeOutcome::Refused { .. }) {
+                counter.refused_at_ms = now;
+            }
             let units = lease(&mut counter.window, outcome);
             let charged =
                 units > 0 || (cost > 0 && matches!(outcome, TakeOutcome::Admitted { .. }));
@@ -682,6 +692,8 @@ impl MemoryState {
             window,
             dirty: track,
             stored: false,
+            limit,
+            refused_at_ms: 0,
         };
         table.insert(key, counter, |k| self.hash(k));
         if track {
@@ -859,6 +871,11 @@ impl MemoryState {
                 changes_nothing,
                 want,
             );
+            if check_only && !batch.dry_run {
+                if let TakeOutcome::Refused { .. } = outcome {
+                    self.note_refused(key, op.limit(), now);
+                }
+            }
             if changes_nothing {
                 checked_level = Some(match outcome {
                     TakeOutcome::Admitted { used } => used - cost,

@@ -5,7 +5,9 @@
 //! schema: `sluice migrate` must have made it, and an older or newer schema is refused
 //! (exit code 64). While the database cannot be reached at start it retries, with
 //! `/healthz` up and `/readyz` not ready; Explain evaluates the stored policies with
-//! counters at zero (the counters live behind the quota service).
+//! counters at zero (the counters live behind the quota service). With `alert_webhook` it
+//! sends the alerts for every edge's refusals (stored in the history), while it holds the
+//! alert lock: one sender per cluster ([`crate::alerts`]).
 
 use crate::cli::LogArgs;
 use crate::config::{self, Role, RoleArgs, Settings};
@@ -110,7 +112,8 @@ async fn serve(settings: Settings, hangups: crate::hangup::Hangups) -> anyhow::R
     };
     let _ = ready.0.set(store.clone());
     hangups.spawn(Some(store.clone()));
-    crate::admin_service::run(listener, store.clone(), None, &settings, stopped())
+    crate::history::start_alerts(&settings.history, &store, stopped());
+    crate::admin_service::run(listener, store.clone(), None, None, &settings, stopped())
         .await
         .context("the admin service failed")?;
     store.close().await;

@@ -1,14 +1,14 @@
 //! Starts the admin service (web UI and REST API, [`sluice_admin`]) on its own listener
 //! (`admin_listen`), over HTTPS when `admin_tls_cert_file` is set: next to the policy
 //! listener in `sluice serve` (its Explain asks the running engine: live counter levels,
-//! nothing charged), or alone in `sluice admin` ([`crate::admin_role`]). Changes are written
+//! nothing charged; its Counters page reads and resets the in-process counters), or alone in `sluice admin` ([`crate::admin_role`]). Changes are written
 //! to the policy database, so they reach every engine reading it as imports do.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use sluice_admin::AdminOptions;
-use sluice_engine::Engine;
+use sluice_engine::{Engine, LiveCounters};
 use sluice_store::Store;
 
 use crate::config::Settings;
@@ -19,6 +19,7 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     store: Store,
     engine: Option<Arc<Engine>>,
+    counters: Option<Arc<dyn LiveCounters>>,
     settings: &Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -36,6 +37,7 @@ pub async fn run(
     let options = AdminOptions {
         secure_cookies: settings.admin_secure_cookies || tls.is_some(),
         engine,
+        counters,
         ..AdminOptions::default()
     };
     tracing::info!(
@@ -54,12 +56,13 @@ pub fn spawn(
     listener: tokio::net::TcpListener,
     store: Store,
     engine: Arc<Engine>,
+    counters: Option<Arc<dyn LiveCounters>>,
     settings: &Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let settings = settings.clone();
     tokio::spawn(async move {
-        if let Err(e) = run(listener, store, Some(engine), &settings, shutdown).await {
+        if let Err(e) = run(listener, store, Some(engine), counters, &settings, shutdown).await {
             tracing::error!(error = %e, "Admin service failed");
         }
     });

@@ -3,17 +3,23 @@
 //!
 //! Driven by the refusal history, not by the request path: the task reads the refusals
 //! stored after the last one it saw (every second), so one process alerts on every
-//! process's refusals (in a cluster, set `alert_webhook` on one edge). Each key alerts at
-//! most once per `alert_cooldown_secs`. A POST has a deadline of 5 s; a failed one (no
+//! process's refusals. Exactly one process per database sends: the one holding the alert
+//! lock (a PostgreSQL advisory lock, [`sluice_store::AlertLock`]); others configured with a
+//! webhook stand by and take over within 5 s when it goes (alerting from then on). Each key alerts at
+//! most once per `alert_cooldown_secs`. A POST has a deadline of 5 s (`https://`: rustls,
+//! the receiver verified against `alert_webhook_ca_file` or the system's roots); a failed one (no
 //! answer, or not 2xx) is retried after 0.5, 1, 2 and 4 s, then given up and counted in
 //! `sluice_alerts_total{result="failed"}`. At most 8 POSTs are in flight; alerts beyond
 //! that wait their turn in order.
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use sluice_runtime::metrics::names;
 use sluice_runtime::warn_limited;
-use sluice_store::{RefusalRow, Store};
+use sluice_store::{AlertLock, RefusalRow, Store};
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -33,21 +39,68 @@ pub const RETRY_AFTER: [Duration; 4] = [
 ];
 /// POSTs in flight at most.
 const IN_FLIGHT: usize = 8;
+/// How often a process without the alert lock tries to take it.
+const LOCK_RETRY: Duration = Duration::from_secs(5);
 /// Keys remembered at most (each for its cooldown): beyond that, new keys are not alerted
 /// until old ones expire.
 const MAX_KEYS: usize = 100_000;
 
-/// Whether `url` can be a webhook: `http://host[:port]/path`.
+/// Whether `url` can be a webhook: `http://host[:port]/path` or `https://...`.
 pub fn check_url(url: &str) -> Result<(), String> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err(
-            "expected an http:// URL (https is not supported yet: put a TLS proxy such as a local stunnel in front)".into(),
-        );
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return Err("expected an http:// or https:// URL".into());
     };
     if rest.is_empty() || rest.starts_with('/') {
         return Err("the URL names no host".into());
     }
     Ok(())
+}
+
+/// The certificates of the PEM file `path` (at least one), or what is wrong with it.
+pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{} is not a PEM certificate file: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The ring provider, as every other TLS link of Sluice uses it (the workspace builds
+/// rustls with ring only; rustls 0.23.48 marks the function deprecated for its lack of
+/// post-quantum key exchange, and uses it itself as the ring default).
+#[allow(deprecated)]
+fn ring() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The HTTP client of the webhook: a deadline of [`POST_DEADLINE`] per POST and, for
+/// `https://` URLs, rustls (ring) verifying the receiver against the certificates of
+/// `ca_file`, or the system's root certificates without one.
+pub fn agent(ca_file: Option<&Path>) -> Result<ureq::Agent, String> {
+    let roots: Vec<ureq::tls::Certificate<'static>> = match ca_file {
+        Some(path) => read_ca_file(path)?,
+        None => rustls_native_certs::load_native_certs().certs,
+    }
+    .into_iter()
+    .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+    .collect();
+    let tls = ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+        .unversioned_rustls_crypto_provider(ring())
+        .build();
+    Ok(ureq::Agent::config_builder()
+        .timeout_global(Some(POST_DEADLINE))
+        .http_status_as_error(false)
+        .tls_config(tls)
+        .build()
+        .into())
 }
 
 /// Which keys alerted when (a key alerts again once its cooldown has passed).
@@ -120,6 +173,7 @@ pub fn body(row: &RefusalRow, keys: &[(&str, &str)], cooldown: Duration) -> Stri
 pub fn spawn(
     store: Store,
     url: String,
+    agent: ureq::Agent,
     cooldown: Duration,
     stopped: impl Future<Output = ()> + Send + 'static,
 ) {
@@ -133,12 +187,50 @@ pub fn spawn(
         let slots = Arc::new(Semaphore::new(IN_FLIGHT));
         let mut cooldowns = Cooldowns::new(cooldown);
         let mut last_id = None;
+        let mut lock: Option<AlertLock> = None;
+        let mut next_try = Instant::now();
+        let mut standing_by = false;
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 () = &mut stopped => return,
+            }
+            // One sender per database: the one holding the alert lock.
+            match &mut lock {
+                Some(held) => {
+                    if !held.still_held().await {
+                        warn_limited!("Lost the alert lock (the database connection broke): alerts stop here until it is taken again");
+                        lock = None;
+                        continue;
+                    }
+                }
+                None => {
+                    if Instant::now() < next_try {
+                        continue;
+                    }
+                    next_try = Instant::now() + LOCK_RETRY;
+                    match store.try_alert_lock().await {
+                        Ok(Some(held)) => {
+                            tracing::info!("This process sends the alerts (it holds the alert lock); refusals stored from now on alert");
+                            lock = Some(held);
+                            last_id = None;
+                            standing_by = false;
+                        }
+                        Ok(None) => {
+                            if !standing_by {
+                                tracing::info!("Another process sends the alerts (it holds the alert lock): this one stands by");
+                                standing_by = true;
+                            }
+                            continue;
+                        }
+                        Err(e) => {
+                            warn_limited!(error = %e, "Alerts cannot take the alert lock yet");
+                            continue;
+                        }
+                    }
+                }
             }
             let after = match last_id {
                 Some(id) => id,
@@ -180,8 +272,9 @@ pub fn spawn(
                     return;
                 };
                 let url = url.clone();
+                let agent = agent.clone();
                 tokio::spawn(async move {
-                    let result = deliver(&url, body).await;
+                    let result = deliver(&agent, &url, body).await;
                     metrics::counter!(names::ALERTS, "result" => result).increment(1);
                     drop(permit);
                 });
@@ -191,11 +284,11 @@ pub fn spawn(
 }
 
 /// POSTs `body` to `url`, retrying after [`RETRY_AFTER`]; `"sent"` or `"failed"`.
-async fn deliver(url: &Arc<str>, body: String) -> &'static str {
+async fn deliver(agent: &ureq::Agent, url: &Arc<str>, body: String) -> &'static str {
     let body: Arc<str> = body.into();
     for attempt in 0..=RETRY_AFTER.len() {
-        let (u, b) = (url.clone(), body.clone());
-        let outcome = tokio::task::spawn_blocking(move || post(&u, &b)).await;
+        let (a, u, b) = (agent.clone(), url.clone(), body.clone());
+        let outcome = tokio::task::spawn_blocking(move || post(&a, &u, &b)).await;
         match outcome {
             Ok(Ok(())) => return "sent",
             Ok(Err(e)) => tracing::info!(attempt = attempt + 1, error = %e, "Alert webhook failed"),
@@ -212,13 +305,8 @@ async fn deliver(url: &Arc<str>, body: String) -> &'static str {
     "failed"
 }
 
-/// One POST with its deadline.
-fn post(url: &str, body: &str) -> Result<(), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(POST_DEADLINE))
-        .http_status_as_error(false)
-        .build()
-        .into();
+/// One POST (the agent holds its deadline).
+fn post(agent: &ureq::Agent, url: &str, body: &str) -> Result<(), String> {
     let resp = agent
         .post(url)
         .header("content-type", "application/json")
@@ -249,7 +337,8 @@ mod tests {
     #[test]
     fn urls_are_checked() {
         assert!(check_url("http://127.0.0.1:9/hook").is_ok());
-        assert!(check_url("https://example.org/hook").is_err());
+        assert!(check_url("https://example.org/hook").is_ok());
+        assert!(check_url("ftp://example.org/hook").is_err());
         assert!(check_url("http:///x").is_err());
     }
 }

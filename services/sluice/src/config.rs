@@ -120,7 +120,7 @@ pub struct Settings {
     /// The admin listener's TLS certificate chain and key (PEM files), read and checked at
     /// start; `None`: plain HTTP.
     pub admin_tls: Option<AdminTls>,
-    /// The refusal history and alerts (serve, edge).
+    /// The refusal history (serve, edge) and alerts (serve, edge, admin).
     pub history: crate::history::HistoryConfig,
 }
 
@@ -431,7 +431,7 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
         admin_listen,
         admin_secure_cookies: a.admin.admin_secure_cookies.unwrap_or(false),
         admin_tls: admin_tls(a, role, errors),
-        history: crate::history::HistoryConfig::build(&a.history, role, errors),
+        history: crate::history::HistoryConfig::build(&a.history, &a.alerts, role, errors),
     }
 }
 

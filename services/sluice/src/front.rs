@@ -66,6 +66,7 @@ pub async fn run(
         }
     };
     // Serving /healthz, /metrics and a 503 /readyz while the policies load.
+    let live_counters = counters.live();
     let ready = FrontReady::new(counters);
     if let Some(admin) = admin {
         tokio::spawn(metrics_listener::serve(
@@ -99,7 +100,14 @@ pub async fn run(
     let engine = Arc::new(Engine::new(set, state.clone(), settings.engine.clone()));
     if let Some(listener) = admin_service {
         let engine = engine.clone();
-        crate::admin_service::spawn(listener, store.clone(), engine, &settings, stopped());
+        crate::admin_service::spawn(
+            listener,
+            store.clone(),
+            engine,
+            live_counters,
+            &settings,
+            stopped(),
+        );
     }
     ready.loaded(engine.clone(), store.clone());
     tokio::spawn(reload::watch(

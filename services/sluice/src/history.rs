@@ -5,7 +5,7 @@
 //! on the request path.
 
 use crate::config::Role;
-use crate::role_args::HistorySettings;
+use crate::role_args::{AlertSettings, HistorySettings};
 use sluice_edge::history_sink::{self, HistoryReceiver, RefusalRecord};
 use sluice_runtime::metrics::names;
 use sluice_runtime::warn_limited;
@@ -36,6 +36,8 @@ pub struct HistoryConfig {
     pub queue: usize,
     /// The alert webhook, if any.
     pub alert_webhook: Option<String>,
+    /// The CA certificates an https webhook is verified against (`None`: the system's).
+    pub alert_webhook_ca_file: Option<std::path::PathBuf>,
     /// Per-key alert cooldown.
     pub alert_cooldown: Duration,
 }
@@ -44,7 +46,12 @@ impl HistoryConfig {
     /// Defaults applied to `a` for `role`, every problem pushed to `errors`. History is on
     /// by default in `serve` and off in `edge` (an edge's database role is read-only unless
     /// granted the history tables, docs/cluster.md).
-    pub fn build(a: &HistorySettings, role: Role, errors: &mut Vec<String>) -> Self {
+    pub fn build(
+        a: &HistorySettings,
+        alerts: &AlertSettings,
+        role: Role,
+        errors: &mut Vec<String>,
+    ) -> Self {
         let mut ranged = |key: &str, value: u64, min: u64, max: u64| {
             if !(min..=max).contains(&value) {
                 errors.push(format!("{key} = {value}: must be from {min} to {max}"));
@@ -65,11 +72,11 @@ impl HistoryConfig {
         );
         let cooldown = ranged(
             "alert_cooldown_secs",
-            a.alert_cooldown_secs.unwrap_or(3600),
+            alerts.alert_cooldown_secs.unwrap_or(3600),
             1,
             30 * 86_400,
         );
-        let alert_webhook = a
+        let alert_webhook = alerts
             .alert_webhook
             .clone()
             .map(|u| u.trim().to_string())
@@ -79,11 +86,29 @@ impl HistoryConfig {
                 errors.push(format!("alert_webhook {url:?}: {e}"));
             }
         }
+        // Empty (as --check-config prints an unset one): unset.
+        let alert_webhook_ca_file = alerts
+            .alert_webhook_ca_file
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty());
+        if let Some(path) = &alert_webhook_ca_file {
+            if !alert_webhook
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
+            {
+                errors.push(
+                    "alert_webhook_ca_file is set but alert_webhook is not an https:// URL: remove it, or give the https URL".into(),
+                );
+            } else if let Err(e) = crate::alerts::read_ca_file(path) {
+                errors.push(format!("alert_webhook_ca_file: {e}"));
+            }
+        }
         HistoryConfig {
             enabled: a.history.unwrap_or(role == Role::Serve),
             retention: Duration::from_secs(retention),
             queue: queue as usize,
             alert_webhook,
+            alert_webhook_ca_file,
             alert_cooldown: Duration::from_secs(cooldown),
         }
     }
@@ -100,6 +125,15 @@ impl HistoryConfig {
             (
                 "alert_webhook",
                 format!("{:?}", self.alert_webhook.as_deref().unwrap_or("")),
+            ),
+            (
+                "alert_webhook_ca_file",
+                format!(
+                    "{:?}",
+                    self.alert_webhook_ca_file
+                        .as_deref()
+                        .map_or(String::new(), |p| p.display().to_string())
+                ),
             ),
             (
                 "alert_cooldown_secs",
@@ -125,6 +159,32 @@ impl Running {
     }
 }
 
+/// Starts the alerts when `alert_webhook` is set (serve, edge, admin), until `stopped`
+/// resolves: the process sends them while it holds the alert lock ([`crate::alerts`]).
+pub fn start_alerts(
+    config: &HistoryConfig,
+    store: &Store,
+    stopped: impl Future<Output = ()> + Send + 'static,
+) {
+    let Some(url) = &config.alert_webhook else {
+        return;
+    };
+    // The CA file was read when the settings were checked: an error now is a file changed
+    // since, logged.
+    match crate::alerts::agent(config.alert_webhook_ca_file.as_deref()) {
+        Ok(agent) => crate::alerts::spawn(
+            store.clone(),
+            url.clone(),
+            agent,
+            config.alert_cooldown,
+            stopped,
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "Alerts are off: alert_webhook_ca_file cannot be used")
+        }
+    }
+}
+
 /// Starts the history (when enabled) on `store`: installs the sink the edge writes into,
 /// the writer (which stops after a last write at [`Running::finish`]), the pruner and,
 /// with `alert_webhook`, the alerts (both until `stopped` resolves).
@@ -132,9 +192,7 @@ pub fn start<F>(config: &HistoryConfig, store: &Store, stopped: impl Fn() -> F) 
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    if let Some(url) = &config.alert_webhook {
-        crate::alerts::spawn(store.clone(), url.clone(), config.alert_cooldown, stopped());
-    }
+    start_alerts(config, store, stopped());
     if !config.enabled {
         return None;
     }
@@ -318,21 +376,26 @@ mod tests {
     #[test]
     fn defaults_and_ranges() {
         let mut errors = Vec::new();
-        let c = HistoryConfig::build(&HistorySettings::default(), Role::Serve, &mut errors);
+        let none = AlertSettings::default();
+        let c = HistoryConfig::build(&HistorySettings::default(), &none, Role::Serve, &mut errors);
         assert!(errors.is_empty());
         assert!(c.enabled);
-        let edge = HistoryConfig::build(&HistorySettings::default(), Role::Edge, &mut errors);
+        let edge =
+            HistoryConfig::build(&HistorySettings::default(), &none, Role::Edge, &mut errors);
         assert!(!edge.enabled, "off on edges unless configured");
         assert_eq!(c.retention, Duration::from_secs(604_800));
         assert_eq!(c.alert_webhook, None);
         let bad = HistorySettings {
             history_retention_secs: Some(0),
             history_queue: Some(0),
-            alert_cooldown_secs: Some(40 * 86_400),
-            alert_webhook: Some("ftp://x".into()),
             ..HistorySettings::default()
         };
-        HistoryConfig::build(&bad, Role::Serve, &mut errors);
+        let bad_alerts = AlertSettings {
+            alert_cooldown_secs: Some(40 * 86_400),
+            alert_webhook: Some("ftp://x".into()),
+            ..AlertSettings::default()
+        };
+        HistoryConfig::build(&bad, &bad_alerts, Role::Serve, &mut errors);
         assert_eq!(errors.len(), 4, "{errors:?}");
         assert!(errors[0].contains("history_retention_secs"));
     }

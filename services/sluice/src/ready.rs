@@ -19,12 +19,22 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Where the counters of a serve/edge process live.
 pub enum Counters {
-    /// In process: always ready.
-    Embedded,
+    /// In process: always ready (the state, for the admin service's live counters).
+    Embedded(Arc<sluice_engine::MemoryState>),
     /// In Redis (serve with `--redis`): probed.
     Redis(Arc<dyn State>),
     /// Behind quota services (edge): ready while one endpoint is up.
     Remote(Arc<RemoteState>),
+}
+
+impl Counters {
+    /// The live view of the counters for the admin service (in-process state only).
+    pub fn live(&self) -> Option<Arc<dyn sluice_engine::LiveCounters>> {
+        match self {
+            Counters::Embedded(memory) => Some(memory.clone()),
+            Counters::Redis(_) | Counters::Remote(_) => None,
+        }
+    }
 }
 
 /// Readiness of serve and edge; also hands the engine to `/explain` once loaded.
@@ -62,7 +72,7 @@ impl FrontReady {
             Err(_) => return Err("policy database does not answer".into()),
         }
         match &self.counters {
-            Counters::Embedded => {}
+            Counters::Embedded(_) => {}
             Counters::Redis(state) => {
                 if !sluice_quota::health::probe(state.as_ref(), CHECK_TIMEOUT).await {
                     return Err("Redis does not answer".into());

@@ -303,8 +303,8 @@ pub struct AdminSettings {
     pub admin_tls_key_file: Option<PathBuf>,
 }
 
-/// Settings of the refusal history, the top senders and the alert webhook (serve, edge):
-/// docs/admin.md, "History" and "Alerts".
+/// Settings of the refusal history and the top senders (serve, edge): docs/admin.md,
+/// "History".
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
 pub struct HistorySettings {
     /// Record refused requests and count senders for the admin service's History and Top
@@ -323,12 +323,23 @@ pub struct HistorySettings {
     #[arg(long, env = "SLUICE_HISTORY_QUEUE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history_queue: Option<usize>,
-    /// Alert webhook: an `http://` URL that gets a JSON POST when a key (sender, client
-    /// address) is refused for the first time in `alert_cooldown_secs`; empty: no alerts.
-    /// Set it on one process of a cluster: it alerts on every edge's refusals.
+}
+
+/// Settings of the alert webhook (serve, edge, admin): docs/admin.md, "Alerts".
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+pub struct AlertSettings {
+    /// Alert webhook: an `http://` or `https://` URL that gets a JSON POST when a key
+    /// (sender, client address) is refused for the first time in `alert_cooldown_secs`;
+    /// empty: no alerts. In a cluster, set it on the `sluice admin` role: it alerts on
+    /// every edge's refusals, one process at a time (the alert lock).
     #[arg(long, env = "SLUICE_ALERT_WEBHOOK")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_webhook: Option<String>,
+    /// CA certificates (PEM) an `https://` alert webhook's certificate is verified
+    /// against; unset: the system's root certificates.
+    #[arg(long, env = "SLUICE_ALERT_WEBHOOK_CA_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_webhook_ca_file: Option<PathBuf>,
     /// Per-key alert cooldown, seconds (1 to 2592000): a key refused again within it is
     /// not alerted again.
     #[arg(long, env = "SLUICE_ALERT_COOLDOWN_SECS")]
@@ -355,6 +366,8 @@ pub struct ServeArgs {
     admin: AdminSettings,
     #[command(flatten)]
     history: HistorySettings,
+    #[command(flatten)]
+    alerts: AlertSettings,
 }
 
 /// `sluice edge`'s command line.
@@ -372,6 +385,8 @@ pub struct EdgeArgs {
     quota_client: QuotaClientSettings,
     #[command(flatten)]
     history: HistorySettings,
+    #[command(flatten)]
+    alerts: AlertSettings,
 }
 
 /// `sluice quota`'s command line.
@@ -398,6 +413,8 @@ pub struct AdminRoleArgs {
     database: DatabaseSettings,
     #[command(flatten)]
     admin: AdminSettings,
+    #[command(flatten)]
+    alerts: AlertSettings,
 }
 
 /// A role's arguments as given (flags and environment), every group present; the groups a
@@ -425,8 +442,10 @@ pub struct RoleArgs {
     pub grpc: GrpcSettings,
     /// Settings of the admin service (serve, admin).
     pub admin: AdminSettings,
-    /// Settings of the refusal history and alerts (serve, edge).
+    /// Settings of the refusal history (serve, edge).
     pub history: HistorySettings,
+    /// Settings of the alert webhook (serve, edge, admin).
+    pub alerts: AlertSettings,
 }
 
 impl From<ServeArgs> for RoleArgs {
@@ -441,6 +460,7 @@ impl From<ServeArgs> for RoleArgs {
             counters: a.counters,
             admin: a.admin,
             history: a.history,
+            alerts: a.alerts,
             ..Default::default()
         }
     }
@@ -456,6 +476,7 @@ impl From<EdgeArgs> for RoleArgs {
             policy: a.policy,
             quota_client: a.quota_client,
             history: a.history,
+            alerts: a.alerts,
             ..Default::default()
         }
     }
@@ -482,6 +503,7 @@ impl From<AdminRoleArgs> for RoleArgs {
             common: a.common,
             database: a.database,
             admin: a.admin,
+            alerts: a.alerts,
             ..Default::default()
         }
     }

@@ -54,6 +54,7 @@ pub fn layer(args: RoleArgs, path: &Path, role: Role, errors: &mut Vec<String>) 
     group!(grpc);
     group!(admin);
     group!(history);
+    group!(alerts);
     out
 }
 

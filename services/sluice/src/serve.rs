@@ -53,7 +53,14 @@ pub async fn run(args: RoleArgs, log: &LogArgs) -> anyhow::Result<ExitCode> {
             false => None,
         };
         spawn_sweeper(memory.clone());
-        let result = front::run(settings, memory, Counters::Embedded, Role::Serve, hangups).await;
+        let result = front::run(
+            settings,
+            memory.clone(),
+            Counters::Embedded(memory),
+            Role::Serve,
+            hangups,
+        )
+        .await;
         // Requests have drained (or never started): what they counted is saved.
         if let Some(p) = persistence {
             p.finish().await;

@@ -1,7 +1,8 @@
 //! The admin service in real headless Chromium (Debian's `chromium` and `chromium-driver`,
 //! driven over WebDriver by fantoccini), against a real `sluice serve`: log in; create a
 //! policy with a member, a quota and a limit through the forms; send policy requests over
-//! TCP and see the N+1-th deferred; switch the quota off on its page and see requests pass;
+//! TCP and see the N+1-th deferred; see the sender on the Counters page's "limited now"
+//! list, reset it there and see its next request admitted; switch the quota off on its page and see requests pass;
 //! switch it on again and use the Explain page (live counter levels: the sender is over its
 //! limit). The pages are kept as screenshots in `target/admin-screenshots/`.
 //!
@@ -62,8 +63,11 @@ async fn fill(client: &Client, selector: &str, value: &str) {
     field.send_keys(value).await.unwrap();
 }
 
-/// Clicks `selector` and waits for the page `then` shows to have `element`.
+/// Clicks `selector` and waits for the page `then` shows to have `element`: first for the
+/// current document to be replaced (the element may be on it too: a form posted back to
+/// the same page), then for the element.
 async fn click_then(client: &Client, selector: &str, element: &str) {
+    let old = client.find(Locator::Css("html")).await.unwrap();
     client
         .find(Locator::Css(selector))
         .await
@@ -71,6 +75,14 @@ async fn click_then(client: &Client, selector: &str, element: &str) {
         .click()
         .await
         .unwrap();
+    let start = std::time::Instant::now();
+    while old.tag_name().await.is_ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "clicking {selector} loaded no new page"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     client
         .wait()
         .at_most(Duration::from_secs(20))
@@ -215,6 +227,52 @@ fn an_operator_limits_a_sender_through_the_pages_of_a_real_browser() {
         let answer = ask("busy@example.org");
         assert!(answer.starts_with("DEFER 4.7.1 Too many messages; try again in "), "{answer}");
 
+        // The sender shows on "limited now"; reset there (audited), its next request is
+        // admitted.
+        let policy_page = client.current_url().await.unwrap();
+        client.goto(&format!("{base}/counters")).await.unwrap();
+        client
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css("table.limited"))
+            .await
+            .expect("the sender on the limited-now list");
+        screenshot(&client, "03b-counters-limited-now").await;
+        let limited = client
+            .find(Locator::Css("table.limited tbody"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(limited.contains("Sender:busy@example.org"), "{limited}");
+        assert!(limited.contains("per-sender"), "{limited}");
+        assert!(limited.contains(&format!("{LIMIT} / {LIMIT}")), "{limited}");
+        let busy_row = "table.limited tr[data-key$='/per-sender/MessageCount/Sender:busy@example.org']";
+        click_then(&client, &format!("{busy_row} form.reset button"), "div.notice").await;
+        screenshot(&client, "03c-counters-reset").await;
+        let text = page_text(&client).await;
+        assert!(text.contains("Nobody was refused by a quota"), "{text}");
+        assert_eq!(ask("busy@example.org"), "DUNNO", "the next request after the reset");
+        // Looked up: one counted since the reset.
+        fill(&client, "form.lookup input[name=sender]", "busy@example.org").await;
+        click_then(&client, "form.lookup button", "table.lookup").await;
+        screenshot(&client, "03d-counters-lookup").await;
+        let text = page_text(&client).await;
+        assert!(text.contains(&format!("1 / {LIMIT}")), "{text}");
+        // Full again: the others fit, the next is refused.
+        for i in 1..LIMIT {
+            assert_eq!(ask("busy@example.org"), "DUNNO", "request {} after the reset", i + 1);
+        }
+        let answer = ask("busy@example.org");
+        assert!(answer.starts_with("DEFER 4.7.1 Too many messages; try again in "), "{answer}");
+        client.goto(policy_page.as_str()).await.unwrap();
+        client
+            .wait()
+            .for_element(Locator::Css("form.add[action$='/limits']"))
+            .await
+            .unwrap();
+
         // The quota switched off on its page: requests pass.
         let quota_toggle = "form:has(input[name=object][value='quota/per-sender']) button";
         click_then(&client, quota_toggle, "form.add[action$='/limits']").await;
@@ -222,10 +280,6 @@ fn an_operator_limits_a_sender_through_the_pages_of_a_real_browser() {
         tokio::task::block_in_place(|| wait_until_served(metrics, &db));
         assert_eq!(ask("busy@example.org"), "DUNNO");
         assert_eq!(ask("busy@example.org"), "DUNNO");
-
-        // TODO(issue 17, counters): here the sender shows on the "limited now" page, is reset
-        // there (audited), and the next request is admitted; those pages come with the live
-        // counters.
 
         // On again; Explain shows the sender over its limit (live levels, nothing counted).
         click_then(&client, quota_toggle, "form.add[action$='/limits']").await;
@@ -249,6 +303,10 @@ fn an_operator_limits_a_sender_through_the_pages_of_a_real_browser() {
         screenshot(&client, "07-audit").await;
         let text = page_text(&client).await;
         assert!(text.contains("policies/limit-senders/quotas/per-sender"), "{text}");
+        assert!(
+            text.contains("counters/limit-senders/per-sender/MessageCount/Sender:busy@example.org"),
+            "the reset is audited: {text}"
+        );
         client.goto(&format!("{base}/policy-file")).await.unwrap();
         screenshot(&client, "08-policy-file").await;
         client.close().await.unwrap();

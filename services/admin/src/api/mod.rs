@@ -8,6 +8,8 @@
 
 pub mod audit_params;
 mod body;
+pub mod counters;
+pub mod greylisting;
 pub mod history;
 pub mod openapi;
 
@@ -43,14 +45,20 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/api/policy-file/preview", post(preview_policy_file))
         .route("/api/history", get(history::list))
-        .route("/api/top-senders", get(history::top_senders));
+        .route("/api/top-senders", get(history::top_senders))
+        .route("/api/counters", get(counters::get_lookup))
+        .route("/api/counters/limited", get(counters::get_limited))
+        .route("/api/counters/close", get(counters::get_close))
+        .route("/api/counters/reset", post(counters::post_reset));
     let router = resource_routes::<Policies>(router);
     let router = resource_routes::<Members>(router);
     let router = resource_routes::<AccessRules>(router);
     let router = resource_routes::<Quotas>(router);
     let router = resource_routes::<Limits>(router);
     let router = resource_routes::<Groups>(router);
-    resource_routes::<GroupMembers>(router)
+    let router = resource_routes::<GroupMembers>(router);
+    let router = resource_routes::<greylisting::PolicyGreylisting>(router);
+    resource_routes::<greylisting::GreylistWhitelist>(router)
 }
 
 /// The routes of one resource.

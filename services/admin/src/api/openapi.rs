@@ -57,6 +57,8 @@ pub fn openapi() -> OpenApi {
     components = add::<Limits>(&mut paths, components);
     components = add::<Groups>(&mut paths, components);
     components = add::<GroupMembers>(&mut paths, components);
+    components = add::<super::greylisting::PolicyGreylisting>(&mut paths, components);
+    components = add::<super::greylisting::GreylistWhitelist>(&mut paths, components);
     let audit = operation(
         "List the audit trail, newest first (query: limit, before_id, actor)",
         &[],
@@ -102,6 +104,7 @@ pub fn openapi() -> OpenApi {
     );
     paths.add_path_operation("/api/policy-file/preview", vec![HttpMethod::Post], preview);
     components = super::history::document(&mut paths, components);
+    components = super::counters::document(&mut paths, components);
     OpenApiBuilder::new()
         .info(
             InfoBuilder::new()

@@ -19,6 +19,10 @@ pub enum Nav {
     History,
     /// Top senders.
     TopSenders,
+    /// Live counters.
+    Counters,
+    /// The static greylisting whitelist.
+    GreylistingWhitelist,
     /// No entry (login, errors).
     None,
 }
@@ -49,6 +53,10 @@ pub fn page(title: &str, caller: Option<&Caller>, nav: Nav, content: Markup) -> 
                             }
                             (link("/history", "History", Nav::History))
                             (link("/top-senders", "Top senders", Nav::TopSenders))
+                            (link("/counters", "Counters", Nav::Counters))
+                            @if caller.account.role != sluice_store::AdminRole::DomainAdmin {
+                                (link("/greylisting-whitelist", "Greylisting", Nav::GreylistingWhitelist))
+                            }
                             (link("/audit", "Audit", Nav::Audit))
                         }
                         span.who {

@@ -4,7 +4,9 @@
 //! token) posting to the same change code as the API; the policy file's export, import
 //! preview (a diff) and import; no script.
 
+mod counters_page;
 mod explain_page;
+mod greylisting_page;
 mod history_page;
 mod layout;
 mod login;
@@ -51,6 +53,28 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/policy-file/import", post(policy_file_page::import))
         .route("/history", get(history_page::history))
         .route("/top-senders", get(history_page::top_senders))
+        .route("/counters", get(counters_page::page))
+        .route("/counters/reset", post(counters_page::reset))
+        .route(
+            "/policies/{policy}/greylisting",
+            post(greylisting_page::add_settings),
+        )
+        .route(
+            "/policies/{policy}/greylisting/toggle",
+            post(greylisting_page::toggle_settings),
+        )
+        .route(
+            "/greylisting-whitelist",
+            get(greylisting_page::whitelist).post(greylisting_page::add_entry),
+        )
+        .route(
+            "/greylisting-whitelist/{index}/toggle",
+            post(greylisting_page::toggle_entry),
+        )
+        .route(
+            "/greylisting-whitelist/{index}/delete",
+            post(greylisting_page::delete_entry),
+        )
 }
 
 async fn stylesheet() -> impl IntoResponse {

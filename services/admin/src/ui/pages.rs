@@ -230,6 +230,8 @@ pub(super) async fn policy(
             }
         }
 
+        (super::greylisting_page::section(&caller, p, &base))
+
         h2 { "3. Quotas " span.muted { "(each needs an enabled limit to count anything)" } }
         @for q in &p.quotas {
             div.card {

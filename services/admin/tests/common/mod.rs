@@ -51,9 +51,14 @@ pub struct Admin {
 impl Admin {
     /// On a new SQLite file.
     pub fn sqlite() -> Admin {
+        Admin::sqlite_with(AdminOptions::default())
+    }
+
+    /// On a new SQLite file, with `options` (live counters, ...).
+    pub fn sqlite_with(options: AdminOptions) -> Admin {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("admin.db").display());
-        let mut admin = Admin::start(&url, runtime(), None);
+        let mut admin = Admin::start(&url, runtime(), None, options);
         admin._dir = Some(dir);
         admin
     }
@@ -62,10 +67,15 @@ impl Admin {
     pub fn postgres() -> Admin {
         let rt = runtime();
         let (name, url) = pg_database(&rt);
-        Admin::start(&url, rt, Some(name))
+        Admin::start(&url, rt, Some(name), AdminOptions::default())
     }
 
-    fn start(url: &str, rt: tokio::runtime::Runtime, pg_name: Option<String>) -> Admin {
+    fn start(
+        url: &str,
+        rt: tokio::runtime::Runtime,
+        pg_name: Option<String>,
+        options: AdminOptions,
+    ) -> Admin {
         let store = rt.block_on(Store::connect(url)).expect("open the database");
         let listener = rt
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -75,7 +85,7 @@ impl Admin {
         rt.spawn(sluice_admin::serve(
             listener,
             store.clone(),
-            AdminOptions::default(),
+            options,
             async {
                 let _ = rx.await;
             },

@@ -168,6 +168,8 @@ impl MemoryState {
                 window,
                 dirty: false,
                 stored: true,
+                limit: 0,
+                refused_at_ms: 0,
             };
             shard.insert(key, counter, |k| self.hash(k));
             restored += 1;

@@ -75,10 +75,12 @@ macro_rules! on_pool {
 
 mod accounts;
 mod admin_rows;
+mod alert_lock;
 mod audit;
 mod history;
 
 pub use accounts::{Account, AdminRole, TokenInfo};
+pub use alert_lock::AlertLock;
 pub use audit::{AuditEntry, AuditQuery, NewAudit};
 pub use history::{
     HistoryQuery, Refusal, RefusalRow, SenderCount, TopQuery, TopSender, MAX_DOMAINS,
