@@ -252,7 +252,36 @@ max_recipients = 4
     );
 }
 
+/// A monitor-mode policy's cap is logged, not enforced; its counter is its own.
+async fn monitor(mode: &Mode<'_>) {
+    let text = CAPS.replace("priority = 10\n", "priority = 10\nmonitor = true\n");
+    assert_ne!(text, CAPS);
+    let s = Stack::start(mode, policy_file(&text), "monitor").await;
+    let mut c = s.client().await;
+    let ip = "192.0.2.6";
+    for n in 1..=4 {
+        let to = format!("r{n}@y.org");
+        assert_eq!(c.send(&rcpt("a@x.org", &to, ip, "mon")).await, "DUNNO");
+    }
+    assert_eq!(
+        c.send(&rcpt("a@x.org", "b@y.org", ip, "mon2").size(20_000_000))
+            .await,
+        "DUNNO"
+    );
+    let mut req =
+        sluice_engine::PolicyRequest::new(sluice_engine::ProtocolState::Rcpt, ip.parse().unwrap());
+    req.sender = "a@x.org".into();
+    req.recipient = "r5@y.org".into();
+    req.instance = "mon".into();
+    let d = s.engine.decide(&req).await;
+    assert_eq!(d.action.to_string(), "DUNNO");
+    let v = d.verdicts.first().expect("the monitor-mode verdict");
+    assert!(v.monitor && v.module == "MessageCaps", "{v:?}");
+    assert_eq!(v.action.to_string(), too_many(3));
+}
+
 async fn all_scenarios(mode: Mode<'_>) {
+    monitor(&mode).await;
     size(&mode).await;
     size_refusal_charges_no_quota(&mode).await;
     recipients(&mode).await;
