@@ -206,6 +206,17 @@ limit = 1
     assert_eq!(c.send(&send("w@y.org")).await, too_many(2));
     // w was refused by the cap: its quota was not charged.
     assert_eq!(c.send(&rcpt("a@x.org", "w@y.org", ip, "m3")).await, "DUNNO");
+    // A recipient cap without a size cap: END-OF-MESSAGE checks the count only, whatever
+    // the size.
+    assert_eq!(
+        c.send(&end_of_message("a@x.org", 2, 90_000_000_000, ip, "m2"))
+            .await,
+        "DUNNO"
+    );
+    assert_eq!(
+        c.send(&end_of_message("a@x.org", 3, 1000, ip, "m1")).await,
+        too_many_at_eom(2)
+    );
 }
 
 /// Caps merge over the matched policies: a more specific policy (higher priority number)
