@@ -454,6 +454,14 @@ pub(super) fn convert(mut raw: Raw) -> ImportReport {
         &mut report,
     );
 
+    super::amavis::convert(
+        std::mem::take(&mut raw.amavis),
+        &policy_index,
+        &skipped_policies,
+        &mut def,
+        &mut report,
+    );
+
     for (table, rows) in raw.unsupported {
         let module = match table {
             t if t.starts_with("checkhelo") => "HELO checks",

@@ -12,9 +12,12 @@
 //!   and the modules Sluice does not have yet (HELO and SPF checks, accounting).
 //! - Greylisting settings and the `SenderIP:` whitelist are imported; greylisting state
 //!   (triplets, auto-white/blacklist entries) is counted and reported, not imported.
+//! - Amavis rules' `max_message_size` (kB, overwrite mode) becomes the policy's message size
+//!   cap (bytes); the rules' other settings belong to amavisd and are not imported.
 //!
 //! Writing the result is the caller's choice (`Store::replace_all(&report.def)`).
 
+mod amavis;
 mod convert;
 mod greylisting;
 mod read;
