@@ -309,6 +309,29 @@ async fn message_caps_embedded() {
 async fn message_caps_cluster() {
     let cluster = RedisCluster::start(3, 0);
     all_scenarios(Mode::Cluster(&cluster)).await;
+    two_edges(&cluster).await;
+}
+
+/// Cluster mode: a message whose requests reach two edges (Postfix reconnected to another
+/// one) is counted as one message: the recipient counter lives in Redis, shared by the
+/// edges.
+async fn two_edges(cluster: &RedisCluster) {
+    let mut s = Stack::start(&Mode::Cluster(cluster), policy_file(CAPS), "two-edges").await;
+    let other = s.another_edge().await;
+    let mut a = s.client().await;
+    let mut b = PolicyClient::connect(other).await;
+    let ip = "192.0.2.7";
+    let to = |n: u32| format!("r{n}@y.org");
+    assert_eq!(a.send(&rcpt("a@x.org", &to(1), ip, "m")).await, "DUNNO");
+    assert_eq!(b.send(&rcpt("a@x.org", &to(2), ip, "m")).await, "DUNNO");
+    assert_eq!(a.send(&rcpt("a@x.org", &to(3), ip, "m")).await, "DUNNO");
+    assert_eq!(b.send(&rcpt("a@x.org", &to(4), ip, "m")).await, too_many(3));
+    // END-OF-MESSAGE on the second edge: the size cap it recorded at RCPT applies.
+    assert_eq!(
+        b.send(&end_of_message("a@x.org", 3, 10_000_001, ip, "m"))
+            .await,
+        TOO_BIG
+    );
 }
 
 /// Out-of-range caps are refused with the file's line and the field.
