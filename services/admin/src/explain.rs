@@ -55,6 +55,20 @@ pub struct ExplainRequest {
     /// The message the request belongs to.
     #[serde(default)]
     pub instance: Option<String>,
+    /// Recipients of the message (sent at DATA and END-OF-MESSAGE).
+    #[serde(default, deserialize_with = "number_or_text")]
+    #[schema(value_type = Option<u64>)]
+    pub recipient_count: Option<u64>,
+    /// The port the client connected to (`server_port=` member specs).
+    #[serde(default, deserialize_with = "number_or_text")]
+    #[schema(value_type = Option<u64>)]
+    pub server_port: Option<u64>,
+    /// The address the client connected to (`server_address=` member specs).
+    #[serde(default)]
+    pub server_address: Option<String>,
+    /// The listener's `policy_context` (Postfix 3.1+; `policy_context=` member specs).
+    #[serde(default)]
+    pub policy_context: Option<String>,
 }
 
 /// What would happen.
@@ -101,7 +115,9 @@ impl ExplainRequest {
             .filter(|s| !s.trim().is_empty())
             .unwrap_or("192.0.2.1");
         let size = self.size.map(|n| n.to_string());
-        let fields: [(&str, Option<&str>); 10] = [
+        let recipient_count = self.recipient_count.map(|n| n.to_string());
+        let server_port = self.server_port.map(|n| n.to_string());
+        let fields: [(&str, Option<&str>); 14] = [
             ("protocol_state", Some(state)),
             ("sender", self.sender.as_deref()),
             ("recipient", self.recipient.as_deref()),
@@ -112,6 +128,10 @@ impl ExplainRequest {
             ("sasl_username", self.sasl_username.as_deref()),
             ("size", size.as_deref()),
             ("instance", self.instance.as_deref()),
+            ("recipient_count", recipient_count.as_deref()),
+            ("server_port", server_port.as_deref()),
+            ("server_address", self.server_address.as_deref()),
+            ("policy_context", self.policy_context.as_deref()),
         ];
         for (name, value) in fields {
             let Some(value) = value.filter(|v| !v.is_empty() || name == "sender") else {
@@ -138,9 +158,11 @@ fn number_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>,
         None => Ok(None),
         Some(Either::Number(n)) => Ok(Some(n)),
         Some(Either::Text(t)) if t.trim().is_empty() => Ok(None),
-        Some(Either::Text(t)) => t.trim().parse().map(Some).map_err(|_| {
-            serde::de::Error::custom(format!("size {t:?} is not a whole number of bytes"))
-        }),
+        Some(Either::Text(t)) => t
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("{t:?} is not a whole number"))),
     }
 }
 

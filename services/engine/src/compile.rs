@@ -623,8 +623,9 @@ impl Compiler {
                 });
             }
         }
-        let has_modules =
-            p.access_control.iter().any(|a| !a.disabled) || p.quotas.iter().any(|q| !q.disabled);
+        let has_modules = p.access_control.iter().any(|a| !a.disabled)
+            || p.quotas.iter().any(|q| !q.disabled)
+            || p.message_caps.as_ref().is_some_and(|c| !c.disabled);
         if p.disabled && !members.is_empty() && has_modules {
             self.warn(
                 Location::Policy {
@@ -1151,6 +1152,31 @@ mod tests {
         limit: 0,
         field: "limit",
     };
+
+    #[test]
+    fn caps_without_a_member_warn_that_they_never_run() {
+        let def = PolicySetDef {
+            policies: vec![PolicyDef {
+                name: "caps".into(),
+                message_caps: Some(crate::caps::def::MessageCapsDef {
+                    max_recipients: Some(10),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let c = compile(&def).unwrap();
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.message.contains("never matches")),
+            "{:?}",
+            c.warnings
+        );
+        let caps = c.set.policies[0].message_caps.unwrap();
+        assert_eq!(caps.max_recipients, Some(10));
+    }
 
     #[test]
     fn periods_are_refused_outside_one_second_to_366_days() {

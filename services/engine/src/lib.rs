@@ -5,7 +5,9 @@
 //!   [`PolicySet`] (parsed member specs, verdicts, tracks) with [`Diagnostic`]s; [`bounds`]:
 //!   the ranges every period, limit and priority must lie in.
 //! - [`spec`]: member specs (IPs, CIDRs, addresses, `@domain`, `$sasl`, hostnames, `%group`,
-//!   `!` negation, `any`) and their matching.
+//!   listener specs `server_port=` / `server_address=` / `policy_context=`, `!` negation,
+//!   `any`) and their matching.
+//! - [`caps`]: per-message caps (largest message, most recipients) and their rules.
 //! - [`engine`]: runs the module chain over a [`PolicyRequest`] giving a [`Decision`], and
 //!   [`Explanation`]s for `sluice explain`; [`modules`]: the modules (AccessControl, Quotas),
 //!   each planning its counter ops and judging their results, and the one list of them.

@@ -401,6 +401,18 @@ pub struct ExplainArgs {
     /// instance.
     #[arg(long)]
     pub instance: Option<String>,
+    /// recipient_count (sent at DATA and END-OF-MESSAGE).
+    #[arg(long)]
+    pub recipient_count: Option<u64>,
+    /// server_port: the port the client connected to (for `server_port=` member specs).
+    #[arg(long)]
+    pub server_port: Option<u16>,
+    /// server_address: the address the client connected to.
+    #[arg(long)]
+    pub server_address: Option<String>,
+    /// policy_context: what the Postfix listener names itself (Postfix 3.1+).
+    #[arg(long)]
+    pub policy_context: Option<String>,
     /// Read the request as protocol text (`name=value` lines) from standard input.
     #[arg(long)]
     pub stdin: bool,

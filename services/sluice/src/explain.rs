@@ -139,6 +139,10 @@ fn request_text(a: &ExplainArgs) -> String {
     put("sasl_username", &a.sasl_username);
     put("instance", &a.instance);
     put("size", &a.size.map(|n| n.to_string()));
+    put("recipient_count", &a.recipient_count.map(|n| n.to_string()));
+    put("server_port", &a.server_port.map(|n| n.to_string()));
+    put("server_address", &a.server_address);
+    put("policy_context", &a.policy_context);
     s
 }
 

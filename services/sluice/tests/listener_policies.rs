@@ -162,3 +162,87 @@ fn listener_specs_are_source_specs_with_checked_values() {
     let def = policy_file(SET);
     assert_eq!(policy_file(&sluice_store::policy_file::to_toml(&def)), def);
 }
+
+/// The CLI end to end: `sluice policy import` stores the listener specs and the caps
+/// (SQLite), and `sluice explain --server-port/--policy-context/--recipient-count` evaluates
+/// them from the database.
+#[test]
+fn import_then_explain_from_the_command_line() {
+    let bin = env!("CARGO_BIN_EXE_sluice");
+    let sluice = |args: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .args(args)
+            .env_remove("SLUICE_DATABASE")
+            .env_remove("SLUICE_METRICS_LISTEN")
+            .output()
+            .expect("run sluice");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("sluice.db").display());
+    let file = dir.path().join("p.toml");
+    let set = format!(
+        "{SET}\n[[policy]]\nname = \"caps\"\n[[policy.member]]\nsource = \"policy_context=submission\"\n[policy.message_caps]\nmax_recipients = 2\n"
+    );
+    std::fs::write(&file, set).unwrap();
+    let (code, text) = sluice(&[
+        "policy",
+        "import",
+        file.to_str().unwrap(),
+        "--database",
+        &db,
+        "--server",
+        "off",
+    ]);
+    assert_eq!(code, Some(0), "{text}");
+    let explain = |extra: &[&str]| {
+        let mut a = vec![
+            "explain",
+            "--offline",
+            "--database",
+            &db,
+            "--sender",
+            "a@x.org",
+            "--recipient",
+            "b@y.org",
+            "--client-address",
+            "192.0.2.1",
+            "--instance",
+            "i1",
+        ];
+        a.extend_from_slice(extra);
+        sluice(&a)
+    };
+    let (code, text) = explain(&["--server-address", "192.0.2.53", "--server-port", "2525"]);
+    assert_eq!(code, Some(1), "refused: {text}");
+    assert!(
+        text.contains("listener port 2525 address 192.0.2.53"),
+        "{text}"
+    );
+    assert!(text.contains("action=REJECT not a relay for you"), "{text}");
+    let (code, text) = explain(&["--policy-context", "submission"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(
+            "recipients of this message (policy \"caps\"): recipient 1 of at most 2: fits"
+        ),
+        "{text}"
+    );
+    let (code, text) = explain(&[
+        "--policy-context",
+        "submission",
+        "--protocol-state",
+        "END-OF-MESSAGE",
+        "--recipient-count",
+        "3",
+    ]);
+    // Offline, nothing was recorded at RCPT for the message: END-OF-MESSAGE has nothing
+    // to check, and says so.
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("END-OF-MESSAGE"), "{text}");
+}

@@ -206,6 +206,17 @@ limit = 1
     assert_eq!(c.send(&send("w@y.org")).await, too_many(2));
     // w was refused by the cap: its quota was not charged.
     assert_eq!(c.send(&rcpt("a@x.org", "w@y.org", ip, "m3")).await, "DUNNO");
+    // A recipient cap without a size cap: END-OF-MESSAGE checks the count only, whatever
+    // the size.
+    assert_eq!(
+        c.send(&end_of_message("a@x.org", 2, 90_000_000_000, ip, "m2"))
+            .await,
+        "DUNNO"
+    );
+    assert_eq!(
+        c.send(&end_of_message("a@x.org", 3, 1000, ip, "m1")).await,
+        too_many_at_eom(2)
+    );
 }
 
 /// Caps merge over the matched policies: a more specific policy (higher priority number)
@@ -252,7 +263,36 @@ max_recipients = 4
     );
 }
 
+/// A monitor-mode policy's cap is logged, not enforced; its counter is its own.
+async fn monitor(mode: &Mode<'_>) {
+    let text = CAPS.replace("priority = 10\n", "priority = 10\nmonitor = true\n");
+    assert_ne!(text, CAPS);
+    let s = Stack::start(mode, policy_file(&text), "monitor").await;
+    let mut c = s.client().await;
+    let ip = "192.0.2.6";
+    for n in 1..=4 {
+        let to = format!("r{n}@y.org");
+        assert_eq!(c.send(&rcpt("a@x.org", &to, ip, "mon")).await, "DUNNO");
+    }
+    assert_eq!(
+        c.send(&rcpt("a@x.org", "b@y.org", ip, "mon2").size(20_000_000))
+            .await,
+        "DUNNO"
+    );
+    let mut req =
+        sluice_engine::PolicyRequest::new(sluice_engine::ProtocolState::Rcpt, ip.parse().unwrap());
+    req.sender = "a@x.org".into();
+    req.recipient = "r5@y.org".into();
+    req.instance = "mon".into();
+    let d = s.engine.decide(&req).await;
+    assert_eq!(d.action.to_string(), "DUNNO");
+    let v = d.verdicts.first().expect("the monitor-mode verdict");
+    assert!(v.monitor && v.module == "MessageCaps", "{v:?}");
+    assert_eq!(v.action.to_string(), too_many(3));
+}
+
 async fn all_scenarios(mode: Mode<'_>) {
+    monitor(&mode).await;
     size(&mode).await;
     size_refusal_charges_no_quota(&mode).await;
     recipients(&mode).await;
@@ -269,6 +309,29 @@ async fn message_caps_embedded() {
 async fn message_caps_cluster() {
     let cluster = RedisCluster::start(3, 0);
     all_scenarios(Mode::Cluster(&cluster)).await;
+    two_edges(&cluster).await;
+}
+
+/// Cluster mode: a message whose requests reach two edges (Postfix reconnected to another
+/// one) is counted as one message: the recipient counter lives in Redis, shared by the
+/// edges.
+async fn two_edges(cluster: &RedisCluster) {
+    let mut s = Stack::start(&Mode::Cluster(cluster), policy_file(CAPS), "two-edges").await;
+    let other = s.another_edge().await;
+    let mut a = s.client().await;
+    let mut b = PolicyClient::connect(other).await;
+    let ip = "192.0.2.7";
+    let to = |n: u32| format!("r{n}@y.org");
+    assert_eq!(a.send(&rcpt("a@x.org", &to(1), ip, "m")).await, "DUNNO");
+    assert_eq!(b.send(&rcpt("a@x.org", &to(2), ip, "m")).await, "DUNNO");
+    assert_eq!(a.send(&rcpt("a@x.org", &to(3), ip, "m")).await, "DUNNO");
+    assert_eq!(b.send(&rcpt("a@x.org", &to(4), ip, "m")).await, too_many(3));
+    // END-OF-MESSAGE on the second edge: the size cap it recorded at RCPT applies.
+    assert_eq!(
+        b.send(&end_of_message("a@x.org", 3, 10_000_001, ip, "m"))
+            .await,
+        TOO_BIG
+    );
 }
 
 /// Out-of-range caps are refused with the file's line and the field.

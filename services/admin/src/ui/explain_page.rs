@@ -41,6 +41,8 @@ pub(super) async fn page(
             label { "Client address" input type="text" name="client_address" value=(value(&request.client_address)) placeholder="192.0.2.1"; }
             label { "SASL user" input type="text" name="sasl_username" value=(value(&request.sasl_username)); }
             label { "Size (bytes)" input type="number" name="size" min="0" value=(request.size.map(|n| n.to_string()).unwrap_or_default()); }
+            label { "Server port" input type="number" name="server_port" min="1" max="65535" value=(request.server_port.map(|n| n.to_string()).unwrap_or_default()) placeholder="25, 465, 587"; }
+            label { "Policy context" input type="text" name="policy_context" value=(value(&request.policy_context)); }
             button type="submit" { "Explain" }
         }
         details {

@@ -38,6 +38,9 @@ pub struct Stack {
     pub addr: SocketAddr,
     pub clock: ManualClock,
     pub engine: Arc<Engine>,
+    /// Cluster mode: the quota service's address.
+    quota: Option<SocketAddr>,
+    def: PolicySetDef,
     stops: Vec<oneshot::Sender<()>>,
 }
 
@@ -47,6 +50,7 @@ impl Stack {
     pub async fn start(mode: &Mode<'_>, def: PolicySetDef, tag: &str) -> Stack {
         let clock = ManualClock::new(START_MS);
         let mut stops = Vec::new();
+        let mut quota_addr = None;
         let state: Arc<dyn State> = match mode {
             Mode::Embedded => Arc::new(MemoryState::new(
                 Arc::new(clock.clone()),
@@ -63,6 +67,7 @@ impl Stack {
                     .with_test_clock(Arc::new(clock.clone()));
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let quota = listener.local_addr().unwrap();
+                quota_addr = Some(quota);
                 let (stop, stopped) = oneshot::channel::<()>();
                 stops.push(stop);
                 tokio::spawn(sluice_quota::serve(
@@ -82,39 +87,65 @@ impl Stack {
                 Arc::new(remote)
             }
         };
-        let set = match compile(&def) {
-            Ok(c) => c.set,
-            Err(e) => panic!("policies do not compile: {e:?}"),
-        };
-        let engine = Arc::new(Engine::new(set, state, EngineSettings::default()));
-        let listener = Listener::bind(&ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 0))))
-            .await
-            .unwrap();
-        let ListenAddr::Tcp(addr) = listener.local_addr().unwrap() else {
-            unreachable!()
-        };
-        let (stop, stopped) = oneshot::channel::<()>();
+        let (addr, engine, stop) = edge(&def, state).await;
         stops.push(stop);
-        tokio::spawn(sluice_edge::run(
-            listener,
-            Arc::clone(&engine),
-            EdgeConfig::default(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
         Stack {
             addr,
             clock,
             engine,
+            quota: quota_addr,
+            def,
             stops,
         }
+    }
+
+    /// Cluster mode: another edge on the same quota service (its address); stopped with
+    /// the stack.
+    pub async fn another_edge(&mut self) -> SocketAddr {
+        let quota = self.quota.expect("another edge needs cluster mode");
+        let remote = sluice_remote::RemoteState::connect(
+            vec![format!("http://{quota}")],
+            sluice_remote::RemoteConfig::default(),
+        )
+        .await
+        .expect("edge state");
+        let (addr, _, stop) = edge(&self.def, Arc::new(remote)).await;
+        self.stops.push(stop);
+        addr
     }
 
     /// A new client connection.
     pub async fn client(&self) -> PolicyClient {
         PolicyClient::connect(self.addr).await
     }
+}
+
+/// An edge over `def` counting in `state`: its address, engine and stop.
+async fn edge(
+    def: &PolicySetDef,
+    state: Arc<dyn State>,
+) -> (SocketAddr, Arc<Engine>, oneshot::Sender<()>) {
+    let set = match compile(def) {
+        Ok(c) => c.set,
+        Err(e) => panic!("policies do not compile: {e:?}"),
+    };
+    let engine = Arc::new(Engine::new(set, state, EngineSettings::default()));
+    let listener = Listener::bind(&ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 0))))
+        .await
+        .unwrap();
+    let ListenAddr::Tcp(addr) = listener.local_addr().unwrap() else {
+        unreachable!()
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(sluice_edge::run(
+        listener,
+        Arc::clone(&engine),
+        EdgeConfig::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (addr, engine, stop)
 }
 
 impl Drop for Stack {

@@ -462,6 +462,14 @@ pub(super) fn convert(mut raw: Raw) -> ImportReport {
         &mut report,
     );
 
+    super::amavis::convert(
+        std::mem::take(&mut raw.amavis),
+        &policy_index,
+        &skipped_policies,
+        &mut def,
+        &mut report,
+    );
+
     for (table, rows) in raw.unsupported {
         let module = match table {
             "checkspf" => "SPF checks",

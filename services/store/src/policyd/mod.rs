@@ -14,9 +14,12 @@
 //!   (triplets, auto-white/blacklist entries) is counted and reported, not imported.
 //! - CheckHelo settings, its HELO blacklist and `SenderIP:` whitelist are imported; its
 //!   state (`checkhelo_tracking`) is counted and reported, not imported.
+//! - Amavis rules' `max_message_size` (kB, overwrite mode) becomes the policy's message size
+//!   cap (bytes); the rules' other settings belong to amavisd and are not imported.
 //!
 //! Writing the result is the caller's choice (`Store::replace_all(&report.def)`).
 
+mod amavis;
 mod checkhelo;
 mod convert;
 mod greylisting;

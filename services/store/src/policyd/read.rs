@@ -76,6 +76,8 @@ pub(super) struct Raw {
     pub greylisting: super::greylisting::RawGrey,
     /// The CheckHelo tables.
     pub checkhelo: super::checkhelo::RawHelo,
+    /// `amavis_rules` (empty without the Amavis module's table).
+    pub amavis: Vec<super::amavis::RawAmavis>,
 }
 
 #[derive(Debug, Default)]
@@ -344,6 +346,7 @@ pub(super) async fn read_all(conn: &mut AnyConnection, d: Dialect) -> Result<Raw
     }
     raw.greylisting = super::greylisting::read(&mut *conn, d).await?;
     raw.checkhelo = super::checkhelo::read(&mut *conn, d).await?;
+    raw.amavis = super::amavis::read(&mut *conn, d).await?;
     for table in UNSUPPORTED_TABLES {
         // A database without a module's tables simply has nothing to import for it.
         let sql = format!("SELECT {} FROM {table}", d.int("COUNT(*)"));
