@@ -77,6 +77,8 @@ pub(crate) struct Policy {
     pub quotas: Vec<Quota>,
     /// The policy's greylisting row (`None`: none, or disabled).
     pub greylisting: Option<crate::greylisting::settings::GreyRow>,
+    /// The policy's CheckSPF row (`None`: none, or disabled).
+    pub checkspf: Option<crate::checkspf::def::CheckSpfDef>,
 }
 
 #[derive(Debug, Clone)]
@@ -696,6 +698,7 @@ impl Compiler {
             access_control,
             quotas,
             greylisting: self.greylisting(pi, p),
+            checkspf: p.checkspf.clone().filter(|d| !d.disabled),
         }
     }
 

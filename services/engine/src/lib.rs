@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bounds;
+pub mod checkspf;
 pub mod clock;
 pub mod compile;
 pub mod diagnostic;
@@ -51,7 +52,8 @@ pub use model::{
     AccessControlDef, GroupDef, GroupMemberDef, LimitDef, MemberDef, PolicyDef, PolicySetDef,
     QuotaDef,
 };
-pub use modules::{Lookup, LookupAnswer, LookupAnswers};
+pub use checkspf::def::CheckSpfDef;
+pub use modules::{Lookup, LookupAnswer, LookupAnswers, SpfAnswer, SpfResult};
 pub use scratch::Scratch;
 pub use sluice_protocol::{Action, PolicyRequest, ProtocolState};
 pub use state::{

@@ -88,6 +88,10 @@ pub struct PolicyDef {
     /// [`crate::greylisting::def::GreylistingDef`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub greylisting: Option<crate::greylisting::def::GreylistingDef>,
+    /// CheckSPF settings (merged over the matched policies, see
+    /// [`crate::checkspf::def::CheckSpfDef`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkspf: Option<crate::checkspf::def::CheckSpfDef>,
 }
 
 /// A policy member (`policy_members`): source and destination spec lists.

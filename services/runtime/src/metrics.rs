@@ -34,6 +34,8 @@ pub mod names {
     pub const NEAR_LIMIT: &str = "sluice_quota_near_limit_total";
     /// Counter `{outcome}`: greylisting decisions.
     pub const GREYLISTING: &str = "sluice_greylisting_total";
+    /// Counter `{result}`: CheckSPF checks by SPF result.
+    pub const CHECKSPF: &str = "sluice_checkspf_total";
     /// Gauge: the policy set version served.
     pub const POLICY_SET_VERSION: &str = "sluice_policy_set_version";
     /// Gauge: enabled policies.
@@ -198,7 +200,11 @@ fn describe() {
     );
     describe_counter!(
         GREYLISTING,
-        "Greylisting decisions, by outcome (deferred, passed, training, whitelisted, auto_whitelisted, blacklisted)."
+        "Greylisting decisions, by outcome (deferred, passed, training, whitelisted, auto_whitelisted, blacklisted, spf_pass)."
+    );
+    describe_counter!(
+        CHECKSPF,
+        "CheckSPF checks, by SPF result (pass, fail, softfail, neutral, none, temperror, permerror)."
     );
     describe_gauge!(
         POLICY_SET_VERSION,

@@ -114,6 +114,9 @@ fn policy(out: &mut String, p: &PolicyDef) {
     if let Some(g) = &p.greylisting {
         super::greylisting::write_policy(out, g);
     }
+    if let Some(c) = &p.checkspf {
+        super::checkspf::write_policy(out, c);
+    }
 }
 
 fn quota(out: &mut String, q: &QuotaDef) {

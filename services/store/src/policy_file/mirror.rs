@@ -65,6 +65,7 @@ struct FilePolicy {
     #[serde(default)]
     quota: Vec<Spanned<FileQuota>>,
     greylisting: Option<Spanned<super::greylisting::FileGreylisting>>,
+    checkspf: Option<Spanned<super::checkspf::FileCheckSpf>>,
 }
 
 #[derive(Deserialize)]
@@ -353,6 +354,9 @@ impl FileSet {
             }
             if let Some(g) = p.greylisting {
                 out.greylisting = Some(g.into_inner().convert(&label, &mut spans.obj, &mut errors));
+            }
+            if let Some(c) = p.checkspf {
+                out.checkspf = Some(c.into_inner().convert(&mut spans.obj));
             }
             def.policies.push(out);
             index.policies.push(spans);

@@ -453,11 +453,17 @@ pub(super) fn convert(mut raw: Raw) -> ImportReport {
         &mut def,
         &mut report,
     );
+    super::checkspf::convert(
+        std::mem::take(&mut raw.checkspf),
+        &policy_index,
+        &skipped_policies,
+        &mut def,
+        &mut report,
+    );
 
     for (table, rows) in raw.unsupported {
         let module = match table {
             t if t.starts_with("checkhelo") => "HELO checks",
-            "checkspf" => "SPF checks",
             _ => "accounting",
         };
         report.skipped.push(Skipped {

@@ -74,6 +74,8 @@ pub(super) struct Raw {
     pub unsupported: Vec<(&'static str, i64)>,
     /// The greylisting tables.
     pub greylisting: super::greylisting::RawGrey,
+    /// The `checkspf` table.
+    pub checkspf: Vec<super::checkspf::RawCheckSpf>,
 }
 
 #[derive(Debug, Default)]
@@ -148,11 +150,10 @@ pub(super) struct RawLimit {
 }
 
 /// Tables of Policyd modules Sluice does not import yet, with what their rows are.
-pub(super) const UNSUPPORTED_TABLES: [&str; 5] = [
+pub(super) const UNSUPPORTED_TABLES: [&str; 4] = [
     "checkhelo",
     "checkhelo_blacklist",
     "checkhelo_whitelist",
-    "checkspf",
     "accounting",
 ];
 
@@ -347,6 +348,7 @@ pub(super) async fn read_all(conn: &mut AnyConnection, d: Dialect) -> Result<Raw
         });
     }
     raw.greylisting = super::greylisting::read(&mut *conn, d).await?;
+    raw.checkspf = super::checkspf::read(&mut *conn, d).await?;
     for table in UNSUPPORTED_TABLES {
         // A database without a module's tables simply has nothing to import for it.
         let sql = format!("SELECT {} FROM {table}", d.int("COUNT(*)"));

@@ -66,6 +66,11 @@ impl fmt::Display for ImportReport {
                 "greylisting whitelist entry",
                 "greylisting whitelist entries",
             ),
+            plural(
+                def.policies.iter().filter(|p| p.checkspf.is_some()).count(),
+                "policy with CheckSPF",
+                "policies with CheckSPF",
+            ),
         ] {
             writeln!(f, "  {line}")?;
         }

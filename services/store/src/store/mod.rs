@@ -2,6 +2,7 @@
 
 mod connect;
 mod counters;
+mod checkspf_rows;
 mod greylisting_rows;
 mod rows;
 mod schema;
@@ -297,6 +298,12 @@ impl Store {
                     .fetch_all(&mut *tx)
                     .await?,
                 greylisting_whitelist: sqlx::query_as(greylisting_rows::SELECT_WHITELIST)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                checkspf: sqlx::query_as(checkspf_rows::SELECT_CHECKSPF)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                skip_spf_pass: sqlx::query_as(checkspf_rows::SELECT_SKIP_SPF_PASS)
                     .fetch_all(&mut *tx)
                     .await?,
             };

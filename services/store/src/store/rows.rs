@@ -134,6 +134,8 @@ pub(crate) struct AllRows {
     pub limits: Vec<LimitRow>,
     pub greylisting: Vec<super::greylisting_rows::GreylistingRow>,
     pub greylisting_whitelist: Vec<super::greylisting_rows::WhitelistRow>,
+    pub checkspf: Vec<super::checkspf_rows::CheckSpfRow>,
+    pub skip_spf_pass: Vec<super::checkspf_rows::SkipSpfPassRow>,
 }
 
 impl AllRows {
@@ -242,6 +244,19 @@ impl AllRows {
         for g in self.greylisting {
             if let Some(&i) = policy_index.get(&g.policy_id) {
                 policies[i].greylisting = Some(g.into_def()?);
+            }
+        }
+        for s in self.skip_spf_pass {
+            if let Some(g) = policy_index
+                .get(&s.policy_id)
+                .and_then(|&i| policies[i].greylisting.as_mut())
+            {
+                g.skip_spf_pass = s.skip_spf_pass;
+            }
+        }
+        for c in self.checkspf {
+            if let Some(&i) = policy_index.get(&c.policy_id) {
+                policies[i].checkspf = Some(c.into());
             }
         }
 
