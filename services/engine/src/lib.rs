@@ -36,6 +36,7 @@ pub mod verdict;
 mod view;
 pub mod window;
 
+pub use checkspf::def::CheckSpfDef;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use compile::{compile, Compiled, PolicySet};
 pub use diagnostic::{Diagnostic, Location, Severity};
@@ -52,7 +53,6 @@ pub use model::{
     AccessControlDef, GroupDef, GroupMemberDef, LimitDef, MemberDef, PolicyDef, PolicySetDef,
     QuotaDef,
 };
-pub use checkspf::def::CheckSpfDef;
 pub use modules::{Lookup, LookupAnswer, LookupAnswers, SpfAnswer, SpfResult};
 pub use scratch::Scratch;
 pub use sluice_protocol::{Action, PolicyRequest, ProtocolState};

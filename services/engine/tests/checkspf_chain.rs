@@ -91,7 +91,11 @@ fn decide(e: &Engine, sender: &str, a: &LookupAnswers) -> Decision {
 
 #[test]
 fn asks_only_when_the_merge_turns_it_on_and_the_sender_is_not_null() {
-    let e = engine(set(vec![policy("a", 10, Some(spf(Some(true), None, None)))]));
+    let e = engine(set(vec![policy(
+        "a",
+        10,
+        Some(spf(Some(true), None, None)),
+    )]));
     assert_eq!(e.lookups(&rcpt("u@x.org")), vec![question("u@x.org")]);
     assert!(e.lookups(&rcpt("")).is_empty(), "null sender: not checked");
     // A higher priority number's `enabled = false` wins; an unset one inherits.
@@ -105,8 +109,15 @@ fn asks_only_when_the_merge_turns_it_on_and_the_sender_is_not_null() {
         policy("b", 20, Some(spf(None, Some(true), None))),
     ]));
     assert_eq!(e.lookups(&rcpt("u@x.org")).len(), 1);
-    let e = engine(set(vec![policy("a", 10, Some(spf(None, Some(true), None)))]));
-    assert!(e.lookups(&rcpt("u@x.org")).is_empty(), "UseSPF never set: off");
+    let e = engine(set(vec![policy(
+        "a",
+        10,
+        Some(spf(None, Some(true), None)),
+    )]));
+    assert!(
+        e.lookups(&rcpt("u@x.org")).is_empty(),
+        "UseSPF never set: off"
+    );
     let mut disabled = spf(Some(true), None, None);
     disabled.disabled = true;
     let e = engine(set(vec![policy("a", 10, Some(disabled))]));
@@ -130,7 +141,9 @@ fn results_become_policyd_verdicts() {
     assert_eq!(d.verdicts[0].module, "CheckSPF");
     let d = decide(&e, s, &answers(s, SpfResult::TempError));
     assert!(
-        d.action.to_string().starts_with("DEFER Failed SPF check; x.org, Temporary error"),
+        d.action
+            .to_string()
+            .starts_with("DEFER Failed SPF check; x.org, Temporary error"),
         "{}",
         d.action
     );
@@ -159,7 +172,10 @@ fn monitor_mode_logs_only() {
     let d = decide(&e, "u@x.org", &answers("u@x.org", SpfResult::Fail));
     assert_eq!(d.action, Action::Dunno);
     assert!(d.verdicts[0].monitor);
-    assert!(d.verdicts[0].action.to_string().starts_with("REJECT Failed SPF check"));
+    assert!(d.verdicts[0]
+        .action
+        .to_string()
+        .starts_with("REJECT Failed SPF check"));
 }
 
 fn greylisting(skip: Option<bool>) -> GreylistingDef {
@@ -182,7 +198,12 @@ fn a_later_final_verdict_replaces_the_prepend() {
         "451 4.7.1 Greylisting in effect, please come back later",
         "one action line: greylisting's deferral replaces the PREPEND"
     );
-    assert_eq!(d.verdicts.len(), 2, "both verdicts are logged: {:?}", d.verdicts);
+    assert_eq!(
+        d.verdicts.len(),
+        2,
+        "both verdicts are logged: {:?}",
+        d.verdicts
+    );
     let x = block_on(e.explain(&rcpt(s))).to_string();
     assert!(x.contains("CheckSPF:"), "{x}");
     assert!(
@@ -213,7 +234,10 @@ fn greylisting_skips_a_pass_only_when_asked() {
     let d = decide(&e, "v@x.org", &answers("v@x.org", SpfResult::SoftFail));
     assert!(d.action.to_string().starts_with("451 4.7.1"));
     let d = decide(&e, "w@x.org", LookupAnswers::none());
-    assert!(d.action.to_string().starts_with("451 4.7.1"), "no answer: greylisted");
+    assert!(
+        d.action.to_string().starts_with("451 4.7.1"),
+        "no answer: greylisted"
+    );
     // With CheckSPF on too: still one question.
     let mut p = policy("a", 10, Some(spf(Some(true), None, None)));
     p.greylisting = Some(greylisting(Some(true)));

@@ -163,7 +163,10 @@ fn check(report: &ImportReport) {
     skipped("checkspf #4 \"off\"", "disabled");
     skipped("checkspf #5 \"orphan\"", "policy #99 does not exist");
     assert!(
-        report.notes.iter().any(|n| n.contains("several checkspf rows")),
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("several checkspf rows")),
         "{text}"
     );
     assert!(text.contains("  2 policies with CheckSPF\n"), "{text}");

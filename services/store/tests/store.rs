@@ -51,6 +51,7 @@ fn sample() -> PolicySetDef {
             },
             PolicyDef {
                 greylisting: None,
+                checkspf: None,
                 name: "A inbound".into(),
                 priority: 10,
                 description: Some("from outside".into()),

@@ -165,9 +165,7 @@ pub fn action_for(
     let refuse = |a: &SpfAnswer| Some(format!("{FAILED_TEXT}; {}", reason(a, sender)));
     match a.result {
         SpfResult::Pass => None,
-        SpfResult::Fail | SpfResult::PermError if reject_failed => {
-            Some(Action::Reject(refuse(a)))
-        }
+        SpfResult::Fail | SpfResult::PermError if reject_failed => Some(Action::Reject(refuse(a))),
         SpfResult::TempError if reject_failed => Some(Action::Defer(refuse(a))),
         _ if add_header => Some(Action::Prepend(format!("Received-SPF: {}", a.header))),
         _ => None,
@@ -259,7 +257,9 @@ mod tests {
     fn texts() {
         let mut a = answer(SpfResult::Fail);
         assert_eq!(
-            action_for(&a, "u@example.org", true, false).unwrap().to_string(),
+            action_for(&a, "u@example.org", true, false)
+                .unwrap()
+                .to_string(),
             "REJECT Failed SPF check; example.org, Sender is not authorized to use \
              'u@example.org' in 'mfrom' identity"
         );

@@ -1,8 +1,8 @@
 //! The policy store: a SQLite or PostgreSQL database holding one [`PolicySetDef`].
 
+mod checkspf_rows;
 mod connect;
 mod counters;
-mod checkspf_rows;
 mod greylisting_rows;
 mod rows;
 mod schema;

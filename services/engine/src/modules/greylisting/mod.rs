@@ -49,7 +49,9 @@ impl Module for Greylisting {
             && crate::checkspf::answer(r.req, r.lookups)
                 .is_some_and(|a| a.result == SpfResult::Pass)
         {
-            cx.note(|| "Greylisting: the sender's SPF result is pass (skip_spf_pass): pass.".into());
+            cx.note(|| {
+                "Greylisting: the sender's SPF result is pass (skip_spf_pass): pass.".into()
+            });
             cx.decision().greylisting = Some("spf_pass");
             return Flow::Continue;
         }
