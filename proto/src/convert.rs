@@ -44,6 +44,9 @@ pub enum ConvertError {
     /// A greylisting op or reply out of range or incomplete.
     #[error("invalid greylisting message: {0}")]
     InvalidGreylist(String),
+    /// A CheckHelo op or answer out of range.
+    #[error("invalid checkhelo op: {0}")]
+    InvalidHelo(String),
     /// An END-OF-MESSAGE result without its result.
     #[error("END-OF-MESSAGE result for {key:?} has no result")]
     MissingEomResult {
@@ -81,6 +84,7 @@ pub fn op_to_wire(op: &CounterOp) -> v1::Op {
             group: *group,
         }),
         OpKind::Greylist(grey) => Kind::Greylist(v1::GreylistRequest::from(&**grey)),
+        OpKind::Helo(helo) => Kind::Helo(v1::HeloRequest::from(&**helo)),
     };
     v1::Op {
         key: op.key.clone(),
@@ -136,6 +140,15 @@ fn op_from_wire(op: v1::Op) -> Result<CounterOp, ConvertError> {
             }
             OpKind::Greylist(Box::new(grey))
         }
+        Some(Kind::Helo(h)) => {
+            let helo = sluice_engine::HeloOp::try_from(h)?;
+            if helo.address != op.key {
+                return Err(ConvertError::InvalidHelo(
+                    "the op's key must be its client address".into(),
+                ));
+            }
+            OpKind::Helo(Box::new(helo))
+        }
         None => return Err(ConvertError::MissingKind { key: op.key }),
     };
     Ok(CounterOp {
@@ -179,6 +192,9 @@ impl From<&CounterReply> for v1::ApplyReply {
                     answer: Some(match &d.answer {
                         DetailAnswer::Greylist(g) => {
                             v1::op_detail::Answer::Greylist(v1::GreylistReply::from(g))
+                        }
+                        DetailAnswer::Helo(h) => {
+                            v1::op_detail::Answer::Helo(v1::HeloReply::from(h))
                         }
                     }),
                 })
@@ -235,6 +251,9 @@ impl TryFrom<v1::ApplyReply> for CounterReply {
                     let answer = match d.answer {
                         Some(v1::op_detail::Answer::Greylist(g)) => {
                             DetailAnswer::Greylist(sluice_engine::GreylistReply::try_from(g)?)
+                        }
+                        Some(v1::op_detail::Answer::Helo(h)) => {
+                            DetailAnswer::Helo(sluice_engine::HeloReply::try_from(h)?)
                         }
                         None => {
                             return Err(ConvertError::InvalidGreylist(

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+mod checkhelo;
 mod convert;
 mod greylisting;
 

@@ -24,6 +24,7 @@ fn decision(action: Action) -> Decision {
         admitted: Vec::new(),
         greylisting: None,
         spf: None,
+        checkhelo: None,
     }
 }
 

@@ -44,6 +44,10 @@ pub struct EdgeConfig {
     /// CPUs shared (the load generator, Postfix itself), p99 grew from ~1 ms to ~4.5 ms in
     /// `docs/benchmarks.md`, so 0 is the default.
     pub worker_threads: usize,
+    /// How the lookups of modules that need DNS (CheckHelo, CheckSPF) are answered: name
+    /// servers, the per-request lookup time, the cache. Only requests whose policies need a
+    /// lookup ask anything.
+    pub dns: sluice_dns::DnsConfig,
 }
 
 impl EdgeConfig {
@@ -67,6 +71,7 @@ impl Default for EdgeConfig {
             fallback_action: EdgeConfig::default_fallback_action(),
             shutdown_grace: Duration::from_secs(10),
             worker_threads: 0,
+            dns: sluice_dns::DnsConfig::default(),
         }
     }
 }

@@ -40,6 +40,8 @@ pub(crate) struct Shared {
     pub(crate) hard_stop: Signal,
     /// Metric handles.
     pub(crate) metrics: Arc<EdgeMetrics>,
+    /// Answers the modules' lookups (built on the first request that needs one).
+    pub(crate) dns: sluice_dns::Answerer,
 }
 
 impl Shared {
@@ -47,11 +49,12 @@ impl Shared {
         let fallback_reply = config.fallback_action.encode();
         Shared {
             engine,
-            config,
             fallback_reply,
             soft_stop: Signal::default(),
             hard_stop: Signal::default(),
             metrics: Arc::new(EdgeMetrics::new()),
+            dns: sluice_dns::Answerer::new(config.dns.clone()),
+            config,
         }
     }
 }
@@ -268,7 +271,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         }
         req.peer_address = self.peer.ip();
         let state = metrics::state_index(req.protocol_state);
-        let decided = if sluice_runtime::traces_enabled() {
+        // Usually empty (no allocation): only policies with a module that needs DNS ask.
+        let lookups = shared.engine.lookups(&req);
+        let decided = if !lookups.is_empty() {
+            // The lookups and the decision share the request's deadline; the lookups' own
+            // timeout (dns_timeout_ms) is shorter, so a slow DNS gives the module's
+            // temporary answer, not the fallback action.
+            let scratch = &mut self.scratch;
+            let engine = &shared.engine;
+            let req = &req;
+            let lookups = &lookups;
+            let decide = async move {
+                let answers = shared.dns.answer(lookups).await;
+                engine.decide_with(req, &answers, scratch).await
+            };
+            if sluice_runtime::traces_enabled() {
+                let span = request_span(req);
+                let decided = with_deadline(
+                    shared.config.request_deadline,
+                    pin!(decide.instrument(span.clone())),
+                )
+                .await;
+                record_outcome(&span, decided.as_ref(), &shared.config.fallback_action);
+                decided
+            } else {
+                with_deadline(shared.config.request_deadline, pin!(decide)).await
+            }
+        } else if sluice_runtime::traces_enabled() {
             let span = request_span(&req);
             let decided = with_deadline(
                 shared.config.request_deadline,

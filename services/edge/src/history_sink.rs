@@ -341,6 +341,7 @@ mod tests {
             admitted: Vec::new(),
             greylisting: None,
             spf: None,
+            checkhelo: None,
         }
     }
 

@@ -29,9 +29,16 @@ pub struct PolicySet {
     pub(crate) policies: Vec<Policy>,
     /// The static greylisting whitelist.
     pub(crate) grey_whitelist: crate::greylisting::settings::Whitelist,
+    /// The CheckHelo blacklist.
+    pub(crate) helo_blacklist: crate::checkhelo::settings::Blacklist,
+    /// The CheckHelo whitelist.
+    pub(crate) helo_whitelist: crate::checkhelo::settings::Whitelist,
     /// Names this set for [`SourceMemo`]s, unique in the process (given when an engine
     /// installs the set; 0: not installed, no memo).
     memo_id: u64,
+    /// Whether a module may ask lookups for some enabled policy ([`crate::modules`]'s
+    /// `Module::asks`); when not, [`crate::Engine::lookups`] returns at once.
+    pub(crate) asks_lookups: bool,
 }
 
 /// The last memo id handed out.
@@ -79,6 +86,8 @@ pub(crate) struct Policy {
     pub greylisting: Option<crate::greylisting::settings::GreyRow>,
     /// The policy's CheckSPF row (`None`: none, or disabled).
     pub checkspf: Option<crate::checkspf::def::CheckSpfDef>,
+    /// The policy's CheckHelo row (`None`: none, or disabled).
+    pub checkhelo: Option<crate::checkhelo::settings::HeloRow>,
 }
 
 #[derive(Debug, Clone)]
@@ -375,6 +384,26 @@ pub fn compile(def: &PolicySetDef) -> Result<Compiled, Vec<Diagnostic>> {
                 Vec::new()
             }
         };
+    let helo_blacklist =
+        match crate::checkhelo::settings::compile_blacklist(&def.checkhelo_blacklist) {
+            Ok(b) => b,
+            Err(errs) => {
+                for (_, msg) in errs {
+                    c.error(Location::Set, msg);
+                }
+                Vec::new()
+            }
+        };
+    let helo_whitelist =
+        match crate::checkhelo::settings::compile_whitelist(&def.checkhelo_whitelist) {
+            Ok(w) => w,
+            Err(errs) => {
+                for (_, msg) in errs {
+                    c.error(Location::Set, msg);
+                }
+                Vec::new()
+            }
+        };
     policies.sort_by(|a: &Policy, b: &Policy| {
         a.priority
             .cmp(&b.priority)
@@ -386,6 +415,9 @@ pub fn compile(def: &PolicySetDef) -> Result<Compiled, Vec<Diagnostic>> {
         return Err(diags);
     }
     diags.retain(|d| d.severity == Severity::Warning);
+    let asks_lookups = policies
+        .iter()
+        .any(|p| !p.disabled && crate::modules::CHAIN.iter().any(|m| m.asks(p)));
     Ok(Compiled {
         set: PolicySet {
             def: def.clone(),
@@ -393,7 +425,10 @@ pub fn compile(def: &PolicySetDef) -> Result<Compiled, Vec<Diagnostic>> {
             groups,
             policies,
             grey_whitelist,
+            helo_blacklist,
+            helo_whitelist,
             memo_id: 0,
+            asks_lookups,
         },
         warnings: diags,
     })
@@ -699,6 +734,28 @@ impl Compiler {
             quotas,
             greylisting: self.greylisting(pi, p),
             checkspf: p.checkspf.clone().filter(|d| !d.disabled),
+            checkhelo: self.checkhelo(pi, p),
+        }
+    }
+
+    /// The policy's CheckHelo row, validated (`checkhelo/settings.rs` holds the rules).
+    fn checkhelo(
+        &mut self,
+        pi: usize,
+        p: &PolicyDef,
+    ) -> Option<crate::checkhelo::settings::HeloRow> {
+        let d = p.checkhelo.as_ref().filter(|d| !d.disabled)?;
+        match crate::checkhelo::settings::compile_row(d) {
+            Ok(row) => Some(row),
+            Err(errs) => {
+                for (field, msg) in errs {
+                    self.error(
+                        Location::Policy { policy: pi, field },
+                        format!("policy {:?}: {msg}", p.name),
+                    );
+                }
+                None
+            }
         }
     }
 
@@ -1012,6 +1069,8 @@ mod tests {
     fn one_quota(priority: i32, period: u64, kind: &str, limit: u64) -> PolicySetDef {
         PolicySetDef {
             greylisting_whitelist: Vec::new(),
+            checkhelo_blacklist: Vec::new(),
+            checkhelo_whitelist: Vec::new(),
             groups: vec![],
             policies: vec![PolicyDef {
                 name: "p".into(),
@@ -1197,6 +1256,8 @@ mod tests {
     fn a_quota_window_computed_ahead_equals_a_fresh_one() {
         let def = PolicySetDef {
             greylisting_whitelist: Vec::new(),
+            checkhelo_blacklist: Vec::new(),
+            checkhelo_whitelist: Vec::new(),
             groups: vec![],
             policies: vec![PolicyDef {
                 name: "p".into(),

@@ -73,6 +73,10 @@ pub struct Decision {
     /// The SPF result CheckSPF judged (`pass`, `fail`, ...), for metrics; `None` when it
     /// did not run.
     pub spf: Option<&'static str>,
+    /// What CheckHelo did (a [`crate::HeloOutcome::label`], or `whitelisted`, `invalid`,
+    /// `unresolvable`, `dns_failure`, `blacklisted`, `misconfigured`), for metrics; `None`
+    /// when it did not run.
+    pub checkhelo: Option<&'static str>,
 }
 
 /// A level at or above this share of a limit counts as "near the limit".
@@ -164,6 +168,7 @@ impl Decision {
             admitted: Vec::new(),
             greylisting: None,
             spf: None,
+            checkhelo: None,
         }
     }
 }
@@ -223,6 +228,9 @@ impl Engine {
             return out;
         }
         let set = self.set.load();
+        if !set.asks_lookups {
+            return out;
+        }
         let view = RequestView::new(req);
         let mut matched: SmallVec<[(usize, &crate::compile::Policy); 16]> = SmallVec::new();
         set.matching_into(&view, &mut Default::default(), &mut matched);
@@ -260,8 +268,19 @@ impl Engine {
             .await
     }
 
-    /// Explains one request without charging anything.
+    /// Explains one request without charging anything (lookups unanswered: see
+    /// [`Engine::explain_with`]).
     pub async fn explain(&self, req: &PolicyRequest<'_>) -> Explanation {
+        self.explain_with(req, LookupAnswers::none()).await
+    }
+
+    /// Explains one request with the answers to its lookups ([`Engine::lookups`]), without
+    /// charging anything.
+    pub async fn explain_with(
+        &self,
+        req: &PolicyRequest<'_>,
+        lookups: &LookupAnswers,
+    ) -> Explanation {
         let set = self.set.load_full();
         let mut lines = Vec::new();
         lines.push(format!(
@@ -296,7 +315,7 @@ impl Engine {
             .evaluate(
                 &set,
                 req,
-                LookupAnswers::none(),
+                lookups,
                 true,
                 Some(&mut lines),
                 &mut Scratch::default(),

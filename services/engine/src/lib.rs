@@ -19,6 +19,7 @@
 
 pub mod bounds;
 pub mod checkspf;
+pub mod checkhelo;
 pub mod clock;
 pub mod compile;
 pub mod diagnostic;
@@ -37,6 +38,9 @@ mod view;
 pub mod window;
 
 pub use checkspf::def::CheckSpfDef;
+pub use checkhelo::def::{CheckHeloDef, HeloBlacklistDef, HeloWhitelistDef};
+pub use checkhelo::op::{HeloOp, HeloReply};
+pub use checkhelo::record::{HeloOutcome, HeloParams};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use compile::{compile, Compiled, PolicySet};
 pub use diagnostic::{Diagnostic, Location, Severity};

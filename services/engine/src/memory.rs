@@ -42,6 +42,7 @@ use smallvec::SmallVec;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
+mod checkhelo;
 mod greylisting;
 pub mod snapshot;
 
@@ -328,6 +329,8 @@ pub struct MemoryState {
     sessions: Vec<Mutex<Sessions>>,
     /// Greylisting records (`memory/greylisting.rs`).
     grey: greylisting::GreyTable,
+    /// CheckHelo records (`memory/checkhelo.rs`).
+    helo: checkhelo::HeloTable,
 }
 
 /// Most sessions' buffers a sessions shard keeps for new sessions.
@@ -480,6 +483,7 @@ impl MemoryState {
             sessions: (0..n).map(|_| Mutex::new(Sessions::default())).collect(),
             hasher: RandomState::default(),
             grey: greylisting::GreyTable::new(n),
+            helo: checkhelo::HeloTable::new(n),
             settings,
         }
     }
@@ -518,7 +522,13 @@ impl MemoryState {
             map.table.shrink_if_sparse(|k| self.hash(k));
         }
         removed += self.grey.sweep(now);
+        removed += self.helo.sweep(now);
         removed
+    }
+
+    /// CheckHelo client addresses held (ones that ran out and are not yet swept included).
+    pub fn checkhelo_entries(&self) -> usize {
+        self.helo.len()
     }
 
     /// Greylisting networks and triplets held (expired ones not yet swept included).
@@ -814,6 +824,19 @@ impl MemoryState {
                     });
                     continue;
                 }
+                OpKind::Helo(helo) => {
+                    // A record op of its own table (memory/checkhelo.rs), like greylisting.
+                    let answer = self.helo.apply(helo, now, batch.dry_run || helo.dry_run);
+                    let outcome = answer.outcome();
+                    refused |= !outcome.is_admitted();
+                    results.push(OpResult { outcome, used: 0 });
+                    details.push(OpDetail {
+                        group,
+                        index: i as u32,
+                        answer: DetailAnswer::Helo(answer),
+                    });
+                    continue;
+                }
                 OpKind::RecordForEom { .. } => {
                     let used = match known_level {
                         Some(level) => level,
@@ -878,7 +901,8 @@ impl MemoryState {
                         OpKind::TakeOncePerMessage => 1,
                         OpKind::Check { .. }
                         | OpKind::RecordForEom { .. }
-                        | OpKind::Greylist(_) => continue,
+                        | OpKind::Greylist(_)
+                        | OpKind::Helo(_) => continue,
                     };
                     if r.outcome == Outcome::Admitted {
                         self.refund(self.hashed(op.key()), op.window(), now, cost);

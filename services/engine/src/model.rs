@@ -23,6 +23,20 @@ pub struct PolicySetDef {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub greylisting_whitelist: Vec<crate::greylisting::def::GreylistWhitelistDef>,
+    /// HELO names CheckHelo rejects (Policyd's `checkhelo_blacklist`; global, as there).
+    #[serde(
+        default,
+        rename = "checkhelo_blacklist",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub checkhelo_blacklist: Vec<crate::checkhelo::def::HeloBlacklistDef>,
+    /// Clients CheckHelo never checks (Policyd's `checkhelo_whitelist`; global, as there).
+    #[serde(
+        default,
+        rename = "checkhelo_whitelist",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub checkhelo_whitelist: Vec<crate::checkhelo::def::HeloWhitelistDef>,
 }
 
 /// A policy group (`policy_groups` + `policy_group_members`).
@@ -92,6 +106,10 @@ pub struct PolicyDef {
     /// [`crate::checkspf::def::CheckSpfDef`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkspf: Option<crate::checkspf::def::CheckSpfDef>,
+    /// CheckHelo settings (merged over the matched policies, see
+    /// [`crate::checkhelo::def::CheckHeloDef`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkhelo: Option<crate::checkhelo::def::CheckHeloDef>,
 }
 
 /// A policy member (`policy_members`): source and destination spec lists.

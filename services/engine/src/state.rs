@@ -355,6 +355,11 @@ pub enum OpKind {
     /// [`CounterReply::details`] as [`DetailAnswer::Greylist`]. Boxed: the arguments are
     /// larger than every other kind's.
     Greylist(Box<crate::greylisting::op::GreylistOp>),
+    /// CheckHelo: run [`crate::checkhelo::record::run`] for the request's HELO on its client
+    /// address's record ([`CounterOp::key`] is the address). Refused when the address is
+    /// blacklisted or over its HRP limit; the answer goes to [`CounterReply::details`] as
+    /// [`DetailAnswer::Helo`]. Boxed, as [`OpKind::Greylist`].
+    Helo(Box<crate::checkhelo::op::HeloOp>),
 }
 
 /// The answer to a [`CounterBatch`].
@@ -386,6 +391,8 @@ pub struct OpDetail {
 pub enum DetailAnswer {
     /// The answer to an [`OpKind::Greylist`] op.
     Greylist(crate::greylisting::op::GreylistReply),
+    /// The answer to an [`OpKind::Helo`] op.
+    Helo(crate::checkhelo::op::HeloReply),
 }
 
 /// The result of one op.

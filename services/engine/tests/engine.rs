@@ -23,6 +23,8 @@ fn engine(toml_like: PolicySetDef) -> (Engine, ManualClock, Arc<MemoryState>) {
 fn quota_policy(track: &str, kind: &str, limit: u64, verdict: &str) -> PolicySetDef {
     PolicySetDef {
         greylisting_whitelist: Vec::new(),
+        checkhelo_blacklist: Vec::new(),
+        checkhelo_whitelist: Vec::new(),
         groups: vec![],
         policies: vec![PolicyDef {
             name: "p".into(),
@@ -268,6 +270,8 @@ fn access_control_verdicts_and_chain() {
     ] {
         let def = PolicySetDef {
             greylisting_whitelist: Vec::new(),
+            checkhelo_blacklist: Vec::new(),
+            checkhelo_whitelist: Vec::new(),
             groups: vec![],
             policies: vec![PolicyDef {
                 name: "p".into(),
@@ -695,6 +699,8 @@ fn sasl_quota_skips_unauthenticated_mail_on_a_reused_connection() {
 fn explanations_have_no_empty_headings() {
     let empty = PolicySetDef {
         greylisting_whitelist: Vec::new(),
+        checkhelo_blacklist: Vec::new(),
+        checkhelo_whitelist: Vec::new(),
         groups: vec![],
         policies: vec![],
     };

@@ -7,7 +7,8 @@
 //! - message session: `<prefix>:{m:<instance>}:charged` (a set of counter keys charged once
 //!   for the message) and `<prefix>:{m:<instance>}:eom` (a hash of the counters to charge at
 //!   END-OF-MESSAGE);
-//! - greylisting record of a client network: `<prefix>:{g:<network>}:g` (a hash).
+//! - greylisting record of a client network: `<prefix>:{g:<network>}:g` (a hash);
+//! - CheckHelo record of a client address: `<prefix>:{h:<address>}:h` (a hash).
 //!
 //! Names that are long or contain `{`/`}` (keys hold operator-chosen names and addresses)
 //! are tagged by a stable 64-bit FNV-1a hash instead, and the full name follows the tag so
@@ -49,6 +50,12 @@ impl Keys {
     /// auto-blacklist entries): `<prefix>:{g:<network>}:g`.
     pub(crate) fn greylisting(&self, network: &str) -> String {
         self.key(&format!("g:{network}"), "g")
+    }
+
+    /// The hash of one client address's CheckHelo record (HELOs used, blacklisting):
+    /// `<prefix>:{h:<address>}:h`.
+    pub(crate) fn checkhelo(&self, address: &str) -> String {
+        self.key(&format!("h:{address}"), "h")
     }
 
     fn key(&self, name: &str, kind: &str) -> String {

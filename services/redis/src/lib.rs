@@ -130,6 +130,7 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+mod checkhelo;
 mod cluster;
 mod coalesce;
 mod conn;

@@ -144,11 +144,13 @@ impl RedisState {
 
     /// Runs a batch with its lease wants (`leases`: the batch's shape, or empty).
     ///
-    /// Greylisting ops ([`OpKind::Greylist`]) run first, each as its own call of
-    /// `greylisting.lua` (one key, one slot), all at once; they must lead their group (the
-    /// engine pushes them first). A group whose greylisting op refused sends its other ops
-    /// only as zero-cost checks, for the levels its `NotEvaluated` results report; the
-    /// other groups' counter ops then run as usual, in one counter call.
+    /// Record ops ([`OpKind::Helo`], [`OpKind::Greylist`]) run first, each as its own call
+    /// of its script (`checkhelo.lua`, `greylisting.lua`: one key, one slot); they must lead
+    /// their group (the engine pushes them first). The groups run at once, each group's
+    /// record ops in order, stopping at the first refused (the later ones are not
+    /// evaluated, as in process). A group whose record op refused sends its other ops only
+    /// as zero-cost checks, for the levels its `NotEvaluated` results report; the other
+    /// groups' counter ops then run as usual, in one counter call.
     async fn run(
         &self,
         batch: &CounterBatch,
@@ -157,53 +159,72 @@ impl RedisState {
         let heads: Vec<usize> = batch
             .groups
             .iter()
-            .map(|ops| {
-                ops.iter()
-                    .take_while(|op| matches!(op.kind, OpKind::Greylist(_)))
-                    .count()
-            })
+            .map(|ops| ops.iter().take_while(|op| is_record_op(&op.kind)).count())
             .collect();
-        let misplaced = batch.groups.iter().zip(&heads).any(|(ops, &h)| {
-            ops[h..]
-                .iter()
-                .any(|op| matches!(op.kind, OpKind::Greylist(_)))
-        });
+        let misplaced = batch
+            .groups
+            .iter()
+            .zip(&heads)
+            .any(|(ops, &h)| ops[h..].iter().any(|op| is_record_op(&op.kind)));
         if misplaced {
             return Err(StateError::Unavailable(
-                "a greylisting op must come before every counter op of its group".into(),
+                "a record op (greylisting, checkhelo) must come before every counter op of its group".into(),
             ));
         }
         if heads.iter().all(|&h| h == 0) {
             return self.run_counters(batch, leases, false).await;
         }
         let now_ms = self.clock.as_ref().map(|c| c.now_ms());
-        let grey_runs = batch
-            .groups
-            .iter()
-            .zip(&heads)
-            .enumerate()
-            .flat_map(|(g, (ops, &h))| {
-                ops[..h].iter().enumerate().map(move |(i, op)| async move {
-                    let OpKind::Greylist(grey) = &op.kind else {
-                        unreachable!("heads hold greylisting ops only")
-                    };
-                    let mut grey = std::borrow::Cow::Borrowed(&**grey);
-                    if batch.dry_run && !grey.dry_run {
-                        grey.to_mut().dry_run = true;
+        let record_runs =
+            batch
+                .groups
+                .iter()
+                .zip(&heads)
+                .enumerate()
+                .map(|(g, (ops, &h))| async move {
+                    let mut out: Vec<(u32, u32, DetailAnswer, Outcome)> = Vec::new();
+                    for (i, op) in ops[..h].iter().enumerate() {
+                        let (answer, outcome) = match &op.kind {
+                            OpKind::Greylist(grey) => {
+                                let mut grey = std::borrow::Cow::Borrowed(&**grey);
+                                if batch.dry_run && !grey.dry_run {
+                                    grey.to_mut().dry_run = true;
+                                }
+                                let a = crate::greylisting::greylist(&self.backend, &grey, now_ms)
+                                    .await?;
+                                (DetailAnswer::Greylist(a), a.outcome())
+                            }
+                            OpKind::Helo(helo) => {
+                                let a = crate::checkhelo::check_helo(
+                                    &self.backend,
+                                    helo,
+                                    now_ms,
+                                    batch.dry_run,
+                                )
+                                .await?;
+                                (DetailAnswer::Helo(a), a.outcome())
+                            }
+                            _ => unreachable!("heads hold record ops only"),
+                        };
+                        out.push((g as u32, i as u32, answer, outcome));
+                        if !outcome.is_admitted() {
+                            break;
+                        }
                     }
-                    let answer = crate::greylisting::greylist(&self.backend, &grey, now_ms).await?;
-                    Ok::<_, StateError>((g as u32, i as u32, answer))
-                })
-            });
-        let answers = join_all(grey_runs)
+                    Ok::<_, StateError>(out)
+                });
+        let answers: Vec<(u32, u32, DetailAnswer, Outcome)> = join_all(record_runs)
             .await
             .into_iter()
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .collect();
         let refused: Vec<bool> = (0..batch.groups.len())
             .map(|g| {
                 answers
                     .iter()
-                    .any(|&(ag, _, a)| ag as usize == g && !a.outcome().is_admitted())
+                    .any(|(ag, _, _, o)| *ag as usize == g && !o.is_admitted())
             })
             .collect();
         // The counter ops: a refused group's as zero-cost checks (levels only, no wants).
@@ -269,13 +290,22 @@ impl RedisState {
                     r.outcome = Outcome::NotEvaluated;
                 }
             }
-            let mine = answers.iter().filter(|&&(ag, _, _)| ag as usize == g);
-            let head: Vec<OpResult> = mine
-                .map(|(_, _, a)| OpResult {
-                    outcome: a.outcome(),
+            let mut head: Vec<OpResult> = answers
+                .iter()
+                .filter(|(ag, _, _, _)| *ag as usize == g)
+                .map(|(_, _, _, o)| OpResult {
+                    outcome: *o,
                     used: 0,
                 })
                 .collect();
+            // Record ops after a refused one were not evaluated.
+            head.resize(
+                h,
+                OpResult {
+                    outcome: Outcome::NotEvaluated,
+                    used: 0,
+                },
+            );
             debug_assert_eq!(head.len(), h);
             results.splice(0..0, head);
             if !grants.is_empty() {
@@ -284,10 +314,10 @@ impl RedisState {
         }
         out.reply.details = answers
             .into_iter()
-            .map(|(group, index, answer)| OpDetail {
+            .map(|(group, index, answer, _)| OpDetail {
                 group,
                 index,
-                answer: DetailAnswer::Greylist(answer),
+                answer,
             })
             .collect();
         Ok(out)
@@ -501,9 +531,14 @@ fn role(session: &Session, op: &CounterOp) -> Role {
         OpKind::TakeOncePerMessage if session.charged.contains(&op.key) => Role::Already,
         OpKind::TakeOncePerMessage => Role::Charge(1),
         OpKind::RecordForEom { .. } => Role::Record,
-        // Never reached: `RedisState::run` runs greylisting ops apart.
-        OpKind::Greylist(_) => Role::Check(0),
+        // Never reached: `RedisState::run` runs record ops apart.
+        OpKind::Greylist(_) | OpKind::Helo(_) => Role::Check(0),
     }
+}
+
+/// Whether `kind` is a module's record op, run by its own script before the counters.
+fn is_record_op(kind: &OpKind) -> bool {
+    matches!(kind, OpKind::Greylist(_) | OpKind::Helo(_))
 }
 
 /// Whether no counter key appears in more than one group (so the groups can run at once).

@@ -137,7 +137,7 @@ impl OverLimitCache {
                 OpKind::Take { cost } | OpKind::Check { cost } => cost,
                 OpKind::TakeOncePerMessage => 1,
                 // Not a counter: a greylisting refusal says nothing about a limit.
-                OpKind::RecordForEom { .. } | OpKind::Greylist(_) => continue,
+                OpKind::RecordForEom { .. } | OpKind::Greylist(_) | OpKind::Helo(_) => continue,
             };
             match r.outcome {
                 Outcome::Refused {

@@ -283,7 +283,7 @@ impl RemoteState {
                     },
                     // Greylisting keeps no lease: always the service's answer (the engine
                     // pushes it first, so a refusal gives back this group's local takes).
-                    OpKind::Greylist(_) => send(op.kind.clone(), false),
+                    OpKind::Greylist(_) | OpKind::Helo(_) => send(op.kind.clone(), false),
                 };
                 plan.push(p);
             }

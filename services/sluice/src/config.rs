@@ -381,6 +381,7 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
     };
     let (grpc_security, quota_security) = security_files(a, role, grpc_listen, &quota, errors);
     let shutdown_grace = Duration::from_secs(common.shutdown_grace_secs.unwrap_or(10));
+    let dns = dns_config(policy, deadline, errors);
     let edge = EdgeConfig {
         max_connections,
         max_connections_per_client: max_per_client,
@@ -394,6 +395,7 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
         fallback_action: fallback.clone(),
         shutdown_grace,
         worker_threads: policy.worker_threads.unwrap_or(0),
+        dns,
         ..EdgeConfig::default()
     };
     Settings {
@@ -616,6 +618,23 @@ impl Settings {
             ("max_request", self.edge.limits.max_request_len.to_string()),
             ("buckets", self.engine.buckets_per_period.to_string()),
             ("worker_threads", self.edge.worker_threads.to_string()),
+            (
+                "dns_servers",
+                format!(
+                    "{:?}",
+                    self.edge
+                        .dns
+                        .servers
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                ),
+            ),
+            (
+                "dns_timeout_ms",
+                self.edge.dns.timeout.as_millis().to_string(),
+            ),
+            ("dns_cache_size", self.edge.dns.cache_size.to_string()),
             ("reload_poll_ms", self.reload_poll.as_millis().to_string()),
             (
                 "counter_flush_ms",
@@ -740,6 +759,53 @@ pub fn redact(url: &str) -> String {
         }
     }
     url.to_string()
+}
+
+/// The DNS settings (`dns_servers`, `dns_timeout_ms`, `dns_cache_size`), range-checked; the
+/// lookup time must leave room in the request deadline for the module's own answer.
+fn dns_config(
+    policy: &crate::role_args::PolicySettings,
+    deadline_ms: u64,
+    errors: &mut Vec<String>,
+) -> sluice_dns::DnsConfig {
+    let mut servers = Vec::new();
+    for s in policy.dns_servers.iter().flatten() {
+        let s = s.trim();
+        if s.is_empty() {
+            continue;
+        }
+        match s.parse::<SocketAddr>() {
+            Ok(a) => servers.push(a),
+            Err(_) => errors.push(format!(
+                "dns_servers {s:?}: expected ip:port, e.g. 127.0.0.1:53 or [::1]:53"
+            )),
+        }
+    }
+    let timeout = policy
+        .dns_timeout_ms
+        .unwrap_or(sluice_dns::DnsConfig::DEFAULT_TIMEOUT.as_millis() as u64);
+    if !(1..=60_000).contains(&timeout) {
+        errors.push(format!(
+            "dns_timeout_ms must be between 1 and 60000, not {timeout}"
+        ));
+    } else if timeout >= deadline_ms {
+        errors.push(format!(
+            "dns_timeout_ms ({timeout}) must be less than request_deadline_ms ({deadline_ms}) so a slow DNS gets the module's temporary answer in time"
+        ));
+    }
+    let cache_size = policy
+        .dns_cache_size
+        .unwrap_or(sluice_dns::DnsConfig::DEFAULT_CACHE_SIZE);
+    if !(1..=10_000_000).contains(&cache_size) {
+        errors.push(format!(
+            "dns_cache_size must be between 1 and 10000000, not {cache_size}"
+        ));
+    }
+    sluice_dns::DnsConfig {
+        servers,
+        timeout: Duration::from_millis(timeout.clamp(1, 60_000)),
+        cache_size: cache_size.clamp(1, 10_000_000),
+    }
 }
 
 #[cfg(test)]

@@ -112,7 +112,9 @@ async fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         MemoryStateSettings::default(),
     ));
     let engine = Engine::new(set, state, EngineSettings::default());
-    let explanation = engine.explain(&req).await;
+    // Lookups (DNS) through the system's resolver, as a server without dns_servers would.
+    let dns = sluice_dns::Answerer::new(sluice_dns::DnsConfig::default());
+    let explanation = crate::metrics_listener::explain_answering(&engine, &dns, &req).await;
     print!("{explanation}");
     let action = explanation.action.unwrap_or(Action::Dunno);
     Ok(ExitCode::from(exit_status(&action)))

@@ -72,6 +72,7 @@ pub async fn run(
             admin,
             ready.clone(),
             settings.http_explain,
+            settings.edge.dns.clone(),
             stopped(),
         ));
     }

@@ -19,18 +19,22 @@ use std::sync::Arc;
 
 /// Serves the endpoints of serve/edge on `listener` until `shutdown` resolves; `POST
 /// /explain` only when `explain` is true.
+/// The lookups of explained requests are answered as the policy listeners answer them
+/// (`dns`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     ready: Arc<FrontReady>,
     explain: bool,
+    dns: sluice_dns::DnsConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let mut app = sluice_runtime::router(ready.clone());
     if explain {
+        let dns = Arc::new(sluice_dns::Answerer::new(dns));
         app = app.merge(
             Router::new()
                 .route("/explain", post(explain_handler))
-                .with_state(ready),
+                .with_state((ready, dns)),
         );
     }
     if let Err(e) =
@@ -52,7 +56,7 @@ pub async fn serve_basic(listener: tokio::net::TcpListener, ready: Arc<dyn Ready
 }
 
 async fn explain_handler(
-    State(ready): State<Arc<FrontReady>>,
+    State((ready, dns)): State<(Arc<FrontReady>, Arc<sluice_dns::Answerer>)>,
     body: String,
 ) -> (StatusCode, String) {
     let Some(engine) = ready.engine() else {
@@ -62,7 +66,10 @@ async fn explain_handler(
         );
     };
     match parse_request(&body) {
-        Ok(req) => (StatusCode::OK, engine.explain(&req).await.to_string()),
+        Ok(req) => (
+            StatusCode::OK,
+            explain_answering(engine, &dns, &req).await.to_string(),
+        ),
         Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
     }
 }
@@ -70,4 +77,18 @@ async fn explain_handler(
 /// Parses one request in protocol text (the final blank line may be omitted).
 pub fn parse_request(text: &str) -> Result<PolicyRequest<'static>, String> {
     PolicyRequest::parse_text(text)
+}
+
+/// Explains `req`, answering its lookups (DNS) first, as the policy listeners do.
+pub async fn explain_answering(
+    engine: &sluice_engine::Engine,
+    dns: &sluice_dns::Answerer,
+    req: &PolicyRequest<'_>,
+) -> sluice_engine::Explanation {
+    let lookups = engine.lookups(req);
+    if lookups.is_empty() {
+        return engine.explain(req).await;
+    }
+    let answers = dns.answer(&lookups).await;
+    engine.explain_with(req, &answers).await
 }

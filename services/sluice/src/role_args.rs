@@ -125,6 +125,20 @@ pub struct PolicySettings {
     #[arg(long, env = "SLUICE_WORKER_THREADS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_threads: Option<usize>,
+    /// DNS servers for the lookups of CheckHelo and CheckSPF (`ip:port`, comma-separated or
+    /// repeated; empty: the system's /etc/resolv.conf).
+    #[arg(long, env = "SLUICE_DNS_SERVERS", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_servers: Option<Vec<String>>,
+    /// How long the DNS lookups of one request may take together, ms (1 to 60000, less
+    /// than request_deadline_ms): a lookup not answered by then is a temporary failure.
+    #[arg(long, env = "SLUICE_DNS_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_timeout_ms: Option<u64>,
+    /// DNS answers cached, at most (1 to 10000000), each up to its TTL.
+    #[arg(long, env = "SLUICE_DNS_CACHE_SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_cache_size: Option<u64>,
 }
 
 /// Settings of the roles that count in Redis (quota; serve optionally).

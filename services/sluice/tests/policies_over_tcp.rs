@@ -45,6 +45,8 @@ fn one_policy(
 ) -> PolicySetDef {
     PolicySetDef {
         greylisting_whitelist: Vec::new(),
+        checkhelo_blacklist: Vec::new(),
+        checkhelo_whitelist: Vec::new(),
         groups: vec![],
         policies: vec![PolicyDef {
             name: "p".into(),
@@ -697,6 +699,8 @@ async fn groups_nesting_negation_sasl_and_hostnames() {
     };
     let def = PolicySetDef {
         greylisting_whitelist: Vec::new(),
+        checkhelo_blacklist: Vec::new(),
+        checkhelo_whitelist: Vec::new(),
         groups: vec![
             group("lan", &["10.0.0.0/8", "2001:db8:aaaa::/48"]),
             group("partners", &["@partner.example", ".relay.partner.example"]),

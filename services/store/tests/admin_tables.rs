@@ -120,6 +120,8 @@ async fn audited_changes(store: &Store) {
     let version = store.version().await.unwrap();
     let def = PolicySetDef {
         greylisting_whitelist: Vec::new(),
+        checkhelo_blacklist: Vec::new(),
+        checkhelo_whitelist: Vec::new(),
         groups: vec![],
         policies: vec![PolicyDef {
             name: "x'; DROP TABLE policy; --".into(),

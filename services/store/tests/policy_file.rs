@@ -74,6 +74,8 @@ limit = 100
 fn expected_good() -> PolicySetDef {
     PolicySetDef {
         greylisting_whitelist: Vec::new(),
+        checkhelo_blacklist: Vec::new(),
+        checkhelo_whitelist: Vec::new(),
         groups: vec![
             GroupDef {
                 name: "internal_ips".into(),

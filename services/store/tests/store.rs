@@ -15,6 +15,8 @@ use sqlx::Connection;
 fn sample() -> PolicySetDef {
     PolicySetDef {
         greylisting_whitelist: Vec::new(),
+        checkhelo_blacklist: Vec::new(),
+        checkhelo_whitelist: Vec::new(),
         groups: vec![
             GroupDef {
                 name: "internal_domains".into(),
@@ -52,6 +54,7 @@ fn sample() -> PolicySetDef {
             PolicyDef {
                 greylisting: None,
                 checkspf: None,
+                checkhelo: None,
                 name: "A inbound".into(),
                 priority: 10,
                 description: Some("from outside".into()),

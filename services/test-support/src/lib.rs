@@ -11,6 +11,8 @@
 //! - [`RedisCluster`], [`RedisServer`]: real Redis processes; [`CuttingProxy`] loses a
 //!   Redis reply on demand.
 //! - [`TestPki`]: a throw-away CA with server and client certificates for TLS tests.
+//! - [`dns::DnsServer`]: a real authoritative DNS server on 127.0.0.1 serving the records a
+//!   test gives it (for CheckHelo and CheckSPF), counting queries.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -34,6 +36,7 @@ mod request;
 mod roles;
 mod server;
 
+pub mod dns;
 pub mod policies;
 
 pub use blocking::{ask_blocking, http_get, output_text};

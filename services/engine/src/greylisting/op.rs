@@ -80,7 +80,8 @@ pub fn answer_in(reply: &CounterReply, group: u32, index: u32) -> Option<Greylis
         .details
         .iter()
         .find(|d| d.group == group && d.index == index)
-        .map(|d| match d.answer {
-            DetailAnswer::Greylist(g) => g,
+        .and_then(|d| match d.answer {
+            DetailAnswer::Greylist(g) => Some(g),
+            _ => None,
         })
 }

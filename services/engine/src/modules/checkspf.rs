@@ -11,6 +11,7 @@
 
 use super::{Flow, Judge, Lookup, Module, Plan, Request};
 use crate::checkspf as rules;
+use crate::compile::Policy;
 
 /// The CheckSPF module.
 pub(crate) struct CheckSpf;
@@ -24,6 +25,11 @@ impl Module for CheckSpf {
         if rules::judging(cx.matched, cx.settings.monitor_all).is_some() {
             out.extend(rules::question(cx.req));
         }
+    }
+
+    fn asks(&self, policy: &Policy) -> bool {
+        // A row that turns it on, or one that may inherit it (the merge decides).
+        policy.checkspf.as_ref().is_some_and(|r| r.enabled != Some(false))
     }
 
     fn plan(&self, cx: &mut Plan<'_, '_>) -> Flow {

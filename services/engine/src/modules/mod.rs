@@ -46,6 +46,7 @@
 
 pub(crate) mod access_control;
 pub(crate) mod checkspf;
+pub(crate) mod checkhelo;
 pub(crate) mod greylisting;
 pub(crate) mod lookup;
 pub(crate) mod quotas;
@@ -67,7 +68,7 @@ use smallvec::SmallVec;
 /// a new module takes its place in it.
 pub(crate) static CHAIN: &[&dyn Module] = &[
     &access_control::AccessControl,
-    // CheckHelo: not built yet.
+    &checkhelo::CheckHelo,
     &checkspf::CheckSpf,
     &greylisting::Greylisting,
     &quotas::Quotas,
@@ -98,6 +99,14 @@ pub(crate) trait Module: Sync {
     /// ([`crate::Engine::lookups`]); must not depend on counter state. Default: none.
     fn lookups(&self, cx: &Request<'_, '_>, out: &mut Vec<Lookup>) {
         let _ = (cx, out);
+    }
+
+    /// Whether the module may ask lookups for a request matching `policy` (read once per
+    /// policy set, when it is compiled: a set where no module may ask spares every request
+    /// the lookups pass). Default: never.
+    fn asks(&self, policy: &Policy) -> bool {
+        let _ = policy;
+        false
     }
 
     /// Planning: decide what needs no counter state, and push the ops that need it.

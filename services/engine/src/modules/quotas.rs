@@ -351,6 +351,7 @@ fn describe_op(op: &CounterOp, res: &OpResult, r: &Counted<'_>) -> String {
         (OpKind::RecordForEom { .. }, _) => "recorded for END-OF-MESSAGE".into(),
         // Not a Quotas op (Quotas never pushes one).
         (OpKind::Greylist(_), _) => "greylisting".into(),
+        (OpKind::Helo(_), _) => "checkhelo".into(),
     };
     let outcome = match res.outcome {
         Outcome::Admitted => "fits".to_string(),

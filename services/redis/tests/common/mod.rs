@@ -102,6 +102,11 @@ pub fn batch(rng: &mut Rng, counters: &[Counter]) -> CounterBatch {
             if rng.chance(25) {
                 ops.insert(0, grey_op(rng));
             }
+            // A CheckHelo op leads its group now and then, before any greylisting op (the
+            // chain's order).
+            if rng.chance(25) {
+                ops.insert(0, helo_op(rng));
+            }
             ops
         })
         .collect();
@@ -111,6 +116,27 @@ pub fn batch(rng: &mut Rng, counters: &[Counter]) -> CounterBatch {
         groups,
         end_of_message: rng.chance(15).then(|| rng.below(12)),
     }
+}
+
+/// A pseudo-random CheckHelo op: few addresses and HELOs, a short HRP window and a low
+/// limit, so that HELOs pass, exceed the limit, leave the window, and addresses are
+/// blacklisted for a while.
+pub fn helo_op(rng: &mut Rng) -> CounterOp {
+    use sluice_engine::HeloParams;
+    let address = ["192.0.2.7", "2001:db8::7"][rng.below(2) as usize];
+    let helo = ["a.example", "B.example", "c.example", "localhost"][rng.below(4) as usize];
+    let op = sluice_engine::HeloOp {
+        address: address.to_string(),
+        helo: helo.to_string(),
+        params: HeloParams {
+            hrp_window_ms: if rng.chance(70) { 600_000 } else { 0 },
+            hrp_limit: 1 + rng.below(3),
+            blacklist_ms: if rng.chance(50) { 300_000 } else { 0 },
+            blacklisted_now: helo == "localhost",
+        },
+        dry_run: rng.chance(10),
+    };
+    Box::new(op).into_counter_op()
 }
 
 /// A pseudo-random greylisting op: few networks and triplets, a short period, so that
@@ -212,7 +238,7 @@ pub struct Compared {
 }
 
 /// How many op kinds there are.
-pub const KINDS: usize = 5;
+pub const KINDS: usize = 6;
 
 /// An op kind's index in [`Compared::kinds`]. No wildcard: an op kind added to the engine
 /// does not compile here until the generator ([`batch`]) makes it and this counts it.
@@ -223,6 +249,7 @@ pub fn kind_index(kind: &OpKind) -> usize {
         OpKind::Check { .. } => 2,
         OpKind::RecordForEom { .. } => 3,
         OpKind::Greylist(_) => 4,
+        OpKind::Helo(_) => 5,
     }
 }
 

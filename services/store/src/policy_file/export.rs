@@ -27,6 +27,14 @@ pub fn write(def: &PolicySetDef) -> String {
         blank_line(&mut out, &mut sections);
         super::greylisting::write_whitelist(&mut out, w);
     }
+    for b in &def.checkhelo_blacklist {
+        blank_line(&mut out, &mut sections);
+        super::checkhelo::write_blacklist(&mut out, b);
+    }
+    for w in &def.checkhelo_whitelist {
+        blank_line(&mut out, &mut sections);
+        super::checkhelo::write_whitelist(&mut out, w);
+    }
     out
 }
 
@@ -116,6 +124,9 @@ fn policy(out: &mut String, p: &PolicyDef) {
     }
     if let Some(c) = &p.checkspf {
         super::checkspf::write_policy(out, c);
+    }
+    if let Some(h) = &p.checkhelo {
+        super::checkhelo::write_policy(out, h);
     }
 }
 

@@ -24,6 +24,10 @@ pub(super) struct FileSet {
     policy: Vec<Spanned<FilePolicy>>,
     #[serde(default)]
     greylisting_whitelist: Vec<Spanned<super::greylisting::FileWhitelist>>,
+    #[serde(default)]
+    checkhelo_blacklist: Vec<Spanned<super::checkhelo::FileBlacklist>>,
+    #[serde(default)]
+    checkhelo_whitelist: Vec<Spanned<super::checkhelo::FileWhitelist>>,
 }
 
 #[derive(Deserialize)]
@@ -66,6 +70,7 @@ struct FilePolicy {
     quota: Vec<Spanned<FileQuota>>,
     greylisting: Option<Spanned<super::greylisting::FileGreylisting>>,
     checkspf: Option<Spanned<super::checkspf::FileCheckSpf>>,
+    checkhelo: Option<Spanned<super::checkhelo::FileCheckHelo>>,
 }
 
 #[derive(Deserialize)]
@@ -358,11 +363,20 @@ impl FileSet {
             if let Some(c) = p.checkspf {
                 out.checkspf = Some(c.into_inner().convert(&mut spans.obj));
             }
+            if let Some(h) = p.checkhelo {
+                out.checkhelo = Some(h.into_inner().convert(&label, &mut spans.obj, &mut errors));
+            }
             def.policies.push(out);
             index.policies.push(spans);
         }
         for w in self.greylisting_whitelist {
             def.greylisting_whitelist.push(w.into_inner().convert());
+        }
+        for b in self.checkhelo_blacklist {
+            def.checkhelo_blacklist.push(b.into_inner().convert());
+        }
+        for w in self.checkhelo_whitelist {
+            def.checkhelo_whitelist.push(w.into_inner().convert());
         }
 
         (def, index, errors)

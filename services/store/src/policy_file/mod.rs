@@ -30,6 +30,7 @@
 //! engine's validation ([`sluice_engine::compile`]) — names the file, line and field.
 
 mod checkspf;
+mod checkhelo;
 mod diff;
 mod export;
 mod greylisting;

@@ -461,11 +461,17 @@ pub(super) fn convert(mut raw: Raw) -> ImportReport {
         &mut report,
     );
 
+    super::checkhelo::convert(
+        std::mem::take(&mut raw.checkhelo),
+        &policy_index,
+        &skipped_policies,
+        &mut def,
+        &mut report,
+    );
+
     for (table, rows) in raw.unsupported {
-        let module = match table {
-            t if t.starts_with("checkhelo") => "HELO checks",
-            _ => "accounting",
-        };
+        // Accounting's tables are the only ones left (UNSUPPORTED_TABLES).
+        let module = "accounting";
         report.skipped.push(Skipped {
             what: format!(
                 "{} in table {table}",

@@ -76,6 +76,8 @@ pub(super) struct Raw {
     pub greylisting: super::greylisting::RawGrey,
     /// The `checkspf` table.
     pub checkspf: Vec<super::checkspf::RawCheckSpf>,
+    /// The CheckHelo tables.
+    pub checkhelo: super::checkhelo::RawHelo,
 }
 
 #[derive(Debug, Default)]
@@ -150,12 +152,7 @@ pub(super) struct RawLimit {
 }
 
 /// Tables of Policyd modules Sluice does not import yet, with what their rows are.
-pub(super) const UNSUPPORTED_TABLES: [&str; 4] = [
-    "checkhelo",
-    "checkhelo_blacklist",
-    "checkhelo_whitelist",
-    "accounting",
-];
+pub(super) const UNSUPPORTED_TABLES: [&str; 1] = ["accounting"];
 
 pub(super) fn int(row: &AnyRow, i: usize) -> Result<Option<i64>, StoreError> {
     Ok(row.try_get::<Option<i64>, _>(i)?)
@@ -349,6 +346,7 @@ pub(super) async fn read_all(conn: &mut AnyConnection, d: Dialect) -> Result<Raw
     }
     raw.greylisting = super::greylisting::read(&mut *conn, d).await?;
     raw.checkspf = super::checkspf::read(&mut *conn, d).await?;
+    raw.checkhelo = super::checkhelo::read(&mut *conn, d).await?;
     for table in UNSUPPORTED_TABLES {
         // A database without a module's tables simply has nothing to import for it.
         let sql = format!("SELECT {} FROM {table}", d.int("COUNT(*)"));

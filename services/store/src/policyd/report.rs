@@ -71,6 +71,24 @@ impl fmt::Display for ImportReport {
                 "policy with CheckSPF",
                 "policies with CheckSPF",
             ),
+            plural(
+                def.policies
+                    .iter()
+                    .filter(|p| p.checkhelo.is_some())
+                    .count(),
+                "policy with HELO checks",
+                "policies with HELO checks",
+            ),
+            plural(
+                def.checkhelo_blacklist.len(),
+                "HELO blacklist entry",
+                "HELO blacklist entries",
+            ),
+            plural(
+                def.checkhelo_whitelist.len(),
+                "HELO whitelist entry",
+                "HELO whitelist entries",
+            ),
         ] {
             writeln!(f, "  {line}")?;
         }

@@ -7,6 +7,7 @@ use sluice_engine::model::PolicySetDef;
 
 use super::audit::{bind_audit, NewAudit, INSERT_AUDIT};
 use super::checkspf_rows;
+use super::checkhelo_rows;
 use super::greylisting_rows;
 use super::rows::{self, to_i64};
 use super::{Backend, Store};
@@ -59,6 +60,7 @@ impl Store {
             }
             for &sql in checkspf_rows::DELETE_ALL
                 .iter()
+                .chain(&checkhelo_rows::DELETE_ALL)
                 .chain(&greylisting_rows::DELETE_ALL)
                 .chain(&rows::DELETE_ALL)
             {
@@ -181,9 +183,43 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                 }
+                if let Some(h) = &policy.checkhelo {
+                    let n = checkhelo_rows::numbers(h, &policy.name)?;
+                    sqlx::query(checkhelo_rows::INSERT_CHECKHELO)
+                        .bind(id)
+                        .bind(h.use_blacklist)
+                        .bind(n[0])
+                        .bind(h.use_hrp)
+                        .bind(n[1])
+                        .bind(n[2])
+                        .bind(h.reject_invalid)
+                        .bind(h.reject_ip)
+                        .bind(h.reject_unresolvable)
+                        .bind(&h.dns_failure)
+                        .bind(h.disabled)
+                        .bind(&h.comment)
+                        .execute(&mut *tx)
+                        .await?;
+                }
             }
             for w in &def.greylisting_whitelist {
                 sqlx::query(greylisting_rows::INSERT_WHITELIST)
+                    .bind(&w.source)
+                    .bind(w.disabled)
+                    .bind(&w.comment)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for b in &def.checkhelo_blacklist {
+                sqlx::query(checkhelo_rows::INSERT_BLACKLIST)
+                    .bind(&b.helo)
+                    .bind(b.disabled)
+                    .bind(&b.comment)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for w in &def.checkhelo_whitelist {
+                sqlx::query(checkhelo_rows::INSERT_WHITELIST)
                     .bind(&w.source)
                     .bind(w.disabled)
                     .bind(&w.comment)

@@ -1,6 +1,7 @@
 //! The policy store: a SQLite or PostgreSQL database holding one [`PolicySetDef`].
 
 mod checkspf_rows;
+mod checkhelo_rows;
 mod connect;
 mod counters;
 mod greylisting_rows;
@@ -304,6 +305,15 @@ impl Store {
                     .fetch_all(&mut *tx)
                     .await?,
                 skip_spf_pass: sqlx::query_as(checkspf_rows::SELECT_SKIP_SPF_PASS)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                checkhelo: sqlx::query_as(checkhelo_rows::SELECT_CHECKHELO)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                checkhelo_blacklist: sqlx::query_as(checkhelo_rows::SELECT_BLACKLIST)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                checkhelo_whitelist: sqlx::query_as(checkhelo_rows::SELECT_WHITELIST)
                     .fetch_all(&mut *tx)
                     .await?,
             };

@@ -136,6 +136,9 @@ pub(crate) struct AllRows {
     pub greylisting_whitelist: Vec<super::greylisting_rows::WhitelistRow>,
     pub checkspf: Vec<super::checkspf_rows::CheckSpfRow>,
     pub skip_spf_pass: Vec<super::checkspf_rows::SkipSpfPassRow>,
+    pub checkhelo: Vec<super::checkhelo_rows::CheckHeloRow>,
+    pub checkhelo_blacklist: Vec<super::checkhelo_rows::BlacklistRow>,
+    pub checkhelo_whitelist: Vec<super::checkhelo_rows::WhitelistRow>,
 }
 
 impl AllRows {
@@ -259,6 +262,11 @@ impl AllRows {
                 policies[i].checkspf = Some(c.into());
             }
         }
+        for h in self.checkhelo {
+            if let Some(&i) = policy_index.get(&h.policy_id) {
+                policies[i].checkhelo = Some(h.into_def()?);
+            }
+        }
 
         let groups: Vec<GroupDef> = groups.into_iter().map(|(_, g)| g).collect();
         Ok(PolicySetDef {
@@ -266,6 +274,16 @@ impl AllRows {
             policies,
             greylisting_whitelist: self
                 .greylisting_whitelist
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            checkhelo_blacklist: self
+                .checkhelo_blacklist
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            checkhelo_whitelist: self
+                .checkhelo_whitelist
                 .into_iter()
                 .map(Into::into)
                 .collect(),

@@ -15,6 +15,7 @@
 //! verdict stops the chain.
 
 use super::{Flow, Judge, Lookup, Module, Plan, Request, SpfResult};
+use crate::compile::Policy;
 use crate::greylisting::{self as rules, Plan as GreyPlan};
 use crate::state::{DetailAnswer, OpKind};
 
@@ -38,6 +39,13 @@ impl Module for Greylisting {
         {
             out.extend(crate::checkspf::question(cx.req));
         }
+    }
+
+    fn asks(&self, policy: &Policy) -> bool {
+        policy
+            .greylisting
+            .as_ref()
+            .is_some_and(|r| r.skip_spf_pass == Some(true))
     }
 
     fn plan(&self, cx: &mut Plan<'_, '_>) -> Flow {

@@ -1,0 +1,325 @@
+//! The resolver: hickory on tokio, answering [`Lookup`]s under one deadline.
+
+use futures_util::future::join_all;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::NetError;
+use hickory_resolver::proto::rr::{RData, RecordType};
+use hickory_resolver::TokioResolver;
+use crate::spf::SpfChecker;
+use sluice_engine::{Lookup, LookupAnswer, LookupAnswers};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// How lookups are answered. [`Default`]: the system's name servers, 500 ms, 8192 entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// Name servers (`ip:port`), asked in order; empty: those of `/etc/resolv.conf`.
+    pub servers: Vec<SocketAddr>,
+    /// How long the lookups of one request may take together: what is not answered by then
+    /// is a temporary failure. Keep it below the request deadline, so the module's own
+    /// temporary answer (not the fallback action) reaches Postfix.
+    pub timeout: Duration,
+    /// Most answers cached (each up to its TTL).
+    pub cache_size: u64,
+}
+
+impl DnsConfig {
+    /// The default per-request lookup time.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
+    /// The default cache size (hickory's own default).
+    pub const DEFAULT_CACHE_SIZE: u64 = 8192;
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            servers: Vec::new(),
+            timeout: Self::DEFAULT_TIMEOUT,
+            cache_size: Self::DEFAULT_CACHE_SIZE,
+        }
+    }
+}
+
+/// Why a resolver could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    /// The system's resolver configuration could not be read.
+    #[error("cannot read the system's DNS configuration (/etc/resolv.conf): {0}; set dns_servers")]
+    SystemConfig(String),
+    /// No name server to ask.
+    #[error("no DNS servers: /etc/resolv.conf lists none; set dns_servers")]
+    NoServers,
+    /// The resolver could not be built.
+    #[error("cannot build the DNS resolver: {0}")]
+    Build(String),
+}
+
+/// A caching resolver for the engine's lookups.
+#[derive(Clone)]
+pub struct Resolver {
+    inner: TokioResolver,
+    timeout: Duration,
+    /// CheckSPF's evaluator ([`Lookup::Spf`]).
+    spf: SpfChecker,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Resolver {
+    /// Builds a resolver from `config` (reads `/etc/resolv.conf` when no servers are given).
+    pub fn new(config: &DnsConfig) -> Result<Resolver, DnsError> {
+        let provider = TokioRuntimeProvider::default();
+        let resolver_config = if config.servers.is_empty() {
+            let (system, _) = hickory_resolver::system_conf::read_system_conf()
+                .map_err(|e| DnsError::SystemConfig(e.to_string()))?;
+            if system.name_servers().is_empty() {
+                return Err(DnsError::NoServers);
+            }
+            system
+        } else {
+            let servers = config
+                .servers
+                .iter()
+                .map(|s| {
+                    let mut udp = ConnectionConfig::udp();
+                    udp.port = s.port();
+                    let mut tcp = ConnectionConfig::tcp();
+                    tcp.port = s.port();
+                    NameServerConfig::new(s.ip(), true, vec![udp, tcp])
+                })
+                .collect();
+            ResolverConfig::from_name_servers(servers)
+        };
+        let mut builder = TokioResolver::builder_with_config(resolver_config.clone(), provider);
+        let opts = builder.options_mut();
+        // Each attempt may use the whole budget; the per-request deadline cuts it.
+        opts.timeout = config.timeout;
+        opts.attempts = 1;
+        opts.cache_size = config.cache_size;
+        opts.use_hosts_file = ResolveHosts::Never;
+        // The names asked are complete (a HELO name, a domain): no search list.
+        opts.ndots = 0;
+        let inner = builder
+            .build()
+            .map_err(|e| DnsError::Build(e.to_string()))?;
+        // SPF checks resolve with the same servers and options (`spf.rs`).
+        let spf = SpfChecker::new(
+            resolver_config,
+            inner.options().clone(),
+            config.timeout,
+            crate::spf::host_name(),
+        )?;
+        Ok(Resolver {
+            inner,
+            timeout: config.timeout,
+            spf,
+        })
+    }
+
+    /// Answers every question at once, within the configured timeout; a question not
+    /// answered in time is [`LookupAnswer::Failed`].
+    pub async fn answer(&self, questions: &[Lookup]) -> LookupAnswers {
+        let mut answers = LookupAnswers::default();
+        let asked = join_all(questions.iter().map(|q| async move {
+            match tokio::time::timeout(self.timeout, self.answer_one(q)).await {
+                Ok(a) => a,
+                Err(_) => LookupAnswer::Failed,
+            }
+        }))
+        .await;
+        for (q, a) in questions.iter().zip(asked) {
+            answers.insert(q.clone(), a);
+        }
+        answers
+    }
+
+    /// Answers one question (no deadline of its own beyond the resolver's timeout).
+    pub async fn answer_one(&self, question: &Lookup) -> LookupAnswer {
+        match question {
+            Lookup::Spf { ip, sender, helo } => {
+                LookupAnswer::Spf(self.spf.check(*ip, sender, helo).await)
+            }
+            Lookup::Addresses { name } => self.addresses(name).await,
+            Lookup::Mx { domain } => {
+                let Some(name) = fqdn(domain) else {
+                    return LookupAnswer::NotFound;
+                };
+                match self.inner.lookup(name, RecordType::MX).await {
+                    Ok(l) => {
+                        let mut mx: Vec<(u16, String)> = l
+                            .answers()
+                            .iter()
+                            .filter_map(|r| match &r.data {
+                                RData::MX(m) => Some((m.preference, plain(&m.exchange.to_ascii()))),
+                                _ => None,
+                            })
+                            .collect();
+                        mx.sort();
+                        records(mx.into_iter().map(|(_, h)| h).collect())
+                    }
+                    Err(e) => failure(&e),
+                }
+            }
+            Lookup::Txt { name } => {
+                let Some(fq) = fqdn(name) else {
+                    return LookupAnswer::NotFound;
+                };
+                match self.inner.lookup(fq, RecordType::TXT).await {
+                    Ok(l) => records(
+                        l.answers()
+                            .iter()
+                            .filter_map(|r| match &r.data {
+                                RData::TXT(t) => Some(
+                                    t.txt_data
+                                        .iter()
+                                        .map(|s| String::from_utf8_lossy(s))
+                                        .collect::<String>(),
+                                ),
+                                _ => None,
+                            })
+                            .collect(),
+                    ),
+                    Err(e) => failure(&e),
+                }
+            }
+            Lookup::Ptr { ip } => match self.inner.lookup(reverse_name(*ip), RecordType::PTR).await
+            {
+                Ok(l) => records(
+                    l.answers()
+                        .iter()
+                        .filter_map(|r| match &r.data {
+                            RData::PTR(p) => Some(plain(&p.0.to_ascii())),
+                            _ => None,
+                        })
+                        .collect(),
+                ),
+                Err(e) => failure(&e),
+            },
+        }
+    }
+
+    /// A and AAAA, asked together: addresses when either has some; not found when both
+    /// say so; otherwise (one failed, the other has none) a failure.
+    async fn addresses(&self, name: &str) -> LookupAnswer {
+        let Some(fq) = fqdn(name) else {
+            return LookupAnswer::NotFound;
+        };
+        let (v4, v6) = futures_util::future::join(
+            self.inner.lookup(fq.clone(), RecordType::A),
+            self.inner.lookup(fq, RecordType::AAAA),
+        )
+        .await;
+        let mut ips: Vec<IpAddr> = Vec::new();
+        let mut failed = false;
+        for r in [v4, v6] {
+            match r {
+                Ok(l) => ips.extend(l.answers().iter().filter_map(|r| match &r.data {
+                    RData::A(a) => Some(IpAddr::V4(a.0)),
+                    RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                    _ => None,
+                })),
+                Err(e) => failed |= failure(&e) == LookupAnswer::Failed,
+            }
+        }
+        if !ips.is_empty() {
+            LookupAnswer::Addresses(ips)
+        } else if failed {
+            LookupAnswer::Failed
+        } else {
+            LookupAnswer::NotFound
+        }
+    }
+}
+
+/// Records, or not found when there are none.
+fn records(r: Vec<String>) -> LookupAnswer {
+    if r.is_empty() {
+        LookupAnswer::NotFound
+    } else {
+        LookupAnswer::Records(r)
+    }
+}
+
+/// NXDOMAIN and NODATA are answers (not found); anything else failed.
+fn failure(e: &NetError) -> LookupAnswer {
+    if e.is_no_records_found() {
+        LookupAnswer::NotFound
+    } else {
+        tracing::debug!(error = %e, "DNS lookup failed");
+        LookupAnswer::Failed
+    }
+}
+
+/// `name` made fully qualified (no search list); `None` when it is not a valid DNS name
+/// (such a name does not exist).
+fn fqdn(name: &str) -> Option<String> {
+    let n = name.trim().trim_end_matches('.');
+    if n.is_empty() || n.len() > 253 {
+        return None;
+    }
+    hickory_resolver::proto::rr::Name::from_ascii(n).ok()?;
+    Some(format!("{n}."))
+}
+
+/// A name without its trailing dot, lower case.
+fn plain(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The reverse-DNS name of `ip`.
+fn reverse_name(ip: IpAddr) -> hickory_resolver::proto::rr::Name {
+    hickory_resolver::proto::rr::Name::from(ip)
+}
+
+/// A resolver built on first use and shared: what the edge keeps. When it cannot be
+/// built (no `/etc/resolv.conf`), every question is answered [`LookupAnswer::Failed`]
+/// and the reason is logged once.
+#[derive(Debug)]
+pub struct Answerer {
+    config: DnsConfig,
+    resolver: OnceLock<Option<Resolver>>,
+}
+
+impl Answerer {
+    /// An answerer for `config`; nothing is read or built until the first question.
+    pub fn new(config: DnsConfig) -> Answerer {
+        Answerer {
+            config,
+            resolver: OnceLock::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DnsConfig {
+        &self.config
+    }
+
+    /// Answers `questions` within the configured timeout (see [`Resolver::answer`]).
+    pub async fn answer(&self, questions: &[Lookup]) -> LookupAnswers {
+        let resolver = self.resolver.get_or_init(|| match Resolver::new(&self.config) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!(error = %e, "DNS lookups cannot be made; modules that need them answer their temporary-failure action");
+                None
+            }
+        });
+        match resolver {
+            Some(r) => r.answer(questions).await,
+            None => {
+                let mut a = LookupAnswers::default();
+                for q in questions {
+                    a.insert(q.clone(), LookupAnswer::Failed);
+                }
+                a
+            }
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! CheckHelo settings validated ([`compile_row`], [`compile_blacklist`],
+//! [`compile_whitelist`]) and merged over the matched policies ([`merge`]), with Policyd's
+//! defaults and Sluice's ranges; and the HELO's form ([`classify`]).
+
+use super::def::{CheckHeloDef, HeloBlacklistDef, HeloWhitelistDef};
+use crate::spec::{parse_network, Glob};
+use ipnet::IpNet;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// The longest blacklist or HRP period: 366 days.
+pub const MAX_PERIOD_SECS: u64 = 366 * 86_400;
+/// The highest HRP limit; also the most distinct HELOs kept per client address (the
+/// oldest is forgotten beyond it, see [`super::record`]).
+pub const MAX_HRP_LIMIT: u64 = 1000;
+/// The longest HELO blacklist entry.
+pub const MAX_HELO_LEN: usize = 255;
+
+/// What a failed DNS lookup gives (`dns_failure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DnsFailure {
+    /// `DEFER Invalid HELO/EHLO; Failure while trying to resolve '<helo>'`.
+    #[default]
+    Defer,
+    /// The unresolvable check is skipped.
+    Pass,
+}
+
+impl DnsFailure {
+    /// Parses `defer` or `pass`.
+    pub fn parse(s: &str) -> Option<DnsFailure> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "defer" => Some(DnsFailure::Defer),
+            "pass" => Some(DnsFailure::Pass),
+            _ => None,
+        }
+    }
+
+    /// As written in the policy file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsFailure::Defer => "defer",
+            DnsFailure::Pass => "pass",
+        }
+    }
+}
+
+/// One policy's CheckHelo row, validated (unset fields stay unset: they inherit).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeloRow {
+    /// See [`CheckHeloDef`]; seconds and the limit range-checked.
+    pub use_blacklist: Option<bool>,
+    pub blacklist_period_secs: Option<u64>,
+    pub use_hrp: Option<bool>,
+    pub hrp_period_secs: Option<u64>,
+    pub hrp_limit: Option<u64>,
+    pub reject_invalid: Option<bool>,
+    pub reject_ip: Option<bool>,
+    pub reject_unresolvable: Option<bool>,
+    pub dns_failure: Option<DnsFailure>,
+}
+
+/// The settings one request runs with: every matched policy's row merged, defaults filled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckHelo {
+    /// Blacklist check on.
+    pub use_blacklist: bool,
+    /// Seconds a blacklisted HELO keeps its client rejected (0: the current HELO only).
+    pub blacklist_period_secs: u64,
+    /// HRP on.
+    pub use_hrp: bool,
+    /// HRP window, seconds (0: unset, an error with `use_hrp`).
+    pub hrp_period_secs: u64,
+    /// HRP limit (0: unset, an error with `use_hrp`).
+    pub hrp_limit: u64,
+    /// Syntax check on.
+    pub reject_invalid: bool,
+    /// Bare IPs rejected (with `reject_invalid`).
+    pub reject_ip: bool,
+    /// DNS check on (with `reject_invalid`).
+    pub reject_unresolvable: bool,
+    /// A failed lookup's answer.
+    pub dns_failure: DnsFailure,
+}
+
+impl CheckHelo {
+    /// Whether the request needs the state op (blacklist memory or HRP).
+    pub fn needs_state(&self) -> bool {
+        (self.use_blacklist && self.blacklist_period_secs > 0) || self.use_hrp
+    }
+
+    /// Whether the HELO's DNS records are asked.
+    pub fn asks_dns(&self) -> bool {
+        self.reject_invalid && self.reject_unresolvable
+    }
+}
+
+/// Merges the rows of the matched policies, given in evaluation order (priority ascending):
+/// a later row's set fields override. `None` when no row applies (CheckHelo does not run).
+pub fn merge<'a>(rows: impl IntoIterator<Item = &'a HeloRow>) -> Option<CheckHelo> {
+    let mut m: Option<HeloRow> = None;
+    for r in rows {
+        let acc = m.get_or_insert_with(HeloRow::default);
+        macro_rules! over {
+            ($($f:ident),*) => { $( if r.$f.is_some() { acc.$f = r.$f; } )* };
+        }
+        over!(
+            use_blacklist,
+            blacklist_period_secs,
+            use_hrp,
+            hrp_period_secs,
+            hrp_limit,
+            reject_invalid,
+            reject_ip,
+            reject_unresolvable,
+            dns_failure
+        );
+    }
+    let m = m?;
+    Some(CheckHelo {
+        use_blacklist: m.use_blacklist.unwrap_or(false),
+        blacklist_period_secs: m.blacklist_period_secs.unwrap_or(0),
+        use_hrp: m.use_hrp.unwrap_or(false),
+        hrp_period_secs: m.hrp_period_secs.unwrap_or(0),
+        hrp_limit: m.hrp_limit.unwrap_or(0),
+        reject_invalid: m.reject_invalid.unwrap_or(false),
+        reject_ip: m.reject_ip.unwrap_or(false),
+        reject_unresolvable: m.reject_unresolvable.unwrap_or(false),
+        dns_failure: m.dns_failure.unwrap_or_default(),
+    })
+}
+
+/// A finding on one field of a CheckHelo row: (field, message).
+pub type FieldError = (&'static str, String);
+
+/// Validates a row; every out-of-range field is reported.
+pub fn compile_row(d: &CheckHeloDef) -> Result<HeloRow, Vec<FieldError>> {
+    let mut errs = Vec::new();
+    let mut secs = |field: &'static str, v: Option<u64>, min: u64| -> Option<u64> {
+        let v = v?;
+        if v < min || v > MAX_PERIOD_SECS {
+            errs.push((
+                field,
+                format!(
+                    "{field} {v} s is out of range: it must be {min}..={MAX_PERIOD_SECS} seconds"
+                ),
+            ));
+        }
+        Some(v)
+    };
+    let blacklist_period_secs = secs("checkhelo.blacklist_period", d.blacklist_period, 0);
+    let hrp_period_secs = secs("checkhelo.hrp_period", d.hrp_period, 1);
+    if let Some(l) = d.hrp_limit.filter(|l| *l < 1 || *l > MAX_HRP_LIMIT) {
+        errs.push((
+            "checkhelo.hrp_limit",
+            format!("checkhelo.hrp_limit {l} is out of range: it must be 1..={MAX_HRP_LIMIT}"),
+        ));
+    }
+    let dns_failure = match d.dns_failure.as_deref() {
+        None => None,
+        Some(s) => match DnsFailure::parse(s) {
+            Some(f) => Some(f),
+            None => {
+                errs.push((
+                    "checkhelo.dns_failure",
+                    format!("checkhelo.dns_failure {s:?}: write `defer` or `pass`"),
+                ));
+                None
+            }
+        },
+    };
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    Ok(HeloRow {
+        use_blacklist: d.use_blacklist,
+        blacklist_period_secs,
+        use_hrp: d.use_hrp,
+        hrp_period_secs,
+        hrp_limit: d.hrp_limit,
+        reject_invalid: d.reject_invalid,
+        reject_ip: d.reject_ip,
+        reject_unresolvable: d.reject_unresolvable,
+        dns_failure,
+    })
+}
+
+/// The HELO blacklist: patterns with their text (for explanations).
+pub type Blacklist = Vec<(Glob, Arc<str>)>;
+
+/// Validates the blacklist; findings are (entry index, message).
+pub fn compile_blacklist(defs: &[HeloBlacklistDef]) -> Result<Blacklist, Vec<(usize, String)>> {
+    let mut out = Vec::new();
+    let mut errs = Vec::new();
+    for (i, d) in defs.iter().enumerate() {
+        let h = d.helo.trim();
+        if h.is_empty() || h.len() > MAX_HELO_LEN || h.contains(char::is_whitespace) {
+            errs.push((
+                i,
+                format!("checkhelo blacklist entry {:?}: write a HELO name or a pattern with `*`, 1..={MAX_HELO_LEN} bytes without spaces", d.helo),
+            ));
+        } else if !d.disabled {
+            out.push((Glob::new(h), Arc::from(h)));
+        }
+    }
+    if errs.is_empty() {
+        Ok(out)
+    } else {
+        Err(errs)
+    }
+}
+
+/// The blacklist entry `helo` matches (case-insensitively), if any.
+pub fn blacklisted<'b>(list: &'b Blacklist, helo: &str) -> Option<&'b Arc<str>> {
+    let lower = helo.to_lowercase();
+    list.iter().find(|(g, _)| g.matches(&lower)).map(|(_, t)| t)
+}
+
+/// The CheckHelo whitelist: networks with their text.
+pub type Whitelist = Vec<(IpNet, Arc<str>)>;
+
+/// Parses `SenderIP:<ip or CIDR>`.
+pub fn parse_whitelist_entry(source: &str) -> Result<IpNet, String> {
+    let s = source.trim();
+    match s.split_once(':') {
+        Some((k, v)) if k.trim().eq_ignore_ascii_case("SenderIP") => parse_network(v.trim())
+            .map_err(|e| format!("checkhelo whitelist entry {source:?}: {e}")),
+        _ => Err(format!(
+            "checkhelo whitelist entry {source:?}: write `SenderIP:<ip or CIDR>` (the only form CheckHelo understands)"
+        )),
+    }
+}
+
+/// Validates the whitelist; findings are (entry index, message).
+pub fn compile_whitelist(defs: &[HeloWhitelistDef]) -> Result<Whitelist, Vec<(usize, String)>> {
+    let mut out = Vec::new();
+    let mut errs = Vec::new();
+    for (i, d) in defs.iter().enumerate() {
+        match parse_whitelist_entry(&d.source) {
+            Ok(n) if !d.disabled => out.push((n, Arc::from(d.source.trim()))),
+            Ok(_) => {}
+            Err(e) => errs.push((i, e)),
+        }
+    }
+    if errs.is_empty() {
+        Ok(out)
+    } else {
+        Err(errs)
+    }
+}
+
+/// The whitelist entry that holds `ip`, if any (IPv4-mapped IPv6 addresses as IPv4).
+pub fn whitelisted(list: &Whitelist, ip: IpAddr) -> Option<&Arc<str>> {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    list.iter().find(|(n, _)| n.contains(&ip)).map(|(_, t)| t)
+}
+
+/// The form of a HELO name (Policyd's `RejectInvalid` rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeloForm {
+    /// A bare IPv4 or IPv6 address (valid unless `reject_ip`).
+    BareIp,
+    /// An address literal `[192.0.2.1]`, `[IPv6:2001:db8::1]` or `[2001:db8::1]`: valid.
+    Literal,
+    /// A FQDN (`label(.label)+`, labels of letters, digits, `_` and `-`): valid; resolved
+    /// with `reject_unresolvable`.
+    Fqdn,
+    /// Anything else (`localhost`, `foo_bar!`): invalid.
+    Invalid,
+}
+
+/// Classifies `helo` (Policyd: bare IPv4/IPv6, `[address]`, `^[\w-]+(\.[\w-]+)+$`).
+pub fn classify(helo: &str) -> HeloForm {
+    if helo.parse::<IpAddr>().is_ok() {
+        return HeloForm::BareIp;
+    }
+    if let Some(inner) = helo.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        let inner = inner
+            .strip_prefix("IPv6:")
+            .or_else(|| inner.strip_prefix("ipv6:"))
+            .unwrap_or(inner);
+        return if inner.parse::<IpAddr>().is_ok() {
+            HeloForm::Literal
+        } else {
+            HeloForm::Invalid
+        };
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+    };
+    let mut labels = helo.split('.');
+    let first = labels.next().unwrap_or("");
+    let mut n = 1;
+    let mut ok = label_ok(first);
+    for l in labels {
+        n += 1;
+        ok &= label_ok(l);
+    }
+    if ok && n >= 2 {
+        HeloForm::Fqdn
+    } else {
+        HeloForm::Invalid
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms() {
+        assert_eq!(classify("192.0.2.1"), HeloForm::BareIp);
+        assert_eq!(classify("2001:db8::1"), HeloForm::BareIp);
+        assert_eq!(classify("[192.0.2.1]"), HeloForm::Literal);
+        assert_eq!(classify("[IPv6:2001:db8::1]"), HeloForm::Literal);
+        assert_eq!(classify("[mail.example.org]"), HeloForm::Invalid);
+        assert_eq!(classify("mail.example.org"), HeloForm::Fqdn);
+        assert_eq!(classify("mail-1.ex_ample.org"), HeloForm::Fqdn);
+        assert_eq!(classify("localhost"), HeloForm::Invalid);
+        assert_eq!(classify("foo_bar!"), HeloForm::Invalid);
+        assert_eq!(classify("mail..example.org"), HeloForm::Invalid);
+        assert_eq!(classify("mail.example.org."), HeloForm::Invalid);
+        assert_eq!(classify(""), HeloForm::Invalid);
+    }
+
+    #[test]
+    fn merge_in_priority_order_with_defaults() {
+        let low = HeloRow {
+            use_hrp: Some(true),
+            hrp_limit: Some(3),
+            reject_invalid: Some(true),
+            ..Default::default()
+        };
+        let high = HeloRow {
+            hrp_limit: Some(5),
+            hrp_period_secs: Some(60),
+            ..Default::default()
+        };
+        let m = merge([&low, &high]).unwrap();
+        assert!(m.use_hrp && m.reject_invalid && !m.reject_ip);
+        assert_eq!((m.hrp_limit, m.hrp_period_secs), (5, 60));
+        assert_eq!(m.dns_failure, DnsFailure::Defer);
+        assert!(merge(std::iter::empty()).is_none());
+    }
+
+    #[test]
+    fn ranges_are_checked() {
+        let d = CheckHeloDef {
+            hrp_period: Some(0),
+            hrp_limit: Some(MAX_HRP_LIMIT + 1),
+            blacklist_period: Some(MAX_PERIOD_SECS + 1),
+            dns_failure: Some("maybe".into()),
+            ..Default::default()
+        };
+        let fields: Vec<_> = compile_row(&d).unwrap_err().iter().map(|e| e.0).collect();
+        assert_eq!(
+            fields,
+            [
+                "checkhelo.blacklist_period",
+                "checkhelo.hrp_period",
+                "checkhelo.hrp_limit",
+                "checkhelo.dns_failure"
+            ]
+        );
+    }
+
+    #[test]
+    fn blacklist_exact_and_wildcard_and_whitelist() {
+        let mut defs = HeloBlacklistDef::policyd_seed();
+        defs.push(HeloBlacklistDef {
+            helo: "*.Localdomain".into(),
+            ..Default::default()
+        });
+        let bl = compile_blacklist(&defs).unwrap();
+        assert_eq!(
+            blacklisted(&bl, "LOCALHOST").map(|t| &**t),
+            Some("localhost")
+        );
+        assert_eq!(
+            blacklisted(&bl, "[127.0.0.1]").map(|t| &**t),
+            Some("[127.0.0.1]")
+        );
+        assert_eq!(
+            blacklisted(&bl, "box.localdomain").map(|t| &**t),
+            Some("*.Localdomain")
+        );
+        assert_eq!(blacklisted(&bl, "mail.example.org"), None);
+        assert!(compile_blacklist(&[HeloBlacklistDef {
+            helo: "a b".into(),
+            ..Default::default()
+        }])
+        .is_err());
+        let wl = compile_whitelist(&[HeloWhitelistDef {
+            source: "SenderIP:192.0.2.0/24".into(),
+            ..Default::default()
+        }])
+        .unwrap();
+        assert!(whitelisted(&wl, "192.0.2.9".parse().unwrap()).is_some());
+        assert!(whitelisted(&wl, "::ffff:192.0.2.9".parse().unwrap()).is_some());
+        assert!(whitelisted(&wl, "198.51.100.1".parse().unwrap()).is_none());
+        assert!(parse_whitelist_entry("SenderDomain:example.org").is_err());
+    }
+}
