@@ -1,12 +1,12 @@
 //! The resolver: hickory on tokio, answering [`Lookup`]s under one deadline.
 
+use crate::spf::SpfChecker;
 use futures_util::future::join_all;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::TokioResolver;
-use crate::spf::SpfChecker;
 use sluice_engine::{Lookup, LookupAnswer, LookupAnswers};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;

@@ -42,7 +42,10 @@ impl std::fmt::Debug for SpfChecker {
 /// This host's name (the `receiver` of `Received-SPF` headers); `localhost` when it has
 /// none.
 pub fn host_name() -> String {
-    let name = gethostname::gethostname().to_string_lossy().trim().to_string();
+    let name = gethostname::gethostname()
+        .to_string_lossy()
+        .trim()
+        .to_string();
     if name.is_empty() {
         "localhost".into()
     } else {
@@ -72,16 +75,14 @@ impl SpfChecker {
     /// checker's timeout: a check not finished by then is a `temperror`.
     pub async fn check(&self, ip: IpAddr, sender: &str, helo: &str) -> SpfAnswer {
         let params = SpfParameters::verify_mail_from(ip, helo, &self.receiver, sender);
-        let output = match tokio::time::timeout(
-            self.timeout,
-            self.auth.check_host(Parameters::new(params)),
-        )
-        .await
-        {
-            Ok(output) => output,
-            Err(_) => SpfOutput::new(domain_of(sender, helo).to_string())
-                .with_result(mail_auth::SpfResult::TempError),
-        };
+        let output =
+            match tokio::time::timeout(self.timeout, self.auth.check_host(Parameters::new(params)))
+                .await
+            {
+                Ok(output) => output,
+                Err(_) => SpfOutput::new(domain_of(sender, helo).to_string())
+                    .with_result(mail_auth::SpfResult::TempError),
+            };
         let header = ReceivedSpf::new(&output, ip, helo, sender, &self.receiver).to_header();
         SpfAnswer {
             result: result(output.result()),

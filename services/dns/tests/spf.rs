@@ -48,8 +48,16 @@ fn zone() -> DnsServer {
     dns.add("none.example", Rec::A("198.51.100.9".parse().unwrap()));
     txt(&dns, "none.example", "not an spf record");
     txt(&dns, "broken2.example", "v=spf1 ip4:not-an-address -all");
-    txt(&dns, "broken3.example", "v=spf1 redirect=a.example redirect=b.example");
-    txt(&dns, "missing-include.example", "v=spf1 include:nowhere.example -all");
+    txt(
+        &dns,
+        "broken3.example",
+        "v=spf1 redirect=a.example redirect=b.example",
+    );
+    txt(
+        &dns,
+        "missing-include.example",
+        "v=spf1 include:nowhere.example -all",
+    );
     // include: a chain of two, the client listed at its end.
     txt(&dns, "inc.example", "v=spf1 include:inc1.example -all");
     txt(&dns, "inc1.example", "v=spf1 include:inc2.example -all");
@@ -61,14 +69,26 @@ fn zone() -> DnsServer {
     txt(&dns, "red2.example", "v=spf1 ip4:198.51.100.0/24 -all");
     // Eleven DNS-querying terms: one beyond the limit of 10.
     let many: Vec<String> = (1..=11).map(|i| format!("a:h{i}.many.example")).collect();
-    txt(&dns, "many.example", &format!("v=spf1 {} -all", many.join(" ")));
+    txt(
+        &dns,
+        "many.example",
+        &format!("v=spf1 {} -all", many.join(" ")),
+    );
     // Exactly ten: within the limit, the tenth matches.
     let ten: Vec<String> = (1..=10).map(|i| format!("a:h{i}.ten.example")).collect();
-    txt(&dns, "ten.example", &format!("v=spf1 {} -all", ten.join(" ")));
+    txt(
+        &dns,
+        "ten.example",
+        &format!("v=spf1 {} -all", ten.join(" ")),
+    );
     dns.add("h10.ten.example", Rec::A(CLIENT.parse().unwrap()));
     // exp=: the domain's own explanation of a fail.
     txt(&dns, "exp.example", "v=spf1 -all exp=why.exp.example");
-    txt(&dns, "why.exp.example", "See https://exp.example/spf for %{d}");
+    txt(
+        &dns,
+        "why.exp.example",
+        "See https://exp.example/spf for %{d}",
+    );
     dns
 }
 
@@ -141,7 +161,11 @@ async fn servfail_and_silence_are_temperrors_within_the_deadline() {
     let dns = zone();
     dns.servfail("servfail.example");
     dns.silent("silent.example");
-    txt(&dns, "inc-silent.example", "v=spf1 include:silent.example -all");
+    txt(
+        &dns,
+        "inc-silent.example",
+        "v=spf1 include:silent.example -all",
+    );
     let r = resolver(&dns, 400);
     assert_eq!(
         check(&r, "u@servfail.example").await.result,
@@ -172,5 +196,9 @@ async fn answers_are_cached() {
     for _ in 0..5 {
         assert_eq!(check(&r, "v@inc.example").await.result, SpfResult::Pass);
     }
-    assert_eq!(dns.queries(), asked, "later checks are answered from the cache");
+    assert_eq!(
+        dns.queries(),
+        asked,
+        "later checks are answered from the cache"
+    );
 }

@@ -18,8 +18,8 @@
 #![forbid(unsafe_code)]
 
 pub mod bounds;
-pub mod checkspf;
 pub mod checkhelo;
+pub mod checkspf;
 pub mod clock;
 pub mod compile;
 pub mod diagnostic;
@@ -37,10 +37,10 @@ pub mod verdict;
 mod view;
 pub mod window;
 
-pub use checkspf::def::CheckSpfDef;
 pub use checkhelo::def::{CheckHeloDef, HeloBlacklistDef, HeloWhitelistDef};
 pub use checkhelo::op::{HeloOp, HeloReply};
 pub use checkhelo::record::{HeloOutcome, HeloParams};
+pub use checkspf::def::CheckSpfDef;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use compile::{compile, Compiled, PolicySet};
 pub use diagnostic::{Diagnostic, Location, Severity};

@@ -29,7 +29,10 @@ impl Module for CheckSpf {
 
     fn asks(&self, policy: &Policy) -> bool {
         // A row that turns it on, or one that may inherit it (the merge decides).
-        policy.checkspf.as_ref().is_some_and(|r| r.enabled != Some(false))
+        policy
+            .checkspf
+            .as_ref()
+            .is_some_and(|r| r.enabled != Some(false))
     }
 
     fn plan(&self, cx: &mut Plan<'_, '_>) -> Flow {

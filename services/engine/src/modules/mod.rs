@@ -45,8 +45,8 @@
 //! counts) its op kinds in [`crate::state::OpKind`] with both backends.
 
 pub(crate) mod access_control;
-pub(crate) mod checkspf;
 pub(crate) mod checkhelo;
+pub(crate) mod checkspf;
 pub(crate) mod greylisting;
 pub(crate) mod lookup;
 pub(crate) mod quotas;

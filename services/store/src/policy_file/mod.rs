@@ -29,8 +29,8 @@
 //! Unknown fields are errors. Every finding — TOML syntax, wrong types, bad units, and the
 //! engine's validation ([`sluice_engine::compile`]) — names the file, line and field.
 
-mod checkspf;
 mod checkhelo;
+mod checkspf;
 mod diff;
 mod export;
 mod greylisting;

@@ -6,8 +6,8 @@
 use sluice_engine::model::PolicySetDef;
 
 use super::audit::{bind_audit, NewAudit, INSERT_AUDIT};
-use super::checkspf_rows;
 use super::checkhelo_rows;
+use super::checkspf_rows;
 use super::greylisting_rows;
 use super::rows::{self, to_i64};
 use super::{Backend, Store};

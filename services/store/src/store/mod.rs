@@ -1,7 +1,7 @@
 //! The policy store: a SQLite or PostgreSQL database holding one [`PolicySetDef`].
 
-mod checkspf_rows;
 mod checkhelo_rows;
+mod checkspf_rows;
 mod connect;
 mod counters;
 mod greylisting_rows;
