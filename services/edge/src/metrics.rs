@@ -101,7 +101,21 @@ pub(crate) struct EdgeMetrics {
     near_limit: RwLock<HashMap<QuotaKey, Counter>>,
     /// `sluice_greylisting_total` by outcome, in [`GREY_OUTCOMES`]' order.
     greylisting: [Counter; GREY_OUTCOMES.len()],
+    /// `sluice_checkhelo_total` by result, in [`HELO_RESULTS`]' order.
+    checkhelo: [Counter; HELO_RESULTS.len()],
 }
+
+/// CheckHelo's `result` label values (`Decision::checkhelo`).
+const HELO_RESULTS: [&str; 8] = [
+    "passed",
+    "whitelisted",
+    "invalid",
+    "unresolvable",
+    "dns_failure",
+    "blacklisted",
+    "hrp_exceeded",
+    "misconfigured",
+];
 
 /// Greylisting's `outcome` label values (`Decision::greylisting`).
 const GREY_OUTCOMES: [&str; 6] = [
@@ -126,6 +140,7 @@ impl EdgeMetrics {
             verdicts: RwLock::new(HashMap::new()),
             near_limit: RwLock::new(HashMap::new()),
             greylisting: GREY_OUTCOMES.map(|o| counter!(names::GREYLISTING, "outcome" => o)),
+            checkhelo: HELO_RESULTS.map(|r| counter!(names::CHECKHELO, "result" => r)),
         }
     }
 
@@ -185,6 +200,11 @@ impl EdgeMetrics {
         if let Some(outcome) = d.greylisting {
             if let Some(i) = GREY_OUTCOMES.iter().position(|o| *o == outcome) {
                 self.greylisting[i].increment(1);
+            }
+        }
+        if let Some(result) = d.checkhelo {
+            if let Some(i) = HELO_RESULTS.iter().position(|r| *r == result) {
+                self.checkhelo[i].increment(1);
             }
         }
         for QuotaRef { policy, quota } in &d.near_limit {
