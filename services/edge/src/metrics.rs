@@ -104,7 +104,21 @@ pub(crate) struct EdgeMetrics {
     greylisting: [Counter; GREY_OUTCOMES.len()],
     /// `sluice_checkspf_total` by result, in [`SpfResult::ALL`]'s order.
     checkspf: [Counter; SpfResult::ALL.len()],
+    /// `sluice_checkhelo_total` by result, in [`HELO_RESULTS`]' order.
+    checkhelo: [Counter; HELO_RESULTS.len()],
 }
+
+/// CheckHelo's `result` label values (`Decision::checkhelo`).
+const HELO_RESULTS: [&str; 8] = [
+    "passed",
+    "whitelisted",
+    "invalid",
+    "unresolvable",
+    "dns_failure",
+    "blacklisted",
+    "hrp_exceeded",
+    "misconfigured",
+];
 
 /// Greylisting's `outcome` label values (`Decision::greylisting`).
 const GREY_OUTCOMES: [&str; 7] = [
@@ -131,6 +145,7 @@ impl EdgeMetrics {
             near_limit: RwLock::new(HashMap::new()),
             greylisting: GREY_OUTCOMES.map(|o| counter!(names::GREYLISTING, "outcome" => o)),
             checkspf: SpfResult::ALL.map(|r| counter!(names::CHECKSPF, "result" => r.as_str())),
+            checkhelo: HELO_RESULTS.map(|r| counter!(names::CHECKHELO, "result" => r)),
         }
     }
 
@@ -195,6 +210,11 @@ impl EdgeMetrics {
         if let Some(result) = d.spf {
             if let Some(i) = SpfResult::ALL.iter().position(|r| r.as_str() == result) {
                 self.checkspf[i].increment(1);
+            }
+        }
+        if let Some(result) = d.checkhelo {
+            if let Some(i) = HELO_RESULTS.iter().position(|r| *r == result) {
+                self.checkhelo[i].increment(1);
             }
         }
         for QuotaRef { policy, quota } in &d.near_limit {
