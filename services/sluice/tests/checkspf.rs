@@ -334,3 +334,42 @@ async fn checkspf_cluster() {
     let cluster = RedisCluster::start(3, 0);
     all_scenarios(Mode::Cluster(&cluster)).await;
 }
+
+/// `sluice explain`'s path (`Engine::lookups`, the resolver, `Engine::explain_with`): the
+/// merged settings, the SPF result from the real DNS server and the action.
+#[tokio::test]
+async fn explain_shows_the_spf_result_and_the_action() {
+    let dns = zone();
+    let state = Arc::new(MemoryState::new(
+        Arc::new(ManualClock::new(START_MS)),
+        MemoryStateSettings::default(),
+    ));
+    let set = compile(&policy(spf(true, false), None)).unwrap().set;
+    let engine = Engine::new(set, state, EngineSettings::default());
+    let resolver = sluice_dns::Resolver::new(&DnsConfig {
+        servers: vec![dns.addr()],
+        timeout: Duration::from_millis(DNS_TIMEOUT_MS),
+        cache_size: 64,
+    })
+    .unwrap();
+    let mut parsed = sluice_engine::PolicyRequest::new(
+        sluice_engine::ProtocolState::Rcpt,
+        CLIENT.parse().unwrap(),
+    );
+    parsed.sender = "u@fail.example".into();
+    parsed.recipient = "b@y.org".into();
+    parsed.helo_name = "mail.sender.example".into();
+    let questions = engine.lookups(&parsed);
+    assert_eq!(questions.len(), 1, "{questions:?}");
+    let answers = resolver.answer(&questions).await;
+    let e = engine.explain_with(&parsed, &answers).await.to_string();
+    assert!(
+        e.contains(
+            "CheckSPF:\n  policy \"inbound\" (reject_failed=true, add_header=false): SPF of \
+             fail.example for client 192.0.2.7 is fail -> action=REJECT Failed SPF check; \
+             fail.example, Sender is not authorized to use 'u@fail.example' in 'mfrom' identity"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("final verdict: the chain stops here."), "{e}");
+}
