@@ -12,6 +12,10 @@
 //! - deadline: all questions of one request are asked at once and answered within one
 //!   [`DnsConfig::timeout`]; what is not answered by then is [`LookupAnswer::Failed`].
 //!
+//! SPF checks ([`sluice_engine::Lookup::Spf`], CheckSPF's) are evaluated by `mail-auth`
+//! ([`SpfChecker`], `spf.rs`) over a resolver built from the same configuration, within the
+//! same deadline.
+//!
 //! Answers: records → [`LookupAnswer::Addresses`] / [`LookupAnswer::Records`];
 //! NXDOMAIN or no record of the type (NODATA) → [`LookupAnswer::NotFound`]; a timeout,
 //! SERVFAIL, REFUSED or any other failure → [`LookupAnswer::Failed`] (a temporary
@@ -19,5 +23,7 @@
 #![forbid(unsafe_code)]
 
 mod resolver;
+mod spf;
 
 pub use resolver::{Answerer, DnsConfig, DnsError, Resolver};
+pub use spf::{host_name, SpfChecker};

@@ -1,5 +1,6 @@
 //! The resolver: hickory on tokio, answering [`Lookup`]s under one deadline.
 
+use crate::spf::SpfChecker;
 use futures_util::future::join_all;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
@@ -60,6 +61,8 @@ pub enum DnsError {
 pub struct Resolver {
     inner: TokioResolver,
     timeout: Duration,
+    /// CheckSPF's evaluator ([`Lookup::Spf`]).
+    spf: SpfChecker,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -74,13 +77,13 @@ impl Resolver {
     /// Builds a resolver from `config` (reads `/etc/resolv.conf` when no servers are given).
     pub fn new(config: &DnsConfig) -> Result<Resolver, DnsError> {
         let provider = TokioRuntimeProvider::default();
-        let mut builder = if config.servers.is_empty() {
+        let resolver_config = if config.servers.is_empty() {
             let (system, _) = hickory_resolver::system_conf::read_system_conf()
                 .map_err(|e| DnsError::SystemConfig(e.to_string()))?;
             if system.name_servers().is_empty() {
                 return Err(DnsError::NoServers);
             }
-            TokioResolver::builder_with_config(system, provider)
+            system
         } else {
             let servers = config
                 .servers
@@ -93,8 +96,9 @@ impl Resolver {
                     NameServerConfig::new(s.ip(), true, vec![udp, tcp])
                 })
                 .collect();
-            TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), provider)
+            ResolverConfig::from_name_servers(servers)
         };
+        let mut builder = TokioResolver::builder_with_config(resolver_config.clone(), provider);
         let opts = builder.options_mut();
         // Each attempt may use the whole budget; the per-request deadline cuts it.
         opts.timeout = config.timeout;
@@ -106,9 +110,17 @@ impl Resolver {
         let inner = builder
             .build()
             .map_err(|e| DnsError::Build(e.to_string()))?;
+        // SPF checks resolve with the same servers and options (`spf.rs`).
+        let spf = SpfChecker::new(
+            resolver_config,
+            inner.options().clone(),
+            config.timeout,
+            crate::spf::host_name(),
+        )?;
         Ok(Resolver {
             inner,
             timeout: config.timeout,
+            spf,
         })
     }
 
@@ -132,6 +144,9 @@ impl Resolver {
     /// Answers one question (no deadline of its own beyond the resolver's timeout).
     pub async fn answer_one(&self, question: &Lookup) -> LookupAnswer {
         match question {
+            Lookup::Spf { ip, sender, helo } => {
+                LookupAnswer::Spf(self.spf.check(*ip, sender, helo).await)
+            }
             Lookup::Addresses { name } => self.addresses(name).await,
             Lookup::Mx { domain } => {
                 let Some(name) = fqdn(domain) else {

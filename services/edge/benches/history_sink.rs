@@ -23,6 +23,7 @@ fn decision(action: Action) -> Decision {
         near_limit: Vec::new(),
         admitted: Vec::new(),
         greylisting: None,
+        spf: None,
         checkhelo: None,
     }
 }

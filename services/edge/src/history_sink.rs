@@ -340,6 +340,7 @@ mod tests {
             near_limit: Vec::new(),
             admitted: Vec::new(),
             greylisting: None,
+            spf: None,
             checkhelo: None,
         }
     }

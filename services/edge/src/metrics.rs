@@ -7,6 +7,7 @@
 //! labels: `docs/metrics.md`.
 
 use sluice_engine::engine::{Decision, QuotaRef};
+use sluice_engine::SpfResult;
 use sluice_protocol::{Action, ProtocolState};
 use sluice_runtime::metrics::names;
 use std::collections::HashMap;
@@ -101,16 +102,33 @@ pub(crate) struct EdgeMetrics {
     near_limit: RwLock<HashMap<QuotaKey, Counter>>,
     /// `sluice_greylisting_total` by outcome, in [`GREY_OUTCOMES`]' order.
     greylisting: [Counter; GREY_OUTCOMES.len()],
+    /// `sluice_checkspf_total` by result, in [`SpfResult::ALL`]'s order.
+    checkspf: [Counter; SpfResult::ALL.len()],
+    /// `sluice_checkhelo_total` by result, in [`HELO_RESULTS`]' order.
+    checkhelo: [Counter; HELO_RESULTS.len()],
 }
 
+/// CheckHelo's `result` label values (`Decision::checkhelo`).
+const HELO_RESULTS: [&str; 8] = [
+    "passed",
+    "whitelisted",
+    "invalid",
+    "unresolvable",
+    "dns_failure",
+    "blacklisted",
+    "hrp_exceeded",
+    "misconfigured",
+];
+
 /// Greylisting's `outcome` label values (`Decision::greylisting`).
-const GREY_OUTCOMES: [&str; 6] = [
+const GREY_OUTCOMES: [&str; 7] = [
     "deferred",
     "passed",
     "training",
     "whitelisted",
     "auto_whitelisted",
     "blacklisted",
+    "spf_pass",
 ];
 
 impl EdgeMetrics {
@@ -126,6 +144,8 @@ impl EdgeMetrics {
             verdicts: RwLock::new(HashMap::new()),
             near_limit: RwLock::new(HashMap::new()),
             greylisting: GREY_OUTCOMES.map(|o| counter!(names::GREYLISTING, "outcome" => o)),
+            checkspf: SpfResult::ALL.map(|r| counter!(names::CHECKSPF, "result" => r.as_str())),
+            checkhelo: HELO_RESULTS.map(|r| counter!(names::CHECKHELO, "result" => r)),
         }
     }
 
@@ -185,6 +205,16 @@ impl EdgeMetrics {
         if let Some(outcome) = d.greylisting {
             if let Some(i) = GREY_OUTCOMES.iter().position(|o| *o == outcome) {
                 self.greylisting[i].increment(1);
+            }
+        }
+        if let Some(result) = d.spf {
+            if let Some(i) = SpfResult::ALL.iter().position(|r| r.as_str() == result) {
+                self.checkspf[i].increment(1);
+            }
+        }
+        if let Some(result) = d.checkhelo {
+            if let Some(i) = HELO_RESULTS.iter().position(|r| *r == result) {
+                self.checkhelo[i].increment(1);
             }
         }
         for QuotaRef { policy, quota } in &d.near_limit {

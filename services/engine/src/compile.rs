@@ -86,6 +86,8 @@ pub(crate) struct Policy {
     pub greylisting: Option<crate::greylisting::settings::GreyRow>,
     /// The policy's per-message caps (`None`: none, or disabled).
     pub message_caps: Option<crate::caps::Caps>,
+    /// The policy's CheckSPF row (`None`: none, or disabled).
+    pub checkspf: Option<crate::checkspf::def::CheckSpfDef>,
     /// The policy's CheckHelo row (`None`: none, or disabled).
     pub checkhelo: Option<crate::checkhelo::settings::HeloRow>,
 }
@@ -735,6 +737,7 @@ impl Compiler {
             quotas,
             greylisting: self.greylisting(pi, p),
             message_caps: self.message_caps(pi, p),
+            checkspf: p.checkspf.clone().filter(|d| !d.disabled),
             checkhelo: self.checkhelo(pi, p),
         }
     }

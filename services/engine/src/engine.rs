@@ -70,6 +70,9 @@ pub struct Decision {
     /// What greylisting did (a [`crate::GreyOutcome::label`], or `whitelisted`), for
     /// metrics; `None` when it did not run.
     pub greylisting: Option<&'static str>,
+    /// The SPF result CheckSPF judged (`pass`, `fail`, ...), for metrics; `None` when it
+    /// did not run.
+    pub spf: Option<&'static str>,
     /// What CheckHelo did (a [`crate::HeloOutcome::label`], or `whitelisted`, `invalid`,
     /// `unresolvable`, `dns_failure`, `blacklisted`, `misconfigured`), for metrics; `None`
     /// when it did not run.
@@ -148,6 +151,9 @@ impl fmt::Debug for Decision {
         if let Some(g) = self.greylisting {
             d.field("greylisting", &g);
         }
+        if let Some(s) = self.spf {
+            d.field("spf", &s);
+        }
         d.finish()
     }
 }
@@ -161,6 +167,7 @@ impl Decision {
             near_limit: Vec::new(),
             admitted: Vec::new(),
             greylisting: None,
+            spf: None,
             checkhelo: None,
         }
     }

@@ -22,6 +22,7 @@
 pub mod bounds;
 pub mod caps;
 pub mod checkhelo;
+pub mod checkspf;
 pub mod clock;
 pub mod compile;
 pub mod counters;
@@ -44,6 +45,7 @@ pub use caps::def::MessageCapsDef;
 pub use checkhelo::def::{CheckHeloDef, HeloBlacklistDef, HeloWhitelistDef};
 pub use checkhelo::op::{HeloOp, HeloReply};
 pub use checkhelo::record::{HeloOutcome, HeloParams};
+pub use checkspf::def::CheckSpfDef;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use compile::{compile, Compiled, PolicySet};
 pub use counters::{CounterInfo, Listing, LiveCounters};
@@ -61,7 +63,7 @@ pub use model::{
     AccessControlDef, GroupDef, GroupMemberDef, LimitDef, MemberDef, PolicyDef, PolicySetDef,
     QuotaDef,
 };
-pub use modules::{Lookup, LookupAnswer, LookupAnswers};
+pub use modules::{Lookup, LookupAnswer, LookupAnswers, SpfAnswer, SpfResult};
 pub use scratch::Scratch;
 pub use sluice_protocol::{Action, PolicyRequest, ProtocolState};
 pub use state::{

@@ -105,6 +105,10 @@ pub struct PolicyDef {
     /// Per-message caps (largest message, most recipients; see [`crate::caps`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_caps: Option<crate::caps::def::MessageCapsDef>,
+    /// CheckSPF settings (merged over the matched policies, see
+    /// [`crate::checkspf::def::CheckSpfDef`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkspf: Option<crate::checkspf::def::CheckSpfDef>,
     /// CheckHelo settings (merged over the matched policies, see
     /// [`crate::checkhelo::def::CheckHeloDef`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -34,6 +34,10 @@ pub mod names {
     pub const NEAR_LIMIT: &str = "sluice_quota_near_limit_total";
     /// Counter `{outcome}`: greylisting decisions.
     pub const GREYLISTING: &str = "sluice_greylisting_total";
+    /// Counter `{result}`: CheckSPF checks by SPF result.
+    pub const CHECKSPF: &str = "sluice_checkspf_total";
+    /// Counter `{result}`: CheckHelo decisions.
+    pub const CHECKHELO: &str = "sluice_checkhelo_total";
     /// Gauge: the policy set version served.
     pub const POLICY_SET_VERSION: &str = "sluice_policy_set_version";
     /// Gauge: enabled policies.
@@ -198,7 +202,15 @@ fn describe() {
     );
     describe_counter!(
         GREYLISTING,
-        "Greylisting decisions, by outcome (deferred, passed, training, whitelisted, auto_whitelisted, blacklisted)."
+        "Greylisting decisions, by outcome (deferred, passed, training, whitelisted, auto_whitelisted, blacklisted, spf_pass)."
+    );
+    describe_counter!(
+        CHECKSPF,
+        "CheckSPF checks, by SPF result (pass, fail, softfail, neutral, none, temperror, permerror)."
+    );
+    describe_counter!(
+        CHECKHELO,
+        "CheckHelo decisions, by result (passed, whitelisted, invalid, unresolvable, dns_failure, blacklisted, hrp_exceeded, misconfigured)."
     );
     describe_gauge!(
         POLICY_SET_VERSION,

@@ -839,6 +839,53 @@ mod tests {
     }
 
     #[test]
+    fn dns_settings_are_read_and_range_checked() {
+        let (_d, p) = file("dns_servers = [\"127.0.0.1:5353\", \"[::1]:53\"]\ndns_timeout_ms = 300\ndns_cache_size = 100\ndatabase = \"sqlite:///tmp/x.db\"\n");
+        let args = RoleArgs {
+            config: Some(p),
+            ..Default::default()
+        };
+        let s = resolve(args, Role::Serve).unwrap();
+        assert_eq!(
+            s.edge.dns.servers,
+            vec![
+                "127.0.0.1:5353".parse::<SocketAddr>().unwrap(),
+                "[::1]:53".parse().unwrap()
+            ]
+        );
+        assert_eq!(s.edge.dns.timeout, Duration::from_millis(300));
+        assert_eq!(s.edge.dns.cache_size, 100);
+        let (_d, p) = file("dns_servers = [\"resolver\"]\ndns_timeout_ms = 1000\ndns_cache_size = 0\ndatabase = \"sqlite:///tmp/x.db\"\n");
+        let args = RoleArgs {
+            config: Some(p),
+            ..Default::default()
+        };
+        let errors = resolve(args, Role::Serve).unwrap_err().join("\n");
+        assert!(
+            errors.contains("dns_servers \"resolver\": expected ip:port"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("dns_timeout_ms (1000) must be less than request_deadline_ms (1000)"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("dns_cache_size must be between 1 and 10000000"),
+            "{errors}"
+        );
+        let (_d, p) = file("dns_timeout_ms = 100\n");
+        let args = RoleArgs {
+            config: Some(p),
+            ..Default::default()
+        };
+        let errors = resolve(args, Role::Quota).unwrap_err().join("\n");
+        assert!(
+            errors.contains("`dns_timeout_ms` is not a setting of `sluice quota`"),
+            "{errors}"
+        );
+    }
+
+    #[test]
     fn every_error_is_reported_with_its_key() {
         let (_d, p) = file("grpc_listen = \"x\"\nmax_line = 10\n");
         let args = RoleArgs {

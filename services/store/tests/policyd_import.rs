@@ -53,6 +53,21 @@ INSERT INTO greylisting_whitelist (Source, Disabled) VALUES ('SenderIP:300.1.1.1
 INSERT INTO greylisting_tracking (TrackKey, Sender, Recipient, FirstSeen, LastUpdate, Tries, Count)
   VALUES ('SenderIP:192.0.2.0/24', 'a@x.org', 'b@y.org', 1, 1, 1, 0);
 INSERT INTO checkhelo (PolicyID, Name, Disabled) VALUES (1, 'helo', 0);
+INSERT INTO checkhelo (PolicyID, Name, UseBlacklist, BlacklistPeriod, UseHRP, HRPPeriod, HRPLimit,
+  RejectInvalid, RejectIP, RejectUnresolvable, Disabled)
+  VALUES (3, 'helo-in', 1, 3600, 1, 86400, 5, 1, 0, 1, 0);
+INSERT INTO checkhelo (PolicyID, Name, UseHRP, HRPLimit, Disabled) VALUES (4, 'helo-bad', 1, 5000, 0);
+INSERT INTO checkhelo (PolicyID, Name, Disabled) VALUES (4, 'helo-off', 1);
+INSERT INTO checkhelo (PolicyID, Name, Disabled) VALUES (99, 'helo-orphan', 0);
+INSERT INTO checkhelo_blacklist (Helo, Disabled) VALUES ('127.0.0.1', 0);
+INSERT INTO checkhelo_blacklist (Helo, Disabled) VALUES ('[127.0.0.1]', 0);
+INSERT INTO checkhelo_blacklist (Helo, Disabled) VALUES ('localhost', 0);
+INSERT INTO checkhelo_blacklist (Helo, Disabled) VALUES ('localhost.localdomain', 0);
+INSERT INTO checkhelo_blacklist (Helo, Disabled) VALUES ('*.localdomain', 0);
+INSERT INTO checkhelo_blacklist (Helo, Disabled) VALUES ('two words', 0);
+INSERT INTO checkhelo_whitelist (Source, Disabled) VALUES ('SenderIP:198.51.100.0/24', 0);
+INSERT INTO checkhelo_whitelist (Source, Disabled) VALUES ('Sender:@example.com', 0);
+INSERT INTO checkhelo_tracking (Address, Helo, LastUpdate) VALUES ('192.0.2.1', 'a.example.org', 1);
 ";
 
 fn check(report: &ImportReport) {
@@ -197,7 +212,85 @@ fn check(report: &ImportReport) {
         "1 row in table greylisting_tracking",
         "greylisting state is not imported",
     );
-    skipped("1 row in table checkhelo", "not imported yet");
+    // CheckHelo: settings per policy, the blacklist and the whitelist; state counted.
+    let helo = def.policies[2]
+        .checkhelo
+        .as_ref()
+        .expect("policy 3's checkhelo");
+    assert_eq!(
+        (
+            helo.use_blacklist,
+            helo.blacklist_period,
+            helo.use_hrp,
+            helo.hrp_period,
+            helo.hrp_limit
+        ),
+        (Some(true), Some(3600), Some(true), Some(86_400), Some(5)),
+        "{text}"
+    );
+    assert_eq!(
+        (
+            helo.reject_invalid,
+            helo.reject_ip,
+            helo.reject_unresolvable
+        ),
+        (Some(true), Some(false), Some(true))
+    );
+    assert_eq!(
+        def.policies[0].checkhelo,
+        Some(Default::default()),
+        "a row of NULLs inherits everything"
+    );
+    assert!(def.policies[3].checkhelo.is_none(), "{text}");
+    let bl: Vec<&str> = def
+        .checkhelo_blacklist
+        .iter()
+        .map(|b| b.helo.as_str())
+        .collect();
+    assert_eq!(
+        bl,
+        [
+            "127.0.0.1",
+            "[127.0.0.1]",
+            "localhost",
+            "localhost.localdomain",
+            "*.localdomain"
+        ],
+        "{text}"
+    );
+    assert_eq!(def.checkhelo_whitelist.len(), 1);
+    assert_eq!(
+        def.checkhelo_whitelist[0].source,
+        "SenderIP:198.51.100.0/24"
+    );
+    skipped(
+        "checkhelo #3 \"helo-bad\"",
+        "checkhelo.hrp_limit 5000 is out of range",
+    );
+    skipped("checkhelo #4 \"helo-off\"", "it is disabled");
+    skipped("checkhelo #5 \"helo-orphan\"", "policy #99 does not exist");
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("\"*.localdomain\": `*` is a wildcard in Sluice")),
+        "{text}"
+    );
+    skipped("\"two words\"", "not a HELO name");
+    skipped(
+        "\"Sender:@example.com\"",
+        "the only form CheckHelo understands",
+    );
+    skipped(
+        "1 row in table checkhelo_tracking",
+        "CheckHelo state is not imported",
+    );
+    assert!(
+        text.contains(
+            "  2 policies with HELO checks\n  5 HELO blacklist entries\n  1 HELO whitelist entry\n"
+        ),
+        "{text}"
+    );
     let data_skips = report
         .skipped
         .iter()

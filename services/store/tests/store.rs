@@ -54,6 +54,7 @@ fn sample() -> PolicySetDef {
             PolicyDef {
                 greylisting: None,
                 message_caps: None,
+                checkspf: None,
                 checkhelo: None,
                 name: "A inbound".into(),
                 priority: 10,

@@ -285,6 +285,7 @@ fn describe(a: &LookupAnswer, mx: &LookupAnswer) -> String {
         LookupAnswer::NotFound => "none".into(),
         LookupAnswer::Failed => "failed".into(),
         LookupAnswer::Unanswered => "not asked".into(),
+        LookupAnswer::Spf(s) => s.result.to_string(),
     };
     format!("A/AAAA: {}, MX: {}", one(a), one(mx))
 }

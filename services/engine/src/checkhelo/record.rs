@@ -250,8 +250,9 @@ mod tests {
         assert_eq!(
             run(&mut r, "new.example", &p, 1000, false),
             HeloOutcome::HrpExceeded {
-                distinct: MAX_HELOS as u64
-            }
+                distinct: MAX_HELOS as u64 + 1
+            },
+            "the kept HELOs and this one"
         );
     }
 }

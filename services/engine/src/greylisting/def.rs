@@ -82,6 +82,11 @@ pub struct GreylistingDef {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// Do not greylist a triplet whose sender's SPF check (CheckSPF's, `docs/checkspf.md`)
+    /// passes (beyond Policyd, from its wishlist; default off). The check is made for
+    /// greylisting even where CheckSPF itself is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_spf_pass: Option<bool>,
 }
 
 /// One static greylisting whitelist entry (`[[greylisting_whitelist]]`; Policyd's

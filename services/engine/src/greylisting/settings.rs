@@ -62,6 +62,7 @@ pub struct GreyRow {
     pub training: Option<bool>,
     pub defer_message: Option<Arc<str>>,
     pub blacklist_message: Option<Arc<str>>,
+    pub skip_spf_pass: Option<bool>,
 }
 
 /// The settings one request runs with: every matched policy's row merged, defaults filled.
@@ -101,6 +102,8 @@ pub struct Greylisting {
     pub defer_message: Arc<str>,
     /// Blacklist text.
     pub blacklist_message: Arc<str>,
+    /// A triplet whose sender's SPF result is `pass` is not greylisted (beyond Policyd).
+    pub skip_spf_pass: bool,
 }
 
 /// Merges the rows of the matched policies, given in evaluation order (priority ascending):
@@ -129,7 +132,8 @@ pub fn merge<'a>(rows: impl IntoIterator<Item = &'a GreyRow>) -> Option<Greylist
             abl_percentage,
             training,
             defer_message,
-            blacklist_message
+            blacklist_message,
+            skip_spf_pass
         );
     }
     let m = m?;
@@ -157,6 +161,7 @@ pub fn merge<'a>(rows: impl IntoIterator<Item = &'a GreyRow>) -> Option<Greylist
         blacklist_message: m
             .blacklist_message
             .unwrap_or_else(|| Arc::from(DEFAULT_BLACKLIST_MESSAGE)),
+        skip_spf_pass: m.skip_spf_pass.unwrap_or(false),
     })
 }
 
@@ -299,6 +304,7 @@ pub fn compile_row(d: &GreylistingDef) -> Result<GreyRow, Vec<FieldError>> {
         training: d.training,
         defer_message,
         blacklist_message,
+        skip_spf_pass: d.skip_spf_pass,
     })
 }
 

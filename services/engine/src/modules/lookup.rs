@@ -32,6 +32,85 @@ pub enum Lookup {
         /// The address.
         ip: IpAddr,
     },
+    /// An SPF check (RFC 7208 `check_host`, MAIL FROM identity) of `sender` for a client at
+    /// `ip` that said `helo`, evaluated by the caller with an SPF implementation over its
+    /// resolver (includes, redirects and the lookup limits are the evaluator's). Answered by
+    /// [`LookupAnswer::Spf`].
+    Spf {
+        /// The SMTP client's address.
+        ip: IpAddr,
+        /// The envelope sender (`user@domain`, not empty).
+        sender: String,
+        /// The HELO/EHLO name (for the `%{h}` macro and the header; may be empty).
+        helo: String,
+    },
+}
+
+/// The result of an SPF check (RFC 7208 §2.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpfResult {
+    /// The client is authorized to send for the domain.
+    Pass,
+    /// The client is not authorized.
+    Fail,
+    /// Probably not authorized (`~all`).
+    SoftFail,
+    /// The domain makes no assertion (`?all`, or no directive matched).
+    Neutral,
+    /// The domain publishes no SPF record (or is not a valid domain).
+    None,
+    /// A temporary (DNS) error kept the check from finishing.
+    TempError,
+    /// The record is broken, or a processing limit (10 DNS lookups, void lookups) was hit.
+    PermError,
+}
+
+impl SpfResult {
+    /// Every result, in the order of RFC 7208 §2.6.
+    pub const ALL: [SpfResult; 7] = [
+        SpfResult::None,
+        SpfResult::Neutral,
+        SpfResult::Pass,
+        SpfResult::Fail,
+        SpfResult::SoftFail,
+        SpfResult::TempError,
+        SpfResult::PermError,
+    ];
+
+    /// The RFC's token (`pass`, `softfail`, `temperror`, ...): headers, logs, metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpfResult::Pass => "pass",
+            SpfResult::Fail => "fail",
+            SpfResult::SoftFail => "softfail",
+            SpfResult::Neutral => "neutral",
+            SpfResult::None => "none",
+            SpfResult::TempError => "temperror",
+            SpfResult::PermError => "permerror",
+        }
+    }
+}
+
+impl std::fmt::Display for SpfResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The answer to a [`Lookup::Spf`]: the result and what the verdict texts and the
+/// `Received-SPF` header need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpfAnswer {
+    /// The result.
+    pub result: SpfResult,
+    /// The domain whose record was evaluated (the sender's domain).
+    pub domain: String,
+    /// The domain's own explanation (`exp=`) of a `fail`, when it publishes one.
+    pub explanation: Option<String>,
+    /// The value of the `Received-SPF` header (RFC 7208 §9.1), on one line, without the
+    /// field name: `pass (receiver: domain of ... designates ... as permitted sender)
+    /// receiver=...; client-ip=...; envelope-from="..."; helo=...;`.
+    pub header: String,
 }
 
 /// The answer to one [`Lookup`].
@@ -47,6 +126,8 @@ pub enum LookupAnswer {
     Failed,
     /// The caller did not answer this question.
     Unanswered,
+    /// The outcome of an SPF check (for [`Lookup::Spf`]).
+    Spf(SpfAnswer),
 }
 
 /// Answers to the questions of one request.

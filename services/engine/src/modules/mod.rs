@@ -46,12 +46,13 @@
 
 pub(crate) mod access_control;
 pub(crate) mod checkhelo;
+pub(crate) mod checkspf;
 pub(crate) mod greylisting;
 pub(crate) mod lookup;
 pub(crate) mod message_caps;
 pub(crate) mod quotas;
 
-pub use lookup::{Lookup, LookupAnswer, LookupAnswers};
+pub use lookup::{Lookup, LookupAnswer, LookupAnswers, SpfAnswer, SpfResult};
 
 use crate::compile::{Policy, PolicySet};
 use crate::engine::{Decision, EngineSettings};
@@ -70,7 +71,7 @@ pub(crate) static CHAIN: &[&dyn Module] = &[
     &access_control::AccessControl,
     &message_caps::SizeCap,
     &checkhelo::CheckHelo,
-    // CheckSPF: not built yet.
+    &checkspf::CheckSpf,
     &greylisting::Greylisting,
     &message_caps::RecipientCap,
     &quotas::Quotas,
@@ -121,9 +122,6 @@ pub(crate) trait Module: Sync {
 }
 
 /// What every step of a request sees.
-// `lookups` is for the modules to come (CheckHelo and CheckSPF read it): part of the
-// interface, unread today.
-#[allow(dead_code)]
 pub(crate) struct Request<'a, 'r> {
     /// The compiled policy set.
     pub set: &'a PolicySet,
@@ -168,6 +166,22 @@ pub(crate) struct OpTag {
     pub sub: u32,
 }
 
+/// Sets `decision`'s action unless an earlier module gave a final one; a replaced PREPEND
+/// or WARN is named in the explanation (only one action line reaches Postfix).
+fn decide(decision: &mut Decision, trace: &mut Trace<'_>, action: sluice_protocol::Action) {
+    if decision.action.is_final() {
+        return;
+    }
+    if decision.action != sluice_protocol::Action::Dunno {
+        let dropped = std::mem::replace(&mut decision.action, action);
+        note(trace, || {
+            format!("  (the earlier action={dropped} is dropped: one action line per request)")
+        });
+        return;
+    }
+    decision.action = action;
+}
+
 /// Where explanation lines go (`None` on the hot path).
 pub(crate) type Trace<'t> = Option<&'t mut Vec<String>>;
 
@@ -209,11 +223,10 @@ impl Plan<'_, '_> {
         self.decision
     }
 
-    /// Makes `action` the request's answer (when no earlier module gave one).
+    /// Makes `action` the request's answer (when no earlier module gave a final one: a
+    /// later verdict replaces a PREPEND or WARN, as in Policyd — one action line).
     pub fn decide(&mut self, action: sluice_protocol::Action) {
-        if self.decision.action == sluice_protocol::Action::Dunno {
-            self.decision.action = action;
-        }
+        decide(self.decision, &mut self.trace, action)
     }
 
     /// The batch group for the ops of policy `policy` (its index in the set): 0 for
@@ -337,11 +350,10 @@ impl<'a> Judge<'a, '_> {
         self.decision
     }
 
-    /// Makes `action` the request's answer (when no earlier module gave one).
+    /// Makes `action` the request's answer (when no earlier module gave a final one: a
+    /// later verdict replaces a PREPEND or WARN, as in Policyd — one action line).
     pub fn decide(&mut self, action: sluice_protocol::Action) {
-        if self.decision.action == sluice_protocol::Action::Dunno {
-            self.decision.action = action;
-        }
+        decide(self.decision, &mut self.trace, action)
     }
 
     /// Whether decisions list what admitted the request too

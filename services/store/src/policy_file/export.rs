@@ -125,6 +125,9 @@ fn policy(out: &mut String, p: &PolicyDef) {
     if let Some(c) = &p.message_caps {
         super::message_caps::write_policy(out, c);
     }
+    if let Some(c) = &p.checkspf {
+        super::checkspf::write_policy(out, c);
+    }
     if let Some(h) = &p.checkhelo {
         super::checkhelo::write_policy(out, h);
     }

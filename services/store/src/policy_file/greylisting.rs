@@ -33,6 +33,7 @@ pub(super) struct FileGreylisting {
     training: Option<Spanned<bool>>,
     defer_message: Option<Spanned<String>>,
     blacklist_message: Option<Spanned<String>>,
+    skip_spf_pass: Option<Spanned<bool>>,
     disabled: Option<Spanned<bool>>,
     comment: Option<Spanned<String>>,
 }
@@ -114,7 +115,8 @@ impl FileGreylisting {
             auto_blacklist_percentage,
             training,
             defer_message,
-            blacklist_message
+            blacklist_message,
+            skip_spf_pass
         );
         GreylistingDef {
             enabled: inner(self.enabled),
@@ -129,6 +131,7 @@ impl FileGreylisting {
             training: inner(self.training),
             defer_message: inner(self.defer_message),
             blacklist_message: inner(self.blacklist_message),
+            skip_spf_pass: inner(self.skip_spf_pass),
             disabled: inner(self.disabled).unwrap_or(false),
             comment: inner(self.comment),
             ..d
@@ -197,6 +200,7 @@ pub(super) fn write_policy(out: &mut String, g: &GreylistingDef) {
     b(out, "training", g.training);
     s(out, "defer_message", &g.defer_message);
     s(out, "blacklist_message", &g.blacklist_message);
+    b(out, "skip_spf_pass", g.skip_spf_pass);
     if g.disabled {
         let _ = writeln!(out, "{IN}disabled = true");
     }

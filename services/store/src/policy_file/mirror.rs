@@ -70,6 +70,7 @@ struct FilePolicy {
     quota: Vec<Spanned<FileQuota>>,
     greylisting: Option<Spanned<super::greylisting::FileGreylisting>>,
     message_caps: Option<Spanned<super::message_caps::FileMessageCaps>>,
+    checkspf: Option<Spanned<super::checkspf::FileCheckSpf>>,
     checkhelo: Option<Spanned<super::checkhelo::FileCheckHelo>>,
 }
 
@@ -363,6 +364,9 @@ impl FileSet {
             if let Some(c) = p.message_caps {
                 out.message_caps =
                     Some(c.into_inner().convert(&label, &mut spans.obj, &mut errors));
+            }
+            if let Some(c) = p.checkspf {
+                out.checkspf = Some(c.into_inner().convert(&mut spans.obj));
             }
             if let Some(h) = p.checkhelo {
                 out.checkhelo = Some(h.into_inner().convert(&label, &mut spans.obj, &mut errors));

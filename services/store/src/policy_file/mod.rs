@@ -30,6 +30,7 @@
 //! engine's validation ([`sluice_engine::compile`]) — names the file, line and field.
 
 mod checkhelo;
+mod checkspf;
 mod diff;
 mod export;
 mod greylisting;

@@ -453,6 +453,13 @@ pub(super) fn convert(mut raw: Raw) -> ImportReport {
         &mut def,
         &mut report,
     );
+    super::checkspf::convert(
+        std::mem::take(&mut raw.checkspf),
+        &policy_index,
+        &skipped_policies,
+        &mut def,
+        &mut report,
+    );
 
     super::checkhelo::convert(
         std::mem::take(&mut raw.checkhelo),
@@ -471,10 +478,8 @@ pub(super) fn convert(mut raw: Raw) -> ImportReport {
     );
 
     for (table, rows) in raw.unsupported {
-        let module = match table {
-            "checkspf" => "SPF checks",
-            _ => "accounting",
-        };
+        // Accounting's tables are the only ones left (UNSUPPORTED_TABLES).
+        let module = "accounting";
         report.skipped.push(Skipped {
             what: format!(
                 "{} in table {table}",

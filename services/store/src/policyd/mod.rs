@@ -9,18 +9,20 @@
 //! - Disabled flags, priorities, names and comments are kept; duplicate names are made unique.
 //! - Rows Sluice cannot use are skipped with a reason: dangling references, unknown tracks,
 //!   verdicts or limit types, a quota `Data` that is a bare number (the seed guide's mistake),
-//!   and the modules Sluice does not have yet (SPF checks, accounting).
+//!   and the modules Sluice does not have yet (accounting).
 //! - Greylisting settings and the `SenderIP:` whitelist are imported; greylisting state
 //!   (triplets, auto-white/blacklist entries) is counted and reported, not imported.
 //! - CheckHelo settings, its HELO blacklist and `SenderIP:` whitelist are imported; its
 //!   state (`checkhelo_tracking`) is counted and reported, not imported.
 //! - Amavis rules' `max_message_size` (kB, overwrite mode) becomes the policy's message size
 //!   cap (bytes); the rules' other settings belong to amavisd and are not imported.
+//! - CheckSPF settings (`checkspf`) are imported.
 //!
 //! Writing the result is the caller's choice (`Store::replace_all(&report.def)`).
 
 mod amavis;
 mod checkhelo;
+mod checkspf;
 mod convert;
 mod greylisting;
 mod read;

@@ -74,6 +74,8 @@ pub(super) struct Raw {
     pub unsupported: Vec<(&'static str, i64)>,
     /// The greylisting tables.
     pub greylisting: super::greylisting::RawGrey,
+    /// The `checkspf` table.
+    pub checkspf: Vec<super::checkspf::RawCheckSpf>,
     /// The CheckHelo tables.
     pub checkhelo: super::checkhelo::RawHelo,
     /// `amavis_rules` (empty without the Amavis module's table).
@@ -152,7 +154,7 @@ pub(super) struct RawLimit {
 }
 
 /// Tables of Policyd modules Sluice does not import yet, with what their rows are.
-pub(super) const UNSUPPORTED_TABLES: [&str; 2] = ["checkspf", "accounting"];
+pub(super) const UNSUPPORTED_TABLES: [&str; 1] = ["accounting"];
 
 pub(super) fn int(row: &AnyRow, i: usize) -> Result<Option<i64>, StoreError> {
     Ok(row.try_get::<Option<i64>, _>(i)?)
@@ -345,6 +347,7 @@ pub(super) async fn read_all(conn: &mut AnyConnection, d: Dialect) -> Result<Raw
         });
     }
     raw.greylisting = super::greylisting::read(&mut *conn, d).await?;
+    raw.checkspf = super::checkspf::read(&mut *conn, d).await?;
     raw.checkhelo = super::checkhelo::read(&mut *conn, d).await?;
     raw.amavis = super::amavis::read(&mut *conn, d).await?;
     for table in UNSUPPORTED_TABLES {

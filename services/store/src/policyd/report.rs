@@ -67,6 +67,11 @@ impl fmt::Display for ImportReport {
                 "greylisting whitelist entries",
             ),
             plural(
+                def.policies.iter().filter(|p| p.checkspf.is_some()).count(),
+                "policy with CheckSPF",
+                "policies with CheckSPF",
+            ),
+            plural(
                 def.policies
                     .iter()
                     .filter(|p| p.checkhelo.is_some())

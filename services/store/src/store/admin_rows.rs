@@ -7,6 +7,7 @@ use sluice_engine::model::PolicySetDef;
 
 use super::audit::{bind_audit, NewAudit, INSERT_AUDIT};
 use super::checkhelo_rows;
+use super::checkspf_rows;
 use super::greylisting_rows;
 use super::message_caps_rows;
 use super::rows::{self, to_i64};
@@ -61,8 +62,9 @@ impl Store {
             sqlx::query(message_caps_rows::DELETE_ALL)
                 .execute(&mut *tx)
                 .await?;
-            for &sql in checkhelo_rows::DELETE_ALL
+            for &sql in checkspf_rows::DELETE_ALL
                 .iter()
+                .chain(&checkhelo_rows::DELETE_ALL)
                 .chain(&greylisting_rows::DELETE_ALL)
                 .chain(&rows::DELETE_ALL)
             {
@@ -164,6 +166,24 @@ impl Store {
                         .bind(&g.blacklist_message)
                         .bind(g.disabled)
                         .bind(&g.comment)
+                        .execute(&mut *tx)
+                        .await?;
+                    if g.skip_spf_pass.is_some() {
+                        sqlx::query(checkspf_rows::UPDATE_SKIP_SPF_PASS)
+                            .bind(g.skip_spf_pass)
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                if let Some(c) = &policy.checkspf {
+                    sqlx::query(checkspf_rows::INSERT_CHECKSPF)
+                        .bind(id)
+                        .bind(c.enabled)
+                        .bind(c.reject_failed)
+                        .bind(c.add_header)
+                        .bind(c.disabled)
+                        .bind(&c.comment)
                         .execute(&mut *tx)
                         .await?;
                 }

@@ -104,6 +104,8 @@ impl GreylistingRow {
             blacklist_message: self.blacklist_message,
             disabled: self.disabled,
             comment: self.comment,
+            // Its own column, read apart (`checkspf_rows.rs`).
+            skip_spf_pass: None,
         })
     }
 }

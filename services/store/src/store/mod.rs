@@ -1,6 +1,7 @@
 //! The policy store: a SQLite or PostgreSQL database holding one [`PolicySetDef`].
 
 mod checkhelo_rows;
+mod checkspf_rows;
 mod connect;
 mod counters;
 mod greylisting_rows;
@@ -304,6 +305,12 @@ impl Store {
                     .fetch_all(&mut *tx)
                     .await?,
                 message_caps: sqlx::query_as(message_caps_rows::SELECT)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                checkspf: sqlx::query_as(checkspf_rows::SELECT_CHECKSPF)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                skip_spf_pass: sqlx::query_as(checkspf_rows::SELECT_SKIP_SPF_PASS)
                     .fetch_all(&mut *tx)
                     .await?,
                 checkhelo: sqlx::query_as(checkhelo_rows::SELECT_CHECKHELO)

@@ -135,6 +135,8 @@ pub(crate) struct AllRows {
     pub greylisting: Vec<super::greylisting_rows::GreylistingRow>,
     pub greylisting_whitelist: Vec<super::greylisting_rows::WhitelistRow>,
     pub message_caps: Vec<super::message_caps_rows::MessageCapsRow>,
+    pub checkspf: Vec<super::checkspf_rows::CheckSpfRow>,
+    pub skip_spf_pass: Vec<super::checkspf_rows::SkipSpfPassRow>,
     pub checkhelo: Vec<super::checkhelo_rows::CheckHeloRow>,
     pub checkhelo_blacklist: Vec<super::checkhelo_rows::BlacklistRow>,
     pub checkhelo_whitelist: Vec<super::checkhelo_rows::WhitelistRow>,
@@ -251,6 +253,19 @@ impl AllRows {
         for c in self.message_caps {
             if let Some(&i) = policy_index.get(&c.policy_id) {
                 policies[i].message_caps = Some(c.into_def()?);
+            }
+        }
+        for s in self.skip_spf_pass {
+            if let Some(g) = policy_index
+                .get(&s.policy_id)
+                .and_then(|&i| policies[i].greylisting.as_mut())
+            {
+                g.skip_spf_pass = s.skip_spf_pass;
+            }
+        }
+        for c in self.checkspf {
+            if let Some(&i) = policy_index.get(&c.policy_id) {
+                policies[i].checkspf = Some(c.into());
             }
         }
         for h in self.checkhelo {

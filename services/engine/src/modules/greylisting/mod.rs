@@ -14,7 +14,8 @@
 //! for a deferral, REJECT for a blacklisted network) and the explanation; an enforced
 //! verdict stops the chain.
 
-use super::{Flow, Judge, Module, Plan};
+use super::{Flow, Judge, Lookup, Module, Plan, Request, SpfResult};
+use crate::compile::Policy;
 use crate::greylisting::{self as rules, Plan as GreyPlan};
 use crate::state::{DetailAnswer, OpKind};
 
@@ -30,11 +31,38 @@ impl Module for Greylisting {
         rules::MODULE
     }
 
+    fn lookups(&self, cx: &Request<'_, '_>, out: &mut Vec<Lookup>) {
+        // `skip_spf_pass`: the sender's SPF result (the same question as CheckSPF's, asked
+        // once).
+        if rules::judging(cx.matched, cx.settings.monitor_all)
+            .is_some_and(|j| j.settings.skip_spf_pass)
+        {
+            out.extend(crate::checkspf::question(cx.req));
+        }
+    }
+
+    fn asks(&self, policy: &Policy) -> bool {
+        policy
+            .greylisting
+            .as_ref()
+            .is_some_and(|r| r.skip_spf_pass == Some(true))
+    }
+
     fn plan(&self, cx: &mut Plan<'_, '_>) -> Flow {
         let r = cx.cx;
         let Some(judging) = rules::judging(r.matched, r.settings.monitor_all) else {
             return Flow::Continue;
         };
+        if judging.settings.skip_spf_pass
+            && crate::checkspf::answer(r.req, r.lookups)
+                .is_some_and(|a| a.result == SpfResult::Pass)
+        {
+            cx.note(|| {
+                "Greylisting: the sender's SPF result is pass (skip_spf_pass): pass.".into()
+            });
+            cx.decision().greylisting = Some("spf_pass");
+            return Flow::Continue;
+        }
         let op = match rules::plan(&judging, &r.set.grey_whitelist, r.req, r.dry_run) {
             GreyPlan::Whitelisted(entry) => {
                 cx.note(|| format!("Greylisting: whitelisted by {entry:?}: pass."));
