@@ -23,6 +23,8 @@ fn decision(action: Action) -> Decision {
         near_limit: Vec::new(),
         admitted: Vec::new(),
         greylisting: None,
+        accounting: None,
+        accounted: Vec::new(),
     }
 }
 

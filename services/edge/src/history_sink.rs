@@ -340,6 +340,8 @@ mod tests {
             near_limit: Vec::new(),
             admitted: Vec::new(),
             greylisting: None,
+            accounting: None,
+            accounted: Vec::new(),
         }
     }
 

@@ -101,7 +101,12 @@ pub(crate) struct EdgeMetrics {
     near_limit: RwLock<HashMap<QuotaKey, Counter>>,
     /// `sluice_greylisting_total` by outcome, in [`GREY_OUTCOMES`]' order.
     greylisting: [Counter; GREY_OUTCOMES.len()],
+    /// `sluice_accounting_total` by result, in [`ACCOUNTING_RESULTS`]' order.
+    accounting: [Counter; ACCOUNTING_RESULTS.len()],
 }
+
+/// Accounting's `result` label values (`Decision::accounting`).
+const ACCOUNTING_RESULTS: [&str; 3] = ["counted", "refused", "monitored"];
 
 /// Greylisting's `outcome` label values (`Decision::greylisting`).
 const GREY_OUTCOMES: [&str; 6] = [
@@ -126,6 +131,7 @@ impl EdgeMetrics {
             verdicts: RwLock::new(HashMap::new()),
             near_limit: RwLock::new(HashMap::new()),
             greylisting: GREY_OUTCOMES.map(|o| counter!(names::GREYLISTING, "outcome" => o)),
+            accounting: ACCOUNTING_RESULTS.map(|r| counter!(names::ACCOUNTING, "result" => r)),
         }
     }
 
@@ -185,6 +191,11 @@ impl EdgeMetrics {
         if let Some(outcome) = d.greylisting {
             if let Some(i) = GREY_OUTCOMES.iter().position(|o| *o == outcome) {
                 self.greylisting[i].increment(1);
+            }
+        }
+        if let Some(result) = d.accounting {
+            if let Some(i) = ACCOUNTING_RESULTS.iter().position(|r| *r == result) {
+                self.accounting[i].increment(1);
             }
         }
         for QuotaRef { policy, quota } in &d.near_limit {

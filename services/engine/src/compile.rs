@@ -77,6 +77,8 @@ pub(crate) struct Policy {
     pub quotas: Vec<Quota>,
     /// The policy's greylisting row (`None`: none, or disabled).
     pub greylisting: Option<crate::greylisting::settings::GreyRow>,
+    /// The policy's enabled accounting rows.
+    pub accounting: Vec<crate::accounting::settings::AccountingRule>,
 }
 
 #[derive(Debug, Clone)]
@@ -586,8 +588,9 @@ impl Compiler {
                 });
             }
         }
-        let has_modules =
-            p.access_control.iter().any(|a| !a.disabled) || p.quotas.iter().any(|q| !q.disabled);
+        let has_modules = p.access_control.iter().any(|a| !a.disabled)
+            || p.quotas.iter().any(|q| !q.disabled)
+            || p.accounting.iter().any(|a| !a.disabled);
         if p.disabled && !members.is_empty() && has_modules {
             self.warn(
                 Location::Policy {
@@ -696,7 +699,44 @@ impl Compiler {
             access_control,
             quotas,
             greylisting: self.greylisting(pi, p),
+            accounting: self.accounting(pi, p),
         }
+    }
+
+    /// The policy's enabled accounting rows, validated (`accounting/settings.rs` holds the
+    /// rules; disabled rows are checked too).
+    fn accounting(
+        &mut self,
+        pi: usize,
+        p: &PolicyDef,
+    ) -> Vec<crate::accounting::settings::AccountingRule> {
+        let mut rows = Vec::new();
+        let mut names = HashSet::new();
+        for a in &p.accounting {
+            // The row is named in the message; the location is the policy's accounting.
+            let loc = |_field: &'static str| Location::Policy {
+                policy: pi,
+                field: "accounting",
+            };
+            if !names.insert(a.name.as_str()) {
+                self.error(
+                    loc("name"),
+                    format!("policy {:?}: duplicate accounting name {:?}", p.name, a.name),
+                );
+            }
+            let mut found = crate::accounting::settings::Findings::default();
+            let row = crate::accounting::settings::compile_row(&p.name, a, &mut found);
+            for (field, msg) in found.errors {
+                self.error(loc(field), msg);
+            }
+            for (field, msg) in found.warnings {
+                self.warn(loc(field), msg);
+            }
+            if let Some(row) = row.filter(|_| !a.disabled) {
+                rows.push(row);
+            }
+        }
+        rows
     }
 
     /// The policy's greylisting row, validated (`greylisting.rs` holds the rules).

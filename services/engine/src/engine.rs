@@ -49,6 +49,8 @@ pub struct Engine {
     set: ArcSwap<PolicySet>,
     state: Arc<dyn State>,
     settings: EngineSettings,
+    /// Wall-clock time for modules that need it (Accounting's calendar periods).
+    clock: Arc<dyn crate::Clock>,
 }
 
 /// The outcome of one request.
@@ -70,6 +72,12 @@ pub struct Decision {
     /// What greylisting did (a [`crate::GreyOutcome::label`], or `whitelisted`), for
     /// metrics; `None` when it did not run.
     pub greylisting: Option<&'static str>,
+    /// What Accounting did (`counted`, `refused`, `monitored`), for metrics; `None` when
+    /// it did not run.
+    pub accounting: Option<&'static str>,
+    /// What Accounting counted for this request (for the per-period totals of reports);
+    /// usually empty.
+    pub accounted: Vec<crate::accounting::Accounted>,
 }
 
 /// A level at or above this share of a limit counts as "near the limit".
@@ -144,6 +152,9 @@ impl fmt::Debug for Decision {
         if let Some(g) = self.greylisting {
             d.field("greylisting", &g);
         }
+        if let Some(a) = self.accounting {
+            d.field("accounting", &a).field("accounted", &self.accounted);
+        }
         d.finish()
     }
 }
@@ -157,6 +168,8 @@ impl Decision {
             near_limit: Vec::new(),
             admitted: Vec::new(),
             greylisting: None,
+            accounting: None,
+            accounted: Vec::new(),
         }
     }
 }
@@ -169,7 +182,15 @@ impl Engine {
             set: ArcSwap::from_pointee(set),
             state,
             settings,
+            clock: Arc::new(crate::SystemClock),
         }
+    }
+
+    /// The engine reading time from `clock` (tests: a [`crate::ManualClock`] shared with
+    /// the state) instead of the system clock.
+    pub fn with_clock(mut self, clock: Arc<dyn crate::Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Swaps in a new policy set; requests in flight finish on the old one.
@@ -230,6 +251,7 @@ impl Engine {
             settings: &self.settings,
             lookups: LookupAnswers::none(),
             dry_run: true,
+            clock: &*self.clock,
         };
         for m in CHAIN {
             m.lookups(&cx, &mut out);
@@ -382,6 +404,7 @@ impl Engine {
             settings: &self.settings,
             lookups,
             dry_run,
+            clock: &*self.clock,
         };
 
         // Planning: everything but the counter call is synchronous.
@@ -448,9 +471,15 @@ impl Engine {
         mut trace: Trace<'_>,
         scratch: &mut Scratch,
     ) -> Decision {
-        if req.instance.is_empty() || set.policies.iter().all(|p| p.quotas.is_empty()) {
+        if req.instance.is_empty()
+            || set
+                .policies
+                .iter()
+                .all(|p| p.quotas.is_empty() && p.accounting.is_empty())
+        {
             note(&mut trace, || {
-                "END-OF-MESSAGE: no instance or no quotas: nothing to charge.".into()
+                "END-OF-MESSAGE: no instance, no quotas and no accounting: nothing to charge."
+                    .into()
             });
             return Decision::dunno();
         }
@@ -472,6 +501,16 @@ impl Engine {
             crate::modules::quotas::judge_end_of_message(
                 set,
                 self.settings.monitor_all,
+                req,
+                &reply,
+                &mut decision,
+                &mut trace,
+            );
+            crate::modules::accounting::judge_end_of_message(
+                set,
+                self.settings.monitor_all,
+                dry_run,
+                self.clock.now_ms(),
                 req,
                 &reply,
                 &mut decision,

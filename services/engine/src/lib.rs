@@ -17,6 +17,7 @@
 //! tokio's networking, sqlx, redis or tonic.
 #![forbid(unsafe_code)]
 
+pub mod accounting;
 pub mod bounds;
 pub mod clock;
 pub mod compile;
@@ -35,6 +36,9 @@ pub mod verdict;
 mod view;
 pub mod window;
 
+pub use accounting::def::AccountingDef;
+pub use accounting::period::{PeriodError, PeriodKind};
+pub use accounting::Accounted;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use compile::{compile, Compiled, PolicySet};
 pub use diagnostic::{Diagnostic, Location, Severity};

@@ -88,6 +88,10 @@ pub struct PolicyDef {
     /// [`crate::greylisting::def::GreylistingDef`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub greylisting: Option<crate::greylisting::def::GreylistingDef>,
+    /// Accounting rows (per-period counters, see
+    /// [`crate::accounting::def::AccountingDef`]).
+    #[serde(default, rename = "accounting", skip_serializing_if = "Vec::is_empty")]
+    pub accounting: Vec<crate::accounting::def::AccountingDef>,
 }
 
 /// A policy member (`policy_members`): source and destination spec lists.

@@ -34,6 +34,8 @@ pub mod names {
     pub const NEAR_LIMIT: &str = "sluice_quota_near_limit_total";
     /// Counter `{outcome}`: greylisting decisions.
     pub const GREYLISTING: &str = "sluice_greylisting_total";
+    /// Counter `{result}`: requests Accounting counted or refused.
+    pub const ACCOUNTING: &str = "sluice_accounting_total";
     /// Gauge: the policy set version served.
     pub const POLICY_SET_VERSION: &str = "sluice_policy_set_version";
     /// Gauge: enabled policies.
@@ -199,6 +201,10 @@ fn describe() {
     describe_counter!(
         GREYLISTING,
         "Greylisting decisions, by outcome (deferred, passed, training, whitelisted, auto_whitelisted, blacklisted)."
+    );
+    describe_counter!(
+        ACCOUNTING,
+        "Requests Accounting counted or refused, by result (counted, refused, monitored)."
     );
     describe_gauge!(
         POLICY_SET_VERSION,

@@ -51,6 +51,8 @@ fn sample() -> PolicySetDef {
             },
             PolicyDef {
                 greylisting: None,
+                accounting: None,
+                accounted: Vec::new(),
                 name: "A inbound".into(),
                 priority: 10,
                 description: Some("from outside".into()),

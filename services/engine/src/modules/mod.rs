@@ -45,6 +45,7 @@
 //! counts) its op kinds in [`crate::state::OpKind`] with both backends.
 
 pub(crate) mod access_control;
+pub(crate) mod accounting;
 pub(crate) mod greylisting;
 pub(crate) mod lookup;
 pub(crate) mod quotas;
@@ -69,7 +70,7 @@ pub(crate) static CHAIN: &[&dyn Module] = &[
     // CheckHelo, CheckSPF: not built yet.
     &greylisting::Greylisting,
     &quotas::Quotas,
-    // Accounting: not built yet.
+    &accounting::Accounting,
 ];
 
 /// A module's position in [`CHAIN`] (tags its ops).
@@ -127,6 +128,8 @@ pub(crate) struct Request<'a, 'r> {
     pub lookups: &'a LookupAnswers,
     /// `sluice explain`: nothing may be charged (the batch is a dry run).
     pub dry_run: bool,
+    /// The engine's clock (Accounting's calendar periods).
+    pub clock: &'a dyn crate::Clock,
 }
 
 impl Request<'_, '_> {

@@ -114,6 +114,9 @@ fn policy(out: &mut String, p: &PolicyDef) {
     if let Some(g) = &p.greylisting {
         super::greylisting::write_policy(out, g);
     }
+    for a in &p.accounting {
+        super::accounting::write_row(out, a);
+    }
 }
 
 fn quota(out: &mut String, q: &QuotaDef) {

@@ -65,6 +65,8 @@ struct FilePolicy {
     #[serde(default)]
     quota: Vec<Spanned<FileQuota>>,
     greylisting: Option<Spanned<super::greylisting::FileGreylisting>>,
+    #[serde(default)]
+    accounting: Vec<Spanned<super::accounting::FileAccounting>>,
 }
 
 #[derive(Deserialize)]
@@ -353,6 +355,15 @@ impl FileSet {
             }
             if let Some(g) = p.greylisting {
                 out.greylisting = Some(g.into_inner().convert(&label, &mut spans.obj, &mut errors));
+            }
+            for a in p.accounting {
+                let whole = a.span();
+                out.accounting.push(a.into_inner().convert(
+                    whole,
+                    &label,
+                    &mut spans.obj,
+                    &mut errors,
+                ));
             }
             def.policies.push(out);
             index.policies.push(spans);

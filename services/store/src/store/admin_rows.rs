@@ -56,7 +56,12 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            for &sql in greylisting_rows::DELETE_ALL.iter().chain(&rows::DELETE_ALL) {
+            let accounting = [super::accounting_rows::DELETE_ALL];
+            for &sql in accounting
+                .iter()
+                .chain(&greylisting_rows::DELETE_ALL)
+                .chain(&rows::DELETE_ALL)
+            {
                 sqlx::query(sql).execute(&mut *tx).await?;
             }
             for group in &def.groups {
@@ -155,6 +160,25 @@ impl Store {
                         .bind(&g.blacklist_message)
                         .bind(g.disabled)
                         .bind(&g.comment)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for a in &policy.accounting {
+                    let n = super::accounting_rows::limits(a, &policy.name)?;
+                    sqlx::query(super::accounting_rows::INSERT_ACCOUNTING)
+                        .bind(id)
+                        .bind(&a.name)
+                        .bind(&a.track)
+                        .bind(&a.period)
+                        .bind(&a.time_zone)
+                        .bind(n[0])
+                        .bind(n[1])
+                        .bind(n[2])
+                        .bind(&a.verdict)
+                        .bind(&a.data)
+                        .bind(a.last_accounting)
+                        .bind(a.disabled)
+                        .bind(&a.comment)
                         .execute(&mut *tx)
                         .await?;
                 }

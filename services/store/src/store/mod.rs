@@ -1,5 +1,6 @@
 //! The policy store: a SQLite or PostgreSQL database holding one [`PolicySetDef`].
 
+mod accounting_rows;
 mod connect;
 mod counters;
 mod greylisting_rows;
@@ -8,6 +9,7 @@ mod schema;
 mod sqlite_file;
 mod watch;
 
+pub use accounting_totals::{AccountingTotal, AccountingTotalRow, MAX_REPORT_ROWS};
 pub use connect::POSTGRES_CONNECT_TIMEOUT;
 pub use counters::CountersWritten;
 pub use sqlite_file::FileCheck;
@@ -71,6 +73,7 @@ macro_rules! on_pool {
     };
 }
 
+mod accounting_totals;
 mod accounts;
 mod admin_rows;
 mod audit;
@@ -297,6 +300,9 @@ impl Store {
                     .fetch_all(&mut *tx)
                     .await?,
                 greylisting_whitelist: sqlx::query_as(greylisting_rows::SELECT_WHITELIST)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                accounting: sqlx::query_as(accounting_rows::SELECT_ACCOUNTING)
                     .fetch_all(&mut *tx)
                     .await?,
             };

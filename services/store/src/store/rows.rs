@@ -134,6 +134,7 @@ pub(crate) struct AllRows {
     pub limits: Vec<LimitRow>,
     pub greylisting: Vec<super::greylisting_rows::GreylistingRow>,
     pub greylisting_whitelist: Vec<super::greylisting_rows::WhitelistRow>,
+    pub accounting: Vec<super::accounting_rows::AccountingRow>,
 }
 
 impl AllRows {
@@ -242,6 +243,11 @@ impl AllRows {
         for g in self.greylisting {
             if let Some(&i) = policy_index.get(&g.policy_id) {
                 policies[i].greylisting = Some(g.into_def()?);
+            }
+        }
+        for a in self.accounting {
+            if let Some(&i) = policy_index.get(&a.policy_id) {
+                policies[i].accounting.push(a.into_def()?);
             }
         }
 
