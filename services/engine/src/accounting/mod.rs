@@ -26,6 +26,18 @@ pub use settings::ACCOUNTING_BUCKETS;
 
 use std::sync::Arc;
 
+/// Checks accounting row `d` of policy `policy` as compiling the set would: `Err` lists
+/// the errors (warnings are not errors).
+pub fn check_row(policy: &str, d: &def::AccountingDef) -> Result<(), Vec<String>> {
+    let mut found = settings::Findings::default();
+    let _ = settings::compile_row(policy, d, &mut found);
+    if found.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(found.errors.into_iter().map(|(_, m)| m).collect())
+    }
+}
+
 /// What one request added to one accounting counter set, for the per-period totals in the
 /// policy database (reports). Only filled for charges that were made (admitted, not a
 /// dry run).

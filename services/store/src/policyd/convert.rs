@@ -18,12 +18,12 @@ const ACCESS_VERDICTS: [&str; 8] = [
 const QUOTA_VERDICTS: [&str; 6] = ["DEFER", "HOLD", "REJECT", "DISCARD", "FILTER", "REDIRECT"];
 
 /// Trimmed, `None` when empty.
-fn non_empty(v: Option<String>) -> Option<String> {
+pub(super) fn non_empty(v: Option<String>) -> Option<String> {
     v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
 /// `base`, or `base (#id)` if taken; records the name as taken.
-fn unique(taken: &mut HashSet<String>, base: String, id: i64) -> (String, bool) {
+pub(super) fn unique(taken: &mut HashSet<String>, base: String, id: i64) -> (String, bool) {
     if taken.insert(base.clone()) {
         return (base, false);
     }
@@ -448,6 +448,13 @@ pub(super) fn convert(mut raw: Raw) -> ImportReport {
 
     super::greylisting::convert(
         std::mem::take(&mut raw.greylisting),
+        &policy_index,
+        &skipped_policies,
+        &mut def,
+        &mut report,
+    );
+    super::accounting::convert(
+        std::mem::take(&mut raw.accounting),
         &policy_index,
         &skipped_policies,
         &mut def,

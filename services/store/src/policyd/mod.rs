@@ -9,12 +9,16 @@
 //! - Disabled flags, priorities, names and comments are kept; duplicate names are made unique.
 //! - Rows Sluice cannot use are skipped with a reason: dangling references, unknown tracks,
 //!   verdicts or limit types, a quota `Data` that is a bare number (the seed guide's mistake),
-//!   and the modules Sluice does not have yet (HELO and SPF checks, accounting).
+//!   and the modules Sluice does not have yet (HELO and SPF checks).
 //! - Greylisting settings and the `SenderIP:` whitelist are imported; greylisting state
 //!   (triplets, auto-white/blacklist entries) is counted and reported, not imported.
+//! - Accounting rows are imported (period numbers named, `MessageCountLimit` as
+//!   `recipient_count_limit`, sizes kB → bytes); `accounting_tracking` is reported, not
+//!   imported.
 //!
 //! Writing the result is the caller's choice (`Store::replace_all(&report.def)`).
 
+mod accounting;
 mod convert;
 mod greylisting;
 mod read;

@@ -74,6 +74,8 @@ pub(super) struct Raw {
     pub unsupported: Vec<(&'static str, i64)>,
     /// The greylisting tables.
     pub greylisting: super::greylisting::RawGrey,
+    /// The accounting tables.
+    pub accounting: super::accounting::RawAcct,
 }
 
 #[derive(Debug, Default)]
@@ -148,12 +150,11 @@ pub(super) struct RawLimit {
 }
 
 /// Tables of Policyd modules Sluice does not import yet, with what their rows are.
-pub(super) const UNSUPPORTED_TABLES: [&str; 5] = [
+pub(super) const UNSUPPORTED_TABLES: [&str; 4] = [
     "checkhelo",
     "checkhelo_blacklist",
     "checkhelo_whitelist",
     "checkspf",
-    "accounting",
 ];
 
 pub(super) fn int(row: &AnyRow, i: usize) -> Result<Option<i64>, StoreError> {
@@ -347,6 +348,7 @@ pub(super) async fn read_all(conn: &mut AnyConnection, d: Dialect) -> Result<Raw
         });
     }
     raw.greylisting = super::greylisting::read(&mut *conn, d).await?;
+    raw.accounting = super::accounting::read(&mut *conn, d).await?;
     for table in UNSUPPORTED_TABLES {
         // A database without a module's tables simply has nothing to import for it.
         let sql = format!("SELECT {} FROM {table}", d.int("COUNT(*)"));
