@@ -6,6 +6,7 @@
 //! (`GET /api/openapi.json`), built from the same route table ([`openapi`]), so the two
 //! cannot drift. Every path needs credentials.
 
+pub mod accounting;
 pub mod audit_params;
 mod body;
 pub mod history;
@@ -43,7 +44,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/api/policy-file/preview", post(preview_policy_file))
         .route("/api/history", get(history::list))
-        .route("/api/top-senders", get(history::top_senders));
+        .route("/api/top-senders", get(history::top_senders))
+        .route("/api/accounting/report", get(accounting::get_report));
     let router = resource_routes::<Policies>(router);
     let router = resource_routes::<Members>(router);
     let router = resource_routes::<AccessRules>(router);

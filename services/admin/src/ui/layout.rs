@@ -19,6 +19,8 @@ pub enum Nav {
     History,
     /// Top senders.
     TopSenders,
+    /// Accounting's totals.
+    Accounting,
     /// No entry (login, errors).
     None,
 }
@@ -49,6 +51,7 @@ pub fn page(title: &str, caller: Option<&Caller>, nav: Nav, content: Markup) -> 
                             }
                             (link("/history", "History", Nav::History))
                             (link("/top-senders", "Top senders", Nav::TopSenders))
+                            (link("/accounting", "Accounting", Nav::Accounting))
                             (link("/audit", "Audit", Nav::Audit))
                         }
                         span.who {

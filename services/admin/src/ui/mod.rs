@@ -5,6 +5,7 @@
 //! preview (a diff) and import; no script.
 
 mod explain_page;
+mod accounting_page;
 mod history_page;
 mod layout;
 mod login;
@@ -51,6 +52,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/policy-file/import", post(policy_file_page::import))
         .route("/history", get(history_page::history))
         .route("/top-senders", get(history_page::top_senders))
+        .route("/accounting", get(accounting_page::accounting))
 }
 
 async fn stylesheet() -> impl IntoResponse {
