@@ -477,9 +477,9 @@ impl Engine {
                 .iter()
                 .all(|p| p.quotas.is_empty() && p.accounting.is_empty())
         {
+            // (Quotas and Accounting both absent: "no quotas" says enough.)
             note(&mut trace, || {
-                "END-OF-MESSAGE: no instance, no quotas and no accounting: nothing to charge."
-                    .into()
+                "END-OF-MESSAGE: no instance or no quotas: nothing to charge.".into()
             });
             return Decision::dunno();
         }

@@ -124,7 +124,14 @@ pub fn table(period: &str, kind: &str, rows: &[AccountingTotalRow]) -> String {
     };
     line(head);
     for c in &cells {
-        line([&c[0], &c[1], &c[2], &c[3], &c[4], &c[5]]);
+        line([
+            c[0].as_str(),
+            c[1].as_str(),
+            c[2].as_str(),
+            c[3].as_str(),
+            c[4].as_str(),
+            c[5].as_str(),
+        ]);
     }
     out
 }

@@ -167,7 +167,7 @@ pub fn parse_key(s: &str) -> Result<(PeriodKind, String), PeriodError> {
         p.parse().map_err(|_| bad())
     };
     let parts: Vec<&str> = t.split('-').collect();
-    match parts.as_slice() {
+    match parts[..] {
         [y, w] if w.starts_with(['W', 'w']) => {
             let (y, w) = (num(y)?, num(&w[1..])?);
             let y = i16::try_from(y).map_err(|_| bad())?;

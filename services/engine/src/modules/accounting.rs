@@ -117,7 +117,8 @@ impl Module for Accounting {
                 }
             }
         }
-        if !any {
+        // Silent when no matched policy has accounting at all.
+        if !any && r.matched.iter().any(|(_, p)| !p.accounting.is_empty()) {
             cx.note(|| "Accounting: none apply.".into());
         }
         Flow::Continue
