@@ -712,11 +712,11 @@ impl Compiler {
     ) -> Vec<crate::accounting::settings::AccountingRule> {
         let mut rows = Vec::new();
         let mut names = HashSet::new();
-        for a in &p.accounting {
-            // The row is named in the message; the location is the policy's accounting.
-            let loc = |_field: &'static str| Location::Policy {
+        for (row, a) in p.accounting.iter().enumerate() {
+            let loc = |field| Location::Accounting {
                 policy: pi,
-                field: "accounting",
+                row,
+                field,
             };
             if !names.insert(a.name.as_str()) {
                 self.error(

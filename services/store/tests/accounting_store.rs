@@ -82,7 +82,8 @@ fn bad_accounting_rows_are_located_in_the_file() {
         .find(|e| e.message.contains("fortnight"))
         .unwrap_or_else(|| panic!("{errs:?}"));
     assert!(e.message.contains("day, week or month"), "{}", e.message);
-    assert_eq!(e.line, 21, "the row's table: {e:?}");
+    assert_eq!(e.line, 25, "the second row's period: {e:?}");
+    assert!(e.field.contains("accounting \"per domain\" > period"), "{e:?}");
     let unknown = FILE.replace("period = \"week\"", "period = \"week\"\n  per = 3");
     let errs = policy_file::parse("p.toml", &unknown).unwrap_err();
     assert!(errs.iter().any(|e| e.message.contains("per")), "{errs:?}");

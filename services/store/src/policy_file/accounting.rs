@@ -3,7 +3,6 @@
 //! ([`write_row`]).
 
 use std::fmt::Write;
-use std::ops::Range;
 
 use serde::Deserialize;
 use sluice_engine::AccountingDef;
@@ -36,17 +35,36 @@ fn inner<T>(v: Option<Spanned<T>>) -> Option<T> {
 }
 
 impl FileAccounting {
-    /// Converts to the model. The row's span goes into the policy's `spans` as
-    /// `accounting` (where [`sluice_engine::compile`] places accounting findings; the
-    /// message names the row).
+    /// Converts to the model; the fields' spans go into the row's `spans` (the fields
+    /// [`sluice_engine::compile`] names in its findings).
     pub(super) fn convert(
         self,
-        whole: Range<usize>,
         policy_label: &str,
         spans: &mut ObjSpans,
         errors: &mut Vec<ConvertError>,
     ) -> AccountingDef {
-        spans.fields.push(("accounting", whole));
+        macro_rules! take {
+            ($($f:ident),*) => {
+                $( spans.fields.push((stringify!($f), self.$f.span())); )*
+            };
+        }
+        macro_rules! take_opt {
+            ($($f:ident),*) => {
+                $( if let Some(v) = &self.$f { spans.fields.push((stringify!($f), v.span())); } )*
+            };
+        }
+        take!(name, track, period);
+        take_opt!(
+            time_zone,
+            message_count_limit,
+            recipient_count_limit,
+            size_limit,
+            verdict,
+            data,
+            last_accounting,
+            disabled,
+            comment
+        );
         let label = format!("{policy_label} > accounting {:?}", self.name.get_ref());
         let size_limit = self.size_limit.map(|v| {
             let span = v.span();

@@ -213,6 +213,7 @@ pub(super) struct PolicySpans {
     pub members: Vec<ObjSpans>,
     pub access_control: Vec<ObjSpans>,
     pub quotas: Vec<QuotaSpans>,
+    pub accounting: Vec<ObjSpans>,
 }
 
 /// Spans of a group and of its members.
@@ -357,13 +358,10 @@ impl FileSet {
                 out.greylisting = Some(g.into_inner().convert(&label, &mut spans.obj, &mut errors));
             }
             for a in p.accounting {
-                let whole = a.span();
-                out.accounting.push(a.into_inner().convert(
-                    whole,
-                    &label,
-                    &mut spans.obj,
-                    &mut errors,
-                ));
+                let mut obj = ObjSpans::new(a.span());
+                out.accounting
+                    .push(a.into_inner().convert(&label, &mut obj, &mut errors));
+                spans.accounting.push(obj);
             }
             def.policies.push(out);
             index.policies.push(spans);
