@@ -51,8 +51,7 @@ fn sample() -> PolicySetDef {
             },
             PolicyDef {
                 greylisting: None,
-                accounting: None,
-                accounted: Vec::new(),
+                accounting: Vec::new(),
                 name: "A inbound".into(),
                 priority: 10,
                 description: Some("from outside".into()),
