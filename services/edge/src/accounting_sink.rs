@@ -158,7 +158,10 @@ mod tests {
         let sink = AccountingSink::new(2);
         sink.record(&decision(&[("Sender:a", 1, 1, 0)]));
         sink.record(&decision(&[("Sender:a", 0, 1, 0), ("Sender:b", 1, 1, 0)]));
-        sink.record(&decision(&[("Sender:a", 0, 0, u64::MAX), ("Sender:c", 1, 1, 0)]));
+        sink.record(&decision(&[
+            ("Sender:a", 0, 0, u64::MAX),
+            ("Sender:c", 1, 1, 0),
+        ]));
         sink.record(&decision(&[("Sender:a", 0, 0, 10)]));
         assert_eq!(sink.dropped(), 1, "Sender:c found the table full");
         let mut taken = sink.take();

@@ -721,7 +721,10 @@ impl Compiler {
             if !names.insert(a.name.as_str()) {
                 self.error(
                     loc("name"),
-                    format!("policy {:?}: duplicate accounting name {:?}", p.name, a.name),
+                    format!(
+                        "policy {:?}: duplicate accounting name {:?}",
+                        p.name, a.name
+                    ),
                 );
             }
             let mut found = crate::accounting::settings::Findings::default();

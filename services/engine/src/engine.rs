@@ -153,7 +153,8 @@ impl fmt::Debug for Decision {
             d.field("greylisting", &g);
         }
         if let Some(a) = self.accounting {
-            d.field("accounting", &a).field("accounted", &self.accounted);
+            d.field("accounting", &a)
+                .field("accounted", &self.accounted);
         }
         d.finish()
     }
@@ -506,12 +507,15 @@ impl Engine {
                 &mut decision,
                 &mut trace,
             );
-            crate::modules::accounting::judge_end_of_message(
+            let eom = crate::modules::accounting::Eom {
                 set,
-                self.settings.monitor_all,
+                monitor_all: self.settings.monitor_all,
                 dry_run,
-                self.clock.now_ms(),
+                now: self.clock.now_ms(),
                 req,
+            };
+            crate::modules::accounting::judge_end_of_message(
+                eom,
                 &reply,
                 &mut decision,
                 &mut trace,

@@ -224,7 +224,10 @@ async fn write_batch(store: &Store, sink: &AccountingSink, node: &str) {
         Ok(Err(e)) => {
             warn_limited!(error = %e, rows = n, "Cannot write accounting totals; they are lost (an edge's database role needs INSERT on accounting_totals, see docs/cluster.md)")
         }
-        Err(_) => warn_limited!(rows = n, "Writing accounting totals took too long; they are lost"),
+        Err(_) => warn_limited!(
+            rows = n,
+            "Writing accounting totals took too long; they are lost"
+        ),
     }
 }
 

@@ -196,12 +196,14 @@ async fn recipients_per_week_with_defer(mode: &Mode<'_>) {
         format!("DEFER {COUNT_TEXT}; try again in 156 hours")
     );
     assert_eq!(
-        c.send(&rcpt("u@x.org", "d@y.org", "192.0.2.10", "m3")).await,
+        c.send(&rcpt("u@x.org", "d@y.org", "192.0.2.10", "m3"))
+            .await,
         "DUNNO",
         "unauthenticated mail is not counted by a SASLUsername row"
     );
     // Sunday 2026-12-06 23:59:59Z, then Monday: 2026-W50.
-    s.clock.set_ms(NOV_30_NOON + 6 * 86_400_000 + 12 * 3_600_000 - 1000);
+    s.clock
+        .set_ms(NOV_30_NOON + 6 * 86_400_000 + 12 * 3_600_000 - 1000);
     assert!(c.send(&sasl("d@y.org", "m4")).await.starts_with("DEFER"));
     s.clock.advance_secs(1);
     assert_eq!(c.send(&sasl("d@y.org", "m4")).await, "DUNNO", "a new week");
@@ -347,7 +349,11 @@ async fn decisions_carry_the_totals_and_explain_shows_the_levels() {
     assert_eq!((a.messages, a.recipients, a.bytes), (1, 1, 0));
     req.recipient = "b@y.org".into();
     let d = engine.decide(&req).await;
-    assert_eq!((d.accounted[0].messages, d.accounted[0].recipients), (0, 1), "the same domain key: the message was counted already");
+    assert_eq!(
+        (d.accounted[0].messages, d.accounted[0].recipients),
+        (0, 1),
+        "the same domain key: the message was counted already"
+    );
     req.recipient = "c@y.org".into();
     let e = engine.explain(&req).await.to_string();
     assert!(
@@ -362,6 +368,10 @@ async fn decisions_carry_the_totals_and_explain_shows_the_levels() {
     eom.size = 5000;
     let d = engine.decide(&eom).await;
     assert_eq!(d.action.to_string(), "DUNNO");
-    assert_eq!(d.accounted.len(), 1, "one recipient domain: one size counter");
+    assert_eq!(
+        d.accounted.len(),
+        1,
+        "one recipient domain: one size counter"
+    );
     assert_eq!(d.accounted[0].bytes, 5000);
 }

@@ -42,7 +42,9 @@ priority = 10
 "#;
 
 fn parsed() -> PolicySetDef {
-    policy_file::parse("p.toml", FILE).expect("the file is valid").def
+    policy_file::parse("p.toml", FILE)
+        .expect("the file is valid")
+        .def
 }
 
 #[test]
@@ -69,7 +71,9 @@ fn the_policy_file_reads_and_writes_accounting_rows() {
     );
     let written = policy_file::to_toml(&def);
     assert!(written.contains("size_limit = \"10GB\""), "{written}");
-    let again = policy_file::parse("again.toml", &written).expect("reads back").def;
+    let again = policy_file::parse("again.toml", &written)
+        .expect("reads back")
+        .def;
     assert_eq!(again, def);
 }
 
@@ -83,7 +87,10 @@ fn bad_accounting_rows_are_located_in_the_file() {
         .unwrap_or_else(|| panic!("{errs:?}"));
     assert!(e.message.contains("day, week or month"), "{}", e.message);
     assert_eq!(e.line, 25, "the second row's period: {e:?}");
-    assert!(e.field.contains("accounting \"per domain\" > period"), "{e:?}");
+    assert!(
+        e.field.contains("accounting \"per domain\" > period"),
+        "{e:?}"
+    );
     let unknown = FILE.replace("period = \"week\"", "period = \"week\"\n  per = 3");
     let errs = policy_file::parse("p.toml", &unknown).unwrap_err();
     assert!(errs.iter().any(|e| e.message.contains("per")), "{errs:?}");
@@ -130,7 +137,10 @@ async fn rows_and_totals(store: &Store) {
     let mut changed = def.clone();
     changed.policies[0].accounting[1].disabled = true;
     store.replace_all(&changed).await.unwrap();
-    assert!(store.version().await.unwrap() > v, "a change bumps the version");
+    assert!(
+        store.version().await.unwrap() > v,
+        "a change bumps the version"
+    );
 
     store
         .insert_accounting_totals(&[
@@ -154,12 +164,19 @@ async fn rows_and_totals(store: &Store) {
         ],
         "summed over batches and processes, most messages first"
     );
-    assert_eq!(store.accounting_report("2026-11", 1).await.unwrap().len(), 1);
+    assert_eq!(
+        store.accounting_report("2026-11", 1).await.unwrap().len(),
+        1
+    );
     assert_eq!(
         store.accounting_report("2026-12", 100).await.unwrap(),
         vec![row("SASLUsername:alice", 7, 7, 7)]
     );
-    assert!(store.accounting_report("2026-W48", 100).await.unwrap().is_empty());
+    assert!(store
+        .accounting_report("2026-W48", 100)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]
@@ -276,8 +293,11 @@ fn check(report: &ImportReport) {
     note("renamed \"monthly (#2)\"");
     note("count in UTC");
     assert!(
-        !report.skipped.iter().any(|s| s.what.contains("table accounting\n")
-            || s.what.ends_with("in table accounting")),
+        !report
+            .skipped
+            .iter()
+            .any(|s| s.what.contains("table accounting\n")
+                || s.what.ends_with("in table accounting")),
         "accounting is no longer an unsupported module\n{text}"
     );
 }

@@ -98,7 +98,8 @@ pub async fn report(
             "required: a month (2026-11), an ISO week (2026-W48) or a day (2026-11-30)",
         ));
     };
-    let (kind, period) = parse_key(period).map_err(|e| ApiError::invalid("period", e.to_string()))?;
+    let (kind, period) =
+        parse_key(period).map_err(|e| ApiError::invalid("period", e.to_string()))?;
     let limit = params.limit.unwrap_or(1000);
     if !(1..=sluice_store::MAX_REPORT_ROWS).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be from 1 to 100000"));

@@ -4,8 +4,8 @@
 //! token) posting to the same change code as the API; the policy file's export, import
 //! preview (a diff) and import; no script.
 
-mod explain_page;
 mod accounting_page;
+mod explain_page;
 mod history_page;
 mod layout;
 mod login;

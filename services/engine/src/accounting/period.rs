@@ -115,11 +115,7 @@ pub fn period_at(kind: PeriodKind, tz: &TimeZone, now_ms: u64) -> Result<Period,
             let iso = date.iso_week_date();
             let first = iso.first_of_week().map_err(range)?.date();
             let next = iso.last_of_week().map_err(range)?.date();
-            (
-                week_key(iso),
-                first,
-                next.tomorrow().map_err(range)?,
-            )
+            (week_key(iso), first, next.tomorrow().map_err(range)?)
         }
         PeriodKind::Month => (
             format!("{:04}-{:02}", date.year(), date.month()),
@@ -183,7 +179,10 @@ pub fn parse_key(s: &str) -> Result<(PeriodKind, String), PeriodError> {
                 1,
             )
             .map_err(|_| bad())?;
-            Ok((PeriodKind::Month, format!("{:04}-{:02}", d.year(), d.month())))
+            Ok((
+                PeriodKind::Month,
+                format!("{:04}-{:02}", d.year(), d.month()),
+            ))
         }
         [y, m, d] => {
             let d = Date::new(
@@ -221,12 +220,20 @@ mod tests {
     fn days_in_utc_and_in_a_zone() {
         assert_eq!(
             p(PeriodKind::Day, "UTC", "2026-11-30T23:59:59.999Z"),
-            ("2026-11-30".into(), "2026-11-30T00:00:00Z".into(), "2026-12-01T00:00:00Z".into())
+            (
+                "2026-11-30".into(),
+                "2026-11-30T00:00:00Z".into(),
+                "2026-12-01T00:00:00Z".into()
+            )
         );
         // 23:30 UTC is already the next day in Berlin (UTC+1 in winter).
         assert_eq!(
             p(PeriodKind::Day, "Europe/Berlin", "2026-11-30T23:30:00Z"),
-            ("2026-12-01".into(), "2026-11-30T23:00:00Z".into(), "2026-12-01T23:00:00Z".into())
+            (
+                "2026-12-01".into(),
+                "2026-11-30T23:00:00Z".into(),
+                "2026-12-01T23:00:00Z".into()
+            )
         );
     }
 
@@ -245,7 +252,10 @@ mod tests {
         // The repeated hour (01:30 local happens twice) is one day.
         let a = period_at(PeriodKind::Day, &tz, at("2026-10-25T00:30:00Z")).unwrap();
         let b = period_at(PeriodKind::Day, &tz, at("2026-10-25T01:30:00Z")).unwrap();
-        assert_eq!((a.key.as_str(), b.key.as_str()), ("2026-10-25", "2026-10-25"));
+        assert_eq!(
+            (a.key.as_str(), b.key.as_str()),
+            ("2026-10-25", "2026-10-25")
+        );
         // Every window is longer than its period.
         assert!(PeriodKind::Day.window_ms() > (autumn.end_ms - autumn.start_ms) as u64);
     }
@@ -265,12 +275,25 @@ mod tests {
         // 2026-12-31 is a Thursday: week 53 of 2026, which ends on Sunday 2027-01-03.
         assert_eq!(
             p(PeriodKind::Week, "UTC", "2027-01-03T12:00:00Z"),
-            ("2026-W53".into(), "2026-12-28T00:00:00Z".into(), "2027-01-04T00:00:00Z".into())
+            (
+                "2026-W53".into(),
+                "2026-12-28T00:00:00Z".into(),
+                "2027-01-04T00:00:00Z".into()
+            )
         );
-        assert_eq!(p(PeriodKind::Week, "UTC", "2027-01-04T00:00:00Z").0, "2027-W01");
+        assert_eq!(
+            p(PeriodKind::Week, "UTC", "2027-01-04T00:00:00Z").0,
+            "2027-W01"
+        );
         // 2024-12-30 (Monday) already belongs to 2025-W01.
-        assert_eq!(p(PeriodKind::Week, "UTC", "2024-12-30T08:00:00Z").0, "2025-W01");
-        assert_eq!(p(PeriodKind::Week, "UTC", "2026-11-26T08:00:00Z").0, "2026-W48");
+        assert_eq!(
+            p(PeriodKind::Week, "UTC", "2024-12-30T08:00:00Z").0,
+            "2025-W01"
+        );
+        assert_eq!(
+            p(PeriodKind::Week, "UTC", "2026-11-26T08:00:00Z").0,
+            "2026-W48"
+        );
         // A week with a DST change is 167 hours long.
         let tz = time_zone("Europe/Berlin").unwrap();
         let w = period_at(PeriodKind::Week, &tz, at("2026-03-27T12:00:00Z")).unwrap();
@@ -282,11 +305,23 @@ mod tests {
     fn months_and_leap_years() {
         assert_eq!(
             p(PeriodKind::Month, "UTC", "2028-02-29T23:00:00Z"),
-            ("2028-02".into(), "2028-02-01T00:00:00Z".into(), "2028-03-01T00:00:00Z".into())
+            (
+                "2028-02".into(),
+                "2028-02-01T00:00:00Z".into(),
+                "2028-03-01T00:00:00Z".into()
+            )
         );
         assert_eq!(
-            p(PeriodKind::Month, "America/New_York", "2027-01-01T03:00:00Z"),
-            ("2026-12".into(), "2026-12-01T05:00:00Z".into(), "2027-01-01T05:00:00Z".into())
+            p(
+                PeriodKind::Month,
+                "America/New_York",
+                "2027-01-01T03:00:00Z"
+            ),
+            (
+                "2026-12".into(),
+                "2026-12-01T05:00:00Z".into(),
+                "2027-01-01T05:00:00Z".into()
+            )
         );
         let tz = time_zone("Europe/Berlin").unwrap();
         let oct = period_at(PeriodKind::Month, &tz, at("2026-10-10T00:00:00Z")).unwrap();
@@ -300,13 +335,25 @@ mod tests {
             parse_key("2026-11").unwrap(),
             (PeriodKind::Month, "2026-11".into())
         );
-        assert_eq!(parse_key("2026-w48").unwrap(), (PeriodKind::Week, "2026-W48".into()));
+        assert_eq!(
+            parse_key("2026-w48").unwrap(),
+            (PeriodKind::Week, "2026-W48".into())
+        );
         assert_eq!(parse_key("2026-W53").unwrap().1, "2026-W53");
         assert_eq!(
             parse_key(" 2026-11-30 ").unwrap(),
             (PeriodKind::Day, "2026-11-30".into())
         );
-        for bad in ["2027-W53", "2026-02-29", "2026-13", "2026", "26-11-x", "", "2026-W0", "99999-01"] {
+        for bad in [
+            "2027-W53",
+            "2026-02-29",
+            "2026-13",
+            "2026",
+            "26-11-x",
+            "",
+            "2026-W0",
+            "99999-01",
+        ] {
             assert!(parse_key(bad).is_err(), "{bad}");
         }
     }

@@ -56,7 +56,9 @@ impl AccountingRule {
     /// Policyd's default text.
     pub fn action(&self, kind: LimitKind) -> Option<sluice_protocol::Action> {
         let text = match kind {
-            LimitKind::MessageCumulativeSize => "Policy rejection; Cumulative message size exceeded",
+            LimitKind::MessageCumulativeSize => {
+                "Policy rejection; Cumulative message size exceeded"
+            }
             LimitKind::MessageCount | LimitKind::RecipientCount => {
                 "Policy rejection; Message count exceeded"
             }
@@ -88,11 +90,18 @@ pub(crate) struct Findings {
 }
 
 /// Compiles row `d` of `policy` (`None` when it has errors, listed in `out`).
-pub(crate) fn compile_row(policy: &str, d: &AccountingDef, out: &mut Findings) -> Option<AccountingRule> {
+pub(crate) fn compile_row(
+    policy: &str,
+    d: &AccountingDef,
+    out: &mut Findings,
+) -> Option<AccountingRule> {
     let what = format!("policy {policy:?} accounting {:?}", d.name);
     let start = out.errors.len();
     if d.name.trim().is_empty() {
-        out.errors.push(("name", format!("policy {policy:?}: accounting name is empty")));
+        out.errors.push((
+            "name",
+            format!("policy {policy:?}: accounting name is empty"),
+        ));
     }
     let track = Track::parse(&d.track)
         .map_err(|e| out.errors.push(("track", format!("{what}: {e}"))))
@@ -108,7 +117,12 @@ pub(crate) fn compile_row(policy: &str, d: &AccountingDef, out: &mut Findings) -
     let tz = period::time_zone(&tz_name)
         .map_err(|e| out.errors.push(("time_zone", format!("{what}: {e}"))))
         .ok();
-    let verdict = match d.verdict.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+    let verdict = match d
+        .verdict
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+    {
         None => None,
         Some(v) => match Verdict::parse(v) {
             Some(Verdict::Ok | Verdict::Pass) | None => {
@@ -123,12 +137,21 @@ pub(crate) fn compile_row(policy: &str, d: &AccountingDef, out: &mut Findings) -
     };
     if let Some(v) = verdict {
         if v.needs_data() && d.data.as_deref().is_none_or(|t| t.trim().is_empty()) {
-            out.errors.push(("data", format!("{what}: {v} needs data (the target)")));
+            out.errors
+                .push(("data", format!("{what}: {v} needs data (the target)")));
         }
     }
     let limits_set = [
-        (LimitKind::MessageCount, d.message_count_limit, "message_count_limit"),
-        (LimitKind::RecipientCount, d.recipient_count_limit, "recipient_count_limit"),
+        (
+            LimitKind::MessageCount,
+            d.message_count_limit,
+            "message_count_limit",
+        ),
+        (
+            LimitKind::RecipientCount,
+            d.recipient_count_limit,
+            "recipient_count_limit",
+        ),
         (LimitKind::MessageCumulativeSize, d.size_limit, "size_limit"),
     ];
     for (kind, value, field) in limits_set {
@@ -138,7 +161,10 @@ pub(crate) fn compile_row(policy: &str, d: &AccountingDef, out: &mut Findings) -
             } else if v == 0 && verdict.is_some() {
                 out.warnings.push((
                     field,
-                    format!("{what}: {} limit 0 refuses everything it counts", kind.as_str()),
+                    format!(
+                        "{what}: {} limit 0 refuses everything it counts",
+                        kind.as_str()
+                    ),
                 ));
             }
         }
@@ -244,7 +270,9 @@ mod tests {
             "REJECT Policy rejection; Message count exceeded"
         );
         assert_eq!(
-            r.action(LimitKind::MessageCumulativeSize).unwrap().to_string(),
+            r.action(LimitKind::MessageCumulativeSize)
+                .unwrap()
+                .to_string(),
             "REJECT Policy rejection; Cumulative message size exceeded"
         );
         d.data = Some("554 Too much this month".into());
@@ -265,7 +293,10 @@ mod tests {
         let mut f = Findings::default();
         assert!(compile_row("p", &d, &mut f).is_none());
         let fields: Vec<_> = f.errors.iter().map(|e| e.0).collect();
-        assert_eq!(fields, ["period", "time_zone", "verdict", "message_count_limit"]);
+        assert_eq!(
+            fields,
+            ["period", "time_zone", "verdict", "message_count_limit"]
+        );
         assert!(f.errors[1].1.contains("Europe/Atlantis"), "{:?}", f.errors);
     }
 }

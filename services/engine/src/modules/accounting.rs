@@ -39,7 +39,10 @@ impl Module for Accounting {
             for (ai, a) in p.accounting.iter().enumerate() {
                 if let Some(why) = a.track.skip_reason(req) {
                     cx.note(|| {
-                        format!("Accounting: policy {:?} row {:?} skipped: {why}.", p.name, a.name)
+                        format!(
+                            "Accounting: policy {:?} row {:?} skipped: {why}.",
+                            p.name, a.name
+                        )
                     });
                     continue;
                 }
@@ -47,7 +50,10 @@ impl Module for Accounting {
                     Ok(period) => period,
                     Err(e) => {
                         cx.note(|| {
-                            format!("Accounting: policy {:?} row {:?} skipped: {e}.", p.name, a.name)
+                            format!(
+                                "Accounting: policy {:?} row {:?} skipped: {e}.",
+                                p.name, a.name
+                            )
                         });
                         continue;
                     }
@@ -71,7 +77,12 @@ impl Module for Accounting {
                             } else {
                                 OpKind::TakeOncePerMessage
                             };
-                            let op = CounterOp { key, limit: l.limit, window: a.window, kind };
+                            let op = CounterOp {
+                                key,
+                                limit: l.limit,
+                                window: a.window,
+                                kind,
+                            };
                             cx.push(g, op, pi, item, sub);
                         }
                         LimitKind::RecipientCount => {
@@ -135,7 +146,8 @@ impl Module for Accounting {
         let reply = cx.reply;
         let committed = |g: u32| {
             reply.groups.get(g as usize).is_some_and(|ops| {
-                !ops.iter().any(|o| matches!(o.outcome, Outcome::Refused { .. }))
+                !ops.iter()
+                    .any(|o| matches!(o.outcome, Outcome::Refused { .. }))
             })
         };
         for (tag, op, res) in results {
@@ -227,19 +239,36 @@ fn until_period_end(rule: &AccountingRule, period_key: &str, now: u64) -> Option
     (p.key == period_key).then(|| u64::try_from(p.end_ms).unwrap_or(0).saturating_sub(now))
 }
 
+/// What an END-OF-MESSAGE request is judged in.
+pub(crate) struct Eom<'a, 'r> {
+    /// The policy set.
+    pub set: &'a PolicySet,
+    /// The service runs in monitor mode.
+    pub monitor_all: bool,
+    /// `sluice explain`: nothing was charged, nothing is reported.
+    pub dry_run: bool,
+    /// The engine's time (ms since the epoch).
+    pub now: u64,
+    /// The request.
+    pub req: &'a PolicyRequest<'r>,
+}
+
 /// END-OF-MESSAGE: the accounting counters charged the message's real size (what
 /// [`OpKind::RecordForEom`] recorded at RCPT, per recipient for `Recipient:` rows): the
 /// bytes counted, and the verdict of an enforced size limit the message overflowed.
 pub(crate) fn judge_end_of_message(
-    set: &PolicySet,
-    monitor_all: bool,
-    dry_run: bool,
-    now: u64,
-    req: &PolicyRequest<'_>,
+    eom: Eom<'_, '_>,
     reply: &CounterReply,
     decision: &mut Decision,
     trace: &mut Trace<'_>,
 ) {
+    let Eom {
+        set,
+        monitor_all,
+        dry_run,
+        now,
+        req,
+    } = eom;
     let size = crate::bounds::charged_size(req.size);
     for eom in &reply.end_of_message {
         let Some((policy_name, row_name)) = parse_label(&eom.label) else {

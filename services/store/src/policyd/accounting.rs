@@ -96,10 +96,16 @@ fn limit(v: Option<i64>) -> Option<u64> {
 }
 
 /// The row as Sluice's, or why it cannot be.
-fn row_def(r: &RawAccounting, name: String, notes: &mut Vec<String>, what: &str) -> Result<AccountingDef, String> {
+fn row_def(
+    r: &RawAccounting,
+    name: String,
+    notes: &mut Vec<String>,
+    what: &str,
+) -> Result<AccountingDef, String> {
     let track_text = r.track.as_deref().unwrap_or("");
-    let track = canonical_track(track_text)
-        .ok_or_else(|| format!("Policyd cannot use its track {track_text:?} either (it answers DEFER)"))?;
+    let track = canonical_track(track_text).ok_or_else(|| {
+        format!("Policyd cannot use its track {track_text:?} either (it answers DEFER)")
+    })?;
     let period = match r.period {
         Some(0) => "day",
         Some(1) => "week",
@@ -121,9 +127,9 @@ fn row_def(r: &RawAccounting, name: String, notes: &mut Vec<String>, what: &str)
     let size_limit = match limit(r.size_limit_kb) {
         None => None,
         Some(kb) => {
-            let bytes = kb.checked_mul(1024).ok_or_else(|| {
-                format!("MessageCumulativeSizeLimit {kb} kB is out of range")
-            })?;
+            let bytes = kb
+                .checked_mul(1024)
+                .ok_or_else(|| format!("MessageCumulativeSizeLimit {kb} kB is out of range"))?;
             notes.push(format!(
                 "{what}: MessageCumulativeSizeLimit {kb} kB became size_limit {bytes} bytes"
             ));
