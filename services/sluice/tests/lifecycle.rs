@@ -84,7 +84,9 @@ fn sighup_never_stops_serve_and_reports_configuration_changes() {
         server.signal("HUP");
         std::thread::sleep(Duration::from_millis(100));
     }
-    server.wait_for_log("SIGHUP: configuration unchanged", Duration::from_secs(10));
+    server.wait_for_log("SIGHUP: configuration unchanged",
+        Duration::from_secs(10),
+    );
     assert!(
         server.running(),
         "SIGHUP stopped the server:\n{}",
@@ -98,12 +100,16 @@ fn sighup_never_stops_serve_and_reports_configuration_changes() {
     // A changed file is read, and the change reported as pending a restart.
     std::fs::write(&config, "monitor = true\n").unwrap();
     server.signal("HUP");
-    server.wait_for_log("takes effect at the next restart", Duration::from_secs(10));
+    server.wait_for_log("takes effect at the next restart",
+        Duration::from_secs(10),
+    );
     server.wait_for_log("monitor = true", Duration::from_secs(10));
     // A broken file is reported; the running configuration stays.
     std::fs::write(&config, "monitor = \"perhaps\"\n").unwrap();
     server.signal("HUP");
-    server.wait_for_log("the running configuration stays", Duration::from_secs(10));
+    server.wait_for_log("the running configuration stays",
+        Duration::from_secs(10),
+    );
     assert!(server.running());
     assert!(ask(port).starts_with("554 5.7.1 blocked"));
 
@@ -118,7 +124,9 @@ fn sighup_never_stops_the_quota_service() {
     let started = start_quota(BIN, &redis.url());
     let (mut quota, grpc) = (started.process, started.port);
     quota.signal("HUP");
-    quota.wait_for_log("SIGHUP: configuration unchanged", Duration::from_secs(10));
+    quota.wait_for_log("SIGHUP: configuration unchanged",
+        Duration::from_secs(10),
+    );
     assert!(quota.running(), "{}", quota.log());
     wait_listening(grpc, Duration::from_secs(5), "quota service after SIGHUP");
     let status = quota.terminate(Duration::from_secs(20));
@@ -139,7 +147,9 @@ fn a_replaced_database_file_is_picked_up_and_import_says_so() {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
-    server.wait_for_log("policy database file was deleted", Duration::from_secs(10));
+    server.wait_for_log("policy database file was deleted",
+        Duration::from_secs(10),
+    );
     assert!(
         ask(port).starts_with("554 5.7.1 blocked"),
         "the last policies stay"
