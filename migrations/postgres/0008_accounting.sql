@@ -2,8 +2,9 @@
 -- sluice_engine::accounting::def::AccountingDef), and the per-period totals kept for
 -- reports. Accounting *counters* are not stored here: they live in process (embedded mode)
 -- or in Redis (cluster mode), one per period, forgotten after the period.
+-- Re-runnable (IF NOT EXISTS): the newest migration may be applied again.
 
-CREATE TABLE policy_accounting (
+CREATE TABLE IF NOT EXISTS policy_accounting (
     id BIGSERIAL PRIMARY KEY,
     policy_id BIGINT NOT NULL REFERENCES policy (id) ON DELETE CASCADE,
     name TEXT NOT NULL,
@@ -21,6 +22,7 @@ CREATE TABLE policy_accounting (
     UNIQUE (policy_id, name)
 );
 
+DROP TRIGGER IF EXISTS policy_accounting_changed ON policy_accounting;
 CREATE TRIGGER policy_accounting_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON policy_accounting
     FOR EACH STATEMENT EXECUTE FUNCTION policy_version_bump();
 

@@ -2,8 +2,9 @@
 -- sluice_engine::accounting::def::AccountingDef), and the per-period totals kept for
 -- reports. Accounting *counters* are not stored here: they live in process (embedded mode)
 -- or in Redis (cluster mode), one per period, forgotten after the period.
+-- Re-runnable (IF NOT EXISTS): the newest migration may be applied again.
 
-CREATE TABLE policy_accounting (
+CREATE TABLE IF NOT EXISTS policy_accounting (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     policy_id INTEGER NOT NULL REFERENCES policy (id) ON DELETE CASCADE,
     name TEXT NOT NULL,
@@ -21,17 +22,17 @@ CREATE TABLE policy_accounting (
     UNIQUE (policy_id, name)
 );
 
-CREATE TRIGGER policy_accounting_ai AFTER INSERT ON policy_accounting
+CREATE TRIGGER IF NOT EXISTS policy_accounting_ai AFTER INSERT ON policy_accounting
 BEGIN
     UPDATE policy_version SET version = version + 1 WHERE id = 1;
 END;
 
-CREATE TRIGGER policy_accounting_au AFTER UPDATE ON policy_accounting
+CREATE TRIGGER IF NOT EXISTS policy_accounting_au AFTER UPDATE ON policy_accounting
 BEGIN
     UPDATE policy_version SET version = version + 1 WHERE id = 1;
 END;
 
-CREATE TRIGGER policy_accounting_ad AFTER DELETE ON policy_accounting
+CREATE TRIGGER IF NOT EXISTS policy_accounting_ad AFTER DELETE ON policy_accounting
 BEGIN
     UPDATE policy_version SET version = version + 1 WHERE id = 1;
 END;
