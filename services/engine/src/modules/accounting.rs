@@ -32,7 +32,8 @@ impl Module for Accounting {
     fn plan(&self, cx: &mut Plan<'_, '_>) -> Flow {
         let r = cx.cx;
         let req = r.req;
-        let now = r.clock.now_ms();
+        // Read once, and only when a row applies (most requests match no accounting).
+        let mut now = None;
         let mut any = false;
         'policies: for &(pi, p) in r.matched {
             let monitor = r.is_monitor(p);
@@ -46,6 +47,7 @@ impl Module for Accounting {
                     });
                     continue;
                 }
+                let now = *now.get_or_insert_with(|| r.clock.now_ms());
                 let period = match period_at(a.kind, &a.tz, now) {
                     Ok(period) => period,
                     Err(e) => {
