@@ -287,6 +287,7 @@ fn check(report: &ImportReport) {
     skipped("accounting #6 \"orphan\"", "policy #99 does not exist");
     skipped("accounting #7 \"bad verdict\"", "MAYBE");
     skipped("1 row in table accounting_tracking", "not imported");
+    assert!(text.contains("  3 accounting rows\n"), "{text}");
     let note = |s: &str| assert!(report.notes.iter().any(|n| n.contains(s)), "{s}\n{text}");
     note("MessageCountLimit 1000 counted recipients");
     note("MessageCumulativeSizeLimit 8000 kB became size_limit 8192000 bytes");

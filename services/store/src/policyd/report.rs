@@ -66,6 +66,11 @@ impl fmt::Display for ImportReport {
                 "greylisting whitelist entry",
                 "greylisting whitelist entries",
             ),
+            plural(
+                def.policies.iter().map(|p| p.accounting.len()).sum(),
+                "accounting row",
+                "accounting rows",
+            ),
         ] {
             writeln!(f, "  {line}")?;
         }
