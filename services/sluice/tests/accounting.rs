@@ -165,6 +165,21 @@ async fn messages_per_month_and_rollover(mode: &Mode<'_>) {
         "DUNNO",
         "another domain is another key"
     );
+    if let Mode::Cluster(cluster) = mode {
+        // One hash-tagged key per counter (track key and period in the tag), kept for the
+        // window (32 days for a month) plus a sub-bucket, then forgotten by Redis.
+        let key = format!(
+            "acct-month-{}:{{acct/acct/row/MessageCount/2026-11/Sender:@x.org}}:w",
+            std::process::id()
+        );
+        let out = std::process::Command::new("redis-cli")
+            .args(["-c", "-p", &cluster.node(0).port.to_string(), "PTTL", &key])
+            .output()
+            .expect("redis-cli");
+        let ttl: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let day = 86_400_000;
+        assert!((32 * day..=33 * day).contains(&ttl), "PTTL {key} = {ttl}");
+    }
     // 2026-11-30T23:59:59Z: still November.
     s.clock.set_ms(1_796_083_199_000);
     assert_eq!(c.send(&rcpt("w@x.org", "a@y.org", ip, "m5")).await, refused);
