@@ -154,6 +154,7 @@ pub fn field_name(location: &Location) -> String {
             field,
             ..
         } => format!("quotas[{quota}].limits[{limit}].{field}"),
+        Location::Accounting { row, field, .. } => format!("accounting[{row}].{field}"),
     }
     .trim_end_matches('.')
     .to_owned()

@@ -25,6 +25,8 @@ fn decision(action: Action) -> Decision {
         greylisting: None,
         spf: None,
         checkhelo: None,
+        accounting: None,
+        accounted: Vec::new(),
     }
 }
 

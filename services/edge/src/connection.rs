@@ -326,6 +326,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 }
                 verdict_log::log_decision(&req, &decision);
                 crate::history_sink::record(&req, &decision);
+                crate::accounting_sink::record(&decision);
                 decision.action.encode_into(&mut self.out);
                 shared.metrics.decision(&decision);
                 shared

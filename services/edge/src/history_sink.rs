@@ -342,6 +342,8 @@ mod tests {
             greylisting: None,
             spf: None,
             checkhelo: None,
+            accounting: None,
+            accounted: Vec::new(),
         }
     }
 

@@ -14,7 +14,7 @@
 //!   oldest idle connection to make room.
 //! - `connection`: one connection, one request at a time, with timeouts.
 //! - [`history_sink`]: refusals and sender counts handed to a background writer (never
-//!   waiting on the request path).
+//!   waiting on the request path); [`accounting_sink`]: Accounting's counts, likewise.
 //! - [`verdict_log`]: the Policyd-style `module=Quotas, action=reject, ...` log lines.
 //!
 //! Postfix's rules shape the error handling: a request that cannot be evaluated (say, without
@@ -23,6 +23,7 @@
 //! reply, since the protocol has no way to answer them and Postfix retries.
 #![forbid(unsafe_code)]
 
+pub mod accounting_sink;
 mod admission;
 pub mod config;
 mod connection;

@@ -106,6 +106,8 @@ pub(crate) struct EdgeMetrics {
     checkspf: [Counter; SpfResult::ALL.len()],
     /// `sluice_checkhelo_total` by result, in [`HELO_RESULTS`]' order.
     checkhelo: [Counter; HELO_RESULTS.len()],
+    /// `sluice_accounting_total` by result, in [`ACCOUNTING_RESULTS`]' order.
+    accounting: [Counter; ACCOUNTING_RESULTS.len()],
 }
 
 /// CheckHelo's `result` label values (`Decision::checkhelo`).
@@ -119,6 +121,9 @@ const HELO_RESULTS: [&str; 8] = [
     "hrp_exceeded",
     "misconfigured",
 ];
+
+/// Accounting's `result` label values (`Decision::accounting`).
+const ACCOUNTING_RESULTS: [&str; 3] = ["counted", "refused", "monitored"];
 
 /// Greylisting's `outcome` label values (`Decision::greylisting`).
 const GREY_OUTCOMES: [&str; 7] = [
@@ -146,6 +151,7 @@ impl EdgeMetrics {
             greylisting: GREY_OUTCOMES.map(|o| counter!(names::GREYLISTING, "outcome" => o)),
             checkspf: SpfResult::ALL.map(|r| counter!(names::CHECKSPF, "result" => r.as_str())),
             checkhelo: HELO_RESULTS.map(|r| counter!(names::CHECKHELO, "result" => r)),
+            accounting: ACCOUNTING_RESULTS.map(|r| counter!(names::ACCOUNTING, "result" => r)),
         }
     }
 
@@ -215,6 +221,11 @@ impl EdgeMetrics {
         if let Some(result) = d.checkhelo {
             if let Some(i) = HELO_RESULTS.iter().position(|r| *r == result) {
                 self.checkhelo[i].increment(1);
+            }
+        }
+        if let Some(result) = d.accounting {
+            if let Some(i) = ACCOUNTING_RESULTS.iter().position(|r| *r == result) {
+                self.accounting[i].increment(1);
             }
         }
         for QuotaRef { policy, quota } in &d.near_limit {

@@ -90,6 +90,8 @@ pub(crate) struct Policy {
     pub checkspf: Option<crate::checkspf::def::CheckSpfDef>,
     /// The policy's CheckHelo row (`None`: none, or disabled).
     pub checkhelo: Option<crate::checkhelo::settings::HeloRow>,
+    /// The policy's enabled accounting rows.
+    pub accounting: Vec<crate::accounting::settings::AccountingRule>,
 }
 
 #[derive(Debug, Clone)]
@@ -627,7 +629,8 @@ impl Compiler {
         }
         let has_modules = p.access_control.iter().any(|a| !a.disabled)
             || p.quotas.iter().any(|q| !q.disabled)
-            || p.message_caps.as_ref().is_some_and(|c| !c.disabled);
+            || p.message_caps.as_ref().is_some_and(|c| !c.disabled)
+            || p.accounting.iter().any(|a| !a.disabled);
         if p.disabled && !members.is_empty() && has_modules {
             self.warn(
                 Location::Policy {
@@ -739,6 +742,7 @@ impl Compiler {
             message_caps: self.message_caps(pi, p),
             checkspf: p.checkspf.clone().filter(|d| !d.disabled),
             checkhelo: self.checkhelo(pi, p),
+            accounting: self.accounting(pi, p),
         }
     }
 
@@ -779,6 +783,45 @@ impl Compiler {
                 None
             }
         }
+    }
+
+    /// The policy's enabled accounting rows, validated (`accounting/settings.rs` holds the
+    /// rules; disabled rows are checked too).
+    fn accounting(
+        &mut self,
+        pi: usize,
+        p: &PolicyDef,
+    ) -> Vec<crate::accounting::settings::AccountingRule> {
+        let mut rows = Vec::new();
+        let mut names = HashSet::new();
+        for (row, a) in p.accounting.iter().enumerate() {
+            let loc = |field| Location::Accounting {
+                policy: pi,
+                row,
+                field,
+            };
+            if !names.insert(a.name.as_str()) {
+                self.error(
+                    loc("name"),
+                    format!(
+                        "policy {:?}: duplicate accounting name {:?}",
+                        p.name, a.name
+                    ),
+                );
+            }
+            let mut found = crate::accounting::settings::Findings::default();
+            let row = crate::accounting::settings::compile_row(&p.name, a, &mut found);
+            for (field, msg) in found.errors {
+                self.error(loc(field), msg);
+            }
+            for (field, msg) in found.warnings {
+                self.warn(loc(field), msg);
+            }
+            if let Some(row) = row.filter(|_| !a.disabled) {
+                rows.push(row);
+            }
+        }
+        rows
     }
 
     /// The policy's greylisting row, validated (`greylisting.rs` holds the rules).

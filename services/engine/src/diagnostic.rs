@@ -80,6 +80,15 @@ pub enum Location {
         /// Field name.
         field: &'static str,
     },
+    /// `policy[policy].accounting[row].field`.
+    Accounting {
+        /// Index in `policies`.
+        policy: usize,
+        /// Index in the policy's `accounting`.
+        row: usize,
+        /// Field name.
+        field: &'static str,
+    },
 }
 
 /// One validation finding.

@@ -49,6 +49,8 @@ pub struct Engine {
     set: ArcSwap<PolicySet>,
     state: Arc<dyn State>,
     settings: EngineSettings,
+    /// Wall-clock time for modules that need it (Accounting's calendar periods).
+    clock: Arc<dyn crate::Clock>,
 }
 
 /// The outcome of one request.
@@ -77,6 +79,12 @@ pub struct Decision {
     /// `unresolvable`, `dns_failure`, `blacklisted`, `misconfigured`), for metrics; `None`
     /// when it did not run.
     pub checkhelo: Option<&'static str>,
+    /// What Accounting did (`counted`, `refused`, `monitored`), for metrics; `None` when
+    /// it did not run.
+    pub accounting: Option<&'static str>,
+    /// What Accounting counted for this request (for the per-period totals of reports);
+    /// usually empty.
+    pub accounted: Vec<crate::accounting::Accounted>,
 }
 
 /// A level at or above this share of a limit counts as "near the limit".
@@ -154,12 +162,17 @@ impl fmt::Debug for Decision {
         if let Some(s) = self.spf {
             d.field("spf", &s);
         }
+        if let Some(a) = self.accounting {
+            d.field("accounting", &a)
+                .field("accounted", &self.accounted);
+        }
         d.finish()
     }
 }
 
 impl Decision {
-    fn dunno() -> Self {
+    /// DUNNO, with nothing judged, refused or counted.
+    pub fn dunno() -> Self {
         Decision {
             action: Action::Dunno,
             verdicts: Vec::new(),
@@ -169,6 +182,8 @@ impl Decision {
             greylisting: None,
             spf: None,
             checkhelo: None,
+            accounting: None,
+            accounted: Vec::new(),
         }
     }
 }
@@ -181,7 +196,15 @@ impl Engine {
             set: ArcSwap::from_pointee(set),
             state,
             settings,
+            clock: Arc::new(crate::SystemClock),
         }
+    }
+
+    /// The engine reading time from `clock` (tests: a [`crate::ManualClock`] shared with
+    /// the state) instead of the system clock.
+    pub fn with_clock(mut self, clock: Arc<dyn crate::Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Swaps in a new policy set; requests in flight finish on the old one.
@@ -245,6 +268,7 @@ impl Engine {
             settings: &self.settings,
             lookups: LookupAnswers::none(),
             dry_run: true,
+            clock: &*self.clock,
         };
         for m in CHAIN {
             m.lookups(&cx, &mut out);
@@ -413,6 +437,7 @@ impl Engine {
             settings: &self.settings,
             lookups,
             dry_run,
+            clock: &*self.clock,
         };
 
         // Planning: everything but the counter call is synchronous.
@@ -480,7 +505,14 @@ impl Engine {
         scratch: &mut Scratch,
     ) -> Decision {
         let caps = crate::modules::message_caps::any_caps(set);
-        if req.instance.is_empty() || (!caps && set.policies.iter().all(|p| p.quotas.is_empty())) {
+        if req.instance.is_empty()
+            || (!caps
+                && set
+                    .policies
+                    .iter()
+                    .all(|p| p.quotas.is_empty() && p.accounting.is_empty()))
+        {
+            // (Quotas and Accounting both absent: "no quotas" says enough.)
             note(&mut trace, || {
                 "END-OF-MESSAGE: no instance or no quotas: nothing to charge.".into()
             });
@@ -515,6 +547,19 @@ impl Engine {
                 set,
                 self.settings.monitor_all,
                 req,
+                &reply,
+                &mut decision,
+                &mut trace,
+            );
+            let eom = crate::modules::accounting::Eom {
+                set,
+                monitor_all: self.settings.monitor_all,
+                dry_run,
+                now: self.clock.now_ms(),
+                req,
+            };
+            crate::modules::accounting::judge_end_of_message(
+                eom,
                 &reply,
                 &mut decision,
                 &mut trace,

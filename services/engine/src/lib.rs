@@ -19,6 +19,7 @@
 //! tokio's networking, sqlx, redis or tonic.
 #![forbid(unsafe_code)]
 
+pub mod accounting;
 pub mod bounds;
 pub mod caps;
 pub mod checkhelo;
@@ -41,6 +42,9 @@ pub mod verdict;
 mod view;
 pub mod window;
 
+pub use accounting::def::AccountingDef;
+pub use accounting::period::{PeriodError, PeriodKind};
+pub use accounting::Accounted;
 pub use caps::def::MessageCapsDef;
 pub use checkhelo::def::{CheckHeloDef, HeloBlacklistDef, HeloWhitelistDef};
 pub use checkhelo::op::{HeloOp, HeloReply};

@@ -113,6 +113,10 @@ pub struct PolicyDef {
     /// [`crate::checkhelo::def::CheckHeloDef`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkhelo: Option<crate::checkhelo::def::CheckHeloDef>,
+    /// Accounting rows (per-period counters, see
+    /// [`crate::accounting::def::AccountingDef`]).
+    #[serde(default, rename = "accounting", skip_serializing_if = "Vec::is_empty")]
+    pub accounting: Vec<crate::accounting::def::AccountingDef>,
 }
 
 /// A policy member (`policy_members`): source and destination spec lists.

@@ -38,6 +38,8 @@ pub mod names {
     pub const CHECKSPF: &str = "sluice_checkspf_total";
     /// Counter `{result}`: CheckHelo decisions.
     pub const CHECKHELO: &str = "sluice_checkhelo_total";
+    /// Counter `{result}`: requests Accounting counted or refused.
+    pub const ACCOUNTING: &str = "sluice_accounting_total";
     /// Gauge: the policy set version served.
     pub const POLICY_SET_VERSION: &str = "sluice_policy_set_version";
     /// Gauge: enabled policies.
@@ -211,6 +213,10 @@ fn describe() {
     describe_counter!(
         CHECKHELO,
         "CheckHelo decisions, by result (passed, whitelisted, invalid, unresolvable, dns_failure, blacklisted, hrp_exceeded, misconfigured)."
+    );
+    describe_counter!(
+        ACCOUNTING,
+        "Requests Accounting counted or refused, by result (counted, refused, monitored)."
     );
     describe_gauge!(
         POLICY_SET_VERSION,

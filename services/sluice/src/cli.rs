@@ -123,6 +123,12 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Write man pages (sluice.1 and one page per subcommand) into a directory.
     Man(ManArgs),
+    /// Accounting's per-period totals (`report --period 2026-11`).
+    Accounting {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::accounting::AccountingCommand,
+    },
 }
 
 /// `sluice admin ...`.

@@ -119,6 +119,7 @@ pub async fn run(
     tokio::spawn(record_database_checks(store.clone()));
     hangups.spawn(Some(store.clone()));
     let history = crate::history::start(&settings.history, &store, &stopped);
+    let accounting = crate::accounting::start(&settings.history, &store);
     let listeners = bind_listeners(&settings).await?;
     let mut servers = tokio::task::JoinSet::new();
     for l in listeners {
@@ -135,6 +136,9 @@ pub async fn run(
     // The refusals of the last requests are written before the store closes.
     if let Some(history) = history {
         history.finish().await;
+    }
+    if let Some(accounting) = accounting {
+        accounting.finish().await;
     }
     // Leases given back and message sessions stored, so other edges carry on exactly.
     state.shutdown().await;

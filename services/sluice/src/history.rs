@@ -211,7 +211,7 @@ where
 }
 
 /// This process's name in the rows it writes: the host name (empty if unknown).
-fn node_name() -> String {
+pub(crate) fn node_name() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())

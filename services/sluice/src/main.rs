@@ -2,6 +2,7 @@
 //! logging and hands over to the subcommand; each subcommand lives in its own module.
 #![forbid(unsafe_code)]
 
+mod accounting;
 mod admin_cmd;
 mod admin_role;
 mod admin_service;
@@ -112,6 +113,7 @@ fn main() -> ExitCode {
             Command::Ask(args) => ask::run(args),
             Command::Completions(args) => manual::completions(args),
             Command::Man(args) => manual::man(args),
+            Command::Accounting { command } => accounting::run(command).await,
         }
     });
     match result {

@@ -308,9 +308,10 @@ pub struct AdminSettings {
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
 pub struct HistorySettings {
     /// Record refused requests and count senders for the admin service's History and Top
-    /// senders (written to the policy database in the background, never per request). On
-    /// by default in serve; off in edge unless set, since an edge's database role then needs
-    /// INSERT and DELETE on `refusal_history` and `sender_counts` (docs/cluster.md).
+    /// senders, and Accounting's per-period totals (written to the policy database in the
+    /// background, never per request). On by default in serve; off in edge unless set,
+    /// since an edge's database role then needs INSERT and DELETE on `refusal_history` and
+    /// `sender_counts`, and INSERT on `accounting_totals` (docs/cluster.md).
     #[arg(long, env = "SLUICE_HISTORY", num_args = 0..=1, default_missing_value = "true")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<bool>,

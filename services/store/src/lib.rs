@@ -32,7 +32,8 @@ mod store;
 
 pub use error::StoreError;
 pub use store::{
-    default_database_url, Account, AdminRole, AlertLock, AuditEntry, AuditQuery, CountersWritten,
-    HistoryQuery, NewAudit, Refusal, RefusalRow, SenderCount, Store, TokenInfo, TopQuery,
-    TopSender, DATABASE_ENV, DEFAULT_POLL, MAX_DOMAINS, POSTGRES_CONNECT_TIMEOUT,
+    default_database_url, Account, AccountingTotal, AccountingTotalRow, AdminRole, AlertLock,
+    AuditEntry, AuditQuery, CountersWritten, HistoryQuery, NewAudit, Refusal, RefusalRow,
+    SenderCount, Store, TokenInfo, TopQuery, TopSender, DATABASE_ENV, DEFAULT_POLL, MAX_DOMAINS,
+    MAX_REPORT_ROWS, POSTGRES_CONNECT_TIMEOUT,
 };

@@ -56,6 +56,7 @@ fn sample() -> PolicySetDef {
                 message_caps: None,
                 checkspf: None,
                 checkhelo: None,
+                accounting: Vec::new(),
                 name: "A inbound".into(),
                 priority: 10,
                 description: Some("from outside".into()),

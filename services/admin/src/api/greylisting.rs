@@ -66,6 +66,9 @@ pub struct Greylisting {
     /// Training mode: record and auto-whitelist, never defer or blacklist (default off).
     #[serde(default)]
     pub training: Option<bool>,
+    /// Skip greylisting when the sender's SPF result is pass (default off).
+    #[serde(default)]
+    pub skip_spf_pass: Option<bool>,
     /// Text of a deferral (Postfix gets `451 4.7.1 <text>`).
     #[serde(default)]
     pub defer_message: Option<String>,
@@ -99,6 +102,7 @@ impl From<&GreylistingDef> for Greylisting {
             auto_blacklist_count: d.auto_blacklist_count,
             auto_blacklist_percentage: d.auto_blacklist_percentage,
             training: d.training,
+            skip_spf_pass: d.skip_spf_pass,
             defer_message: d.defer_message,
             blacklist_message: d.blacklist_message,
             disabled: d.disabled,
@@ -125,6 +129,7 @@ impl From<Greylisting> for GreylistingDef {
             auto_blacklist_count: g.auto_blacklist_count,
             auto_blacklist_percentage: g.auto_blacklist_percentage,
             training: g.training,
+            skip_spf_pass: g.skip_spf_pass,
             defer_message: g.defer_message,
             blacklist_message: g.blacklist_message,
             disabled: g.disabled,

@@ -6,6 +6,7 @@
 //! (`GET /api/openapi.json`), built from the same route table ([`openapi`]), so the two
 //! cannot drift. Every path needs credentials.
 
+pub mod accounting;
 pub mod audit_params;
 mod body;
 pub mod counters;
@@ -49,7 +50,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/counters", get(counters::get_lookup))
         .route("/api/counters/limited", get(counters::get_limited))
         .route("/api/counters/close", get(counters::get_close))
-        .route("/api/counters/reset", post(counters::post_reset));
+        .route("/api/counters/reset", post(counters::post_reset))
+        .route("/api/accounting/report", get(accounting::get_report));
     let router = resource_routes::<Policies>(router);
     let router = resource_routes::<Members>(router);
     let router = resource_routes::<AccessRules>(router);

@@ -105,6 +105,7 @@ pub fn openapi() -> OpenApi {
     paths.add_path_operation("/api/policy-file/preview", vec![HttpMethod::Post], preview);
     components = super::history::document(&mut paths, components);
     components = super::counters::document(&mut paths, components);
+    components = super::accounting::document(&mut paths, components);
     OpenApiBuilder::new()
         .info(
             InfoBuilder::new()

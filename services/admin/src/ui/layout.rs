@@ -23,6 +23,8 @@ pub enum Nav {
     Counters,
     /// The static greylisting whitelist.
     GreylistingWhitelist,
+    /// Accounting's totals.
+    Accounting,
     /// No entry (login, errors).
     None,
 }
@@ -57,6 +59,7 @@ pub fn page(title: &str, caller: Option<&Caller>, nav: Nav, content: Markup) -> 
                             @if caller.account.role != sluice_store::AdminRole::DomainAdmin {
                                 (link("/greylisting-whitelist", "Greylisting", Nav::GreylistingWhitelist))
                             }
+                            (link("/accounting", "Accounting", Nav::Accounting))
                             (link("/audit", "Audit", Nav::Audit))
                         }
                         span.who {

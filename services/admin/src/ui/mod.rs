@@ -4,6 +4,7 @@
 //! token) posting to the same change code as the API; the policy file's export, import
 //! preview (a diff) and import; no script.
 
+mod accounting_page;
 mod counters_page;
 mod explain_page;
 mod greylisting_page;
@@ -75,6 +76,7 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/greylisting-whitelist/{index}/delete",
             post(greylisting_page::delete_entry),
         )
+        .route("/accounting", get(accounting_page::accounting))
 }
 
 async fn stylesheet() -> impl IntoResponse {

@@ -42,7 +42,8 @@ fn findings_of(def: &PolicySetDef, index: usize) -> Vec<Diagnostic> {
             | Location::Member { policy, .. }
             | Location::AccessControl { policy, .. }
             | Location::Quota { policy, .. }
-            | Location::Limit { policy, .. } => policy == index,
+            | Location::Limit { policy, .. }
+            | Location::Accounting { policy, .. } => policy == index,
             _ => false,
         })
         .collect()

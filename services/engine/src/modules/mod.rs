@@ -45,6 +45,7 @@
 //! counts) its op kinds in [`crate::state::OpKind`] with both backends.
 
 pub(crate) mod access_control;
+pub(crate) mod accounting;
 pub(crate) mod checkhelo;
 pub(crate) mod checkspf;
 pub(crate) mod greylisting;
@@ -75,7 +76,7 @@ pub(crate) static CHAIN: &[&dyn Module] = &[
     &greylisting::Greylisting,
     &message_caps::RecipientCap,
     &quotas::Quotas,
-    // Accounting: not built yet.
+    &accounting::Accounting,
 ];
 
 /// A module's position in [`CHAIN`] (tags its ops).
@@ -138,6 +139,8 @@ pub(crate) struct Request<'a, 'r> {
     pub lookups: &'a LookupAnswers,
     /// `sluice explain`: nothing may be charged (the batch is a dry run).
     pub dry_run: bool,
+    /// The engine's clock (Accounting's calendar periods).
+    pub clock: &'a dyn crate::Clock,
 }
 
 impl Request<'_, '_> {

@@ -254,6 +254,10 @@ pub(crate) fn judge_end_of_message(
         super::note(trace, || "  none recorded for this instance.".into());
     }
     for eom in &reply.end_of_message {
+        if crate::accounting::settings::parse_label(&eom.label).is_some() {
+            // Accounting's (its own END-OF-MESSAGE step explains them).
+            continue;
+        }
         super::note(trace, || {
             format!(
                 "  {} {}/{}: {:?}",

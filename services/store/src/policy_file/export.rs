@@ -131,6 +131,9 @@ fn policy(out: &mut String, p: &PolicyDef) {
     if let Some(h) = &p.checkhelo {
         super::checkhelo::write_policy(out, h);
     }
+    for a in &p.accounting {
+        super::accounting::write_row(out, a);
+    }
 }
 
 fn quota(out: &mut String, q: &QuotaDef) {

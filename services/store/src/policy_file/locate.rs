@@ -138,6 +138,26 @@ pub(super) fn locate(
             let base = format!("{} > limit #{}", quota(p, q), limit + 1);
             (span, join(base, field))
         }
+        Location::Accounting {
+            policy: p,
+            row,
+            field,
+        } => {
+            let span = index
+                .policies
+                .get(p)
+                .and_then(|s| s.accounting.get(row))
+                .map(|s| s.field(field));
+            let name = def
+                .policies
+                .get(p)
+                .and_then(|d| d.accounting.get(row))
+                .map_or_else(
+                    || format!("accounting #{}", row + 1),
+                    |a| format!("accounting {:?}", a.name),
+                );
+            (span, join(format!("{} > {name}", policy(p)), field))
+        }
     }
 }
 

@@ -72,6 +72,8 @@ struct FilePolicy {
     message_caps: Option<Spanned<super::message_caps::FileMessageCaps>>,
     checkspf: Option<Spanned<super::checkspf::FileCheckSpf>>,
     checkhelo: Option<Spanned<super::checkhelo::FileCheckHelo>>,
+    #[serde(default)]
+    accounting: Vec<Spanned<super::accounting::FileAccounting>>,
 }
 
 #[derive(Deserialize)]
@@ -218,6 +220,7 @@ pub(super) struct PolicySpans {
     pub members: Vec<ObjSpans>,
     pub access_control: Vec<ObjSpans>,
     pub quotas: Vec<QuotaSpans>,
+    pub accounting: Vec<ObjSpans>,
 }
 
 /// Spans of a group and of its members.
@@ -370,6 +373,12 @@ impl FileSet {
             }
             if let Some(h) = p.checkhelo {
                 out.checkhelo = Some(h.into_inner().convert(&label, &mut spans.obj, &mut errors));
+            }
+            for a in p.accounting {
+                let mut obj = ObjSpans::new(a.span());
+                out.accounting
+                    .push(a.into_inner().convert(&label, &mut obj, &mut errors));
+                spans.accounting.push(obj);
             }
             def.policies.push(out);
             index.policies.push(spans);

@@ -29,6 +29,7 @@
 //! Unknown fields are errors. Every finding — TOML syntax, wrong types, bad units, and the
 //! engine's validation ([`sluice_engine::compile`]) — names the file, line and field.
 
+mod accounting;
 mod checkhelo;
 mod checkspf;
 mod diff;

@@ -18,12 +18,12 @@ const ACCESS_VERDICTS: [&str; 8] = [
 const QUOTA_VERDICTS: [&str; 6] = ["DEFER", "HOLD", "REJECT", "DISCARD", "FILTER", "REDIRECT"];
 
 /// Trimmed, `None` when empty.
-fn non_empty(v: Option<String>) -> Option<String> {
+pub(super) fn non_empty(v: Option<String>) -> Option<String> {
     v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
 /// `base`, or `base (#id)` if taken; records the name as taken.
-fn unique(taken: &mut HashSet<String>, base: String, id: i64) -> (String, bool) {
+pub(super) fn unique(taken: &mut HashSet<String>, base: String, id: i64) -> (String, bool) {
     if taken.insert(base.clone()) {
         return (base, false);
     }
@@ -477,21 +477,13 @@ pub(super) fn convert(mut raw: Raw) -> ImportReport {
         &mut report,
     );
 
-    for (table, rows) in raw.unsupported {
-        // Accounting's tables are the only ones left (UNSUPPORTED_TABLES).
-        let module = "accounting";
-        report.skipped.push(Skipped {
-            what: format!(
-                "{} in table {table}",
-                if rows == 1 {
-                    "1 row".to_owned()
-                } else {
-                    format!("{rows} rows")
-                }
-            ),
-            why: format!("Sluice has no {module} module yet: not imported yet"),
-        });
-    }
+    super::accounting::convert(
+        std::mem::take(&mut raw.accounting),
+        &policy_index,
+        &skipped_policies,
+        &mut def,
+        &mut report,
+    );
 
     match sluice_engine::compile(&def) {
         Ok(compiled) => {

@@ -9,7 +9,7 @@
 //! - Disabled flags, priorities, names and comments are kept; duplicate names are made unique.
 //! - Rows Sluice cannot use are skipped with a reason: dangling references, unknown tracks,
 //!   verdicts or limit types, a quota `Data` that is a bare number (the seed guide's mistake),
-//!   and the modules Sluice does not have yet (accounting).
+//!   and rows of modules Sluice has no counterpart for.
 //! - Greylisting settings and the `SenderIP:` whitelist are imported; greylisting state
 //!   (triplets, auto-white/blacklist entries) is counted and reported, not imported.
 //! - CheckHelo settings, its HELO blacklist and `SenderIP:` whitelist are imported; its
@@ -17,9 +17,13 @@
 //! - Amavis rules' `max_message_size` (kB, overwrite mode) becomes the policy's message size
 //!   cap (bytes); the rules' other settings belong to amavisd and are not imported.
 //! - CheckSPF settings (`checkspf`) are imported.
+//! - Accounting rows are imported (period numbers named, `MessageCountLimit` as
+//!   `recipient_count_limit`, sizes kB → bytes); `accounting_tracking` is reported, not
+//!   imported.
 //!
 //! Writing the result is the caller's choice (`Store::replace_all(&report.def)`).
 
+mod accounting;
 mod amavis;
 mod checkhelo;
 mod checkspf;

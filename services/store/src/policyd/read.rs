@@ -70,8 +70,6 @@ pub(super) struct Raw {
     pub access_control: Vec<RawAccessControl>,
     pub quotas: Vec<RawQuota>,
     pub limits: Vec<RawLimit>,
-    /// (table, rows) of modules Sluice does not have yet.
-    pub unsupported: Vec<(&'static str, i64)>,
     /// The greylisting tables.
     pub greylisting: super::greylisting::RawGrey,
     /// The `checkspf` table.
@@ -80,6 +78,8 @@ pub(super) struct Raw {
     pub checkhelo: super::checkhelo::RawHelo,
     /// `amavis_rules` (empty without the Amavis module's table).
     pub amavis: Vec<super::amavis::RawAmavis>,
+    /// The accounting tables.
+    pub accounting: super::accounting::RawAcct,
 }
 
 #[derive(Debug, Default)]
@@ -154,8 +154,6 @@ pub(super) struct RawLimit {
 }
 
 /// Tables of Policyd modules Sluice does not import yet, with what their rows are.
-pub(super) const UNSUPPORTED_TABLES: [&str; 1] = ["accounting"];
-
 pub(super) fn int(row: &AnyRow, i: usize) -> Result<Option<i64>, StoreError> {
     Ok(row.try_get::<Option<i64>, _>(i)?)
 }
@@ -350,15 +348,6 @@ pub(super) async fn read_all(conn: &mut AnyConnection, d: Dialect) -> Result<Raw
     raw.checkspf = super::checkspf::read(&mut *conn, d).await?;
     raw.checkhelo = super::checkhelo::read(&mut *conn, d).await?;
     raw.amavis = super::amavis::read(&mut *conn, d).await?;
-    for table in UNSUPPORTED_TABLES {
-        // A database without a module's tables simply has nothing to import for it.
-        let sql = format!("SELECT {} FROM {table}", d.int("COUNT(*)"));
-        if let Ok(row) = sqlx::query(AssertSqlSafe(sql)).fetch_one(&mut *conn).await {
-            let n = id(&row, 0)?;
-            if n > 0 {
-                raw.unsupported.push((table, n));
-            }
-        }
-    }
+    raw.accounting = super::accounting::read(&mut *conn, d).await?;
     Ok(raw)
 }

@@ -89,6 +89,11 @@ impl fmt::Display for ImportReport {
                 "HELO whitelist entry",
                 "HELO whitelist entries",
             ),
+            plural(
+                def.policies.iter().map(|p| p.accounting.len()).sum(),
+                "accounting row",
+                "accounting rows",
+            ),
         ] {
             writeln!(f, "  {line}")?;
         }

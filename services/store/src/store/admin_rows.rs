@@ -62,8 +62,9 @@ impl Store {
             sqlx::query(message_caps_rows::DELETE_ALL)
                 .execute(&mut *tx)
                 .await?;
-            for &sql in checkspf_rows::DELETE_ALL
+            for &sql in [super::accounting_rows::DELETE_ALL]
                 .iter()
+                .chain(&checkspf_rows::DELETE_ALL)
                 .chain(&checkhelo_rows::DELETE_ALL)
                 .chain(&greylisting_rows::DELETE_ALL)
                 .chain(&rows::DELETE_ALL)
@@ -213,6 +214,25 @@ impl Store {
                         .bind(&h.dns_failure)
                         .bind(h.disabled)
                         .bind(&h.comment)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for a in &policy.accounting {
+                    let n = super::accounting_rows::limits(a, &policy.name)?;
+                    sqlx::query(super::accounting_rows::INSERT_ACCOUNTING)
+                        .bind(id)
+                        .bind(&a.name)
+                        .bind(&a.track)
+                        .bind(&a.period)
+                        .bind(&a.time_zone)
+                        .bind(n[0])
+                        .bind(n[1])
+                        .bind(n[2])
+                        .bind(&a.verdict)
+                        .bind(&a.data)
+                        .bind(a.last_accounting)
+                        .bind(a.disabled)
+                        .bind(&a.comment)
                         .execute(&mut *tx)
                         .await?;
                 }

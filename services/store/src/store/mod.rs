@@ -1,5 +1,6 @@
 //! The policy store: a SQLite or PostgreSQL database holding one [`PolicySetDef`].
 
+mod accounting_rows;
 mod checkhelo_rows;
 mod checkspf_rows;
 mod connect;
@@ -11,6 +12,7 @@ mod schema;
 mod sqlite_file;
 mod watch;
 
+pub use accounting_totals::{AccountingTotal, AccountingTotalRow, MAX_REPORT_ROWS};
 pub use connect::POSTGRES_CONNECT_TIMEOUT;
 pub use counters::CountersWritten;
 pub use sqlite_file::FileCheck;
@@ -74,6 +76,7 @@ macro_rules! on_pool {
     };
 }
 
+mod accounting_totals;
 mod accounts;
 mod admin_rows;
 mod alert_lock;
@@ -320,6 +323,9 @@ impl Store {
                     .fetch_all(&mut *tx)
                     .await?,
                 checkhelo_whitelist: sqlx::query_as(checkhelo_rows::SELECT_WHITELIST)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                accounting: sqlx::query_as(accounting_rows::SELECT_ACCOUNTING)
                     .fetch_all(&mut *tx)
                     .await?,
             };

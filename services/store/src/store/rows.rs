@@ -140,6 +140,7 @@ pub(crate) struct AllRows {
     pub checkhelo: Vec<super::checkhelo_rows::CheckHeloRow>,
     pub checkhelo_blacklist: Vec<super::checkhelo_rows::BlacklistRow>,
     pub checkhelo_whitelist: Vec<super::checkhelo_rows::WhitelistRow>,
+    pub accounting: Vec<super::accounting_rows::AccountingRow>,
 }
 
 impl AllRows {
@@ -271,6 +272,11 @@ impl AllRows {
         for h in self.checkhelo {
             if let Some(&i) = policy_index.get(&h.policy_id) {
                 policies[i].checkhelo = Some(h.into_def()?);
+            }
+        }
+        for a in self.accounting {
+            if let Some(&i) = policy_index.get(&a.policy_id) {
+                policies[i].accounting.push(a.into_def()?);
             }
         }
 
