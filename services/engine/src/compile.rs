@@ -772,7 +772,25 @@ impl Compiler {
     ) -> Option<crate::checkhelo::settings::HeloRow> {
         let d = p.checkhelo.as_ref().filter(|d| !d.disabled)?;
         match crate::checkhelo::settings::compile_row(d) {
-            Ok(row) => Some(row),
+            Ok(row) => {
+                if row.use_hrp == Some(true)
+                    && (row.hrp_period_secs.is_none() || row.hrp_limit.is_none())
+                {
+                    self.warn(
+                        Location::Policy {
+                            policy: pi,
+                            field: "checkhelo.use_hrp",
+                        },
+                        format!(
+                            "policy {:?}: checkhelo.use_hrp without hrp_period and hrp_limit: \
+                             unless another matched policy sets them, its requests \
+                             are deferred (Policyd's data error)",
+                            p.name
+                        ),
+                    );
+                }
+                Some(row)
+            }
             Err(errs) => {
                 for (field, msg) in errs {
                     self.error(
@@ -1391,5 +1409,46 @@ mod tests {
             }
             set.prepare_for_engine(prepared);
         }
+    }
+
+    #[test]
+    fn checkhelo_rows_and_lists_compile_and_hrp_without_its_numbers_is_warned() {
+        use crate::checkhelo::def::{CheckHeloDef, HeloBlacklistDef, HeloWhitelistDef};
+        use crate::model::MemberDef;
+        let mut def = PolicySetDef {
+            policies: vec![PolicyDef {
+                name: "p".into(),
+                members: vec![MemberDef::default()],
+                checkhelo: Some(CheckHeloDef {
+                    use_hrp: Some(true),
+                    reject_unresolvable: Some(true),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            checkhelo_blacklist: HeloBlacklistDef::policyd_seed(),
+            ..Default::default()
+        };
+        let c = compile(&def).expect("compiles");
+        assert!(
+            c.warnings.iter().any(|w| w
+                .message
+                .contains("checkhelo.use_hrp without hrp_period and hrp_limit")),
+            "{:?}",
+            c.warnings
+        );
+        assert!(c.set.asks_lookups, "reject_unresolvable asks DNS");
+        assert_eq!(c.set.helo_blacklist.len(), 4);
+        def.checkhelo_whitelist = vec![HeloWhitelistDef {
+            source: "Sender:@x".into(),
+            ..Default::default()
+        }];
+        assert!(
+            compile(&def).is_err(),
+            "a whitelist entry CheckHelo cannot use"
+        );
+        def.checkhelo_whitelist.clear();
+        def.policies[0].checkhelo = None;
+        assert!(!compile(&def).unwrap().set.asks_lookups);
     }
 }

@@ -464,3 +464,81 @@ async fn explain_answers_the_lookups_and_shows_the_checks() {
         "DEFER Invalid HELO/EHLO; Failure while trying to resolve 'nowhere.example.org'"
     );
 }
+
+/// The real binary: `sluice serve` with `--dns-servers` pointing at the test DNS server
+/// answers CheckHelo from the policy database, and `sluice explain` (through the server's
+/// `POST /explain`) shows the lookup's answer.
+#[tokio::test]
+async fn serve_reads_dns_servers_and_explain_answers_lookups() {
+    const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+    let dns = dns();
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("p.db").display());
+    sluice_test_support::import_policies(
+        BIN,
+        dir.path(),
+        r#"[[policy]]
+name = "helo"
+priority = 10
+
+  [[policy.member]]
+
+  [policy.checkhelo]
+  reject_invalid = true
+  reject_unresolvable = true
+"#,
+        &db,
+    );
+    let dns_addr = dns.addr().to_string();
+    let serve = sluice_test_support::start_front(
+        BIN,
+        "sluice serve",
+        "serve",
+        &[
+            "--database",
+            &db,
+            "--dns-servers",
+            &dns_addr,
+            "--dns-timeout-ms",
+            "300",
+            "--http-explain",
+        ],
+    );
+    let mut c = PolicyClient::connect(SocketAddr::from(([127, 0, 0, 1], serve.port))).await;
+    assert_eq!(c.send(&req("192.0.2.1", "mail.example.org")).await, "DUNNO");
+    assert_eq!(
+        c.send(&req("192.0.2.1", "nowhere.example.org")).await,
+        "REJECT Invalid HELO/EHLO; No A or MX records found for 'nowhere.example.org'"
+    );
+    assert_eq!(
+        c.send(&req("192.0.2.1", "slow.example.org")).await,
+        "DEFER Invalid HELO/EHLO; Failure while trying to resolve 'slow.example.org'"
+    );
+    let server = format!("127.0.0.1:{}", serve.metrics);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .args([
+                "explain",
+                "--server",
+                &server,
+                "--sender",
+                "a@x.org",
+                "--recipient",
+                "b@y.org",
+                "--client-address",
+                "192.0.2.1",
+                "--helo",
+                "mail.example.org",
+            ])
+            .output()
+            .expect("run sluice explain")
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("a FQDN that resolves (A/AAAA: 192.0.2.10, MX: none) -> pass"),
+        "{text}"
+    );
+}
