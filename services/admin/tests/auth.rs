@@ -143,8 +143,8 @@ fn every_api_path_refuses_requests_without_credentials() {
     let ops = operations(&admin, &token);
     assert_eq!(
         ops.len(),
-        9 * 7 + 7 + 4,
-        "9 resources x (list, create, get, put, delete, enable, disable), audit, explain, the policy file (export, preview, import), history, top senders, and the counters (look-up, limited now, close, reset)"
+        9 * 7 + 7 + 4 + 1,
+        "9 resources x (list, create, get, put, delete, enable, disable), audit, explain, the policy file (export, preview, import), history, top senders, the counters (look-up, limited now, close, reset) and the accounting report"
     );
     let bad_token = secret::new_token().unwrap();
     for (method, path) in &ops {
@@ -191,9 +191,9 @@ fn viewers_read_everything_and_change_nothing() {
     let before = admin.rt.block_on(admin.store.load()).unwrap();
     for (method, path) in operations(&admin, &token) {
         let r = admin.call(&method, &path, Some(&viewer), Some(body_for(&path)));
-        if path == "/api/explain" || path == "/api/counters" {
-            // Explaining and looking up counters change nothing: viewers may (here without
-            // the fields they need).
+        if path == "/api/explain" || path == "/api/counters" || path == "/api/accounting/report" {
+            // Explaining, looking up counters and reporting change nothing: viewers may (here
+            // without the fields they need).
             assert_eq!(r.status, 422, "{method} {path}: {}", r.body);
         } else if method == "GET" || path == "/api/policy-file/preview" {
             // Nor does previewing an import.

@@ -146,8 +146,8 @@ impl RedisState {
     ///
     /// Record ops ([`OpKind::Helo`], [`OpKind::Greylist`]) run first, each as its own call
     /// of its script (`checkhelo.lua`, `greylisting.lua`: one key, one slot); they must lead
-    /// their group (the engine pushes them first). The groups run at once, each group's
-    /// record ops in order, stopping at the first refused (the later ones are not
+    /// their group (the engine pushes them first). The groups run one after the other, each
+    /// group's record ops in order, stopping at the first refused (the later ones are not
     /// evaluated, as in process). A group whose record op refused sends its other ops only
     /// as zero-cost checks, for the levels its `NotEvaluated` results report; the other
     /// groups' counter ops then run as usual, in one counter call.
@@ -175,51 +175,39 @@ impl RedisState {
             return self.run_counters(batch, leases, false).await;
         }
         let now_ms = self.clock.as_ref().map(|c| c.now_ms());
-        let record_runs =
-            batch
-                .groups
-                .iter()
-                .zip(&heads)
-                .enumerate()
-                .map(|(g, (ops, &h))| async move {
-                    let mut out: Vec<(u32, u32, DetailAnswer, Outcome)> = Vec::new();
-                    for (i, op) in ops[..h].iter().enumerate() {
-                        let (answer, outcome) = match &op.kind {
-                            OpKind::Greylist(grey) => {
-                                let mut grey = std::borrow::Cow::Borrowed(&**grey);
-                                if batch.dry_run && !grey.dry_run {
-                                    grey.to_mut().dry_run = true;
-                                }
-                                let a = crate::greylisting::greylist(&self.backend, &grey, now_ms)
-                                    .await?;
-                                (DetailAnswer::Greylist(a), a.outcome())
-                            }
-                            OpKind::Helo(helo) => {
-                                let a = crate::checkhelo::check_helo(
-                                    &self.backend,
-                                    helo,
-                                    now_ms,
-                                    batch.dry_run,
-                                )
-                                .await?;
-                                (DetailAnswer::Helo(a), a.outcome())
-                            }
-                            _ => unreachable!("heads hold record ops only"),
-                        };
-                        out.push((g as u32, i as u32, answer, outcome));
-                        if !outcome.is_admitted() {
-                            break;
+        // Group after group, each group's record ops in order: the same key (a triplet, a
+        // client address) may stand in several groups, and the in-process state sees them
+        // in this order too.
+        let mut answers: Vec<(u32, u32, DetailAnswer, Outcome)> = Vec::new();
+        for (g, (ops, &h)) in batch.groups.iter().zip(&heads).enumerate() {
+            for (i, op) in ops[..h].iter().enumerate() {
+                let (answer, outcome) = match &op.kind {
+                    OpKind::Greylist(grey) => {
+                        let mut grey = std::borrow::Cow::Borrowed(&**grey);
+                        if batch.dry_run && !grey.dry_run {
+                            grey.to_mut().dry_run = true;
                         }
+                        let a = crate::greylisting::greylist(&self.backend, &grey, now_ms).await?;
+                        (DetailAnswer::Greylist(a), a.outcome())
                     }
-                    Ok::<_, StateError>(out)
-                });
-        let answers: Vec<(u32, u32, DetailAnswer, Outcome)> = join_all(record_runs)
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .flatten()
-            .collect();
+                    OpKind::Helo(helo) => {
+                        let a = crate::checkhelo::check_helo(
+                            &self.backend,
+                            helo,
+                            now_ms,
+                            batch.dry_run,
+                        )
+                        .await?;
+                        (DetailAnswer::Helo(a), a.outcome())
+                    }
+                    _ => unreachable!("heads hold record ops only"),
+                };
+                answers.push((g as u32, i as u32, answer, outcome));
+                if !outcome.is_admitted() {
+                    break;
+                }
+            }
+        }
         let refused: Vec<bool> = (0..batch.groups.len())
             .map(|g| {
                 answers
