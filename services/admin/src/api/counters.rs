@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use sluice_engine::counters::{split_key, CounterInfo, Listing, LiveCounters};
+use sluice_engine::counters::{quota_window, split_key, CounterInfo, CounterQuery, Listing, LiveCounters};
 use sluice_engine::model::PolicySetDef;
 use sluice_engine::track::Track;
 use sluice_engine::{compile::LimitKind, PolicyRequest};
@@ -177,6 +177,39 @@ fn may_see(caller: &Caller, def: &PolicySetDef, key: &str) -> bool {
     }
 }
 
+/// Sub-buckets per quota period the counters are kept with (the running engine's setting;
+/// without one, the default).
+fn buckets(state: &AppState) -> u32 {
+    state.options.engine.as_ref().map_or(
+        sluice_engine::EngineSettings::default().buckets_per_period,
+        |e| e.settings().buckets_per_period,
+    )
+}
+
+/// The counter `key` as [`LiveCounters::levels`] asks for it: with the limit and window of
+/// its quota limit in `def` (limit 0 and a one-minute window when `def` has none now).
+fn query_of(state: &AppState, def: &PolicySetDef, key: &str) -> CounterQuery {
+    let found = split_key(key).and_then(|(policy, quota, kind, _)| {
+        let q = def
+            .policies
+            .iter()
+            .find(|p| p.name == policy)?
+            .quotas
+            .iter()
+            .find(|q| q.name == quota)?;
+        let limit = q.limits.iter().find(|l| l.kind == kind).map_or(0, |l| l.limit);
+        Some((limit, quota_window(q.period, buckets(state))?))
+    });
+    let (limit, window) = found.unwrap_or_else(|| {
+        (0, sluice_engine::window::WindowSpec::new(60_000, buckets(state)))
+    });
+    CounterQuery {
+        key: key.to_owned(),
+        limit,
+        window,
+    }
+}
+
 fn now() -> u64 {
     u64::try_from(now_ms()).unwrap_or(0)
 }
@@ -247,10 +280,15 @@ pub async fn lookup(
             }
             let track_key = track.key(&req);
             for l in &q.limits {
-                if let Some(kind) = LimitKind::parse(&l.kind) {
+                let window = quota_window(q.period, buckets(state));
+                if let (Some(kind), Some(window)) = (LimitKind::parse(&l.kind), window) {
                     let key =
                         sluice_engine::engine::counter_key(&p.name, &q.name, kind, &track_key);
-                    keys.push((key, l.limit));
+                    keys.push(CounterQuery {
+                        key,
+                        limit: l.limit,
+                        window,
+                    });
                 }
             }
         }
@@ -328,7 +366,7 @@ pub async fn reset(state: &AppState, caller: &Caller, key: &str) -> Result<Reset
         )));
     }
     let before = counters
-        .levels(&[(key.to_owned(), 0)])
+        .levels(&[query_of(state, &def, key)])
         .await
         .map_err(unavailable)?
         .pop()
