@@ -1,7 +1,8 @@
 //! Live counters (`/api/counters...`): the level of any quota key and when it frees up, who
 //! is limited now (refused in the last minutes), who is close to a limit, and resetting one
 //! key (audited). Read from the running counters ([`crate::AdminOptions::counters`]): the
-//! in-process state of `sluice serve`; without one the answer is 503.
+//! in-process state of `sluice serve`, or its Redis with `--redis`; without them the answer
+//! is 503.
 //!
 //! Viewers read; admins and domain admins reset (CSRF-checked for sessions). A domain admin
 //! sees and resets only counters of the policies of their domains.
@@ -153,7 +154,7 @@ fn live(state: &AppState) -> Result<&Arc<dyn LiveCounters>, ApiError> {
     state.options.counters.as_ref().ok_or_else(|| {
         ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "live counters are not available here: they are read from the process that counts (sluice serve without --redis)",
+            "live counters are not available here: they are read from the process that counts (sluice serve, with or without --redis); the sluice admin role cannot read them yet",
         )
     })
 }
