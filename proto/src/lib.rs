@@ -17,6 +17,7 @@
 
 pub mod auth;
 mod checkhelo;
+pub mod counters;
 mod convert;
 mod greylisting;
 
