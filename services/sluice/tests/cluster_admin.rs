@@ -470,3 +470,114 @@ fn serve_with_redis_cluster_lists_resets_and_looks_up_live_counters() {
         "{audit}"
     );
 }
+
+#[test]
+fn the_admin_role_reads_and_resets_live_counters_through_the_quota_service() {
+    let _serial = serial();
+    let db = PgDb::create();
+    import(&db.url, &gate_and_sender_quota("blocked v1", 2));
+    let token = admin_support::admin_with_token(&db.url);
+    let cluster = Cluster::start(
+        &db.url,
+        Spec {
+            edges: 2,
+            quotas: 1,
+            ..Spec::default()
+        },
+    );
+    let (port, metrics) = (free_port(), free_port());
+    let quota = format!("http://127.0.0.1:{}", cluster.quota_ports[0]);
+    let args: Vec<String> = [
+        "admin",
+        "--database",
+        &db.url,
+        "--admin-listen",
+        &format!("127.0.0.1:{port}"),
+        "--metrics-listen",
+        &format!("127.0.0.1:{metrics}"),
+        "--quota",
+        &quota,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let admin = Process::start("sluice admin --quota", BIN, &args, Some(port));
+    let start = Instant::now();
+    while http_get(metrics, "/readyz").0 != 200 {
+        assert!(start.elapsed() < Duration::from_secs(20), "{}", admin.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let logs = || format!("{}\n{}", admin.log(), cluster.logs());
+
+    // Refused on edge A (through the quota service, which indexes the refusal).
+    let mut m = 0;
+    let busy = "busy@example.org";
+    let mut sender = || {
+        m += 1;
+        rcpt(busy, "r@example.net", "198.51.100.5", &format!("s{m}"))
+    };
+    let (a, b) = (cluster.edge_ports[0], cluster.edge_ports[1]);
+    assert_eq!(ask(a, &sender()), "DUNNO");
+    assert_eq!(ask(a, &sender()), "DUNNO");
+    assert_eq!(ask(a, &sender()), "REJECT sender quota exceeded");
+    assert_eq!(ask(b, &sender()), "REJECT sender quota exceeded");
+
+    let found = api(port, "GET", &format!("/api/counters?sender={busy}"), &token, None);
+    let row = found
+        .as_array()
+        .and_then(|rows| {
+            rows.iter()
+                .find(|r| r["track"].as_str().is_some_and(|t| t.contains(busy)))
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("no counter of {busy}: {found}\n{}", logs()));
+    assert_eq!((&row["used"], &row["limit"]), (&json!(2), &json!(2)), "{row}");
+    let key = row["key"].as_str().unwrap().to_owned();
+    let limited = api_until(port, "/api/counters/limited?minutes=5", &token, logs, |a| {
+        a.as_array()
+            .is_some_and(|rows| rows.iter().any(|r| r["key"] == key))
+    });
+    assert_eq!(limited.as_array().unwrap().len(), 1, "{limited}");
+
+    // Reset through the API: the counter is empty, off the listing, and both edges admit
+    // again (an edge's memo of a refusal lasts at most 5 s: polled, never charging).
+    let done = api(
+        port,
+        "POST",
+        "/api/counters/reset",
+        &token,
+        Some(json!({ "key": key })),
+    );
+    assert_eq!(done["used_before"], 2, "{done}");
+    let limited = api(port, "GET", "/api/counters/limited?minutes=5", &token, None);
+    assert_eq!(limited, json!([]), "{limited}");
+    let reset_at = Instant::now();
+    let mut admitted = Vec::new();
+    for edge in [a, b] {
+        loop {
+            let answer = ask(edge, &sender());
+            if answer == "DUNNO" {
+                admitted.push(reset_at.elapsed());
+                break;
+            }
+            assert_eq!(answer, "REJECT sender quota exceeded");
+            assert!(
+                reset_at.elapsed() < Duration::from_secs(7),
+                "edge {edge} still refuses {:?} after the reset\n{}",
+                reset_at.elapsed(),
+                logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    eprintln!("after the reset: admitted on both edges after {admitted:?}");
+    // The limit holds again from zero: both admissions counted, the next one refused.
+    assert_eq!(ask(b, &sender()), "REJECT sender quota exceeded");
+    let audit = api(port, "GET", "/api/audit?limit=5", &token, None);
+    assert!(
+        audit.as_array().is_some_and(|e| e
+            .iter()
+            .any(|e| e["action"] == "reset" && e["object"] == format!("counters/{key}"))),
+        "{audit}"
+    );
+}
