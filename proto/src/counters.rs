@@ -99,7 +99,11 @@ pub fn listing_from_wire(r: v1::ListCountersRequest) -> Result<(Listing, usize),
                 "at_least_percent must be from 1 to 100, not {p}"
             )))
         }
-        None => return Err(ConvertError::Invalid("a listing needs refused_since_ms or at_least_percent".into())),
+        None => {
+            return Err(ConvertError::Invalid(
+                "a listing needs refused_since_ms or at_least_percent".into(),
+            ))
+        }
     };
     let max = usize::try_from(r.max).unwrap_or(MAX_LISTED).min(MAX_LISTED);
     Ok((listing, max))

@@ -17,8 +17,8 @@
 
 pub mod auth;
 mod checkhelo;
-pub mod counters;
 mod convert;
+pub mod counters;
 mod greylisting;
 
 pub use convert::{op_to_wire, ConvertError};

@@ -29,8 +29,8 @@ use sluice_proto::v1::quota_server::Quota;
 use sluice_proto::v1::{
     apply_result, ApplyManyReply, ApplyManyRequest, ApplyReply, ApplyRequest, ApplyResult,
     BatchError, CounterLevelsReply, CounterLevelsRequest, ListCountersRequest, LoadSessionReply,
-    ResetCounterReply, ResetCounterRequest, LoadSessionRequest, ReturnLeasesReply, ReturnLeasesRequest,
-    SaveSessionsReply, SaveSessionsRequest,
+    LoadSessionRequest, ResetCounterReply, ResetCounterRequest, ReturnLeasesReply,
+    ReturnLeasesRequest, SaveSessionsReply, SaveSessionsRequest,
 };
 use sluice_proto::ConvertError;
 use std::sync::Arc;

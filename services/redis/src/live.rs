@@ -279,7 +279,11 @@ impl Index {
     }
 
     /// The live view of `entry` (its refusal time given or read from the index).
-    async fn info(&self, entry: &Entry, refused_at: Option<u64>) -> Result<CounterInfo, StateError> {
+    async fn info(
+        &self,
+        entry: &Entry,
+        refused_at: Option<u64>,
+    ) -> Result<CounterInfo, StateError> {
         let window_key = self.keys.window(&entry.key);
         let (now, pairs) =
             crate::level::buckets(&self.conn, self.timeout, &window_key, None).await?;
@@ -339,10 +343,8 @@ impl Index {
             Listing::AtLeastPercent(_) => 0,
         };
         let mut entries = self.read(Kind::Refused, since).await?;
-        let refused: HashMap<String, u64> = entries
-            .iter()
-            .map(|(e, at)| (e.key.clone(), *at))
-            .collect();
+        let refused: HashMap<String, u64> =
+            entries.iter().map(|(e, at)| (e.key.clone(), *at)).collect();
         if let Listing::AtLeastPercent(_) = listing {
             for (e, at) in self.read(Kind::Near, 0).await? {
                 if !refused.contains_key(&e.key) {

@@ -83,7 +83,11 @@ impl LiveCounters for RemoteState {
                     async move { c.counter_levels(with_deadline(message)).await }
                 })
                 .await?;
-            Ok(reply.counters.into_iter().map(wire::info_from_wire).collect())
+            Ok(reply
+                .counters
+                .into_iter()
+                .map(wire::info_from_wire)
+                .collect())
         })
     }
 
@@ -100,7 +104,11 @@ impl LiveCounters for RemoteState {
                     async move { c.list_counters(with_deadline(message)).await }
                 })
                 .await?;
-            Ok(reply.counters.into_iter().map(wire::info_from_wire).collect())
+            Ok(reply
+                .counters
+                .into_iter()
+                .map(wire::info_from_wire)
+                .collect())
         })
     }
 

@@ -116,9 +116,16 @@ async fn serve(settings: Settings, hangups: crate::hangup::Hangups) -> anyhow::R
     hangups.spawn(Some(store.clone()));
     crate::history::start_alerts(&settings.history, &store, stopped());
     let counters = quota_counters(&settings).await?;
-    crate::admin_service::run(listener, store.clone(), None, counters, &settings, stopped())
-        .await
-        .context("the admin service failed")?;
+    crate::admin_service::run(
+        listener,
+        store.clone(),
+        None,
+        counters,
+        &settings,
+        stopped(),
+    )
+    .await
+    .context("the admin service failed")?;
     store.close().await;
     tracing::info!("Stopped");
     Ok(ExitCode::SUCCESS)
@@ -132,9 +139,8 @@ async fn quota_counters(
     if settings.quota.is_empty() {
         return Ok(None);
     }
-    let security =
-        crate::grpc_security::client_security(&settings.quota_security, &settings.quota)
-            .map_err(|e| anyhow::anyhow!("quota-service TLS/token settings: {}", e.join("; ")))?;
+    let security = crate::grpc_security::client_security(&settings.quota_security, &settings.quota)
+        .map_err(|e| anyhow::anyhow!("quota-service TLS/token settings: {}", e.join("; ")))?;
     let remote = sluice_remote::RemoteConfig {
         security,
         // Nothing is counted here: no local answers, no leases.

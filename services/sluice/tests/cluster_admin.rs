@@ -427,7 +427,11 @@ fn serve_with_redis_cluster_lists_resets_and_looks_up_live_counters() {
         .iter()
         .find(|r| r["track"].as_str().is_some_and(|t| t.contains(busy)))
         .unwrap_or_else(|| panic!("no counter of {busy}: {found}\n{}", serve.log()));
-    assert_eq!((&row["used"], &row["limit"]), (&json!(2), &json!(2)), "{row}");
+    assert_eq!(
+        (&row["used"], &row["limit"]),
+        (&json!(2), &json!(2)),
+        "{row}"
+    );
     let key = row["key"].as_str().unwrap().to_owned();
 
     // Limited now (the index is written off the reply path: polled) and close to a limit.
@@ -436,7 +440,10 @@ fn serve_with_redis_cluster_lists_resets_and_looks_up_live_counters() {
         "/api/counters/limited?minutes=5",
         &token,
         || serve.log(),
-        |a| a.as_array().is_some_and(|rows| rows.iter().any(|r| r["key"] == key)),
+        |a| {
+            a.as_array()
+                .is_some_and(|rows| rows.iter().any(|r| r["key"] == key))
+        },
     );
     let rows = limited.as_array().unwrap();
     assert_eq!(rows.len(), 1, "only the refused sender: {limited}");
@@ -458,15 +465,20 @@ fn serve_with_redis_cluster_lists_resets_and_looks_up_live_counters() {
         Some(json!({ "key": key })),
     );
     assert_eq!(done["used_before"], 2, "{done}");
-    let limited = api(admin, "GET", "/api/counters/limited?minutes=5", &token, None);
+    let limited = api(
+        admin,
+        "GET",
+        "/api/counters/limited?minutes=5",
+        &token,
+        None,
+    );
     assert_eq!(limited, json!([]), "{limited}");
     assert_eq!(ask(port, &sender(busy)), "DUNNO");
     let audit = api(admin, "GET", "/api/audit?limit=5", &token, None);
     assert!(
-        audit
-            .as_array()
-            .is_some_and(|e| e.iter().any(|e| e["action"] == "reset"
-                && e["object"] == format!("counters/{key}"))),
+        audit.as_array().is_some_and(|e| e
+            .iter()
+            .any(|e| e["action"] == "reset" && e["object"] == format!("counters/{key}"))),
         "{audit}"
     );
 }
@@ -522,7 +534,13 @@ fn the_admin_role_reads_and_resets_live_counters_through_the_quota_service() {
     assert_eq!(ask(a, &sender()), "REJECT sender quota exceeded");
     assert_eq!(ask(b, &sender()), "REJECT sender quota exceeded");
 
-    let found = api(port, "GET", &format!("/api/counters?sender={busy}"), &token, None);
+    let found = api(
+        port,
+        "GET",
+        &format!("/api/counters?sender={busy}"),
+        &token,
+        None,
+    );
     let row = found
         .as_array()
         .and_then(|rows| {
@@ -531,7 +549,11 @@ fn the_admin_role_reads_and_resets_live_counters_through_the_quota_service() {
                 .cloned()
         })
         .unwrap_or_else(|| panic!("no counter of {busy}: {found}\n{}", logs()));
-    assert_eq!((&row["used"], &row["limit"]), (&json!(2), &json!(2)), "{row}");
+    assert_eq!(
+        (&row["used"], &row["limit"]),
+        (&json!(2), &json!(2)),
+        "{row}"
+    );
     let key = row["key"].as_str().unwrap().to_owned();
     let limited = api_until(port, "/api/counters/limited?minutes=5", &token, logs, |a| {
         a.as_array()

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use sluice_engine::counters::{quota_window, split_key, CounterInfo, CounterQuery, Listing, LiveCounters};
+use sluice_engine::counters::{
+    quota_window, split_key, CounterInfo, CounterQuery, Listing, LiveCounters,
+};
 use sluice_engine::model::PolicySetDef;
 use sluice_engine::track::Track;
 use sluice_engine::{compile::LimitKind, PolicyRequest};
@@ -198,11 +200,18 @@ fn query_of(state: &AppState, def: &PolicySetDef, key: &str) -> CounterQuery {
             .quotas
             .iter()
             .find(|q| q.name == quota)?;
-        let limit = q.limits.iter().find(|l| l.kind == kind).map_or(0, |l| l.limit);
+        let limit = q
+            .limits
+            .iter()
+            .find(|l| l.kind == kind)
+            .map_or(0, |l| l.limit);
         Some((limit, quota_window(q.period, buckets(state))?))
     });
     let (limit, window) = found.unwrap_or_else(|| {
-        (0, sluice_engine::window::WindowSpec::new(60_000, buckets(state)))
+        (
+            0,
+            sluice_engine::window::WindowSpec::new(60_000, buckets(state)),
+        )
     });
     CounterQuery {
         key: key.to_owned(),
