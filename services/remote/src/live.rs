@@ -99,10 +99,7 @@ impl LiveCounters for RemoteState {
         Box::pin(async move {
             let message = wire::listing_to_wire(listing, max);
             let reply = self
-                .live_call(|mut c| {
-                    let message = message.clone();
-                    async move { c.list_counters(with_deadline(message)).await }
-                })
+                .live_call(|mut c| async move { c.list_counters(with_deadline(message)).await })
                 .await?;
             Ok(reply
                 .counters
