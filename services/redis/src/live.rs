@@ -14,7 +14,9 @@
 //! `ZADD`, then trimmed by age (older than [`INDEX_KEEP_MS`]) and size (the newest
 //! [`INDEX_MAX`]), and a TTL. The writes are spawned off the reply path, at most
 //! [`MAX_IN_FLIGHT`] at once (more are dropped: the index is a view, never needed for a
-//! verdict); a failed write is only logged.
+//! verdict); a failed write is only logged. A counter recorded (same kind) by this process
+//! within [`NOTE_EVERY_MS`] is not written again, so a hot key costs at most one index
+//! write a second per process (its refusal time in the index is then up to a second old).
 //!
 //! A listing reads the 16 sets of its kind (the newest [`INDEX_MAX`] each), keeps the
 //! newest entry of each counter, and reads every counter's level back (`TIME` + `HGETALL`,
@@ -43,6 +45,11 @@ pub const INDEX_KEEP_MS: u64 = 24 * 3600 * 1000;
 pub const NEAR_PERCENT: u64 = 80;
 /// Index writes in flight at most; more are dropped.
 pub const MAX_IN_FLIGHT: usize = 32;
+/// A counter already recorded (same kind) within this long is not written again (ms): a
+/// hot key over or near its limit costs at most one index write a second per process.
+pub const NOTE_EVERY_MS: u64 = 1000;
+/// Counters remembered as recently recorded, at most (forgotten all at once beyond).
+const MAX_NOTED: usize = 8192;
 
 /// One index entry: a counter, its window and limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +86,7 @@ impl Entry {
 }
 
 /// Which index: refused or near.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
     Refused,
     Near,
@@ -106,6 +113,8 @@ pub(crate) struct Index {
     keys: Keys,
     timeout: Duration,
     in_flight: Arc<AtomicUsize>,
+    /// When each (kind, counter) was last recorded by this process.
+    noted: Arc<std::sync::Mutex<HashMap<(Kind, String), u64>>>,
 }
 
 impl Index {
@@ -115,6 +124,7 @@ impl Index {
             keys,
             timeout,
             in_flight: Arc::new(AtomicUsize::new(0)),
+            noted: Arc::new(std::sync::Mutex::new(HashMap::new())),
         }
     }
 
@@ -140,6 +150,9 @@ impl Index {
                     }
                     _ => continue,
                 };
+                if !self.due(kind, &op.key, now_ms) {
+                    continue;
+                }
                 let entry = Entry {
                     key: op.key.clone(),
                     window: op.window,
@@ -163,6 +176,32 @@ impl Index {
                 }
                 this.in_flight.fetch_sub(1, Ordering::AcqRel);
             });
+        }
+    }
+
+    /// Whether `counter` is due to be recorded as `kind` at `now_ms` (not recorded within
+    /// [`NOTE_EVERY_MS`]); if so, it counts as recorded now.
+    fn due(&self, kind: Kind, counter: &str, now_ms: u64) -> bool {
+        let mut noted = self.noted.lock().unwrap_or_else(|p| p.into_inner());
+        let id = (kind, counter.to_owned());
+        if noted
+            .get(&id)
+            .is_some_and(|&at| now_ms.saturating_sub(at) < NOTE_EVERY_MS)
+        {
+            return false;
+        }
+        if noted.len() >= MAX_NOTED {
+            noted.clear();
+        }
+        noted.insert(id, now_ms);
+        true
+    }
+
+    /// Forgets that `counter` was recorded (a reset: its next refusal is recorded at once).
+    fn unnote(&self, counter: &str) {
+        let mut noted = self.noted.lock().unwrap_or_else(|p| p.into_inner());
+        for kind in [Kind::Refused, Kind::Near] {
+            noted.remove(&(kind, counter.to_owned()));
         }
     }
 
@@ -381,6 +420,7 @@ impl Index {
             .call(&Request::single(&window_key, del), self.timeout)
             .await?;
         let deleted = matches!(values.first(), Some(Value::Int(n)) if *n > 0);
+        self.unnote(counter);
         self.forget(counter).await?;
         Ok(deleted)
     }
