@@ -41,6 +41,9 @@ pub enum ConvertError {
     /// An unknown or unspecified outcome.
     #[error("unknown outcome {0}")]
     UnknownOutcome(i32),
+    /// A live-counter request out of range (`crate::counters`).
+    #[error("invalid live-counter request: {0}")]
+    Invalid(String),
     /// A greylisting op or reply out of range or incomplete.
     #[error("invalid greylisting message: {0}")]
     InvalidGreylist(String),

@@ -18,6 +18,7 @@
 pub mod auth;
 mod checkhelo;
 mod convert;
+pub mod counters;
 mod greylisting;
 
 pub use convert::{op_to_wire, ConvertError};

@@ -61,8 +61,9 @@ pub struct AdminOptions {
     /// The running engine (serve), for Explain with live counter levels; without one,
     /// Explain evaluates the stored policies with counters at zero.
     pub engine: Option<Arc<sluice_engine::Engine>>,
-    /// The running counters (serve: the in-process state), for the Counters page and
-    /// `/api/counters`; without them those answer 503.
+    /// The running counters (serve: the in-process state or its Redis; the admin role: the
+    /// quota service), for the Counters page and `/api/counters`; without them those answer
+    /// 503.
     pub counters: Option<Arc<dyn sluice_engine::LiveCounters>>,
 }
 

@@ -7,6 +7,26 @@
 //! service answers from Redis (its index of recently refused and near-limit keys).
 
 use crate::state::{BoxFuture, StateError};
+use crate::window::WindowSpec;
+
+/// One counter asked for by [`LiveCounters::levels`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterQuery {
+    /// The counter's identity ([`crate::engine::counter_key`]).
+    pub key: String,
+    /// The limit its quota has now.
+    pub limit: u64,
+    /// Its quota's window (Redis keeps only the buckets: their width is needed to read
+    /// them; the in-process state knows it and ignores this).
+    pub window: WindowSpec,
+}
+
+/// The window of a quota of `period_secs` split into `buckets` sub-buckets (the server's
+/// `buckets` setting), as the engine counts it; `None` for a period of 0 or too long.
+pub fn quota_window(period_secs: u64, buckets: u32) -> Option<WindowSpec> {
+    let period_ms = period_secs.checked_mul(1000).filter(|&ms| ms > 0)?;
+    Some(WindowSpec::new(period_ms, buckets))
+}
 
 /// Most entries one listing returns.
 pub const MAX_LISTED: usize = 1000;
@@ -53,11 +73,11 @@ impl Listing {
 
 /// A live view of counters, for the admin service.
 pub trait LiveCounters: Send + Sync + 'static {
-    /// The counters `keys` (each with the limit its quota has now); a key counting nothing
-    /// gives level 0.
+    /// The counters `keys` (each with the limit and window its quota has now); a key
+    /// counting nothing gives level 0.
     fn levels<'a>(
         &'a self,
-        keys: &'a [(String, u64)],
+        keys: &'a [CounterQuery],
     ) -> BoxFuture<'a, Result<Vec<CounterInfo>, StateError>>;
 
     /// The counters of `listing`, at most `max` (at most [`MAX_LISTED`]), highest level

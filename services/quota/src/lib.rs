@@ -26,5 +26,5 @@ pub mod service;
 pub use config::QuotaConfig;
 pub use error::{status_from_error, ServeError, ServiceError};
 pub use security::{Security, ServerTls};
-pub use server::serve;
+pub use server::{serve, serve_with_live};
 pub use service::QuotaService;

@@ -31,6 +31,18 @@ pub async fn serve(
     config: QuotaConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    serve_with_live(listener, state, None, config, shutdown).await
+}
+
+/// [`serve`], also answering the live-counter calls (`CounterLevels`, `ListCounters`,
+/// `ResetCounter`) from `live`, the same counters as `state` (without it: `UNIMPLEMENTED`).
+pub async fn serve_with_live(
+    listener: TcpListener,
+    state: Arc<dyn SharedState>,
+    live: Option<Arc<dyn sluice_engine::LiveCounters>>,
+    config: QuotaConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
     let local = listener.local_addr().ok();
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let first = health::probe(state.as_ref(), config.probe_timeout).await;
@@ -45,7 +57,7 @@ pub async fn serve(
     ));
 
     let quota = QuotaServer::with_interceptor(
-        QuotaService::new(state, config.apply_timeout),
+        QuotaService::new(state, config.apply_timeout).with_live(live),
         config.security.interceptor(),
     );
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));

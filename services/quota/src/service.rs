@@ -21,12 +21,16 @@
 
 use crate::error::{status_from_error, ServiceError};
 use futures_util::future::join_all;
-use sluice_engine::{CounterBatch, LeaseReturn, LeasedReply, SessionData, SharedState};
+use sluice_engine::{
+    CounterBatch, LeaseReturn, LeasedReply, LiveCounters, SessionData, SharedState,
+};
+use sluice_proto::counters as live_wire;
 use sluice_proto::v1::quota_server::Quota;
 use sluice_proto::v1::{
     apply_result, ApplyManyReply, ApplyManyRequest, ApplyReply, ApplyRequest, ApplyResult,
-    BatchError, LoadSessionReply, LoadSessionRequest, ReturnLeasesReply, ReturnLeasesRequest,
-    SaveSessionsReply, SaveSessionsRequest,
+    BatchError, CounterLevelsReply, CounterLevelsRequest, ListCountersRequest, LoadSessionReply,
+    LoadSessionRequest, ResetCounterReply, ResetCounterRequest, ReturnLeasesReply,
+    ReturnLeasesRequest, SaveSessionsReply, SaveSessionsRequest,
 };
 use sluice_proto::ConvertError;
 use std::sync::Arc;
@@ -38,6 +42,9 @@ use tracing::Instrument;
 /// The `sluice.quota.v1.Quota` service over a [`SharedState`].
 pub struct QuotaService {
     state: Arc<dyn SharedState>,
+    /// The live view of the counters (`CounterLevels`, `ListCounters`, `ResetCounter`);
+    /// without one those answer `UNIMPLEMENTED`.
+    live: Option<Arc<dyn LiveCounters>>,
     apply_timeout: Duration,
     metrics: ServiceMetrics,
 }
@@ -57,6 +64,7 @@ impl QuotaService {
         }
         QuotaService {
             state,
+            live: None,
             apply_timeout,
             metrics: ServiceMetrics {
                 ok: metrics::counter!(
@@ -65,6 +73,38 @@ impl QuotaService {
                 ),
             },
         }
+    }
+
+    /// Also answers the live-counter calls from `live` (the same counters as `state`).
+    pub fn with_live(mut self, live: Option<Arc<dyn LiveCounters>>) -> Self {
+        self.live = live;
+        self
+    }
+
+    /// The live view, or `UNIMPLEMENTED`.
+    fn live(&self) -> Result<&Arc<dyn LiveCounters>, Status> {
+        self.live.as_ref().ok_or_else(|| {
+            Status::unimplemented("this quota service has no live view of its counters")
+        })
+    }
+
+    /// A live-counter call bounded by the caller's deadline and `apply_timeout`; an error
+    /// is logged (rate-limited) and mapped as a batch's.
+    async fn live_call<T>(
+        &self,
+        what: &'static str,
+        deadline: Instant,
+        call: impl std::future::Future<Output = Result<T, ServiceError>>,
+    ) -> Result<T, Status> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let result = match tokio::time::timeout(left, call).await {
+            Ok(r) => r,
+            Err(_) => Err(ServiceError::State(sluice_engine::StateError::Timeout)),
+        };
+        result.map_err(|e| {
+            sluice_runtime::warn_limited!(error = %e, call = what, "A live-counter call failed.");
+            status_from_error(&e)
+        })
     }
 
     /// Runs one request's batch, answered by `deadline` (see [`reply_deadline`]).
@@ -305,6 +345,70 @@ fn leased_reply(r: &LeasedReply) -> ApplyReply {
 
 #[tonic::async_trait]
 impl Quota for QuotaService {
+    async fn counter_levels(
+        &self,
+        request: Request<CounterLevelsRequest>,
+    ) -> Result<Response<CounterLevelsReply>, Status> {
+        let live = self.live()?;
+        let deadline = self.deadline_of(request.metadata());
+        let request = request.into_inner();
+        if request.counters.len() > sluice_engine::counters::MAX_LISTED {
+            return Err(Status::invalid_argument(format!(
+                "at most {} counters per call",
+                sluice_engine::counters::MAX_LISTED
+            )));
+        }
+        let queries = request
+            .counters
+            .into_iter()
+            .map(live_wire::query_from_wire)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let infos = self
+            .live_call("CounterLevels", deadline, async {
+                Ok(live.levels(&queries).await?)
+            })
+            .await?;
+        Ok(Response::new(CounterLevelsReply {
+            counters: infos.into_iter().map(live_wire::info_to_wire).collect(),
+        }))
+    }
+
+    async fn list_counters(
+        &self,
+        request: Request<ListCountersRequest>,
+    ) -> Result<Response<CounterLevelsReply>, Status> {
+        let live = self.live()?;
+        let deadline = self.deadline_of(request.metadata());
+        let (listing, max) = live_wire::listing_from_wire(request.into_inner())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let infos = self
+            .live_call("ListCounters", deadline, async {
+                Ok(live.list(listing, max).await?)
+            })
+            .await?;
+        Ok(Response::new(CounterLevelsReply {
+            counters: infos.into_iter().map(live_wire::info_to_wire).collect(),
+        }))
+    }
+
+    async fn reset_counter(
+        &self,
+        request: Request<ResetCounterRequest>,
+    ) -> Result<Response<ResetCounterReply>, Status> {
+        let live = self.live()?;
+        let deadline = self.deadline_of(request.metadata());
+        let key = request.into_inner().key;
+        live_wire::check_key(&key).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let counted = self
+            .live_call("ResetCounter", deadline, async {
+                Ok(live.reset(&key).await?)
+            })
+            .await?;
+        tracing::info!(key, counted, "A counter was reset");
+        Ok(Response::new(ResetCounterReply { counted }))
+    }
+
     async fn return_leases(
         &self,
         request: Request<ReturnLeasesRequest>,

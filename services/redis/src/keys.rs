@@ -58,6 +58,12 @@ impl Keys {
         self.key(&format!("h:{address}"), "h")
     }
 
+    /// Sorted set `n` of the live-counter index of `kind` (`r`: refused, `n`: near a
+    /// limit): `<prefix>:{idx:<n>}:<kind>` (see `live.rs`).
+    pub(crate) fn index(&self, n: u64, kind: &str) -> String {
+        self.key(&format!("idx:{n}"), kind)
+    }
+
     fn key(&self, name: &str, kind: &str) -> String {
         if name.len() <= MAX_PLAIN_TAG && !name.contains(['{', '}']) && !name.is_empty() {
             format!("{}:{{{name}}}:{kind}", self.prefix)
@@ -68,7 +74,7 @@ impl Keys {
 }
 
 /// FNV-1a, 64 bits: stable across builds and platforms (unlike `DefaultHasher`).
-fn fnv1a64(s: &str) -> u64 {
+pub(crate) fn fnv1a64(s: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in s.bytes() {
         h ^= u64::from(b);

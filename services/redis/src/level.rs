@@ -50,7 +50,7 @@ pub(crate) struct Limited {
 }
 
 /// The time (`now_ms`, or the node's clock) and the counter's (bucket, count) fields.
-async fn buckets(
+pub(crate) async fn buckets(
     conn: &Conn,
     timeout: Duration,
     key: &str,
@@ -80,7 +80,7 @@ fn redis_time_ms(v: &Value) -> Result<u64, StateError> {
 
 /// The counter's fields as a [`Window`] at `now` (unparseable fields, which the script
 /// never writes, are ignored).
-fn window_at(pairs: &[(String, String)], window: WindowSpec, now: u64) -> Window {
+pub(crate) fn window_at(pairs: &[(String, String)], window: WindowSpec, now: u64) -> Window {
     let buckets = pairs
         .iter()
         .filter_map(|(j, c)| Some((j.parse::<u64>().ok()?, c.parse::<u64>().ok()?)));

@@ -141,6 +141,7 @@ mod greylisting;
 mod group;
 mod keys;
 mod level;
+mod live;
 mod scripts;
 mod session;
 mod state;
@@ -190,4 +191,12 @@ pub const REDIS_COMMANDS: &[&str] = &[
     "exists",
     // Inside the greylisting script.
     "hget",
+    // The live-counter index (admin service: who is limited, who is close; resets).
+    "zadd",
+    "zremrangebyscore",
+    "zremrangebyrank",
+    "zrangebyscore",
+    "zrange",
+    "zscore",
+    "zrem",
 ];

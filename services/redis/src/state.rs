@@ -72,6 +72,7 @@ pub struct RedisState {
     session_ttl_ms: u64,
     clock: Option<Arc<dyn Clock>>,
     metrics: RedisMetrics,
+    index: crate::live::Index,
 }
 
 impl RedisState {
@@ -114,11 +115,13 @@ impl RedisState {
             replicas: settings.wait_replicas,
             timeout: settings.wait_timeout,
         });
+        let keys = Keys::new(&settings.key_prefix);
         RedisState {
+            index: crate::live::Index::new(conn.clone(), keys.clone(), settings.timeout),
             backend: Backend {
                 conn,
                 scripts: Scripts::new(),
-                keys: Keys::new(&settings.key_prefix),
+                keys,
                 timeout: settings.timeout,
             },
             session_ttl_ms: u64::try_from(settings.session_ttl.as_millis()).unwrap_or(u64::MAX),
@@ -134,6 +137,11 @@ impl RedisState {
     pub fn with_test_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
         self
+    }
+
+    /// The live-counter index and view (`live.rs`).
+    pub(crate) fn index(&self) -> &crate::live::Index {
+        &self.index
     }
 
     /// Whether this talks to a Redis Cluster or to a single node; `None` until Redis
@@ -655,6 +663,13 @@ impl RedisState {
             } else {
                 self.run(batch, leases).await
             };
+            if let Ok(reply) = &result {
+                let now = match &self.clock {
+                    Some(c) => c.now_ms(),
+                    None => sluice_engine::SystemClock.now_ms(),
+                };
+                self.index.note(batch, &reply.reply, now);
+            }
             let h = if result.is_ok() {
                 &self.metrics.ok
             } else {

@@ -27,6 +27,7 @@ pub mod error;
 mod flush;
 pub mod lease;
 mod leasing;
+pub mod live;
 pub mod maintain;
 pub mod pool;
 pub mod security;

@@ -407,6 +407,27 @@ impl sluice_proto::v1::quota_server::Quota for WithoutApplyMany {
     ) -> Result<tonic::Response<sluice_proto::v1::LoadSessionReply>, tonic::Status> {
         self.0.load_session(request).await
     }
+
+    async fn counter_levels(
+        &self,
+        request: tonic::Request<sluice_proto::v1::CounterLevelsRequest>,
+    ) -> Result<tonic::Response<sluice_proto::v1::CounterLevelsReply>, tonic::Status> {
+        self.0.counter_levels(request).await
+    }
+
+    async fn list_counters(
+        &self,
+        request: tonic::Request<sluice_proto::v1::ListCountersRequest>,
+    ) -> Result<tonic::Response<sluice_proto::v1::CounterLevelsReply>, tonic::Status> {
+        self.0.list_counters(request).await
+    }
+
+    async fn reset_counter(
+        &self,
+        request: tonic::Request<sluice_proto::v1::ResetCounterRequest>,
+    ) -> Result<tonic::Response<sluice_proto::v1::ResetCounterReply>, tonic::Status> {
+        self.0.reset_counter(request).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,9 @@
 //! schema: `sluice migrate` must have made it, and an older or newer schema is refused
 //! (exit code 64). While the database cannot be reached at start it retries, with
 //! `/healthz` up and `/readyz` not ready; Explain evaluates the stored policies with
-//! counters at zero (the counters live behind the quota service). With `alert_webhook` it
+//! counters at zero (the counters live behind the quota service). With `quota` (the edge's
+//! quota-service settings, TLS and token included) its Counters page and `/api/counters`
+//! read and reset the live counters through the quota service. With `alert_webhook` it
 //! sends the alerts for every edge's refusals (stored in the history), while it holds the
 //! alert lock: one sender per cluster ([`crate::alerts`]).
 
@@ -113,12 +115,47 @@ async fn serve(settings: Settings, hangups: crate::hangup::Hangups) -> anyhow::R
     let _ = ready.0.set(store.clone());
     hangups.spawn(Some(store.clone()));
     crate::history::start_alerts(&settings.history, &store, stopped());
-    crate::admin_service::run(listener, store.clone(), None, None, &settings, stopped())
-        .await
-        .context("the admin service failed")?;
+    let counters = quota_counters(&settings).await?;
+    crate::admin_service::run(
+        listener,
+        store.clone(),
+        None,
+        counters,
+        &settings,
+        stopped(),
+    )
+    .await
+    .context("the admin service failed")?;
     store.close().await;
     tracing::info!("Stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The live counters behind the quota service, when `quota` is set (the edge's endpoint,
+/// TLS and token settings); without it the Counters page and `/api/counters` answer 503.
+async fn quota_counters(
+    settings: &Settings,
+) -> anyhow::Result<Option<Arc<dyn sluice_engine::LiveCounters>>> {
+    if settings.quota.is_empty() {
+        return Ok(None);
+    }
+    let security = crate::grpc_security::client_security(&settings.quota_security, &settings.quota)
+        .map_err(|e| anyhow::anyhow!("quota-service TLS/token settings: {}", e.join("; ")))?;
+    let remote = sluice_remote::RemoteConfig {
+        security,
+        // Nothing is counted here: no local answers, no leases.
+        over_limit_cache: false,
+        lease_multiple: 0,
+        ..sluice_remote::RemoteConfig::default()
+    };
+    let state = sluice_remote::RemoteState::connect(settings.quota.clone(), remote)
+        .await
+        .context("invalid quota service settings")?;
+    tracing::info!(
+        quota = ?settings.quota,
+        "Live counters are read from the quota service"
+    );
+    Ok(Some(Arc::new(state)))
 }
 
 /// Opens the policy database, checking its schema (never changing it), retrying while it

@@ -1,8 +1,10 @@
 //! Starts the admin service (web UI and REST API, [`sluice_admin`]) on its own listener
 //! (`admin_listen`), over HTTPS when `admin_tls_cert_file` is set: next to the policy
 //! listener in `sluice serve` (its Explain asks the running engine: live counter levels,
-//! nothing charged; its Counters page reads and resets the in-process counters), or alone in `sluice admin` ([`crate::admin_role`]). Changes are written
-//! to the policy database, so they reach every engine reading it as imports do.
+//! nothing charged; its Counters page reads and resets the in-process counters, or those
+//! in Redis with `--redis`), or alone in `sluice admin` ([`crate::admin_role`]: counters
+//! through the quota service). Changes are written to the policy database, so they reach
+//! every engine reading it as imports do.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -309,7 +309,7 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
     let quota_deadline = positive(
         errors,
         "quota_deadline_ms",
-        a.quota_client.quota_deadline_ms.unwrap_or(250),
+        a.edge_quota.quota_deadline_ms.unwrap_or(250),
     );
     let redis_timeout = positive(
         errors,
@@ -422,8 +422,8 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
         redis_tls,
         quota,
         quota_deadline: Duration::from_millis(quota_deadline),
-        over_limit_cache: a.quota_client.over_limit_cache.unwrap_or(true),
-        lease_multiple: a.quota_client.lease_multiple.unwrap_or(64),
+        over_limit_cache: a.edge_quota.over_limit_cache.unwrap_or(true),
+        lease_multiple: a.edge_quota.lease_multiple.unwrap_or(64),
         grpc_listen,
         grpc_security,
         quota_security,
@@ -533,6 +533,10 @@ fn security_files(
     let problems = match role {
         Role::Quota => crate::grpc_security::server_security(&server, grpc_listen).err(),
         Role::Edge => crate::grpc_security::client_security(&client, quota).err(),
+        // The admin role reaches the quota service only for live counters, when given.
+        Role::Admin if !quota.is_empty() => {
+            crate::grpc_security::client_security(&client, quota).err()
+        }
         Role::Serve | Role::Admin => None,
     };
     errors.extend(problems.unwrap_or_default());

@@ -93,7 +93,9 @@ async fn serve(settings: config::Settings) -> anyhow::Result<ExitCode> {
     // time to, so a normal start is SERVING from its first health probe.
     let first_attempt = settings.redis_timeout * (settings.redis.len() as u32 + 1);
     redis.wait_connected(first_attempt).await;
-    let state: Arc<dyn sluice_engine::SharedState> = Arc::new(redis);
+    let redis = Arc::new(redis);
+    let live: Arc<dyn sluice_engine::LiveCounters> = redis.clone();
+    let state: Arc<dyn sluice_engine::SharedState> = redis;
     if let Some(admin) = admin {
         tokio::spawn(crate::metrics_listener::serve_basic(
             admin,
@@ -111,7 +113,7 @@ async fn serve(settings: config::Settings) -> anyhow::Result<ExitCode> {
         security,
         ..QuotaConfig::default()
     };
-    sluice_quota::serve(listener, state, config, stop)
+    sluice_quota::serve_with_live(listener, state, Some(live), config, stop)
         .await
         .context("quota service failed")?;
     tracing::info!("Stopped");

@@ -22,17 +22,18 @@ pub enum Counters {
     /// In process: always ready (the state, for the admin service's live counters).
     Embedded(Arc<sluice_engine::MemoryState>),
     /// In Redis (serve with `--redis`): probed.
-    Redis(Arc<dyn State>),
+    Redis(Arc<sluice_redis::RedisState>),
     /// Behind quota services (edge): ready while one endpoint is up.
     Remote(Arc<RemoteState>),
 }
 
 impl Counters {
-    /// The live view of the counters for the admin service (in-process state only).
+    /// The live view of the counters for the admin service (in process, or in Redis).
     pub fn live(&self) -> Option<Arc<dyn sluice_engine::LiveCounters>> {
         match self {
             Counters::Embedded(memory) => Some(memory.clone()),
-            Counters::Redis(_) | Counters::Remote(_) => None,
+            Counters::Redis(redis) => Some(redis.clone()),
+            Counters::Remote(_) => None,
         }
     }
 }
@@ -74,7 +75,8 @@ impl FrontReady {
         match &self.counters {
             Counters::Embedded(_) => {}
             Counters::Redis(state) => {
-                if !sluice_quota::health::probe(state.as_ref(), CHECK_TIMEOUT).await {
+                let state: &dyn State = state.as_ref();
+                if !sluice_quota::health::probe(state, CHECK_TIMEOUT).await {
                     return Err("Redis does not answer".into());
                 }
             }

@@ -198,34 +198,20 @@ pub struct CounterSettings {
     pub counter_flush_ms: Option<u64>,
 }
 
-/// Settings of the edge's calls to the quota service.
+/// Where the quota service is and how to reach it (edge; admin, for live counters).
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
 pub struct QuotaClientSettings {
     /// Quota service URLs (`http://host:port`), comma-separated.
     #[arg(long, env = "SLUICE_QUOTA", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quota: Option<Vec<String>>,
-    /// Deadline of one call to the quota service, ms.
-    #[arg(long, env = "SLUICE_QUOTA_DEADLINE_MS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub quota_deadline_ms: Option<u64>,
-    /// Remember keys over their limit until their retry-after and answer locally.
-    #[arg(long, env = "SLUICE_OVER_LIMIT_CACHE", num_args = 0..=1, default_missing_value = "true")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub over_limit_cache: Option<bool>,
-    /// Leases: a take the edge sends asks for this many times its cost more, which the edge
-    /// then admits locally until the sub-bucket ends; message sessions are held by the edge.
-    /// 0 turns both off (every request is a quota-service call).
-    #[arg(long, env = "SLUICE_LEASE_MULTIPLE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lease_multiple: Option<u64>,
     /// CA certificates (PEM) the quota service's certificate must chain to, for `https://`
     /// quota URLs (empty: the system's root certificates).
     #[arg(long, env = "SLUICE_QUOTA_TLS_CA_FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quota_tls_ca_file: Option<PathBuf>,
-    /// This edge's client certificate chain (PEM), presented to quota services that require
-    /// one (mTLS; with `quota_tls_key_file`).
+    /// This process's client certificate chain (PEM), presented to quota services that
+    /// require one (mTLS; with `quota_tls_key_file`).
     #[arg(long, env = "SLUICE_QUOTA_TLS_CERT_FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quota_tls_cert_file: Option<PathBuf>,
@@ -242,6 +228,25 @@ pub struct QuotaClientSettings {
     #[arg(long, env = "SLUICE_QUOTA_TOKEN_FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quota_token_file: Option<PathBuf>,
+}
+
+/// How the edge calls the quota service (deadline, local answers, leases).
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+pub struct EdgeQuotaSettings {
+    /// Deadline of one call to the quota service, ms.
+    #[arg(long, env = "SLUICE_QUOTA_DEADLINE_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota_deadline_ms: Option<u64>,
+    /// Remember keys over their limit until their retry-after and answer locally.
+    #[arg(long, env = "SLUICE_OVER_LIMIT_CACHE", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub over_limit_cache: Option<bool>,
+    /// Leases: a take the edge sends asks for this many times its cost more, which the edge
+    /// then admits locally until the sub-bucket ends; message sessions are held by the edge.
+    /// 0 turns both off (every request is a quota-service call).
+    #[arg(long, env = "SLUICE_LEASE_MULTIPLE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_multiple: Option<u64>,
 }
 
 /// Settings of the quota service's own listener.
@@ -385,6 +390,8 @@ pub struct EdgeArgs {
     #[command(flatten)]
     quota_client: QuotaClientSettings,
     #[command(flatten)]
+    edge_quota: EdgeQuotaSettings,
+    #[command(flatten)]
     history: HistorySettings,
     #[command(flatten)]
     alerts: AlertSettings,
@@ -416,6 +423,8 @@ pub struct AdminRoleArgs {
     admin: AdminSettings,
     #[command(flatten)]
     alerts: AlertSettings,
+    #[command(flatten)]
+    quota_client: QuotaClientSettings,
 }
 
 /// A role's arguments as given (flags and environment), every group present; the groups a
@@ -437,8 +446,10 @@ pub struct RoleArgs {
     pub redis: RedisSettings,
     /// Settings of serve's in-process counters.
     pub counters: CounterSettings,
-    /// Settings of edge.
+    /// Where the quota service is (edge; admin, for live counters).
     pub quota_client: QuotaClientSettings,
+    /// How the edge calls it.
+    pub edge_quota: EdgeQuotaSettings,
     /// Settings of quota.
     pub grpc: GrpcSettings,
     /// Settings of the admin service (serve, admin).
@@ -476,6 +487,7 @@ impl From<EdgeArgs> for RoleArgs {
             database: a.database,
             policy: a.policy,
             quota_client: a.quota_client,
+            edge_quota: a.edge_quota,
             history: a.history,
             alerts: a.alerts,
             ..Default::default()
@@ -505,6 +517,7 @@ impl From<AdminRoleArgs> for RoleArgs {
             database: a.database,
             admin: a.admin,
             alerts: a.alerts,
+            quota_client: a.quota_client,
             ..Default::default()
         }
     }

@@ -51,6 +51,7 @@ pub fn layer(args: RoleArgs, path: &Path, role: Role, errors: &mut Vec<String>) 
     group!(redis);
     group!(counters);
     group!(quota_client);
+    group!(edge_quota);
     group!(grpc);
     group!(admin);
     group!(history);

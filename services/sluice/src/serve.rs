@@ -9,7 +9,7 @@ use crate::persist::{self, Persistence};
 use crate::ready::Counters;
 use crate::{front, logging};
 use anyhow::Context;
-use sluice_engine::{MemoryState, MemoryStateSettings, State, SystemClock};
+use sluice_engine::{MemoryState, MemoryStateSettings, SystemClock};
 use sluice_redis::{RedisState, RedisStateSettings};
 use sluice_remote::{RemoteConfig, RemoteState};
 use std::process::ExitCode;
@@ -35,7 +35,7 @@ pub async fn run(args: RoleArgs, log: &LogArgs) -> anyhow::Result<ExitCode> {
     let telemetry = logging::init_role(log, &settings, Role::Serve)?;
     let result = async {
         if !settings.redis.is_empty() {
-            let redis: Arc<dyn State> = Arc::new(connect_redis(&settings).await?);
+            let redis = Arc::new(connect_redis(&settings).await?);
             let counters = Counters::Redis(redis.clone());
             return front::run(settings, redis, counters, Role::Serve, hangups).await;
         }

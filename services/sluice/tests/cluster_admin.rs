@@ -345,3 +345,261 @@ fn the_admin_role_serves_https_with_its_certificate_and_secure_cookies() {
     assert!(cookie.contains("; Secure"), "{cookie}");
     admin.wait_for_log("tls=true", Duration::from_secs(10));
 }
+
+/// `GET path` with the token until `done` accepts the JSON answer; panics after 20 s.
+fn api_until(
+    port: u16,
+    path: &str,
+    token: &str,
+    log: impl Fn() -> String,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let answer = api(port, "GET", path, token, None);
+        if done(&answer) {
+            return answer;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "GET {path}: still {answer}\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn serve_with_redis_cluster_lists_resets_and_looks_up_live_counters() {
+    let _serial = serial();
+    let db = PgDb::create();
+    import(&db.url, &gate_and_sender_quota("blocked v1", 2));
+    let token = admin_support::admin_with_token(&db.url);
+    let redis = sluice_test_support::RedisCluster::start(3, 1);
+    let (port, admin, metrics) = (free_port(), free_port(), free_port());
+    let args: Vec<String> = [
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--database",
+        &db.url,
+        "--redis",
+        &redis.urls().join(","),
+        "--redis-timeout-ms",
+        "2000",
+        "--redis-wait-timeout-ms",
+        "1000",
+        "--admin-listen",
+        &format!("127.0.0.1:{admin}"),
+        "--metrics-listen",
+        &format!("127.0.0.1:{metrics}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let serve = Process::start("sluice serve --redis", BIN, &args, Some(port));
+    let start = Instant::now();
+    while http_get(metrics, "/readyz").0 != 200 {
+        assert!(start.elapsed() < Duration::from_secs(20), "{}", serve.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut m = 0;
+    let mut sender = |who: &str| {
+        m += 1;
+        rcpt(who, "r@example.net", "198.51.100.5", &format!("s{m}"))
+    };
+    let busy = "busy@example.org";
+    assert_eq!(ask(port, &sender(busy)), "DUNNO");
+    assert_eq!(ask(port, &sender(busy)), "DUNNO");
+    assert_eq!(ask(port, &sender(busy)), "REJECT sender quota exceeded");
+    assert_eq!(ask(port, &sender("quiet@example.org")), "DUNNO");
+
+    // Looked up: the level and the limit, read from Redis.
+    let found = api(
+        admin,
+        "GET",
+        &format!("/api/counters?sender={busy}"),
+        &token,
+        None,
+    );
+    let rows = found.as_array().cloned().unwrap_or_default();
+    let row = rows
+        .iter()
+        .find(|r| r["track"].as_str().is_some_and(|t| t.contains(busy)))
+        .unwrap_or_else(|| panic!("no counter of {busy}: {found}\n{}", serve.log()));
+    assert_eq!(
+        (&row["used"], &row["limit"]),
+        (&json!(2), &json!(2)),
+        "{row}"
+    );
+    let key = row["key"].as_str().unwrap().to_owned();
+
+    // Limited now (the index is written off the reply path: polled) and close to a limit.
+    let limited = api_until(
+        admin,
+        "/api/counters/limited?minutes=5",
+        &token,
+        || serve.log(),
+        |a| {
+            a.as_array()
+                .is_some_and(|rows| rows.iter().any(|r| r["key"] == key))
+        },
+    );
+    let rows = limited.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "only the refused sender: {limited}");
+    assert!(rows[0]["refused_at_ms"].as_u64().is_some(), "{limited}");
+    let close = api(admin, "GET", "/api/counters/close", &token, None);
+    assert!(
+        close
+            .as_array()
+            .is_some_and(|rows| rows.iter().any(|r| r["key"] == key)),
+        "{close}"
+    );
+
+    // Reset: audited, gone from the listing, and the next request is admitted.
+    let done = api(
+        admin,
+        "POST",
+        "/api/counters/reset",
+        &token,
+        Some(json!({ "key": key })),
+    );
+    assert_eq!(done["used_before"], 2, "{done}");
+    let limited = api(
+        admin,
+        "GET",
+        "/api/counters/limited?minutes=5",
+        &token,
+        None,
+    );
+    assert_eq!(limited, json!([]), "{limited}");
+    assert_eq!(ask(port, &sender(busy)), "DUNNO");
+    let audit = api(admin, "GET", "/api/audit?limit=5", &token, None);
+    assert!(
+        audit.as_array().is_some_and(|e| e
+            .iter()
+            .any(|e| e["action"] == "reset" && e["object"] == format!("counters/{key}"))),
+        "{audit}"
+    );
+}
+
+#[test]
+fn the_admin_role_reads_and_resets_live_counters_through_the_quota_service() {
+    let _serial = serial();
+    let db = PgDb::create();
+    import(&db.url, &gate_and_sender_quota("blocked v1", 2));
+    let token = admin_support::admin_with_token(&db.url);
+    let cluster = Cluster::start(
+        &db.url,
+        Spec {
+            edges: 2,
+            quotas: 1,
+            ..Spec::default()
+        },
+    );
+    let (port, metrics) = (free_port(), free_port());
+    let quota = format!("http://127.0.0.1:{}", cluster.quota_ports[0]);
+    let args: Vec<String> = [
+        "admin",
+        "--database",
+        &db.url,
+        "--admin-listen",
+        &format!("127.0.0.1:{port}"),
+        "--metrics-listen",
+        &format!("127.0.0.1:{metrics}"),
+        "--quota",
+        &quota,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let admin = Process::start("sluice admin --quota", BIN, &args, Some(port));
+    let start = Instant::now();
+    while http_get(metrics, "/readyz").0 != 200 {
+        assert!(start.elapsed() < Duration::from_secs(20), "{}", admin.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let logs = || format!("{}\n{}", admin.log(), cluster.logs());
+
+    // Refused on edge A (through the quota service, which indexes the refusal).
+    let mut m = 0;
+    let busy = "busy@example.org";
+    let mut sender = || {
+        m += 1;
+        rcpt(busy, "r@example.net", "198.51.100.5", &format!("s{m}"))
+    };
+    let (a, b) = (cluster.edge_ports[0], cluster.edge_ports[1]);
+    assert_eq!(ask(a, &sender()), "DUNNO");
+    assert_eq!(ask(a, &sender()), "DUNNO");
+    assert_eq!(ask(a, &sender()), "REJECT sender quota exceeded");
+    assert_eq!(ask(b, &sender()), "REJECT sender quota exceeded");
+
+    let found = api(
+        port,
+        "GET",
+        &format!("/api/counters?sender={busy}"),
+        &token,
+        None,
+    );
+    let row = found
+        .as_array()
+        .and_then(|rows| {
+            rows.iter()
+                .find(|r| r["track"].as_str().is_some_and(|t| t.contains(busy)))
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("no counter of {busy}: {found}\n{}", logs()));
+    assert_eq!(
+        (&row["used"], &row["limit"]),
+        (&json!(2), &json!(2)),
+        "{row}"
+    );
+    let key = row["key"].as_str().unwrap().to_owned();
+    let limited = api_until(port, "/api/counters/limited?minutes=5", &token, logs, |a| {
+        a.as_array()
+            .is_some_and(|rows| rows.iter().any(|r| r["key"] == key))
+    });
+    assert_eq!(limited.as_array().unwrap().len(), 1, "{limited}");
+
+    // Reset through the API: the counter is empty, off the listing, and both edges admit
+    // again (an edge's memo of a refusal lasts at most 5 s: polled, never charging).
+    let done = api(
+        port,
+        "POST",
+        "/api/counters/reset",
+        &token,
+        Some(json!({ "key": key })),
+    );
+    assert_eq!(done["used_before"], 2, "{done}");
+    let limited = api(port, "GET", "/api/counters/limited?minutes=5", &token, None);
+    assert_eq!(limited, json!([]), "{limited}");
+    let reset_at = Instant::now();
+    let mut admitted = Vec::new();
+    for edge in [a, b] {
+        loop {
+            let answer = ask(edge, &sender());
+            if answer == "DUNNO" {
+                admitted.push(reset_at.elapsed());
+                break;
+            }
+            assert_eq!(answer, "REJECT sender quota exceeded");
+            assert!(
+                reset_at.elapsed() < Duration::from_secs(7),
+                "edge {edge} still refuses {:?} after the reset\n{}",
+                reset_at.elapsed(),
+                logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    eprintln!("after the reset: admitted on both edges after {admitted:?}");
+    // The limit holds again from zero: both admissions counted, the next one refused.
+    assert_eq!(ask(b, &sender()), "REJECT sender quota exceeded");
+    let audit = api(port, "GET", "/api/audit?limit=5", &token, None);
+    assert!(
+        audit.as_array().is_some_and(|e| e
+            .iter()
+            .any(|e| e["action"] == "reset" && e["object"] == format!("counters/{key}"))),
+        "{audit}"
+    );
+}

@@ -3,7 +3,8 @@
 //! (`TestPki`), a real Redis behind the quota service.
 //!
 //! - every Quota RPC without the bearer token, or with a wrong one, is refused
-//!   UNAUTHENTICATED and changes nothing (a made-up lease return does not give back room);
+//!   UNAUTHENTICATED and changes nothing (a made-up lease return does not give back room,
+//!   a live-counter reset resets nothing);
 //!   `grpc.health.v1` needs the token too (an edge with a wrong one reports not ready);
 //! - with mTLS, a client certificate of another CA is refused (an edge carrying one answers
 //!   only its fallback action) while an edge with the right one gets verdicts end to end;
@@ -151,6 +152,34 @@ async fn every_rpc_fails(
             .await
             .map(drop),
         ),
+        (
+            "CounterLevels",
+            c.counter_levels(v1::CounterLevelsRequest {
+                counters: vec![v1::CounterQuery {
+                    key: key.into(),
+                    limit: 10,
+                    period_ms: HOUR,
+                    bucket_ms: HOUR / 60,
+                }],
+            })
+            .await
+            .map(drop),
+        ),
+        (
+            "ListCounters",
+            c.list_counters(v1::ListCountersRequest {
+                listing: Some(v1::list_counters_request::Listing::RefusedSinceMs(0)),
+                max: 10,
+            })
+            .await
+            .map(drop),
+        ),
+        (
+            "ResetCounter",
+            c.reset_counter(v1::ResetCounterRequest { key: key.into() })
+                .await
+                .map(drop),
+        ),
     ];
     for (rpc, result) in calls {
         match result {
@@ -199,6 +228,20 @@ fn every_quota_rpc_without_the_token_is_refused_and_changes_nothing() {
             charged_at_ms: granted.lease_charged_at_ms,
         };
         assert_eq!(level(&mut authed, &key).await, 5);
+        // The live-counter view reads the same level, with the token.
+        let live = authed
+            .counter_levels(v1::CounterLevelsRequest {
+                counters: vec![v1::CounterQuery {
+                    key: key.clone(),
+                    limit: 10,
+                    period_ms: HOUR,
+                    bucket_ms: HOUR / 60,
+                }],
+            })
+            .await
+            .expect("authenticated CounterLevels")
+            .into_inner();
+        assert_eq!(live.counters[0].used, 5, "{live:?}");
 
         let mut anonymous = client(quota.port, pki.ca_file(), None, None).await;
         every_rpc_fails(
@@ -222,7 +265,7 @@ fn every_quota_rpc_without_the_token_is_refused_and_changes_nothing() {
         assert_eq!(
             level(&mut authed, &key).await,
             5,
-            "refused takes charged nothing, refused lease returns gave nothing back"
+            "refused takes charged nothing, refused lease returns gave nothing back, refused resets reset nothing"
         );
         let planted = authed
             .load_session(LoadSessionRequest {

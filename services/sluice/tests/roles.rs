@@ -134,7 +134,8 @@ fn settings() -> Vec<Setting> {
     assert_eq!(owners("admin_listen"), ["serve", "admin"]);
     assert_eq!(owners("admin_tls_cert_file"), ["serve", "admin"]);
     assert_eq!(owners("redis"), ["serve", "quota"]);
-    assert_eq!(owners("quota"), ["edge"]);
+    assert_eq!(owners("quota"), ["edge", "admin"]);
+    assert_eq!(owners("quota_token_file"), ["edge", "admin"]);
     assert_eq!(owners("lease_multiple"), ["edge"]);
     assert_eq!(owners("grpc_listen"), ["quota"]);
     assert_eq!(owners("http_explain"), ["serve", "edge"]);

@@ -1,7 +1,8 @@
 //! Live counters (`/api/counters...`): the level of any quota key and when it frees up, who
 //! is limited now (refused in the last minutes), who is close to a limit, and resetting one
 //! key (audited). Read from the running counters ([`crate::AdminOptions::counters`]): the
-//! in-process state of `sluice serve`; without one the answer is 503.
+//! in-process state of `sluice serve`, or its Redis with `--redis`; without them the answer
+//! is 503.
 //!
 //! Viewers read; admins and domain admins reset (CSRF-checked for sessions). A domain admin
 //! sees and resets only counters of the policies of their domains.
@@ -11,7 +12,9 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use sluice_engine::counters::{split_key, CounterInfo, Listing, LiveCounters};
+use sluice_engine::counters::{
+    quota_window, split_key, CounterInfo, CounterQuery, Listing, LiveCounters,
+};
 use sluice_engine::model::PolicySetDef;
 use sluice_engine::track::Track;
 use sluice_engine::{compile::LimitKind, PolicyRequest};
@@ -153,7 +156,7 @@ fn live(state: &AppState) -> Result<&Arc<dyn LiveCounters>, ApiError> {
     state.options.counters.as_ref().ok_or_else(|| {
         ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "live counters are not available here: they are read from the process that counts (sluice serve without --redis)",
+            "live counters are not available here: they are read from the process that counts (sluice serve, with or without --redis); the sluice admin role cannot read them yet",
         )
     })
 }
@@ -174,6 +177,46 @@ fn may_see(caller: &Caller, def: &PolicySetDef, key: &str) -> bool {
     match def.policies.iter().find(|p| p.name == policy) {
         Some(p) => scope::may_see_policy(&caller.account, p),
         None => caller.account.role != sluice_store::AdminRole::DomainAdmin,
+    }
+}
+
+/// Sub-buckets per quota period the counters are kept with (the running engine's setting;
+/// without one, the default).
+fn buckets(state: &AppState) -> u32 {
+    state.options.engine.as_ref().map_or(
+        sluice_engine::EngineSettings::default().buckets_per_period,
+        |e| e.settings().buckets_per_period,
+    )
+}
+
+/// The counter `key` as [`LiveCounters::levels`] asks for it: with the limit and window of
+/// its quota limit in `def` (limit 0 and a one-minute window when `def` has none now).
+fn query_of(state: &AppState, def: &PolicySetDef, key: &str) -> CounterQuery {
+    let found = split_key(key).and_then(|(policy, quota, kind, _)| {
+        let q = def
+            .policies
+            .iter()
+            .find(|p| p.name == policy)?
+            .quotas
+            .iter()
+            .find(|q| q.name == quota)?;
+        let limit = q
+            .limits
+            .iter()
+            .find(|l| l.kind == kind)
+            .map_or(0, |l| l.limit);
+        Some((limit, quota_window(q.period, buckets(state))?))
+    });
+    let (limit, window) = found.unwrap_or_else(|| {
+        (
+            0,
+            sluice_engine::window::WindowSpec::new(60_000, buckets(state)),
+        )
+    });
+    CounterQuery {
+        key: key.to_owned(),
+        limit,
+        window,
     }
 }
 
@@ -247,10 +290,15 @@ pub async fn lookup(
             }
             let track_key = track.key(&req);
             for l in &q.limits {
-                if let Some(kind) = LimitKind::parse(&l.kind) {
+                let window = quota_window(q.period, buckets(state));
+                if let (Some(kind), Some(window)) = (LimitKind::parse(&l.kind), window) {
                     let key =
                         sluice_engine::engine::counter_key(&p.name, &q.name, kind, &track_key);
-                    keys.push((key, l.limit));
+                    keys.push(CounterQuery {
+                        key,
+                        limit: l.limit,
+                        window,
+                    });
                 }
             }
         }
@@ -328,7 +376,7 @@ pub async fn reset(state: &AppState, caller: &Caller, key: &str) -> Result<Reset
         )));
     }
     let before = counters
-        .levels(&[(key.to_owned(), 0)])
+        .levels(&[query_of(state, &def, key)])
         .await
         .map_err(unavailable)?
         .pop()

@@ -3,7 +3,7 @@
 //! resets.
 
 use super::{Counter, Counters, Hashed, MemoryState};
-use crate::counters::{sort_listed, CounterInfo, Listing, LiveCounters, MAX_LISTED};
+use crate::counters::{sort_listed, CounterInfo, CounterQuery, Listing, LiveCounters, MAX_LISTED};
 use crate::state::{BoxFuture, StateError};
 
 /// The live view of `counter` at `now`, with `limit`.
@@ -107,11 +107,11 @@ impl MemoryState {
 impl LiveCounters for MemoryState {
     fn levels<'a>(
         &'a self,
-        keys: &'a [(String, u64)],
+        keys: &'a [CounterQuery],
     ) -> BoxFuture<'a, Result<Vec<CounterInfo>, StateError>> {
         let out = keys
             .iter()
-            .map(|(k, limit)| self.counter_info(k, *limit))
+            .map(|q| self.counter_info(&q.key, q.limit))
             .collect();
         Box::pin(std::future::ready(Ok(out)))
     }
