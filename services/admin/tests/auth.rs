@@ -88,7 +88,10 @@ fn setup_on(admin: Admin) -> (Admin, String) {
             json!({"source": "SenderIP:192.0.2.0/24"}),
         ),
         ("/api/policies/p/checkspf", json!({"enabled": true})),
-        ("/api/policies/p/message-caps", json!({"max_recipients": 50})),
+        (
+            "/api/policies/p/message-caps",
+            json!({"max_recipients": 50}),
+        ),
         ("/api/policies/p/checkhelo", json!({"reject_invalid": true})),
         ("/api/checkhelo-blacklist", json!({"helo": "localhost"})),
         (

@@ -164,6 +164,11 @@ impl SetList for HeloBlacklistList {
     const KIND: &'static str = "CheckHelo blacklist entry";
     const COLLECTION: &'static str = "/api/checkhelo-blacklist";
     const ITEM: &'static str = "/api/checkhelo-blacklist/{index}";
+    const KEY_FIELD: &'static str = "helo";
+
+    fn key_of(entry: &HeloBlacklistDef) -> &str {
+        &entry.helo
+    }
 
     fn entries(def: &PolicySetDef) -> &Vec<HeloBlacklistDef> {
         &def.checkhelo_blacklist
@@ -229,6 +234,11 @@ impl SetList for HeloWhitelistList {
     const KIND: &'static str = "CheckHelo whitelist entry";
     const COLLECTION: &'static str = "/api/checkhelo-whitelist";
     const ITEM: &'static str = "/api/checkhelo-whitelist/{index}";
+    const KEY_FIELD: &'static str = "source";
+
+    fn key_of(entry: &HeloWhitelistDef) -> &str {
+        &entry.source
+    }
 
     fn entries(def: &PolicySetDef) -> &Vec<HeloWhitelistDef> {
         &def.checkhelo_whitelist

@@ -277,8 +277,36 @@ pub trait SetList: Send + Sync + 'static {
     fn entries(def: &PolicySetDef) -> &Vec<<Self::Body as ModuleBody>::Def>;
     /// The list, to change.
     fn entries_mut(def: &mut PolicySetDef) -> &mut Vec<<Self::Body as ModuleBody>::Def>;
+    /// The field that identifies an entry (`helo`, `source`): unique in the list.
+    const KEY_FIELD: &'static str;
+    /// The value of [`Self::KEY_FIELD`].
+    fn key_of(entry: &<Self::Body as ModuleBody>::Def) -> &str;
     /// 422 naming the field when one entry is not valid (checked as if enabled).
     fn check(entry: &<Self::Body as ModuleBody>::Def) -> Result<(), ApiError>;
+}
+
+/// 422 naming the key field when another entry than `except` has the same key (the stores
+/// keep each key once).
+fn check_unique<S: SetList>(
+    def: &PolicySetDef,
+    entry: &<S::Body as ModuleBody>::Def,
+    except: Option<usize>,
+) -> Result<(), ApiError> {
+    let k = S::key_of(entry);
+    match S::entries(def)
+        .iter()
+        .enumerate()
+        .find(|(i, e)| Some(*i) != except && S::key_of(e) == k)
+    {
+        Some((i, _)) => Err(ApiError::invalid(
+            S::KEY_FIELD,
+            format!(
+                "{k:?} is listed already, at {}/{i}: change that entry instead",
+                S::COLLECTION
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// [`Resource`] of a [`SetList`].
@@ -327,6 +355,7 @@ impl<S: SetList> Resource for ListResource<S> {
     ) -> Result<Vec<String>, ApiError> {
         let entry = body.into_def();
         S::check(&entry)?;
+        check_unique::<S>(def, &entry, None)?;
         let list = S::entries_mut(def);
         list.push(entry);
         Ok(vec![(list.len() - 1).to_string()])
@@ -340,6 +369,7 @@ impl<S: SetList> Resource for ListResource<S> {
         let i = entry_position::<S>(def, keys)?;
         let entry = body.into_def();
         S::check(&entry)?;
+        check_unique::<S>(def, &entry, Some(i))?;
         S::entries_mut(def)[i] = entry;
         Ok(keys.to_vec())
     }
