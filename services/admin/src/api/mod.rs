@@ -9,7 +9,7 @@
 pub mod accounting;
 pub mod accounting_rows;
 pub mod audit_params;
-mod body;
+pub(crate) mod body;
 pub mod checkhelo;
 pub mod checkspf;
 pub mod counters;
