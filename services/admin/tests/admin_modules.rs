@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::Admin;
+use common::{hidden_csrf, Admin};
 use serde_json::{json, Value};
 use sluice_store::AdminRole;
 
@@ -415,4 +415,211 @@ fn sqlite_module_resources() {
 #[test]
 fn postgres_module_resources() {
     module_resources(Admin::postgres());
+}
+
+#[test]
+fn the_policy_page_shows_the_modules_in_chain_order_and_their_forms_change_them() {
+    let admin = Admin::sqlite();
+    admin.account("alice", AdminRole::Admin, &[], PASSWORD);
+    admin.account("vic", AdminRole::Viewer, &[], PASSWORD);
+    let session = admin.login("alice", PASSWORD).unwrap();
+    let a = admin.token("a", "alice");
+    let r = admin.call(
+        "POST",
+        "/api/policies",
+        Some(&a),
+        Some(json!({"name": "inbound", "members": [{"source": "any"}]})),
+    );
+    assert_eq!(r.status, 201);
+    let page = admin.raw("GET", "/policies/inbound", &[("Cookie", &session)], None);
+    assert_eq!(page.status, 200);
+    for none in [
+        "No message caps",
+        "No CheckHelo settings",
+        "No CheckSPF settings",
+    ] {
+        assert!(page.body.contains(none), "{none}: {}", page.body);
+    }
+    let csrf = hidden_csrf(&page.body).unwrap();
+    let form_headers = [
+        ("Cookie", session.as_str()),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
+    let post = |path: &str, form: String| admin.raw("POST", path, &form_headers, Some(&form));
+    let script = common::form_encode("<script>x</script>");
+    for (path, form) in [
+        (
+            "/policies/inbound/message-caps",
+            format!("csrf={csrf}&max_message_size=&max_recipients=25&comment={script}"),
+        ),
+        (
+            "/policies/inbound/checkhelo",
+            format!("csrf={csrf}&use_blacklist=true&reject_invalid=false&dns_failure=&comment="),
+        ),
+        (
+            "/policies/inbound/checkspf",
+            format!("csrf={csrf}&enabled=true&reject_failed=&add_header=true"),
+        ),
+        (
+            "/policies/inbound/accounting",
+            format!("csrf={csrf}&name=daily&track=Sender%3Auser%40domain&period=day&message_count_limit=500&verdict=&data={script}"),
+        ),
+    ] {
+        let r = post(path, form);
+        assert_eq!(r.status, 303, "{path}: {}", r.body);
+    }
+    let def = admin.rt.block_on(admin.store.load()).unwrap();
+    let p = &def.policies[0];
+    let caps = p.message_caps.as_ref().unwrap();
+    assert_eq!(
+        (caps.max_message_size, caps.max_recipients),
+        (None, Some(25))
+    );
+    assert_eq!(caps.comment.as_deref(), Some("<script>x</script>"));
+    let helo = p.checkhelo.as_ref().unwrap();
+    assert_eq!(
+        (
+            helo.use_blacklist,
+            helo.reject_invalid,
+            helo.dns_failure.as_deref()
+        ),
+        (Some(true), Some(false), None)
+    );
+    let spf = p.checkspf.as_ref().unwrap();
+    assert_eq!(
+        (spf.enabled, spf.reject_failed, spf.add_header),
+        (Some(true), None, Some(true))
+    );
+    assert_eq!(p.accounting[0].message_count_limit, Some(500));
+    assert_eq!(p.accounting[0].verdict, None);
+
+    let page = admin.raw("GET", "/policies/inbound", &[("Cookie", &session)], None);
+    let body = &page.body;
+    let at = |needle: &str| {
+        body.find(needle)
+            .unwrap_or_else(|| panic!("{needle}: {body}"))
+    };
+    let order = [
+        at("2. Access control"),
+        at("<h2 class=\"message-caps\">"),
+        at("<h2 class=\"checkhelo\">"),
+        at("<h2 class=\"checkspf\">"),
+        at("<h2 class=\"greylisting\">"),
+        at("3. Quotas"),
+        at("<h2 class=\"accounting\">"),
+    ];
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "chain order: {order:?}"
+    );
+    assert!(body.contains("inherited, else unlimited (bytes)"), "{body}");
+    assert!(body.contains(">25<"), "{body}");
+    assert!(!body.contains("<script>x"), "escaped");
+    assert!(body.contains("&lt;script&gt;x&lt;/script&gt;"), "{body}");
+
+    // Bad input names the field; a forged form is refused; nothing changes.
+    let before = admin.rt.block_on(admin.store.load()).unwrap();
+    let r = post(
+        "/policies/inbound/accounting",
+        format!("csrf={csrf}&name=weekly&track=SASLUsername&period=fortnight"),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("accounting[1].period"), "{}", r.body);
+    let r = post(
+        "/policies/inbound/accounting",
+        format!("csrf={csrf}&name=weekly&track=SASLUsername&period=week&size_limit=lots"),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("size_limit"), "{}", r.body);
+    let r = post(
+        "/policies/inbound/checkspf/toggle",
+        "csrf=wrong&disabled=true".into(),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(admin.rt.block_on(admin.store.load()).unwrap(), before);
+
+    // Toggle and delete from their buttons.
+    let r = post(
+        "/policies/inbound/checkspf/toggle",
+        format!("csrf={csrf}&disabled=true"),
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let r = post(
+        "/policies/inbound/accounting/0/toggle",
+        format!("csrf={csrf}&disabled=true"),
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let r = post(
+        "/policies/inbound/message-caps/delete",
+        format!("csrf={csrf}"),
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let def = admin.rt.block_on(admin.store.load()).unwrap();
+    let p = &def.policies[0];
+    assert!(p.checkspf.as_ref().unwrap().disabled);
+    assert!(p.accounting[0].disabled);
+    assert!(p.message_caps.is_none());
+    let r = post(
+        "/policies/inbound/accounting/0/delete",
+        format!("csrf={csrf}"),
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert!(admin.rt.block_on(admin.store.load()).unwrap().policies[0]
+        .accounting
+        .is_empty());
+
+    // The HELO lists page: add to both lists, a bad entry names the field, toggle, delete.
+    let r = post(
+        "/checkhelo-blacklist",
+        format!("csrf={csrf}&helo=localhost&comment={script}"),
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let r = post(
+        "/checkhelo-whitelist",
+        format!("csrf={csrf}&source=SenderIP%3A192.0.2.0%2F24"),
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let r = post(
+        "/checkhelo-whitelist",
+        format!("csrf={csrf}&source=nonsense"),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("source"), "{}", r.body);
+    let r = post(
+        "/checkhelo-blacklist",
+        format!("csrf={csrf}&helo=localhost"),
+    );
+    assert_eq!(r.status, 422, "a duplicate: {}", r.body);
+    let r = post(
+        "/checkhelo-whitelist/0/toggle",
+        format!("csrf={csrf}&disabled=true"),
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let page = admin.raw("GET", "/checkhelo-lists", &[("Cookie", &session)], None);
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("SenderIP:192.0.2.0/24"), "{}", page.body);
+    assert!(
+        page.body.contains("&lt;script&gt;x&lt;/script&gt;"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("HELO lists"), "{}", page.body);
+    let def = admin.rt.block_on(admin.store.load()).unwrap();
+    assert!(def.checkhelo_whitelist[0].disabled);
+    let r = post("/checkhelo-blacklist/0/delete", format!("csrf={csrf}"));
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert!(admin
+        .rt
+        .block_on(admin.store.load())
+        .unwrap()
+        .checkhelo_blacklist
+        .is_empty());
+
+    // A viewer sees the page without forms.
+    let vic = admin.login("vic", PASSWORD).unwrap();
+    let page = admin.raw("GET", "/policies/inbound", &[("Cookie", &vic)], None);
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("<h2 class=\"checkhelo\">"));
+    assert!(!page.body.contains("/checkspf/toggle"), "{}", page.body);
+    admin.stop();
 }
