@@ -8,7 +8,7 @@
 //!   set-wide, so like groups they are not for domain admins.
 
 use serde::{Deserialize, Serialize};
-use sluice_engine::checkhelo::settings::{compile_blacklist, compile_whitelist};
+use sluice_engine::checkhelo::settings::{compile_blacklist, compile_row, compile_whitelist};
 use sluice_engine::model::{PolicyDef, PolicySetDef};
 use sluice_engine::{CheckHeloDef, HeloBlacklistDef, HeloWhitelistDef};
 use utoipa::ToSchema;
@@ -111,6 +111,18 @@ impl PolicySlot for CheckHeloSlot {
 
     fn slot_mut(p: &mut PolicyDef) -> &mut Option<CheckHeloDef> {
         &mut p.checkhelo
+    }
+
+    /// The row's ranges, checked when disabled too (the compiler skips disabled rows, and
+    /// the stores cannot hold every `u64`): enabling it later must not fail.
+    fn check(settings: &CheckHeloDef) -> Result<(), ApiError> {
+        compile_row(settings).map(|_| ()).map_err(|errs| {
+            let (field, msg) = errs
+                .into_iter()
+                .next()
+                .unwrap_or(("checkhelo", "invalid CheckHelo settings".into()));
+            ApiError::invalid(field, msg)
+        })
     }
 }
 

@@ -74,6 +74,11 @@ pub trait PolicySlot: Send + Sync + 'static {
     fn slot(p: &PolicyDef) -> &Option<<Self::Body as ModuleBody>::Def>;
     /// The policy's settings, to change.
     fn slot_mut(p: &mut PolicyDef) -> &mut Option<<Self::Body as ModuleBody>::Def>;
+    /// 422 naming the field for what the engine's compiler does not check (it may skip
+    /// disabled settings); the compiler checks the rest after the change.
+    fn check(_settings: &<Self::Body as ModuleBody>::Def) -> Result<(), ApiError> {
+        Ok(())
+    }
 }
 
 /// [`Resource`] of a [`PolicySlot`].
@@ -128,6 +133,8 @@ impl<S: PolicySlot> Resource for SlotResource<S> {
         let name = key(parent, 0).to_owned();
         let p = policy_mut(def, &name)?;
         let slot = S::slot_mut(p);
+        let settings = body.into_def();
+        S::check(&settings)?;
         if slot.is_some() {
             let path = S::COLLECTION.replace("{policy}", &name);
             return Err(ApiError::conflict(format!(
@@ -135,7 +142,7 @@ impl<S: PolicySlot> Resource for SlotResource<S> {
                 S::KIND
             )));
         }
-        *slot = Some(body.into_def());
+        *slot = Some(settings);
         Ok(vec![name, "0".into()])
     }
 
@@ -144,7 +151,9 @@ impl<S: PolicySlot> Resource for SlotResource<S> {
         keys: &[String],
         body: S::Body,
     ) -> Result<Vec<String>, ApiError> {
-        *slot_mut::<S>(def, keys)? = body.into_def();
+        let settings = body.into_def();
+        S::check(&settings)?;
+        *slot_mut::<S>(def, keys)? = settings;
         Ok(keys.to_vec())
     }
 
