@@ -692,3 +692,57 @@ fn sqlite_huge_numbers_are_refused_or_kept() {
 fn postgres_huge_numbers_are_refused_or_kept() {
     huge_numbers(Admin::postgres());
 }
+
+/// Each set-wide list keeps an entry once: a second one is a 422 naming the field, not a
+/// database error (SQLite and PostgreSQL both keep them unique).
+fn duplicates(admin: Admin) {
+    admin.account("alice", AdminRole::Admin, &[], PASSWORD);
+    let a = admin.token("a", "alice");
+    let t = Some(a.as_str());
+    for (list, body, field) in [
+        (
+            "/api/greylisting-whitelist",
+            json!({"source": "SenderIP:10.0.0.1"}),
+            "source",
+        ),
+        (
+            "/api/checkhelo-blacklist",
+            json!({"helo": "localhost"}),
+            "helo",
+        ),
+        (
+            "/api/checkhelo-whitelist",
+            json!({"source": "SenderIP:10.0.0.1"}),
+            "source",
+        ),
+    ] {
+        assert_eq!(admin.call("POST", list, t, Some(body.clone())).status, 201);
+        let r = admin.call("POST", list, t, Some(body.clone()));
+        assert_eq!(
+            (r.status, r.json()["field"].clone()),
+            (422, json!(field)),
+            "{list}: {}",
+            r.body
+        );
+        assert_eq!(
+            admin
+                .call("GET", list, t, None)
+                .json()
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+    admin.stop();
+}
+
+#[test]
+fn sqlite_list_entries_are_kept_once() {
+    duplicates(Admin::sqlite());
+}
+
+#[test]
+fn postgres_list_entries_are_kept_once() {
+    duplicates(Admin::postgres());
+}
