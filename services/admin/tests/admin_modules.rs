@@ -513,6 +513,12 @@ fn the_policy_page_shows_the_modules_in_chain_order_and_their_forms_change_them(
         "chain order: {order:?}"
     );
     assert!(body.contains("inherited, else unlimited (bytes)"), "{body}");
+    assert!(body.contains("<div class=\"card checkhelo\">"), "{body}");
+    assert!(body.contains("<form class=\"add accounting\""), "{body}");
+    assert!(
+        !body.contains("\" class=\"add"),
+        "one class attribute: {body}"
+    );
     assert!(body.contains(">25<"), "{body}");
     assert!(!body.contains("<script>x"), "escaped");
     assert!(body.contains("&lt;script&gt;x&lt;/script&gt;"), "{body}");

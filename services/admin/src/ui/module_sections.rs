@@ -285,7 +285,7 @@ fn slot_section<S: SlotPage>(caller: &Caller, p: &PolicyDef, base: &str) -> Mark
             Some(d) => {
                 @let body = serde_json::to_value(S::Body::from_def(d)).unwrap_or_default();
                 @let disabled = body["disabled"].as_bool().unwrap_or(false);
-                div.card class=(S::SEGMENT) {
+                div class={ "card " (S::SEGMENT) } {
                     h3 { "Settings " (state_badge(disabled)) " " (buttons(caller, &action, disabled)) }
                     @if let Some(c) = body["comment"].as_str() { p.muted { (c) } }
                     table {
@@ -309,7 +309,7 @@ fn slot_section<S: SlotPage>(caller: &Caller, p: &PolicyDef, base: &str) -> Mark
             None => {
                 p.muted { (S::NONE) }
                 @if can_change(caller) {
-                    form.add class=(S::SEGMENT) method="post" action=(action) {
+                    form class={ "add " (S::SEGMENT) } method="post" action=(action) {
                         (csrf_field(caller))
                         @for field in S::FIELDS.iter().filter(|f| f.in_form) { (input(field)) }
                         label { "comment" input type="text" name="comment"; }
@@ -464,7 +464,7 @@ fn rows_section<S: RowsPage>(caller: &Caller, p: &PolicyDef, base: &str) -> Mark
             }
         }
         @if can_change(caller) {
-            form.add class=(S::SEGMENT) method="post" action={ (base) "/" (S::SEGMENT) } {
+            form class={ "add " (S::SEGMENT) } method="post" action={ (base) "/" (S::SEGMENT) } {
                 (csrf_field(caller))
                 @for field in S::FIELDS.iter().filter(|f| f.in_form) { (input(field)) }
                 label { "comment" input type="text" name="comment"; }
@@ -616,7 +616,7 @@ fn list_section<S: ListPage>(caller: &Caller, def: &PolicySetDef) -> Markup {
             }
         }
         @if can_change(caller) {
-            form.add class=(class) method="post" action=(S::PATH) {
+            form class={ "add " (class) } method="post" action=(S::PATH) {
                 (csrf_field(caller))
                 label { (S::KEY_FIELD) input type="text" name=(S::KEY_FIELD) required placeholder=(S::HINT); }
                 label { "comment" input type="text" name="comment"; }
