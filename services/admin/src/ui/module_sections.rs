@@ -409,6 +409,9 @@ pub(super) trait RowsPage: PolicyRows {
     const ABOUT: &'static str;
     /// Its fields (not `disabled`, `comment`).
     const FIELDS: &'static [Field];
+    /// The table's columns: a header and the fields shown in it (several: each set one as
+    /// `field: value`).
+    const COLUMNS: &'static [(&'static str, &'static [&'static str])];
 }
 
 impl RowsPage for AccountingRowsSlot {
@@ -428,6 +431,37 @@ impl RowsPage for AccountingRowsSlot {
         f("data", Kind::Text, "text or target"),
         shown("last_accounting", Kind::Bool, "no"),
     ];
+    const COLUMNS: &'static [(&'static str, &'static [&'static str])] = &[
+        ("Name", &["name"]),
+        ("Track", &["track"]),
+        ("Period", &["period", "time_zone"]),
+        (
+            "Limits",
+            &["message_count_limit", "recipient_count_limit", "size_limit"],
+        ),
+        ("Verdict", &["verdict", "data", "last_accounting"]),
+    ];
+}
+
+/// One cell of a rows table: a single field's value (or a dash), or each set field of
+/// several as `field: value` (unset and `false` left out).
+fn cell(row: &Value, fields: &[&str]) -> Markup {
+    html! {
+        @if let [one] = fields {
+            @match show(&row[*one]) { Some(v) => (v), None => span.muted { "–" } }
+        } @else {
+            @let set: Vec<(&str, String)> = fields
+                .iter()
+                .filter(|f| !matches!(row[**f], Value::Null | Value::Bool(false)))
+                .filter_map(|f| show(&row[*f]).map(|v| (*f, v)))
+                .collect();
+            @for (i, (f, v)) in set.iter().enumerate() {
+                @if i > 0 { br; }
+                span.muted { (f) ": " } (v)
+            }
+            @if set.is_empty() { span.muted { "–" } }
+        }
+    }
 }
 
 /// The section of one rows module on the policy page of `p`.
@@ -441,7 +475,7 @@ fn rows_section<S: RowsPage>(caller: &Caller, p: &PolicyDef, base: &str) -> Mark
         table class=(S::SEGMENT) {
             thead { tr {
                 th { "#" }
-                @for field in S::FIELDS { th { (field.name) } }
+                @for (header, _) in S::COLUMNS { th { (header) } }
                 th { "Comment" } th { "State" }
                 @if can_change(caller) { th {} }
             } }
@@ -450,9 +484,7 @@ fn rows_section<S: RowsPage>(caller: &Caller, p: &PolicyDef, base: &str) -> Mark
                     @let disabled = row["disabled"].as_bool().unwrap_or(false);
                     tr {
                         td { (i) }
-                        @for field in S::FIELDS {
-                            td { @match show(&row[field.name]) { Some(v) => (v), None => span.muted { "–" } } }
-                        }
+                        @for (_, fields) in S::COLUMNS { td { (cell(row, fields)) } }
                         td { (row["comment"].as_str().unwrap_or("")) }
                         td { (state_badge(disabled)) }
                         @if can_change(caller) {
@@ -460,7 +492,7 @@ fn rows_section<S: RowsPage>(caller: &Caller, p: &PolicyDef, base: &str) -> Mark
                         }
                     }
                 }
-                @if rows.is_empty() { tr { td colspan=(S::FIELDS.len() + 4) .muted { "None." } } }
+                @if rows.is_empty() { tr { td colspan=(S::COLUMNS.len() + 4) .muted { "None." } } }
             }
         }
         @if can_change(caller) {
@@ -579,7 +611,7 @@ impl ListPage for HeloBlacklistList {
     const TITLE: &'static str = "HELO blacklist";
     const PATH: &'static str = "/checkhelo-blacklist";
     const ABOUT: &'static str =
-        "Clients using one of these HELO names (case-insensitive; `*` any characters) are rejected by policies with use_blacklist.";
+        "Clients using one of these HELO names (case-insensitive; * stands for any characters) are rejected by policies with use_blacklist.";
     const HINT: &'static str = "localhost, *.localdomain";
 }
 
