@@ -225,7 +225,7 @@ fn viewers_read_everything_and_change_nothing() {
     for (method, path) in operations(&admin, &token) {
         let r = admin.call(&method, &path, Some(&viewer), Some(body_for(&path)));
         if path == "/api/explain" || path == "/api/counters" || path == "/api/accounting/report" {
-            // Explaining, looking up counters and reports change nothing: viewers may (here
+            // Explaining, looking up counters and reporting change nothing: viewers may (here
             // without the fields they need).
             assert_eq!(r.status, 422, "{method} {path}: {}", r.body);
         } else if method == "GET" || path == "/api/policy-file/preview" {
