@@ -87,6 +87,21 @@ fn setup_on(admin: Admin) -> (Admin, String) {
             "/api/greylisting-whitelist",
             json!({"source": "SenderIP:192.0.2.0/24"}),
         ),
+        ("/api/policies/p/checkspf", json!({"enabled": true})),
+        (
+            "/api/policies/p/message-caps",
+            json!({"max_recipients": 50}),
+        ),
+        ("/api/policies/p/checkhelo", json!({"reject_invalid": true})),
+        ("/api/checkhelo-blacklist", json!({"helo": "localhost"})),
+        (
+            "/api/checkhelo-whitelist",
+            json!({"source": "SenderIP:192.0.2.0/24"}),
+        ),
+        (
+            "/api/policies/p/accounting",
+            json!({"name": "daily", "track": "Sender:user@domain", "period": "day"}),
+        ),
     ] {
         let r = admin.call("POST", path, t, Some(body));
         assert_eq!(r.status, 201, "{path}: {}", r.body);
@@ -107,6 +122,24 @@ fn body_for(path: &str) -> serde_json::Value {
     }
     if path.contains("/greylisting") {
         return json!({"period": 60});
+    }
+    if path.contains("/checkspf") {
+        return json!({"reject_failed": true});
+    }
+    if path.contains("/message-caps") {
+        return json!({"max_message_size": 1000000});
+    }
+    if path.starts_with("/api/checkhelo-blacklist") {
+        return json!({"helo": "*.localdomain"});
+    }
+    if path.starts_with("/api/checkhelo-whitelist") {
+        return json!({"source": "SenderIP:10.0.0.0/8"});
+    }
+    if path.contains("/checkhelo") {
+        return json!({"reject_ip": true});
+    }
+    if path.contains("/accounting") {
+        return json!({"name": "weekly", "track": "SASLUsername", "period": "week"});
     }
     let segments: Vec<&str> = path.split('/').collect();
     let kind = segments
@@ -143,8 +176,8 @@ fn every_api_path_refuses_requests_without_credentials() {
     let ops = operations(&admin, &token);
     assert_eq!(
         ops.len(),
-        9 * 7 + 7 + 4 + 1,
-        "9 resources x (list, create, get, put, delete, enable, disable), audit, explain, the policy file (export, preview, import), history, top senders, the counters (look-up, limited now, close, reset) and the accounting report"
+        15 * 7 + 7 + 4 + 1,
+        "15 resources x (list, create, get, put, delete, enable, disable), audit, explain, the policy file (export, preview, import), history, top senders, the counters (look-up, limited now, close, reset) and the accounting report"
     );
     let bad_token = secret::new_token().unwrap();
     for (method, path) in &ops {

@@ -298,6 +298,30 @@ fn check_entry(entry: &GreylistWhitelistDef) -> Result<(), ApiError> {
         })
 }
 
+/// 422 naming `source` when an entry other than `except` has the same source (the stores
+/// keep each source once).
+fn check_unique(
+    def: &PolicySetDef,
+    entry: &GreylistWhitelistDef,
+    except: Option<usize>,
+) -> Result<(), ApiError> {
+    match def
+        .greylisting_whitelist
+        .iter()
+        .enumerate()
+        .find(|(i, e)| Some(*i) != except && e.source == entry.source)
+    {
+        Some((i, _)) => Err(ApiError::invalid(
+            "source",
+            format!(
+                "{:?} is listed already, at /api/greylisting-whitelist/{i}: change that entry instead",
+                entry.source
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn entry_position(def: &PolicySetDef, keys: &[String]) -> Result<usize, ApiError> {
     let len = def.greylisting_whitelist.len();
     key(keys, 0)
@@ -344,6 +368,7 @@ impl Resource for GreylistWhitelist {
     ) -> Result<Vec<String>, ApiError> {
         let entry: GreylistWhitelistDef = body.into();
         check_entry(&entry)?;
+        check_unique(def, &entry, None)?;
         def.greylisting_whitelist.push(entry);
         Ok(vec![(def.greylisting_whitelist.len() - 1).to_string()])
     }
@@ -356,6 +381,7 @@ impl Resource for GreylistWhitelist {
         let i = entry_position(def, keys)?;
         let entry: GreylistWhitelistDef = body.into();
         check_entry(&entry)?;
+        check_unique(def, &entry, Some(i))?;
         def.greylisting_whitelist[i] = entry;
         Ok(keys.to_vec())
     }

@@ -7,11 +7,16 @@
 //! cannot drift. Every path needs credentials.
 
 pub mod accounting;
+pub mod accounting_rows;
 pub mod audit_params;
-mod body;
+pub(crate) mod body;
+pub mod checkhelo;
+pub mod checkspf;
 pub mod counters;
 pub mod greylisting;
 pub mod history;
+pub mod message_caps;
+pub mod module_slots;
 pub mod openapi;
 
 use std::sync::Arc;
@@ -60,7 +65,13 @@ pub fn routes() -> Router<Arc<AppState>> {
     let router = resource_routes::<Groups>(router);
     let router = resource_routes::<GroupMembers>(router);
     let router = resource_routes::<greylisting::PolicyGreylisting>(router);
-    resource_routes::<greylisting::GreylistWhitelist>(router)
+    let router = resource_routes::<greylisting::GreylistWhitelist>(router);
+    let router = resource_routes::<checkspf::PolicyCheckSpf>(router);
+    let router = resource_routes::<message_caps::PolicyMessageCaps>(router);
+    let router = resource_routes::<checkhelo::PolicyCheckHelo>(router);
+    let router = resource_routes::<checkhelo::HeloBlacklist>(router);
+    let router = resource_routes::<checkhelo::HeloWhitelist>(router);
+    resource_routes::<accounting_rows::PolicyAccounting>(router)
 }
 
 /// The routes of one resource.

@@ -59,6 +59,12 @@ pub fn openapi() -> OpenApi {
     components = add::<GroupMembers>(&mut paths, components);
     components = add::<super::greylisting::PolicyGreylisting>(&mut paths, components);
     components = add::<super::greylisting::GreylistWhitelist>(&mut paths, components);
+    components = add::<super::checkspf::PolicyCheckSpf>(&mut paths, components);
+    components = add::<super::message_caps::PolicyMessageCaps>(&mut paths, components);
+    components = add::<super::checkhelo::PolicyCheckHelo>(&mut paths, components);
+    components = add::<super::checkhelo::HeloBlacklist>(&mut paths, components);
+    components = add::<super::checkhelo::HeloWhitelist>(&mut paths, components);
+    components = add::<super::accounting_rows::PolicyAccounting>(&mut paths, components);
     let audit = operation(
         "List the audit trail, newest first (query: limit, before_id, actor)",
         &[],

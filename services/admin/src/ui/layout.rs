@@ -25,6 +25,8 @@ pub enum Nav {
     GreylistingWhitelist,
     /// Accounting's totals.
     Accounting,
+    /// The CheckHelo blacklist and whitelist.
+    HeloLists,
     /// No entry (login, errors).
     None,
 }
@@ -58,6 +60,7 @@ pub fn page(title: &str, caller: Option<&Caller>, nav: Nav, content: Markup) -> 
                             (link("/counters", "Counters", Nav::Counters))
                             @if caller.account.role != sluice_store::AdminRole::DomainAdmin {
                                 (link("/greylisting-whitelist", "Greylisting", Nav::GreylistingWhitelist))
+                                (link("/checkhelo-lists", "HELO lists", Nav::HeloLists))
                             }
                             (link("/accounting", "Accounting", Nav::Accounting))
                             (link("/audit", "Audit", Nav::Audit))

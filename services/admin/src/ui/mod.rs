@@ -11,6 +11,7 @@ mod greylisting_page;
 mod history_page;
 mod layout;
 mod login;
+mod module_sections;
 mod pages;
 mod policy_file_page;
 
@@ -32,7 +33,7 @@ pub use layout::Nav;
 
 /// Every page route.
 pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
+    let router = Router::new()
         .route("/", get(|| async { Redirect::to("/policies") }))
         .route("/style.css", get(stylesheet))
         .route("/login", get(login::form).post(login::submit))
@@ -76,7 +77,8 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/greylisting-whitelist/{index}/delete",
             post(greylisting_page::delete_entry),
         )
-        .route("/accounting", get(accounting_page::accounting))
+        .route("/accounting", get(accounting_page::accounting));
+    module_sections::routes(router)
 }
 
 async fn stylesheet() -> impl IntoResponse {

@@ -231,6 +231,7 @@ pub(super) async fn policy(
             }
         }
 
+        (super::module_sections::before_greylisting(&caller, p, &base))
         (super::greylisting_page::section(&caller, p, &base))
 
         h2 { "3. Quotas " span.muted { "(each needs an enabled limit to count anything)" } }
@@ -281,6 +282,7 @@ pub(super) async fn policy(
                 button type="submit" { "Add quota" }
             }
         }
+        (super::module_sections::after_quotas(&caller, p, &base))
     };
     page(&p.name, Some(&caller), Nav::Policies, content).into_response()
 }
