@@ -278,12 +278,20 @@ def admin_service(objs):
     assert c["args"][:3] == ["admin", "--config", "/etc/sluice/admin.toml"], c["args"]
     assert [p["containerPort"] for p in c["ports"]] == [10035, 10036], c["ports"]
     assert secret_key_of(dep, "SLUICE_DATABASE") == ("sluice-urls", "DATABASE_URL"), c["env"]
-    assert pod_secrets(objs, "admin") == {ADMIN_TLS_DIR: "mail-policy-admin-tls"}, pod_secrets(objs, "admin")
+    # The admin service reaches the quota service (live counters) as the edges do.
+    edge_grpc = {k: v for k, v in pod_secrets(objs, "edge").items() if k.startswith("/etc/sluice-grpc/")}
+    assert edge_grpc, pod_secrets(objs, "edge")
+    assert pod_secrets(objs, "admin") == {ADMIN_TLS_DIR: "mail-policy-admin-tls", **edge_grpc}, pod_secrets(objs, "admin")
     cm = next(o for _, o in objs if o["kind"] == "ConfigMap")["data"]["admin.toml"]
     listen_host = yaml.safe_load(open(f"{CHART}/ci/all-options-values.yaml"))["listenHost"]
     for line in (f'admin_listen = "{listen_host}:10035"', f'admin_tls_cert_file = "{ADMIN_TLS_DIR}/tls.crt"',
-                 f'admin_tls_key_file = "{ADMIN_TLS_DIR}/tls.key"'):
+                 f'admin_tls_key_file = "{ADMIN_TLS_DIR}/tls.key"', 'quota = ["https://'):
         assert line in cm, cm
+    # The same gRPC client files as the edges'.
+    edge_toml = next(o for _, o in objs if o["kind"] == "ConfigMap")["data"]["edge.toml"]
+    for line in edge_toml.splitlines():
+        if line.startswith(("quota_token_file", "quota_tls_")):
+            assert line in cm, (line, cm)
     svc = find(objs, "Service", "-admin")
     assert [(p["name"], p["port"], p.get("appProtocol")) for p in svc["spec"]["ports"]] == \
         [("http", 8443, "https"), ("metrics", 10036, None)], svc["spec"]["ports"]
@@ -304,7 +312,8 @@ def pod_secrets(objs, component):
 
 
 def quota_grpc_from_edges_only(objs, metrics_from_monitoring):
-    """The quota pods' NetworkPolicy: the gRPC port from this release's edge pods only."""
+    """The quota pods' NetworkPolicy: the gRPC port from this release's edge pods only (and
+    its admin pods, when the admin service runs: live counters)."""
     np = find(objs, "NetworkPolicy", "-quota")
     assert np["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "quota", np
     assert np["spec"]["policyTypes"] == ["Ingress"], np
@@ -312,9 +321,13 @@ def quota_grpc_from_edges_only(objs, metrics_from_monitoring):
     grpc = [r for r in rules if any(p["port"] in ("grpc", 10033) for p in r["ports"])]
     assert len(grpc) == 1 and [p["port"] for p in grpc[0]["ports"]] == ["grpc"], rules
     peers = grpc[0].get("from")
-    assert peers and len(peers) == 1 and set(peers[0]) == {"podSelector"}, f"gRPC must admit only edge pods: {peers}"
-    labels = peers[0]["podSelector"]["matchLabels"]
-    assert labels["app.kubernetes.io/component"] == "edge" and "app.kubernetes.io/instance" in labels, labels
+    admin = any(o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-admin") for _, o in objs)
+    components = ["edge", "admin"] if admin else ["edge"]
+    assert peers and len(peers) == len(components) and all(set(p) == {"podSelector"} for p in peers), \
+        f"gRPC must admit only {components} pods: {peers}"
+    for peer, component in zip(peers, components):
+        labels = peer["podSelector"]["matchLabels"]
+        assert labels["app.kubernetes.io/component"] == component and "app.kubernetes.io/instance" in labels, labels
     metrics = [r for r in rules if r is not grpc[0]]
     assert [[p["port"] for p in r["ports"]] for r in metrics] == [["metrics"]], rules
     assert ("from" in metrics[0]) == metrics_from_monitoring, metrics[0]

@@ -10,11 +10,9 @@ extraVolumeMounts, initContainers and sidecars are added as given.
 {{- $root := .root }}
 {{- $v := .v }}
 {{- include "sluice.checkGrace" (list .component $v) }}
-{{- /* The gRPC link's Secrets: edges and quota services only. */}}
-{{- $grpc := dict }}
-{{- if ne .component "admin" }}
-{{- $grpc = include "sluice.grpcVolumes" (dict "root" $root "component" .component) | fromJson }}
-{{- end }}
+{{- /* The gRPC link's Secrets: the quota service's server side; the edges' and the admin
+service's client side (the admin service reads and resets live counters through it). */}}
+{{- $grpc := include "sluice.grpcVolumes" (dict "root" $root "component" .component) | fromJson }}
 apiVersion: apps/v1
 kind: Deployment
 metadata:

@@ -192,9 +192,18 @@ pub type Blacklist = Vec<(Glob, Arc<str>)>;
 pub fn compile_blacklist(defs: &[HeloBlacklistDef]) -> Result<Blacklist, Vec<(usize, String)>> {
     let mut out = Vec::new();
     let mut errs = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (i, d) in defs.iter().enumerate() {
         let h = d.helo.trim();
-        if h.is_empty() || h.len() > MAX_HELO_LEN || h.contains(char::is_whitespace) {
+        if !seen.insert(d.helo.as_str()) {
+            errs.push((
+                i,
+                format!(
+                    "checkhelo blacklist entry {:?} is listed twice: keep one",
+                    d.helo
+                ),
+            ));
+        } else if h.is_empty() || h.len() > MAX_HELO_LEN || h.contains(char::is_whitespace) {
             errs.push((
                 i,
                 format!("checkhelo blacklist entry {:?}: write a HELO name or a pattern with `*`, 1..={MAX_HELO_LEN} bytes without spaces", d.helo),
@@ -235,7 +244,18 @@ pub fn parse_whitelist_entry(source: &str) -> Result<IpNet, String> {
 pub fn compile_whitelist(defs: &[HeloWhitelistDef]) -> Result<Whitelist, Vec<(usize, String)>> {
     let mut out = Vec::new();
     let mut errs = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (i, d) in defs.iter().enumerate() {
+        if !seen.insert(d.source.as_str()) {
+            errs.push((
+                i,
+                format!(
+                    "checkhelo whitelist entry {:?} is listed twice: keep one",
+                    d.source
+                ),
+            ));
+            continue;
+        }
         match parse_whitelist_entry(&d.source) {
             Ok(n) if !d.disabled => out.push((n, Arc::from(d.source.trim()))),
             Ok(_) => {}
@@ -311,6 +331,33 @@ pub fn classify(helo: &str) -> HeloForm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_listed_twice_is_refused_naming_it() {
+        let twice = |helo: &str| HeloBlacklistDef {
+            helo: helo.into(),
+            ..Default::default()
+        };
+        let errs = compile_blacklist(&[twice("a.example"), twice("b.example"), twice("a.example")])
+            .unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].0, 2);
+        assert!(errs[0].1.contains("listed twice"), "{}", errs[0].1);
+        let w = |source: &str| HeloWhitelistDef {
+            source: source.into(),
+            ..Default::default()
+        };
+        let errs = compile_whitelist(&[w("SenderIP:192.0.2.0/24"), w("SenderIP:192.0.2.0/24")])
+            .unwrap_err();
+        assert_eq!(
+            errs,
+            vec![(
+                1,
+                "checkhelo whitelist entry \"SenderIP:192.0.2.0/24\" is listed twice: keep one"
+                    .to_string()
+            )]
+        );
+    }
 
     #[test]
     fn forms() {
