@@ -5,12 +5,15 @@
 //! counted once per message and recipients per RCPT, sizes charged at END-OF-MESSAGE to
 //! every recipient of a `Recipient:` row (Policyd's EOM bug fixed), and verdict texts.
 
+mod state_support;
+
 use sluice_edge::{EdgeConfig, ListenAddr, Listener};
 use sluice_engine::{
     compile, AccountingDef, Engine, EngineSettings, ManualClock, MemberDef, MemoryState,
-    MemoryStateSettings, PolicyDef, PolicySetDef, State,
+    MemoryStateSettings, PolicyDef, PolicySetDef,
 };
 use sluice_test_support::{end_of_message, rcpt, PolicyClient, RedisCluster};
+use state_support::Mode;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -21,12 +24,6 @@ const NOV_30_NOON: u64 = 1_796_040_000_000;
 const BERLIN_OCT_25_0030: u64 = 1_792_881_000_000;
 const COUNT_TEXT: &str = "Policy rejection; Message count exceeded";
 const SIZE_TEXT: &str = "Policy rejection; Cumulative message size exceeded";
-
-/// Where the state lives.
-enum Mode<'a> {
-    Embedded,
-    Cluster(&'a RedisCluster),
-}
 
 /// A running edge (and, in cluster mode, a quota service) for one scenario.
 struct Stack {
@@ -39,41 +36,9 @@ impl Stack {
     async fn start(mode: &Mode<'_>, def: PolicySetDef, start_ms: u64, tag: &str) -> Stack {
         let clock = ManualClock::new(start_ms);
         let mut stops = Vec::new();
-        let state: Arc<dyn State> = match mode {
-            Mode::Embedded => Arc::new(MemoryState::new(
-                Arc::new(clock.clone()),
-                MemoryStateSettings::default(),
-            )),
-            Mode::Cluster(cluster) => {
-                let settings = sluice_redis::RedisStateSettings {
-                    key_prefix: format!("acct-{tag}-{}", std::process::id()),
-                    ..Default::default()
-                };
-                let redis = sluice_redis::RedisState::connect_with(&cluster.urls(), settings)
-                    .await
-                    .expect("connect to the cluster")
-                    .with_test_clock(Arc::new(clock.clone()));
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let quota = listener.local_addr().unwrap();
-                let (stop, stopped) = oneshot::channel::<()>();
-                stops.push(stop);
-                tokio::spawn(sluice_quota::serve(
-                    listener,
-                    Arc::new(redis),
-                    sluice_quota::QuotaConfig::default(),
-                    async {
-                        let _ = stopped.await;
-                    },
-                ));
-                let remote = sluice_remote::RemoteState::connect(
-                    vec![format!("http://{quota}")],
-                    sluice_remote::RemoteConfig::default(),
-                )
-                .await
-                .expect("edge state");
-                Arc::new(remote)
-            }
-        };
+        let started = state_support::start(mode, &clock, &format!("acct-{tag}")).await;
+        stops.extend(started.stop);
+        let state = started.state;
         let set = compile(&def).expect("policies compile").set;
         let engine = Arc::new(
             Engine::new(set, state, EngineSettings::default()).with_clock(Arc::new(clock.clone())),

@@ -4,15 +4,17 @@
 //! from a real DNS server on 127.0.0.1 (test-support's), asked by the edge's resolver. Every
 //! scenario runs in both modes, with the same expected answers (Policyd's texts).
 
+mod state_support;
+
 use sluice_dns::DnsConfig;
 use sluice_edge::{EdgeConfig, ListenAddr, Listener};
 use sluice_engine::{
     compile, CheckHeloDef, Engine, EngineSettings, HeloBlacklistDef, HeloWhitelistDef, LimitDef,
     ManualClock, MemberDef, MemoryState, MemoryStateSettings, PolicyDef, PolicySetDef, QuotaDef,
-    State,
 };
 use sluice_test_support::dns::{DnsServer, Rec};
 use sluice_test_support::{rcpt, PolicyClient, RedisCluster, Request};
+use state_support::Mode;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,12 +23,6 @@ use tokio::sync::oneshot;
 const START_MS: u64 = 1_796_558_400_000;
 const BLACKLISTED: &str = "REJECT Invalid HELO/EHLO; Blacklisted";
 const HRP: &str = "REJECT Invalid HELO/EHLO; HRP limit exceeded";
-
-/// Where the state lives.
-enum Mode<'a> {
-    Embedded,
-    Cluster(&'a RedisCluster),
-}
 
 /// A running edge (and, in cluster mode, a quota service) for one scenario.
 struct Stack {
@@ -39,41 +35,9 @@ impl Stack {
     async fn start(mode: &Mode<'_>, def: PolicySetDef, dns: &DnsServer, tag: &str) -> Stack {
         let clock = ManualClock::new(START_MS);
         let mut stops = Vec::new();
-        let state: Arc<dyn State> = match mode {
-            Mode::Embedded => Arc::new(MemoryState::new(
-                Arc::new(clock.clone()),
-                MemoryStateSettings::default(),
-            )),
-            Mode::Cluster(cluster) => {
-                let settings = sluice_redis::RedisStateSettings {
-                    key_prefix: format!("helo-{tag}-{}", std::process::id()),
-                    ..Default::default()
-                };
-                let redis = sluice_redis::RedisState::connect_with(&cluster.urls(), settings)
-                    .await
-                    .expect("connect to the cluster")
-                    .with_test_clock(Arc::new(clock.clone()));
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let quota = listener.local_addr().unwrap();
-                let (stop, stopped) = oneshot::channel::<()>();
-                stops.push(stop);
-                tokio::spawn(sluice_quota::serve(
-                    listener,
-                    Arc::new(redis),
-                    sluice_quota::QuotaConfig::default(),
-                    async {
-                        let _ = stopped.await;
-                    },
-                ));
-                let remote = sluice_remote::RemoteState::connect(
-                    vec![format!("http://{quota}")],
-                    sluice_remote::RemoteConfig::default(),
-                )
-                .await
-                .expect("edge state");
-                Arc::new(remote)
-            }
-        };
+        let started = state_support::start(mode, &clock, &format!("helo-{tag}")).await;
+        stops.extend(started.stop);
+        let state = started.state;
         let set = compile(&def).expect("policies compile").set;
         let engine = Arc::new(Engine::new(set, state, EngineSettings::default()));
         let listener = Listener::bind(&ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 0))))

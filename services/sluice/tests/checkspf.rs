@@ -6,14 +6,17 @@
 //! `Received-SPF` header, a PREPEND replaced by greylisting, and greylisting's
 //! `skip_spf_pass`. Time through a manual clock.
 
+mod state_support;
+
 use sluice_dns::DnsConfig;
 use sluice_edge::{EdgeConfig, ListenAddr, Listener};
 use sluice_engine::{
     compile, CheckSpfDef, Engine, EngineSettings, GreylistingDef, ManualClock, MemberDef,
-    MemoryState, MemoryStateSettings, PolicyDef, PolicySetDef, State,
+    MemoryState, MemoryStateSettings, PolicyDef, PolicySetDef,
 };
 use sluice_test_support::dns::{DnsServer, Rec};
 use sluice_test_support::{rcpt, PolicyClient, RedisCluster, Request};
+use state_support::Mode;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,12 +26,6 @@ const START_MS: u64 = 1_796_558_400_000;
 const DNS_TIMEOUT_MS: u64 = 400;
 const CLIENT: &str = "192.0.2.7";
 const GREY_DEFER: &str = "451 4.7.1 Greylisting in effect, please come back later";
-
-/// Where the state lives.
-enum Mode<'a> {
-    Embedded,
-    Cluster(&'a RedisCluster),
-}
 
 /// A running edge (and, in cluster mode, a quota service) for one scenario.
 struct Stack {
@@ -41,41 +38,9 @@ impl Stack {
     async fn start(mode: &Mode<'_>, def: PolicySetDef, dns: &DnsServer, tag: &str) -> Stack {
         let clock = ManualClock::new(START_MS);
         let mut stops = Vec::new();
-        let state: Arc<dyn State> = match mode {
-            Mode::Embedded => Arc::new(MemoryState::new(
-                Arc::new(clock.clone()),
-                MemoryStateSettings::default(),
-            )),
-            Mode::Cluster(cluster) => {
-                let settings = sluice_redis::RedisStateSettings {
-                    key_prefix: format!("spf-{tag}-{}", std::process::id()),
-                    ..Default::default()
-                };
-                let redis = sluice_redis::RedisState::connect_with(&cluster.urls(), settings)
-                    .await
-                    .expect("connect to the cluster")
-                    .with_test_clock(Arc::new(clock.clone()));
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let quota = listener.local_addr().unwrap();
-                let (stop, stopped) = oneshot::channel::<()>();
-                stops.push(stop);
-                tokio::spawn(sluice_quota::serve(
-                    listener,
-                    Arc::new(redis),
-                    sluice_quota::QuotaConfig::default(),
-                    async {
-                        let _ = stopped.await;
-                    },
-                ));
-                let remote = sluice_remote::RemoteState::connect(
-                    vec![format!("http://{quota}")],
-                    sluice_remote::RemoteConfig::default(),
-                )
-                .await
-                .expect("edge state");
-                Arc::new(remote)
-            }
-        };
+        let started = state_support::start(mode, &clock, &format!("spf-{tag}")).await;
+        stops.extend(started.stop);
+        let state = started.state;
         let set = compile(&def).expect("policies compile").set;
         let engine = Arc::new(Engine::new(set, state, EngineSettings::default()));
         let listener = Listener::bind(&ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 0))))

@@ -3,12 +3,15 @@
 //! quota service over gRPC, whose state is a real 3-primary Redis Cluster). Every scenario
 //! runs in both, with the same expected answers.
 
+mod state_support;
+
 use sluice_edge::{EdgeConfig, ListenAddr, Listener};
 use sluice_engine::{
     compile, Engine, EngineSettings, GreylistWhitelistDef, GreylistingDef, LimitDef, ManualClock,
-    MemberDef, MemoryState, MemoryStateSettings, PolicyDef, PolicySetDef, QuotaDef, State,
+    MemberDef, MemoryState, MemoryStateSettings, PolicyDef, PolicySetDef, QuotaDef,
 };
 use sluice_test_support::{rcpt, PolicyClient, RedisCluster, Request};
+use state_support::Mode;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -16,12 +19,6 @@ use tokio::sync::oneshot;
 const DEFER: &str = "451 4.7.1 Greylisting in effect, please come back later";
 const BLACKLISTED: &str = "REJECT Greylisting in effect, sending server blacklisted";
 const START_MS: u64 = 1_796_558_400_000;
-
-/// Where the state lives.
-enum Mode<'a> {
-    Embedded,
-    Cluster(&'a RedisCluster),
-}
 
 /// A running edge (and, in cluster mode, a quota service) for one scenario.
 struct Stack {
@@ -35,46 +32,10 @@ impl Stack {
     async fn start(mode: &Mode<'_>, def: PolicySetDef, tag: &str) -> Stack {
         let clock = ManualClock::new(START_MS);
         let mut stops = Vec::new();
-        let mut memory = None;
-        let state: Arc<dyn State> = match mode {
-            Mode::Embedded => {
-                let m = Arc::new(MemoryState::new(
-                    Arc::new(clock.clone()),
-                    MemoryStateSettings::default(),
-                ));
-                memory = Some(Arc::clone(&m));
-                m
-            }
-            Mode::Cluster(cluster) => {
-                let settings = sluice_redis::RedisStateSettings {
-                    key_prefix: format!("grey-{tag}-{}", std::process::id()),
-                    ..Default::default()
-                };
-                let redis = sluice_redis::RedisState::connect_with(&cluster.urls(), settings)
-                    .await
-                    .expect("connect to the cluster")
-                    .with_test_clock(Arc::new(clock.clone()));
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let quota = listener.local_addr().unwrap();
-                let (stop, stopped) = oneshot::channel::<()>();
-                stops.push(stop);
-                tokio::spawn(sluice_quota::serve(
-                    listener,
-                    Arc::new(redis),
-                    sluice_quota::QuotaConfig::default(),
-                    async {
-                        let _ = stopped.await;
-                    },
-                ));
-                let remote = sluice_remote::RemoteState::connect(
-                    vec![format!("http://{quota}")],
-                    sluice_remote::RemoteConfig::default(),
-                )
-                .await
-                .expect("edge state");
-                Arc::new(remote)
-            }
-        };
+        let started = state_support::start(mode, &clock, &format!("grey-{tag}")).await;
+        stops.extend(started.stop);
+        let memory = started.memory;
+        let state = started.state;
         let set = compile(&def).expect("policies compile").set;
         let engine = Arc::new(Engine::new(set, state, EngineSettings::default()));
         let listener = Listener::bind(&ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 0))))

@@ -3,6 +3,7 @@
 //! differently.
 
 mod caps_support;
+mod state_support;
 
 use caps_support::{policy_file, Mode, Stack};
 use sluice_test_support::{rcpt, Request};

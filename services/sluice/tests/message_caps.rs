@@ -3,6 +3,7 @@
 //! Every scenario runs in both, with the same expected answers.
 
 mod caps_support;
+mod state_support;
 
 use caps_support::{policy_file, Mode, Stack};
 use sluice_test_support::{end_of_message, rcpt, PolicyClient, RedisCluster};

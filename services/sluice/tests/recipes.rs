@@ -4,6 +4,7 @@
 //! or a scenario without its snippet, fails the test.
 
 mod caps_support;
+mod state_support;
 
 use caps_support::{policy_file, Mode, Stack};
 use sluice_test_support::{rcpt, PolicyClient, Request};

@@ -5,11 +5,8 @@
 #![allow(dead_code)] // Each test file uses part of it.
 
 use sluice_edge::{EdgeConfig, ListenAddr, Listener};
-use sluice_engine::{
-    compile, Engine, EngineSettings, ManualClock, MemoryState, MemoryStateSettings, PolicySetDef,
-    State,
-};
-use sluice_test_support::{PolicyClient, RedisCluster};
+use sluice_engine::{compile, Engine, EngineSettings, ManualClock, PolicySetDef, State};
+use sluice_test_support::PolicyClient;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -17,21 +14,7 @@ use tokio::sync::oneshot;
 /// 2026-12-06 12:00:00 UTC.
 pub const START_MS: u64 = 1_796_558_400_000;
 
-/// Where the state lives.
-pub enum Mode<'a> {
-    Embedded,
-    Cluster(&'a RedisCluster),
-}
-
-impl Mode<'_> {
-    /// For messages.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Mode::Embedded => "embedded",
-            Mode::Cluster(_) => "cluster",
-        }
-    }
-}
+pub use crate::state_support::Mode;
 
 /// A running edge (and, in cluster mode, a quota service).
 pub struct Stack {
@@ -50,43 +33,10 @@ impl Stack {
     pub async fn start(mode: &Mode<'_>, def: PolicySetDef, tag: &str) -> Stack {
         let clock = ManualClock::new(START_MS);
         let mut stops = Vec::new();
-        let mut quota_addr = None;
-        let state: Arc<dyn State> = match mode {
-            Mode::Embedded => Arc::new(MemoryState::new(
-                Arc::new(clock.clone()),
-                MemoryStateSettings::default(),
-            )),
-            Mode::Cluster(cluster) => {
-                let settings = sluice_redis::RedisStateSettings {
-                    key_prefix: format!("caps-{tag}-{}", std::process::id()),
-                    ..Default::default()
-                };
-                let redis = sluice_redis::RedisState::connect_with(&cluster.urls(), settings)
-                    .await
-                    .expect("connect to the cluster")
-                    .with_test_clock(Arc::new(clock.clone()));
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let quota = listener.local_addr().unwrap();
-                quota_addr = Some(quota);
-                let (stop, stopped) = oneshot::channel::<()>();
-                stops.push(stop);
-                tokio::spawn(sluice_quota::serve(
-                    listener,
-                    Arc::new(redis),
-                    sluice_quota::QuotaConfig::default(),
-                    async {
-                        let _ = stopped.await;
-                    },
-                ));
-                let remote = sluice_remote::RemoteState::connect(
-                    vec![format!("http://{quota}")],
-                    sluice_remote::RemoteConfig::default(),
-                )
-                .await
-                .expect("edge state");
-                Arc::new(remote)
-            }
-        };
+        let started = crate::state_support::start(mode, &clock, &format!("caps-{tag}")).await;
+        stops.extend(started.stop);
+        let quota_addr = started.quota;
+        let state = started.state;
         let (addr, engine, stop) = edge(&def, state).await;
         stops.push(stop);
         Stack {
