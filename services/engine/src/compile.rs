@@ -378,36 +378,18 @@ pub fn compile(def: &PolicySetDef) -> Result<Compiled, Vec<Diagnostic>> {
         }
         policies.push(c.policy(pi, p, def));
     }
-    let grey_whitelist =
-        match crate::greylisting::settings::compile_whitelist(&def.greylisting_whitelist) {
-            Ok(w) => w,
-            Err(errs) => {
-                for (_, msg) in errs {
-                    c.error(Location::Set, msg);
-                }
-                Vec::new()
-            }
-        };
-    let helo_blacklist =
-        match crate::checkhelo::settings::compile_blacklist(&def.checkhelo_blacklist) {
-            Ok(b) => b,
-            Err(errs) => {
-                for (_, msg) in errs {
-                    c.error(Location::Set, msg);
-                }
-                Vec::new()
-            }
-        };
-    let helo_whitelist =
-        match crate::checkhelo::settings::compile_whitelist(&def.checkhelo_whitelist) {
-            Ok(w) => w,
-            Err(errs) => {
-                for (_, msg) in errs {
-                    c.error(Location::Set, msg);
-                }
-                Vec::new()
-            }
-        };
+    let grey_whitelist = set_list(
+        &mut c,
+        crate::greylisting::settings::compile_whitelist(&def.greylisting_whitelist),
+    );
+    let helo_blacklist = set_list(
+        &mut c,
+        crate::checkhelo::settings::compile_blacklist(&def.checkhelo_blacklist),
+    );
+    let helo_whitelist = set_list(
+        &mut c,
+        crate::checkhelo::settings::compile_whitelist(&def.checkhelo_whitelist),
+    );
     policies.sort_by(|a: &Policy, b: &Policy| {
         a.priority
             .cmp(&b.priority)
@@ -749,19 +731,9 @@ impl Compiler {
     /// The policy's per-message caps, range-checked (`caps/mod.rs` holds the rules).
     fn message_caps(&mut self, pi: usize, p: &PolicyDef) -> Option<crate::caps::Caps> {
         let d = p.message_caps.as_ref()?;
-        match crate::caps::compile_caps(d) {
-            // Checked when disabled too: enabling them must not need another check.
-            Ok(caps) => (!d.disabled).then_some(caps),
-            Err(errs) => {
-                for (field, msg) in errs {
-                    self.error(
-                        Location::Policy { policy: pi, field },
-                        format!("policy {:?}: {msg}", p.name),
-                    );
-                }
-                None
-            }
-        }
+        // Checked when disabled too: enabling them must not need another check.
+        let caps = self.module_row(pi, p, crate::caps::compile_caps(d))?;
+        (!d.disabled).then_some(caps)
     }
 
     /// The policy's CheckHelo row, validated (`checkhelo/settings.rs` holds the rules).
@@ -771,36 +743,22 @@ impl Compiler {
         p: &PolicyDef,
     ) -> Option<crate::checkhelo::settings::HeloRow> {
         let d = p.checkhelo.as_ref().filter(|d| !d.disabled)?;
-        match crate::checkhelo::settings::compile_row(d) {
-            Ok(row) => {
-                if row.use_hrp == Some(true)
-                    && (row.hrp_period_secs.is_none() || row.hrp_limit.is_none())
-                {
-                    self.warn(
-                        Location::Policy {
-                            policy: pi,
-                            field: "checkhelo.use_hrp",
-                        },
-                        format!(
-                            "policy {:?}: checkhelo.use_hrp without hrp_period and hrp_limit: \
-                             unless another matched policy sets them, its requests \
-                             are deferred (Policyd's data error)",
-                            p.name
-                        ),
-                    );
-                }
-                Some(row)
-            }
-            Err(errs) => {
-                for (field, msg) in errs {
-                    self.error(
-                        Location::Policy { policy: pi, field },
-                        format!("policy {:?}: {msg}", p.name),
-                    );
-                }
-                None
-            }
+        let row = self.module_row(pi, p, crate::checkhelo::settings::compile_row(d))?;
+        if row.use_hrp == Some(true) && (row.hrp_period_secs.is_none() || row.hrp_limit.is_none()) {
+            self.warn(
+                Location::Policy {
+                    policy: pi,
+                    field: "checkhelo.use_hrp",
+                },
+                format!(
+                    "policy {:?}: checkhelo.use_hrp without hrp_period and hrp_limit: \
+                     unless another matched policy sets them, its requests \
+                     are deferred (Policyd's data error)",
+                    p.name
+                ),
+            );
         }
+        Some(row)
     }
 
     /// The policy's enabled accounting rows, validated (`accounting/settings.rs` holds the
@@ -849,7 +807,18 @@ impl Compiler {
         p: &PolicyDef,
     ) -> Option<crate::greylisting::settings::GreyRow> {
         let d = p.greylisting.as_ref().filter(|d| !d.disabled)?;
-        match crate::greylisting::settings::compile_row(d) {
+        self.module_row(pi, p, crate::greylisting::settings::compile_row(d))
+    }
+
+    /// A module's settings row as compiled: the row, or `None` with each field's error
+    /// reported at the policy.
+    fn module_row<T>(
+        &mut self,
+        pi: usize,
+        p: &PolicyDef,
+        row: Result<T, Vec<(&'static str, String)>>,
+    ) -> Option<T> {
+        match row {
             Ok(row) => Some(row),
             Err(errs) => {
                 for (field, msg) in errs {
@@ -978,6 +947,17 @@ impl Compiler {
             eom_label: crate::engine::quota_label(policy, &q.name),
         })
     }
+}
+
+/// A set-level list (a whitelist, a blacklist) as compiled: the list, or an empty one with
+/// each entry's error reported at the set.
+fn set_list<T>(c: &mut Compiler, list: Result<Vec<T>, Vec<(usize, String)>>) -> Vec<T> {
+    list.unwrap_or_else(|errs| {
+        for (_, msg) in errs {
+            c.error(Location::Set, msg);
+        }
+        Vec::new()
+    })
 }
 
 fn is_address_spec(s: &str) -> bool {
