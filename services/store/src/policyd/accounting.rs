@@ -165,17 +165,14 @@ pub(super) fn convert(
     for r in raw.rows {
         let base = non_empty(r.name.clone()).unwrap_or_else(|| format!("accounting {}", r.id));
         let what = format!("accounting #{} {base:?}", r.id);
-        let Some(&pi) = r.policy_id.and_then(|id| policy_index.get(&id)) else {
-            report.skipped.push(Skipped {
-                what,
-                why: match r.policy_id {
-                    Some(id) if skipped_policies.contains(&id) => {
-                        format!("its policy #{id} was skipped")
-                    }
-                    Some(id) => format!("its policy #{id} does not exist"),
-                    None => "it belongs to no policy (PolicyID is NULL)".into(),
-                },
-            });
+        let Some(pi) = super::convert::row_policy(
+            &what,
+            r.policy_id,
+            false,
+            policy_index,
+            skipped_policies,
+            report,
+        ) else {
             continue;
         };
         let taken = names.entry(pi).or_default();

@@ -80,26 +80,16 @@ pub(super) fn convert(
             r.id,
             r.name.as_deref().unwrap_or("")
         );
-        let Some(&pi) = r.policy_id.and_then(|id| policy_index.get(&id)) else {
-            report.skipped.push(Skipped {
-                what,
-                why: match r.policy_id {
-                    Some(id) if skipped_policies.contains(&id) => {
-                        format!("its policy #{id} was skipped")
-                    }
-                    Some(id) => format!("its policy #{id} does not exist"),
-                    None => "it belongs to no policy (PolicyID is NULL)".into(),
-                },
-            });
+        let Some(pi) = super::convert::row_policy(
+            &what,
+            r.policy_id,
+            r.disabled,
+            policy_index,
+            skipped_policies,
+            report,
+        ) else {
             continue;
         };
-        if r.disabled {
-            report.skipped.push(Skipped {
-                what,
-                why: "it is disabled (Policyd ignores it too)".into(),
-            });
-            continue;
-        }
         let why_not = match (r.max_message_size_mode, r.max_message_size) {
             (Some(OVERWRITE), Some(kb)) => match cap_bytes(kb) {
                 Ok(bytes) => {

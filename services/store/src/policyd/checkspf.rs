@@ -8,7 +8,7 @@ use sluice_engine::CheckSpfDef;
 use sqlx::{AnyConnection, AssertSqlSafe};
 
 use super::read::{flag, id, int, text, Dialect};
-use super::report::{ImportReport, Skipped};
+use super::report::ImportReport;
 use crate::StoreError;
 
 /// One `checkspf` row.
@@ -75,26 +75,16 @@ pub(super) fn convert(
 ) {
     for r in raw {
         let what = format!("checkspf #{} {:?}", r.id, r.name.as_deref().unwrap_or(""));
-        let Some(&pi) = r.policy_id.and_then(|id| policy_index.get(&id)) else {
-            report.skipped.push(Skipped {
-                what,
-                why: match r.policy_id {
-                    Some(id) if skipped_policies.contains(&id) => {
-                        format!("its policy #{id} was skipped")
-                    }
-                    Some(id) => format!("its policy #{id} does not exist"),
-                    None => "it belongs to no policy (PolicyID is NULL)".into(),
-                },
-            });
+        let Some(pi) = super::convert::row_policy(
+            &what,
+            r.policy_id,
+            r.disabled,
+            policy_index,
+            skipped_policies,
+            report,
+        ) else {
             continue;
         };
-        if r.disabled {
-            report.skipped.push(Skipped {
-                what,
-                why: "it is disabled (Policyd ignores it too)".into(),
-            });
-            continue;
-        }
         let d = CheckSpfDef {
             enabled: on(r.use_spf),
             reject_failed: on(r.reject_failed),

@@ -117,13 +117,7 @@ pub(super) fn convert(mut raw: Raw) -> ImportReport {
     }
     let missing_policy = |what: String, policy_id: Option<i64>| Skipped {
         what,
-        why: match policy_id {
-            Some(id) if skipped_policies.contains(&id) => {
-                format!("its policy #{id} was skipped")
-            }
-            Some(id) => format!("its policy #{id} does not exist"),
-            None => "it belongs to no policy (PolicyID is NULL)".into(),
-        },
+        why: missing_policy_reason(policy_id, &skipped_policies),
     };
 
     for m in raw.members {
@@ -499,6 +493,39 @@ pub(super) fn convert(mut raw: Raw) -> ImportReport {
     }
     report.def = def;
     report
+}
+
+/// Why a row of `policy_id` has no policy to go to: its policy was skipped, does not exist,
+/// or is NULL.
+fn missing_policy_reason(policy_id: Option<i64>, skipped_policies: &HashSet<i64>) -> String {
+    match policy_id {
+        Some(id) if skipped_policies.contains(&id) => format!("its policy #{id} was skipped"),
+        Some(id) => format!("its policy #{id} does not exist"),
+        None => "it belongs to no policy (PolicyID is NULL)".into(),
+    }
+}
+
+/// The index in the set's policies of a module row's policy (the row `what`); `None`, with
+/// the reason in the report, when it has none or the row is `disabled` (Policyd ignores
+/// disabled rows too).
+pub(super) fn row_policy(
+    what: &str,
+    policy_id: Option<i64>,
+    disabled: bool,
+    policy_index: &HashMap<i64, usize>,
+    skipped_policies: &HashSet<i64>,
+    report: &mut ImportReport,
+) -> Option<usize> {
+    let why = match policy_id.and_then(|id| policy_index.get(&id)) {
+        None => missing_policy_reason(policy_id, skipped_policies),
+        Some(_) if disabled => "it is disabled (Policyd ignores it too)".into(),
+        Some(&pi) => return Some(pi),
+    };
+    report.skipped.push(Skipped {
+        what: what.to_owned(),
+        why,
+    });
+    None
 }
 
 #[cfg(test)]
