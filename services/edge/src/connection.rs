@@ -10,6 +10,7 @@ use crate::listen::Peer;
 use crate::metrics::{self, EdgeMetrics, Fallback};
 use crate::shutdown::Signal;
 use crate::verdict_log;
+use sluice_engine::engine::Decision;
 use sluice_engine::{Engine, Scratch};
 use sluice_protocol::{FrameError, PolicyRequest, RawRequest, RequestDecoder};
 use sluice_runtime::warn_limited;
@@ -273,48 +274,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         let state = metrics::state_index(req.protocol_state);
         // Usually empty (no allocation): only policies with a module that needs DNS ask.
         let lookups = shared.engine.lookups(&req);
-        let decided = if !lookups.is_empty() {
+        let decided = if lookups.is_empty() {
+            within_deadline(
+                shared,
+                &req,
+                shared.engine.decide_reusing(&req, &mut self.scratch),
+            )
+            .await
+        } else {
             // The lookups and the decision share the request's deadline; the lookups' own
             // timeout (dns_timeout_ms) is shorter, so a slow DNS gives the module's
             // temporary answer, not the fallback action.
             let scratch = &mut self.scratch;
-            let engine = &shared.engine;
-            let req = &req;
-            let lookups = &lookups;
-            let decide = async move {
-                let answers = shared.dns.answer(lookups).await;
-                engine.decide_with(req, &answers, scratch).await
+            let decide = async {
+                let answers = shared.dns.answer(&lookups).await;
+                shared.engine.decide_with(&req, &answers, scratch).await
             };
-            if sluice_runtime::traces_enabled() {
-                let span = request_span(req);
-                let decided = with_deadline(
-                    shared.config.request_deadline,
-                    pin!(decide.instrument(span.clone())),
-                )
-                .await;
-                record_outcome(&span, decided.as_ref(), &shared.config.fallback_action);
-                decided
-            } else {
-                with_deadline(shared.config.request_deadline, pin!(decide)).await
-            }
-        } else if sluice_runtime::traces_enabled() {
-            let span = request_span(&req);
-            let decided = with_deadline(
-                shared.config.request_deadline,
-                pin!(shared
-                    .engine
-                    .decide_reusing(&req, &mut self.scratch)
-                    .instrument(span.clone())),
-            )
-            .await;
-            record_outcome(&span, decided.as_ref(), &shared.config.fallback_action);
-            decided
-        } else {
-            with_deadline(
-                shared.config.request_deadline,
-                pin!(shared.engine.decide_reusing(&req, &mut self.scratch)),
-            )
-            .await
+            within_deadline(shared, &req, decide).await
         };
         match decided {
             Some(decision) => {
@@ -347,6 +323,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             }
         }
     }
+}
+
+/// Runs `decide` under the request deadline (`None` past it), in a `policy_request` span
+/// that records the outcome when traces are on.
+async fn within_deadline<F: Future<Output = Decision>>(
+    shared: &Shared,
+    req: &PolicyRequest<'_>,
+    decide: F,
+) -> Option<Decision> {
+    let limit = shared.config.request_deadline;
+    if !sluice_runtime::traces_enabled() {
+        return with_deadline(limit, pin!(decide)).await;
+    }
+    let span = request_span(req);
+    let decided = with_deadline(limit, pin!(decide.instrument(span.clone()))).await;
+    record_outcome(&span, decided.as_ref(), &shared.config.fallback_action);
+    decided
 }
 
 /// The span of one policy request (only created while traces are on). It carries no
