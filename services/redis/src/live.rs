@@ -48,7 +48,7 @@ pub const MAX_IN_FLIGHT: usize = 32;
 /// A counter already recorded (same kind) within this long is not written again (ms): a
 /// hot key over or near its limit costs at most one index write a second per process.
 pub const NOTE_EVERY_MS: u64 = 1000;
-/// Counters remembered as recently recorded, at most (forgotten all at once beyond).
+/// Counters remembered as recently recorded, at most, per kind (forgotten all at once beyond).
 const MAX_NOTED: usize = 8192;
 
 /// One index entry: a counter, its window and limit.
@@ -113,8 +113,8 @@ pub(crate) struct Index {
     keys: Keys,
     timeout: Duration,
     in_flight: Arc<AtomicUsize>,
-    /// When each (kind, counter) was last recorded by this process.
-    noted: Arc<std::sync::Mutex<HashMap<(Kind, String), u64>>>,
+    /// When each counter was last recorded by this process, per kind (`Kind as usize`).
+    noted: Arc<std::sync::Mutex<[HashMap<String, u64>; 2]>>,
 }
 
 impl Index {
@@ -124,7 +124,7 @@ impl Index {
             keys,
             timeout,
             in_flight: Arc::new(AtomicUsize::new(0)),
-            noted: Arc::new(std::sync::Mutex::new(HashMap::new())),
+            noted: Arc::new(std::sync::Mutex::new(Default::default())),
         }
     }
 
@@ -183,9 +183,10 @@ impl Index {
     /// [`NOTE_EVERY_MS`]); if so, it counts as recorded now.
     fn due(&self, kind: Kind, counter: &str, now_ms: u64) -> bool {
         let mut noted = self.noted.lock().unwrap_or_else(|p| p.into_inner());
-        let id = (kind, counter.to_owned());
+        let noted = &mut noted[kind as usize];
+        // Looked up by `&str`: a key recorded within the interval allocates nothing.
         if noted
-            .get(&id)
+            .get(counter)
             .is_some_and(|&at| now_ms.saturating_sub(at) < NOTE_EVERY_MS)
         {
             return false;
@@ -193,15 +194,15 @@ impl Index {
         if noted.len() >= MAX_NOTED {
             noted.clear();
         }
-        noted.insert(id, now_ms);
+        noted.insert(counter.to_owned(), now_ms);
         true
     }
 
     /// Forgets that `counter` was recorded (a reset: its next refusal is recorded at once).
     fn unnote(&self, counter: &str) {
         let mut noted = self.noted.lock().unwrap_or_else(|p| p.into_inner());
-        for kind in [Kind::Refused, Kind::Near] {
-            noted.remove(&(kind, counter.to_owned()));
+        for noted in noted.iter_mut() {
+            noted.remove(counter);
         }
     }
 
