@@ -93,22 +93,18 @@ pub(super) fn convert(
             comment: r.comment.filter(|c| !c.is_empty()),
         };
         let policy = &mut def.policies[pi];
-        match &mut policy.checkspf {
-            Some(existing) => {
-                report.notes.push(format!(
-                    "{what}: policy {:?} has several checkspf rows; merged in ID order (a \
-                     later row's set columns win, as Policyd's merge does)",
-                    policy.name
-                ));
+        super::convert::place_settings(
+            &policy.name,
+            &mut policy.checkspf,
+            d,
+            ("checkspf", &what),
+            |existing, d| {
                 existing.enabled = d.enabled.or(existing.enabled);
                 existing.reject_failed = d.reject_failed.or(existing.reject_failed);
                 existing.add_header = d.add_header.or(existing.add_header);
                 existing.comment = d.comment.or(existing.comment.take());
-            }
-            slot @ None => *slot = Some(d),
-        }
-        report
-            .imported
-            .push(format!("{what} (policy {:?})", policy.name));
+            },
+            report,
+        );
     }
 }

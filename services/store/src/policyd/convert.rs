@@ -505,6 +505,59 @@ fn missing_policy_reason(policy_id: Option<i64>, skipped_policies: &HashSet<i64>
     }
 }
 
+/// A module's settings row of Policyd as Sluice's (`row`), checked by the engine's rules
+/// (`check`); `None`, with the reason in the report, when a column is out of range or the
+/// engine refuses the settings (Policyd answered DEFER for such a row: a data error).
+pub(super) fn valid_row<D>(
+    what: &str,
+    row: Result<D, String>,
+    check: impl FnOnce(&D) -> Result<(), Vec<(&'static str, String)>>,
+    report: &mut ImportReport,
+) -> Option<D> {
+    let checked = row.and_then(|d| {
+        check(&d).map(|()| d).map_err(|errs| {
+            errs.into_iter()
+                .map(|(_, m)| m)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    });
+    match checked {
+        Ok(d) => Some(d),
+        Err(why) => {
+            report.skipped.push(Skipped {
+                what: what.to_owned(),
+                why: format!("{why}: Policyd would answer DEFER (data error) for it"),
+            });
+            None
+        }
+    }
+}
+
+/// Puts a module's settings row (`what`, of `module`) in its policy's `slot`: the first as
+/// it is, a later one of the same policy merged over it by `overlay` (its set columns win,
+/// as Policyd's merge in ID order does), with a note; the row counts as imported.
+pub(super) fn place_settings<D>(
+    policy: &str,
+    slot: &mut Option<D>,
+    d: D,
+    (module, what): (&str, &str),
+    overlay: impl FnOnce(&mut D, D),
+    report: &mut ImportReport,
+) {
+    match slot {
+        Some(existing) => {
+            report.notes.push(format!(
+                "{what}: policy {policy:?} has several {module} rows; merged in ID order (a \
+                 later row's set columns win, as Policyd's merge does)"
+            ));
+            overlay(existing, d);
+        }
+        None => *slot = Some(d),
+    }
+    report.imported.push(format!("{what} (policy {policy:?})"));
+}
+
 /// The index in the set's policies of a module row's policy (the row `what`); `None`, with
 /// the reason in the report, when it has none or the row is `disabled` (Policyd ignores
 /// disabled rows too).

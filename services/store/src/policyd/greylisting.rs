@@ -218,38 +218,20 @@ pub(super) fn convert(
         ) else {
             continue;
         };
-        let d = match row_def(&r).and_then(|d| {
-            compile_row(&d).map(|_| d).map_err(|errs| {
-                errs.into_iter()
-                    .map(|(_, m)| m)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })
-        }) {
-            Ok(d) => d,
-            Err(why) => {
-                report.skipped.push(Skipped {
-                    what,
-                    why: format!("{why}: Policyd would answer DEFER (data error) for it"),
-                });
-                continue;
-            }
+        let Some(d) =
+            super::convert::valid_row(&what, row_def(&r), |d| compile_row(d).map(drop), report)
+        else {
+            continue;
         };
         let policy = &mut def.policies[pi];
-        match &mut policy.greylisting {
-            Some(existing) => {
-                report.notes.push(format!(
-                    "{what}: policy {:?} has several greylisting rows; merged in ID order (a \
-                     later row's set columns win, as Policyd's merge does)",
-                    policy.name
-                ));
-                overlay(existing, d);
-            }
-            slot @ None => *slot = Some(d),
-        }
-        report
-            .imported
-            .push(format!("{what} (policy {:?})", policy.name));
+        super::convert::place_settings(
+            &policy.name,
+            &mut policy.greylisting,
+            d,
+            ("greylisting", &what),
+            overlay,
+            report,
+        );
         rows += 1;
     }
     if rows > 0 {
