@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Issue 18's benchmark: embedded mode with CheckHelo and CheckSPF on every request, against
+# the always-DUNNO ceiling (`loadtest/ab.sh`, both sides the same binary and settings), the
+# DNS answers from dnsmasq on 127.0.0.1 (Debian's dnsmasq-base; started here, stopped on
+# exit) with long TTLs so that Sluice serves them from its cache.
+#
+# Usage: loadtest/helo-spf.sh SLUICE   (knobs of ab.sh apply: ROUNDS, DURATION, ...;
+# DNS_PORT, 10953 by default)
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+[[ $# -eq 1 ]] || { echo "usage: $0 SLUICE" >&2; exit 2; }
+command -v dnsmasq >/dev/null || { echo "needs dnsmasq (apt-get install dnsmasq-base)" >&2; exit 2; }
+DNS_PORT="${DNS_PORT:-10953}"
+records=(--host-record=mail.client.example,192.0.2.10)
+for n in $(seq 0 39); do
+    records+=("--txt-record=domain$n.example,v=spf1 ip4:10.0.0.0/14 -all")
+done
+# Authoritative for example. (NXDOMAIN/NODATA, no upstream), answers kept an hour.
+dnsmasq --keep-in-foreground --no-resolv --no-hosts \
+    --listen-address=127.0.0.1 --bind-interfaces --port="$DNS_PORT" --local=/example/ \
+    --local-ttl=3600 --neg-ttl=3600 "${records[@]}" --pid-file= --user=root &
+dns=$!
+trap 'kill "$dns" 2>/dev/null || true' EXIT
+sleep 0.5
+args="--dns-servers 127.0.0.1:$DNS_PORT"
+POLICIES="$here/scenarios/embedded-10-policies-helo-spf.toml" A_ARGS="$args" B_ARGS="$args" \
+    "$here/ab.sh" "$1" "$1"
