@@ -65,6 +65,10 @@ pub struct AdminOptions {
     /// quota service), for the Counters page and `/api/counters`; without them those answer
     /// 503.
     pub counters: Option<Arc<dyn sluice_engine::LiveCounters>>,
+    /// The ledger of messages DELAY quotas hold (serve with in-process counters and a
+    /// SQLite database), for the Held page, `/api/held` and the release agents' syncs;
+    /// without it those answer 503.
+    pub held: Option<sluice_engine::hold::SharedHeld>,
 }
 
 impl std::fmt::Debug for AdminOptions {
@@ -75,6 +79,7 @@ impl std::fmt::Debug for AdminOptions {
             .field("limits", &self.limits)
             .field("engine", &self.engine.is_some())
             .field("counters", &self.counters.is_some())
+            .field("held", &self.held.is_some())
             .finish()
     }
 }
@@ -90,6 +95,7 @@ impl Default for AdminOptions {
             },
             engine: None,
             counters: None,
+            held: None,
         }
     }
 }

@@ -18,15 +18,7 @@ use std::hint::black_box;
 fn decision(action: Action) -> Decision {
     Decision {
         action,
-        verdicts: Vec::new(),
-        state_error: None,
-        near_limit: Vec::new(),
-        admitted: Vec::new(),
-        greylisting: None,
-        spf: None,
-        checkhelo: None,
-        accounting: None,
-        accounted: Vec::new(),
+        ..Decision::dunno()
     }
 }
 

@@ -293,7 +293,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             within_deadline(shared, &req, decide).await
         };
         match decided {
-            Some(decision) => {
+            Some(mut decision) => {
+                if decision.hold.is_some() {
+                    // A DELAY quota holds the message: in the ledger before Postfix hears.
+                    let left = shared
+                        .config
+                        .request_deadline
+                        .saturating_sub(received.elapsed());
+                    crate::hold_sink::record(&mut decision, left).await;
+                }
+                if decision.hold_lost {
+                    warn_limited!(
+                        peer = %self.peer,
+                        "A message held by a DELAY quota at RCPT never reached END-OF-MESSAGE on this connection: \
+                         Postfix holds it, Sluice cannot release it. Is the policy service in smtpd_end_of_data_restrictions?"
+                    );
+                }
                 if let Some(e) = &decision.state_error {
                     warn_limited!(
                         peer = %self.peer, kind = e.kind_label(), error = %e,

@@ -335,15 +335,7 @@ mod tests {
     fn decision(action: Action) -> Decision {
         Decision {
             action,
-            verdicts: Vec::new(),
-            state_error: None,
-            near_limit: Vec::new(),
-            admitted: Vec::new(),
-            greylisting: None,
-            spf: None,
-            checkhelo: None,
-            accounting: None,
-            accounted: Vec::new(),
+            ..Decision::dunno()
         }
     }
 

@@ -29,6 +29,7 @@ pub mod config;
 mod connection;
 pub mod error;
 pub mod history_sink;
+pub mod hold_sink;
 pub mod listen;
 mod metrics;
 pub mod server;

@@ -161,6 +161,8 @@ pub(crate) struct Quota {
     pub data: Option<String>,
     pub last_quota: bool,
     pub limits: Vec<Limit>,
+    /// DELAY quotas: how held messages leave; `None` for every other verdict.
+    pub delay: Option<crate::hold::DelaySettings>,
     /// Names the quota in END-OF-MESSAGE records (policy and quota names), computed once.
     pub eom_label: String,
     /// The window for `window_buckets` sub-buckets, computed once (see [`Quota::window`]).
@@ -654,7 +656,7 @@ impl Compiler {
                     ),
                 );
             }
-            let Some(verdict) = Verdict::parse(&a.verdict) else {
+            let Some(verdict) = Verdict::parse(&a.verdict).filter(|v| *v != Verdict::Delay) else {
                 self.error(
                     loc("verdict"),
                     format!(
@@ -850,7 +852,7 @@ impl Compiler {
                 self.error(
                     loc("verdict"),
                     format!(
-                        "{what}: unknown quota verdict {:?} (REJECT, DEFER, HOLD, DISCARD, FILTER, REDIRECT)",
+                        "{what}: unknown quota verdict {:?} (REJECT, DEFER, HOLD, DISCARD, FILTER, REDIRECT, DELAY)",
                         q.verdict
                     ),
                 );
@@ -870,6 +872,28 @@ impl Compiler {
                     format!("{what}: data {d:?} is a bare number; it is sent to the client as the refusal text, not used as a limit"),
                 );
             }
+        }
+        let delay_fields = q.release.is_some()
+            || q.max_held.is_some()
+            || q.max_hold_age.is_some()
+            || q.on_expiry.is_some();
+        let delay = match crate::hold::settings::compile(
+            q.release.as_deref(),
+            q.max_held,
+            q.max_hold_age,
+            q.on_expiry.as_deref(),
+        ) {
+            Ok(settings) => Some(settings),
+            Err((field, msg)) => {
+                self.error(loc(field), format!("{what}: {msg}"));
+                None
+            }
+        };
+        if delay_fields && verdict.is_some_and(|v| v != Verdict::Delay) {
+            self.warn(
+                loc("verdict"),
+                format!("{what}: release, max_held, max_hold_age and on_expiry apply to DELAY quotas only; they are ignored with {}", q.verdict.trim().to_ascii_uppercase()),
+            );
         }
         // (Without a valid track there is no quota: the label does not matter then.)
         let track_label = track.as_ref().map_or("", Track::label);
@@ -944,6 +968,11 @@ impl Compiler {
             data: q.data.clone(),
             last_quota: q.last_quota,
             limits,
+            delay: if verdict? == Verdict::Delay {
+                Some(delay?)
+            } else {
+                None
+            },
             eom_label: crate::engine::quota_label(policy, &q.name),
         })
     }

@@ -85,6 +85,16 @@ pub struct Decision {
     /// What Accounting counted for this request (for the per-period totals of reports);
     /// usually empty.
     pub accounted: Vec<crate::accounting::Accounted>,
+    /// RCPT: a DELAY quota had no room (the message is to be held); what the connection
+    /// remembers until END-OF-MESSAGE ([`crate::hold::memo`]). Usually `None`.
+    pub delayed: Option<crate::hold::Delayed>,
+    /// END-OF-MESSAGE of a message a DELAY quota holds: what the server records in its
+    /// ledger before Postfix gets the answer ([`crate::hold`]). Usually `None`.
+    pub hold: Option<crate::hold::HoldRequest>,
+    /// A message held at RCPT on this connection never reached END-OF-MESSAGE here: Postfix
+    /// holds it, the ledger does not know it (for a warning: is the policy service asked
+    /// in `smtpd_end_of_data_restrictions`?).
+    pub hold_lost: bool,
 }
 
 /// A level at or above this share of a limit counts as "near the limit".
@@ -184,6 +194,9 @@ impl Decision {
             checkhelo: None,
             accounting: None,
             accounted: Vec::new(),
+            delayed: None,
+            hold: None,
+            hold_lost: false,
         }
     }
 }
@@ -493,6 +506,10 @@ impl Engine {
         scratch.recycle(batch);
         scratch.keep_tags(tags);
         scratch.keep_reply(reply);
+        if !dry_run && (decision.delayed.is_some() || scratch.hold.holds_any()) {
+            let noted = scratch.hold.note(&req.instance, decision.delayed.clone());
+            decision.hold_lost = noted.lost;
+        }
         decision
     }
 
@@ -505,6 +522,7 @@ impl Engine {
         scratch: &mut Scratch,
     ) -> Decision {
         let caps = crate::modules::message_caps::any_caps(set);
+        let held_at_rcpt = !dry_run && scratch.hold.holds(&req.instance);
         if req.instance.is_empty()
             || (!caps
                 && set
@@ -566,7 +584,63 @@ impl Engine {
             );
         }
         scratch.keep_eom_reply(reply);
+        if !dry_run && (held_at_rcpt || decision.delayed.is_some()) {
+            self.hold_at_end_of_message(req, &mut decision, &mut trace, scratch);
+        }
         decision
+    }
+
+    /// END-OF-MESSAGE of a message a DELAY quota is holding (found full at RCPT, or by the
+    /// real size now): what the server is to record ([`Decision::hold`]) and the HOLD answer,
+    /// unless another module refused the message.
+    fn hold_at_end_of_message(
+        &self,
+        req: &PolicyRequest<'_>,
+        decision: &mut Decision,
+        trace: &mut Trace<'_>,
+        scratch: &mut Scratch,
+    ) {
+        scratch.hold.note(&req.instance, decision.delayed.take());
+        let mta = req.peer_address.map(|ip| ip.to_string()).unwrap_or_default();
+        let Some(hold) = scratch.hold.finish(
+            &req.instance,
+            mta,
+            &req.queue_id,
+            &req.sender,
+            req.recipient_count,
+            req.size,
+        ) else {
+            return;
+        };
+        if !matches!(decision.action, Action::Dunno | Action::Hold(_) | Action::Prepend(_)) {
+            note(trace, || {
+                format!(
+                    "END-OF-MESSAGE: quota {:?} would hold the message, but it is refused ({}).",
+                    hold.quota, decision.action
+                )
+            });
+            return;
+        }
+        if req.queue_id.is_empty() {
+            note(trace, || {
+                "END-OF-MESSAGE: no queue ID to hold the message by: DEFER.".into()
+            });
+            decision.action = Action::Defer(Some(
+                "4.7.1 Delayed by quota, but the request has no queue_id".into(),
+            ));
+            return;
+        }
+        note(trace, || {
+            format!(
+                "END-OF-MESSAGE: held by quota {:?} of policy {:?} (queue {}), released when it has room ({}).",
+                hold.quota,
+                hold.policy,
+                hold.queue_key(),
+                hold.settings.release.as_str()
+            )
+        });
+        decision.action = Action::Hold(Some(format!("Delayed by quota {}", hold.quota)));
+        decision.hold = Some(hold);
     }
 }
 

@@ -30,6 +30,7 @@ pub mod counters;
 pub mod diagnostic;
 pub mod engine;
 pub mod greylisting;
+pub mod hold;
 pub mod memory;
 pub mod model;
 pub(crate) mod modules;

@@ -168,7 +168,8 @@ pub struct QuotaDef {
     pub track: String,
     /// Window length in seconds.
     pub period: u64,
-    /// `REJECT`, `DEFER`, `HOLD`, `DISCARD`, `FILTER` or `REDIRECT`.
+    /// `REJECT`, `DEFER`, `HOLD`, `DISCARD`, `FILTER`, `REDIRECT`, or `DELAY` (hold the
+    /// message and release it when the quota has room: docs/delay.md).
     pub verdict: String,
     /// Text for the verdict (`4xx`/`5xx` codes honoured), or FILTER/REDIRECT target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -182,6 +183,21 @@ pub struct QuotaDef {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// DELAY quotas only: how held messages leave, `room` (default: as soon as the quota
+    /// has room) or `paced` (evenly spread over the window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    /// DELAY quotas only: most messages one track value may have held (default 1000);
+    /// beyond it the quota answers DEFER.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_held: Option<u64>,
+    /// DELAY quotas only: longest a message stays held, in seconds (default a day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_hold_age: Option<u64>,
+    /// DELAY quotas only: what happens to a message held longer, `return` (to its sender,
+    /// the default) or `release`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_expiry: Option<String>,
     /// The limits; a quota without an enabled limit does nothing (and `policy check` says so).
     #[serde(default, rename = "limit", skip_serializing_if = "Vec::is_empty")]
     pub limits: Vec<LimitDef>,

@@ -39,6 +39,8 @@ pub struct Scratch {
     connection: u64,
     /// Whether decisions also list the quotas that admitted the request.
     report_admitted: bool,
+    /// The message a DELAY quota is holding on this connection, until its END-OF-MESSAGE.
+    pub(crate) hold: crate::hold::HoldMemo,
 }
 
 /// The last connection id handed out by [`Scratch::for_connection`].

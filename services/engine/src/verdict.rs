@@ -17,6 +17,9 @@ pub enum Verdict {
     Defer,
     /// Put the message on hold.
     Hold,
+    /// Quotas only: hold the message and release it when the quota has room
+    /// ([`crate::hold`]).
+    Delay,
     /// Accept and silently drop.
     Discard,
     /// Route through `transport:nexthop` (data).
@@ -34,6 +37,7 @@ impl Verdict {
             "REJECT" => Verdict::Reject,
             "DEFER" => Verdict::Defer,
             "HOLD" => Verdict::Hold,
+            "DELAY" => Verdict::Delay,
             "DISCARD" => Verdict::Discard,
             "FILTER" => Verdict::Filter,
             "REDIRECT" => Verdict::Redirect,
@@ -57,7 +61,7 @@ impl Verdict {
             Verdict::Pass => Action::Dunno,
             Verdict::Reject => coded(text, b'5').unwrap_or_else(Action::Reject),
             Verdict::Defer => coded(text, b'4').unwrap_or_else(Action::Defer),
-            Verdict::Hold => Action::Hold(text),
+            Verdict::Hold | Verdict::Delay => Action::Hold(text),
             Verdict::Discard => Action::Discard(text),
             Verdict::Filter => Action::Filter(text.unwrap_or_default()),
             Verdict::Redirect => Action::Redirect(text.unwrap_or_default()),
@@ -99,6 +103,7 @@ impl fmt::Display for Verdict {
             Verdict::Reject => "REJECT",
             Verdict::Defer => "DEFER",
             Verdict::Hold => "HOLD",
+            Verdict::Delay => "DELAY",
             Verdict::Discard => "DISCARD",
             Verdict::Filter => "FILTER",
             Verdict::Redirect => "REDIRECT",

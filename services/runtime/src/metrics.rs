@@ -40,6 +40,17 @@ pub mod names {
     pub const CHECKHELO: &str = "sluice_checkhelo_total";
     /// Counter `{result}`: requests Accounting counted or refused.
     pub const ACCOUNTING: &str = "sluice_accounting_total";
+    /// Counter `{result}`: messages DELAY quotas held (`held`) or could not hold (`full`,
+    /// `failed`).
+    pub const HELD: &str = "sluice_held_total";
+    /// Counter `{reason}`: held messages that left the ledger.
+    pub const HELD_GONE: &str = "sluice_held_gone_total";
+    /// Counter `{action}`: held messages past their maximum age.
+    pub const HELD_EXPIRED: &str = "sluice_held_expired_total";
+    /// Gauge: held messages waiting for room.
+    pub const HELD_WAITING: &str = "sluice_held_waiting";
+    /// Gauge: age of the oldest held message waiting (seconds).
+    pub const HELD_OLDEST_AGE: &str = "sluice_held_oldest_age_seconds";
     /// Gauge: the policy set version served.
     pub const POLICY_SET_VERSION: &str = "sluice_policy_set_version";
     /// Gauge: enabled policies.
@@ -217,6 +228,24 @@ fn describe() {
     describe_counter!(
         ACCOUNTING,
         "Requests Accounting counted or refused, by result (counted, refused, monitored)."
+    );
+    describe_counter!(
+        HELD,
+        "Messages DELAY quotas held (held) or could not hold (full: the quota's max_held reached; failed: the ledger could not be written), answered DEFER."
+    );
+    describe_counter!(
+        HELD_GONE,
+        "Held messages that left the ledger, by reason (released, returned, deleted, vanished: gone from the hold queue by hand)."
+    );
+    describe_counter!(
+        HELD_EXPIRED,
+        "Held messages past their quota's max_hold_age, by action (return, release)."
+    );
+    describe_gauge!(HELD_WAITING, "Held messages waiting for room.");
+    describe_gauge!(
+        HELD_OLDEST_AGE,
+        Unit::Seconds,
+        "Age of the oldest held message waiting for room (0 when none)."
     );
     describe_gauge!(
         POLICY_SET_VERSION,

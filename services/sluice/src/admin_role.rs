@@ -121,6 +121,7 @@ async fn serve(settings: Settings, hangups: crate::hangup::Hangups) -> anyhow::R
         store.clone(),
         None,
         counters,
+        None,
         &settings,
         stopped(),
     )

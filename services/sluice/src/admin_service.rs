@@ -10,6 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use sluice_admin::AdminOptions;
+use sluice_engine::hold::SharedHeld;
 use sluice_engine::{Engine, LiveCounters};
 use sluice_store::Store;
 
@@ -22,6 +23,7 @@ pub async fn run(
     store: Store,
     engine: Option<Arc<Engine>>,
     counters: Option<Arc<dyn LiveCounters>>,
+    held: Option<SharedHeld>,
     settings: &Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -40,6 +42,7 @@ pub async fn run(
         secure_cookies: settings.admin_secure_cookies || tls.is_some(),
         engine,
         counters,
+        held,
         ..AdminOptions::default()
     };
     tracing::info!(
@@ -59,12 +62,13 @@ pub fn spawn(
     store: Store,
     engine: Arc<Engine>,
     counters: Option<Arc<dyn LiveCounters>>,
+    held: Option<SharedHeld>,
     settings: &Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let settings = settings.clone();
     tokio::spawn(async move {
-        if let Err(e) = run(listener, store, Some(engine), counters, &settings, shutdown).await {
+        if let Err(e) = run(listener, store, Some(engine), counters, held, &settings, shutdown).await {
             tracing::error!(error = %e, "Admin service failed");
         }
     });

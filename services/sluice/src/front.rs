@@ -67,6 +67,7 @@ pub async fn run(
     };
     // Serving /healthz, /metrics and a 503 /readyz while the policies load.
     let live_counters = counters.live();
+    let in_process = matches!(counters, Counters::Embedded(_));
     let ready = FrontReady::new(counters);
     if let Some(admin) = admin {
         tokio::spawn(metrics_listener::serve(
@@ -98,6 +99,7 @@ pub async fn run(
         );
     }
     let engine = Arc::new(Engine::new(set, state.clone(), settings.engine.clone()));
+    let held = held_ledger(role, in_process, &store, &state).await?;
     if let Some(listener) = admin_service {
         let engine = engine.clone();
         crate::admin_service::spawn(
@@ -105,6 +107,7 @@ pub async fn run(
             store.clone(),
             engine,
             live_counters,
+            held,
             &settings,
             stopped(),
         );
@@ -145,6 +148,29 @@ pub async fn run(
     store.close().await;
     tracing::info!("Stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The ledger of messages DELAY quotas hold, when this server keeps one: `sluice serve`
+/// with in-process counters and a SQLite policy database (which keeps both across
+/// restarts). Installed for the request path; `None` elsewhere (DELAY quotas then defer).
+async fn held_ledger(
+    role: Role,
+    in_process: bool,
+    store: &Store,
+    state: &Arc<dyn State>,
+) -> anyhow::Result<Option<sluice_engine::hold::SharedHeld>> {
+    if role != Role::Serve || !in_process || !store.keeps_counters() {
+        tracing::debug!("No ledger of held messages here: DELAY quotas defer instead of holding");
+        return Ok(None);
+    }
+    let held: sluice_engine::hold::SharedHeld = crate::held::HeldService::start(
+        store.clone(),
+        state.clone(),
+        Arc::new(sluice_engine::SystemClock),
+    )
+    .await?;
+    sluice_edge::hold_sink::install(held.clone());
+    Ok(Some(held))
 }
 
 /// How often the policy database is checked for the `sluice_policy_check_timestamp_seconds`

@@ -16,6 +16,7 @@ mod explain;
 mod front;
 mod grpc_security;
 mod hangup;
+mod held;
 mod history;
 mod import;
 mod logging;

@@ -249,6 +249,14 @@ impl Plan<'_, '_> {
         g
     }
 
+    /// A new group of its own, for ops whose refusal must not undo the request's other ops
+    /// (a DELAY quota's: the message is accepted and held).
+    pub fn own_group(&mut self) -> u32 {
+        let ops = self.scratch.ops();
+        self.batch.groups.push(ops);
+        (self.batch.groups.len() - 1) as u32
+    }
+
     /// Appends `op` to `group` (from [`Plan::group_of`]), tagged with `policy` (its index
     /// in the set) and the module's own `item` and `sub` (read back in
     /// [`Judge::results`]). Returns the op's index in its group.

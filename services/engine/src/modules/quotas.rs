@@ -12,6 +12,7 @@
 use super::{Flow, Judge, Module, Plan, Request, Trace};
 use crate::compile::{LimitKind, Policy, PolicySet, Quota};
 use crate::engine::{CounterLevel, Decision, ModuleVerdict, QuotaRef, NEAR_LIMIT_PERCENT};
+use crate::hold::{Delayed, Need};
 use crate::state::{CounterOp, CounterReply, OpKind, OpResult, Outcome};
 use crate::verdict::with_retry_hint;
 use sluice_protocol::{Action, PolicyRequest};
@@ -44,7 +45,13 @@ impl Module for Quotas {
                     });
                     continue;
                 }
-                let g = cx.group_of(pi, monitor);
+                // A DELAY quota counts all-or-nothing on its own: when it is full the
+                // message is held, and the request's other ops stand.
+                let g = if q.delay.is_some() && !monitor {
+                    cx.own_group()
+                } else {
+                    cx.group_of(pi, monitor)
+                };
                 let window = q.window(r.settings.buckets_per_period);
                 // The first limit's key is rendered from the request; the others reuse its
                 // track value.
@@ -128,7 +135,7 @@ impl Module for Quotas {
                 });
             }
         }
-        for (tag, op, res) in results {
+        for &(tag, op, res) in results.iter() {
             if matches!(op.kind, OpKind::RecordForEom { .. }) {
                 continue;
             }
@@ -178,7 +185,31 @@ impl Module for Quotas {
                 });
             }
             if let Outcome::Refused { retry_after_ms } = res.outcome {
-                let action = quota_action(c.quota, c.kind, retry_after_ms);
+                let delay = c.quota.delay.filter(|_| !c.monitor);
+                let action = match delay {
+                    Some(_) => delay_action(c.quota, retry_after_ms),
+                    None => quota_action(c.quota, c.kind, retry_after_ms),
+                };
+                if let Some(settings) = delay {
+                    // The quota's whole group was undone: the message needs every charge
+                    // of it when it leaves.
+                    let needs = results
+                        .iter()
+                        .filter(|(t, _, _)| t.group == tag.group)
+                        .filter_map(|&(_, op, res)| need_of(op, res))
+                        .collect();
+                    let track = op.key.get(c.prefix_len..).unwrap_or_default().to_string();
+                    add_delayed(
+                        cx.decision(),
+                        Delayed {
+                            policy: c.policy.name.clone(),
+                            quota: c.quota.name.clone(),
+                            track,
+                            settings,
+                            needs,
+                        },
+                    );
+                }
                 cx.decision().verdicts.push(ModuleVerdict {
                     module: NAME,
                     policy: c.policy.name.clone(),
@@ -274,8 +305,36 @@ pub(crate) fn judge_end_of_message(
         let Some((p, q)) = set.find_quota(policy_name, quota_name) else {
             continue;
         };
-        let action = quota_action(q, LimitKind::MessageCumulativeSize, retry_after_ms);
         let monitor = monitor_all || p.monitor;
+        let delay = q.delay.filter(|_| !monitor);
+        let action = match delay {
+            Some(_) => delay_action(q, retry_after_ms),
+            None => quota_action(q, LimitKind::MessageCumulativeSize, retry_after_ms),
+        };
+        if let Some(settings) = delay {
+            // The real size did not fit: the message is held until it does.
+            let prefix_len = q
+                .limits
+                .iter()
+                .find(|l| l.kind == LimitKind::MessageCumulativeSize)
+                .map_or(0, |l| l.key_head.len() - q.track.label().len());
+            add_delayed(
+                decision,
+                Delayed {
+                    policy: p.name.clone(),
+                    quota: q.name.clone(),
+                    track: eom.key.get(prefix_len..).unwrap_or_default().to_string(),
+                    settings,
+                    needs: vec![Need {
+                        key: eom.key.clone(),
+                        limit: eom.limit,
+                        period_ms: q.window.period_ms,
+                        bucket_ms: q.window.bucket_ms,
+                        cost: 0,
+                    }],
+                },
+            );
+        }
         decision.verdicts.push(ModuleVerdict {
             module: NAME,
             policy: p.name.clone(),
@@ -319,6 +378,50 @@ pub fn counter_key(policy: &str, quota: &str, kind: LimitKind, track_key: &str) 
 /// The END-OF-MESSAGE label of a quota (policy and quota names).
 pub(crate) fn quota_label(policy: &str, quota: &str) -> String {
     format!("{policy}\u{1f}{quota}")
+}
+
+/// The charge a DELAY quota's op stands for when its message leaves: a message (unless an
+/// earlier RCPT counted it), a recipient, or the size (0 here: the real size is known at
+/// END-OF-MESSAGE).
+fn need_of(op: &CounterOp, res: &OpResult) -> Option<Need> {
+    let cost = match op.kind {
+        OpKind::TakeOncePerMessage if res.outcome == Outcome::AlreadyCounted => return None,
+        OpKind::TakeOncePerMessage => 1,
+        OpKind::Take { cost } => cost,
+        OpKind::Check { .. } => 0,
+        _ => return None,
+    };
+    Some(Need {
+        key: op.key.clone(),
+        limit: op.limit,
+        period_ms: op.window.period_ms,
+        bucket_ms: op.window.bucket_ms,
+        cost,
+    })
+}
+
+/// Adds a DELAY quota's refusal to the decision: the first one names the queue the message
+/// waits in, later ones add their needs (the message leaves when all fit).
+fn add_delayed(decision: &mut Decision, d: Delayed) {
+    match &mut decision.delayed {
+        None => decision.delayed = Some(d),
+        Some(first) => first.needs.extend(d.needs),
+    }
+}
+
+/// What a full DELAY quota answers at RCPT: hold the message (its data, or a text saying
+/// when the quota has room again).
+fn delay_action(q: &Quota, retry_after_ms: Option<u64>) -> Action {
+    let text = match (q.data.as_deref().filter(|d| !d.trim().is_empty()), retry_after_ms) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(ms)) => format!(
+            "Delayed by quota {}: released when it has room ({})",
+            q.name,
+            crate::verdict::retry_hint(ms)
+        ),
+        (None, None) => format!("Delayed by quota {}: released when it has room", q.name),
+    };
+    Action::Hold(Some(text))
 }
 
 /// What a message count does: once per message when the request names its message.

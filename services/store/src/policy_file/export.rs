@@ -147,6 +147,14 @@ fn quota(out: &mut String, q: &QuotaDef) {
     flag(out, IN, "last_quota", q.last_quota);
     flag(out, IN, "disabled", q.disabled);
     opt_string(out, IN, "comment", &q.comment);
+    opt_string(out, IN, "release", &q.release);
+    if let Some(n) = q.max_held {
+        let _ = writeln!(out, "{IN}max_held = {n}");
+    }
+    if let Some(secs) = q.max_hold_age {
+        let _ = writeln!(out, "{IN}max_hold_age = {}", period_text(secs));
+    }
+    opt_string(out, IN, "on_expiry", &q.on_expiry);
     for l in &q.limits {
         limit(out, l);
     }

@@ -106,6 +106,10 @@ struct FileQuota {
     last_quota: Option<Spanned<bool>>,
     disabled: Option<Spanned<bool>>,
     comment: Option<Spanned<String>>,
+    release: Option<Spanned<String>>,
+    max_held: Option<Spanned<u64>>,
+    max_hold_age: Option<Spanned<IntOrText>>,
+    on_expiry: Option<Spanned<String>>,
     #[serde(default)]
     limit: Vec<Spanned<FileLimit>>,
 }
@@ -420,6 +424,27 @@ fn convert_quota(
     spans.obj.add_opt("last_quota", &q.last_quota);
     spans.obj.add_opt("disabled", &q.disabled);
     spans.obj.add_opt("comment", &q.comment);
+    spans.obj.add_opt("release", &q.release);
+    spans.obj.add_opt("max_held", &q.max_held);
+    spans.obj.add_opt("max_hold_age", &q.max_hold_age);
+    spans.obj.add_opt("on_expiry", &q.on_expiry);
+    let max_hold_age = q.max_hold_age.map(|age| {
+        let span = age.span();
+        match age.into_inner() {
+            IntOrText::Int(n) => {
+                u64::try_from(n).map_err(|_| format!("max_hold_age {n} is negative"))
+            }
+            IntOrText::Text(t) => parse_period(&t),
+        }
+        .unwrap_or_else(|message| {
+            errors.push(ConvertError {
+                span,
+                field: format!("{label} > max_hold_age"),
+                message,
+            });
+            0
+        })
+    });
 
     let period_span = q.period.span();
     let period = match q.period.into_inner() {
@@ -483,6 +508,10 @@ fn convert_quota(
         last_quota: flag(q.last_quota),
         disabled: flag(q.disabled),
         comment: text(q.comment),
+        release: text(q.release),
+        max_held: q.max_held.map(Spanned::into_inner),
+        max_hold_age,
+        on_expiry: text(q.on_expiry),
         limits,
     };
     (quota, spans)

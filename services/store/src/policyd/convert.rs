@@ -343,6 +343,7 @@ pub(super) fn convert(mut raw: Raw) -> ImportReport {
             disabled: q.disabled,
             comment: non_empty(q.comment),
             limits: Vec::new(),
+            ..QuotaDef::default()
         });
     }
 

@@ -10,7 +10,7 @@ use super::checkhelo_rows;
 use super::checkspf_rows;
 use super::greylisting_rows;
 use super::message_caps_rows;
-use super::rows::{self, to_i64};
+use super::rows::{self, opt_i64, to_i64};
 use super::{Backend, Store};
 use crate::StoreError;
 
@@ -130,6 +130,12 @@ impl Store {
                         .bind(q.last_quota)
                         .bind(q.disabled)
                         .bind(&q.comment)
+                        .bind(&q.release)
+                        .bind(opt_i64(q.max_held, || format!("max_held of quota {:?}", q.name))?)
+                        .bind(opt_i64(q.max_hold_age, || {
+                            format!("max_hold_age of quota {:?}", q.name)
+                        })?)
+                        .bind(&q.on_expiry)
                         .fetch_one(&mut *tx)
                         .await?;
                     for l in &q.limits {

@@ -55,7 +55,7 @@ impl Store {
         matches!(self.backend, Backend::Sqlite(_))
     }
 
-    fn counters_pool(&self) -> Result<std::sync::Arc<SqlitePool>, StoreError> {
+    pub(super) fn counters_pool(&self) -> Result<std::sync::Arc<SqlitePool>, StoreError> {
         match &self.backend {
             Backend::Sqlite(file) => Ok(file.pool()),
             Backend::Postgres(_) => Err(StoreError::UnsupportedUrl {

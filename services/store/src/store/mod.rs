@@ -6,6 +6,7 @@ mod checkspf_rows;
 mod connect;
 mod counters;
 mod greylisting_rows;
+mod held;
 mod message_caps_rows;
 mod rows;
 mod schema;

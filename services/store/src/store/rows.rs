@@ -23,7 +23,7 @@ pub(crate) const SELECT_MEMBERS: &str =
 pub(crate) const SELECT_ACCESS_CONTROL: &str = "SELECT id, policy_id, name, verdict, data, \
      disabled, comment FROM policy_access_control ORDER BY id";
 pub(crate) const SELECT_QUOTAS: &str = "SELECT id, policy_id, name, track, period, verdict, \
-     data, last_quota, disabled, comment FROM policy_quota ORDER BY id";
+     data, last_quota, disabled, comment, release, max_held, max_hold_age, on_expiry      FROM policy_quota ORDER BY id";
 pub(crate) const SELECT_LIMITS: &str = "SELECT id, quota_id, kind, counter_limit, disabled, \
      comment FROM policy_quota_limit ORDER BY id";
 
@@ -49,8 +49,8 @@ pub(crate) const INSERT_MEMBER: &str = "INSERT INTO policy_member (policy_id, so
 pub(crate) const INSERT_ACCESS_CONTROL: &str = "INSERT INTO policy_access_control (policy_id, \
      name, verdict, data, disabled, comment) VALUES ($1, $2, $3, $4, $5, $6)";
 pub(crate) const INSERT_QUOTA: &str = "INSERT INTO policy_quota (policy_id, name, track, \
-     period, verdict, data, last_quota, disabled, comment) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id";
+     period, verdict, data, last_quota, disabled, comment, release, max_held, max_hold_age, \
+     on_expiry) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id";
 pub(crate) const INSERT_LIMIT: &str = "INSERT INTO policy_quota_limit (quota_id, kind, \
      counter_limit, disabled, comment) VALUES ($1, $2, $3, $4, $5)";
 
@@ -111,6 +111,10 @@ pub(crate) struct QuotaRow {
     pub last_quota: bool,
     pub disabled: bool,
     pub comment: Option<String>,
+    pub release: Option<String>,
+    pub max_held: Option<i64>,
+    pub max_hold_age: Option<i64>,
+    pub on_expiry: Option<String>,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -228,6 +232,10 @@ impl AllRows {
                 last_quota: q.last_quota,
                 disabled: q.disabled,
                 comment: q.comment,
+                release: q.release,
+                max_held: unsigned(q.max_held, "max_held")?,
+                max_hold_age: unsigned(q.max_hold_age, "max_hold_age")?,
+                on_expiry: q.on_expiry,
                 limits: Vec::new(),
             });
         }
@@ -307,4 +315,19 @@ impl AllRows {
 pub(crate) fn to_i64(value: u64, what: impl FnOnce() -> String) -> Result<i64, StoreError> {
     i64::try_from(value)
         .map_err(|_| StoreError::OutOfRange(format!("{} is {value}, above 2^63-1", what())))
+}
+
+/// A stored optional count as the definitions hold it (negative values are refused by the
+/// table's checks; one written by hand is reported).
+fn unsigned(v: Option<i64>, what: &str) -> Result<Option<u64>, StoreError> {
+    v.map(|v| u64::try_from(v).map_err(|_| StoreError::OutOfRange(format!("a quota's {what} is {v}"))))
+        .transpose()
+}
+
+/// [`to_i64`] of an optional value.
+pub(crate) fn opt_i64(
+    value: Option<u64>,
+    what: impl FnOnce() -> String,
+) -> Result<Option<i64>, StoreError> {
+    value.map(|v| to_i64(v, what)).transpose()
 }

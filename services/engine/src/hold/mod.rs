@@ -1,0 +1,212 @@
+//! DELAY: a quota that, when full, has Postfix hold the message (`HOLD`) instead of refusing
+//! it, and releases it later when the quota has room (docs/delay.md).
+//!
+//! - [`settings`]: a DELAY quota's compiled settings (release shape, caps, what happens to
+//!   a message held too long) and their checks;
+//! - [`memo`]: per connection, the message being held between RCPT (where the quota is
+//!   full) and END-OF-MESSAGE (where its queue ID and real size are known);
+//! - [`ledger`]: the held messages in arrival order per quota key, and every rule about
+//!   them: the cap, the order and pace of releases, expiry, and what an MTA's hold queue
+//!   says happened to them. Pure (time is a parameter, charging is a closure): the server
+//!   keeps it in memory, writes it to its database, and charges through its counters.
+//!
+//! The engine gives [`crate::Decision::hold`] at END-OF-MESSAGE; the server records it in
+//! its ledger before Postfix gets the answer, and the release agent beside each Postfix
+//! asks the server ([`HeldMessages::sync`]) which of its messages to release.
+
+pub mod ledger;
+pub mod memo;
+pub mod settings;
+
+use crate::state::BoxFuture;
+use crate::window::WindowSpec;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+pub use ledger::{Change, Gone, Ledger, Released, SyncAnswer};
+pub use memo::{Delayed, HoldMemo};
+pub use settings::{DelaySettings, OnExpiry, ReleaseShape};
+
+/// One counter charge a held message still needs before it may leave: what RCPT found
+/// no room for (the message itself, its refused recipients, its size).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Need {
+    /// The counter ([`crate::modules::counter_key`] form).
+    pub key: String,
+    /// The limit the quota had when the message was held.
+    pub limit: u64,
+    /// The window length (ms).
+    pub period_ms: u64,
+    /// The sub-bucket width (ms).
+    pub bucket_ms: u64,
+    /// What to charge.
+    pub cost: u64,
+}
+
+impl Need {
+    /// The counter's window.
+    pub fn window(&self) -> WindowSpec {
+        WindowSpec {
+            period_ms: self.period_ms,
+            bucket_ms: self.bucket_ms,
+        }
+    }
+
+    /// The shortest time between two paced releases this counter allows: its window over
+    /// its limit (a limit of 100 per hour: 36 s); the whole window for a limit of 0.
+    pub fn pace_ms(&self) -> u64 {
+        if self.limit == 0 {
+            self.period_ms
+        } else {
+            // A cost of several units (recipients, bytes) takes as many paces.
+            let per_unit = self.period_ms / self.limit;
+            per_unit.saturating_mul(self.cost.max(1))
+        }
+    }
+}
+
+/// What the engine asks the server to record at END-OF-MESSAGE: a message Postfix will hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldRequest {
+    /// The MTA whose hold queue has the message (the address of its policy connection).
+    pub mta: String,
+    /// Postfix's queue ID.
+    pub queue_id: String,
+    /// The envelope sender (for operators).
+    pub sender: String,
+    /// The policy of the DELAY quota that held it.
+    pub policy: String,
+    /// The DELAY quota.
+    pub quota: String,
+    /// The quota's track value (`Sender:user@example.org`): with policy and quota, the
+    /// queue the message waits in.
+    pub track: String,
+    /// What it must be charged when it leaves (all or nothing).
+    pub needs: Vec<Need>,
+    /// Its recipients (`recipient_count`).
+    pub recipients: u64,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The quota's DELAY settings when it was held.
+    pub settings: DelaySettings,
+}
+
+impl HoldRequest {
+    /// The queue it waits in: policy, quota and track value.
+    pub fn queue_key(&self) -> String {
+        format!("{}/{}/{}", self.policy, self.quota, self.track)
+    }
+}
+
+/// Where a held message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeldState {
+    /// Waiting for room.
+    Held,
+    /// Charged: its MTA's agent is to release it (`postsuper -H`).
+    Releasing,
+    /// Held past its maximum age and not to be sent: its agent is to return it to the
+    /// sender (`postsuper -f`, which expires it and releases it so Postfix bounces it).
+    Returning,
+    /// Deleted by an operator: its agent is to delete it (`postsuper -d`).
+    Deleting,
+}
+
+impl HeldState {
+    /// Its name in APIs and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeldState::Held => "held",
+            HeldState::Releasing => "releasing",
+            HeldState::Returning => "returning",
+            HeldState::Deleting => "deleting",
+        }
+    }
+}
+
+/// One message in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldMessage {
+    /// Its number: arrival order across the ledger (the order of release within a queue).
+    pub id: u64,
+    /// What was recorded.
+    pub request: HoldRequest,
+    /// When it was held (ms since the epoch).
+    pub held_at_ms: u64,
+    /// Where it is.
+    pub state: HeldState,
+    /// When it entered its state (ms since the epoch).
+    pub state_at_ms: u64,
+}
+
+/// What [`HeldMessages::hold`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldOutcome {
+    /// Recorded: the message is `position` in its queue (1 = next to leave).
+    Held {
+        /// Its place in its queue.
+        position: usize,
+    },
+    /// Its queue already holds the quota's `max_held` messages: the quota's fallback
+    /// verdict applies instead.
+    Full {
+        /// The cap.
+        max_held: u32,
+    },
+}
+
+/// One message in an MTA's queue, as `postqueue -j` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedMessage {
+    /// The queue ID.
+    pub queue_id: String,
+    /// The queue it is in (`hold`, `incoming`, `active`, `deferred`, `maildrop`).
+    pub queue_name: String,
+}
+
+/// Why the ledger could not do something.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HoldError {
+    /// Its store failed (the database, or Redis).
+    #[error("the held-message ledger could not be written: {0}")]
+    Store(String),
+    /// No message with this number.
+    #[error("no held message {0}")]
+    NotFound(u64),
+    /// This server keeps no ledger.
+    #[error("this server keeps no ledger of held messages: {0}")]
+    Unsupported(String),
+}
+
+/// The ledger as the server's parts use it: the request path records, the admin service
+/// lists and acts, the release agent syncs.
+pub trait HeldMessages: Send + Sync + 'static {
+    /// Records a message Postfix is about to hold, written durably before it returns.
+    /// Recording the same (MTA, queue ID) twice keeps the first.
+    fn hold(&self, request: HoldRequest) -> BoxFuture<'_, Result<HoldOutcome, HoldError>>;
+
+    /// Every held message, in arrival order.
+    fn list(&self) -> BoxFuture<'_, Result<Vec<HeldMessage>, HoldError>>;
+
+    /// An MTA's agent reports what its queue holds; the answer says what to release and
+    /// what to return. Messages of this MTA no longer in its hold queue are forgotten.
+    fn sync<'a>(
+        &'a self,
+        mta: &'a str,
+        queue: &'a [QueuedMessage],
+    ) -> BoxFuture<'a, Result<SyncAnswer, HoldError>>;
+
+    /// Releases message `id` now, charging what it needs without checking room (an
+    /// operator's decision, audited by the caller).
+    fn release_now(&self, id: u64) -> BoxFuture<'_, Result<HeldMessage, HoldError>>;
+
+    /// Returns message `id` to its sender now (its agent expires it).
+    fn return_now(&self, id: u64) -> BoxFuture<'_, Result<HeldMessage, HoldError>>;
+
+    /// Deletes message `id` (its agent deletes it from the hold queue; nothing is charged).
+    fn delete(&self, id: u64) -> BoxFuture<'_, Result<HeldMessage, HoldError>>;
+}
+
+/// A shared ledger handle.
+pub type SharedHeld = Arc<dyn HeldMessages>;
