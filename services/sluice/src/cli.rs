@@ -101,6 +101,9 @@ pub enum Command {
     ImportPolicyd(ImportPolicydArgs),
     /// Show what would happen to a request, and why (charges nothing).
     Explain(ExplainArgs),
+    /// Run beside one Postfix (as a user that may run postsuper): release the messages DELAY
+    /// quotas hold when Sluice says they have room (docs/delay.md).
+    ReleaseAgent(ReleaseAgentArgs),
     /// Create or upgrade the policy database schema.
     Migrate(DatabaseArgs),
     /// Run the admin service (web UI and REST API) on its own, for a cluster: on its
@@ -363,6 +366,38 @@ pub struct ImportPolicydArgs {
     /// Also write the imported policies as a TOML policy file.
     #[arg(long)]
     pub export: Option<PathBuf>,
+}
+
+/// `sluice release-agent`.
+#[derive(Debug, Clone, Args)]
+pub struct ReleaseAgentArgs {
+    /// The admin service of the Sluice that holds the messages (`sluice serve
+    /// --admin-listen`, or `sluice admin`).
+    #[arg(long, env = "SLUICE_ADMIN_URL", default_value = "http://127.0.0.1:10035")]
+    pub admin_url: String,
+    /// File holding an admin's API token (`sluice admin token add`); or set
+    /// SLUICE_ADMIN_TOKEN.
+    #[arg(long, env = "SLUICE_ADMIN_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// This MTA as Sluice sees it: the address its policy connections come from (Postfix on
+    /// the same host as `sluice serve`: 127.0.0.1).
+    #[arg(long, env = "SLUICE_AGENT_MTA", default_value = "127.0.0.1")]
+    pub mta: String,
+    /// Time between two syncs, in milliseconds (at least 100).
+    #[arg(long, env = "SLUICE_AGENT_INTERVAL_MS", default_value_t = 1000)]
+    pub interval_ms: u64,
+    /// Postfix configuration directory (passed as `-c DIR` to postqueue and postsuper).
+    #[arg(long, env = "SLUICE_AGENT_POSTFIX_CONFIG_DIR")]
+    pub postfix_config_dir: Option<PathBuf>,
+    /// Directory of postqueue and postsuper (default: found on PATH).
+    #[arg(long, env = "SLUICE_AGENT_POSTFIX_BIN_DIR")]
+    pub postfix_bin_dir: Option<PathBuf>,
+    /// CA certificates (PEM) for an https admin URL (default: the system's).
+    #[arg(long, env = "SLUICE_AGENT_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Sync once and exit (non-zero when it fails): for cron, or a first test.
+    #[arg(long)]
+    pub once: bool,
 }
 
 /// `sluice explain`.

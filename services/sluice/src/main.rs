@@ -27,6 +27,7 @@ mod policy_cmd;
 mod policy_diff;
 mod quota;
 mod ready;
+mod release_agent;
 mod reload;
 mod role_args;
 mod role_check;
@@ -102,6 +103,7 @@ fn main() -> ExitCode {
             },
             Command::ImportPolicyd(args) => import::run(args).await,
             Command::Explain(args) => Ok(explain::run(args).await),
+            Command::ReleaseAgent(args) => release_agent::run(args).await,
             Command::Migrate(args) => policy_cmd::migrate(args).await,
             Command::Admin {
                 command: Some(command),

@@ -14,6 +14,7 @@ pub mod checkhelo;
 pub mod checkspf;
 pub mod counters;
 pub mod greylisting;
+pub mod held;
 pub mod history;
 pub mod message_caps;
 pub mod module_slots;
@@ -56,6 +57,9 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/counters/limited", get(counters::get_limited))
         .route("/api/counters/close", get(counters::get_close))
         .route("/api/counters/reset", post(counters::post_reset))
+        .route("/api/held", get(held::get_list))
+        .route("/api/held/sync", post(held::post_sync))
+        .route("/api/held/{id}/{action}", post(held::post_act))
         .route("/api/accounting/report", get(accounting::get_report));
     let router = resource_routes::<Policies>(router);
     let router = resource_routes::<Members>(router);

@@ -111,6 +111,7 @@ pub fn openapi() -> OpenApi {
     paths.add_path_operation("/api/policy-file/preview", vec![HttpMethod::Post], preview);
     components = super::history::document(&mut paths, components);
     components = super::counters::document(&mut paths, components);
+    components = super::held::document(&mut paths, components);
     components = super::accounting::document(&mut paths, components);
     OpenApiBuilder::new()
         .info(

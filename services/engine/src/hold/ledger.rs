@@ -13,9 +13,12 @@
 //! - a released (or returned, or deleted) message stays in the ledger until its MTA's agent
 //!   reports it gone from the hold queue, so an agent that restarts acts again and nothing
 //!   is charged twice;
+//! - a waiting message is charged and released only once its MTA's agent has seen it in
+//!   the hold queue (an MTA without a running agent spends no room);
 //! - a waiting message its MTA no longer holds (deleted or released by hand) is forgotten
-//!   once it is older than the grace time (a message just held may not be in the hold
-//!   queue yet), and the room it would have used goes to the next one.
+//!   at once if its agent had seen it held, else once it is older than the grace time (a
+//!   message just held may not be in the hold queue yet); the room it would have used goes
+//!   to the next one.
 
 use super::{
     HeldMessage, HeldState, HoldError, HoldOutcome, HoldRequest, OnExpiry, QueuedMessage,
@@ -26,7 +29,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// How long a message just held may be missing from its MTA's hold queue before it counts
 /// as deleted by hand (Postfix moves it there when the SMTP transaction ends).
-pub const DEFAULT_GRACE_MS: u64 = 60_000;
+pub const DEFAULT_GRACE_MS: u64 = 10_000;
 
 /// A change to write to the ledger's store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,6 +219,7 @@ impl Ledger {
             held_at_ms: now,
             state: HeldState::Held,
             state_at_ms: now,
+            seen: false,
         };
         let change = Change::Put(m.clone());
         self.insert(m);
@@ -281,6 +285,11 @@ impl Ledger {
                 .collect();
             for id in ids {
                 let m = &self.messages[&id];
+                if !m.seen {
+                    // Its agent has not reported it held yet: it (and, to keep the order,
+                    // the queue behind it) waits for the next sync.
+                    break;
+                }
                 let paced = m.request.settings.release == ReleaseShape::Paced;
                 if paced {
                     let pace = m.request.needs.iter().map(|n| n.pace_ms()).max();
@@ -372,10 +381,15 @@ impl Ledger {
             let gone = match (m.state, held) {
                 (HeldState::Held, true) => {
                     answer.waiting += 1;
+                    if !m.seen {
+                        let m = self.messages.get_mut(&id).expect("listed");
+                        m.seen = true;
+                        changes.push(Change::Put(m.clone()));
+                    }
                     None
                 }
                 (HeldState::Held, false) => {
-                    if now.saturating_sub(m.held_at_ms) > grace_ms {
+                    if m.seen || now.saturating_sub(m.held_at_ms) > grace_ms {
                         Some(Gone::Vanished)
                     } else {
                         answer.waiting += 1;
@@ -472,6 +486,12 @@ mod tests {
         for id in ["A", "B", "C"] {
             l.hold(request(id, ReleaseShape::Room), 1);
         }
+        // Not seen in the hold queue yet: nothing is charged.
+        let out = l
+            .release_due::<()>(2, &mut |_, _| panic!("charged before its agent saw it"))
+            .unwrap();
+        assert!(out.released.is_empty());
+        l.sync("127.0.0.1", &hold_queue(&["A", "B", "C"]), 3, 60_000);
         let mut room = 2;
         let mut order = Vec::new();
         let out = l
@@ -513,6 +533,7 @@ mod tests {
         for id in ["A", "B"] {
             l.hold(request(id, ReleaseShape::Paced), 1);
         }
+        l.sync("127.0.0.1", &hold_queue(&["A", "B"]), 2, 60_000);
         let mut yes = |_: &HeldMessage, _| Ok::<bool, ()>(true);
         assert_eq!(l.release_due(10, &mut yes).unwrap().released.len(), 1);
         // 10 s over a limit of 5: one per 2 s.
@@ -532,12 +553,18 @@ mod tests {
         // A deleted by hand; B still held; an unknown held message.
         let (answer, changes) = l.sync("127.0.0.1", &hold_queue(&["B", "X"]), 70_000, 60_000);
         assert_eq!(answer.gone, [("A".into(), Gone::Vanished)]);
-        assert_eq!(changes, [Change::Remove(1)]);
+        assert_eq!(changes[0], Change::Remove(1));
+        assert!(matches!(&changes[1], Change::Put(m) if m.seen), "B is seen now");
         assert_eq!(answer.unknown, 1);
         // Another MTA's sync does not touch them.
         let (answer, _) = l.sync("192.0.2.1", &[], 200_000, 60_000);
         assert!(answer.gone.is_empty());
         assert_eq!(l.messages().count(), 1);
+        // Seen held, then missing: forgotten at once, whatever its age.
+        l.hold(request("C", ReleaseShape::Room), 200_000);
+        l.sync("127.0.0.1", &hold_queue(&["B", "C"]), 200_001, 60_000);
+        let (answer, _) = l.sync("127.0.0.1", &hold_queue(&["B"]), 200_002, 60_000);
+        assert_eq!(answer.gone, [("C".into(), Gone::Vanished)]);
     }
 
     #[test]
@@ -572,6 +599,7 @@ mod tests {
         for id in ["A", "B", "C"] {
             l.hold(request(id, ReleaseShape::Paced), 1);
         }
+        l.sync("127.0.0.1", &hold_queue(&["A", "B", "C"]), 2, 60_000);
         l.release_due::<()>(10, &mut |_, _| Ok(true)).unwrap();
         let saved: Vec<HeldMessage> = l.messages().cloned().collect();
         let mut back = Ledger::restore(saved);

@@ -138,6 +138,11 @@ pub struct HeldMessage {
     pub state: HeldState,
     /// When it entered its state (ms since the epoch).
     pub state_at_ms: u64,
+    /// Whether its MTA's agent has seen it in the hold queue: only then may it be charged
+    /// and released (room is not spent on a message no agent can release), and only then
+    /// does its absence mean it was deleted or released by hand.
+    #[serde(default)]
+    pub seen: bool,
 }
 
 /// What [`HeldMessages::hold`] did.

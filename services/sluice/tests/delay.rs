@@ -1,0 +1,319 @@
+//! DELAY quotas in embedded mode (issue 19): a real `sluice serve` on a real SQLite database,
+//! the policy protocol over TCP, and the release agents' side played over the real admin
+//! API (`/api/held/sync`) with a real admin token. (tests/e2e/delay.sh runs the same with a
+//! real Postfix and `sluice release-agent`.)
+//!
+//! Time is real: quotas of 2 s windows, polled with deadlines.
+
+mod admin_support;
+
+use admin_support::{admin_with_token, BIN};
+use sluice_test_support::{end_of_message, free_port, http, rcpt, PolicyClient, Process};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const SENDER: &str = "app@delay.example";
+const MTA: &str = "127.0.0.1";
+
+/// One policy for [`SENDER`]: a DELAY quota of `limit` messages per 2 s.
+fn policy(limit: u64, extra: &str) -> String {
+    format!(
+        r#"
+[[policy]]
+name = "app"
+priority = 10
+  [[policy.member]]
+  source = "{SENDER}"
+  [[policy.quota]]
+  name = "outbound"
+  track = "Sender:user@domain"
+  period = 2
+  verdict = "DELAY"
+  {extra}
+    [[policy.quota.limit]]
+    type = "MessageCount"
+    limit = {limit}
+"#
+    )
+}
+
+struct Server {
+    _dir: tempfile::TempDir,
+    db: String,
+    port: u16,
+    admin: u16,
+    token: String,
+    process: Option<Process>,
+}
+
+impl Server {
+    fn new(policies: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("sluice.db").display());
+        let path = dir.path().join("policies.toml");
+        std::fs::write(&path, policies).unwrap();
+        let out = Command::new(BIN)
+            .args(["policy", "import"])
+            .arg(&path)
+            .args(["--database", &db])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let token = admin_with_token(&db);
+        let mut s = Server {
+            _dir: dir,
+            db,
+            port: free_port(),
+            admin: free_port(),
+            token,
+            process: None,
+        };
+        s.start();
+        s
+    }
+
+    fn start(&mut self) {
+        let args: Vec<String> = [
+            "serve",
+            "--database",
+            &self.db,
+            "--listen",
+            &format!("127.0.0.1:{}", self.port),
+            "--metrics-listen",
+            "off",
+            "--admin-listen",
+            &format!("127.0.0.1:{}", self.admin),
+        ]
+        .map(String::from)
+        .to_vec();
+        self.process = Some(Process::start("sluice serve", BIN, &args, Some(self.port)));
+    }
+
+    async fn client(&self) -> PolicyClient {
+        PolicyClient::connect(([127, 0, 0, 1], self.port).into()).await
+    }
+
+    fn api(&self, method: &str, path: &str, body: Option<&str>) -> serde_json::Value {
+        let auth = format!("Bearer {}", self.token);
+        let r = http(
+            self.admin,
+            method,
+            path,
+            &[("Authorization", &auth), ("Content-Type", "application/json")],
+            body,
+        );
+        assert_eq!(r.status, 200, "{method} {path}: {}", r.body);
+        r.json()
+    }
+
+    /// The agent's sync: `held` are in the hold queue, `other` elsewhere in the queue.
+    fn sync(&self, held: &[&str]) -> serde_json::Value {
+        let queue: Vec<_> = held
+            .iter()
+            .map(|id| serde_json::json!({"queue_id": id, "queue_name": "hold"}))
+            .collect();
+        let body = serde_json::json!({"mta": MTA, "queue": queue}).to_string();
+        self.api("POST", "/api/held/sync", Some(&body))
+    }
+
+    fn held(&self) -> Vec<serde_json::Value> {
+        self.api("GET", "/api/held", None)
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+/// One message from [`SENDER`] (instance `i`, queue ID `Q<i>`): its RCPT and its
+/// END-OF-MESSAGE answers.
+async fn message(c: &mut PolicyClient, i: u32) -> (String, String) {
+    let instance = format!("m{i}");
+    let at_rcpt = c
+        .send(&rcpt(SENDER, "r@dest.example", "192.0.2.9", &instance))
+        .await;
+    let at_end = c
+        .send(
+            &end_of_message(SENDER, 1, 1_000, "192.0.2.9", &instance)
+                .set("queue_id", &format!("Q{i}")),
+        )
+        .await;
+    (at_rcpt, at_end)
+}
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Syncs `held` (the hold queue) until the answers released `n` messages (at most `secs`):
+/// the released IDs in the order first answered, and when the first came.
+fn wait_released(s: &Server, held: &[&str], n: usize, secs: u64) -> (Vec<String>, Instant) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut released: Vec<String> = Vec::new();
+    let mut first = None;
+    loop {
+        let answer = s.sync(held);
+        for id in strings(&answer["release"]) {
+            if !released.contains(&id) {
+                first.get_or_insert_with(Instant::now);
+                released.push(id);
+            }
+        }
+        if released.len() >= n {
+            return (released, first.unwrap());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{released:?} released within {secs} s, not {n}: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn a_full_delay_quota_holds_and_releases_in_order_as_room_comes() {
+    let mut s = Server::new(&policy(2, ""));
+    let mut c = s.client().await;
+    let start = Instant::now();
+    for i in 1..=2 {
+        assert_eq!(
+            message(&mut c, i).await,
+            ("DUNNO".into(), "DUNNO".into()),
+            "message {i} fits"
+        );
+    }
+    // Messages 3 to 5: accepted and held (HOLD at RCPT, recorded at END-OF-MESSAGE).
+    for i in 3..=5 {
+        let (at_rcpt, at_end) = message(&mut c, i).await;
+        assert!(at_rcpt.starts_with("HOLD Delayed by quota outbound"), "{at_rcpt}");
+        assert_eq!(
+            at_end,
+            format!(
+                "HOLD Delayed by quota outbound: number {} in line, released when the quota has room",
+                i - 2
+            )
+        );
+    }
+    let held = s.held();
+    let ids: Vec<&str> = held.iter().map(|m| m["queue_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["Q3", "Q4", "Q5"]);
+    assert_eq!(held[0]["state"], "held");
+    assert_eq!(held[0]["position"], 1);
+    assert_eq!(held[2]["track"], format!("Sender:{SENDER}"));
+    // Nothing leaves before the window has room; then the first two, in order.
+    let queue = ["Q3", "Q4", "Q5"];
+    let (first, at) = wait_released(&s, &queue, 2, 10);
+    assert!(
+        at - start >= Duration::from_millis(1_500),
+        "released after {:?}",
+        at - start
+    );
+    assert_eq!(first, ["Q3", "Q4"]);
+    // Asked again before the agent released them: the same answer, nothing charged twice
+    // (Q5 still waits: the two releases filled the window).
+    let again = s.sync(&queue);
+    assert_eq!(strings(&again["release"]), ["Q3", "Q4"]);
+    assert_eq!(again["waiting"], 1);
+    // The agent released them: they leave the hold queue and the ledger.
+    let answer = s.sync(&["Q5"]);
+    assert_eq!(answer["forgotten"], 2);
+    assert!(strings(&answer["release"]).is_empty());
+    // A new message now finds the window full (the releases were charged): held too.
+    let (at_rcpt, _) = message(&mut c, 6).await;
+    assert!(at_rcpt.starts_with("HOLD"), "{at_rcpt}");
+
+    // A restart keeps the ledger: Q5 and Q6 are released after it, in order.
+    drop(c);
+    let process = s.process.as_mut().unwrap();
+    assert!(process.terminate(Duration::from_secs(15)).success());
+    s.start();
+    assert_eq!(s.held().len(), 2, "{:?}", s.held());
+    let (next, _) = wait_released(&s, &["Q5", "Q6"], 2, 10);
+    assert_eq!(next, ["Q5", "Q6"]);
+    s.sync(&[]);
+    assert!(s.held().is_empty());
+    let log = s.process.as_mut().unwrap().log();
+    assert!(log.contains("Held messages restored"), "{log}");
+}
+
+#[tokio::test]
+async fn paced_releases_one_per_pace_and_a_message_deleted_by_hand_gives_its_turn_to_the_next() {
+    // 2 per 2 s, paced: one release per second at most.
+    let s = Server::new(&policy(2, "release = \"paced\""));
+    let mut c = s.client().await;
+    for i in 1..=2 {
+        assert_eq!(message(&mut c, i).await.0, "DUNNO");
+    }
+    for i in 3..=6 {
+        assert!(message(&mut c, i).await.1.starts_with("HOLD"), "message {i}");
+    }
+    let (first, t1) = wait_released(&s, &["Q3", "Q4", "Q5", "Q6"], 1, 10);
+    assert_eq!(first, ["Q3"], "paced: one at a time, in order");
+    // Q3 released by the agent; Q5 deleted by hand: forgotten at once (its agent saw it
+    // held before), so Q6 comes right after Q4.
+    let answer = s.sync(&["Q4", "Q6"]);
+    assert_eq!(answer["forgotten"], 2, "{answer}");
+    let (second, t2) = wait_released(&s, &["Q4", "Q6"], 1, 10);
+    assert_eq!(second, ["Q4"]);
+    assert!(
+        t2 - t1 >= Duration::from_millis(900),
+        "paced releases {:?} apart",
+        t2 - t1
+    );
+    let (third, t3) = wait_released(&s, &["Q6"], 1, 10);
+    assert_eq!(third, ["Q6"]);
+    assert!(t3 - t2 >= Duration::from_millis(900), "{:?}", t3 - t2);
+    assert!(s.held().iter().all(|m| m["state"] == "releasing"));
+}
+#[tokio::test]
+async fn operators_release_return_and_delete_and_the_cap_defers() {
+    let s = Server::new(&policy(1, "max_held = 2\nmax_hold_age = \"1h\""));
+    let mut c = s.client().await;
+    assert_eq!(message(&mut c, 1).await.1, "DUNNO");
+    for i in 2..=3 {
+        assert!(message(&mut c, i).await.1.starts_with("HOLD"), "message {i}");
+    }
+    // The queue holds its max_held: the next message is deferred, not held.
+    let (_, at_end) = message(&mut c, 4).await;
+    assert_eq!(
+        at_end,
+        "DEFER 4.7.1 Quota outbound is full and already holds 2 messages; try again later"
+    );
+    let held = s.held();
+    let id = |q: &str| {
+        held.iter()
+            .find(|m| m["queue_id"] == q)
+            .unwrap()["id"]
+            .as_u64()
+            .unwrap()
+    };
+    let released = s.api("POST", &format!("/api/held/{}/release", id("Q3")), None);
+    assert_eq!(released["state"], "releasing");
+    let deleted = s.api("POST", &format!("/api/held/{}/delete", id("Q2")), None);
+    assert_eq!(deleted["state"], "deleting");
+    let answer = s.sync(&["Q2", "Q3"]);
+    assert_eq!(strings(&answer["release"]), ["Q3"]);
+    assert_eq!(strings(&answer["delete"]), ["Q2"]);
+    // Both audited.
+    let audit = s.api("GET", "/api/audit", None);
+    let actions: Vec<String> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["object"].as_str().unwrap_or("").starts_with("held/"))
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(actions.contains(&"release".to_owned()) && actions.contains(&"delete".to_owned()), "{audit}");
+    // A viewer's token cannot act or sync.
+    let r = http(
+        s.admin,
+        "POST",
+        "/api/held/sync",
+        &[("Content-Type", "application/json")],
+        Some(r#"{"mta":"127.0.0.1","queue":[]}"#),
+    );
+    assert_eq!(r.status, 401);
+}
