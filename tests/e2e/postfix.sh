@@ -464,4 +464,7 @@ main() {
 	printf 'e2e postfix: %d passed, %d failed\n' "$PASSED" "$FAILED"
 }
 
-main "$@"
+# Run when executed; tests/e2e/delay.sh sources this file for its helpers.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+	main "$@"
+fi

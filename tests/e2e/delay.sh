@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# End-to-end test of DELAY quotas (issue 19, docs/delay.md): a real Postfix asks a real
+# `sluice serve` (SQLite, admin service on), `sluice release-agent` runs beside Postfix, and
+# smtp-sink is the next hop. Uses the helpers of tests/e2e/postfix.sh (sourced).
+#
+#   1. room: a DELAY quota of $LIMIT messages per $PERIOD s; $BURST messages from one sender
+#      at once: $LIMIT delivered at once, the rest in the hold queue (postqueue -j); sluice
+#      and the agent are restarted while they are held; then they are released so that no
+#      $PERIOD-second window delivers more than $LIMIT, until all $BURST are delivered, in
+#      the order they were held, none lost, none twice.
+#   2. paced: the same with `release = "paced"`: one release per $PERIOD/$LIMIT s.
+#   3. deleted: a message deleted by hand from the hold queue is dropped from the ledger,
+#      and its turn goes to the next one.
+#
+# Environment: SLUICE_BIN (default target/debug/sluice), E2E_KEEP=1 (keep the temp dir).
+# Prints "e2e delay: N passed, M failed"; exits non-zero on any failure.
+set -euo pipefail
+
+# shellcheck source=tests/e2e/postfix.sh
+source "$(dirname "${BASH_SOURCE[0]}")/postfix.sh"
+
+readonly PERIOD=10
+readonly BURST=12
+readonly ROOM_SENDER="room@example.com"
+readonly PACED_SENDER="paced@example.com"
+readonly DEL_SENDER="deleted@example.com"
+readonly ADMIN_PASSWORD="e2e admin password 1234"
+AGENT_PID=""
+ADMIN_PORT=""
+
+log() { printf 'e2e delay: %s\n' "$*" >&2; }
+
+die() {
+	log "FAIL: $*"
+	dump_logs
+	for f in "$WORK/agent.log"; do
+		[[ -s "$f" ]] && { log "---- last lines of $f ----"; tail -n 30 "$f" >&2; }
+	done
+	FAILED=$((FAILED + 1))
+	printf 'e2e delay: %d passed, %d failed\n' "$PASSED" "$FAILED"
+	exit 1
+}
+
+delay_cleanup() {
+	stop_pid "$AGENT_PID"
+	cleanup
+}
+trap delay_cleanup EXIT
+
+write_policy() {
+	local name sender extra
+	: >"$WORK/policy.toml"
+	for spec in "room|$ROOM_SENDER|$LIMIT|" "paced|$PACED_SENDER|$LIMIT|release = \"paced\"" "deleted|$DEL_SENDER|1|"; do
+		IFS='|' read -r name sender limit extra <<<"$spec"
+		cat >>"$WORK/policy.toml" <<EOF
+[[policy]]
+name = "e2e-delay-$name"
+priority = 10
+
+[[policy.member]]
+source = "$sender"
+
+[[policy.quota]]
+name = "$name"
+track = "Sender:user@domain"
+period = $PERIOD
+verdict = "DELAY"
+$extra
+
+[[policy.quota.limit]]
+type = "MessageCount"
+limit = $limit
+
+EOF
+	done
+}
+
+start_policy_server() {
+	ensure_sluice
+	local db="sqlite://$WORK/sluice.db"
+	write_policy
+	timeout 60 "$SLUICE_BIN" policy check "$WORK/policy.toml" >"$WORK/check.log" 2>&1 ||
+		{ cat "$WORK/check.log" >&2; die "sluice policy check rejected the test policy"; }
+	timeout 60 "$SLUICE_BIN" policy import "$WORK/policy.toml" --database "$db" >"$WORK/import.log" 2>&1 ||
+		{ cat "$WORK/import.log" >&2; die "sluice policy import failed"; }
+	printf '%s\n' "$ADMIN_PASSWORD" | timeout 60 "$SLUICE_BIN" admin user add agent --role admin --database "$db" >/dev/null 2>"$WORK/user.log" ||
+		{ cat "$WORK/user.log" >&2; die "sluice admin user add failed"; }
+	timeout 60 "$SLUICE_BIN" admin token add release-agent --user agent --database "$db" >"$WORK/token" 2>"$WORK/token.log" ||
+		{ cat "$WORK/token.log" >&2; die "sluice admin token add failed"; }
+	free_port POLICY_PORT
+	free_port ADMIN_PORT
+	run_sluice
+}
+
+run_sluice() {
+	"$SLUICE_BIN" serve --listen "127.0.0.1:$POLICY_PORT" --metrics-listen off \
+		--admin-listen "127.0.0.1:$ADMIN_PORT" --database "sqlite://$WORK/sluice.db" >>"$WORK/policy.log" 2>&1 &
+	SLUICE_PID=$!
+	wait_for "$WAIT_SECS" "the policy server on 127.0.0.1:$POLICY_PORT" policy_server_up
+	wait_for "$WAIT_SECS" "the admin service on 127.0.0.1:$ADMIN_PORT" port_open "$ADMIN_PORT"
+}
+
+run_agent() {
+	"$SLUICE_BIN" release-agent --admin-url "http://127.0.0.1:$ADMIN_PORT" --token-file "$WORK/token" \
+		--postfix-config-dir "$POSTFIX_CONF" --interval-ms 500 >>"$WORK/agent.log" 2>&1 &
+	AGENT_PID=$!
+}
+
+# The held messages as the admin API lists them: "queue_id state" lines, arrival order.
+ledger() {
+	python3 - "http://127.0.0.1:$ADMIN_PORT/api/held" "$WORK/token" <<'EOF'
+import json, sys, urllib.request
+req = urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer " + open(sys.argv[2]).read().strip()})
+for m in json.load(urllib.request.urlopen(req, timeout=10)):
+    print(m["queue_id"], m["state"])
+EOF
+}
+
+hold_count() { postqueue -c "$POSTFIX_CONF" -j | python3 -c 'import json,sys; print(sum(1 for l in sys.stdin if l.strip() and json.loads(l)["queue_name"] == "hold"))'; }
+queue_empty() { [[ -z "$(postqueue -c "$POSTFIX_CONF" -j)" ]]; }
+ledger_empty() { [[ -z "$(ledger)" ]]; }
+
+# Sink files newer than marker file $1, as "mtime" lines (fractional seconds), sorted.
+deliveries_since() { find "$WORK/sink" -type f -newer "$1" -printf '%T@\n' | sort -n; }
+count_since() { deliveries_since "$1" | wc -l; }
+count_at_least() { (($(count_since "$1") >= $2)); }
+
+# Fails when some window of PERIOD seconds holds more than LIMIT of the delivery times in $1.
+check_windows() {
+	python3 - "$1" "$PERIOD" "$2" <<'EOF'
+import sys
+times = [float(l) for l in open(sys.argv[1]) if l.strip()]
+period, limit = float(sys.argv[2]), int(sys.argv[3])
+worst = max(sum(1 for u in times if t <= u < t + period) for t in times)
+print(f"most deliveries in any {period:g} s window: {worst} (limit {limit}); times: " + " ".join(f"{t - times[0]:.2f}" for t in times))
+sys.exit(0 if worst <= limit else 1)
+EOF
+}
+
+# Queue IDs in the order the maillog shows them delivered.
+sent_order() { grep -o '[0-9A-F]\{6,\}: to=<[^>]*>.*status=sent' "$WORK/maillog" | cut -d: -f1; }
+
+# burst SENDER: BURST messages at once (parallel sessions).
+burst() {
+	timeout "$WAIT_SECS" smtp-source -s "$BURST" -m "$BURST" -M e2e-client.invalid -f "$1" -t "$RCPT" \
+		"127.0.0.1:$SMTP_PORT" >"$WORK/source.log" 2>&1 || die "smtp-source failed: $(cat "$WORK/source.log")"
+}
+
+# run_burst NAME SENDER: the common part of the room and paced tests; sets HELD_ORDER.
+run_burst() {
+	local name="$1" sender="$2" marker="$WORK/start-$1"
+	touch "$marker"
+	sleep 0.05
+	burst "$sender"
+	wait_for 15 "$LIMIT deliveries ($name)" count_at_least "$marker" "$LIMIT"
+	wait_for 15 "$((BURST - LIMIT)) messages in the hold queue ($name)" eval '(( $(hold_count) == BURST - LIMIT ))'
+	HELD_ORDER="$(ledger | cut -d' ' -f1)"
+	(($(printf '%s\n' "$HELD_ORDER" | grep -c .) == BURST - LIMIT)) ||
+		die "the ledger holds $(printf '%s\n' "$HELD_ORDER" | grep -c .) messages, expected $((BURST - LIMIT)): $(ledger)"
+	(($(count_since "$marker") == LIMIT)) || die "$(count_since "$marker") delivered at once, expected $LIMIT ($name)"
+	log "$name: $LIMIT delivered at once, $((BURST - LIMIT)) held (postqueue -j and the ledger agree)"
+}
+
+# finish_burst NAME: all delivered, windows respected, in order, nothing lost or twice.
+finish_burst() {
+	local name="$1" marker="$WORK/start-$1"
+	wait_for 90 "all $BURST messages delivered ($name)" count_at_least "$marker" "$BURST"
+	wait_for 15 "an empty ledger ($name)" ledger_empty
+	wait_for 15 "an empty queue ($name)" queue_empty
+	sleep 2
+	(($(count_since "$marker") == BURST)) || die "$(count_since "$marker") delivered, expected exactly $BURST ($name)"
+	deliveries_since "$marker" >"$WORK/times-$name"
+	check_windows "$WORK/times-$name" "$LIMIT" >&2 || die "a $PERIOD s window delivered more than $LIMIT ($name)"
+	# The held ones were delivered in the order they were held.
+	local sent held_sent
+	sent="$(sent_order)"
+	held_sent="$(printf '%s\n' "$sent" | grep -Fx -f <(printf '%s\n' "$HELD_ORDER") || true)"
+	[[ "$held_sent" == "$HELD_ORDER" ]] || die "held messages delivered out of order ($name): held $(echo $HELD_ORDER), delivered $(echo $held_sent)"
+}
+
+test_room() {
+	log "test room: $BURST messages at once from $ROOM_SENDER, DELAY quota $LIMIT per $PERIOD s"
+	run_burst room "$ROOM_SENDER"
+	# Restart Sluice and the agent while the messages are held.
+	stop_pid "$SLUICE_PID"
+	stop_pid "$AGENT_PID"
+	run_sluice
+	run_agent
+	grep -q "Held messages restored" "$WORK/policy.log" || die "the restarted sluice did not restore the held messages"
+	log "room: sluice and the agent restarted while $((BURST - LIMIT)) messages were held"
+	finish_burst room
+	log "ok: room: all $BURST delivered, never more than $LIMIT per $PERIOD s, held ones in order"
+	PASSED=$((PASSED + 1))
+}
+
+test_paced() {
+	log "test paced: $BURST messages at once from $PACED_SENDER, paced release of $LIMIT per $PERIOD s"
+	run_burst paced "$PACED_SENDER"
+	finish_burst paced
+	# Paced: the released ones (the last BURST-LIMIT deliveries) come at least most of a pace apart.
+	python3 - "$WORK/times-paced" "$LIMIT" "$(python3 -c "print($PERIOD / $LIMIT * 0.6)")" <<'EOF' >&2 || die "paced releases came too close together"
+import sys
+times = [float(l) for l in open(sys.argv[1]) if l.strip()]
+released = times[int(sys.argv[2]):]
+gaps = [b - a for a, b in zip(released, released[1:])]
+print("paced gaps between releases: " + " ".join(f"{g:.2f}" for g in gaps))
+sys.exit(0 if min(gaps) >= float(sys.argv[3]) else 1)
+EOF
+	log "ok: paced: one release per pace, all delivered in order"
+	PASSED=$((PASSED + 1))
+}
+
+test_deleted() {
+	log "test deleted: 3 messages from $DEL_SENDER (1 per $PERIOD s); the first held one deleted by hand"
+	local marker="$WORK/start-deleted" out i first second
+	touch "$marker"
+	sleep 0.05
+	for i in 1 2 3; do
+		out="$(send_one "$DEL_SENDER")"
+		[[ -z "$out" ]] || die "message $i was refused: $out"
+	done
+	wait_for 15 "2 held messages in the ledger" eval '(( $(ledger | grep -c " held$" || true) == 2 ))'
+	first="$(ledger | sed -n 1p | cut -d' ' -f1)"
+	second="$(ledger | sed -n 2p | cut -d' ' -f1)"
+	wait_for 15 "2 messages in the hold queue" eval '(( $(hold_count) == 2 ))'
+	postsuper -c "$POSTFIX_CONF" -d "$first" >/dev/null 2>&1 || die "postsuper -d $first failed"
+	wait_for 15 "the ledger to drop $first" eval '! ledger | grep -q "^$first "'
+	wait_for 30 "the next held message to be delivered" count_at_least "$marker" 2
+	wait_for 15 "an empty ledger" ledger_empty
+	sleep 2
+	(($(count_since "$marker") == 2)) || die "$(count_since "$marker") delivered, expected 2 (the deleted one must not be)"
+	sent_order | grep -qx "$second" || die "the message after the deleted one ($second) was not delivered"
+	log "ok: deleted: $first dropped from the ledger, $second released in its turn"
+	PASSED=$((PASSED + 1))
+}
+
+delay_main() {
+	[[ $EUID -eq 0 ]] || die "must run as root (Postfix's master runs as root)"
+	ensure_postfix
+	log "Postfix $(postconf -d -h mail_version 2>/dev/null || echo '?')"
+	WORK="$(mktemp -d /tmp/sluice-e2e-delay.XXXXXX)"
+	chmod 755 "$WORK"
+	start_policy_server
+	start_sink
+	start_postfix
+	run_agent
+	test_room
+	test_paced
+	test_deleted
+	printf 'e2e delay: %d passed, %d failed\n' "$PASSED" "$FAILED"
+}
+
+delay_main "$@"
