@@ -30,8 +30,7 @@ pub(crate) async fn record(decision: &mut Decision, limit: Duration) {
     };
     let quota = request.quota.clone();
     let Some(ledger) = LEDGER.get() else {
-        metrics::counter!(sluice_runtime::metrics::names::HELD, "result" => "failed")
-            .increment(1);
+        metrics::counter!(sluice_runtime::metrics::names::HELD, "result" => "failed").increment(1);
         sluice_runtime::warn_limited!(
             %quota,
             "A DELAY quota cannot hold messages here: this server keeps no ledger of held \

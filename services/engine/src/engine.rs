@@ -601,7 +601,10 @@ impl Engine {
         scratch: &mut Scratch,
     ) {
         scratch.hold.note(&req.instance, decision.delayed.take());
-        let mta = req.peer_address.map(|ip| ip.to_string()).unwrap_or_default();
+        let mta = req
+            .peer_address
+            .map(|ip| ip.to_string())
+            .unwrap_or_default();
         let Some(hold) = scratch.hold.finish(
             &req.instance,
             mta,
@@ -612,7 +615,10 @@ impl Engine {
         ) else {
             return;
         };
-        if !matches!(decision.action, Action::Dunno | Action::Hold(_) | Action::Prepend(_)) {
+        if !matches!(
+            decision.action,
+            Action::Dunno | Action::Hold(_) | Action::Prepend(_)
+        ) {
             note(trace, || {
                 format!(
                     "END-OF-MESSAGE: quota {:?} would hold the message, but it is refused ({}).",

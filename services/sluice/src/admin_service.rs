@@ -68,7 +68,17 @@ pub fn spawn(
 ) {
     let settings = settings.clone();
     tokio::spawn(async move {
-        if let Err(e) = run(listener, store, Some(engine), counters, held, &settings, shutdown).await {
+        if let Err(e) = run(
+            listener,
+            store,
+            Some(engine),
+            counters,
+            held,
+            &settings,
+            shutdown,
+        )
+        .await
+        {
             tracing::error!(error = %e, "Admin service failed");
         }
     });

@@ -373,7 +373,11 @@ pub struct ImportPolicydArgs {
 pub struct ReleaseAgentArgs {
     /// The admin service of the Sluice that holds the messages (`sluice serve
     /// --admin-listen`, or `sluice admin`).
-    #[arg(long, env = "SLUICE_ADMIN_URL", default_value = "http://127.0.0.1:10035")]
+    #[arg(
+        long,
+        env = "SLUICE_ADMIN_URL",
+        default_value = "http://127.0.0.1:10035"
+    )]
     pub admin_url: String,
     /// File holding an admin's API token (`sluice admin token add`); or set
     /// SLUICE_ADMIN_TOKEN.

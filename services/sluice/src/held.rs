@@ -152,7 +152,8 @@ impl Task {
                         match self.write(vec![change]).await {
                             Ok(()) => Ok(outcome),
                             Err(e) => {
-                                self.unwritten.retain(|c| !matches!(c, Change::Put(m) if m.id == id));
+                                self.unwritten
+                                    .retain(|c| !matches!(c, Change::Put(m) if m.id == id));
                                 self.ledger.forget(id);
                                 Err(e)
                             }
@@ -219,7 +220,10 @@ impl Task {
                     metrics::counter!(names::HELD_EXPIRED, "action" => "release").increment(1);
                 }
                 if !out.released.is_empty() {
-                    tracing::debug!(messages = out.released.len(), "Held messages charged for release");
+                    tracing::debug!(
+                        messages = out.released.len(),
+                        "Held messages charged for release"
+                    );
                 }
                 let _ = self.write(out.changes).await;
             }
@@ -283,6 +287,8 @@ fn charge(state: &dyn State, m: &HeldMessage, force: bool) -> Result<bool, Strin
             .first()
             .is_some_and(|g| g.iter().all(|r| r.outcome.is_admitted()))),
         Some(Err(e)) => Err(e.to_string()),
-        None => Err("these counters cannot release held messages (in-process counters only)".into()),
+        None => {
+            Err("these counters cannot release held messages (in-process counters only)".into())
+        }
     }
 }

@@ -56,7 +56,9 @@ fn run_blocking(args: &ReleaseAgentArgs) -> anyhow::Result<ExitCode> {
         match once(args, &agent, &url, &token) {
             Ok(()) => {}
             Err(e) if args.once => return Err(e),
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "Release agent: sync failed; retrying"),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "Release agent: sync failed; retrying")
+            }
         }
         if args.once {
             return Ok(ExitCode::SUCCESS);

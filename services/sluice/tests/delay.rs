@@ -58,7 +58,11 @@ impl Server {
             .args(["--database", &db])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let token = admin_with_token(&db);
         let mut s = Server {
             _dir: dir,
@@ -99,7 +103,10 @@ impl Server {
             self.admin,
             method,
             path,
-            &[("Authorization", &auth), ("Content-Type", "application/json")],
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
             body,
         );
         assert_eq!(r.status, 200, "{method} {path}: {}", r.body);
@@ -188,7 +195,10 @@ async fn a_full_delay_quota_holds_and_releases_in_order_as_room_comes() {
     // Messages 3 to 5: accepted and held (HOLD at RCPT, recorded at END-OF-MESSAGE).
     for i in 3..=5 {
         let (at_rcpt, at_end) = message(&mut c, i).await;
-        assert!(at_rcpt.starts_with("HOLD Delayed by quota outbound"), "{at_rcpt}");
+        assert!(
+            at_rcpt.starts_with("HOLD Delayed by quota outbound"),
+            "{at_rcpt}"
+        );
         assert_eq!(
             at_end,
             format!(
@@ -198,7 +208,10 @@ async fn a_full_delay_quota_holds_and_releases_in_order_as_room_comes() {
         );
     }
     let held = s.held();
-    let ids: Vec<&str> = held.iter().map(|m| m["queue_id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = held
+        .iter()
+        .map(|m| m["queue_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["Q3", "Q4", "Q5"]);
     assert_eq!(held[0]["state"], "held");
     assert_eq!(held[0]["position"], 1);
@@ -248,7 +261,10 @@ async fn paced_releases_one_per_pace_and_a_message_deleted_by_hand_gives_its_tur
         assert_eq!(message(&mut c, i).await.0, "DUNNO");
     }
     for i in 3..=6 {
-        assert!(message(&mut c, i).await.1.starts_with("HOLD"), "message {i}");
+        assert!(
+            message(&mut c, i).await.1.starts_with("HOLD"),
+            "message {i}"
+        );
     }
     let (first, t1) = wait_released(&s, &["Q3", "Q4", "Q5", "Q6"], 1, 10);
     assert_eq!(first, ["Q3"], "paced: one at a time, in order");
@@ -274,7 +290,10 @@ async fn operators_release_return_and_delete_and_the_cap_defers() {
     let mut c = s.client().await;
     assert_eq!(message(&mut c, 1).await.1, "DUNNO");
     for i in 2..=3 {
-        assert!(message(&mut c, i).await.1.starts_with("HOLD"), "message {i}");
+        assert!(
+            message(&mut c, i).await.1.starts_with("HOLD"),
+            "message {i}"
+        );
     }
     // The queue holds its max_held: the next message is deferred, not held.
     let (_, at_end) = message(&mut c, 4).await;
@@ -284,9 +303,7 @@ async fn operators_release_return_and_delete_and_the_cap_defers() {
     );
     let held = s.held();
     let id = |q: &str| {
-        held.iter()
-            .find(|m| m["queue_id"] == q)
-            .unwrap()["id"]
+        held.iter().find(|m| m["queue_id"] == q).unwrap()["id"]
             .as_u64()
             .unwrap()
     };
@@ -306,7 +323,10 @@ async fn operators_release_return_and_delete_and_the_cap_defers() {
         .filter(|e| e["object"].as_str().unwrap_or("").starts_with("held/"))
         .map(|e| e["action"].as_str().unwrap().to_owned())
         .collect();
-    assert!(actions.contains(&"release".to_owned()) && actions.contains(&"delete".to_owned()), "{audit}");
+    assert!(
+        actions.contains(&"release".to_owned()) && actions.contains(&"delete".to_owned()),
+        "{audit}"
+    );
     // A viewer's token cannot act or sync.
     let r = http(
         s.admin,

@@ -105,6 +105,18 @@ fn sample() -> PolicySetDef {
                                 ..Default::default()
                             },
                         ],
+                        ..Default::default()
+                    },
+                    QuotaDef {
+                        name: "delayed".into(),
+                        track: "SASLUsername".into(),
+                        period: 3600,
+                        verdict: "DELAY".into(),
+                        release: Some("paced".into()),
+                        max_held: Some(50),
+                        max_hold_age: Some(7200),
+                        on_expiry: Some("release".into()),
+                        ..Default::default()
                     },
                     QuotaDef {
                         name: "per ip".into(),

@@ -281,7 +281,10 @@ pub async fn sync(
         ));
     }
     if request.mta.is_empty() || request.mta.len() > 255 {
-        return Err(ApiError::invalid("mta", "the MTA's address as Sluice sees it (1 to 255 bytes)"));
+        return Err(ApiError::invalid(
+            "mta",
+            "the MTA's address as Sluice sees it (1 to 255 bytes)",
+        ));
     }
     if request.queue.len() > MAX_SYNC_QUEUE {
         return Err(ApiError::invalid(

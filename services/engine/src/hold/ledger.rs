@@ -35,7 +35,7 @@ pub const DEFAULT_GRACE_MS: u64 = 10_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// Insert or replace this message.
-    Put(HeldMessage),
+    Put(Box<HeldMessage>),
     /// Remove message `id`.
     Remove(u64),
 }
@@ -221,7 +221,7 @@ impl Ledger {
             state_at_ms: now,
             seen: false,
         };
-        let change = Change::Put(m.clone());
+        let change = Change::Put(Box::new(m.clone()));
         self.insert(m);
         (
             HoldOutcome::Held {
@@ -318,7 +318,7 @@ impl Ledger {
         if let Some(m) = self.messages.get_mut(&id) {
             m.state = state;
             m.state_at_ms = now;
-            changes.push(Change::Put(m.clone()));
+            changes.push(Change::Put(Box::new(m.clone())));
         }
     }
 
@@ -336,7 +336,7 @@ impl Ledger {
         };
         if m.state != HeldState::Held {
             // Already leaving: acting again changes nothing.
-            return Ok(Ok((m.clone(), Change::Put(m.clone()))));
+            return Ok(Ok((m.clone(), Change::Put(Box::new(m.clone())))));
         }
         if to == HeldState::Releasing {
             charge(m, true)?;
@@ -384,7 +384,7 @@ impl Ledger {
                     if !m.seen {
                         let m = self.messages.get_mut(&id).expect("listed");
                         m.seen = true;
-                        changes.push(Change::Put(m.clone()));
+                        changes.push(Change::Put(Box::new(m.clone())));
                     }
                     None
                 }
@@ -554,7 +554,10 @@ mod tests {
         let (answer, changes) = l.sync("127.0.0.1", &hold_queue(&["B", "X"]), 70_000, 60_000);
         assert_eq!(answer.gone, [("A".into(), Gone::Vanished)]);
         assert_eq!(changes[0], Change::Remove(1));
-        assert!(matches!(&changes[1], Change::Put(m) if m.seen), "B is seen now");
+        assert!(
+            matches!(&changes[1], Change::Put(m) if m.seen),
+            "B is seen now"
+        );
         assert_eq!(answer.unknown, 1);
         // Another MTA's sync does not touch them.
         let (answer, _) = l.sync("192.0.2.1", &[], 200_000, 60_000);

@@ -169,8 +169,6 @@ mod tests {
         m.note("i1", Some(delayed(vec![need("MessageCount", 1)])));
         assert!(m.note("i2", None).lost);
         assert!(!m.holds("i1"));
-        assert!(m
-            .finish("i1", String::new(), "Q", "", 1, 1)
-            .is_none());
+        assert!(m.finish("i1", String::new(), "Q", "", 1, 1).is_none());
     }
 }

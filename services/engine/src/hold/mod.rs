@@ -55,12 +55,10 @@ impl Need {
     /// The shortest time between two paced releases this counter allows: its window over
     /// its limit (a limit of 100 per hour: 36 s); the whole window for a limit of 0.
     pub fn pace_ms(&self) -> u64 {
-        if self.limit == 0 {
-            self.period_ms
-        } else {
+        match self.period_ms.checked_div(self.limit) {
+            None => self.period_ms,
             // A cost of several units (recipients, bytes) takes as many paces.
-            let per_unit = self.period_ms / self.limit;
-            per_unit.saturating_mul(self.cost.max(1))
+            Some(per_unit) => per_unit.saturating_mul(self.cost.max(1)),
         }
     }
 }

@@ -154,23 +154,38 @@ mod tests {
 
     #[test]
     fn defaults_and_ranges() {
-        assert_eq!(compile(None, None, None, None), Ok(DelaySettings::default()));
+        assert_eq!(
+            compile(None, None, None, None),
+            Ok(DelaySettings::default())
+        );
         let s = compile(Some("Paced"), Some(5), Some(60), Some("release")).unwrap();
         assert_eq!(s.release, ReleaseShape::Paced);
         assert_eq!(s.max_held, 5);
         assert_eq!(s.max_hold_age_ms, 60_000);
         assert_eq!(s.on_expiry, OnExpiry::Release);
-        assert_eq!(compile(Some("soon"), None, None, None).unwrap_err().0, "release");
-        assert_eq!(compile(None, Some(0), None, None).unwrap_err().0, "max_held");
+        assert_eq!(
+            compile(Some("soon"), None, None, None).unwrap_err().0,
+            "release"
+        );
+        assert_eq!(
+            compile(None, Some(0), None, None).unwrap_err().0,
+            "max_held"
+        );
         assert_eq!(
             compile(None, Some(u64::MAX), None, None).unwrap_err().0,
             "max_held"
         );
-        assert_eq!(compile(None, None, Some(9), None).unwrap_err().0, "max_hold_age");
+        assert_eq!(
+            compile(None, None, Some(9), None).unwrap_err().0,
+            "max_hold_age"
+        );
         assert_eq!(
             compile(None, None, Some(u64::MAX), None).unwrap_err().0,
             "max_hold_age"
         );
-        assert_eq!(compile(None, None, None, Some("bounce")).unwrap_err().0, "on_expiry");
+        assert_eq!(
+            compile(None, None, None, Some("bounce")).unwrap_err().0,
+            "on_expiry"
+        );
     }
 }

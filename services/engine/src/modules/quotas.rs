@@ -412,7 +412,10 @@ fn add_delayed(decision: &mut Decision, d: Delayed) {
 /// What a full DELAY quota answers at RCPT: hold the message (its data, or a text saying
 /// when the quota has room again).
 fn delay_action(q: &Quota, retry_after_ms: Option<u64>) -> Action {
-    let text = match (q.data.as_deref().filter(|d| !d.trim().is_empty()), retry_after_ms) {
+    let text = match (
+        q.data.as_deref().filter(|d| !d.trim().is_empty()),
+        retry_after_ms,
+    ) {
         (Some(d), _) => d.to_string(),
         (None, Some(ms)) => format!(
             "Delayed by quota {}: released when it has room ({})",

@@ -131,7 +131,9 @@ impl Store {
                         .bind(q.disabled)
                         .bind(&q.comment)
                         .bind(&q.release)
-                        .bind(opt_i64(q.max_held, || format!("max_held of quota {:?}", q.name))?)
+                        .bind(opt_i64(q.max_held, || {
+                            format!("max_held of quota {:?}", q.name)
+                        })?)
                         .bind(opt_i64(q.max_hold_age, || {
                             format!("max_hold_age of quota {:?}", q.name)
                         })?)

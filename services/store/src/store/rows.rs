@@ -320,8 +320,10 @@ pub(crate) fn to_i64(value: u64, what: impl FnOnce() -> String) -> Result<i64, S
 /// A stored optional count as the definitions hold it (negative values are refused by the
 /// table's checks; one written by hand is reported).
 fn unsigned(v: Option<i64>, what: &str) -> Result<Option<u64>, StoreError> {
-    v.map(|v| u64::try_from(v).map_err(|_| StoreError::OutOfRange(format!("a quota's {what} is {v}"))))
-        .transpose()
+    v.map(|v| {
+        u64::try_from(v).map_err(|_| StoreError::OutOfRange(format!("a quota's {what} is {v}")))
+    })
+    .transpose()
 }
 
 /// [`to_i64`] of an optional value.
