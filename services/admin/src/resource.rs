@@ -248,7 +248,8 @@ pub struct Quota {
     pub track: String,
     /// Window length, seconds.
     pub period: u64,
-    /// `REJECT`, `DEFER`, `HOLD`, `DISCARD`, `FILTER` or `REDIRECT`.
+    /// `REJECT`, `DEFER`, `HOLD`, `DISCARD`, `FILTER`, `REDIRECT` or `DELAY` (hold the
+    /// message and release it when the quota has room: docs/delay.md).
     pub verdict: String,
     /// Text for the verdict, or the FILTER/REDIRECT target.
     #[serde(default)]
@@ -262,6 +263,18 @@ pub struct Quota {
     /// Free text.
     #[serde(default)]
     pub comment: Option<String>,
+    /// DELAY only: `room` (default) or `paced`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    /// DELAY only: most messages held per track value (default 1000); beyond it DEFER.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_held: Option<u64>,
+    /// DELAY only: longest a message stays held, seconds (default 86400).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_hold_age: Option<u64>,
+    /// DELAY only: `return` (to the sender, default) or `release`, past `max_hold_age`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_expiry: Option<String>,
 }
 
 /// A limit of a quota.
@@ -379,6 +392,10 @@ impl From<&QuotaDef> for Quota {
             last_quota: q.last_quota,
             disabled: q.disabled,
             comment: q.comment.clone(),
+            release: q.release.clone(),
+            max_held: q.max_held,
+            max_hold_age: q.max_hold_age,
+            on_expiry: q.on_expiry.clone(),
         }
     }
 }
@@ -394,6 +411,10 @@ impl Quota {
         q.last_quota = self.last_quota;
         q.disabled = self.disabled;
         q.comment = self.comment;
+        q.release = self.release;
+        q.max_held = self.max_held;
+        q.max_hold_age = self.max_hold_age;
+        q.on_expiry = self.on_expiry;
     }
 }
 

@@ -29,7 +29,9 @@ fn operations(admin: &Admin, token: &str) -> Vec<(String, String)> {
             .replace("{quota}", "q")
             .replace("{rule}", "a")
             .replace("{group}", "g")
-            .replace("{index}", "0");
+            .replace("{index}", "0")
+            .replace("{id}", "1")
+            .replace("{action}", "release");
         for method in ["get", "post", "put", "delete"] {
             if item.get(method).is_some() {
                 ops.push((method.to_uppercase(), filled.clone()));
@@ -114,6 +116,9 @@ fn body_for(path: &str) -> serde_json::Value {
     if path.starts_with("/api/policy-file") {
         return json!({"text": "[[policy]]\nname = \"zz\"\n"});
     }
+    if path.starts_with("/api/held/sync") {
+        return json!({"mta": "127.0.0.1", "queue": []});
+    }
     if path.starts_with("/api/counters") {
         return json!({"key": "p/q/MessageCount/Sender:a@example.org"});
     }
@@ -176,8 +181,8 @@ fn every_api_path_refuses_requests_without_credentials() {
     let ops = operations(&admin, &token);
     assert_eq!(
         ops.len(),
-        15 * 7 + 7 + 4 + 1,
-        "15 resources x (list, create, get, put, delete, enable, disable), audit, explain, the policy file (export, preview, import), history, top senders, the counters (look-up, limited now, close, reset) and the accounting report"
+        15 * 7 + 7 + 4 + 1 + 3,
+        "15 resources x (list, create, get, put, delete, enable, disable), audit, explain, the policy file (export, preview, import), history, top senders, the counters (look-up, limited now, close, reset), the accounting report and held messages (list, act, sync)"
     );
     let bad_token = secret::new_token().unwrap();
     for (method, path) in &ops {
@@ -228,6 +233,9 @@ fn viewers_read_everything_and_change_nothing() {
             // Explaining, looking up counters and reporting change nothing: viewers may (here
             // without the fields they need).
             assert_eq!(r.status, 422, "{method} {path}: {}", r.body);
+        } else if path == "/api/held" {
+            // Readable by viewers; this server keeps no ledger of held messages.
+            assert_eq!(r.status, 503, "{method} {path}: {}", r.body);
         } else if method == "GET" || path == "/api/policy-file/preview" {
             // Nor does previewing an import.
             assert_eq!(r.status, 200, "{method} {path}: {}", r.body);

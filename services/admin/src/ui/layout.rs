@@ -21,6 +21,8 @@ pub enum Nav {
     TopSenders,
     /// Live counters.
     Counters,
+    /// Messages DELAY quotas hold.
+    Held,
     /// The static greylisting whitelist.
     GreylistingWhitelist,
     /// Accounting's totals.
@@ -58,6 +60,7 @@ pub fn page(title: &str, caller: Option<&Caller>, nav: Nav, content: Markup) -> 
                             (link("/history", "History", Nav::History))
                             (link("/top-senders", "Top senders", Nav::TopSenders))
                             (link("/counters", "Counters", Nav::Counters))
+                            (link("/held", "Held", Nav::Held))
                             @if caller.account.role != sluice_store::AdminRole::DomainAdmin {
                                 (link("/greylisting-whitelist", "Greylisting", Nav::GreylistingWhitelist))
                                 (link("/checkhelo-lists", "HELO lists", Nav::HeloLists))

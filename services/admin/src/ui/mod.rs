@@ -8,6 +8,7 @@ mod accounting_page;
 mod counters_page;
 mod explain_page;
 mod greylisting_page;
+mod held_page;
 mod history_page;
 mod layout;
 mod login;
@@ -57,6 +58,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/top-senders", get(history_page::top_senders))
         .route("/counters", get(counters_page::page))
         .route("/counters/reset", post(counters_page::reset))
+        .route("/held", get(held_page::page))
+        .route("/held/{id}/{action}", post(held_page::act))
         .route(
             "/policies/{policy}/greylisting",
             post(greylisting_page::add_settings),

@@ -242,6 +242,14 @@ pub(super) async fn policy(
                 p.muted {
                     "Tracks " code { (q.track) } " over " (sluice_store::policy_file::period_text(q.period).trim_matches('"')) "; when full: "
                     code { (q.verdict) } @if let Some(d) = &q.data { " " (d) }
+                    @if q.verdict.eq_ignore_ascii_case("DELAY") {
+                        " · held and released when it has room ("
+                        (q.release.as_deref().unwrap_or("room")) "; at most "
+                        (q.max_held.unwrap_or(u64::from(sluice_engine::hold::settings::DEFAULT_MAX_HELD))) " held; after "
+                        (sluice_store::policy_file::period_text(q.max_hold_age.unwrap_or(sluice_engine::hold::settings::DEFAULT_MAX_HOLD_AGE_SECS)).trim_matches('"')) ": "
+                        (q.on_expiry.as_deref().unwrap_or("return")) ") · "
+                        a href="/held" { "held messages" }
+                    }
                     @if q.last_quota { " · last quota" }
                 }
                 table {
@@ -277,8 +285,15 @@ pub(super) async fn policy(
                 label { "Name" input type="text" name="name" required; }
                 label { "Track" input type="text" name="track" value="Sender:user@domain" required; }
                 label { "Period (s)" input type="number" name="period" value="3600" min="1" required; }
-                label { "Verdict" input type="text" name="verdict" value="DEFER" required; }
+                label { "Verdict" input type="text" name="verdict" value="DEFER" required title="REJECT, DEFER, HOLD, DISCARD, FILTER, REDIRECT, or DELAY (hold and release when there is room)"; }
                 label { "Text" input type="text" name="data" placeholder="4.7.1 Too many messages"; }
+                label { "DELAY release"
+                    select name="release" {
+                        option value="" { "—" }
+                        option value="room" { "room" }
+                        option value="paced" { "paced" }
+                    }
+                }
                 button type="submit" { "Add quota" }
             }
         }
@@ -473,6 +488,8 @@ pub(super) struct QuotaForm {
     verdict: String,
     #[serde(default)]
     data: Option<String>,
+    #[serde(default)]
+    release: Option<String>,
 }
 
 pub(super) async fn add_quota(
@@ -496,6 +513,8 @@ pub(super) async fn add_quota(
         last_quota: false,
         disabled: false,
         comment: None,
+        release: given(form.release),
+        ..Quota::from(&sluice_engine::QuotaDef::default())
     };
     let keys = vec![policy];
     form_change::<Quotas>(
