@@ -199,6 +199,19 @@ pub async fn explain(
             (engine.explain(&req).await, false)
         }
     };
+    let mut explanation = explanation;
+    if let (Some(held), false) = (&state.options.held, explanation.delay_queues.is_empty()) {
+        if let Ok(messages) = held.list().await {
+            let now = u64::try_from(crate::now_ms()).unwrap_or(0);
+            for queue in &explanation.delay_queues {
+                let at = explanation.lines.len().saturating_sub(1);
+                explanation.lines.insert(
+                    at,
+                    sluice_engine::hold::describe_queue(queue, &messages, now),
+                );
+            }
+        }
+    }
     Ok(Explained {
         action: explanation
             .action

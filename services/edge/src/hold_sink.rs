@@ -16,6 +16,11 @@ pub fn install(ledger: SharedHeld) -> bool {
     LEDGER.set(ledger).is_ok()
 }
 
+/// This process's ledger, if one was installed (for explanations).
+pub fn installed() -> Option<SharedHeld> {
+    LEDGER.get().cloned()
+}
+
 /// What a DELAY quota answers when the message cannot be held (no ledger, ledger full or
 /// failing): Postfix keeps it and the client tries again later.
 fn deferred(why: &str) -> Action {

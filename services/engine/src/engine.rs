@@ -95,6 +95,9 @@ pub struct Decision {
     /// holds it, the ledger does not know it (for a warning: is the policy service asked
     /// in `smtpd_end_of_data_restrictions`?).
     pub hold_lost: bool,
+    /// Explaining only: the held-message queues of the DELAY quotas that counted the request
+    /// ([`Explanation::delay_queues`]).
+    pub delay_queues: Vec<String>,
 }
 
 /// A level at or above this share of a limit counts as "near the limit".
@@ -145,6 +148,9 @@ pub struct Explanation {
     pub lines: Vec<String>,
     /// The action Postfix would get.
     pub action: Option<Action>,
+    /// The queues of held messages of the DELAY quotas that counted the request
+    /// (`policy/quota/track value`), for the server to add what they hold.
+    pub delay_queues: Vec<String>,
 }
 
 impl fmt::Display for Explanation {
@@ -197,6 +203,7 @@ impl Decision {
             delayed: None,
             hold: None,
             hold_lost: false,
+            delay_queues: Vec::new(),
         }
     }
 }
@@ -367,6 +374,7 @@ impl Engine {
         Explanation {
             lines,
             action: Some(decision.action),
+            delay_queues: decision.delay_queues,
         }
     }
 

@@ -86,9 +86,33 @@ pub async fn explain_answering(
     req: &PolicyRequest<'_>,
 ) -> sluice_engine::Explanation {
     let lookups = engine.lookups(req);
-    if lookups.is_empty() {
-        return engine.explain(req).await;
+    let mut explanation = if lookups.is_empty() {
+        engine.explain(req).await
+    } else {
+        let answers = dns.answer(&lookups).await;
+        engine.explain_with(req, &answers).await
+    };
+    add_held(&mut explanation).await;
+    explanation
+}
+
+/// Adds what the DELAY quotas that counted the request hold (when this server keeps a
+/// ledger of held messages).
+async fn add_held(explanation: &mut sluice_engine::Explanation) {
+    if explanation.delay_queues.is_empty() {
+        return;
     }
-    let answers = dns.answer(&lookups).await;
-    engine.explain_with(req, &answers).await
+    let Some(held) = sluice_edge::hold_sink::installed() else {
+        return;
+    };
+    let Ok(messages) = held.list().await else {
+        return;
+    };
+    let now = sluice_engine::Clock::now_ms(&sluice_engine::SystemClock);
+    for queue in &explanation.delay_queues {
+        let line = sluice_engine::hold::describe_queue(queue, &messages, now);
+        // Before the last line (the action).
+        let at = explanation.lines.len().saturating_sub(1);
+        explanation.lines.insert(at, line);
+    }
 }

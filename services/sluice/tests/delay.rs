@@ -301,6 +301,31 @@ async fn operators_release_return_and_delete_and_the_cap_defers() {
         at_end,
         "DEFER 4.7.1 Quota outbound is full and already holds 2 messages; try again later"
     );
+    // Explain shows what the quota holds (charging nothing).
+    let explained = s.api(
+        "POST",
+        "/api/explain",
+        Some(
+            &serde_json::json!({"sender": SENDER, "recipient": "r@dest.example", "instance": "x"})
+                .to_string(),
+        ),
+    );
+    let lines: Vec<&str> = explained["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with(&format!(
+            "Held for app/outbound/Sender:{SENDER}: 2 waiting (next out: Q2 from 127.0.0.1"
+        ))),
+        "{lines:#?}"
+    );
+    assert!(
+        explained["action"].as_str().unwrap().starts_with("HOLD"),
+        "{explained}"
+    );
     let held = s.held();
     let id = |q: &str| {
         held.iter().find(|m| m["queue_id"] == q).unwrap()["id"]

@@ -213,3 +213,28 @@ pub trait HeldMessages: Send + Sync + 'static {
 
 /// A shared ledger handle.
 pub type SharedHeld = Arc<dyn HeldMessages>;
+
+/// What `queue` (`policy/quota/track value`) holds, for explanations: how many wait, the
+/// next out and how long it has waited, and how many are leaving.
+pub fn describe_queue(queue: &str, messages: &[HeldMessage], now_ms: u64) -> String {
+    let mine: Vec<&HeldMessage> = messages
+        .iter()
+        .filter(|m| m.request.queue_key() == queue)
+        .collect();
+    let waiting: Vec<&&HeldMessage> = mine.iter().filter(|m| m.state == HeldState::Held).collect();
+    let leaving = mine.len() - waiting.len();
+    let mut line = format!("Held for {queue}: {} waiting", waiting.len());
+    if let Some(next) = waiting.first() {
+        line.push_str(&format!(
+            " (next out: {} from {}, held {} s ago)",
+            next.request.queue_id,
+            next.request.mta,
+            now_ms.saturating_sub(next.held_at_ms) / 1000
+        ));
+    }
+    if leaving > 0 {
+        line.push_str(&format!(", {leaving} being released, returned or deleted"));
+    }
+    line.push('.');
+    line
+}

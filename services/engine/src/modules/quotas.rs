@@ -152,6 +152,17 @@ impl Module for Quotas {
                 continue;
             }
             let c = counted(r, tag.policy, tag.item, tag.sub);
+            if cx.explaining() && c.quota.delay.is_some() {
+                let queue = format!(
+                    "{}/{}/{}",
+                    c.policy.name,
+                    c.quota.name,
+                    op.key.get(c.prefix_len..).unwrap_or_default()
+                );
+                if !cx.decision().delay_queues.contains(&queue) {
+                    cx.decision().delay_queues.push(queue);
+                }
+            }
             let state = cx.state();
             cx.note(|| {
                 let mut line = describe_op(op, res, &c);
