@@ -1,6 +1,6 @@
 //! The ledger of held messages of `sluice serve` (DELAY quotas, docs/delay.md), kept in the
 //! SQLite policy database (table `held_message`, migration
-//! `migrations/sqlite/0010_delay.sql`) so that a restart forgets no held message.
+//! `migrations/sqlite/0011_delay.sql`) so that a restart forgets no held message.
 //!
 //! The ledger's rules live in [`sluice_engine::hold::Ledger`]; this table only stores its
 //! messages, one JSON body each. A message is written before Postfix is told to hold it.
