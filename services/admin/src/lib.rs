@@ -65,6 +65,10 @@ pub struct AdminOptions {
     /// quota service), for the Counters page and `/api/counters`; without them those answer
     /// 503.
     pub counters: Option<Arc<dyn sluice_engine::LiveCounters>>,
+    /// Sub-buckets per quota period the counters are kept with: the `buckets` setting of
+    /// the processes that count (serve's own; for the admin role, the edges'). Reading a
+    /// counter in Redis back needs its sub-bucket width.
+    pub buckets: u32,
 }
 
 impl std::fmt::Debug for AdminOptions {
@@ -75,6 +79,7 @@ impl std::fmt::Debug for AdminOptions {
             .field("limits", &self.limits)
             .field("engine", &self.engine.is_some())
             .field("counters", &self.counters.is_some())
+            .field("buckets", &self.buckets)
             .finish()
     }
 }
@@ -90,6 +95,7 @@ impl Default for AdminOptions {
             },
             engine: None,
             counters: None,
+            buckets: sluice_engine::EngineSettings::default().buckets_per_period,
         }
     }
 }

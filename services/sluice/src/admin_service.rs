@@ -40,6 +40,7 @@ pub async fn run(
         secure_cookies: settings.admin_secure_cookies || tls.is_some(),
         engine,
         counters,
+        buckets: settings.engine.buckets_per_period,
         ..AdminOptions::default()
     };
     tracing::info!(

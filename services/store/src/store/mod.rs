@@ -4,6 +4,7 @@ mod accounting_rows;
 mod checkhelo_rows;
 mod checkspf_rows;
 mod connect;
+mod counter_resets;
 mod counters;
 mod greylisting_rows;
 mod message_caps_rows;
@@ -14,6 +15,7 @@ mod watch;
 
 pub use accounting_totals::{AccountingTotal, AccountingTotalRow, MAX_REPORT_ROWS};
 pub use connect::POSTGRES_CONNECT_TIMEOUT;
+pub use counter_resets::{CounterReset, KEEP_MS as COUNTER_RESETS_KEEP_MS, RESET_CHANNEL};
 pub use counters::CountersWritten;
 pub use sqlite_file::FileCheck;
 pub use watch::DEFAULT_POLL;
