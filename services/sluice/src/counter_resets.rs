@@ -14,20 +14,27 @@ use sluice_store::Store;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Longest wait between attempts to start following the resets.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 /// Added to the quota deadline before a reset counter is forgotten the second time.
 const MARGIN: Duration = Duration::from_millis(100);
 
 /// Follows the resets recorded from now on, forgetting each counter on `remote`, until the
 /// process ends. `poll`: the safety-net interval; `deadline`: the quota calls' deadline.
 pub async fn follow(store: Store, remote: Arc<RemoteState>, poll: Duration, deadline: Duration) {
-    let mut rx = match store.follow_counter_resets(poll).await {
-        Ok(rx) => rx,
-        Err(e) => {
-            tracing::error!(
-                error = %e,
-                "Cannot follow the counter resets of the policy database; a reset made in the admin service reaches this edge only when its local memo and lease end (at most 5 s and one sub-bucket)"
-            );
-            return;
+    let mut backoff = poll;
+    let mut rx = loop {
+        match store.follow_counter_resets(poll).await {
+            Ok(rx) => break rx,
+            Err(error) => {
+                sluice_runtime::warn_limited!(
+                    %error,
+                    "Cannot read the counter resets of the policy database (does this edge's database role have SELECT on counter_resets?); retrying. Meanwhile a reset made in the admin service reaches this edge only when its local memo and lease end (at most 5 s and one sub-bucket)"
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
         }
     };
     while let Some(reset) = rx.recv().await {

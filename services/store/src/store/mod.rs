@@ -4,7 +4,6 @@ mod accounting_rows;
 mod checkhelo_rows;
 mod checkspf_rows;
 mod connect;
-mod counter_resets;
 mod counters;
 mod greylisting_rows;
 mod message_caps_rows;
@@ -83,6 +82,7 @@ mod accounts;
 mod admin_rows;
 mod alert_lock;
 mod audit;
+mod counter_resets;
 mod history;
 
 pub use accounts::{Account, AdminRole, TokenInfo};
