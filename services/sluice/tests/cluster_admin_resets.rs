@@ -164,7 +164,9 @@ fn a_reset_reaches_an_edge_that_remembers_the_refusal_within_a_second() {
         assert_eq!(ask(b, &sender()), "REJECT sender quota exceeded");
     }
     assert!(
-        cluster.logs().contains("forgot its local over-limit memo and lease"),
+        cluster
+            .logs()
+            .contains("forgot its local over-limit memo and lease"),
         "{}",
         cluster.logs()
     );
@@ -221,11 +223,11 @@ fn a_reset_makes_an_edge_forget_its_lease_of_the_counter() {
     // The edge says when it has applied the reset (polled, with a deadline).
     let reset_at = Instant::now();
     let applied = format!("key={key}");
-    while !cluster
-        .edges
-        .iter()
-        .any(|e| e.log().lines().any(|l| l.contains(&applied) && l.contains("held=true")))
-    {
+    while !cluster.edges.iter().any(|e| {
+        e.log()
+            .lines()
+            .any(|l| l.contains(&applied) && l.contains("held=true"))
+    }) {
         assert!(
             reset_at.elapsed() < Duration::from_secs(1),
             "the edge did not apply the reset within a second\n{}",
@@ -257,7 +259,12 @@ fn the_admin_role_reads_levels_with_the_edges_buckets() {
         Spec {
             edges: 1,
             quotas: 1,
-            edge_args: vec!["--buckets".into(), "6".into(), "--lease-multiple".into(), "0".into()],
+            edge_args: vec![
+                "--buckets".into(),
+                "6".into(),
+                "--lease-multiple".into(),
+                "0".into(),
+            ],
             ..Spec::default()
         },
     );
@@ -273,7 +280,11 @@ fn the_admin_role_reads_levels_with_the_edges_buckets() {
         assert_eq!(answer, "DUNNO");
     }
     let row = lookup(port, &token, busy, logs);
-    assert_eq!((&row["used"], &row["limit"]), (&json!(3), &json!(5)), "{row}");
+    assert_eq!(
+        (&row["used"], &row["limit"]),
+        (&json!(3), &json!(5)),
+        "{row}"
+    );
     // The window frees up when its newest 10-minute bucket leaves it: within the hour.
     let empty_in = row["empty_at_ms"].as_u64().unwrap() as i64
         - std::time::SystemTime::now()

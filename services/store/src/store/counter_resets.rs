@@ -43,7 +43,11 @@ impl Store {
     /// Records the reset of counter `key` with its audit `entry`, in one transaction (and
     /// deletes resets older than [`KEEP_MS`]). On PostgreSQL the insert notifies
     /// [`RESET_CHANNEL`] at commit.
-    pub async fn record_counter_reset(&self, key: &str, entry: &NewAudit) -> Result<(), StoreError> {
+    pub async fn record_counter_reset(
+        &self,
+        key: &str,
+        entry: &NewAudit,
+    ) -> Result<(), StoreError> {
         const INSERT: &str = "INSERT INTO counter_resets (at_ms, counter_key) VALUES ($1, $2)";
         const PRUNE: &str = "DELETE FROM counter_resets WHERE at_ms < $1";
         let lock = matches!(self.backend, Backend::Postgres(_));
