@@ -99,7 +99,19 @@ fn reset(port: u16, token: &str, key: &str) -> serde_json::Value {
 fn a_reset_reaches_an_edge_that_remembers_the_refusal_within_a_second() {
     let _serial = serial();
     let db = PgDb::create();
-    import(&db.url, &gate_and_sender_quota("blocked v1", 2));
+    // Recipients, not messages: a message count is taken once per message, which the
+    // memo never answers (only the quota service knows whether the message was counted).
+    import(
+        &db.url,
+        &quota_policy(
+            "senders",
+            "Sender:user@domain",
+            "RecipientCount",
+            2,
+            "REJECT",
+            "sender quota exceeded",
+        ),
+    );
     let token = admin_support::admin_with_token(&db.url);
     let cluster = Cluster::start(
         &db.url,
