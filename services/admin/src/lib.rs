@@ -69,6 +69,10 @@ pub struct AdminOptions {
     /// SQLite database), for the Held page, `/api/held` and the release agents' syncs;
     /// without it those answer 503.
     pub held: Option<sluice_engine::hold::SharedHeld>,
+    /// Sub-buckets per quota period the counters are kept with: the `buckets` setting of
+    /// the processes that count (serve's own; for the admin role, the edges'). Reading a
+    /// counter in Redis back needs its sub-bucket width.
+    pub buckets: u32,
 }
 
 impl std::fmt::Debug for AdminOptions {
@@ -80,6 +84,7 @@ impl std::fmt::Debug for AdminOptions {
             .field("engine", &self.engine.is_some())
             .field("counters", &self.counters.is_some())
             .field("held", &self.held.is_some())
+            .field("buckets", &self.buckets)
             .finish()
     }
 }
@@ -96,6 +101,7 @@ impl Default for AdminOptions {
             engine: None,
             counters: None,
             held: None,
+            buckets: sluice_engine::EngineSettings::default().buckets_per_period,
         }
     }
 }

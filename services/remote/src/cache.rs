@@ -187,6 +187,12 @@ impl OverLimitCache {
         }
     }
 
+    /// Forgets whatever is remembered of `key` (the counter was reset: its next request
+    /// asks the quota service); whether there was an entry.
+    pub fn remove(&self, key: &str) -> bool {
+        self.lock().map.remove(key).is_some()
+    }
+
     fn forget(&self, key: &str, limit: u64, cost: u64) {
         let mut inner = self.lock();
         if inner

@@ -306,6 +306,22 @@ impl LeaseTable {
         out
     }
 
+    /// Forgets the key's lease without giving its units back (the counter was reset: they
+    /// were charged to buckets that no longer exist, and a return would take them from the
+    /// new count); the units it had left. Its next take asks the quota service.
+    pub fn forget(&self, key: &str) -> u64 {
+        let mut shard = self.shard(key);
+        match shard.leases.remove(key) {
+            Some(l) => {
+                if !l.ended {
+                    shard.live -= 1;
+                }
+                l.left
+            }
+            None => 0,
+        }
+    }
+
     /// Removes every lease, returning the unused units (shutdown).
     pub fn drain(&self) -> Vec<LeaseReturn> {
         let mut out = Vec::new();
@@ -398,6 +414,32 @@ mod tests {
         assert_eq!(returns[0].units, 4);
         assert_eq!(t.drain().iter().map(|r| r.units).sum::<u64>(), 4);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_forgotten_lease_admits_nothing_and_gives_nothing_back() {
+        let t = LeaseTable::default();
+        let w = WindowSpec::new(3_600_000, 60);
+        let now = Instant::now();
+        let mut returns = Vec::new();
+        t.grant("k", w, grant(5, 1_000), 0, now, 16, &mut returns);
+        t.grant("j", w, grant(2, 1_000), 0, now, 16, &mut returns);
+        assert_eq!(t.take("k", 1, now), Some(1));
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.forget("k"), 4, "the units it had left");
+        assert_eq!(t.forget("k"), 0, "nothing more");
+        assert_eq!(t.len(), 1);
+        assert!(!t.knows("k"));
+        assert_eq!(t.take("k", 1, now), None, "the next take asks the service");
+        // Its old timer finds nothing; only j's units go back.
+        let back = t.expired(now + Duration::from_millis(1_000));
+        assert_eq!(back.len(), 1, "{back:?}");
+        assert_eq!((back[0].key.as_str(), back[0].units), ("j", 2));
+        assert!(returns.is_empty());
+        // A new lease of the counter is held and ends as usual.
+        t.grant("k", w, grant(3, 1_000), 0, now, 16, &mut returns);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.drain().iter().map(|r| r.units).sum::<u64>(), 3);
     }
 
     #[test]

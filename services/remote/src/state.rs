@@ -281,6 +281,16 @@ impl RemoteState {
         self.inner.pool.stats()
     }
 
+    /// The counter `key` was reset (by the admin service): forgets what this edge holds
+    /// for it — its over-limit memo entry, and its lease without giving the units back
+    /// (they were charged to the buckets the reset deleted) — so its next request asks the
+    /// quota service. Whether anything was held.
+    pub fn forget_counter(&self, key: &str) -> bool {
+        let memo = self.inner.cache.as_ref().is_some_and(|c| c.remove(key));
+        let leased = self.inner.leases.as_ref().map_or(0, |l| l.forget(key));
+        memo || leased > 0
+    }
+
     /// Number of entries in the over-limit cache (0 when it is off).
     pub fn cached_over_limit(&self) -> usize {
         self.inner.cache.as_ref().map_or(0, OverLimitCache::len)

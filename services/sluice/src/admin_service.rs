@@ -43,6 +43,7 @@ pub async fn run(
         engine,
         counters,
         held,
+        buckets: settings.engine.buckets_per_period,
         ..AdminOptions::default()
     };
     tracing::info!(

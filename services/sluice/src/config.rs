@@ -288,10 +288,11 @@ fn build(a: &RoleArgs, role: Role, errors: &mut Vec<String>) -> Settings {
     if max_request < max_line {
         errors.push("max_request must be at least max_line".into());
     }
-    let buckets = policy.buckets.unwrap_or(60);
+    let buckets = a.window.buckets.unwrap_or(60);
     // The engine's range, and a lower cap where counters live in Redis (an edge's quota
-    // service, or serve --redis).
-    let in_redis = role == Role::Edge || a.redis.redis.as_ref().is_some_and(|r| !r.is_empty());
+    // service, whose counters the admin role reads, or serve --redis).
+    let in_redis = matches!(role, Role::Edge | Role::Admin)
+        || a.redis.redis.as_ref().is_some_and(|r| !r.is_empty());
     if let Err(e) = sluice_engine::bounds::check_buckets(buckets, in_redis) {
         errors.push(e);
     }

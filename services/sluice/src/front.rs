@@ -68,6 +68,11 @@ pub async fn run(
     // Serving /healthz, /metrics and a 503 /readyz while the policies load.
     let live_counters = counters.live();
     let in_process = matches!(counters, Counters::Embedded(_));
+    // An edge forgets what it holds for a counter the admin service reset.
+    let remote = match &counters {
+        Counters::Remote(remote) => Some(remote.clone()),
+        _ => None,
+    };
     let ready = FrontReady::new(counters);
     if let Some(admin) = admin {
         tokio::spawn(metrics_listener::serve(
@@ -119,6 +124,14 @@ pub async fn run(
         settings.reload_poll,
         version,
     ));
+    if let Some(remote) = remote {
+        tokio::spawn(crate::counter_resets::follow(
+            store.clone(),
+            remote,
+            settings.reload_poll,
+            settings.quota_deadline,
+        ));
+    }
     tokio::spawn(record_database_checks(store.clone()));
     hangups.spawn(Some(store.clone()));
     let history = crate::history::start(&settings.history, &store, &stopped);

@@ -10,6 +10,7 @@ mod alerts;
 mod ask;
 mod cli;
 mod config;
+mod counter_resets;
 mod database;
 mod descriptors;
 mod explain;

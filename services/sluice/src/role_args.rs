@@ -110,11 +110,6 @@ pub struct PolicySettings {
     #[arg(long, env = "SLUICE_MAX_REQUEST")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_request: Option<usize>,
-    /// Sub-buckets per quota period: the rolling window's granularity (1-3600; at most 512
-    /// with counters in Redis: an edge, or serve with --redis).
-    #[arg(long, env = "SLUICE_BUCKETS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub buckets: Option<u32>,
     /// How often the database is polled for policy changes, ms.
     #[arg(long, env = "SLUICE_RELOAD_POLL_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -139,6 +134,18 @@ pub struct PolicySettings {
     #[arg(long, env = "SLUICE_DNS_CACHE_SIZE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_cache_size: Option<u64>,
+}
+
+/// How quota windows are split (serve, edge; admin, to read back the levels the edges
+/// count).
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+pub struct WindowSettings {
+    /// Sub-buckets per quota period: the rolling window's granularity (1-3600; at most 512
+    /// with counters in Redis: an edge, or serve with --redis). On the admin role: the
+    /// edges' value, with which it reads the counters' levels back.
+    #[arg(long, env = "SLUICE_BUCKETS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buckets: Option<u32>,
 }
 
 /// Settings of the roles that count in Redis (quota; serve optionally).
@@ -365,6 +372,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     policy: PolicySettings,
     #[command(flatten)]
+    window: WindowSettings,
+    #[command(flatten)]
     redis: RedisSettings,
     #[command(flatten)]
     counters: CounterSettings,
@@ -387,6 +396,8 @@ pub struct EdgeArgs {
     database: DatabaseSettings,
     #[command(flatten)]
     policy: PolicySettings,
+    #[command(flatten)]
+    window: WindowSettings,
     #[command(flatten)]
     quota_client: QuotaClientSettings,
     #[command(flatten)]
@@ -425,6 +436,8 @@ pub struct AdminRoleArgs {
     alerts: AlertSettings,
     #[command(flatten)]
     quota_client: QuotaClientSettings,
+    #[command(flatten)]
+    window: WindowSettings,
 }
 
 /// A role's arguments as given (flags and environment), every group present; the groups a
@@ -442,6 +455,8 @@ pub struct RoleArgs {
     pub database: DatabaseSettings,
     /// Settings of serve and edge.
     pub policy: PolicySettings,
+    /// How quota windows are split (serve, edge, admin).
+    pub window: WindowSettings,
     /// Settings of quota and serve.
     pub redis: RedisSettings,
     /// Settings of serve's in-process counters.
@@ -468,6 +483,7 @@ impl From<ServeArgs> for RoleArgs {
             common: a.common,
             database: a.database,
             policy: a.policy,
+            window: a.window,
             redis: a.redis,
             counters: a.counters,
             admin: a.admin,
@@ -486,6 +502,7 @@ impl From<EdgeArgs> for RoleArgs {
             common: a.common,
             database: a.database,
             policy: a.policy,
+            window: a.window,
             quota_client: a.quota_client,
             edge_quota: a.edge_quota,
             history: a.history,
@@ -518,6 +535,7 @@ impl From<AdminRoleArgs> for RoleArgs {
             admin: a.admin,
             alerts: a.alerts,
             quota_client: a.quota_client,
+            window: a.window,
             ..Default::default()
         }
     }

@@ -48,6 +48,7 @@ pub fn layer(args: RoleArgs, path: &Path, role: Role, errors: &mut Vec<String>) 
     group!(common);
     group!(database);
     group!(policy);
+    group!(window);
     group!(redis);
     group!(counters);
     group!(quota_client);

@@ -1,7 +1,8 @@
 //! `buckets` is capped where counters live in Redis (docs/quotas.md, "Sub-buckets in
-//! Redis"): an edge, or `sluice serve --redis`, refuses more than 512 at `--check-config` and
-//! at start (exit code 64, naming the setting and the cap); in-process counters keep the
-//! engine's range (up to 3,600).
+//! Redis"): an edge, the `sluice admin` role (which reads the edges' counters with it), or
+//! `sluice serve --redis`, refuses more than 512 at `--check-config` and at start (exit code
+//! 64, naming the setting and the cap); in-process counters keep the engine's range (up to
+//! 3,600).
 
 use std::process::{Command, Output, Stdio};
 
@@ -74,4 +75,32 @@ fn serve_caps_buckets_only_with_redis() {
     let out = check_config(&["serve", "--database", db, "--buckets", "3601"]);
     assert_eq!(out.status.code(), Some(64), "{}", text(&out));
     assert!(text(&out).contains("between 1 and 3600"), "{}", text(&out));
+}
+
+#[test]
+fn the_admin_role_takes_the_edges_buckets_with_their_cap() {
+    let admin = [
+        "admin",
+        "--database",
+        "postgres://db.internal/sluice",
+        "--admin-listen",
+        "127.0.0.1:10035",
+    ];
+    let ok = check_config(&admin);
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(
+        text(&ok).lines().any(|l| l == "buckets = 60"),
+        "the default: {}",
+        text(&ok)
+    );
+    let ok = check_config(&[&admin[..], &["--buckets", "6"]].concat());
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(
+        text(&ok).lines().any(|l| l == "buckets = 6"),
+        "{}",
+        text(&ok)
+    );
+    let out = check_config(&[&admin[..], &["--buckets", "600"]].concat());
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    assert!(text(&out).contains("above 512"), "{}", text(&out));
 }

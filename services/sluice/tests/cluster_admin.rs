@@ -562,7 +562,8 @@ fn the_admin_role_reads_and_resets_live_counters_through_the_quota_service() {
     assert_eq!(limited.as_array().unwrap().len(), 1, "{limited}");
 
     // Reset through the API: the counter is empty, off the listing, and both edges admit
-    // again (an edge's memo of a refusal lasts at most 5 s: polled, never charging).
+    // again (each forgets what it holds of the counter within a second: polled, never
+    // charging; cluster_admin_resets.rs holds them to the second).
     let done = api(
         port,
         "POST",

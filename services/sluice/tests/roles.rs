@@ -137,6 +137,7 @@ fn settings() -> Vec<Setting> {
     assert_eq!(owners("quota"), ["edge", "admin"]);
     assert_eq!(owners("quota_token_file"), ["edge", "admin"]);
     assert_eq!(owners("lease_multiple"), ["edge"]);
+    assert_eq!(owners("buckets"), ["serve", "edge", "admin"]);
     assert_eq!(owners("grpc_listen"), ["quota"]);
     assert_eq!(owners("http_explain"), ["serve", "edge"]);
     let database = table.iter().find(|s| s.key == "database").unwrap();

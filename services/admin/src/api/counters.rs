@@ -180,13 +180,9 @@ fn may_see(caller: &Caller, def: &PolicySetDef, key: &str) -> bool {
     }
 }
 
-/// Sub-buckets per quota period the counters are kept with (the running engine's setting;
-/// without one, the default).
+/// Sub-buckets per quota period the counters are kept with ([`crate::AdminOptions::buckets`]).
 fn buckets(state: &AppState) -> u32 {
-    state.options.engine.as_ref().map_or(
-        sluice_engine::EngineSettings::default().buckets_per_period,
-        |e| e.settings().buckets_per_period,
-    )
+    state.options.buckets
 }
 
 /// The counter `key` as [`LiveCounters::levels`] asks for it: with the limit and window of
@@ -358,7 +354,8 @@ pub async fn close(
     listed(state, caller, Listing::AtLeastPercent(percent)).await
 }
 
-/// Resets the counter `key` for `caller` (audited as `reset` of `counters/KEY`).
+/// Resets the counter `key` for `caller` (audited as `reset` of `counters/KEY`, and recorded
+/// in `counter_resets` for the edges of a cluster, see [`sluice_store::CounterReset`]).
 pub async fn reset(state: &AppState, caller: &Caller, key: &str) -> Result<ResetDone, ApiError> {
     caller.may_change()?;
     if key.is_empty() || key.len() > 2048 || split_key(key).is_none() {
@@ -391,7 +388,9 @@ pub async fn reset(state: &AppState, caller: &Caller, key: &str) -> Result<Reset
         before: Some(serde_json::json!({ "used": before }).to_string()),
         after: Some(serde_json::json!({ "used": 0 }).to_string()),
     };
-    state.store.record_audit(&entry).await?;
+    // With its audit entry, the reset is recorded for the edges of a cluster: each forgets
+    // what it holds locally for the counter (its over-limit memo, its lease) within a second.
+    state.store.record_counter_reset(key, &entry).await?;
     tracing::info!(
         account = %caller.account.name,
         client = %caller.client,

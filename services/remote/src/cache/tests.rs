@@ -155,3 +155,17 @@ fn a_long_refusal_is_asked_again_after_the_entry_bound() {
     // ...but only for a few seconds: then the quota service decides again.
     assert_eq!(c.answer_group(&ops, MAX_ENTRY_MS), None);
 }
+
+#[test]
+fn a_removed_key_is_asked_again() {
+    let c = OverLimitCache::new(10);
+    let ops = vec![op("k", 5, OpKind::Take { cost: 1 })];
+    let other = vec![op("j", 5, OpKind::Take { cost: 1 })];
+    c.observe(&ops, &[refused(4_000, 5)], 1_000);
+    c.observe(&other, &[refused(4_000, 5)], 1_000);
+    assert!(c.answer_group(&ops, 1_100).is_some());
+    assert!(c.remove("k"));
+    assert!(!c.remove("k"), "removed once");
+    assert_eq!(c.answer_group(&ops, 1_100), None, "the service is asked");
+    assert!(c.answer_group(&other, 1_100).is_some(), "other keys stay");
+}

@@ -15,6 +15,7 @@ mod watch;
 
 pub use accounting_totals::{AccountingTotal, AccountingTotalRow, MAX_REPORT_ROWS};
 pub use connect::POSTGRES_CONNECT_TIMEOUT;
+pub use counter_resets::{CounterReset, KEEP_MS as COUNTER_RESETS_KEEP_MS, RESET_CHANNEL};
 pub use counters::CountersWritten;
 pub use sqlite_file::FileCheck;
 pub use watch::DEFAULT_POLL;
@@ -82,6 +83,7 @@ mod accounts;
 mod admin_rows;
 mod alert_lock;
 mod audit;
+mod counter_resets;
 mod history;
 
 pub use accounts::{Account, AdminRole, TokenInfo};

@@ -33,7 +33,7 @@ impl Store {
         let store = self.clone();
         let nudge = std::sync::Arc::new(tokio::sync::Notify::new());
         if let Backend::Postgres(pool) = &self.backend {
-            tokio::spawn(listen_for_changes(pool.clone(), nudge.clone(), poll));
+            tokio::spawn(listen(pool.clone(), NOTIFY_CHANNEL, nudge.clone(), poll));
         }
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(poll);
@@ -107,17 +107,19 @@ impl Store {
 /// Name of the PostgreSQL notification channel the version trigger notifies.
 pub const NOTIFY_CHANNEL: &str = "sluice_policy_changed";
 
-/// Keeps a LISTEN connection open and nudges the watcher on every notification. Reconnects
-/// (after `retry`) when the connection drops; ends when the watcher is gone.
-async fn listen_for_changes(
+/// Keeps a connection LISTENing on `channel` open and nudges the watcher on every
+/// notification. Reconnects (after `retry`) when the connection drops; ends when the
+/// watcher is gone (it holds the only other reference to `nudge`).
+pub(super) async fn listen(
     pool: sqlx::PgPool,
+    channel: &'static str,
     nudge: std::sync::Arc<tokio::sync::Notify>,
     retry: Duration,
 ) {
     loop {
         let listener = async {
             let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
-            l.listen(NOTIFY_CHANNEL).await?;
+            l.listen(channel).await?;
             Ok::<_, sqlx::Error>(l)
         };
         match listener.await {
@@ -128,7 +130,7 @@ async fn listen_for_changes(
                     // a change made meanwhile is read now.
                     Ok(None) => nudge.notify_one(),
                     Err(error) => {
-                        tracing::debug!(%error, "Policy change listener failed; polling meanwhile.");
+                        tracing::debug!(%error, channel, "Change listener failed; polling meanwhile.");
                         break;
                     }
                 }
@@ -137,7 +139,7 @@ async fn listen_for_changes(
                 }
             },
             Err(error) => {
-                tracing::debug!(%error, "Cannot LISTEN for policy changes; polling meanwhile.")
+                tracing::debug!(%error, channel, "Cannot LISTEN for changes; polling meanwhile.")
             }
         }
         if std::sync::Arc::strong_count(&nudge) == 1 {
