@@ -22,8 +22,8 @@ use sluice_store::NewAudit;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::ResponseBuilder;
-use utoipa::openapi::schema::{ArrayBuilder, ComponentsBuilder, Ref};
-use utoipa::openapi::{ContentBuilder, Paths, Required};
+use utoipa::openapi::schema::ComponentsBuilder;
+use utoipa::openapi::{Paths, Required};
 use utoipa::{PartialSchema, ToSchema};
 
 use super::body;
@@ -449,17 +449,7 @@ pub(crate) fn document(paths: &mut Paths, components: ComponentsBuilder) -> Comp
             .schema(Some(schema))
             .build()
     };
-    let json = |name: &str, array: bool| {
-        let schema: utoipa::openapi::RefOr<utoipa::openapi::Schema> = if array {
-            ArrayBuilder::new()
-                .items(Ref::from_schema_name(name))
-                .build()
-                .into()
-        } else {
-            Ref::from_schema_name(name).into()
-        };
-        ContentBuilder::new().schema(Some(schema)).build()
-    };
+    let json = super::openapi::json_content;
     let records = |description: &str| {
         ResponseBuilder::new()
             .description(description)

@@ -18,8 +18,8 @@ use sluice_store::{AdminRole, NewAudit};
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::ResponseBuilder;
-use utoipa::openapi::schema::{ArrayBuilder, ComponentsBuilder, Ref};
-use utoipa::openapi::{ContentBuilder, Paths, Required};
+use utoipa::openapi::schema::ComponentsBuilder;
+use utoipa::openapi::{Paths, Required};
 use utoipa::{PartialSchema, ToSchema};
 
 use super::body;
@@ -335,17 +335,7 @@ pub(crate) async fn post_sync(
 
 /// Adds the held-message paths and their schemas to the OpenAPI document.
 pub(crate) fn document(paths: &mut Paths, components: ComponentsBuilder) -> ComponentsBuilder {
-    let json = |name: &str, array: bool| {
-        let schema: utoipa::openapi::RefOr<utoipa::openapi::Schema> = if array {
-            ArrayBuilder::new()
-                .items(Ref::from_schema_name(name))
-                .build()
-                .into()
-        } else {
-            Ref::from_schema_name(name).into()
-        };
-        ContentBuilder::new().schema(Some(schema)).build()
-    };
+    let json = super::openapi::json_content;
     let list = OperationBuilder::new()
         .summary(Some(
             "Messages DELAY quotas hold, in arrival order, with each one's place in its queue",

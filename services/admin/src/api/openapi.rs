@@ -135,6 +135,19 @@ pub fn openapi() -> OpenApi {
         .build()
 }
 
+/// JSON content of the schema `name` (an array of them with `array`), for the paths the
+/// other API modules document.
+pub(crate) fn json_content(name: &str, array_of: bool) -> utoipa::openapi::Content {
+    let schema = if array_of {
+        array(name)
+    } else {
+        reference(name)
+    };
+    utoipa::openapi::ContentBuilder::new()
+        .schema(Some(schema))
+        .build()
+}
+
 fn reference(name: &str) -> RefOr<Schema> {
     Ref::from_schema_name(name).into()
 }
