@@ -4,11 +4,14 @@
 # DNS answers from dnsmasq on 127.0.0.1 (Debian's dnsmasq-base; started here, stopped on
 # exit) with long TTLs so that Sluice serves them from its cache.
 #
-# Usage: loadtest/helo-spf.sh SLUICE   (knobs of ab.sh apply: ROUNDS, DURATION, ...;
-# DNS_PORT, 10953 by default)
+# Usage: loadtest/helo-spf.sh SLUICE [SLUICE_B]   (knobs of ab.sh apply: ROUNDS, DURATION,
+# ...; DNS_PORT, 10953 by default). With SLUICE_B, SLUICE is the baseline (A) and SLUICE_B is
+# compared with it in the same run; without it, both sides are SLUICE. The replies of every
+# load are listed by action at the end: a DEFER there is a lookup that failed (a DNS
+# timeout), not the modules' verdict on these requests.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-[[ $# -eq 1 ]] || { echo "usage: $0 SLUICE" >&2; exit 2; }
+[[ $# -eq 1 || $# -eq 2 ]] || { echo "usage: $0 SLUICE [SLUICE_B]" >&2; exit 2; }
 command -v dnsmasq >/dev/null || { echo "needs dnsmasq (apt-get install dnsmasq-base)" >&2; exit 2; }
 DNS_PORT="${DNS_PORT:-10953}"
 records=(--host-record=mail.client.example,192.0.2.10)
@@ -23,5 +26,11 @@ dns=$!
 trap 'kill "$dns" 2>/dev/null || true' EXIT
 sleep 0.5
 args="--dns-servers 127.0.0.1:$DNS_PORT"
+marker="$(mktemp)"
+trap 'kill "$dns" 2>/dev/null || true; rm -f "$marker"' EXIT
 POLICIES="$here/scenarios/embedded-10-policies-helo-spf.toml" A_ARGS="$args" B_ARGS="$args" \
-    "$here/ab.sh" "$1" "$1"
+    "$here/ab.sh" "$1" "${2:-$1}"
+echo "replies by action (each load of this run):"
+for f in $(find "$here/results" -name '*-ab-r*.json' -newer "$marker" | sort); do
+    printf '  %s: %s\n' "$(basename "$f" .json)" "$(tr -d ' \n' <"$f" | grep -o '"actions":{[^}]*}' || echo '?')"
+done

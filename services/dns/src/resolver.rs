@@ -25,6 +25,9 @@ pub struct DnsConfig {
     /// Most answers cached (each up to its TTL): the size of hickory's cache, of the cache
     /// of the lookups' answers in front of it, and of the cache of SPF results.
     pub cache_size: u64,
+    /// The `receiver` named in `Received-SPF` headers (and SPF's `%{r}` macro); `None`:
+    /// this host's name ([`crate::host_name`]).
+    pub spf_receiver: Option<String>,
 }
 
 impl DnsConfig {
@@ -40,6 +43,7 @@ impl Default for DnsConfig {
             servers: Vec::new(),
             timeout: Self::DEFAULT_TIMEOUT,
             cache_size: Self::DEFAULT_CACHE_SIZE,
+            spf_receiver: None,
         }
     }
 }
@@ -121,7 +125,10 @@ impl Resolver {
             resolver_config,
             inner.options().clone(),
             config.timeout,
-            crate::spf::host_name(),
+            config
+                .spf_receiver
+                .clone()
+                .unwrap_or_else(crate::spf::host_name),
             config.cache_size,
         )?;
         Ok(Resolver {

@@ -12,6 +12,7 @@ fn resolver(dns: &DnsServer, timeout_ms: u64) -> Resolver {
         servers: vec![dns.addr()],
         timeout: Duration::from_millis(timeout_ms),
         cache_size: 1024,
+        spf_receiver: None,
     })
     .expect("resolver")
 }
@@ -219,6 +220,7 @@ async fn the_answerer_builds_its_resolver_once_and_answers_every_question() {
         servers: vec![dns.addr()],
         timeout: Duration::from_millis(500),
         cache_size: 16,
+        spf_receiver: None,
     });
     let q = [addresses("a.example.org"), addresses("b.example.org")];
     let a = answerer.answer(&q).await;

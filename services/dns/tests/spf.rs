@@ -15,6 +15,7 @@ fn resolver(dns: &DnsServer, timeout_ms: u64) -> Resolver {
         servers: vec![dns.addr()],
         timeout: Duration::from_millis(timeout_ms),
         cache_size: 1024,
+        spf_receiver: None,
     })
     .expect("resolver")
 }
@@ -266,4 +267,23 @@ async fn a_record_reading_the_local_part_is_cached_per_sender_and_temperrors_are
         SpfResult::TempError
     );
     assert_eq!(r.cached_answers().1, held, "a temperror is not kept");
+}
+
+#[tokio::test]
+async fn the_receiver_is_the_configured_one() {
+    let dns = zone();
+    let r = Resolver::new(&DnsConfig {
+        servers: vec![dns.addr()],
+        timeout: Duration::from_millis(2000),
+        spf_receiver: Some("mx1.receiver.test".into()),
+        ..DnsConfig::default()
+    })
+    .expect("resolver");
+    let a = check(&r, "u@pass.example").await;
+    assert!(
+        a.header.starts_with("pass (mx1.receiver.test: domain of u@pass.example designates")
+            && a.header.contains("receiver=mx1.receiver.test;"),
+        "{}",
+        a.header
+    );
 }

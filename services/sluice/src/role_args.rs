@@ -140,6 +140,11 @@ pub struct PolicySettings {
     #[arg(long, env = "SLUICE_DNS_CACHE_SIZE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_cache_size: Option<u64>,
+    /// The receiver named in CheckSPF's Received-SPF headers (and SPF's %{r} macro), a host
+    /// name; empty: this machine's host name.
+    #[arg(long, env = "SLUICE_SPF_RECEIVER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spf_receiver: Option<String>,
 }
 
 /// Settings of the roles that count in Redis (quota; serve optionally).
