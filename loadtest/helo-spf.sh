@@ -18,10 +18,16 @@ records=(--host-record=mail.client.example,192.0.2.10)
 for n in $(seq 0 39); do
     records+=("--txt-record=domain$n.example,v=spf1 ip4:10.0.0.0/14 -all")
 done
-# Authoritative for example. (NXDOMAIN/NODATA, no upstream), answers kept an hour.
+# Authoritative for example. (no upstream), as a domain's own servers are: every answer,
+# NXDOMAIN and NODATA too (mail.client.example has no AAAA and no MX), carries a TTL of an
+# hour (negative ones through the zone's SOA, RFC 2308). Without the SOA (dnsmasq's
+# `--local`, as this script had until 2026-12-06) no resolver caches the NODATA answers, and
+# every request asked dnsmasq for the AAAA and the MX again.
 dnsmasq --keep-in-foreground --no-resolv --no-hosts \
-    --listen-address=127.0.0.1 --bind-interfaces --port="$DNS_PORT" --local=/example/ \
-    --local-ttl=3600 --neg-ttl=3600 "${records[@]}" --pid-file= --user=root &
+    --listen-address=127.0.0.1 --bind-interfaces --port="$DNS_PORT" \
+    --auth-zone=example --auth-server=ns.example,127.0.0.1 --auth-ttl=3600 \
+    --auth-soa=1,hostmaster.example,1200,120,604800 --local-ttl=3600 --neg-ttl=3600 \
+    "${records[@]}" --pid-file= --user=root &
 dns=$!
 trap 'kill "$dns" 2>/dev/null || true' EXIT
 sleep 0.5
