@@ -13,9 +13,12 @@ use std::time::Instant;
 
 const SHARDS: usize = 16;
 
+/// One shard: values with the instant they are valid until.
+type Shard<K, V> = Mutex<HashMap<K, (V, Instant)>>;
+
 /// A bounded map from `K` to `V`, each value valid until its own instant.
 pub(crate) struct TtlCache<K, V> {
-    shards: Box<[Mutex<HashMap<K, (V, Instant)>>]>,
+    shards: Box<[Shard<K, V>]>,
     hasher: RandomState,
     per_shard: usize,
 }
@@ -31,7 +34,7 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlCache<K, V> {
         }
     }
 
-    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &Mutex<HashMap<K, (V, Instant)>> {
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &Shard<K, V> {
         &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
     }
 

@@ -165,8 +165,12 @@ impl SpfChecker {
         let until = expiry.map_or(now + Self::MAX_AGE, |e| e.min(now + Self::MAX_AGE));
         let key = SpfKey::of_domain(ip, sender, helo);
         if per_sender {
-            self.results
-                .insert(key.with_sender(sender, helo), Cached::Output(output.clone()), until, now);
+            self.results.insert(
+                key.with_sender(sender, helo),
+                Cached::Output(output.clone()),
+                until,
+                now,
+            );
             self.results.insert(key, Cached::PerSender, until, now);
         } else {
             self.results

@@ -209,7 +209,11 @@ async fn results_are_cached_per_domain_until_the_first_answer_expires() {
     let dns = DnsServer::start();
     // Short TTLs, so that expiry is seen (the caches read the real clock, as hickory's).
     dns.set_ttl(3);
-    txt(&dns, "cached.example", "v=spf1 include:inc.cached.example -all");
+    txt(
+        &dns,
+        "cached.example",
+        "v=spf1 include:inc.cached.example -all",
+    );
     txt(&dns, "inc.cached.example", "v=spf1 ip4:192.0.2.0/24 -all");
     let r = resolver(&dns, 2000);
     let first = check(&r, "u@cached.example").await;
@@ -234,7 +238,11 @@ async fn results_are_cached_per_domain_until_the_first_answer_expires() {
     );
     // Past the TTL the check is made again, and sees the changed record.
     dns.remove("inc.cached.example");
-    txt(&dns, "inc.cached.example", "v=spf1 ip4:198.51.100.0/24 -all");
+    txt(
+        &dns,
+        "inc.cached.example",
+        "v=spf1 ip4:198.51.100.0/24 -all",
+    );
     tokio::time::sleep(Duration::from_millis(3100)).await;
     assert_eq!(check(&r, "u@cached.example").await.result, SpfResult::Fail);
     assert!(dns.queries() > asked, "asked again");
@@ -281,7 +289,8 @@ async fn the_receiver_is_the_configured_one() {
     .expect("resolver");
     let a = check(&r, "u@pass.example").await;
     assert!(
-        a.header.starts_with("pass (mx1.receiver.test: domain of u@pass.example designates")
+        a.header
+            .starts_with("pass (mx1.receiver.test: domain of u@pass.example designates")
             && a.header.contains("receiver=mx1.receiver.test;"),
         "{}",
         a.header

@@ -256,10 +256,7 @@ fn policies_matched_for_the_lookups_are_carried_to_the_decision_of_the_same_set_
     let fail = answers(s, SpfResult::Fail);
     // Carried: the decision is the one matched afresh.
     let mut scratch = Scratch::default();
-    assert_eq!(
-        e.lookups_reusing(&rcpt(s), &mut scratch),
-        vec![question(s)]
-    );
+    assert_eq!(e.lookups_reusing(&rcpt(s), &mut scratch), vec![question(s)]);
     let carried = block_on(e.decide_with(&rcpt(s), &fail, &mut scratch));
     assert_eq!(carried, decide(&e, s, &fail));
     assert!(carried.action.to_string().starts_with("REJECT"));
