@@ -641,7 +641,7 @@ impl Settings {
             ("dns_cache_size", self.edge.dns.cache_size.to_string()),
             (
                 "spf_receiver",
-                self.edge.dns.spf_receiver.clone().unwrap_or_default(),
+                format!("{:?}", self.edge.dns.spf_receiver.as_deref().unwrap_or("")),
             ),
             ("reload_poll_ms", self.reload_poll.as_millis().to_string()),
             (
