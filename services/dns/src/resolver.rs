@@ -1,5 +1,6 @@
 //! The resolver: hickory on tokio, answering [`Lookup`]s under one deadline.
 
+use crate::cache::TtlCache;
 use crate::spf::SpfChecker;
 use futures_util::future::join_all;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig};
@@ -9,8 +10,8 @@ use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::TokioResolver;
 use sluice_engine::{Lookup, LookupAnswer, LookupAnswers};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 /// How lookups are answered. [`Default`]: the system's name servers, 500 ms, 8192 entries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,8 +22,12 @@ pub struct DnsConfig {
     /// is a temporary failure. Keep it below the request deadline, so the module's own
     /// temporary answer (not the fallback action) reaches Postfix.
     pub timeout: Duration,
-    /// Most answers cached (each up to its TTL).
+    /// Most answers cached (each up to its TTL): the size of hickory's cache, of the cache
+    /// of the lookups' answers in front of it, and of the cache of SPF results.
     pub cache_size: u64,
+    /// The `receiver` named in `Received-SPF` headers (and SPF's `%{r}` macro); `None`:
+    /// this host's name ([`crate::host_name`]).
+    pub spf_receiver: Option<String>,
 }
 
 impl DnsConfig {
@@ -38,6 +43,7 @@ impl Default for DnsConfig {
             servers: Vec::new(),
             timeout: Self::DEFAULT_TIMEOUT,
             cache_size: Self::DEFAULT_CACHE_SIZE,
+            spf_receiver: None,
         }
     }
 }
@@ -60,6 +66,10 @@ pub enum DnsError {
 #[derive(Clone)]
 pub struct Resolver {
     inner: TokioResolver,
+    /// The answers to [`Lookup`]s other than SPF checks, kept up to their records' TTL
+    /// (a negative answer up to its SOA's minimum): a request whose answers are all held is
+    /// answered without the resolver, its futures or timers.
+    answers: Arc<TtlCache<Lookup, LookupAnswer>>,
     timeout: Duration,
     /// CheckSPF's evaluator ([`Lookup::Spf`]).
     spf: SpfChecker,
@@ -115,42 +125,90 @@ impl Resolver {
             resolver_config,
             inner.options().clone(),
             config.timeout,
-            crate::spf::host_name(),
+            config
+                .spf_receiver
+                .clone()
+                .unwrap_or_else(crate::spf::host_name),
+            config.cache_size,
         )?;
         Ok(Resolver {
             inner,
+            answers: Arc::new(TtlCache::new(config.cache_size)),
             timeout: config.timeout,
             spf,
         })
     }
 
     /// Answers every question at once, within the configured timeout; a question not
-    /// answered in time is [`LookupAnswer::Failed`].
+    /// answered in time is [`LookupAnswer::Failed`]. Answers still valid in the caches are
+    /// given at once; only the others are asked.
     pub async fn answer(&self, questions: &[Lookup]) -> LookupAnswers {
         let mut answers = LookupAnswers::default();
-        let asked = join_all(questions.iter().map(|q| async move {
+        let mut missing: Vec<&Lookup> = Vec::new();
+        for q in questions {
+            match self.cached(q) {
+                Some(a) => answers.insert(q.clone(), a),
+                None => missing.push(q),
+            }
+        }
+        if missing.is_empty() {
+            return answers;
+        }
+        let asked = join_all(missing.iter().map(|q| async move {
             match tokio::time::timeout(self.timeout, self.answer_one(q)).await {
                 Ok(a) => a,
                 Err(_) => LookupAnswer::Failed,
             }
         }))
         .await;
-        for (q, a) in questions.iter().zip(asked) {
+        for (q, a) in missing.into_iter().zip(asked) {
             answers.insert(q.clone(), a);
         }
         answers
     }
 
-    /// Answers one question (no deadline of its own beyond the resolver's timeout).
-    pub async fn answer_one(&self, question: &Lookup) -> LookupAnswer {
+    /// The answer to `question` when a cache holds a valid one.
+    fn cached(&self, question: &Lookup) -> Option<LookupAnswer> {
         match question {
             Lookup::Spf { ip, sender, helo } => {
-                LookupAnswer::Spf(self.spf.check(*ip, sender, helo).await)
+                self.spf.cached(*ip, sender, helo).map(LookupAnswer::Spf)
             }
+            _ => self.answers.get(question, Instant::now()),
+        }
+    }
+
+    /// Answers one question (no deadline of its own beyond the resolver's timeout), from
+    /// the caches when they hold a valid answer.
+    pub async fn answer_one(&self, question: &Lookup) -> LookupAnswer {
+        if let Lookup::Spf { ip, sender, helo } = question {
+            return LookupAnswer::Spf(self.spf.check(*ip, sender, helo).await);
+        }
+        let now = Instant::now();
+        if let Some(a) = self.answers.get(question, now) {
+            return a;
+        }
+        let (answer, until) = self.resolve(question).await;
+        if let Some(until) = until {
+            self.answers
+                .insert(question.clone(), answer.clone(), until, Instant::now());
+        }
+        answer
+    }
+
+    /// How many answers to lookups other than SPF checks are cached, and how many SPF
+    /// results (expired ones included until they are dropped).
+    pub fn cached_answers(&self) -> (usize, usize) {
+        (self.answers.len(), self.spf.cached_results())
+    }
+
+    /// Asks the resolver: the answer, and until when it may be kept (`None`: not kept).
+    async fn resolve(&self, question: &Lookup) -> (LookupAnswer, Option<Instant>) {
+        match question {
+            Lookup::Spf { .. } => unreachable!("SPF checks are answered by the SPF checker"),
             Lookup::Addresses { name } => self.addresses(name).await,
             Lookup::Mx { domain } => {
                 let Some(name) = fqdn(domain) else {
-                    return LookupAnswer::NotFound;
+                    return (LookupAnswer::NotFound, None);
                 };
                 match self.inner.lookup(name, RecordType::MX).await {
                     Ok(l) => {
@@ -163,43 +221,52 @@ impl Resolver {
                             })
                             .collect();
                         mx.sort();
-                        records(mx.into_iter().map(|(_, h)| h).collect())
+                        (
+                            records(mx.into_iter().map(|(_, h)| h).collect()),
+                            Some(l.valid_until()),
+                        )
                     }
                     Err(e) => failure(&e),
                 }
             }
             Lookup::Txt { name } => {
                 let Some(fq) = fqdn(name) else {
-                    return LookupAnswer::NotFound;
+                    return (LookupAnswer::NotFound, None);
                 };
                 match self.inner.lookup(fq, RecordType::TXT).await {
-                    Ok(l) => records(
-                        l.answers()
-                            .iter()
-                            .filter_map(|r| match &r.data {
-                                RData::TXT(t) => Some(
-                                    t.txt_data
-                                        .iter()
-                                        .map(|s| String::from_utf8_lossy(s))
-                                        .collect::<String>(),
-                                ),
-                                _ => None,
-                            })
-                            .collect(),
+                    Ok(l) => (
+                        records(
+                            l.answers()
+                                .iter()
+                                .filter_map(|r| match &r.data {
+                                    RData::TXT(t) => Some(
+                                        t.txt_data
+                                            .iter()
+                                            .map(|s| String::from_utf8_lossy(s))
+                                            .collect::<String>(),
+                                    ),
+                                    _ => None,
+                                })
+                                .collect(),
+                        ),
+                        Some(l.valid_until()),
                     ),
                     Err(e) => failure(&e),
                 }
             }
             Lookup::Ptr { ip } => match self.inner.lookup(reverse_name(*ip), RecordType::PTR).await
             {
-                Ok(l) => records(
-                    l.answers()
-                        .iter()
-                        .filter_map(|r| match &r.data {
-                            RData::PTR(p) => Some(plain(&p.0.to_ascii())),
-                            _ => None,
-                        })
-                        .collect(),
+                Ok(l) => (
+                    records(
+                        l.answers()
+                            .iter()
+                            .filter_map(|r| match &r.data {
+                                RData::PTR(p) => Some(plain(&p.0.to_ascii())),
+                                _ => None,
+                            })
+                            .collect(),
+                    ),
+                    Some(l.valid_until()),
                 ),
                 Err(e) => failure(&e),
             },
@@ -207,10 +274,11 @@ impl Resolver {
     }
 
     /// A and AAAA, asked together: addresses when either has some; not found when both
-    /// say so; otherwise (one failed, the other has none) a failure.
-    async fn addresses(&self, name: &str) -> LookupAnswer {
+    /// say so; otherwise (one failed, the other has none) a failure. Kept until the first
+    /// of the two answers expires.
+    async fn addresses(&self, name: &str) -> (LookupAnswer, Option<Instant>) {
         let Some(fq) = fqdn(name) else {
-            return LookupAnswer::NotFound;
+            return (LookupAnswer::NotFound, None);
         };
         let (v4, v6) = futures_util::future::join(
             self.inner.lookup(fq.clone(), RecordType::A),
@@ -219,23 +287,37 @@ impl Resolver {
         .await;
         let mut ips: Vec<IpAddr> = Vec::new();
         let mut failed = false;
-        for r in [v4, v6] {
-            match r {
-                Ok(l) => ips.extend(l.answers().iter().filter_map(|r| match &r.data {
-                    RData::A(a) => Some(IpAddr::V4(a.0)),
-                    RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-                    _ => None,
-                })),
-                Err(e) => failed |= failure(&e) == LookupAnswer::Failed,
-            }
+        let mut until: [Option<Instant>; 2] = [None; 2];
+        for (r, until) in [v4, v6].into_iter().zip(&mut until) {
+            *until = match r {
+                Ok(l) => {
+                    ips.extend(l.answers().iter().filter_map(|r| match &r.data {
+                        RData::A(a) => Some(IpAddr::V4(a.0)),
+                        RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                        _ => None,
+                    }));
+                    Some(l.valid_until())
+                }
+                Err(e) => {
+                    let (a, valid) = failure(&e);
+                    failed |= a == LookupAnswer::Failed;
+                    valid
+                }
+            };
         }
-        if !ips.is_empty() {
+        // Kept only when both answers may be.
+        let until = match until {
+            [Some(a), Some(b)] => Some(a.min(b)),
+            _ => None,
+        };
+        let answer = if !ips.is_empty() {
             LookupAnswer::Addresses(ips)
         } else if failed {
             LookupAnswer::Failed
         } else {
             LookupAnswer::NotFound
-        }
+        };
+        (answer, until)
     }
 }
 
@@ -248,13 +330,24 @@ fn records(r: Vec<String>) -> LookupAnswer {
     }
 }
 
-/// NXDOMAIN and NODATA are answers (not found); anything else failed.
-fn failure(e: &NetError) -> LookupAnswer {
-    if e.is_no_records_found() {
-        LookupAnswer::NotFound
-    } else {
-        tracing::debug!(error = %e, "DNS lookup failed");
-        LookupAnswer::Failed
+/// The longest a negative answer (NXDOMAIN, NODATA) is kept by the lookups' cache.
+const MAX_NEGATIVE_AGE: Duration = Duration::from_secs(300);
+
+/// NXDOMAIN and NODATA are answers (not found), kept up to their negative TTL (the SOA's
+/// minimum, when the answer had an SOA; at most [`MAX_NEGATIVE_AGE`]); anything else
+/// failed, and is not kept.
+fn failure(e: &NetError) -> (LookupAnswer, Option<Instant>) {
+    match e {
+        NetError::Dns(hickory_resolver::net::DnsError::NoRecordsFound(no)) => {
+            let until = no.negative_ttl.map(|ttl| {
+                Instant::now() + Duration::from_secs(u64::from(ttl)).min(MAX_NEGATIVE_AGE)
+            });
+            (LookupAnswer::NotFound, until)
+        }
+        _ => {
+            tracing::debug!(error = %e, "DNS lookup failed");
+            (LookupAnswer::Failed, None)
+        }
     }
 }
 

@@ -8,23 +8,39 @@
 //! same per-attempt timeout, a cache of the same size. A check is bounded by the lookup
 //! deadline: one that has not finished by then is a `temperror`.
 //!
+//! Results are cached (`check_host`'s outcome, not only the DNS answers it read): per client
+//! address and sender domain, and also per sender and HELO name when the domain's records
+//! read them (the `%{s}`, `%{l}`, `%{h}` or `%{t}` macros); each result until the earliest
+//! expiry of the DNS answers it used, at most [`SpfChecker::MAX_AGE`] (answers that did not
+//! come with a TTL, such as NXDOMAIN, are covered by that bound). A `temperror` is not
+//! cached. The `Received-SPF` header is written for each request from the cached result.
+//!
 //! [`Lookup::Spf`]: sluice_engine::Lookup::Spf
 
+use std::borrow::Borrow;
+use std::hash::Hash;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use hickory_resolver::config::{ResolverConfig, ResolverOpts};
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::spf::verify::SpfParameters;
-use mail_auth::{MessageAuthenticator, Parameters, ReceivedSpf, SpfOutput};
+use mail_auth::spf::{Macro, Mechanism, Spf, Variable};
+use mail_auth::{
+    MessageAuthenticator, Parameters, ReceivedSpf, RecordSet, ResolverCache, SpfOutput, Txt,
+};
 use sluice_engine::{SpfAnswer, SpfResult};
 
+use crate::cache::TtlCache;
 use crate::DnsError;
 
 /// Evaluates SPF checks over its resolver (cheap to clone: the resolver is shared).
 #[derive(Clone)]
 pub struct SpfChecker {
     auth: MessageAuthenticator,
+    /// Results by their inputs (shared by the clones).
+    results: std::sync::Arc<TtlCache<SpfKey, Cached>>,
     /// The `receiver` of the `Received-SPF` header and the `%{r}` macro: this host's name.
     receiver: String,
     timeout: Duration,
@@ -54,42 +70,246 @@ pub fn host_name() -> String {
 }
 
 impl SpfChecker {
+    /// The longest a result is kept, whatever the TTLs of the answers it used.
+    pub const MAX_AGE: Duration = Duration::from_secs(300);
+
     /// A checker resolving with `config` and `options` (those of the lookups' resolver),
-    /// answering within `timeout`, naming itself `receiver` in headers.
+    /// answering within `timeout`, naming itself `receiver` in headers, keeping at most
+    /// `cache_size` results.
     pub fn new(
         config: ResolverConfig,
         options: ResolverOpts,
         timeout: Duration,
         receiver: String,
+        cache_size: u64,
     ) -> Result<SpfChecker, DnsError> {
         let auth = MessageAuthenticator::new(config, options)
             .map_err(|e| DnsError::Build(e.to_string()))?;
         Ok(SpfChecker {
             auth,
+            results: std::sync::Arc::new(TtlCache::new(cache_size)),
             receiver,
             timeout,
         })
     }
 
+    /// The answer for these inputs when a valid result is cached (no I/O, no waiting).
+    pub fn cached(&self, ip: IpAddr, sender: &str, helo: &str) -> Option<SpfAnswer> {
+        let output = self.lookup(ip, sender, helo, Instant::now())?;
+        Some(self.answer(&output, ip, sender, helo))
+    }
+
+    /// How many results are cached (expired ones included until they are dropped).
+    pub fn cached_results(&self) -> usize {
+        self.results.len()
+    }
+
     /// Checks `sender` (MAIL FROM) for a client at `ip` that said `helo`, within the
-    /// checker's timeout: a check not finished by then is a `temperror`.
+    /// checker's timeout: a check not finished by then is a `temperror`. From the cache
+    /// when a result for these inputs is valid.
     pub async fn check(&self, ip: IpAddr, sender: &str, helo: &str) -> SpfAnswer {
-        let params = SpfParameters::verify_mail_from(ip, helo, &self.receiver, sender);
-        let output =
-            match tokio::time::timeout(self.timeout, self.auth.check_host(Parameters::new(params)))
-                .await
-            {
-                Ok(output) => output,
-                Err(_) => SpfOutput::new(domain_of(sender, helo).to_string())
-                    .with_result(mail_auth::SpfResult::TempError),
-            };
-        let header = ReceivedSpf::new(&output, ip, helo, sender, &self.receiver).to_header();
+        if let Some(output) = self.lookup(ip, sender, helo, Instant::now()) {
+            return self.answer(&output, ip, sender, helo);
+        }
+        let used = Used::default();
+        let params = Parameters::new(SpfParameters::verify_mail_from(
+            ip,
+            helo,
+            &self.receiver,
+            sender,
+        ))
+        .with_txt_cache(&used)
+        .with_mx_cache(&used)
+        .with_ipv4_cache(&used)
+        .with_ipv6_cache(&used)
+        .with_ptr_cache(&used);
+        let output = match tokio::time::timeout(self.timeout, self.auth.check_host(params)).await {
+            Ok(output) => output,
+            Err(_) => SpfOutput::new(domain_of(sender, helo).to_string())
+                .with_result(mail_auth::SpfResult::TempError),
+        };
+        if output.result() != mail_auth::SpfResult::TempError {
+            self.store(ip, sender, helo, &output, &used);
+        }
+        self.answer(&output, ip, sender, helo)
+    }
+
+    /// The answer to a request from `output` (its header names this request's sender and
+    /// HELO).
+    fn answer(&self, output: &SpfOutput, ip: IpAddr, sender: &str, helo: &str) -> SpfAnswer {
+        let header = ReceivedSpf::new(output, ip, helo, sender, &self.receiver).to_header();
         SpfAnswer {
             result: result(output.result()),
             domain: output.domain().to_string(),
             explanation: output.explanation().map(str::to_string),
             header: one_line(&header),
         }
+    }
+
+    /// The cached result for these inputs, valid at `now`.
+    fn lookup(&self, ip: IpAddr, sender: &str, helo: &str, now: Instant) -> Option<SpfOutput> {
+        let key = SpfKey::of_domain(ip, sender, helo);
+        match self.results.get(&key, now)? {
+            Cached::Output(output) => Some(output),
+            Cached::PerSender => match self.results.get(&key.with_sender(sender, helo), now)? {
+                Cached::Output(output) => Some(output),
+                Cached::PerSender => None,
+            },
+        }
+    }
+
+    /// Keeps `output` until the first of its answers expires (at most [`Self::MAX_AGE`]).
+    fn store(&self, ip: IpAddr, sender: &str, helo: &str, output: &SpfOutput, used: &Used) {
+        let now = Instant::now();
+        let (expiry, per_sender) = used.take();
+        let until = expiry.map_or(now + Self::MAX_AGE, |e| e.min(now + Self::MAX_AGE));
+        let key = SpfKey::of_domain(ip, sender, helo);
+        if per_sender {
+            self.results.insert(
+                key.with_sender(sender, helo),
+                Cached::Output(output.clone()),
+                until,
+                now,
+            );
+            self.results.insert(key, Cached::PerSender, until, now);
+        } else {
+            self.results
+                .insert(key, Cached::Output(output.clone()), until, now);
+        }
+    }
+}
+
+/// The inputs of `check_host` a result depends on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SpfKey {
+    ip: IpAddr,
+    /// The domain checked, lower case.
+    domain: Box<str>,
+    /// The sender and the HELO name, for a domain whose records read them.
+    sender_and_helo: Option<(Box<str>, Box<str>)>,
+}
+
+impl SpfKey {
+    fn of_domain(ip: IpAddr, sender: &str, helo: &str) -> SpfKey {
+        SpfKey {
+            ip,
+            domain: domain_of(sender, helo).to_ascii_lowercase().into(),
+            sender_and_helo: None,
+        }
+    }
+
+    fn with_sender(&self, sender: &str, helo: &str) -> SpfKey {
+        SpfKey {
+            ip: self.ip,
+            domain: self.domain.clone(),
+            sender_and_helo: Some((sender.into(), helo.into())),
+        }
+    }
+}
+
+/// A cached entry.
+#[derive(Debug, Clone)]
+enum Cached {
+    /// The result for these inputs.
+    Output(SpfOutput),
+    /// The domain's records read the sender or the HELO: the result is kept per sender and
+    /// HELO name.
+    PerSender,
+}
+
+/// What one check used, gathered through `mail-auth`'s cache interface (which it calls
+/// with every answer it resolved): the earliest expiry, and whether an SPF record read the
+/// sender or the HELO name. It holds nothing, so every answer comes from the resolver.
+#[derive(Default)]
+struct Used(Mutex<(Option<Instant>, bool)>);
+
+impl Used {
+    fn note(&self, valid_until: Instant, per_sender: bool) {
+        let mut used = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        used.0 = Some(used.0.map_or(valid_until, |e| e.min(valid_until)));
+        used.1 |= per_sender;
+    }
+
+    fn take(&self) -> (Option<Instant>, bool) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl ResolverCache<Box<str>, Txt> for Used {
+    fn get<Q>(&self, _: &Q) -> Option<Txt>
+    where
+        Box<str>: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        None
+    }
+
+    fn remove<Q>(&self, _: &Q) -> Option<Txt>
+    where
+        Box<str>: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        None
+    }
+
+    fn insert(&self, _: Box<str>, value: Txt, valid_until: Instant) {
+        let per_sender = match &value {
+            Txt::Spf(spf) => record_reads_sender(spf),
+            Txt::SpfMacro(m) => reads_sender(m),
+            _ => false,
+        };
+        self.note(valid_until, per_sender);
+    }
+}
+
+impl<K, T> ResolverCache<K, RecordSet<T>> for Used {
+    fn get<Q>(&self, _: &Q) -> Option<RecordSet<T>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        None
+    }
+
+    fn remove<Q>(&self, _: &Q) -> Option<RecordSet<T>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        None
+    }
+
+    fn insert(&self, _: K, _: RecordSet<T>, valid_until: Instant) {
+        self.note(valid_until, false);
+    }
+}
+
+/// Whether an SPF record's macros read the sender, its local part, the HELO name or the
+/// time (so its result is not the same for every sender of the domain).
+fn record_reads_sender(spf: &Spf) -> bool {
+    spf.directives.iter().any(|d| match &d.mechanism {
+        Mechanism::Include { macro_string }
+        | Mechanism::A { macro_string, .. }
+        | Mechanism::Mx { macro_string, .. }
+        | Mechanism::Ptr { macro_string }
+        | Mechanism::Exists { macro_string } => reads_sender(macro_string),
+        Mechanism::All | Mechanism::Ip4 { .. } | Mechanism::Ip6 { .. } => false,
+    }) || spf.exp.as_ref().is_some_and(reads_sender)
+        || spf.redirect.as_ref().is_some_and(reads_sender)
+}
+
+/// Whether a macro string reads `%{s}`, `%{l}`, `%{h}` or `%{t}`.
+fn reads_sender(m: &Macro) -> bool {
+    match m {
+        Macro::Variable { letter, .. } => matches!(
+            letter,
+            Variable::Sender
+                | Variable::SenderLocalPart
+                | Variable::HeloDomain
+                | Variable::CurrentTime
+        ),
+        Macro::List(list) => list.iter().any(reads_sender),
+        Macro::Literal(_) | Macro::None => false,
     }
 }
 

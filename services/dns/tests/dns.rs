@@ -12,6 +12,7 @@ fn resolver(dns: &DnsServer, timeout_ms: u64) -> Resolver {
         servers: vec![dns.addr()],
         timeout: Duration::from_millis(timeout_ms),
         cache_size: 1024,
+        spf_receiver: None,
     })
     .expect("resolver")
 }
@@ -219,6 +220,7 @@ async fn the_answerer_builds_its_resolver_once_and_answers_every_question() {
         servers: vec![dns.addr()],
         timeout: Duration::from_millis(500),
         cache_size: 16,
+        spf_receiver: None,
     });
     let q = [addresses("a.example.org"), addresses("b.example.org")];
     let a = answerer.answer(&q).await;
@@ -231,4 +233,38 @@ async fn the_answerer_builds_its_resolver_once_and_answers_every_question() {
     let again = answerer.answer(&q).await;
     assert_eq!(again, a);
     assert_eq!(dns.queries(), before, "the same resolver, and its cache");
+}
+
+#[tokio::test]
+async fn answers_are_kept_in_front_of_the_resolver_and_negative_ones_too() {
+    let dns = DnsServer::start();
+    dns.add("kept.example.org", Rec::A("192.0.2.1".parse().unwrap()));
+    dns.add("kept.example.org", Rec::Mx(10, "mx.example.org".into()));
+    dns.servfail("broken.example.org");
+    let r = resolver(&dns, 1000);
+    let questions = [
+        addresses("kept.example.org"),
+        Lookup::Mx {
+            domain: "kept.example.org".into(),
+        },
+        addresses("missing.example.org"),
+        addresses("broken.example.org"),
+    ];
+    let first = r.answer(&questions).await;
+    assert_eq!(first.get(&questions[2]), &LookupAnswer::NotFound);
+    assert_eq!(first.get(&questions[3]), &LookupAnswer::Failed);
+    assert_eq!(
+        r.cached_answers().0,
+        3,
+        "the addresses, the MX and the negative answer; not the failure"
+    );
+    let asked = dns.queries_for("kept.example.org") + dns.queries_for("missing.example.org");
+    let again = r.answer(&questions[..3]).await;
+    assert_eq!(again.get(&questions[0]), first.get(&questions[0]));
+    assert_eq!(again.get(&questions[1]), first.get(&questions[1]));
+    assert_eq!(again.get(&questions[2]), &LookupAnswer::NotFound);
+    assert_eq!(
+        dns.queries_for("kept.example.org") + dns.queries_for("missing.example.org"),
+        asked
+    );
 }

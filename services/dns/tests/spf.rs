@@ -15,6 +15,7 @@ fn resolver(dns: &DnsServer, timeout_ms: u64) -> Resolver {
         servers: vec![dns.addr()],
         timeout: Duration::from_millis(timeout_ms),
         cache_size: 1024,
+        spf_receiver: None,
     })
     .expect("resolver")
 }
@@ -200,5 +201,98 @@ async fn answers_are_cached() {
         dns.queries(),
         asked,
         "later checks are answered from the cache"
+    );
+}
+
+#[tokio::test]
+async fn results_are_cached_per_domain_until_the_first_answer_expires() {
+    let dns = DnsServer::start();
+    // Short TTLs, so that expiry is seen (the caches read the real clock, as hickory's).
+    dns.set_ttl(3);
+    txt(
+        &dns,
+        "cached.example",
+        "v=spf1 include:inc.cached.example -all",
+    );
+    txt(&dns, "inc.cached.example", "v=spf1 ip4:192.0.2.0/24 -all");
+    let r = resolver(&dns, 2000);
+    let first = check(&r, "u@cached.example").await;
+    assert_eq!(first.result, SpfResult::Pass);
+    let asked = dns.queries();
+    assert!(asked >= 2, "the record and its include were read: {asked}");
+    assert_eq!(r.cached_answers().1, 1, "one result, for the domain");
+    // The same inputs (another sender of the domain: its records read no sender macro):
+    // nothing asked, the same result, the header naming this request's sender.
+    let again = check(&r, "v@cached.example").await;
+    assert_eq!(dns.queries(), asked, "answered from the cached result");
+    assert_eq!(r.cached_answers().1, 1, "no result of its own");
+    assert_eq!(
+        (again.result, &again.domain, &again.explanation),
+        (first.result, &first.domain, &first.explanation)
+    );
+    assert!(
+        again.header.contains("envelope-from=\"v@cached.example\"")
+            || again.header.contains("envelope-from=v@cached.example"),
+        "{}",
+        again.header
+    );
+    // Past the TTL the check is made again, and sees the changed record.
+    dns.remove("inc.cached.example");
+    txt(
+        &dns,
+        "inc.cached.example",
+        "v=spf1 ip4:198.51.100.0/24 -all",
+    );
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_eq!(check(&r, "u@cached.example").await.result, SpfResult::Fail);
+    assert!(dns.queries() > asked, "asked again");
+}
+
+#[tokio::test]
+async fn a_record_reading_the_local_part_is_cached_per_sender_and_temperrors_are_not() {
+    let dns = DnsServer::start();
+    txt(
+        &dns,
+        "macro.example",
+        "v=spf1 exists:%{l}.allowed.macro.example -all",
+    );
+    dns.add(
+        "u.allowed.macro.example",
+        Rec::A("127.0.0.2".parse().unwrap()),
+    );
+    dns.servfail("servfail.example");
+    let r = resolver(&dns, 2000);
+    assert_eq!(check(&r, "u@macro.example").await.result, SpfResult::Pass);
+    // Not the first sender's cached result: this local part is not allowed.
+    assert_eq!(check(&r, "w@macro.example").await.result, SpfResult::Fail);
+    let asked = dns.queries();
+    assert_eq!(check(&r, "u@macro.example").await.result, SpfResult::Pass);
+    assert_eq!(check(&r, "w@macro.example").await.result, SpfResult::Fail);
+    assert_eq!(dns.queries(), asked, "each sender's result cached");
+    let held = r.cached_answers().1;
+    assert_eq!(
+        check(&r, "u@servfail.example").await.result,
+        SpfResult::TempError
+    );
+    assert_eq!(r.cached_answers().1, held, "a temperror is not kept");
+}
+
+#[tokio::test]
+async fn the_receiver_is_the_configured_one() {
+    let dns = zone();
+    let r = Resolver::new(&DnsConfig {
+        servers: vec![dns.addr()],
+        timeout: Duration::from_millis(2000),
+        spf_receiver: Some("mx1.receiver.test".into()),
+        ..DnsConfig::default()
+    })
+    .expect("resolver");
+    let a = check(&r, "u@pass.example").await;
+    assert!(
+        a.header
+            .starts_with("pass (mx1.receiver.test: domain of u@pass.example designates")
+            && a.header.contains("receiver=mx1.receiver.test;"),
+        "{}",
+        a.header
     );
 }

@@ -273,7 +273,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         req.peer_address = self.peer.ip();
         let state = metrics::state_index(req.protocol_state);
         // Usually empty (no allocation): only policies with a module that needs DNS ask.
-        let lookups = shared.engine.lookups(&req);
+        // The policies matched here are carried in the scratch to the decision.
+        let lookups = shared.engine.lookups_reusing(&req, &mut self.scratch);
         let decided = if lookups.is_empty() {
             within_deadline(
                 shared,

@@ -238,6 +238,11 @@ impl PolicySet {
         !p.disabled && p.members.iter().any(|m| self.member_matches(m, view))
     }
 
+    /// The set's id for [`SourceMemo`]s (0: not installed in an engine).
+    pub(crate) fn memo_id(&self) -> u64 {
+        self.memo_id
+    }
+
     /// The enabled policies matching the request, with their indices, in evaluation order,
     /// into `out`. Which members' sources match is taken from `memo` when it holds them for
     /// this set and this request's source side (else tested, and kept there). Returns

@@ -267,18 +267,50 @@ impl Engine {
     /// engine's two phases: it changes nothing.
     pub fn lookups(&self, req: &PolicyRequest<'_>) -> Vec<Lookup> {
         let mut out = Vec::new();
+        self.lookups_into(req, &mut Default::default(), None, &mut out);
+        out
+    }
+
+    /// [`Engine::lookups`] with a connection's `scratch`: the policies matched here are
+    /// carried to the decision of the same request ([`Engine::decide_with`] or
+    /// [`Engine::decide_reusing`] with this scratch, next), which then does not match
+    /// them again.
+    pub fn lookups_reusing(&self, req: &PolicyRequest<'_>, scratch: &mut Scratch) -> Vec<Lookup> {
+        let mut out = Vec::new();
+        let Scratch { memo, carried, .. } = scratch;
+        self.lookups_into(req, memo, Some(carried), &mut out);
+        out
+    }
+
+    fn lookups_into(
+        &self,
+        req: &PolicyRequest<'_>,
+        memo: &mut crate::compile::SourceMemo,
+        mut carried: Option<&mut crate::scratch::Carried>,
+        out: &mut Vec<Lookup>,
+    ) {
+        if let Some(c) = carried.as_deref_mut() {
+            c.set = 0;
+        }
         if req.protocol_state != ProtocolState::Rcpt {
-            return out;
+            return;
         }
         let set = self.set.load();
         if !set.asks_lookups {
-            return out;
+            return;
         }
         let view = RequestView::new(req);
         let mut matched: SmallVec<[(usize, &crate::compile::Policy); 16]> = SmallVec::new();
-        set.matching_into(&view, &mut Default::default(), &mut matched);
+        set.matching_into(&view, memo, &mut matched);
+        if let Some(carried) = carried {
+            carried.set = set.memo_id();
+            carried.policies.clear();
+            carried
+                .policies
+                .extend(matched.iter().map(|&(i, _)| i as u32));
+        }
         if matched.is_empty() {
-            return out;
+            return;
         }
         let cx = Request {
             set: &set,
@@ -291,11 +323,17 @@ impl Engine {
             clock: &*self.clock,
         };
         for m in CHAIN {
-            m.lookups(&cx, &mut out);
+            m.lookups(&cx, out);
         }
-        let mut seen = std::collections::HashSet::new();
-        out.retain(|q| seen.insert(q.clone()));
-        out
+        // A few questions: a linear dedupe, keeping the first of each.
+        let mut i = 0;
+        while i < out.len() {
+            if out[..i].contains(&out[i]) {
+                out.remove(i);
+            } else {
+                i += 1;
+            }
+        }
     }
 
     /// Decides one request with the answers to its lookups ([`Engine::lookups`]; the
@@ -445,7 +483,19 @@ impl Engine {
         let view = RequestView::new(req);
         // On the stack (no allocation per request) for up to 16 matched policies.
         let mut matched: SmallVec<[(usize, &crate::compile::Policy); 16]> = SmallVec::new();
-        set.matching_into(&view, &mut scratch.memo, &mut matched);
+        // Matched already when the lookups were listed (with this scratch, on this set).
+        let carried = std::mem::take(&mut scratch.carried.set);
+        if carried != 0 && carried == set.memo_id() {
+            matched.extend(
+                scratch
+                    .carried
+                    .policies
+                    .iter()
+                    .map(|&i| (i as usize, &set.policies[i as usize])),
+            );
+        } else {
+            set.matching_into(&view, &mut scratch.memo, &mut matched);
+        }
         if matched.is_empty() {
             note(&mut trace, || "No policy matched.".into());
             return decision;

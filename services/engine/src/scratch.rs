@@ -36,11 +36,24 @@ pub struct Scratch {
     eom: Vec<EomResult>,
     /// Policy members' source results for the last request's source side.
     pub(crate) memo: SourceMemo,
+    /// The policies [`crate::Engine::lookups_reusing`] matched, for the decision of the
+    /// same request (taken by it).
+    pub(crate) carried: Carried,
     connection: u64,
     /// Whether decisions also list the quotas that admitted the request.
     report_admitted: bool,
     /// The message a DELAY quota is holding on this connection, until its END-OF-MESSAGE.
     pub(crate) hold: crate::hold::HoldMemo,
+}
+
+/// Matched policies carried from the lookups step to the decision of one request.
+#[derive(Debug, Default)]
+pub(crate) struct Carried {
+    /// The policy set they index ([`crate::compile::PolicySet`]'s memo id; 0: nothing
+    /// carried).
+    pub(crate) set: u64,
+    /// The matched policies' indexes, in order.
+    pub(crate) policies: Vec<u32>,
 }
 
 /// The last connection id handed out by [`Scratch::for_connection`].

@@ -244,3 +244,27 @@ fn greylisting_skips_a_pass_only_when_asked() {
     let e = engine(set(vec![p]));
     assert_eq!(e.lookups(&rcpt(s)).len(), 1);
 }
+
+#[test]
+fn policies_matched_for_the_lookups_are_carried_to_the_decision_of_the_same_set_only() {
+    let e = engine(set(vec![policy(
+        "a",
+        10,
+        Some(spf(Some(true), Some(true), None)),
+    )]));
+    let s = "u@x.org";
+    let fail = answers(s, SpfResult::Fail);
+    // Carried: the decision is the one matched afresh.
+    let mut scratch = Scratch::default();
+    assert_eq!(e.lookups_reusing(&rcpt(s), &mut scratch), vec![question(s)]);
+    let carried = block_on(e.decide_with(&rcpt(s), &fail, &mut scratch));
+    assert_eq!(carried, decide(&e, s, &fail));
+    assert!(carried.action.to_string().starts_with("REJECT"));
+    // The set replaced between the two steps: what was matched on the old set is not
+    // used (the new set has no policy at all: an index carried over would not exist).
+    assert_eq!(e.lookups_reusing(&rcpt(s), &mut scratch).len(), 1);
+    e.replace_policies(compile(&set(Vec::new())).unwrap().set);
+    let d = block_on(e.decide_with(&rcpt(s), &fail, &mut scratch));
+    assert_eq!(d.action, Action::Dunno);
+    assert!(d.verdicts.is_empty());
+}

@@ -640,6 +640,10 @@ impl Settings {
                 self.edge.dns.timeout.as_millis().to_string(),
             ),
             ("dns_cache_size", self.edge.dns.cache_size.to_string()),
+            (
+                "spf_receiver",
+                format!("{:?}", self.edge.dns.spf_receiver.as_deref().unwrap_or("")),
+            ),
             ("reload_poll_ms", self.reload_poll.as_millis().to_string()),
             (
                 "counter_flush_ms",
@@ -766,8 +770,9 @@ pub fn redact(url: &str) -> String {
     url.to_string()
 }
 
-/// The DNS settings (`dns_servers`, `dns_timeout_ms`, `dns_cache_size`), range-checked; the
-/// lookup time must leave room in the request deadline for the module's own answer.
+/// The DNS settings (`dns_servers`, `dns_timeout_ms`, `dns_cache_size`, `spf_receiver`),
+/// range-checked; the lookup time must leave room in the request deadline for the module's
+/// own answer.
 fn dns_config(
     policy: &crate::role_args::PolicySettings,
     deadline_ms: u64,
@@ -806,10 +811,30 @@ fn dns_config(
             "dns_cache_size must be between 1 and 10000000, not {cache_size}"
         ));
     }
+    let spf_receiver = policy
+        .spf_receiver
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
+    if let Some(r) = spf_receiver {
+        let host_name = r.len() <= 253
+            && r.split('.').all(|label| {
+                (1..=63).contains(&label.len())
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !host_name {
+            errors.push(format!(
+                "spf_receiver {r:?}: expected a host name, e.g. mx1.example.org"
+            ));
+        }
+    }
     sluice_dns::DnsConfig {
         servers,
         timeout: Duration::from_millis(timeout.clamp(1, 60_000)),
         cache_size: cache_size.clamp(1, 10_000_000),
+        spf_receiver: spf_receiver.map(str::to_string),
     }
 }
 
@@ -845,7 +870,7 @@ mod tests {
 
     #[test]
     fn dns_settings_are_read_and_range_checked() {
-        let (_d, p) = file("dns_servers = [\"127.0.0.1:5353\", \"[::1]:53\"]\ndns_timeout_ms = 300\ndns_cache_size = 100\ndatabase = \"sqlite:///tmp/x.db\"\n");
+        let (_d, p) = file("dns_servers = [\"127.0.0.1:5353\", \"[::1]:53\"]\ndns_timeout_ms = 300\ndns_cache_size = 100\nspf_receiver = \"mx1.example.org\"\ndatabase = \"sqlite:///tmp/x.db\"\n");
         let args = RoleArgs {
             config: Some(p),
             ..Default::default()
@@ -860,7 +885,18 @@ mod tests {
         );
         assert_eq!(s.edge.dns.timeout, Duration::from_millis(300));
         assert_eq!(s.edge.dns.cache_size, 100);
-        let (_d, p) = file("dns_servers = [\"resolver\"]\ndns_timeout_ms = 1000\ndns_cache_size = 0\ndatabase = \"sqlite:///tmp/x.db\"\n");
+        assert_eq!(s.edge.dns.spf_receiver.as_deref(), Some("mx1.example.org"));
+        let (_d2, p2) = file("database = \"sqlite:///tmp/x.db\"\n");
+        let unset = RoleArgs {
+            config: Some(p2),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(unset, Role::Serve).unwrap().edge.dns.spf_receiver,
+            None,
+            "unset: this host's name"
+        );
+        let (_d, p) = file("dns_servers = [\"resolver\"]\ndns_timeout_ms = 1000\ndns_cache_size = 0\nspf_receiver = \"mx; evil\"\ndatabase = \"sqlite:///tmp/x.db\"\n");
         let args = RoleArgs {
             config: Some(p),
             ..Default::default()
@@ -876,6 +912,10 @@ mod tests {
         );
         assert!(
             errors.contains("dns_cache_size must be between 1 and 10000000"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("spf_receiver \"mx; evil\": expected a host name"),
             "{errors}"
         );
         let (_d, p) = file("dns_timeout_ms = 100\n");

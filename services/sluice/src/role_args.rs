@@ -130,10 +130,16 @@ pub struct PolicySettings {
     #[arg(long, env = "SLUICE_DNS_TIMEOUT_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_timeout_ms: Option<u64>,
-    /// DNS answers cached, at most (1 to 10000000), each up to its TTL.
+    /// DNS answers cached, at most (1 to 10000000), each up to its TTL; also the most
+    /// lookup answers and SPF results kept in front of the resolver.
     #[arg(long, env = "SLUICE_DNS_CACHE_SIZE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_cache_size: Option<u64>,
+    /// The receiver named in CheckSPF's Received-SPF headers (and SPF's %{r} macro), a host
+    /// name; empty: this machine's host name.
+    #[arg(long, env = "SLUICE_SPF_RECEIVER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spf_receiver: Option<String>,
 }
 
 /// How quota windows are split (serve, edge; admin, to read back the levels the edges

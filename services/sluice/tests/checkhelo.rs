@@ -53,6 +53,7 @@ impl Stack {
                 servers: vec![dns.addr()],
                 timeout: Duration::from_millis(300),
                 cache_size: 1024,
+                spf_receiver: None,
             },
             ..EdgeConfig::default()
         };

@@ -59,6 +59,7 @@ impl Stack {
                     servers: vec![dns.addr()],
                     timeout: Duration::from_millis(DNS_TIMEOUT_MS),
                     cache_size: 1024,
+                    spf_receiver: None,
                 },
                 ..EdgeConfig::default()
             },
@@ -315,6 +316,7 @@ async fn explain_shows_the_spf_result_and_the_action() {
         servers: vec![dns.addr()],
         timeout: Duration::from_millis(DNS_TIMEOUT_MS),
         cache_size: 64,
+        spf_receiver: None,
     })
     .unwrap();
     let mut parsed = sluice_engine::PolicyRequest::new(
