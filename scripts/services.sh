@@ -20,6 +20,11 @@ wait_for() { # wait_for SECONDS command...
   done
 }
 
+# Python 3: the end-to-end tests and the deploy checks parse JSON and Prometheus files with it.
+ensure_python3() {
+  command -v python3 >/dev/null 2>&1 || apt_install --no-install-recommends python3
+}
+
 # PostgreSQL on 127.0.0.1:5432, user postgres, trust authentication.
 ensure_postgres() {
   if ! command -v pg_ctlcluster >/dev/null 2>&1; then

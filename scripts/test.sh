@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/services.sh
 
+ensure_python3
 ensure_postgres
 ensure_mariadb
 ensure_redis_tools

@@ -44,7 +44,7 @@ pub(crate) async fn record(decision: &mut Decision, limit: Duration) {
         decision.action = deferred(&format!("Quota {quota} is full"));
         return;
     };
-    match tokio::time::timeout(limit, ledger.hold(request)).await {
+    match tokio::time::timeout(limit, ledger.hold(*request)).await {
         Ok(Ok(HoldOutcome::Held { position })) => {
             decision.action = Action::Hold(Some(format!(
                 "Delayed by quota {quota}: number {position} in line, released when the quota has room"

@@ -86,11 +86,12 @@ pub struct Decision {
     /// usually empty.
     pub accounted: Vec<crate::accounting::Accounted>,
     /// RCPT: a DELAY quota had no room (the message is to be held); what the connection
-    /// remembers until END-OF-MESSAGE ([`crate::hold::memo`]). Usually `None`.
-    pub delayed: Option<crate::hold::Delayed>,
+    /// remembers until END-OF-MESSAGE ([`crate::hold::memo`]). Usually `None` (boxed, as
+    /// [`Decision::hold`]: rare and large, so the decision every request returns stays small).
+    pub delayed: Option<Box<crate::hold::Delayed>>,
     /// END-OF-MESSAGE of a message a DELAY quota holds: what the server records in its
     /// ledger before Postfix gets the answer ([`crate::hold`]). Usually `None`.
-    pub hold: Option<crate::hold::HoldRequest>,
+    pub hold: Option<Box<crate::hold::HoldRequest>>,
     /// A message held at RCPT on this connection never reached END-OF-MESSAGE here: Postfix
     /// holds it, the ledger does not know it (for a warning: is the policy service asked
     /// in `smtpd_end_of_data_restrictions`?).
@@ -565,7 +566,9 @@ impl Engine {
         scratch.keep_tags(tags);
         scratch.keep_reply(reply);
         if !dry_run && (decision.delayed.is_some() || scratch.hold.holds_any()) {
-            let noted = scratch.hold.note(&req.instance, decision.delayed.clone());
+            let noted = scratch
+                .hold
+                .note(&req.instance, decision.delayed.as_deref().cloned());
             decision.hold_lost = noted.lost;
         }
         decision
@@ -658,7 +661,9 @@ impl Engine {
         trace: &mut Trace<'_>,
         scratch: &mut Scratch,
     ) {
-        scratch.hold.note(&req.instance, decision.delayed.take());
+        scratch
+            .hold
+            .note(&req.instance, decision.delayed.take().map(|d| *d));
         let mta = req
             .peer_address
             .map(|ip| ip.to_string())
@@ -704,7 +709,7 @@ impl Engine {
             )
         });
         decision.action = Action::Hold(Some(format!("Delayed by quota {}", hold.quota)));
-        decision.hold = Some(hold);
+        decision.hold = Some(Box::new(hold));
     }
 }
 

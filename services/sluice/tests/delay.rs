@@ -352,7 +352,7 @@ async fn operators_release_return_and_delete_and_the_cap_defers() {
         actions.contains(&"release".to_owned()) && actions.contains(&"delete".to_owned()),
         "{audit}"
     );
-    // A viewer's token cannot act or sync.
+    // Without credentials the sync is refused.
     let r = http(
         s.admin,
         "POST",

@@ -442,6 +442,7 @@ mod tests {
                 period_ms: 10_000,
                 bucket_ms: 1_000,
                 cost: 1,
+                per_recipient: false,
             }],
             recipients: 1,
             size: 100,

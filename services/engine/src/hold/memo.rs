@@ -68,7 +68,7 @@ impl HoldMemo {
                     match held.needs.iter_mut().find(|n| n.key == need.key) {
                         // A recipient count needs one more per refused recipient; a message
                         // count or size is needed once.
-                        Some(n) if need.cost > 0 && n.key.contains("/RecipientCount/") => {
+                        Some(n) if n.per_recipient => {
                             n.cost = n.cost.saturating_add(need.cost);
                         }
                         Some(_) => {}
@@ -128,6 +128,7 @@ mod tests {
             period_ms: 10_000,
             bucket_ms: 1_000,
             cost,
+            per_recipient: kind == "RecipientCount",
         }
     }
 
@@ -161,6 +162,22 @@ mod tests {
         assert_eq!(costs, [1, 2, 2_000]);
         assert_eq!(r.queue_key(), "p/q/Sender:a@example.org");
         assert!(m.finish("i1", String::new(), "", "", 0, 0).is_none());
+    }
+
+    #[test]
+    fn a_message_count_is_needed_once_whatever_its_track_value_reads() {
+        // A local part may hold slashes: the key of a message count can read like a
+        // recipient count's.
+        let mut m = HoldMemo::default();
+        let odd = || Need {
+            key: "p/q/MessageCount/Sender:x/RecipientCount/y@example.org".into(),
+            ..need("MessageCount", 1)
+        };
+        m.note("i1", Some(delayed(vec![odd()])));
+        m.note("i1", Some(delayed(vec![odd()])));
+        let r = m.finish("i1", String::new(), "Q", "", 2, 1).unwrap();
+        assert_eq!(r.needs.len(), 1);
+        assert_eq!(r.needs[0].cost, 1);
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub struct Need {
     pub bucket_ms: u64,
     /// What to charge.
     pub cost: u64,
+    /// A recipient count: each refused recipient of the message adds its cost (a message
+    /// count or a size is needed once).
+    #[serde(default)]
+    pub per_recipient: bool,
 }
 
 impl Need {

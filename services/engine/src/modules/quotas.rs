@@ -342,6 +342,7 @@ pub(crate) fn judge_end_of_message(
                         period_ms: q.window.period_ms,
                         bucket_ms: q.window.bucket_ms,
                         cost: 0,
+                        per_recipient: false,
                     }],
                 },
             );
@@ -395,11 +396,13 @@ pub(crate) fn quota_label(policy: &str, quota: &str) -> String {
 /// earlier RCPT counted it), a recipient, or the size (0 here: the real size is known at
 /// END-OF-MESSAGE).
 fn need_of(op: &CounterOp, res: &OpResult) -> Option<Need> {
-    let cost = match op.kind {
+    // (A quota's plain takes are its recipient counts: a message count is taken once per
+    // message when the request names one.)
+    let (cost, per_recipient) = match op.kind {
         OpKind::TakeOncePerMessage if res.outcome == Outcome::AlreadyCounted => return None,
-        OpKind::TakeOncePerMessage => 1,
-        OpKind::Take { cost } => cost,
-        OpKind::Check { .. } => 0,
+        OpKind::TakeOncePerMessage => (1, false),
+        OpKind::Take { cost } => (cost, true),
+        OpKind::Check { .. } => (0, false),
         _ => return None,
     };
     Some(Need {
@@ -408,6 +411,7 @@ fn need_of(op: &CounterOp, res: &OpResult) -> Option<Need> {
         period_ms: op.window.period_ms,
         bucket_ms: op.window.bucket_ms,
         cost,
+        per_recipient,
     })
 }
 
@@ -415,7 +419,7 @@ fn need_of(op: &CounterOp, res: &OpResult) -> Option<Need> {
 /// waits in, later ones add their needs (the message leaves when all fit).
 fn add_delayed(decision: &mut Decision, d: Delayed) {
     match &mut decision.delayed {
-        None => decision.delayed = Some(d),
+        None => decision.delayed = Some(Box::new(d)),
         Some(first) => first.needs.extend(d.needs),
     }
 }
@@ -429,9 +433,9 @@ fn delay_action(q: &Quota, retry_after_ms: Option<u64>) -> Action {
     ) {
         (Some(d), _) => d.to_string(),
         (None, Some(ms)) => format!(
-            "Delayed by quota {}: released when it has room ({})",
+            "Delayed by quota {}: released when it has room (room again in {})",
             q.name,
-            crate::verdict::retry_hint(ms)
+            crate::verdict::retry_hint(ms).trim_start_matches("try again in ")
         ),
         (None, None) => format!("Delayed by quota {}: released when it has room", q.name),
     };
