@@ -1,6 +1,10 @@
 //! The ledger of held messages of `sluice serve` (DELAY quotas, docs/delay.md): one task owns
 //! the [`Ledger`], writes every change to the SQLite policy database before answering, and
-//! every `SCAN` releases what has room, charging through the in-process counters.
+//! releases what has room when an agent syncs, charging through the in-process counters:
+//! a release is charged at the moment its agent learns of it and runs `postsuper`, so the
+//! charge and the delivery are as close as they can be (charged ahead by a timer, a
+//! release would leave up to one agent interval later than it was counted, and two
+//! releases a window apart could be delivered less than a window apart).
 //!
 //! Everything reaches the task as a command with a reply channel, so the request path (on
 //! any of the connection runtimes), the admin service and the release agents' syncs share
@@ -20,8 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-/// How often the ledger looks for messages to release.
-pub const SCAN: Duration = Duration::from_millis(200);
+/// How often the gauges (waiting messages, oldest age) are brought up to date.
+pub const GAUGES: Duration = Duration::from_secs(1);
 
 /// Commands queued at most (a full queue makes the caller wait).
 const QUEUE: usize = 1024;
@@ -122,7 +126,7 @@ struct Task {
 
 impl Task {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        let mut scan = tokio::time::interval(SCAN);
+        let mut scan = tokio::time::interval(GAUGES);
         scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -130,7 +134,7 @@ impl Task {
                     Some(c) => self.handle(c).await,
                     None => break,
                 },
-                _ = scan.tick() => self.release_due().await,
+                _ = scan.tick() => self.gauges(),
             }
         }
         let _ = self.write(Vec::new()).await;
@@ -173,6 +177,8 @@ impl Task {
                 let _ = reply.send(Ok(self.ledger.messages().cloned().collect()));
             }
             Command::Sync(mta, queue, reply) => {
+                // What has room leaves now, charged as its agent hears of it.
+                self.release_due().await;
                 let (answer, changes) = self.ledger.sync(&mta, &queue, now, DEFAULT_GRACE_MS);
                 for (queue_id, gone) in &answer.gone {
                     metrics::counter!(names::HELD_GONE, "reason" => gone.as_str()).increment(1);
