@@ -50,6 +50,9 @@ pub enum ConvertError {
     /// A CheckHelo op or answer out of range.
     #[error("invalid checkhelo op: {0}")]
     InvalidHelo(String),
+    /// A held-message call out of range or unreadable (`crate::held`).
+    #[error("invalid held-message call: {0}")]
+    InvalidHeld(String),
     /// An END-OF-MESSAGE result without its result.
     #[error("END-OF-MESSAGE result for {key:?} has no result")]
     MissingEomResult {

@@ -20,6 +20,7 @@ mod checkhelo;
 mod convert;
 pub mod counters;
 mod greylisting;
+pub mod held;
 
 pub use convert::{op_to_wire, ConvertError};
 

@@ -7,6 +7,7 @@
 //! - [`server`] — [`serve`] — the tonic server on a bound listener, health reporting and
 //!   graceful shutdown.
 //! - [`service`] — the `Apply` and `ApplyMany` handlers (one span per RPC).
+//! - [`held`] — the held-message calls (DELAY quotas' ledger, kept in Redis).
 //! - [`health`] — the state probe that drives `grpc.health.v1`.
 //! - [`error`] — [`ServiceError`] and the one mapping to `tonic::Status`.
 //! - [`security`] — TLS, mTLS and the bearer-token check of the listener.
@@ -19,6 +20,7 @@
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod held;
 pub mod security;
 pub mod server;
 pub mod service;

@@ -31,15 +31,17 @@ pub async fn serve(
     config: QuotaConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    serve_with_live(listener, state, None, config, shutdown).await
+    serve_with_live(listener, state, None, None, config, shutdown).await
 }
 
 /// [`serve`], also answering the live-counter calls (`CounterLevels`, `ListCounters`,
-/// `ResetCounter`) from `live`, the same counters as `state` (without it: `UNIMPLEMENTED`).
+/// `ResetCounter`) from `live`, the same counters as `state`, and the held-message calls
+/// (`Hold`, `ListHeld`, `SyncHeld`, `ActHeld`) from `held` (without them: `UNIMPLEMENTED`).
 pub async fn serve_with_live(
     listener: TcpListener,
     state: Arc<dyn SharedState>,
     live: Option<Arc<dyn sluice_engine::LiveCounters>>,
+    held: Option<sluice_engine::hold::SharedHeld>,
     config: QuotaConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
@@ -57,7 +59,9 @@ pub async fn serve_with_live(
     ));
 
     let quota = QuotaServer::with_interceptor(
-        QuotaService::new(state, config.apply_timeout).with_live(live),
+        QuotaService::new(state, config.apply_timeout)
+            .with_live(live)
+            .with_held(held),
         config.security.interceptor(),
     );
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));

@@ -27,10 +27,11 @@ use sluice_engine::{
 use sluice_proto::counters as live_wire;
 use sluice_proto::v1::quota_server::Quota;
 use sluice_proto::v1::{
-    apply_result, ApplyManyReply, ApplyManyRequest, ApplyReply, ApplyRequest, ApplyResult,
-    BatchError, CounterLevelsReply, CounterLevelsRequest, ListCountersRequest, LoadSessionReply,
+    apply_result, ActHeldRequest, ApplyManyReply, ApplyManyRequest, ApplyReply, ApplyRequest,
+    ApplyResult, BatchError, CounterLevelsReply, CounterLevelsRequest, HeldMessagesReply,
+    HoldReply, HoldRequest, ListCountersRequest, ListHeldRequest, LoadSessionReply,
     LoadSessionRequest, ResetCounterReply, ResetCounterRequest, ReturnLeasesReply,
-    ReturnLeasesRequest, SaveSessionsReply, SaveSessionsRequest,
+    ReturnLeasesRequest, SaveSessionsReply, SaveSessionsRequest, SyncHeldReply, SyncHeldRequest,
 };
 use sluice_proto::ConvertError;
 use std::sync::Arc;
@@ -45,6 +46,9 @@ pub struct QuotaService {
     /// The live view of the counters (`CounterLevels`, `ListCounters`, `ResetCounter`);
     /// without one those answer `UNIMPLEMENTED`.
     live: Option<Arc<dyn LiveCounters>>,
+    /// DELAY quotas' ledger of held messages (`Hold`, `ListHeld`, `SyncHeld`, `ActHeld`);
+    /// without one those answer `UNIMPLEMENTED`.
+    held: Option<sluice_engine::hold::SharedHeld>,
     apply_timeout: Duration,
     metrics: ServiceMetrics,
 }
@@ -65,6 +69,7 @@ impl QuotaService {
         QuotaService {
             state,
             live: None,
+            held: None,
             apply_timeout,
             metrics: ServiceMetrics {
                 ok: metrics::counter!(
@@ -79,6 +84,22 @@ impl QuotaService {
     pub fn with_live(mut self, live: Option<Arc<dyn LiveCounters>>) -> Self {
         self.live = live;
         self
+    }
+
+    /// Also answers the held-message calls from `held`.
+    pub fn with_held(mut self, held: Option<sluice_engine::hold::SharedHeld>) -> Self {
+        self.held = held;
+        self
+    }
+
+    /// When a held-message call must be answered: its caller's budget, at most
+    /// [`crate::held::HELD_TIMEOUT`].
+    fn held_deadline(&self, metadata: &tonic::metadata::MetadataMap) -> Instant {
+        reply_deadline(
+            Instant::now(),
+            grpc_timeout(metadata),
+            crate::held::HELD_TIMEOUT,
+        )
     }
 
     /// The live view, or `UNIMPLEMENTED`.
@@ -345,6 +366,35 @@ fn leased_reply(r: &LeasedReply) -> ApplyReply {
 
 #[tonic::async_trait]
 impl Quota for QuotaService {
+    async fn hold(&self, request: Request<HoldRequest>) -> Result<Response<HoldReply>, Status> {
+        let deadline = self.held_deadline(request.metadata());
+        crate::held::hold(&self.held, deadline, request).await
+    }
+
+    async fn list_held(
+        &self,
+        request: Request<ListHeldRequest>,
+    ) -> Result<Response<HeldMessagesReply>, Status> {
+        let deadline = self.held_deadline(request.metadata());
+        crate::held::list(&self.held, deadline, request).await
+    }
+
+    async fn sync_held(
+        &self,
+        request: Request<SyncHeldRequest>,
+    ) -> Result<Response<SyncHeldReply>, Status> {
+        let deadline = self.held_deadline(request.metadata());
+        crate::held::sync(&self.held, deadline, request).await
+    }
+
+    async fn act_held(
+        &self,
+        request: Request<ActHeldRequest>,
+    ) -> Result<Response<HeldMessagesReply>, Status> {
+        let deadline = self.held_deadline(request.metadata());
+        crate::held::act(&self.held, deadline, request).await
+    }
+
     async fn counter_levels(
         &self,
         request: Request<CounterLevelsRequest>,

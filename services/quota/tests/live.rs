@@ -35,6 +35,7 @@ async fn start(
         listener,
         state.clone(),
         live_view,
+        None,
         QuotaConfig::default(),
         async {
             let _ = stopped.await;

@@ -8,7 +8,8 @@
 //!   for the message) and `<prefix>:{m:<instance>}:eom` (a hash of the counters to charge at
 //!   END-OF-MESSAGE);
 //! - greylisting record of a client network: `<prefix>:{g:<network>}:g` (a hash);
-//! - CheckHelo record of a client address: `<prefix>:{h:<address>}:h` (a hash).
+//! - CheckHelo record of a client address: `<prefix>:{h:<address>}:h` (a hash);
+//! - the ledger of held messages (DELAY quotas): `<prefix>:{held}:<part>` (see `held.rs`).
 //!
 //! Names that are long or contain `{`/`}` (keys hold operator-chosen names and addresses)
 //! are tagged by a stable 64-bit FNV-1a hash instead, and the full name follows the tag so
@@ -62,6 +63,12 @@ impl Keys {
     /// limit): `<prefix>:{idx:<n>}:<kind>` (see `live.rs`).
     pub(crate) fn index(&self, n: u64, kind: &str) -> String {
         self.key(&format!("idx:{n}"), kind)
+    }
+
+    /// Part `kind` of the ledger of held messages: `<prefix>:{held}:<kind>` (one slot for
+    /// the whole ledger, see `held.rs`).
+    pub(crate) fn held(&self, kind: &str) -> String {
+        self.key("held", kind)
     }
 
     fn key(&self, name: &str, kind: &str) -> String {

@@ -139,6 +139,11 @@ impl RedisState {
         self
     }
 
+    /// The connection, scripts and key names (for the other modules' calls).
+    pub(crate) fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
     /// The live-counter index and view (`live.rs`).
     pub(crate) fn index(&self) -> &crate::live::Index {
         &self.index

@@ -14,6 +14,7 @@
 //!   message sessions held by this edge; the batch path using both (`leasing`) and the
 //!   background sender of lease returns and sessions to store (`flush`); [`sightings`] —
 //!   which counters a once-per-message take was seen on lately (the first gets no lease).
+//! - [`held`] — DELAY quotas' ledger of held messages, kept by the quota services.
 //! - [`security`] — TLS (`https://` endpoints), client certificates and the bearer token.
 //! - [`config`] — [`RemoteConfig`]; [`error`] — [`RemoteError`] and the status mapping.
 //!
@@ -25,6 +26,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 mod flush;
+pub mod held;
 pub mod lease;
 mod leasing;
 pub mod live;

@@ -23,7 +23,7 @@ pub const LIVE_DEADLINE: Duration = Duration::from_secs(5);
 impl RemoteState {
     /// One live-counter call (`f` with a client), on one endpoint, retried on another only
     /// when it surely was never sent.
-    async fn live_call<T, F, Fut>(&self, f: F) -> Result<T, StateError>
+    pub(crate) async fn live_call<T, F, Fut>(&self, f: F) -> Result<T, StateError>
     where
         F: Fn(QuotaRpc) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
@@ -62,7 +62,7 @@ impl RemoteState {
     }
 }
 
-fn with_deadline<T>(message: T) -> tonic::Request<T> {
+pub(crate) fn with_deadline<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(LIVE_DEADLINE);
     request

@@ -428,6 +428,34 @@ impl sluice_proto::v1::quota_server::Quota for WithoutApplyMany {
     ) -> Result<tonic::Response<sluice_proto::v1::ResetCounterReply>, tonic::Status> {
         self.0.reset_counter(request).await
     }
+
+    async fn hold(
+        &self,
+        request: tonic::Request<sluice_proto::v1::HoldRequest>,
+    ) -> Result<tonic::Response<sluice_proto::v1::HoldReply>, tonic::Status> {
+        self.0.hold(request).await
+    }
+
+    async fn list_held(
+        &self,
+        request: tonic::Request<sluice_proto::v1::ListHeldRequest>,
+    ) -> Result<tonic::Response<sluice_proto::v1::HeldMessagesReply>, tonic::Status> {
+        self.0.list_held(request).await
+    }
+
+    async fn sync_held(
+        &self,
+        request: tonic::Request<sluice_proto::v1::SyncHeldRequest>,
+    ) -> Result<tonic::Response<sluice_proto::v1::SyncHeldReply>, tonic::Status> {
+        self.0.sync_held(request).await
+    }
+
+    async fn act_held(
+        &self,
+        request: tonic::Request<sluice_proto::v1::ActHeldRequest>,
+    ) -> Result<tonic::Response<sluice_proto::v1::HeldMessagesReply>, tonic::Status> {
+        self.0.act_held(request).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -115,13 +115,17 @@ async fn serve(settings: Settings, hangups: crate::hangup::Hangups) -> anyhow::R
     let _ = ready.0.set(store.clone());
     hangups.spawn(Some(store.clone()));
     crate::history::start_alerts(&settings.history, &store, stopped());
-    let counters = quota_counters(&settings).await?;
+    let quota = quota_service(&settings).await?;
+    let counters = quota
+        .clone()
+        .map(|q| q as Arc<dyn sluice_engine::LiveCounters>);
+    let held = quota.map(|q| q as sluice_engine::hold::SharedHeld);
     crate::admin_service::run(
         listener,
         store.clone(),
         None,
         counters,
-        None,
+        held,
         &settings,
         stopped(),
     )
@@ -132,11 +136,12 @@ async fn serve(settings: Settings, hangups: crate::hangup::Hangups) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
-/// The live counters behind the quota service, when `quota` is set (the edge's endpoint,
-/// TLS and token settings); without it the Counters page and `/api/counters` answer 503.
-async fn quota_counters(
+/// The quota service, when `quota` is set (the edge's endpoint, TLS and token settings): the
+/// live counters and DELAY quotas' held messages are read and acted on there. Without it
+/// the Counters page and `/api/counters` answer 503, and there is no held message.
+async fn quota_service(
     settings: &Settings,
-) -> anyhow::Result<Option<Arc<dyn sluice_engine::LiveCounters>>> {
+) -> anyhow::Result<Option<Arc<sluice_remote::RemoteState>>> {
     if settings.quota.is_empty() {
         return Ok(None);
     }
@@ -154,7 +159,7 @@ async fn quota_counters(
         .context("invalid quota service settings")?;
     tracing::info!(
         quota = ?settings.quota,
-        "Live counters are read from the quota service"
+        "Live counters and held messages are read from the quota service"
     );
     Ok(Some(Arc::new(state)))
 }

@@ -73,6 +73,10 @@ pub async fn run(
         Counters::Remote(remote) => Some(remote.clone()),
         _ => None,
     };
+    let redis = match &counters {
+        Counters::Redis(redis) => Some(redis.clone()),
+        _ => None,
+    };
     let ready = FrontReady::new(counters);
     if let Some(admin) = admin {
         tokio::spawn(metrics_listener::serve(
@@ -104,7 +108,15 @@ pub async fn run(
         );
     }
     let engine = Arc::new(Engine::new(set, state.clone(), settings.engine.clone()));
-    let held = held_ledger(role, in_process, &store, &state).await?;
+    let keeper = match (&redis, &remote) {
+        (Some(redis), _) => Ledger::Redis(redis.clone()),
+        (None, Some(remote)) => Ledger::QuotaService(remote.clone()),
+        (None, None) if in_process && store.keeps_counters() => {
+            Ledger::Keeper(crate::held::Keeper::Database(store.clone()))
+        }
+        (None, None) => Ledger::None,
+    };
+    let held = held_ledger(role, keeper, &state).await?;
     if let Some(listener) = admin_service {
         let engine = engine.clone();
         crate::admin_service::spawn(
@@ -163,25 +175,41 @@ pub async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The ledger of messages DELAY quotas hold, when this server keeps one: `sluice serve`
-/// with in-process counters and a SQLite policy database (which keeps both across
-/// restarts). Installed for the request path; `None` elsewhere (DELAY quotas then defer).
+/// Where this server's ledger of held messages is.
+enum Ledger {
+    /// Kept by this process (`sluice serve` with in-process counters on SQLite).
+    Keeper(crate::held::Keeper),
+    /// In Redis, shared (`sluice serve --redis`).
+    Redis(Arc<sluice_redis::RedisState>),
+    /// Kept by the quota services (an edge).
+    QuotaService(Arc<sluice_remote::RemoteState>),
+    /// Nowhere (`sluice serve` with in-process counters on PostgreSQL).
+    None,
+}
+
+/// The ledger of messages DELAY quotas hold, installed for the request path: kept with the
+/// in-process counters in a SQLite policy database or in Redis, or (an edge) the quota
+/// services'. `None` where there is none (DELAY quotas then defer).
 async fn held_ledger(
     role: Role,
-    in_process: bool,
-    store: &Store,
+    ledger: Ledger,
     state: &Arc<dyn State>,
 ) -> anyhow::Result<Option<sluice_engine::hold::SharedHeld>> {
-    if role != Role::Serve || !in_process || !store.keeps_counters() {
-        tracing::debug!("No ledger of held messages here: DELAY quotas defer instead of holding");
-        return Ok(None);
-    }
-    let held: sluice_engine::hold::SharedHeld = crate::held::HeldService::start(
-        store.clone(),
-        state.clone(),
-        Arc::new(sluice_engine::SystemClock),
-    )
-    .await?;
+    let clock = Arc::new(sluice_engine::SystemClock);
+    let held: sluice_engine::hold::SharedHeld = match ledger {
+        Ledger::None => {
+            tracing::debug!(%role, "No ledger of held messages here: DELAY quotas defer instead of holding");
+            return Ok(None);
+        }
+        Ledger::Keeper(keeper) => {
+            crate::held::HeldService::start(keeper, state.clone(), clock).await?
+        }
+        Ledger::Redis(redis) => {
+            crate::held::HeldService::start(crate::held::Keeper::Redis(redis), state.clone(), clock)
+                .await?
+        }
+        Ledger::QuotaService(remote) => remote,
+    };
     sluice_edge::hold_sink::install(held.clone());
     Ok(Some(held))
 }

@@ -1,6 +1,6 @@
-//! The ledger of held messages of `sluice serve` (DELAY quotas, docs/delay.md): one task owns
-//! the [`Ledger`], writes every change to the SQLite policy database before answering, and
-//! releases what has room when an agent syncs, charging through the in-process counters:
+//! The ledger of held messages (DELAY quotas, docs/delay.md): one task per process owns
+//! the [`Ledger`], writes every change to where it is kept ([`Keeper`]) before answering,
+//! and releases what has room when an agent syncs, charging through the counters:
 //! a release is charged at the moment its agent learns of it and runs `postsuper`, so the
 //! charge and the delivery are as close as they can be (charged ahead by a timer, a
 //! release would leave up to one agent interval later than it was counted, and two
@@ -10,6 +10,13 @@
 //! any of the connection runtimes), the admin service and the release agents' syncs share
 //! one ledger without locks, and the release step (charge, then mark) is atomic: nothing
 //! else runs on the ledger or the counters' release charges in between.
+//!
+//! Kept in Redis (the quota services of a cluster, `sluice serve --redis`), several
+//! processes share the ledger: each command runs under the ledger's Redis lock, on the
+//! ledger read again first if another process changed it (`sluice_redis`'s `held.rs`). A
+//! release is charged before it is written; if the write then fails, the charge stands and
+//! the message is charged again at its next release (the quota under-admits; it never
+//! admits more than its limit).
 
 use sluice_engine::hold::ledger::DEFAULT_GRACE_MS;
 use sluice_engine::hold::{
@@ -18,6 +25,7 @@ use sluice_engine::hold::{
 };
 use sluice_engine::state::{BoxFuture, CounterBatch, CounterOp, OpKind, State};
 use sluice_engine::Clock;
+use sluice_redis::{LedgerLock, LedgerWrite, RedisState};
 use sluice_runtime::metrics::names;
 use sluice_store::Store;
 use std::sync::Arc;
@@ -29,6 +37,18 @@ pub const GAUGES: Duration = Duration::from_secs(1);
 
 /// Commands queued at most (a full queue makes the caller wait).
 const QUEUE: usize = 1024;
+
+/// The longest a command waits for the ledger's Redis lock (another process's command).
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Where the ledger is kept.
+pub enum Keeper {
+    /// The SQLite policy database of `sluice serve` with in-process counters: this process
+    /// alone has the ledger.
+    Database(Store),
+    /// Redis, shared by every quota service of a cluster (or `sluice serve --redis`).
+    Redis(Arc<RedisState>),
+}
 
 type Reply<T> = oneshot::Sender<Result<T, HoldError>>;
 
@@ -46,28 +66,37 @@ pub struct HeldService {
 }
 
 impl HeldService {
-    /// Reads the saved ledger from `store` and starts its task, charging releases in
-    /// `state` (which must answer in place: the in-process counters).
+    /// Reads the saved ledger from `keeper` and starts its task, charging releases in
+    /// `state` (the counters new mail is counted in).
     pub async fn start(
-        store: Store,
+        keeper: Keeper,
         state: Arc<dyn State>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Arc<Self>> {
-        let saved = store.load_held().await.map_err(|e| {
-            anyhow::anyhow!("cannot read the held messages from the policy database: {e}")
-        })?;
-        if !saved.is_empty() {
-            tracing::info!(messages = saved.len(), "Held messages restored");
-        }
-        let ledger = Ledger::restore(saved);
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let task = Task {
-            ledger,
-            store,
+        let mut task = Task {
+            ledger: Ledger::default(),
+            keeper,
             state,
             clock,
             unwritten: Vec::new(),
+            version: None,
+            lock: None,
         };
+        match &task.keeper {
+            Keeper::Database(store) => {
+                let saved = store.load_held().await.map_err(|e| {
+                    anyhow::anyhow!("cannot read the held messages from the policy database: {e}")
+                })?;
+                if !saved.is_empty() {
+                    tracing::info!(messages = saved.len(), "Held messages restored");
+                }
+                task.ledger = Ledger::restore(saved);
+            }
+            Keeper::Redis(_) => {
+                // Read when first used (Redis may not answer yet: a patient start).
+            }
+        }
+        let (tx, rx) = mpsc::channel(QUEUE);
         task.gauges();
         tokio::spawn(task.run(rx));
         Ok(Arc::new(HeldService { tx }))
@@ -117,11 +146,36 @@ impl HeldMessages for HeldService {
 
 struct Task {
     ledger: Ledger,
-    store: Store,
+    keeper: Keeper,
     state: Arc<dyn State>,
     clock: Arc<dyn Clock>,
     /// Changes not written yet (the database failed): written with the next ones.
     unwritten: Vec<Change>,
+    /// Kept in Redis: the version the ledger in memory is of (`None`: read it again).
+    version: Option<u64>,
+    /// Kept in Redis: the lock, while a command runs.
+    lock: Option<LedgerLock>,
+}
+
+impl Command {
+    /// Answers `e` (the ledger could not be read or locked).
+    fn fail(self, e: HoldError) {
+        match self {
+            Command::Hold(_, reply) => {
+                metrics::counter!(names::HELD, "result" => "failed").increment(1);
+                let _ = reply.send(Err(e));
+            }
+            Command::List(reply) => {
+                let _ = reply.send(Err(e));
+            }
+            Command::Sync(_, _, reply) => {
+                let _ = reply.send(Err(e));
+            }
+            Command::Act(_, _, reply) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
 }
 
 impl Task {
@@ -134,13 +188,77 @@ impl Task {
                     Some(c) => self.handle(c).await,
                     None => break,
                 },
-                _ = scan.tick() => self.gauges(),
+                _ = scan.tick() => {
+                    if let Err(e) = self.refresh().await {
+                        tracing::debug!(error = %e, "Cannot read the held-message ledger for the gauges");
+                    }
+                    self.gauges();
+                }
             }
         }
         let _ = self.write(Vec::new()).await;
     }
 
+    /// Kept in Redis: reads the ledger again if another process changed it.
+    async fn refresh(&mut self) -> Result<(), HoldError> {
+        let Keeper::Redis(redis) = &self.keeper else {
+            return Ok(());
+        };
+        let store_error = |e: sluice_engine::StateError| HoldError::Store(format!("Redis: {e}"));
+        let version = redis.held_version().await.map_err(store_error)?;
+        if self.version == Some(version) {
+            return Ok(());
+        }
+        let stored = redis.held_load().await.map_err(store_error)?;
+        let mut messages = Vec::with_capacity(stored.messages.len());
+        for (id, body) in &stored.messages {
+            match serde_json::from_str::<HeldMessage>(body) {
+                Ok(m) => messages.push(m),
+                Err(e) => {
+                    tracing::warn!(id, error = %e, "A held message in Redis cannot be read (written by another version?); skipped")
+                }
+            }
+        }
+        self.ledger = Ledger::restore_shared(messages, stored.last_id, stored.paces);
+        self.version = Some(stored.version);
+        Ok(())
+    }
+
+    /// Before a command: kept in Redis, takes the lock and brings the ledger up to date.
+    async fn begin(&mut self) -> Result<(), HoldError> {
+        let Keeper::Redis(redis) = &self.keeper else {
+            return Ok(());
+        };
+        let lock = redis
+            .held_lock(LOCK_WAIT)
+            .await
+            .map_err(|e| HoldError::Store(format!("Redis: cannot take the ledger's lock: {e}")))?;
+        self.lock = Some(lock);
+        if let Err(e) = self.refresh().await {
+            self.end().await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// After a command: gives the Redis lock back.
+    async fn end(&mut self) {
+        if let (Keeper::Redis(redis), Some(lock)) = (&self.keeper, self.lock.take()) {
+            redis.held_unlock(lock).await;
+        }
+    }
+
     async fn handle(&mut self, command: Command) {
+        if let Err(e) = self.begin().await {
+            sluice_runtime::warn_limited!(error = %e, "The held-message ledger cannot be read");
+            command.fail(e);
+            return;
+        }
+        self.run_command(command).await;
+        self.end().await;
+    }
+
+    async fn run_command(&mut self, command: Command) {
         let now = self.clock.now_ms();
         match command {
             Command::Hold(request, reply) => {
@@ -189,16 +307,24 @@ impl Task {
                 if answer.unknown > 0 {
                     tracing::debug!(%mta, unknown = answer.unknown, "Messages in the hold queue not held by Sluice");
                 }
-                // Gone is gone whether or not the write succeeds now (it is retried).
-                let _ = self.write(changes).await;
+                let written = self.write(changes).await;
                 self.gauges();
-                let _ = reply.send(Ok(answer));
+                let _ = reply.send(match (&self.keeper, written) {
+                    // In Redis, unwritten changes are not kept: the agent acts on nothing
+                    // and asks again.
+                    (Keeper::Redis(_), Err(e)) => Err(e),
+                    // Gone is gone whether or not the write succeeds now (it is retried).
+                    _ => Ok(answer),
+                });
             }
             Command::Act(id, to, reply) => {
                 let state = self.state.clone();
                 let result = match self
                     .ledger
-                    .act(id, to, now, &mut |m, force| charge(&*state, m, force))
+                    .act(id, to, now, |m, force| async move {
+                        charge(&*state, &m, force).await
+                    })
+                    .await
                 {
                     Err(e) => Err(HoldError::Store(format!("counters: {e}"))),
                     Ok(Err(e)) => Err(e),
@@ -214,10 +340,14 @@ impl Task {
     async fn release_due(&mut self) {
         let now = self.clock.now_ms();
         let state = self.state.clone();
-        match self
+        let charged = self
             .ledger
-            .release_due(now, &mut |m, force| charge(&*state, m, force))
-        {
+            .release_due(now, |m, force| {
+                let state = state.clone();
+                async move { charge(&*state, &m, force).await }
+            })
+            .await;
+        match charged {
             Ok(out) => {
                 for _ in &out.expired_returned {
                     metrics::counter!(names::HELD_EXPIRED, "action" => "return").increment(1);
@@ -240,21 +370,60 @@ impl Task {
         self.gauges();
     }
 
-    /// Writes `changes` (after any left unwritten); on failure keeps them for the next
-    /// write.
+    /// Writes `changes`. To the database: after any left unwritten, and on failure keeps
+    /// them for the next write. To Redis: with the lock, or not at all (the ledger is then
+    /// read again before the next command).
     async fn write(&mut self, changes: Vec<Change>) -> Result<(), HoldError> {
-        self.unwritten.extend(changes);
-        if self.unwritten.is_empty() {
-            return Ok(());
-        }
-        match self.store.write_held(&self.unwritten).await {
-            Ok(()) => {
-                self.unwritten.clear();
-                Ok(())
+        match &self.keeper {
+            Keeper::Database(store) => {
+                self.unwritten.extend(changes);
+                if self.unwritten.is_empty() {
+                    return Ok(());
+                }
+                match store.write_held(&self.unwritten).await {
+                    Ok(()) => {
+                        self.unwritten.clear();
+                        Ok(())
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, pending = self.unwritten.len(), "Cannot write the held-message ledger; retrying");
+                        Err(HoldError::Store(e.to_string()))
+                    }
+                }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, pending = self.unwritten.len(), "Cannot write the held-message ledger; retrying");
-                Err(HoldError::Store(e.to_string()))
+            Keeper::Redis(redis) => {
+                if changes.is_empty() {
+                    return Ok(());
+                }
+                let Some(lock) = &self.lock else {
+                    self.version = None;
+                    return Err(HoldError::Store("written without the ledger's lock".into()));
+                };
+                let mut write = LedgerWrite {
+                    last_id: self.ledger.last_id(),
+                    paces: Some(self.ledger.paces()),
+                    ..LedgerWrite::default()
+                };
+                for change in &changes {
+                    match change {
+                        Change::Put(m) => write.puts.push((
+                            m.id,
+                            serde_json::to_string(m).expect("a held message encodes"),
+                        )),
+                        Change::Remove(id) => write.removes.push(*id),
+                    }
+                }
+                match redis.held_write(lock, &write).await {
+                    Ok(version) => {
+                        self.version = Some(version);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        self.version = None;
+                        tracing::warn!(error = %e, "Cannot write the held-message ledger to Redis");
+                        Err(HoldError::Store(format!("Redis: {e}")))
+                    }
+                }
             }
         }
     }
@@ -267,8 +436,8 @@ impl Task {
 }
 
 /// Charges `m`'s needs all-or-nothing in `state` (with `force`, whatever the room): whether
-/// they fit. The in-process counters answer in place; another backend cannot release.
-fn charge(state: &dyn State, m: &HeldMessage, force: bool) -> Result<bool, String> {
+/// they fit.
+async fn charge(state: &dyn State, m: &HeldMessage, force: bool) -> Result<bool, String> {
     let ops = m
         .request
         .needs
@@ -287,14 +456,11 @@ fn charge(state: &dyn State, m: &HeldMessage, force: bool) -> Result<bool, Strin
         groups: vec![ops],
         end_of_message: None,
     };
-    match state.apply_in_place(&batch) {
-        Some(Ok(reply)) => Ok(reply
+    match state.apply(&batch).await {
+        Ok(reply) => Ok(reply
             .groups
             .first()
             .is_some_and(|g| g.iter().all(|r| r.outcome.is_admitted()))),
-        Some(Err(e)) => Err(e.to_string()),
-        None => {
-            Err("these counters cannot release held messages (in-process counters only)".into())
-        }
+        Err(e) => Err(e.to_string()),
     }
 }

@@ -95,6 +95,14 @@ async fn serve(settings: config::Settings) -> anyhow::Result<ExitCode> {
     redis.wait_connected(first_attempt).await;
     let redis = Arc::new(redis);
     let live: Arc<dyn sluice_engine::LiveCounters> = redis.clone();
+    // DELAY quotas' ledger, in Redis beside the counters its releases are charged to.
+    let held: sluice_engine::hold::SharedHeld = crate::held::HeldService::start(
+        crate::held::Keeper::Redis(redis.clone()),
+        redis.clone(),
+        Arc::new(sluice_engine::SystemClock),
+    )
+    .await?;
+    let held = Some(held);
     let state: Arc<dyn sluice_engine::SharedState> = redis;
     if let Some(admin) = admin {
         tokio::spawn(crate::metrics_listener::serve_basic(
@@ -113,7 +121,7 @@ async fn serve(settings: config::Settings) -> anyhow::Result<ExitCode> {
         security,
         ..QuotaConfig::default()
     };
-    sluice_quota::serve_with_live(listener, state, Some(live), config, stop)
+    sluice_quota::serve_with_live(listener, state, Some(live), held, config, stop)
         .await
         .context("quota service failed")?;
     tracing::info!("Stopped");

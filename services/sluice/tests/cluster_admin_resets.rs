@@ -11,64 +11,12 @@ mod cluster_support;
 use cluster_support::*;
 use serde_json::json;
 use sluice_test_support::policies::gate_and_sender_quota;
-use sluice_test_support::{free_port, http, http_get, rcpt, Process};
+use sluice_test_support::rcpt;
 use std::time::{Duration, Instant};
-
-/// A running `sluice admin` role reading counters through the cluster's first quota
-/// service, with `extra` flags; waits until it is ready. (process, admin port)
-fn start_admin_role(db: &str, cluster: &Cluster, extra: &[&str]) -> (Process, u16) {
-    let (port, metrics) = (free_port(), free_port());
-    let quota = format!("http://127.0.0.1:{}", cluster.quota_ports[0]);
-    let mut args: Vec<String> = [
-        "admin",
-        "--database",
-        db,
-        "--admin-listen",
-        &format!("127.0.0.1:{port}"),
-        "--metrics-listen",
-        &format!("127.0.0.1:{metrics}"),
-        "--quota",
-        &quota,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let admin = Process::start("sluice admin --quota", BIN, &args, Some(port));
-    let start = Instant::now();
-    while http_get(metrics, "/readyz").0 != 200 {
-        assert!(start.elapsed() < Duration::from_secs(20), "{}", admin.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (admin, port)
-}
-
-fn api(
-    port: u16,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Option<serde_json::Value>,
-) -> serde_json::Value {
-    let auth = format!("Bearer {token}");
-    let body = body.map(|b| b.to_string());
-    let r = http(
-        port,
-        method,
-        path,
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-        ],
-        body.as_deref(),
-    );
-    assert!(r.status < 300, "{method} {path}: {} {}", r.status, r.body);
-    r.json()
-}
 
 /// The counter of `sender` as the admin role looks it up.
 fn lookup(port: u16, token: &str, sender: &str, logs: impl Fn() -> String) -> serde_json::Value {
-    let found = api(
+    let found = admin_api(
         port,
         "GET",
         &format!("/api/counters?sender={sender}"),
@@ -86,7 +34,7 @@ fn lookup(port: u16, token: &str, sender: &str, logs: impl Fn() -> String) -> se
 }
 
 fn reset(port: u16, token: &str, key: &str) -> serde_json::Value {
-    api(
+    admin_api(
         port,
         "POST",
         "/api/counters/reset",

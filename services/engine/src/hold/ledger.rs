@@ -26,6 +26,7 @@ use super::{
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
 
 /// How long a message just held may be missing from its MTA's hold queue before it counts
 /// as deleted by hand (Postfix moves it there when the SMTP transaction ends).
@@ -123,6 +124,36 @@ impl Ledger {
             ledger.insert(m);
         }
         ledger
+    }
+
+    /// A ledger read back from a store shared by several servers: `messages`, new ones
+    /// numbered after `last_id` (so a number is never given twice, even once its message
+    /// is gone), and each queue's last release time (`paces`, for `paced` queues whose
+    /// released messages are gone already).
+    pub fn restore_shared(
+        messages: Vec<HeldMessage>,
+        last_id: u64,
+        paces: HashMap<String, u64>,
+    ) -> Self {
+        let mut ledger = Ledger::restore(messages);
+        ledger.next_id = ledger.next_id.max(last_id);
+        for (queue, at) in paces {
+            if ledger.queues.contains_key(&queue) {
+                let last = ledger.last_release.entry(queue).or_default();
+                *last = (*last).max(at);
+            }
+        }
+        ledger
+    }
+
+    /// The highest message number given so far.
+    pub fn last_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// When each queue last released a message (ms since the epoch).
+    pub fn paces(&self) -> &HashMap<String, u64> {
+        &self.last_release
     }
 
     fn insert(&mut self, m: HeldMessage) {
@@ -245,12 +276,13 @@ impl Ledger {
     /// age, then, per queue in arrival order, those `charge` admits (it charges a message's
     /// needs all-or-nothing and says whether they fit; with `force` it charges without
     /// checking room). A queue stops at its first message that does not fit, and a paced
-    /// queue after one release per pace.
-    pub fn release_due<E>(
-        &mut self,
-        now: u64,
-        charge: &mut dyn FnMut(&HeldMessage, bool) -> Result<bool, E>,
-    ) -> Result<Released, E> {
+    /// queue after one release per pace. `charge` is asynchronous (counters elsewhere);
+    /// each charge completes before the next message is looked at.
+    pub async fn release_due<E, F, Fut>(&mut self, now: u64, mut charge: F) -> Result<Released, E>
+    where
+        F: FnMut(HeldMessage, bool) -> Fut,
+        Fut: Future<Output = Result<bool, E>>,
+    {
         let mut out = Released::default();
         // Expiry, over every waiting message.
         let expired: Vec<u64> = self
@@ -270,7 +302,7 @@ impl Ledger {
                     out.expired_returned.push(id);
                 }
                 OnExpiry::Release => {
-                    charge(&self.messages[&id], true)?;
+                    charge(self.messages[&id].clone(), true).await?;
                     self.set_state(id, HeldState::Releasing, now, &mut out.changes);
                     out.expired_released.push(id);
                 }
@@ -300,7 +332,7 @@ impl Ledger {
                         }
                     }
                 }
-                if !charge(m, false)? {
+                if !charge(m.clone(), false).await? {
                     break;
                 }
                 self.set_state(id, HeldState::Releasing, now, &mut out.changes);
@@ -324,13 +356,17 @@ impl Ledger {
 
     /// An operator's action on message `id`: release now (charged by `charge` without
     /// checking room), return, or delete. Only a waiting message can be acted on.
-    pub fn act<E>(
+    pub async fn act<E, F, Fut>(
         &mut self,
         id: u64,
         to: HeldState,
         now: u64,
-        charge: &mut dyn FnMut(&HeldMessage, bool) -> Result<bool, E>,
-    ) -> Result<Result<(HeldMessage, Change), HoldError>, E> {
+        charge: F,
+    ) -> Result<Result<(HeldMessage, Change), HoldError>, E>
+    where
+        F: FnOnce(HeldMessage, bool) -> Fut,
+        Fut: Future<Output = Result<bool, E>>,
+    {
         let Some(m) = self.messages.get(&id) else {
             return Ok(Err(HoldError::NotFound(id)));
         };
@@ -339,7 +375,7 @@ impl Ledger {
             return Ok(Ok((m.clone(), Change::Put(Box::new(m.clone())))));
         }
         if to == HeldState::Releasing {
-            charge(m, true)?;
+            charge(m.clone(), true).await?;
         }
         let mut changes = Vec::new();
         self.set_state(id, to, now, &mut changes);
@@ -428,6 +464,25 @@ mod tests {
     use super::*;
     use crate::hold::{DelaySettings, Need};
 
+    /// Runs a release pass whose charges answer at once (the ledger alone, in memory).
+    fn release<E>(
+        l: &mut Ledger,
+        now: u64,
+        mut charge: impl FnMut(&HeldMessage, bool) -> Result<bool, E>,
+    ) -> Result<Released, E> {
+        at_once(l.release_due(now, |m, force| std::future::ready(charge(&m, force))))
+    }
+
+    /// Polls `f` once: the charges here never wait.
+    fn at_once<F: Future>(f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        let waker = std::task::Waker::noop();
+        match f.as_mut().poll(&mut std::task::Context::from_waker(waker)) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("a charge answering at once never waits"),
+        }
+    }
+
     fn request(queue_id: &str, shape: ReleaseShape) -> HoldRequest {
         HoldRequest {
             mta: "127.0.0.1".into(),
@@ -488,23 +543,21 @@ mod tests {
             l.hold(request(id, ReleaseShape::Room), 1);
         }
         // Not seen in the hold queue yet: nothing is charged.
-        let out = l
-            .release_due::<()>(2, &mut |_, _| panic!("charged before its agent saw it"))
-            .unwrap();
+        let out =
+            release::<()>(&mut l, 2, |_, _| panic!("charged before its agent saw it")).unwrap();
         assert!(out.released.is_empty());
         l.sync("127.0.0.1", &hold_queue(&["A", "B", "C"]), 3, 60_000);
         let mut room = 2;
         let mut order = Vec::new();
-        let out = l
-            .release_due::<()>(5, &mut |m, _| {
-                if room == 0 {
-                    return Ok(false);
-                }
-                room -= 1;
-                order.push(m.request.queue_id.clone());
-                Ok(true)
-            })
-            .unwrap();
+        let out = release::<()>(&mut l, 5, |m, _| {
+            if room == 0 {
+                return Ok(false);
+            }
+            room -= 1;
+            order.push(m.request.queue_id.clone());
+            Ok(true)
+        })
+        .unwrap();
         assert_eq!(order, ["A", "B"]);
         assert_eq!(out.released.len(), 2);
         // C waits; A and B are released once their agent sees them gone.
@@ -520,7 +573,7 @@ mod tests {
         assert_eq!(changes.len(), 2);
         // Nothing is charged twice: released messages are not offered again.
         let mut charged = 0;
-        l.release_due::<()>(8, &mut |_, _| {
+        release::<()>(&mut l, 8, |_, _| {
             charged += 1;
             Ok(false)
         })
@@ -536,10 +589,10 @@ mod tests {
         }
         l.sync("127.0.0.1", &hold_queue(&["A", "B"]), 2, 60_000);
         let mut yes = |_: &HeldMessage, _| Ok::<bool, ()>(true);
-        assert_eq!(l.release_due(10, &mut yes).unwrap().released.len(), 1);
+        assert_eq!(release(&mut l, 10, &mut yes).unwrap().released.len(), 1);
         // 10 s over a limit of 5: one per 2 s.
-        assert_eq!(l.release_due(1_999, &mut yes).unwrap().released.len(), 0);
-        assert_eq!(l.release_due(2_010, &mut yes).unwrap().released.len(), 1);
+        assert_eq!(release(&mut l, 1_999, &mut yes).unwrap().released.len(), 0);
+        assert_eq!(release(&mut l, 2_010, &mut yes).unwrap().released.len(), 1);
     }
 
     #[test]
@@ -581,14 +634,13 @@ mod tests {
         r.settings.on_expiry = OnExpiry::Release;
         l.hold(r, 0);
         let mut forced = Vec::new();
-        let out = l
-            .release_due::<()>(1_000, &mut |m, force| {
-                if force {
-                    forced.push(m.request.queue_id.clone());
-                }
-                Ok(false)
-            })
-            .unwrap();
+        let out = release::<()>(&mut l, 1_000, |m, force| {
+            if force {
+                forced.push(m.request.queue_id.clone());
+            }
+            Ok(false)
+        })
+        .unwrap();
         assert_eq!(out.expired_returned, [1]);
         assert_eq!(out.expired_released, [2]);
         assert_eq!(forced, ["B"]);
@@ -604,16 +656,15 @@ mod tests {
             l.hold(request(id, ReleaseShape::Paced), 1);
         }
         l.sync("127.0.0.1", &hold_queue(&["A", "B", "C"]), 2, 60_000);
-        l.release_due::<()>(10, &mut |_, _| Ok(true)).unwrap();
+        release::<()>(&mut l, 10, |_, _| Ok(true)).unwrap();
         let saved: Vec<HeldMessage> = l.messages().cloned().collect();
         let mut back = Ledger::restore(saved);
         // The pace survives: B does not leave before 2 s after A.
-        assert!(back
-            .release_due::<()>(1_000, &mut |_, _| Ok(true))
+        assert!(release::<()>(&mut back, 1_000, |_, _| Ok(true))
             .unwrap()
             .released
             .is_empty());
-        let out = back.release_due::<()>(2_010, &mut |_, _| Ok(true)).unwrap();
+        let out = release::<()>(&mut back, 2_010, |_, _| Ok(true)).unwrap();
         assert_eq!(out.released, [2]);
         let (o, _) = back.hold(request("D", ReleaseShape::Paced), 3_000);
         assert_eq!(o, HoldOutcome::Held { position: 2 });

@@ -100,6 +100,24 @@ impl Default for DelaySettings {
     }
 }
 
+impl DelaySettings {
+    /// Whether these settings are within the ranges [`compile`] accepts (settings that
+    /// arrive from elsewhere: another server's hold request).
+    pub fn check(&self) -> Result<(), String> {
+        let again = compile(
+            Some(self.release.as_str()),
+            Some(u64::from(self.max_held)),
+            Some(self.max_hold_age_ms / 1000),
+            Some(self.on_expiry.as_str()),
+        )
+        .map_err(|(_, e)| e)?;
+        if again != *self {
+            return Err("max_hold_age must be a whole number of seconds".into());
+        }
+        Ok(())
+    }
+}
+
 /// The settings as written on a quota (every one optional), checked. `Err` names the
 /// field and what it accepts.
 pub fn compile(

@@ -4,7 +4,9 @@
 //! and its latency.
 #![allow(dead_code)]
 
-use sluice_test_support::{free_port, PolicyClient, Process, RedisCluster, RedisServer, Request};
+use sluice_test_support::{
+    free_port, http, http_get, PolicyClient, Process, RedisCluster, RedisServer, Request,
+};
 use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -490,4 +492,62 @@ pub fn tally<'a>(answers: impl IntoIterator<Item = &'a Answer>, refused_prefix: 
         }
     }
     t
+}
+
+/// A running `sluice admin` role reading counters and held messages through the
+/// cluster's first quota service, with `extra` flags; waits until it is ready. (process, admin port)
+pub fn start_admin_role(db: &str, cluster: &Cluster, extra: &[&str]) -> (Process, u16) {
+    start_admin_role_on(db, cluster.quota_ports[0], extra)
+}
+
+/// [`start_admin_role`] with the quota service on `quota_port`.
+pub fn start_admin_role_on(db: &str, quota_port: u16, extra: &[&str]) -> (Process, u16) {
+    let (port, metrics) = (free_port(), free_port());
+    let quota = format!("http://127.0.0.1:{quota_port}");
+    let mut args: Vec<String> = [
+        "admin",
+        "--database",
+        db,
+        "--admin-listen",
+        &format!("127.0.0.1:{port}"),
+        "--metrics-listen",
+        &format!("127.0.0.1:{metrics}"),
+        "--quota",
+        &quota,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let admin = Process::start("sluice admin --quota", BIN, &args, Some(port));
+    let start = Instant::now();
+    while http_get(metrics, "/readyz").0 != 200 {
+        assert!(start.elapsed() < Duration::from_secs(20), "{}", admin.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (admin, port)
+}
+
+/// One admin API call with `token` (and a JSON body); fails the test on an error status.
+pub fn admin_api(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let auth = format!("Bearer {token}");
+    let body = body.map(|b| b.to_string());
+    let r = http(
+        port,
+        method,
+        path,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_deref(),
+    );
+    assert!(r.status < 300, "{method} {path}: {} {}", r.status, r.body);
+    r.json()
 }

@@ -1,0 +1,287 @@
+//! DELAY quotas in cluster mode (issue 19): PostgreSQL, a Redis Cluster (3 primaries, 3
+//! replicas), two quota services sharing the ledger of held messages in Redis, two edges,
+//! and the `sluice admin` role the release agents talk to — all real processes; the policy
+//! protocol over TCP, and the agents' side played over the admin role's real API
+//! (`/api/held/sync`) with a real admin token. (tests/e2e/delay.sh runs the same with a real
+//! Postfix and `sluice release-agent`.)
+//!
+//! Time is real: quotas of 2 s windows, polled with deadlines.
+
+mod admin_support;
+mod cluster_support;
+
+use cluster_support::*;
+use serde_json::json;
+use sluice_test_support::{end_of_message, rcpt, PolicyClient};
+use std::time::{Duration, Instant};
+
+const SENDER: &str = "app@delay.example";
+const MTA: &str = "127.0.0.1";
+
+/// One policy for [`SENDER`]: a DELAY quota of `limit` messages per 2 s.
+fn policy(limit: u64, extra: &str) -> String {
+    format!(
+        r#"
+[[policy]]
+name = "app"
+priority = 10
+  [[policy.member]]
+  source = "{SENDER}"
+  [[policy.quota]]
+  name = "outbound"
+  track = "Sender:user@domain"
+  period = 2
+  verdict = "DELAY"
+  {extra}
+    [[policy.quota.limit]]
+    type = "MessageCount"
+    limit = {limit}
+"#
+    )
+}
+
+/// The admin role and its token.
+struct Admin {
+    port: u16,
+    token: String,
+}
+
+impl Admin {
+    fn api(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+        admin_api(self.port, method, path, &self.token, body)
+    }
+
+    /// An agent's sync: `held` are in the MTA's hold queue.
+    fn sync(&self, held: &[&str]) -> serde_json::Value {
+        let queue: Vec<_> = held
+            .iter()
+            .map(|id| json!({"queue_id": id, "queue_name": "hold"}))
+            .collect();
+        self.api(
+            "POST",
+            "/api/held/sync",
+            Some(json!({"mta": MTA, "queue": queue})),
+        )
+    }
+
+    fn held(&self) -> Vec<serde_json::Value> {
+        self.api("GET", "/api/held", None)
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+/// One message from [`SENDER`] (instance `i`, queue ID `Q<i>`) on `c`: its RCPT and its
+/// END-OF-MESSAGE answers.
+async fn message(c: &mut PolicyClient, i: u32) -> (String, String) {
+    let instance = format!("m{i}");
+    let at_rcpt = c
+        .send(&rcpt(SENDER, "r@dest.example", "192.0.2.9", &instance))
+        .await;
+    let at_end = c
+        .send(
+            &end_of_message(SENDER, 1, 1_000, "192.0.2.9", &instance)
+                .set("queue_id", &format!("Q{i}")),
+        )
+        .await;
+    (at_rcpt, at_end)
+}
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Syncs `held` until the answers released `n` messages (at most `secs`): the released IDs
+/// in the order first answered, and when the first came.
+fn wait_released(
+    admin: &Admin,
+    held: &[&str],
+    n: usize,
+    secs: u64,
+    logs: impl Fn() -> String,
+) -> (Vec<String>, Instant) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut released: Vec<String> = Vec::new();
+    let mut first = None;
+    loop {
+        let answer = admin.sync(held);
+        for id in strings(&answer["release"]) {
+            if !released.contains(&id) {
+                first.get_or_insert_with(Instant::now);
+                released.push(id);
+            }
+        }
+        if released.len() >= n {
+            return (released, first.unwrap());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{released:?} released within {secs} s, not {n}: {answer}\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_through_two_edges_and_released_in_order_while_a_quota_service_stops() {
+    let _serial = serial();
+    let db = PgDb::create();
+    import(&db.url, &policy(2, ""));
+    let token = admin_support::admin_with_token(&db.url);
+    let mut cluster = Cluster::start(
+        &db.url,
+        Spec {
+            edges: 2,
+            quotas: 2,
+            ..Spec::default()
+        },
+    );
+    // The agents' admin role talks to the second quota service; the first stops below.
+    let (admin_process, port) = start_admin_role_on(&db.url, cluster.quota_ports[1], &[]);
+    let mut first_quota = cluster.quotas.remove(0);
+    let admin = Admin { port, token };
+    let logs = || {
+        format!(
+            "{}\n{}\n{}",
+            admin_process.log(),
+            first_quota.log(),
+            cluster.logs()
+        )
+    };
+    let edge = |i: usize| ([127, 0, 0, 1], cluster.edge_ports[i]).into();
+    let mut a = PolicyClient::connect(edge(0)).await;
+    let mut b = PolicyClient::connect(edge(1)).await;
+    let start = Instant::now();
+    assert_eq!(message(&mut a, 1).await, ("DUNNO".into(), "DUNNO".into()));
+    assert_eq!(message(&mut b, 2).await, ("DUNNO".into(), "DUNNO".into()));
+    // Messages 3 to 6, through both edges: held, one line across the cluster.
+    for i in 3..=6 {
+        let c = if i % 2 == 1 { &mut a } else { &mut b };
+        let (at_rcpt, at_end) = message(c, i).await;
+        assert!(
+            at_rcpt.starts_with("HOLD Delayed by quota outbound"),
+            "message {i}: {at_rcpt}\n{}",
+            logs()
+        );
+        assert_eq!(
+            at_end,
+            format!(
+                "HOLD Delayed by quota outbound: number {} in line, released when the quota has room",
+                i - 2
+            ),
+            "{}",
+            logs()
+        );
+    }
+    let held = admin.held();
+    let ids: Vec<&str> = held
+        .iter()
+        .map(|m| m["queue_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["Q3", "Q4", "Q5", "Q6"]);
+    assert!(held.iter().all(|m| m["mta"] == MTA), "{held:?}");
+    assert_eq!(held[3]["position"], 4);
+
+    // The first quota service stops while they are held: the ledger is in Redis.
+    assert!(first_quota.terminate(Duration::from_secs(15)).success());
+    let logs = || format!("{}\n{}", admin_process.log(), cluster.logs());
+    let queue = ["Q3", "Q4", "Q5", "Q6"];
+    let (first, at) = wait_released(&admin, &queue, 2, 10, logs);
+    assert!(
+        at - start >= Duration::from_millis(1_500),
+        "released after {:?}",
+        at - start
+    );
+    assert_eq!(first, ["Q3", "Q4"]);
+    // Asked again before the agent released them: the same answer, nothing charged twice.
+    let again = admin.sync(&queue);
+    assert_eq!(strings(&again["release"]), ["Q3", "Q4"]);
+    assert_eq!(again["waiting"], 2);
+    let answer = admin.sync(&["Q5", "Q6"]);
+    assert_eq!(answer["forgotten"], 2, "{answer}");
+    // The releases were charged in Redis, where new mail is counted: the window is full.
+    let (at_rcpt, at_end) = message(&mut b, 7).await;
+    assert!(at_rcpt.starts_with("HOLD"), "{at_rcpt}\n{}", logs());
+    assert!(at_end.contains("number 3 in line"), "{at_end}");
+    let (next, _) = wait_released(&admin, &["Q5", "Q6", "Q7"], 3, 15, logs);
+    assert_eq!(next, ["Q5", "Q6", "Q7"]);
+    admin.sync(&[]);
+    assert!(admin.held().is_empty(), "{:?}", admin.held());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_act_through_the_admin_role_and_the_cap_defers_on_every_edge() {
+    let _serial = serial();
+    let db = PgDb::create();
+    import(&db.url, &policy(1, "max_held = 2\nmax_hold_age = \"1h\""));
+    let token = admin_support::admin_with_token(&db.url);
+    let cluster = Cluster::start(
+        &db.url,
+        Spec {
+            edges: 2,
+            quotas: 1,
+            ..Spec::default()
+        },
+    );
+    let (admin_process, port) = start_admin_role(&db.url, &cluster, &[]);
+    let admin = Admin { port, token };
+    let logs = || format!("{}\n{}", admin_process.log(), cluster.logs());
+    let edge = |i: usize| ([127, 0, 0, 1], cluster.edge_ports[i]).into();
+    let mut a = PolicyClient::connect(edge(0)).await;
+    let mut b = PolicyClient::connect(edge(1)).await;
+    assert_eq!(message(&mut a, 1).await.1, "DUNNO", "{}", logs());
+    assert!(message(&mut a, 2).await.1.starts_with("HOLD"));
+    assert!(message(&mut b, 3).await.1.starts_with("HOLD"));
+    // The queue holds its max_held, counted across the edges: the next is deferred.
+    assert_eq!(
+        message(&mut b, 4).await.1,
+        "DEFER 4.7.1 Quota outbound is full and already holds 2 messages; try again later"
+    );
+    // Explain through the admin role shows what the quota holds.
+    let explained = admin.api(
+        "POST",
+        "/api/explain",
+        Some(json!({"sender": SENDER, "recipient": "r@dest.example", "instance": "x"})),
+    );
+    let lines = explained["lines"].to_string();
+    assert!(
+        lines.contains(&format!(
+            "Held for app/outbound/Sender:{SENDER}: 2 waiting (next out: Q2 from 127.0.0.1"
+        )),
+        "{lines}"
+    );
+    let held = admin.held();
+    let id = |q: &str| {
+        held.iter().find(|m| m["queue_id"] == q).unwrap()["id"]
+            .as_u64()
+            .unwrap()
+    };
+    // Release Q3 now (whatever the room), delete Q2: the agent is told so.
+    let released = admin.api("POST", &format!("/api/held/{}/release", id("Q3")), None);
+    assert_eq!(released["state"], "releasing", "{released}");
+    let deleted = admin.api("POST", &format!("/api/held/{}/delete", id("Q2")), None);
+    assert_eq!(deleted["state"], "deleting");
+    let answer = admin.sync(&["Q2", "Q3"]);
+    assert_eq!(strings(&answer["release"]), ["Q3"], "{answer}");
+    assert_eq!(strings(&answer["delete"]), ["Q2"]);
+    // A number the ledger does not have.
+    let auth = format!("Bearer {}", admin.token);
+    let missing = sluice_test_support::http(
+        port,
+        "POST",
+        "/api/held/999999/release",
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(missing.status, 404, "{}", missing.body);
+    // Done by the agent: both leave the ledger.
+    let answer = admin.sync(&[]);
+    assert_eq!(answer["forgotten"], 2, "{answer}");
+    assert!(admin.held().is_empty());
+}
