@@ -128,6 +128,9 @@ fn wait_released(
     }
 }
 
+// The serial guard is held across awaits on purpose: each test has its own runtime, and
+// the guard only keeps the other test of this file (blocked on its own thread) waiting.
+#[allow(clippy::await_holding_lock)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_through_two_edges_and_released_in_order_while_a_quota_service_stops() {
     let _serial = serial();
@@ -215,6 +218,7 @@ async fn held_through_two_edges_and_released_in_order_while_a_quota_service_stop
     assert!(admin.held().is_empty(), "{:?}", admin.held());
 }
 
+#[allow(clippy::await_holding_lock)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_act_through_the_admin_role_and_the_cap_defers_on_every_edge() {
     let _serial = serial();
