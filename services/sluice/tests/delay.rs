@@ -40,6 +40,8 @@ priority = 10
 struct Server {
     _dir: tempfile::TempDir,
     db: String,
+    /// `serve --redis` (the ledger then lives in Redis too).
+    redis: Option<String>,
     port: u16,
     admin: u16,
     token: String,
@@ -48,6 +50,10 @@ struct Server {
 
 impl Server {
     fn new(policies: &str) -> Server {
+        Self::with_redis(policies, None)
+    }
+
+    fn with_redis(policies: &str, redis: Option<String>) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let db = format!("sqlite://{}", dir.path().join("sluice.db").display());
         let path = dir.path().join("policies.toml");
@@ -67,6 +73,7 @@ impl Server {
         let mut s = Server {
             _dir: dir,
             db,
+            redis,
             port: free_port(),
             admin: free_port(),
             token,
@@ -77,7 +84,7 @@ impl Server {
     }
 
     fn start(&mut self) {
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "serve",
             "--database",
             &self.db,
@@ -90,6 +97,9 @@ impl Server {
         ]
         .map(String::from)
         .to_vec();
+        if let Some(redis) = &self.redis {
+            args.extend(["--redis".to_string(), redis.clone()]);
+        }
         self.process = Some(Process::start("sluice serve", BIN, &args, Some(self.port)));
     }
 
@@ -361,4 +371,35 @@ async fn operators_release_return_and_delete_and_the_cap_defers() {
         Some(r#"{"mta":"127.0.0.1","queue":[]}"#),
     );
     assert_eq!(r.status, 401);
+}
+
+#[tokio::test]
+async fn serve_with_redis_keeps_the_ledger_in_redis_across_a_restart() {
+    let redis = sluice_test_support::RedisServer::start();
+    let mut s = Server::with_redis(&policy(1, ""), Some(redis.url()));
+    let mut c = s.client().await;
+    assert_eq!(message(&mut c, 1).await.1, "DUNNO");
+    for i in 2..=3 {
+        assert!(
+            message(&mut c, i).await.1.starts_with("HOLD"),
+            "message {i}"
+        );
+    }
+    // Restarted: nothing of the ledger was in the process.
+    drop(c);
+    let process = s.process.as_mut().unwrap();
+    assert!(process.terminate(Duration::from_secs(15)).success());
+    s.start();
+    let ids: Vec<String> = s
+        .held()
+        .iter()
+        .map(|m| m["queue_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["Q2", "Q3"]);
+    let (first, _) = wait_released(&s, &["Q2", "Q3"], 1, 10);
+    assert_eq!(first, ["Q2"]);
+    let (next, _) = wait_released(&s, &["Q3"], 1, 10);
+    assert_eq!(next, ["Q3"]);
+    s.sync(&[]);
+    assert!(s.held().is_empty());
 }
