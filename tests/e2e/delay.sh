@@ -11,6 +11,10 @@
 #   2. paced: the same with `release = "paced"`: one release per $PERIOD/$LIMIT s.
 #   3. deleted: a message deleted by hand from the hold queue is dropped from the ledger,
 #      and its turn goes to the next one.
+#   4. cluster: room again, in cluster mode: PostgreSQL, a Redis Cluster (3 primaries, 3
+#      replicas), two quota services, two edges (Postfix asks one on its port 25-like
+#      listener and the other on a second smtpd listener), `sluice admin` for the agent; a
+#      quota service and the agent are restarted while messages are held.
 #
 # Environment: SLUICE_BIN (default target/debug/sluice), E2E_KEEP=1 (keep the temp dir).
 # Prints "e2e delay: N passed, M failed"; exits non-zero on any failure.
@@ -24,6 +28,11 @@ readonly BURST=12
 readonly ROOM_SENDER="room@example.com"
 readonly PACED_SENDER="paced@example.com"
 readonly DEL_SENDER="deleted@example.com"
+readonly CLUSTER_SENDER="cluster@example.com"
+readonly PG_ADMIN="${E2E_PG_ADMIN:-postgres://postgres@127.0.0.1:5432/postgres}"
+CLUSTER_PIDS=()
+QUOTA_URLS=""
+PG_DB=""
 readonly ADMIN_PASSWORD="e2e admin password 1234"
 AGENT_PID=""
 ADMIN_PORT=""
@@ -33,7 +42,7 @@ log() { printf 'e2e delay: %s\n' "$*" >&2; }
 die() {
 	log "FAIL: $*"
 	dump_logs
-	for f in "$WORK/agent.log"; do
+	for f in "$WORK/agent.log" "$WORK"/quota-*.log "$WORK"/edge-*.log "$WORK/admin.log"; do
 		[[ -s "$f" ]] && { log "---- last lines of $f ----"; tail -n 30 "$f" >&2; }
 	done
 	FAILED=$((FAILED + 1))
@@ -43,14 +52,19 @@ die() {
 
 delay_cleanup() {
 	stop_pid "$AGENT_PID"
+	local pid
+	for pid in "${CLUSTER_PIDS[@]}"; do stop_pid "$pid"; done
 	cleanup
+	if [[ -n "$PG_DB" ]]; then
+		psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1 || true
+	fi
 }
 trap delay_cleanup EXIT
 
 write_policy() {
 	local name sender extra
 	: >"$WORK/policy.toml"
-	for spec in "room|$ROOM_SENDER|$LIMIT|" "paced|$PACED_SENDER|$LIMIT|release = \"paced\"" "deleted|$DEL_SENDER|1|"; do
+	for spec in "room|$ROOM_SENDER|$LIMIT|" "paced|$PACED_SENDER|$LIMIT|release = \"paced\"" "deleted|$DEL_SENDER|1|" "cluster|$CLUSTER_SENDER|$LIMIT|"; do
 		IFS='|' read -r name sender limit extra <<<"$spec"
 		cat >>"$WORK/policy.toml" <<EOF
 [[policy]]
@@ -140,10 +154,23 @@ EOF
 # Queue IDs in the order the maillog shows them delivered.
 sent_order() { grep -o '[0-9A-F]\{6,\}: to=<[^>]*>.*status=sent' "$WORK/maillog" | cut -d: -f1; }
 
-# burst SENDER: BURST messages at once (parallel sessions).
+# burst SENDER: BURST messages at once (parallel sessions); with a second smtpd listener
+# (the cluster test), half through each.
 burst() {
-	timeout "$WAIT_SECS" smtp-source -s "$BURST" -m "$BURST" -M e2e-client.invalid -f "$1" -t "$RCPT" \
-		"127.0.0.1:$SMTP_PORT" >"$WORK/source.log" 2>&1 || die "smtp-source failed: $(cat "$WORK/source.log")"
+	if [[ -z "${SMTP_PORT_B:-}" ]]; then
+		timeout "$WAIT_SECS" smtp-source -s "$BURST" -m "$BURST" -M e2e-client.invalid -f "$1" -t "$RCPT" \
+			"127.0.0.1:$SMTP_PORT" >"$WORK/source.log" 2>&1 || die "smtp-source failed: $(cat "$WORK/source.log")"
+		return
+	fi
+	local half=$((BURST / 2)) a b
+	timeout "$WAIT_SECS" smtp-source -s "$half" -m "$half" -M e2e-client.invalid -f "$1" -t "$RCPT" \
+		"127.0.0.1:$SMTP_PORT" >"$WORK/source-a.log" 2>&1 &
+	a=$!
+	timeout "$WAIT_SECS" smtp-source -s "$half" -m "$half" -M e2e-client.invalid -f "$1" -t "$RCPT" \
+		"127.0.0.1:$SMTP_PORT_B" >"$WORK/source-b.log" 2>&1 &
+	b=$!
+	wait "$a" || die "smtp-source (edge A) failed: $(cat "$WORK/source-a.log")"
+	wait "$b" || die "smtp-source (edge B) failed: $(cat "$WORK/source-b.log")"
 }
 
 # run_burst NAME SENDER: the common part of the room and paced tests; sets HELD_ORDER.
@@ -220,8 +247,10 @@ test_deleted() {
 		[[ -z "$out" ]] || die "message $i was refused: $out"
 	done
 	wait_for 15 "2 held messages in the ledger" eval '(( $(ledger | grep -c " held$" || true) == 2 ))'
-	first="$(ledger | sed -n 1p | cut -d' ' -f1)"
-	second="$(ledger | sed -n 2p | cut -d' ' -f1)"
+	local rows
+	rows="$(ledger)"
+	first="$(sed -n 1p <<<"$rows" | cut -d' ' -f1)"
+	second="$(sed -n 2p <<<"$rows" | cut -d' ' -f1)"
 	wait_for 15 "2 messages in the hold queue" eval '(( $(hold_count) == 2 ))'
 	postsuper -c "$POSTFIX_CONF" -d "$first" >/dev/null 2>&1 || die "postsuper -d $first failed"
 	wait_for 15 "the ledger to drop $first" eval '! ledger | grep -q "^$first "'
@@ -231,6 +260,108 @@ test_deleted() {
 	(($(count_since "$marker") == 2)) || die "$(count_since "$marker") delivered, expected 2 (the deleted one must not be)"
 	sent_order | grep -qx "$second" || die "the message after the deleted one ($second) was not delivered"
 	log "ok: deleted: $first dropped from the ledger, $second released in its turn"
+	PASSED=$((PASSED + 1))
+}
+
+# A Redis Cluster of 3 primaries and 3 replicas on free loopback ports; sets REDIS_URLS.
+start_redis_cluster() {
+	local i port bus nodes=() ok
+	for i in 0 1 2 3 4 5; do
+		free_port port
+		free_port bus
+		mkdir -p "$WORK/redis-$port"
+		redis-server --port "$port" --bind 127.0.0.1 --dir "$WORK/redis-$port" \
+			--cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+			--cluster-port "$bus" --appendonly no --save '' --protected-mode no \
+			--logfile redis.log --daemonize no >/dev/null 2>&1 &
+		CLUSTER_PIDS+=($!)
+		nodes+=("127.0.0.1:$port")
+	done
+	for i in "${nodes[@]}"; do wait_for "$WAIT_SECS" "redis-server on $i" port_open "${i##*:}"; done
+	redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$WORK/cluster-create.log" 2>&1 ||
+		{ cat "$WORK/cluster-create.log" >&2; die "redis-cli --cluster create failed"; }
+	for _ in $(seq 300); do
+		ok=0
+		for i in "${nodes[@]}"; do
+			redis-cli -p "${i##*:}" cluster info 2>/dev/null | grep -q cluster_state:ok && ok=$((ok + 1))
+		done
+		((ok == 6)) && break
+		sleep 0.1
+	done
+	((ok == 6)) || die "the Redis Cluster did not become healthy"
+	REDIS_URLS="$(printf 'redis://%s,' "${nodes[@]}")"
+	REDIS_URLS="${REDIS_URLS%,}"
+}
+
+# run_quota N PORT: quota service N on PORT; sets QUOTA_PID_N.
+run_quota() {
+	"$SLUICE_BIN" quota --grpc-listen "127.0.0.1:$2" --metrics-listen off --redis "$REDIS_URLS" \
+		>>"$WORK/quota-$1.log" 2>&1 &
+	printf -v "QUOTA_PID_$1" '%s' "$!"
+	CLUSTER_PIDS+=($!)
+	wait_for "$WAIT_SECS" "quota service $1 on 127.0.0.1:$2" port_open "$2"
+}
+
+# run_edge NAME PORT: an edge on PORT asking the quota services.
+run_edge() {
+	"$SLUICE_BIN" edge --listen "127.0.0.1:$2" --metrics-listen off --database "$PG_URL" \
+		--quota "$QUOTA_URLS" >>"$WORK/edge-$1.log" 2>&1 &
+	CLUSTER_PIDS+=($!)
+	wait_for "$WAIT_SECS" "edge $1 on 127.0.0.1:$2" port_open "$2"
+}
+
+# The cluster: the same policies in PostgreSQL, Redis Cluster, two quota services, edge A
+# on the port Postfix asks (sluice serve stopped), edge B on a second port that a second
+# smtpd listener asks, and `sluice admin` on the admin port the agent and ledger() use.
+start_cluster() {
+	stop_pid "$SLUICE_PID"
+	stop_pid "$AGENT_PID"
+	PG_DB="sluice_e2e_delay_$$"
+	PG_URL="${PG_ADMIN%/*}/$PG_DB"
+	psql "$PG_ADMIN" -qc "CREATE DATABASE $PG_DB" >/dev/null || die "cannot create the PostgreSQL database $PG_DB"
+	timeout 60 "$SLUICE_BIN" migrate --database "$PG_URL" >"$WORK/migrate.log" 2>&1 ||
+		{ cat "$WORK/migrate.log" >&2; die "sluice migrate failed"; }
+	timeout 60 "$SLUICE_BIN" policy import "$WORK/policy.toml" --database "$PG_URL" >"$WORK/import-pg.log" 2>&1 ||
+		{ cat "$WORK/import-pg.log" >&2; die "sluice policy import (PostgreSQL) failed"; }
+	printf '%s\n' "$ADMIN_PASSWORD" | timeout 60 "$SLUICE_BIN" admin user add agent --role admin --database "$PG_URL" >/dev/null 2>"$WORK/user-pg.log" ||
+		{ cat "$WORK/user-pg.log" >&2; die "sluice admin user add (PostgreSQL) failed"; }
+	timeout 60 "$SLUICE_BIN" admin token add release-agent --user agent --database "$PG_URL" >"$WORK/token" 2>"$WORK/token-pg.log" ||
+		{ cat "$WORK/token-pg.log" >&2; die "sluice admin token add (PostgreSQL) failed"; }
+	start_redis_cluster
+	free_port QUOTA_PORT_1
+	free_port QUOTA_PORT_2
+	QUOTA_URLS="http://127.0.0.1:$QUOTA_PORT_1,http://127.0.0.1:$QUOTA_PORT_2"
+	run_quota 1 "$QUOTA_PORT_1"
+	run_quota 2 "$QUOTA_PORT_2"
+	free_port EDGE_B_PORT
+	run_edge A "$POLICY_PORT"
+	run_edge B "$EDGE_B_PORT"
+	"$SLUICE_BIN" admin --database "$PG_URL" --admin-listen "127.0.0.1:$ADMIN_PORT" --metrics-listen off \
+		--quota "$QUOTA_URLS" >>"$WORK/admin.log" 2>&1 &
+	CLUSTER_PIDS+=($!)
+	wait_for "$WAIT_SECS" "sluice admin on 127.0.0.1:$ADMIN_PORT" port_open "$ADMIN_PORT"
+	# A second smtpd listener whose policy service is edge B.
+	free_port SMTP_PORT_B
+	printf '127.0.0.1:%s inet n - n - - smtpd -o smtpd_recipient_restrictions=check_policy_service,inet:127.0.0.1:%s -o smtpd_end_of_data_restrictions=check_policy_service,inet:127.0.0.1:%s\n' \
+		"$SMTP_PORT_B" "$EDGE_B_PORT" "$EDGE_B_PORT" >>"$POSTFIX_CONF/master.cf"
+	timeout 60 postfix -c "$POSTFIX_CONF" reload >"$WORK/postfix-reload.log" 2>&1 ||
+		{ cat "$WORK/postfix-reload.log" >&2; die "postfix reload failed"; }
+	wait_for "$WAIT_SECS" "Postfix smtpd on 127.0.0.1:$SMTP_PORT_B" port_open "$SMTP_PORT_B"
+	run_agent
+}
+
+test_cluster() {
+	log "test cluster: $BURST messages at once from $CLUSTER_SENDER through two edges, DELAY quota $LIMIT per $PERIOD s"
+	start_cluster
+	run_burst cluster "$CLUSTER_SENDER"
+	# A quota service and the agent restart while the messages are held: the ledger is in Redis.
+	stop_pid "$QUOTA_PID_1"
+	stop_pid "$AGENT_PID"
+	run_quota 1 "$QUOTA_PORT_1"
+	run_agent
+	log "cluster: a quota service and the agent restarted while $((BURST - LIMIT)) messages were held"
+	finish_burst cluster
+	log "ok: cluster: all $BURST delivered through two edges, never more than $LIMIT per $PERIOD s, held ones in order"
 	PASSED=$((PASSED + 1))
 }
 
@@ -247,6 +378,7 @@ delay_main() {
 	test_room
 	test_paced
 	test_deleted
+	test_cluster
 	printf 'e2e delay: %d passed, %d failed\n' "$PASSED" "$FAILED"
 }
 

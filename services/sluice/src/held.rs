@@ -23,7 +23,7 @@ use sluice_engine::hold::{
     Change, Gone, HeldMessage, HeldMessages, HeldState, HoldError, HoldOutcome, HoldRequest,
     Ledger, QueuedMessage, SyncAnswer,
 };
-use sluice_engine::state::{BoxFuture, CounterBatch, CounterOp, OpKind, State};
+use sluice_engine::state::{BoxFuture, CounterBatch, State};
 use sluice_engine::Clock;
 use sluice_redis::{LedgerLock, LedgerWrite, RedisState};
 use sluice_runtime::metrics::names;
@@ -435,21 +435,10 @@ impl Task {
     }
 }
 
-/// Charges `m`'s needs all-or-nothing in `state` (with `force`, whatever the room): whether
-/// they fit.
+/// Charges `m`'s needs all-or-nothing in `state` (with `force`, whatever the room; see
+/// [`sluice_engine::hold::release_ops`]): whether they fit.
 async fn charge(state: &dyn State, m: &HeldMessage, force: bool) -> Result<bool, String> {
-    let ops = m
-        .request
-        .needs
-        .iter()
-        .map(|n| CounterOp {
-            key: n.key.clone(),
-            // Forced: a limit nothing reaches (the counters hold at most 2^64-1).
-            limit: if force { u64::MAX / 2 } else { n.limit },
-            window: n.window(),
-            kind: OpKind::Take { cost: n.cost },
-        })
-        .collect();
+    let ops = sluice_engine::hold::release_ops(&m.request.needs, force);
     let batch = CounterBatch {
         instance: String::new(),
         dry_run: false,

@@ -27,6 +27,13 @@ pub use ledger::{Change, Gone, Ledger, Released, SyncAnswer};
 pub use memo::{Delayed, HoldMemo};
 pub use settings::{DelaySettings, OnExpiry, ReleaseShape};
 
+/// How long a queue's window must have had room before a held message is released: the
+/// release is checked against the window lengthened by this much. Mail admitted just
+/// before the window turned is counted when Postfix accepts it, and leaves Postfix a
+/// moment later; a release, once charged, leaves at once. Without the margin the two could
+/// be delivered closer than the window (the quota holds at admission either way).
+pub const RELEASE_MARGIN_MS: u64 = 1_000;
+
 /// One counter charge a held message still needs before it may leave: what RCPT found
 /// no room for (the message itself, its refused recipients, its size).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +72,33 @@ impl Need {
             Some(per_unit) => per_unit.saturating_mul(self.cost.max(1)),
         }
     }
+}
+
+/// The counter ops that release `needs`, all-or-nothing in one group: with `force` (an
+/// operator's release, an expiry), taken whatever the room; otherwise each need checked
+/// first against its window lengthened by [`RELEASE_MARGIN_MS`], then taken.
+pub fn release_ops(needs: &[Need], force: bool) -> Vec<crate::state::CounterOp> {
+    use crate::state::{CounterOp, OpKind};
+    let take = |n: &Need| CounterOp {
+        key: n.key.clone(),
+        // Forced: a limit nothing reaches (the counters hold at most 2^64-1).
+        limit: if force { u64::MAX / 2 } else { n.limit },
+        window: n.window(),
+        kind: OpKind::Take { cost: n.cost },
+    };
+    if force {
+        return needs.iter().map(take).collect();
+    }
+    let checks = needs.iter().map(|n| CounterOp {
+        key: n.key.clone(),
+        limit: n.limit,
+        window: WindowSpec {
+            period_ms: n.period_ms.saturating_add(RELEASE_MARGIN_MS),
+            bucket_ms: n.bucket_ms,
+        },
+        kind: OpKind::Check { cost: n.cost },
+    });
+    checks.chain(needs.iter().map(take)).collect()
 }
 
 /// What the engine asks the server to record at END-OF-MESSAGE: a message Postfix will hold.
