@@ -39,7 +39,7 @@ pub(crate) async fn record(decision: &mut Decision, limit: Duration) {
         sluice_runtime::warn_limited!(
             %quota,
             "A DELAY quota cannot hold messages here: this server keeps no ledger of held \
-             messages (sluice serve with a SQLite policy database and in-process counters); deferring"
+             messages (sluice serve on PostgreSQL with in-process counters: use SQLite, or --redis); deferring"
         );
         decision.action = deferred(&format!("Quota {quota} is full"));
         return;

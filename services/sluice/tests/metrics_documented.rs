@@ -39,6 +39,8 @@ fn section_roles(heading: &str) -> Vec<Scraped> {
     let h = heading.to_ascii_lowercase();
     if h.contains("every role") || h.contains("logging") {
         vec![Serve, ServeRedis, Edge, Quota]
+    } else if h.contains("held messages") {
+        vec![Serve, ServeRedis, Quota]
     } else if h.contains("serve") && h.contains("edge") && !h.contains("redis") {
         vec![Serve, ServeRedis, Edge]
     } else if h.contains("edge only") {
