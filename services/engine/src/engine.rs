@@ -51,6 +51,8 @@ pub struct Engine {
     settings: EngineSettings,
     /// Wall-clock time for modules that need it (Accounting's calendar periods).
     clock: Arc<dyn crate::Clock>,
+    /// DELAY quotas' queues where held mail waits (new mail waits behind it).
+    waiting: Arc<crate::hold::WaitingQueues>,
 }
 
 /// The outcome of one request.
@@ -218,7 +220,14 @@ impl Engine {
             state,
             settings,
             clock: Arc::new(crate::SystemClock),
+            waiting: Arc::default(),
         }
+    }
+
+    /// DELAY quotas' queues where held mail waits, for the server to keep up to date from
+    /// its ledger.
+    pub fn waiting_queues(&self) -> &Arc<crate::hold::WaitingQueues> {
+        &self.waiting
     }
 
     /// The engine reading time from `clock` (tests: a [`crate::ManualClock`] shared with
@@ -322,6 +331,7 @@ impl Engine {
             lookups: LookupAnswers::none(),
             dry_run: true,
             clock: &*self.clock,
+            waiting: &self.waiting,
         };
         for m in CHAIN {
             m.lookups(&cx, out);
@@ -510,6 +520,7 @@ impl Engine {
             lookups,
             dry_run,
             clock: &*self.clock,
+            waiting: &self.waiting,
         };
 
         // Planning: everything but the counter call is synchronous.

@@ -1,4 +1,4 @@
-//! The held-message calls (`Hold`, `ListHeld`, `SyncHeld`, `ActHeld`): DELAY quotas' ledger,
+//! The held-message calls (`Hold`, `ListHeld`, `SyncHeld`, `ActHeld`, `WaitingHeld`): DELAY quotas' ledger,
 //! kept by this quota service in its Redis ([`SharedHeld`], shared with the other quota
 //! services through Redis). Without a ledger they answer `UNIMPLEMENTED`.
 //!
@@ -11,7 +11,7 @@ use sluice_engine::hold::{HoldError, SharedHeld};
 use sluice_proto::held as wire;
 use sluice_proto::v1::{
     ActHeldRequest, HeldMessagesReply, HoldReply, HoldRequest, ListHeldRequest, SyncHeldReply,
-    SyncHeldRequest,
+    SyncHeldRequest, WaitingHeldReply,
 };
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -105,4 +105,15 @@ pub(crate) async fn act(
     Ok(Response::new(wire::messages_to_wire(std::slice::from_ref(
         &m,
     ))))
+}
+
+/// `WaitingHeld`.
+pub(crate) async fn waiting(
+    held: &Option<SharedHeld>,
+    deadline: Instant,
+    _request: Request<ListHeldRequest>,
+) -> Result<Response<WaitingHeldReply>, Status> {
+    let ledger = ledger(held)?;
+    let queues = bounded("WaitingHeld", deadline, ledger.waiting_queues()).await?;
+    Ok(Response::new(WaitingHeldReply { queues }))
 }

@@ -32,6 +32,7 @@ use sluice_proto::v1::{
     HoldReply, HoldRequest, ListCountersRequest, ListHeldRequest, LoadSessionReply,
     LoadSessionRequest, ResetCounterReply, ResetCounterRequest, ReturnLeasesReply,
     ReturnLeasesRequest, SaveSessionsReply, SaveSessionsRequest, SyncHeldReply, SyncHeldRequest,
+    WaitingHeldReply,
 };
 use sluice_proto::ConvertError;
 use std::sync::Arc;
@@ -393,6 +394,14 @@ impl Quota for QuotaService {
     ) -> Result<Response<HeldMessagesReply>, Status> {
         let deadline = self.held_deadline(request.metadata());
         crate::held::act(&self.held, deadline, request).await
+    }
+
+    async fn waiting_held(
+        &self,
+        request: Request<ListHeldRequest>,
+    ) -> Result<Response<WaitingHeldReply>, Status> {
+        let deadline = self.held_deadline(request.metadata());
+        crate::held::waiting(&self.held, deadline, request).await
     }
 
     async fn counter_levels(

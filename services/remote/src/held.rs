@@ -121,4 +121,16 @@ impl HeldMessages for RemoteState {
     fn delete(&self, id: u64) -> BoxFuture<'_, Result<HeldMessage, HoldError>> {
         self.act_on(id, HeldState::Deleting)
     }
+
+    fn waiting_queues(&self) -> BoxFuture<'_, Result<Vec<String>, HoldError>> {
+        Box::pin(async move {
+            let reply = self
+                .held_call(|mut c| async move {
+                    c.waiting_held(with_deadline(sluice_proto::v1::ListHeldRequest {}))
+                        .await
+                })
+                .await?;
+            Ok(reply.queues)
+        })
+    }
 }

@@ -456,6 +456,13 @@ impl sluice_proto::v1::quota_server::Quota for WithoutApplyMany {
     ) -> Result<tonic::Response<sluice_proto::v1::HeldMessagesReply>, tonic::Status> {
         self.0.act_held(request).await
     }
+
+    async fn waiting_held(
+        &self,
+        request: tonic::Request<sluice_proto::v1::ListHeldRequest>,
+    ) -> Result<tonic::Response<sluice_proto::v1::WaitingHeldReply>, tonic::Status> {
+        self.0.waiting_held(request).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -117,6 +117,9 @@ pub async fn run(
         (None, None) => Ledger::None,
     };
     let held = held_ledger(role, keeper, &state).await?;
+    if let Some(held) = &held {
+        tokio::spawn(follow_waiting_queues(held.clone(), engine.clone()));
+    }
     if let Some(listener) = admin_service {
         let engine = engine.clone();
         crate::admin_service::spawn(
@@ -212,6 +215,29 @@ async fn held_ledger(
     };
     sluice_edge::hold_sink::install(held.clone());
     Ok(Some(held))
+}
+
+/// Keeps the engine's [`sluice_engine::hold::WaitingQueues`] up to date from the ledger
+/// (new mail for a queue where held mail waits is held behind it). When the ledger cannot
+/// be read the set is emptied: new mail is then admitted as the quota allows, as if nothing
+/// waited.
+async fn follow_waiting_queues(held: sluice_engine::hold::SharedHeld, engine: Arc<Engine>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        sluice_engine::hold::waiting::REFRESH_MS,
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match held.waiting_queues().await {
+            Ok(queues) => engine.waiting_queues().replace(queues),
+            Err(e) => {
+                if !engine.waiting_queues().is_empty() {
+                    tracing::warn!(error = %e, "Cannot read which DELAY queues have held mail waiting; new mail is no longer held behind it until the ledger answers");
+                }
+                engine.waiting_queues().replace(Vec::new());
+            }
+        }
+    }
 }
 
 /// How often the policy database is checked for the `sluice_policy_check_timestamp_seconds`

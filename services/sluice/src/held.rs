@@ -57,6 +57,7 @@ enum Command {
     List(Reply<Vec<HeldMessage>>),
     Sync(String, Vec<QueuedMessage>, Reply<SyncAnswer>),
     Act(u64, HeldState, Reply<HeldMessage>),
+    Waiting(Reply<Vec<String>>),
 }
 
 /// The handle every part of the server uses ([`HeldMessages`]).
@@ -142,6 +143,10 @@ impl HeldMessages for HeldService {
     fn delete(&self, id: u64) -> BoxFuture<'_, Result<HeldMessage, HoldError>> {
         Box::pin(self.ask(move |r| Command::Act(id, HeldState::Deleting, r)))
     }
+
+    fn waiting_queues(&self) -> BoxFuture<'_, Result<Vec<String>, HoldError>> {
+        Box::pin(self.ask(Command::Waiting))
+    }
 }
 
 struct Task {
@@ -172,6 +177,9 @@ impl Command {
                 let _ = reply.send(Err(e));
             }
             Command::Act(_, _, reply) => {
+                let _ = reply.send(Err(e));
+            }
+            Command::Waiting(reply) => {
                 let _ = reply.send(Err(e));
             }
         }
@@ -249,7 +257,14 @@ impl Task {
     }
 
     async fn handle(&mut self, command: Command) {
-        if let Err(e) = self.begin().await {
+        // Reads need the ledger up to date, not the lock.
+        let reads = matches!(command, Command::List(_) | Command::Waiting(_));
+        let ready = if reads {
+            self.refresh().await
+        } else {
+            self.begin().await
+        };
+        if let Err(e) = ready {
             sluice_runtime::warn_limited!(error = %e, "The held-message ledger cannot be read");
             command.fail(e);
             return;
@@ -293,6 +308,9 @@ impl Task {
             }
             Command::List(reply) => {
                 let _ = reply.send(Ok(self.ledger.messages().cloned().collect()));
+            }
+            Command::Waiting(reply) => {
+                let _ = reply.send(Ok(self.ledger.waiting_queues()));
             }
             Command::Sync(mta, queue, reply) => {
                 // What has room leaves now, charged as its agent hears of it.

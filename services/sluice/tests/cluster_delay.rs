@@ -289,3 +289,45 @@ async fn operators_act_through_the_admin_role_and_the_cap_defers_on_every_edge()
     assert_eq!(answer["forgotten"], 2, "{answer}");
     assert!(admin.held().is_empty());
 }
+
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_mail_on_another_edge_waits_behind_held_mail() {
+    let _serial = serial();
+    let db = PgDb::create();
+    import(&db.url, &policy(2, ""));
+    let token = admin_support::admin_with_token(&db.url);
+    let cluster = Cluster::start(
+        &db.url,
+        Spec {
+            edges: 2,
+            quotas: 1,
+            ..Spec::default()
+        },
+    );
+    let (admin_process, port) = start_admin_role(&db.url, &cluster, &[]);
+    let admin = Admin { port, token };
+    let logs = || format!("{}\n{}", admin_process.log(), cluster.logs());
+    let edge = |i: usize| ([127, 0, 0, 1], cluster.edge_ports[i]).into();
+    let mut a = PolicyClient::connect(edge(0)).await;
+    let mut b = PolicyClient::connect(edge(1)).await;
+    let start = Instant::now();
+    assert_eq!(message(&mut a, 1).await.1, "DUNNO", "{}", logs());
+    assert_eq!(message(&mut a, 2).await.1, "DUNNO");
+    assert!(message(&mut a, 3).await.1.starts_with("HOLD"));
+    // Seen by its agent, still no room: it waits.
+    let answer = admin.sync(&["Q3"]);
+    assert!(strings(&answer["release"]).is_empty(), "{answer}");
+    // Room again, and no sync since: a message through the other edge is held behind Q3.
+    std::thread::sleep(Duration::from_millis(3_500).saturating_sub(start.elapsed()));
+    let (at_rcpt, at_end) = message(&mut b, 4).await;
+    assert_eq!(
+        at_rcpt,
+        "HOLD Delayed by quota outbound: held mail waits before it; released in turn",
+        "{}",
+        logs()
+    );
+    assert!(at_end.contains("number 2 in line"), "{at_end}");
+    let (released, _) = wait_released(&admin, &["Q3", "Q4"], 2, 10, logs);
+    assert_eq!(released, ["Q3", "Q4"]);
+}

@@ -403,3 +403,45 @@ async fn serve_with_redis_keeps_the_ledger_in_redis_across_a_restart() {
     s.sync(&[]);
     assert!(s.held().is_empty());
 }
+
+#[tokio::test]
+async fn new_mail_waits_behind_held_mail_even_when_the_quota_has_room() {
+    let s = Server::new(&policy(2, ""));
+    let mut c = s.client().await;
+    let start = Instant::now();
+    for i in 1..=2 {
+        assert_eq!(message(&mut c, i).await.1, "DUNNO", "message {i} fits");
+    }
+    assert!(message(&mut c, 3).await.1.starts_with("HOLD"));
+    // Its agent has seen it; the window is still full, so it waits.
+    let answer = s.sync(&["Q3"]);
+    assert!(strings(&answer["release"]).is_empty(), "{answer}");
+    // The window has room again (no agent has synced since): a new message does not take
+    // it from the one that waited, it is held behind it.
+    std::thread::sleep(Duration::from_millis(3_500).saturating_sub(start.elapsed()));
+    let (at_rcpt, at_end) = message(&mut c, 4).await;
+    assert_eq!(
+        at_rcpt,
+        "HOLD Delayed by quota outbound: held mail waits before it; released in turn"
+    );
+    assert_eq!(
+        at_end,
+        "HOLD Delayed by quota outbound: number 2 in line, released when the quota has room"
+    );
+    // The next sync releases both, in their order.
+    let (released, _) = wait_released(&s, &["Q3", "Q4"], 2, 10);
+    assert_eq!(released, ["Q3", "Q4"]);
+}
+
+#[tokio::test]
+async fn mail_no_agent_has_seen_does_not_hold_new_mail_behind_it() {
+    let s = Server::new(&policy(1, ""));
+    let mut c = s.client().await;
+    let start = Instant::now();
+    assert_eq!(message(&mut c, 1).await.1, "DUNNO");
+    assert!(message(&mut c, 2).await.1.starts_with("HOLD"));
+    // No agent runs (nothing syncs): Q2 can never leave, and new mail is not held behind
+    // it once the quota has room.
+    std::thread::sleep(Duration::from_millis(3_500).saturating_sub(start.elapsed()));
+    assert_eq!(message(&mut c, 3).await, ("DUNNO".into(), "DUNNO".into()));
+}

@@ -206,6 +206,21 @@ impl Ledger {
         })
     }
 
+    /// The queues with a waiting message its agent has seen: new mail for them is held
+    /// behind it ([`super::WaitingQueues`]).
+    pub fn waiting_queues(&self) -> Vec<String> {
+        self.queues
+            .iter()
+            .filter(|(_, ids)| {
+                ids.iter().any(|id| {
+                    let m = &self.messages[id];
+                    m.state == HeldState::Held && m.seen
+                })
+            })
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
     /// Messages waiting, and the age of the oldest (ms) at `now`.
     pub fn waiting(&self, now: u64) -> (usize, u64) {
         let mut count = 0;

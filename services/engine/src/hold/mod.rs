@@ -17,6 +17,7 @@
 pub mod ledger;
 pub mod memo;
 pub mod settings;
+pub mod waiting;
 
 use crate::state::BoxFuture;
 use crate::window::WindowSpec;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 pub use ledger::{Change, Gone, Ledger, Released, SyncAnswer};
 pub use memo::{Delayed, HoldMemo};
 pub use settings::{DelaySettings, OnExpiry, ReleaseShape};
+pub use waiting::WaitingQueues;
 
 /// How long a queue's window must have had room before a held message is released: the
 /// release is checked against the window lengthened by this much. Mail admitted just
@@ -247,6 +249,10 @@ pub trait HeldMessages: Send + Sync + 'static {
 
     /// Deletes message `id` (its agent deletes it from the hold queue; nothing is charged).
     fn delete(&self, id: u64) -> BoxFuture<'_, Result<HeldMessage, HoldError>>;
+
+    /// The queues where held mail waits ([`Ledger::waiting_queues`]), for
+    /// [`WaitingQueues`].
+    fn waiting_queues(&self) -> BoxFuture<'_, Result<Vec<String>, HoldError>>;
 }
 
 /// A shared ledger handle.

@@ -141,6 +141,8 @@ pub(crate) struct Request<'a, 'r> {
     pub dry_run: bool,
     /// The engine's clock (Accounting's calendar periods).
     pub clock: &'a dyn crate::Clock,
+    /// DELAY quotas' queues where held mail waits.
+    pub waiting: &'a crate::hold::WaitingQueues,
 }
 
 impl Request<'_, '_> {

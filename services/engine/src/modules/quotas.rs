@@ -47,12 +47,17 @@ impl Module for Quotas {
                 }
                 // A DELAY quota counts all-or-nothing on its own: when it is full the
                 // message is held, and the request's other ops stand.
-                let g = if q.delay.is_some() && !monitor {
+                let delaying = q.delay.is_some() && !monitor;
+                let g = if delaying {
                     cx.own_group()
                 } else {
                     cx.group_of(pi, monitor)
                 };
                 let window = q.window(r.settings.buckets_per_period);
+                // Held mail waits in this DELAY quota's queue: the message waits behind it
+                // (its ops are planned with a limit of 0, so they refuse and charge
+                // nothing; judging tells the two refusals apart by the compiled limit).
+                let mut behind_held = false;
                 // The first limit's key is rendered from the request; the others reuse its
                 // track value.
                 let mut first_key: Option<(u32, usize)> = None;
@@ -60,17 +65,31 @@ impl Module for Quotas {
                     any = true;
                     let mut key = cx.string(&l.key_head);
                     match first_key {
-                        None => q.track.write_value(r.view, &mut key),
+                        None => {
+                            q.track.write_value(r.view, &mut key);
+                            let track_at = l.key_head.len() - q.track.label().len();
+                            behind_held =
+                                delaying && r.waiting.waits(&p.name, &q.name, &key[track_at..]);
+                            if behind_held {
+                                cx.note(|| {
+                                    format!(
+                                        "Quotas: held mail waits in DELAY quota {:?} of policy {:?}: this message waits behind it.",
+                                        q.name, p.name
+                                    )
+                                });
+                            }
+                        }
                         Some((first, head_len)) => {
                             key.push_str(&cx.op(g, first).key[head_len..]);
                         }
                     }
+                    let limit = if behind_held { 0 } else { l.limit };
                     let (item, sub) = (qi as u32, li as u32);
                     let first_op = match l.kind {
                         LimitKind::MessageCount => {
                             let op = CounterOp {
                                 key,
-                                limit: l.limit,
+                                limit,
                                 window,
                                 kind: message_count_kind(req),
                             };
@@ -79,7 +98,7 @@ impl Module for Quotas {
                         LimitKind::RecipientCount => {
                             let op = CounterOp {
                                 key,
-                                limit: l.limit,
+                                limit,
                                 window,
                                 kind: OpKind::Take { cost: 1 },
                             };
@@ -88,7 +107,7 @@ impl Module for Quotas {
                         LimitKind::MessageCumulativeSize => {
                             let check = CounterOp {
                                 key: cx.string(&key),
-                                limit: l.limit,
+                                limit,
                                 window,
                                 kind: OpKind::Check {
                                     cost: size_check_cost(req),
@@ -198,16 +217,18 @@ impl Module for Quotas {
             if let Outcome::Refused { retry_after_ms } = res.outcome {
                 let delay = c.quota.delay.filter(|_| !c.monitor);
                 let action = match delay {
-                    Some(_) => delay_action(c.quota, retry_after_ms),
+                    Some(_) => delay_action(c.quota, retry_after_ms, op.limit < c.limit),
                     None => quota_action(c.quota, c.kind, retry_after_ms),
                 };
                 if let Some(settings) = delay {
                     // The quota's whole group was undone: the message needs every charge
-                    // of it when it leaves.
+                    // of it when it leaves, against the quota's own limits.
                     let needs = results
                         .iter()
                         .filter(|(t, _, _)| t.group == tag.group)
-                        .filter_map(|&(_, op, res)| need_of(op, res))
+                        .filter_map(|&(t, op, res)| {
+                            need_of(op, res, counted(r, t.policy, t.item, t.sub).limit)
+                        })
                         .collect();
                     let track = op.key.get(c.prefix_len..).unwrap_or_default().to_string();
                     add_delayed(
@@ -258,6 +279,8 @@ struct Counted<'a> {
     policy: &'a Policy,
     quota: &'a Quota,
     kind: LimitKind,
+    /// The limit as compiled (an op planned behind held mail has 0).
+    limit: u64,
     /// The limit's key prefix length: the op's key after it is the track key.
     prefix_len: usize,
     monitor: bool,
@@ -271,6 +294,7 @@ fn counted<'a>(r: &Request<'a, '_>, policy: u32, quota: u32, limit: u32) -> Coun
         policy,
         quota,
         kind: limit.kind,
+        limit: limit.limit,
         prefix_len: limit.key_head.len() - quota.track.label().len(),
         monitor: r.is_monitor(policy),
     }
@@ -319,7 +343,7 @@ pub(crate) fn judge_end_of_message(
         let monitor = monitor_all || p.monitor;
         let delay = q.delay.filter(|_| !monitor);
         let action = match delay {
-            Some(_) => delay_action(q, retry_after_ms),
+            Some(_) => delay_action(q, retry_after_ms, false),
             None => quota_action(q, LimitKind::MessageCumulativeSize, retry_after_ms),
         };
         if let Some(settings) = delay {
@@ -395,7 +419,7 @@ pub(crate) fn quota_label(policy: &str, quota: &str) -> String {
 /// The charge a DELAY quota's op stands for when its message leaves: a message (unless an
 /// earlier RCPT counted it), a recipient, or the size (0 here: the real size is known at
 /// END-OF-MESSAGE).
-fn need_of(op: &CounterOp, res: &OpResult) -> Option<Need> {
+fn need_of(op: &CounterOp, res: &OpResult, limit: u64) -> Option<Need> {
     // (A quota's plain takes are its recipient counts: a message count is taken once per
     // message when the request names one.)
     let (cost, per_recipient) = match op.kind {
@@ -407,7 +431,7 @@ fn need_of(op: &CounterOp, res: &OpResult) -> Option<Need> {
     };
     Some(Need {
         key: op.key.clone(),
-        limit: op.limit,
+        limit,
         period_ms: op.window.period_ms,
         bucket_ms: op.window.bucket_ms,
         cost,
@@ -425,13 +449,17 @@ fn add_delayed(decision: &mut Decision, d: Delayed) {
 }
 
 /// What a full DELAY quota answers at RCPT: hold the message (its data, or a text saying
-/// when the quota has room again).
-fn delay_action(q: &Quota, retry_after_ms: Option<u64>) -> Action {
+/// when the quota has room again, or that held mail waits before it: `behind_held`).
+fn delay_action(q: &Quota, retry_after_ms: Option<u64>, behind_held: bool) -> Action {
     let text = match (
         q.data.as_deref().filter(|d| !d.trim().is_empty()),
         retry_after_ms,
     ) {
         (Some(d), _) => d.to_string(),
+        (None, _) if behind_held => format!(
+            "Delayed by quota {}: held mail waits before it; released in turn",
+            q.name
+        ),
         (None, Some(ms)) => format!(
             "Delayed by quota {}: released when it has room (room again in {})",
             q.name,
