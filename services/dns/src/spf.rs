@@ -173,7 +173,10 @@ impl SpfChecker {
         match self.results.get_until(&key, now)? {
             (Cached::Output(output), until) => Some((output, until)),
             (Cached::PerSender, _) => {
-                match self.results.get_until(&key.with_sender(sender, helo), now)? {
+                match self
+                    .results
+                    .get_until(&key.with_sender(sender, helo), now)?
+                {
                     (Cached::Output(output), until) => Some((output, until)),
                     (Cached::PerSender, _) => None,
                 }
