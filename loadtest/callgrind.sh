@@ -13,7 +13,9 @@
 #   release build with line tables), or a `dunno-server` binary for the ceiling.
 # Knobs (environment): REQUESTS (40000), WARM (5000), PORT (10960),
 # POLICIES (scenarios/embedded-10-policies.toml), OUT (directory for the dump; default
-# loadtest/results), SKIP_BUILD=1; CARGO_TARGET_DIR is honoured.
+# loadtest/results), SKIP_BUILD=1, SERVE_ARGS (extra `serve` arguments, e.g.
+# `--dns-servers 127.0.0.1:10953` for the helo-spf scenario, with a DNS server started
+# first); CARGO_TARGET_DIR is honoured.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -50,7 +52,8 @@ if [[ "$(basename "$server")" == dunno-server ]]; then
 else
     db="sqlite://$tmp/sluice.db"
     "$server" policy import "$POLICIES" --database "$db" >/dev/null
-    args=(serve --listen "127.0.0.1:$PORT" --database "$db" --metrics-listen off)
+    # shellcheck disable=SC2206 # extra arguments are split on purpose
+    args=(serve --listen "127.0.0.1:$PORT" --database "$db" --metrics-listen off ${SERVE_ARGS:-})
 fi
 valgrind --tool=callgrind --compress-strings=no --compress-pos=no --callgrind-out-file="$out_file" "$server" "${args[@]}" \
     2>"$tmp/server.log" &

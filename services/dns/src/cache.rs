@@ -2,19 +2,23 @@
 //! answers are known skip the resolver (and its timers) altogether.
 //!
 //! Sharded by the key's hash, one mutex a shard (held only to copy an answer in or out).
+//! Read by any key [`Equivalent`] to `K` (a borrowed form of it: no key is built to read).
+//! Keys are hashed with foldhash, seeded per process, as the engine's in-memory state is
+//! (SipHash, std's default, cost more than the rest of a cached read).
 //! When a shard is full, an insert first drops its expired entries, then, if none had
 //! expired, one entry of the shard (the bound holds; which one goes does not matter for
 //! answers that are all still valid).
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, RandomState};
+use foldhash::quality::RandomState;
+use hashbrown::{Equivalent, HashMap};
+use std::hash::{BuildHasher, Hash};
 use std::sync::Mutex;
 use std::time::Instant;
 
 const SHARDS: usize = 16;
 
 /// One shard: values with the instant they are valid until.
-type Shard<K, V> = Mutex<HashMap<K, (V, Instant)>>;
+type Shard<K, V> = Mutex<HashMap<K, (V, Instant), RandomState>>;
 
 /// A bounded map from `K` to `V`, each value valid until its own instant.
 pub(crate) struct TtlCache<K, V> {
@@ -28,8 +32,10 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlCache<K, V> {
     pub(crate) fn new(capacity: u64) -> Self {
         let per_shard = (capacity as usize).div_ceil(SHARDS).max(1);
         TtlCache {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::with_hasher(RandomState::default())))
+                .collect(),
+            hasher: RandomState::default(),
             per_shard,
         }
     }
@@ -41,12 +47,20 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlCache<K, V> {
     /// The value of `key` when it is held and valid at `now`.
     pub(crate) fn get<Q>(&self, key: &Q, now: Instant) -> Option<V>
     where
-        K: std::borrow::Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
+        self.get_until(key, now).map(|(v, _)| v)
+    }
+
+    /// The value of `key` and until when it is valid, when it is held and valid at `now`.
+    /// `key` hashes as the `K` it is equivalent to.
+    pub(crate) fn get_until<Q>(&self, key: &Q, now: Instant) -> Option<(V, Instant)>
+    where
+        Q: Hash + Equivalent<K> + ?Sized,
     {
         let shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
         match shard.get(key) {
-            Some((v, until)) if *until > now => Some(v.clone()),
+            Some((v, until)) if *until > now => Some((v.clone(), *until)),
             _ => None,
         }
     }

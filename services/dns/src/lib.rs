@@ -9,9 +9,9 @@
 //!   come from DNS only, as a remote client's names should);
 //! - cache: hickory's own, of [`DnsConfig::cache_size`] entries, each kept up to its
 //!   record's TTL (negative answers up to their SOA's minimum); in front of it, the
-//!   lookups' answers (and SPF results, `spf.rs`) of as many entries, each kept until the
-//!   first of the records it was made from expires: a request whose answers are all held
-//!   is answered at once, without the resolver's futures and timers;
+//!   lookups' answers (and SPF results and answers, `spf.rs`) of as many entries, each kept
+//!   until the first of the records it was made from expires: a request whose answers are
+//!   all held is answered at once, without the resolver's futures and timers;
 //! - deadline: all questions of one request are asked at once and answered within one
 //!   [`DnsConfig::timeout`]; what is not answered by then is [`LookupAnswer::Failed`].
 //!

@@ -23,7 +23,8 @@ pub struct DnsConfig {
     /// temporary answer (not the fallback action) reaches Postfix.
     pub timeout: Duration,
     /// Most answers cached (each up to its TTL): the size of hickory's cache, of the cache
-    /// of the lookups' answers in front of it, and of the cache of SPF results.
+    /// of the lookups' answers in front of it, of the cache of SPF results and of the cache
+    /// of SPF answers (per client address, sender and HELO).
     pub cache_size: u64,
     /// The `receiver` named in `Received-SPF` headers (and SPF's `%{r}` macro); `None`:
     /// this host's name ([`crate::host_name`]).

@@ -13,7 +13,10 @@
 //! read them (the `%{s}`, `%{l}`, `%{h}` or `%{t}` macros); each result until the earliest
 //! expiry of the DNS answers it used, at most [`SpfChecker::MAX_AGE`] (answers that did not
 //! come with a TTL, such as NXDOMAIN, are covered by that bound). A `temperror` is not
-//! cached. The `Received-SPF` header is written for each request from the cached result.
+//! cached. The answer made from a result (its `Received-SPF` header names the request's
+//! client address, sender and HELO) is cached too, per those three, as long as the result:
+//! the recipients of one message after the first, and the next messages of a sender from
+//! the same client, are answered without writing the header again.
 //!
 //! [`Lookup::Spf`]: sluice_engine::Lookup::Spf
 
@@ -23,6 +26,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use hashbrown::Equivalent;
 use hickory_resolver::config::{ResolverConfig, ResolverOpts};
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::spf::verify::SpfParameters;
@@ -41,6 +45,8 @@ pub struct SpfChecker {
     auth: MessageAuthenticator,
     /// Results by their inputs (shared by the clones).
     results: std::sync::Arc<TtlCache<SpfKey, Cached>>,
+    /// Answers by the request's inputs, each as long as the result it was made from.
+    answers: std::sync::Arc<TtlCache<AnswerKey, SpfAnswer>>,
     /// The `receiver` of the `Received-SPF` header and the `%{r}` macro: this host's name.
     receiver: String,
     timeout: Duration,
@@ -88,6 +94,7 @@ impl SpfChecker {
         Ok(SpfChecker {
             auth,
             results: std::sync::Arc::new(TtlCache::new(cache_size)),
+            answers: std::sync::Arc::new(TtlCache::new(cache_size)),
             receiver,
             timeout,
         })
@@ -95,8 +102,16 @@ impl SpfChecker {
 
     /// The answer for these inputs when a valid result is cached (no I/O, no waiting).
     pub fn cached(&self, ip: IpAddr, sender: &str, helo: &str) -> Option<SpfAnswer> {
-        let output = self.lookup(ip, sender, helo, Instant::now())?;
-        Some(self.answer(&output, ip, sender, helo))
+        let now = Instant::now();
+        let inputs = AnswerKeyRef { ip, sender, helo };
+        if let Some(answer) = self.answers.get(&inputs, now) {
+            return Some(answer);
+        }
+        let (output, until) = self.lookup(ip, sender, helo, now)?;
+        let answer = self.answer(&output, ip, sender, helo);
+        self.answers
+            .insert(inputs.to_owned(), answer.clone(), until, now);
+        Some(answer)
     }
 
     /// How many results are cached (expired ones included until they are dropped).
@@ -108,7 +123,7 @@ impl SpfChecker {
     /// checker's timeout: a check not finished by then is a `temperror`. From the cache
     /// when a result for these inputs is valid.
     pub async fn check(&self, ip: IpAddr, sender: &str, helo: &str) -> SpfAnswer {
-        if let Some(output) = self.lookup(ip, sender, helo, Instant::now()) {
+        if let Some((output, _)) = self.lookup(ip, sender, helo, Instant::now()) {
             return self.answer(&output, ip, sender, helo);
         }
         let used = Used::default();
@@ -146,15 +161,26 @@ impl SpfChecker {
         }
     }
 
-    /// The cached result for these inputs, valid at `now`.
-    fn lookup(&self, ip: IpAddr, sender: &str, helo: &str, now: Instant) -> Option<SpfOutput> {
+    /// The cached result for these inputs, valid at `now`, and until when it is valid.
+    fn lookup(
+        &self,
+        ip: IpAddr,
+        sender: &str,
+        helo: &str,
+        now: Instant,
+    ) -> Option<(SpfOutput, Instant)> {
         let key = SpfKey::of_domain(ip, sender, helo);
-        match self.results.get(&key, now)? {
-            Cached::Output(output) => Some(output),
-            Cached::PerSender => match self.results.get(&key.with_sender(sender, helo), now)? {
-                Cached::Output(output) => Some(output),
-                Cached::PerSender => None,
-            },
+        match self.results.get_until(&key, now)? {
+            (Cached::Output(output), until) => Some((output, until)),
+            (Cached::PerSender, _) => {
+                match self
+                    .results
+                    .get_until(&key.with_sender(sender, helo), now)?
+                {
+                    (Cached::Output(output), until) => Some((output, until)),
+                    (Cached::PerSender, _) => None,
+                }
+            }
         }
     }
 
@@ -204,6 +230,40 @@ impl SpfKey {
             domain: self.domain.clone(),
             sender_and_helo: Some((sender.into(), helo.into())),
         }
+    }
+}
+
+/// The inputs of one request's answer: the header names all three.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct AnswerKey {
+    ip: IpAddr,
+    sender: Box<str>,
+    helo: Box<str>,
+}
+
+/// [`AnswerKey`] borrowed from a request, to read the cache without building a key. Hashes
+/// as the `AnswerKey` it stands for (the same fields, in the same order, `&str` hashing as
+/// `Box<str>` does).
+#[derive(Debug, Clone, Copy, Hash)]
+struct AnswerKeyRef<'a> {
+    ip: IpAddr,
+    sender: &'a str,
+    helo: &'a str,
+}
+
+impl AnswerKeyRef<'_> {
+    fn to_owned(self) -> AnswerKey {
+        AnswerKey {
+            ip: self.ip,
+            sender: self.sender.into(),
+            helo: self.helo.into(),
+        }
+    }
+}
+
+impl Equivalent<AnswerKey> for AnswerKeyRef<'_> {
+    fn equivalent(&self, key: &AnswerKey) -> bool {
+        self.ip == key.ip && self.sender == &*key.sender && self.helo == &*key.helo
     }
 }
 
@@ -353,5 +413,37 @@ mod tests {
         );
         assert_eq!(domain_of("a@b.org", "h.org"), "b.org");
         assert_eq!(domain_of("postmaster", "h.org"), "h.org");
+    }
+
+    #[test]
+    fn a_borrowed_answer_key_hashes_and_compares_as_its_owned_key() {
+        use std::hash::BuildHasher;
+        let hasher = std::hash::RandomState::new();
+        let borrowed = AnswerKeyRef {
+            ip: "192.0.2.1".parse().unwrap(),
+            sender: "a@b.org",
+            helo: "mx.b.org",
+        };
+        let owned = borrowed.to_owned();
+        assert_eq!(hasher.hash_one(borrowed), hasher.hash_one(&owned));
+        assert!(borrowed.equivalent(&owned));
+        let other_helo = AnswerKeyRef {
+            helo: "mx2.b.org",
+            ..borrowed
+        };
+        assert!(!other_helo.equivalent(&owned));
+        let other_ip = AnswerKeyRef {
+            ip: "192.0.2.2".parse().unwrap(),
+            ..borrowed
+        };
+        assert!(!other_ip.equivalent(&owned));
+
+        // Read back through the cache by the borrowed key.
+        let cache: TtlCache<AnswerKey, u32> = TtlCache::new(16);
+        let now = Instant::now();
+        cache.insert(owned, 7, now + Duration::from_secs(60), now);
+        assert_eq!(cache.get(&borrowed, now), Some(7));
+        assert_eq!(cache.get(&other_helo, now), None);
+        assert_eq!(cache.get(&borrowed, now + Duration::from_secs(61)), None);
     }
 }

@@ -131,7 +131,8 @@ pub struct PolicySettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_timeout_ms: Option<u64>,
     /// DNS answers cached, at most (1 to 10000000), each up to its TTL; also the most
-    /// lookup answers and SPF results kept in front of the resolver.
+    /// lookup answers, SPF results and SPF answers (per client address, sender and HELO)
+    /// kept in front of the resolver.
     #[arg(long, env = "SLUICE_DNS_CACHE_SIZE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_cache_size: Option<u64>,

@@ -142,7 +142,27 @@ pub(crate) enum Check {
     State(Box<HeloOp>, String),
 }
 
-/// Runs the checks that need no state for `req`, with the answers to its lookups.
+/// What was checked, for the explanation: kept only while explaining (`sluice explain`);
+/// serving, the lines are not even formatted.
+struct Notes {
+    lines: Option<Vec<String>>,
+}
+
+impl Notes {
+    fn push(&mut self, line: impl FnOnce() -> String) {
+        if let Some(l) = &mut self.lines {
+            l.push(line());
+        }
+    }
+
+    fn joined(self) -> String {
+        self.lines.map(|l| l.join("; ")).unwrap_or_default()
+    }
+}
+
+/// Runs the checks that need no state for `req`, with the answers to its lookups. The
+/// notes of [`Check::Passed`] and [`Check::State`] are written only when `explaining`
+/// (empty otherwise).
 pub(crate) fn check(
     j: &Judging,
     blacklist: &Blacklist,
@@ -150,6 +170,7 @@ pub(crate) fn check(
     req: &PolicyRequest<'_>,
     answers: &LookupAnswers,
     dry_run: bool,
+    explaining: bool,
 ) -> Check {
     let s = &j.settings;
     let helo = &*req.helo_name;
@@ -159,7 +180,9 @@ pub(crate) fn check(
     if let Some(entry) = whitelisted(whitelist, req.client_address) {
         return Check::Whitelisted(entry.clone());
     }
-    let mut notes: Vec<String> = Vec::new();
+    let mut notes = Notes {
+        lines: explaining.then(Vec::new),
+    };
     if s.reject_invalid {
         match classify(helo) {
             HeloForm::BareIp if s.reject_ip => {
@@ -169,8 +192,8 @@ pub(crate) fn check(
                     why: "a bare IP address (reject_ip)".into(),
                 }
             }
-            HeloForm::BareIp => notes.push("a bare IP address, allowed".into()),
-            HeloForm::Literal => notes.push("an address literal".into()),
+            HeloForm::BareIp => notes.push(|| "a bare IP address, allowed".into()),
+            HeloForm::Literal => notes.push(|| "an address literal".into()),
             HeloForm::Invalid => {
                 return Check::Refused {
                     name: "invalid",
@@ -178,17 +201,18 @@ pub(crate) fn check(
                     why: "neither a FQDN nor an address literal".into(),
                 }
             }
-            HeloForm::Fqdn if !s.reject_unresolvable => notes.push("a FQDN".into()),
+            HeloForm::Fqdn if !s.reject_unresolvable => notes.push(|| "a FQDN".into()),
             HeloForm::Fqdn => {
-                let [a, mx] = questions(helo);
-                let (a, mx) = (answers.get(&a), answers.get(&mx));
+                // Found by name: no questions built (and allocated) to compare with.
+                let a = answers.find(|q| matches!(q, Lookup::Addresses { name } if name == helo));
+                let mx = answers.find(|q| matches!(q, Lookup::Mx { domain } if domain == helo));
                 let has = |x: &LookupAnswer| match x {
                     LookupAnswer::Addresses(v) => !v.is_empty(),
                     LookupAnswer::Records(v) => !v.is_empty(),
                     _ => false,
                 };
                 if has(a) || has(mx) {
-                    notes.push(format!("a FQDN that resolves ({})", describe(a, mx)));
+                    notes.push(|| format!("a FQDN that resolves ({})", describe(a, mx)));
                 } else if *a == LookupAnswer::NotFound && *mx == LookupAnswer::NotFound {
                     return Check::Refused {
                         name: "unresolvable",
@@ -205,10 +229,12 @@ pub(crate) fn check(
                         ),
                     };
                 } else {
-                    notes.push(format!(
-                        "a FQDN whose DNS lookup failed ({}; dns_failure = pass)",
-                        describe(a, mx)
-                    ));
+                    notes.push(|| {
+                        format!(
+                            "a FQDN whose DNS lookup failed ({}; dns_failure = pass)",
+                            describe(a, mx)
+                        )
+                    });
                 }
             }
         }
@@ -226,9 +252,9 @@ pub(crate) fn check(
                 why: format!("on the HELO blacklist ({entry:?})"),
             };
         }
-        notes.push(format!("on the HELO blacklist ({entry:?})"));
+        notes.push(|| format!("on the HELO blacklist ({entry:?})"));
     } else if s.use_blacklist {
-        notes.push("not on the HELO blacklist".into());
+        notes.push(|| "not on the HELO blacklist".into());
     }
     if s.use_hrp && (s.hrp_period_secs == 0 || s.hrp_limit == 0) {
         return Check::Refused {
@@ -237,7 +263,7 @@ pub(crate) fn check(
             why: "use_hrp without hrp_period and hrp_limit".into(),
         };
     }
-    let notes = notes.join("; ");
+    let notes = notes.joined();
     if !s.needs_state() {
         return Check::Passed(notes);
     }

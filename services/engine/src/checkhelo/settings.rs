@@ -294,7 +294,11 @@ pub enum HeloForm {
 
 /// Classifies `helo` (Policyd: bare IPv4/IPv6, `[address]`, `^[\w-]+(\.[\w-]+)+$`).
 pub fn classify(helo: &str) -> HeloForm {
-    if helo.parse::<IpAddr>().is_ok() {
+    // Only hex digits, `.` and `:` can make an address: a name is not parsed as one.
+    let may_be_ip = helo
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b':');
+    if may_be_ip && helo.parse::<IpAddr>().is_ok() {
         return HeloForm::BareIp;
     }
     if let Some(inner) = helo.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
@@ -363,6 +367,10 @@ mod tests {
     fn forms() {
         assert_eq!(classify("192.0.2.1"), HeloForm::BareIp);
         assert_eq!(classify("2001:db8::1"), HeloForm::BareIp);
+        assert_eq!(classify("2001:DB8::1"), HeloForm::BareIp);
+        assert_eq!(classify("::ffff:192.0.2.1"), HeloForm::BareIp);
+        // Hex digits only, but not an address: a name.
+        assert_eq!(classify("cafe.bad.beef"), HeloForm::Fqdn);
         assert_eq!(classify("[192.0.2.1]"), HeloForm::Literal);
         assert_eq!(classify("[IPv6:2001:db8::1]"), HeloForm::Literal);
         assert_eq!(classify("[mail.example.org]"), HeloForm::Invalid);

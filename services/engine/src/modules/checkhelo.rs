@@ -57,6 +57,7 @@ impl Module for CheckHelo {
             r.req,
             r.lookups,
             r.dry_run,
+            cx.explaining(),
         ) {
             Check::NoHelo => {
                 cx.note(|| "CheckHelo: no HELO name: nothing to check.".into());

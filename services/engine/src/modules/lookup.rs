@@ -162,6 +162,16 @@ impl LookupAnswers {
             .unwrap_or(&LookupAnswer::Unanswered)
     }
 
+    /// The answer to the first question that `is` holds for ([`LookupAnswer::Unanswered`]
+    /// when there is none): [`LookupAnswers::get`] without building the question.
+    pub fn find(&self, is: impl Fn(&Lookup) -> bool) -> &LookupAnswer {
+        self.answers
+            .iter()
+            .find(|(q, _)| is(q))
+            .map(|(_, a)| a)
+            .unwrap_or(&LookupAnswer::Unanswered)
+    }
+
     /// Whether no answer is held.
     pub fn is_empty(&self) -> bool {
         self.answers.is_empty()

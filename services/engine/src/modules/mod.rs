@@ -217,7 +217,6 @@ impl Plan<'_, '_> {
     }
 
     /// Whether explanation lines are being collected (`sluice explain`).
-    #[allow(dead_code)] // For modules to come; Judge::explaining is used.
     pub fn explaining(&self) -> bool {
         self.trace.is_some()
     }
