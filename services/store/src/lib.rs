@@ -33,8 +33,8 @@ mod store;
 pub use error::StoreError;
 pub use store::{
     default_database_url, Account, AccountingTotal, AccountingTotalRow, AdminRole, AlertLock,
-    AuditEntry, AuditQuery, CounterReset, CountersWritten, HistoryQuery, NewAudit, Refusal,
-    RefusalRow, SenderCount, Store, TokenInfo, TopQuery, TopSender, COUNTER_RESETS_KEEP_MS,
-    DATABASE_ENV, DEFAULT_POLL, MAX_DOMAINS, MAX_REPORT_ROWS, POSTGRES_CONNECT_TIMEOUT,
-    RESET_CHANNEL,
+    AuditEntry, AuditQuery, CounterReset, CountersWritten, FileCheck, HistoryQuery, NewAudit,
+    Refusal, RefusalRow, SenderCount, Store, TokenInfo, TopQuery, TopSender,
+    COUNTER_RESETS_KEEP_MS, DATABASE_ENV, DEFAULT_POLL, MAX_DOMAINS, MAX_REPORT_ROWS,
+    POSTGRES_CONNECT_TIMEOUT, RESET_CHANNEL,
 };

@@ -372,3 +372,34 @@ async fn connect_checked_changes_nothing_and_says_what_to_run() {
     conn.close().await.ok();
     db.drop_db().await;
 }
+
+/// A SQLite file an operator deletes is not created again by the store's own connections
+/// (its pool opens more as work comes): the server keeps its last policies and sees the
+/// file deleted, not replaced by an empty one.
+#[tokio::test]
+async fn a_deleted_sqlite_file_is_not_recreated_by_new_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.db");
+    let store = Store::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    store.version().await.unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    // Several reads at once: the pool opens connections beyond the one it had.
+    let _ = tokio::join!(
+        store.version(),
+        store.version(),
+        store.version(),
+        store.version()
+    );
+    assert!(
+        !path.exists(),
+        "a new connection created the deleted file again"
+    );
+    assert!(matches!(
+        store.check_file().await.unwrap(),
+        sluice_store::FileCheck::Missing
+    ));
+}

@@ -54,6 +54,22 @@ impl SqliteFile {
         // Each connection to an in-memory database would see its own database.
         let max_connections = if in_memory { 1 } else { 4 };
         let path = (!in_memory).then(|| options.get_filename().to_path_buf());
+        let options = match &path {
+            Some(path) => {
+                if !path.exists() {
+                    // Created once, here (when `options` allow it); the pool's connections,
+                    // opened later as needed, must never create it again: a file an operator
+                    // deleted would come back empty, and look replaced.
+                    use sqlx::Connection;
+                    sqlx::sqlite::SqliteConnection::connect_with(&options)
+                        .await?
+                        .close()
+                        .await?;
+                }
+                options.create_if_missing(false)
+            }
+            None => options,
+        };
         let pool = connect(&options, max_connections).await?;
         let opened = path.as_ref().and_then(|p| file_id(p).ok());
         Ok(SqliteFile {
