@@ -9,36 +9,13 @@
 
 mod admin_support;
 mod cluster_support;
+mod delay_support;
 
 use cluster_support::*;
+use delay_support::{message, policy, strings, sync_body, MTA, SENDER};
 use serde_json::json;
-use sluice_test_support::{end_of_message, rcpt, PolicyClient};
+use sluice_test_support::PolicyClient;
 use std::time::{Duration, Instant};
-
-const SENDER: &str = "app@delay.example";
-const MTA: &str = "127.0.0.1";
-
-/// One policy for [`SENDER`]: a DELAY quota of `limit` messages per 2 s.
-fn policy(limit: u64, extra: &str) -> String {
-    format!(
-        r#"
-[[policy]]
-name = "app"
-priority = 10
-  [[policy.member]]
-  source = "{SENDER}"
-  [[policy.quota]]
-  name = "outbound"
-  track = "Sender:user@domain"
-  period = 2
-  verdict = "DELAY"
-  {extra}
-    [[policy.quota.limit]]
-    type = "MessageCount"
-    limit = {limit}
-"#
-    )
-}
 
 /// The admin role and its token.
 struct Admin {
@@ -53,15 +30,7 @@ impl Admin {
 
     /// An agent's sync: `held` are in the MTA's hold queue.
     fn sync(&self, held: &[&str]) -> serde_json::Value {
-        let queue: Vec<_> = held
-            .iter()
-            .map(|id| json!({"queue_id": id, "queue_name": "hold"}))
-            .collect();
-        self.api(
-            "POST",
-            "/api/held/sync",
-            Some(json!({"mta": MTA, "queue": queue})),
-        )
+        self.api("POST", "/api/held/sync", Some(sync_body(held)))
     }
 
     fn held(&self) -> Vec<serde_json::Value> {
@@ -72,32 +41,7 @@ impl Admin {
     }
 }
 
-/// One message from [`SENDER`] (instance `i`, queue ID `Q<i>`) on `c`: its RCPT and its
-/// END-OF-MESSAGE answers.
-async fn message(c: &mut PolicyClient, i: u32) -> (String, String) {
-    let instance = format!("m{i}");
-    let at_rcpt = c
-        .send(&rcpt(SENDER, "r@dest.example", "192.0.2.9", &instance))
-        .await;
-    let at_end = c
-        .send(
-            &end_of_message(SENDER, 1, 1_000, "192.0.2.9", &instance)
-                .set("queue_id", &format!("Q{i}")),
-        )
-        .await;
-    (at_rcpt, at_end)
-}
-
-fn strings(v: &serde_json::Value) -> Vec<String> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap().to_owned())
-        .collect()
-}
-
-/// Syncs `held` until the answers released `n` messages (at most `secs`): the released IDs
-/// in the order first answered, and when the first came.
+/// Syncs `held` through the admin role until `n` messages were released.
 fn wait_released(
     admin: &Admin,
     held: &[&str],
@@ -105,27 +49,7 @@ fn wait_released(
     secs: u64,
     logs: impl Fn() -> String,
 ) -> (Vec<String>, Instant) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut released: Vec<String> = Vec::new();
-    let mut first = None;
-    loop {
-        let answer = admin.sync(held);
-        for id in strings(&answer["release"]) {
-            if !released.contains(&id) {
-                first.get_or_insert_with(Instant::now);
-                released.push(id);
-            }
-        }
-        if released.len() >= n {
-            return (released, first.unwrap());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{released:?} released within {secs} s, not {n}: {answer}\n{}",
-            logs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    delay_support::wait_released(|q| admin.sync(q), held, n, secs, logs)
 }
 
 // The serial guard is held across awaits on purpose: each test has its own runtime, and

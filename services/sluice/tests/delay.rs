@@ -6,36 +6,13 @@
 //! Time is real: quotas of 2 s windows, polled with deadlines.
 
 mod admin_support;
+mod delay_support;
 
 use admin_support::{admin_with_token, BIN};
-use sluice_test_support::{end_of_message, free_port, http, rcpt, PolicyClient, Process};
+use delay_support::{message, policy, strings, sync_body, SENDER};
+use sluice_test_support::{free_port, http, PolicyClient, Process};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-const SENDER: &str = "app@delay.example";
-const MTA: &str = "127.0.0.1";
-
-/// One policy for [`SENDER`]: a DELAY quota of `limit` messages per 2 s.
-fn policy(limit: u64, extra: &str) -> String {
-    format!(
-        r#"
-[[policy]]
-name = "app"
-priority = 10
-  [[policy.member]]
-  source = "{SENDER}"
-  [[policy.quota]]
-  name = "outbound"
-  track = "Sender:user@domain"
-  period = 2
-  verdict = "DELAY"
-  {extra}
-    [[policy.quota.limit]]
-    type = "MessageCount"
-    limit = {limit}
-"#
-    )
-}
 
 struct Server {
     _dir: tempfile::TempDir,
@@ -125,11 +102,7 @@ impl Server {
 
     /// The agent's sync: `held` are in the hold queue, `other` elsewhere in the queue.
     fn sync(&self, held: &[&str]) -> serde_json::Value {
-        let queue: Vec<_> = held
-            .iter()
-            .map(|id| serde_json::json!({"queue_id": id, "queue_name": "hold"}))
-            .collect();
-        let body = serde_json::json!({"mta": MTA, "queue": queue}).to_string();
+        let body = sync_body(held).to_string();
         self.api("POST", "/api/held/sync", Some(&body))
     }
 
@@ -141,53 +114,9 @@ impl Server {
     }
 }
 
-/// One message from [`SENDER`] (instance `i`, queue ID `Q<i>`): its RCPT and its
-/// END-OF-MESSAGE answers.
-async fn message(c: &mut PolicyClient, i: u32) -> (String, String) {
-    let instance = format!("m{i}");
-    let at_rcpt = c
-        .send(&rcpt(SENDER, "r@dest.example", "192.0.2.9", &instance))
-        .await;
-    let at_end = c
-        .send(
-            &end_of_message(SENDER, 1, 1_000, "192.0.2.9", &instance)
-                .set("queue_id", &format!("Q{i}")),
-        )
-        .await;
-    (at_rcpt, at_end)
-}
-
-fn strings(v: &serde_json::Value) -> Vec<String> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap().to_owned())
-        .collect()
-}
-
-/// Syncs `held` (the hold queue) until the answers released `n` messages (at most `secs`):
-/// the released IDs in the order first answered, and when the first came.
+/// Syncs `held` until `n` messages were released (see [`delay_support::wait_released`]).
 fn wait_released(s: &Server, held: &[&str], n: usize, secs: u64) -> (Vec<String>, Instant) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut released: Vec<String> = Vec::new();
-    let mut first = None;
-    loop {
-        let answer = s.sync(held);
-        for id in strings(&answer["release"]) {
-            if !released.contains(&id) {
-                first.get_or_insert_with(Instant::now);
-                released.push(id);
-            }
-        }
-        if released.len() >= n {
-            return (released, first.unwrap());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{released:?} released within {secs} s, not {n}: {answer}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    delay_support::wait_released(|q| s.sync(q), held, n, secs, String::new)
 }
 
 #[tokio::test]
