@@ -14,7 +14,7 @@ mod delay_support;
 use cluster_support::*;
 use delay_support::{message, policy, strings, sync_body, MTA, SENDER};
 use serde_json::json;
-use sluice_test_support::PolicyClient;
+use sluice_test_support::{PolicyClient, Process};
 use std::time::{Duration, Instant};
 
 /// The admin role and its token.
@@ -41,6 +41,47 @@ impl Admin {
     }
 }
 
+/// A cluster for DELAY: PostgreSQL with [`policy`]`(limit, extra)`, Redis Cluster, `quotas`
+/// quota services, two edges, the admin role on the last quota service, and a policy
+/// connection to each edge.
+struct DelayCluster {
+    _db: PgDb,
+    cluster: Cluster,
+    admin_process: Process,
+    admin: Admin,
+    a: PolicyClient,
+    b: PolicyClient,
+}
+
+impl DelayCluster {
+    async fn start(limit: u64, extra: &str, quotas: usize) -> DelayCluster {
+        let db = PgDb::create();
+        import(&db.url, &policy(limit, extra));
+        let token = admin_support::admin_with_token(&db.url);
+        let cluster = Cluster::start(
+            &db.url,
+            Spec {
+                edges: 2,
+                quotas,
+                ..Spec::default()
+            },
+        );
+        let (admin_process, port) =
+            start_admin_role_on(&db.url, cluster.quota_ports[quotas - 1], &[]);
+        let edge = |i: usize| ([127, 0, 0, 1], cluster.edge_ports[i]).into();
+        let a = PolicyClient::connect(edge(0)).await;
+        let b = PolicyClient::connect(edge(1)).await;
+        DelayCluster {
+            _db: db,
+            cluster,
+            admin_process,
+            admin: Admin { port, token },
+            a,
+            b,
+        }
+    }
+}
+
 /// Syncs `held` through the admin role until `n` messages were released.
 fn wait_released(
     admin: &Admin,
@@ -58,21 +99,16 @@ fn wait_released(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_through_two_edges_and_released_in_order_while_a_quota_service_stops() {
     let _serial = serial();
-    let db = PgDb::create();
-    import(&db.url, &policy(2, ""));
-    let token = admin_support::admin_with_token(&db.url);
-    let mut cluster = Cluster::start(
-        &db.url,
-        Spec {
-            edges: 2,
-            quotas: 2,
-            ..Spec::default()
-        },
-    );
     // The agents' admin role talks to the second quota service; the first stops below.
-    let (admin_process, port) = start_admin_role_on(&db.url, cluster.quota_ports[1], &[]);
+    let DelayCluster {
+        _db,
+        mut cluster,
+        admin_process,
+        admin,
+        mut a,
+        mut b,
+    } = DelayCluster::start(2, "", 2).await;
     let mut first_quota = cluster.quotas.remove(0);
-    let admin = Admin { port, token };
     let logs = || {
         format!(
             "{}\n{}\n{}",
@@ -81,9 +117,6 @@ async fn held_through_two_edges_and_released_in_order_while_a_quota_service_stop
             cluster.logs()
         )
     };
-    let edge = |i: usize| ([127, 0, 0, 1], cluster.edge_ports[i]).into();
-    let mut a = PolicyClient::connect(edge(0)).await;
-    let mut b = PolicyClient::connect(edge(1)).await;
     let start = Instant::now();
     assert_eq!(message(&mut a, 1).await, ("DUNNO".into(), "DUNNO".into()));
     assert_eq!(message(&mut b, 2).await, ("DUNNO".into(), "DUNNO".into()));
@@ -146,23 +179,15 @@ async fn held_through_two_edges_and_released_in_order_while_a_quota_service_stop
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_act_through_the_admin_role_and_the_cap_defers_on_every_edge() {
     let _serial = serial();
-    let db = PgDb::create();
-    import(&db.url, &policy(1, "max_held = 2\nmax_hold_age = \"1h\""));
-    let token = admin_support::admin_with_token(&db.url);
-    let cluster = Cluster::start(
-        &db.url,
-        Spec {
-            edges: 2,
-            quotas: 1,
-            ..Spec::default()
-        },
-    );
-    let (admin_process, port) = start_admin_role(&db.url, &cluster, &[]);
-    let admin = Admin { port, token };
+    let DelayCluster {
+        _db,
+        cluster,
+        admin_process,
+        admin,
+        mut a,
+        mut b,
+    } = DelayCluster::start(1, "max_held = 2\nmax_hold_age = \"1h\"", 1).await;
     let logs = || format!("{}\n{}", admin_process.log(), cluster.logs());
-    let edge = |i: usize| ([127, 0, 0, 1], cluster.edge_ports[i]).into();
-    let mut a = PolicyClient::connect(edge(0)).await;
-    let mut b = PolicyClient::connect(edge(1)).await;
     assert_eq!(message(&mut a, 1).await.1, "DUNNO", "{}", logs());
     assert!(message(&mut a, 2).await.1.starts_with("HOLD"));
     assert!(message(&mut b, 3).await.1.starts_with("HOLD"));
@@ -201,7 +226,7 @@ async fn operators_act_through_the_admin_role_and_the_cap_defers_on_every_edge()
     // A number the ledger does not have.
     let auth = format!("Bearer {}", admin.token);
     let missing = sluice_test_support::http(
-        port,
+        admin.port,
         "POST",
         "/api/held/999999/release",
         &[("Authorization", &auth)],
@@ -218,23 +243,15 @@ async fn operators_act_through_the_admin_role_and_the_cap_defers_on_every_edge()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_mail_on_another_edge_waits_behind_held_mail() {
     let _serial = serial();
-    let db = PgDb::create();
-    import(&db.url, &policy(2, ""));
-    let token = admin_support::admin_with_token(&db.url);
-    let cluster = Cluster::start(
-        &db.url,
-        Spec {
-            edges: 2,
-            quotas: 1,
-            ..Spec::default()
-        },
-    );
-    let (admin_process, port) = start_admin_role(&db.url, &cluster, &[]);
-    let admin = Admin { port, token };
+    let DelayCluster {
+        _db,
+        cluster,
+        admin_process,
+        admin,
+        mut a,
+        mut b,
+    } = DelayCluster::start(2, "", 1).await;
     let logs = || format!("{}\n{}", admin_process.log(), cluster.logs());
-    let edge = |i: usize| ([127, 0, 0, 1], cluster.edge_ports[i]).into();
-    let mut a = PolicyClient::connect(edge(0)).await;
-    let mut b = PolicyClient::connect(edge(1)).await;
     let start = Instant::now();
     assert_eq!(message(&mut a, 1).await.1, "DUNNO", "{}", logs());
     assert_eq!(message(&mut a, 2).await.1, "DUNNO");
