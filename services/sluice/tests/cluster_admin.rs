@@ -11,7 +11,7 @@ mod cluster_support;
 use cluster_support::*;
 use serde_json::json;
 use sluice_test_support::policies::gate_and_sender_quota;
-use sluice_test_support::{free_port, http, http_get, rcpt, Process, Request};
+use sluice_test_support::{free_port, http_get, rcpt, Process, Request};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -32,33 +32,6 @@ fn start_admin_role(db: &str) -> (Process, u16, u16) {
     .collect();
     let process = Process::start("sluice admin", BIN, &args, Some(port));
     (process, port, metrics)
-}
-
-fn api(
-    port: u16,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Option<serde_json::Value>,
-) -> serde_json::Value {
-    let auth = format!("Bearer {token}");
-    let body = body.map(|b| b.to_string());
-    let r = http(
-        port,
-        method,
-        path,
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-        ],
-        body.as_deref(),
-    );
-    assert!(r.status < 300, "{method} {path}: {} {}", r.status, r.body);
-    if r.body.is_empty() {
-        serde_json::Value::Null
-    } else {
-        r.json()
-    }
 }
 
 /// Polls every edge until each answers `expected` for the request `probe` makes; returns
@@ -137,7 +110,7 @@ fn changes_made_through_the_admin_role_reach_both_edges_within_a_second() {
     let second = Duration::from_secs(1);
 
     // An access-control verdict changed through the API.
-    api(
+    admin_api(
         port,
         "PUT",
         "/api/policies/gate/access-control/block",
@@ -175,7 +148,7 @@ fn changes_made_through_the_admin_role_reach_both_edges_within_a_second() {
     for &edge in edges {
         assert_eq!(ask(edge, &sender()), "REJECT sender quota exceeded");
     }
-    api(
+    admin_api(
         port,
         "POST",
         "/api/policies/senders/quotas/per-sender/disable",
@@ -194,7 +167,7 @@ fn changes_made_through_the_admin_role_reach_both_edges_within_a_second() {
         "disabling took {took:?} to reach both edges"
     );
     eprintln!("disabling: both edges after {took:?}");
-    api(
+    admin_api(
         port,
         "POST",
         "/api/policies/senders/quotas/per-sender/enable",
@@ -212,7 +185,7 @@ fn changes_made_through_the_admin_role_reach_both_edges_within_a_second() {
     eprintln!("enabling: both edges after {took:?}");
 
     // Each change is in the audit trail, as made by alice from 127.0.0.1.
-    let audit = api(port, "GET", "/api/audit?limit=10", &token, None);
+    let audit = admin_api(port, "GET", "/api/audit?limit=10", &token, None);
     let entries = audit.as_array().cloned().unwrap_or_default();
     let actions: Vec<String> = entries
         .iter()
@@ -356,7 +329,7 @@ fn api_until(
 ) -> serde_json::Value {
     let start = Instant::now();
     loop {
-        let answer = api(port, "GET", path, token, None);
+        let answer = admin_api(port, "GET", path, token, None);
         if done(&answer) {
             return answer;
         }
@@ -415,7 +388,7 @@ fn serve_with_redis_cluster_lists_resets_and_looks_up_live_counters() {
     assert_eq!(ask(port, &sender("quiet@example.org")), "DUNNO");
 
     // Looked up: the level and the limit, read from Redis.
-    let found = api(
+    let found = admin_api(
         admin,
         "GET",
         &format!("/api/counters?sender={busy}"),
@@ -448,7 +421,7 @@ fn serve_with_redis_cluster_lists_resets_and_looks_up_live_counters() {
     let rows = limited.as_array().unwrap();
     assert_eq!(rows.len(), 1, "only the refused sender: {limited}");
     assert!(rows[0]["refused_at_ms"].as_u64().is_some(), "{limited}");
-    let close = api(admin, "GET", "/api/counters/close", &token, None);
+    let close = admin_api(admin, "GET", "/api/counters/close", &token, None);
     assert!(
         close
             .as_array()
@@ -457,7 +430,7 @@ fn serve_with_redis_cluster_lists_resets_and_looks_up_live_counters() {
     );
 
     // Reset: audited, gone from the listing, and the next request is admitted.
-    let done = api(
+    let done = admin_api(
         admin,
         "POST",
         "/api/counters/reset",
@@ -465,7 +438,7 @@ fn serve_with_redis_cluster_lists_resets_and_looks_up_live_counters() {
         Some(json!({ "key": key })),
     );
     assert_eq!(done["used_before"], 2, "{done}");
-    let limited = api(
+    let limited = admin_api(
         admin,
         "GET",
         "/api/counters/limited?minutes=5",
@@ -474,7 +447,7 @@ fn serve_with_redis_cluster_lists_resets_and_looks_up_live_counters() {
     );
     assert_eq!(limited, json!([]), "{limited}");
     assert_eq!(ask(port, &sender(busy)), "DUNNO");
-    let audit = api(admin, "GET", "/api/audit?limit=5", &token, None);
+    let audit = admin_api(admin, "GET", "/api/audit?limit=5", &token, None);
     assert!(
         audit.as_array().is_some_and(|e| e
             .iter()
@@ -534,7 +507,7 @@ fn the_admin_role_reads_and_resets_live_counters_through_the_quota_service() {
     assert_eq!(ask(a, &sender()), "REJECT sender quota exceeded");
     assert_eq!(ask(b, &sender()), "REJECT sender quota exceeded");
 
-    let found = api(
+    let found = admin_api(
         port,
         "GET",
         &format!("/api/counters?sender={busy}"),
@@ -564,7 +537,7 @@ fn the_admin_role_reads_and_resets_live_counters_through_the_quota_service() {
     // Reset through the API: the counter is empty, off the listing, and both edges admit
     // again (each forgets what it holds of the counter within a second: polled, never
     // charging; cluster_admin_resets.rs holds them to the second).
-    let done = api(
+    let done = admin_api(
         port,
         "POST",
         "/api/counters/reset",
@@ -572,7 +545,7 @@ fn the_admin_role_reads_and_resets_live_counters_through_the_quota_service() {
         Some(json!({ "key": key })),
     );
     assert_eq!(done["used_before"], 2, "{done}");
-    let limited = api(port, "GET", "/api/counters/limited?minutes=5", &token, None);
+    let limited = admin_api(port, "GET", "/api/counters/limited?minutes=5", &token, None);
     assert_eq!(limited, json!([]), "{limited}");
     let reset_at = Instant::now();
     let mut admitted = Vec::new();
@@ -596,7 +569,7 @@ fn the_admin_role_reads_and_resets_live_counters_through_the_quota_service() {
     eprintln!("after the reset: admitted on both edges after {admitted:?}");
     // The limit holds again from zero: both admissions counted, the next one refused.
     assert_eq!(ask(b, &sender()), "REJECT sender quota exceeded");
-    let audit = api(port, "GET", "/api/audit?limit=5", &token, None);
+    let audit = admin_api(port, "GET", "/api/audit?limit=5", &token, None);
     assert!(
         audit.as_array().is_some_and(|e| e
             .iter()

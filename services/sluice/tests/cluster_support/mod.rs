@@ -549,5 +549,9 @@ pub fn admin_api(
         body.as_deref(),
     );
     assert!(r.status < 300, "{method} {path}: {} {}", r.status, r.body);
-    r.json()
+    if r.body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        r.json()
+    }
 }
