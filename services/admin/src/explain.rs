@@ -166,6 +166,19 @@ fn number_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>,
     }
 }
 
+/// Explains `req` with `engine`, answering its DNS lookups first when the service can (as
+/// the policy listeners do).
+async fn explain_answering(
+    engine: &Engine,
+    dns: Option<&sluice_dns::Answerer>,
+    req: &PolicyRequest<'_>,
+) -> sluice_engine::Explanation {
+    match dns {
+        Some(dns) => dns.explain(engine, req).await,
+        None => engine.explain(req).await,
+    }
+}
+
 /// Explains `request` for `caller`.
 pub async fn explain(
     state: &AppState,
@@ -179,8 +192,9 @@ pub async fn explain(
     }
     let text = request.to_text()?;
     let req = PolicyRequest::parse_text(&text).map_err(|e| ApiError::invalid("request", e))?;
+    let dns = state.options.dns.as_deref();
     let (explanation, live) = match &state.options.engine {
-        Some(engine) => (engine.explain(&req).await, true),
+        Some(engine) => (explain_answering(engine, dns, &req).await, true),
         None => {
             let def = state.store.load().await?;
             let compiled = compile(&def).map_err(|findings| {
@@ -196,7 +210,7 @@ pub async fn explain(
                 MemoryStateSettings::default(),
             ));
             let engine = Engine::new(compiled.set, counters, EngineSettings::default());
-            (engine.explain(&req).await, false)
+            (explain_answering(&engine, dns, &req).await, false)
         }
     };
     let mut explanation = explanation;

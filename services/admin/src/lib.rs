@@ -69,6 +69,9 @@ pub struct AdminOptions {
     /// SQLite database), for the Held page, `/api/held` and the release agents' syncs;
     /// without it those answer 503.
     pub held: Option<sluice_engine::hold::SharedHeld>,
+    /// Answers the DNS lookups of explained requests (CheckHelo, CheckSPF), as the policy
+    /// listeners do; without it Explain shows those checks unanswered.
+    pub dns: Option<Arc<sluice_dns::Answerer>>,
     /// Sub-buckets per quota period the counters are kept with: the `buckets` setting of
     /// the processes that count (serve's own; for the admin role, the edges'). Reading a
     /// counter in Redis back needs its sub-bucket width.
@@ -84,6 +87,7 @@ impl std::fmt::Debug for AdminOptions {
             .field("engine", &self.engine.is_some())
             .field("counters", &self.counters.is_some())
             .field("held", &self.held.is_some())
+            .field("dns", &self.dns.is_some())
             .field("buckets", &self.buckets)
             .finish()
     }
@@ -101,6 +105,7 @@ impl Default for AdminOptions {
             engine: None,
             counters: None,
             held: None,
+            dns: None,
             buckets: sluice_engine::EngineSettings::default().buckets_per_period,
         }
     }

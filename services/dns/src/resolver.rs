@@ -396,6 +396,22 @@ impl Answerer {
         &self.config
     }
 
+    /// Explains `req` with `engine`, answering its lookups (DNS) first, as the policy
+    /// listeners do (`sluice explain` over HTTP, the admin service's Explain).
+    pub async fn explain(
+        &self,
+        engine: &sluice_engine::Engine,
+        req: &sluice_engine::PolicyRequest<'_>,
+    ) -> sluice_engine::Explanation {
+        let lookups = engine.lookups(req);
+        if lookups.is_empty() {
+            engine.explain(req).await
+        } else {
+            let answers = self.answer(&lookups).await;
+            engine.explain_with(req, &answers).await
+        }
+    }
+
     /// Answers `questions` within the configured timeout (see [`Resolver::answer`]).
     pub async fn answer(&self, questions: &[Lookup]) -> LookupAnswers {
         let resolver = self.resolver.get_or_init(|| match Resolver::new(&self.config) {

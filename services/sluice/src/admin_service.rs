@@ -43,6 +43,9 @@ pub async fn run(
         engine,
         counters,
         held,
+        dns: Some(Arc::new(sluice_dns::Answerer::new(
+            settings.edge.dns.clone(),
+        ))),
         buckets: settings.engine.buckets_per_period,
         ..AdminOptions::default()
     };

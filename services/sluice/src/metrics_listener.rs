@@ -85,13 +85,7 @@ pub async fn explain_answering(
     dns: &sluice_dns::Answerer,
     req: &PolicyRequest<'_>,
 ) -> sluice_engine::Explanation {
-    let lookups = engine.lookups(req);
-    let mut explanation = if lookups.is_empty() {
-        engine.explain(req).await
-    } else {
-        let answers = dns.answer(&lookups).await;
-        engine.explain_with(req, &answers).await
-    };
+    let mut explanation = dns.explain(engine, req).await;
     add_held(&mut explanation).await;
     explanation
 }
