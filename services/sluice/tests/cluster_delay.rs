@@ -147,6 +147,10 @@ async fn held_through_two_edges_and_released_in_order_while_a_quota_service_stop
     assert_eq!(ids, ["Q3", "Q4", "Q5", "Q6"]);
     assert!(held.iter().all(|m| m["mta"] == MTA), "{held:?}");
     assert_eq!(held[3]["position"], 4);
+    // Estimated departures, from the counters in Redis: two per window.
+    let est = |i: usize| held[i]["estimated_release_at_ms"].as_u64().unwrap();
+    assert_eq!(est(1), est(0), "{held:?}");
+    assert_eq!(est(3) - est(0), 2_000, "{held:?}");
 
     // The first quota service stops while they are held: the ledger is in Redis.
     assert!(first_quota.terminate(Duration::from_secs(15)).success());

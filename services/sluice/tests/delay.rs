@@ -155,6 +155,20 @@ async fn a_full_delay_quota_holds_and_releases_in_order_as_room_comes() {
     assert_eq!(held[0]["state"], "held");
     assert_eq!(held[0]["position"], 1);
     assert_eq!(held[2]["track"], format!("Sender:{SENDER}"));
+    // Estimated departures: the first two when the window has room (both fit in it), the
+    // third one window later.
+    let est = |i: usize| held[i]["estimated_release_at_ms"].as_u64().unwrap();
+    assert_eq!(est(0), est(1), "{held:?}");
+    assert_eq!(est(2) - est(0), 2_000, "{held:?}");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(
+        (now_ms..now_ms + 4_000).contains(&est(0)),
+        "the first within a window and the margin: {} ms from now",
+        est(0) as i64 - now_ms as i64
+    );
     // Nothing leaves before the window has room; then the first two, in order.
     let queue = ["Q3", "Q4", "Q5"];
     let (first, at) = wait_released(&s, &queue, 2, 10);

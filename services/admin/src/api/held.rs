@@ -61,6 +61,10 @@ pub struct HeldRecord {
     pub held_at_ms: u64,
     /// `room` or `paced`.
     pub release: String,
+    /// When it is expected to leave (ms since the epoch; waiting messages, when the
+    /// counters can be read and ever have room): an estimate, see
+    /// `sluice_engine::hold::estimated_release_ms`.
+    pub estimated_release_at_ms: Option<u64>,
     /// When it is returned or released regardless of room (ms since the epoch).
     pub expires_at_ms: u64,
     /// What happens then: `return` or `release`.
@@ -120,7 +124,7 @@ impl From<SyncAnswer> for SyncReply {
 fn ledger(state: &AppState) -> Result<&SharedHeld, ApiError> {
     state.options.held.as_ref().ok_or_else(|| {
         ApiError::unavailable(
-            "this server keeps no ledger of held messages (sluice serve with in-process counters and a SQLite policy database keeps one)",
+            "this server keeps no ledger of held messages (sluice serve on SQLite or with --redis keeps one; sluice admin reads the quota services' when started with --quota)",
         )
     })
 }
@@ -144,7 +148,56 @@ fn may_see(caller: &Caller, def: &PolicySetDef, policy: &str) -> bool {
     }
 }
 
-fn records(messages: &[HeldMessage]) -> Vec<HeldRecord> {
+/// Each queue's room: ms until its first waiting message's counters have room for one
+/// unit (the latest of them), read from the live counters; queues whose counters cannot be
+/// read, or never have room, are left out.
+async fn rooms(
+    counters: Option<&Arc<dyn sluice_engine::LiveCounters>>,
+    messages: &[HeldMessage],
+) -> std::collections::HashMap<String, u64> {
+    let mut rooms = std::collections::HashMap::new();
+    let Some(counters) = counters else {
+        return rooms;
+    };
+    let mut heads: Vec<&HeldMessage> = Vec::new();
+    for m in messages {
+        if m.state == sluice_engine::hold::HeldState::Held
+            && !heads
+                .iter()
+                .any(|h| h.request.queue_key() == m.request.queue_key())
+        {
+            heads.push(m);
+        }
+    }
+    let queries: Vec<sluice_engine::counters::CounterQuery> = heads
+        .iter()
+        .flat_map(|h| h.request.needs.iter())
+        .map(|n| sluice_engine::counters::CounterQuery {
+            key: n.key.clone(),
+            limit: n.limit,
+            window: n.window(),
+        })
+        .collect();
+    let Ok(levels) = counters.levels(&queries).await else {
+        return rooms;
+    };
+    for h in heads {
+        let room = h.request.needs.iter().try_fold(0u64, |at, n| {
+            let info = levels.iter().find(|i| i.key == n.key)?;
+            Some(at.max(info.room_in_ms?))
+        });
+        if let Some(room) = room {
+            rooms.insert(h.request.queue_key(), room);
+        }
+    }
+    rooms
+}
+
+fn records(
+    messages: &[HeldMessage],
+    rooms: &std::collections::HashMap<String, u64>,
+) -> Vec<HeldRecord> {
+    let now = u64::try_from(now_ms()).unwrap_or(0);
     let mut positions = std::collections::HashMap::<String, u64>::new();
     messages
         .iter()
@@ -171,6 +224,17 @@ fn records(messages: &[HeldMessage]) -> Vec<HeldRecord> {
                 size: r.size,
                 held_at_ms: m.held_at_ms,
                 release: r.settings.release.as_str().to_owned(),
+                estimated_release_at_ms: (position > 0)
+                    .then(|| {
+                        sluice_engine::hold::estimated_release_ms(
+                            &r.needs,
+                            r.settings.release,
+                            position,
+                            rooms.get(&r.queue_key()).copied(),
+                            now,
+                        )
+                    })
+                    .flatten(),
                 expires_at_ms: m.held_at_ms.saturating_add(r.settings.max_hold_age_ms),
                 on_expiry: r.settings.on_expiry.as_str().to_owned(),
             }
@@ -183,7 +247,8 @@ pub async fn list(state: &AppState, caller: &Caller) -> Result<Vec<HeldRecord>, 
     let held = ledger(state)?;
     let messages = held.list().await.map_err(failed)?;
     let def = state.store.load().await?;
-    Ok(records(&messages)
+    let rooms = rooms(state.options.counters.as_ref(), &messages).await;
+    Ok(records(&messages, &rooms)
         .into_iter()
         .filter(|r| may_see(caller, &def, &r.policy))
         .collect())
@@ -265,7 +330,7 @@ pub async fn act(
         action = what.as_str(),
         "Admin acted on a held message"
     );
-    Ok(records(std::slice::from_ref(&after)).remove(0))
+    Ok(records(std::slice::from_ref(&after), &Default::default()).remove(0))
 }
 
 /// An agent's sync for `caller` (admins only).

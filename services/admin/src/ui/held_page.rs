@@ -38,7 +38,7 @@ pub(super) async fn page(
             table.held {
                 thead { tr {
                     th { "Queue ID" } th { "MTA" } th { "Sender" } th { "Policy" } th { "Quota" } th { "Counted key" }
-                    th { "State" } th { "In line" } th { "Held (UTC)" } th { "Expires (UTC)" } th { "Release" }
+                    th { "State" } th { "In line" } th { "Held (UTC)" } th { "Leaves about (UTC)" } th { "Expires (UTC)" } th { "Release" }
                     @if may_act { th {} }
                 } }
                 tbody {
@@ -53,6 +53,12 @@ pub(super) async fn page(
                             td { span class=(if r.state == "held" { "badge monitor" } else { "badge on" }) { (r.state) } }
                             td { @if r.position > 0 { (r.position) } @else { span.muted { "—" } } }
                             td.mono { (ms(r.held_at_ms)) }
+                            td.mono.estimate {
+                                @match r.estimated_release_at_ms {
+                                    Some(at) => (ms(at)),
+                                    None => span.muted { "—" },
+                                }
+                            }
                             td.mono { (ms(r.expires_at_ms)) " (" (r.on_expiry) ")" }
                             td { (r.release) }
                             @if may_act {

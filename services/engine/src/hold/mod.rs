@@ -103,6 +103,34 @@ pub fn release_ops(needs: &[Need], force: bool) -> Vec<crate::state::CounterOp> 
     checks.chain(needs.iter().map(take)).collect()
 }
 
+/// When the message at `position` (1 = next out) of a queue is expected to leave, at
+/// `now_ms`, from `room_in_ms` — when the queue's counters next have room for one unit
+/// (`None`: never) — plus the release margin: the first then, the next ones a pace apart
+/// (`paced`) or one window later per window's worth of messages (`room`, the tightest of
+/// the needs' limits). An estimate for operators: mail the quota admits meanwhile, the
+/// agents' syncs and messages deleted by hand move it.
+pub fn estimated_release_ms(
+    needs: &[Need],
+    shape: ReleaseShape,
+    position: u64,
+    room_in_ms: Option<u64>,
+    now_ms: u64,
+) -> Option<u64> {
+    let first = now_ms
+        .saturating_add(room_in_ms?)
+        .saturating_add(RELEASE_MARGIN_MS);
+    let later = position.saturating_sub(1);
+    let wait = match shape {
+        ReleaseShape::Paced => later.saturating_mul(needs.iter().map(Need::pace_ms).max()?),
+        ReleaseShape::Room => {
+            let per_window = needs.iter().map(|n| n.limit / n.cost.max(1)).min()?;
+            let period = needs.iter().map(|n| n.period_ms).max()?;
+            later.checked_div(per_window)?.saturating_mul(period)
+        }
+    };
+    Some(first.saturating_add(wait))
+}
+
 /// What the engine asks the server to record at END-OF-MESSAGE: a message Postfix will hold.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HoldRequest {
@@ -281,4 +309,40 @@ pub fn describe_queue(queue: &str, messages: &[HeldMessage], now_ms: u64) -> Str
     }
     line.push('.');
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn need(limit: u64, period_ms: u64) -> Need {
+        Need {
+            key: "p/q/MessageCount/Sender:a@b".into(),
+            limit,
+            period_ms,
+            bucket_ms: period_ms / 10,
+            cost: 1,
+            per_recipient: false,
+        }
+    }
+
+    #[test]
+    fn release_estimates_follow_the_shape() {
+        let needs = [need(5, 10_000)];
+        let est = |shape, position, room| estimated_release_ms(&needs, shape, position, room, 0);
+        let m = RELEASE_MARGIN_MS;
+        // Room: five per window, the sixth a window later.
+        assert_eq!(est(ReleaseShape::Room, 1, Some(3_000)), Some(3_000 + m));
+        assert_eq!(est(ReleaseShape::Room, 5, Some(3_000)), Some(3_000 + m));
+        assert_eq!(est(ReleaseShape::Room, 6, Some(3_000)), Some(13_000 + m));
+        // Paced: one per 2 s.
+        assert_eq!(est(ReleaseShape::Paced, 3, Some(0)), Some(4_000 + m));
+        // Never room (a limit of 0), or a limit below one message's cost: no estimate.
+        assert_eq!(est(ReleaseShape::Room, 1, None), None);
+        let zero = [need(0, 10_000)];
+        assert_eq!(
+            estimated_release_ms(&zero, ReleaseShape::Room, 2, Some(0), 0),
+            None
+        );
+    }
 }
