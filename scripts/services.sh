@@ -34,6 +34,8 @@ ensure_postgres() {
     hba=$(ls /etc/postgresql/*/main/pg_hba.conf | head -n1)
     sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "$hba"
   fi
+  # psql: the cluster tests and the DELAY end-to-end test create their databases with it.
+  command -v psql >/dev/null 2>&1 || apt_install postgresql-client
   if ! pg_isready -q -h 127.0.0.1 -p 5432; then
     echo "== starting PostgreSQL"
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
