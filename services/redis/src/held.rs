@@ -28,6 +28,7 @@ use sluice_engine::StateError;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// The write script.
@@ -46,7 +47,7 @@ pub const LOCK_TTL: Duration = Duration::from_secs(10);
 pub struct StoredLedger {
     /// The version read.
     pub version: u64,
-    /// Each message's number and encoding.
+    /// Each message's number and encoding, in no order.
     pub messages: Vec<(u64, String)>,
     /// The highest message number given.
     pub last_id: u64,
@@ -55,7 +56,7 @@ pub struct StoredLedger {
 }
 
 /// What one write changes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LedgerWrite<'a> {
     /// Messages to insert or replace: number and encoding.
     pub puts: Vec<(u64, String)>,
@@ -64,7 +65,7 @@ pub struct LedgerWrite<'a> {
     /// The highest message number given (kept if lower than the stored one).
     pub last_id: u64,
     /// Every queue's last release time (replaces the stored ones).
-    pub paces: Option<&'a HashMap<String, u64>>,
+    pub paces: &'a HashMap<String, u64>,
 }
 
 /// The ledger's lock, as taken by [`RedisState::held_lock`].
@@ -73,13 +74,21 @@ pub struct LedgerLock {
     token: String,
 }
 
-fn sha(source: &str) -> String {
-    redis::Script::new(source).get_hash().to_string()
+/// The SHA1 of the write script and of [`UNLOCK`], computed once.
+fn sha(source: &'static str) -> &'static str {
+    static WRITE_SHA: OnceLock<String> = OnceLock::new();
+    static UNLOCK_SHA: OnceLock<String> = OnceLock::new();
+    let cell = if source == WRITE {
+        &WRITE_SHA
+    } else {
+        &UNLOCK_SHA
+    };
+    cell.get_or_init(|| redis::Script::new(source).get_hash().to_string())
 }
 
 /// A token no other holder has: this process's random seed and a counter.
 fn token() -> String {
-    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static SEED: OnceLock<u64> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let seed = SEED.get_or_init(|| {
         std::collections::hash_map::RandomState::new()
@@ -183,11 +192,9 @@ impl RedisState {
         let last_id: Option<u64> = parse(next())?;
         let messages: HashMap<u64, String> = parse(next())?;
         let paces: HashMap<String, u64> = parse(next())?;
-        let mut messages: Vec<(u64, String)> = messages.into_iter().collect();
-        messages.sort_by_key(|(id, _)| *id);
         Ok(StoredLedger {
             version: version.unwrap_or(0),
-            messages,
+            messages: messages.into_iter().collect(),
             last_id: last_id.unwrap_or(0),
             paces,
         })
@@ -212,16 +219,9 @@ impl RedisState {
         for id in &write.removes {
             cmd.arg(*id);
         }
-        match write.paces {
-            None => {
-                cmd.arg(-1);
-            }
-            Some(paces) => {
-                cmd.arg(paces.len());
-                for (queue, at) in paces {
-                    cmd.arg(queue).arg(*at);
-                }
-            }
+        cmd.arg(write.paces.len());
+        for (queue, at) in write.paces {
+            cmd.arg(queue).arg(*at);
         }
         let req = Request::eval(&keys[0], cmd, WRITE);
         let (reply, landed) = self

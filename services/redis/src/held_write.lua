@@ -2,7 +2,7 @@
 --
 -- KEYS  lock, messages (hash), version, last id, paces (hash): one slot ({held})
 -- ARGV  token, last id, n puts, (id, body) * n, n removes, id * n,
---       n paces (-1: leave them), (queue, ms) * n
+--       n paces, (queue, ms) * n (replacing the stored ones)
 --
 -- Returns the new version, or an error (nothing written) when the lock is not the
 -- caller's any more.
@@ -30,11 +30,9 @@ for _ = 1, n do
 end
 n = tonumber(ARGV[i])
 i = i + 1
-if n >= 0 then
-  redis.call('DEL', KEYS[5])
-  for _ = 1, n do
-    redis.call('HSET', KEYS[5], ARGV[i], ARGV[i + 1])
-    i = i + 2
-  end
+redis.call('DEL', KEYS[5])
+for _ = 1, n do
+  redis.call('HSET', KEYS[5], ARGV[i], ARGV[i + 1])
+  i = i + 2
 end
 return redis.call('INCR', KEYS[3])

@@ -108,15 +108,15 @@ pub async fn run(
         );
     }
     let engine = Arc::new(Engine::new(set, state.clone(), settings.engine.clone()));
-    let keeper = match (&redis, &remote) {
-        (Some(redis), _) => Ledger::Redis(redis.clone()),
-        (None, Some(remote)) => Ledger::QuotaService(remote.clone()),
+    let ledger = match (&redis, &remote) {
+        (Some(redis), _) => LedgerPlace::Here(crate::held::Keeper::redis(redis.clone())),
+        (None, Some(remote)) => LedgerPlace::QuotaService(remote.clone()),
         (None, None) if in_process && store.keeps_counters() => {
-            Ledger::Keeper(crate::held::Keeper::Database(store.clone()))
+            LedgerPlace::Here(crate::held::Keeper::database(store.clone()))
         }
-        (None, None) => Ledger::None,
+        (None, None) => LedgerPlace::Nowhere,
     };
-    let held = held_ledger(role, keeper, &state).await?;
+    let held = held_ledger(role, ledger, &state).await?;
     if let Some(held) = &held {
         tokio::spawn(follow_waiting_queues(held.clone(), engine.clone()));
     }
@@ -179,15 +179,14 @@ pub async fn run(
 }
 
 /// Where this server's ledger of held messages is.
-enum Ledger {
-    /// Kept by this process (`sluice serve` with in-process counters on SQLite).
-    Keeper(crate::held::Keeper),
-    /// In Redis, shared (`sluice serve --redis`).
-    Redis(Arc<sluice_redis::RedisState>),
+enum LedgerPlace {
+    /// Kept by this process: `sluice serve` on SQLite with in-process counters, or with
+    /// `--redis` (shared through Redis).
+    Here(crate::held::Keeper),
     /// Kept by the quota services (an edge).
     QuotaService(Arc<sluice_remote::RemoteState>),
     /// Nowhere (`sluice serve` with in-process counters on PostgreSQL).
-    None,
+    Nowhere,
 }
 
 /// The ledger of messages DELAY quotas hold, installed for the request path: kept with the
@@ -195,23 +194,19 @@ enum Ledger {
 /// services'. `None` where there is none (DELAY quotas then defer).
 async fn held_ledger(
     role: Role,
-    ledger: Ledger,
+    ledger: LedgerPlace,
     state: &Arc<dyn State>,
 ) -> anyhow::Result<Option<sluice_engine::hold::SharedHeld>> {
-    let clock = Arc::new(sluice_engine::SystemClock);
     let held: sluice_engine::hold::SharedHeld = match ledger {
-        Ledger::None => {
+        LedgerPlace::Nowhere => {
             tracing::debug!(%role, "No ledger of held messages here: DELAY quotas defer instead of holding");
             return Ok(None);
         }
-        Ledger::Keeper(keeper) => {
+        LedgerPlace::Here(keeper) => {
+            let clock = Arc::new(sluice_engine::SystemClock);
             crate::held::HeldService::start(keeper, state.clone(), clock).await?
         }
-        Ledger::Redis(redis) => {
-            crate::held::HeldService::start(crate::held::Keeper::Redis(redis), state.clone(), clock)
-                .await?
-        }
-        Ledger::QuotaService(remote) => remote,
+        LedgerPlace::QuotaService(remote) => remote,
     };
     sluice_edge::hold_sink::install(held.clone());
     Ok(Some(held))

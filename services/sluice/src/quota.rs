@@ -97,7 +97,7 @@ async fn serve(settings: config::Settings) -> anyhow::Result<ExitCode> {
     let live: Arc<dyn sluice_engine::LiveCounters> = redis.clone();
     // DELAY quotas' ledger, in Redis beside the counters its releases are charged to.
     let held: sluice_engine::hold::SharedHeld = crate::held::HeldService::start(
-        crate::held::Keeper::Redis(redis.clone()),
+        crate::held::Keeper::redis(redis.clone()),
         redis.clone(),
         Arc::new(sluice_engine::SystemClock),
     )

@@ -41,11 +41,6 @@ impl WaitingQueues {
             .contains(&format!("{policy}/{quota}/{track}"))
     }
 
-    /// How many queues have held mail waiting.
-    pub fn len(&self) -> usize {
-        self.queues.read().len()
-    }
-
     /// Whether no queue has held mail waiting.
     pub fn is_empty(&self) -> bool {
         !self.any.load(Ordering::Acquire)

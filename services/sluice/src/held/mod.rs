@@ -11,12 +11,10 @@
 //! one ledger without locks, and the release step (charge, then mark) is atomic: nothing
 //! else runs on the ledger or the counters' release charges in between.
 //!
-//! Kept in Redis (the quota services of a cluster, `sluice serve --redis`), several
-//! processes share the ledger: each command runs under the ledger's Redis lock, on the
-//! ledger read again first if another process changed it (`sluice_redis`'s `held.rs`). A
-//! release is charged before it is written; if the write then fails, the charge stands and
-//! the message is charged again at its next release (the quota under-admits; it never
-//! admits more than its limit).
+//! Where the ledger is kept, and how (a lock and a version in Redis, shared by several
+//! processes), is [`keeper`]'s. A release is charged before it is written; if the write
+//! then fails, the charge stands and the message is charged again at its next release (the
+//! quota under-admits; it never admits more than its limit).
 
 use sluice_engine::hold::ledger::DEFAULT_GRACE_MS;
 use sluice_engine::hold::{
@@ -25,10 +23,11 @@ use sluice_engine::hold::{
 };
 use sluice_engine::state::{BoxFuture, CounterBatch, State};
 use sluice_engine::Clock;
-use sluice_redis::{LedgerLock, LedgerWrite, RedisState};
 use sluice_runtime::metrics::names;
-use sluice_store::Store;
 use std::sync::Arc;
+
+mod keeper;
+pub use keeper::Keeper;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -37,18 +36,6 @@ pub const GAUGES: Duration = Duration::from_secs(1);
 
 /// Commands queued at most (a full queue makes the caller wait).
 const QUEUE: usize = 1024;
-
-/// The longest a command waits for the ledger's Redis lock (another process's command).
-const LOCK_WAIT: Duration = Duration::from_secs(2);
-
-/// Where the ledger is kept.
-pub enum Keeper {
-    /// The SQLite policy database of `sluice serve` with in-process counters: this process
-    /// alone has the ledger.
-    Database(Store),
-    /// Redis, shared by every quota service of a cluster (or `sluice serve --redis`).
-    Redis(Arc<RedisState>),
-}
 
 type Reply<T> = oneshot::Sender<Result<T, HoldError>>;
 
@@ -74,29 +61,14 @@ impl HeldService {
         state: Arc<dyn State>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Arc<Self>> {
-        let mut task = Task {
-            ledger: Ledger::default(),
+        let mut keeper = keeper;
+        let ledger = keeper.load().await?;
+        let task = Task {
+            ledger,
             keeper,
             state,
             clock,
-            unwritten: Vec::new(),
-            version: None,
-            lock: None,
         };
-        match &task.keeper {
-            Keeper::Database(store) => {
-                let saved = store.load_held().await.map_err(|e| {
-                    anyhow::anyhow!("cannot read the held messages from the policy database: {e}")
-                })?;
-                if !saved.is_empty() {
-                    tracing::info!(messages = saved.len(), "Held messages restored");
-                }
-                task.ledger = Ledger::restore(saved);
-            }
-            Keeper::Redis(_) => {
-                // Read when first used (Redis may not answer yet: a patient start).
-            }
-        }
         let (tx, rx) = mpsc::channel(QUEUE);
         task.gauges();
         tokio::spawn(task.run(rx));
@@ -154,12 +126,6 @@ struct Task {
     keeper: Keeper,
     state: Arc<dyn State>,
     clock: Arc<dyn Clock>,
-    /// Changes not written yet (the database failed): written with the next ones.
-    unwritten: Vec<Change>,
-    /// Kept in Redis: the version the ledger in memory is of (`None`: read it again).
-    version: Option<u64>,
-    /// Kept in Redis: the lock, while a command runs.
-    lock: Option<LedgerLock>,
 }
 
 impl Command {
@@ -197,7 +163,7 @@ impl Task {
                     None => break,
                 },
                 _ = scan.tick() => {
-                    if let Err(e) = self.refresh().await {
+                    if let Err(e) = self.keeper.refresh(&mut self.ledger).await {
                         tracing::debug!(error = %e, "Cannot read the held-message ledger for the gauges");
                     }
                     self.gauges();
@@ -207,62 +173,13 @@ impl Task {
         let _ = self.write(Vec::new()).await;
     }
 
-    /// Kept in Redis: reads the ledger again if another process changed it.
-    async fn refresh(&mut self) -> Result<(), HoldError> {
-        let Keeper::Redis(redis) = &self.keeper else {
-            return Ok(());
-        };
-        let store_error = |e: sluice_engine::StateError| HoldError::Store(format!("Redis: {e}"));
-        let version = redis.held_version().await.map_err(store_error)?;
-        if self.version == Some(version) {
-            return Ok(());
-        }
-        let stored = redis.held_load().await.map_err(store_error)?;
-        let mut messages = Vec::with_capacity(stored.messages.len());
-        for (id, body) in &stored.messages {
-            match serde_json::from_str::<HeldMessage>(body) {
-                Ok(m) => messages.push(m),
-                Err(e) => {
-                    tracing::warn!(id, error = %e, "A held message in Redis cannot be read (written by another version?); skipped")
-                }
-            }
-        }
-        self.ledger = Ledger::restore_shared(messages, stored.last_id, stored.paces);
-        self.version = Some(stored.version);
-        Ok(())
-    }
-
-    /// Before a command: kept in Redis, takes the lock and brings the ledger up to date.
-    async fn begin(&mut self) -> Result<(), HoldError> {
-        let Keeper::Redis(redis) = &self.keeper else {
-            return Ok(());
-        };
-        let lock = redis
-            .held_lock(LOCK_WAIT)
-            .await
-            .map_err(|e| HoldError::Store(format!("Redis: cannot take the ledger's lock: {e}")))?;
-        self.lock = Some(lock);
-        if let Err(e) = self.refresh().await {
-            self.end().await;
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    /// After a command: gives the Redis lock back.
-    async fn end(&mut self) {
-        if let (Keeper::Redis(redis), Some(lock)) = (&self.keeper, self.lock.take()) {
-            redis.held_unlock(lock).await;
-        }
-    }
-
     async fn handle(&mut self, command: Command) {
         // Reads need the ledger up to date, not the lock.
         let reads = matches!(command, Command::List(_) | Command::Waiting(_));
         let ready = if reads {
-            self.refresh().await
+            self.keeper.refresh(&mut self.ledger).await
         } else {
-            self.begin().await
+            self.keeper.begin(&mut self.ledger).await
         };
         if let Err(e) = ready {
             sluice_runtime::warn_limited!(error = %e, "The held-message ledger cannot be read");
@@ -270,7 +187,7 @@ impl Task {
             return;
         }
         self.run_command(command).await;
-        self.end().await;
+        self.keeper.end().await;
     }
 
     async fn run_command(&mut self, command: Command) {
@@ -289,8 +206,7 @@ impl Task {
                         match self.write(vec![change]).await {
                             Ok(()) => Ok(outcome),
                             Err(e) => {
-                                self.unwritten
-                                    .retain(|c| !matches!(c, Change::Put(m) if m.id == id));
+                                self.keeper.give_up(id);
                                 self.ledger.forget(id);
                                 Err(e)
                             }
@@ -314,7 +230,12 @@ impl Task {
             }
             Command::Sync(mta, queue, reply) => {
                 // What has room leaves now, charged as its agent hears of it.
-                self.release_due().await;
+                if let Err(e) = self.release_due().await {
+                    // Not written (Redis): the agent acts on nothing and asks again.
+                    self.gauges();
+                    let _ = reply.send(Err(e));
+                    return;
+                }
                 let (answer, changes) = self.ledger.sync(&mta, &queue, now, DEFAULT_GRACE_MS);
                 for (queue_id, gone) in &answer.gone {
                     metrics::counter!(names::HELD_GONE, "reason" => gone.as_str()).increment(1);
@@ -327,10 +248,10 @@ impl Task {
                 }
                 let written = self.write(changes).await;
                 self.gauges();
-                let _ = reply.send(match (&self.keeper, written) {
-                    // In Redis, unwritten changes are not kept: the agent acts on nothing
-                    // and asks again.
-                    (Keeper::Redis(_), Err(e)) => Err(e),
+                let _ = reply.send(match written {
+                    // Not written and not retried (Redis): the agent acts on nothing and
+                    // asks again.
+                    Err(e) if !self.keeper.retries_failed_writes() => Err(e),
                     // Gone is gone whether or not the write succeeds now (it is retried).
                     _ => Ok(answer),
                 });
@@ -354,8 +275,9 @@ impl Task {
         }
     }
 
-    /// Marks what may leave now (charged) and writes it.
-    async fn release_due(&mut self) {
+    /// Marks what may leave now (charged) and writes it. An error only when what was
+    /// marked is not written and not retried (Redis): the caller must not act on it.
+    async fn release_due(&mut self) -> Result<(), HoldError> {
         let now = self.clock.now_ms();
         let state = self.state.clone();
         let charged = self
@@ -365,7 +287,7 @@ impl Task {
                 async move { charge(&*state, &m, force).await }
             })
             .await;
-        match charged {
+        let written = match charged {
             Ok(out) => {
                 for _ in &out.expired_returned {
                     metrics::counter!(names::HELD_EXPIRED, "action" => "return").increment(1);
@@ -379,71 +301,23 @@ impl Task {
                         "Held messages charged for release"
                     );
                 }
-                let _ = self.write(out.changes).await;
+                self.write(out.changes).await
             }
             Err(e) => {
                 tracing::warn!(error = %e, "Cannot charge held messages for release; retrying");
+                Ok(())
             }
-        }
+        };
         self.gauges();
+        match written {
+            Err(e) if !self.keeper.retries_failed_writes() => Err(e),
+            _ => Ok(()),
+        }
     }
 
-    /// Writes `changes`. To the database: after any left unwritten, and on failure keeps
-    /// them for the next write. To Redis: with the lock, or not at all (the ledger is then
-    /// read again before the next command).
+    /// Writes `changes` where the ledger is kept.
     async fn write(&mut self, changes: Vec<Change>) -> Result<(), HoldError> {
-        match &self.keeper {
-            Keeper::Database(store) => {
-                self.unwritten.extend(changes);
-                if self.unwritten.is_empty() {
-                    return Ok(());
-                }
-                match store.write_held(&self.unwritten).await {
-                    Ok(()) => {
-                        self.unwritten.clear();
-                        Ok(())
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, pending = self.unwritten.len(), "Cannot write the held-message ledger; retrying");
-                        Err(HoldError::Store(e.to_string()))
-                    }
-                }
-            }
-            Keeper::Redis(redis) => {
-                if changes.is_empty() {
-                    return Ok(());
-                }
-                let Some(lock) = &self.lock else {
-                    self.version = None;
-                    return Err(HoldError::Store("written without the ledger's lock".into()));
-                };
-                let mut write = LedgerWrite {
-                    last_id: self.ledger.last_id(),
-                    paces: Some(self.ledger.paces()),
-                    ..LedgerWrite::default()
-                };
-                for change in &changes {
-                    match change {
-                        Change::Put(m) => write.puts.push((
-                            m.id,
-                            serde_json::to_string(m).expect("a held message encodes"),
-                        )),
-                        Change::Remove(id) => write.removes.push(*id),
-                    }
-                }
-                match redis.held_write(lock, &write).await {
-                    Ok(version) => {
-                        self.version = Some(version);
-                        Ok(())
-                    }
-                    Err(e) => {
-                        self.version = None;
-                        tracing::warn!(error = %e, "Cannot write the held-message ledger to Redis");
-                        Err(HoldError::Store(format!("Redis: {e}")))
-                    }
-                }
-            }
-        }
+        self.keeper.write(&self.ledger, changes).await
     }
 
     fn gauges(&self) {
