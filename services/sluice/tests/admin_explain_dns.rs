@@ -4,10 +4,9 @@
 
 mod admin_support;
 
-use admin_support::{admin_with_token, BIN};
+use admin_support::{admin_with_token, import_policies, BIN};
 use sluice_test_support::dns::{DnsServer, Rec};
 use sluice_test_support::{free_port, http, Process};
-use std::process::Command;
 
 const POLICY: &str = r#"
 [[policy]]
@@ -26,19 +25,7 @@ fn explain_in_the_admin_service_answers_dns() {
     dns.add("mail.example.org", Rec::A("192.0.2.10".parse().unwrap()));
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("sluice.db").display());
-    let path = dir.path().join("policies.toml");
-    std::fs::write(&path, POLICY).unwrap();
-    let out = Command::new(BIN)
-        .args(["policy", "import"])
-        .arg(&path)
-        .args(["--database", &db])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    import_policies(&db, POLICY);
     let token = admin_with_token(&db);
     let (port, admin) = (free_port(), free_port());
     let args: Vec<String> = [

@@ -54,6 +54,11 @@ struct DelayCluster {
 }
 
 impl DelayCluster {
+    /// Every process's log, for failure messages.
+    fn logs(&self) -> String {
+        format!("{}\n{}", self.admin_process.log(), self.cluster.logs())
+    }
+
     async fn start(limit: u64, extra: &str, quotas: usize) -> DelayCluster {
         let db = PgDb::create();
         import(&db.url, &policy(limit, extra));
@@ -100,34 +105,24 @@ fn wait_released(
 async fn held_through_two_edges_and_released_in_order_while_a_quota_service_stops() {
     let _serial = serial();
     // The agents' admin role talks to the second quota service; the first stops below.
-    let DelayCluster {
-        _db,
-        mut cluster,
-        admin_process,
-        admin,
-        mut a,
-        mut b,
-    } = DelayCluster::start(2, "", 2).await;
-    let mut first_quota = cluster.quotas.remove(0);
-    let logs = || {
-        format!(
-            "{}\n{}\n{}",
-            admin_process.log(),
-            first_quota.log(),
-            cluster.logs()
-        )
-    };
+    let mut dc = DelayCluster::start(2, "", 2).await;
     let start = Instant::now();
-    assert_eq!(message(&mut a, 1).await, ("DUNNO".into(), "DUNNO".into()));
-    assert_eq!(message(&mut b, 2).await, ("DUNNO".into(), "DUNNO".into()));
+    assert_eq!(
+        message(&mut dc.a, 1).await,
+        ("DUNNO".into(), "DUNNO".into())
+    );
+    assert_eq!(
+        message(&mut dc.b, 2).await,
+        ("DUNNO".into(), "DUNNO".into())
+    );
     // Messages 3 to 6, through both edges: held, one line across the cluster.
     for i in 3..=6 {
-        let c = if i % 2 == 1 { &mut a } else { &mut b };
+        let c = if i % 2 == 1 { &mut dc.a } else { &mut dc.b };
         let (at_rcpt, at_end) = message(c, i).await;
         assert!(
             at_rcpt.starts_with("HOLD Delayed by quota outbound"),
             "message {i}: {at_rcpt}\n{}",
-            logs()
+            dc.logs()
         );
         assert_eq!(
             at_end,
@@ -136,10 +131,10 @@ async fn held_through_two_edges_and_released_in_order_while_a_quota_service_stop
                 i - 2
             ),
             "{}",
-            logs()
+            dc.logs()
         );
     }
-    let held = admin.held();
+    let held = dc.admin.held();
     let ids: Vec<&str> = held
         .iter()
         .map(|m| m["queue_id"].as_str().unwrap())
@@ -153,10 +148,11 @@ async fn held_through_two_edges_and_released_in_order_while_a_quota_service_stop
     assert_eq!(est(3) - est(0), 2_000, "{held:?}");
 
     // The first quota service stops while they are held: the ledger is in Redis.
-    assert!(first_quota.terminate(Duration::from_secs(15)).success());
-    let logs = || format!("{}\n{}", admin_process.log(), cluster.logs());
+    assert!(dc.cluster.quotas[0]
+        .terminate(Duration::from_secs(15))
+        .success());
     let queue = ["Q3", "Q4", "Q5", "Q6"];
-    let (first, at) = wait_released(&admin, &queue, 2, 10, logs);
+    let (first, at) = wait_released(&dc.admin, &queue, 2, 10, || dc.logs());
     assert!(
         at - start >= Duration::from_millis(1_500),
         "released after {:?}",
@@ -164,44 +160,36 @@ async fn held_through_two_edges_and_released_in_order_while_a_quota_service_stop
     );
     assert_eq!(first, ["Q3", "Q4"]);
     // Asked again before the agent released them: the same answer, nothing charged twice.
-    let again = admin.sync(&queue);
+    let again = dc.admin.sync(&queue);
     assert_eq!(strings(&again["release"]), ["Q3", "Q4"]);
     assert_eq!(again["waiting"], 2);
-    let answer = admin.sync(&["Q5", "Q6"]);
+    let answer = dc.admin.sync(&["Q5", "Q6"]);
     assert_eq!(answer["forgotten"], 2, "{answer}");
     // The releases were charged in Redis, where new mail is counted: the window is full.
-    let (at_rcpt, at_end) = message(&mut b, 7).await;
-    assert!(at_rcpt.starts_with("HOLD"), "{at_rcpt}\n{}", logs());
+    let (at_rcpt, at_end) = message(&mut dc.b, 7).await;
+    assert!(at_rcpt.starts_with("HOLD"), "{at_rcpt}\n{}", dc.logs());
     assert!(at_end.contains("number 3 in line"), "{at_end}");
-    let (next, _) = wait_released(&admin, &["Q5", "Q6", "Q7"], 3, 15, logs);
+    let (next, _) = wait_released(&dc.admin, &["Q5", "Q6", "Q7"], 3, 15, || dc.logs());
     assert_eq!(next, ["Q5", "Q6", "Q7"]);
-    admin.sync(&[]);
-    assert!(admin.held().is_empty(), "{:?}", admin.held());
+    dc.admin.sync(&[]);
+    assert!(dc.admin.held().is_empty(), "{:?}", dc.admin.held());
 }
 
 #[allow(clippy::await_holding_lock)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_act_through_the_admin_role_and_the_cap_defers_on_every_edge() {
     let _serial = serial();
-    let DelayCluster {
-        _db,
-        cluster,
-        admin_process,
-        admin,
-        mut a,
-        mut b,
-    } = DelayCluster::start(1, "max_held = 2\nmax_hold_age = \"1h\"", 1).await;
-    let logs = || format!("{}\n{}", admin_process.log(), cluster.logs());
-    assert_eq!(message(&mut a, 1).await.1, "DUNNO", "{}", logs());
-    assert!(message(&mut a, 2).await.1.starts_with("HOLD"));
-    assert!(message(&mut b, 3).await.1.starts_with("HOLD"));
+    let mut dc = DelayCluster::start(1, "max_held = 2\nmax_hold_age = \"1h\"", 1).await;
+    assert_eq!(message(&mut dc.a, 1).await.1, "DUNNO", "{}", dc.logs());
+    assert!(message(&mut dc.a, 2).await.1.starts_with("HOLD"));
+    assert!(message(&mut dc.b, 3).await.1.starts_with("HOLD"));
     // The queue holds its max_held, counted across the edges: the next is deferred.
     assert_eq!(
-        message(&mut b, 4).await.1,
+        message(&mut dc.b, 4).await.1,
         "DEFER 4.7.1 Quota outbound is full and already holds 2 messages; try again later"
     );
     // Explain through the admin role shows what the quota holds.
-    let explained = admin.api(
+    let explained = dc.admin.api(
         "POST",
         "/api/explain",
         Some(json!({"sender": SENDER, "recipient": "r@dest.example", "instance": "x"})),
@@ -213,24 +201,28 @@ async fn operators_act_through_the_admin_role_and_the_cap_defers_on_every_edge()
         )),
         "{lines}"
     );
-    let held = admin.held();
+    let held = dc.admin.held();
     let id = |q: &str| {
         held.iter().find(|m| m["queue_id"] == q).unwrap()["id"]
             .as_u64()
             .unwrap()
     };
     // Release Q3 now (whatever the room), delete Q2: the agent is told so.
-    let released = admin.api("POST", &format!("/api/held/{}/release", id("Q3")), None);
+    let released = dc
+        .admin
+        .api("POST", &format!("/api/held/{}/release", id("Q3")), None);
     assert_eq!(released["state"], "releasing", "{released}");
-    let deleted = admin.api("POST", &format!("/api/held/{}/delete", id("Q2")), None);
+    let deleted = dc
+        .admin
+        .api("POST", &format!("/api/held/{}/delete", id("Q2")), None);
     assert_eq!(deleted["state"], "deleting");
-    let answer = admin.sync(&["Q2", "Q3"]);
+    let answer = dc.admin.sync(&["Q2", "Q3"]);
     assert_eq!(strings(&answer["release"]), ["Q3"], "{answer}");
     assert_eq!(strings(&answer["delete"]), ["Q2"]);
     // A number the ledger does not have.
-    let auth = format!("Bearer {}", admin.token);
+    let auth = format!("Bearer {}", dc.admin.token);
     let missing = sluice_test_support::http(
-        admin.port,
+        dc.admin.port,
         "POST",
         "/api/held/999999/release",
         &[("Authorization", &auth)],
@@ -238,41 +230,33 @@ async fn operators_act_through_the_admin_role_and_the_cap_defers_on_every_edge()
     );
     assert_eq!(missing.status, 404, "{}", missing.body);
     // Done by the agent: both leave the ledger.
-    let answer = admin.sync(&[]);
+    let answer = dc.admin.sync(&[]);
     assert_eq!(answer["forgotten"], 2, "{answer}");
-    assert!(admin.held().is_empty());
+    assert!(dc.admin.held().is_empty());
 }
 
 #[allow(clippy::await_holding_lock)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_mail_on_another_edge_waits_behind_held_mail() {
     let _serial = serial();
-    let DelayCluster {
-        _db,
-        cluster,
-        admin_process,
-        admin,
-        mut a,
-        mut b,
-    } = DelayCluster::start(2, "", 1).await;
-    let logs = || format!("{}\n{}", admin_process.log(), cluster.logs());
+    let mut dc = DelayCluster::start(2, "", 1).await;
     let start = Instant::now();
-    assert_eq!(message(&mut a, 1).await.1, "DUNNO", "{}", logs());
-    assert_eq!(message(&mut a, 2).await.1, "DUNNO");
-    assert!(message(&mut a, 3).await.1.starts_with("HOLD"));
+    assert_eq!(message(&mut dc.a, 1).await.1, "DUNNO", "{}", dc.logs());
+    assert_eq!(message(&mut dc.a, 2).await.1, "DUNNO");
+    assert!(message(&mut dc.a, 3).await.1.starts_with("HOLD"));
     // Seen by its agent, still no room: it waits.
-    let answer = admin.sync(&["Q3"]);
+    let answer = dc.admin.sync(&["Q3"]);
     assert!(strings(&answer["release"]).is_empty(), "{answer}");
     // Room again, and no sync since: a message through the other edge is held behind Q3.
     std::thread::sleep(Duration::from_millis(3_500).saturating_sub(start.elapsed()));
-    let (at_rcpt, at_end) = message(&mut b, 4).await;
+    let (at_rcpt, at_end) = message(&mut dc.b, 4).await;
     assert_eq!(
         at_rcpt,
         "HOLD Delayed by quota outbound: held mail waits before it; released in turn",
         "{}",
-        logs()
+        dc.logs()
     );
     assert!(at_end.contains("number 2 in line"), "{at_end}");
-    let (released, _) = wait_released(&admin, &["Q3", "Q4"], 2, 10, logs);
+    let (released, _) = wait_released(&dc.admin, &["Q3", "Q4"], 2, 10, || dc.logs());
     assert_eq!(released, ["Q3", "Q4"]);
 }

@@ -8,10 +8,9 @@
 mod admin_support;
 mod delay_support;
 
-use admin_support::{admin_with_token, BIN};
+use admin_support::{admin_with_token, import_policies, BIN};
 use delay_support::{message, policy, strings, sync_body, SENDER};
 use sluice_test_support::{free_port, http, PolicyClient, Process};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 struct Server {
@@ -33,19 +32,7 @@ impl Server {
     fn with_redis(policies: &str, redis: Option<String>) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let db = format!("sqlite://{}", dir.path().join("sluice.db").display());
-        let path = dir.path().join("policies.toml");
-        std::fs::write(&path, policies).unwrap();
-        let out = Command::new(BIN)
-            .args(["policy", "import"])
-            .arg(&path)
-            .args(["--database", &db])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        import_policies(&db, policies);
         let token = admin_with_token(&db);
         let mut s = Server {
             _dir: dir,

@@ -35,6 +35,19 @@ pub fn sluice_with_stdin(args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Writes `policies` (TOML) to a file and imports them into `db` with `sluice policy
+/// import`.
+pub fn import_policies(db: &str, policies: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policies.toml");
+    std::fs::write(&file, policies).unwrap();
+    let out = sluice_with_stdin(
+        &["policy", "import", file.to_str().unwrap(), "--database", db],
+        "",
+    );
+    assert!(out.status.success(), "policy import: {}", output_text(&out));
+}
+
 /// Adds the admin account `alice` (password [`PASSWORD`]) to `db` and an API token `ci` for
 /// it; returns the token.
 pub fn admin_with_token(db: &str) -> String {
