@@ -470,28 +470,7 @@ fn the_admin_role_reads_and_resets_live_counters_through_the_quota_service() {
             ..Spec::default()
         },
     );
-    let (port, metrics) = (free_port(), free_port());
-    let quota = format!("http://127.0.0.1:{}", cluster.quota_ports[0]);
-    let args: Vec<String> = [
-        "admin",
-        "--database",
-        &db.url,
-        "--admin-listen",
-        &format!("127.0.0.1:{port}"),
-        "--metrics-listen",
-        &format!("127.0.0.1:{metrics}"),
-        "--quota",
-        &quota,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let admin = Process::start("sluice admin --quota", BIN, &args, Some(port));
-    let start = Instant::now();
-    while http_get(metrics, "/readyz").0 != 200 {
-        assert!(start.elapsed() < Duration::from_secs(20), "{}", admin.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (admin, port) = cluster_support::start_admin_role(&db.url, &cluster, &[]);
     let logs = || format!("{}\n{}", admin.log(), cluster.logs());
 
     // Refused on edge A (through the quota service, which indexes the refusal).
