@@ -89,18 +89,25 @@ EOF
 	done
 }
 
+# import_with_agent DB TAG: the test policies into DB, and an admin account "agent" whose
+# API token the release agent reads ($WORK/token); logs in $WORK/*-TAG.log.
+import_with_agent() {
+	local db="$1" tag="$2"
+	timeout 60 "$SLUICE_BIN" policy import "$WORK/policy.toml" --database "$db" >"$WORK/import-$tag.log" 2>&1 ||
+		{ cat "$WORK/import-$tag.log" >&2; die "sluice policy import ($tag) failed"; }
+	printf '%s\n' "$ADMIN_PASSWORD" | timeout 60 "$SLUICE_BIN" admin user add agent --role admin --database "$db" >/dev/null 2>"$WORK/user-$tag.log" ||
+		{ cat "$WORK/user-$tag.log" >&2; die "sluice admin user add ($tag) failed"; }
+	timeout 60 "$SLUICE_BIN" admin token add release-agent --user agent --database "$db" >"$WORK/token" 2>"$WORK/token-$tag.log" ||
+		{ cat "$WORK/token-$tag.log" >&2; die "sluice admin token add ($tag) failed"; }
+}
+
 start_policy_server() {
 	ensure_sluice
 	local db="sqlite://$WORK/sluice.db"
 	write_policy
 	timeout 60 "$SLUICE_BIN" policy check "$WORK/policy.toml" >"$WORK/check.log" 2>&1 ||
 		{ cat "$WORK/check.log" >&2; die "sluice policy check rejected the test policy"; }
-	timeout 60 "$SLUICE_BIN" policy import "$WORK/policy.toml" --database "$db" >"$WORK/import.log" 2>&1 ||
-		{ cat "$WORK/import.log" >&2; die "sluice policy import failed"; }
-	printf '%s\n' "$ADMIN_PASSWORD" | timeout 60 "$SLUICE_BIN" admin user add agent --role admin --database "$db" >/dev/null 2>"$WORK/user.log" ||
-		{ cat "$WORK/user.log" >&2; die "sluice admin user add failed"; }
-	timeout 60 "$SLUICE_BIN" admin token add release-agent --user agent --database "$db" >"$WORK/token" 2>"$WORK/token.log" ||
-		{ cat "$WORK/token.log" >&2; die "sluice admin token add failed"; }
+	import_with_agent "$db" sqlite
 	free_port POLICY_PORT
 	free_port ADMIN_PORT
 	run_sluice
@@ -321,12 +328,7 @@ start_cluster() {
 	psql "$PG_ADMIN" -qc "CREATE DATABASE $PG_DB" >/dev/null || die "cannot create the PostgreSQL database $PG_DB"
 	timeout 60 "$SLUICE_BIN" migrate --database "$PG_URL" >"$WORK/migrate.log" 2>&1 ||
 		{ cat "$WORK/migrate.log" >&2; die "sluice migrate failed"; }
-	timeout 60 "$SLUICE_BIN" policy import "$WORK/policy.toml" --database "$PG_URL" >"$WORK/import-pg.log" 2>&1 ||
-		{ cat "$WORK/import-pg.log" >&2; die "sluice policy import (PostgreSQL) failed"; }
-	printf '%s\n' "$ADMIN_PASSWORD" | timeout 60 "$SLUICE_BIN" admin user add agent --role admin --database "$PG_URL" >/dev/null 2>"$WORK/user-pg.log" ||
-		{ cat "$WORK/user-pg.log" >&2; die "sluice admin user add (PostgreSQL) failed"; }
-	timeout 60 "$SLUICE_BIN" admin token add release-agent --user agent --database "$PG_URL" >"$WORK/token" 2>"$WORK/token-pg.log" ||
-		{ cat "$WORK/token-pg.log" >&2; die "sluice admin token add (PostgreSQL) failed"; }
+	import_with_agent "$PG_URL" pg
 	start_redis_cluster
 	free_port QUOTA_PORT_1
 	free_port QUOTA_PORT_2
