@@ -176,3 +176,126 @@ fn a_policy_built_through_the_forms_shows_its_chain_and_warnings() {
     assert!(audit.body.contains("disable"));
     admin.stop();
 }
+
+/// Every add form has a "create disabled" box: ticked, the object is stored disabled (to
+/// be prepared now and enabled later); unticked, enabled as before; anything else the box
+/// cannot send is refused, naming the field, and nothing is stored.
+#[test]
+fn objects_added_through_the_forms_can_start_disabled() {
+    let admin = Admin::sqlite();
+    admin.account("alice", AdminRole::Admin, &[], PASSWORD);
+    let session = admin.login("alice", PASSWORD).unwrap();
+    let list = admin.raw("GET", "/policies", &[("Cookie", &session)], None);
+    assert!(
+        list.body.contains(r#"name="disabled" value="true""#),
+        "the new-policy form has the box: {}",
+        list.body
+    );
+    let csrf = hidden_csrf(&list.body).unwrap();
+    let post = |path: &str, fields: &[(&str, &str)]| {
+        let mut all = vec![("csrf", csrf.as_str())];
+        all.extend_from_slice(fields);
+        let r = post_form(&admin, &session, path, &all);
+        assert_eq!(r.status, 303, "{path}: {}", r.body);
+    };
+    let ticked = ("disabled", "true");
+    post(
+        "/policies",
+        &[("name", "prepared"), ("priority", "30"), ticked],
+    );
+    post("/policies", &[("name", "live"), ("priority", "40")]);
+    post(
+        "/policies/live/members",
+        &[("source", "@example.org"), ("destination", ""), ticked],
+    );
+    post("/policies/live/members", &[("source", "@example.net")]);
+    post(
+        "/policies/live/quotas",
+        &[
+            ("name", "later"),
+            ("track", "Sender:user@domain"),
+            ("period", "3600"),
+            ("verdict", "DEFER"),
+            ticked,
+        ],
+    );
+    post(
+        "/policies/live/quotas/later/limits",
+        &[("type", "MessageCount"), ("limit", "100"), ticked],
+    );
+    post(
+        "/policies/live/quotas/later/limits",
+        &[("type", "RecipientCount"), ("limit", "500")],
+    );
+    post(
+        "/policies/live/greylisting",
+        &[
+            ("period", "300"),
+            ("track", ""),
+            ("defer_message", ""),
+            ticked,
+        ],
+    );
+    post(
+        "/policies/live/checkhelo",
+        &[("reject_invalid", "true"), ticked],
+    );
+    post(
+        "/greylisting-whitelist",
+        &[("source", "SenderIP:192.0.2.0/24"), ticked],
+    );
+    post("/checkhelo-blacklist", &[("helo", "localhost"), ticked]);
+    post(
+        "/checkhelo-whitelist",
+        &[("source", "SenderIP:198.51.100.0/24")],
+    );
+
+    let page = admin.raw("GET", "/policies/live", &[("Cookie", &session)], None);
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.matches(r#"name="disabled" value="true""#).count() >= 3,
+        "the member, quota and limit forms have the box"
+    );
+
+    // Neither the typed forms nor the module forms take what the box cannot send.
+    for (path, fields) in [
+        ("/policies", vec![("name", "odd"), ("disabled", "maybe")]),
+        (
+            "/policies/live/checkspf",
+            vec![("add_header", "true"), ("disabled", "maybe")],
+        ),
+    ] {
+        let mut all = vec![("csrf", csrf.as_str())];
+        all.extend(fields);
+        let r = post_form(&admin, &session, path, &all);
+        assert_eq!(r.status, 422, "{path}: {}", r.body);
+        assert!(r.body.contains("disabled"), "{path}: {}", r.body);
+    }
+
+    let def = admin.rt.block_on(admin.store.load()).unwrap();
+    let policy = |name: &str| def.policies.iter().find(|p| p.name == name).unwrap();
+    assert!(policy("prepared").disabled);
+    let live = policy("live");
+    assert!(!live.disabled);
+    assert_eq!(
+        live.members.iter().map(|m| m.disabled).collect::<Vec<_>>(),
+        [true, false]
+    );
+    assert!(live.quotas[0].disabled);
+    assert_eq!(
+        live.quotas[0]
+            .limits
+            .iter()
+            .map(|l| l.disabled)
+            .collect::<Vec<_>>(),
+        [true, false]
+    );
+    assert!(live.greylisting.as_ref().unwrap().disabled);
+    assert!(live.checkhelo.as_ref().unwrap().disabled);
+    assert!(live.checkspf.is_none(), "the refused form stored nothing");
+    assert!(def.policies.iter().all(|p| p.name != "odd"));
+    assert!(def.greylisting_whitelist[0].disabled);
+    assert!(def.checkhelo_blacklist[0].disabled);
+    assert!(!def.checkhelo_whitelist[0].disabled);
+    admin.stop();
+}

@@ -148,6 +148,7 @@ pub(super) fn section(caller: &Caller, p: &PolicyDef, base: &str) -> Markup {
                         label { "Defer for (s)" input type="number" name="period" min="0" placeholder="240"; }
                         label { "Track" input type="text" name="track" placeholder="SenderIP:/24"; }
                         label { "Deferral text" input type="text" name="defer_message" placeholder="Greylisting in effect, please come back later"; }
+                        (layout::create_disabled_field())
                         button type="submit" { "Greylist this policy" }
                     }
                 }
@@ -172,6 +173,9 @@ pub(super) struct SettingsForm {
     track: Option<String>,
     #[serde(default)]
     defer_message: Option<String>,
+    /// `true` when the form's "create disabled" box is ticked.
+    #[serde(default)]
+    disabled: Option<String>,
 }
 
 /// Runs a change for a form: errors are pages, success goes to `back`.
@@ -198,6 +202,10 @@ pub(super) async fn add_settings(
     Path(policy): Path<String>,
     Form(form): Form<SettingsForm>,
 ) -> Response {
+    let disabled = match layout::created_disabled(form.disabled.as_deref()) {
+        Ok(d) => d,
+        Err(e) => return error_page(Some(&caller), &e),
+    };
     let period = match given(form.period).map(|p| p.parse::<u64>()) {
         None => None,
         Some(Ok(p)) => Some(p),
@@ -213,6 +221,7 @@ pub(super) async fn add_settings(
         period,
         track: given(form.track),
         defer_message: given(form.defer_message),
+        disabled,
         ..Greylisting::default()
     };
     let keys = vec![policy.clone()];
@@ -309,6 +318,7 @@ pub(super) async fn whitelist(
                 (csrf_field(&caller))
                 label { "Source" input type="text" name="source" required placeholder="SenderIP:192.0.2.0/24, SenderDomain:.example.org, ReverseDNS:*.example.net"; }
                 label { "Comment" input type="text" name="comment"; }
+                (layout::create_disabled_field())
                 button type="submit" { "Add entry" }
             }
         }
@@ -330,6 +340,9 @@ pub(super) struct EntryForm {
     source: String,
     #[serde(default)]
     comment: Option<String>,
+    /// `true` when the form's "create disabled" box is ticked.
+    #[serde(default)]
+    disabled: Option<String>,
 }
 
 /// `POST /greylisting-whitelist`.
@@ -338,9 +351,13 @@ pub(super) async fn add_entry(
     PageCaller(caller): PageCaller,
     Form(form): Form<EntryForm>,
 ) -> Response {
+    let disabled = match layout::created_disabled(form.disabled.as_deref()) {
+        Ok(d) => d,
+        Err(e) => return error_page(Some(&caller), &e),
+    };
     let body = GreylistWhitelistEntry {
         source: form.source.trim().to_owned(),
-        disabled: false,
+        disabled,
         comment: given(form.comment),
     };
     form_change::<GreylistWhitelist>(

@@ -90,6 +90,31 @@ pub fn csrf_field(caller: &Caller) -> Markup {
     html! { input type="hidden" name="csrf" value=(caller.csrf().unwrap_or_default()); }
 }
 
+/// The "create disabled" box of the add forms: a new object starts disabled when it is
+/// ticked, to be prepared now and enabled later with its Enable button. Unticked (the
+/// default), the object is enabled at once, as before.
+pub fn create_disabled_field() -> Markup {
+    html! {
+        label.check title="Create it disabled: nothing changes until it is enabled" {
+            input type="checkbox" name="disabled" value="true";
+            "create disabled"
+        }
+    }
+}
+
+/// Whether an add form asked for its object to start disabled: the box of
+/// [`create_disabled_field`] sends `true` when ticked and nothing when not.
+pub fn created_disabled(value: Option<&str>) -> Result<bool, crate::error::ApiError> {
+    match value.map(str::trim) {
+        None | Some("" | "false") => Ok(false),
+        Some("true" | "on") => Ok(true),
+        Some(_) => Err(crate::error::ApiError::invalid(
+            "disabled",
+            "tick the box, or leave it empty for an enabled object",
+        )),
+    }
+}
+
 /// An enabled/disabled badge.
 pub fn state_badge(disabled: bool) -> Markup {
     html! {

@@ -313,6 +313,7 @@ fn slot_section<S: SlotPage>(caller: &Caller, p: &PolicyDef, base: &str) -> Mark
                         (csrf_field(caller))
                         @for field in S::FIELDS.iter().filter(|f| f.in_form) { (input(field)) }
                         label { "comment" input type="text" name="comment"; }
+                        (layout::create_disabled_field())
                         button type="submit" { "Add " (S::TITLE) " settings" }
                     }
                 }
@@ -323,6 +324,9 @@ fn slot_section<S: SlotPage>(caller: &Caller, p: &PolicyDef, base: &str) -> Mark
 
 /// The fields of the add forms besides the module's own.
 const COMMENT: Field = f("comment", Kind::Text, "");
+/// The "create disabled" box ([`layout::create_disabled_field`]): ticked, the new object
+/// starts disabled.
+const DISABLED: Field = f("disabled", Kind::Bool, "");
 
 /// `POST /policies/{policy}/<module>`.
 async fn add_slot<S: SlotPage>(
@@ -331,7 +335,11 @@ async fn add_slot<S: SlotPage>(
     Path(policy): Path<String>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let fields: Vec<Field> = S::FIELDS.iter().copied().chain([COMMENT]).collect();
+    let fields: Vec<Field> = S::FIELDS
+        .iter()
+        .copied()
+        .chain([COMMENT, DISABLED])
+        .collect();
     let body =
         match form_body(&fields, &form).and_then(|raw| crate::api::body::parse::<S::Body>(&raw)) {
             Ok(b) => b,
@@ -500,6 +508,7 @@ fn rows_section<S: RowsPage>(caller: &Caller, p: &PolicyDef, base: &str) -> Mark
                 (csrf_field(caller))
                 @for field in S::FIELDS.iter().filter(|f| f.in_form) { (input(field)) }
                 label { "comment" input type="text" name="comment"; }
+                (layout::create_disabled_field())
                 button type="submit" { "Add " (S::TITLE) " row" }
             }
         }
@@ -513,7 +522,11 @@ async fn add_row<S: RowsPage>(
     Path(policy): Path<String>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let fields: Vec<Field> = S::FIELDS.iter().copied().chain([COMMENT]).collect();
+    let fields: Vec<Field> = S::FIELDS
+        .iter()
+        .copied()
+        .chain([COMMENT, DISABLED])
+        .collect();
     let body =
         match form_body(&fields, &form).and_then(|raw| crate::api::body::parse::<S::Body>(&raw)) {
             Ok(b) => b,
@@ -652,6 +665,7 @@ fn list_section<S: ListPage>(caller: &Caller, def: &PolicySetDef) -> Markup {
                 (csrf_field(caller))
                 label { (S::KEY_FIELD) input type="text" name=(S::KEY_FIELD) required placeholder=(S::HINT); }
                 label { "comment" input type="text" name="comment"; }
+                (layout::create_disabled_field())
                 button type="submit" { "Add entry" }
             }
         }
@@ -688,7 +702,7 @@ async fn add_entry<S: ListPage>(
     PageCaller(caller): PageCaller,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let fields = [f(S::KEY_FIELD, Kind::Text, ""), COMMENT];
+    let fields = [f(S::KEY_FIELD, Kind::Text, ""), COMMENT, DISABLED];
     let body =
         match form_body(&fields, &form).and_then(|raw| crate::api::body::parse::<S::Body>(&raw)) {
             Ok(b) => b,

@@ -13,7 +13,9 @@ use sluice_engine::model::{PolicyDef, PolicySetDef};
 use sluice_engine::{compile, Diagnostic, Severity};
 use sluice_store::AdminRole;
 
-use super::layout::{self, csrf_field, page, state_badge, Nav};
+use super::layout::{
+    self, create_disabled_field, created_disabled, csrf_field, page, state_badge, Nav,
+};
 use super::{error_page, see_other, PageCaller};
 use crate::api::{self, toggle as toggle_object};
 use crate::auth::Caller;
@@ -120,6 +122,7 @@ pub(super) async fn policies(
                 @if caller.account.role == AdminRole::DomainAdmin {
                     label { "First member: source" input type="text" name="source" placeholder={ "@" (caller.account.domains.first().map_or("", String::as_str)) }; }
                 }
+                (create_disabled_field())
                 button type="submit" { "Create" }
             }
         }
@@ -212,6 +215,7 @@ pub(super) async fn policy(
                 label { "Source" input type="text" name="source" placeholder="@example.org, 10.0.0.0/8, $sasl"; }
                 label { "Destination" input type="text" name="destination" placeholder="any"; }
                 label { "Comment" input type="text" name="comment"; }
+                (create_disabled_field())
                 button type="submit" { "Add member" }
             }
         }
@@ -273,6 +277,7 @@ pub(super) async fn policy(
                             option value="MessageCumulativeSize" { "MessageCumulativeSize" }
                         } }
                         label { "Limit" input type="number" name="limit" min="0" required; }
+                        (create_disabled_field())
                         button type="submit" { "Add limit" }
                     }
                 }
@@ -294,6 +299,7 @@ pub(super) async fn policy(
                         option value="paced" { "paced" }
                     }
                 }
+                (create_disabled_field())
                 button type="submit" { "Add quota" }
             }
         }
@@ -319,6 +325,9 @@ pub(super) struct PolicyForm {
     description: Option<String>,
     #[serde(default)]
     source: Option<String>,
+    /// `true` when the form's "create disabled" box is ticked.
+    #[serde(default)]
+    disabled: Option<String>,
 }
 
 /// Runs a change for a form: the form's CSRF token is the caller's, errors are pages.
@@ -343,6 +352,10 @@ pub(super) async fn create_policy(
     PageCaller(caller): PageCaller,
     Form(form): Form<PolicyForm>,
 ) -> Response {
+    let disabled = match created_disabled(form.disabled.as_deref()) {
+        Ok(d) => d,
+        Err(e) => return error_page(Some(&caller), &e),
+    };
     let priority = match given(form.priority).map(|p| p.trim().parse::<i32>()) {
         None => 0,
         Some(Ok(p)) => p,
@@ -357,7 +370,7 @@ pub(super) async fn create_policy(
         name: form.name,
         priority,
         description: given(form.description),
-        disabled: false,
+        disabled,
         monitor: false,
         members: given(form.source).map(|s| {
             vec![Member {
@@ -450,6 +463,9 @@ pub(super) struct MemberForm {
     destination: Option<String>,
     #[serde(default)]
     comment: Option<String>,
+    /// `true` when the form's "create disabled" box is ticked.
+    #[serde(default)]
+    disabled: Option<String>,
 }
 
 pub(super) async fn add_member(
@@ -458,10 +474,14 @@ pub(super) async fn add_member(
     Path(policy): Path<String>,
     Form(form): Form<MemberForm>,
 ) -> Response {
+    let disabled = match created_disabled(form.disabled.as_deref()) {
+        Ok(d) => d,
+        Err(e) => return error_page(Some(&caller), &e),
+    };
     let body = Member {
         source: given(form.source),
         destination: given(form.destination),
-        disabled: false,
+        disabled,
         comment: given(form.comment),
     };
     let keys = vec![policy];
@@ -490,6 +510,9 @@ pub(super) struct QuotaForm {
     data: Option<String>,
     #[serde(default)]
     release: Option<String>,
+    /// `true` when the form's "create disabled" box is ticked.
+    #[serde(default)]
+    disabled: Option<String>,
 }
 
 pub(super) async fn add_quota(
@@ -498,6 +521,10 @@ pub(super) async fn add_quota(
     Path(policy): Path<String>,
     Form(form): Form<QuotaForm>,
 ) -> Response {
+    let disabled = match created_disabled(form.disabled.as_deref()) {
+        Ok(d) => d,
+        Err(e) => return error_page(Some(&caller), &e),
+    };
     let Ok(period) = form.period.trim().parse::<u64>() else {
         return error_page(
             Some(&caller),
@@ -511,7 +538,7 @@ pub(super) async fn add_quota(
         verdict: form.verdict,
         data: given(form.data),
         last_quota: false,
-        disabled: false,
+        disabled,
         comment: None,
         release: given(form.release),
         ..Quota::from(&sluice_engine::QuotaDef::default())
@@ -537,6 +564,9 @@ pub(super) struct LimitForm {
     #[serde(rename = "type")]
     kind: String,
     limit: String,
+    /// `true` when the form's "create disabled" box is ticked.
+    #[serde(default)]
+    disabled: Option<String>,
 }
 
 pub(super) async fn add_limit(
@@ -545,6 +575,10 @@ pub(super) async fn add_limit(
     Path((policy, quota)): Path<(String, String)>,
     Form(form): Form<LimitForm>,
 ) -> Response {
+    let disabled = match created_disabled(form.disabled.as_deref()) {
+        Ok(d) => d,
+        Err(e) => return error_page(Some(&caller), &e),
+    };
     let Ok(limit) = form.limit.trim().parse::<u64>() else {
         return error_page(
             Some(&caller),
@@ -554,7 +588,7 @@ pub(super) async fn add_limit(
     let body = Limit {
         kind: form.kind,
         limit,
-        disabled: false,
+        disabled,
         comment: None,
     };
     let keys = vec![policy, quota];
