@@ -293,11 +293,27 @@ pub enum HeloForm {
 }
 
 /// Classifies `helo` (Policyd: bare IPv4/IPv6, `[address]`, `^[\w-]+(\.[\w-]+)+$`).
+///
+/// One pass over the bytes finds whether the name may be an address (only hex digits, `.`
+/// and `:`: a name is not parsed as one) and whether it is `label(.label)+`; a label's
+/// non-ASCII characters are checked as characters (`\w` is Unicode's alphanumerics).
 pub fn classify(helo: &str) -> HeloForm {
-    // Only hex digits, `.` and `:` can make an address: a name is not parsed as one.
-    let may_be_ip = helo
-        .bytes()
-        .all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b':');
+    let bytes = helo.as_bytes();
+    let mut may_be_ip = true;
+    let mut labels = 1usize;
+    let mut label_start = 0usize;
+    let mut names_ok = !helo.is_empty();
+    for (i, &b) in bytes.iter().enumerate() {
+        may_be_ip &= b.is_ascii_hexdigit() || b == b'.' || b == b':';
+        if b == b'.' {
+            names_ok &= i > label_start;
+            labels += 1;
+            label_start = i + 1;
+        } else if b.is_ascii() {
+            names_ok &= b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+        }
+    }
+    names_ok &= label_start < bytes.len();
     if may_be_ip && helo.parse::<IpAddr>().is_ok() {
         return HeloForm::BareIp;
     }
@@ -312,20 +328,11 @@ pub fn classify(helo: &str) -> HeloForm {
             HeloForm::Invalid
         };
     }
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.chars()
-                .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
-    };
-    let mut labels = helo.split('.');
-    let first = labels.next().unwrap_or("");
-    let mut n = 1;
-    let mut ok = label_ok(first);
-    for l in labels {
-        n += 1;
-        ok &= label_ok(l);
+    // Non-ASCII characters (rare): each must be alphanumeric.
+    if names_ok && !helo.is_ascii() {
+        names_ok = helo.chars().all(|c| c.is_ascii() || c.is_alphanumeric());
     }
-    if ok && n >= 2 {
+    if names_ok && labels >= 2 {
         HeloForm::Fqdn
     } else {
         HeloForm::Invalid
@@ -381,6 +388,12 @@ mod tests {
         assert_eq!(classify("mail..example.org"), HeloForm::Invalid);
         assert_eq!(classify("mail.example.org."), HeloForm::Invalid);
         assert_eq!(classify(""), HeloForm::Invalid);
+        assert_eq!(classify(".example.org"), HeloForm::Invalid);
+        assert_eq!(classify("."), HeloForm::Invalid);
+        assert_eq!(classify("mail example.org"), HeloForm::Invalid);
+        // `\w` is Unicode's: letters of any script, not symbols.
+        assert_eq!(classify("mail.bücher.example"), HeloForm::Fqdn);
+        assert_eq!(classify("mail.b\u{2603}.example"), HeloForm::Invalid);
     }
 
     #[test]
