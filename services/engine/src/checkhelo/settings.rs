@@ -292,6 +292,30 @@ pub enum HeloForm {
     Invalid,
 }
 
+/// A byte that may be part of an IP address: a hex digit, `.` or `:`.
+const MAY_BE_IP: u8 = 1;
+/// A byte that may be part of a name: an ASCII letter or digit, `_`, `-`, `.` (between
+/// labels) or a byte of a non-ASCII character (checked as a character afterwards).
+const IN_NAME: u8 = 2;
+
+/// [`MAY_BE_IP`] and [`IN_NAME`] of every byte.
+const BYTE_CLASSES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b: u8 = 0;
+    loop {
+        if b.is_ascii_hexdigit() || b == b'.' || b == b':' {
+            t[b as usize] |= MAY_BE_IP;
+        }
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.' || !b.is_ascii() {
+            t[b as usize] |= IN_NAME;
+        }
+        if b == u8::MAX {
+            break t;
+        }
+        b += 1;
+    }
+};
+
 /// Classifies `helo` (Policyd: bare IPv4/IPv6, `[address]`, `^[\w-]+(\.[\w-]+)+$`).
 ///
 /// One pass over the bytes finds whether the name may be an address (only hex digits, `.`
@@ -299,21 +323,21 @@ pub enum HeloForm {
 /// non-ASCII characters are checked as characters (`\w` is Unicode's alphanumerics).
 pub fn classify(helo: &str) -> HeloForm {
     let bytes = helo.as_bytes();
-    let mut may_be_ip = true;
+    let mut classes = MAY_BE_IP | IN_NAME;
     let mut labels = 1usize;
     let mut label_start = 0usize;
-    let mut names_ok = !helo.is_empty();
+    let mut empty_label = bytes.is_empty();
     for (i, &b) in bytes.iter().enumerate() {
-        may_be_ip &= b.is_ascii_hexdigit() || b == b'.' || b == b':';
+        classes &= BYTE_CLASSES[usize::from(b)];
         if b == b'.' {
-            names_ok &= i > label_start;
+            empty_label |= i == label_start;
             labels += 1;
             label_start = i + 1;
-        } else if b.is_ascii() {
-            names_ok &= b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
         }
     }
-    names_ok &= label_start < bytes.len();
+    empty_label |= label_start == bytes.len();
+    let may_be_ip = classes & MAY_BE_IP != 0;
+    let mut names_ok = classes & IN_NAME != 0 && !empty_label;
     if may_be_ip && helo.parse::<IpAddr>().is_ok() {
         return HeloForm::BareIp;
     }
