@@ -9,6 +9,7 @@ use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::TokioResolver;
 use sluice_engine::{Lookup, LookupAnswer, LookupAnswers};
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -142,13 +143,14 @@ impl Resolver {
 
     /// Answers every question at once, within the configured timeout; a question not
     /// answered in time is [`LookupAnswer::Failed`]. Answers still valid in the caches are
-    /// given at once; only the others are asked.
-    pub async fn answer(&self, questions: &[Lookup]) -> LookupAnswers {
+    /// given at once; only the others are asked. Questions given as a `Vec` are moved into
+    /// the answers (a borrowed slice is copied).
+    pub async fn answer<'q>(&self, questions: impl Into<Cow<'q, [Lookup]>>) -> LookupAnswers {
         let mut answers = LookupAnswers::default();
-        let mut missing: Vec<&Lookup> = Vec::new();
-        for q in questions {
-            match self.cached(q) {
-                Some(a) => answers.insert(q.clone(), a),
+        let mut missing: Vec<Lookup> = Vec::new();
+        for q in questions.into().into_owned() {
+            match self.cached(&q) {
+                Some(a) => answers.insert(q, a),
                 None => missing.push(q),
             }
         }
@@ -163,7 +165,7 @@ impl Resolver {
         }))
         .await;
         for (q, a) in missing.into_iter().zip(asked) {
-            answers.insert(q.clone(), a);
+            answers.insert(q, a);
         }
         answers
     }
@@ -182,7 +184,7 @@ impl Resolver {
     /// the caches when they hold a valid answer.
     pub async fn answer_one(&self, question: &Lookup) -> LookupAnswer {
         if let Lookup::Spf { ip, sender, helo } = question {
-            return LookupAnswer::Spf(self.spf.check(*ip, sender, helo).await);
+            return LookupAnswer::Spf(Arc::new(self.spf.check(*ip, sender, helo).await));
         }
         let now = Instant::now();
         if let Some(a) = self.answers.get(question, now) {
@@ -407,13 +409,13 @@ impl Answerer {
         if lookups.is_empty() {
             engine.explain(req).await
         } else {
-            let answers = self.answer(&lookups).await;
+            let answers = self.answer(lookups).await;
             engine.explain_with(req, &answers).await
         }
     }
 
     /// Answers `questions` within the configured timeout (see [`Resolver::answer`]).
-    pub async fn answer(&self, questions: &[Lookup]) -> LookupAnswers {
+    pub async fn answer<'q>(&self, questions: impl Into<Cow<'q, [Lookup]>>) -> LookupAnswers {
         let resolver = self.resolver.get_or_init(|| match Resolver::new(&self.config) {
             Ok(r) => Some(r),
             Err(e) => {
@@ -425,8 +427,8 @@ impl Answerer {
             Some(r) => r.answer(questions).await,
             None => {
                 let mut a = LookupAnswers::default();
-                for q in questions {
-                    a.insert(q.clone(), LookupAnswer::Failed);
+                for q in questions.into().into_owned() {
+                    a.insert(q, LookupAnswer::Failed);
                 }
                 a
             }

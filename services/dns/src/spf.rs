@@ -46,7 +46,7 @@ pub struct SpfChecker {
     /// Results by their inputs (shared by the clones).
     results: std::sync::Arc<TtlCache<SpfKey, Cached>>,
     /// Answers by the request's inputs, each as long as the result it was made from.
-    answers: std::sync::Arc<TtlCache<AnswerKey, SpfAnswer>>,
+    answers: std::sync::Arc<TtlCache<AnswerKey, std::sync::Arc<SpfAnswer>>>,
     /// The `receiver` of the `Received-SPF` header and the `%{r}` macro: this host's name.
     receiver: String,
     timeout: Duration,
@@ -100,15 +100,21 @@ impl SpfChecker {
         })
     }
 
-    /// The answer for these inputs when a valid result is cached (no I/O, no waiting).
-    pub fn cached(&self, ip: IpAddr, sender: &str, helo: &str) -> Option<SpfAnswer> {
+    /// The answer for these inputs when a valid result is cached (no I/O, no waiting),
+    /// shared with the cache.
+    pub fn cached(
+        &self,
+        ip: IpAddr,
+        sender: &str,
+        helo: &str,
+    ) -> Option<std::sync::Arc<SpfAnswer>> {
         let now = Instant::now();
         let inputs = AnswerKeyRef { ip, sender, helo };
         if let Some(answer) = self.answers.get(&inputs, now) {
             return Some(answer);
         }
         let (output, until) = self.lookup(ip, sender, helo, now)?;
-        let answer = self.answer(&output, ip, sender, helo);
+        let answer = std::sync::Arc::new(self.answer(&output, ip, sender, helo));
         self.answers
             .insert(inputs.to_owned(), answer.clone(), until, now);
         Some(answer)

@@ -30,7 +30,7 @@ fn spf_of(sender: &str) -> Lookup {
 
 async fn check(r: &Resolver, sender: &str) -> SpfAnswer {
     match r.answer(&[spf_of(sender)]).await.get(&spf_of(sender)) {
-        LookupAnswer::Spf(a) => a.clone(),
+        LookupAnswer::Spf(a) => SpfAnswer::clone(a),
         other => panic!("{sender}: {other:?}"),
     }
 }

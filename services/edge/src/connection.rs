@@ -288,7 +288,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             // temporary answer, not the fallback action.
             let scratch = &mut self.scratch;
             let decide = async {
-                let answers = shared.dns.answer(&lookups).await;
+                let answers = shared.dns.answer(lookups).await;
                 shared.engine.decide_with(&req, &answers, scratch).await
             };
             within_deadline(shared, &req, decide).await

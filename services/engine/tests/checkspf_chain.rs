@@ -65,12 +65,12 @@ fn answers(sender: &str, result: SpfResult) -> LookupAnswers {
     let mut a = LookupAnswers::default();
     a.insert(
         question(sender),
-        LookupAnswer::Spf(SpfAnswer {
+        LookupAnswer::Spf(Arc::new(SpfAnswer {
             result,
             domain: "x.org".into(),
             explanation: None,
             header: format!("{result} (mx.test: test) client-ip=192.0.2.7;"),
-        }),
+        })),
     );
     a
 }

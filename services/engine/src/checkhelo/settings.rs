@@ -292,12 +292,52 @@ pub enum HeloForm {
     Invalid,
 }
 
+/// A byte that may be part of an IP address: a hex digit, `.` or `:`.
+const MAY_BE_IP: u8 = 1;
+/// A byte that may be part of a name: an ASCII letter or digit, `_`, `-`, `.` (between
+/// labels) or a byte of a non-ASCII character (checked as a character afterwards).
+const IN_NAME: u8 = 2;
+
+/// [`MAY_BE_IP`] and [`IN_NAME`] of every byte.
+const BYTE_CLASSES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b: u8 = 0;
+    loop {
+        if b.is_ascii_hexdigit() || b == b'.' || b == b':' {
+            t[b as usize] |= MAY_BE_IP;
+        }
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.' || !b.is_ascii() {
+            t[b as usize] |= IN_NAME;
+        }
+        if b == u8::MAX {
+            break t;
+        }
+        b += 1;
+    }
+};
+
 /// Classifies `helo` (Policyd: bare IPv4/IPv6, `[address]`, `^[\w-]+(\.[\w-]+)+$`).
+///
+/// One pass over the bytes finds whether the name may be an address (only hex digits, `.`
+/// and `:`: a name is not parsed as one) and whether it is `label(.label)+`; a label's
+/// non-ASCII characters are checked as characters (`\w` is Unicode's alphanumerics).
 pub fn classify(helo: &str) -> HeloForm {
-    // Only hex digits, `.` and `:` can make an address: a name is not parsed as one.
-    let may_be_ip = helo
-        .bytes()
-        .all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b':');
+    let bytes = helo.as_bytes();
+    let mut classes = MAY_BE_IP | IN_NAME;
+    let mut labels = 1usize;
+    let mut label_start = 0usize;
+    let mut empty_label = bytes.is_empty();
+    for (i, &b) in bytes.iter().enumerate() {
+        classes &= BYTE_CLASSES[usize::from(b)];
+        if b == b'.' {
+            empty_label |= i == label_start;
+            labels += 1;
+            label_start = i + 1;
+        }
+    }
+    empty_label |= label_start == bytes.len();
+    let may_be_ip = classes & MAY_BE_IP != 0;
+    let mut names_ok = classes & IN_NAME != 0 && !empty_label;
     if may_be_ip && helo.parse::<IpAddr>().is_ok() {
         return HeloForm::BareIp;
     }
@@ -312,20 +352,11 @@ pub fn classify(helo: &str) -> HeloForm {
             HeloForm::Invalid
         };
     }
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.chars()
-                .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
-    };
-    let mut labels = helo.split('.');
-    let first = labels.next().unwrap_or("");
-    let mut n = 1;
-    let mut ok = label_ok(first);
-    for l in labels {
-        n += 1;
-        ok &= label_ok(l);
+    // Non-ASCII characters (rare): each must be alphanumeric.
+    if names_ok && !helo.is_ascii() {
+        names_ok = helo.chars().all(|c| c.is_ascii() || c.is_alphanumeric());
     }
-    if ok && n >= 2 {
+    if names_ok && labels >= 2 {
         HeloForm::Fqdn
     } else {
         HeloForm::Invalid
@@ -381,6 +412,12 @@ mod tests {
         assert_eq!(classify("mail..example.org"), HeloForm::Invalid);
         assert_eq!(classify("mail.example.org."), HeloForm::Invalid);
         assert_eq!(classify(""), HeloForm::Invalid);
+        assert_eq!(classify(".example.org"), HeloForm::Invalid);
+        assert_eq!(classify("."), HeloForm::Invalid);
+        assert_eq!(classify("mail example.org"), HeloForm::Invalid);
+        // `\w` is Unicode's: letters of any script, not symbols.
+        assert_eq!(classify("mail.bücher.example"), HeloForm::Fqdn);
+        assert_eq!(classify("mail.b\u{2603}.example"), HeloForm::Invalid);
     }
 
     #[test]

@@ -92,9 +92,16 @@ pub(crate) fn answer<'a>(
     req: &PolicyRequest<'_>,
     answers: &'a LookupAnswers,
 ) -> Option<Cow<'a, SpfAnswer>> {
-    let q = question(req)?;
-    Some(match answers.get(&q) {
-        LookupAnswer::Spf(a) => Cow::Borrowed(a),
+    if req.sender.is_empty() {
+        return None;
+    }
+    // Found by its inputs: no question built (and allocated) to compare with.
+    let asked = answers.find(|q| {
+        matches!(q, Lookup::Spf { ip, sender, helo }
+            if *ip == req.client_address && **sender == *req.sender && **helo == *req.helo_name)
+    });
+    Some(match asked {
+        LookupAnswer::Spf(a) => Cow::Borrowed(&**a),
         _ => Cow::Owned(unfinished(req)),
     })
 }

@@ -8,6 +8,7 @@
 //! [`LookupAnswer::Unanswered`].
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// One question to the outside world.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -126,8 +127,9 @@ pub enum LookupAnswer {
     Failed,
     /// The caller did not answer this question.
     Unanswered,
-    /// The outcome of an SPF check (for [`Lookup::Spf`]).
-    Spf(SpfAnswer),
+    /// The outcome of an SPF check (for [`Lookup::Spf`]). Shared: a cached answer is
+    /// handed out without copying its texts (the `Received-SPF` header above all).
+    Spf(Arc<SpfAnswer>),
 }
 
 /// Answers to the questions of one request.
