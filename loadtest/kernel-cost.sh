@@ -26,15 +26,7 @@ PORT_BASE="${PORT_BASE:-10940}"
 DNS_PORT="${DNS_PORT:-10953}"
 bin="$root/target/release"
 tmp="$(mktemp -d)"
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do
-        kill "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+. "$here/lib.sh" # pids, cleanup (stops them, removes $tmp) on exit
 command -v dnsmasq >/dev/null || { echo "needs dnsmasq (apt-get install dnsmasq-base)" >&2; exit 2; }
 records=(--host-record=mail.client.example,192.0.2.10)
 for n in $(seq 0 39); do records+=("--txt-record=domain$n.example,v=spf1 ip4:10.0.0.0/14 -all"); done
