@@ -12,28 +12,14 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 [[ $# -eq 1 || $# -eq 2 ]] || { echo "usage: $0 SLUICE [SLUICE_B]" >&2; exit 2; }
-command -v dnsmasq >/dev/null || { echo "needs dnsmasq (apt-get install dnsmasq-base)" >&2; exit 2; }
 DNS_PORT="${DNS_PORT:-10953}"
-records=(--host-record=mail.client.example,192.0.2.10)
-for n in $(seq 0 39); do
-    records+=("--txt-record=domain$n.example,v=spf1 ip4:10.0.0.0/14 -all")
-done
-# Authoritative for example. (no upstream), as a domain's own servers are: every answer,
-# NXDOMAIN and NODATA too (mail.client.example has no AAAA and no MX), carries a TTL of an
-# hour (negative ones through the zone's SOA, RFC 2308). Without the SOA (dnsmasq's
-# `--local`, as this script had until 2026-12-06) no resolver caches the NODATA answers, and
-# every request asked dnsmasq for the AAAA and the MX again.
-dnsmasq --keep-in-foreground --no-resolv --no-hosts \
-    --listen-address=127.0.0.1 --bind-interfaces --port="$DNS_PORT" \
-    --auth-zone=example --auth-server=ns.example,127.0.0.1 --auth-ttl=3600 \
-    --auth-soa=1,hostmaster.example,1200,120,604800 --local-ttl=3600 --neg-ttl=3600 \
-    "${records[@]}" --pid-file= --user=root &
-dns=$!
-trap 'kill "$dns" 2>/dev/null || true' EXIT
+tmp="$(mktemp -d)"
+. "$here/lib.sh" # pids, cleanup (stops them, removes $tmp) on exit, start_spf_zone
+start_spf_zone "$DNS_PORT"
 sleep 0.5
 args="--dns-servers 127.0.0.1:$DNS_PORT"
-marker="$(mktemp)"
-trap 'kill "$dns" 2>/dev/null || true; rm -f "$marker"' EXIT
+marker="$tmp/marker"
+touch "$marker"
 POLICIES="$here/scenarios/embedded-10-policies-helo-spf.toml" A_ARGS="$args" B_ARGS="$args" \
     "$here/ab.sh" "$1" "${2:-$1}"
 echo "replies by action (each load of this run):"

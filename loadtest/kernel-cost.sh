@@ -26,16 +26,8 @@ PORT_BASE="${PORT_BASE:-10940}"
 DNS_PORT="${DNS_PORT:-10953}"
 bin="$root/target/release"
 tmp="$(mktemp -d)"
-. "$here/lib.sh" # pids, cleanup (stops them, removes $tmp) on exit
-command -v dnsmasq >/dev/null || { echo "needs dnsmasq (apt-get install dnsmasq-base)" >&2; exit 2; }
-records=(--host-record=mail.client.example,192.0.2.10)
-for n in $(seq 0 39); do records+=("--txt-record=domain$n.example,v=spf1 ip4:10.0.0.0/14 -all"); done
-# The same zone as helo-spf.sh.
-dnsmasq --keep-in-foreground --no-resolv --no-hosts --listen-address=127.0.0.1 --bind-interfaces \
-    --port="$DNS_PORT" --auth-zone=example --auth-server=ns.example,127.0.0.1 --auth-ttl=3600 \
-    --auth-soa=1,hostmaster.example,1200,120,604800 --local-ttl=3600 --neg-ttl=3600 \
-    "${records[@]}" --pid-file= --user=root 2>/dev/null &
-pids+=($!)
+. "$here/lib.sh" # pids, cleanup (stops them, removes $tmp) on exit, start_spf_zone
+start_spf_zone "$DNS_PORT"
 "$bin/dunno-server" --listen "127.0.0.1:$PORT_BASE" 2>/dev/null &
 dunno=$!
 pids+=($dunno)

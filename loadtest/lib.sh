@@ -104,3 +104,25 @@ load_with_cpu() { # label port procs-array-name [extra loadgen args]
         { us = ($4 - $2) / tck / (r * w) * 1e6; total += us; line = line sprintf("%s %.1f  ", $1, us) }
         END { printf "  CPU us/request: %stotal %.1f\n", line, total }'
 }
+
+# Serves the DNS zone of the CheckHelo + CheckSPF scenario on 127.0.0.1:$1 with dnsmasq
+# (Debian's dnsmasq-base): `mail.client.example` (loadgen's HELO name) and the SPF records of
+# loadgen's 40 sender domains. Authoritative for example. (no upstream), as a domain's own
+# servers are: every answer, NXDOMAIN and NODATA too (mail.client.example has no AAAA and no
+# MX), carries a TTL of an hour (negative ones through the zone's SOA, RFC 2308). Without the
+# SOA (dnsmasq's `--local`, as helo-spf.sh had until 2026-12-06) no resolver caches the
+# NODATA answers, and every request asked dnsmasq for the AAAA and the MX again. Its pid
+# joins $pids.
+start_spf_zone() { # port
+    command -v dnsmasq >/dev/null || { echo "needs dnsmasq (apt-get install dnsmasq-base)" >&2; exit 2; }
+    local records=(--host-record=mail.client.example,192.0.2.10) n
+    for n in $(seq 0 39); do
+        records+=("--txt-record=domain$n.example,v=spf1 ip4:10.0.0.0/14 -all")
+    done
+    dnsmasq --keep-in-foreground --no-resolv --no-hosts \
+        --listen-address=127.0.0.1 --bind-interfaces --port="$1" \
+        --auth-zone=example --auth-server=ns.example,127.0.0.1 --auth-ttl=3600 \
+        --auth-soa=1,hostmaster.example,1200,120,604800 --local-ttl=3600 --neg-ttl=3600 \
+        "${records[@]}" --pid-file= --user=root 2>/dev/null &
+    pids+=($!)
+}
