@@ -155,22 +155,19 @@ async fn rooms(
     counters: Option<&Arc<dyn sluice_engine::LiveCounters>>,
     messages: &[HeldMessage],
 ) -> std::collections::HashMap<String, u64> {
-    let mut rooms = std::collections::HashMap::new();
     let Some(counters) = counters else {
-        return rooms;
+        return Default::default();
     };
-    let mut heads: Vec<&HeldMessage> = Vec::new();
-    for m in messages {
-        if m.state == sluice_engine::hold::HeldState::Held
-            && !heads
-                .iter()
-                .any(|h| h.request.queue_key() == m.request.queue_key())
-        {
-            heads.push(m);
-        }
+    // The first waiting message of each queue (the list is in arrival order).
+    let mut heads = std::collections::HashMap::<String, &HeldMessage>::new();
+    for m in messages
+        .iter()
+        .filter(|m| m.state == sluice_engine::hold::HeldState::Held)
+    {
+        heads.entry(m.request.queue_key()).or_insert(m);
     }
     let queries: Vec<sluice_engine::counters::CounterQuery> = heads
-        .iter()
+        .values()
         .flat_map(|h| h.request.needs.iter())
         .map(|n| sluice_engine::counters::CounterQuery {
             key: n.key.clone(),
@@ -179,18 +176,23 @@ async fn rooms(
         })
         .collect();
     let Ok(levels) = counters.levels(&queries).await else {
-        return rooms;
+        return Default::default();
     };
-    for h in heads {
-        let room = h.request.needs.iter().try_fold(0u64, |at, n| {
-            let info = levels.iter().find(|i| i.key == n.key)?;
-            Some(at.max(info.room_in_ms?))
-        });
-        if let Some(room) = room {
-            rooms.insert(h.request.queue_key(), room);
-        }
-    }
-    rooms
+    let room_of: std::collections::HashMap<&str, Option<u64>> = levels
+        .iter()
+        .map(|i| (i.key.as_str(), i.room_in_ms))
+        .collect();
+    heads
+        .into_iter()
+        .filter_map(|(queue, h)| {
+            let room = h
+                .request
+                .needs
+                .iter()
+                .try_fold(0u64, |at, n| Some(at.max((*room_of.get(n.key.as_str())?)?)))?;
+            Some((queue, room))
+        })
+        .collect()
 }
 
 fn records(
@@ -203,8 +205,10 @@ fn records(
         .iter()
         .map(|m| {
             let r = &m.request;
+            let queue = r.queue_key();
+            let room = rooms.get(&queue).copied();
             let position = if m.state == sluice_engine::hold::HeldState::Held {
-                let p = positions.entry(r.queue_key()).or_default();
+                let p = positions.entry(queue).or_default();
                 *p += 1;
                 *p
             } else {
@@ -230,7 +234,7 @@ fn records(
                             &r.needs,
                             r.settings.release,
                             position,
-                            rooms.get(&r.queue_key()).copied(),
+                            room,
                             now,
                         )
                     })
