@@ -275,22 +275,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         // Usually empty (no allocation): only policies with a module that needs DNS ask.
         // The policies matched here are carried in the scratch to the decision.
         let lookups = shared.engine.lookups_reusing(&req, &mut self.scratch);
+        // The engine's futures are large: each is made in place, pinned where it is made,
+        // and handed on by reference (moving one cost a copy of all of it per request).
         let decided = if lookups.is_empty() {
-            within_deadline(
-                shared,
-                &req,
-                shared.engine.decide_reusing(&req, &mut self.scratch),
-            )
-            .await
+            let decide = pin!(shared.engine.decide_reusing(&req, &mut self.scratch));
+            within_deadline(shared, &req, decide).await
         } else {
             // The lookups and the decision share the request's deadline; the lookups' own
             // timeout (dns_timeout_ms) is shorter, so a slow DNS gives the module's
             // temporary answer, not the fallback action.
             let scratch = &mut self.scratch;
-            let decide = async {
+            let decide = pin!(async {
                 let answers = shared.dns.answer(lookups).await;
                 shared.engine.decide_with(&req, &answers, scratch).await
-            };
+            });
             within_deadline(shared, &req, decide).await
         };
         match decided {
@@ -346,11 +344,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
 async fn within_deadline<F: Future<Output = Decision>>(
     shared: &Shared,
     req: &PolicyRequest<'_>,
-    decide: F,
+    decide: Pin<&mut F>,
 ) -> Option<Decision> {
     let limit = shared.config.request_deadline;
     if !sluice_runtime::traces_enabled() {
-        return with_deadline(limit, pin!(decide)).await;
+        return with_deadline(limit, decide).await;
     }
     let span = request_span(req);
     let decided = with_deadline(limit, pin!(decide.instrument(span.clone()))).await;

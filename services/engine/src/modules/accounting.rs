@@ -152,7 +152,7 @@ impl Module for Accounting {
                     .any(|o| matches!(o.outcome, Outcome::Refused { .. }))
             })
         };
-        for (tag, op, res) in results {
+        for (tag, op, res) in results.iter() {
             let policy = &r.set.policies[tag.policy as usize];
             let rule = &policy.accounting[tag.item as usize];
             let limit = &rule.limits[tag.sub as usize];

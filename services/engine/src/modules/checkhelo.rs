@@ -119,7 +119,7 @@ impl Module for CheckHelo {
 
     fn judge(&self, cx: &mut Judge<'_, '_>) -> Flow {
         let results = cx.results();
-        let Some(&(tag, op, _)) = results.first() else {
+        let Some((tag, op, _)) = results.first() else {
             return Flow::Continue;
         };
         let (OpKind::Helo(op), Some(DetailAnswer::Helo(reply))) = (&op.kind, cx.detail(tag)) else {

@@ -157,7 +157,7 @@ impl Module for RecipientCap {
 
     fn judge(&self, cx: &mut Judge<'_, '_>) -> Flow {
         let r = cx.cx;
-        for (tag, op, res) in cx.results() {
+        for (tag, op, res) in cx.results().iter() {
             if tag.item != ITEM_RECIPIENTS {
                 continue;
             }

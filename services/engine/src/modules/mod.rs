@@ -315,7 +315,15 @@ impl BatchPlan {
     }
 
     /// The batch to send, and the tags (kept until judging).
+    /// The tags come sorted by module, group and index (the order [`Judge::results`] reads
+    /// them in): modules plan in chain order, so only a module that pushed into an earlier
+    /// group after a later one (a monitor-mode policy's group) needs the sort.
     pub(crate) fn finish(self, instance: String, dry_run: bool) -> (CounterBatch, Vec<OpTag>) {
+        let mut tags = self.tags;
+        let order = |t: &OpTag| (t.module, t.group, t.index);
+        if !tags.is_sorted_by_key(order) {
+            tags.sort_unstable_by_key(order);
+        }
         (
             CounterBatch {
                 instance,
@@ -323,13 +331,42 @@ impl BatchPlan {
                 groups: self.groups,
                 end_of_message: None,
             },
-            self.tags,
+            tags,
         )
     }
 }
 
 /// A module's ops with their tags and results ([`Judge::results`]).
-pub(crate) type Results<'a> = SmallVec<[(OpTag, &'a CounterOp, &'a OpResult); 16]>;
+#[derive(Clone, Copy)]
+pub(crate) struct Results<'a> {
+    /// The module's tags, in the batch's order ([`BatchPlan::finish`] sorts them).
+    tags: &'a [OpTag],
+    batch: &'a CounterBatch,
+    reply: &'a CounterReply,
+}
+
+impl<'a> Results<'a> {
+    /// The ops with their tags and results, in the batch's order (group by group, each in
+    /// push order).
+    pub fn iter(&self) -> impl Iterator<Item = (OpTag, &'a CounterOp, &'a OpResult)> + 'a {
+        let (batch, reply) = (self.batch, self.reply);
+        self.tags.iter().filter_map(move |&t| {
+            let op = batch.groups.get(t.group as usize)?.get(t.index as usize)?;
+            let res = reply.groups.get(t.group as usize)?.get(t.index as usize)?;
+            Some((t, op, res))
+        })
+    }
+
+    /// The first op with its tag and result.
+    pub fn first(&self) -> Option<(OpTag, &'a CounterOp, &'a OpResult)> {
+        self.iter().next()
+    }
+
+    /// Whether the module has no op (with a result).
+    pub fn is_empty(&self) -> bool {
+        self.first().is_none()
+    }
+}
 
 /// A module's judging step: its ops and their results.
 pub(crate) struct Judge<'a, 'r> {
@@ -392,21 +429,13 @@ impl<'a> Judge<'a, '_> {
     /// This module's ops with their tags and results, in the batch's order (group by
     /// group, each in push order).
     pub fn results(&self) -> Results<'a> {
-        let (batch, reply) = (self.batch, self.reply);
-        let mut mine: Results<'a> = self
-            .tags
-            .iter()
-            .filter(|t| t.module == self.module)
-            .filter_map(|&t| {
-                let op = batch.groups.get(t.group as usize)?.get(t.index as usize)?;
-                let res = reply.groups.get(t.group as usize)?.get(t.index as usize)?;
-                Some((t, op, res))
-            })
-            .collect();
-        // Pushed in order within each group: sorting is needed only across groups.
-        if !mine.is_sorted_by_key(|(t, _, _)| (t.group, t.index)) {
-            mine.sort_by_key(|(t, _, _)| (t.group, t.index));
+        // The tags are sorted by module first: this module's are one run of them.
+        let from = self.tags.partition_point(|t| t.module < self.module);
+        let to = from + self.tags[from..].partition_point(|t| t.module == self.module);
+        Results {
+            tags: &self.tags[from..to],
+            batch: self.batch,
+            reply: self.reply,
         }
-        mine
     }
 }

@@ -154,7 +154,7 @@ impl Module for Quotas {
                 });
             }
         }
-        for &(tag, op, res) in results.iter() {
+        for (tag, op, res) in results.iter() {
             if matches!(op.kind, OpKind::RecordForEom { .. }) {
                 continue;
             }
@@ -226,7 +226,7 @@ impl Module for Quotas {
                     let needs = results
                         .iter()
                         .filter(|(t, _, _)| t.group == tag.group)
-                        .filter_map(|&(t, op, res)| {
+                        .filter_map(|(t, op, res)| {
                             need_of(op, res, counted(r, t.policy, t.item, t.sub).limit)
                         })
                         .collect();

@@ -83,7 +83,7 @@ impl Module for Greylisting {
 
     fn judge(&self, cx: &mut Judge<'_, '_>) -> Flow {
         let results = cx.results();
-        let Some(&(tag, op, _)) = results.first() else {
+        let Some((tag, op, _)) = results.first() else {
             return Flow::Continue;
         };
         let (OpKind::Greylist(op), Some(DetailAnswer::Greylist(reply))) =
