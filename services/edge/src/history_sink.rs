@@ -13,6 +13,8 @@
 use sluice_engine::engine::Decision;
 use sluice_protocol::{Action, PolicyRequest};
 use std::collections::HashMap;
+// Senders come from the network: a seeded hash (as the engine's tables), cheaper than SipHash.
+use foldhash::quality::RandomState;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -89,11 +91,11 @@ pub struct Counted {
 pub struct TopSenders {
     capacity: usize,
     minute_ms: i64,
-    current: HashMap<Box<str>, Counted>,
+    current: HashMap<Box<str>, Counted, RandomState>,
     /// The highest request count dropped from the current minute to make room.
     floor: u64,
     /// Whole minutes not yet taken, oldest first (at most [`KEPT_MINUTES`]).
-    finished: Vec<(i64, HashMap<Box<str>, Counted>)>,
+    finished: Vec<(i64, HashMap<Box<str>, Counted, RandomState>)>,
 }
 
 /// Whole minutes kept for the writer; older ones are dropped if it does not take them.
@@ -105,7 +107,7 @@ impl TopSenders {
         TopSenders {
             capacity: capacity.max(1),
             minute_ms: 0,
-            current: HashMap::new(),
+            current: HashMap::default(),
             floor: 0,
             finished: Vec::new(),
         }
