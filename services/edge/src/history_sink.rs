@@ -15,10 +15,14 @@ use sluice_protocol::{Action, PolicyRequest};
 use std::collections::HashMap;
 // Senders come from the network: a seeded hash (as the engine's tables), cheaper than SipHash.
 use foldhash::quality::RandomState;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
+
+/// Counts per sender of one minute.
+type MinuteCounts = HashMap<Box<str>, Counted, RandomState>;
 
 /// One refused request, owned, as the request path hands it over.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -91,11 +95,11 @@ pub struct Counted {
 pub struct TopSenders {
     capacity: usize,
     minute_ms: i64,
-    current: HashMap<Box<str>, Counted, RandomState>,
+    current: MinuteCounts,
     /// The highest request count dropped from the current minute to make room.
     floor: u64,
     /// Whole minutes not yet taken, oldest first (at most [`KEPT_MINUTES`]).
-    finished: Vec<(i64, HashMap<Box<str>, Counted, RandomState>)>,
+    finished: Vec<(i64, MinuteCounts)>,
 }
 
 /// Whole minutes kept for the writer; older ones are dropped if it does not take them.
