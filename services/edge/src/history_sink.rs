@@ -15,7 +15,6 @@ use sluice_protocol::{Action, PolicyRequest};
 use std::collections::HashMap;
 // Senders come from the network: a seeded hash (as the engine's tables), cheaper than SipHash.
 use foldhash::quality::RandomState;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
