@@ -72,8 +72,9 @@ pub(crate) fn judging(matched: &[(usize, &Policy)], monitor_all: bool) -> Option
     })
 }
 
-/// The DNS questions for `helo`: its addresses and its MX (Policyd accepted either).
-pub fn questions(helo: &str) -> [Lookup; 2] {
+/// The DNS questions for `helo`: its addresses and its MX (Policyd accepted either),
+/// borrowing the name.
+pub fn questions(helo: &str) -> [Lookup<'_>; 2] {
     [
         Lookup::Addresses { name: helo.into() },
         Lookup::Mx {
@@ -84,11 +85,11 @@ pub fn questions(helo: &str) -> [Lookup; 2] {
 
 /// The lookups a request needs: the HELO's records, when `reject_unresolvable` applies to
 /// it (a FQDN of a client not whitelisted).
-pub(crate) fn lookups(
+pub(crate) fn lookups<'a>(
     j: &Judging,
     whitelist: &Whitelist,
-    req: &PolicyRequest<'_>,
-) -> Option<[Lookup; 2]> {
+    req: &'a PolicyRequest<'_>,
+) -> Option<[Lookup<'a>; 2]> {
     let helo = &*req.helo_name;
     if helo.is_empty()
         || !j.settings.asks_dns()
@@ -168,7 +169,7 @@ pub(crate) fn check(
     blacklist: &Blacklist,
     whitelist: &Whitelist,
     req: &PolicyRequest<'_>,
-    answers: &LookupAnswers,
+    answers: &LookupAnswers<'_>,
     dry_run: bool,
     explaining: bool,
 ) -> Check {

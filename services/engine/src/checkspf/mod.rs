@@ -75,14 +75,14 @@ pub(crate) fn judging(matched: &[(usize, &Policy)], monitor_all: bool) -> Option
 
 /// The SPF question for `req`: `None` for the null sender (Policyd checks only a non-null
 /// sender).
-pub(crate) fn question(req: &PolicyRequest<'_>) -> Option<Lookup> {
+pub(crate) fn question<'a>(req: &'a PolicyRequest<'_>) -> Option<Lookup<'a>> {
     if req.sender.is_empty() {
         return None;
     }
     Some(Lookup::Spf {
         ip: req.client_address,
-        sender: req.sender.to_string(),
-        helo: req.helo_name.to_string(),
+        sender: Cow::Borrowed(&req.sender),
+        helo: Cow::Borrowed(&req.helo_name),
     })
 }
 
@@ -90,7 +90,7 @@ pub(crate) fn question(req: &PolicyRequest<'_>) -> Option<Lookup> {
 /// check failed or was not answered (in time). `None` for the null sender.
 pub(crate) fn answer<'a>(
     req: &PolicyRequest<'_>,
-    answers: &'a LookupAnswers,
+    answers: &'a LookupAnswers<'_>,
 ) -> Option<Cow<'a, SpfAnswer>> {
     if req.sender.is_empty() {
         return None;

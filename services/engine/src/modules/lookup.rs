@@ -6,27 +6,35 @@
 //! request's deadline (caching answers up to their TTL), and decides with
 //! [`crate::Engine::decide_with`]. A question without an answer reads as
 //! [`LookupAnswer::Unanswered`].
+//!
+//! A request's questions borrow their names from the request ([`Lookup`] holds
+//! [`Cow`]s): listing them, answering them from a cache and finding their answers copies no
+//! string. A question kept beyond its request (a cache key) is made owned with
+//! [`Lookup::into_owned`]. Answers share their records ([`Arc`]): a cached answer is
+//! handed out without copying them.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-/// One question to the outside world.
+/// One question to the outside world. The names are borrowed (from the request the engine
+/// listed the question for) or owned ([`Lookup::into_owned`]): both compare and hash alike.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Lookup {
+pub enum Lookup<'a> {
     /// A and AAAA records of a name.
     Addresses {
         /// The name (no trailing dot).
-        name: String,
+        name: Cow<'a, str>,
     },
     /// MX records of a domain.
     Mx {
         /// The domain.
-        domain: String,
+        domain: Cow<'a, str>,
     },
     /// TXT records of a name (SPF).
     Txt {
         /// The name.
-        name: String,
+        name: Cow<'a, str>,
     },
     /// PTR records of an address (reverse DNS).
     Ptr {
@@ -41,10 +49,30 @@ pub enum Lookup {
         /// The SMTP client's address.
         ip: IpAddr,
         /// The envelope sender (`user@domain`, not empty).
-        sender: String,
+        sender: Cow<'a, str>,
         /// The HELO/EHLO name (for the `%{h}` macro and the header; may be empty).
-        helo: String,
+        helo: Cow<'a, str>,
     },
+}
+
+impl Lookup<'_> {
+    /// The same question owning its names (to keep it beyond the request it borrows from).
+    pub fn into_owned(self) -> Lookup<'static> {
+        let own = |s: Cow<'_, str>| Cow::Owned(s.into_owned());
+        match self {
+            Lookup::Addresses { name } => Lookup::Addresses { name: own(name) },
+            Lookup::Mx { domain } => Lookup::Mx {
+                domain: own(domain),
+            },
+            Lookup::Txt { name } => Lookup::Txt { name: own(name) },
+            Lookup::Ptr { ip } => Lookup::Ptr { ip },
+            Lookup::Spf { ip, sender, helo } => Lookup::Spf {
+                ip,
+                sender: own(sender),
+                helo: own(helo),
+            },
+        }
+    }
 }
 
 /// The result of an SPF check (RFC 7208 §2.6).
@@ -117,10 +145,12 @@ pub struct SpfAnswer {
 /// The answer to one [`Lookup`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LookupAnswer {
-    /// Addresses (for [`Lookup::Addresses`]).
-    Addresses(Vec<IpAddr>),
-    /// Names or texts (MX hosts by preference, TXT strings, PTR names).
-    Records(Vec<String>),
+    /// Addresses (for [`Lookup::Addresses`]). Shared: a cached answer is handed out
+    /// without copying them.
+    Addresses(Arc<[IpAddr]>),
+    /// Names or texts (MX hosts by preference, TXT strings, PTR names). Shared, as
+    /// addresses are.
+    Records(Arc<[String]>),
     /// The name does not exist or has no record of that type (NXDOMAIN, NODATA).
     NotFound,
     /// The resolver failed or the deadline passed: a temporary failure.
@@ -132,23 +162,31 @@ pub enum LookupAnswer {
     Spf(Arc<SpfAnswer>),
 }
 
-/// Answers to the questions of one request.
+/// Answers to the questions of one request. The questions may borrow from the request
+/// (`'q`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LookupAnswers {
-    answers: Vec<(Lookup, LookupAnswer)>,
+pub struct LookupAnswers<'q> {
+    answers: Vec<(Lookup<'q>, LookupAnswer)>,
 }
 
-impl LookupAnswers {
+impl<'q> LookupAnswers<'q> {
     /// No answers (what a request gets when no module asks anything).
-    pub fn none() -> &'static LookupAnswers {
-        static NONE: LookupAnswers = LookupAnswers {
+    pub fn none() -> &'static LookupAnswers<'static> {
+        static NONE: LookupAnswers<'static> = LookupAnswers {
             answers: Vec::new(),
         };
         &NONE
     }
 
+    /// No answers yet, with room for `n` without growing.
+    pub fn with_capacity(n: usize) -> Self {
+        LookupAnswers {
+            answers: Vec::with_capacity(n),
+        }
+    }
+
     /// Records the answer to `question` (a later answer to the same question replaces it).
-    pub fn insert(&mut self, question: Lookup, answer: LookupAnswer) {
+    pub fn insert(&mut self, question: Lookup<'q>, answer: LookupAnswer) {
         match self.answers.iter_mut().find(|(q, _)| *q == question) {
             Some((_, a)) => *a = answer,
             None => self.answers.push((question, answer)),
@@ -156,17 +194,13 @@ impl LookupAnswers {
     }
 
     /// The answer to `question` ([`LookupAnswer::Unanswered`] when there is none).
-    pub fn get(&self, question: &Lookup) -> &LookupAnswer {
-        self.answers
-            .iter()
-            .find(|(q, _)| q == question)
-            .map(|(_, a)| a)
-            .unwrap_or(&LookupAnswer::Unanswered)
+    pub fn get(&self, question: &Lookup<'_>) -> &LookupAnswer {
+        self.find(|q| q == question)
     }
 
     /// The answer to the first question that `is` holds for ([`LookupAnswer::Unanswered`]
     /// when there is none): [`LookupAnswers::get`] without building the question.
-    pub fn find(&self, is: impl Fn(&Lookup) -> bool) -> &LookupAnswer {
+    pub fn find(&self, is: impl Fn(&Lookup<'q>) -> bool) -> &LookupAnswer {
         self.answers
             .iter()
             .find(|(q, _)| is(q))
@@ -188,18 +222,28 @@ mod tests {
     fn an_unasked_question_reads_as_unanswered_and_answers_replace() {
         let mut a = LookupAnswers::default();
         let q = Lookup::Mx {
-            domain: "example.org".into(),
+            domain: String::from("example.org").into(),
         };
         assert_eq!(a.get(&q), &LookupAnswer::Unanswered);
         a.insert(q.clone(), LookupAnswer::Failed);
         a.insert(
             q.clone(),
-            LookupAnswer::Records(vec!["mx.example.org".into()]),
+            LookupAnswer::Records(vec!["mx.example.org".to_string()].into()),
         );
         assert_eq!(
             a.get(&q),
-            &LookupAnswer::Records(vec!["mx.example.org".into()])
+            &LookupAnswer::Records(vec!["mx.example.org".to_string()].into())
         );
+        // A borrowed question finds the answer to the same owned one, and back.
+        let name = String::from("example.org");
+        let borrowed = Lookup::Mx {
+            domain: name.as_str().into(),
+        };
+        assert_eq!(borrowed, q);
+        assert!(matches!(a.get(&borrowed), LookupAnswer::Records(r) if r.len() == 1));
+        let owned = borrowed.clone().into_owned();
+        assert!(matches!(&owned, Lookup::Mx { domain: Cow::Owned(d) } if d == "example.org"));
+        assert_eq!(owned, q);
         assert_eq!(LookupAnswers::none().get(&q), &LookupAnswer::Unanswered);
     }
 }
