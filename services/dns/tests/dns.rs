@@ -17,7 +17,7 @@ fn resolver(dns: &DnsServer, timeout_ms: u64) -> Resolver {
     .expect("resolver")
 }
 
-fn addresses(name: &str) -> Lookup {
+fn addresses(name: &str) -> Lookup<'_> {
     Lookup::Addresses { name: name.into() }
 }
 
