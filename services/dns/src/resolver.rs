@@ -151,28 +151,32 @@ impl Resolver {
         &self,
         questions: impl Into<Cow<'s, [Lookup<'q>]>>,
     ) -> LookupAnswers<'q> {
-        let questions = questions.into().into_owned();
-        let mut answers = LookupAnswers::with_capacity(questions.len());
-        let mut missing: Vec<Lookup<'q>> = Vec::new();
+        let mut answers = LookupAnswers::unanswered(questions.into().into_owned());
         let now = Instant::now();
-        for q in questions {
-            match self.cached(&q, now) {
-                Some(a) => answers.insert(q, a),
-                None => missing.push(q),
+        // The indexes of the questions no cache answers (no allocation when there are none).
+        let mut missing: Vec<usize> = Vec::new();
+        for (i, (q, a)) in answers.iter_mut().enumerate() {
+            match self.cached(q, now) {
+                Some(cached) => *a = cached,
+                None => missing.push(i),
             }
         }
         if missing.is_empty() {
             return answers;
         }
-        let asked = join_all(missing.iter().map(|q| async move {
-            match tokio::time::timeout(self.timeout, self.answer_one(q)).await {
-                Ok(a) => a,
-                Err(_) => LookupAnswer::Failed,
+        let questions = answers.questions();
+        let asked = join_all(missing.iter().map(|&i| {
+            let q = &questions[i];
+            async move {
+                match tokio::time::timeout(self.timeout, self.answer_one(q)).await {
+                    Ok(a) => a,
+                    Err(_) => LookupAnswer::Failed,
+                }
             }
         }))
         .await;
-        for (q, a) in missing.into_iter().zip(asked) {
-            answers.insert(q, a);
+        for (i, a) in missing.into_iter().zip(asked) {
+            answers.set(i, a);
         }
         answers
     }
@@ -453,9 +457,9 @@ impl Answerer {
         match resolver {
             Some(r) => r.answer(questions).await,
             None => {
-                let mut a = LookupAnswers::default();
-                for q in questions.into().into_owned() {
-                    a.insert(q, LookupAnswer::Failed);
+                let mut a = LookupAnswers::unanswered(questions.into().into_owned());
+                for (_, answer) in a.iter_mut() {
+                    *answer = LookupAnswer::Failed;
                 }
                 a
             }

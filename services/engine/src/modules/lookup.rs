@@ -13,6 +13,7 @@
 //! [`Lookup::into_owned`]. Answers share their records ([`Arc`]): a cached answer is
 //! handed out without copying them.
 
+use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -163,34 +164,68 @@ pub enum LookupAnswer {
 }
 
 /// Answers to the questions of one request. The questions may borrow from the request
-/// (`'q`).
+/// (`'q`). Up to four answers are held inline (no allocation beyond the questions' own
+/// vector, which [`LookupAnswers::unanswered`] takes over).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LookupAnswers<'q> {
-    answers: Vec<(Lookup<'q>, LookupAnswer)>,
+    questions: Vec<Lookup<'q>>,
+    /// The answer to each question, by its index.
+    answers: SmallVec<[LookupAnswer; 4]>,
 }
 
 impl<'q> LookupAnswers<'q> {
     /// No answers (what a request gets when no module asks anything).
     pub fn none() -> &'static LookupAnswers<'static> {
-        static NONE: LookupAnswers<'static> = LookupAnswers {
-            answers: Vec::new(),
-        };
+        static NONE: std::sync::LazyLock<LookupAnswers<'static>> =
+            std::sync::LazyLock::new(LookupAnswers::default);
         &NONE
     }
 
-    /// No answers yet, with room for `n` without growing.
-    pub fn with_capacity(n: usize) -> Self {
-        LookupAnswers {
-            answers: Vec::with_capacity(n),
+    /// `questions`, each [`LookupAnswer::Unanswered`] until answered
+    /// ([`LookupAnswers::iter_mut`], [`LookupAnswers::set`]); a question listed twice is
+    /// kept once.
+    pub fn unanswered(mut questions: Vec<Lookup<'q>>) -> Self {
+        // A few questions: a linear dedupe, keeping the first of each.
+        let mut i = 1;
+        while i < questions.len() {
+            if questions[..i].contains(&questions[i]) {
+                questions.remove(i);
+            } else {
+                i += 1;
+            }
         }
+        let answers = questions.iter().map(|_| LookupAnswer::Unanswered).collect();
+        LookupAnswers { questions, answers }
     }
 
     /// Records the answer to `question` (a later answer to the same question replaces it).
     pub fn insert(&mut self, question: Lookup<'q>, answer: LookupAnswer) {
-        match self.answers.iter_mut().find(|(q, _)| *q == question) {
-            Some((_, a)) => *a = answer,
-            None => self.answers.push((question, answer)),
+        match self.questions.iter().position(|q| *q == question) {
+            Some(i) => self.answers[i] = answer,
+            None => {
+                self.questions.push(question);
+                self.answers.push(answer);
+            }
         }
+    }
+
+    /// The questions, in order (the index of each is the one [`LookupAnswers::set`]
+    /// takes).
+    pub fn questions(&self) -> &[Lookup<'q>] {
+        &self.questions
+    }
+
+    /// Sets the answer to the question at `index` of [`LookupAnswers::questions`].
+    ///
+    /// # Panics
+    /// When there is no question at `index`.
+    pub fn set(&mut self, index: usize, answer: LookupAnswer) {
+        self.answers[index] = answer;
+    }
+
+    /// Each question with its answer, to be filled in.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&Lookup<'q>, &mut LookupAnswer)> {
+        self.questions.iter().zip(self.answers.iter_mut())
     }
 
     /// The answer to `question` ([`LookupAnswer::Unanswered`] when there is none).
@@ -201,16 +236,16 @@ impl<'q> LookupAnswers<'q> {
     /// The answer to the first question that `is` holds for ([`LookupAnswer::Unanswered`]
     /// when there is none): [`LookupAnswers::get`] without building the question.
     pub fn find(&self, is: impl Fn(&Lookup<'q>) -> bool) -> &LookupAnswer {
-        self.answers
+        self.questions
             .iter()
-            .find(|(q, _)| is(q))
-            .map(|(_, a)| a)
+            .position(is)
+            .map(|i| &self.answers[i])
             .unwrap_or(&LookupAnswer::Unanswered)
     }
 
     /// Whether no answer is held.
     pub fn is_empty(&self) -> bool {
-        self.answers.is_empty()
+        self.questions.is_empty()
     }
 }
 
@@ -245,5 +280,30 @@ mod tests {
         assert!(matches!(&owned, Lookup::Mx { domain: Cow::Owned(d) } if d == "example.org"));
         assert_eq!(owned, q);
         assert_eq!(LookupAnswers::none().get(&q), &LookupAnswer::Unanswered);
+    }
+
+    #[test]
+    fn unanswered_questions_are_kept_once_and_filled_in() {
+        let a = Lookup::Addresses {
+            name: "mail.example.org".into(),
+        };
+        let mx = Lookup::Mx {
+            domain: "mail.example.org".into(),
+        };
+        let mut answers = LookupAnswers::unanswered(vec![a.clone(), mx.clone(), a.clone()]);
+        assert_eq!(answers.questions(), [a.clone(), mx.clone()]);
+        assert_eq!(answers.get(&a), &LookupAnswer::Unanswered);
+        for (q, answer) in answers.iter_mut() {
+            if *q == a {
+                *answer = LookupAnswer::NotFound;
+            }
+        }
+        answers.set(1, LookupAnswer::Failed);
+        assert_eq!(answers.get(&a), &LookupAnswer::NotFound);
+        assert_eq!(answers.get(&mx), &LookupAnswer::Failed);
+        answers.insert(mx.clone(), LookupAnswer::NotFound);
+        assert_eq!(answers.get(&mx), &LookupAnswer::NotFound);
+        assert_eq!(answers.questions().len(), 2);
+        assert!(LookupAnswers::unanswered(Vec::new()).is_empty());
     }
 }
