@@ -3,6 +3,7 @@
 use crate::cache::TtlCache;
 use crate::spf::SpfChecker;
 use futures_util::future::join_all;
+use hashbrown::Equivalent;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::NetError;
@@ -71,7 +72,7 @@ pub struct Resolver {
     /// The answers to [`Lookup`]s other than SPF checks, kept up to their records' TTL
     /// (a negative answer up to its SOA's minimum): a request whose answers are all held is
     /// answered without the resolver, its futures or timers.
-    answers: Arc<TtlCache<Lookup, LookupAnswer>>,
+    answers: Arc<TtlCache<Key, LookupAnswer>>,
     timeout: Duration,
     /// CheckSPF's evaluator ([`Lookup::Spf`]).
     spf: SpfChecker,
@@ -143,46 +144,57 @@ impl Resolver {
 
     /// Answers every question at once, within the configured timeout; a question not
     /// answered in time is [`LookupAnswer::Failed`]. Answers still valid in the caches are
-    /// given at once; only the others are asked. Questions given as a `Vec` are moved into
-    /// the answers (a borrowed slice is copied).
-    pub async fn answer<'q>(&self, questions: impl Into<Cow<'q, [Lookup]>>) -> LookupAnswers {
-        let mut answers = LookupAnswers::default();
-        let mut missing: Vec<Lookup> = Vec::new();
-        for q in questions.into().into_owned() {
-            match self.cached(&q) {
-                Some(a) => answers.insert(q, a),
-                None => missing.push(q),
+    /// given at once (shared with the cache, read by the borrowed question: nothing is
+    /// copied); only the others are asked. Questions given as a `Vec` are moved into the
+    /// answers (a borrowed slice is cloned: borrowed names stay borrowed).
+    pub async fn answer<'s, 'q: 's>(
+        &self,
+        questions: impl Into<Cow<'s, [Lookup<'q>]>>,
+    ) -> LookupAnswers<'q> {
+        let mut answers = LookupAnswers::unanswered(questions.into().into_owned());
+        let now = Instant::now();
+        // The indexes of the questions no cache answers (no allocation when there are none).
+        let mut missing: Vec<usize> = Vec::new();
+        for (i, (q, a)) in answers.iter_mut().enumerate() {
+            match self.cached(q, now) {
+                Some(cached) => *a = cached,
+                None => missing.push(i),
             }
         }
         if missing.is_empty() {
             return answers;
         }
-        let asked = join_all(missing.iter().map(|q| async move {
-            match tokio::time::timeout(self.timeout, self.answer_one(q)).await {
-                Ok(a) => a,
-                Err(_) => LookupAnswer::Failed,
+        let questions = answers.questions();
+        let asked = join_all(missing.iter().map(|&i| {
+            let q = &questions[i];
+            async move {
+                match tokio::time::timeout(self.timeout, self.answer_one(q)).await {
+                    Ok(a) => a,
+                    Err(_) => LookupAnswer::Failed,
+                }
             }
         }))
         .await;
-        for (q, a) in missing.into_iter().zip(asked) {
-            answers.insert(q, a);
+        for (i, a) in missing.into_iter().zip(asked) {
+            answers.set(i, a);
         }
         answers
     }
 
-    /// The answer to `question` when a cache holds a valid one.
-    fn cached(&self, question: &Lookup) -> Option<LookupAnswer> {
+    /// The answer to `question` when a cache holds one valid at `now`.
+    fn cached(&self, question: &Lookup<'_>, now: Instant) -> Option<LookupAnswer> {
         match question {
-            Lookup::Spf { ip, sender, helo } => {
-                self.spf.cached(*ip, sender, helo).map(LookupAnswer::Spf)
-            }
-            _ => self.answers.get(question, Instant::now()),
+            Lookup::Spf { ip, sender, helo } => self
+                .spf
+                .cached_at(*ip, sender, helo, now)
+                .map(LookupAnswer::Spf),
+            _ => self.answers.get(question, now),
         }
     }
 
     /// Answers one question (no deadline of its own beyond the resolver's timeout), from
     /// the caches when they hold a valid answer.
-    pub async fn answer_one(&self, question: &Lookup) -> LookupAnswer {
+    pub async fn answer_one(&self, question: &Lookup<'_>) -> LookupAnswer {
         if let Lookup::Spf { ip, sender, helo } = question {
             return LookupAnswer::Spf(Arc::new(self.spf.check(*ip, sender, helo).await));
         }
@@ -192,8 +204,12 @@ impl Resolver {
         }
         let (answer, until) = self.resolve(question).await;
         if let Some(until) = until {
-            self.answers
-                .insert(question.clone(), answer.clone(), until, Instant::now());
+            self.answers.insert(
+                Key(question.clone().into_owned()),
+                answer.clone(),
+                until,
+                Instant::now(),
+            );
         }
         answer
     }
@@ -205,7 +221,7 @@ impl Resolver {
     }
 
     /// Asks the resolver: the answer, and until when it may be kept (`None`: not kept).
-    async fn resolve(&self, question: &Lookup) -> (LookupAnswer, Option<Instant>) {
+    async fn resolve(&self, question: &Lookup<'_>) -> (LookupAnswer, Option<Instant>) {
         match question {
             Lookup::Spf { .. } => unreachable!("SPF checks are answered by the SPF checker"),
             Lookup::Addresses { name } => self.addresses(name).await,
@@ -314,7 +330,7 @@ impl Resolver {
             _ => None,
         };
         let answer = if !ips.is_empty() {
-            LookupAnswer::Addresses(ips)
+            LookupAnswer::Addresses(ips.into())
         } else if failed {
             LookupAnswer::Failed
         } else {
@@ -329,7 +345,19 @@ fn records(r: Vec<String>) -> LookupAnswer {
     if r.is_empty() {
         LookupAnswer::NotFound
     } else {
-        LookupAnswer::Records(r)
+        LookupAnswer::Records(r.into())
+    }
+}
+
+/// A question the lookups' cache holds: owned, and read by the borrowed question of a
+/// request (hashing as it does: the same fields, and `Cow<str>` hashes as `str`), so no
+/// key is built to read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key(Lookup<'static>);
+
+impl Equivalent<Key> for Lookup<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        *self == key.0
     }
 }
 
@@ -415,7 +443,10 @@ impl Answerer {
     }
 
     /// Answers `questions` within the configured timeout (see [`Resolver::answer`]).
-    pub async fn answer<'q>(&self, questions: impl Into<Cow<'q, [Lookup]>>) -> LookupAnswers {
+    pub async fn answer<'s, 'q: 's>(
+        &self,
+        questions: impl Into<Cow<'s, [Lookup<'q>]>>,
+    ) -> LookupAnswers<'q> {
         let resolver = self.resolver.get_or_init(|| match Resolver::new(&self.config) {
             Ok(r) => Some(r),
             Err(e) => {
@@ -426,9 +457,9 @@ impl Answerer {
         match resolver {
             Some(r) => r.answer(questions).await,
             None => {
-                let mut a = LookupAnswers::default();
-                for q in questions.into().into_owned() {
-                    a.insert(q, LookupAnswer::Failed);
+                let mut a = LookupAnswers::unanswered(questions.into().into_owned());
+                for (_, answer) in a.iter_mut() {
+                    *answer = LookupAnswer::Failed;
                 }
                 a
             }

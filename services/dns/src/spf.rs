@@ -108,7 +108,18 @@ impl SpfChecker {
         sender: &str,
         helo: &str,
     ) -> Option<std::sync::Arc<SpfAnswer>> {
-        let now = Instant::now();
+        self.cached_at(ip, sender, helo, Instant::now())
+    }
+
+    /// [`SpfChecker::cached`] valid at `now` (one reading of the clock for a request's
+    /// questions).
+    pub(crate) fn cached_at(
+        &self,
+        ip: IpAddr,
+        sender: &str,
+        helo: &str,
+        now: Instant,
+    ) -> Option<std::sync::Arc<SpfAnswer>> {
         let inputs = AnswerKeyRef { ip, sender, helo };
         if let Some(answer) = self.answers.get(&inputs, now) {
             return Some(answer);

@@ -17,7 +17,7 @@ fn resolver(dns: &DnsServer, timeout_ms: u64) -> Resolver {
     .expect("resolver")
 }
 
-fn addresses(name: &str) -> Lookup {
+fn addresses(name: &str) -> Lookup<'_> {
     Lookup::Addresses { name: name.into() }
 }
 
@@ -50,7 +50,8 @@ async fn records_of_every_kind_are_answered() {
     let r = resolver(&dns, 1000);
 
     match r.answer_one(&addresses("mail.example.org")).await {
-        LookupAnswer::Addresses(mut a) => {
+        LookupAnswer::Addresses(a) => {
+            let mut a = a.to_vec();
             a.sort();
             assert_eq!(a, vec![ip("192.0.2.10"), ip("2001:db8::10")]);
         }
@@ -58,27 +59,27 @@ async fn records_of_every_kind_are_answered() {
     }
     assert_eq!(
         r.answer_one(&addresses("v6only.example.org.")).await,
-        LookupAnswer::Addresses(vec![ip("2001:db8::6")])
+        addrs(vec![ip("2001:db8::6")])
     );
     assert_eq!(
         r.answer_one(&addresses("alias.example.org"))
             .await
             .sorted_or_self(),
-        LookupAnswer::Addresses(vec![ip("192.0.2.10"), ip("2001:db8::10")])
+        addrs(vec![ip("192.0.2.10"), ip("2001:db8::10")])
     );
     assert_eq!(
         r.answer_one(&Lookup::Mx {
             domain: "example.org".into()
         })
         .await,
-        LookupAnswer::Records(vec!["mail.example.org".into(), "backup.example.org".into()])
+        recs(vec!["mail.example.org".into(), "backup.example.org".into()])
     );
     assert_eq!(
         r.answer_one(&Lookup::Txt {
             name: "example.org".into()
         })
         .await,
-        LookupAnswer::Records(vec!["v=spf1 ip4:192.0.2.0/24 -all".into()])
+        recs(vec!["v=spf1 ip4:192.0.2.0/24 -all".into()])
     );
     // Longer than one UDP answer may be: the resolver retries over TCP.
     assert_eq!(
@@ -86,15 +87,25 @@ async fn records_of_every_kind_are_answered() {
             name: "long.example.org".into()
         })
         .await,
-        LookupAnswer::Records(vec![long])
+        recs(vec![long])
     );
     assert_eq!(
         r.answer_one(&Lookup::Ptr {
             ip: ip("192.0.2.10")
         })
         .await,
-        LookupAnswer::Records(vec!["mail.example.org".into()])
+        recs(vec!["mail.example.org".into()])
     );
+}
+
+/// An answer of addresses.
+fn addrs(a: Vec<IpAddr>) -> LookupAnswer {
+    LookupAnswer::Addresses(a.into())
+}
+
+/// An answer of records.
+fn recs(r: Vec<String>) -> LookupAnswer {
+    LookupAnswer::Records(r.into())
 }
 
 /// Sorts addresses so answers compare whatever order the server gave.
@@ -105,9 +116,10 @@ trait Sorted {
 impl Sorted for LookupAnswer {
     fn sorted_or_self(self) -> Self {
         match self {
-            LookupAnswer::Addresses(mut a) => {
+            LookupAnswer::Addresses(a) => {
+                let mut a = a.to_vec();
                 a.sort();
-                LookupAnswer::Addresses(a)
+                addrs(a)
             }
             other => other,
         }
@@ -176,10 +188,7 @@ async fn answers_are_cached_up_to_their_ttl() {
     dns.remove("cached.example.org");
     dns.add("cached.example.org", Rec::A("192.0.2.2".parse().unwrap()));
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(
-        r.answer_one(&q).await,
-        LookupAnswer::Addresses(vec![ip("192.0.2.2")])
-    );
+    assert_eq!(r.answer_one(&q).await, addrs(vec![ip("192.0.2.2")]));
     assert!(dns.queries_for("cached.example.org") > after_first);
 }
 
@@ -205,10 +214,7 @@ async fn a_silent_server_is_a_failure_within_the_deadline_and_other_answers_stan
     );
     assert!(took >= Duration::from_millis(250), "{took:?}");
     assert_eq!(answers.get(&questions[0]), &LookupAnswer::Failed);
-    assert_eq!(
-        answers.get(&questions[1]),
-        &LookupAnswer::Addresses(vec![ip("192.0.2.5")])
-    );
+    assert_eq!(answers.get(&questions[1]), &addrs(vec![ip("192.0.2.5")]));
     assert_eq!(answers.get(&questions[2]), &LookupAnswer::Failed);
 }
 
@@ -224,10 +230,7 @@ async fn the_answerer_builds_its_resolver_once_and_answers_every_question() {
     });
     let q = [addresses("a.example.org"), addresses("b.example.org")];
     let a = answerer.answer(&q).await;
-    assert_eq!(
-        a.get(&q[0]),
-        &LookupAnswer::Addresses(vec![ip("192.0.2.7")])
-    );
+    assert_eq!(a.get(&q[0]), &addrs(vec![ip("192.0.2.7")]));
     assert_eq!(a.get(&q[1]), &LookupAnswer::NotFound);
     let before = dns.queries();
     let again = answerer.answer(&q).await;

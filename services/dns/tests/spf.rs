@@ -20,7 +20,7 @@ fn resolver(dns: &DnsServer, timeout_ms: u64) -> Resolver {
     .expect("resolver")
 }
 
-fn spf_of(sender: &str) -> Lookup {
+fn spf_of(sender: &str) -> Lookup<'_> {
     Lookup::Spf {
         ip: CLIENT.parse().unwrap(),
         sender: sender.into(),

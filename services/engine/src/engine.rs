@@ -275,7 +275,8 @@ impl Engine {
     /// usually none. The caller answers them under the request's deadline (from its cache
     /// when it can) and passes the answers to [`Engine::decide_with`]. The first of the
     /// engine's two phases: it changes nothing.
-    pub fn lookups(&self, req: &PolicyRequest<'_>) -> Vec<Lookup> {
+    /// The questions borrow `req`'s names.
+    pub fn lookups<'q>(&self, req: &'q PolicyRequest<'_>) -> Vec<Lookup<'q>> {
         let mut out = Vec::new();
         self.lookups_into(req, &mut Default::default(), None, &mut out);
         out
@@ -285,19 +286,23 @@ impl Engine {
     /// carried to the decision of the same request ([`Engine::decide_with`] or
     /// [`Engine::decide_reusing`] with this scratch, next), which then does not match
     /// them again.
-    pub fn lookups_reusing(&self, req: &PolicyRequest<'_>, scratch: &mut Scratch) -> Vec<Lookup> {
+    pub fn lookups_reusing<'q>(
+        &self,
+        req: &'q PolicyRequest<'_>,
+        scratch: &mut Scratch,
+    ) -> Vec<Lookup<'q>> {
         let mut out = Vec::new();
         let Scratch { memo, carried, .. } = scratch;
         self.lookups_into(req, memo, Some(carried), &mut out);
         out
     }
 
-    fn lookups_into(
+    fn lookups_into<'q>(
         &self,
-        req: &PolicyRequest<'_>,
+        req: &'q PolicyRequest<'_>,
         memo: &mut crate::compile::SourceMemo,
         mut carried: Option<&mut crate::scratch::Carried>,
-        out: &mut Vec<Lookup>,
+        out: &mut Vec<Lookup<'q>>,
     ) {
         if let Some(c) = carried.as_deref_mut() {
             c.set = 0;
@@ -334,7 +339,7 @@ impl Engine {
             waiting: &self.waiting,
         };
         for m in CHAIN {
-            m.lookups(&cx, out);
+            m.lookups(&cx, req, out);
         }
         // A few questions: a linear dedupe, keeping the first of each.
         let mut i = 0;
@@ -352,7 +357,7 @@ impl Engine {
     pub async fn decide_with(
         &self,
         req: &PolicyRequest<'_>,
-        lookups: &LookupAnswers,
+        lookups: &LookupAnswers<'_>,
         scratch: &mut Scratch,
     ) -> Decision {
         // A guard, not a clone: no reference-count traffic shared between threads.
@@ -372,7 +377,7 @@ impl Engine {
     pub async fn explain_with(
         &self,
         req: &PolicyRequest<'_>,
-        lookups: &LookupAnswers,
+        lookups: &LookupAnswers<'_>,
     ) -> Explanation {
         let set = self.set.load_full();
         let mut lines = Vec::new();
@@ -431,7 +436,7 @@ impl Engine {
         &self,
         set: &PolicySet,
         req: &PolicyRequest<'_>,
-        lookups: &LookupAnswers,
+        lookups: &LookupAnswers<'_>,
         dry_run: bool,
         mut trace: Trace<'_>,
         scratch: &mut Scratch,
@@ -481,7 +486,7 @@ impl Engine {
         &self,
         set: &PolicySet,
         req: &PolicyRequest<'_>,
-        lookups: &LookupAnswers,
+        lookups: &LookupAnswers<'_>,
         dry_run: bool,
         mut trace: Trace<'_>,
         scratch: &mut Scratch,

@@ -53,7 +53,7 @@ fn rcpt(sender: &str) -> PolicyRequest<'static> {
     r
 }
 
-fn question(sender: &str) -> Lookup {
+fn question(sender: &str) -> Lookup<'_> {
     Lookup::Spf {
         ip: "192.0.2.7".parse().unwrap(),
         sender: sender.into(),
@@ -61,7 +61,7 @@ fn question(sender: &str) -> Lookup {
     }
 }
 
-fn answers(sender: &str, result: SpfResult) -> LookupAnswers {
+fn answers(sender: &str, result: SpfResult) -> LookupAnswers<'_> {
     let mut a = LookupAnswers::default();
     a.insert(
         question(sender),

@@ -32,7 +32,7 @@ use crate::modules::{Lookup, LookupAnswer, LookupAnswers};
 use op::{HeloOp, HeloReply};
 use record::{HeloOutcome, HeloParams};
 use settings::{
-    blacklisted, classify, merge, whitelisted, Blacklist, CheckHelo, DnsFailure, HeloForm,
+    blacklisted, classified, merge, whitelisted, Blacklist, CheckHelo, DnsFailure, HeloForm,
     Whitelist,
 };
 use sluice_protocol::{Action, PolicyRequest};
@@ -41,12 +41,13 @@ use std::sync::Arc;
 /// The module's name in verdicts, logs and metrics.
 pub const MODULE: &str = "CheckHelo";
 
-/// The merged settings and who they come from.
+/// The merged settings and who they come from (borrowed from the policy set: no
+/// reference count is touched unless a verdict names the policy).
 #[derive(Debug)]
-pub(crate) struct Judging {
+pub(crate) struct Judging<'p> {
     pub settings: CheckHelo,
     /// The policy whose row decided last (highest priority number).
-    pub policy: Arc<str>,
+    pub policy: &'p Arc<str>,
     /// The policy's index in the set.
     pub policy_index: usize,
     /// Every contributing policy runs in monitor mode (or the service does).
@@ -55,15 +56,19 @@ pub(crate) struct Judging {
 
 /// The merged settings of the matched policies; `None` when no matched policy has a
 /// CheckHelo row.
-pub(crate) fn judging(matched: &[(usize, &Policy)], monitor_all: bool) -> Option<Judging> {
+pub(crate) fn judging<'p>(
+    matched: &[(usize, &'p Policy)],
+    monitor_all: bool,
+) -> Option<Judging<'p>> {
     let settings = merge(matched.iter().filter_map(|(_, p)| p.checkhelo.as_ref()))?;
-    let mut policy: Option<(usize, Arc<str>)> = None;
+    let mut policy: Option<(usize, &'p Arc<str>)> = None;
     let mut monitor = true;
-    for (pi, p) in matched.iter().filter(|(_, p)| p.checkhelo.is_some()) {
-        policy = Some((*pi, p.name.clone()));
+    for &(pi, p) in matched.iter().filter(|(_, p)| p.checkhelo.is_some()) {
+        policy = Some((pi, &p.name));
         monitor &= p.monitor;
     }
-    let (policy_index, policy) = policy.unwrap_or_else(|| (0, Arc::from("")));
+    // Some: the merge found a row.
+    let (policy_index, policy) = policy?;
     Some(Judging {
         settings,
         policy,
@@ -72,8 +77,9 @@ pub(crate) fn judging(matched: &[(usize, &Policy)], monitor_all: bool) -> Option
     })
 }
 
-/// The DNS questions for `helo`: its addresses and its MX (Policyd accepted either).
-pub fn questions(helo: &str) -> [Lookup; 2] {
+/// The DNS questions for `helo`: its addresses and its MX (Policyd accepted either),
+/// borrowing the name.
+pub fn questions(helo: &str) -> [Lookup<'_>; 2] {
     [
         Lookup::Addresses { name: helo.into() },
         Lookup::Mx {
@@ -84,16 +90,16 @@ pub fn questions(helo: &str) -> [Lookup; 2] {
 
 /// The lookups a request needs: the HELO's records, when `reject_unresolvable` applies to
 /// it (a FQDN of a client not whitelisted).
-pub(crate) fn lookups(
-    j: &Judging,
+pub(crate) fn lookups<'a>(
+    j: &Judging<'_>,
     whitelist: &Whitelist,
-    req: &PolicyRequest<'_>,
-) -> Option<[Lookup; 2]> {
+    req: &'a PolicyRequest<'_>,
+) -> Option<[Lookup<'a>; 2]> {
     let helo = &*req.helo_name;
     if helo.is_empty()
         || !j.settings.asks_dns()
         || whitelisted(whitelist, req.client_address).is_some()
-        || classify(helo) != HeloForm::Fqdn
+        || classified(helo) != HeloForm::Fqdn
     {
         return None;
     }
@@ -164,11 +170,11 @@ impl Notes {
 /// notes of [`Check::Passed`] and [`Check::State`] are written only when `explaining`
 /// (empty otherwise).
 pub(crate) fn check(
-    j: &Judging,
+    j: &Judging<'_>,
     blacklist: &Blacklist,
     whitelist: &Whitelist,
     req: &PolicyRequest<'_>,
-    answers: &LookupAnswers,
+    answers: &LookupAnswers<'_>,
     dry_run: bool,
     explaining: bool,
 ) -> Check {
@@ -184,7 +190,7 @@ pub(crate) fn check(
         lines: explaining.then(Vec::new),
     };
     if s.reject_invalid {
-        match classify(helo) {
+        match classified(helo) {
             HeloForm::BareIp if s.reject_ip => {
                 return Check::Refused {
                     name: "invalid",
@@ -326,10 +332,10 @@ pub fn action_for(outcome: &HeloOutcome) -> Option<Action> {
 }
 
 /// A verdict of this module, for the decision's log.
-pub(crate) fn verdict(j: &Judging, name: &'static str, action: Action) -> ModuleVerdict {
+pub(crate) fn verdict(j: &Judging<'_>, name: &'static str, action: Action) -> ModuleVerdict {
     ModuleVerdict {
         module: MODULE,
-        policy: j.policy.clone(),
+        policy: Arc::clone(j.policy),
         name: Arc::from(name),
         action,
         monitor: j.monitor,
@@ -338,7 +344,7 @@ pub(crate) fn verdict(j: &Judging, name: &'static str, action: Action) -> Module
 }
 
 /// The explanation of a state answer.
-pub(crate) fn explain(j: &Judging, op: &HeloOp, reply: &HeloReply) -> String {
+pub(crate) fn explain(j: &Judging<'_>, op: &HeloOp, reply: &HeloReply) -> String {
     let s = &j.settings;
     let what = match reply.outcome {
         HeloOutcome::Blacklisted { until_ms } => format!(

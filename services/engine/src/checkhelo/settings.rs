@@ -5,6 +5,7 @@
 use super::def::{CheckHeloDef, HeloBlacklistDef, HeloWhitelistDef};
 use crate::spec::{parse_network, Glob};
 use ipnet::IpNet;
+use std::cell::RefCell;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -316,6 +317,39 @@ const BYTE_CLASSES: [u8; 256] = {
     }
 };
 
+/// HELO names longer than this are not remembered by [`classified`].
+const MEMO_MAX_LEN: usize = 255;
+
+thread_local! {
+    /// The HELO name this thread classified last, and its form (`""` is
+    /// [`HeloForm::Invalid`], as [`classify`] says).
+    static LAST_CLASSIFIED: RefCell<(String, HeloForm)> =
+        const { RefCell::new((String::new(), HeloForm::Invalid)) };
+}
+
+/// [`classify`], remembering the last name classified on this thread: a request's HELO is
+/// classified when its lookups are listed and again when it is decided, most often on the
+/// same thread with nothing in between, and the requests of one SMTP session share their
+/// HELO. Then the second time costs a comparison of the names; the form is the same
+/// ([`classify`] depends on the name only), and neither step needs to hand it to the other.
+pub fn classified(helo: &str) -> HeloForm {
+    if helo.len() > MEMO_MAX_LEN {
+        return classify(helo);
+    }
+    LAST_CLASSIFIED.with(|last| {
+        let Ok(mut last) = last.try_borrow_mut() else {
+            return classify(helo);
+        };
+        if last.0 != helo {
+            let form = classify(helo);
+            last.0.clear();
+            last.0.push_str(helo);
+            last.1 = form;
+        }
+        last.1
+    })
+}
+
 /// Classifies `helo` (Policyd: bare IPv4/IPv6, `[address]`, `^[\w-]+(\.[\w-]+)+$`).
 ///
 /// One pass over the bytes finds whether the name may be an address (only hex digits, `.`
@@ -418,6 +452,31 @@ mod tests {
         // `\w` is Unicode's: letters of any script, not symbols.
         assert_eq!(classify("mail.bücher.example"), HeloForm::Fqdn);
         assert_eq!(classify("mail.b\u{2603}.example"), HeloForm::Invalid);
+    }
+
+    #[test]
+    fn remembered_forms_are_the_forms() {
+        let long = format!("{}.example", "a".repeat(MEMO_MAX_LEN));
+        let names = [
+            "mail.example.org",
+            "mail.example.org",
+            "192.0.2.1",
+            "",
+            "localhost",
+            "[192.0.2.1]",
+            "mail.example.org",
+            "",
+            long.as_str(),
+            "mail.example.or",
+            "mail.example.org.",
+        ];
+        for n in names {
+            assert_eq!(classified(n), classify(n), "{n:?}");
+        }
+        // Another thread starts with nothing remembered.
+        std::thread::spawn(|| assert_eq!(classified(""), HeloForm::Invalid))
+            .join()
+            .unwrap();
     }
 
     #[test]

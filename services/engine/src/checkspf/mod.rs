@@ -30,24 +30,29 @@ pub const FAILED_TEXT: &str = "Failed SPF check";
 
 /// The merged settings of the matched policies, and who they come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Judging {
+pub(crate) struct Judging<'p> {
     /// `RejectFailedSPF`.
     pub reject_failed: bool,
     /// `AddSPFHeader`.
     pub add_header: bool,
     /// The last policy with a CheckSPF row (highest priority number).
-    pub policy: Arc<str>,
+    /// Borrowed from the policy set: no reference count is touched unless a verdict names
+    /// it.
+    pub policy: &'p Arc<str>,
     /// Every contributing policy runs in monitor mode (or the service does).
     pub monitor: bool,
 }
 
 /// The per-column merge of the matched policies' rows (evaluation order: a later row's set
 /// column wins); `None` when no row is there or `enabled` does not end up on.
-pub(crate) fn judging(matched: &[(usize, &Policy)], monitor_all: bool) -> Option<Judging> {
+pub(crate) fn judging<'p>(
+    matched: &[(usize, &'p Policy)],
+    monitor_all: bool,
+) -> Option<Judging<'p>> {
     let mut merged = CheckSpfDef::default();
-    let mut policy: Option<Arc<str>> = None;
+    let mut policy: Option<&'p Arc<str>> = None;
     let mut monitor = true;
-    for (_, p) in matched {
+    for &(_, p) in matched {
         let Some(row) = &p.checkspf else { continue };
         if row.enabled.is_some() {
             merged.enabled = row.enabled;
@@ -58,7 +63,7 @@ pub(crate) fn judging(matched: &[(usize, &Policy)], monitor_all: bool) -> Option
         if row.add_header.is_some() {
             merged.add_header = row.add_header;
         }
-        policy = Some(p.name.clone());
+        policy = Some(&p.name);
         monitor &= p.monitor;
     }
     let policy = policy?;
@@ -75,14 +80,14 @@ pub(crate) fn judging(matched: &[(usize, &Policy)], monitor_all: bool) -> Option
 
 /// The SPF question for `req`: `None` for the null sender (Policyd checks only a non-null
 /// sender).
-pub(crate) fn question(req: &PolicyRequest<'_>) -> Option<Lookup> {
+pub(crate) fn question<'a>(req: &'a PolicyRequest<'_>) -> Option<Lookup<'a>> {
     if req.sender.is_empty() {
         return None;
     }
     Some(Lookup::Spf {
         ip: req.client_address,
-        sender: req.sender.to_string(),
-        helo: req.helo_name.to_string(),
+        sender: Cow::Borrowed(&req.sender),
+        helo: Cow::Borrowed(&req.helo_name),
     })
 }
 
@@ -90,7 +95,7 @@ pub(crate) fn question(req: &PolicyRequest<'_>) -> Option<Lookup> {
 /// check failed or was not answered (in time). `None` for the null sender.
 pub(crate) fn answer<'a>(
     req: &PolicyRequest<'_>,
-    answers: &'a LookupAnswers,
+    answers: &'a LookupAnswers<'_>,
 ) -> Option<Cow<'a, SpfAnswer>> {
     if req.sender.is_empty() {
         return None;
@@ -180,11 +185,11 @@ pub fn action_for(
 }
 
 /// The verdict of a check (for the decision's log), or `None` when nothing is said.
-pub(crate) fn verdict(j: &Judging, a: &SpfAnswer, sender: &str) -> Option<ModuleVerdict> {
+pub(crate) fn verdict(j: &Judging<'_>, a: &SpfAnswer, sender: &str) -> Option<ModuleVerdict> {
     let action = action_for(a, sender, j.reject_failed, j.add_header)?;
     Some(ModuleVerdict {
         module: MODULE,
-        policy: j.policy.clone(),
+        policy: Arc::clone(j.policy),
         name: Arc::from(a.result.as_str()),
         action,
         monitor: j.monitor,
@@ -193,7 +198,7 @@ pub(crate) fn verdict(j: &Judging, a: &SpfAnswer, sender: &str) -> Option<Module
 }
 
 /// The explanation line of a check.
-pub(crate) fn explain(j: &Judging, a: &SpfAnswer, req: &PolicyRequest<'_>) -> String {
+pub(crate) fn explain(j: &Judging<'_>, a: &SpfAnswer, req: &PolicyRequest<'_>) -> String {
     let tail = match action_for(a, &req.sender, j.reject_failed, j.add_header) {
         Some(action) => format!(
             " -> action={action}{}",

@@ -16,6 +16,7 @@ use super::{Flow, Judge, Lookup, Module, Plan, Request};
 use crate::checkhelo::{self as rules, Check};
 use crate::compile::Policy;
 use crate::state::{DetailAnswer, OpKind};
+use sluice_protocol::PolicyRequest;
 
 /// The CheckHelo module.
 pub(crate) struct CheckHelo;
@@ -29,11 +30,16 @@ impl Module for CheckHelo {
         rules::MODULE
     }
 
-    fn lookups(&self, cx: &Request<'_, '_>, out: &mut Vec<Lookup>) {
+    fn lookups<'q>(
+        &self,
+        cx: &Request<'_, '_>,
+        req: &'q PolicyRequest<'_>,
+        out: &mut Vec<Lookup<'q>>,
+    ) {
         let Some(j) = rules::judging(cx.matched, cx.settings.monitor_all) else {
             return;
         };
-        if let Some(q) = rules::lookups(&j, &cx.set.helo_whitelist, cx.req) {
+        if let Some(q) = rules::lookups(&j, &cx.set.helo_whitelist, req) {
             out.extend(q);
         }
     }

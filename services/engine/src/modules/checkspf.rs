@@ -12,6 +12,7 @@
 use super::{Flow, Judge, Lookup, Module, Plan, Request};
 use crate::checkspf as rules;
 use crate::compile::Policy;
+use sluice_protocol::PolicyRequest;
 
 /// The CheckSPF module.
 pub(crate) struct CheckSpf;
@@ -21,9 +22,14 @@ impl Module for CheckSpf {
         rules::MODULE
     }
 
-    fn lookups(&self, cx: &Request<'_, '_>, out: &mut Vec<Lookup>) {
+    fn lookups<'q>(
+        &self,
+        cx: &Request<'_, '_>,
+        req: &'q PolicyRequest<'_>,
+        out: &mut Vec<Lookup<'q>>,
+    ) {
         if rules::judging(cx.matched, cx.settings.monitor_all).is_some() {
-            out.extend(rules::question(cx.req));
+            out.extend(rules::question(req));
         }
     }
 

@@ -6,27 +6,36 @@
 //! request's deadline (caching answers up to their TTL), and decides with
 //! [`crate::Engine::decide_with`]. A question without an answer reads as
 //! [`LookupAnswer::Unanswered`].
+//!
+//! A request's questions borrow their names from the request ([`Lookup`] holds
+//! [`Cow`]s): listing them, answering them from a cache and finding their answers copies no
+//! string. A question kept beyond its request (a cache key) is made owned with
+//! [`Lookup::into_owned`]. Answers share their records ([`Arc`]): a cached answer is
+//! handed out without copying them.
 
+use smallvec::SmallVec;
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-/// One question to the outside world.
+/// One question to the outside world. The names are borrowed (from the request the engine
+/// listed the question for) or owned ([`Lookup::into_owned`]): both compare and hash alike.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Lookup {
+pub enum Lookup<'a> {
     /// A and AAAA records of a name.
     Addresses {
         /// The name (no trailing dot).
-        name: String,
+        name: Cow<'a, str>,
     },
     /// MX records of a domain.
     Mx {
         /// The domain.
-        domain: String,
+        domain: Cow<'a, str>,
     },
     /// TXT records of a name (SPF).
     Txt {
         /// The name.
-        name: String,
+        name: Cow<'a, str>,
     },
     /// PTR records of an address (reverse DNS).
     Ptr {
@@ -41,10 +50,30 @@ pub enum Lookup {
         /// The SMTP client's address.
         ip: IpAddr,
         /// The envelope sender (`user@domain`, not empty).
-        sender: String,
+        sender: Cow<'a, str>,
         /// The HELO/EHLO name (for the `%{h}` macro and the header; may be empty).
-        helo: String,
+        helo: Cow<'a, str>,
     },
+}
+
+impl Lookup<'_> {
+    /// The same question owning its names (to keep it beyond the request it borrows from).
+    pub fn into_owned(self) -> Lookup<'static> {
+        let own = |s: Cow<'_, str>| Cow::Owned(s.into_owned());
+        match self {
+            Lookup::Addresses { name } => Lookup::Addresses { name: own(name) },
+            Lookup::Mx { domain } => Lookup::Mx {
+                domain: own(domain),
+            },
+            Lookup::Txt { name } => Lookup::Txt { name: own(name) },
+            Lookup::Ptr { ip } => Lookup::Ptr { ip },
+            Lookup::Spf { ip, sender, helo } => Lookup::Spf {
+                ip,
+                sender: own(sender),
+                helo: own(helo),
+            },
+        }
+    }
 }
 
 /// The result of an SPF check (RFC 7208 §2.6).
@@ -117,10 +146,12 @@ pub struct SpfAnswer {
 /// The answer to one [`Lookup`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LookupAnswer {
-    /// Addresses (for [`Lookup::Addresses`]).
-    Addresses(Vec<IpAddr>),
-    /// Names or texts (MX hosts by preference, TXT strings, PTR names).
-    Records(Vec<String>),
+    /// Addresses (for [`Lookup::Addresses`]). Shared: a cached answer is handed out
+    /// without copying them.
+    Addresses(Arc<[IpAddr]>),
+    /// Names or texts (MX hosts by preference, TXT strings, PTR names). Shared, as
+    /// addresses are.
+    Records(Arc<[String]>),
     /// The name does not exist or has no record of that type (NXDOMAIN, NODATA).
     NotFound,
     /// The resolver failed or the deadline passed: a temporary failure.
@@ -132,51 +163,89 @@ pub enum LookupAnswer {
     Spf(Arc<SpfAnswer>),
 }
 
-/// Answers to the questions of one request.
+/// Answers to the questions of one request. The questions may borrow from the request
+/// (`'q`). Up to four answers are held inline (no allocation beyond the questions' own
+/// vector, which [`LookupAnswers::unanswered`] takes over).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LookupAnswers {
-    answers: Vec<(Lookup, LookupAnswer)>,
+pub struct LookupAnswers<'q> {
+    questions: Vec<Lookup<'q>>,
+    /// The answer to each question, by its index.
+    answers: SmallVec<[LookupAnswer; 4]>,
 }
 
-impl LookupAnswers {
+impl<'q> LookupAnswers<'q> {
     /// No answers (what a request gets when no module asks anything).
-    pub fn none() -> &'static LookupAnswers {
-        static NONE: LookupAnswers = LookupAnswers {
-            answers: Vec::new(),
-        };
+    pub fn none() -> &'static LookupAnswers<'static> {
+        static NONE: std::sync::LazyLock<LookupAnswers<'static>> =
+            std::sync::LazyLock::new(LookupAnswers::default);
         &NONE
     }
 
+    /// `questions`, each [`LookupAnswer::Unanswered`] until answered
+    /// ([`LookupAnswers::iter_mut`], [`LookupAnswers::set`]); a question listed twice is
+    /// kept once.
+    pub fn unanswered(mut questions: Vec<Lookup<'q>>) -> Self {
+        // A few questions: a linear dedupe, keeping the first of each.
+        let mut i = 1;
+        while i < questions.len() {
+            if questions[..i].contains(&questions[i]) {
+                questions.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        let answers = questions.iter().map(|_| LookupAnswer::Unanswered).collect();
+        LookupAnswers { questions, answers }
+    }
+
     /// Records the answer to `question` (a later answer to the same question replaces it).
-    pub fn insert(&mut self, question: Lookup, answer: LookupAnswer) {
-        match self.answers.iter_mut().find(|(q, _)| *q == question) {
-            Some((_, a)) => *a = answer,
-            None => self.answers.push((question, answer)),
+    pub fn insert(&mut self, question: Lookup<'q>, answer: LookupAnswer) {
+        match self.questions.iter().position(|q| *q == question) {
+            Some(i) => self.answers[i] = answer,
+            None => {
+                self.questions.push(question);
+                self.answers.push(answer);
+            }
         }
     }
 
+    /// The questions, in order (the index of each is the one [`LookupAnswers::set`]
+    /// takes).
+    pub fn questions(&self) -> &[Lookup<'q>] {
+        &self.questions
+    }
+
+    /// Sets the answer to the question at `index` of [`LookupAnswers::questions`].
+    ///
+    /// # Panics
+    /// When there is no question at `index`.
+    pub fn set(&mut self, index: usize, answer: LookupAnswer) {
+        self.answers[index] = answer;
+    }
+
+    /// Each question with its answer, to be filled in.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&Lookup<'q>, &mut LookupAnswer)> {
+        self.questions.iter().zip(self.answers.iter_mut())
+    }
+
     /// The answer to `question` ([`LookupAnswer::Unanswered`] when there is none).
-    pub fn get(&self, question: &Lookup) -> &LookupAnswer {
-        self.answers
-            .iter()
-            .find(|(q, _)| q == question)
-            .map(|(_, a)| a)
-            .unwrap_or(&LookupAnswer::Unanswered)
+    pub fn get(&self, question: &Lookup<'_>) -> &LookupAnswer {
+        self.find(|q| q == question)
     }
 
     /// The answer to the first question that `is` holds for ([`LookupAnswer::Unanswered`]
     /// when there is none): [`LookupAnswers::get`] without building the question.
-    pub fn find(&self, is: impl Fn(&Lookup) -> bool) -> &LookupAnswer {
-        self.answers
+    pub fn find(&self, is: impl Fn(&Lookup<'q>) -> bool) -> &LookupAnswer {
+        self.questions
             .iter()
-            .find(|(q, _)| is(q))
-            .map(|(_, a)| a)
+            .position(is)
+            .map(|i| &self.answers[i])
             .unwrap_or(&LookupAnswer::Unanswered)
     }
 
     /// Whether no answer is held.
     pub fn is_empty(&self) -> bool {
-        self.answers.is_empty()
+        self.questions.is_empty()
     }
 }
 
@@ -188,18 +257,53 @@ mod tests {
     fn an_unasked_question_reads_as_unanswered_and_answers_replace() {
         let mut a = LookupAnswers::default();
         let q = Lookup::Mx {
-            domain: "example.org".into(),
+            domain: String::from("example.org").into(),
         };
         assert_eq!(a.get(&q), &LookupAnswer::Unanswered);
         a.insert(q.clone(), LookupAnswer::Failed);
         a.insert(
             q.clone(),
-            LookupAnswer::Records(vec!["mx.example.org".into()]),
+            LookupAnswer::Records(vec!["mx.example.org".to_string()].into()),
         );
         assert_eq!(
             a.get(&q),
-            &LookupAnswer::Records(vec!["mx.example.org".into()])
+            &LookupAnswer::Records(vec!["mx.example.org".to_string()].into())
         );
+        // A borrowed question finds the answer to the same owned one, and back.
+        let name = String::from("example.org");
+        let borrowed = Lookup::Mx {
+            domain: name.as_str().into(),
+        };
+        assert_eq!(borrowed, q);
+        assert!(matches!(a.get(&borrowed), LookupAnswer::Records(r) if r.len() == 1));
+        let owned = borrowed.clone().into_owned();
+        assert!(matches!(&owned, Lookup::Mx { domain: Cow::Owned(d) } if d == "example.org"));
+        assert_eq!(owned, q);
         assert_eq!(LookupAnswers::none().get(&q), &LookupAnswer::Unanswered);
+    }
+
+    #[test]
+    fn unanswered_questions_are_kept_once_and_filled_in() {
+        let a = Lookup::Addresses {
+            name: "mail.example.org".into(),
+        };
+        let mx = Lookup::Mx {
+            domain: "mail.example.org".into(),
+        };
+        let mut answers = LookupAnswers::unanswered(vec![a.clone(), mx.clone(), a.clone()]);
+        assert_eq!(answers.questions(), [a.clone(), mx.clone()]);
+        assert_eq!(answers.get(&a), &LookupAnswer::Unanswered);
+        for (q, answer) in answers.iter_mut() {
+            if *q == a {
+                *answer = LookupAnswer::NotFound;
+            }
+        }
+        answers.set(1, LookupAnswer::Failed);
+        assert_eq!(answers.get(&a), &LookupAnswer::NotFound);
+        assert_eq!(answers.get(&mx), &LookupAnswer::Failed);
+        answers.insert(mx.clone(), LookupAnswer::NotFound);
+        assert_eq!(answers.get(&mx), &LookupAnswer::NotFound);
+        assert_eq!(answers.questions().len(), 2);
+        assert!(LookupAnswers::unanswered(Vec::new()).is_empty());
     }
 }

@@ -101,8 +101,15 @@ pub(crate) trait Module: Sync {
     /// The external answers the module needs for `cx`'s request, pushed into `out`
     /// (deduplicated by the engine). Called only when a caller asks
     /// ([`crate::Engine::lookups`]); must not depend on counter state. Default: none.
-    fn lookups(&self, cx: &Request<'_, '_>, out: &mut Vec<Lookup>) {
-        let _ = (cx, out);
+    /// `req` is `cx.req` for as long as the questions live: they borrow its names (no
+    /// copies).
+    fn lookups<'q>(
+        &self,
+        cx: &Request<'_, '_>,
+        req: &'q PolicyRequest<'_>,
+        out: &mut Vec<Lookup<'q>>,
+    ) {
+        let _ = (cx, req, out);
     }
 
     /// Whether the module may ask lookups for a request matching `policy` (read once per
@@ -136,7 +143,7 @@ pub(crate) struct Request<'a, 'r> {
     /// Engine-wide settings (monitor mode for all, sub-buckets per period).
     pub settings: &'a EngineSettings,
     /// Answers to the chain's lookups (empty when none were asked).
-    pub lookups: &'a LookupAnswers,
+    pub lookups: &'a LookupAnswers<'a>,
     /// `sluice explain`: nothing may be charged (the batch is a dry run).
     pub dry_run: bool,
     /// The engine's clock (Accounting's calendar periods).

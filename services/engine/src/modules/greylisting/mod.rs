@@ -18,6 +18,7 @@ use super::{Flow, Judge, Lookup, Module, Plan, Request, SpfResult};
 use crate::compile::Policy;
 use crate::greylisting::{self as rules, Plan as GreyPlan};
 use crate::state::{DetailAnswer, OpKind};
+use sluice_protocol::PolicyRequest;
 
 /// The Greylisting module.
 pub(crate) struct Greylisting;
@@ -31,13 +32,18 @@ impl Module for Greylisting {
         rules::MODULE
     }
 
-    fn lookups(&self, cx: &Request<'_, '_>, out: &mut Vec<Lookup>) {
+    fn lookups<'q>(
+        &self,
+        cx: &Request<'_, '_>,
+        req: &'q PolicyRequest<'_>,
+        out: &mut Vec<Lookup<'q>>,
+    ) {
         // `skip_spf_pass`: the sender's SPF result (the same question as CheckSPF's, asked
         // once).
         if rules::judging(cx.matched, cx.settings.monitor_all)
             .is_some_and(|j| j.settings.skip_spf_pass)
         {
-            out.extend(crate::checkspf::question(cx.req));
+            out.extend(crate::checkspf::question(req));
         }
     }
 
