@@ -341,15 +341,7 @@ impl Engine {
         for m in CHAIN {
             m.lookups(&cx, req, out);
         }
-        // A few questions: a linear dedupe, keeping the first of each.
-        let mut i = 0;
-        while i < out.len() {
-            if out[..i].contains(&out[i]) {
-                out.remove(i);
-            } else {
-                i += 1;
-            }
-        }
+        crate::modules::lookup::dedupe(out);
     }
 
     /// Decides one request with the answers to its lookups ([`Engine::lookups`]; the

@@ -185,15 +185,7 @@ impl<'q> LookupAnswers<'q> {
     /// ([`LookupAnswers::iter_mut`], [`LookupAnswers::set`]); a question listed twice is
     /// kept once.
     pub fn unanswered(mut questions: Vec<Lookup<'q>>) -> Self {
-        // A few questions: a linear dedupe, keeping the first of each.
-        let mut i = 1;
-        while i < questions.len() {
-            if questions[..i].contains(&questions[i]) {
-                questions.remove(i);
-            } else {
-                i += 1;
-            }
-        }
+        dedupe(&mut questions);
         let answers = questions.iter().map(|_| LookupAnswer::Unanswered).collect();
         LookupAnswers { questions, answers }
     }
@@ -246,6 +238,19 @@ impl<'q> LookupAnswers<'q> {
     /// Whether no answer is held.
     pub fn is_empty(&self) -> bool {
         self.questions.is_empty()
+    }
+}
+
+/// Removes the questions asked before (a request asks a few: a linear scan), keeping the
+/// first of each in its place.
+pub(crate) fn dedupe(questions: &mut Vec<Lookup<'_>>) {
+    let mut i = 1;
+    while i < questions.len() {
+        if questions[..i].contains(&questions[i]) {
+            questions.remove(i);
+        } else {
+            i += 1;
+        }
     }
 }
 
