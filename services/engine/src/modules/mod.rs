@@ -446,3 +446,50 @@ impl<'a> Judge<'a, '_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(module: ModuleId, group: u32, index: u32) -> OpTag {
+        OpTag {
+            module,
+            group,
+            index,
+            policy: 0,
+            item: 0,
+            sub: 0,
+        }
+    }
+
+    /// A module that pushed into a monitor-mode policy's group before the enforced one gets
+    /// its tags back in batch order, and each module's tags are one run of them.
+    #[test]
+    fn finished_tags_are_sorted_by_module_group_and_index() {
+        let plan = BatchPlan {
+            groups: Vec::new(),
+            tags: vec![
+                tag(1, 0, 0),
+                tag(3, 2, 0),
+                tag(3, 0, 0),
+                tag(3, 2, 1),
+                tag(3, 0, 1),
+                tag(4, 1, 0),
+            ],
+            monitor: SmallVec::new(),
+        };
+        let (_, tags) = plan.finish(String::new(), true);
+        let order: Vec<_> = tags.iter().map(|t| (t.module, t.group, t.index)).collect();
+        assert_eq!(
+            order,
+            [
+                (1, 0, 0),
+                (3, 0, 0),
+                (3, 0, 1),
+                (3, 2, 0),
+                (3, 2, 1),
+                (4, 1, 0)
+            ]
+        );
+    }
+}
