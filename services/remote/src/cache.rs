@@ -51,7 +51,7 @@ pub const MAX_ENTRY_MS: u64 = 5_000;
 
 #[derive(Default)]
 struct Inner {
-    map: HashMap<String, Entry>,
+    map: HashMap<String, Entry, foldhash::quality::RandomState>,
     /// Insertion order `(seq, key)`; stale pairs (re-inserted or removed keys) are skipped.
     order: VecDeque<(u64, String)>,
     seq: u64,

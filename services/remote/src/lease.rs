@@ -16,9 +16,10 @@ use crate::lock;
 use sluice_engine::window::WindowSpec;
 use sluice_engine::{LeaseGrant, LeaseReturn};
 use std::cmp::Reverse;
+use foldhash::quality::RandomState;
 use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::{BinaryHeap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -91,7 +92,7 @@ impl Lease {
 /// than the requests.
 #[derive(Debug, Default)]
 struct Shard {
-    leases: HashMap<String, Lease>,
+    leases: HashMap<String, Lease, RandomState>,
     /// `(when, key)`: a lease's end, or when an ended one is forgotten. A timer whose lease
     /// was replaced meanwhile finds a later `expires` and is dropped.
     timers: BinaryHeap<Reverse<(Instant, String)>>,
@@ -100,7 +101,7 @@ struct Shard {
 }
 
 impl std::ops::Deref for Shard {
-    type Target = HashMap<String, Lease>;
+    type Target = HashMap<String, Lease, RandomState>;
 
     fn deref(&self) -> &Self::Target {
         &self.leases
@@ -117,21 +118,23 @@ impl std::ops::DerefMut for Shard {
 #[derive(Debug)]
 pub struct LeaseTable {
     shards: Vec<Mutex<Shard>>,
+    /// Picks a key's shard (seeded per table, apart from the shards' own map seeds: keys
+    /// of one shard must not share bits of the hash its map uses).
+    shard_of: RandomState,
 }
 
 impl Default for LeaseTable {
     fn default() -> Self {
         LeaseTable {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            shard_of: RandomState::default(),
         }
     }
 }
 
 impl LeaseTable {
     fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
-        let mut h = DefaultHasher::new();
-        key.hash(&mut h);
-        lock(&self.shards[h.finish() as usize % SHARDS])
+        lock(&self.shards[self.shard_of.hash_one(key) as usize % SHARDS])
     }
 
     /// Admits `cost` from the key's lease if it holds that much and has not expired; returns

@@ -17,9 +17,9 @@
 
 use crate::lock;
 use sluice_engine::{EomRecord, SessionData};
-use std::collections::hash_map::DefaultHasher;
+use foldhash::quality::RandomState;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -112,8 +112,10 @@ struct ConnectionTrack {
 /// The sessions this edge holds and the instances each connection carried.
 #[derive(Debug)]
 pub struct Sessions {
-    shards: Vec<Mutex<HashMap<String, LocalSession>>>,
-    connections: Vec<Mutex<HashMap<u64, ConnectionTrack>>>,
+    shards: Vec<Mutex<HashMap<String, LocalSession, RandomState>>>,
+    connections: Vec<Mutex<HashMap<u64, ConnectionTrack, RandomState>>>,
+    /// Picks an instance's shard (seeded apart from the shards' own maps).
+    shard_of: RandomState,
     capacity: usize,
     ttl: Duration,
     /// The table was full at some point since it was last under half its capacity: some
@@ -125,22 +127,21 @@ impl Sessions {
     /// An empty table holding at most `capacity` sessions, each at most `ttl`.
     pub fn new(capacity: usize, ttl: Duration) -> Self {
         Sessions {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            connections: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            connections: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            shard_of: RandomState::default(),
             capacity,
             ttl,
             overflowed: AtomicBool::new(false),
         }
     }
 
-    fn connection(&self, connection: u64) -> MutexGuard<'_, HashMap<u64, ConnectionTrack>> {
+    fn connection(&self, connection: u64) -> MutexGuard<'_, HashMap<u64, ConnectionTrack, RandomState>> {
         lock(&self.connections[connection as usize % SHARDS])
     }
 
-    fn shard(&self, instance: &str) -> MutexGuard<'_, HashMap<String, LocalSession>> {
-        let mut h = DefaultHasher::new();
-        instance.hash(&mut h);
-        lock(&self.shards[h.finish() as usize % SHARDS])
+    fn shard(&self, instance: &str) -> MutexGuard<'_, HashMap<String, LocalSession, RandomState>> {
+        lock(&self.shards[self.shard_of.hash_one(instance) as usize % SHARDS])
     }
 
     /// Notes that `connection` carries `instance` (every batch with an instance).
@@ -200,7 +201,7 @@ impl Sessions {
     }
 
     /// A rough capacity check on one shard (exact counting would lock every shard).
-    fn len_hint(&self, shard: &HashMap<String, LocalSession>) -> bool {
+    fn len_hint(&self, shard: &HashMap<String, LocalSession, RandomState>) -> bool {
         shard.len() * SHARDS >= self.capacity
     }
 

@@ -13,8 +13,8 @@
 //! seen there and when: a collision only makes a counter look new (no lease this once) or
 //! seen (a lease, as without this table) — it never changes what is admitted, only how.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+use foldhash::quality::RandomState;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -30,6 +30,8 @@ pub struct Sightings {
     /// Seconds since `start` (plus one: 0 is an empty slot) of the last sighting.
     seen_at: Box<[AtomicU32]>,
     start: Instant,
+    /// Hashes keys (seeded per table).
+    hasher: RandomState,
 }
 
 impl std::fmt::Debug for Sightings {
@@ -44,6 +46,7 @@ impl Default for Sightings {
             hashes: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
             seen_at: (0..SLOTS).map(|_| AtomicU32::new(0)).collect(),
             start: Instant::now(),
+            hasher: RandomState::default(),
         }
     }
 }
@@ -52,9 +55,7 @@ impl Sightings {
     /// Records a sighting of `key` at `now`; whether it was seen within [`REMEMBER_SECS`]
     /// before (as far as this lossy table knows).
     pub fn seen_before(&self, key: &str, now: Instant) -> bool {
-        let mut h = DefaultHasher::new();
-        key.hash(&mut h);
-        let hash = h.finish();
+        let hash = self.hasher.hash_one(key);
         let slot = (hash as usize) & (SLOTS - 1);
         let secs = u32::try_from(now.saturating_duration_since(self.start).as_secs())
             .unwrap_or(u32::MAX - 1)
