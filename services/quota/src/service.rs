@@ -190,12 +190,24 @@ impl QuotaService {
             }
             .in_current_span(),
         );
+        // One timer for the whole call (not one per batch): a batch answered by the deadline
+        // gets its result; once the deadline passed, each batch not answered yet times out.
+        let expiry = tokio::time::sleep_until(deadline.into());
+        tokio::pin!(expiry);
+        let mut expired = false;
         let mut results = Vec::with_capacity(answers.len());
-        for rx in answers {
-            let result = match tokio::time::timeout_at(deadline.into(), rx).await {
-                Ok(Ok(result)) => result,
-                Ok(Err(_)) => Err(ServiceError::Internal("batch task ended".into())),
-                Err(_) => Err(ServiceError::State(sluice_engine::StateError::Timeout)),
+        for mut rx in answers {
+            let result = if expired {
+                answered_by_now(&mut rx)
+            } else {
+                tokio::select! {
+                    biased;
+                    r = &mut rx => r.unwrap_or_else(|_| Err(batch_task_ended())),
+                    () = &mut expiry => {
+                        expired = true;
+                        answered_by_now(&mut rx)
+                    }
+                }
             };
             results.push(self.record(result));
         }
@@ -588,6 +600,24 @@ impl Quota for QuotaService {
             }
         }
     }
+}
+
+/// A batch's answer once its deadline passed: the result if it is there, else a timeout.
+fn answered_by_now(
+    rx: &mut oneshot::Receiver<Result<ApplyReply, ServiceError>>,
+) -> Result<ApplyReply, ServiceError> {
+    match rx.try_recv() {
+        Ok(result) => result,
+        Err(oneshot::error::TryRecvError::Empty) => {
+            Err(ServiceError::State(sluice_engine::StateError::Timeout))
+        }
+        Err(oneshot::error::TryRecvError::Closed) => Err(batch_task_ended()),
+    }
+}
+
+/// The error of a batch whose task ended without answering.
+fn batch_task_ended() -> ServiceError {
+    ServiceError::Internal("batch task ended".into())
 }
 
 #[cfg(test)]

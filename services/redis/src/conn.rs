@@ -297,6 +297,13 @@ impl Conn {
             .map_err(StateError::from)
     }
 
+    /// Whether acknowledged writes wait for replicas at all (the policy asks for at least
+    /// one): when not, [`Conn::confirm`] of any landed write is `Ok` at once, and callers
+    /// skip it.
+    pub(crate) fn waits_for_replicas(&self) -> bool {
+        self.wait.read().expect("wait policy lock").replicas > 0
+    }
+
     /// `Ok` when the topology is known and at least one primary answers (see
     /// [`Router::ready`]).
     pub(crate) async fn ready(&self) -> Result<(), StateError> {

@@ -13,10 +13,10 @@
 //! the lease was sent, so it never outlives the sub-bucket on the service's clock.
 
 use crate::lock;
+use foldhash::quality::RandomState;
 use sluice_engine::window::WindowSpec;
 use sluice_engine::{LeaseGrant, LeaseReturn};
 use std::cmp::Reverse;
-use foldhash::quality::RandomState;
 use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasher, Hash, Hasher};

@@ -16,8 +16,8 @@
 //! looked up once.
 
 use crate::lock;
-use sluice_engine::{EomRecord, SessionData};
 use foldhash::quality::RandomState;
+use sluice_engine::{EomRecord, SessionData};
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -136,7 +136,10 @@ impl Sessions {
         }
     }
 
-    fn connection(&self, connection: u64) -> MutexGuard<'_, HashMap<u64, ConnectionTrack, RandomState>> {
+    fn connection(
+        &self,
+        connection: u64,
+    ) -> MutexGuard<'_, HashMap<u64, ConnectionTrack, RandomState>> {
         lock(&self.connections[connection as usize % SHARDS])
     }
 
