@@ -297,11 +297,19 @@ impl Conn {
             .map_err(StateError::from)
     }
 
-    /// Whether acknowledged writes wait for replicas at all (the policy asks for at least
-    /// one): when not, [`Conn::confirm`] of any landed write is `Ok` at once, and callers
-    /// skip it.
-    pub(crate) fn waits_for_replicas(&self) -> bool {
-        self.wait.read().expect("wait policy lock").replicas > 0
+    /// Whether [`Conn::confirm`] of `write` has anything to wait for: a replica of the node
+    /// it landed on that the policy waits for. When not, `confirm` is `Ok` at once (a
+    /// landed write means the connection is up), and callers skip it.
+    pub(crate) fn needs_confirm(&self, write: &Landed) -> bool {
+        let Ok(router) = self.connected() else {
+            return true;
+        };
+        let policy = *self.wait.read().expect("wait policy lock");
+        if policy.replicas == 0 {
+            return false;
+        }
+        router.ensure_wait_policy(policy);
+        router.replicas_waited_for(write.node.addr()) > 0
     }
 
     /// `Ok` when the topology is known and at least one primary answers (see

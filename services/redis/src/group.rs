@@ -158,14 +158,18 @@ impl Backend {
     /// Returns once a replica has every charge in `taken` (see
     /// [`crate::cluster::replication`]); the first failure otherwise.
     async fn confirm(&self, taken: &[Option<Landed>]) -> Result<(), StateError> {
-        // Without replicas to wait for every confirmation is `Ok` (a landed write means the
-        // connection is up): no future per charge.
-        if !self.conn.waits_for_replicas() {
-            return Ok(());
-        }
-        let waits = taken
+        // A charge on a node without replicas to wait for is confirmed at once: no future
+        // for it (on a cluster without replicas, none at all).
+        let pending: Vec<&Landed> = taken
             .iter()
             .flatten()
+            .filter(|landed| self.conn.needs_confirm(landed))
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let waits = pending
+            .into_iter()
             .map(|landed| self.conn.confirm(landed, self.timeout));
         join_all(waits)
             .await

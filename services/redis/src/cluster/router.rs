@@ -284,8 +284,8 @@ impl Router {
         *table = Arc::new(table.with_slot(slot, addr, || node));
     }
 
-    /// How many replicas a write on the primary `addr` waits for now.
-    #[cfg(test)]
+    /// How many replicas a write on the primary `addr` waits for now (0: its
+    /// confirmation is `Ok` at once).
     pub(crate) fn replicas_waited_for(&self, addr: &str) -> usize {
         self.inner
             .replication

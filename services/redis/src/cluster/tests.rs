@@ -377,6 +377,28 @@ async fn topology_refreshes_are_rate_limited() {
     );
 }
 
+/// A write on a primary without replicas has nothing to wait for, whatever the policy: its
+/// confirmation is skipped (no future per charge), and would be `Ok` at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_a_primary_without_replicas_needs_no_confirmation() {
+    use super::replication::WaitPolicy;
+    let cluster = RedisCluster::start(3, 0);
+    let conn = connect(&cluster).await;
+    let (_, landed) = conn
+        .call_landed(&hincrby("nowait:{k}:w", 1), TIMEOUT)
+        .await
+        .unwrap();
+    assert!(!conn.needs_confirm(&landed), "the policy waits for none");
+    conn.wait_for_replicas(WaitPolicy {
+        replicas: 1,
+        timeout: Duration::from_millis(100),
+    });
+    assert!(!conn.needs_confirm(&landed), "no replica to wait for");
+    conn.confirm(&landed, TIMEOUT)
+        .await
+        .expect("confirmed at once");
+}
+
 /// A write is confirmed once its primary's replica has it; with the replica frozen and its
 /// link cut, the confirmation fails within the WAIT bound (the write is not acknowledged).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -402,6 +424,10 @@ async fn writes_are_confirmed_only_by_a_live_replica() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (_, landed) = conn.call_landed(&hincrby(key, 1), TIMEOUT).await.unwrap();
+    assert!(
+        conn.needs_confirm(&landed),
+        "a listed replica is waited for"
+    );
     conn.confirm(&landed, TIMEOUT)
         .await
         .expect("the replica confirms");
