@@ -287,29 +287,35 @@ impl Conn {
         write: &Landed,
         timeout: Duration,
     ) -> Result<(), StateError> {
+        match self.confirmation(write, timeout)? {
+            Some(wait) => wait.await,
+            None => Ok(()),
+        }
+    }
+
+    /// What confirming `write` waits for: `None` when no replica of the node it landed on
+    /// is waited for (it is confirmed at once: a landed write means the connection is up),
+    /// else the wait, within `timeout` and the batch's deadline. Callers confirming many
+    /// writes build no future for those with nothing to wait for.
+    pub(crate) fn confirmation<'a>(
+        &'a self,
+        write: &'a Landed,
+        timeout: Duration,
+    ) -> Result<Option<impl std::future::Future<Output = Result<(), StateError>> + 'a>, StateError>
+    {
         let router = self.connected()?;
         let policy = *self.wait.read().expect("wait policy lock");
         router.ensure_wait_policy(policy);
-        let deadline = crate::deadline::call_deadline(timeout);
-        router
-            .confirm(write, deadline)
-            .await
-            .map_err(StateError::from)
-    }
-
-    /// Whether [`Conn::confirm`] of `write` has anything to wait for: a replica of the node
-    /// it landed on that the policy waits for. When not, `confirm` is `Ok` at once (a
-    /// landed write means the connection is up), and callers skip it.
-    pub(crate) fn needs_confirm(&self, write: &Landed) -> bool {
-        let Ok(router) = self.connected() else {
-            return true;
-        };
-        let policy = *self.wait.read().expect("wait policy lock");
-        if policy.replicas == 0 {
-            return false;
+        if router.replicas_waited_for(write.node.addr()) == 0 {
+            return Ok(None);
         }
-        router.ensure_wait_policy(policy);
-        router.replicas_waited_for(write.node.addr()) > 0
+        let deadline = crate::deadline::call_deadline(timeout);
+        Ok(Some(async move {
+            router
+                .confirm(write, deadline)
+                .await
+                .map_err(StateError::from)
+        }))
     }
 
     /// `Ok` when the topology is known and at least one primary answers (see

@@ -160,17 +160,15 @@ impl Backend {
     async fn confirm(&self, taken: &[Option<Landed>]) -> Result<(), StateError> {
         // A charge on a node without replicas to wait for is confirmed at once: no future
         // for it (on a cluster without replicas, none at all).
-        let pending: Vec<&Landed> = taken
-            .iter()
-            .flatten()
-            .filter(|landed| self.conn.needs_confirm(landed))
-            .collect();
-        if pending.is_empty() {
+        let mut waits = Vec::new();
+        for landed in taken.iter().flatten() {
+            if let Some(wait) = self.conn.confirmation(landed, self.timeout)? {
+                waits.push(wait);
+            }
+        }
+        if waits.is_empty() {
             return Ok(());
         }
-        let waits = pending
-            .into_iter()
-            .map(|landed| self.conn.confirm(landed, self.timeout));
         join_all(waits)
             .await
             .into_iter()

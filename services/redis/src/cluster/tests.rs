@@ -388,12 +388,18 @@ async fn a_write_on_a_primary_without_replicas_needs_no_confirmation() {
         .call_landed(&hincrby("nowait:{k}:w", 1), TIMEOUT)
         .await
         .unwrap();
-    assert!(!conn.needs_confirm(&landed), "the policy waits for none");
+    assert!(
+        conn.confirmation(&landed, TIMEOUT).unwrap().is_none(),
+        "the policy waits for none"
+    );
     conn.wait_for_replicas(WaitPolicy {
         replicas: 1,
         timeout: Duration::from_millis(100),
     });
-    assert!(!conn.needs_confirm(&landed), "no replica to wait for");
+    assert!(
+        conn.confirmation(&landed, TIMEOUT).unwrap().is_none(),
+        "no replica to wait for"
+    );
     conn.confirm(&landed, TIMEOUT)
         .await
         .expect("confirmed at once");
@@ -425,7 +431,7 @@ async fn writes_are_confirmed_only_by_a_live_replica() {
     }
     let (_, landed) = conn.call_landed(&hincrby(key, 1), TIMEOUT).await.unwrap();
     assert!(
-        conn.needs_confirm(&landed),
+        conn.confirmation(&landed, TIMEOUT).unwrap().is_some(),
         "a listed replica is waited for"
     );
     conn.confirm(&landed, TIMEOUT)
