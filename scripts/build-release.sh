@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the release `sluice` binary that the image and the packages ship: statically linked
-# (glibc's static libc, `+crt-static`), so it runs on `scratch` and on any x86-64 Linux.
+# (glibc's static libc, `+crt-static`), so it runs on `scratch` and on any x86-64 Linux, and
+# optimised with the profile in pgo/ (see below).
 # Built once: cargo sees nothing to do on the second call (same target, same flags), so
 # scripts/build-image.sh and scripts/build-packages.sh both call this. Prints the binary's
 # path on its last line.
@@ -10,8 +11,21 @@ cd "$(dirname "$0")/.."
 TARGET=x86_64-unknown-linux-gnu
 # With an explicit --target, RUSTFLAGS reach only the target's crates (not build scripts
 # or proc macros, which stay dynamically linked host programs).
-RUSTFLAGS="-C target-feature=+crt-static" \
-    cargo build --release --locked -p sluice --target "$TARGET" >&2
+RUSTFLAGS="-C target-feature=+crt-static"
+# Profile-guided optimisation from the committed profile (scripts/pgo-profile.sh makes it;
+# docs/benchmarks.md, "Profile-guided optimisation"). SLUICE_PGO=0 builds without it.
+# Functions changed since the profile was made are compiled as without one (LLVM checks
+# each function's control-flow hash and ignores a stale record; the warning is silenced).
+# Cargo does not see a file named in RUSTFLAGS change, so the profile is used under a name
+# made of its hash: a new profile is new flags, and a rebuild.
+PROFILE="$PWD/pgo/sluice.profdata.gz"
+if [[ "${SLUICE_PGO:-1}" != 0 && -f "$PROFILE" ]]; then
+    mkdir -p target/pgo
+    USED="$PWD/target/pgo/$(sha256sum "$PROFILE" | cut -c1-16).profdata"
+    [[ -f "$USED" ]] || gzip -dc "$PROFILE" >"$USED"
+    RUSTFLAGS="$RUSTFLAGS -C profile-use=$USED -C llvm-args=-no-pgo-warn-mismatch"
+fi
+RUSTFLAGS="$RUSTFLAGS" cargo build --release --locked -p sluice --target "$TARGET" >&2
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps --locked |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 BIN="$TARGET_DIR/$TARGET/release/sluice"
