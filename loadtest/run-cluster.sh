@@ -16,7 +16,8 @@
 # POLICIES, SKIP_BUILD=1 to reuse the release binaries, BIN_DIR (target/release) to run other
 # builds' binaries (A/B comparisons).
 # EDGE_ARGS: extra `sluice edge` flags (e.g. "--worker-threads 1"); QUOTA_ARGS: extra
-# `sluice quota` flags (e.g. "--redis-wait-replicas 0").
+# `sluice quota` flags (e.g. "--redis-wait-replicas 0"); SERVE_ARGS: extra `sluice serve`
+# flags (e.g. "--counter-flush-ms 0": embedded mode without counter persistence).
 # REPLICAS (0): replicas per primary (on the ports after the primaries'); with replicas the
 # quota service waits for one per charge (WAIT) unless told otherwise.
 # BUS_OFFSET (10000): cluster bus port = node port + this.
@@ -121,7 +122,8 @@ wait_port "$EDGE_PORT"
 echo "== sluice serve (embedded) on 127.0.0.1:$SERVE_PORT"
 db="sqlite://$tmp/sluice.db"
 "$bin/sluice" policy import "$POLICIES" --database "$db"
-"$bin/sluice" serve --listen "127.0.0.1:$SERVE_PORT" --database "$db" --metrics-listen off 2>"$tmp/serve.log" &
+"$bin/sluice" serve --listen "127.0.0.1:$SERVE_PORT" --database "$db" --metrics-listen off \
+    ${SERVE_ARGS:-} 2>"$tmp/serve.log" &
 pids+=($!)
 serve_pid=$!
 wait_port "$SERVE_PORT"
@@ -156,6 +158,14 @@ commands_per_request() { # label
 echo "== load: embedded (keys: $KEYS)"
 embedded_procs=("serve=$serve_pid")
 load_with_cpu embedded "$SERVE_PORT" embedded_procs --keys "$KEYS" | tee "$tmp/embedded-report.txt"
+# The embedded server is stopped (cleanly) before the cluster is measured: with counter
+# persistence on a long tail of keys it goes on writing its backlog of counters to SQLite
+# for seconds after its load ends (and flushes the rest when it stops), CPU that the
+# cluster's measured window would otherwise share. Until 2026-12-07 it kept running.
+stop_started=$SECONDS
+kill "$serve_pid" 2>/dev/null || true
+wait "$serve_pid" 2>/dev/null || true
+echo "== embedded server stopped in $((SECONDS - stop_started)) s"
 echo "== load: cluster (keys: $KEYS)"
 cluster_procs=("edge=$edge_pid" "quota=$quota_pid")
 for i in $(seq 0 $((n_nodes - 1))); do cluster_procs+=("redis$i=${redis_pids[$i]}"); done

@@ -24,6 +24,12 @@ if [[ "${SLUICE_PGO:-1}" != 0 && -f "$PROFILE" ]]; then
     USED="$PWD/target/pgo/$(sha256sum "$PROFILE" | cut -c1-16).profdata"
     [[ -f "$USED" ]] || gzip -dc "$PROFILE" >"$USED"
     RUSTFLAGS="$RUSTFLAGS -C profile-use=$USED -C llvm-args=-no-pgo-warn-mismatch"
+    # Another compiler may hash functions differently: the profile would then quietly
+    # match less of the code. Say so (the build goes on).
+    made_with="$(cat pgo/rustc-version.txt 2>/dev/null || echo unknown)"
+    if [[ "$(rustc -V)" != "$made_with" ]]; then
+        echo "build-release: pgo/sluice.profdata.gz was made with '$made_with', this is '$(rustc -V)': remake it with scripts/pgo-profile.sh" >&2
+    fi
 fi
 RUSTFLAGS="$RUSTFLAGS" cargo build --release --locked -p sluice --target "$TARGET" >&2
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps --locked |

@@ -70,4 +70,6 @@ mkdir -p "$(dirname "$out")"
 # compiled as without one (not as cold code); gzip: a sixth of the size in git.
 "$profdata" merge --sparse -o "$data/merged.profdata" "$data"/*.profraw
 gzip -9 -n -c "$data/merged.profdata" >"$out"
+# The compiler it matches: build-release.sh says when another one builds with it.
+rustc -V >"$(dirname "$out")/rustc-version.txt"
 echo "wrote $out ($(du -h "$out" | cut -f1))"
