@@ -30,7 +30,7 @@ local bl_ms = tonumber(ARGV[6])
 local bl_now = ARGV[7] == '1'
 local max_helos = tonumber(ARGV[8])
 
-local function fmt(n) return string.format('%.0f', n) end
+local function fmt(n) return string.format('%d', n) end
 
 local raw = redis.call('HGETALL', key)
 local keep, bl_until = 0, 0

@@ -40,7 +40,7 @@ local abl_on = ARGV[11] == '1'
 local abl_period, abl_count, abl_pct = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
 local training = ARGV[15] == '1'
 
-local function fmt(n) return string.format('%.0f', n) end
+local function fmt(n) return string.format('%d', n) end
 local function split(v)
   local out = {}
   for p in string.gmatch(v, '[^:]+') do out[#out + 1] = tonumber(p) end

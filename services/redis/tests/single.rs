@@ -167,3 +167,47 @@ async fn bad_settings_are_refused() {
         .unwrap();
     assert!(matches!(err, ConnectError::InvalidPrefix(_)));
 }
+
+/// Counts, bucket indexes and expiry times are written back by the counter script as exact
+/// integers (not in exponent form, not rounded): charges of 15 digits on a limit near
+/// 2^52, in a 30-day window (10-digit expiry in ms), alone and two in one script call.
+#[tokio::test]
+async fn large_counts_and_times_are_written_exactly() {
+    let server = RedisServer::start();
+    let redis = RedisState::connect(&[server.url()]).await.unwrap();
+    let big = 123_456_789_012_345u64;
+    let op = |key: &str| CounterOp {
+        key: key.into(),
+        limit: (1 << 52) + 12_345,
+        window: WindowSpec::new(30 * 86_400_000, 60),
+        kind: OpKind::Take { cost: big },
+    };
+    let alone = CounterBatch {
+        groups: vec![vec![op("Sender:big@example.com")]],
+        ..CounterBatch::default()
+    };
+    let first = redis.apply(&alone).await.unwrap();
+    assert_eq!(first.groups[0][0].used, big, "{first:?}");
+    let second = redis.apply(&alone).await.unwrap();
+    assert_eq!(second.groups[0][0].used, 2 * big, "{second:?}");
+    // Two ops in one batch: one script call for both.
+    let together = CounterBatch {
+        groups: vec![
+            vec![op("Sender:big@example.com")],
+            vec![op("Sender:other@example.com")],
+        ],
+        ..CounterBatch::default()
+    };
+    let third = redis.apply(&together).await.unwrap();
+    assert_eq!(third.groups[0][0].used, 3 * big, "{third:?}");
+    assert_eq!(third.groups[1][0].used, big, "{third:?}");
+    let check = CounterBatch {
+        groups: vec![vec![CounterOp {
+            kind: OpKind::Check { cost: 0 },
+            ..op("Sender:big@example.com")
+        }]],
+        ..CounterBatch::default()
+    };
+    let level = redis.apply(&check).await.unwrap();
+    assert_eq!(level.groups[0][0].used, 3 * big, "{level:?}");
+}
