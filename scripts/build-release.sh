@@ -16,13 +16,19 @@ RUSTFLAGS="-C target-feature=+crt-static"
 # docs/benchmarks.md, "Profile-guided optimisation"). SLUICE_PGO=0 builds without it.
 # Functions changed since the profile was made are compiled as without one (LLVM checks
 # each function's control-flow hash and ignores a stale record; the warning is silenced).
-# Cargo does not see a file named in RUSTFLAGS change, so the profile is used under a name
-# made of its hash: a new profile is new flags, and a rebuild.
+# The profile is unpacked once, under a name made of its hash: rustc records the file in its
+# dep-info, so cargo rebuilds when that file changes; unpacking it anew on every call would
+# rebuild every time, and a new profile gets a new name (new flags) and one rebuild.
 PROFILE="$PWD/pgo/sluice.profdata.gz"
 if [[ "${SLUICE_PGO:-1}" != 0 && -f "$PROFILE" ]]; then
     mkdir -p target/pgo
     USED="$PWD/target/pgo/$(sha256sum "$PROFILE" | cut -c1-16).profdata"
-    [[ -f "$USED" ]] || gzip -dc "$PROFILE" >"$USED"
+    # Unpacked under a temporary name first: an interrupted unpack leaves no truncated file
+    # under the name a later build would trust.
+    if [[ ! -f "$USED" ]]; then
+        gzip -dc "$PROFILE" >"$USED.tmp.$$"
+        mv "$USED.tmp.$$" "$USED"
+    fi
     RUSTFLAGS="$RUSTFLAGS -C profile-use=$USED -C llvm-args=-no-pgo-warn-mismatch"
     # Another compiler may hash functions differently: the profile would then quietly
     # match less of the code. Say so (the build goes on).

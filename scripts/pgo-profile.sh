@@ -18,8 +18,9 @@
 #
 # Needs what those scripts need: dnsmasq (Debian's dnsmasq-base), redis-server and
 # redis-cli, psql and a PostgreSQL server. Takes one instrumented release build of `sluice`
-# (and the load tools' release build, when not built yet) and about two minutes of load. INSTRUMENTED=BINARY PROFRAW_DIR=DIR skips the instrumented build: BINARY
-# was built with `-Cprofile-generate=DIR` as above.
+# (and the load tools' release build, when not built yet) and about two minutes of load.
+# INSTRUMENTED=BINARY PROFRAW_DIR=DIR skips the instrumented build: BINARY was built with
+# `-Cprofile-generate=DIR` as above.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"

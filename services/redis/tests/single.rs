@@ -210,4 +210,17 @@ async fn large_counts_and_times_are_written_exactly() {
     };
     let level = redis.apply(&check).await.unwrap();
     assert_eq!(level.groups[0][0].used, 3 * big, "{level:?}");
+    // The expiry the script set: the period and one sub-bucket (30 days + 12 h), in ms.
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("sluice:{Sender:big@example.com}:w")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let full = 30 * 86_400_000 + 43_200_000;
+    assert!(
+        full - 60_000 < ttl && ttl <= full,
+        "PTTL {ttl}, expected about {full}"
+    );
 }
